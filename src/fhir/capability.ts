@@ -1,0 +1,60 @@
+import { searchParametersFor } from '../search';
+import { supportedTypes } from './resource-types';
+import type { FhirContext } from './context';
+
+/** Extra CapabilityStatement parts contributed by other capabilities (auth adds rest.security). */
+export type CapabilityContributor = (statement: fhir4.CapabilityStatement, ctx: FhirContext) => void;
+const contributors: CapabilityContributor[] = [];
+export function contributeToCapabilities(c: CapabilityContributor): void {
+  contributors.push(c);
+}
+
+/**
+ * The CapabilityStatement, generated from what is implemented: the supported types, the
+ * interactions the routes serve and the search parameters the registry knows.
+ */
+export function capabilityStatement(ctx: FhirContext, startedAt: string): fhir4.CapabilityStatement {
+  const interactions: fhir4.CapabilityStatementRestResourceInteraction['code'][] = [
+    'read', 'vread', 'update', 'patch', 'delete', 'history-instance', 'history-type', 'create', 'search-type',
+  ];
+  const statement: fhir4.CapabilityStatement = {
+    resourceType: 'CapabilityStatement',
+    status: 'active',
+    date: startedAt,
+    publisher: 'rpm-fhir-server',
+    kind: 'instance',
+    software: { name: 'rpm-fhir-server', version: process.env.npm_package_version ?? '0.1.0' },
+    implementation: { description: 'FHIR R4 server for remote patient monitoring', url: ctx.baseUrl },
+    fhirVersion: '4.0.1',
+    format: ['application/fhir+json', 'json'],
+    patchFormat: ['application/json-patch+json'],
+    rest: [
+      {
+        mode: 'server',
+        resource: supportedTypes.map((type) => ({
+          type: type as fhir4.CapabilityStatementRestResource['type'],
+          profile: `http://hl7.org/fhir/StructureDefinition/${type}`,
+          interaction: interactions.map((code) => ({ code })),
+          versioning: 'versioned-update',
+          readHistory: true,
+          updateCreate: true,
+          conditionalCreate: true,
+          conditionalUpdate: true,
+          conditionalDelete: 'single',
+          conditionalRead: 'not-supported',
+          referencePolicy: ['literal', 'logical'],
+          searchParam: searchParametersFor(type).map((p) => ({
+            name: p.name,
+            type: p.type as fhir4.CapabilityStatementRestResourceSearchParam['type'],
+            ...(p.definition ? { definition: p.definition } : {}),
+            ...(p.documentation ? { documentation: p.documentation } : {}),
+          })),
+          operation: [{ name: 'validate', definition: 'http://hl7.org/fhir/OperationDefinition/Resource-validate' }],
+        })),
+        interaction: [{ code: 'history-system' }],
+      },
+    ],
+  };
+  for (const contribute of contributors) contribute(statement, ctx);
+  return statement;
+}

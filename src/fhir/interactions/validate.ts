@@ -1,0 +1,35 @@
+import { readCurrent } from '../../store/repository';
+import { validationIssues } from '../../validation/resource';
+import type { FhirContext, InteractionResult } from '../context';
+import { badRequest, informationOutcome, notFound, operationOutcome } from '../outcome';
+import type { RestRequest } from '../rest-request';
+
+/**
+ * `$validate` at type or instance level (R4 resource-operation-validate). The body is the
+ * resource or a Parameters resource with a `resource` parameter. The answer is always 200 with
+ * an OperationOutcome; whether the resource is valid is in its issues, not the status.
+ */
+export async function validateOperation(ctx: FhirContext, req: RestRequest): Promise<InteractionResult> {
+  let resource = req.body as { resourceType?: string; parameter?: Array<{ name: string; resource?: unknown; valueCode?: string }> } | undefined;
+  let mode: string | undefined = req.query.get('mode') ?? undefined;
+  if (resource?.resourceType === 'Parameters') {
+    mode = resource.parameter?.find((p) => p.name === 'mode')?.valueCode ?? mode;
+    resource = resource.parameter?.find((p) => p.name === 'resource')?.resource as typeof resource;
+  }
+  if (req.id !== undefined && !(await readCurrent(ctx.db, req.type, req.id))) {
+    throw notFound(`${req.type}/${req.id} is not known`);
+  }
+  if (mode === 'delete') {
+    return { status: 200, body: informationOutcome(`${req.type}/${req.id} may be deleted`) };
+  }
+  if (!resource) throw badRequest('$validate needs a resource in the body, or a Parameters resource with a resource parameter');
+  const issues = validationIssues(resource);
+  if (resource.resourceType !== req.type) {
+    issues.unshift({ code: 'invalid', diagnostics: `resourceType '${String(resource.resourceType)}' is not ${req.type}`, expression: ['resourceType'] });
+  }
+  const id = (resource as { id?: string }).id;
+  if (req.id !== undefined && mode === 'update' && id !== req.id) {
+    issues.push({ code: 'invalid', diagnostics: `the resource id '${id ?? ''}' does not match the URL id '${req.id}'`, expression: ['id'] });
+  }
+  return { status: 200, body: issues.length > 0 ? operationOutcome(issues) : informationOutcome('the resource is valid') };
+}

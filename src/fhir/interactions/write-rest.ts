@@ -1,0 +1,58 @@
+import type { FhirContext, InteractionResult } from '../context';
+import { badRequest, OperationOutcomeError } from '../outcome';
+import { type RestRequest, writeResult } from '../rest-request';
+import { executeWrites, type WriteOp } from '../write';
+import { read } from './read';
+
+/**
+ * The REST write interactions (create, update, patch, delete, and their conditional forms) as
+ * one WriteOp each through the shared pipeline; only the mapping from HTTP differs.
+ */
+export async function create(ctx: FhirContext, req: RestRequest): Promise<InteractionResult> {
+  const ifNoneExist = req.ifNoneExist !== undefined ? conditionFromHeader(req.ifNoneExist) : undefined;
+  return run(ctx, req, { kind: 'create', type: req.type, resource: req.body, ifNoneExist });
+}
+
+export async function update(ctx: FhirContext, req: RestRequest): Promise<InteractionResult> {
+  const match = req.id ? undefined : requireCondition(req.query, 'update');
+  return run(ctx, req, { kind: 'update', type: req.type, id: req.id, match, resource: req.body, ifMatch: req.ifMatch });
+}
+
+export async function patch(ctx: FhirContext, req: RestRequest): Promise<InteractionResult> {
+  if (req.bodyKind !== 'json-patch') {
+    throw new OperationOutcomeError(415, { code: 'not-supported', diagnostics: 'PATCH takes a JSON Patch body (Content-Type: application/json-patch+json)' });
+  }
+  const match = req.id ? undefined : requireCondition(req.query, 'patch');
+  return run(ctx, req, { kind: 'patch', type: req.type, id: req.id, match, patch: req.body, ifMatch: req.ifMatch });
+}
+
+export async function remove(ctx: FhirContext, req: RestRequest): Promise<InteractionResult> {
+  const match = req.id ? undefined : requireCondition(req.query, 'delete');
+  return run(ctx, req, { kind: 'delete', type: req.type, id: req.id, match, ifMatch: req.ifMatch });
+}
+
+async function run(ctx: FhirContext, req: RestRequest, op: WriteOp): Promise<InteractionResult> {
+  const [outcome] = await executeWrites(ctx, [op]);
+  if (op.kind === 'create' && outcome!.status === 200 && !outcome!.resource) {
+    // If-None-Exist matched: answer with the existing resource, as R4 http.html#ccreate says.
+    const existing = await read(ctx, { ...req, id: outcome!.id, prefer: 'representation' });
+    return req.prefer === 'minimal' ? { status: 200, headers: existing.headers } : existing;
+  }
+  return writeResult(ctx.baseUrl, outcome!, req.prefer);
+}
+
+/** If-None-Exist carries the query part of a search URL, with or without the leading `?`. */
+function conditionFromHeader(value: string): URLSearchParams {
+  const query = value.includes('?') ? value.slice(value.indexOf('?') + 1) : value;
+  const params = new URLSearchParams(query);
+  if ([...params.keys()].length === 0) throw badRequest('If-None-Exist must hold search parameters, e.g. identifier=http://x|1');
+  return params;
+}
+
+function requireCondition(query: URLSearchParams, interaction: string): URLSearchParams {
+  const params = new URLSearchParams([...query].filter(([k]) => !['_format', '_pretty'].includes(k)));
+  if ([...params.keys()].length === 0) {
+    throw badRequest(`a conditional ${interaction} needs search parameters (e.g. ?identifier=…); without them, name the id in the URL`);
+  }
+  return params;
+}

@@ -1,0 +1,77 @@
+import { OperationOutcomeError } from './outcome';
+
+export const FHIR_JSON = 'application/fhir+json';
+const JSON_TYPES = new Set([FHIR_JSON, 'application/json', 'json', 'application/json+fhir']);
+const XML_TYPES = new Set(['application/fhir+xml', 'application/xml', 'text/xml', 'xml', 'application/xml+fhir']);
+
+const mediaType = (value: string) => value.split(';')[0]!.trim().toLowerCase();
+
+/**
+ * The response media type from `_format` (which wins, R4 http.html#mime) or Accept. JSON is the
+ * only format served: an explicit request for XML or anything else is 406.
+ */
+export function responseType(format: string | undefined, accept: string | undefined): string {
+  if (format) {
+    const f = mediaType(format);
+    if (JSON_TYPES.has(f)) return f === 'application/json' || f === 'json' ? 'application/json' : FHIR_JSON;
+    throw notAcceptable(`_format=${format} is not supported; use json or ${FHIR_JSON}`);
+  }
+  if (!accept) return FHIR_JSON;
+  const ranges = accept.split(',').map((r) => ({ type: mediaType(r), q: Number(/;\s*q=([0-9.]+)/.exec(r)?.[1] ?? '1') }));
+  const acceptable = ranges.filter((r) => r.q > 0);
+  if (acceptable.some((r) => r.type === FHIR_JSON || r.type === 'application/json+fhir')) return FHIR_JSON;
+  if (acceptable.some((r) => r.type === 'application/json')) return 'application/json';
+  if (acceptable.some((r) => r.type === '*/*' || r.type === 'application/*')) return FHIR_JSON;
+  throw notAcceptable(`none of the accepted types (${accept}) can be served; this server speaks ${FHIR_JSON}`);
+}
+
+function notAcceptable(diagnostics: string): OperationOutcomeError {
+  return new OperationOutcomeError(406, { code: 'not-supported', diagnostics });
+}
+
+/** Checks a request body's Content-Type: FHIR JSON (or `allowPatch`: JSON Patch). XML and others are 415. */
+export function checkBodyType(contentType: string | undefined, { allowPatch }: { allowPatch: boolean }): 'resource' | 'json-patch' {
+  if (!contentType) return 'resource';
+  const type = mediaType(contentType);
+  if (JSON_TYPES.has(type)) return 'resource';
+  if (allowPatch && type === 'application/json-patch+json') return 'json-patch';
+  const accepted = allowPatch ? `${FHIR_JSON} or application/json-patch+json` : FHIR_JSON;
+  throw new OperationOutcomeError(415, {
+    code: 'not-supported',
+    diagnostics: `Content-Type ${type} is not supported${XML_TYPES.has(type) ? ' (XML is not served)' : ''}; send ${accepted}`,
+  });
+}
+
+/** Parses a JSON body; malformed JSON is a 400 naming where it broke. */
+export function parseJsonBody(payload: unknown): unknown {
+  const text = Buffer.isBuffer(payload) ? payload.toString('utf8') : typeof payload === 'string' ? payload : '';
+  if (text.trim() === '') {
+    throw new OperationOutcomeError(400, { code: 'required', diagnostics: 'the request body is empty' });
+  }
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new OperationOutcomeError(400, { code: 'structure', diagnostics: `the body is not valid JSON: ${(err as Error).message}` });
+  }
+}
+
+export type ReturnPreference = 'minimal' | 'representation' | 'OperationOutcome';
+
+export function preferences(prefer: string | undefined): { return: ReturnPreference; lenient: boolean } {
+  const parts = (prefer ?? '').split(/[;,]/).map((p) => p.trim());
+  const ret = parts.find((p) => p.startsWith('return='))?.slice('return='.length);
+  return {
+    return: ret === 'minimal' || ret === 'OperationOutcome' ? ret : 'representation',
+    lenient: parts.includes('handling=lenient'),
+  };
+}
+
+/** `W/"3"`, `"3"` or `3` → 3; anything else is a 400. */
+export function parseVersionTag(tag: string | undefined, header: string): number | undefined {
+  if (tag === undefined || tag === '') return undefined;
+  const m = /^(?:W\/)?"?(\d+)"?$/.exec(tag.trim());
+  if (!m) {
+    throw new OperationOutcomeError(400, { code: 'invalid', diagnostics: `${header} must be a version tag like W/"3", got ${tag}` });
+  }
+  return Number(m[1]);
+}

@@ -1,0 +1,25 @@
+import type { ResponseToolkit, ResponseObject, Request } from '@hapi/hapi';
+import type { InteractionResult } from './context';
+import { responseType } from './negotiation';
+
+/**
+ * Writes an InteractionResult as the HTTP response: the negotiated JSON media type, `_pretty`,
+ * headers. Stored JSON text is sent as is unless pretty printing asks for a re-parse.
+ */
+export function respond(request: Request, h: ResponseToolkit, result: InteractionResult): ResponseObject {
+  const query = request.query as Record<string, string | undefined>;
+  const type = responseType(query._format, request.headers.accept as string | undefined);
+  let payload: string | undefined;
+  if (result.body !== undefined) {
+    const pretty = query._pretty === 'true';
+    if ('json' in result.body && typeof result.body.json === 'string') {
+      payload = pretty ? JSON.stringify(JSON.parse(result.body.json), null, 2) : result.body.json;
+    } else {
+      payload = JSON.stringify(result.body, null, pretty ? 2 : undefined);
+    }
+  }
+  const response = h.response(payload).code(result.status);
+  if (payload !== undefined) response.type(`${type}; charset=utf-8`);
+  for (const [name, value] of Object.entries(result.headers ?? {})) response.header(name, value);
+  return response;
+}

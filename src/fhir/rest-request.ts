@@ -1,0 +1,48 @@
+import type { InteractionResult } from './context';
+import type { ReturnPreference } from './negotiation';
+import { informationOutcome } from './outcome';
+import type { WriteOutcome } from './write';
+
+/** A FHIR REST request as the interactions see it: no Hapi types, so bundles can replay it. */
+export interface RestRequest {
+  type: string;
+  id?: string;
+  versionId?: string;
+  query: URLSearchParams;
+  ifMatch?: number;
+  ifNoneExist?: string;
+  ifNoneMatch?: string;
+  prefer: ReturnPreference;
+  /** Parsed JSON body (a resource, or a JSON Patch array). */
+  body?: unknown;
+  bodyKind?: 'resource' | 'json-patch';
+  /** `Prefer: handling=lenient`: unknown search parameters are reported, not refused. */
+  lenient: boolean;
+  /** The full request URL, for search `self` links. */
+  url: string;
+  /** `/Patient/{id}/{compartmentType}` compartment searches. */
+  compartmentType?: string;
+  /** `$validate` and other operations. */
+  operation?: string;
+}
+
+export const etag = (versionId: number | string) => `W/"${versionId}"`;
+export const httpDate = (instant: string) => new Date(instant).toUTCString();
+
+/** Status, ETag, Location, Last-Modified and the body chosen by `Prefer: return=` for a write. */
+export function writeResult(baseUrl: string, outcome: WriteOutcome, prefer: ReturnPreference): InteractionResult {
+  const headers: Record<string, string> = {};
+  if (outcome.versionId !== undefined && outcome.id) {
+    headers.etag = etag(outcome.versionId);
+    if (outcome.status === 201 || outcome.status === 200) {
+      headers.location = `${baseUrl}/${outcome.type}/${outcome.id}/_history/${outcome.versionId}`;
+    }
+  }
+  if (outcome.lastUpdated) headers['last-modified'] = httpDate(outcome.lastUpdated);
+  if (outcome.status === 204) return { status: 204, headers };
+  if (prefer === 'minimal') return { status: outcome.status, headers };
+  if (prefer === 'OperationOutcome') {
+    return { status: outcome.status, headers, body: informationOutcome(`${outcome.type}/${outcome.id} written, version ${outcome.versionId}`) };
+  }
+  return { status: outcome.status, headers, body: outcome.resource };
+}

@@ -1,0 +1,132 @@
+import type { Plugin, Request, ResponseToolkit, RouteOptions } from '@hapi/hapi';
+import { searchResources } from '../search';
+import type { FhirContext, InteractionResult } from './context';
+import { capabilityStatement } from './capability';
+import { history } from './interactions/history';
+import { read, vread } from './interactions/read';
+import { validateOperation } from './interactions/validate';
+import { create, patch, remove, update } from './interactions/write-rest';
+import { checkBodyType, parseJsonBody, parseVersionTag, preferences, responseType } from './negotiation';
+import { badRequest, notFound, notSupported } from './outcome';
+import { isSupportedType } from './resource-types';
+import { respond } from './respond';
+import type { RestRequest } from './rest-request';
+
+type Handler = (ctx: FhirContext, req: RestRequest) => Promise<InteractionResult>;
+
+/**
+ * The FHIR REST routes under /fhir: a thin adapter from Hapi requests to the interactions,
+ * which know nothing of Hapi (bundles replay them).
+ */
+export const fhirRoutes: Plugin<{ ctx: FhirContext }> = {
+  name: 'fhir-rest',
+  register(server, { ctx }) {
+    const startedAt = new Date().toISOString();
+    const bodyOptions = (): RouteOptions['payload'] => ({ parse: false, output: 'data', maxBytes: ctx.config.maxBodyBytes });
+
+    const route = (method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE', path: string, handler: Handler, opts: { body?: 'resource' | 'resource-or-patch' | 'form' } = {}) =>
+      server.route({
+        method,
+        path: `/fhir${path}`,
+        options: { payload: opts.body ? bodyOptions() : undefined },
+        handler: async (request: Request, h: ResponseToolkit) => {
+          const req = toRestRequest(request, opts.body);
+          return respond(request, h, await handler(ctx, req));
+        },
+      });
+
+    server.route({
+      method: 'GET',
+      path: '/fhir/metadata',
+      handler: (request, h) => respond(request, h, { status: 200, body: capabilityStatement(ctx, startedAt) }),
+    });
+
+    route('GET', '/_history', (c, r) => history(c, { ...r, type: undefined }));
+    route('GET', '/{type}/_history', (c, r) => history(c, r));
+    route('GET', '/{type}/{id}/_history', (c, r) => history(c, r));
+    // Without this, the compartment route below would take /Patient/{id}/_history (its literal
+    // 'Patient' segment outranks '{type}' in Hapi's router).
+    route('GET', '/Patient/{id}/_history', (c, r) => history(c, r));
+    route('GET', '/{type}/{id}/_history/{vid}', vread);
+
+    route('GET', '/{type}', (c, r) => searchResources(c, { resourceType: r.type, params: r.query, preferLenient: r.lenient, requestUrl: r.url }));
+    route('POST', '/{type}/_search', (c, r) => searchResources(c, { resourceType: r.type, params: r.query, preferLenient: r.lenient, requestUrl: r.url }), { body: 'form' });
+    route('GET', '/Patient/{id}/{compartmentType}', (c, r) =>
+      searchResources(c, { resourceType: r.compartmentType!, params: r.query, compartment: { resourceType: 'Patient', id: r.id! }, preferLenient: r.lenient, requestUrl: r.url }));
+
+    route('POST', '/{type}', create, { body: 'resource' });
+    route('PUT', '/{type}', update, { body: 'resource' });
+    route('PATCH', '/{type}', patch, { body: 'resource-or-patch' });
+    route('DELETE', '/{type}', remove);
+    route('GET', '/{type}/{id}', read);
+    route('PUT', '/{type}/{id}', update, { body: 'resource' });
+    route('PATCH', '/{type}/{id}', patch, { body: 'resource-or-patch' });
+    route('DELETE', '/{type}/{id}', remove);
+
+    route('POST', '/{type}/{operation}', (c, r) => operation(c, r), { body: 'resource' });
+    route('POST', '/{type}/{id}/{operation}', (c, r) => operation(c, r), { body: 'resource' });
+
+    // Known paths with a method the server does not serve are 405, not Hapi's bare 404.
+    server.route({
+      method: '*',
+      path: '/fhir/{path*}',
+      options: { payload: { parse: false, output: 'data', maxBytes: ctx.config.maxBodyBytes } },
+      handler: (request) => {
+        const first = (request.params.path as string | undefined)?.split('/')[0] ?? '';
+        if (first === '' || first === 'metadata' || first === '_history' || isSupportedType(first)) {
+          throw notSupported(`${request.method.toUpperCase()} ${request.path} is not an interaction this server supports`);
+        }
+        throw notFound(`${request.path} is not a FHIR endpoint of this server`);
+      },
+    });
+  },
+};
+
+
+function toRestRequest(request: Request, body: 'resource' | 'resource-or-patch' | 'form' | undefined): RestRequest {
+  const params = request.params as Record<string, string | undefined>;
+  const type = params.type ?? 'Patient';
+  if (!isSupportedType(type)) {
+    throw notFound(`resource type '${type}' is not supported by this server (see /fhir/metadata)`);
+  }
+  if (params.compartmentType !== undefined && !isSupportedType(params.compartmentType)) {
+    throw notFound(`resource type '${params.compartmentType}' is not supported by this server (see /fhir/metadata)`);
+  }
+  // Negotiate before doing any work, so an unacceptable Accept is 406 even for writes.
+  responseType((request.query as Record<string, string>)._format, request.headers.accept as string | undefined);
+  const url = new URL(request.url.href);
+  const query = url.searchParams;
+  const headers = request.headers as Record<string, string | undefined>;
+  const prefer = preferences(headers.prefer);
+  const rest: RestRequest = {
+    type,
+    id: params.id,
+    versionId: params.vid,
+    compartmentType: params.compartmentType,
+    operation: params.operation,
+    query,
+    prefer: prefer.return,
+    lenient: prefer.lenient,
+    url: url.toString(),
+    ifMatch: parseVersionTag(headers['if-match'], 'If-Match'),
+    ifNoneExist: headers['if-none-exist'],
+    ifNoneMatch: headers['if-none-match'],
+  };
+  if (body === 'form') {
+    // POST _search: parameters in an application/x-www-form-urlencoded body, merged with the URL's.
+    const type = (headers['content-type'] ?? '').split(';')[0]!.trim();
+    if (type !== 'application/x-www-form-urlencoded') {
+      throw badRequest('POST _search takes an application/x-www-form-urlencoded body');
+    }
+    for (const [k, v] of new URLSearchParams(String(request.payload ?? ''))) query.append(k, v);
+  } else if (body) {
+    rest.bodyKind = checkBodyType(headers['content-type'], { allowPatch: body === 'resource-or-patch' });
+    rest.body = parseJsonBody(request.payload);
+  }
+  return rest;
+}
+
+async function operation(ctx: FhirContext, req: RestRequest): Promise<InteractionResult> {
+  if (req.operation === '$validate') return validateOperation(ctx, req);
+  throw notFound(`operation '${req.operation ?? ''}' is not known for ${req.type}`);
+}

@@ -1,0 +1,255 @@
+import { randomUUID } from 'node:crypto';
+import { applyPatch, JsonPatchError, type Operation } from 'fast-json-patch';
+import { findMatchingIds } from '../search';
+import { writeSearchIndex } from '../search/index-writer';
+import type { Queryable } from '../store/db';
+import { type CurrentVersion, lockCurrent, type NewVersion, writeVersions } from '../store/repository';
+import { assertValidResource } from '../validation/resource';
+import type { FhirContext } from './context';
+import { badRequest, gone, notFound, OperationOutcomeError, preconditionFailed, unprocessable } from './outcome';
+import type { CommittedWrite, PendingWrite } from './write-hooks';
+
+/**
+ * One write, whatever door it came through (REST, a bundle entry, device ingest). Conditional
+ * forms name a search instead of an id: `ifNoneExist` for create, `match` for update/delete.
+ */
+export type WriteOp =
+  | { kind: 'create'; type: string; resource: unknown; id?: string; ifNoneExist?: URLSearchParams }
+  | { kind: 'update'; type: string; id?: string; match?: URLSearchParams; resource: unknown; ifMatch?: number }
+  | { kind: 'patch'; type: string; id?: string; match?: URLSearchParams; patch: unknown; ifMatch?: number }
+  | { kind: 'delete'; type: string; id?: string; match?: URLSearchParams; ifMatch?: number };
+
+export interface WriteOutcome {
+  /** 201 created, 200 updated or matched an existing resource, 204 nothing to delete. */
+  status: 200 | 201 | 204;
+  type: string;
+  id?: string;
+  versionId?: number;
+  lastUpdated?: string;
+  resource?: fhir4.FhirResource;
+}
+
+/** Runs the ops in one database transaction, then the after-commit hooks. */
+export async function executeWrites(ctx: FhirContext, ops: readonly WriteOp[]): Promise<WriteOutcome[]> {
+  const { outcomes, committed } = await ctx.db.transaction((tx) => applyWrites(ctx, tx, ops));
+  await runAfterCommit(ctx, committed);
+  return outcomes;
+}
+
+export async function runAfterCommit(ctx: FhirContext, committed: readonly CommittedWrite[]): Promise<void> {
+  for (const hook of ctx.writeHooks.afterCommit) {
+    try {
+      await hook(ctx, committed);
+    } catch (err) {
+      ctx.log.error({ err }, 'after-commit hook failed');
+    }
+  }
+}
+
+interface Planned {
+  op: WriteOp;
+  outcome: WriteOutcome;
+  pending?: PendingWrite & { method: NewVersion['method']; previousVersion: number };
+}
+
+/**
+ * The write pipeline inside a transaction: resolve conditionals, lock the rows being
+ * replaced, check preconditions, validate, enrich, then write every version, history row and
+ * index row of a type in set-based statements, then the in-transaction rules.
+ */
+export async function applyWrites(
+  ctx: FhirContext,
+  tx: Queryable,
+  ops: readonly WriteOp[],
+): Promise<{ outcomes: WriteOutcome[]; committed: CommittedWrite[] }> {
+  const resolved: Array<{ op: WriteOp; id: string | undefined; existingMatch?: boolean }> = [];
+  for (const op of ops) {
+    resolved.push(await resolveTarget(tx, op));
+  }
+
+  const current = new Map<string, CurrentVersion>();
+  const idsByType = new Map<string, string[]>();
+  for (const r of resolved) {
+    if (r.op.kind !== 'create' && r.id) {
+      idsByType.set(r.op.type, [...(idsByType.get(r.op.type) ?? []), r.id]);
+    }
+  }
+  for (const [type, ids] of idsByType) {
+    for (const [id, row] of await lockCurrent(tx, type, ids)) current.set(`${type}/${id}`, row);
+  }
+
+  const lastUpdated = new Date().toISOString();
+  const planned: Planned[] = [];
+  for (const r of resolved) {
+    planned.push(await plan(ctx, tx, r.op, r.id, r.existingMatch ?? false, current.get(`${r.op.type}/${r.id}`), lastUpdated));
+  }
+
+  const byType = new Map<string, Planned[]>();
+  for (const p of planned) {
+    if (p.pending) byType.set(p.op.type, [...(byType.get(p.op.type) ?? []), p]);
+  }
+  const committed: CommittedWrite[] = [];
+  for (const [type, group] of byType) {
+    const versions: NewVersion[] = group.map((p) => ({
+      id: p.pending!.id,
+      versionId: p.pending!.previousVersion + 1,
+      lastUpdated,
+      method: p.pending!.method,
+      resource: p.pending!.resource,
+    }));
+    await writeVersions(tx, type, versions);
+    await writeSearchIndex(tx, type, versions.map((v) => ({ id: v.id, resource: v.resource })));
+    for (const p of group) {
+      committed.push({ type, id: p.pending!.id, versionId: p.outcome.versionId!, resource: p.pending!.resource, previous: p.pending!.previous });
+    }
+  }
+  for (const hook of ctx.writeHooks.inTransaction) {
+    await hook(ctx, tx, committed);
+  }
+  return { outcomes: planned.map((p) => p.outcome), committed };
+}
+
+/**
+ * Finds the id an op acts on. Conditional forms search inside the transaction, under an
+ * advisory lock on the search itself so that two identical conditional creates cannot both
+ * find nothing and both create.
+ */
+async function resolveTarget(tx: Queryable, op: WriteOp): Promise<{ op: WriteOp; id: string | undefined; existingMatch?: boolean }> {
+  const search = op.kind === 'create' ? op.ifNoneExist : op.match;
+  if (!search) {
+    return { op, id: op.kind === 'create' ? (op.id ?? randomUUID()) : op.id };
+  }
+  await tx.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`${op.type}?${search.toString()}`]);
+  const matches = await findMatchingIds(tx, op.type, search, 2);
+  if (matches.length > 1) {
+    throw preconditionFailed(`the condition ${op.type}?${search.toString()} matches more than one resource`);
+  }
+  if (op.kind === 'create') {
+    return matches.length === 1 ? { op, id: matches[0], existingMatch: true } : { op, id: op.id ?? randomUUID() };
+  }
+  if (op.kind === 'update' && matches.length === 0) {
+    // FHIR R4 conditional update: no match creates, with the body's id if it has one.
+    const bodyId = (op.resource as { id?: unknown } | null)?.id;
+    return { op, id: typeof bodyId === 'string' ? bodyId : randomUUID() };
+  }
+  if (op.id && matches[0] && op.id !== matches[0]) {
+    throw badRequest(`the resource id ${op.id} does not match the resource found by ${op.type}?${search.toString()}`);
+  }
+  return { op, id: matches[0] };
+}
+
+async function plan(
+  ctx: FhirContext,
+  tx: Queryable,
+  op: WriteOp,
+  id: string | undefined,
+  existingMatch: boolean,
+  current: CurrentVersion | undefined,
+  lastUpdated: string,
+): Promise<Planned> {
+  const live = current && !current.deleted ? current : undefined;
+  if (op.kind !== 'create' && op.ifMatch !== undefined) {
+    if (!current) {
+      throw preconditionFailed(`If-Match W/"${op.ifMatch}": ${op.type}/${id ?? ''} does not exist`);
+    }
+    if (current.versionId !== op.ifMatch) {
+      throw preconditionFailed(`If-Match W/"${op.ifMatch}" does not match the current version ${current.versionId} of ${op.type}/${id}`);
+    }
+  }
+
+  switch (op.kind) {
+    case 'create': {
+      if (existingMatch) {
+        return { op, outcome: { status: 200, type: op.type, id } };
+      }
+      const resource = await prepare(ctx, tx, op.type, id!, op.resource, undefined, { ignoreBodyId: true });
+      return stage(op, 'POST', resource, undefined, 0, lastUpdated, 201);
+    }
+    case 'update': {
+      const resource = await prepare(ctx, tx, op.type, id!, op.resource, live?.resource, { ignoreBodyId: Boolean(op.match) });
+      return stage(op, 'PUT', resource, live?.resource, current?.versionId ?? 0, lastUpdated, live ? 200 : 201);
+    }
+    case 'patch': {
+      if (!id || !current) throw notFound(`${op.type}/${id ?? '?'} is not known`);
+      if (!live) throw gone(`${op.type}/${id} was deleted`);
+      const patched = applyJsonPatch(live.resource!, op.patch);
+      const resource = await prepare(ctx, tx, op.type, id, patched, live.resource, { ignoreBodyId: false });
+      return stage(op, 'PATCH', resource, live.resource, current.versionId, lastUpdated, 200);
+    }
+    case 'delete': {
+      // Deleting what does not exist, or is already deleted, succeeds and writes nothing (R4 http.html#delete).
+      if (!id || !live) return { op, outcome: { status: 204, type: op.type, id } };
+      const pending = { type: op.type, id, previous: live.resource };
+      for (const hook of ctx.writeHooks.enrich) await hook(ctx, tx, pending);
+      return {
+        op,
+        outcome: { status: 204, type: op.type, id, versionId: current!.versionId + 1, lastUpdated },
+        pending: { ...pending, method: 'DELETE', previousVersion: current!.versionId },
+      };
+    }
+  }
+}
+
+function stage(
+  op: WriteOp,
+  method: NewVersion['method'],
+  resource: fhir4.FhirResource,
+  previous: fhir4.FhirResource | undefined,
+  previousVersion: number,
+  lastUpdated: string,
+  status: 200 | 201,
+): Planned {
+  const versionId = previousVersion + 1;
+  resource.meta = { ...resource.meta, versionId: String(versionId), lastUpdated };
+  return {
+    op,
+    outcome: { status, type: op.type, id: resource.id, versionId, lastUpdated, resource },
+    pending: { type: op.type, id: resource.id!, resource, previous, method, previousVersion },
+  };
+}
+
+/** Validation and enrichment of a body about to become a version of `type/id`. */
+async function prepare(
+  ctx: FhirContext,
+  tx: Queryable,
+  type: string,
+  id: string,
+  body: unknown,
+  previous: fhir4.FhirResource | undefined,
+  { ignoreBodyId }: { ignoreBodyId: boolean },
+): Promise<fhir4.FhirResource> {
+  assertValidResource(body, type);
+  const resource = body;
+  if (!ignoreBodyId && resource.id !== undefined && resource.id !== id) {
+    throw badRequest(`the resource id '${resource.id}' does not match the id in the URL, '${id}'`, ['id']);
+  }
+  resource.id = id;
+  // meta.versionId and meta.lastUpdated belong to the server (R4 resource.html#Meta): overwritten in stage().
+  const pending: PendingWrite = { type, id, resource, previous };
+  for (const hook of ctx.writeHooks.enrich) await hook(ctx, tx, pending);
+  // An enricher may have changed the resource; what is stored must still be valid.
+  if (ctx.writeHooks.enrich.length > 0) assertValidResource(pending.resource, type);
+  return pending.resource!;
+}
+
+/** RFC 6902 JSON Patch on a copy of the stored resource; a failed `test` op is 422, a malformed patch 400. */
+function applyJsonPatch(resource: fhir4.FhirResource, patch: unknown): unknown {
+  if (!Array.isArray(patch)) {
+    throw badRequest('a JSON Patch body must be an array of operations (RFC 6902)');
+  }
+  try {
+    return applyPatch(structuredClone(resource), patch as Operation[], true, true, true).newDocument;
+  } catch (err) {
+    if (err instanceof JsonPatchError) {
+      const where = `operation ${(err.index ?? 0) + 1}`;
+      if (err.name === 'TEST_OPERATION_FAILED') {
+        throw unprocessable(`JSON Patch ${where}: test failed`);
+      }
+      throw new OperationOutcomeError(err.name === 'OPERATION_PATH_UNRESOLVABLE' ? 422 : 400, {
+        code: 'invalid',
+        diagnostics: `JSON Patch ${where}: ${err.message.split('\n')[0]}`,
+      });
+    }
+    throw err;
+  }
+}

@@ -1,0 +1,65 @@
+import Hapi from '@hapi/hapi';
+import hapiPino from 'hapi-pino';
+import pino, { type Logger } from 'pino';
+import type { Config } from './config';
+import type { FhirContext } from './fhir/context';
+import { errorsPlugin } from './fhir/errors-plugin';
+import { supportedTypes } from './fhir/resource-types';
+import { fhirRoutes } from './fhir/routes';
+import { emptyWriteHooks } from './fhir/write-hooks';
+import { type Db, openDb } from './store/db';
+import { migrate } from './store/migrate';
+import { warmUp } from './validation/schema';
+
+export interface App {
+  server: Hapi.Server;
+  ctx: FhirContext;
+  /** Stops accepting requests, lets in-flight ones finish, closes the database. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Composes the server from its capabilities; reads as the table of contents of src/.
+ * The database is opened and migrated here, so a fresh machine needs no setup step.
+ */
+export async function createServer(config: Config, options: { db?: Db; logger?: Logger } = {}): Promise<App> {
+  const log = options.logger ?? pino({ level: config.logLevel });
+  const db = options.db ?? (await openDb(config.databaseUrl, config.dataDir));
+  await migrate(db);
+  warmUp(supportedTypes);
+
+  const ctx: FhirContext = { db, config, baseUrl: `${config.baseUrl}/fhir`, log, writeHooks: emptyWriteHooks() };
+  const server = Hapi.server({
+    port: config.port,
+    host: config.host,
+    routes: { cors: { origin: ['*'], exposedHeaders: ['ETag', 'Location', 'Last-Modified', 'X-Request-Id'] } },
+    router: { stripTrailingSlash: true },
+  });
+
+  await server.register({
+    plugin: hapiPino,
+    options: {
+      instance: log,
+      // Every log line of a request carries its id; clients see the same id in X-Request-Id.
+      getChildBindings: (request) => ({ requestId: request.info.id }),
+      ignorePaths: ['/fhir/metadata'],
+    },
+  });
+  server.ext('onPreResponse', (request, h) => {
+    const response = request.response;
+    if (response && !(response instanceof Error)) response.header('x-request-id', request.info.id);
+    else if (response instanceof Error) response.output.headers['x-request-id'] = request.info.id;
+    return h.continue;
+  });
+  await server.register(errorsPlugin);
+  await server.register({ plugin: fhirRoutes, options: { ctx } });
+
+  return {
+    server,
+    ctx,
+    async stop() {
+      await server.stop({ timeout: 10_000 });
+      if (!options.db) await db.close();
+    },
+  };
+}

@@ -1,0 +1,37 @@
+/**
+ * The one database interface. Everything above `src/store` talks to PostgreSQL through it,
+ * whether the engine is a real server (`pg` pool) or the embedded PGlite: both run the same SQL.
+ */
+export interface QueryResult<R> {
+  rows: R[];
+  rowCount: number;
+}
+
+export interface Queryable {
+  query<R = Record<string, unknown>>(sql: string, params?: readonly unknown[]): Promise<QueryResult<R>>;
+  /** Runs a script of several statements without parameters (migrations). */
+  exec(sql: string): Promise<void>;
+}
+
+export interface Db extends Queryable {
+  readonly kind: 'postgres' | 'pglite';
+  /** Runs `fn` in one database transaction: committed when it resolves, rolled back when it throws. */
+  transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>;
+  close(): Promise<void>;
+}
+
+/** Opens the database named by a DATABASE_URL-style string (see src/config.ts). */
+export async function openDb(url: string, dataDir: string): Promise<Db> {
+  if (url.startsWith('postgres://') || url.startsWith('postgresql://')) {
+    const { openPostgres } = await import('./postgres');
+    return openPostgres(url);
+  }
+  const { openPglite } = await import('./pglite');
+  if (url === 'pglite://memory') {
+    return openPglite(undefined);
+  }
+  if (url === '' || url.startsWith('pglite://')) {
+    return openPglite(url.startsWith('pglite://') ? url.slice('pglite://'.length) : dataDir);
+  }
+  throw new Error(`DATABASE_URL must be postgres://…, pglite://memory, pglite://<dir> or unset; got ${url.split(':')[0]}:…`);
+}

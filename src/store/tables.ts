@@ -1,0 +1,16 @@
+import { isSupportedType } from '../fhir/resource-types';
+
+/**
+ * The table holding the current versions of a type (`observation`); `<table>_history` holds
+ * every version. Only supported types get here, so the name is safe to place in SQL text.
+ */
+export function tableOf(resourceType: string): string {
+  if (!isSupportedType(resourceType)) {
+    throw new Error(`not a supported resource type: ${resourceType}`);
+  }
+  return resourceType.toLowerCase();
+}
+
+export function historyTableOf(resourceType: string): string {
+  return `${tableOf(resourceType)}_history`;
+}
