@@ -86,6 +86,9 @@ export const fhirRoutes: Plugin<{ ctx: FhirContext }> = {
 function toRestRequest(request: Request, body: 'resource' | 'resource-or-patch' | 'form' | undefined): RestRequest {
   const params = request.params as Record<string, string | undefined>;
   const type = params.type ?? 'Patient';
+  if (type === 'metadata' || type === '_history') {
+    throw notSupported(`${request.method.toUpperCase()} ${request.path} is not an interaction this server supports`);
+  }
   if (!isSupportedType(type)) {
     throw notFound(`resource type '${type}' is not supported by this server (see /fhir/metadata)`);
   }

@@ -3,10 +3,10 @@ import { applyPatch, JsonPatchError, type Operation } from 'fast-json-patch';
 import { findMatchingIds } from '../search';
 import { writeSearchIndex } from '../search/index-writer';
 import type { Queryable } from '../store/db';
-import { type CurrentVersion, lockCurrent, type NewVersion, writeVersions } from '../store/repository';
+import { ConcurrentCreateError, type CurrentVersion, lockCurrent, type NewVersion, writeVersions } from '../store/repository';
 import { assertValidResource } from '../validation/resource';
 import type { FhirContext } from './context';
-import { badRequest, gone, notFound, OperationOutcomeError, preconditionFailed, unprocessable } from './outcome';
+import { badRequest, conflict, gone, notFound, OperationOutcomeError, preconditionFailed, unprocessable } from './outcome';
 import type { CommittedWrite, PendingWrite } from './write-hooks';
 
 /**
@@ -29,11 +29,25 @@ export interface WriteOutcome {
   resource?: fhir4.FhirResource;
 }
 
-/** Runs the ops in one database transaction, then the after-commit hooks. */
+/** How often a transaction that lost a create race is replayed before the client gets 409. */
+const CREATE_RACE_RETRIES = 3;
+
+/**
+ * Runs the ops in one database transaction, then the after-commit hooks. Two requests that
+ * create the same new id (PUT to an unused id) both find no row to lock; the loser's insert
+ * conflicts, and it is replayed from the start, when it finds the winner's row and queues on it.
+ */
 export async function executeWrites(ctx: FhirContext, ops: readonly WriteOp[]): Promise<WriteOutcome[]> {
-  const { outcomes, committed } = await ctx.db.transaction((tx) => applyWrites(ctx, tx, ops));
-  await runAfterCommit(ctx, committed);
-  return outcomes;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const { outcomes, committed } = await ctx.db.transaction((tx) => applyWrites(ctx, tx, ops));
+      await runAfterCommit(ctx, committed);
+      return outcomes;
+    } catch (err) {
+      if (!(err instanceof ConcurrentCreateError)) throw err;
+      if (attempt >= CREATE_RACE_RETRIES) throw conflict(`${err.message}; retry the request`);
+    }
+  }
 }
 
 export async function runAfterCommit(ctx: FhirContext, committed: readonly CommittedWrite[]): Promise<void> {

@@ -23,12 +23,31 @@ function compiler(): Ajv {
   // The shipped file refers to two definitions it does not contain.
   schema.definitions.Resource ??= { $ref: '#/definitions/ResourceList' };
   schema.definitions.integer64 ??= { type: 'string', pattern: '^[0]|[-+]?[1-9][0-9]*$' };
+  for (const definition of Object.values(schema.definitions)) {
+    const d = definition as { pattern?: string };
+    if (d.pattern) d.pattern = toJsWhitespace(d.pattern);
+  }
   schema.$id = SCHEMA_ID;
   delete schema.id;
   ajv = new Ajv({ strict: false, allErrors: true, validateSchema: false });
   ajv.addMetaSchema(draft06);
   ajv.addSchema(schema);
   return ajv;
+}
+
+/**
+ * The schema's patterns follow XML Schema/Java, where `\s` is only the ASCII whitespace
+ * [ \t\n\x0B\f\r]; in JavaScript `\s` also matches U+00A0 and other Unicode spaces, so read
+ * as JS they refuse valid data (the HL7 PHD example rtsa-example-2 has a no-break space in a
+ * string). Rewrite both classes to their Java meaning.
+ */
+function toJsWhitespace(pattern: string): string {
+  const ascii = ' \\t\\n\\x0B\\f\\r';
+  return pattern
+    .replaceAll('[ \\r\\n\\t\\S]', '[^\\x0B\\f]')
+    .replaceAll('[^\\s]', `[^${ascii}]`)
+    .replaceAll('\\S', `[^${ascii}]`)
+    .replaceAll('\\s', `[${ascii}]`);
 }
 
 export function validatorFor(resourceType: string): ValidateFunction | undefined {

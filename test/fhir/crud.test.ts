@@ -1,0 +1,197 @@
+import * as Lab from '@hapi/lab';
+import { expect } from '@hapi/code';
+import { supportedTypes } from '../../src/fhir/resource-types';
+import { interopFiles } from '../helpers/interop';
+import { countRows, startTestServer, type TestServer, unique } from '../helpers/server';
+
+export const lab = Lab.script();
+const { describe, it, before, after } = lab;
+
+const withoutMeta = (r: any) => {
+  const { meta, ...rest } = r;
+  const keptMeta = meta ? Object.fromEntries(Object.entries(meta).filter(([k]) => k !== 'versionId' && k !== 'lastUpdated')) : {};
+  return Object.keys(keptMeta).length > 0 ? { ...rest, meta: keptMeta } : rest;
+};
+
+describe('FHIR REST interactions', () => {
+  let app: TestServer;
+  before(async () => {
+    app = await startTestServer();
+  });
+  after(() => app.stop());
+
+  it('serves a CapabilityStatement listing every supported type with its interactions', async () => {
+    const res = await app.request({ method: 'GET', url: '/fhir/metadata' });
+    expect(res.statusCode).to.equal(200);
+    expect(String(res.headers['content-type'])).to.startWith('application/fhir+json');
+    expect(res.json.resourceType).to.equal('CapabilityStatement');
+    expect(res.json.fhirVersion).to.equal('4.0.1');
+    const types = res.json.rest[0].resource.map((r: any) => r.type);
+    expect(types).to.equal([...supportedTypes]);
+    const observation = res.json.rest[0].resource.find((r: any) => r.type === 'Observation');
+    expect(observation.interaction.map((i: any) => i.code)).to.include(['read', 'vread', 'update', 'patch', 'delete', 'create', 'history-instance']);
+  });
+
+  for (const type of supportedTypes) {
+    it(`runs the create, read, update, patch, vread, history and delete cycle for ${type}`, async () => {
+      const example = structuredClone(interopFiles(`r4-spec-examples/${type}`)[0]!.json);
+      delete example.id;
+
+      const created = await app.request({ method: 'POST', url: `/fhir/${type}`, payload: example });
+      expect(created.statusCode).to.equal(201);
+      const id = created.json.id;
+      expect(id).to.match(/^[A-Za-z0-9\-.]{1,64}$/);
+      expect(created.headers.etag).to.equal('W/"1"');
+      expect(created.headers.location).to.equal(`http://localhost:8080/fhir/${type}/${id}/_history/1`);
+      expect(new Date(created.headers['last-modified'] as string).getTime()).to.be.within(Date.now() - 60_000, Date.now() + 1000);
+      expect(created.json.meta.versionId).to.equal('1');
+      expect(withoutMeta(created.json)).to.equal({ ...withoutMeta(example), id });
+
+      const read = await app.request({ method: 'GET', url: `/fhir/${type}/${id}` });
+      expect(read.statusCode).to.equal(200);
+      expect(read.headers.etag).to.equal('W/"1"');
+      expect(read.headers['last-modified']).to.equal(created.headers['last-modified']);
+      expect(read.json).to.equal(created.json);
+
+      const changed = { ...read.json, language: 'en' };
+      const updated = await app.request({ method: 'PUT', url: `/fhir/${type}/${id}`, payload: changed, headers: { 'if-match': 'W/"1"' } });
+      expect(updated.statusCode).to.equal(200);
+      expect(updated.headers.etag).to.equal('W/"2"');
+      expect(updated.json.language).to.equal('en');
+      expect(updated.json.meta.versionId).to.equal('2');
+
+      const patched = await app.request({
+        method: 'PATCH',
+        url: `/fhir/${type}/${id}`,
+        headers: { 'content-type': 'application/json-patch+json', 'if-match': 'W/"2"' },
+        payload: JSON.stringify([{ op: 'replace', path: '/language', value: 'de' }]),
+      });
+      expect(patched.statusCode).to.equal(200);
+      expect(patched.headers.etag).to.equal('W/"3"');
+      expect(patched.json.language).to.equal('de');
+
+      for (const [vid, language] of [[1, example.language], [2, 'en'], [3, 'de']] as const) {
+        const v = await app.request({ method: 'GET', url: `/fhir/${type}/${id}/_history/${vid}` });
+        expect(v.statusCode).to.equal(200);
+        expect(v.headers.etag).to.equal(`W/"${vid}"`);
+        expect(v.json.meta.versionId).to.equal(String(vid));
+        expect(v.json.language).to.equal(language);
+      }
+
+      const deleted = await app.request({ method: 'DELETE', url: `/fhir/${type}/${id}` });
+      expect(deleted.statusCode).to.equal(204);
+      expect(deleted.headers.etag).to.equal('W/"4"');
+      const gone = await app.request({ method: 'GET', url: `/fhir/${type}/${id}` });
+      expect(gone.statusCode).to.equal(410);
+      expect(gone.json.resourceType).to.equal('OperationOutcome');
+      expect((await app.request({ method: 'GET', url: `/fhir/${type}/${id}/_history/4` })).statusCode).to.equal(410);
+      expect((await app.request({ method: 'GET', url: `/fhir/${type}/${id}/_history/3` })).statusCode).to.equal(200);
+
+      const history = await app.request({ method: 'GET', url: `/fhir/${type}/${id}/_history` });
+      expect(history.statusCode).to.equal(200);
+      expect(history.json.type).to.equal('history');
+      expect(history.json.total).to.equal(4);
+      expect(history.json.entry.map((e: any) => e.response.etag)).to.equal(['W/"4"', 'W/"3"', 'W/"2"', 'W/"1"']);
+      expect(history.json.entry.map((e: any) => e.request.method)).to.equal(['DELETE', 'PATCH', 'PUT', 'POST']);
+      expect(history.json.entry[0].resource).to.not.exist();
+      expect(history.json.entry[3].resource.meta.versionId).to.equal('1');
+
+      // Deleting again writes nothing; an update brings the resource back as the next version.
+      const again = await app.request({ method: 'DELETE', url: `/fhir/${type}/${id}` });
+      expect(again.statusCode).to.equal(204);
+      const revived = await app.request({ method: 'PUT', url: `/fhir/${type}/${id}`, payload: { ...changed, meta: undefined } });
+      expect(revived.statusCode).to.equal(201);
+      expect(revived.headers.etag).to.equal('W/"5"');
+    });
+  }
+
+  it('creates with PUT at a new client-chosen id', async () => {
+    const id = unique('put');
+    const res = await app.request({ method: 'PUT', url: `/fhir/Patient/${id}`, payload: { resourceType: 'Patient', id, active: true } });
+    expect(res.statusCode).to.equal(201);
+    expect(res.headers.etag).to.equal('W/"1"');
+    expect(res.headers.location).to.equal(`http://localhost:8080/fhir/Patient/${id}/_history/1`);
+  });
+
+  it('overwrites client-sent meta.versionId and meta.lastUpdated, keeps the rest of meta', async () => {
+    const res = await app.request({
+      method: 'POST',
+      url: '/fhir/Patient',
+      payload: { resourceType: 'Patient', id: 'ignored', meta: { versionId: '99', lastUpdated: '2001-01-01T00:00:00Z', tag: [{ code: 'x' }] } },
+    });
+    expect(res.statusCode).to.equal(201);
+    expect(res.json.id).to.not.equal('ignored');
+    expect(res.json.meta.versionId).to.equal('1');
+    expect(res.json.meta.lastUpdated).to.not.equal('2001-01-01T00:00:00Z');
+    expect(res.json.meta.tag).to.equal([{ code: 'x' }]);
+  });
+
+  describe('Prefer: return', () => {
+    it('answers minimal with no body and the headers', async () => {
+      const res = await app.request({ method: 'POST', url: '/fhir/Patient', payload: { resourceType: 'Patient' }, headers: { prefer: 'return=minimal' } });
+      expect(res.statusCode).to.equal(201);
+      expect(res.payload).to.equal('');
+      expect(res.headers.location).to.exist();
+      expect(res.headers.etag).to.equal('W/"1"');
+    });
+
+    it('answers OperationOutcome with an informational outcome', async () => {
+      const res = await app.request({ method: 'POST', url: '/fhir/Patient', payload: { resourceType: 'Patient' }, headers: { prefer: 'return=OperationOutcome' } });
+      expect(res.statusCode).to.equal(201);
+      expect(res.json.resourceType).to.equal('OperationOutcome');
+      expect(res.json.issue[0].severity).to.equal('information');
+    });
+  });
+
+  describe('content negotiation', () => {
+    let id: string;
+    before(async () => {
+      id = (await app.request({ method: 'POST', url: '/fhir/Patient', payload: { resourceType: 'Patient', active: true } })).json.id;
+    });
+
+    it('serves application/json when that is what the client accepts, or _format=json asks', async () => {
+      const byAccept = await app.request({ method: 'GET', url: `/fhir/Patient/${id}`, headers: { accept: 'application/json' } });
+      expect(byAccept.statusCode).to.equal(200);
+      expect(String(byAccept.headers['content-type'])).to.startWith('application/json');
+      const byFormat = await app.request({ method: 'GET', url: `/fhir/Patient/${id}?_format=json`, headers: { accept: 'application/fhir+xml' } });
+      expect(byFormat.statusCode).to.equal(200);
+      expect(String(byFormat.headers['content-type'])).to.startWith('application/json');
+    });
+
+    it('accepts a plain application/json body', async () => {
+      const res = await app.server.inject({ method: 'POST', url: '/fhir/Patient', headers: { 'content-type': 'application/json; charset=utf-8' }, payload: '{"resourceType":"Patient"}' });
+      expect(res.statusCode).to.equal(201);
+    });
+
+    it('pretty-prints with _pretty=true', async () => {
+      const res = await app.request({ method: 'GET', url: `/fhir/Patient/${id}?_pretty=true` });
+      expect(res.statusCode).to.equal(200);
+      expect(res.payload).to.contain('\n  "resourceType": "Patient"');
+    });
+
+    it('answers 406 for XML by Accept or _format', async () => {
+      for (const req of [
+        { url: `/fhir/Patient/${id}`, headers: { accept: 'application/fhir+xml' } },
+        { url: `/fhir/Patient/${id}?_format=xml`, headers: {} },
+        { url: '/fhir/metadata?_format=application/fhir+xml', headers: {} },
+      ]) {
+        const res = await app.request({ method: 'GET', ...req });
+        expect(res.statusCode).to.equal(406);
+        expect(res.json.resourceType).to.equal('OperationOutcome');
+      }
+    });
+
+    it('answers 415 for an XML body and writes nothing', async () => {
+      const before = await countRows(app, 'Patient');
+      const res = await app.server.inject({ method: 'POST', url: '/fhir/Patient', headers: { 'content-type': 'application/fhir+xml' }, payload: '<Patient xmlns="http://hl7.org/fhir"/>' });
+      expect(res.statusCode).to.equal(415);
+      expect(JSON.parse(res.payload).resourceType).to.equal('OperationOutcome');
+      expect(await countRows(app, 'Patient')).to.equal(before);
+    });
+
+    it('answers 304 to If-None-Match with the current version', async () => {
+      const res = await app.request({ method: 'GET', url: `/fhir/Patient/${id}`, headers: { 'if-none-match': 'W/"1"' } });
+      expect(res.statusCode).to.equal(304);
+    });
+  });
+});

@@ -1,0 +1,171 @@
+import * as Lab from '@hapi/lab';
+import { expect } from '@hapi/code';
+import { countRows, startTestServer, type TestServer } from '../helpers/server';
+
+export const lab = Lab.script();
+const { describe, it, before, after } = lab;
+
+/** Every failure is an OperationOutcome with the status, never a 500, never a partial write. */
+function expectOutcome(res: { statusCode: number; json: any }, status: number, pattern?: RegExp): void {
+  expect(res.statusCode).to.equal(status);
+  expect(res.json.resourceType).to.equal('OperationOutcome');
+  expect(res.json.issue).to.not.be.empty();
+  if (pattern) expect(res.json.issue.map((i: any) => i.diagnostics).join('\n')).to.match(pattern);
+}
+
+describe('bad requests get a 4xx OperationOutcome and change nothing', () => {
+  let app: TestServer;
+  let patientId: string;
+  before(async () => {
+    app = await startTestServer({ MAX_BODY_BYTES: '20000' });
+    patientId = (await app.request({ method: 'POST', url: '/fhir/Patient', payload: { resourceType: 'Patient', active: true } })).json.id;
+  });
+  after(() => app.stop());
+
+  const unchanged = async (fn: () => Promise<void>) => {
+    const before = await countRows(app, 'Patient');
+    await fn();
+    expect(await countRows(app, 'Patient')).to.equal(before);
+  };
+
+  it('malformed JSON is 400', () =>
+    unchanged(async () => {
+      const res = await app.request({ method: 'POST', url: '/fhir/Patient', headers: { 'content-type': 'application/fhir+json' }, payload: '{"resourceType": "Patient",' });
+      expectOutcome(res, 400, /not valid JSON/);
+    }));
+
+  it('an empty body is 400', () =>
+    unchanged(async () => {
+      expectOutcome(await app.request({ method: 'POST', url: '/fhir/Patient', headers: { 'content-type': 'application/fhir+json' }, payload: '' }), 400, /empty/);
+    }));
+
+  it('a JSON array or string instead of a resource is 400', () =>
+    unchanged(async () => {
+      expectOutcome(await app.request({ method: 'POST', url: '/fhir/Patient', headers: { 'content-type': 'application/fhir+json' }, payload: '[1,2]' }), 400);
+      expectOutcome(await app.request({ method: 'POST', url: '/fhir/Patient', headers: { 'content-type': 'application/fhir+json' }, payload: '"x"' }), 400);
+    }));
+
+  it('a body over the configured limit is 413', () =>
+    unchanged(async () => {
+      const res = await app.request({ method: 'POST', url: '/fhir/Patient', payload: { resourceType: 'Patient', text: { status: 'generated', div: `<div xmlns="http://www.w3.org/1999/xhtml">${'x'.repeat(30000)}</div>` } } });
+      expectOutcome(res, 413, /larger than the limit of 20000 bytes/);
+    }));
+
+  it('an unknown resource type is 404 naming it', async () => {
+    expectOutcome(await app.request({ method: 'GET', url: '/fhir/Spaceship/1' }), 404, /Spaceship/);
+    expectOutcome(await app.request({ method: 'POST', url: '/fhir/Spaceship', payload: { resourceType: 'Spaceship' } }), 404, /Spaceship/);
+    expectOutcome(await app.request({ method: 'GET', url: '/fhir/Encounter/1' }), 404, /Encounter/);
+  });
+
+  it('a body of another type than the URL is 400', () =>
+    unchanged(async () => {
+      expectOutcome(await app.request({ method: 'POST', url: '/fhir/Patient', payload: { resourceType: 'Observation', status: 'final', code: { text: 'x' } } }), 400, /does not match the type in the URL/);
+    }));
+
+  it('a body id different from the URL id is 400 on update', () =>
+    unchanged(async () => {
+      expectOutcome(await app.request({ method: 'PUT', url: `/fhir/Patient/${patientId}`, payload: { resourceType: 'Patient', id: 'other' } }), 400, /does not match the id in the URL/);
+    }));
+
+  it('an id of invalid syntax is 400 on update and 404 on read', async () => {
+    expectOutcome(await app.request({ method: 'PUT', url: '/fhir/Patient/bad_id!', payload: { resourceType: 'Patient', id: 'bad_id!' } }), 400);
+    expectOutcome(await app.request({ method: 'GET', url: '/fhir/Patient/bad_id!' }), 404);
+  });
+
+  it('lists every schema violation with its FHIRPath location', () =>
+    unchanged(async () => {
+      const res = await app.request({
+        method: 'POST',
+        url: '/fhir/Patient',
+        payload: { resourceType: 'Patient', gender: 'robot', birthDate: '1990-13-45', favouriteColour: 'blue', name: [{ given: 'Ann' }], managingOrganization: { reference: 'not a reference' } },
+      });
+      expectOutcome(res, 400);
+      const expressions = res.json.issue.flatMap((i: any) => i.expression ?? []);
+      expect(expressions).to.include(['Patient.gender', 'Patient.birthDate', 'Patient.favouriteColour', 'Patient.name[0].given', 'Patient.managingOrganization.reference']);
+    }));
+
+  it('a contained resource is validated against its own type', () =>
+    unchanged(async () => {
+      const res = await app.request({ method: 'POST', url: '/fhir/Patient', payload: { resourceType: 'Patient', contained: [{ resourceType: 'Organization', id: 'o', active: 'yes' }] } });
+      expectOutcome(res, 400);
+      expect(res.json.issue[0].expression).to.equal(['Patient.contained[0].active']);
+    }));
+
+  it('urn:uuid references are refused outside a transaction', () =>
+    unchanged(async () => {
+      expectOutcome(await app.request({ method: 'POST', url: '/fhir/Patient', payload: { resourceType: 'Patient', generalPractitioner: [{ reference: 'urn:uuid:9d1a7e0e-0000-4000-8000-000000000000' }] } }), 400, /not a valid reference/);
+    }));
+
+  it('a malformed If-Match is 400 and a stale one 412', () =>
+    unchanged(async () => {
+      expectOutcome(await app.request({ method: 'PUT', url: `/fhir/Patient/${patientId}`, payload: { resourceType: 'Patient', id: patientId }, headers: { 'if-match': 'yesterday' } }), 400, /If-Match/);
+      expectOutcome(await app.request({ method: 'PUT', url: `/fhir/Patient/${patientId}`, payload: { resourceType: 'Patient', id: patientId }, headers: { 'if-match': 'W/"7"' } }), 412, /current version 1/);
+      expectOutcome(await app.request({ method: 'DELETE', url: `/fhir/Patient/${patientId}`, headers: { 'if-match': 'W/"7"' } }), 412);
+      expectOutcome(await app.request({ method: 'PUT', url: '/fhir/Patient/never-was', payload: { resourceType: 'Patient', id: 'never-was' }, headers: { 'if-match': 'W/"1"' } }), 412, /does not exist/);
+    }));
+
+  describe('JSON Patch', () => {
+    const patchReq = (payload: unknown, headers: Record<string, string> = {}) =>
+      app.request({ method: 'PATCH', url: `/fhir/Patient/${patientId}`, headers: { 'content-type': 'application/json-patch+json', ...headers }, payload: JSON.stringify(payload) });
+
+    it('refuses a patch sent as a resource content type with 415', () =>
+      unchanged(async () => {
+        expectOutcome(await app.request({ method: 'PATCH', url: `/fhir/Patient/${patientId}`, payload: [{ op: 'remove', path: '/active' }] }), 415);
+      }));
+
+    it('refuses a malformed patch with 400', () =>
+      unchanged(async () => {
+        expectOutcome(await patchReq({ op: 'remove' }), 400, /array/);
+        expectOutcome(await patchReq([{ op: 'frobnicate', path: '/active' }]), 400, /operation 1/);
+      }));
+
+    it('answers 422 when a test operation fails', () =>
+      unchanged(async () => {
+        expectOutcome(await patchReq([{ op: 'test', path: '/active', value: false }]), 422, /test failed/);
+      }));
+
+    it('validates the patched result like an update', () =>
+      unchanged(async () => {
+        const res = await patchReq([{ op: 'replace', path: '/active', value: 'maybe' }]);
+        expectOutcome(res, 400);
+        expect(res.json.issue[0].expression).to.equal(['Patient.active']);
+        expectOutcome(await patchReq([{ op: 'replace', path: '/id', value: 'someone-else' }]), 400, /does not match the id/);
+      }));
+
+    it('honours If-Match', () =>
+      unchanged(async () => {
+        expectOutcome(await patchReq([{ op: 'replace', path: '/active', value: false }], { 'if-match': 'W/"9"' }), 412);
+      }));
+
+    it('is 404 on a missing resource', async () => {
+      const res = await app.request({ method: 'PATCH', url: '/fhir/Patient/nobody-here', headers: { 'content-type': 'application/json-patch+json' }, payload: '[]' });
+      expectOutcome(res, 404);
+    });
+  });
+
+  it('read and vread of unknown resources and versions are 404', async () => {
+    expectOutcome(await app.request({ method: 'GET', url: '/fhir/Patient/does-not-exist' }), 404);
+    expectOutcome(await app.request({ method: 'GET', url: `/fhir/Patient/${patientId}/_history/99` }), 404);
+    expectOutcome(await app.request({ method: 'GET', url: `/fhir/Patient/${patientId}/_history/one` }), 404);
+    expectOutcome(await app.request({ method: 'GET', url: '/fhir/Patient/does-not-exist/_history' }), 404);
+  });
+
+  it('an unsupported interaction on a known path is 405, an unknown path 404', async () => {
+    expectOutcome(await app.request({ method: 'DELETE', url: '/fhir/metadata' }), 405);
+    expectOutcome(await app.request({ method: 'POST', url: `/fhir/Patient/${patientId}` , payload: { resourceType: 'Patient' } }), 404, /operation/);
+    expectOutcome(await app.request({ method: 'GET', url: '/fhir/Patient/x/y/z/w' }), 405);
+    expectOutcome(await app.request({ method: 'GET', url: '/nowhere' }), 404);
+  });
+
+  it('a conditional update or delete without search parameters is 400', async () => {
+    expectOutcome(await app.request({ method: 'PUT', url: '/fhir/Patient', payload: { resourceType: 'Patient' } }), 400, /conditional update/);
+    expectOutcome(await app.request({ method: 'DELETE', url: '/fhir/Patient' }), 400, /conditional delete/);
+  });
+
+  it('history refuses unknown parameters and malformed _since or _count', async () => {
+    expectOutcome(await app.request({ method: 'GET', url: '/fhir/Patient/_history?_sinse=2020-01-01T00:00:00Z' }), 400, /_sinse/);
+    expectOutcome(await app.request({ method: 'GET', url: '/fhir/Patient/_history?_since=yesterday' }), 400, /_since/);
+    expectOutcome(await app.request({ method: 'GET', url: '/fhir/_history?_count=-1' }), 400, /_count/);
+    expectOutcome(await app.request({ method: 'GET', url: '/fhir/_history?_cursor=abc' }), 400, /_cursor/);
+  });
+});

@@ -1,0 +1,53 @@
+import * as Lab from '@hapi/lab';
+import { expect } from '@hapi/code';
+import { supportedTypes } from '../../src/fhir/resource-types';
+import { hasInterop, interopFiles } from '../helpers/interop';
+import { startTestServer, type TestServer } from '../helpers/server';
+
+export const lab = Lab.script();
+const { describe, it, before, after } = lab;
+
+/** Stored faithfully: what comes back is what was sent, but for the server's meta fields. */
+function withoutServerMeta(r: any): any {
+  const copy = structuredClone(r);
+  if (copy.meta) {
+    delete copy.meta.versionId;
+    delete copy.meta.lastUpdated;
+    if (Object.keys(copy.meta).length === 0) delete copy.meta;
+  }
+  return copy;
+}
+
+describe('real R4 data written by others is accepted and stored faithfully', { skip: !hasInterop() }, () => {
+  let app: TestServer;
+  before(async () => {
+    app = await startTestServer();
+  });
+  after(() => app.stop());
+
+  for (const type of supportedTypes) {
+    it(`stores every R4 spec example of ${type} at its own id and reads it back unchanged`, async () => {
+      const examples = interopFiles(`r4-spec-examples/${type}`);
+      expect(examples).to.not.be.empty();
+      for (const { file, json } of examples) {
+        const put = await app.request({ method: 'PUT', url: `/fhir/${type}/${json.id}`, payload: json });
+        expect(put.statusCode, `${file}: ${put.payload.slice(0, 300)}`).to.be.within(200, 201);
+        const read = await app.request({ method: 'GET', url: `/fhir/${type}/${json.id}` });
+        expect(withoutServerMeta(read.json), file).to.equal(withoutServerMeta(json));
+      }
+    });
+  }
+
+  for (const folder of ['device-observations/hl7-phd-stu2', 'device-observations/us-core']) {
+    it(`stores the ${folder} examples of supported types unchanged`, async () => {
+      const examples = interopFiles(folder).filter(({ json }) => supportedTypes.includes(json.resourceType));
+      expect(examples).to.not.be.empty();
+      for (const { file, json } of examples) {
+        const put = await app.request({ method: 'PUT', url: `/fhir/${json.resourceType}/${json.id}`, payload: json });
+        expect(put.statusCode, `${file}: ${put.payload.slice(0, 300)}`).to.be.within(200, 201);
+        const read = await app.request({ method: 'GET', url: `/fhir/${json.resourceType}/${json.id}` });
+        expect(withoutServerMeta(read.json), file).to.equal(withoutServerMeta(json));
+      }
+    });
+  }
+});

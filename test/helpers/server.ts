@@ -1,0 +1,64 @@
+import type { ServerInjectOptions, ServerInjectResponse } from '@hapi/hapi';
+import pino from 'pino';
+import { loadConfig } from '../../src/config';
+import { type App, createServer } from '../../src/server';
+import { type Db, openDb } from '../../src/store/db';
+
+/**
+ * The database tests run on: the real PostgreSQL named by DATABASE_URL (CI's second pass), or
+ * an in-memory PGlite. Opened once per test process and shared by every suite.
+ */
+let shared: Promise<Db> | undefined;
+export function testDb(): Promise<Db> {
+  shared ??= openDb(process.env.DATABASE_URL || 'pglite://memory', '');
+  return shared;
+}
+
+export interface TestServer extends App {
+  /** server.inject with FHIR JSON defaults; the body is parsed when it is JSON. */
+  request(options: ServerInjectOptions): Promise<ServerInjectResponse & { json: any }>;
+}
+
+/** A server on the shared test database, not listening unless `listen` is set. */
+export async function startTestServer(env: Record<string, string> = {}, { listen = false } = {}): Promise<TestServer> {
+  const config = loadConfig({ PORT: listen ? '0' : '8080', HOST: '127.0.0.1', LOG_LEVEL: 'silent', ...env });
+  const app = await createServer(config, { db: await testDb(), logger: pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }) });
+  if (listen) {
+    await app.server.start();
+    // The real port is known only now; links must use it.
+    (app.ctx as { baseUrl: string }).baseUrl = `http://127.0.0.1:${app.server.info.port}/fhir`;
+  }
+  return {
+    ...app,
+    async request(options) {
+      const headers: Record<string, string> = { ...(options.headers as Record<string, string>) };
+      let payload = options.payload;
+      if (payload !== undefined && typeof payload !== 'string' && !Buffer.isBuffer(payload)) {
+        payload = JSON.stringify(payload);
+        headers['content-type'] ??= 'application/fhir+json';
+      }
+      const res = await app.server.inject({ ...options, headers, payload });
+      let json: unknown;
+      try {
+        json = res.payload ? JSON.parse(res.payload) : undefined;
+      } catch {
+        json = undefined;
+      }
+      return Object.assign(res, { json });
+    },
+  };
+}
+
+/** A value unique to this test run, for identifiers on a shared database. */
+export function unique(prefix = 'test'): string {
+  return `${prefix}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
+}
+
+/** Rows of a type's current and history tables: a failed request must leave both unchanged. */
+export async function countRows(app: App, type: string): Promise<{ current: number; history: number }> {
+  const table = type.toLowerCase();
+  const { rows } = await app.ctx.db.query<{ current: string; history: string }>(
+    `SELECT (SELECT count(*) FROM ${table}) AS current, (SELECT count(*) FROM ${table}_history) AS history`,
+  );
+  return { current: Number(rows[0]!.current), history: Number(rows[0]!.history) };
+}
