@@ -47,8 +47,8 @@ export async function createServer(config: Config, options: { db?: Db; logger?: 
   });
   server.ext('onPreResponse', (request, h) => {
     const response = request.response;
+    // Errors get theirs where they are rendered (errors-plugin.ts).
     if (response && !(response instanceof Error)) response.header('x-request-id', request.info.id);
-    else if (response instanceof Error) response.output.headers['x-request-id'] = request.info.id;
     return h.continue;
   });
   await server.register(errorsPlugin);

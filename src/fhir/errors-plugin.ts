@@ -37,7 +37,11 @@ export const errorsPlugin: Plugin<void> = {
         issues = [{ code: CODE_BY_STATUS[status] ?? 'processing', diagnostics: message }];
         headers = Object.fromEntries(Object.entries(boom.output.headers).map(([k, v]) => [k, String(v)]));
       }
-      const res = h.response(JSON.stringify(operationOutcome(issues))).code(status).type('application/fhir+json; charset=utf-8');
+      const res = h
+        .response(JSON.stringify(operationOutcome(issues)))
+        .code(status)
+        .type('application/fhir+json; charset=utf-8')
+        .header('x-request-id', request.info.id);
       for (const [name, value] of Object.entries(headers)) res.header(name, value);
       return res;
     });

@@ -1,3 +1,6 @@
+import { openPglite } from './pglite';
+import { openPostgres } from './postgres';
+
 /**
  * The one database interface. Everything above `src/store` talks to PostgreSQL through it,
  * whether the engine is a real server (`pg` pool) or the embedded PGlite: both run the same SQL.
@@ -23,10 +26,8 @@ export interface Db extends Queryable {
 /** Opens the database named by a DATABASE_URL-style string (see src/config.ts). */
 export async function openDb(url: string, dataDir: string): Promise<Db> {
   if (url.startsWith('postgres://') || url.startsWith('postgresql://')) {
-    const { openPostgres } = await import('./postgres');
     return openPostgres(url);
   }
-  const { openPglite } = await import('./pglite');
   if (url === 'pglite://memory') {
     return openPglite(undefined);
   }
