@@ -1,0 +1,103 @@
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { Pool, type PoolClient } from 'pg';
+import type { Db, Queryable } from '../src/store/db';
+import { openDb } from '../src/store/db';
+import { migrate } from '../src/store/migrate';
+
+/**
+ * The raw-SQL side of every comparison: the same statements the server would need, without
+ * HTTP, Hapi, validation or JSON handling in between.
+ *
+ * On PostgreSQL it is a `pg` pool on the server's own database and schema. Embedded, the
+ * server's in-memory PGlite lives inside the server process and nothing else can reach it, so
+ * the raw side is a second in-memory PGlite in the bench process, with the same migrations
+ * (the same tables and indexes). That makes the embedded ratio "server vs. the engine through
+ * its driver", with no network hop on the raw side.
+ */
+export interface RawDb {
+  readonly kind: 'postgres' | 'pglite';
+  /** `SELECT version()` and, embedded, the PGlite package version. */
+  readonly version: string;
+  /** Where the raw side runs, to print. */
+  readonly where: string;
+  query<R = Record<string, unknown>>(sql: string, params?: readonly unknown[]): Promise<{ rows: R[]; rowCount: number }>;
+  transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>;
+  close(): Promise<void>;
+}
+
+export interface TableSize {
+  table: string;
+  rows: number;
+  bytes: number;
+}
+
+/** Row count and pg_total_relation_size (heap, indexes, TOAST) of every table in `schema`. */
+export async function tableSizes(db: Pick<RawDb, 'query'>, schema: string): Promise<TableSize[]> {
+  const { rows } = await db.query<{ table_name: string }>(
+    `SELECT table_name FROM information_schema.tables WHERE table_schema = $1 AND table_type = 'BASE TABLE' ORDER BY table_name`,
+    [schema],
+  );
+  const out: TableSize[] = [];
+  for (const { table_name } of rows) {
+    const qualified = `"${schema}"."${table_name}"`;
+    const r = await db.query<{ rows: string | number; bytes: string | number }>(
+      `SELECT count(*) AS rows, pg_total_relation_size('${qualified}') AS bytes FROM ${qualified}`,
+    );
+    out.push({ table: table_name, rows: Number(r.rows[0].rows), bytes: Number(r.rows[0].bytes) });
+  }
+  return out;
+}
+
+export async function openRawPostgres(url: string, poolSize: number): Promise<RawDb> {
+  const pool = new Pool({ connectionString: url, max: poolSize });
+  pool.on('error', () => undefined);
+  const version = (await pool.query<{ version: string }>('SELECT version()')).rows[0].version;
+  const asQueryable = (c: Pool | PoolClient): Queryable => ({
+    async query(sql, params) {
+      const r = await c.query(sql, params as unknown[] | undefined);
+      return { rows: r.rows, rowCount: r.rowCount ?? 0 };
+    },
+    async exec(sql) {
+      await c.query(sql);
+    },
+  });
+  const q = asQueryable(pool);
+  return {
+    kind: 'postgres',
+    version,
+    where: `pg pool (max ${poolSize}) on the server's database and schema`,
+    query: (sql, params) => q.query(sql, params),
+    async transaction(fn) {
+      const client = await pool.connect();
+      try {
+        await client.query('BEGIN');
+        const result = await fn(asQueryable(client));
+        await client.query('COMMIT');
+        return result;
+      } catch (err) {
+        await client.query('ROLLBACK').catch(() => undefined);
+        throw err;
+      } finally {
+        client.release();
+      }
+    },
+    close: () => pool.end(),
+  };
+}
+
+export async function openRawPglite(): Promise<RawDb> {
+  const db: Db = await openDb('pglite://memory', '');
+  await migrate(db);
+  const version = (await db.query<{ version: string }>('SELECT version()')).rows[0].version;
+  // The package's exports map hides its package.json; read it beside the resolved entry point.
+  const pkg = JSON.parse(readFileSync(join(dirname(require.resolve('@electric-sql/pglite')), '..', 'package.json'), 'utf8')) as { version: string };
+  return {
+    kind: 'pglite',
+    version: `PGlite ${pkg.version} (${version})`,
+    where: 'a second in-memory PGlite in the bench process, same migrations (the server\'s own is unreachable)',
+    query: (sql, params) => db.query(sql, params),
+    transaction: (fn) => db.transaction(fn),
+    close: () => db.close(),
+  };
+}

@@ -1,0 +1,301 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { createServer as createNetServer } from 'node:net';
+import os from 'node:os';
+import { join, resolve } from 'node:path';
+import { Pool } from 'pg';
+import { workloads as crudWorkloads } from './crud';
+import type { BenchContext, BenchWorkload, ResultRow } from './harness';
+import { openRawPglite, openRawPostgres, type RawDb, type TableSize, tableSizes } from './rawdb';
+import { resultsTable, sizesTable } from './report';
+
+/**
+ * `npm run bench [-- --only create,read] [--n 2000] [--warmup 200] [--max-seconds 120] [--keep-schema]`
+ *
+ * Starts the server as a child process on the database named by DATABASE_URL (default
+ * `pglite://memory`), runs the registered workloads over real HTTP on 127.0.0.1, each beside
+ * the same work in raw SQL, and prints the figures with the machine and the data size.
+ *
+ * On PostgreSQL every run gets its own schema (`bench_<run id>`, dropped at the end unless
+ * --keep-schema): each run starts from the same empty tables, so repeated runs compare, and
+ * the bench never touches rows of tests or other users of the database.
+ */
+
+// ---- the registered workloads: add yours here ---------------------------------------------
+
+/**
+ * A workload module exports `workloads: BenchWorkload[]`. Modules owned by other capabilities
+ * are loaded when present, so the bench builds while they are still being written.
+ */
+function optionalWorkloads(module: string): BenchWorkload[] {
+  const file = join(__dirname, `${module}.js`);
+  if (!existsSync(file)) return [];
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const loaded = require(file) as { workloads?: BenchWorkload[] };
+  return loaded.workloads ?? [];
+}
+
+const registered: BenchWorkload[] = [
+  ...crudWorkloads, // create, read (issue 2)
+  ...optionalWorkloads('search'), // search workloads (bench/search.ts)
+];
+
+// ---- command line ---------------------------------------------------------------------------
+
+interface Options {
+  only?: string[];
+  n?: number;
+  warmup: number;
+  maxSeconds: number;
+  keepSchema: boolean;
+}
+
+function parseArgs(argv: string[]): Options {
+  const options: Options = { warmup: 200, maxSeconds: 120, keepSchema: false };
+  const positive = (flag: string, value: string | undefined) => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < 0) throw new Error(`${flag} needs a non-negative integer, got ${value}`);
+    return n;
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const [flag, inline] = argv[i].split('=', 2) as [string, string | undefined];
+    const value = () => inline ?? argv[++i];
+    switch (flag) {
+      case '--only': options.only = value().split(',').map((s) => s.trim()).filter(Boolean); break;
+      case '--n': options.n = positive(flag, value()); break;
+      case '--warmup': options.warmup = positive(flag, value()); break;
+      case '--max-seconds': options.maxSeconds = positive(flag, value()); break;
+      case '--keep-schema': options.keepSchema = true; break;
+      case '--list':
+        for (const w of registered) console.log(`${w.name.padEnd(16)} ${w.description}`);
+        process.exit(0);
+        break;
+      case '--help':
+        console.log('npm run bench -- [--only create,read] [--n N] [--warmup N] [--max-seconds S] [--keep-schema] [--list]');
+        process.exit(0);
+        break;
+      default:
+        throw new Error(`unknown option ${argv[i]} (try --help)`);
+    }
+  }
+  return options;
+}
+
+function selected(only: string[] | undefined): BenchWorkload[] {
+  if (!only) return registered;
+  const unknown = only.filter((name) => !registered.some((w) => w.name === name || w.name.startsWith(`${name}-`)));
+  if (unknown.length) {
+    throw new Error(`unknown workload ${unknown.join(', ')}; registered: ${registered.map((w) => w.name).join(', ')}`);
+  }
+  return registered.filter((w) => only.some((name) => w.name === name || w.name.startsWith(`${name}-`)));
+}
+
+// ---- the server child -----------------------------------------------------------------------
+
+function freePort(): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const probe = createNetServer();
+    probe.once('error', reject);
+    probe.listen(0, '127.0.0.1', () => {
+      const address = probe.address();
+      probe.close(() => (typeof address === 'object' && address ? resolvePort(address.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+interface ServerChild {
+  process: ChildProcess;
+  fhirBase: string;
+  /** Lines the server logged (LOG_LEVEL=warn: only warnings and errors). */
+  output: string[];
+  stop(): Promise<{ code: number | null; ms: number }>;
+}
+
+async function startServer(databaseUrl: string, poolSize: number): Promise<ServerChild> {
+  const root = resolve(__dirname, '..', '..');
+  const port = await freePort();
+  const fhirBase = `http://127.0.0.1:${port}/fhir`;
+  const child = spawn(process.execPath, [join(root, 'dist', 'src', 'main.js')], {
+    cwd: root,
+    env: {
+      ...process.env,
+      PORT: String(port),
+      HOST: '127.0.0.1',
+      BASE_URL: `http://127.0.0.1:${port}`,
+      LOG_LEVEL: 'warn',
+      DATABASE_URL: databaseUrl,
+      DATABASE_POOL_SIZE: String(poolSize),
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const output: string[] = [];
+  const collect = (chunk: Buffer) => {
+    for (const line of chunk.toString('utf8').split('\n')) if (line.trim()) output.push(line);
+  };
+  child.stdout!.on('data', collect);
+  child.stderr!.on('data', collect);
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+
+  const deadline = Date.now() + 90_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`the server exited with ${child.exitCode} before serving:\n${output.slice(-20).join('\n')}`);
+    try {
+      const res = await fetch(`${fhirBase}/metadata`);
+      if (res.ok) break;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`the server did not answer ${fhirBase}/metadata within 90 s:\n${output.slice(-20).join('\n')}`);
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+
+  return {
+    process: child,
+    fhirBase,
+    output,
+    async stop() {
+      const t0 = Date.now();
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+      const code = await exited;
+      clearTimeout(timer);
+      return { code, ms: Date.now() - t0 };
+    },
+  };
+}
+
+// ---- machine and database -------------------------------------------------------------------
+
+function machine(): string {
+  const cpus = os.cpus();
+  return [
+    `machine   ${cpus.length} cores, ${cpus[0]?.model ?? 'unknown CPU'}, ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB RAM, load avg ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`,
+    `runtime   Node ${process.version}, ${os.type()} ${os.release()}`,
+  ].join('\n');
+}
+
+/** The URL with every connection's search_path set to `schema` (libpq `options`, honoured by pg). */
+function withSchema(url: string, schema: string): string {
+  const u = new URL(url);
+  u.searchParams.set('options', `-c search_path=${schema}`);
+  return u.toString();
+}
+
+/** The URL without user and password, to print. */
+function printable(url: string): string {
+  if (!url.startsWith('postgres')) return url;
+  const u = new URL(url);
+  u.username = u.username ? '…' : '';
+  u.password = '';
+  return u.toString();
+}
+
+// ---- the run --------------------------------------------------------------------------------
+
+async function main(): Promise<number> {
+  const options = parseArgs(process.argv.slice(2));
+  const workloads = selected(options.only);
+  const databaseUrl = process.env.DATABASE_URL || 'pglite://memory';
+  const isPostgres = databaseUrl.startsWith('postgres://') || databaseUrl.startsWith('postgresql://');
+  const runId = `${Date.now().toString(36)}${randomBytes(3).toString('hex')}`;
+  // The server's pool as large as the largest concurrency, like the raw side's, unless set.
+  const poolSize = Number(process.env.DATABASE_POOL_SIZE || 16);
+
+  console.log(machine());
+  let serverUrl = databaseUrl;
+  let schema = 'public';
+  let admin: Pool | undefined;
+  if (isPostgres) {
+    schema = `bench_${runId}`;
+    admin = new Pool({ connectionString: databaseUrl, max: 1 });
+    await admin.query(`CREATE SCHEMA ${schema}`);
+    serverUrl = withSchema(databaseUrl, schema);
+  }
+
+  let raw: RawDb | undefined;
+  let server: ServerChild | undefined;
+  const rows: ResultRow[] = [];
+  const failures: string[] = [];
+  let before: TableSize[] = [];
+  let after: TableSize[] = [];
+  try {
+    const started = Date.now();
+    server = await startServer(serverUrl, poolSize);
+    console.log(`server    ${server.fhirBase} (pid ${server.process.pid}, up in ${Date.now() - started} ms, DATABASE_POOL_SIZE=${poolSize}, LOG_LEVEL=warn)`);
+    raw = isPostgres ? await openRawPostgres(serverUrl, poolSize) : await openRawPglite();
+    console.log(`database  ${printable(databaseUrl)}${isPostgres ? ` schema ${schema}` : ''}: ${raw.version}`);
+    console.log(`raw SQL   ${raw.where}`);
+    console.log(`run       ${runId}; warm-up ${options.warmup} requests per phase (excluded); phases capped at ${options.maxSeconds} s`);
+    console.log(`workloads ${workloads.map((w) => w.name).join(', ')}\n`);
+
+    before = await tableSizes(raw, schema);
+    const ctx: BenchContext = {
+      fhirBase: server.fhirBase,
+      raw,
+      runId,
+      identifierSystem: `urn:bench:run:${runId}`,
+      n: (defaultN) => options.n ?? defaultN,
+      warmup: options.warmup,
+      maxSeconds: options.maxSeconds,
+      serverPid: server.process.pid!,
+      shared: new Map(),
+      log: (line) => console.log(`  … ${line}`),
+    };
+    for (const w of workloads) {
+      try {
+        rows.push(...(await w.run(ctx)));
+      } catch (err) {
+        const message = err instanceof Error ? err.stack ?? err.message : String(err);
+        failures.push(`${w.name}: ${message}`);
+        console.log(`  ✗ ${w.name} failed: ${message}`);
+      }
+    }
+    after = await tableSizes(raw, schema);
+  } finally {
+    if (server) {
+      const { code, ms } = await server.stop();
+      console.log(`\nserver stopped by SIGTERM in ${ms} ms, exit code ${code}`);
+      if (server.output.length) {
+        console.log(`server logged ${server.output.length} warning/error lines; the first:\n${server.output.slice(0, 3).map((l) => `  ${l.slice(0, 400)}`).join('\n')}`);
+      }
+    }
+    await raw?.close();
+    if (admin) {
+      if (options.keepSchema) console.log(`schema ${schema} kept (--keep-schema)`);
+      else await admin.query(`DROP SCHEMA ${schema} CASCADE`);
+      await admin.end();
+    }
+  }
+
+  console.log('\nresults (latency over every measured request, nearest rank; * = cut short by --max-seconds)');
+  console.log(resultsTable(rows));
+  for (const r of rows) {
+    if (r.stats.errors) console.log(`errors in ${r.group} ${r.target}: ${r.stats.errors}, e.g. ${r.stats.errorSamples.join(' | ')}`);
+  }
+  console.log('\nwhat each line does');
+  for (const r of rows) if (r.note) console.log(`  ${r.group.padEnd(14)} ${r.target.padEnd(8)} ${r.note}`);
+
+  if (isPostgres) {
+    console.log(`\ndata size: schema ${schema}, server and raw rows together (rows before = after migrations)`);
+  } else {
+    console.log('\ndata size: the raw-side PGlite only. The server\'s in-memory PGlite is inside its process and cannot be measured from here;');
+    const created = rows.filter((r) => r.target === 'server' && r.workload === 'create').reduce((s, r) => s + r.stats.count + options.warmup, 0);
+    console.log(`it received ${created} Observation creates (measured + warm-up) plus the bench Patients.`);
+  }
+  console.log(sizesTable(before, after));
+
+  if (failures.length) console.log(`\n${failures.length} workload(s) failed:\n${failures.join('\n')}`);
+  return failures.length > 0 || rows.some((r) => r.stats.errors > 0) ? 1 : 0;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  },
+);
