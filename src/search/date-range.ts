@@ -1,0 +1,52 @@
+/**
+ * FHIR dates as ranges. A partial date stands for its whole extent (`2026-01` is all of
+ * January), so values and search terms are both [low, high] in epoch milliseconds, inclusive,
+ * and the prefixes compare ranges as the R4 search page defines. Dates without a time zone are
+ * taken as UTC: the server has no better "local" time for a patient's home device.
+ */
+export interface DateRange {
+  low: number;
+  high: number;
+}
+
+const DATE = /^(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?(Z|[+-]\d{2}:\d{2})?)?)?)?$/;
+
+export function parseDateRange(text: string): DateRange | undefined {
+  const m = DATE.exec(text);
+  if (!m) return undefined;
+  const year = Number(m[1]);
+  const month = m[2] === undefined ? undefined : Number(m[2]);
+  const day = m[3] === undefined ? undefined : Number(m[3]);
+  if (month !== undefined && (month < 1 || month > 12)) return undefined;
+  if (day !== undefined && (day < 1 || day > new Date(Date.UTC(year, month as number, 0)).getUTCDate())) return undefined;
+  if (month === undefined) return { low: Date.UTC(year, 0, 1), high: Date.UTC(year + 1, 0, 1) - 1 };
+  if (day === undefined) return { low: Date.UTC(year, month - 1, 1), high: Date.UTC(year, month, 1) - 1 };
+  if (m[4] === undefined) return { low: Date.UTC(year, month - 1, day), high: Date.UTC(year, month - 1, day + 1) - 1 };
+  const hour = Number(m[4]);
+  const minute = Number(m[5]);
+  if (hour > 23 || minute > 59) return undefined;
+  const zone = m[8];
+  let offset = 0;
+  if (zone && zone !== 'Z') {
+    const sign = zone[0] === '-' ? -1 : 1;
+    offset = sign * (Number(zone.slice(1, 3)) * 60 + Number(zone.slice(4, 6))) * 60_000;
+  }
+  if (m[6] === undefined) {
+    const low = Date.UTC(year, month - 1, day, hour, minute) - offset;
+    return { low, high: low + 60_000 - 1 };
+  }
+  const second = Number(m[6]);
+  if (second > 60) return undefined;
+  const base = Date.UTC(year, month - 1, day, hour, minute, second) - offset;
+  if (m[7] === undefined) return { low: base, high: base + 999 };
+  // Sub-millisecond digits cannot be kept in epoch ms: the range covers the millisecond.
+  const ms = Number(m[7].slice(0, 3).padEnd(3, '0'));
+  return { low: base + ms, high: base + ms };
+}
+
+/** PostgreSQL text of a range bound; open ends are the infinities timestamptz knows. */
+export function timestampText(ms: number): string {
+  if (ms === Number.NEGATIVE_INFINITY) return '-infinity';
+  if (ms === Number.POSITIVE_INFINITY) return 'infinity';
+  return new Date(ms).toISOString();
+}

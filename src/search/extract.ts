@@ -1,0 +1,104 @@
+import { emptySink, type IndexRow, type RowSink } from './index-tables';
+import { indexedParametersOf, patientCompartmentOf, type SearchParameterDef } from './registry';
+import { extractComposite } from './types/composite';
+import { typeModules } from './types';
+
+/**
+ * Write-time extraction: every indexed search parameter of a resource into index rows, plus
+ * the two values copied onto rows — the patient compartment key and (on token rows) the
+ * resource's own `date` range. Pure and synchronous, so its cost is measurable alone
+ * (`bench/search.ts`).
+ */
+export interface ExtractedIndex {
+  /** The patient compartment key (a Patient id), null when the resource is in none. */
+  patient: string | null;
+  rows: RowSink;
+}
+
+/** The parameter whose range is copied onto token rows: the type's `date` parameter, if stored. */
+const DENORMALISED_DATE = 'date';
+
+interface TypePlan {
+  params: SearchParameterDef[];
+  keySource?: { code: string; targetType: string };
+  hasDate: boolean;
+}
+const plans = new Map<string, TypePlan>();
+
+function planOf(resourceType: string): TypePlan {
+  let plan = plans.get(resourceType);
+  if (!plan) {
+    const params = indexedParametersOf(resourceType);
+    plan = {
+      params,
+      keySource: patientCompartmentOf(resourceType).keySource,
+      hasDate: params.some((p) => p.code === DENORMALISED_DATE && p.type === 'date'),
+    };
+    plans.set(resourceType, plan);
+  }
+  return plan;
+}
+
+/** Orders timestamptz texts (ISO instants and the infinities) the way PostgreSQL does. */
+function timeKey(text: string): string {
+  return text === '-infinity' ? '' : text === 'infinity' ? '\uffff' : text;
+}
+
+function dateEnvelope(rows: RowSink['date']): [string, string] | undefined {
+  let low: string | undefined;
+  let high: string | undefined;
+  for (const { param, row } of rows) {
+    if (param !== DENORMALISED_DATE) continue;
+    const [l, h] = row as [string, string];
+    if (low === undefined || timeKey(l) < timeKey(low)) low = l;
+    if (high === undefined || timeKey(h) > timeKey(high)) high = h;
+  }
+  return low === undefined || high === undefined ? undefined : [low, high];
+}
+
+/** Drops repeated token rows (the same coding twice), so a match yields one row per resource. */
+function dedupeTokens(rows: RowSink['token']): RowSink['token'] {
+  if (rows.length < 2) return rows;
+  const seen = new Set<string>();
+  return rows.filter(({ param, row }) => {
+    const key = `${param}\u0000${row[2]}\u0000${row[4]}`;
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
+}
+
+export function extractIndex(resourceType: string, resource: fhir4.FhirResource): ExtractedIndex {
+  const plan = planOf(resourceType);
+  const rows = emptySink();
+  const root = { value: resource, type: resourceType };
+  for (const param of plan.params) {
+    if (param.storage.kind !== 'indexed') continue;
+    const values = param.storage.accessor(root);
+    if (values.length === 0) continue;
+    if (param.storage.components) extractComposite(values, param.storage.components, param.code, rows);
+    else typeModules[param.type].extract(values, param.code, rows);
+  }
+
+  let patient: string | null = null;
+  if (resourceType === 'Patient') {
+    patient = resource.id ?? null;
+  } else if (plan.keySource) {
+    const { code, targetType } = plan.keySource;
+    const ref = rows.reference.find((r) => r.param === code && r.row[0] === targetType);
+    patient = ref ? (ref.row[1] as string) : null;
+  }
+
+  rows.token = dedupeTokens(rows.token);
+  if (plan.hasDate && rows.token.length) {
+    const envelope = dateEnvelope(rows.date);
+    if (envelope) {
+      for (const t of rows.token) {
+        const row: IndexRow = t.row;
+        row[5] = envelope[0];
+        row[6] = envelope[1];
+      }
+    }
+  }
+  return { patient, rows };
+}

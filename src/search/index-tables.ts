@@ -1,0 +1,43 @@
+/**
+ * The index tables of a resource type (created by `src/store/migrations/per-type/002_search_index.sql`,
+ * see docs/decisions/002-search-index-layout.md). Every row starts with `id` (the resource),
+ * `param` (the stored parameter code) and `patient` (the resource's patient compartment key);
+ * the columns below follow. The writer and the predicates both read this one description.
+ */
+export type IndexKind = 'token' | 'string' | 'date' | 'quantity' | 'number' | 'uri' | 'reference' | 'composite';
+
+export const INDEX_COLUMNS: Record<IndexKind, ReadonlyArray<readonly [name: string, pgType: string]>> = {
+  // date_low/date_high: the resource's own `date` parameter, copied onto its token rows so that
+  // "this patient's readings of this code since D, newest first" is one index range scan.
+  token: [['system', 'text'], ['code', 'text'], ['hash', 'int8'], ['code_hash', 'int8'], ['text', 'text'], ['date_low', 'timestamptz'], ['date_high', 'timestamptz']],
+  string: [['value', 'text'], ['exact', 'text']],
+  date: [['low', 'timestamptz'], ['high', 'timestamptz']],
+  quantity: [['value', 'numeric'], ['system', 'text'], ['code', 'text'], ['unit', 'text'], ['cvalue', 'numeric'], ['cunit', 'text']],
+  number: [['value', 'numeric']],
+  uri: [['value', 'text']],
+  reference: [['target_type', 'text'], ['target_id', 'text'], ['url', 'text']],
+  composite: [
+    ['hash', 'int8'], ['code_hash', 'int8'],
+    ['v_hash', 'int8'], ['v_code_hash', 'int8'],
+    ['v_low', 'timestamptz'], ['v_high', 'timestamptz'],
+    ['v_value', 'numeric'], ['v_system', 'text'], ['v_code', 'text'], ['v_unit', 'text'], ['v_cvalue', 'numeric'], ['v_cunit', 'text'],
+    ['v_string', 'text'],
+  ],
+};
+
+export const INDEX_KINDS = Object.keys(INDEX_COLUMNS) as IndexKind[];
+
+/** `observation_token`; `resourceTable` comes from `tableOf`, so it is safe SQL text. */
+export function indexTableOf(resourceTable: string, kind: IndexKind): string {
+  return `${resourceTable}_${kind}`;
+}
+
+/** One value's columns after (id, param, patient), in INDEX_COLUMNS order; null for absent. */
+export type IndexRow = Array<string | number | null>;
+
+/** The rows one resource yields, per table, each tagged with its parameter code. */
+export type RowSink = Record<IndexKind, Array<{ param: string; row: IndexRow }>>;
+
+export function emptySink(): RowSink {
+  return { token: [], string: [], date: [], quantity: [], number: [], uri: [], reference: [], composite: [] };
+}

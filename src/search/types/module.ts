@@ -1,0 +1,22 @@
+import type { TypedValue } from '../accessor';
+import type { IndexKind, RowSink } from '../index-tables';
+import type { SearchParameterDef } from '../registry';
+import type { SqlParams } from '../sql-params';
+
+/**
+ * One search parameter type: how its values are extracted into index rows at write time and
+ * how a search term becomes a condition on those rows. Both live in one module so that they
+ * cannot drift apart.
+ */
+export interface ParameterTypeModule<Term> {
+  readonly kind: IndexKind;
+  /** Modifiers accepted besides `:missing` (which every type supports). */
+  readonly modifiers: readonly string[];
+  extract(values: readonly TypedValue[], param: string, sink: RowSink): void;
+  /** Parses one (comma-separated) search value; throws a 400 OperationOutcomeError when malformed. */
+  parse(raw: string, modifier: string | undefined, param: SearchParameterDef): Term;
+  /** A condition on the index row aliased `i` that holds when the row matches `term`. */
+  condition(term: Term, i: string, q: SqlParams): string;
+  /** The index column sorted on (min ascending, max descending), when the type is sortable. */
+  readonly sortColumn?: { asc: string; desc: string; pgType: string };
+}

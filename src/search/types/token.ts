@@ -1,0 +1,154 @@
+import { badRequest } from '../../fhir/outcome';
+import type { TypedValue } from '../accessor';
+import { codeHash, hash53, systemCodeHash } from '../hash';
+import type { IndexRow, RowSink } from '../index-tables';
+import type { SearchParameterDef } from '../registry';
+import type { SqlParams } from '../sql-params';
+import { escapeLike, normalizeText } from '../text';
+import type { ParameterTypeModule } from './module';
+
+/**
+ * Token: codes, Codings, CodeableConcepts, Identifiers, ContactPoints, booleans.
+ * Row: system, code, hash(system|code), hash(code), normalised display text (for `:text`);
+ * date_low/date_high are filled by the writer.
+ *
+ * `identifier:of-type` rows are extra rows whose hash covers type system, type code and value
+ * (prefixed so they cannot equal an ordinary `system|value` hash) with no code_hash.
+ */
+export type TokenTerm =
+  | { kind: 'code'; code: string } // `code`: any system
+  | { kind: 'systemCode'; system: string; code: string } // `system|code`, `|code`
+  | { kind: 'system'; system: string } // `system|`
+  | { kind: 'text'; text: string } // `:text`
+  | { kind: 'ofType'; hash: number }; // `:of-type`
+
+const OF_TYPE_MARK = '\u0001';
+
+function ofTypeHash(typeSystem: string, typeCode: string, value: string): number {
+  return hash53(`${OF_TYPE_MARK}${typeSystem}|${typeCode}|${value}`);
+}
+
+function push(sink: RowSink, param: string, system: string | undefined, code: string | undefined, display: string | undefined): void {
+  const row: IndexRow = [
+    system ?? null,
+    code ?? null,
+    code === undefined ? null : systemCodeHash(system, code),
+    code === undefined ? null : codeHash(code),
+    display ? normalizeText(display) : null,
+    null,
+    null,
+  ];
+  sink.token.push({ param, row });
+}
+
+function extractOne(v: TypedValue, param: string, sink: RowSink): void {
+  const value = v.value;
+  switch (v.type) {
+    case 'CodeableConcept': {
+      const cc = value as fhir4.CodeableConcept;
+      for (const c of cc.coding ?? []) if (c.code !== undefined || c.display) push(sink, param, c.system, c.code, c.display);
+      if (cc.text) push(sink, param, undefined, undefined, cc.text);
+      return;
+    }
+    case 'Coding': {
+      const c = value as fhir4.Coding;
+      push(sink, param, c.system, c.code, c.display);
+      return;
+    }
+    case 'Identifier': {
+      const id = value as fhir4.Identifier;
+      if (id.value === undefined) return;
+      push(sink, param, id.system, id.value, id.type?.text);
+      for (const t of id.type?.coding ?? []) {
+        if (t.code === undefined) continue;
+        sink.token.push({ param, row: [null, null, ofTypeHash(t.system ?? '', t.code, id.value), null, null, null, null] });
+      }
+      return;
+    }
+    case 'ContactPoint': {
+      const cp = value as fhir4.ContactPoint;
+      if (cp.value !== undefined) push(sink, param, cp.system, cp.value, undefined);
+      return;
+    }
+    case 'boolean':
+      push(sink, param, undefined, String(value), undefined);
+      return;
+    case 'Extension': {
+      const ext = value as Record<string, unknown>;
+      const key = Object.keys(ext).find((k) => k.startsWith('value'));
+      if (key) extractOne({ value: ext[key], type: key === 'valueBoolean' ? 'boolean' : key.slice(5) }, param, sink);
+      return;
+    }
+    default:
+      // code, string, id, uri and the like (and untyped fallback values): the value is the code.
+      if (typeof value === 'string') push(sink, param, undefined, value, undefined);
+      else if (typeof value === 'boolean') push(sink, param, undefined, String(value), undefined);
+  }
+}
+
+/** Splits on the first unescaped `|` (a `\|` in a value is a literal bar). */
+function splitBar(raw: string): [string, string] | undefined {
+  for (let i = 0; i < raw.length; i++) {
+    if (raw[i] === '\\') i++;
+    else if (raw[i] === '|') return [raw.slice(0, i), raw.slice(i + 1)];
+  }
+  return undefined;
+}
+
+function unescape(text: string): string {
+  return text.replace(/\\([\\|$,])/g, '$1');
+}
+
+export function parseTokenValue(raw: string, param: string): Exclude<TokenTerm, { kind: 'text' } | { kind: 'ofType' }> {
+  const parts = splitBar(raw);
+  if (!parts) {
+    if (raw === '') throw badRequest(`Empty value for ${param}`, [param]);
+    return { kind: 'code', code: unescape(raw) };
+  }
+  const [system, code] = [unescape(parts[0]), unescape(parts[1])];
+  if (code === '') {
+    if (system === '') throw badRequest(`Empty token '|' for ${param}`, [param]);
+    return { kind: 'system', system };
+  }
+  return { kind: 'systemCode', system, code };
+}
+
+export const token: ParameterTypeModule<TokenTerm> = {
+  kind: 'token',
+  modifiers: ['not', 'text', 'of-type'],
+  sortColumn: { asc: 'code', desc: 'code', pgType: 'text' },
+
+  extract(values, param, sink) {
+    for (const v of values) extractOne(v, param, sink);
+  },
+
+  parse(raw, modifier, param: SearchParameterDef) {
+    if (modifier === 'text') return { kind: 'text', text: normalizeText(unescape(raw)) };
+    if (modifier === 'of-type') {
+      // type-system|type-code|value (R4: identifier only)
+      const m = raw.match(/^((?:[^|\\]|\\.)*)\|((?:[^|\\]|\\.)*)\|(.+)$/);
+      if (!m || !m[2]) throw badRequest(`${param.code}:of-type needs type-system|type-code|value, got '${raw}'`, [param.code]);
+      return { kind: 'ofType', hash: ofTypeHash(unescape(m[1]), unescape(m[2]), unescape(m[3])) };
+    }
+    return parseTokenValue(raw, param.code);
+  },
+
+  condition(term, i, q) {
+    switch (term.kind) {
+      case 'code':
+        return `${i}.code_hash = ${q.bind(codeHash(term.code), 'int8')}`;
+      case 'systemCode':
+        // code_hash first: it leads the indexes; hash then pins the system.
+        return `(${i}.code_hash = ${q.bind(codeHash(term.code), 'int8')} AND ${i}.hash = ${q.bind(systemCodeHash(term.system || undefined, term.code), 'int8')})`;
+      case 'system':
+        return `${i}.system = ${q.bind(term.system)}`;
+      case 'text': {
+        // String-search semantics on the display: starts-with of the text or of any word in it.
+        const prefix = escapeLike(term.text);
+        return `(${i}.text LIKE ${q.bind(`${prefix}%`)} OR ${i}.text LIKE ${q.bind(`% ${prefix}%`)})`;
+      }
+      case 'ofType':
+        return `${i}.hash = ${q.bind(term.hash, 'int8')}`;
+    }
+  },
+};
