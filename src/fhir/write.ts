@@ -44,6 +44,7 @@ export async function executeWrites(ctx: FhirContext, ops: readonly WriteOp[]): 
       await runAfterCommit(ctx, committed);
       return outcomes;
     } catch (err) {
+      if (err instanceof WriteOpError && ops.length === 1) throw err.cause;
       if (!(err instanceof ConcurrentCreateError)) throw err;
       if (attempt >= CREATE_RACE_RETRIES) throw conflict(`${err.message}; retry the request`);
     }
@@ -66,21 +67,49 @@ interface Planned {
   pending?: PendingWrite & { method: NewVersion['method']; previousVersion: number };
 }
 
+/** An op whose target is known: the id it writes, or the existing resource a conditional create matched. */
+export interface ResolvedOp {
+  op: WriteOp;
+  id: string | undefined;
+  existingMatch?: boolean;
+}
+
 /**
- * The write pipeline inside a transaction: resolve conditionals, lock the rows being
- * replaced, check preconditions, validate, enrich, then write every version, history row and
- * index row of a type in set-based statements, then the in-transaction rules.
+ * A failure of one op of several, so a bundle can say which of its entries failed. `cause`
+ * keeps the status and issues of the original error.
  */
+export class WriteOpError extends Error {
+  constructor(
+    readonly opIndex: number,
+    override readonly cause: OperationOutcomeError,
+  ) {
+    super(cause.message);
+  }
+}
+
+/** The write pipeline inside a transaction, for ops named by id or by condition. */
 export async function applyWrites(
   ctx: FhirContext,
   tx: Queryable,
   ops: readonly WriteOp[],
 ): Promise<{ outcomes: WriteOutcome[]; committed: CommittedWrite[] }> {
-  const resolved: Array<{ op: WriteOp; id: string | undefined; existingMatch?: boolean }> = [];
-  for (const op of ops) {
-    resolved.push(await resolveTarget(tx, op));
+  const resolved: ResolvedOp[] = [];
+  for (const [i, op] of ops.entries()) {
+    resolved.push(await indexed(i, () => resolveTarget(tx, op)));
   }
+  return applyResolvedWrites(ctx, tx, resolved);
+}
 
+/**
+ * Lock the rows being replaced, check preconditions, validate, enrich, then write every
+ * version, history row and index row of a type in set-based statements, then the
+ * in-transaction rules. Errors of one op are thrown as WriteOpError with its index.
+ */
+export async function applyResolvedWrites(
+  ctx: FhirContext,
+  tx: Queryable,
+  resolved: readonly ResolvedOp[],
+): Promise<{ outcomes: WriteOutcome[]; committed: CommittedWrite[] }> {
   const current = new Map<string, CurrentVersion>();
   const idsByType = new Map<string, string[]>();
   for (const r of resolved) {
@@ -94,8 +123,8 @@ export async function applyWrites(
 
   const lastUpdated = new Date().toISOString();
   const planned: Planned[] = [];
-  for (const r of resolved) {
-    planned.push(await plan(ctx, tx, r.op, r.id, r.existingMatch ?? false, current.get(`${r.op.type}/${r.id}`), lastUpdated));
+  for (const [i, r] of resolved.entries()) {
+    planned.push(await indexed(i, () => plan(ctx, tx, r.op, r.id, r.existingMatch ?? false, current.get(`${r.op.type}/${r.id}`), lastUpdated)));
   }
 
   const byType = new Map<string, Planned[]>();
@@ -123,12 +152,20 @@ export async function applyWrites(
   return { outcomes: planned.map((p) => p.outcome), committed };
 }
 
+async function indexed<T>(opIndex: number, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    throw err instanceof OperationOutcomeError ? new WriteOpError(opIndex, err) : err;
+  }
+}
+
 /**
  * Finds the id an op acts on. Conditional forms search inside the transaction, under an
  * advisory lock on the search itself so that two identical conditional creates cannot both
  * find nothing and both create.
  */
-async function resolveTarget(tx: Queryable, op: WriteOp): Promise<{ op: WriteOp; id: string | undefined; existingMatch?: boolean }> {
+export async function resolveTarget(tx: Queryable, op: WriteOp): Promise<ResolvedOp> {
   const search = op.kind === 'create' ? op.ifNoneExist : op.match;
   if (!search) {
     return { op, id: op.kind === 'create' ? (op.id ?? randomUUID()) : op.id };
