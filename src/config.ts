@@ -11,6 +11,8 @@ export interface Config {
   /** Search page size when `_count` is absent, and the largest `_count` honoured. */
   defaultPageSize: number;
   maxPageSize: number;
+  /** Most entries accepted in one transaction or batch Bundle. */
+  maxBundleEntries: number;
 }
 
 function int(value: string | undefined, fallback: number, name: string): number {
@@ -36,5 +38,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     maxBodyBytes: int(env.MAX_BODY_BYTES, 16 * 1024 * 1024, 'MAX_BODY_BYTES'),
     defaultPageSize: int(env.DEFAULT_PAGE_SIZE, 50, 'DEFAULT_PAGE_SIZE'),
     maxPageSize: int(env.MAX_PAGE_SIZE, 1000, 'MAX_PAGE_SIZE'),
+    maxBundleEntries: int(env.MAX_BUNDLE_ENTRIES, 10_000, 'MAX_BUNDLE_ENTRIES'),
   };
 }

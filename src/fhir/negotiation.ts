@@ -57,11 +57,12 @@ export function parseJsonBody(payload: unknown): unknown {
 
 export type ReturnPreference = 'minimal' | 'representation' | 'OperationOutcome';
 
-export function preferences(prefer: string | undefined): { return: ReturnPreference; lenient: boolean } {
+export function preferences(prefer: string | undefined): { return: ReturnPreference; explicit: boolean; lenient: boolean } {
   const parts = (prefer ?? '').split(/[;,]/).map((p) => p.trim());
   const ret = parts.find((p) => p.startsWith('return='))?.slice('return='.length);
   return {
     return: ret === 'minimal' || ret === 'OperationOutcome' ? ret : 'representation',
+    explicit: ret !== undefined,
     lenient: parts.includes('handling=lenient'),
   };
 }

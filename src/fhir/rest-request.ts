@@ -13,6 +13,8 @@ export interface RestRequest {
   ifNoneExist?: string;
   ifNoneMatch?: string;
   prefer: ReturnPreference;
+  /** Whether the client sent `Prefer: return=…` at all (bundles default to minimal). */
+  preferExplicit?: boolean;
   /** Parsed JSON body (a resource, or a JSON Patch array). */
   body?: unknown;
   bodyKind?: 'resource' | 'json-patch';

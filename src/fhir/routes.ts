@@ -2,6 +2,7 @@ import type { Plugin, Request, ResponseToolkit, RouteOptions } from '@hapi/hapi'
 import { searchResources } from '../search';
 import type { FhirContext, InteractionResult } from './context';
 import { capabilityStatement } from './capability';
+import { bundle } from './interactions/bundle';
 import { history } from './interactions/history';
 import { read, vread } from './interactions/read';
 import { validateOperation } from './interactions/validate';
@@ -41,6 +42,7 @@ export const fhirRoutes: Plugin<{ ctx: FhirContext }> = {
       handler: (request, h) => respond(request, h, { status: 200, body: capabilityStatement(ctx, startedAt) }),
     });
 
+    route('POST', '', bundle, { body: 'resource' });
     route('GET', '/_history', (c, r) => history(c, { ...r, type: undefined }));
     route('GET', '/{type}/_history', (c, r) => history(c, r));
     route('GET', '/{type}/{id}/_history', (c, r) => history(c, r));
@@ -109,6 +111,7 @@ function toRestRequest(request: Request, body: 'resource' | 'resource-or-patch' 
     operation: params.operation,
     query,
     prefer: prefer.return,
+    preferExplicit: prefer.explicit,
     lenient: prefer.lenient,
     url: url.toString(),
     ifMatch: parseVersionTag(headers['if-match'], 'If-Match'),

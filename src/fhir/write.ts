@@ -32,19 +32,27 @@ export interface WriteOutcome {
 /** How often a transaction that lost a create race is replayed before the client gets 409. */
 const CREATE_RACE_RETRIES = 3;
 
-/**
- * Runs the ops in one database transaction, then the after-commit hooks. Two requests that
- * create the same new id (PUT to an unused id) both find no row to lock; the loser's insert
- * conflicts, and it is replayed from the start, when it finds the winner's row and queues on it.
- */
+/** Runs the ops in one database transaction, then the after-commit hooks. */
 export async function executeWrites(ctx: FhirContext, ops: readonly WriteOp[]): Promise<WriteOutcome[]> {
+  try {
+    const { outcomes, committed } = await retryingCreateRaces(() => ctx.db.transaction((tx) => applyWrites(ctx, tx, ops)));
+    await runAfterCommit(ctx, committed);
+    return outcomes;
+  } catch (err) {
+    throw err instanceof WriteOpError && ops.length === 1 ? err.cause : err;
+  }
+}
+
+/**
+ * Two requests that create the same new id (PUT to an unused id) both find no row to lock;
+ * the loser's insert conflicts. Its whole transaction is replayed, and then it finds the
+ * winner's row and queues on it; after a few lost races the client gets 409.
+ */
+export async function retryingCreateRaces<T>(transaction: () => Promise<T>): Promise<T> {
   for (let attempt = 1; ; attempt++) {
     try {
-      const { outcomes, committed } = await ctx.db.transaction((tx) => applyWrites(ctx, tx, ops));
-      await runAfterCommit(ctx, committed);
-      return outcomes;
+      return await transaction();
     } catch (err) {
-      if (err instanceof WriteOpError && ops.length === 1) throw err.cause;
       if (!(err instanceof ConcurrentCreateError)) throw err;
       if (attempt >= CREATE_RACE_RETRIES) throw conflict(`${err.message}; retry the request`);
     }

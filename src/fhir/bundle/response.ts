@@ -1,0 +1,40 @@
+import type { InteractionResult } from '../context';
+import { operationOutcome, type OperationOutcomeError } from '../outcome';
+import type { ReturnPreference } from '../negotiation';
+import type { WriteOutcome } from '../write';
+
+const REASONS: Record<number, string> = {
+  200: 'OK', 201: 'Created', 204: 'No Content', 304: 'Not Modified', 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found',
+  405: 'Method Not Allowed', 409: 'Conflict', 410: 'Gone', 412: 'Precondition Failed', 413: 'Payload Too Large', 415: 'Unsupported Media Type', 422: 'Unprocessable Entity', 500: 'Internal Server Error',
+};
+const statusLine = (status: number) => `${status} ${REASONS[status] ?? ''}`.trim();
+
+/** The response entry of a write: status, location, etag, lastModified, and the resource if asked for. */
+export function writeEntry(baseUrl: string, outcome: WriteOutcome, prefer: ReturnPreference): fhir4.BundleEntry {
+  const response: fhir4.BundleEntryResponse = { status: statusLine(outcome.status) };
+  if (outcome.id && outcome.versionId !== undefined) {
+    if (outcome.status !== 204) response.location = `${outcome.type}/${outcome.id}/_history/${outcome.versionId}`;
+    response.etag = `W/"${outcome.versionId}"`;
+  }
+  if (outcome.lastUpdated) response.lastModified = outcome.lastUpdated;
+  const entry: fhir4.BundleEntry = { response };
+  if (outcome.id && outcome.status !== 204) entry.fullUrl = `${baseUrl}/${outcome.type}/${outcome.id}`;
+  if (prefer === 'representation' && outcome.resource) entry.resource = outcome.resource;
+  if (prefer === 'OperationOutcome') response.outcome = operationOutcome([{ severity: 'information', code: 'informational', diagnostics: `${statusLine(outcome.status)}` }]);
+  return entry;
+}
+
+/** The response entry of a GET entry. */
+export function readEntryResponse(result: InteractionResult): fhir4.BundleEntry {
+  const response: fhir4.BundleEntryResponse = { status: statusLine(result.status) };
+  if (result.headers?.etag) response.etag = result.headers.etag;
+  if (result.headers?.['last-modified']) response.lastModified = new Date(result.headers['last-modified']).toISOString();
+  const entry: fhir4.BundleEntry = { response };
+  if (result.body) entry.resource = 'json' in result.body && typeof result.body.json === 'string' ? JSON.parse(result.body.json) : (result.body as fhir4.FhirResource);
+  return entry;
+}
+
+/** The response entry of a failed batch entry: its status and OperationOutcome. */
+export function errorEntry(err: OperationOutcomeError): fhir4.BundleEntry {
+  return { response: { status: statusLine(err.status), outcome: operationOutcome(err.issues) } };
+}

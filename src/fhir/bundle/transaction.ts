@@ -1,0 +1,136 @@
+import { findMatchingIds } from '../../search';
+import type { Queryable } from '../../store/db';
+import type { FhirContext } from '../context';
+import type { ReturnPreference } from '../negotiation';
+import { type Issue, OperationOutcomeError } from '../outcome';
+import { applyResolvedWrites, resolveTarget, type ResolvedOp, retryingCreateRaces, runAfterCommit, WriteOpError } from '../write';
+import { entryError, type ParsedEntry, parseEntry } from './entries';
+import { readEntry } from './read-entry';
+import { collectReferences, isConditionalReference, isPlaceholder, rewriteReferences } from './references';
+import { readEntryResponse, writeEntry } from './response';
+
+/** R4 http.html#trules: deletes, then creates, then updates and patches, then reads. */
+const ORDER: Record<ParsedEntry['method'], number> = { DELETE: 0, POST: 1, PUT: 2, PATCH: 2, GET: 3, HEAD: 3 };
+
+/**
+ * A transaction: every entry succeeds or nothing is written. All targets are resolved and all
+ * ids assigned first, so that `urn:uuid:` placeholders and conditional references can be
+ * rewritten everywhere before the one set-based write of the whole bundle.
+ */
+export async function processTransaction(ctx: FhirContext, rawEntries: readonly unknown[], prefer: ReturnPreference): Promise<fhir4.Bundle> {
+  const entries = rawEntries.map((raw, i) => parseEntry(raw, i, ctx.baseUrl));
+  checkDuplicateFullUrls(entries);
+  const writes = entries.filter((e) => e.write).sort((a, b) => ORDER[a.method] - ORDER[b.method] || a.index - b.index);
+
+  const { outcomes, committed } = await retryingCreateRaces(() =>
+    ctx.db.transaction(async (tx) => {
+      const resolved: ResolvedOp[] = [];
+      for (const entry of writes) {
+        resolved.push(await forEntry(entry, () => resolveTarget(tx, structuredWrite(entry))));
+      }
+      checkOneWritePerResource(writes, resolved);
+      const placeholders = placeholderTargets(writes, resolved);
+      const conditional = await resolveConditionalReferences(tx, writes);
+      for (const [i, entry] of writes.entries()) {
+        const resource = resolved[i]!.op.kind === 'patch' || resolved[i]!.op.kind === 'delete' ? undefined : (resolved[i]!.op as { resource: unknown }).resource;
+        if (resource && typeof resource === 'object') {
+          rewriteReferences(resource as Record<string, unknown>, (ref) => {
+            if (placeholders.has(ref)) return placeholders.get(ref);
+            if (isPlaceholder(ref)) throw entryError(entry.index, 400, `the reference ${ref} names no entry of this transaction`);
+            return conditional.get(ref);
+          }, placeholders);
+        }
+      }
+      try {
+        return await applyResolvedWrites(ctx, tx, resolved);
+      } catch (err) {
+        if (err instanceof WriteOpError) throw inEntry(writes[err.opIndex]!.index, err.cause);
+        throw err;
+      }
+    }),
+  );
+  await runAfterCommit(ctx, committed);
+
+  const response: fhir4.BundleEntry[] = new Array(entries.length);
+  writes.forEach((entry, i) => (response[entry.index] = writeEntry(ctx.baseUrl, outcomes[i]!, prefer)));
+  for (const entry of entries.filter((e) => !e.write)) {
+    response[entry.index] = readEntryResponse(await forEntry(entry, () => readEntry(ctx, entry.url, {})));
+  }
+  return { resourceType: 'Bundle', type: 'transaction-response', entry: response };
+}
+
+/** The op of an entry, on a copy of its resource: a replayed transaction must start from the request as sent. */
+function structuredWrite(entry: ParsedEntry) {
+  return structuredClone(entry.write!);
+}
+
+function checkDuplicateFullUrls(entries: readonly ParsedEntry[]): void {
+  const seen = new Map<string, number>();
+  for (const e of entries) {
+    if (!e.fullUrl) continue;
+    const first = seen.get(e.fullUrl);
+    if (first !== undefined) throw entryError(e.index, 400, `fullUrl ${e.fullUrl} is already the fullUrl of entry ${first}`);
+    seen.set(e.fullUrl, e.index);
+  }
+}
+
+function checkOneWritePerResource(writes: readonly ParsedEntry[], resolved: readonly ResolvedOp[]): void {
+  const seen = new Map<string, number>();
+  resolved.forEach((r, i) => {
+    if (!r.id || r.existingMatch) return;
+    const key = `${r.op.type}/${r.id}`;
+    const first = seen.get(key);
+    if (first !== undefined) throw entryError(writes[i]!.index, 400, `${key} is also written by entry ${first}; a transaction writes each resource once`);
+    seen.set(key, writes[i]!.index);
+  });
+}
+
+/** fullUrl → `Type/id` for every entry that creates or updates a resource (placeholders and absolute fullUrls alike). */
+function placeholderTargets(writes: readonly ParsedEntry[], resolved: readonly ResolvedOp[]): Map<string, string> {
+  const map = new Map<string, string>();
+  writes.forEach((entry, i) => {
+    const r = resolved[i]!;
+    if (entry.fullUrl && r.id && (r.op.kind === 'create' || r.op.kind === 'update')) map.set(entry.fullUrl, `${r.op.type}/${r.id}`);
+  });
+  return map;
+}
+
+/** Each distinct conditional reference must match exactly one resource, or the transaction fails. */
+async function resolveConditionalReferences(tx: Queryable, writes: readonly ParsedEntry[]): Promise<Map<string, string>> {
+  const resolvedRefs = new Map<string, string>();
+  for (const entry of writes) {
+    const resource = entry.resource;
+    if (!resource || entry.method === 'PATCH') continue;
+    for (const ref of collectReferences(resource)) {
+      if (!isConditionalReference(ref) || resolvedRefs.has(ref)) continue;
+      const type = ref.slice(0, ref.indexOf('?'));
+      const ids = await forEntry(entry, () => findMatchingIds(tx, type, new URLSearchParams(ref.slice(ref.indexOf('?') + 1)), 2));
+      if (ids.length !== 1) {
+        throw entryError(entry.index, 412, `the conditional reference ${ref} matches ${ids.length === 0 ? 'no resource' : 'more than one resource'}`);
+      }
+      resolvedRefs.set(ref, `${type}/${ids[0]}`);
+    }
+  }
+  return resolvedRefs;
+}
+
+async function forEntry<T>(entry: ParsedEntry, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (err instanceof WriteOpError) throw inEntry(entry.index, err.cause);
+    if (err instanceof OperationOutcomeError && !err.issues.some((i) => i.diagnostics.startsWith('Bundle.entry['))) throw inEntry(entry.index, err);
+    throw err;
+  }
+}
+
+/** An entry's error, restated for the bundle: `Observation.status` becomes `Bundle.entry[36].resource.status`. */
+export function inEntry(index: number, err: OperationOutcomeError): OperationOutcomeError {
+  const prefix = `Bundle.entry[${index}]`;
+  const issues: Issue[] = err.issues.map((issue) => ({
+    ...issue,
+    diagnostics: `${prefix}: ${issue.diagnostics}`,
+    expression: issue.expression?.map((e) => (/^[A-Z]/.test(e) ? `${prefix}.resource${e.replace(/^[A-Za-z]+/, '')}` : `${prefix}.resource.${e}`)) ?? [prefix],
+  }));
+  return new OperationOutcomeError(err.status, issues, err.headers);
+}
