@@ -245,23 +245,12 @@ function procCpuMs(pid: number): number | undefined {
   }
 }
 
-/** Every PostgreSQL server process on this machine (postmaster, backends, background workers). */
-function postgresCpuMs(): Map<number, number> | undefined {
-  let pids: string[];
-  try {
-    pids = readdirSync('/proc').filter((p) => /^\d+$/.test(p));
-  } catch {
-    return undefined;
-  }
+/** CPU of the given PostgreSQL processes (read from /proc: the bench runs beside the database). */
+function postgresCpuMs(pids: readonly number[]): Map<number, number> {
   const out = new Map<number, number>();
-  for (const p of pids) {
-    try {
-      if (readFileSync(`/proc/${p}/comm`, 'utf8').trim() !== 'postgres') continue;
-    } catch {
-      continue;
-    }
-    const ms = procCpuMs(Number(p));
-    if (ms !== undefined) out.set(Number(p), ms);
+  for (const pid of pids) {
+    const ms = procCpuMs(pid);
+    if (ms !== undefined) out.set(pid, ms);
   }
   return out;
 }
@@ -272,11 +261,11 @@ export interface CpuSnapshot {
   bench: number;
 }
 
-export function cpuSnapshot(serverPid: number | undefined, withPostgres: boolean): CpuSnapshot {
+export function cpuSnapshot(serverPid: number | undefined, postgresPids: readonly number[] | undefined): CpuSnapshot {
   const usage = process.cpuUsage();
   return {
     server: serverPid === undefined ? undefined : procCpuMs(serverPid),
-    postgres: withPostgres ? postgresCpuMs() : undefined,
+    postgres: postgresPids ? postgresCpuMs(postgresPids) : undefined,
     bench: (usage.user + usage.system) / 1000,
   };
 }
@@ -302,10 +291,14 @@ export function cpuPerRequest(before: CpuSnapshot, after: CpuSnapshot, requests:
 
 /** Runs a phase and charges the CPU of the server, PostgreSQL and this process to it. */
 export async function measured(ctx: BenchContext, target: ResultRow['target'], run: () => Promise<LoadStats>): Promise<{ stats: LoadStats; cpu: CpuPerRequest }> {
-  const withPostgres = ctx.raw.kind === 'postgres';
-  const before = cpuSnapshot(ctx.serverPid, withPostgres);
+  // Only this run's backends and the background processes (WAL writer, checkpointer…): other
+  // users of the database (a test run next door) must not be charged to the bench. Backends
+  // opened during the phase are picked up by the second listing and count from zero.
+  const pidsBefore = await ctx.raw.postgresPids();
+  const before = cpuSnapshot(ctx.serverPid, pidsBefore);
   const stats = await run();
-  const after = cpuSnapshot(ctx.serverPid, withPostgres);
+  const pidsAfter = await ctx.raw.postgresPids();
+  const after = cpuSnapshot(ctx.serverPid, pidsAfter && [...new Set([...(pidsBefore ?? []), ...pidsAfter])]);
   const cpu = cpuPerRequest(before, after, stats.count + ctx.warmup);
   // In a raw phase the server idles; charging it would only show its background noise.
   if (target === 'raw SQL') cpu.server = undefined;

@@ -23,8 +23,16 @@ export interface RawDb {
   readonly where: string;
   query<R = Record<string, unknown>>(sql: string, params?: readonly unknown[]): Promise<{ rows: R[]; rowCount: number }>;
   transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>;
+  /**
+   * PostgreSQL processes doing this run's work: the backends of the server and raw connections
+   * (by application_name) and the background processes. Undefined when embedded.
+   */
+  postgresPids(): Promise<number[] | undefined>;
   close(): Promise<void>;
 }
+
+/** The application_name prefix of every connection of a run (server and raw side). */
+export const applicationName = (runId: string, side: 'server' | 'raw') => `fhir-bench-${runId}-${side}`;
 
 export interface TableSize {
   table: string;
@@ -49,8 +57,8 @@ export async function tableSizes(db: Pick<RawDb, 'query'>, schema: string): Prom
   return out;
 }
 
-export async function openRawPostgres(url: string, poolSize: number): Promise<RawDb> {
-  const pool = new Pool({ connectionString: url, max: poolSize });
+export async function openRawPostgres(url: string, poolSize: number, runId: string): Promise<RawDb> {
+  const pool = new Pool({ connectionString: url, max: poolSize, application_name: applicationName(runId, 'raw') });
   pool.on('error', () => undefined);
   const version = (await pool.query<{ version: string }>('SELECT version()')).rows[0].version;
   const asQueryable = (c: Pool | PoolClient): Queryable => ({
@@ -82,6 +90,13 @@ export async function openRawPostgres(url: string, poolSize: number): Promise<Ra
         client.release();
       }
     },
+    async postgresPids() {
+      const { rows } = await pool.query<{ pid: number }>(
+        `SELECT pid FROM pg_stat_activity WHERE backend_type <> 'client backend' OR application_name LIKE $1`,
+        [`fhir-bench-${runId}-%`],
+      );
+      return rows.map((r) => r.pid);
+    },
     close: () => pool.end(),
   };
 }
@@ -98,6 +113,7 @@ export async function openRawPglite(): Promise<RawDb> {
     where: 'a second in-memory PGlite in the bench process, same migrations (the server\'s own is unreachable)',
     query: (sql, params) => db.query(sql, params),
     transaction: (fn) => db.transaction(fn),
+    postgresPids: async () => undefined,
     close: () => db.close(),
   };
 }

@@ -7,7 +7,7 @@ import { join, resolve } from 'node:path';
 import { Pool } from 'pg';
 import { workloads as crudWorkloads } from './crud';
 import type { BenchContext, BenchWorkload, ResultRow } from './harness';
-import { openRawPglite, openRawPostgres, type RawDb, type TableSize, tableSizes } from './rawdb';
+import { applicationName, openRawPglite, openRawPostgres, type RawDb, type TableSize, tableSizes } from './rawdb';
 import { resultsTable, sizesTable } from './report';
 
 /**
@@ -178,10 +178,14 @@ function machine(): string {
   ].join('\n');
 }
 
-/** The URL with every connection's search_path set to `schema` (libpq `options`, honoured by pg). */
-function withSchema(url: string, schema: string): string {
+/**
+ * The URL with every connection's search_path set to `schema` (libpq `options`, honoured by pg)
+ * and an application_name that lets the bench find the server's backends to measure their CPU.
+ */
+function withSchema(url: string, schema: string, applicationName: string): string {
   const u = new URL(url);
   u.searchParams.set('options', `-c search_path=${schema}`);
+  u.searchParams.set('application_name', applicationName);
   return u.toString();
 }
 
@@ -213,7 +217,7 @@ async function main(): Promise<number> {
     schema = `bench_${runId}`;
     admin = new Pool({ connectionString: databaseUrl, max: 1 });
     await admin.query(`CREATE SCHEMA ${schema}`);
-    serverUrl = withSchema(databaseUrl, schema);
+    serverUrl = withSchema(databaseUrl, schema, applicationName(runId, 'server'));
   }
 
   let raw: RawDb | undefined;
@@ -226,7 +230,7 @@ async function main(): Promise<number> {
     const started = Date.now();
     server = await startServer(serverUrl, poolSize);
     console.log(`server    ${server.fhirBase} (pid ${server.process.pid}, up in ${Date.now() - started} ms, DATABASE_POOL_SIZE=${poolSize}, LOG_LEVEL=warn)`);
-    raw = isPostgres ? await openRawPostgres(serverUrl, poolSize) : await openRawPglite();
+    raw = isPostgres ? await openRawPostgres(withSchema(databaseUrl, schema, applicationName(runId, 'raw')), poolSize, runId) : await openRawPglite();
     console.log(`database  ${printable(databaseUrl)}${isPostgres ? ` schema ${schema}` : ''}: ${raw.version}`);
     console.log(`raw SQL   ${raw.where}`);
     console.log(`run       ${runId}; warm-up ${options.warmup} requests per phase (excluded); phases capped at ${options.maxSeconds} s`);
