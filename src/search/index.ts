@@ -1,0 +1,29 @@
+/**
+ * The search capability's public surface: the REST layer searches (`searchResources`), the
+ * write pipeline resolves conditional operations (`findMatchingIds`) and indexes writes
+ * (`writeSearchIndex`, in ./index-writer), the CapabilityStatement lists the parameters.
+ */
+import { parametersOf } from './registry';
+
+export { findMatchingIds, searchResources, type SearchRequest } from './search';
+export { writeSearchIndex } from './index-writer';
+
+/** Result parameters this server honours, listed with the filters in the CapabilityStatement. */
+const RESULT_PARAMETERS: Array<{ name: string; type: string; documentation: string }> = [
+  { name: '_count', type: 'number', documentation: 'Page size (default and maximum are configured)' },
+  { name: '_sort', type: 'special', documentation: 'Comma-separated parameters, - for descending' },
+  { name: '_total', type: 'token', documentation: 'none | estimate | accurate' },
+  { name: '_summary', type: 'token', documentation: 'true | text | data | count | false' },
+  { name: '_elements', type: 'special', documentation: 'Comma-separated top-level elements' },
+  { name: '_include', type: 'special', documentation: 'Type:param[:target], *, :iterate one level' },
+  { name: '_revinclude', type: 'special', documentation: 'Type:param[:target], *, :iterate one level' },
+  { name: '_has', type: 'special', documentation: '_has:Type:reference:parameter, one level' },
+];
+
+/** Every search parameter `resourceType` supports, for the CapabilityStatement. */
+export function searchParametersFor(resourceType: string): Array<{ name: string; type: string; definition?: string; documentation?: string }> {
+  const filters = [...parametersOf(resourceType).values()]
+    .map((p) => ({ name: p.code, type: p.type, definition: p.url, documentation: p.description }))
+    .sort((a, b) => a.name.localeCompare(b.name));
+  return filters.length ? [...filters, ...RESULT_PARAMETERS] : [];
+}

@@ -1,0 +1,164 @@
+import type { FhirContext, InteractionResult } from '../fhir/context';
+import { notFound } from '../fhir/outcome';
+import { isSupportedType } from '../fhir/resource-types';
+import type { Queryable } from '../store/db';
+import { tableOf } from '../store/tables';
+import { searchsetJson } from './bundle';
+import { type Cursor, decodeCursor, encodeCursor } from './cursor';
+import { findIncluded, type FoundResource } from './include';
+import { type ParsedSearch, parseSearch } from './parse';
+import { compartmentCondition, filterConditions, keysetCondition, orderBy, planDriver, type SortColumn, sortColumn } from './sql';
+import { SqlParams } from './sql-params';
+import { subsetResource, type SubsetMode } from './summary';
+
+export interface SearchRequest {
+  resourceType: string;
+  params: URLSearchParams;
+  compartment?: { resourceType: 'Patient'; id: string };
+  preferLenient?: boolean;
+  requestUrl?: string;
+}
+
+interface Query {
+  from: string;
+  conditions: string[];
+  columns: SortColumn[];
+  q: SqlParams;
+}
+
+/** FROM, WHERE conditions and sort columns of a parsed search (no paging yet). */
+function buildQuery(parsed: ParsedSearch, compartmentId: string | undefined): Query {
+  const q = new SqlParams();
+  const r = 'r';
+  const driver = planDriver(parsed.resourceType, parsed.filters, parsed.sort, r, q);
+  const rest = parsed.filters.filter((f) => !driver?.consumed.has(f));
+  const conditions = [`NOT ${r}.deleted`, ...(driver?.conditions ?? []), ...filterConditions(parsed.resourceType, rest, r, q)];
+  if (compartmentId !== undefined) conditions.push(compartmentCondition(parsed.resourceType, compartmentId, r, q));
+  const sort = driver?.sort ?? parsed.sort.map((k) => sortColumn(parsed.resourceType, k, r, q));
+  // The id makes the order total, so a keyset cursor never skips or repeats a row. On the
+  // driver path it is the token row's id: the index holds it after the date, in that order.
+  const tiebreak: SortColumn = { expression: driver?.sort ? 'd.id' : `${r}.id`, descending: false, pgType: 'text' };
+  return { from: driver?.from ?? `${tableOf(parsed.resourceType)} ${r}`, conditions, columns: [...sort, tiebreak], q };
+}
+
+interface Page {
+  rows: Array<FoundResource & { keys: Array<string | null> }>;
+  hasNext: boolean;
+  hasPrev: boolean;
+}
+
+async function readPage(db: Queryable, parsed: ParsedSearch, query: Query, cursor: Cursor | undefined): Promise<Page> {
+  const { q, columns } = query;
+  const conditions = [...query.conditions];
+  const reverse = cursor?.reverse ?? false;
+  if (cursor) conditions.push(keysetCondition(columns, cursor.values, reverse, q));
+  const keys = columns.map((c, k) => `(${c.expression})::text AS k${k}`).join(', ');
+  const sql = `SELECT r.id, r.content::text AS json, ${keys} FROM ${query.from} WHERE ${conditions.join(' AND ')} ORDER BY ${orderBy(columns, reverse)} LIMIT ${q.bind(parsed.count + 1, 'int')}`;
+  const { rows } = await db.query<Record<string, string | null>>(sql, q.values);
+  const more = rows.length > parsed.count;
+  const page = rows.slice(0, parsed.count).map((row) => ({
+    type: parsed.resourceType,
+    id: row.id as string,
+    json: row.json as string,
+    keys: columns.map((_, k) => row[`k${k}`] ?? null),
+  }));
+  if (reverse) page.reverse();
+  return { rows: page, hasNext: reverse ? true : more, hasPrev: reverse ? more : cursor !== undefined };
+}
+
+async function countMatches(db: Queryable, parsed: ParsedSearch, compartmentId: string | undefined, estimate: boolean): Promise<number> {
+  const query = buildQuery(parsed, compartmentId);
+  const sql = `SELECT count(*) AS n FROM ${query.from} WHERE ${query.conditions.join(' AND ')}`;
+  if (estimate) {
+    // The planner's row estimate: free, and what `_total=estimate` asks for.
+    const { rows } = await db.query<{ 'QUERY PLAN': unknown }>(`EXPLAIN (FORMAT JSON) SELECT 1 FROM ${query.from} WHERE ${query.conditions.join(' AND ')}`, query.q.values);
+    const plan = rows[0]?.['QUERY PLAN'];
+    const parsedPlan = (typeof plan === 'string' ? JSON.parse(plan) : plan) as Array<{ Plan: { 'Plan Rows': number } }>;
+    return Math.round(parsedPlan[0].Plan['Plan Rows']);
+  }
+  const { rows } = await db.query<{ n: string | number }>(sql, query.q.values);
+  return Number(rows[0].n);
+}
+
+function subsetModeOf(parsed: ParsedSearch): SubsetMode | undefined {
+  if (parsed.elements?.length) return { elements: parsed.elements };
+  if (parsed.summary === 'true' || parsed.summary === 'text' || parsed.summary === 'data') return { summary: parsed.summary };
+  return undefined;
+}
+
+function applySubset(resources: FoundResource[], mode: SubsetMode | undefined): FoundResource[] {
+  if (!mode) return resources;
+  return resources.map((r) => ({ ...r, json: JSON.stringify(subsetResource(JSON.parse(r.json) as Record<string, unknown>, mode)) }));
+}
+
+function linkUrl(base: string, params: ReadonlyArray<[string, string]>): string {
+  const query = new URLSearchParams(params as Array<[string, string]>).toString();
+  return query ? `${base}?${query}` : base;
+}
+
+/** A searchset Bundle for GET /{type}, POST /{type}/_search and GET /Patient/{id}/{type}. */
+export async function searchResources(ctx: FhirContext, request: SearchRequest): Promise<InteractionResult> {
+  const { resourceType } = request;
+  if (!isSupportedType(resourceType)) throw notFound(`Resource type '${resourceType}' is not supported`);
+  const parsed = parseSearch(resourceType, request.params, {
+    defaultCount: ctx.config.defaultPageSize,
+    maxCount: ctx.config.maxPageSize,
+    lenient: request.preferLenient,
+    baseUrl: ctx.baseUrl,
+  });
+  const compartmentId = request.compartment?.id;
+  const base = compartmentId !== undefined ? `${ctx.baseUrl}/Patient/${encodeURIComponent(compartmentId)}/${resourceType}` : `${ctx.baseUrl}/${resourceType}`;
+  const selfParams = parsed.accepted;
+  const links = [{ relation: 'self', url: linkUrl(base, selfParams) }];
+  const warnings = parsed.ignored.map((i) => `Parameter '${i.name}' was ignored: ${i.reason}`);
+
+  const countOnly = parsed.summary === 'count' || parsed.count === 0;
+  if (countOnly) {
+    const total = await countMatches(ctx.db, parsed, compartmentId, false);
+    return { status: 200, body: { json: searchsetJson({ baseUrl: ctx.baseUrl, total, links, matches: [], included: [], warnings }) } };
+  }
+
+  const query = buildQuery(parsed, compartmentId);
+  const cursor = parsed.cursor !== undefined ? decodeCursor(parsed.cursor, query.columns.length) : undefined;
+  const page = await readPage(ctx.db, parsed, query, cursor);
+
+  const withoutCursor = selfParams.filter(([n]) => n !== '_cursor');
+  if (page.hasNext && page.rows.length) {
+    const last = page.rows[page.rows.length - 1];
+    links.push({ relation: 'next', url: linkUrl(base, [...withoutCursor, ['_cursor', encodeCursor({ values: last.keys, reverse: false })]]) });
+  }
+  if (page.hasPrev && page.rows.length) {
+    links.push({ relation: 'previous', url: linkUrl(base, [...withoutCursor, ['_cursor', encodeCursor({ values: page.rows[0].keys, reverse: true })]]) });
+  }
+
+  // Bundle.total only when it costs nothing (the whole result is on this first page) unless asked.
+  let total: number | undefined;
+  if (parsed.total === 'accurate' || parsed.total === 'estimate') total = await countMatches(ctx.db, parsed, compartmentId, parsed.total === 'estimate');
+  else if (parsed.total !== 'none' && !cursor && !page.hasNext) total = page.rows.length;
+
+  const matches: FoundResource[] = page.rows.map(({ type, id, json }) => ({ type, id, json }));
+  const included = parsed.include.length || parsed.revinclude.length ? await findIncluded(ctx.db, parsed.include, parsed.revinclude, matches, compartmentId) : [];
+  const mode = subsetModeOf(parsed);
+  const json = searchsetJson({
+    baseUrl: ctx.baseUrl,
+    total,
+    links,
+    matches: applySubset(matches, mode),
+    included: applySubset(included, mode),
+    warnings,
+  });
+  return { status: 200, body: { json } };
+}
+
+/**
+ * The ids matching a search, for conditional create/update/delete (If-None-Exist,
+ * `PUT Observation?identifier=…`); runs on the caller's transaction. Result parameters are
+ * ignored; an unknown parameter is a 400, never a match-everything.
+ */
+export async function findMatchingIds(db: Queryable, resourceType: string, params: URLSearchParams, limit?: number): Promise<string[]> {
+  const parsed = parseSearch(resourceType, params, { defaultCount: 0, maxCount: Number.MAX_SAFE_INTEGER });
+  const query = buildQuery({ ...parsed, sort: [] }, undefined);
+  const limitClause = limit !== undefined ? ` LIMIT ${query.q.bind(limit, 'int')}` : '';
+  const { rows } = await db.query<{ id: string }>(`SELECT r.id FROM ${query.from} WHERE ${query.conditions.join(' AND ')}${limitClause}`, query.q.values);
+  return rows.map((row) => row.id);
+}

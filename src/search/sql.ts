@@ -1,0 +1,246 @@
+import { badRequest } from '../fhir/outcome';
+import { tableOf } from '../store/tables';
+import { isRepeatingPath, splitUnion } from './accessor';
+import { indexTableOf } from './index-tables';
+import type { Filter, ParamFilter, SortKey } from './parse';
+import { parameterOf, patientCompartmentOf, storedSourcesOf, type SearchParameterDef } from './registry';
+import type { SqlParams } from './sql-params';
+import { typeModules } from './types';
+import { dateCondition, dateIndexBound, type DateTerm } from './types/date';
+import type { ReferenceTerm } from './types/reference';
+import type { TokenTerm } from './types/token';
+
+/**
+ * SQL for a parsed search. Each filter is a condition on the resource row `r`, mostly
+ * `EXISTS (index row of this resource matching the terms)`; AND between filters, OR between a
+ * filter's comma-separated terms, all values bound. The hot monitoring shape (a patient, a
+ * code, maybe a date range, sorted by date) is instead driven by one range scan of the token
+ * table's (patient, param, code_hash, date_high) index — see `planDriver`.
+ */
+
+/** Which rows of an index table belong to `param`: its own, or its derived sources'. */
+function paramCondition(param: SearchParameterDef, i: string, q: SqlParams): string {
+  const sources = storedSourcesOf(param);
+  if (sources.every((s) => !s.targetType)) {
+    return sources.length === 1 ? `${i}.param = ${q.bind(sources[0].code)}` : `${i}.param = ANY(${q.bind(sources.map((s) => s.code), 'text[]')})`;
+  }
+  const parts = sources.map((s) => (s.targetType ? `(${i}.param = ${q.bind(s.code)} AND ${i}.target_type = ${q.bind(s.targetType)})` : `${i}.param = ${q.bind(s.code)}`));
+  return parts.length === 1 ? parts[0] : `(${parts.join(' OR ')})`;
+}
+
+function indexTable(resourceType: string, param: SearchParameterDef): string {
+  return indexTableOf(tableOf(resourceType), typeModules[param.type].kind);
+}
+
+function columnFilter(filter: ParamFilter, r: string, q: SqlParams): string {
+  const { param } = filter;
+  if (filter.missing !== undefined) return filter.missing ? 'false' : 'true';
+  if (param.storage.kind !== 'column') throw new Error('not a column parameter');
+  if (param.storage.column === 'id') {
+    const ids = (filter.terms as TokenTerm[]).map((t) => (t.kind === 'code' || t.kind === 'systemCode' ? t.code : ''));
+    const cond = `${r}.id = ANY(${q.bind(ids, 'text[]')})`;
+    return filter.negate ? `NOT (${cond})` : cond;
+  }
+  const terms = (filter.terms as DateTerm[]).map((t) => dateCondition(t, `${r}.last_updated`, `${r}.last_updated`, q));
+  return terms.length === 1 ? terms[0] : `(${terms.join(' OR ')})`;
+}
+
+function paramFilterCondition(resourceType: string, filter: ParamFilter, r: string, q: SqlParams): string {
+  const { param } = filter;
+  if (param.storage.kind === 'column') return columnFilter(filter, r, q);
+  const i = q.alias('i');
+  const table = indexTable(resourceType, param);
+  const rows = `SELECT 1 FROM ${table} ${i} WHERE ${i}.id = ${r}.id AND ${paramCondition(param, i, q)}`;
+  if (filter.missing !== undefined) return `${filter.missing ? 'NOT ' : ''}EXISTS (${rows})`;
+  const module = typeModules[param.type];
+  const terms = filter.terms.map((t) => module.condition(t, i, q));
+  const matching = `EXISTS (${rows} AND ${terms.length === 1 ? terms[0] : `(${terms.join(' OR ')})`})`;
+  return filter.negate ? `NOT ${matching}` : matching;
+}
+
+/** Conditions on resource row `r` of `resourceType` for every filter (AND'd by the caller). */
+export function filterConditions(resourceType: string, filters: readonly Filter[], r: string, q: SqlParams): string[] {
+  return filters.map((f) => filterCondition(resourceType, f, r, q));
+}
+
+function filterCondition(resourceType: string, filter: Filter, r: string, q: SqlParams): string {
+  switch (filter.kind) {
+    case 'param':
+      return paramFilterCondition(resourceType, filter, r, q);
+    case 'chain': {
+      const i = q.alias('i');
+      const targets = filter.targets.map(({ type, filter: inner }) => {
+        const c = q.alias('c');
+        return `(${i}.target_type = ${q.bind(type)} AND ${i}.target_id IN (SELECT ${c}.id FROM ${tableOf(type)} ${c} WHERE NOT ${c}.deleted AND ${filterCondition(type, inner, c, q)}))`;
+      });
+      return `EXISTS (SELECT 1 FROM ${indexTable(resourceType, filter.param)} ${i} WHERE ${i}.id = ${r}.id AND ${paramCondition(filter.param, i, q)} AND (${targets.join(' OR ')}))`;
+    }
+    case 'has': {
+      const i = q.alias('i');
+      const s = q.alias('s');
+      const refs = indexTableOf(tableOf(filter.sourceType), 'reference');
+      return `${r}.id IN (SELECT ${i}.target_id FROM ${refs} ${i} WHERE ${paramCondition(filter.referenceParam, i, q)} AND ${i}.target_type = ${q.bind(resourceType)} AND EXISTS (SELECT 1 FROM ${tableOf(filter.sourceType)} ${s} WHERE ${s}.id = ${i}.id AND NOT ${s}.deleted AND ${filterCondition(filter.sourceType, filter.filter, s, q)}))`;
+    }
+  }
+}
+
+export function canBeInPatientCompartment(resourceType: string): boolean {
+  return resourceType === 'Patient' || patientCompartmentOf(resourceType).params.length > 0;
+}
+
+/**
+ * Membership of `r` in Patient `patientId`'s compartment: a reference to the Patient from one
+ * of the type's compartment parameters (for Patient itself, being that Patient).
+ */
+export function compartmentCondition(resourceType: string, patientId: string, r: string, q: SqlParams): string {
+  if (resourceType === 'Patient') return `${r}.id = ${q.bind(patientId)}`;
+  const compartment = patientCompartmentOf(resourceType);
+  if (!compartment.params.length) throw badRequest(`${resourceType} is not in the Patient compartment`);
+  const sources = compartment.params.flatMap((code) => {
+    const def = parameterOf(resourceType, code);
+    return def ? storedSourcesOf(def).map((s) => s.code) : [];
+  });
+  const i = q.alias('i');
+  return `EXISTS (SELECT 1 FROM ${indexTableOf(tableOf(resourceType), 'reference')} ${i} WHERE ${i}.id = ${r}.id AND ${i}.param = ANY(${q.bind([...new Set(sources)], 'text[]')}) AND ${i}.target_type = 'Patient' AND ${i}.target_id = ${q.bind(patientId)})`;
+}
+
+
+/* ---------- sorting and keyset paging ---------- */
+
+export interface SortColumn {
+  /** SQL of the sort value for row `r`. */
+  expression: string;
+  descending: boolean;
+  pgType: string;
+}
+
+/**
+ * The sort value of one key: the resource column, or the smallest (ascending) / largest
+ * (descending) indexed value of the parameter, as the R4 page says for repeating elements.
+ */
+export function sortColumn(resourceType: string, key: SortKey, r: string, q: SqlParams): SortColumn {
+  const { param, descending } = key;
+  if (param.storage.kind === 'column') {
+    return { expression: `${r}.${param.storage.column}`, descending, pgType: param.storage.column === 'id' ? 'text' : 'timestamptz' };
+  }
+  const module = typeModules[param.type];
+  if (!module.sortColumn) throw badRequest(`Cannot sort by ${param.code} (${param.type})`, ['_sort']);
+  const column = descending ? module.sortColumn.desc : module.sortColumn.asc;
+  const i = q.alias('i');
+  return {
+    expression: `(SELECT ${descending ? 'max' : 'min'}(${i}.${column}) FROM ${indexTable(resourceType, param)} ${i} WHERE ${i}.id = ${r}.id AND ${paramCondition(param, i, q)})`,
+    descending,
+    pgType: module.sortColumn.pgType,
+  };
+}
+
+/** ORDER BY of the keys; missing values sort last either way, then the id breaks ties. */
+export function orderBy(columns: readonly SortColumn[], reverse: boolean): string {
+  return columns
+    .map((c) => {
+      const desc = c.descending !== reverse;
+      return `${c.expression} ${desc ? 'DESC' : 'ASC'} NULLS ${reverse ? 'FIRST' : 'LAST'}`;
+    })
+    .join(', ');
+}
+
+/**
+ * Keyset condition: rows strictly after `values` in the order of `columns` (or before, when
+ * `reverse`), with NULLs last in the forward order. Values are bound with their column's type.
+ */
+export function keysetCondition(columns: readonly SortColumn[], values: ReadonlyArray<string | null>, reverse: boolean, q: SqlParams): string {
+  const alternatives: string[] = [];
+  const equalities: string[] = [];
+  columns.forEach((c, k) => {
+    const v = values[k];
+    const desc = c.descending !== reverse;
+    const op = desc ? '<' : '>';
+    // Forward: NULLs come last, so after a value come larger values and NULLs, after NULL nothing.
+    // Reverse: NULLs come first, so before a value come smaller values only, before NULL every value.
+    let after: string;
+    if (v === null) after = reverse ? `${c.expression} IS NOT NULL` : 'false';
+    else after = reverse ? `${c.expression} ${op} ${q.bind(v, c.pgType)}` : `(${c.expression} ${op} ${q.bind(v, c.pgType)} OR ${c.expression} IS NULL)`;
+    alternatives.push(equalities.length ? `(${equalities.join(' AND ')} AND ${after})` : after);
+    equalities.push(v === null ? `${c.expression} IS NULL` : `${c.expression} = ${q.bind(v, c.pgType)}`);
+  });
+  return `(${alternatives.join(' OR ')})`;
+}
+
+/* ---------- the hot path ---------- */
+
+/** True when every value of `param` comes from one non-repeating element (Observation.status). */
+function isSingleValued(param: SearchParameterDef): boolean {
+  return splitUnion(param.expression).length === 1 && /^[A-Za-z.]+$/.test(param.expression) && !prefixes(param.expression).some(isRepeatingPath);
+}
+
+function prefixes(path: string): string[] {
+  const parts = path.split('.');
+  return parts.slice(1).map((_, k) => parts.slice(0, k + 2).join('.'));
+}
+
+export interface Driver {
+  /** FROM clause: the token table joined to the resource table. */
+  from: string;
+  conditions: string[];
+  /** Filters fully answered by the driver, to leave out of the generic conditions. */
+  consumed: Set<Filter>;
+  /** Sort columns served by the driver index, when the sort is the type's `date`. */
+  sort?: SortColumn[];
+}
+
+/** The patient id a filter pins the compartment key to, when the key answers it exactly. */
+function patientKeyOf(resourceType: string, filter: Filter): string | undefined {
+  if (filter.kind !== 'param' || filter.param.type !== 'reference' || filter.terms.length !== 1 || filter.negate) return undefined;
+  const compartment = patientCompartmentOf(resourceType);
+  if (!compartment.keySource || !compartment.keyIsExact) return undefined;
+  const sources = storedSourcesOf(filter.param);
+  if (sources.length !== 1 || sources[0].code !== compartment.keySource.code) return undefined;
+  const term = filter.terms[0] as ReferenceTerm;
+  if (term.kind !== 'local') return undefined;
+  // The key holds Patient targets only: the term must name a Patient, explicitly or as the sole target.
+  const types = sources[0].targetType ? [sources[0].targetType] : term.types;
+  return types.length === 1 && types[0] === 'Patient' && (term.types.length === 0 || term.types.includes('Patient')) ? term.id : undefined;
+}
+
+function drivingToken(filter: Filter): TokenTerm | undefined {
+  if (filter.kind !== 'param' || filter.param.type !== 'token' || filter.param.storage.kind !== 'indexed') return undefined;
+  if (filter.modifier !== undefined || filter.terms.length !== 1) return undefined;
+  const term = filter.terms[0] as TokenTerm;
+  // One row per (param, system|code) per resource (extraction dedupes), so a system|code match
+  // never repeats a resource; a bare code could, unless the element cannot repeat.
+  if (term.kind === 'systemCode' || (term.kind === 'code' && isSingleValued(filter.param))) return term;
+  return undefined;
+}
+
+/**
+ * Plans the hot path: a filter pinning the patient compartment key and a single-code token
+ * filter drive the query from the token table's patient index; a date filter and a `_sort` on
+ * the type's `date` parameter use the date copied onto that row as the index's next column.
+ */
+export function planDriver(resourceType: string, filters: readonly Filter[], sort: readonly SortKey[], r: string, q: SqlParams): Driver | undefined {
+  const keyFilter = filters.find((f) => patientKeyOf(resourceType, f) !== undefined);
+  const tokenFilter = filters.find((f) => drivingToken(f) !== undefined) as ParamFilter | undefined;
+  if (!keyFilter || !tokenFilter) return undefined;
+  const d = 'd';
+  const term = drivingToken(tokenFilter) as TokenTerm;
+  const conditions = [
+    `${d}.patient = ${q.bind(patientKeyOf(resourceType, keyFilter))}`,
+    `${d}.param = ${q.bind(tokenFilter.param.code)}`,
+    typeModules.token.condition(term, d, q),
+  ];
+  for (const f of filters) {
+    if (f.kind !== 'param' || f.param.code !== 'date' || f.param.type !== 'date' || f.terms.length !== 1 || f.missing !== undefined) continue;
+    const bound = dateIndexBound(f.terms[0] as DateTerm, `${d}.date_low`, `${d}.date_high`, q);
+    if (bound) conditions.push(bound);
+  }
+  let sortColumns: SortColumn[] | undefined;
+  if (sort.length === 1 && sort[0].param.code === 'date' && sort[0].param.type === 'date') {
+    sortColumns = [{ expression: sort[0].descending ? `${d}.date_high` : `${d}.date_low`, descending: sort[0].descending, pgType: 'timestamptz' }];
+  }
+  return {
+    from: `${indexTableOf(tableOf(resourceType), 'token')} ${d} JOIN ${tableOf(resourceType)} ${r} ON ${r}.id = ${d}.id`,
+    conditions,
+    consumed: new Set<Filter>([keyFilter, tokenFilter]),
+    sort: sortColumns,
+  };
+}
