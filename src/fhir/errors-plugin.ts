@@ -1,5 +1,6 @@
 import type { Plugin, Request, ResponseToolkit } from '@hapi/hapi';
 import type { Boom } from '@hapi/boom';
+import type { Logger } from 'pino';
 import { type Issue, type IssueCode, OperationOutcomeError, operationOutcome } from './outcome';
 
 const CODE_BY_STATUS: Record<number, IssueCode> = {
@@ -28,7 +29,8 @@ export const errorsPlugin: Plugin<void> = {
         issues = response.issues;
         headers = response.headers;
       } else if (boom.isServer) {
-        request.log(['error'], { err: boom, msg: 'request failed' });
+        // hapi-pino's request logger, so the line carries the request id and pino's error serialiser.
+        (request as Request & { logger?: Logger }).logger?.error({ err: boom }, 'request failed');
         status = 500;
         issues = [{ severity: 'fatal', code: 'exception', diagnostics: 'internal server error; the request id is in X-Request-Id' }];
       } else {

@@ -121,7 +121,8 @@ export async function applyResolvedWrites(
   const current = new Map<string, CurrentVersion>();
   const idsByType = new Map<string, string[]>();
   for (const r of resolved) {
-    if (r.op.kind !== 'create' && r.id) {
+    // Matched conditional creates too: their answer carries the existing version.
+    if ((r.op.kind !== 'create' || r.existingMatch) && r.id) {
       idsByType.set(r.op.type, [...(idsByType.get(r.op.type) ?? []), r.id]);
     }
   }
@@ -219,7 +220,7 @@ async function plan(
   switch (op.kind) {
     case 'create': {
       if (existingMatch) {
-        return { op, outcome: { status: 200, type: op.type, id } };
+        return { op, outcome: { status: 200, type: op.type, id, versionId: current?.versionId } };
       }
       const resource = await prepare(ctx, tx, op.type, id!, op.resource, undefined, { ignoreBodyId: true });
       return stage(op, 'POST', resource, undefined, 0, lastUpdated, 201);

@@ -3,7 +3,7 @@ import type { Queryable } from '../../store/db';
 import type { FhirContext } from '../context';
 import type { ReturnPreference } from '../negotiation';
 import { type Issue, OperationOutcomeError } from '../outcome';
-import { applyResolvedWrites, resolveTarget, type ResolvedOp, retryingCreateRaces, runAfterCommit, WriteOpError } from '../write';
+import { applyResolvedWrites, resolveTarget, type ResolvedOp, retryingCreateRaces, runAfterCommit, type WriteOp, WriteOpError } from '../write';
 import { entryError, type ParsedEntry, parseEntry } from './entries';
 import { readEntry } from './read-entry';
 import { collectReferences, isConditionalReference, isPlaceholder, rewriteReferences } from './references';
@@ -59,9 +59,13 @@ export async function processTransaction(ctx: FhirContext, rawEntries: readonly 
   return { resourceType: 'Bundle', type: 'transaction-response', entry: response };
 }
 
-/** The op of an entry, on a copy of its resource: a replayed transaction must start from the request as sent. */
-function structuredWrite(entry: ParsedEntry) {
-  return structuredClone(entry.write!);
+/**
+ * The op of an entry, on a copy of its resource: a replayed transaction must start from the
+ * request as sent. (Only the resource: structuredClone would turn URLSearchParams into {}.)
+ */
+function structuredWrite(entry: ParsedEntry): WriteOp {
+  const write = entry.write!;
+  return 'resource' in write ? { ...write, resource: structuredClone(write.resource) } : write;
 }
 
 function checkDuplicateFullUrls(entries: readonly ParsedEntry[]): void {
