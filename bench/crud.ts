@@ -131,7 +131,7 @@ function remember(ctx: BenchContext, key: string, ids: string[]): void {
 
 export const createObservations: BenchWorkload = {
   name: 'create',
-  description: 'POST vital-sign Observations (BP panel, heart rate, weight) at c=1 and c=16 vs. INSERT current + history per transaction',
+  description: 'POST vital-sign Observations (BP panel, heart rate, weight) at c=1 and c=16 vs. INSERT current + history + search index rows, one transaction each',
   async run(ctx) {
     const refs = await patients(ctx);
     const rows: ResultRow[] = [];
