@@ -304,3 +304,11 @@ export function patientCompartmentOf(resourceType: string): PatientCompartment {
 export function storedSourcesOf(param: SearchParameterDef): Array<{ code: string; targetType?: string }> {
   return param.storage.kind === 'derived' ? param.storage.sources : [{ code: param.code }];
 }
+
+/** A composite's components; a derived composite (combo-*) has those of its sources. */
+export function componentsOf(param: SearchParameterDef): CompositeComponent[] | undefined {
+  if (param.storage.kind === 'indexed') return param.storage.components;
+  if (param.storage.kind !== 'derived') return undefined;
+  const source = parameterOf(param.resourceType, param.storage.sources[0].code);
+  return source?.storage.kind === 'indexed' ? source.storage.components : undefined;
+}

@@ -161,7 +161,7 @@ export function keysetCondition(columns: readonly SortColumn[], values: Readonly
     if (v === null) after = reverse ? `${c.expression} IS NOT NULL` : 'false';
     else after = reverse ? `${c.expression} ${op} ${q.bind(v, c.pgType)}` : `(${c.expression} ${op} ${q.bind(v, c.pgType)} OR ${c.expression} IS NULL)`;
     alternatives.push(equalities.length ? `(${equalities.join(' AND ')} AND ${after})` : after);
-    equalities.push(v === null ? `${c.expression} IS NULL` : `${c.expression} = ${q.bind(v, c.pgType)}`);
+    if (k < columns.length - 1) equalities.push(v === null ? `${c.expression} IS NULL` : `${c.expression} = ${q.bind(v, c.pgType)}`);
   });
   return `(${alternatives.join(' OR ')})`;
 }

@@ -2,7 +2,7 @@ import { badRequest } from '../../fhir/outcome';
 import type { TypedValue } from '../accessor';
 import { timestampText } from '../date-range';
 import type { IndexRow, RowSink } from '../index-tables';
-import type { CompositeComponent, SearchParameterDef } from '../registry';
+import { type CompositeComponent, componentsOf, type SearchParameterDef } from '../registry';
 import type { SqlParams } from '../sql-params';
 import { escapeLike, normalizeText } from '../text';
 import { dateCondition, dateRangesOf, parseDateTerm, type DateTerm } from './date';
@@ -85,7 +85,7 @@ function splitDollar(raw: string): string[] {
 }
 
 export function parseCompositeTerm(raw: string, param: SearchParameterDef): CompositeTerm {
-  const components = param.storage.kind === 'indexed' ? param.storage.components : undefined;
+  const components = componentsOf(param);
   const parts = splitDollar(raw);
   const secondType = components?.[1]?.type;
   if (parts.length !== 2 || !secondType) throw badRequest(`${param.code} expects code$value, got '${raw}'`, [param.code]);

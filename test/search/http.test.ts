@@ -1,0 +1,406 @@
+import * as Lab from '@hapi/lab';
+import { expect } from '@hapi/code';
+import { startTestServer, type TestServer, unique } from '../helpers/server';
+
+type Client = import('fhir-kit-client', { with: { 'resolution-mode': 'import' } }).Client;
+
+export const lab = Lab.script();
+const { describe, it, before, after } = lab;
+
+const LOINC = 'http://loinc.org';
+const UCUM = 'http://unitsofmeasure.org';
+const VITALS = { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/observation-category', code: 'vital-signs' }] };
+
+/**
+ * Search over HTTP on one patient's data created per run (the database is shared: every search
+ * is pinned to this run's patient, identifier system or family name).
+ */
+describe('FHIR search over HTTP', () => {
+  let app: TestServer;
+  const run = unique('s').replace(/-/g, '');
+  const family = `Müller${run}`;
+  const idSystem = `urn:test:${run}`;
+  let pid = '';
+  let other = '';
+  const obs: Record<string, string> = {};
+  const flags: Record<string, string> = {};
+  let deviceId = '';
+
+  async function create(resource: Record<string, unknown>): Promise<string> {
+    const res = await app.request({ method: 'POST', url: `/fhir/${resource.resourceType as string}`, payload: resource });
+    expect(res.statusCode, JSON.stringify(res.json)).to.equal(201);
+    return res.json.id as string;
+  }
+
+  async function search(url: string, headers: Record<string, string> = {}): Promise<{ status: number; bundle: any }> {
+    const res = await app.request({ method: 'GET', url: `/fhir/${url}`, headers });
+    return { status: res.statusCode, bundle: res.json };
+  }
+
+  /** The names (keys of `obs`) of the Observations matched by a search. */
+  async function matched(url: string): Promise<string[]> {
+    const { status, bundle } = await search(url);
+    expect(status, JSON.stringify(bundle)).to.equal(200);
+    const byId = new Map(Object.entries(obs).map(([name, id]) => [id, name]));
+    return (bundle.entry ?? [])
+      .filter((e: any) => e.search.mode === 'match')
+      .map((e: any) => byId.get(e.resource.id) ?? `?${e.resource.resourceType}/${e.resource.id}`)
+      .sort();
+  }
+
+  function observation(name: string, fields: Record<string, unknown>): Record<string, unknown> {
+    return {
+      resourceType: 'Observation',
+      status: 'final',
+      category: [VITALS],
+      subject: { reference: `Patient/${pid}` },
+      identifier: [{ system: idSystem, value: name }],
+      ...fields,
+    };
+  }
+
+  before(async () => {
+    app = await startTestServer();
+    pid = await create({
+      resourceType: 'Patient',
+      identifier: [{ system: idSystem, value: 'patient', type: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v2-0203', code: 'MR' }] } }],
+      name: [{ family, given: ['Jürgen'] }],
+      birthDate: '1950-03',
+      gender: 'male',
+    });
+    other = await create({ resourceType: 'Patient', name: [{ family: `Other${run}` }] });
+    const weight = (value: number, unit: string, code: string) => ({ value, unit, system: UCUM, code });
+    const bp = (sys: number, dia: number) => [
+      { code: { coding: [{ system: LOINC, code: '8480-6', display: 'Systolic blood pressure' }] }, valueQuantity: { value: sys, unit: 'mmHg', system: UCUM, code: 'mm[Hg]' } },
+      { code: { coding: [{ system: LOINC, code: '8462-4', display: 'Diastolic blood pressure' }] }, valueQuantity: { value: dia, unit: 'mmHg', system: UCUM, code: 'mm[Hg]' } },
+    ];
+    const spec: Array<[string, Record<string, unknown>]> = [
+      ['w180lb', { code: { coding: [{ system: LOINC, code: '29463-7', display: 'Body weight' }] }, effectiveDateTime: '2026-01-15T10:00:00Z', valueQuantity: weight(180, 'lb', '[lb_av]') }],
+      ['w70kg', { code: { coding: [{ system: LOINC, code: '29463-7', display: 'Body weight' }] }, effectiveDateTime: '2026-02-01T09:30:00Z', valueQuantity: weight(70, 'kg', 'kg') }],
+      ['bpHigh', { code: { coding: [{ system: LOINC, code: '85354-9' }], text: 'Blood pressure' }, effectiveDateTime: '2026-02-10T08:00:00Z', component: bp(150, 95) }],
+      ['bpNormal', { code: { coding: [{ system: LOINC, code: '85354-9' }] }, effectiveDateTime: '2025-12-31T23:00:00Z', component: bp(120, 80) }],
+      ['hrJanuary', { code: { coding: [{ system: LOINC, code: '8867-4' }] }, effectivePeriod: { start: '2026-01-01', end: '2026-01-31' }, valueQuantity: { value: 72, unit: '/min', system: UCUM, code: '/min' } }],
+      ['hrUndated', { status: 'preliminary', code: { coding: [{ system: LOINC, code: '8867-4' }] }, valueQuantity: { value: 60, unit: '/min', system: UCUM, code: '/min' } }],
+    ];
+    for (const [name, fields] of spec) obs[name] = await create(observation(name, fields));
+    deviceId = await create({ resourceType: 'Device', patient: { reference: `Patient/${pid}` }, identifier: [{ system: idSystem, value: 'cuff' }], manufacturer: 'Omron' });
+    flags.active = await create({ resourceType: 'Flag', status: 'active', subject: { reference: `Patient/${pid}` }, code: { text: 'BP over limit' }, category: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/flag-category', code: 'clinical' }] }] });
+    flags.inactive = await create({ resourceType: 'Flag', status: 'inactive', subject: { reference: `Patient/${pid}` }, code: { text: 'old' } });
+    flags.otherActive = await create({ resourceType: 'Flag', status: 'active', subject: { reference: `Patient/${other}` }, code: { text: 'other patient' } });
+  });
+  after(() => app.stop());
+
+  describe('string', () => {
+    it('matches case- and accent-insensitive prefixes by default', async () => {
+      const { bundle } = await search(`Patient?name=${encodeURIComponent(`MULLER${run}`)}`);
+      expect(bundle.entry.map((e: any) => e.resource.id)).to.equal([pid]);
+      const given = await search(`Patient?given=jurg&family=${encodeURIComponent(family)}`);
+      expect(given.bundle.entry.map((e: any) => e.resource.id)).to.equal([pid]);
+    });
+
+    it(':exact compares the text as written and :contains any substring', async () => {
+      expect((await search(`Patient?family:exact=${encodeURIComponent(family)}`)).bundle.entry.map((e: any) => e.resource.id)).to.equal([pid]);
+      expect((await search(`Patient?family:exact=${encodeURIComponent(family.toLowerCase())}`)).bundle.entry).to.not.exist();
+      expect((await search(`Patient?family:contains=ller${run.slice(0, 6)}`)).bundle.entry.map((e: any) => e.resource.id)).to.equal([pid]);
+    });
+  });
+
+  describe('token', () => {
+    it('code, system|code, |code and system|', async () => {
+      expect(await matched(`Observation?patient=${pid}&code=29463-7`)).to.equal(['w180lb', 'w70kg']);
+      expect(await matched(`Observation?patient=${pid}&code=${LOINC}|29463-7`)).to.equal(['w180lb', 'w70kg']);
+      expect(await matched(`Observation?patient=${pid}&code=|29463-7`)).to.equal([]);
+      expect(await matched(`Observation?patient=${pid}&identifier=${idSystem}|`)).to.have.length(6);
+      expect(await matched(`Observation?identifier=${idSystem}|bpHigh`)).to.equal(['bpHigh']);
+    });
+
+    it(':not includes resources without the value; :text searches displays', async () => {
+      expect(await matched(`Observation?patient=${pid}&code:not=8867-4`)).to.equal(['bpHigh', 'bpNormal', 'w180lb', 'w70kg']);
+      expect(await matched(`Observation?patient=${pid}&code:text=body`)).to.equal(['w180lb', 'w70kg']);
+      expect(await matched(`Observation?patient=${pid}&code:text=pressure`)).to.equal(['bpHigh']);
+      expect(await matched(`Observation?patient=${pid}&status=preliminary`)).to.equal(['hrUndated']);
+    });
+
+    it(':missing and :of-type', async () => {
+      expect(await matched(`Observation?patient=${pid}&date:missing=true`)).to.equal(['hrUndated']);
+      expect(await matched(`Observation?patient=${pid}&value-quantity:missing=true`)).to.equal(['bpHigh', 'bpNormal']);
+      const ofType = await search(`Patient?identifier:of-type=http://terminology.hl7.org/CodeSystem/v2-0203|MR|patient&family=${encodeURIComponent(family)}`);
+      expect(ofType.bundle.entry.map((e: any) => e.resource.id)).to.equal([pid]);
+    });
+  });
+
+  describe('date', () => {
+    it('partial dates are ranges: eq contains, ne does not', async () => {
+      expect(await matched(`Observation?patient=${pid}&date=2026-01`)).to.equal(['hrJanuary', 'w180lb']);
+      expect(await matched(`Observation?patient=${pid}&date=2026-01-15`)).to.equal(['w180lb']);
+      expect(await matched(`Observation?patient=${pid}&date=ne2026-01`)).to.equal(['bpHigh', 'bpNormal', 'w70kg']);
+      expect(await matched(`Observation?patient=${pid}&date=2025`)).to.equal(['bpNormal']);
+    });
+
+    it('gt/ge/lt/le compare ranges; sa and eb need the whole range after/before', async () => {
+      expect(await matched(`Observation?patient=${pid}&date=ge2026-02-01`)).to.equal(['bpHigh', 'w70kg']);
+      expect(await matched(`Observation?patient=${pid}&date=lt2026-01-01`)).to.equal(['bpNormal']);
+      // The January period starts before the 15th: it is "le 2026-01-15" but does not "end before" it.
+      expect(await matched(`Observation?patient=${pid}&date=le2026-01-15`)).to.equal(['bpNormal', 'hrJanuary', 'w180lb']);
+      expect(await matched(`Observation?patient=${pid}&date=eb2026-01-15`)).to.equal(['bpNormal']);
+      expect(await matched(`Observation?patient=${pid}&date=le2026-01-01`)).to.equal(['bpNormal']);
+      expect(await matched(`Observation?patient=${pid}&date=sa2026-01-10`)).to.equal(['bpHigh', 'w180lb', 'w70kg']);
+      expect(await matched(`Observation?patient=${pid}&date=gt2026-01-30`)).to.equal(['bpHigh', 'hrJanuary', 'w70kg']);
+      expect(await matched(`Observation?patient=${pid}&date=ge2026-01-15T10:00:00Z&date=le2026-01-15T10:00:00Z`)).to.equal(['hrJanuary', 'w180lb']);
+    });
+
+    it('time zones shift the instant', async () => {
+      expect(await matched(`Observation?patient=${pid}&date=${encodeURIComponent('2026-01-15T11:00:00+01:00')}`)).to.equal(['w180lb']);
+    });
+
+    it('ap finds values near the date; _lastUpdated searches the write time', async () => {
+      expect(await matched(`Observation?patient=${pid}&date=ap2026-02-01T09:30:00Z`)).to.include('w70kg');
+      expect(await matched(`Observation?patient=${pid}&_lastUpdated=gt2000-01-01`)).to.have.length(6);
+      expect(await matched(`Observation?patient=${pid}&_lastUpdated=lt2000-01-01`)).to.equal([]);
+    });
+  });
+
+  describe('quantity and composite', () => {
+    it('compares UCUM quantities in canonical units: 180 [lb_av] is ge 80 kg', async () => {
+      expect(await matched(`Observation?patient=${pid}&value-quantity=ge80|${UCUM}|kg`)).to.equal(['w180lb']);
+      expect(await matched(`Observation?patient=${pid}&value-quantity=lt75000|${UCUM}|g`)).to.equal(['w70kg']);
+      expect(await matched(`Observation?patient=${pid}&value-quantity=70||kg`)).to.equal(['w70kg']);
+      expect(await matched(`Observation?patient=${pid}&value-quantity=72`)).to.equal(['hrJanuary']);
+      expect(await matched(`Observation?patient=${pid}&value-quantity=ap65||/min`)).to.equal(['hrUndated']);
+      expect(await matched(`Observation?patient=${pid}&value-quantity=ap70||/min`)).to.equal(['hrJanuary']);
+    });
+
+    it('matches a composite within one component', async () => {
+      expect(await matched(`Observation?patient=${pid}&component-code-value-quantity=${LOINC}|8480-6$gt140`)).to.equal(['bpHigh']);
+      // 95 is a diastolic value: systolic > 90 is both, diastolic > 90 only bpHigh.
+      expect(await matched(`Observation?patient=${pid}&component-code-value-quantity=${LOINC}|8462-4$gt90`)).to.equal(['bpHigh']);
+      expect(await matched(`Observation?patient=${pid}&code-value-quantity=${LOINC}|29463-7$ge80|${UCUM}|kg`)).to.equal(['w180lb']);
+      expect(await matched(`Observation?patient=${pid}&combo-code-value-quantity=8480-6$lt130`)).to.equal(['bpNormal']);
+      expect(await matched(`Observation?patient=${pid}&combo-code=8480-6`)).to.equal(['bpHigh', 'bpNormal']);
+      expect(await matched(`Observation?patient=${pid}&component-value-quantity=gt140`)).to.equal(['bpHigh']);
+    });
+
+    it('comma is OR and a repeated parameter is AND', async () => {
+      expect(await matched(`Observation?patient=${pid}&code=29463-7,85354-9`)).to.equal(['bpHigh', 'bpNormal', 'w180lb', 'w70kg']);
+      expect(await matched(`Observation?patient=${pid}&date=ge2026-01-01&date=le2026-01-31`)).to.equal(['hrJanuary', 'w180lb']);
+      expect(await matched(`Observation?patient=${pid}&code=29463-7&code=85354-9`)).to.equal([]);
+    });
+  });
+
+  describe('reference', () => {
+    it('Type/id, id, :Type, absolute URL of this server and :missing', async () => {
+      const all = ['bpHigh', 'bpNormal', 'hrJanuary', 'hrUndated', 'w180lb', 'w70kg'];
+      expect(await matched(`Observation?subject=Patient/${pid}`)).to.equal(all);
+      expect(await matched(`Observation?subject=${pid}`)).to.equal(all);
+      expect(await matched(`Observation?subject:Patient=${pid}`)).to.equal(all);
+      expect(await matched(`Observation?subject=${encodeURIComponent(`${app.ctx.baseUrl}/Patient/${pid}`)}`)).to.equal(all);
+      expect(await matched(`Observation?subject=Patient/${pid}&device:missing=true`)).to.equal(all);
+    });
+
+    it('chains one level and reverse-chains with _has', async () => {
+      expect(await matched(`Observation?subject:Patient.family=${encodeURIComponent(family)}&code=8867-4`)).to.equal(['hrJanuary', 'hrUndated']);
+      expect(await matched(`Observation?subject.identifier=${idSystem}|patient&code=85354-9`)).to.equal(['bpHigh', 'bpNormal']);
+      const has = await search(`Patient?_has:Observation:subject:identifier=${idSystem}|bpHigh`);
+      expect(has.bundle.entry.map((e: any) => e.resource.id)).to.equal([pid]);
+      const hasFlag = await search(`Patient?_has:Flag:patient:status=active&_id=${pid},${other}`);
+      expect(hasFlag.bundle.entry.map((e: any) => e.resource.id).sort()).to.equal([pid, other].sort());
+    });
+
+    it('refuses chains deeper than one level', async () => {
+      const { status, bundle } = await search('Observation?subject.organization.name=x');
+      expect(status).to.equal(400);
+      expect(bundle.issue[0].expression).to.equal(['subject.organization.name']);
+    });
+  });
+
+  describe('monitoring queries', () => {
+    it('Flag?patient=&status=active returns only that patient\'s active flags', async () => {
+      const { bundle } = await search(`Flag?patient=${pid}&status=active`);
+      expect(bundle.entry.map((e: any) => e.resource.id)).to.equal([flags.active]);
+      const cat = await search(`Flag?patient=${pid}&category=clinical`);
+      expect(cat.bundle.entry.map((e: any) => e.resource.id)).to.equal([flags.active]);
+    });
+
+    it('a patient\'s readings of one code since a date, newest first', async () => {
+      const { bundle } = await search(`Observation?subject=Patient/${pid}&code=${LOINC}|29463-7&date=ge2026-01-01&_sort=-date&_count=50`);
+      expect(bundle.entry.map((e: any) => e.resource.id)).to.equal([obs.w70kg, obs.w180lb]);
+      expect(bundle.total).to.equal(2);
+    });
+
+    it('Device?patient= finds the patient\'s devices', async () => {
+      const { bundle } = await search(`Device?patient=${pid}`);
+      expect(bundle.entry.map((e: any) => e.resource.id)).to.equal([deviceId]);
+    });
+  });
+
+  describe('result control', () => {
+    it('pages with next and previous cursor links, sorted on several keys', async () => {
+      const seen: string[] = [];
+      let url: string | undefined = `Observation?patient=${pid}&_sort=code,-date&_count=2`;
+      const pages: any[] = [];
+      while (url) {
+        const { status, bundle }: { status: number; bundle: any } = await search(url);
+        expect(status).to.equal(200);
+        pages.push(bundle);
+        seen.push(...bundle.entry.map((e: any) => e.resource.id));
+        const next = bundle.link.find((l: any) => l.relation === 'next');
+        url = next ? next.url.slice(app.ctx.baseUrl.length + 1) : undefined;
+      }
+      expect(pages).to.have.length(3);
+      expect(pages[0].total).to.not.exist();
+      // code ascending (29463-7 < 85354-9 < 8867-4 as text), then newest first; undated last.
+      expect(seen).to.equal([obs.w70kg, obs.w180lb, obs.bpHigh, obs.bpNormal, obs.hrJanuary, obs.hrUndated]);
+      const prev = pages[2].link.find((l: any) => l.relation === 'previous');
+      const back = await search(prev.url.slice(app.ctx.baseUrl.length + 1));
+      expect(back.bundle.entry.map((e: any) => e.resource.id)).to.equal([obs.bpHigh, obs.bpNormal]);
+    });
+
+    it('a page stays correct when a resource is written between pages', async () => {
+      const first = await search(`Observation?patient=${pid}&_sort=_lastUpdated&_count=4`);
+      const ids = first.bundle.entry.map((e: any) => e.resource.id);
+      const extra = await create(observation('late', { code: { coding: [{ system: LOINC, code: '9279-1' }] }, effectiveDateTime: '2026-03-01T00:00:00Z' }));
+      try {
+        const next = first.bundle.link.find((l: any) => l.relation === 'next');
+        const second = await search(next.url.slice(app.ctx.baseUrl.length + 1));
+        const rest = second.bundle.entry.map((e: any) => e.resource.id);
+        // Neither repeated nor skipped: the two not yet seen, then the new one (latest update).
+        expect(rest).to.have.length(3);
+        expect(rest.filter((id: string) => ids.includes(id))).to.equal([]);
+        expect(rest[2]).to.equal(extra);
+      } finally {
+        await app.request({ method: 'DELETE', url: `/fhir/Observation/${extra}` });
+      }
+      expect(await matched(`Observation?patient=${pid}&code=9279-1`)).to.equal([]);
+    });
+
+    it('_total, _summary=count, _summary=true and _elements', async () => {
+      const accurate = await search(`Observation?patient=${pid}&_count=1&_total=accurate`);
+      expect(accurate.bundle.total).to.equal(6);
+      expect(accurate.bundle.entry).to.have.length(1);
+      const none = await search(`Observation?patient=${pid}&_total=none`);
+      expect(none.bundle.total).to.not.exist();
+      const count = await search(`Observation?patient=${pid}&_summary=count`);
+      expect(count.bundle.total).to.equal(6);
+      expect(count.bundle.entry).to.not.exist();
+      const summary = await search(`Patient?_id=${pid}&_summary=true`);
+      const patient = summary.bundle.entry[0].resource;
+      expect(patient.name).to.exist();
+      expect(patient.meta.tag.map((t: any) => t.code)).to.include('SUBSETTED');
+      const elements = await search(`Observation?identifier=${idSystem}|w70kg&_elements=code,valueQuantity`);
+      expect(Object.keys(elements.bundle.entry[0].resource).sort()).to.equal(['code', 'id', 'meta', 'resourceType', 'valueQuantity']);
+    });
+
+    it('_include, _revinclude, :iterate and * with search.mode include', async () => {
+      const { bundle } = await search(`Observation?identifier=${idSystem}|bpHigh&_include=Observation:subject&_revinclude:iterate=Flag:patient`);
+      const modes = bundle.entry.map((e: any) => `${e.search.mode}:${e.resource.resourceType}/${e.resource.id}`);
+      expect(modes).to.include(`match:Observation/${obs.bpHigh}`);
+      expect(modes).to.include(`include:Patient/${pid}`);
+      expect(modes).to.include(`include:Flag/${flags.active}`);
+      expect(modes).to.not.include(`include:Flag/${flags.otherActive}`);
+      const rev = await search(`Patient?_id=${pid}&_revinclude=*`);
+      const types = new Set(rev.bundle.entry.filter((e: any) => e.search.mode === 'include').map((e: any) => e.resource.resourceType));
+      expect([...types].sort()).to.equal(['Device', 'Flag', 'Observation']);
+      const star = await search(`Flag?_id=${flags.active}&_include=*`);
+      expect(star.bundle.entry.map((e: any) => e.resource.id)).to.include(pid);
+    });
+
+    it('carries fullUrl, search.mode and an absolute self link', async () => {
+      const { bundle } = await search(`Flag?_id=${flags.active}`);
+      expect(bundle.type).to.equal('searchset');
+      expect(bundle.entry[0].fullUrl).to.equal(`${app.ctx.baseUrl}/Flag/${flags.active}`);
+      expect(bundle.link[0]).to.equal({ relation: 'self', url: `${app.ctx.baseUrl}/Flag?_id=${flags.active}` });
+    });
+  });
+
+  describe('compartment and POST _search', () => {
+    it('GET /Patient/{id}/Observation searches within the compartment', async () => {
+      const res = await app.request({ method: 'GET', url: `/fhir/Patient/${pid}/Observation?code=85354-9` });
+      expect(res.json.entry.map((e: any) => e.resource.id).sort()).to.equal([obs.bpHigh, obs.bpNormal].sort());
+      const flag = await app.request({ method: 'GET', url: `/fhir/Patient/${other}/Flag` });
+      expect(flag.json.entry.map((e: any) => e.resource.id)).to.equal([flags.otherActive]);
+    });
+
+    it('POST _search takes a form body', async () => {
+      const res = await app.request({
+        method: 'POST',
+        url: '/fhir/Observation/_search',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        payload: `patient=${pid}&code=${encodeURIComponent(`${LOINC}|29463-7`)}`,
+      });
+      expect(res.statusCode).to.equal(200);
+      expect(res.json.entry).to.have.length(2);
+    });
+  });
+
+  describe('bad parameters', () => {
+    it('an unknown parameter is a 400 naming it and listing the supported ones', async () => {
+      const { status, bundle } = await search(`Observation?patinet=${pid}`);
+      expect(status).to.equal(400);
+      expect(bundle.resourceType).to.equal('OperationOutcome');
+      expect(bundle.issue[0].diagnostics).to.contain("'patinet'");
+      expect(bundle.issue[0].diagnostics).to.contain('component-code-value-quantity');
+    });
+
+    it('an unsupported modifier, a bad date, prefix or quantity is a 400 naming the parameter', async () => {
+      for (const [url, name] of [
+        ['Observation?code:below=x', 'code:below'],
+        ['Observation?date=2026-13-01', 'date'],
+        ['Observation?date=xx2026', 'date'],
+        ['Observation?value-quantity=abc', 'value-quantity'],
+        [`Observation?value-quantity=5|${UCUM}|notaunit`, 'value-quantity'],
+        ['Observation?_sort=nope', '_sort'],
+        ['Observation?_count=-1', '_count'],
+        ['Observation?_cursor=garbage', '_cursor'],
+      ]) {
+        const { status, bundle } = await search(url);
+        expect(status, url).to.equal(400);
+        expect(bundle.issue[0].expression, url).to.equal([name]);
+      }
+    });
+
+    it('Prefer: handling=lenient ignores it, reports it and leaves it out of self', async () => {
+      const { status, bundle } = await search(`Flag?patinet=x&_id=${flags.active}`, { prefer: 'handling=lenient' });
+      expect(status).to.equal(200);
+      const outcome = bundle.entry.find((e: any) => e.search.mode === 'outcome');
+      expect(outcome.resource.issue[0].diagnostics).to.contain('patinet');
+      expect(bundle.link[0].url).to.equal(`${app.ctx.baseUrl}/Flag?_id=${flags.active}`);
+      expect(bundle.entry.filter((e: any) => e.search.mode === 'match')).to.have.length(1);
+    });
+
+    it('search values are bound, never SQL', async () => {
+      const { status, bundle } = await search(`Patient?name=${encodeURIComponent("x'; DROP TABLE patient; --")}`);
+      expect(status).to.equal(200);
+      expect(bundle.entry).to.not.exist();
+    });
+  });
+
+  describe('with a real client (fhir-kit-client) over a real port', () => {
+    let server: TestServer;
+    let client: Client;
+    before(async () => {
+      server = await startTestServer({}, { listen: true });
+      const { Client } = await import('fhir-kit-client');
+      client = new Client({ baseUrl: server.ctx.baseUrl });
+    });
+    after(() => server.stop());
+
+    it('searches, pages through next links and reads includes', async () => {
+      let bundle = (await client.search({ resourceType: 'Observation', searchParams: { patient: pid, _count: '2', _include: 'Observation:subject', _sort: '-date' } })) as unknown as fhir4.Bundle;
+      const ids: string[] = [];
+      let includedPatients = 0;
+      for (;;) {
+        for (const e of bundle.entry ?? []) {
+          if (e.search?.mode === 'match') ids.push(e.resource!.id!);
+          if (e.search?.mode === 'include' && e.resource?.resourceType === 'Patient') includedPatients++;
+        }
+        const next = await client.nextPage({ bundle: bundle as never });
+        if (!next) break;
+        bundle = next as unknown as fhir4.Bundle;
+      }
+      expect(ids).to.have.length(6);
+      expect(new Set(ids).size).to.equal(6);
+      expect(ids[0]).to.equal(obs.bpHigh);
+      expect(includedPatients).to.equal(3);
+    });
+  });
+});
