@@ -226,7 +226,8 @@ async function plan(
       return stage(op, 'POST', resource, undefined, 0, lastUpdated, 201);
     }
     case 'update': {
-      const resource = await prepare(ctx, tx, op.type, id!, op.resource, live?.resource, { ignoreBodyId: Boolean(op.match) });
+      // A conditional update's body id, if any, must be the matched resource's (R4 http.html#cond-update).
+      const resource = await prepare(ctx, tx, op.type, id!, op.resource, live?.resource, { ignoreBodyId: false });
       return stage(op, 'PUT', resource, live?.resource, current?.versionId ?? 0, lastUpdated, live ? 200 : 201);
     }
     case 'patch': {

@@ -5,13 +5,31 @@ import { type App, createServer } from '../../src/server';
 import { type Db, openDb } from '../../src/store/db';
 
 /**
- * The database tests run on: the real PostgreSQL named by DATABASE_URL (CI's second pass), or
- * an in-memory PGlite. Opened once per test process and shared by every suite.
+ * The database tests run on: an in-memory PGlite, or, when DATABASE_URL names a PostgreSQL
+ * (CI's second pass), a schema of its own on it, so runs never see each other's rows or
+ * leftovers of earlier runs. Opened once per test process and shared by every suite.
  */
 let shared: Promise<Db> | undefined;
 export function testDb(): Promise<Db> {
-  shared ??= openDb(process.env.DATABASE_URL || 'pglite://memory', '');
+  shared ??= openTestDb(process.env.DATABASE_URL || 'pglite://memory');
   return shared;
+}
+
+async function openTestDb(url: string): Promise<Db> {
+  if (!url.startsWith('postgres')) return openDb(url, '');
+  const admin = await openDb(url, '');
+  // Schemas of runs that ended more than two hours ago are dropped; newer ones may be running.
+  const stale = await admin.query<{ nspname: string }>(
+    `SELECT nspname FROM pg_namespace WHERE nspname ~ '^test_run_[0-9]+_' AND substring(nspname from 10 for 13)::bigint < $1`,
+    [Date.now() - 2 * 3600_000],
+  );
+  for (const { nspname } of stale.rows) await admin.query(`DROP SCHEMA IF EXISTS ${nspname} CASCADE`);
+  const schema = `test_run_${Date.now()}_${process.pid}`;
+  await admin.query(`CREATE SCHEMA ${schema}`);
+  await admin.close();
+  const withSchema = new URL(url);
+  withSchema.searchParams.set('options', `-c search_path=${schema}`);
+  return openDb(withSchema.toString(), '');
 }
 
 export interface TestServer extends App {

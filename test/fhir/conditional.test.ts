@@ -1,0 +1,119 @@
+import * as Lab from '@hapi/lab';
+import { expect } from '@hapi/code';
+import { countRows, startTestServer, type TestServer, unique } from '../helpers/server';
+
+export const lab = Lab.script();
+const { describe, it, before, after } = lab;
+
+const SYSTEM = 'urn:test:mrn';
+
+describe('conditional create, update and delete', () => {
+  let app: TestServer;
+  before(async () => {
+    app = await startTestServer();
+  });
+  after(() => app.stop());
+
+  const patient = (mrn: string, extra: Record<string, unknown> = {}) => ({ resourceType: 'Patient', identifier: [{ system: SYSTEM, value: mrn }], ...extra });
+  const post = (body: object, ifNoneExist: string) => app.request({ method: 'POST', url: '/fhir/Patient', payload: body, headers: { 'if-none-exist': ifNoneExist } });
+
+  it('If-None-Exist: creates with no match, returns the match with 200, refuses two matches with 412', async () => {
+    const mrn = unique('mrn');
+    const first = await post(patient(mrn), `identifier=${SYSTEM}|${mrn}`);
+    expect(first.statusCode).to.equal(201);
+    const second = await post(patient(mrn, { active: true }), `identifier=${SYSTEM}|${mrn}`);
+    expect(second.statusCode).to.equal(200);
+    expect(second.json.id).to.equal(first.json.id);
+    expect(second.json.active).to.not.exist();
+    expect(second.headers.etag).to.equal('W/"1"');
+
+    await app.request({ method: 'POST', url: '/fhir/Patient', payload: patient(mrn) });
+    const before = await countRows(app, 'Patient');
+    const third = await post(patient(mrn), `identifier=${SYSTEM}|${mrn}`);
+    expect(third.statusCode).to.equal(412);
+    expect(third.json.resourceType).to.equal('OperationOutcome');
+    expect(await countRows(app, 'Patient')).to.equal(before);
+  });
+
+  it('If-None-Exist accepts a full search URL form and refuses unknown parameters', async () => {
+    const mrn = unique('mrn');
+    expect((await post(patient(mrn), `Patient?identifier=${SYSTEM}|${mrn}`)).statusCode).to.equal(201);
+    const bad = await post(patient(mrn), `identifer=${SYSTEM}|${mrn}`);
+    expect(bad.statusCode).to.equal(400);
+    expect(bad.json.issue[0].diagnostics).to.contain('identifer');
+  });
+
+  it('20 identical conditional creates at once create exactly one resource', async () => {
+    const mrn = unique('race');
+    const results = await Promise.all(Array.from({ length: 20 }, () => post(patient(mrn), `identifier=${SYSTEM}|${mrn}`)));
+    expect(results.filter((r) => r.statusCode === 201)).to.have.length(1);
+    expect(results.filter((r) => r.statusCode === 200)).to.have.length(19);
+    expect(new Set(results.map((r) => r.json.id)).size).to.equal(1);
+  });
+
+  it('conditional update: creates with no match, updates the one match, 412 on several', async () => {
+    const mrn = unique('cu');
+    const url = `/fhir/Patient?identifier=${encodeURIComponent(`${SYSTEM}|${mrn}`)}`;
+    const created = await app.request({ method: 'PUT', url, payload: patient(mrn, { gender: 'female' }) });
+    expect(created.statusCode).to.equal(201);
+    const updated = await app.request({ method: 'PUT', url, payload: patient(mrn, { gender: 'male' }) });
+    expect(updated.statusCode).to.equal(200);
+    expect(updated.json.id).to.equal(created.json.id);
+    expect(updated.headers.etag).to.equal('W/"2"');
+
+    const wrongId = await app.request({ method: 'PUT', url, payload: patient(mrn, { id: 'someone-else' }) });
+    expect(wrongId.statusCode).to.equal(400);
+
+    await app.request({ method: 'POST', url: '/fhir/Patient', payload: patient(mrn) });
+    const several = await app.request({ method: 'PUT', url, payload: patient(mrn) });
+    expect(several.statusCode).to.equal(412);
+  });
+
+  it('conditional delete: deletes the one match, 204 with none, 412 on several', async () => {
+    const mrn = unique('cd');
+    const url = `/fhir/Patient?identifier=${encodeURIComponent(`${SYSTEM}|${mrn}`)}`;
+    const id = (await app.request({ method: 'POST', url: '/fhir/Patient', payload: patient(mrn) })).json.id;
+    expect((await app.request({ method: 'DELETE', url })).statusCode).to.equal(204);
+    expect((await app.request({ method: 'GET', url: `/fhir/Patient/${id}` })).statusCode).to.equal(410);
+    expect((await app.request({ method: 'DELETE', url })).statusCode).to.equal(204);
+
+    await app.request({ method: 'POST', url: '/fhir/Patient', payload: patient(mrn) });
+    await app.request({ method: 'POST', url: '/fhir/Patient', payload: patient(mrn) });
+    expect((await app.request({ method: 'DELETE', url })).statusCode).to.equal(412);
+  });
+
+  it('a conditional create inside a transaction is idempotent when the bundle is posted twice', async () => {
+    const mrn = unique('tx');
+    const bundle = () => ({
+      resourceType: 'Bundle', type: 'transaction',
+      entry: [
+        { fullUrl: 'urn:uuid:7f0c2b1e-5d1a-4a49-9f59-1f4f3c2f0001', resource: patient(mrn), request: { method: 'POST', url: 'Patient', ifNoneExist: `identifier=${SYSTEM}|${mrn}` } },
+        { fullUrl: 'urn:uuid:7f0c2b1e-5d1a-4a49-9f59-1f4f3c2f0002', resource: { resourceType: 'Flag', status: 'active', code: { text: 'fall risk' }, subject: { reference: 'urn:uuid:7f0c2b1e-5d1a-4a49-9f59-1f4f3c2f0001' } }, request: { method: 'POST', url: 'Flag' } },
+      ],
+    });
+    const first = await app.request({ method: 'POST', url: '/fhir', payload: bundle() });
+    expect(first.statusCode).to.equal(200);
+    const patients = await countRows(app, 'Patient');
+    const second = await app.request({ method: 'POST', url: '/fhir', payload: bundle() });
+    expect(second.statusCode).to.equal(200);
+    expect(second.json.entry[0].response.status).to.equal('200 OK');
+    expect(second.json.entry[0].response.location).to.equal(first.json.entry[0].response.location);
+    expect(await countRows(app, 'Patient')).to.equal(patients);
+    const flag = (await app.request({ method: 'GET', url: `/fhir/${second.json.entry[1].response.location.split('/_history')[0]}` })).json;
+    expect(flag.subject.reference).to.equal(first.json.entry[0].response.location.split('/_history')[0]);
+  });
+
+  it('a conditional reference in a transaction resolves to its one match, and fails the transaction otherwise', async () => {
+    const mrn = unique('ref');
+    const id = (await app.request({ method: 'POST', url: '/fhir/Patient', payload: patient(mrn) })).json.id;
+    const flag = (ref: string) => ({ resourceType: 'Bundle', type: 'transaction', entry: [{ resource: { resourceType: 'Flag', status: 'active', code: { text: 'x' }, subject: { reference: ref } }, request: { method: 'POST', url: 'Flag' } }] });
+    const ok = await app.request({ method: 'POST', url: '/fhir', payload: flag(`Patient?identifier=${SYSTEM}|${mrn}`), headers: { prefer: 'return=representation' } });
+    expect(ok.statusCode).to.equal(200);
+    expect(ok.json.entry[0].resource.subject.reference).to.equal(`Patient/${id}`);
+    const before = await countRows(app, 'Flag');
+    const none = await app.request({ method: 'POST', url: '/fhir', payload: flag(`Patient?identifier=${SYSTEM}|nobody-${mrn}`) });
+    expect(none.statusCode).to.equal(412);
+    expect(none.json.issue[0].diagnostics).to.match(/Bundle\.entry\[0\].*matches no resource/);
+    expect(await countRows(app, 'Flag')).to.equal(before);
+  });
+});
