@@ -47,23 +47,39 @@ interface Page {
   hasPrev: boolean;
 }
 
-async function readPage(db: Queryable, parsed: ParsedSearch, query: Query, cursor: Cursor | undefined): Promise<Page> {
+/** The SQL of one page: `count + 1` rows after (or before) the cursor, in sort order. */
+function pageSql(parsed: ParsedSearch, query: Query, cursor: Cursor | undefined): string {
   const { q, columns } = query;
   const conditions = [...query.conditions];
   const reverse = cursor?.reverse ?? false;
   if (cursor) conditions.push(keysetCondition(columns, cursor.values, reverse, q));
   const keys = columns.map((c, k) => `(${c.expression})::text AS k${k}`).join(', ');
-  const sql = `SELECT r.id, r.content::text AS json, ${keys} FROM ${query.from} WHERE ${conditions.join(' AND ')} ORDER BY ${orderBy(columns, reverse)} LIMIT ${q.bind(parsed.count + 1, 'int')}`;
-  const { rows } = await db.query<Record<string, string | null>>(sql, q.values);
+  return `SELECT r.id, r.content::text AS json, ${keys} FROM ${query.from} WHERE ${conditions.join(' AND ')} ORDER BY ${orderBy(columns, reverse)} LIMIT ${q.bind(parsed.count + 1, 'int')}`;
+}
+
+async function readPage(db: Queryable, parsed: ParsedSearch, query: Query, cursor: Cursor | undefined): Promise<Page> {
+  const sql = pageSql(parsed, query, cursor);
+  const { rows } = await db.query<Record<string, string | null>>(sql, query.q.values);
+  const reverse = cursor?.reverse ?? false;
   const more = rows.length > parsed.count;
   const page = rows.slice(0, parsed.count).map((row) => ({
     type: parsed.resourceType,
     id: row.id as string,
     json: row.json as string,
-    keys: columns.map((_, k) => row[`k${k}`] ?? null),
+    keys: query.columns.map((_, k) => row[`k${k}`] ?? null),
   }));
   if (reverse) page.reverse();
   return { rows: page, hasNext: reverse ? true : more, hasPrev: reverse ? more : cursor !== undefined };
+}
+
+/**
+ * The SQL and bound values of a search's first page, as `searchResources` runs it: for EXPLAIN
+ * tests and the benchmark's side-by-side with hand-written SQL.
+ */
+export function firstPageSql(resourceType: string, params: URLSearchParams, count = 50): { sql: string; values: unknown[] } {
+  const parsed = parseSearch(resourceType, params, { defaultCount: count, maxCount: Math.max(count, 1000) });
+  const query = buildQuery(parsed, undefined);
+  return { sql: pageSql(parsed, query, undefined), values: query.q.values };
 }
 
 async function countMatches(db: Queryable, parsed: ParsedSearch, compartmentId: string | undefined, estimate: boolean): Promise<number> {
