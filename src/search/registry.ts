@@ -163,7 +163,12 @@ function deriveSources(candidates: Candidate[]): Map<string, Array<{ code: strin
   for (const [code, sources] of derived) {
     derived.set(
       code,
-      sources.flatMap((s) => (derived.get(s.code) ?? [s]).map((t) => ({ code: t.code, targetType: s.targetType ?? t.targetType }))),
+      sources.flatMap((s) =>
+        (derived.get(s.code) ?? [s]).map((t) => {
+          const targetType = s.targetType ?? t.targetType;
+          return targetType ? { code: t.code, targetType } : { code: t.code };
+        }),
+      ),
     );
   }
   return derived;

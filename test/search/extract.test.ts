@@ -1,0 +1,62 @@
+import * as Lab from '@hapi/lab';
+import { expect } from '@hapi/code';
+import { parseDateRange } from '../../src/search/date-range';
+import { extractIndex } from '../../src/search/extract';
+import { parameterOf, patientCompartmentOf } from '../../src/search/registry';
+import { toCanonical } from '../../src/terminology/ucum';
+
+export const lab = Lab.script();
+const { describe, it } = lab;
+
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const example = (name: string) => require(`hl7.fhir.r4.examples/${name}.json`) as fhir4.FhirResource;
+
+describe('search registry', () => {
+  it('loads the official R4 parameters per type plus ours, split from shared definitions', () => {
+    expect(parameterOf('Observation', 'code')?.url).to.equal('http://hl7.org/fhir/SearchParameter/clinical-code');
+    expect(parameterOf('Observation', 'code')?.expression).to.equal('Observation.code');
+    expect(parameterOf('Flag', 'status')?.url).to.equal('http://rpm.example.org/fhir/SearchParameter/Flag-status');
+    expect(parameterOf('Observation', '_tag')?.expression).to.equal('Observation.meta.tag');
+    expect(parameterOf('Observation', 'dna-variant')).to.not.exist(); // experimental examples are left out
+  });
+
+  it('derives unions and subsets from stored parameters', () => {
+    expect(parameterOf('Observation', 'combo-code')?.storage).to.equal({ kind: 'derived', sources: [{ code: 'code' }, { code: 'component-code' }] });
+    expect(parameterOf('Observation', 'patient')?.storage).to.equal({ kind: 'derived', sources: [{ code: 'subject', targetType: 'Patient' }] });
+    expect(patientCompartmentOf('Observation')).to.equal({ params: ['subject', 'performer'], keySource: { code: 'subject', targetType: 'Patient' }, keyIsExact: true });
+    expect(patientCompartmentOf('Device').params).to.equal(['patient']);
+  });
+});
+
+describe('extraction', () => {
+  it('indexes a BP panel: component pairs, canonical units, the patient key and the date on token rows', () => {
+    const { patient, rows } = extractIndex('Observation', example('Observation-blood-pressure'));
+    expect(patient).to.equal('example');
+    const systolic = rows.composite.find((r) => r.param === 'component-code-value-quantity' && r.row[8] === 'mm[Hg]' && r.row[6] === 107);
+    expect(systolic?.row[11]).to.equal('g.m-1.s-2');
+    expect(rows.token.every((t) => t.row[5] === '2012-09-17T00:00:00.000Z')).to.be.true();
+    expect(rows.composite.filter((r) => r.param === 'code-value-quantity')).to.equal([]); // a panel has no value[x]
+  });
+
+  it('accent- and case-folds strings, types ContactPoints and Identifiers', () => {
+    const { rows } = extractIndex('Patient', { resourceType: 'Patient', name: [{ family: 'Müller', given: ['Zoë'] }], telecom: [{ system: 'phone', value: '123' }] });
+    expect(rows.string.filter((s) => s.param === 'name').map((s) => s.row[0])).to.equal(['muller', 'zoe']);
+    expect(rows.token.find((t) => t.param === 'phone')?.row.slice(0, 2)).to.equal(['phone', '123']);
+  });
+});
+
+describe('date ranges and UCUM', () => {
+  it('partial dates cover their extent; zones shift the instant', () => {
+    expect(parseDateRange('2026')).to.equal({ low: Date.UTC(2026, 0, 1), high: Date.UTC(2027, 0, 1) - 1 });
+    expect(parseDateRange('2024-02')?.high).to.equal(Date.UTC(2024, 2, 1) - 1);
+    expect(parseDateRange('2026-01-15T11:00:00+01:00')?.low).to.equal(Date.UTC(2026, 0, 15, 10));
+    expect(parseDateRange('2026-02-30')).to.not.exist();
+  });
+
+  it('converts to canonical UCUM with cached factors', () => {
+    expect(toCanonical(80, 'kg')).to.equal({ value: 80000, unit: 'g' });
+    expect((toCanonical(180, '[lb_av]')?.value ?? 0) > 80000).to.be.true();
+    expect(toCanonical(37, 'Cel')?.unit).to.equal('K');
+    expect(toCanonical(1, 'bogus')).to.not.exist();
+  });
+});
