@@ -14,7 +14,19 @@ import type { CommittedWrite, PendingWrite } from './write-hooks';
  * forms name a search instead of an id: `ifNoneExist` for create, `match` for update/delete.
  */
 export type WriteOp =
-  | { kind: 'create'; type: string; resource: unknown; id?: string; ifNoneExist?: URLSearchParams }
+  | {
+      kind: 'create';
+      type: string;
+      resource: unknown;
+      id?: string;
+      ifNoneExist?: URLSearchParams;
+      /**
+       * With a deterministic `id` (device readings): when a resource already has that id, write
+       * nothing and answer 200 with it, so a gateway's retry creates nothing new. Set-based: the
+       * ids of a transaction are looked up together with the rows it replaces.
+       */
+      onExistingId?: 'match';
+    }
   | { kind: 'update'; type: string; id?: string; match?: URLSearchParams; resource: unknown; ifMatch?: number }
   | { kind: 'patch'; type: string; id?: string; match?: URLSearchParams; patch: unknown; ifMatch?: number }
   | { kind: 'delete'; type: string; id?: string; match?: URLSearchParams; ifMatch?: number };
@@ -121,8 +133,8 @@ export async function applyResolvedWrites(
   const current = new Map<string, CurrentVersion>();
   const idsByType = new Map<string, string[]>();
   for (const r of resolved) {
-    // Matched conditional creates too: their answer carries the existing version.
-    if ((r.op.kind !== 'create' || r.existingMatch) && r.id) {
+    // Matched conditional creates and idempotent creates too: their answer carries the existing version.
+    if ((r.op.kind !== 'create' || r.existingMatch || r.op.onExistingId === 'match') && r.id) {
       idsByType.set(r.op.type, [...(idsByType.get(r.op.type) ?? []), r.id]);
     }
   }
@@ -133,7 +145,9 @@ export async function applyResolvedWrites(
   const lastUpdated = new Date().toISOString();
   const planned: Planned[] = [];
   for (const [i, r] of resolved.entries()) {
-    planned.push(await indexed(i, () => plan(ctx, tx, r.op, r.id, r.existingMatch ?? false, current.get(`${r.op.type}/${r.id}`), lastUpdated)));
+    const row = current.get(`${r.op.type}/${r.id}`);
+    const existingMatch = r.existingMatch === true || (r.op.kind === 'create' && r.op.onExistingId === 'match' && row !== undefined);
+    planned.push(await indexed(i, () => plan(ctx, tx, r.op, r.id, existingMatch, row, lastUpdated)));
   }
 
   const byType = new Map<string, Planned[]>();
