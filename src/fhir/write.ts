@@ -164,7 +164,7 @@ export async function applyResolvedWrites(
       resource: p.pending!.resource,
     }));
     await writeVersions(tx, type, versions);
-    await writeSearchIndex(tx, type, versions.map((v) => ({ id: v.id, resource: v.resource })));
+    await writeSearchIndex(tx, type, versions.map((v) => ({ id: v.id, resource: v.resource, isNew: v.versionId === 1 })));
     for (const p of group) {
       committed.push({ type, id: p.pending!.id, versionId: p.outcome.versionId!, resource: p.pending!.resource, previous: p.pending!.previous });
     }
