@@ -5,6 +5,7 @@ import type { Config } from './config';
 import type { FhirContext } from './fhir/context';
 import { errorsPlugin } from './fhir/errors-plugin';
 import { supportedTypes } from './fhir/resource-types';
+import { OperationRegistry } from './fhir/operations';
 import { fhirRoutes } from './fhir/routes';
 import { emptyWriteHooks } from './fhir/write-hooks';
 import { type Db, openDb } from './store/db';
@@ -28,7 +29,7 @@ export async function createServer(config: Config, options: { db?: Db; logger?: 
   await migrate(db);
   warmUp(supportedTypes);
 
-  const ctx: FhirContext = { db, config, baseUrl: `${config.baseUrl}/fhir`, log, writeHooks: emptyWriteHooks() };
+  const ctx: FhirContext = { db, config, baseUrl: `${config.baseUrl}/fhir`, log, writeHooks: emptyWriteHooks(), operations: new OperationRegistry() };
   const server = Hapi.server({
     port: config.port,
     host: config.host,

@@ -49,7 +49,7 @@ export function capabilityStatement(ctx: FhirContext, startedAt: string): fhir4.
             ...(p.definition ? { definition: p.definition } : {}),
             ...(p.documentation ? { documentation: p.documentation } : {}),
           })),
-          operation: [{ name: 'validate', definition: 'http://hl7.org/fhir/OperationDefinition/Resource-validate' }],
+          operation: ctx.operations.forType(type).map((o) => ({ name: o.name, definition: o.definition ?? `${ctx.baseUrl}/OperationDefinition/${o.name}` })),
         })),
         interaction: [{ code: 'history-system' }],
       },

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { Config } from '../config';
 import type { Db } from '../store/db';
+import type { OperationRegistry } from './operations';
 import type { WriteHooks } from './write-hooks';
 
 /** What every interaction needs, built once at start by src/server.ts. */
@@ -11,6 +12,7 @@ export interface FhirContext {
   readonly baseUrl: string;
   readonly log: Logger;
   readonly writeHooks: WriteHooks;
+  readonly operations: OperationRegistry;
 }
 
 /**

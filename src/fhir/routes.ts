@@ -5,7 +5,6 @@ import { capabilityStatement } from './capability';
 import { bundle } from './interactions/bundle';
 import { history } from './interactions/history';
 import { read, vread } from './interactions/read';
-import { validateOperation } from './interactions/validate';
 import { create, patch, remove, update } from './interactions/write-rest';
 import { checkBodyType, parseJsonBody, parseVersionTag, preferences, responseType } from './negotiation';
 import { badRequest, notFound, notSupported } from './outcome';
@@ -54,19 +53,22 @@ export const fhirRoutes: Plugin<{ ctx: FhirContext }> = {
     route('GET', '/{type}', (c, r) => searchResources(c, { resourceType: r.type, params: r.query, preferLenient: r.lenient, requestUrl: r.url }));
     route('POST', '/{type}/_search', (c, r) => searchResources(c, { resourceType: r.type, params: r.query, preferLenient: r.lenient, requestUrl: r.url }), { body: 'form' });
     route('GET', '/Patient/{id}/{compartmentType}', (c, r) =>
-      searchResources(c, { resourceType: r.compartmentType!, params: r.query, compartment: { resourceType: 'Patient', id: r.id! }, preferLenient: r.lenient, requestUrl: r.url }));
+      r.operation?.startsWith('$') ? operation(c, r, 'GET') : searchResources(c, { resourceType: r.compartmentType!, params: r.query, compartment: { resourceType: 'Patient', id: r.id! }, preferLenient: r.lenient, requestUrl: r.url }));
 
     route('POST', '/{type}', create, { body: 'resource' });
     route('PUT', '/{type}', update, { body: 'resource' });
     route('PATCH', '/{type}', patch, { body: 'resource-or-patch' });
     route('DELETE', '/{type}', remove);
-    route('GET', '/{type}/{id}', read);
+    route('GET', '/{type}/{id}', (c, r) => (r.id?.startsWith('$') ? operation(c, { ...r, operation: r.id, id: undefined }, 'GET') : read(c, r)));
     route('PUT', '/{type}/{id}', update, { body: 'resource' });
     route('PATCH', '/{type}/{id}', patch, { body: 'resource-or-patch' });
     route('DELETE', '/{type}/{id}', remove);
 
-    route('POST', '/{type}/{operation}', (c, r) => operation(c, r), { body: 'resource' });
-    route('POST', '/{type}/{id}/{operation}', (c, r) => operation(c, r), { body: 'resource' });
+    // Operations: `$name` in the id position, at type or instance level. GET reads parameters
+    // from the query; POST takes a Parameters resource or, for $validate, the resource itself.
+    route('POST', '/{type}/{operation}', (c, r) => operation(c, r, 'POST'), { body: 'resource' });
+    route('POST', '/{type}/{id}/{operation}', (c, r) => operation(c, r, 'POST'), { body: 'resource' });
+    route('GET', '/{type}/{id}/{operation}', (c, r) => operation(c, r, 'GET'));
 
     // Known paths with a method the server does not serve are 405, not Hapi's bare 404.
     server.route({
@@ -94,7 +96,7 @@ function toRestRequest(request: Request, body: 'resource' | 'resource-or-patch' 
   if (!isSupportedType(type)) {
     throw notFound(`resource type '${type}' is not supported by this server (see /fhir/metadata)`);
   }
-  if (params.compartmentType !== undefined && !isSupportedType(params.compartmentType)) {
+  if (params.compartmentType !== undefined && !params.compartmentType.startsWith('$') && !isSupportedType(params.compartmentType)) {
     throw notFound(`resource type '${params.compartmentType}' is not supported by this server (see /fhir/metadata)`);
   }
   // Negotiate before doing any work, so an unacceptable Accept is 406 even for writes.
@@ -108,7 +110,7 @@ function toRestRequest(request: Request, body: 'resource' | 'resource-or-patch' 
     id: params.id,
     versionId: params.vid,
     compartmentType: params.compartmentType,
-    operation: params.operation,
+    operation: params.operation ?? (params.compartmentType?.startsWith('$') ? params.compartmentType : undefined),
     query,
     prefer: prefer.return,
     preferExplicit: prefer.explicit,
@@ -132,7 +134,9 @@ function toRestRequest(request: Request, body: 'resource' | 'resource-or-patch' 
   return rest;
 }
 
-async function operation(ctx: FhirContext, req: RestRequest): Promise<InteractionResult> {
-  if (req.operation === '$validate') return validateOperation(ctx, req);
-  throw notFound(`operation '${req.operation ?? ''}' is not known for ${req.type}`);
+function operation(ctx: FhirContext, req: RestRequest, method: 'GET' | 'POST'): Promise<InteractionResult> {
+  if (!req.operation?.startsWith('$')) {
+    throw notFound(`${[req.type, req.id, req.operation].filter(Boolean).join('/')} is not an operation ($name) or other endpoint of this server`);
+  }
+  return ctx.operations.invoke(ctx, req, method);
 }

@@ -45,3 +45,36 @@ describe('$validate', () => {
     expect((await app.request({ method: 'POST', url: '/fhir/Patient/$frobnicate', payload: { resourceType: 'Patient' } })).statusCode).to.equal(404);
   });
 });
+
+describe('operations', () => {
+  let app: TestServer;
+  before(async () => {
+    app = await startTestServer();
+    app.ctx.operations.register({
+      name: 'echo-count', types: ['Patient'], type: true, instance: true, affectsState: false,
+      handler: async (_ctx, req) => ({ status: 200, body: { resourceType: 'Parameters', parameter: [{ name: 'where', valueString: `${req.type}/${req.id ?? '*'}` }] } }),
+    });
+    app.ctx.operations.register({ name: 'mutate', types: ['Patient'], type: true, instance: false, affectsState: true, handler: async () => ({ status: 200 }) });
+  });
+  after(() => app.stop());
+
+  it('dispatches registered operations at type and instance level, by GET and POST', async () => {
+    const id = (await app.request({ method: 'POST', url: '/fhir/Patient', payload: { resourceType: 'Patient' } })).json.id;
+    const typeLevel = await app.request({ method: 'GET', url: '/fhir/Patient/$echo-count' });
+    expect(typeLevel.statusCode).to.equal(200);
+    expect(typeLevel.json.parameter[0].valueString).to.equal('Patient/*');
+    const instance = await app.request({ method: 'GET', url: `/fhir/Patient/${id}/$echo-count` });
+    expect(instance.json.parameter[0].valueString).to.equal(`Patient/${id}`);
+    const posted = await app.request({ method: 'POST', url: `/fhir/Patient/${id}/$echo-count`, payload: { resourceType: 'Parameters' } });
+    expect(posted.statusCode).to.equal(200);
+    const metadata = await app.request({ method: 'GET', url: '/fhir/metadata' });
+    const patient = metadata.json.rest[0].resource.find((r: any) => r.type === 'Patient');
+    expect(patient.operation.map((o: any) => o.name)).to.include(['validate', 'echo-count']);
+  });
+
+  it('refuses GET of a state-changing operation (405), and operations of another type or level (404)', async () => {
+    expect((await app.request({ method: 'GET', url: '/fhir/Patient/$mutate' })).statusCode).to.equal(405);
+    expect((await app.request({ method: 'GET', url: '/fhir/Observation/$echo-count' })).statusCode).to.equal(404);
+    expect((await app.request({ method: 'POST', url: '/fhir/Patient/x/$mutate', payload: { resourceType: 'Parameters' } })).statusCode).to.equal(404);
+  });
+});
