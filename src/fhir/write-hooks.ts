@@ -5,10 +5,12 @@ import type { FhirContext } from './context';
 export interface PendingWrite {
   type: string;
   id: string;
-  /** Undefined for a delete. */
+  /** Undefined for a delete. An enrich hook may change it in place or replace it. */
   resource?: fhir4.FhirResource;
   /** The version being replaced, if any. */
   previous?: fhir4.FhirResource;
+  /** Set by a hook that changed `resource`: it is validated again before it is stored. */
+  changed?: boolean;
 }
 
 /** A version as committed. */
@@ -26,8 +28,12 @@ export interface CommittedWrite {
  * second write path.
  */
 export interface WriteHooks {
-  /** Adds to or rewrites a resource before it is stored (e.g. LOINC codings, interpretation). */
-  enrich: Array<(ctx: FhirContext, tx: Queryable, write: PendingWrite) => Promise<void>>;
+  /**
+   * Adds to or rewrites resources before they are stored (e.g. LOINC codings, interpretation
+   * against CarePlan limits). Called once per transaction with all its writes, so that data a
+   * rule needs is loaded for the whole batch in one query, not per resource.
+   */
+  enrich: Array<(ctx: FhirContext, tx: Queryable, writes: PendingWrite[]) => Promise<void>>;
   /** Runs in the write transaction after the versions are written; a throw rolls everything back. */
   inTransaction: Array<(ctx: FhirContext, tx: Queryable, writes: readonly CommittedWrite[]) => Promise<void>>;
   /** Runs after commit; failures are logged, never undo the write. */

@@ -147,8 +147,9 @@ export async function applyResolvedWrites(
   for (const [i, r] of resolved.entries()) {
     const row = current.get(`${r.op.type}/${r.id}`);
     const existingMatch = r.existingMatch === true || (r.op.kind === 'create' && r.op.onExistingId === 'match' && row !== undefined);
-    planned.push(await indexed(i, () => plan(ctx, tx, r.op, r.id, existingMatch, row, lastUpdated)));
+    planned.push(await indexed(i, async () => plan(r.op, r.id, existingMatch, row, lastUpdated)));
   }
+  await enrichAndStamp(ctx, tx, planned, lastUpdated);
 
   const byType = new Map<string, Planned[]>();
   for (const p of planned) {
@@ -212,15 +213,13 @@ export async function resolveTarget(tx: Queryable, op: WriteOp): Promise<Resolve
   return { op, id: matches[0] };
 }
 
-async function plan(
-  ctx: FhirContext,
-  tx: Queryable,
+function plan(
   op: WriteOp,
   id: string | undefined,
   existingMatch: boolean,
   current: CurrentVersion | undefined,
   lastUpdated: string,
-): Promise<Planned> {
+): Planned {
   const live = current && !current.deleted ? current : undefined;
   if (op.kind !== 'create' && op.ifMatch !== undefined) {
     if (!current) {
@@ -236,30 +235,28 @@ async function plan(
       if (existingMatch) {
         return { op, outcome: { status: 200, type: op.type, id, versionId: current?.versionId } };
       }
-      const resource = await prepare(ctx, tx, op.type, id!, op.resource, undefined, { ignoreBodyId: true });
+      const resource = prepare(op.type, id!, op.resource, { ignoreBodyId: true });
       return stage(op, 'POST', resource, undefined, 0, lastUpdated, 201);
     }
     case 'update': {
       // A conditional update's body id, if any, must be the matched resource's (R4 http.html#cond-update).
-      const resource = await prepare(ctx, tx, op.type, id!, op.resource, live?.resource, { ignoreBodyId: false });
+      const resource = prepare(op.type, id!, op.resource, { ignoreBodyId: false });
       return stage(op, 'PUT', resource, live?.resource, current?.versionId ?? 0, lastUpdated, live ? 200 : 201);
     }
     case 'patch': {
       if (!id || !current) throw notFound(`${op.type}/${id ?? '?'} is not known`);
       if (!live) throw gone(`${op.type}/${id} was deleted`);
       const patched = applyJsonPatch(live.resource!, op.patch);
-      const resource = await prepare(ctx, tx, op.type, id, patched, live.resource, { ignoreBodyId: false });
+      const resource = prepare(op.type, id, patched, { ignoreBodyId: false });
       return stage(op, 'PATCH', resource, live.resource, current.versionId, lastUpdated, 200);
     }
     case 'delete': {
       // Deleting what does not exist, or is already deleted, succeeds and writes nothing (R4 http.html#delete).
       if (!id || !live) return { op, outcome: { status: 204, type: op.type, id } };
-      const pending = { type: op.type, id, previous: live.resource };
-      for (const hook of ctx.writeHooks.enrich) await hook(ctx, tx, pending);
       return {
         op,
         outcome: { status: 204, type: op.type, id, versionId: current!.versionId + 1, lastUpdated },
-        pending: { ...pending, method: 'DELETE', previousVersion: current!.versionId },
+        pending: { type: op.type, id, previous: live.resource, method: 'DELETE', previousVersion: current!.versionId },
       };
     }
   }
@@ -275,7 +272,6 @@ function stage(
   status: 200 | 201,
 ): Planned {
   const versionId = previousVersion + 1;
-  resource.meta = { ...resource.meta, versionId: String(versionId), lastUpdated };
   return {
     op,
     outcome: { status, type: op.type, id: resource.id, versionId, lastUpdated, resource },
@@ -283,28 +279,38 @@ function stage(
   };
 }
 
-/** Validation and enrichment of a body about to become a version of `type/id`. */
-async function prepare(
-  ctx: FhirContext,
-  tx: Queryable,
-  type: string,
-  id: string,
-  body: unknown,
-  previous: fhir4.FhirResource | undefined,
-  { ignoreBodyId }: { ignoreBodyId: boolean },
-): Promise<fhir4.FhirResource> {
+/** Validation of a body about to become a version of `type/id`. */
+function prepare(type: string, id: string, body: unknown, { ignoreBodyId }: { ignoreBodyId: boolean }): fhir4.FhirResource {
   assertValidResource(body, type);
   const resource = body;
   if (!ignoreBodyId && resource.id !== undefined && resource.id !== id) {
     throw badRequest(`the resource id '${resource.id}' does not match the id in the URL, '${id}'`, ['id']);
   }
   resource.id = id;
-  // meta.versionId and meta.lastUpdated belong to the server (R4 resource.html#Meta): overwritten in stage().
-  const pending: PendingWrite = { type, id, resource, previous };
-  for (const hook of ctx.writeHooks.enrich) await hook(ctx, tx, pending);
-  // An enricher may have changed the resource; what is stored must still be valid.
-  if (ctx.writeHooks.enrich.length > 0) assertValidResource(pending.resource, type);
-  return pending.resource!;
+  return resource;
+}
+
+/**
+ * The enrich hooks see every write of the transaction at once, so that a rule needing data
+ * (a patient's CarePlan limits) loads it for the whole batch in one query. A hook that changes
+ * a resource sets `changed`, and what is stored must still be valid. Then the server's meta
+ * (R4 resource.html#Meta: versionId and lastUpdated belong to the server) is set.
+ */
+async function enrichAndStamp(ctx: FhirContext, tx: Queryable, planned: readonly Planned[], lastUpdated: string): Promise<void> {
+  const staged = planned.map((p, i) => ({ p, i })).filter(({ p }) => p.pending);
+  if (ctx.writeHooks.enrich.length > 0 && staged.length > 0) {
+    const writes = staged.map(({ p }) => p.pending!);
+    for (const hook of ctx.writeHooks.enrich) await hook(ctx, tx, writes);
+    for (const { p, i } of staged) {
+      if (p.pending!.changed && p.pending!.resource) await indexed(i, async () => assertValidResource(p.pending!.resource, p.op.type));
+    }
+  }
+  for (const { p } of staged) {
+    const resource = p.pending!.resource;
+    if (!resource) continue;
+    resource.meta = { ...resource.meta, versionId: String(p.pending!.previousVersion + 1), lastUpdated };
+    p.outcome.resource = resource;
+  }
 }
 
 /** RFC 6902 JSON Patch on a copy of the stored resource; a failed `test` op is 422, a malformed patch 400. */

@@ -28,4 +28,43 @@ describe('the write pipeline', () => {
     const after = await countRows(app, 'Observation');
     expect(after.history - before.history).to.equal(1);
   });
+
+  it('calls enrich hooks once per transaction with every write, and validates what they changed', async () => {
+    const calls: number[] = [];
+    const hook = async (_ctx: unknown, _tx: unknown, writes: Array<{ type: string; resource?: any; changed?: boolean }>) => {
+      calls.push(writes.length);
+      for (const w of writes) {
+        if (w.resource?.resourceType === 'Device') {
+          w.resource.note = [{ text: 'enriched' }];
+          w.changed = true;
+        }
+        if (w.resource?.resourceType === 'Flag' && w.resource.code.text === 'break me') {
+          w.resource.status = 'not-a-status';
+          w.changed = true;
+        }
+      }
+    };
+    app.ctx.writeHooks.enrich.push(hook);
+    try {
+      const res = await app.request({
+        method: 'POST', url: '/fhir', headers: { prefer: 'return=representation' },
+        payload: { resourceType: 'Bundle', type: 'transaction', entry: [
+          { resource: { resourceType: 'Device', serialNumber: 'E-1' }, request: { method: 'POST', url: 'Device' } },
+          { resource: { resourceType: 'Device', serialNumber: 'E-2' }, request: { method: 'POST', url: 'Device' } },
+        ] },
+      });
+      expect(res.statusCode).to.equal(200);
+      expect(calls).to.equal([2]);
+      expect(res.json.entry[1].resource.note).to.equal([{ text: 'enriched' }]);
+      expect(res.json.entry[1].resource.meta.versionId).to.equal('1');
+
+      const before = await countRows(app, 'Flag');
+      const bad = await app.request({ method: 'POST', url: '/fhir/Flag', payload: { resourceType: 'Flag', status: 'active', code: { text: 'break me' }, subject: { reference: 'Patient/x' } } });
+      expect(bad.statusCode).to.equal(400);
+      expect(bad.json.issue[0].expression).to.equal(['Flag.status']);
+      expect(await countRows(app, 'Flag')).to.equal(before);
+    } finally {
+      app.ctx.writeHooks.enrich.splice(app.ctx.writeHooks.enrich.indexOf(hook), 1);
+    }
+  });
 });
