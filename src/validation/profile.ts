@@ -1,0 +1,330 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Issue } from '../fhir/outcome';
+import { profilesDir } from '../paths';
+import { valueSetContains } from '../terminology/valueset';
+
+/**
+ * Validation of a resource against the StructureDefinitions it declares in `meta.profile`,
+ * driven by their snapshots (profiles/StructureDefinition-*.json, copied from the R4 package):
+ * cardinality, fixed[x] and pattern[x] values, required bindings to value sets we hold
+ * (terminology/valuesets), slicing by value/pattern/type discriminators (open and closed), and
+ * the profiles' FHIRPath invariants. Generic over snapshots: no per-profile code.
+ *
+ * Not covered (out of what the vital-signs profiles use): `profile` and `exists` discriminators,
+ * type profiles of references, extensible/preferred bindings, element types beyond the schema's.
+ * A profile URL we do not hold is not checked (the JSON schema still is).
+ */
+
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const fhirpath = require('fhirpath') as { compile(expr: string, model: unknown): (resource: unknown, env?: Record<string, unknown>) => unknown[] };
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const r4Model = require('fhirpath/fhir-context/r4') as unknown;
+
+type ElementDefinition = fhir4.ElementDefinition & Record<string, unknown>;
+
+interface ElementNode {
+  def: ElementDefinition;
+  /** Last path segment, e.g. `value[x]`, `coding`. */
+  name: string;
+  children: ElementNode[];
+  slices: ElementNode[];
+}
+
+interface Invariant {
+  key: string;
+  human: string;
+  path: string;
+  check: (resource: unknown, env: Record<string, unknown>) => unknown[];
+}
+
+interface CompiledProfile {
+  url: string;
+  type: string;
+  root: ElementNode;
+  invariants: Invariant[];
+}
+
+interface Instance {
+  value: unknown;
+  /** The type chosen for a choice element (`Quantity` for valueQuantity). */
+  type?: string;
+  path: string;
+}
+
+/** Checked elsewhere (JSON schema, reference checks) or too costly for every write. */
+const SKIPPED_INVARIANTS = new Set(['ele-1', 'ext-1', 'dom-3']);
+
+function compile(sd: fhir4.StructureDefinition): CompiledProfile {
+  const elements = (sd.snapshot?.element ?? []) as ElementDefinition[];
+  const byId = new Map<string, ElementNode>();
+  let root: ElementNode | undefined;
+  const invariants: Invariant[] = [];
+  const seenInvariants = new Set<string>();
+  for (const def of elements) {
+    const id = def.id ?? def.path;
+    const segments = id.split('.');
+    const last = segments[segments.length - 1]!;
+    const node: ElementNode = { def, name: last.split(':')[0]!, children: [], slices: [] };
+    byId.set(id, node);
+    if (segments.length === 1) {
+      root = node;
+    } else if (last.includes(':')) {
+      const sliced = byId.get([...segments.slice(0, -1), node.name].join('.'));
+      sliced?.slices.push(node);
+    } else {
+      byId.get(segments.slice(0, -1).join('.'))?.children.push(node);
+    }
+    for (const c of def.constraint ?? []) {
+      if (c.severity !== 'error' || !c.expression || SKIPPED_INVARIANTS.has(c.key)) continue;
+      const relative = def.path.split('.').slice(1).join('.').replace(/\[x\]/g, '');
+      const where = `${c.key}@${relative}`;
+      if (seenInvariants.has(where)) continue;
+      seenInvariants.add(where);
+      const expression = relative ? `${relative}.all(${c.expression})` : c.expression;
+      invariants.push({ key: c.key, human: c.human, path: def.path, check: fhirpath.compile(expression, r4Model) });
+    }
+  }
+  if (!root) throw new Error(`StructureDefinition ${sd.url} has no snapshot`);
+  return { url: sd.url, type: sd.type, root, invariants };
+}
+
+let profiles: Map<string, CompiledProfile> | undefined;
+
+function loadProfiles(): Map<string, CompiledProfile> {
+  if (profiles) return profiles;
+  profiles = new Map();
+  for (const file of readdirSync(profilesDir)) {
+    if (!file.startsWith('StructureDefinition-') || !file.endsWith('.json')) continue;
+    const sd = JSON.parse(readFileSync(join(profilesDir, file), 'utf8')) as fhir4.StructureDefinition;
+    if (sd.snapshot) profiles.set(sd.url, compile(sd));
+  }
+  return profiles;
+}
+
+/** Whether the server holds (and so checks) the profile with this canonical URL. */
+export function isKnownProfile(url: string): boolean {
+  return loadProfiles().has(url.split('|')[0]!);
+}
+
+/** Every issue of `resource` against each profile it declares that the server holds. */
+export function profileIssues(resource: fhir4.FhirResource): Issue[] {
+  const declared = resource.meta?.profile ?? [];
+  if (declared.length === 0) return [];
+  const issues: Issue[] = [];
+  for (const url of declared) {
+    const profile = loadProfiles().get(url.split('|')[0]!);
+    if (!profile) continue;
+    issues.push(...profileIssuesOf(profile, resource));
+  }
+  return issues;
+}
+
+/** Issues against one profile, by canonical URL; undefined when the profile is not held. */
+export function issuesAgainst(url: string, resource: fhir4.FhirResource): Issue[] | undefined {
+  const profile = loadProfiles().get(url);
+  return profile ? profileIssuesOf(profile, resource) : undefined;
+}
+
+function profileIssuesOf(profile: CompiledProfile, resource: fhir4.FhirResource): Issue[] {
+  const issues: Issue[] = [];
+  const add = (path: string, diagnostics: string, code: Issue['code'] = 'invariant') =>
+    issues.push({ code, diagnostics: `${path}: ${diagnostics} (profile ${profile.url})`, expression: [path] });
+  if (resource.resourceType !== profile.type) {
+    add(resource.resourceType, `a ${resource.resourceType} cannot conform to a profile on ${profile.type}`, 'invalid');
+    return issues;
+  }
+  checkNode(profile.root, [{ value: resource, path: profile.type }], add);
+  for (const inv of profile.invariants) {
+    let result: unknown[];
+    try {
+      result = inv.check(resource, { resource });
+    } catch {
+      continue;
+    }
+    if (result.length === 1 && result[0] === false) add(inv.path, `invariant ${inv.key} failed: ${inv.human}`);
+  }
+  return issues;
+}
+
+type Add = (path: string, diagnostics: string, code?: Issue['code']) => void;
+
+function cardinality(node: ElementNode, instances: Instance[], parentPath: string, add: Add): void {
+  const { min, max } = node.def;
+  const label = `${parentPath}.${node.name}${node.def.sliceName ? `:${node.def.sliceName}` : ''}`;
+  if (min !== undefined && instances.length < min) {
+    add(label, `minimum cardinality is ${min}, found ${instances.length}`, 'required');
+  }
+  if (max !== undefined && max !== '*' && instances.length > Number(max)) {
+    add(label, max === '0' ? 'is not allowed by the profile' : `maximum cardinality is ${max}, found ${instances.length}`, 'structure');
+  }
+}
+
+/** The element's own rules on each instance, then its slices and children. */
+function checkNode(node: ElementNode, instances: Instance[], add: Add): void {
+  for (const inst of instances) checkValue(node.def, inst, add);
+
+  let unsliced = instances;
+  if (node.slices.length > 0 && node.def.slicing) {
+    const matched = new Map<ElementNode, Instance[]>(node.slices.map((s) => [s, []]));
+    unsliced = [];
+    for (const inst of instances) {
+      const slice = node.slices.find((s) => matchesSlice(node, s, inst));
+      if (slice) matched.get(slice)!.push(inst);
+      else unsliced.push(inst);
+    }
+    const parentPath = instances[0]?.path.replace(/(\[\d+\])?\.[^.]*$/, '') ?? '';
+    for (const [slice, insts] of matched) {
+      cardinality(slice, insts, parentPath, add);
+      checkChildren(slice, insts, add);
+    }
+    if (node.def.slicing.rules === 'closed') {
+      for (const inst of unsliced) add(inst.path, `matches no slice of ${node.def.path}, and the slicing is closed`, 'structure');
+    }
+  }
+  checkChildren(node, unsliced, add);
+}
+
+function checkChildren(node: ElementNode, instances: Instance[], add: Add): void {
+  for (const child of node.children) {
+    for (const inst of instances) {
+      if (inst.value === null || typeof inst.value !== 'object') continue;
+      const values = childInstances(inst, child.name);
+      cardinality(child, values, inst.path, add);
+      checkNode(child, values, add);
+    }
+  }
+}
+
+function childInstances(parent: Instance, name: string): Instance[] {
+  const obj = parent.value as Record<string, unknown>;
+  const out: Instance[] = [];
+  const push = (key: string, value: unknown, type?: string) => {
+    if (value === undefined) return;
+    if (Array.isArray(value)) value.forEach((v, i) => out.push({ value: v, type, path: `${parent.path}.${key}[${i}]` }));
+    else out.push({ value, type, path: `${parent.path}.${key}` });
+  };
+  if (name.endsWith('[x]')) {
+    const prefix = name.slice(0, -3);
+    for (const key of Object.keys(obj)) {
+      if (key.startsWith(prefix) && key.length > prefix.length && /[A-Z]/.test(key[prefix.length]!)) push(key, obj[key], key.slice(prefix.length));
+    }
+  } else {
+    push(name, obj[name]);
+  }
+  return out;
+}
+
+/** fixed[x], pattern[x] and required bindings of one element on one instance. */
+function checkValue(def: ElementDefinition, inst: Instance, add: Add): void {
+  for (const key of Object.keys(def)) {
+    if (key.startsWith('fixed') && !deepEqual(inst.value, def[key])) {
+      add(inst.path, `must be exactly ${JSON.stringify(def[key])}, found ${JSON.stringify(inst.value)}`, 'value');
+    } else if (key.startsWith('pattern') && !containsPattern(inst.value, def[key])) {
+      add(inst.path, `must match the pattern ${JSON.stringify(def[key])}`, 'value');
+    }
+  }
+  const binding = def.binding;
+  if (binding?.strength === 'required' && binding.valueSet) {
+    const verdict = inBinding(binding.valueSet, inst);
+    if (verdict === false) add(inst.path, `is not in the required value set ${binding.valueSet}`, 'code-invalid');
+  }
+}
+
+function inBinding(valueSet: string, inst: Instance): boolean | undefined {
+  const v = inst.value;
+  if (typeof v === 'string') return valueSetContains(valueSet, undefined, v);
+  if (v === null || typeof v !== 'object') return undefined;
+  const o = v as { system?: string; code?: string; coding?: fhir4.Coding[] };
+  if (Array.isArray(o.coding)) {
+    const verdicts = o.coding.filter((c) => c.code).map((c) => valueSetContains(valueSet, c.system, c.code!));
+    if (verdicts.includes(true)) return true;
+    return verdicts.includes(false) || o.coding.length === 0 ? false : undefined;
+  }
+  // Coding or Quantity: a Quantity without a code is not coded, so the binding does not apply.
+  if (typeof o.code === 'string') return valueSetContains(valueSet, o.system, o.code);
+  return undefined;
+}
+
+/** Whether an instance belongs to a slice, by the slicing's discriminators. */
+function matchesSlice(sliced: ElementNode, slice: ElementNode, inst: Instance): boolean {
+  for (const d of sliced.def.slicing?.discriminator ?? []) {
+    if (d.type === 'type') {
+      const types = (slice.def.type ?? []).map((t) => t.code);
+      const actual = inst.type ?? (inst.value as { resourceType?: string } | null)?.resourceType;
+      if (actual === undefined || !types.includes(actual)) return false;
+    } else if (d.type === 'value' || d.type === 'pattern') {
+      const expected = expectedAt(slice, d.path);
+      if (expected === undefined) continue;
+      const actual = valuesAt(inst.value, d.path);
+      if (!actual.some((a) => (d.type === 'value' ? deepEqual(a, expected) : containsPattern(a, expected)))) return false;
+    }
+  }
+  return true;
+}
+
+/** The fixed or pattern value a slice gives at a discriminator path (below the slice). */
+function expectedAt(slice: ElementNode, path: string): unknown {
+  const target = path === '$this' ? '' : path;
+  const found = findFixed(slice, slice.def.path, target);
+  if (found !== undefined) return found;
+  // A pattern on the slice itself, read at the path.
+  const own = fixedOrPattern(slice.def);
+  return own === undefined ? undefined : target ? valuesAt(own, target)[0] : own;
+}
+
+function findFixed(node: ElementNode, base: string, target: string): unknown {
+  const relative = node.def.path === base ? '' : node.def.path.slice(base.length + 1);
+  if (relative === target) {
+    const v = fixedOrPattern(node.def);
+    if (v !== undefined) return v;
+  }
+  if (target && !target.startsWith(relative)) return undefined;
+  for (const next of [...node.children, ...node.slices]) {
+    const v = findFixed(next, base, target);
+    if (v !== undefined) return v;
+  }
+  return undefined;
+}
+
+function fixedOrPattern(def: ElementDefinition): unknown {
+  for (const key of Object.keys(def)) if (key.startsWith('fixed') || key.startsWith('pattern')) return def[key];
+  return undefined;
+}
+
+function valuesAt(value: unknown, path: string): unknown[] {
+  let current: unknown[] = [value];
+  if (path === '$this' || path === '') return current;
+  for (const step of path.split('.')) {
+    const next: unknown[] = [];
+    for (const v of current) {
+      if (v === null || typeof v !== 'object') continue;
+      const child = (v as Record<string, unknown>)[step];
+      if (Array.isArray(child)) next.push(...child);
+      else if (child !== undefined) next.push(child);
+    }
+    current = next;
+  }
+  return current;
+}
+
+function deepEqual(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null) return false;
+  if (Array.isArray(a) !== Array.isArray(b)) return false;
+  const ka = Object.keys(a);
+  const kb = Object.keys(b);
+  if (ka.length !== kb.length) return false;
+  return ka.every((k) => deepEqual((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k]));
+}
+
+/** FHIR pattern semantics: every element of the pattern is present with that value; array items match some item. */
+function containsPattern(value: unknown, pattern: unknown): boolean {
+  if (pattern === null || typeof pattern !== 'object') return value === pattern;
+  if (value === null || typeof value !== 'object') return false;
+  if (Array.isArray(pattern)) {
+    const items = Array.isArray(value) ? value : [value];
+    return pattern.every((p) => items.some((v) => containsPattern(v, p)));
+  }
+  return Object.entries(pattern).every(([k, p]) => containsPattern((value as Record<string, unknown>)[k], p));
+}
