@@ -3,6 +3,7 @@ import hapiPino from 'hapi-pino';
 import pino, { type Logger } from 'pino';
 import type { Config } from './config';
 import type { FhirContext } from './fhir/context';
+import { devicesPlugin, registerDeviceHooks } from './devices';
 import { errorsPlugin } from './fhir/errors-plugin';
 import { supportedTypes } from './fhir/resource-types';
 import { OperationRegistry } from './fhir/operations';
@@ -10,6 +11,7 @@ import { fhirRoutes } from './fhir/routes';
 import { emptyWriteHooks } from './fhir/write-hooks';
 import { type Db, openDb } from './store/db';
 import { migrate } from './store/migrate';
+import { terminologyRoutes } from './terminology/plugin';
 import { warmUp } from './validation/schema';
 
 export interface App {
@@ -54,6 +56,9 @@ export async function createServer(config: Config, options: { db?: Db; logger?: 
   });
   await server.register(errorsPlugin);
   await server.register({ plugin: fhirRoutes, options: { ctx } });
+  registerDeviceHooks(ctx);
+  await server.register({ plugin: devicesPlugin, options: { ctx } });
+  await server.register({ plugin: terminologyRoutes, options: { ctx } });
 
   return {
     server,

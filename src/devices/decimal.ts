@@ -1,0 +1,44 @@
+/**
+ * Exact decimal scaling for device values: Withings' `value × 10^unit` and IEEE 11073's
+ * `mantissa × 10^exponent` are computed on the digits, never by a floating multiply (65750 with
+ * unit −3 is 65.75, not 65.74999…). The result is the decimal text and the JSON number it
+ * denotes: JSON.parse of the text, i.e. the nearest double, which serialises back to the same
+ * digits (trailing zeros aside).
+ */
+export interface ExactDecimal {
+  text: string;
+  value: number;
+}
+
+export function scaleDecimal(mantissa: bigint | number, exponent: number): ExactDecimal {
+  const m = BigInt(mantissa);
+  const negative = m < 0n;
+  let digits = (negative ? -m : m).toString();
+  let text: string;
+  if (exponent >= 0) {
+    text = digits === '0' ? '0' : digits + '0'.repeat(exponent);
+  } else {
+    const places = -exponent;
+    if (digits.length <= places) digits = '0'.repeat(places - digits.length + 1) + digits;
+    text = `${digits.slice(0, digits.length - places)}.${digits.slice(digits.length - places)}`;
+  }
+  if (negative && /[1-9]/.test(text)) text = `-${text}`;
+  return { text, value: Number(text) };
+}
+
+/** Decimal text × 10^shift by moving the point (m → cm is shift 2). */
+export function shiftDecimal(d: ExactDecimal, shift: number): ExactDecimal {
+  const negative = d.text.startsWith('-');
+  const [int, frac = ''] = (negative ? d.text.slice(1) : d.text).split('.');
+  const mantissa = BigInt(`${negative ? '-' : ''}${int}${frac}`);
+  return scaleDecimal(mantissa, shift - frac.length);
+}
+
+/** Parses a JSON number or decimal string into an exact decimal; undefined when it is not one. */
+export function parseDecimal(raw: unknown): ExactDecimal | undefined {
+  const text = typeof raw === 'number' ? (Number.isFinite(raw) ? String(raw) : '') : typeof raw === 'string' ? raw.trim() : '';
+  if (!/^-?\d+(\.\d+)?([eE][-+]?\d+)?$/.test(text)) return undefined;
+  const m = /^(-?)(\d+)(?:\.(\d+))?(?:[eE]([-+]?\d+))?$/.exec(text)!;
+  const frac = m[3] ?? '';
+  return scaleDecimal(BigInt(`${m[1]}${m[2]}${frac}`), Number(m[4] ?? 0) - frac.length);
+}

@@ -1,0 +1,209 @@
+import { translateCode } from '../terminology/conceptmap';
+import { badRequest } from '../fhir/outcome';
+import { decodeBle } from './ble';
+import { parseDecimal, scaleDecimal } from './decimal';
+import type { Payload, PayloadEntry } from './ingest';
+import {
+  BASE, type Measurement, MDC_SYSTEM, type ReadingDraft, ReadingError, WITHINGS_DEVICE_SYSTEM, WITHINGS_MEASTYPE_SYSTEM,
+} from './reading';
+import { sourceUnit } from './observation';
+
+/**
+ * The request bodies of the three ingest doors, parsed into payloads of reading drafts. A body
+ * that is not the format at all is a 400 for the whole request; a bad reading inside a good body
+ * becomes that reading's error entry.
+ */
+type Json = Record<string, unknown>;
+const isObject = (v: unknown): v is Json => v !== null && typeof v === 'object' && !Array.isArray(v);
+
+function deviceSpec(body: Json): { identifier: fhir4.Identifier; create: boolean } {
+  const device = body.device;
+  const identifier = isObject(device) ? device.identifier : undefined;
+  if (!isObject(identifier) || typeof identifier.system !== 'string' || typeof identifier.value !== 'string' || !identifier.value) {
+    throw badRequest('device.identifier {system, value} is required', ['device.identifier']);
+  }
+  return { identifier: { system: identifier.system, value: identifier.value }, create: isObject(device) && device.create === true };
+}
+
+function explicitPatient(body: Json, query?: URLSearchParams): string | undefined {
+  const p = body.patient;
+  if (isObject(p) && typeof p.reference === 'string') return p.reference;
+  if (p !== undefined && !isObject(p)) throw badRequest('patient must be a Reference {reference: "Patient/id"}', ['patient']);
+  return query?.get('patient') ?? undefined;
+}
+
+function readingsArray(body: Json): unknown[] {
+  if (!Array.isArray(body.readings)) throw badRequest('readings must be an array', ['readings']);
+  if (body.readings.length === 0) throw badRequest('readings is empty', ['readings']);
+  return body.readings;
+}
+
+function entry(fn: () => ReadingDraft[]): PayloadEntry {
+  try {
+    return { drafts: fn() };
+  } catch (err) {
+    if (err instanceof ReadingError) return { error: err };
+    throw err;
+  }
+}
+
+// ---- POST /ingest/readings ----------------------------------------------------------------
+
+function coding(raw: unknown, where: string): fhir4.Coding {
+  if (!isObject(raw) || typeof raw.code !== 'string' || (raw.system !== undefined && typeof raw.system !== 'string')) {
+    throw new ReadingError(400, `${where}: code {system, code} is required`, 'required');
+  }
+  return { system: raw.system as string | undefined, code: raw.code, ...(typeof raw.display === 'string' ? { display: raw.display } : {}) };
+}
+
+const ABSENT = new Set(['not-a-number', 'error', 'positive-infinity', 'negative-infinity', 'unknown', 'not-performed', 'masked']);
+
+function normalisedMeasurement(raw: Json, where: string): Measurement {
+  const source = coding(raw.code, where);
+  let unit = typeof raw.unit === 'string' ? raw.unit : undefined;
+  // An MDC-coded reading may carry its MDC unit code (MDC_DIM_*): mapped to UCUM.
+  if (unit && /^\d+$/.test(unit)) {
+    const ucum = translateCode('mdc-unit-to-ucum', MDC_SYSTEM, unit)?.code;
+    if (!ucum) throw new ReadingError(422, `${where}: MDC unit ${unit} has no UCUM mapping`, 'code-invalid');
+    unit = ucum;
+  }
+  if (raw.value === undefined || raw.value === null) {
+    const reason = raw.dataAbsentReason;
+    if (typeof reason === 'string' && ABSENT.has(reason)) return { source, absent: reason as Measurement['absent'], unit };
+    return { source, unit };
+  }
+  const value = parseDecimal(raw.value);
+  if (!value) throw new ReadingError(400, `${where}: value ${JSON.stringify(raw.value)} is not a decimal number`, 'value');
+  return { source, value, unit };
+}
+
+export function parseReadingsBody(body: unknown): Payload {
+  if (!isObject(body)) throw badRequest('the body must be a JSON object {device, readings}');
+  const { identifier, create } = deviceSpec(body);
+  const entries = readingsArray(body).map((raw, i) =>
+    entry(() => {
+      const where = `readings[${i}]`;
+      if (!isObject(raw)) throw new ReadingError(400, `${where} is not an object`, 'structure');
+      if (typeof raw.time !== 'string') throw new ReadingError(400, `${where}.time is required`, 'required');
+      const main = normalisedMeasurement(raw, where);
+      let components: Measurement[] | undefined;
+      if (raw.components !== undefined) {
+        if (!Array.isArray(raw.components)) throw new ReadingError(400, `${where}.components must be an array`, 'structure');
+        components = raw.components.map((c, k) => {
+          if (!isObject(c)) throw new ReadingError(400, `${where}.components[${k}] is not an object`, 'structure');
+          return normalisedMeasurement(c, `${where}.components[${k}]`);
+        });
+      }
+      const sourceId = typeof raw.id === 'string' ? raw.id : typeof raw.sourceId === 'string' ? raw.sourceId : '';
+      return [{ ...main, time: raw.time, sourceKey: sourceId, ...(components ? { components } : {}) }];
+    }),
+  );
+  return { device: identifier, createDevice: create, patient: explicitPatient(body), entries };
+}
+
+// ---- POST /ingest/ble -------------------------------------------------------------------------
+
+export function parseBleBody(body: unknown): Payload {
+  if (!isObject(body)) throw badRequest('the body must be a JSON object {device, readings}');
+  const { identifier, create } = deviceSpec(body);
+  const defaultOffset = typeof body.utcOffset === 'string' ? body.utcOffset : 'Z';
+  const entries = readingsArray(body).map((raw, i) =>
+    entry(() => {
+      const where = `readings[${i}]`;
+      if (!isObject(raw) || typeof raw.characteristic !== 'string' || typeof raw.data !== 'string') {
+        throw new ReadingError(400, `${where}: characteristic and data are required`, 'required');
+      }
+      if (typeof raw.receivedAt !== 'string') throw new ReadingError(400, `${where}.receivedAt is required`, 'required');
+      const encoding = raw.encoding ?? 'hex';
+      let data: Buffer;
+      if (encoding === 'hex') {
+        const hex = raw.data.replace(/[\s:]/g, '');
+        if (!/^([0-9a-fA-F]{2})+$/.test(hex)) throw new ReadingError(400, `${where}.data is not hex bytes`, 'structure');
+        data = Buffer.from(hex, 'hex');
+      } else if (encoding === 'base64') {
+        if (!/^[A-Za-z0-9+/]+={0,2}$/.test(raw.data)) throw new ReadingError(400, `${where}.data is not base64`, 'structure');
+        data = Buffer.from(raw.data, 'base64');
+      } else {
+        throw new ReadingError(400, `${where}.encoding must be hex or base64`, 'value');
+      }
+      const utcOffset = typeof raw.utcOffset === 'string' ? raw.utcOffset : defaultOffset;
+      if (!/^(Z|[+-]\d{2}:\d{2})$/.test(utcOffset)) throw new ReadingError(400, `${where}.utcOffset must be Z or ±hh:mm`, 'value');
+      const drafts = decodeBle({ characteristic: raw.characteristic, data, receivedAt: raw.receivedAt, utcOffset });
+      // The bytes themselves disambiguate two readings of one field at the same second.
+      return drafts.map((d) => ({ ...d, sourceKey: `${d.sourceKey}:${data.toString('hex')}` }));
+    }),
+  );
+  return { device: identifier, createDevice: create, patient: explicitPatient(body), entries };
+}
+
+// ---- POST /ingest/withings --------------------------------------------------------------------
+
+const MANUAL_ATTRIB = new Set([2, 4]);
+
+function withingsGroups(body: Json): unknown[] {
+  if (isObject(body.body) && Array.isArray(body.body.measuregrps)) {
+    if (body.status !== undefined && body.status !== 0) throw badRequest(`the Withings response has status ${String(body.status)}, not 0 (success)`, ['status']);
+    return body.body.measuregrps;
+  }
+  if (Array.isArray(body.measuregrps)) return body.measuregrps;
+  if (Array.isArray(body.measures)) return [body];
+  throw badRequest('not a Withings Measure-Getmeas response: body.measuregrps is missing');
+}
+
+function withingsMeasurement(type: number, raw: Json, where: string): Measurement {
+  if (typeof raw.value !== 'number' || !Number.isInteger(raw.value) || typeof raw.unit !== 'number' || !Number.isInteger(raw.unit)) {
+    throw new ReadingError(400, `${where}: value and unit must be integers (value × 10^unit)`, 'value');
+  }
+  const source = { system: WITHINGS_MEASTYPE_SYSTEM, code: String(type) };
+  const unit = sourceUnit(source);
+  return { source, value: scaleDecimal(raw.value, raw.unit), unit };
+}
+
+export function parseWithingsBody(body: unknown, query: URLSearchParams): Payload {
+  if (!isObject(body)) throw badRequest('the body must be a Withings Measure-Getmeas response');
+  const entries: PayloadEntry[] = [];
+  withingsGroups(body).forEach((g, gi) => {
+    if (!isObject(g) || !Array.isArray(g.measures)) {
+      entries.push({ error: new ReadingError(400, `measuregrps[${gi}] has no measures`, 'structure') });
+      return;
+    }
+    if (g.category === 2) return; // user objectives, not measurements
+    const grpid = String(g.grpid ?? gi);
+    if (typeof g.date !== 'number') {
+      entries.push({ error: new ReadingError(400, `measuregrps[${gi}].date (UNIX seconds) is required`, 'required') });
+      return;
+    }
+    const time = new Date(g.date * 1000).toISOString().replace('.000Z', 'Z');
+    const device = typeof g.deviceid === 'string' && g.deviceid ? { system: WITHINGS_DEVICE_SYSTEM, value: g.deviceid } : undefined;
+    const attrib = typeof g.attrib === 'number' ? g.attrib : undefined;
+    const extension: fhir4.Extension[] = attrib === undefined ? [] : [{ url: `${BASE}/StructureDefinition/withings-attrib`, valueInteger: attrib }];
+    const common = { time, extension, manual: attrib !== undefined && MANUAL_ATTRIB.has(attrib), ...(device ? { device } : {}) };
+    const measures = g.measures as unknown[];
+    const bp = measures.flatMap((m, mi) => (isObject(m) && (m.type === 9 || m.type === 10) ? [{ type: m.type, raw: m, mi }] : []));
+    if (bp.length > 0) {
+      // Types 10 (systolic) and 9 (diastolic) of one group: one blood-pressure panel; 11, the pulse, is its own Observation.
+      entries.push(
+        entry(() => {
+          const components = [...bp].sort((a, b) => b.type - a.type).map(({ type, raw, mi }) => withingsMeasurement(type, raw, `measuregrps[${gi}].measures[${mi}]`));
+          return [{ source: { system: 'http://loinc.org', code: '85354-9' }, ...common, components, sourceKey: `withings:${grpid}:bp` }];
+        }),
+      );
+    }
+    measures.forEach((m, mi) => {
+      const where = `measuregrps[${gi}].measures[${mi}]`;
+      if (!isObject(m) || typeof m.type !== 'number') {
+        entries.push({ error: new ReadingError(400, `${where}: type is required`, 'required') });
+        return;
+      }
+      if (m.type === 9 || m.type === 10) return;
+      entries.push(
+        entry(() => {
+          const measurement = withingsMeasurement(m.type as number, m, where);
+          const position = typeof m.position === 'number' ? `:position:${m.position}` : '';
+          return [{ ...measurement, ...common, sourceKey: `withings:${grpid}:${String(m.type)}${position}` }];
+        }),
+      );
+    });
+  });
+  return { createDevice: query.get('createDevice') === 'true', patient: query.get('patient') ?? undefined, entries };
+}

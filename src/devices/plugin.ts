@@ -1,0 +1,30 @@
+import type { Plugin, Request } from '@hapi/hapi';
+import type { FhirContext } from '../fhir/context';
+import { parseJsonBody } from '../fhir/negotiation';
+import { respond } from '../fhir/respond';
+import { parseBleBody, parseReadingsBody, parseWithingsBody } from './doors';
+import { ingestPayload, type Payload } from './ingest';
+
+/**
+ * The device doors: POST /ingest/readings (normalised JSON), /ingest/withings (Measure-Getmeas
+ * response) and /ingest/ble (GATT characteristic payloads). Each answers a batch-response
+ * Bundle with one entry per reading; everything is written through the one write pipeline.
+ */
+export const devicesPlugin: Plugin<{ ctx: FhirContext }> = {
+  name: 'device-ingest',
+  register(server, { ctx }) {
+    const door = (path: string, parse: (body: unknown, request: Request) => Payload) =>
+      server.route({
+        method: 'POST',
+        path,
+        options: { payload: { parse: false, output: 'data', maxBytes: ctx.config.maxBodyBytes } },
+        handler: async (request, h) => {
+          const payload = parse(parseJsonBody(request.payload), request);
+          return respond(request, h, { status: 200, body: await ingestPayload(ctx, payload) });
+        },
+      });
+    door('/ingest/readings', (body) => parseReadingsBody(body));
+    door('/ingest/ble', (body) => parseBleBody(body));
+    door('/ingest/withings', (body, request) => parseWithingsBody(body, new URL(request.url.href).searchParams));
+  },
+};

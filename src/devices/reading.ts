@@ -1,0 +1,58 @@
+import type { ExactDecimal } from './decimal';
+import type { DataAbsentReason } from './ieee-float';
+
+/**
+ * What every door's adapter produces before mapping: a measurement as the source names it
+ * (LOINC, MDC, a Withings meastype, a GATT field), with its value in exact decimal and its UCUM
+ * unit, or the reason it has no value. src/devices/observation.ts maps it to an Observation.
+ */
+export interface Measurement {
+  source: fhir4.Coding;
+  value?: ExactDecimal;
+  absent?: DataAbsentReason;
+  unit?: string;
+}
+
+export interface ReadingDraft extends Measurement {
+  /** Effective time (FHIR dateTime with offset). */
+  time: string;
+  /** Distinguishes readings of one device at one time (GATT field, Withings group id): part of the deterministic id. */
+  sourceKey: string;
+  components?: Measurement[];
+  extension?: fhir4.Extension[];
+  bodySite?: fhir4.CodeableConcept;
+  note?: string;
+  /** Withings attrib 2/4: entered by hand, not measured by the device. */
+  manual?: boolean;
+  /** The device of this reading when it is not the payload's (a Withings group's deviceid). */
+  device?: fhir4.Identifier;
+  /** Explicit patient reference for this reading, if any. */
+  patient?: string;
+}
+
+export const BASE = 'http://rpm.example.org/fhir';
+export const DEVICE_STATUS_EXTENSION = `${BASE}/StructureDefinition/device-measurement-status`;
+export const DEVICE_STATUS_SYSTEM = `${BASE}/CodeSystem/device-measurement-status`;
+export const SOURCE_EXTENSION = `${BASE}/StructureDefinition/device-reading-source`;
+export const READING_ID_SYSTEM = `${BASE}/NamingSystem/device-reading`;
+export const MDC_SYSTEM = 'urn:iso:std:iso:11073:10101';
+export const LOINC_SYSTEM = 'http://loinc.org';
+export const UCUM_SYSTEM = 'http://unitsofmeasure.org';
+export const WITHINGS_MEASTYPE_SYSTEM = 'https://withings.com/meastype';
+export const WITHINGS_DEVICE_SYSTEM = 'https://withings.com/deviceid';
+export const BLE_FIELD_SYSTEM = `${BASE}/CodeSystem/ble-gatt-field`;
+
+/** A refused reading: the status and what was wrong, for its batch-response entry. */
+export class ReadingError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly code: fhir4.OperationOutcomeIssue['code'] = status === 400 ? 'invalid' : 'business-rule',
+  ) {
+    super(message);
+  }
+}
+
+export function statusExtension(codes: string[]): fhir4.Extension[] {
+  return codes.map((code) => ({ url: DEVICE_STATUS_EXTENSION, valueCoding: { system: DEVICE_STATUS_SYSTEM, code } }));
+}
