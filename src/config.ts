@@ -13,6 +13,21 @@ export interface Config {
   maxPageSize: number;
   /** Most entries accepted in one transaction or batch Bundle. */
   maxBundleEntries: number;
+  /** Monitoring (README "Monitoring"): missed-measurement check period, 0 = off. */
+  adherenceCheckIntervalMs: number;
+  /** Subscription rest-hook deliveries: first retry delay (doubling), and attempts before giving up. */
+  subscriptionRetryBaseMs: number;
+  subscriptionMaxAttempts: number;
+  /** SMART authorization (src/auth); see README "Authorization". */
+  auth: AuthConfig;
+}
+
+/** `15m`, `30s`, `2h`, `1d`, `500ms` or plain milliseconds. */
+function duration(value: string | undefined, fallback: number, name: string): number {
+  if (value === undefined || value === '') return fallback;
+  const m = /^(\d+)(ms|s|m|h|d)?$/.exec(value.trim());
+  if (!m) throw new Error(`${name} must be a duration like 15m, 30s, 2h or milliseconds, got "${value}"`);
+  return Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] ?? 'ms']!;
 }
 
 function int(value: string | undefined, fallback: number, name: string): number {
@@ -39,5 +54,43 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     defaultPageSize: int(env.DEFAULT_PAGE_SIZE, 50, 'DEFAULT_PAGE_SIZE'),
     maxPageSize: int(env.MAX_PAGE_SIZE, 1000, 'MAX_PAGE_SIZE'),
     maxBundleEntries: int(env.MAX_BUNDLE_ENTRIES, 10_000, 'MAX_BUNDLE_ENTRIES'),
+    adherenceCheckIntervalMs: duration(env.ADHERENCE_CHECK_INTERVAL, 15 * 60_000, 'ADHERENCE_CHECK_INTERVAL'),
+    subscriptionRetryBaseMs: duration(env.SUBSCRIPTION_RETRY_BASE, 5_000, 'SUBSCRIPTION_RETRY_BASE'),
+    subscriptionMaxAttempts: int(env.SUBSCRIPTION_MAX_ATTEMPTS, 10, 'SUBSCRIPTION_MAX_ATTEMPTS'),
+    auth: loadAuthConfig(env),
   };
+}
+
+export interface AuthConfig {
+  /** AUTH_DISABLED=true: no token required (local experiments only; refused in production). */
+  disabled: boolean;
+  /** Initial access token guarding RFC 7591 registration; registration is off when unset. */
+  registrationToken?: string;
+  /** A private signing key (PKCS#8 PEM or private JWK JSON) used instead of database-kept keys. */
+  signingKey?: string;
+  /** Lifetime of access tokens in seconds; at most 300 (SMART Backend Services). */
+  accessTokenLifetime: number;
+}
+
+function loadAuthConfig(env: NodeJS.ProcessEnv): AuthConfig {
+  const disabled = bool(env.AUTH_DISABLED, 'AUTH_DISABLED');
+  if (disabled && env.NODE_ENV === 'production') {
+    throw new Error('AUTH_DISABLED=true is refused when NODE_ENV=production: medical data must not be served without tokens');
+  }
+  const accessTokenLifetime = int(env.ACCESS_TOKEN_LIFETIME, 300, 'ACCESS_TOKEN_LIFETIME');
+  if (accessTokenLifetime < 1 || accessTokenLifetime > 300) {
+    throw new Error(`ACCESS_TOKEN_LIFETIME must be 1..300 seconds, got ${accessTokenLifetime}`);
+  }
+  return {
+    disabled,
+    registrationToken: env.REGISTRATION_TOKEN || undefined,
+    signingKey: env.AUTH_SIGNING_KEY || undefined,
+    accessTokenLifetime,
+  };
+}
+
+function bool(value: string | undefined, name: string): boolean {
+  if (value === undefined || value === '' || value === 'false' || value === '0') return false;
+  if (value === 'true' || value === '1') return true;
+  throw new Error(`${name} must be true or false, got "${value}"`);
 }

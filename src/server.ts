@@ -10,6 +10,7 @@ import { OperationRegistry } from './fhir/operations';
 import { fhirRoutes } from './fhir/routes';
 import { emptyWriteHooks } from './fhir/write-hooks';
 import { type Db, openDb } from './store/db';
+import { registerMonitoring } from './monitoring';
 import { migrate } from './store/migrate';
 import { terminologyRoutes } from './terminology/plugin';
 import { warmUp } from './validation/schema';
@@ -57,6 +58,8 @@ export async function createServer(config: Config, options: { db?: Db; logger?: 
   await server.register(errorsPlugin);
   await server.register({ plugin: fhirRoutes, options: { ctx } });
   registerDeviceHooks(ctx);
+  // After the device hooks: readings are judged once they carry LOINC codes and UCUM units.
+  const monitoring = registerMonitoring(ctx, server);
   await server.register({ plugin: devicesPlugin, options: { ctx } });
   await server.register({ plugin: terminologyRoutes, options: { ctx } });
 
@@ -65,6 +68,7 @@ export async function createServer(config: Config, options: { db?: Db; logger?: 
     ctx,
     async stop() {
       await server.stop({ timeout: 10_000 });
+      await monitoring.stop();
       if (!options.db) await db.close();
     },
   };

@@ -1,0 +1,168 @@
+import { randomUUID } from 'node:crypto';
+import type { FhirContext } from '../fhir/context';
+import { applyWrites, type WriteOp } from '../fhir/write';
+import type { Queryable } from '../store/db';
+import { LOINC } from './plan';
+
+/**
+ * Flags raised by the monitoring rules, written through the one write pipeline inside the
+ * transaction of the change that caused them (DESIGN "no alert is lost"). While a Flag is
+ * active for a patient, plan, measure and direction, further events update it (another
+ * flag-detail, a count) instead of adding Flags.
+ */
+export const FLAG_DETAIL_URL = 'http://hl7.org/fhir/StructureDefinition/flag-detail';
+export const FLAG_PRIORITY_URL = 'http://hl7.org/fhir/StructureDefinition/flag-priority';
+export const FLAG_CAREPLAN_URL = 'http://rpm.example.org/fhir/StructureDefinition/flag-careplan';
+export const FLAG_COUNT_URL = 'http://rpm.example.org/fhir/StructureDefinition/flag-event-count';
+export const FLAG_WINDOW_URL = 'http://rpm.example.org/fhir/StructureDefinition/flag-missed-window';
+export const MONITORING_FLAG_SYSTEM = 'http://rpm.example.org/fhir/CodeSystem/monitoring-flag';
+
+export type FlagDirection = 'high' | 'low' | 'missed';
+
+const FLAG_CODE: Record<FlagDirection, { code: string; display: string }> = {
+  high: { code: 'limit-high', display: 'Measurement above limit' },
+  low: { code: 'limit-low', display: 'Measurement below limit' },
+  missed: { code: 'missed-measurement', display: 'Scheduled measurement missed' },
+};
+
+/** Something a Flag is raised for: a breach of a limit, or a missed due window. */
+export interface FlagEvent {
+  patient: string;
+  careplanId: string;
+  measure: string;
+  display: string;
+  direction: FlagDirection;
+  critical: boolean;
+  /** The breaching Observation; none for a missed window. */
+  observationId?: string;
+  /** Flag.period.start when the Flag is opened. */
+  time: string;
+  text: string;
+  /** The missed window, as a Period. */
+  window?: { start: string; end: string };
+}
+
+export interface RaisedFlag {
+  id: string;
+  created: boolean;
+}
+
+const keyOf = (e: { careplanId: string; measure: string; direction: string }) => `${e.careplanId}|${e.measure}|${e.direction}`;
+
+function newFlag(e: FlagEvent): fhir4.Flag {
+  return {
+    resourceType: 'Flag',
+    status: 'active',
+    category: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/flag-category', code: 'clinical', display: 'Clinical' }] }],
+    code: {
+      coding: [
+        { system: MONITORING_FLAG_SYSTEM, ...FLAG_CODE[e.direction] },
+        { system: LOINC, code: e.measure, display: e.display },
+      ],
+      text: e.text,
+    },
+    subject: { reference: `Patient/${e.patient}` },
+    period: { start: e.time },
+    extension: [{ url: FLAG_CAREPLAN_URL, valueReference: { reference: `CarePlan/${e.careplanId}` } }, { url: FLAG_COUNT_URL, valueInteger: 0 }],
+  };
+}
+
+/** Adds one event to a Flag (new or stored): detail, count, latest text, priority. */
+function addEvent(flag: fhir4.Flag, e: FlagEvent): void {
+  const extension = flag.extension ?? [];
+  if (e.observationId) extension.push({ url: FLAG_DETAIL_URL, valueReference: { reference: `Observation/${e.observationId}` } });
+  const count = extension.find((x) => x.url === FLAG_COUNT_URL);
+  if (count) count.valueInteger = (count.valueInteger ?? 0) + 1;
+  else extension.push({ url: FLAG_COUNT_URL, valueInteger: 1 });
+  if (e.window) {
+    const last = extension.find((x) => x.url === FLAG_WINDOW_URL);
+    if (last) last.valuePeriod = e.window;
+    else extension.push({ url: FLAG_WINDOW_URL, valuePeriod: e.window });
+  }
+  if (e.critical && !extension.some((x) => x.url === FLAG_PRIORITY_URL)) {
+    extension.push({
+      url: FLAG_PRIORITY_URL,
+      valueCodeableConcept: { coding: [{ system: 'http://hl7.org/fhir/flag-priority-code', code: 'PH', display: 'High priority' }], text: 'Critical limit' },
+    });
+  }
+  flag.extension = extension;
+  if (flag.code) flag.code.text = e.text;
+}
+
+/**
+ * Opens or updates the Flags `events` deserve, in `tx`. An Observation already judged for a
+ * plan, measure and direction is skipped (re-writing or re-evaluating it raises nothing new).
+ * Set-based: a few statements whatever the number of events.
+ */
+export async function raiseFlags(ctx: FhirContext, tx: Queryable, events: readonly FlagEvent[]): Promise<RaisedFlag[]> {
+  if (events.length === 0) return [];
+  let pending = [...events];
+  const observed = pending.filter((e) => e.observationId);
+  if (observed.length) {
+    const { rows } = await tx.query<{ k: string }>(
+      `SELECT observation_id || '|' || careplan_id || '|' || measure || '|' || direction AS k FROM monitoring_breach WHERE observation_id = ANY($1::text[])`,
+      [[...new Set(observed.map((e) => e.observationId!))]],
+    );
+    const done = new Set(rows.map((r) => r.k));
+    pending = pending.filter((e) => !e.observationId || !done.has(`${e.observationId}|${keyOf(e)}`));
+  }
+  if (pending.length === 0) return [];
+
+  // Two transactions breaching the same plan and measure queue here, so only one opens a Flag.
+  const keys = [...new Set(pending.map(keyOf))].sort();
+  await tx.query('SELECT count(pg_advisory_xact_lock(h)) FROM (SELECT hashtext(k) AS h FROM unnest($1::text[]) AS k ORDER BY 1) s', [keys]);
+  const { rows: open } = await tx.query<{ flag_id: string; careplan_id: string; measure: string; direction: string; version_id: number; content: fhir4.Flag }>(
+    `SELECT m.flag_id, m.careplan_id, m.measure, m.direction, f.version_id, f.content
+       FROM monitoring_flag m JOIN flag f ON f.id = m.flag_id AND NOT f.deleted
+      WHERE m.active AND m.careplan_id = ANY($1::text[])`,
+    [[...new Set(pending.map((e) => e.careplanId))]],
+  );
+  const byKey = new Map<string, { id: string; version: number; flag: fhir4.Flag; created: boolean }>();
+  for (const row of open) {
+    if (row.content.status === 'active') byKey.set(keyOf({ careplanId: row.careplan_id, measure: row.measure, direction: row.direction }), { id: row.flag_id, version: row.version_id, flag: row.content, created: false });
+  }
+  const created: Array<{ id: string; event: FlagEvent }> = [];
+  for (const e of pending) {
+    const key = keyOf(e);
+    let target = byKey.get(key);
+    if (!target) {
+      target = { id: randomUUID(), version: 0, flag: newFlag(e), created: true };
+      byKey.set(key, target);
+      created.push({ id: target.id, event: e });
+    }
+    addEvent(target.flag, e);
+  }
+  const touched = [...byKey.values()].filter((t) => t.created || pending.some((e) => byKey.get(keyOf(e)) === t));
+  const ops: WriteOp[] = touched.map((t) =>
+    t.created
+      ? { kind: 'create', type: 'Flag', id: t.id, resource: t.flag }
+      : { kind: 'update', type: 'Flag', id: t.id, resource: t.flag, ifMatch: t.version },
+  );
+  await applyWrites(ctx, tx, ops);
+  if (created.length) {
+    await tx.query(
+      `INSERT INTO monitoring_flag (flag_id, patient, careplan_id, measure, direction, active)
+       SELECT *, true FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])`,
+      [created.map((c) => c.id), created.map((c) => c.event.patient), created.map((c) => c.event.careplanId), created.map((c) => c.event.measure), created.map((c) => c.event.direction)],
+    );
+  }
+  const judged = pending.filter((e) => e.observationId);
+  if (judged.length) {
+    await tx.query(
+      `INSERT INTO monitoring_breach (observation_id, careplan_id, measure, direction, flag_id)
+       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) ON CONFLICT DO NOTHING`,
+      [judged.map((e) => e.observationId!), judged.map((e) => e.careplanId), judged.map((e) => e.measure), judged.map((e) => e.direction), judged.map((e) => byKey.get(keyOf(e))!.id)],
+    );
+  }
+  return touched.map((t) => ({ id: t.id, created: t.created }));
+}
+
+/** Keeps monitoring_flag.active in step with Flag.status, whoever wrote the Flag (a clinician closing it). */
+export async function trackFlagStatus(tx: Queryable, flags: ReadonlyArray<{ id: string; resource?: fhir4.FhirResource }>): Promise<void> {
+  if (flags.length === 0) return;
+  await tx.query(
+    `UPDATE monitoring_flag m SET active = s.active FROM unnest($1::text[], $2::bool[]) AS s(id, active)
+      WHERE m.flag_id = s.id AND m.active IS DISTINCT FROM s.active`,
+    [flags.map((f) => f.id), flags.map((f) => (f.resource as fhir4.Flag | undefined)?.status === 'active')],
+  );
+}

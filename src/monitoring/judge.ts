@@ -1,0 +1,162 @@
+import { parseDateRange } from '../search/date-range';
+import { convertUnit } from '../terminology/convert';
+import { LOINC, type Limit } from './plan';
+
+/**
+ * Judging one Observation against the limits of its patient's plans: the observation's own
+ * code and each component's (a blood-pressure panel is judged on systolic and diastolic), the
+ * value converted to the limit's unit. Pure: the hooks load the plans and write the Flags.
+ */
+export const INTERPRETATION_SYSTEM = 'http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation';
+/** Marks what this server added (interpretation, referenceRange), so a re-judged version replaces it. */
+export const LIMIT_SOURCE_URL = 'http://rpm.example.org/fhir/StructureDefinition/monitoring-limit-source';
+
+export interface PlanLimits {
+  careplanId: string;
+  patient: string;
+  /** Epoch ms; undefined = open. */
+  periodStart?: number;
+  periodEnd?: number;
+  limits: Limit[];
+}
+
+export type Direction = 'high' | 'low';
+
+export interface Breach {
+  patient: string;
+  careplanId: string;
+  measure: string;
+  display: string;
+  direction: Direction;
+  critical: boolean;
+  observationId: string;
+  /** The observation time, Flag.period.start. */
+  time: string;
+  text: string;
+}
+
+const NOT_JUDGED = new Set(['entered-in-error', 'cancelled']);
+
+const INTERPRETATION: Record<string, string> = { H: 'High', L: 'Low', HH: 'Critical high', LL: 'Critical low' };
+
+/** The patient id of a judged Observation, or undefined when it is not judged at all. */
+export function judgedPatient(obs: fhir4.Observation): string | undefined {
+  if (NOT_JUDGED.has(obs.status)) return undefined;
+  return /^Patient\/([A-Za-z0-9\-.]{1,64})$/.exec(obs.subject?.reference ?? '')?.[1];
+}
+
+/** When the reading was taken: effective[x], else issued. */
+export function observationTime(obs: fhir4.Observation): { iso: string; ms: number } | undefined {
+  const text = obs.effectiveDateTime ?? obs.effectiveInstant ?? obs.effectivePeriod?.start ?? obs.effectivePeriod?.end ?? obs.issued;
+  const range = text ? parseDateRange(text) : undefined;
+  return range && text ? { iso: text, ms: range.low } : undefined;
+}
+
+interface Element {
+  node: { interpretation?: fhir4.CodeableConcept[]; referenceRange?: fhir4.ObservationReferenceRange[] };
+  codes: string[];
+  quantity?: fhir4.Quantity;
+}
+
+function elementsOf(obs: fhir4.Observation): Element[] {
+  const loinc = (cc: fhir4.CodeableConcept | undefined) => (cc?.coding ?? []).filter((c) => c.system === LOINC && c.code).map((c) => c.code!);
+  const elements: Element[] = [{ node: obs, codes: loinc(obs.code), quantity: obs.valueQuantity }];
+  for (const component of obs.component ?? []) elements.push({ node: component, codes: loinc(component.code), quantity: component.valueQuantity });
+  return elements;
+}
+
+const isOurs = (x: { extension?: fhir4.Extension[] }) => x.extension?.some((e) => e.url === LIMIT_SOURCE_URL) ?? false;
+const fmt = (n: number) => String(Number(n.toPrecision(6)));
+
+function quantity(value: number, unit: string): fhir4.Quantity {
+  return { value, unit, system: 'http://unitsofmeasure.org', code: unit };
+}
+
+/**
+ * Judges `obs` against `plans` (already those of its patient). With `annotate`, sets
+ * `interpretation` and `referenceRange` on the observation or component and removes what an
+ * earlier judgement added; returns whether the resource changed, and the breaches.
+ */
+export function judgeObservation(
+  obs: fhir4.Observation,
+  observationId: string,
+  plans: readonly PlanLimits[],
+  annotate: boolean,
+): { breaches: Breach[]; changed: boolean } {
+  const patient = judgedPatient(obs);
+  const time = observationTime(obs);
+  const breaches: Breach[] = [];
+  let changed = false;
+  if (!patient || !time) return { breaches, changed };
+  const covering = plans.filter((p) => p.patient === patient && (p.periodStart === undefined || p.periodStart <= time.ms) && (p.periodEnd === undefined || time.ms <= p.periodEnd));
+
+  for (const element of elementsOf(obs)) {
+    const value = element.quantity?.value;
+    const unit = element.quantity?.code ?? element.quantity?.unit;
+    if (annotate && (element.node.interpretation?.some(isOurs) || element.node.referenceRange?.some(isOurs))) {
+      element.node.interpretation = element.node.interpretation?.filter((i) => !isOurs(i));
+      element.node.referenceRange = element.node.referenceRange?.filter((r) => !isOurs(r));
+      if (!element.node.interpretation?.length) delete element.node.interpretation;
+      if (!element.node.referenceRange?.length) delete element.node.referenceRange;
+      changed = true;
+    }
+    if (typeof value !== 'number' || !unit || element.codes.length === 0) continue;
+    let worst: { code: string; rank: number; careplanId: string } | undefined;
+    const ranges: fhir4.ObservationReferenceRange[] = [];
+    for (const plan of covering) {
+      // Per measure and direction of this plan, the most severe limit broken.
+      const found = new Map<string, { limit: Limit; converted: number; direction: Direction }>();
+      for (const limit of plan.limits) {
+        if (!element.codes.includes(limit.measure)) continue;
+        const converted = convertUnit(value, unit, limit.unit);
+        if (converted === undefined) continue;
+        ranges.push({
+          ...(limit.low !== undefined ? { low: quantity(limit.low, limit.unit) } : {}),
+          ...(limit.high !== undefined ? { high: quantity(limit.high, limit.unit) } : {}),
+          text: `${limit.critical ? 'Critical limit' : 'Limit'} of CarePlan/${plan.careplanId}`,
+          extension: [{ url: LIMIT_SOURCE_URL, valueReference: { reference: `CarePlan/${plan.careplanId}` } }],
+        });
+        const direction: Direction | undefined =
+          limit.high !== undefined && converted > limit.high ? 'high' : limit.low !== undefined && converted < limit.low ? 'low' : undefined;
+        if (!direction) continue;
+        const key = `${limit.measure}|${direction}`;
+        const seen = found.get(key);
+        if (!seen || (limit.critical && !seen.limit.critical)) found.set(key, { limit, converted, direction });
+      }
+      for (const { limit, converted, direction } of found.values()) {
+        const bound = direction === 'high' ? limit.high! : limit.low!;
+        const shown = unit === limit.unit ? `${fmt(value)} ${unit}` : `${fmt(value)} ${unit} (${fmt(converted)} ${limit.unit})`;
+        breaches.push({
+          patient,
+          careplanId: plan.careplanId,
+          measure: limit.measure,
+          display: limit.display,
+          direction,
+          critical: limit.critical,
+          observationId,
+          time: time.iso,
+          text: `${limit.display} ${shown} ${direction === 'high' ? 'above' : 'below'} ${limit.critical ? 'critical ' : ''}limit ${fmt(bound)} ${limit.unit}`,
+        });
+        const code = `${direction === 'high' ? 'H' : 'L'}${limit.critical ? direction === 'high' ? 'H' : 'L' : ''}`;
+        const rank = limit.critical ? 2 : 1;
+        if (!worst || rank > worst.rank) worst = { code, rank, careplanId: plan.careplanId };
+      }
+    }
+    if (!annotate) continue;
+    if (ranges.length) {
+      element.node.referenceRange = [...(element.node.referenceRange ?? []), ...ranges];
+      changed = true;
+    }
+    if (worst) {
+      element.node.interpretation = [
+        ...(element.node.interpretation ?? []),
+        {
+          coding: [{ system: INTERPRETATION_SYSTEM, code: worst.code, display: INTERPRETATION[worst.code] }],
+          extension: [{ url: LIMIT_SOURCE_URL, valueReference: { reference: `CarePlan/${worst.careplanId}` } }],
+        },
+      ];
+      changed = true;
+    }
+  }
+  return { breaches, changed };
+}
