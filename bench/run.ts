@@ -6,6 +6,7 @@ import os from 'node:os';
 import { join, resolve } from 'node:path';
 import { Pool } from 'pg';
 import { workloads as crudWorkloads } from './crud';
+import { deviceWorkloads } from './devices';
 import type { BenchContext, BenchWorkload, ResultRow } from './harness';
 import { applicationName, openRawPglite, openRawPostgres, type RawDb, type TableSize, tableSizes } from './rawdb';
 import { resultsTable, sizesTable } from './report';
@@ -37,6 +38,7 @@ function optionalWorkloads(module: string): BenchWorkload[] {
 }
 
 const registered: BenchWorkload[] = [
+  ...deviceWorkloads, // device ingest doors vs. transactions (issue 5)
   ...crudWorkloads, // create, read (issue 2)
   ...optionalWorkloads('search'), // search workloads (bench/search.ts)
 ];
