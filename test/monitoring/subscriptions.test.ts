@@ -1,0 +1,172 @@
+import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import * as Lab from '@hapi/lab';
+import { expect } from '@hapi/code';
+import { startTestServer, type TestServer, unique } from '../helpers/server';
+
+export const lab = Lab.script();
+const { describe, it, before, after } = lab;
+
+const LOINC = 'http://loinc.org';
+const UCUM = 'http://unitsofmeasure.org';
+
+interface Received {
+  url: string;
+  headers: IncomingHttpHeaders;
+  body: string;
+}
+
+/** A rest-hook subscriber on 127.0.0.1 answering `status()` to each POST. */
+async function subscriber(status: () => number = () => 200): Promise<{ url: string; received: Received[]; close(): Promise<void> }> {
+  const received: Received[] = [];
+  const server: Server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const code = status();
+      if (code < 300) received.push({ url: req.url ?? '', headers: req.headers, body: Buffer.concat(chunks).toString('utf8') });
+      res.writeHead(code).end();
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as AddressInfo;
+  return { url: `http://127.0.0.1:${port}/notify`, received, close: () => new Promise((r) => server.close(() => r())) };
+}
+
+async function until<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, ms = 15_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+function planWithHighSystolic(patient: string): object {
+  return {
+    resourceType: 'CarePlan', status: 'active', intent: 'plan', subject: { reference: `Patient/${patient}` },
+    contained: [{
+      resourceType: 'Goal', id: 'g', lifecycleStatus: 'active', description: { text: 'BP' }, subject: { reference: `Patient/${patient}` },
+      target: [{ measure: { coding: [{ system: LOINC, code: '8480-6' }] }, detailRange: { high: { value: 140, unit: 'mm[Hg]', system: UCUM, code: 'mm[Hg]' } } }],
+    }],
+    goal: [{ reference: '#g' }],
+  };
+}
+
+function systolic(patient: string, value: number): object {
+  return {
+    resourceType: 'Observation', status: 'final', code: { coding: [{ system: LOINC, code: '85354-9' }] }, subject: { reference: `Patient/${patient}` },
+    effectiveDateTime: new Date().toISOString(),
+    component: [{ code: { coding: [{ system: LOINC, code: '8480-6' }] }, valueQuantity: { value, unit: 'mm[Hg]', system: UCUM, code: 'mm[Hg]' } }],
+  };
+}
+
+describe('rest-hook subscriptions', () => {
+  let app: TestServer;
+  before(async () => {
+    app = await startTestServer({ SUBSCRIPTION_RETRY_BASE: '100ms' });
+  });
+  after(() => app?.stop());
+
+  const create = async (a: TestServer, resource: any) => {
+    const res = await a.request({ method: 'POST', url: `/fhir/${resource.resourceType}`, payload: resource });
+    expect(res.statusCode, JSON.stringify(res.json)).to.equal(201);
+    return res.json;
+  };
+  const subscription = (endpoint: string, criteria: string, extra: object = {}) => ({
+    resourceType: 'Subscription', status: 'requested', reason: 'test', criteria,
+    channel: { type: 'rest-hook', endpoint, payload: 'application/fhir+json', ...extra },
+  });
+
+  it('validates endpoints: http(s) only, never this server\'s own FHIR base; loopback on other ports is fine', async () => {
+    for (const [endpoint, ok] of [
+      ['ftp://127.0.0.1/x', false],
+      ['mailto:alerts@example.org', false],
+      [`${app.ctx.baseUrl}/Flag`, false],
+      [`http://127.0.0.1:${app.ctx.config.port}/fhir`, false],
+      ['http://127.0.0.1:9/hook', true],
+      ['https://example.org/hook', true],
+    ] as const) {
+      const res = await app.request({ method: 'POST', url: '/fhir/Subscription', payload: subscription(endpoint, 'Flag?status=active', { payload: undefined }) });
+      expect(res.statusCode, endpoint).to.equal(ok ? 201 : 422);
+      if (!ok) expect(res.json.issue[0].expression).to.equal(['Subscription.channel.endpoint']);
+      if (ok) await app.request({ method: 'DELETE', url: `/fhir/Subscription/${res.json.id}` });
+    }
+    const badCriteria = await app.request({ method: 'POST', url: '/fhir/Subscription', payload: subscription('https://example.org/hook', 'Flag?nonsense=1') });
+    expect(badCriteria.statusCode).to.equal(400);
+    expect(badCriteria.json.issue[0].expression).to.equal(['Subscription.criteria']);
+  });
+
+  it('a subscriber on a local HTTP server receives the Flag, with the configured headers, for matching criteria only', async () => {
+    const hook = await subscriber();
+    const other = await subscriber();
+    const patient = (await create(app, { resourceType: 'Patient', name: [{ family: unique('sub') }] })).id;
+    const stranger = (await create(app, { resourceType: 'Patient', name: [{ family: unique('sub') }] })).id;
+    const active = await create(app, subscription(hook.url, 'Flag?status=active', { header: ['Authorization: Bearer s3cret', 'X-Trace: 1'] }));
+    expect(active.status).to.equal('active');
+    const byPatient = await create(app, subscription(other.url, `Flag?patient=Patient/${patient}`, { payload: undefined }));
+    try {
+      await create(app, planWithHighSystolic(patient));
+      await create(app, planWithHighSystolic(stranger));
+      const obs = await create(app, systolic(patient, 171));
+      await create(app, systolic(stranger, 150));
+      await until('two notifications', () => hook.received.length >= 2);
+      const flags = hook.received.map((r) => JSON.parse(r.body));
+      const mine = flags.find((f) => f.subject.reference === `Patient/${patient}`);
+      expect(mine.resourceType).to.equal('Flag');
+      expect(mine.extension.some((e: any) => e.valueReference?.reference === `Observation/${obs.id}`)).to.be.true();
+      expect(hook.received[0]!.headers.authorization).to.equal('Bearer s3cret');
+      expect(hook.received[0]!.headers['x-trace']).to.equal('1');
+      expect(hook.received[0]!.headers['content-type']).to.equal('application/fhir+json');
+      await until('the patient subscriber', () => other.received.length >= 1);
+      await new Promise((r) => setTimeout(r, 300));
+      expect(other.received).to.have.length(1);
+      expect(other.received[0]!.body).to.equal('');
+    } finally {
+      await app.request({ method: 'DELETE', url: `/fhir/Subscription/${active.id}` });
+      await app.request({ method: 'DELETE', url: `/fhir/Subscription/${byPatient.id}` });
+      await hook.close();
+      await other.close();
+    }
+  });
+
+  it('records failures in the Subscription, retries with backoff, and delivers after the server was restarted mid-retry', async () => {
+    let failing = true;
+    const hook = await subscriber(() => (failing ? 503 : 200));
+    const patient = (await create(app, { resourceType: 'Patient', name: [{ family: unique('sub') }] })).id;
+    const sub = await create(app, subscription(hook.url, `Flag?patient=Patient/${patient}`));
+    let second: TestServer | undefined;
+    try {
+      await create(app, planWithHighSystolic(patient));
+      await create(app, systolic(patient, 188));
+      const errored = await until('the failure recorded', async () => {
+        const s = (await app.request({ method: 'GET', url: `/fhir/Subscription/${sub.id}` })).json;
+        return s.status === 'error' ? s : undefined;
+      });
+      expect(errored.error).to.contain('HTTP 503');
+      const queued = await app.ctx.db.query<{ attempts: number }>('SELECT attempts FROM monitoring_delivery WHERE subscription_id = $1', [sub.id]);
+      expect(queued.rows).to.have.length(1);
+      expect(queued.rows[0]!.attempts).to.be.at.least(1);
+
+      // Restart: the first server stops mid-retry; a new one on the same database delivers.
+      await app.stop();
+      failing = false;
+      second = await startTestServer({ SUBSCRIPTION_RETRY_BASE: '100ms' });
+      await until('delivery after restart', () => hook.received.length >= 1);
+      const flag = JSON.parse(hook.received[0]!.body);
+      expect(flag.subject.reference).to.equal(`Patient/${patient}`);
+      const recovered = await until('status back to active', async () => {
+        const s = (await second!.request({ method: 'GET', url: `/fhir/Subscription/${sub.id}` })).json;
+        return s.status === 'active' ? s : undefined;
+      });
+      expect(recovered.error).to.not.exist();
+      expect((await second.ctx.db.query('SELECT 1 FROM monitoring_delivery WHERE subscription_id = $1', [sub.id])).rows).to.have.length(0);
+    } finally {
+      const a = second ?? app;
+      await a.request({ method: 'DELETE', url: `/fhir/Subscription/${sub.id}` });
+      await hook.close();
+      if (second) app = second;
+    }
+  });
+});
