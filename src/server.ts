@@ -1,6 +1,7 @@
 import Hapi from '@hapi/hapi';
 import hapiPino from 'hapi-pino';
 import pino, { type Logger } from 'pino';
+import { authPlugin } from './auth';
 import type { Config } from './config';
 import type { FhirContext } from './fhir/context';
 import { devicesPlugin, registerDeviceHooks } from './devices';
@@ -56,6 +57,8 @@ export async function createServer(config: Config, options: { db?: Db; logger?: 
     return h.continue;
   });
   await server.register(errorsPlugin);
+  // Before every route: with auth on, its strategy is the default of all of them.
+  await server.register({ plugin: authPlugin, options: { ctx } });
   await server.register({ plugin: fhirRoutes, options: { ctx } });
   registerDeviceHooks(ctx);
   // After the device hooks: readings are judged once they carry LOINC codes and UCUM units.

@@ -1,0 +1,236 @@
+import { timingSafeEqual } from 'node:crypto';
+import type { Request, ResponseObject, ResponseToolkit, Server } from '@hapi/hapi';
+import { OAuthError, authenticateClient } from './client-auth';
+import { type ClientMetadata, RegistrationError, findClient, registerClient } from './clients';
+import { ACCEPTED_ALGS } from './keys';
+import { grantScopes, splitScope } from './scopes';
+import type { AuthState } from './state';
+import { activeAccessToken, issueAccessToken, revokeToken, verifiedByServer } from './tokens';
+
+const MAX_FORM_BYTES = 64 * 1024;
+/** Grant types this part serves; authorization_code and refresh_token come with the launches (issue 8). */
+const GRANT_TYPES_SUPPORTED = ['client_credentials'];
+
+/** Not a FHIR endpoint: OAuth errors are JSON objects of RFC 6749, not OperationOutcomes. */
+function oauthJson(h: ResponseToolkit, status: number, body: object, headers: Record<string, string> = {}): ResponseObject {
+  const res = h.response(body).code(status).type('application/json').header('cache-control', 'no-store').header('pragma', 'no-cache');
+  for (const [k, v] of Object.entries(headers)) res.header(k, v);
+  return res;
+}
+
+function oauthError(h: ResponseToolkit, err: unknown): ResponseObject {
+  if (err instanceof OAuthError) return oauthJson(h, err.status, err.body(), err.headers);
+  throw err;
+}
+
+/** Form bodies are parsed here rather than by Hapi so that a wrong body is an OAuth error, not a FHIR one. */
+function form(request: Request): URLSearchParams {
+  const type = String(request.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+  if (type !== 'application/x-www-form-urlencoded') {
+    throw new OAuthError(400, 'invalid_request', 'the body must be application/x-www-form-urlencoded');
+  }
+  const params = new URLSearchParams(String(request.payload ?? ''));
+  // RFC 6749 §3.2: parameters must not be repeated.
+  const seen = new Set<string>();
+  for (const k of params.keys()) {
+    if (seen.has(k)) throw new OAuthError(400, 'invalid_request', `parameter ${k} is repeated`);
+    seen.add(k);
+  }
+  return params;
+}
+
+function authorizationOf(request: Request): string | undefined {
+  const value = (request.headers as Record<string, string | undefined>).authorization;
+  return typeof value === 'string' ? value : undefined;
+}
+
+const formPayload = { parse: false, output: 'data', maxBytes: MAX_FORM_BYTES } as const;
+
+export function registerAuthRoutes(server: Server, state: AuthState): void {
+  server.route({
+    method: 'GET',
+    path: '/fhir/.well-known/smart-configuration',
+    options: { auth: false, cors: { origin: ['*'] } },
+    // JSON whatever the Accept: SMART clients send all sorts (App Launch 2.2 §Conformance).
+    handler: (_request, h) => h.response(smartConfiguration(state)).type('application/json'),
+  });
+
+  server.route({
+    method: 'GET',
+    path: '/auth/jwks',
+    options: { auth: false, cors: { origin: ['*'] } },
+    handler: (_request, h) => h.response(state.keys.jwks()).type('application/jwk-set+json').header('cache-control', 'public, max-age=300'),
+  });
+
+  server.route({
+    method: 'POST',
+    path: '/auth/token',
+    options: { auth: false, payload: formPayload },
+    handler: async (request, h) => {
+      try {
+        const params = form(request);
+        const grantType = params.get('grant_type');
+        if (!grantType) throw new OAuthError(400, 'invalid_request', 'grant_type is required');
+        if (!GRANT_TYPES_SUPPORTED.includes(grantType)) throw new OAuthError(400, 'unsupported_grant_type', `grant_type ${grantType} is not supported`);
+        const { client } = await authenticateClient(state, params, authorizationOf(request));
+        if (!client.grantTypes.includes('client_credentials')) {
+          throw new OAuthError(400, 'unauthorized_client', 'this client is not registered for client_credentials');
+        }
+        const requested = splitScope(params.get('scope') ?? undefined);
+        if (requested.length === 0) throw new OAuthError(400, 'invalid_scope', 'scope is required');
+        const granted = grantScopes(requested, client.scope, { contexts: ['system'], otherScopes: false });
+        if (granted.length === 0) {
+          throw new OAuthError(400, 'invalid_scope', 'none of the requested scopes is within the scopes pre-authorised for this client (backend services get system/ scopes only)');
+        }
+        const issued = await issueAccessToken(state, { clientId: client.clientId, scopes: granted });
+        return oauthJson(h, 200, { access_token: issued.accessToken, token_type: 'Bearer', expires_in: issued.expiresIn, scope: granted.join(' ') });
+      } catch (err) {
+        return oauthError(h, err);
+      }
+    },
+  });
+
+  server.route({
+    method: 'POST',
+    path: '/auth/introspect',
+    options: { auth: false, payload: formPayload },
+    handler: async (request, h) => {
+      try {
+        const params = form(request);
+        const caller = await introspectionCaller(state, params, authorizationOf(request));
+        const token = params.get('token');
+        if (!token) throw new OAuthError(400, 'invalid_request', 'token is required');
+        const claims = await activeAccessToken(state, token);
+        // RFC 7662 §2.2: anything not active (or not the caller's to see) is exactly {"active": false}.
+        if (!claims || (!caller.canIntrospect && claims.client_id !== caller.clientId)) return oauthJson(h, 200, { active: false });
+        return oauthJson(h, 200, {
+          active: true,
+          scope: claims.scope,
+          client_id: claims.client_id,
+          token_type: 'Bearer',
+          exp: claims.exp,
+          iat: claims.iat,
+          sub: claims.sub,
+          aud: claims.aud,
+          iss: claims.iss,
+          jti: claims.jti,
+          ...(claims.patient ? { patient: claims.patient } : {}),
+          ...(claims.fhirUser ? { fhirUser: claims.fhirUser } : {}),
+        });
+      } catch (err) {
+        return oauthError(h, err);
+      }
+    },
+  });
+
+  server.route({
+    method: 'POST',
+    path: '/auth/revoke',
+    options: { auth: false, payload: formPayload },
+    handler: async (request, h) => {
+      try {
+        const params = form(request);
+        const { client } = await authenticateClient(state, params, authorizationOf(request), { allowPublic: true });
+        const token = params.get('token');
+        if (!token) throw new OAuthError(400, 'invalid_request', 'token is required');
+        // RFC 7009 §2.2: an invalid or unknown token is not an error.
+        const verified = await verifiedByServer(state, token);
+        if (verified && typeof verified.payload.jti === 'string') {
+          const outcome = await revokeToken(state, verified.payload.jti, client.clientId);
+          if (outcome === 'not-theirs') throw new OAuthError(400, 'unauthorized_client', 'the token was not issued to this client');
+          if (outcome === 'revoked') state.log.info({ jti: verified.payload.jti, clientId: client.clientId }, 'token revoked');
+        }
+        return oauthJson(h, 200, {});
+      } catch (err) {
+        return oauthError(h, err);
+      }
+    },
+  });
+
+  server.route({
+    method: 'POST',
+    path: '/auth/register',
+    options: { auth: false, payload: { parse: false, output: 'data', maxBytes: MAX_FORM_BYTES } },
+    handler: async (request, h) => {
+      const expected = state.config.registrationToken;
+      if (!expected) return oauthJson(h, 404, { error: 'not_found', error_description: 'dynamic registration is off (REGISTRATION_TOKEN is not configured)' });
+      const bearer = /^Bearer\s+(.+)$/i.exec(authorizationOf(request) ?? '')?.[1];
+      if (!bearer || !constantTimeEqual(bearer, expected)) {
+        return oauthJson(h, 401, { error: 'invalid_token', error_description: 'registration needs the initial access token as Bearer' }, { 'www-authenticate': 'Bearer error="invalid_token"' });
+      }
+      let metadata: ClientMetadata;
+      try {
+        const type = String(request.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+        if (type !== 'application/json') throw new Error('content type');
+        metadata = JSON.parse(String(request.payload ?? '')) as ClientMetadata;
+        if (!metadata || typeof metadata !== 'object' || Array.isArray(metadata)) throw new Error('not an object');
+      } catch {
+        return oauthJson(h, 400, { error: 'invalid_client_metadata', error_description: 'the body must be a JSON object of client metadata (application/json)' });
+      }
+      try {
+        const { client, clientSecret, issuedAt } = await registerClient(state.db, metadata);
+        state.log.info({ clientId: client.clientId, clientName: client.clientName, method: client.authMethod }, 'client registered');
+        return oauthJson(h, 201, {
+          client_id: client.clientId,
+          client_id_issued_at: issuedAt,
+          ...(clientSecret ? { client_secret: clientSecret, client_secret_expires_at: 0 } : {}),
+          ...(client.clientName ? { client_name: client.clientName } : {}),
+          token_endpoint_auth_method: client.authMethod,
+          grant_types: client.grantTypes,
+          redirect_uris: client.redirectUris,
+          scope: client.scope.join(' '),
+          ...(client.jwks ? { jwks: client.jwks } : {}),
+          ...(client.jwksUri ? { jwks_uri: client.jwksUri } : {}),
+          ...(client.canIntrospect ? { can_introspect: true } : {}),
+        });
+      } catch (err) {
+        if (err instanceof RegistrationError) return oauthJson(h, 400, { error: err.error, error_description: err.message });
+        throw err;
+      }
+    },
+  });
+}
+
+/**
+ * Introspection callers: a client authenticated as at the token endpoint (it sees its own
+ * tokens, or all with can_introspect), or the Bearer access token of a can_introspect client.
+ */
+async function introspectionCaller(state: AuthState, params: URLSearchParams, authorization: string | undefined): Promise<{ clientId: string; canIntrospect: boolean }> {
+  const bearer = /^Bearer\s+(.+)$/i.exec(authorization ?? '')?.[1];
+  if (bearer) {
+    const claims = await activeAccessToken(state, bearer);
+    const client = claims ? await findClient(state.db, claims.client_id) : undefined;
+    if (!client?.canIntrospect) {
+      throw new OAuthError(401, 'invalid_token', 'the Bearer token is not an active token of a client allowed to introspect', { 'www-authenticate': 'Bearer error="invalid_token"' });
+    }
+    return { clientId: client.clientId, canIntrospect: true };
+  }
+  const { client } = await authenticateClient(state, params, authorization);
+  return { clientId: client.clientId, canIntrospect: client.canIntrospect };
+}
+
+function constantTimeEqual(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
+}
+
+/** SMART App Launch 2.2 §"Metadata": /.well-known/smart-configuration. */
+export function smartConfiguration(state: AuthState): Record<string, unknown> {
+  const urls = state.urls();
+  return {
+    issuer: urls.issuer,
+    jwks_uri: urls.jwks,
+    token_endpoint: urls.token,
+    token_endpoint_auth_methods_supported: ['private_key_jwt', 'client_secret_basic'],
+    token_endpoint_auth_signing_alg_values_supported: [...ACCEPTED_ALGS],
+    grant_types_supported: [...GRANT_TYPES_SUPPORTED],
+    ...(state.config.registrationToken ? { registration_endpoint: urls.register } : {}),
+    introspection_endpoint: urls.introspect,
+    revocation_endpoint: urls.revoke,
+    scopes_supported: ['system/*.cruds', 'system/*.rs', 'system/*.read', 'system/*.write', 'user/*.cruds', 'user/*.rs', 'patient/*.cruds', 'patient/*.rs'],
+    response_types_supported: [],
+    code_challenge_methods_supported: ['S256'],
+    capabilities: ['client-confidential-asymmetric', 'permission-v1', 'permission-v2'],
+  };
+}

@@ -1,0 +1,45 @@
+import type { Logger } from 'pino';
+import type { AuthConfig } from '../config';
+import type { Db } from '../store/db';
+import type { KeyStore } from './keys';
+import type { RemoteJwksCache } from './remote-jwks';
+
+/** What the authorization server needs, built once by the plugin (or a CLI). */
+export interface AuthState {
+  readonly db: Db;
+  readonly keys: KeyStore;
+  readonly remoteJwks: RemoteJwksCache;
+  readonly config: AuthConfig;
+  readonly log: Logger;
+  /** Read at each use: the FHIR base may only be known once the server listens (tests on port 0). */
+  urls(): AuthUrls;
+}
+
+export interface AuthUrls {
+  /** The FHIR base: the `aud` of every access token. */
+  fhirBase: string;
+  /** The `iss` of every token this server signs; OpenID discovery will live under it. */
+  issuer: string;
+  token: string;
+  jwks: string;
+  register: string;
+  introspect: string;
+  revoke: string;
+  smartConfiguration: string;
+}
+
+/** The /auth endpoints sit beside the FHIR base (…/fhir → …/auth). */
+export function authUrls(fhirBase: string): AuthUrls {
+  const origin = fhirBase.replace(/\/fhir$/, '');
+  const issuer = `${origin}/auth`;
+  return {
+    fhirBase,
+    issuer,
+    token: `${issuer}/token`,
+    jwks: `${issuer}/jwks`,
+    register: `${issuer}/register`,
+    introspect: `${issuer}/introspect`,
+    revoke: `${issuer}/revoke`,
+    smartConfiguration: `${fhirBase}/.well-known/smart-configuration`,
+  };
+}

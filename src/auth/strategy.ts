@@ -1,0 +1,109 @@
+import Boom from '@hapi/boom';
+import type { Server } from '@hapi/hapi';
+import Jwt from '@hapi/jwt';
+import { ACCEPTED_ALGS } from './keys';
+import { type AccessPolicy, policyFromScopes } from './policy';
+import { splitScope } from './scopes';
+import type { AuthState } from './state';
+import { claimsProblem, tokenRecord } from './tokens';
+
+/** FHIR routes the SMART spec requires to be public (/.well-known routes are ours and say auth: false). */
+const PUBLIC_FHIR_PATHS = new Set(['/fhir/metadata']);
+
+/** What a verified access token puts in request.auth.credentials. */
+export interface SmartCredentials {
+  policy: AccessPolicy;
+  clientId: string;
+  /** Hapi's own scope slot: the granted SMART scopes. */
+  scope: string[];
+  subject?: string;
+  patient?: string;
+  jti: string;
+  exp: number;
+}
+
+declare module '@hapi/hapi' {
+  interface AuthCredentials {
+    policy?: AccessPolicy;
+  }
+}
+
+/**
+ * The resource server side. `smart-jwt` is the @hapi/jwt strategy (signature by a key of this
+ * server, exp, nbf; then our claims: typ at+jwt, iss, aud = the FHIR base read at request time,
+ * recorded and not revoked). `smart` wraps it so that every failure is a 401 whose
+ * WWW-Authenticate follows RFC 6750 §3 (errors-plugin renders it as an OperationOutcome).
+ */
+export async function registerStrategy(server: Server, state: AuthState): Promise<void> {
+  await server.register(Jwt);
+  server.auth.strategy('smart-jwt', 'jwt', {
+    keys: [
+      async (artifacts: { decoded: { header: { kid?: unknown } } }) => {
+        const key = await state.keys.verificationKey(artifacts.decoded.header.kid);
+        return key ? [{ key: key.publicKey as never, algorithms: [key.alg], kid: key.kid }] : [];
+      },
+    ] as never,
+    verify: { aud: false, iss: false, sub: false, nbf: true, exp: true, timeSkewSec: 0 },
+    validate: async (artifacts: { decoded: { header: Record<string, unknown>; payload: Record<string, unknown> } }) => {
+      const { header, payload } = artifacts.decoded;
+      if (!ACCEPTED_ALGS.includes(header.alg as never)) throw new Error('the token is not signed with an accepted algorithm');
+      const problem = claimsProblem(state, header, payload);
+      if (problem) throw new Error(problem);
+      const record = await tokenRecord(state, payload.jti as string);
+      if (!record) throw new Error('the token is unknown to this server');
+      if (record.revoked) throw new Error('the token has been revoked');
+      if (record.expired) throw new Error('the token has expired');
+      const scopes = splitScope(payload.scope as string);
+      const clientId = payload.client_id as string;
+      const subject = payload.sub !== clientId && typeof payload.sub === 'string' ? payload.sub : undefined;
+      const patient = typeof payload.patient === 'string' ? payload.patient : undefined;
+      const credentials: SmartCredentials = {
+        policy: policyFromScopes(scopes, { clientId, ...(subject ? { subject } : {}), ...(patient ? { patient } : {}) }),
+        clientId,
+        scope: scopes,
+        ...(subject ? { subject } : {}),
+        ...(patient ? { patient } : {}),
+        jti: payload.jti as string,
+        exp: payload.exp as number,
+      };
+      return { isValid: true, credentials };
+    },
+  } as never);
+
+  server.auth.scheme('smart', () => ({
+    async authenticate(request, h) {
+      // Public by specification even where the route does not carry publicRoute (auth: false):
+      // such a request is let through with no policy (policyOf refuses it).
+      if (PUBLIC_FHIR_PATHS.has(request.route.path)) return h.authenticated({ credentials: {} });
+      try {
+        const { credentials, artifacts } = await server.auth.test('smart-jwt', request);
+        return h.authenticated({ credentials, artifacts });
+      } catch (err) {
+        return h.unauthenticated(bearerChallenge(err));
+      }
+    },
+  }));
+  server.auth.strategy('smart', 'smart');
+}
+
+/** RFC 6750 §3: no error code when no token came; invalid_token with a description otherwise. */
+function bearerChallenge(err: unknown): Boom.Boom {
+  const boom = err as Boom.Boom & { isMissing?: boolean };
+  if (Boom.isBoom(boom) && boom.isMissing) {
+    const missing = Boom.unauthorized('an access token is required (Authorization: Bearer …)');
+    missing.output.headers['WWW-Authenticate'] = 'Bearer realm="fhir"';
+    return missing;
+  }
+  const reason = translate(Boom.isBoom(boom) ? boom.message : String(err));
+  const invalid = Boom.unauthorized(`invalid access token: ${reason}`);
+  invalid.output.headers['WWW-Authenticate'] = `Bearer realm="fhir", error="invalid_token", error_description="${reason.replace(/["\\]/g, '')}"`;
+  return invalid;
+}
+
+function translate(message: string): string {
+  if (message === '' || message === 'Unauthorized') return 'the token is not signed by a key of this server';
+  if (message === 'Token expired') return 'the token has expired';
+  if (message === 'Invalid token signature') return 'the token signature does not verify';
+  if (message.startsWith('Invalid token') || message === 'Token header missing alg attribute') return 'the token is malformed';
+  return message;
+}
