@@ -112,10 +112,15 @@ export function grantScopes(
       continue;
     }
     if (!options.contexts.includes(scope.context)) continue;
-    for (const a of allowed) {
-      const cut = intersectScope(scope, a);
-      if (cut) granted.push(cut.text);
-    }
+    const cuts = allowed.map((a) => intersectScope(scope, a)).filter((c): c is ResourceScope => c !== undefined);
+    // Several pre-authorised scopes may overlap: keep only cuts no other cut covers.
+    const kept = cuts.filter((c, i) => !cuts.some((o, j) => j !== i && covers(o, c) && (!covers(c, o) || j < i)));
+    granted.push(...kept.map((c) => c.text));
   }
   return [...new Set(granted)];
+}
+
+/** Whether every access `b` grants is granted by `a` too. */
+function covers(a: ResourceScope, b: ResourceScope): boolean {
+  return a.context === b.context && (a.type === '*' || a.type === b.type) && [...b.actions].every((x) => a.actions.has(x)) && (!a.query || sameQuery(a.query, b.query));
 }

@@ -22,7 +22,7 @@ export interface KeyPair {
   publicJwk: JWK;
 }
 
-export async function keyPair(alg: 'RS384' | 'ES384' = 'RS384', kid = randomUUID()): Promise<KeyPair> {
+export async function keyPair(alg: 'RS384' | 'ES384' = 'RS384', kid: string = randomUUID()): Promise<KeyPair> {
   const { privateKey, publicKey } = await jose().generateKeyPair(alg, { extractable: true });
   const publicJwk = { ...(await jose().exportJWK(publicKey)), kid, alg };
   return { alg, kid, privateKey, publicJwk };
