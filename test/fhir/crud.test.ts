@@ -1,11 +1,16 @@
 import * as Lab from '@hapi/lab';
 import { expect } from '@hapi/code';
 import { supportedTypes } from '../../src/fhir/resource-types';
-import { interopFiles } from '../helpers/interop';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { projectRoot } from '../../src/paths';
 import { countRows, startTestServer, type TestServer, unique } from '../helpers/server';
 
 export const lab = Lab.script();
 const { describe, it, before, after } = lab;
+
+/** A small valid resource of each type, kept with the project (fixtures/resources). */
+const fixture = (type: string) => JSON.parse(readFileSync(join(projectRoot, 'fixtures', 'resources', `${type}.json`), 'utf8'));
 
 const withoutMeta = (r: any) => {
   const { meta, ...rest } = r;
@@ -34,8 +39,7 @@ describe('FHIR REST interactions', () => {
 
   for (const type of supportedTypes) {
     it(`runs the create, read, update, patch, vread, history and delete cycle for ${type}`, async () => {
-      const example = structuredClone(interopFiles(`r4-spec-examples/${type}`)[0]!.json);
-      delete example.id;
+      const example = fixture(type);
 
       const created = await app.request({ method: 'POST', url: `/fhir/${type}`, payload: example });
       expect(created.statusCode).to.equal(201);

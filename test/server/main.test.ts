@@ -12,7 +12,7 @@ const { describe, it } = lab;
 /** Starts `node dist/src/main.js` as `npm start` does and waits until it listens. */
 async function startProcess(env: Record<string, string>): Promise<{ child: ChildProcess; base: string; output: () => string }> {
   const child = spawn(process.execPath, [join(projectRoot, 'dist', 'src', 'main.js')], {
-    env: { ...process.env, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', ...env },
+    env: { ...process.env, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', AUTH_DISABLED: 'true', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';
