@@ -88,9 +88,11 @@ export class KeyStore {
     this.loadedAt = Date.now();
   }
 
-  /** The key that signs new tokens of `alg`: the configured one, else the newest unretired. */
-  async signingKey(alg: SigningAlg = ACCESS_TOKEN_ALG): Promise<SigningKey> {
+  /** The key that signs access tokens (the configured one, else the newest unretired), or the newest of `alg`. */
+  async signingKey(alg?: SigningAlg): Promise<SigningKey> {
     if (Date.now() - this.loadedAt > RELOAD_MS) await this.reload();
+    if (!alg && this.configured) return this.configured;
+    alg ??= ACCESS_TOKEN_ALG;
     const key = this.keys.find((k) => k.alg === alg && !k.retiredAt);
     if (!key) throw new Error(`no ${alg} signing key (configure AUTH_SIGNING_KEY with a ${alg} key, or let the server generate one)`);
     return key;

@@ -79,7 +79,7 @@ export async function registerStrategy(server: Server, state: AuthState): Promis
         const { credentials, artifacts } = await server.auth.test('smart-jwt', request);
         return h.authenticated({ credentials, artifacts });
       } catch (err) {
-        return h.unauthenticated(bearerChallenge(err));
+        return h.unauthenticated(bearerChallenge(err, request.headers.authorization !== undefined));
       }
     },
   }));
@@ -87,9 +87,10 @@ export async function registerStrategy(server: Server, state: AuthState): Promis
 }
 
 /** RFC 6750 §3: no error code when no token came; invalid_token with a description otherwise. */
-function bearerChallenge(err: unknown): Boom.Boom {
-  const boom = err as Boom.Boom & { isMissing?: boolean };
-  if (Boom.isBoom(boom) && boom.isMissing) {
+function bearerChallenge(err: unknown, tokenSent: boolean): Boom.Boom {
+  const boom = err as Boom.Boom;
+  // @hapi/jwt says "missing" also when no key matched; only an absent header is a missing token.
+  if (!tokenSent) {
     const missing = Boom.unauthorized('an access token is required (Authorization: Bearer …)');
     missing.output.headers['WWW-Authenticate'] = 'Bearer realm="fhir"';
     return missing;
