@@ -35,6 +35,8 @@ export interface FlagEvent {
   critical: boolean;
   /** The breaching Observation; none for a missed window. */
   observationId?: string;
+  /** The Observation's first version: it cannot have been judged before, no need to look. */
+  firstVersion?: boolean;
   /** Flag.period.start when the Flag is opened. */
   time: string;
   text: string;
@@ -97,7 +99,7 @@ function addEvent(flag: fhir4.Flag, e: FlagEvent): void {
 export async function raiseFlags(ctx: FhirContext, tx: Queryable, events: readonly FlagEvent[]): Promise<RaisedFlag[]> {
   if (events.length === 0) return [];
   let pending = [...events];
-  const observed = pending.filter((e) => e.observationId);
+  const observed = pending.filter((e) => e.observationId && !e.firstVersion);
   if (observed.length) {
     const { rows } = await tx.query<{ k: string }>(
       `SELECT observation_id || '|' || careplan_id || '|' || measure || '|' || direction AS k FROM monitoring_breach WHERE observation_id = ANY($1::text[])`,
@@ -138,6 +140,7 @@ export async function raiseFlags(ctx: FhirContext, tx: Queryable, events: readon
       ? { kind: 'create', type: 'Flag', id: t.id, resource: t.flag }
       : { kind: 'update', type: 'Flag', id: t.id, resource: t.flag, ifMatch: t.version },
   );
+  for (const t of touched) ownFlags.add(t.flag);
   await applyWrites(ctx, tx, ops);
   if (created.length) {
     await tx.query(
@@ -157,8 +160,12 @@ export async function raiseFlags(ctx: FhirContext, tx: Queryable, events: readon
   return touched.map((t) => ({ id: t.id, created: t.created }));
 }
 
-/** Keeps monitoring_flag.active in step with Flag.status, whoever wrote the Flag (a clinician closing it). */
-export async function trackFlagStatus(tx: Queryable, flags: ReadonlyArray<{ id: string; resource?: fhir4.FhirResource }>): Promise<void> {
+/** The Flags raiseFlags writes: active by construction, so trackFlagStatus has nothing to do for them. */
+const ownFlags = new WeakSet<object>();
+
+/** Keeps monitoring_flag.active in step with Flag.status, whoever else wrote the Flag (a clinician closing it). */
+export async function trackFlagStatus(tx: Queryable, written: ReadonlyArray<{ id: string; resource?: fhir4.FhirResource }>): Promise<void> {
+  const flags = written.filter((f) => !f.resource || !ownFlags.has(f.resource));
   if (flags.length === 0) return;
   await tx.query(
     `UPDATE monitoring_flag m SET active = s.active FROM unnest($1::text[], $2::bool[]) AS s(id, active)

@@ -124,7 +124,9 @@ async function inTransaction(ctx: FhirContext, tx: Queryable, committed: readonl
 
   const events: FlagEvent[] = [];
   for (const w of committed) {
-    if (w.type === 'Observation' && w.resource) events.push(...(breachesOf.get(w.resource) ?? []));
+    if (w.type === 'Observation' && w.resource) {
+      for (const b of breachesOf.get(w.resource) ?? []) events.push({ ...b, firstVersion: w.versionId === 1 });
+    }
   }
   if (events.length) await raiseFlags(ctx, tx, events);
   return (await enqueueNotifications(tx, committed)) > 0;

@@ -73,9 +73,11 @@ function quantity(value: number, unit: string): fhir4.Quantity {
 }
 
 /**
- * Judges `obs` against `plans` (already those of its patient). With `annotate`, sets
- * `interpretation` and `referenceRange` on the observation or component and removes what an
- * earlier judgement added; returns whether the resource changed, and the breaches.
+ * Judges `obs` against `plans` (already those of its patient). With `annotate`, the
+ * observation or component that broke a limit gets `interpretation` and the broken limit as
+ * `referenceRange`, and what an earlier judgement added is removed; returns whether the
+ * resource changed, and the breaches. Readings in range are left as sent: measured on the
+ * bench, annotating every judged reading grew its JSON by a third and cost more than the rules.
  */
 export function judgeObservation(
   obs: fhir4.Observation,
@@ -110,12 +112,6 @@ export function judgeObservation(
         if (!element.codes.includes(limit.measure)) continue;
         const converted = convertUnit(value, unit, limit.unit);
         if (converted === undefined) continue;
-        ranges.push({
-          ...(limit.low !== undefined ? { low: quantity(limit.low, limit.unit) } : {}),
-          ...(limit.high !== undefined ? { high: quantity(limit.high, limit.unit) } : {}),
-          text: `${limit.critical ? 'Critical limit' : 'Limit'} of CarePlan/${plan.careplanId}`,
-          extension: [{ url: LIMIT_SOURCE_URL, valueReference: { reference: `CarePlan/${plan.careplanId}` } }],
-        });
         const direction: Direction | undefined =
           limit.high !== undefined && converted > limit.high ? 'high' : limit.low !== undefined && converted < limit.low ? 'low' : undefined;
         if (!direction) continue;
@@ -136,6 +132,13 @@ export function judgeObservation(
           observationId,
           time: time.iso,
           text: `${limit.display} ${shown} ${direction === 'high' ? 'above' : 'below'} ${limit.critical ? 'critical ' : ''}limit ${fmt(bound)} ${limit.unit}`,
+        });
+        // The limit broken, as the reference range the value is judged by.
+        ranges.push({
+          ...(limit.low !== undefined ? { low: quantity(limit.low, limit.unit) } : {}),
+          ...(limit.high !== undefined ? { high: quantity(limit.high, limit.unit) } : {}),
+          text: `${limit.critical ? 'Critical limit' : 'Limit'} of CarePlan/${plan.careplanId}`,
+          extension: [{ url: LIMIT_SOURCE_URL, valueReference: { reference: `CarePlan/${plan.careplanId}` } }],
         });
         const code = `${direction === 'high' ? 'H' : 'L'}${limit.critical ? direction === 'high' ? 'H' : 'L' : ''}`;
         const rank = limit.critical ? 2 : 1;
