@@ -41,6 +41,7 @@ const registered: BenchWorkload[] = [
   ...deviceWorkloads, // device ingest doors vs. transactions (issue 5)
   ...crudWorkloads, // create, read (issue 2)
   ...optionalWorkloads('search'), // search workloads (bench/search.ts)
+  ...optionalWorkloads('monitoring'), // monitoring rules' share of ingest (issue 6, bench/monitoring.ts)
 ];
 
 // ---- command line ---------------------------------------------------------------------------
