@@ -1,0 +1,37 @@
+import pino from 'pino';
+import { KeyStore } from '../src/auth/keys';
+import { RemoteJwksCache } from '../src/auth/remote-jwks';
+import { type AuthState, authUrls } from '../src/auth/state';
+import { loadConfig } from '../src/config';
+import { type Db, openDb } from '../src/store/db';
+import { migrate } from '../src/store/migrate';
+
+/**
+ * The auth state for an offline CLI: same configuration and database as the server. The
+ * embedded database is single-process: stop the server first, or use DATABASE_URL=postgres://….
+ */
+export async function openAuthState(): Promise<{ state: AuthState; db: Db }> {
+  const config = loadConfig();
+  const db = await openDb(config.databaseUrl, config.dataDir);
+  await migrate(db);
+  const keys = new KeyStore(db);
+  await keys.init(config.auth.signingKey);
+  const state: AuthState = {
+    db, keys, remoteJwks: new RemoteJwksCache(), config: config.auth, log: pino({ level: 'silent' }),
+    urls: () => authUrls(`${config.baseUrl}/fhir`),
+  };
+  return { state, db };
+}
+
+/** `--name value` options; repeated ones collect. */
+export function options(argv: string[]): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (!a.startsWith('--')) continue;
+    const [name, inline] = a.slice(2).split(/=(.*)/s);
+    const value = inline ?? (argv[i + 1] !== undefined && !argv[i + 1]!.startsWith('--') ? argv[++i]! : 'true');
+    out.set(name!, [...(out.get(name!) ?? []), value]);
+  }
+  return out;
+}
