@@ -1,7 +1,9 @@
 import * as Lab from '@hapi/lab';
 import { expect } from '@hapi/code';
 import { supportedTypes } from '../../src/fhir/resource-types';
-import { hasInterop, interopFiles } from '../helpers/interop';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { hasInterop, interopDir, interopFiles } from '../helpers/interop';
 import { startTestServer, type TestServer } from '../helpers/server';
 
 export const lab = Lab.script();
@@ -25,7 +27,8 @@ describe('real R4 data written by others is accepted and stored faithfully', { s
   });
   after(() => app.stop());
 
-  for (const type of supportedTypes) {
+  // The corpus has examples of most supported types (not of Subscription, for one).
+  for (const type of supportedTypes.filter((t) => hasInterop() && existsSync(join(interopDir, 'r4-spec-examples', t)))) {
     it(`stores every R4 spec example of ${type} at its own id and reads it back unchanged`, async () => {
       const examples = interopFiles(`r4-spec-examples/${type}`);
       expect(examples).to.not.be.empty();
