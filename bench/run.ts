@@ -5,6 +5,7 @@ import { createServer as createNetServer } from 'node:net';
 import os from 'node:os';
 import { join, resolve } from 'node:path';
 import { Pool } from 'pg';
+import { workloads as bundleWorkloads } from './bundles';
 import { workloads as crudWorkloads } from './crud';
 import { deviceWorkloads } from './devices';
 import type { BenchContext, BenchWorkload, ResultRow } from './harness';
@@ -41,6 +42,7 @@ const registered: BenchWorkload[] = [
   ...deviceWorkloads, // device ingest doors vs. transactions (issue 5)
   ...crudWorkloads, // create, read (issue 2)
   ...optionalWorkloads('search'), // search workloads (bench/search.ts)
+  ...bundleWorkloads, // transaction-100, transaction-1000 (issue 4)
   ...optionalWorkloads('monitoring'), // monitoring rules' share of ingest (issue 6, bench/monitoring.ts)
 ];
 
