@@ -11,7 +11,7 @@ import { AdherenceScheduler, checkAdherence } from './adherence';
 import { type FlagEvent, raiseFlags, trackFlagStatus } from './flags';
 import { type Breach, judgedPatient, judgeObservation } from './judge';
 import { assertValidGoal, type CompiledPlan, compilePlan, storedGoalIds } from './plan';
-import { activePlansOf, loadGoals, planById, recompilePlansOfGoals, storePlans } from './plans';
+import { activePlansOf, goalsInActivePlans, loadGoals, planById, recompilePlansOfGoals, storePlans } from './plans';
 import { acceptSubscription, DeliveryWorker, enqueueNotifications } from './subscriptions';
 
 /**
@@ -80,7 +80,11 @@ export function registerMonitoring(ctx: FhirContext, server: Server): Monitoring
 async function enrich(ctx: FhirContext, tx: Queryable, writes: PendingWrite[], listeningPort: number | undefined): Promise<void> {
   const live = (type: string) => writes.filter((w) => w.type === type && w.resource);
 
-  for (const w of live('Goal')) assertValidGoal(w.resource as fhir4.Goal);
+  const goalWrites = live('Goal');
+  if (goalWrites.length) {
+    const enforced = await goalsInActivePlans(tx, goalWrites.map((w) => w.id));
+    for (const w of goalWrites) if (enforced.has(w.id)) assertValidGoal(w.resource as fhir4.Goal);
+  }
 
   const plans = live('CarePlan');
   if (plans.length) {

@@ -162,11 +162,22 @@ function instant(text: string | undefined, end: boolean): string | undefined {
 }
 
 /**
- * Compiles a CarePlan with the stored Goals it references (`goals`, by id). Throws a 422 naming
- * every element whose limits cannot be acted on, whether or not the plan claims the profile:
- * the server acts on the limits of every active CarePlan.
+ * Whether the server acts on this plan from now on: active, a plan or order, for a Patient,
+ * its period not over. Only such plans have their limits enforced on write; a draft, a
+ * completed plan or one that ended (most of the R4 spec examples) is stored as sent, with
+ * the limits that can be read.
  */
-export function compilePlan(plan: fhir4.CarePlan, goals: ReadonlyMap<string, fhir4.Goal>): CompiledPlan {
+export function isActedOn(plan: fhir4.CarePlan, now = Date.now()): boolean {
+  const end = plan.period?.end ? parseDateRange(plan.period.end)?.high : undefined;
+  return plan.status === 'active' && (plan.intent === 'plan' || plan.intent === 'order') && /^Patient\//.test(plan.subject?.reference ?? '') && (end === undefined || end >= now);
+}
+
+/**
+ * Compiles a CarePlan with the stored Goals it references (`goals`, by id). For a plan the server
+ * acts on, throws a 422 naming every element whose limits cannot be acted on, whether or not the
+ * plan claims the profile; otherwise limits that cannot be read are left out.
+ */
+export function compilePlan(plan: fhir4.CarePlan, goals: ReadonlyMap<string, fhir4.Goal>, strict = isActedOn(plan)): CompiledPlan {
   const issues: Issue[] = [];
   const limits: Limit[] = [];
   const goalIds: string[] = [];
@@ -196,19 +207,16 @@ export function compilePlan(plan: fhir4.CarePlan, goals: ReadonlyMap<string, fhi
     const detail = activity.detail;
     const loinc = detail?.code?.coding?.find((c) => c.system === LOINC && c.code);
     if (!detail || !loinc) return;
-    const info = knownMeasures().get(loinc.code!);
-    if (!info) {
-      issues.push({ code: 'code-invalid', diagnostics: `CarePlan.activity[${i}].detail.code: unknown LOINC measure ${loinc.code}`, expression: [`CarePlan.activity[${i}].detail.code`] });
-      return;
-    }
+    // Any LOINC code can be checked for presence; no unit is needed to see a reading is missing.
+    const display = knownMeasures().get(loinc.code!)?.display ?? loinc.display ?? detail.code?.text ?? loinc.code!;
     const repeat = detail.scheduledTiming?.repeat;
     if (!repeat?.period || !repeat.periodUnit) return;
     const everyMs = (repeat.period * UNIT_MS[repeat.periodUnit]!) / (repeat.frequency ?? 1);
     if (detail.status === 'cancelled' || detail.status === 'stopped' || detail.status === 'completed' || detail.status === 'entered-in-error') return;
-    schedule.push({ measure: loinc.code!, display: info.display, everyMs });
+    schedule.push({ measure: loinc.code!, display, everyMs });
   });
 
-  if (issues.length) throw new OperationOutcomeError(422, issues);
+  if (issues.length && strict) throw new OperationOutcomeError(422, issues);
   const patient = /^Patient\/([A-Za-z0-9\-.]{1,64})$/.exec(plan.subject?.reference ?? '')?.[1];
   return {
     patient,
@@ -221,7 +229,7 @@ export function compilePlan(plan: fhir4.CarePlan, goals: ReadonlyMap<string, fhi
   };
 }
 
-/** Validates a Goal written on its own: the same checks as inside a plan. */
+/** Validates a Goal written on its own that a plan acted on reads: the same checks as inside a plan. */
 export function assertValidGoal(goal: fhir4.Goal): void {
   const issues: Issue[] = [];
   goalLimits(goal, `Goal/${goal.id}`, 'Goal', issues);

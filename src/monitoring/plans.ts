@@ -39,6 +39,17 @@ export async function storePlans(tx: Queryable, plans: ReadonlyArray<{ id: strin
   );
 }
 
+/** Of these Goal ids, those read by a plan the server acts on (their limits are enforced). */
+export async function goalsInActivePlans(tx: Queryable, goalIds: readonly string[]): Promise<Set<string>> {
+  if (goalIds.length === 0) return new Set();
+  const { rows } = await tx.query<{ id: string }>(
+    `SELECT DISTINCT g AS id FROM monitoring_plan, unnest(goal_ids) AS g
+      WHERE goal_ids && $1::text[] AND active AND (period_end IS NULL OR period_end >= now()) AND g = ANY($1::text[])`,
+    [goalIds],
+  );
+  return new Set(rows.map((r) => r.id));
+}
+
 /** Recompiles the stored plans that read any of these Goals (a Goal's limits changed). */
 export async function recompilePlansOfGoals(tx: Queryable, goalIds: readonly string[]): Promise<void> {
   const { rows } = await tx.query<{ id: string; content: fhir4.CarePlan }>(
@@ -49,12 +60,8 @@ export async function recompilePlansOfGoals(tx: Queryable, goalIds: readonly str
   const goals = await loadGoals(tx, rows.flatMap((r) => storedGoalIds(r.content)));
   const plans: Array<{ id: string; compiled?: CompiledPlan }> = [];
   for (const r of rows) {
-    try {
-      plans.push({ id: r.id, compiled: compilePlan(r.content, goals) });
-    } catch {
-      // A deleted Goal leaves the plan without those limits rather than failing the Goal's delete.
-      plans.push({ id: r.id, compiled: compilePlan({ ...r.content, goal: r.content.goal?.filter((g) => !g.reference?.startsWith('Goal/') || goals.has(g.reference.slice(5))), activity: r.content.activity?.map((a) => (a.detail ? { ...a, detail: { ...a.detail, goal: a.detail.goal?.filter((g) => !g.reference?.startsWith('Goal/') || goals.has(g.reference.slice(5))) } } : a)) }, goals) });
-    }
+    // The Goals were checked on their own write; a deleted one leaves the plan without its limits.
+    plans.push({ id: r.id, compiled: compilePlan(r.content, goals, false) });
   }
   await storePlans(tx, plans);
 }

@@ -233,9 +233,15 @@ describe('monitoring rules', () => {
         expect(res.json.issue[0].diagnostics).to.contain(text);
       }
     }
-    const goal = await app.request({ method: 'POST', url: '/fhir/Goal', payload: { resourceType: 'Goal', lifecycleStatus: 'active', description: { text: 'x' }, subject: { reference: `Patient/${patient}` }, target: [range('29463-7', 'mm[Hg]', 1, 2)] } });
-    expect(goal.statusCode).to.equal(422);
-    expect(goal.json.issue[0].expression).to.equal(['Goal.target[0].detailRange.low.code']);
+    // A stored Goal read by an active plan is held to the same rules when it changes.
+    const goal = await create({ resourceType: 'Goal', lifecycleStatus: 'active', description: { text: 'x' }, subject: { reference: `Patient/${patient}` }, target: [range('29463-7', 'kg', 40, 90)] });
+    await create({ resourceType: 'CarePlan', status: 'active', intent: 'plan', subject: { reference: `Patient/${patient}` }, goal: [{ reference: `Goal/${goal.id}` }] });
+    const changed = await app.request({ method: 'PUT', url: `/fhir/Goal/${goal.id}`, payload: { ...goal, target: [range('29463-7', 'mm[Hg]', 1, 2)] } });
+    expect(changed.statusCode).to.equal(422);
+    expect(changed.json.issue[0].expression).to.equal(['Goal.target[0].detailRange.low.code']);
+    // A plan that is not acted on (ended) is stored as sent.
+    const ended = await app.request({ method: 'POST', url: '/fhir/CarePlan', payload: { resourceType: 'CarePlan', status: 'active', intent: 'plan', subject: { reference: `Patient/${patient}` }, period: { end: '2017-06-01' }, goal: [{ reference: 'Goal/nowhere' }] } });
+    expect(ended.statusCode).to.equal(201);
   });
 
   it('a failed Flag write rolls the Observation back and the client is told', async () => {
