@@ -131,6 +131,9 @@ async function startServer(databaseUrl: string, poolSize: number): Promise<Serve
       LOG_LEVEL: 'warn',
       DATABASE_URL: databaseUrl,
       DATABASE_POOL_SIZE: String(poolSize),
+      // The workloads measure the FHIR work itself; auth-on figures come from a workload that
+      // sends tokens. BENCH_AUTH=on leaves the server's default (auth on) in place.
+      ...(process.env.BENCH_AUTH === 'on' ? {} : { AUTH_DISABLED: 'true' }),
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

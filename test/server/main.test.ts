@@ -19,7 +19,7 @@ async function startProcess(env: Record<string, string>): Promise<{ child: Child
   child.stdout!.on('data', (d) => (output += d));
   child.stderr!.on('data', (d) => (output += d));
   const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server did not start: ${output}`)), 30_000);
+    const timer = setTimeout(() => reject(new Error(`server did not start in 90 s: ${output}`)), 90_000);
     child.stdout!.on('data', () => {
       const m = /"port":(\d+),"protocol"/.exec(output);
       if (m) {
@@ -35,7 +35,7 @@ async function startProcess(env: Record<string, string>): Promise<{ child: Child
 const exited = (child: ChildProcess) => new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
 
 describe('the server process', () => {
-  it('keeps data in the embedded on-disk database across a graceful SIGTERM restart', { timeout: 90_000 }, async () => {
+  it('keeps data in the embedded on-disk database across a graceful SIGTERM restart', { timeout: 240_000 }, async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'rpm-fhir-'));
     try {
       const env = { DATA_DIR: dataDir, DATABASE_URL: '' };
