@@ -17,6 +17,8 @@ import { valueSetContains } from '../terminology/valueset';
  */
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
+import { nativeInvariant } from './invariants';
+// eslint-disable-next-line @typescript-eslint/no-require-imports
 const fhirpath = require('fhirpath') as { compile(expr: string, model: unknown): (resource: unknown, env?: Record<string, unknown>) => unknown[] };
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const r4Model = require('fhirpath/fhir-context/r4') as unknown;
@@ -81,6 +83,11 @@ function compile(sd: fhir4.StructureDefinition): CompiledProfile {
       const where = `${c.key}@${relative}`;
       if (seenInvariants.has(where)) continue;
       seenInvariants.add(where);
+      const native = nativeInvariant(c.key, relative, c.expression);
+      if (native) {
+        invariants.push({ key: c.key, human: c.human, path: def.path, check: (resource) => [native(resource)] });
+        continue;
+      }
       const expression = relative ? `${relative}.all(${c.expression})` : c.expression;
       invariants.push({ key: c.key, human: c.human, path: def.path, check: fhirpath.compile(expression, r4Model) });
     }
