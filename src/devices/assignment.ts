@@ -1,3 +1,4 @@
+import { type AccessPolicy, unrestricted } from '../auth/policy';
 import { executeWrites } from '../fhir/write';
 import type { FhirContext } from '../fhir/context';
 import { findMatchingIds } from '../search';
@@ -20,13 +21,13 @@ async function readResource<T>(db: Queryable, type: string, id: string): Promise
   return stored && !stored.deleted && stored.json ? (JSON.parse(stored.json) as T) : undefined;
 }
 
-export async function findDevice(ctx: FhirContext, identifier: fhir4.Identifier, create: boolean): Promise<KnownDevice | undefined> {
+export async function findDevice(ctx: FhirContext, identifier: fhir4.Identifier, create: boolean, policy: AccessPolicy = unrestricted): Promise<KnownDevice | undefined> {
   const search = new URLSearchParams({ identifier: `${identifier.system ?? ''}|${identifier.value ?? ''}` });
   let id: string | undefined = (await findMatchingIds(ctx.db, 'Device', search, 1))[0];
   if (!id && create) {
     const [outcome] = await executeWrites(ctx, [
       { kind: 'create', type: 'Device', ifNoneExist: search, resource: { resourceType: 'Device', identifier: [identifier], status: 'active' } },
-    ]);
+    ], policy);
     id = outcome!.id;
   }
   if (!id) return undefined;

@@ -1,3 +1,4 @@
+import { type AccessPolicy, unrestricted } from '../auth/policy';
 import type { FhirContext } from '../fhir/context';
 import { errorEntry, writeEntry } from '../fhir/bundle/response';
 import { OperationOutcomeError } from '../fhir/outcome';
@@ -34,7 +35,7 @@ function refusal(err: unknown): OperationOutcomeError {
  * call (one transaction, set-based); if that fails, one by one so each gets its own outcome.
  * The answer is a batch-response Bundle with one entry per reading, in order.
  */
-export async function ingestPayload(ctx: FhirContext, payload: Payload): Promise<fhir4.Bundle> {
+export async function ingestPayload(ctx: FhirContext, payload: Payload, policy: AccessPolicy = unrestricted): Promise<fhir4.Bundle> {
   if (payload.patient !== undefined && !PATIENT_REF.test(payload.patient)) {
     throw new OperationOutcomeError(400, { code: 'invalid', diagnostics: `patient '${payload.patient}' is not a Patient/id reference`, expression: ['patient'] });
   }
@@ -43,7 +44,7 @@ export async function ingestPayload(ctx: FhirContext, payload: Payload): Promise
     const key = `${identifier.system ?? ''}|${identifier.value ?? ''}`;
     let known = devices.get(key);
     if (!known) {
-      known = findDevice(ctx, identifier, payload.createDevice);
+      known = findDevice(ctx, identifier, payload.createDevice, policy);
       devices.set(key, known);
     }
     return known;
@@ -96,13 +97,13 @@ export async function ingestPayload(ctx: FhirContext, payload: Payload): Promise
   const outcomes = new Map<number, WriteOutcome | OperationOutcomeError>();
   if (toWrite.length > 0) {
     try {
-      const written = await executeWrites(ctx, toWrite.map(({ s }) => (s as { op: WriteOp }).op));
+      const written = await executeWrites(ctx, toWrite.map(({ s }) => (s as { op: WriteOp }).op), policy);
       written.forEach((o, k) => outcomes.set(toWrite[k]!.i, o));
     } catch (err) {
       if (!(err instanceof Error)) throw err;
       for (const { s, i } of toWrite) {
         try {
-          const [o] = await executeWrites(ctx, [(s as { op: WriteOp }).op]);
+          const [o] = await executeWrites(ctx, [(s as { op: WriteOp }).op], policy);
           outcomes.set(i, o!);
         } catch (one) {
           outcomes.set(i, refusal(one));

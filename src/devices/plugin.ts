@@ -1,4 +1,5 @@
 import type { Plugin, Request } from '@hapi/hapi';
+import { policyOf } from '../auth';
 import type { FhirContext } from '../fhir/context';
 import { parseJsonBody } from '../fhir/negotiation';
 import { respond } from '../fhir/respond';
@@ -20,7 +21,9 @@ export const devicesPlugin: Plugin<{ ctx: FhirContext }> = {
         options: { payload: { parse: false, output: 'data', maxBytes: ctx.config.maxBodyBytes } },
         handler: async (request, h) => {
           const payload = parse(parseJsonBody(request.payload), request);
-          return respond(request, h, { status: 200, body: await ingestPayload(ctx, payload) });
+          // The readings are written with the gateway's own rights (SMART scopes): the write
+          // pipeline checks each Observation (and a Device created on first sight) against them.
+          return respond(request, h, { status: 200, body: await ingestPayload(ctx, payload, policyOf(request)) });
         },
       });
     door('/ingest/readings', (body) => parseReadingsBody(body));

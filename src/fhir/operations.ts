@@ -1,3 +1,4 @@
+import { requireAction, requireReadable } from './access';
 import type { FhirContext, InteractionResult } from './context';
 import { notFound, notSupported } from './outcome';
 import type { RestRequest } from './rest-request';
@@ -54,6 +55,10 @@ export class OperationRegistry {
     if (method === 'GET' && definition.affectsState) {
       throw notSupported(`$${name} changes data and must be invoked with POST`);
     }
+    // An operation that changes data needs update rights on its type; one that reads, read rights
+    // (and, at instance level, that instance must be visible to the token).
+    requireAction(req.policy, req.type, definition.affectsState ? 'u' : 'r');
+    if (req.id !== undefined) await requireReadable(ctx.db, req.policy, req.type, req.id);
     return definition.handler(ctx, req);
   }
 }

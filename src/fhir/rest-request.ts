@@ -1,3 +1,4 @@
+import type { AccessPolicy } from '../auth/policy';
 import type { InteractionResult } from './context';
 import type { ReturnPreference } from './negotiation';
 import { informationOutcome } from './outcome';
@@ -26,6 +27,8 @@ export interface RestRequest {
   compartmentType?: string;
   /** `$validate` and other operations. */
   operation?: string;
+  /** What the requester may do (SMART scopes); `unrestricted` when auth is off. */
+  policy: AccessPolicy;
 }
 
 export const etag = (versionId: number | string) => `W/"${versionId}"`;

@@ -1,5 +1,6 @@
 import type { Plugin, Request, ResponseToolkit, RouteOptions } from '@hapi/hapi';
-import { searchResources } from '../search';
+import { policyOf } from '../auth';
+import { search } from './interactions/search';
 import type { FhirContext, InteractionResult } from './context';
 import { capabilityStatement } from './capability';
 import { bundle } from './interactions/bundle';
@@ -50,10 +51,10 @@ export const fhirRoutes: Plugin<{ ctx: FhirContext }> = {
     route('GET', '/Patient/{id}/_history', (c, r) => history(c, r));
     route('GET', '/{type}/{id}/_history/{vid}', vread);
 
-    route('GET', '/{type}', (c, r) => searchResources(c, { resourceType: r.type, params: r.query, preferLenient: r.lenient, requestUrl: r.url }));
-    route('POST', '/{type}/_search', (c, r) => searchResources(c, { resourceType: r.type, params: r.query, preferLenient: r.lenient, requestUrl: r.url }), { body: 'form' });
+    route('GET', '/{type}', search);
+    route('POST', '/{type}/_search', search, { body: 'form' });
     route('GET', '/Patient/{id}/{compartmentType}', (c, r) =>
-      r.operation?.startsWith('$') ? operation(c, r, 'GET') : searchResources(c, { resourceType: r.compartmentType!, params: r.query, compartment: { resourceType: 'Patient', id: r.id! }, preferLenient: r.lenient, requestUrl: r.url }));
+      r.operation?.startsWith('$') ? operation(c, r, 'GET') : search(c, { ...r, type: r.compartmentType!, compartmentOf: r.id }));
 
     route('POST', '/{type}', create, { body: 'resource' });
     route('PUT', '/{type}', update, { body: 'resource' });
@@ -117,6 +118,7 @@ function toRestRequest(request: Request, body: 'resource' | 'resource-or-patch' 
     lenient: prefer.lenient,
     url: url.toString(),
     ifMatch: parseVersionTag(headers['if-match'], 'If-Match'),
+    policy: policyOf(request),
     ifNoneExist: headers['if-none-exist'],
     ifNoneMatch: headers['if-none-match'],
   };

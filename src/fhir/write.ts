@@ -5,6 +5,8 @@ import { writeSearchIndex } from '../search/index-writer';
 import type { Queryable } from '../store/db';
 import { ConcurrentCreateError, type CurrentVersion, lockCurrent, type NewVersion, writeVersions } from '../store/repository';
 import { assertValidResource } from '../validation/resource';
+import { type AccessPolicy, unrestricted } from '../auth/policy';
+import { requireAction, requireWritable } from './access';
 import type { FhirContext } from './context';
 import { badRequest, conflict, gone, notFound, OperationOutcomeError, preconditionFailed, unprocessable } from './outcome';
 import type { CommittedWrite, PendingWrite } from './write-hooks';
@@ -45,9 +47,9 @@ export interface WriteOutcome {
 const CREATE_RACE_RETRIES = 3;
 
 /** Runs the ops in one database transaction, then the after-commit hooks. */
-export async function executeWrites(ctx: FhirContext, ops: readonly WriteOp[]): Promise<WriteOutcome[]> {
+export async function executeWrites(ctx: FhirContext, ops: readonly WriteOp[], policy: AccessPolicy = unrestricted): Promise<WriteOutcome[]> {
   try {
-    const { outcomes, committed } = await retryingCreateRaces(() => ctx.db.transaction((tx) => applyWrites(ctx, tx, ops)));
+    const { outcomes, committed } = await retryingCreateRaces(() => ctx.db.transaction((tx) => applyWrites(ctx, tx, ops, policy)));
     await runAfterCommit(ctx, committed);
     return outcomes;
   } catch (err) {
@@ -107,17 +109,22 @@ export class WriteOpError extends Error {
   }
 }
 
-/** The write pipeline inside a transaction, for ops named by id or by condition. */
+/**
+ * The write pipeline inside a transaction, for ops named by id or by condition. `policy` is the
+ * requester's access (SMART scopes); the server's own writes (Flags of the monitoring rules)
+ * run unrestricted.
+ */
 export async function applyWrites(
   ctx: FhirContext,
   tx: Queryable,
   ops: readonly WriteOp[],
+  policy: AccessPolicy = unrestricted,
 ): Promise<{ outcomes: WriteOutcome[]; committed: CommittedWrite[] }> {
   const resolved: ResolvedOp[] = [];
   for (const [i, op] of ops.entries()) {
-    resolved.push(await indexed(i, () => resolveTarget(tx, op)));
+    resolved.push(await indexed(i, () => resolveTarget(tx, op, policy)));
   }
-  return applyResolvedWrites(ctx, tx, resolved);
+  return applyResolvedWrites(ctx, tx, resolved, policy);
 }
 
 /**
@@ -129,6 +136,7 @@ export async function applyResolvedWrites(
   ctx: FhirContext,
   tx: Queryable,
   resolved: readonly ResolvedOp[],
+  policy: AccessPolicy = unrestricted,
 ): Promise<{ outcomes: WriteOutcome[]; committed: CommittedWrite[] }> {
   const current = new Map<string, CurrentVersion>();
   const idsByType = new Map<string, string[]>();
@@ -147,7 +155,7 @@ export async function applyResolvedWrites(
   for (const [i, r] of resolved.entries()) {
     const row = current.get(`${r.op.type}/${r.id}`);
     const existingMatch = r.existingMatch === true || (r.op.kind === 'create' && r.op.onExistingId === 'match' && row !== undefined);
-    planned.push(await indexed(i, async () => plan(r.op, r.id, existingMatch, row, lastUpdated)));
+    planned.push(await indexed(i, async () => authorized(policy, plan(r.op, r.id, existingMatch, row, lastUpdated))));
   }
   await enrichAndStamp(ctx, tx, planned, lastUpdated);
 
@@ -176,6 +184,20 @@ export async function applyResolvedWrites(
   return { outcomes: planned.map((p) => p.outcome), committed };
 }
 
+/** The planned op, after checking the requester may do it (and, patient-scoped, on that patient's data). */
+function authorized(policy: AccessPolicy, planned: Planned): Planned {
+  if (policy === unrestricted) return planned;
+  if (!planned.pending) {
+    // Nothing to write (a delete of nothing, a matched conditional create): still the client's act.
+    if (planned.op.kind === 'delete' || planned.op.kind === 'create') requireAction(policy, planned.op.type, planned.op.kind === 'delete' ? 'd' : 'c');
+    return planned;
+  }
+  const { method, resource, previous, previousVersion } = planned.pending;
+  const action = method === 'DELETE' ? 'd' : previousVersion === 0 ? 'c' : 'u';
+  requireWritable(policy, planned.op.type, action, resource, previous);
+  return planned;
+}
+
 async function indexed<T>(opIndex: number, fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
@@ -189,13 +211,17 @@ async function indexed<T>(opIndex: number, fn: () => Promise<T>): Promise<T> {
  * advisory lock on the search itself so that two identical conditional creates cannot both
  * find nothing and both create.
  */
-export async function resolveTarget(tx: Queryable, op: WriteOp): Promise<ResolvedOp> {
+export async function resolveTarget(tx: Queryable, op: WriteOp, policy: AccessPolicy = unrestricted): Promise<ResolvedOp> {
   const search = op.kind === 'create' ? op.ifNoneExist : op.match;
   if (!search) {
     return { op, id: op.kind === 'create' ? (op.id ?? randomUUID()) : op.id };
   }
+  // A condition is a search: it needs the right to search, and a patient-scoped token searches
+  // its own compartment only (else 200-versus-201 would reveal other patients' identifiers).
+  requireAction(policy, op.type, 's');
+  const compartment = policy.confinedToPatient(op.type, 's') ? policy.patient : undefined;
   await tx.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`${op.type}?${search.toString()}`]);
-  const matches = await findMatchingIds(tx, op.type, search, 2);
+  const matches = await findMatchingIds(tx, op.type, search, 2, compartment);
   if (matches.length > 1) {
     throw preconditionFailed(`the condition ${op.type}?${search.toString()} matches more than one resource`);
   }

@@ -7,6 +7,7 @@ import { parametersOf } from './registry';
 
 export { findMatchingIds, searchResources, type SearchRequest } from './search';
 export { writeSearchIndex } from './index-writer';
+export { isInPatientCompartment, referenceTargetsOf } from './compartment';
 
 /** Result parameters this server honours, listed with the filters in the CapabilityStatement. */
 const RESULT_PARAMETERS: Array<{ name: string; type: string; documentation: string }> = [

@@ -171,9 +171,16 @@ export async function searchResources(ctx: FhirContext, request: SearchRequest):
  * `PUT Observation?identifier=…`); runs on the caller's transaction. Result parameters are
  * ignored; an unknown parameter is a 400, never a match-everything.
  */
-export async function findMatchingIds(db: Queryable, resourceType: string, params: URLSearchParams, limit?: number): Promise<string[]> {
+export async function findMatchingIds(
+  db: Queryable,
+  resourceType: string,
+  params: URLSearchParams,
+  limit?: number,
+  /** Only resources in this Patient's compartment (patient-scoped access). */
+  compartmentPatientId?: string,
+): Promise<string[]> {
   const parsed = parseSearch(resourceType, params, { defaultCount: 0, maxCount: Number.MAX_SAFE_INTEGER });
-  const query = buildQuery({ ...parsed, sort: [] }, undefined);
+  const query = buildQuery({ ...parsed, sort: [] }, compartmentPatientId);
   const limitClause = limit !== undefined ? ` LIMIT ${query.q.bind(limit, 'int')}` : '';
   const { rows } = await db.query<{ id: string }>(`SELECT r.id FROM ${query.from} WHERE ${query.conditions.join(' AND ')}${limitClause}`, query.q.values);
   return rows.map((row) => row.id);

@@ -1,3 +1,4 @@
+import type { AccessPolicy } from '../../auth/policy';
 import type { FhirContext } from '../context';
 import type { ReturnPreference } from '../negotiation';
 import { OperationOutcomeError } from '../outcome';
@@ -13,16 +14,16 @@ import { inEntry } from './transaction';
  * on. References between entries are not resolved (R4 http.html#brules), so an entry that
  * points at another's `urn:uuid:` fails alone.
  */
-export async function processBatch(ctx: FhirContext, rawEntries: readonly unknown[], prefer: ReturnPreference): Promise<fhir4.Bundle> {
+export async function processBatch(ctx: FhirContext, rawEntries: readonly unknown[], prefer: ReturnPreference, policy: AccessPolicy): Promise<fhir4.Bundle> {
   const response: fhir4.BundleEntry[] = [];
   for (const [index, raw] of rawEntries.entries()) {
     try {
       const entry = parseEntry(raw, index, ctx.baseUrl);
       if (entry.write) {
-        const [outcome] = await executeWrites(ctx, [entry.write]);
+        const [outcome] = await executeWrites(ctx, [entry.write], policy);
         response.push(writeEntry(ctx.baseUrl, outcome!, prefer));
       } else {
-        response.push(readEntryResponse(await readEntry(ctx, entry.url, {})));
+        response.push(readEntryResponse(await readEntry(ctx, entry.url, {}, policy)));
       }
     } catch (err) {
       if (!(err instanceof OperationOutcomeError)) {

@@ -1,4 +1,5 @@
-import { searchResources } from '../../search';
+import type { AccessPolicy } from '../../auth/policy';
+import { search } from '../interactions/search';
 import { capabilityStatement } from '../capability';
 import type { FhirContext, InteractionResult } from '../context';
 import { history } from '../interactions/history';
@@ -12,22 +13,22 @@ import { splitRequestUrl } from './entries';
  * A GET entry of a batch or transaction, answered by the same interactions as the REST routes:
  * read, vread, search (also in a Patient compartment), history, metadata.
  */
-export async function readEntry(ctx: FhirContext, url: string, headers: { ifNoneMatch?: string }): Promise<InteractionResult> {
+export async function readEntry(ctx: FhirContext, url: string, headers: { ifNoneMatch?: string }, policy: AccessPolicy): Promise<InteractionResult> {
   const { path, query } = splitRequestUrl(url, ctx.baseUrl);
   const [type, id, third, fourth] = path;
   const req = (t: string, extra: Partial<RestRequest> = {}): RestRequest => ({
-    type: t, query, prefer: 'representation', lenient: false, url: `${ctx.baseUrl}/${url}`, ifNoneMatch: headers.ifNoneMatch, ...extra,
+    type: t, query, prefer: 'representation', lenient: false, url: `${ctx.baseUrl}/${url}`, ifNoneMatch: headers.ifNoneMatch, policy, ...extra,
   });
   if (type === 'metadata' && path.length === 1) return { status: 200, body: capabilityStatement(ctx, new Date().toISOString()) };
   if (type === '_history' && path.length === 1) return history(ctx, { ...req('Patient'), type: undefined });
   if (!type || !isSupportedType(type)) throw notFound(`${url}: '${type ?? ''}' is not a resource type this server supports`);
-  if (path.length === 1) return searchResources(ctx, { resourceType: type, params: query, requestUrl: `${ctx.baseUrl}/${url}` });
+  if (path.length === 1) return search(ctx, req(type));
   if (id === '_history' && path.length === 2) return history(ctx, req(type));
   if (path.length === 2) return read(ctx, req(type, { id }));
   if (third === '_history' && path.length === 3) return history(ctx, req(type, { id }));
   if (third === '_history' && path.length === 4) return vread(ctx, req(type, { id, versionId: fourth }));
   if (type === 'Patient' && path.length === 3 && isSupportedType(third!)) {
-    return searchResources(ctx, { resourceType: third!, params: query, compartment: { resourceType: 'Patient', id: id! }, requestUrl: `${ctx.baseUrl}/${url}` });
+    return search(ctx, { ...req(third!), compartmentOf: id });
   }
   throw notFound(`${url} is not a read this server supports`);
 }

@@ -1,4 +1,6 @@
+import type { AccessPolicy } from '../../auth/policy';
 import { findMatchingIds } from '../../search';
+import { requireAction } from '../access';
 import type { Queryable } from '../../store/db';
 import type { FhirContext } from '../context';
 import type { ReturnPreference } from '../negotiation';
@@ -17,7 +19,7 @@ const ORDER: Record<ParsedEntry['method'], number> = { DELETE: 0, POST: 1, PUT: 
  * ids assigned first, so that `urn:uuid:` placeholders and conditional references can be
  * rewritten everywhere before the one set-based write of the whole bundle.
  */
-export async function processTransaction(ctx: FhirContext, rawEntries: readonly unknown[], prefer: ReturnPreference): Promise<fhir4.Bundle> {
+export async function processTransaction(ctx: FhirContext, rawEntries: readonly unknown[], prefer: ReturnPreference, policy: AccessPolicy): Promise<fhir4.Bundle> {
   const entries = rawEntries.map((raw, i) => parseEntry(raw, i, ctx.baseUrl));
   checkDuplicateFullUrls(entries);
   const writes = entries.filter((e) => e.write).sort((a, b) => ORDER[a.method] - ORDER[b.method] || a.index - b.index);
@@ -26,11 +28,11 @@ export async function processTransaction(ctx: FhirContext, rawEntries: readonly 
     ctx.db.transaction(async (tx) => {
       const resolved: ResolvedOp[] = [];
       for (const entry of writes) {
-        resolved.push(await forEntry(entry, () => resolveTarget(tx, structuredWrite(entry))));
+        resolved.push(await forEntry(entry, () => resolveTarget(tx, structuredWrite(entry), policy)));
       }
       checkOneWritePerResource(writes, resolved);
       const placeholders = placeholderTargets(writes, resolved);
-      const conditional = await resolveConditionalReferences(tx, writes);
+      const conditional = await resolveConditionalReferences(tx, writes, policy);
       for (const [i, entry] of writes.entries()) {
         const resource = resolved[i]!.op.kind === 'patch' || resolved[i]!.op.kind === 'delete' ? undefined : (resolved[i]!.op as { resource: unknown }).resource;
         if (resource && typeof resource === 'object') {
@@ -42,7 +44,7 @@ export async function processTransaction(ctx: FhirContext, rawEntries: readonly 
         }
       }
       try {
-        return await applyResolvedWrites(ctx, tx, resolved);
+        return await applyResolvedWrites(ctx, tx, resolved, policy);
       } catch (err) {
         if (err instanceof WriteOpError) throw inEntry(writes[err.opIndex]!.index, err.cause);
         throw err;
@@ -54,7 +56,7 @@ export async function processTransaction(ctx: FhirContext, rawEntries: readonly 
   const response: fhir4.BundleEntry[] = new Array(entries.length);
   writes.forEach((entry, i) => (response[entry.index] = writeEntry(ctx.baseUrl, outcomes[i]!, prefer)));
   for (const entry of entries.filter((e) => !e.write)) {
-    response[entry.index] = readEntryResponse(await forEntry(entry, () => readEntry(ctx, entry.url, {})));
+    response[entry.index] = readEntryResponse(await forEntry(entry, () => readEntry(ctx, entry.url, {}, policy)));
   }
   return { resourceType: 'Bundle', type: 'transaction-response', entry: response };
 }
@@ -100,7 +102,7 @@ function placeholderTargets(writes: readonly ParsedEntry[], resolved: readonly R
 }
 
 /** Each distinct conditional reference must match exactly one resource, or the transaction fails. */
-async function resolveConditionalReferences(tx: Queryable, writes: readonly ParsedEntry[]): Promise<Map<string, string>> {
+async function resolveConditionalReferences(tx: Queryable, writes: readonly ParsedEntry[], policy: AccessPolicy): Promise<Map<string, string>> {
   const resolvedRefs = new Map<string, string>();
   for (const entry of writes) {
     const resource = entry.resource;
@@ -108,7 +110,12 @@ async function resolveConditionalReferences(tx: Queryable, writes: readonly Pars
     for (const ref of collectReferences(resource)) {
       if (!isConditionalReference(ref) || resolvedRefs.has(ref)) continue;
       const type = ref.slice(0, ref.indexOf('?'));
-      const ids = await forEntry(entry, () => findMatchingIds(tx, type, new URLSearchParams(ref.slice(ref.indexOf('?') + 1)), 2));
+      // A search like any other: the right to search the type, within the token's compartment.
+      const ids = await forEntry(entry, async () => {
+        requireAction(policy, type, 's');
+        const compartment = policy.confinedToPatient(type, 's') ? policy.patient : undefined;
+        return findMatchingIds(tx, type, new URLSearchParams(ref.slice(ref.indexOf('?') + 1)), 2, compartment);
+      });
       if (ids.length !== 1) {
         throw entryError(entry.index, 412, `the conditional reference ${ref} matches ${ids.length === 0 ? 'no resource' : 'more than one resource'}`);
       }

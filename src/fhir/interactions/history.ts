@@ -1,7 +1,9 @@
 import { readHistory } from '../../store/history';
 import { readCurrent } from '../../store/repository';
 import { isValidId } from '../../validation/resource';
+import { forbidden, readLimits, requireReadable } from '../access';
 import type { FhirContext, InteractionResult } from '../context';
+import { supportedTypes } from '../resource-types';
 import { badRequest, notFound } from '../outcome';
 import type { RestRequest } from '../rest-request';
 
@@ -26,6 +28,16 @@ export async function history(ctx: FhirContext, req: Omit<RestRequest, 'type'> &
   if (req.id !== undefined) {
     if (!req.type || !isValidId(req.id) || !(await readCurrent(ctx.db, req.type, req.id))) {
       throw notFound(`${req.type}/${req.id} is not known`);
+    }
+    await requireReadable(ctx.db, req.policy, req.type, req.id);
+  } else {
+    // History tables carry no compartment or index: across a type it is for unconfined,
+    // unrestricted readers of every type it lists.
+    for (const type of req.type ? [req.type] : supportedTypes) {
+      const limits = readLimits(req.policy, type, 'r');
+      if (limits.compartmentPatientId !== undefined || limits.constraint) {
+        throw forbidden(`history of all ${type} resources is not available to a patient-scoped or parameter-restricted token; read the history of one resource`);
+      }
     }
   }
 

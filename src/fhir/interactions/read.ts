@@ -1,5 +1,6 @@
 import { readCurrent, readVersion, type StoredVersion } from '../../store/repository';
 import { isValidId } from '../../validation/resource';
+import { requireReadable } from '../access';
 import type { FhirContext, InteractionResult } from '../context';
 import { gone, notFound } from '../outcome';
 import { etag, httpDate, type RestRequest } from '../rest-request';
@@ -7,6 +8,7 @@ import { etag, httpDate, type RestRequest } from '../rest-request';
 /** read: the current version, passed through as stored JSON text. */
 export async function read(ctx: FhirContext, req: RestRequest): Promise<InteractionResult> {
   const id = checkedId(req);
+  await requireReadable(ctx.db, req.policy, req.type, id);
   const stored = await readCurrent(ctx.db, req.type, id);
   if (!stored) throw notFound(`${req.type}/${id} is not known`);
   if (stored.deleted) throw gone(`${req.type}/${id} was deleted (version ${stored.versionId})`, stored);
@@ -19,6 +21,7 @@ export async function read(ctx: FhirContext, req: RestRequest): Promise<Interact
 /** vread: one version from history; the version of a delete is 410. */
 export async function vread(ctx: FhirContext, req: RestRequest): Promise<InteractionResult> {
   const id = checkedId(req);
+  await requireReadable(ctx.db, req.policy, req.type, id);
   const vid = Number(req.versionId);
   if (!Number.isInteger(vid) || vid < 1) throw notFound(`${req.type}/${id} has no version '${req.versionId}'`);
   const stored = await readVersion(ctx.db, req.type, id, vid);

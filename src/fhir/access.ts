@@ -1,0 +1,113 @@
+import type { AccessPolicy, Action } from '../auth/policy';
+import { findMatchingIds, isInPatientCompartment, referenceTargetsOf } from '../search';
+import type { Queryable } from '../store/db';
+import { notFound, OperationOutcomeError } from './outcome';
+import { supportedTypes } from './resource-types';
+
+/**
+ * Enforcement of a request's SMART access policy in the FHIR layer, one module for every
+ * interaction: the routes, bundle entries and the write pipeline all ask here. Patient
+ * confinement and granular constraints become search conditions in SQL, never a filter of
+ * results after the fact.
+ */
+
+export function forbidden(diagnostics: string): OperationOutcomeError {
+  return new OperationOutcomeError(403, { code: 'forbidden', diagnostics });
+}
+
+const ACTION_NAMES: Record<Action, string> = { c: 'create', r: 'read', u: 'update', d: 'delete', s: 'search' };
+
+/** 403 unless a granted scope allows `action` on `type`. */
+export function requireAction(policy: AccessPolicy, type: string, action: Action): void {
+  if (!policy.allows(type, action)) {
+    throw forbidden(`the access token grants no ${ACTION_NAMES[action]} of ${type} (scopes: ${policy.scopes.join(' ') || 'none'})`);
+  }
+}
+
+/** Where reads of `type` must stay: the context patient's compartment, and/or granular parameters. */
+export interface ReadLimits {
+  compartmentPatientId?: string;
+  /** Parameters every result must also match (AND), from a granular scope. */
+  constraint?: URLSearchParams;
+}
+
+/**
+ * The limits on `action` (r or s) of `type`. Granular scopes give alternatives (OR of sets);
+ * one set becomes extra search parameters (AND). Several sets are merged when they constrain
+ * the same single parameter (category=a OR category=b is `category=a,b`); other combinations
+ * are refused rather than widened.
+ */
+export function readLimits(policy: AccessPolicy, type: string, action: 'r' | 's'): ReadLimits {
+  requireAction(policy, type, action);
+  const limits: ReadLimits = {};
+  if (policy.confinedToPatient(type, action)) limits.compartmentPatientId = policy.patient;
+  const alternatives = policy.constraints(type, action);
+  if (alternatives === undefined) return limits;
+  if (alternatives.length === 0) throw forbidden(`the access token grants no ${ACTION_NAMES[action]} of ${type}`);
+  if (alternatives.length === 1) return { ...limits, constraint: alternatives[0] };
+  const keys = new Set(alternatives.flatMap((a) => [...a.keys()]));
+  if (keys.size === 1 && alternatives.every((a) => [...a.keys()].length === 1)) {
+    const [key] = keys;
+    return { ...limits, constraint: new URLSearchParams({ [key!]: alternatives.map((a) => a.get(key!)!).join(',') }) };
+  }
+  throw forbidden(`the granular scopes for ${type} combine parameters in a way this server cannot enforce; ask for one scope per parameter`);
+}
+
+/** Whether the stored resource `type/id` may be read under `limits` (one indexed query; no query when unlimited). */
+export async function mayRead(db: Queryable, type: string, id: string, limits: ReadLimits): Promise<boolean> {
+  if (!limits.compartmentPatientId && !limits.constraint) return true;
+  const params = new URLSearchParams(limits.constraint);
+  params.set('_id', id);
+  return (await findMatchingIds(db, type, params, 1, limits.compartmentPatientId)).length > 0;
+}
+
+/** For a read of one resource: 404 (not 403) when it is outside what the token may see, so its existence does not leak. */
+export async function requireReadable(db: Queryable, policy: AccessPolicy, type: string, id: string): Promise<void> {
+  if (!(await mayRead(db, type, id, readLimits(policy, type, 'r')))) throw notFound(`${type}/${id} is not known`);
+}
+
+/**
+ * Searches reach other types through chains (`subject.name=`), `_has` and includes: each needs
+ * the right to search (chains, _has) or read (includes) that type too.
+ */
+export function requireSearchReach(policy: AccessPolicy, type: string, params: URLSearchParams): void {
+  for (const [key, value] of params) {
+    if (key.startsWith('_has:')) {
+      const [, source] = key.split(':');
+      if (source) requireAction(policy, source, 's');
+    } else if (key === '_include' || key === '_revinclude') {
+      for (const spec of value.split(',')) {
+        const [source, param, target] = spec.split(':');
+        if (source === '*' || param === '*') {
+          for (const t of supportedTypes) requireAction(policy, t, 'r');
+        } else if (key === '_revinclude') {
+          requireAction(policy, source!, 'r');
+        } else {
+          for (const t of target ? [target] : referenceTargetsOf(source!, param ?? '')) if (supportedTypes.includes(t)) requireAction(policy, t, 'r');
+        }
+      }
+    } else if (!key.startsWith('_') && key.includes('.')) {
+      const [head] = key.split('.');
+      const [code, typed] = head!.split(':');
+      for (const t of typed ? [typed] : referenceTargetsOf(type, code!)) if (supportedTypes.includes(t)) requireAction(policy, t, 's');
+    }
+  }
+}
+
+/**
+ * A write of `type` under `policy`: the action must be granted, and a patient-confined token
+ * may only write resources inside its patient's compartment, before and after the change.
+ * Granular (parameter-restricted) write scopes are refused rather than half-enforced.
+ */
+export function requireWritable(policy: AccessPolicy, type: string, action: 'c' | 'u' | 'd', resource: fhir4.FhirResource | undefined, previous: fhir4.FhirResource | undefined): void {
+  requireAction(policy, type, action);
+  if (policy.constraints(type, action) !== undefined) {
+    throw forbidden(`parameter-restricted ${ACTION_NAMES[action]} scopes for ${type} are not supported; ask for ${type}.${action} without parameters`);
+  }
+  if (!policy.confinedToPatient(type, action)) return;
+  for (const r of [previous, resource]) {
+    if (r && !isInPatientCompartment(type, r, policy.patient!)) {
+      throw forbidden(`a patient-scoped token may only ${ACTION_NAMES[action]} ${type} resources of Patient/${policy.patient}`);
+    }
+  }
+}
