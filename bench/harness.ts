@@ -157,6 +157,9 @@ export interface HttpResponse {
  * as the phase has workers; closed after the phase so no socket outlives the server's
  * keep-alive timeout between phases.
  */
+/** The Authorization header every bench request carries when auth is on (bench/auth.ts). */
+export const benchAuthorization: { header?: string } = {};
+
 export class HttpClient {
   private readonly agent: http.Agent;
   private readonly base: URL;
@@ -181,6 +184,7 @@ export class HttpClient {
           path: `${this.base.pathname.replace(/\/$/, '')}/${path}`,
           headers: {
             accept: 'application/fhir+json',
+            ...(benchAuthorization.header ? { authorization: benchAuthorization.header } : {}),
             ...(body !== undefined ? { 'content-type': 'application/fhir+json', 'content-length': Buffer.byteLength(body) } : {}),
             ...headers,
           },

@@ -5,6 +5,7 @@ import { createServer as createNetServer } from 'node:net';
 import os from 'node:os';
 import { join, resolve } from 'node:path';
 import { Pool } from 'pg';
+import { benchAuthOn, REGISTRATION_TOKEN, startBenchAuth } from './auth';
 import { workloads as bundleWorkloads } from './bundles';
 import { workloads as crudWorkloads } from './crud';
 import { deviceWorkloads } from './devices';
@@ -133,7 +134,7 @@ async function startServer(databaseUrl: string, poolSize: number): Promise<Serve
       DATABASE_POOL_SIZE: String(poolSize),
       // The workloads measure the FHIR work itself; auth-on figures come from a workload that
       // sends tokens. BENCH_AUTH=on leaves the server's default (auth on) in place.
-      ...(process.env.BENCH_AUTH === 'on' ? {} : { AUTH_DISABLED: 'true' }),
+      ...(benchAuthOn() ? { REGISTRATION_TOKEN } : { AUTH_DISABLED: 'true' }),
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -238,6 +239,12 @@ async function main(): Promise<number> {
     const started = Date.now();
     server = await startServer(serverUrl, poolSize);
     console.log(`server    ${server.fhirBase} (pid ${server.process.pid}, up in ${Date.now() - started} ms, DATABASE_POOL_SIZE=${poolSize}, LOG_LEVEL=warn)`);
+    if (benchAuthOn()) {
+      await startBenchAuth(server.fhirBase);
+      console.log('auth      ON: every request carries a SMART backend-services access token (system/*.cruds)');
+    } else {
+      console.log('auth      off (AUTH_DISABLED=true); BENCH_AUTH=on measures with tokens');
+    }
     raw = isPostgres ? await openRawPostgres(withSchema(databaseUrl, schema, applicationName(runId, 'raw')), poolSize, runId) : await openRawPglite();
     console.log(`database  ${printable(databaseUrl)}${isPostgres ? ` schema ${schema}` : ''}: ${raw.version}`);
     console.log(`raw SQL   ${raw.where}`);
