@@ -1,8 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { Pool, type PoolClient } from 'pg';
 import type { Db, Queryable } from '../src/store/db';
 import { openDb } from '../src/store/db';
+import { openPostgres } from '../src/store/postgres';
 import { migrate } from '../src/store/migrate';
 
 /**
@@ -58,46 +58,23 @@ export async function tableSizes(db: Pick<RawDb, 'query'>, schema: string): Prom
 }
 
 export async function openRawPostgres(url: string, poolSize: number, runId: string): Promise<RawDb> {
-  const pool = new Pool({ connectionString: url, max: poolSize, application_name: applicationName(runId, 'raw') });
-  pool.on('error', () => undefined);
-  const version = (await pool.query<{ version: string }>('SELECT version()')).rows[0].version;
-  const asQueryable = (c: Pool | PoolClient): Queryable => ({
-    async query(sql, params) {
-      const r = await c.query(sql, params as unknown[] | undefined);
-      return { rows: r.rows, rowCount: r.rowCount ?? 0 };
-    },
-    async exec(sql) {
-      await c.query(sql);
-    },
-  });
-  const q = asQueryable(pool);
+  // The server's own adapter, with a pool as large as the server's and a name to charge CPU to.
+  const db = openPostgres(url, { max: poolSize, applicationName: applicationName(runId, 'raw') });
+  const version = (await db.query<{ version: string }>('SELECT version()')).rows[0]!.version;
   return {
     kind: 'postgres',
     version,
     where: `pg pool (max ${poolSize}) on the server's database and schema`,
-    query: (sql, params) => q.query(sql, params),
-    async transaction(fn) {
-      const client = await pool.connect();
-      try {
-        await client.query('BEGIN');
-        const result = await fn(asQueryable(client));
-        await client.query('COMMIT');
-        return result;
-      } catch (err) {
-        await client.query('ROLLBACK').catch(() => undefined);
-        throw err;
-      } finally {
-        client.release();
-      }
-    },
+    query: (sql, params) => db.query(sql, params),
+    transaction: (fn) => db.transaction(fn),
     async postgresPids() {
-      const { rows } = await pool.query<{ pid: number }>(
+      const { rows } = await db.query<{ pid: number }>(
         `SELECT pid FROM pg_stat_activity WHERE backend_type <> 'client backend' OR application_name LIKE $1`,
         [`fhir-bench-${runId}-%`],
       );
       return rows.map((r) => r.pid);
     },
-    close: () => pool.end(),
+    close: () => db.close(),
   };
 }
 

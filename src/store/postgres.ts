@@ -6,8 +6,12 @@ import type { Db, Queryable, QueryResult } from './db';
 types.setTypeParser(1184, (v: string) => v); // timestamptz
 types.setTypeParser(20, (v: string) => v); // int8 stays exact
 
-export function openPostgres(connectionString: string): Db {
-  const pool = new Pool({ connectionString, max: Number(process.env.DATABASE_POOL_SIZE ?? 10) });
+export function openPostgres(connectionString: string, options: { max?: number; applicationName?: string } = {}): Db {
+  const pool = new Pool({
+    connectionString,
+    max: options.max ?? Number(process.env.DATABASE_POOL_SIZE ?? 10),
+    ...(options.applicationName ? { application_name: options.applicationName } : {}),
+  });
   // An idle client's network error must not crash the process; the next query reconnects.
   pool.on('error', () => undefined);
 
