@@ -1,4 +1,5 @@
 import pino from 'pino';
+import { noDirectory } from '../src/auth/directory';
 import { KeyStore } from '../src/auth/keys';
 import { RemoteJwksCache } from '../src/auth/remote-jwks';
 import { type AuthState, authUrls } from '../src/auth/state';
@@ -17,7 +18,7 @@ export async function openAuthState(): Promise<{ state: AuthState; db: Db }> {
   const keys = new KeyStore(db);
   await keys.init(config.auth.signingKey);
   const state: AuthState = {
-    db, keys, remoteJwks: new RemoteJwksCache(), config: config.auth, log: pino({ level: 'silent' }),
+    db, keys, remoteJwks: new RemoteJwksCache(), config: config.auth, log: pino({ level: 'silent' }), directory: noDirectory,
     urls: () => authUrls(`${config.baseUrl}/fhir`),
   };
   return { state, db };

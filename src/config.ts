@@ -70,6 +70,34 @@ export interface AuthConfig {
   signingKey?: string;
   /** Lifetime of access tokens in seconds; at most 300 (SMART Backend Services). */
   accessTokenLifetime: number;
+  /** Refresh tokens of `offline_access` grants live this long (seconds); `online_access` ones as long as the login session. */
+  refreshTokenLifetime: number;
+  /** Login session of the authorization server (seconds); also the life of online_access refresh tokens. */
+  sessionLifetime: number;
+  /** Failed logins tolerated per account and per client address within `loginFailureWindowMs` before logins are refused (429). */
+  loginMaxFailuresPerAccount: number;
+  loginMaxFailuresPerAddress: number;
+  loginFailureWindowMs: number;
+  /** Session cookie with Secure: BASE_URL is https (TLS at the server or a proxy), or COOKIE_SECURE=true. */
+  secureCookies: boolean;
+  /** External OpenID Connect login for clinicians (@hapi/bell), when OIDC_ISSUER is set. */
+  oidc?: OidcConfig;
+}
+
+/** An external OpenID Connect provider (e.g. Keycloak) whose users log in as Practitioners. */
+export interface OidcConfig {
+  issuer: string;
+  authorizationEndpoint: string;
+  tokenEndpoint: string;
+  jwksUri: string;
+  clientId: string;
+  clientSecret: string;
+  /** Encrypts bell's state cookie; at least 32 characters. */
+  cookiePassword: string;
+  /** The id_token claim that holds the user's FHIR Practitioner (default `fhirUser`). */
+  fhirUserClaim: string;
+  /** Shown on the login page. */
+  displayName: string;
 }
 
 function loadAuthConfig(env: NodeJS.ProcessEnv): AuthConfig {
@@ -81,11 +109,42 @@ function loadAuthConfig(env: NodeJS.ProcessEnv): AuthConfig {
   if (accessTokenLifetime < 1 || accessTokenLifetime > 300) {
     throw new Error(`ACCESS_TOKEN_LIFETIME must be 1..300 seconds, got ${accessTokenLifetime}`);
   }
+  const baseUrl = env.BASE_URL ?? '';
   return {
     disabled,
     registrationToken: env.REGISTRATION_TOKEN || undefined,
     signingKey: env.AUTH_SIGNING_KEY || undefined,
     accessTokenLifetime,
+    refreshTokenLifetime: duration(env.REFRESH_TOKEN_LIFETIME, 30 * 86_400_000, 'REFRESH_TOKEN_LIFETIME') / 1000,
+    sessionLifetime: duration(env.AUTH_SESSION_LIFETIME, 8 * 3_600_000, 'AUTH_SESSION_LIFETIME') / 1000,
+    loginMaxFailuresPerAccount: int(env.LOGIN_MAX_FAILURES_PER_ACCOUNT, 5, 'LOGIN_MAX_FAILURES_PER_ACCOUNT'),
+    loginMaxFailuresPerAddress: int(env.LOGIN_MAX_FAILURES_PER_ADDRESS, 20, 'LOGIN_MAX_FAILURES_PER_ADDRESS'),
+    loginFailureWindowMs: duration(env.LOGIN_FAILURE_WINDOW, 15 * 60_000, 'LOGIN_FAILURE_WINDOW'),
+    secureCookies: baseUrl.startsWith('https:') || bool(env.COOKIE_SECURE, 'COOKIE_SECURE'),
+    ...(env.OIDC_ISSUER ? { oidc: loadOidcConfig(env) } : {}),
+  };
+}
+
+function loadOidcConfig(env: NodeJS.ProcessEnv): OidcConfig {
+  const issuer = env.OIDC_ISSUER!.replace(/\/+$/, '');
+  const required = (name: string): string => {
+    const value = env[name];
+    if (!value) throw new Error(`${name} is required when OIDC_ISSUER is set`);
+    return value;
+  };
+  const cookiePassword = required('OIDC_COOKIE_PASSWORD');
+  if (cookiePassword.length < 32) throw new Error('OIDC_COOKIE_PASSWORD must be at least 32 characters');
+  return {
+    issuer,
+    // Keycloak's paths under the realm URL as defaults; any provider can name its own.
+    authorizationEndpoint: env.OIDC_AUTHORIZATION_ENDPOINT || `${issuer}/protocol/openid-connect/auth`,
+    tokenEndpoint: env.OIDC_TOKEN_ENDPOINT || `${issuer}/protocol/openid-connect/token`,
+    jwksUri: env.OIDC_JWKS_URI || `${issuer}/protocol/openid-connect/certs`,
+    clientId: required('OIDC_CLIENT_ID'),
+    clientSecret: required('OIDC_CLIENT_SECRET'),
+    cookiePassword,
+    fhirUserClaim: env.OIDC_FHIR_USER_CLAIM || 'fhirUser',
+    displayName: env.OIDC_DISPLAY_NAME || 'your organisation',
   };
 }
 

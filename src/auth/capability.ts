@@ -24,11 +24,12 @@ export function contributeSecurity(): void {
           text: 'OAuth2 using SMART-on-FHIR profile (see http://docs.smarthealthit.org)',
         },
       ],
-      description: 'SMART Backend Services (client_credentials with private_key_jwt); access tokens are Bearer JWTs for this FHIR base.',
+      description: 'SMART App Launch 2.2 (EHR and standalone launch, authorization code with PKCE, OpenID Connect) and SMART Backend Services (client_credentials with private_key_jwt); access tokens are Bearer JWTs for this FHIR base.',
       extension: [
         {
           url: 'http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris',
           extension: [
+            { url: 'authorize', valueUri: urls.authorize },
             { url: 'token', valueUri: urls.token },
             ...(ctx.config.auth.registrationToken ? [{ url: 'register', valueUri: urls.register }] : []),
             { url: 'introspect', valueUri: urls.introspect },

@@ -23,6 +23,8 @@ export interface Client {
   scope: string[];
   /** May introspect any token (a resource server or gateway), also with its own Bearer token. */
   canIntrospect: boolean;
+  /** The app's launch URL (OpenID Connect third-party login initiation): where an EHR launch sends the user. */
+  initiateLoginUri?: string;
 }
 
 /** RFC 7591 client metadata as received. */
@@ -36,6 +38,7 @@ export interface ClientMetadata {
   scope?: unknown;
   /** This server's extension (admin-only, as registration is): may introspect any token. */
   can_introspect?: unknown;
+  initiate_login_uri?: unknown;
   [other: string]: unknown;
 }
 
@@ -107,6 +110,9 @@ export function validateMetadata(m: ClientMetadata): Omit<Client, 'clientId' | '
   if (m.client_name !== undefined && typeof m.client_name !== 'string') {
     throw new RegistrationError('invalid_client_metadata', 'client_name must be a string');
   }
+  if (m.initiate_login_uri !== undefined && !absoluteUrl(m.initiate_login_uri)) {
+    throw new RegistrationError('invalid_client_metadata', 'initiate_login_uri must be an absolute http(s) URL');
+  }
   if (m.can_introspect !== undefined && typeof m.can_introspect !== 'boolean') {
     throw new RegistrationError('invalid_client_metadata', 'can_introspect must be a boolean');
   }
@@ -119,6 +125,7 @@ export function validateMetadata(m: ClientMetadata): Omit<Client, 'clientId' | '
     grantTypes: grantTypes as string[],
     scope,
     canIntrospect: m.can_introspect === true,
+    ...(m.initiate_login_uri !== undefined ? { initiateLoginUri: m.initiate_login_uri as string } : {}),
   };
 }
 
@@ -165,6 +172,7 @@ interface ClientRow {
   grant_types: string[];
   scope: string;
   can_introspect: boolean;
+  metadata: { initiate_login_uri?: unknown } | null;
 }
 
 export async function findClient(db: Db, clientId: string): Promise<Client | undefined> {
@@ -182,6 +190,7 @@ export async function findClient(db: Db, clientId: string): Promise<Client | und
     grantTypes: r.grant_types,
     scope: splitScope(r.scope),
     canIntrospect: r.can_introspect,
+    ...(typeof r.metadata?.initiate_login_uri === 'string' ? { initiateLoginUri: r.metadata.initiate_login_uri } : {}),
   };
 }
 

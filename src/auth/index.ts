@@ -1,14 +1,20 @@
 import type { Plugin, Request, RouteOptions } from '@hapi/hapi';
 import type { FhirContext } from '../fhir/context';
 import { OperationOutcomeError } from '../fhir/outcome';
+import { registerAuthorizeRoutes } from './authorize';
 import { contributeSecurity } from './capability';
+import { fhirDirectory } from './directory';
 import { KeyStore } from './keys';
 import { type AccessPolicy, unrestricted } from './policy';
 import { RemoteJwksCache } from './remote-jwks';
+import { registerLaunchRoute } from './launch';
+import { registerOidcLogin } from './oidc-login';
 import { registerAuthRoutes } from './routes';
+import { registerSessionCookie } from './session';
 import { type AuthState, authUrls } from './state';
 import { registerStrategy } from './strategy';
 import { purgeExpired } from './tokens';
+import { ensureDevelopmentAdmin } from './users';
 
 export type { AccessPolicy, Action } from './policy';
 export { policyFromScopes, unrestricted } from './policy';
@@ -34,6 +40,7 @@ export const authPlugin: Plugin<{ ctx: FhirContext }> = {
       remoteJwks: new RemoteJwksCache(),
       config: ctx.config.auth,
       log: ctx.log,
+      directory: fhirDirectory(ctx),
       urls: () => authUrls(ctx.baseUrl),
     };
     await state.keys.init(ctx.config.auth.signingKey);
@@ -42,6 +49,18 @@ export const authPlugin: Plugin<{ ctx: FhirContext }> = {
     contributeSecurity();
     await registerStrategy(server, state);
     registerAuthRoutes(server, state);
+    registerSessionCookie(server, state);
+    registerAuthorizeRoutes(server, state);
+    registerLaunchRoute(server, state);
+    if (ctx.config.auth.oidc) await registerOidcLogin(server, state, ctx.config.auth.oidc);
+
+    const admin = await ensureDevelopmentAdmin(ctx.db, !ctx.config.databaseUrl.startsWith('postgres'));
+    if (admin) {
+      ctx.log.warn(
+        { username: admin.username, password: admin.password },
+        `development login created for this empty embedded database: username "${admin.username}", password "${admin.password}" (npm run user -- add … for more)`,
+      );
+    }
 
     if (ctx.config.auth.disabled) {
       ctx.log.warn(

@@ -4,8 +4,11 @@ import type { Db, Queryable } from '../store/db';
 import { jose } from './jose';
 
 /** The algorithms this server signs with and accepts (SMART Backend Services: RS384 and ES384). */
-export type SigningAlg = 'RS384' | 'ES384';
+export type SigningAlg = 'RS384' | 'ES384' | 'RS256';
+/** Accepted on access tokens and client assertions; RS256 (id_tokens only) is not among them. */
 export const ACCEPTED_ALGS: readonly SigningAlg[] = ['RS384', 'ES384'];
+/** OpenID Connect Core §15.1: id_tokens are signed RS256, with a key of their own. */
+export const ID_TOKEN_ALG: SigningAlg = 'RS256';
 /** Access tokens are signed with this one. */
 export const ACCESS_TOKEN_ALG: SigningAlg = 'RS384';
 
@@ -65,6 +68,15 @@ export class KeyStore {
       });
       await this.reload();
     }
+    // The id_token key is always database-kept: a configured key may be EC or not RS256.
+    if (!this.keys.some((k) => k.alg === ID_TOKEN_ALG && !k.retiredAt && !k.configured)) {
+      await this.db.transaction(async (tx) => {
+        await tx.query('SELECT pg_advisory_xact_lock($1)', [KEY_LOCK]);
+        const { rows } = await tx.query('SELECT 1 FROM auth_signing_key WHERE alg = $1 AND retired_at IS NULL', [ID_TOKEN_ALG]);
+        if (rows.length === 0) await insertNewKey(tx, ID_TOKEN_ALG);
+      });
+      await this.reload();
+    }
   }
 
   async reload(): Promise<void> {
@@ -93,7 +105,7 @@ export class KeyStore {
     if (Date.now() - this.loadedAt > RELOAD_MS) await this.reload();
     if (!alg && this.configured) return this.configured;
     alg ??= ACCESS_TOKEN_ALG;
-    const key = this.keys.find((k) => k.alg === alg && !k.retiredAt);
+    const key = this.keys.find((k) => k.alg === alg && !k.retiredAt && (alg !== ID_TOKEN_ALG || !k.configured));
     if (!key) throw new Error(`no ${alg} signing key (configure AUTH_SIGNING_KEY with a ${alg} key, or let the server generate one)`);
     return key;
   }
@@ -137,7 +149,7 @@ export async function rotateSigningKey(db: Db, alg: SigningAlg = ACCESS_TOKEN_AL
 }
 
 async function insertNewKey(tx: Queryable, alg: SigningAlg): Promise<string> {
-  const { privateKey, publicKey } = await jose().generateKeyPair(alg, { extractable: true, ...(alg === 'RS384' ? { modulusLength: 2048 } : {}) });
+  const { privateKey, publicKey } = await jose().generateKeyPair(alg, { extractable: true, ...(alg !== 'ES384' ? { modulusLength: 2048 } : {}) });
   const privateJwk = await jose().exportJWK(privateKey);
   const publicJwk = await jose().exportJWK(publicKey);
   const kid = await jose().calculateJwkThumbprint(publicJwk);

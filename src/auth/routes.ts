@@ -2,14 +2,15 @@ import { timingSafeEqual } from 'node:crypto';
 import type { Request, ResponseObject, ResponseToolkit, Server } from '@hapi/hapi';
 import { OAuthError, authenticateClient } from './client-auth';
 import { type ClientMetadata, RegistrationError, findClient, registerClient } from './clients';
-import { ACCEPTED_ALGS } from './keys';
+import { exchangeCode, refresh, revokeRefreshToken } from './grants';
+import { ACCEPTED_ALGS, ID_TOKEN_ALG } from './keys';
 import { grantScopes, splitScope } from './scopes';
 import type { AuthState } from './state';
 import { activeAccessToken, issueAccessToken, revokeToken, verifiedByServer } from './tokens';
 
 const MAX_FORM_BYTES = 64 * 1024;
-/** Grant types this part serves; authorization_code and refresh_token come with the launches (issue 8). */
-const GRANT_TYPES_SUPPORTED = ['client_credentials'];
+/** Grant types of /auth/token. */
+const GRANT_TYPES_SUPPORTED = ['authorization_code', 'client_credentials', 'refresh_token'];
 
 /** Not a FHIR endpoint: OAuth errors are JSON objects of RFC 6749, not OperationOutcomes. */
 function oauthJson(h: ResponseToolkit, status: number, body: object, headers: Record<string, string> = {}): ResponseObject {
@@ -57,6 +58,20 @@ export function registerAuthRoutes(server: Server, state: AuthState): void {
 
   server.route({
     method: 'GET',
+    path: '/auth/.well-known/openid-configuration',
+    options: { auth: false, cors: { origin: ['*'] } },
+    handler: (_request, h) => h.response(openidConfiguration(state)).type('application/json'),
+  });
+
+  server.route({
+    method: 'GET',
+    path: '/auth/smart-style.json',
+    options: { auth: false, cors: { origin: ['*'] } },
+    handler: (_request, h) => h.response(SMART_STYLE).type('application/json').header('cache-control', 'public, max-age=3600'),
+  });
+
+  server.route({
+    method: 'GET',
     path: '/auth/jwks',
     options: { auth: false, cors: { origin: ['*'] } },
     handler: (_request, h) => h.response(state.keys.jwks()).type('application/jwk-set+json').header('cache-control', 'public, max-age=300'),
@@ -72,6 +87,17 @@ export function registerAuthRoutes(server: Server, state: AuthState): void {
         const grantType = params.get('grant_type');
         if (!grantType) throw new OAuthError(400, 'invalid_request', 'grant_type is required');
         if (!GRANT_TYPES_SUPPORTED.includes(grantType)) throw new OAuthError(400, 'unsupported_grant_type', `grant_type ${grantType} is not supported`);
+        if (grantType === 'authorization_code' || grantType === 'refresh_token') {
+          // Public clients name themselves with client_id; confidential ones must authenticate.
+          const { client } = await authenticateClient(state, params, authorizationOf(request), { allowPublic: true });
+          const named = params.get('client_id');
+          if (named !== null && named !== client.clientId) throw new OAuthError(401, 'invalid_client', 'client_id does not match the authenticated client');
+          if (!client.grantTypes.includes(grantType)) {
+            throw new OAuthError(400, 'unauthorized_client', `this client is not registered for ${grantType}`);
+          }
+          const body = grantType === 'authorization_code' ? await exchangeCode(state, client, params) : await refresh(state, client, params);
+          return oauthJson(h, 200, body);
+        }
         const { client } = await authenticateClient(state, params, authorizationOf(request));
         if (!client.grantTypes.includes('client_credentials')) {
           throw new OAuthError(400, 'unauthorized_client', 'this client is not registered for client_credentials');
@@ -134,6 +160,12 @@ export function registerAuthRoutes(server: Server, state: AuthState): void {
         const token = params.get('token');
         if (!token) throw new OAuthError(400, 'invalid_request', 'token is required');
         // RFC 7009 §2.2: an invalid or unknown token is not an error.
+        const refreshOutcome = await revokeRefreshToken(state, token, client.clientId);
+        if (refreshOutcome === 'not-theirs') throw new OAuthError(400, 'unauthorized_client', 'the token was not issued to this client');
+        if (refreshOutcome === 'revoked') {
+          state.log.info({ clientId: client.clientId }, 'refresh token revoked with its grant');
+          return oauthJson(h, 200, {});
+        }
         const verified = await verifiedByServer(state, token);
         if (verified && typeof verified.payload.jti === 'string') {
           const outcome = await revokeToken(state, verified.payload.jti, client.clientId);
@@ -182,6 +214,7 @@ export function registerAuthRoutes(server: Server, state: AuthState): void {
           ...(client.jwks ? { jwks: client.jwks } : {}),
           ...(client.jwksUri ? { jwks_uri: client.jwksUri } : {}),
           ...(client.canIntrospect ? { can_introspect: true } : {}),
+          ...(client.initiateLoginUri ? { initiate_login_uri: client.initiateLoginUri } : {}),
         });
       } catch (err) {
         if (err instanceof RegistrationError) return oauthJson(h, 400, { error: err.error, error_description: err.message });
@@ -221,6 +254,7 @@ export function smartConfiguration(state: AuthState): Record<string, unknown> {
   return {
     issuer: urls.issuer,
     jwks_uri: urls.jwks,
+    authorization_endpoint: urls.authorize,
     token_endpoint: urls.token,
     token_endpoint_auth_methods_supported: ['private_key_jwt', 'client_secret_basic'],
     token_endpoint_auth_signing_alg_values_supported: [...ACCEPTED_ALGS],
@@ -228,9 +262,60 @@ export function smartConfiguration(state: AuthState): Record<string, unknown> {
     ...(state.config.registrationToken ? { registration_endpoint: urls.register } : {}),
     introspection_endpoint: urls.introspect,
     revocation_endpoint: urls.revoke,
-    scopes_supported: ['system/*.cruds', 'system/*.rs', 'system/*.read', 'system/*.write', 'user/*.cruds', 'user/*.rs', 'patient/*.cruds', 'patient/*.rs'],
-    response_types_supported: [],
+    scopes_supported: SCOPES_SUPPORTED,
+    response_types_supported: ['code'],
     code_challenge_methods_supported: ['S256'],
-    capabilities: ['client-confidential-asymmetric', 'permission-v1', 'permission-v2'],
+    authorization_response_iss_parameter_supported: true,
+    capabilities: [
+      'launch-ehr', 'launch-standalone', 'authorize-post',
+      'client-public', 'client-confidential-symmetric', 'client-confidential-asymmetric',
+      'sso-openid-connect', 'context-banner', 'context-style', 'context-ehr-patient', 'context-standalone-patient',
+      'permission-offline', 'permission-online', 'permission-patient', 'permission-user', 'permission-v1', 'permission-v2',
+    ],
   };
 }
+
+const SCOPES_SUPPORTED = [
+  'openid', 'fhirUser', 'profile', 'launch', 'launch/patient', 'offline_access', 'online_access',
+  'system/*.cruds', 'system/*.rs', 'system/*.read', 'system/*.write', 'user/*.cruds', 'user/*.rs', 'patient/*.cruds', 'patient/*.rs',
+];
+
+/** OpenID Connect Discovery 1.0 §3, at {issuer}/.well-known/openid-configuration. */
+export function openidConfiguration(state: AuthState): Record<string, unknown> {
+  const urls = state.urls();
+  return {
+    issuer: urls.issuer,
+    authorization_endpoint: urls.authorize,
+    token_endpoint: urls.token,
+    jwks_uri: urls.jwks,
+    ...(state.config.registrationToken ? { registration_endpoint: urls.register } : {}),
+    introspection_endpoint: urls.introspect,
+    revocation_endpoint: urls.revoke,
+    scopes_supported: SCOPES_SUPPORTED,
+    response_types_supported: ['code'],
+    response_modes_supported: ['query'],
+    grant_types_supported: ['authorization_code', 'refresh_token'],
+    subject_types_supported: ['public'],
+    id_token_signing_alg_values_supported: [ID_TOKEN_ALG],
+    token_endpoint_auth_methods_supported: ['none', 'client_secret_basic', 'private_key_jwt'],
+    token_endpoint_auth_signing_alg_values_supported: [...ACCEPTED_ALGS],
+    code_challenge_methods_supported: ['S256'],
+    claims_supported: ['iss', 'sub', 'aud', 'exp', 'iat', 'nonce', 'fhirUser', 'preferred_username'],
+    authorization_response_iss_parameter_supported: true,
+  };
+}
+
+/** SMART App Launch 2.2 §"Styling": the style the apps are asked to follow. */
+const SMART_STYLE = {
+  color_background: '#f5f5f5',
+  color_error: '#a00000',
+  color_highlight: '#005a9c',
+  color_modal_backdrop: '',
+  color_success: '#1a7f37',
+  color_text: '#1f2328',
+  dim_border_radius: '4px',
+  dim_font_size: '16px',
+  dim_spacing_size: '16px',
+  font_family_body: 'system-ui, sans-serif',
+  font_family_heading: 'system-ui, sans-serif',
+};

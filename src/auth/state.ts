@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { AuthConfig } from '../config';
 import type { Db } from '../store/db';
+import type { Directory } from './directory';
 import type { KeyStore } from './keys';
 import type { RemoteJwksCache } from './remote-jwks';
 
@@ -11,6 +12,8 @@ export interface AuthState {
   readonly remoteJwks: RemoteJwksCache;
   readonly config: AuthConfig;
   readonly log: Logger;
+  /** Patients and Practitioners of the FHIR store (picker, launch contexts, fhirUser). */
+  readonly directory: Directory;
   /** Read at each use: the FHIR base may only be known once the server listens (tests on port 0). */
   urls(): AuthUrls;
 }
@@ -25,7 +28,10 @@ export interface AuthUrls {
   register: string;
   introspect: string;
   revoke: string;
+  authorize: string;
+  launch: string;
   smartConfiguration: string;
+  openidConfiguration: string;
 }
 
 /** The /auth endpoints sit beside the FHIR base (…/fhir → …/auth). */
@@ -40,6 +46,9 @@ export function authUrls(fhirBase: string): AuthUrls {
     register: `${issuer}/register`,
     introspect: `${issuer}/introspect`,
     revoke: `${issuer}/revoke`,
+    authorize: `${issuer}/authorize`,
+    launch: `${issuer}/launch`,
     smartConfiguration: `${fhirBase}/.well-known/smart-configuration`,
+    openidConfiguration: `${issuer}/.well-known/openid-configuration`,
   };
 }

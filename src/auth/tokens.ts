@@ -33,7 +33,7 @@ export interface IssuedToken {
  */
 export async function issueAccessToken(
   state: AuthState,
-  grant: { clientId: string; scopes: readonly string[]; subject?: string; patient?: string; fhirUser?: string; lifetime?: number },
+  grant: { clientId: string; scopes: readonly string[]; subject?: string; patient?: string; fhirUser?: string; encounter?: string; grantId?: string; lifetime?: number },
   db: Queryable = state.db,
 ): Promise<IssuedToken> {
   const key = await state.keys.signingKey();
@@ -53,8 +53,9 @@ export async function issueAccessToken(
     ...(grant.fhirUser ? { fhirUser: grant.fhirUser } : {}),
   };
   await db.query(
-    'INSERT INTO auth_token (jti, kind, client_id, subject, patient, scope, issued_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, to_timestamp($7), to_timestamp($8))',
-    [claims.jti, 'access', claims.client_id, grant.subject ?? null, grant.patient ?? null, claims.scope, iat, claims.exp],
+    `INSERT INTO auth_token (jti, kind, client_id, subject, patient, scope, issued_at, expires_at, grant_id, fhir_user, encounter)
+     VALUES ($1, $2, $3, $4, $5, $6, to_timestamp($7), to_timestamp($8), $9, $10, $11)`,
+    [claims.jti, 'access', claims.client_id, grant.subject ?? null, grant.patient ?? null, claims.scope, iat, claims.exp, grant.grantId ?? null, grant.fhirUser ?? null, grant.encounter ?? null],
   );
   const accessToken = await new (jose().SignJWT)(claims).setProtectedHeader({ alg: key.alg, kid: key.kid, typ: ACCESS_TOKEN_TYP }).sign(key.privateKey);
   return { accessToken, expiresIn: lifetime, claims };
@@ -129,8 +130,14 @@ export async function revokeToken(state: AuthState, jti: string, clientId: strin
   return 'revoked';
 }
 
-/** Drops expired jti and token rows; their expiry already refuses them. */
+/** Drops expired jti, token, code, launch, session and throttling rows; their expiry already refuses them. */
 export async function purgeExpired(state: AuthState): Promise<void> {
   await state.db.query("DELETE FROM auth_assertion_jti WHERE expires_at < now() - interval '1 minute'");
   await state.db.query("DELETE FROM auth_token WHERE expires_at < now() - interval '1 day'");
+  // Used codes stay a day so that a replay still finds (and revokes) its grant.
+  await state.db.query("DELETE FROM auth_code WHERE expires_at < now() - interval '1 day'");
+  await state.db.query("DELETE FROM auth_launch WHERE expires_at < now() - interval '1 hour'");
+  await state.db.query('DELETE FROM auth_request WHERE expires_at < now()');
+  await state.db.query('DELETE FROM auth_session WHERE expires_at < now()');
+  await state.db.query('DELETE FROM auth_login_failure WHERE failed_at < now() - make_interval(secs => $1)', [state.config.loginFailureWindowMs / 1000]);
 }

@@ -132,7 +132,7 @@ describe('access tokens at the FHIR API', () => {
     expect(security.service![0]!.coding![0]).to.equal({ system: 'http://terminology.hl7.org/CodeSystem/restful-security-service', code: 'SMART-on-FHIR' });
     const uris = security.extension!.find((e) => e.url === 'http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris')!;
     expect(uris.extension!.find((e) => e.url === 'token')!.valueUri).to.equal(app.tokenUrl);
-    expect(uris.extension!.map((e) => e.url).sort()).to.equal(['introspect', 'register', 'revoke', 'token']);
+    expect(uris.extension!.map((e) => e.url).sort()).to.equal(['authorize', 'introspect', 'register', 'revoke', 'token']);
     // A bad token does not make a public endpoint fail.
     expect((await get('/metadata', 'garbage')).status).to.equal(200);
   });

@@ -1,0 +1,42 @@
+import { addUser, listUsers, removeUser } from '../src/auth/users';
+import { openAuthState, options } from './cli';
+
+const USAGE = `npm run -s user -- <command>
+  add --username U --password P [--fhir-user Practitioner/ID|Patient/ID]
+        a local login of the authorization server; a Patient/ID user sees only their own records,
+        anyone else signs in as a clinician (and picks patients for launch/patient)
+  list                    lists users and their FHIR identities
+  remove USERNAME         removes a user and ends their sessions`;
+
+async function main(): Promise<void> {
+  const [command, ...rest] = process.argv.slice(2);
+  const opts = options(rest);
+  if (!command || opts.has('help') || !['add', 'list', 'remove'].includes(command)) {
+    console.error(USAGE);
+    process.exit(2);
+  }
+  const { db } = await openAuthState();
+  try {
+    if (command === 'add') {
+      const username = opts.get('username')?.[0];
+      const password = opts.get('password')?.[0];
+      if (!username || !password) throw new Error(`--username and --password are required\n${USAGE}`);
+      const fhirUser = opts.get('fhir-user')?.[0];
+      await addUser(db, { username, password, ...(fhirUser ? { fhirUser } : {}) });
+      console.log(`added ${username}${fhirUser ? ` (${fhirUser})` : ''}`);
+    } else if (command === 'list') {
+      for (const u of await listUsers(db)) console.log([u.username, u.fhir_user ?? ''].join('\t'));
+    } else {
+      const name = rest.find((a) => !a.startsWith('--'));
+      if (!name || !(await removeUser(db, name))) throw new Error(`no user ${name ?? '(missing username)'}`);
+      console.log(`removed ${name}`);
+    }
+  } finally {
+    await db.close();
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error((err as Error).message);
+  process.exit(1);
+});

@@ -1,0 +1,46 @@
+import type { FhirContext } from '../fhir/context';
+import { searchResources } from '../search';
+import { readCurrent } from '../store/repository';
+
+/**
+ * What the authorization server needs to know of FHIR resources: whether a Patient or
+ * Practitioner exists (launch contexts, fhirUser of federated logins) and a list of patients
+ * for the picker. Through the search and store modules' public surfaces only.
+ */
+export interface Directory {
+  exists(type: 'Patient' | 'Practitioner', id: string): Promise<boolean>;
+  listPatients(name?: string): Promise<Array<{ id: string; label: string }>>;
+}
+
+const PICKER_SIZE = 50;
+
+export function fhirDirectory(ctx: FhirContext): Directory {
+  return {
+    async exists(type, id) {
+      const found = await readCurrent(ctx.db, type, id);
+      return found !== undefined && !found.deleted;
+    },
+    async listPatients(name) {
+      const params = new URLSearchParams({ _count: String(PICKER_SIZE), _sort: '-_lastUpdated' });
+      if (name) params.set('name', name);
+      const result = await searchResources(ctx, { resourceType: 'Patient', params, preferLenient: true });
+      const body = result.body && 'json' in result.body && typeof result.body.json === 'string' ? (JSON.parse(result.body.json) as fhir4.Bundle) : (result.body as fhir4.Bundle | undefined);
+      return (body?.entry ?? [])
+        .map((e) => e.resource as fhir4.Patient | undefined)
+        .filter((p): p is fhir4.Patient => p?.resourceType === 'Patient' && typeof p.id === 'string')
+        .map((p) => ({ id: p.id!, label: `${patientName(p)}${p.birthDate ? `, born ${p.birthDate}` : ''} (Patient/${p.id})` }));
+    },
+  };
+}
+
+function patientName(p: fhir4.Patient): string {
+  const n = p.name?.[0];
+  if (!n) return 'unnamed';
+  return n.text ?? [...(n.given ?? []), n.family ?? ''].join(' ').trim() ?? 'unnamed';
+}
+
+/** For offline CLIs, which have no FHIR context. */
+export const noDirectory: Directory = {
+  exists: () => Promise.reject(new Error('no FHIR directory in this process')),
+  listPatients: () => Promise.resolve([]),
+};

@@ -1,0 +1,122 @@
+import { randomBytes, scrypt as scryptCb, timingSafeEqual } from 'node:crypto';
+import type { AuthConfig } from '../config';
+import type { Queryable } from '../store/db';
+
+/**
+ * Local users of the authorization server. Passwords are kept as scrypt hashes whose string
+ * names the cost parameters, so they can be raised later without breaking stored hashes.
+ */
+export interface User {
+  username: string;
+  /** `Patient/ID` or `Practitioner/ID`; absent for an administrator without a FHIR identity. */
+  fhirUser?: string;
+  passwordHash?: string;
+}
+
+/** A patient user gets their own Patient as context; anyone else is a clinician. */
+export function isPatientUser(fhirUser: string | undefined): boolean {
+  return fhirUser?.startsWith('Patient/') ?? false;
+}
+
+// N = 2^15, r = 8, p = 1: about 50 ms and 32 MiB per hash on this kind of machine (OWASP's
+// scrypt floor is N = 2^17 with p = 1 at 128 MiB; we trade some of that for a server that also
+// serves device traffic, and throttle guessing per account and address instead).
+const N = 32768;
+const R = 8;
+const P = 1;
+const KEYLEN = 32;
+
+function scrypt(password: string, salt: Buffer, n: number, r: number, p: number): Promise<Buffer> {
+  return new Promise((resolve, reject) =>
+    scryptCb(password.normalize('NFC'), salt, KEYLEN, { N: n, r, p, maxmem: 128 * n * r * 2 }, (err, key) => (err ? reject(err) : resolve(key))),
+  );
+}
+
+export async function hashPassword(password: string): Promise<string> {
+  const salt = randomBytes(16);
+  const hash = await scrypt(password, salt, N, R, P);
+  return `scrypt$${N}$${R}$${P}$${salt.toString('base64url')}$${hash.toString('base64url')}`;
+}
+
+export async function verifyPassword(password: string, stored: string | undefined): Promise<boolean> {
+  const parts = (stored ?? DUMMY_HASH).split('$');
+  if (parts.length !== 6 || parts[0] !== 'scrypt') return false;
+  const [, n, r, p, salt, hash] = parts as [string, string, string, string, string, string];
+  const expected = Buffer.from(hash, 'base64url');
+  const actual = await scrypt(password, Buffer.from(salt, 'base64url'), Number(n), Number(r), Number(p));
+  // An unknown user costs the same hash as a known one: timing does not tell which names exist.
+  return stored !== undefined && actual.length === expected.length && timingSafeEqual(actual, expected);
+}
+const DUMMY_HASH = `scrypt$${N}$${R}$${P}$${Buffer.alloc(16).toString('base64url')}$${Buffer.alloc(KEYLEN).toString('base64url')}`;
+
+const FHIR_USER = /^(Patient|Practitioner)\/[A-Za-z0-9\-.]{1,64}$/;
+
+export function validFhirUser(value: string): boolean {
+  return FHIR_USER.test(value);
+}
+
+export async function addUser(db: Queryable, user: { username: string; password: string; fhirUser?: string }): Promise<void> {
+  if (!/^[A-Za-z0-9._@-]{1,64}$/.test(user.username)) throw new Error('username must be 1-64 letters, digits or . _ @ -');
+  if (user.password.length < 8) throw new Error('password must have at least 8 characters');
+  if (user.fhirUser !== undefined && !validFhirUser(user.fhirUser)) throw new Error('fhir-user must be Practitioner/ID or Patient/ID');
+  const { rowCount } = await db.query(
+    'INSERT INTO auth_user (username, password_hash, fhir_user) VALUES ($1, $2, $3) ON CONFLICT (username) DO NOTHING',
+    [user.username, await hashPassword(user.password), user.fhirUser ?? null],
+  );
+  if (rowCount === 0) throw new Error(`user ${user.username} exists already`);
+}
+
+export async function findUser(db: Queryable, username: string): Promise<User | undefined> {
+  const { rows } = await db.query<{ username: string; password_hash: string | null; fhir_user: string | null }>(
+    'SELECT username, password_hash, fhir_user FROM auth_user WHERE username = $1',
+    [username],
+  );
+  const r = rows[0];
+  if (!r) return undefined;
+  return { username: r.username, ...(r.fhir_user ? { fhirUser: r.fhir_user } : {}), ...(r.password_hash ? { passwordHash: r.password_hash } : {}) };
+}
+
+export async function listUsers(db: Queryable): Promise<Array<{ username: string; fhir_user: string | null }>> {
+  return (await db.query<{ username: string; fhir_user: string | null }>('SELECT username, fhir_user FROM auth_user ORDER BY username')).rows;
+}
+
+export async function removeUser(db: Queryable, username: string): Promise<boolean> {
+  await db.query('DELETE FROM auth_session WHERE username = $1', [username]);
+  return (await db.query('DELETE FROM auth_user WHERE username = $1', [username])).rowCount > 0;
+}
+
+/**
+ * Login throttling: failures are counted per account and per client address over a window, in
+ * the database so that every process sees them. Past either limit, logins are refused without
+ * even checking the password, so guessing gains nothing.
+ */
+export async function loginThrottled(db: Queryable, config: AuthConfig, username: string, address: string): Promise<boolean> {
+  const { rows } = await db.query<{ account: string; addr: string }>(
+    `SELECT count(*) FILTER (WHERE bucket = $1) AS account, count(*) FILTER (WHERE bucket = $2) AS addr
+       FROM auth_login_failure WHERE bucket IN ($1, $2) AND failed_at > now() - make_interval(secs => $3)`,
+    [`user:${username.toLowerCase()}`, `addr:${address}`, config.loginFailureWindowMs / 1000],
+  );
+  return Number(rows[0]!.account) >= config.loginMaxFailuresPerAccount || Number(rows[0]!.addr) >= config.loginMaxFailuresPerAddress;
+}
+
+export async function recordLoginFailure(db: Queryable, username: string, address: string): Promise<void> {
+  await db.query('INSERT INTO auth_login_failure (bucket) VALUES ($1), ($2)', [`user:${username.toLowerCase()}`, `addr:${address}`]);
+}
+
+/** A successful login clears its account's failures (not its address's: one good password must not reopen a guessing address). */
+export async function clearLoginFailures(db: Queryable, username: string): Promise<void> {
+  await db.query('DELETE FROM auth_login_failure WHERE bucket = $1', [`user:${username.toLowerCase()}`]);
+}
+
+/**
+ * Development convenience: on the first start of an empty embedded database, an `admin` login
+ * (no FHIR identity: a clinician who picks patients) with a random password, printed once.
+ */
+export async function ensureDevelopmentAdmin(db: Queryable, embedded: boolean): Promise<{ username: string; password: string } | undefined> {
+  if (!embedded) return undefined;
+  const { rows } = await db.query<{ n: string }>('SELECT count(*) AS n FROM auth_user');
+  if (Number(rows[0]!.n) > 0) return undefined;
+  const password = randomBytes(12).toString('base64url');
+  await addUser(db, { username: 'admin', password });
+  return { username: 'admin', password };
+}
