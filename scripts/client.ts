@@ -6,7 +6,7 @@ import { openAuthState, options } from './cli';
 const USAGE = `npm run -s client -- <command>
   add --scope "system/*.rs ..." [--name NAME] [--auth private_key_jwt|client_secret_basic|none]
       [--jwks-uri URL | --jwks-file FILE] [--grant-type client_credentials]... [--redirect-uri URL]...
-      [--introspect]
+      [--introspect] [--initiate-login-uri URL]
         registers a client as RFC 7591 registration does; prints the registration response
         (client_id, and client_secret for client_secret_basic: shown once)
   list                    lists registered clients
@@ -33,6 +33,7 @@ async function main(): Promise<void> {
         ...(opts.has('jwks-file') ? { jwks: JSON.parse(readFileSync(opts.get('jwks-file')![0]!, 'utf8')) as unknown } : {}),
         scope: opts.get('scope')?.[0],
         ...(opts.has('introspect') ? { can_introspect: true } : {}),
+        ...(opts.has('initiate-login-uri') ? { initiate_login_uri: opts.get('initiate-login-uri')![0] } : {}),
       };
       const { client, clientSecret } = await registerClient(db, metadata);
       console.log(JSON.stringify({
