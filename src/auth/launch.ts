@@ -24,7 +24,8 @@ export function registerLaunchRoute(server: Server, state: AuthState): void {
       const credentials = request.auth.credentials as unknown as SmartCredentials;
       const payload = (request.auth.artifacts as { decoded?: { payload?: Record<string, unknown> } } | undefined)?.decoded?.payload ?? {};
       const fhirUser = typeof payload.fhirUser === 'string' ? payload.fhirUser : undefined;
-      const isSystem = credentials.subject === undefined;
+      // A backend-services token: no user, and only system/ scopes.
+      const isSystem = credentials.subject === undefined && fhirUser === undefined && credentials.scope.every((s) => !/^(patient|user)\//.test(s));
       const isClinician = fhirUser?.startsWith('Practitioner/') ?? false;
       if (!(isSystem || isClinician) || !credentials.policy.allows('Patient', 'r') || credentials.policy.confinedToPatient('Patient', 'r')) {
         return error(403, 'insufficient_scope', 'an EHR launch needs a system token or a clinician (Practitioner) token that may read any Patient');
