@@ -111,13 +111,15 @@ export async function raiseFlags(ctx: FhirContext, tx: Queryable, events: readon
   if (pending.length === 0) return [];
 
   // Two transactions breaching the same plan and measure queue here, so only one opens a Flag.
+  // The locks are taken by an uncorrelated subquery, which PostgreSQL runs once as an InitPlan
+  // before it reads monitoring_flag: lock and lookup in one round trip, in that order.
   const keys = [...new Set(pending.map(keyOf))].sort();
-  await tx.query('SELECT count(pg_advisory_xact_lock(h)) FROM (SELECT hashtext(k) AS h FROM unnest($1::text[]) AS k ORDER BY 1) s', [keys]);
   const { rows: open } = await tx.query<{ flag_id: string; careplan_id: string; measure: string; direction: string; version_id: number; content: fhir4.Flag }>(
     `SELECT m.flag_id, m.careplan_id, m.measure, m.direction, f.version_id, f.content
        FROM monitoring_flag m JOIN flag f ON f.id = m.flag_id AND NOT f.deleted
-      WHERE m.active AND m.careplan_id = ANY($1::text[])`,
-    [[...new Set(pending.map((e) => e.careplanId))]],
+      WHERE (SELECT count(pg_advisory_xact_lock(h)) FROM (SELECT hashtext(k) AS h FROM unnest($2::text[]) AS k ORDER BY 1) s) >= 0
+        AND m.active AND m.careplan_id = ANY($1::text[])`,
+    [[...new Set(pending.map((e) => e.careplanId))], keys],
   );
   const byKey = new Map<string, { id: string; version: number; flag: fhir4.Flag; created: boolean }>();
   for (const row of open) {
@@ -142,19 +144,19 @@ export async function raiseFlags(ctx: FhirContext, tx: Queryable, events: readon
   );
   for (const t of touched) ownFlags.add(t.flag);
   await applyWrites(ctx, tx, ops);
-  if (created.length) {
-    await tx.query(
-      `INSERT INTO monitoring_flag (flag_id, patient, careplan_id, measure, direction, active)
-       SELECT *, true FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])`,
-      [created.map((c) => c.id), created.map((c) => c.event.patient), created.map((c) => c.event.careplanId), created.map((c) => c.event.measure), created.map((c) => c.event.direction)],
-    );
-  }
+  // What the server raised (monitoring_flag) and what it judged (monitoring_breach), in one statement.
   const judged = pending.filter((e) => e.observationId);
-  if (judged.length) {
+  if (created.length || judged.length) {
     await tx.query(
-      `INSERT INTO monitoring_breach (observation_id, careplan_id, measure, direction, flag_id)
-       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) ON CONFLICT DO NOTHING`,
-      [judged.map((e) => e.observationId!), judged.map((e) => e.careplanId), judged.map((e) => e.measure), judged.map((e) => e.direction), judged.map((e) => byKey.get(keyOf(e))!.id)],
+      `WITH f AS (
+         INSERT INTO monitoring_flag (flag_id, patient, careplan_id, measure, direction, active)
+         SELECT *, true FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]))
+       INSERT INTO monitoring_breach (observation_id, careplan_id, measure, direction, flag_id)
+       SELECT * FROM unnest($6::text[], $7::text[], $8::text[], $9::text[], $10::text[]) ON CONFLICT DO NOTHING`,
+      [
+        created.map((c) => c.id), created.map((c) => c.event.patient), created.map((c) => c.event.careplanId), created.map((c) => c.event.measure), created.map((c) => c.event.direction),
+        judged.map((e) => e.observationId!), judged.map((e) => e.careplanId), judged.map((e) => e.measure), judged.map((e) => e.direction), judged.map((e) => byKey.get(keyOf(e))!.id),
+      ],
     );
   }
   return touched.map((t) => ({ id: t.id, created: t.created }));
