@@ -45,6 +45,19 @@ describe('extraction', () => {
   });
 });
 
+describe('token rows', () => {
+  const hr = (text: string) => ({
+    resourceType: 'Observation', status: 'final', subject: { reference: 'Patient/p' },
+    code: { coding: [{ system: 'http://loinc.org', code: '8867-4', display: 'Heart rate' }], text },
+  }) as fhir4.Observation;
+  const codeRows = (o: fhir4.Observation) => extractIndex('Observation', o).rows.token.filter((r) => r.param === 'code').map((r) => [r.row[1], r.row[4]]);
+
+  it('keep a CodeableConcept.text row only when it says more than the codings display', () => {
+    expect(codeRows(hr('Heart rate'))).to.equal([['8867-4', 'heart rate']]);
+    expect(codeRows(hr('Pulse at rest'))).to.equal([['8867-4', 'heart rate'], [null, 'pulse at rest']]);
+  });
+});
+
 describe('date ranges and UCUM', () => {
   it('partial dates cover their extent; zones shift the instant', () => {
     expect(parseDateRange('2026')).to.equal({ low: Date.UTC(2026, 0, 1), high: Date.UTC(2027, 0, 1) - 1 });
