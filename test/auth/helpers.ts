@@ -3,6 +3,8 @@ import { type Server, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { CryptoKey, JWK } from 'jose';
 import { jose } from '../../src/auth/jose';
+import type { AuthState } from '../../src/auth/state';
+import { issueAccessToken } from '../../src/auth/tokens';
 import { type TestServer, startTestServer } from '../helpers/server';
 
 export const REGISTRATION_TOKEN = 'test-registration-token';
@@ -112,4 +114,18 @@ export async function jwksServer(): Promise<{ url: string; keys: JWK[]; headers:
     url,
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   });
+}
+
+/**
+ * Test setup data written over HTTP with a system token issued by the server's own key:
+ * `create(resource)` answers the new id.
+ */
+export async function systemCreator(app: { base: string; server: TestServer['server'] }): Promise<(body: Record<string, unknown>) => Promise<string>> {
+  const state = (app.server.plugins as unknown as Record<string, { state: AuthState }>)['smart-auth']!.state;
+  const headers = { authorization: `Bearer ${(await issueAccessToken(state, { clientId: 'setup', scopes: ['system/*.cruds'] })).accessToken}`, 'content-type': 'application/fhir+json' };
+  return async (body) => {
+    const res = await fetch(`${app.base}/${String(body.resourceType)}`, { method: 'POST', headers, body: JSON.stringify(body) });
+    if (res.status !== 201) throw new Error(await res.text());
+    return ((await res.json()) as { id: string }).id;
+  };
 }

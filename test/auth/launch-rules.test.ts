@@ -6,7 +6,7 @@ import { addUser } from '../../src/auth/users';
 import { jose } from '../../src/auth/jose';
 import { unique } from '../helpers/server';
 import { Browser, consentFlow, pkce, readForm } from './browser';
-import { assertion, backendClient, backendToken, clientCredentials, keyPair, postForm, register, startAuthServer } from './helpers';
+import { assertion, backendClient, backendToken, clientCredentials, keyPair, postForm, register, startAuthServer, systemCreator } from './helpers';
 
 export const lab = Lab.script();
 const { describe, it, before, after } = lab;
@@ -25,12 +25,7 @@ describe('authorization code flow: every rule, black-box over HTTP', () => {
   before(async () => {
     app = await startAuthServer();
     state = (app.server.plugins as any)['smart-auth'].state;
-    const system = { authorization: `Bearer ${(await issueAccessToken(state, { clientId: 'setup', scopes: ['system/*.cruds'] })).accessToken}`, 'content-type': 'application/fhir+json' };
-    const create = async (body: Record<string, unknown>) => {
-      const res = await fetch(`${app.base}/${body.resourceType}`, { method: 'POST', headers: system, body: JSON.stringify(body) });
-      if (res.status !== 201) throw new Error(await res.text());
-      return ((await res.json()) as { id: string }).id;
-    };
+    const create = await systemCreator(app);
     ids.practitioner = await create({ resourceType: 'Practitioner', name: [{ family: 'Quinn' }] });
     ids.patient = await create({ resourceType: 'Patient', name: [{ family: `Carol${unique()}` }] });
     ids.obs = await create({

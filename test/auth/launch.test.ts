@@ -1,12 +1,11 @@
 import * as Lab from '@hapi/lab';
 import { expect } from '@hapi/code';
 import type { AuthState } from '../../src/auth/state';
-import { issueAccessToken } from '../../src/auth/tokens';
 import { addUser } from '../../src/auth/users';
 import { jose } from '../../src/auth/jose';
 import { unique } from '../helpers/server';
 import { Browser, consentFlow } from './browser';
-import { backendToken, register, startAuthServer } from './helpers';
+import { backendToken, register, startAuthServer, systemCreator } from './helpers';
 
 // SMART's own JavaScript client, through its Node entry point (server-side apps).
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -82,12 +81,7 @@ describe('launches with the fhirclient library (SMART App Launch 2.2)', () => {
   before(async () => {
     app = await startAuthServer();
     state = (app.server.plugins as any)['smart-auth'].state;
-    const system = { authorization: `Bearer ${(await issueAccessToken(state, { clientId: 'setup', scopes: ['system/*.cruds'] })).accessToken}`, 'content-type': 'application/fhir+json' };
-    const create = async (body: Record<string, unknown>) => {
-      const res = await fetch(`${app.base}/${body.resourceType}`, { method: 'POST', headers: system, body: JSON.stringify(body) });
-      if (res.status !== 201) throw new Error(await res.text());
-      return ((await res.json()) as { id: string }).id;
-    };
+    const create = await systemCreator(app);
     ids.practitioner = await create({ resourceType: 'Practitioner', name: [{ family: 'House', given: ['Gregory'] }] });
     ids.alice = await create({ resourceType: 'Patient', name: [{ family: `Alice${unique()}` }], birthDate: '1941-03-02' });
     ids.bob = await create({ resourceType: 'Patient', name: [{ family: `Bob${unique()}` }] });
