@@ -36,20 +36,33 @@ export function pendingMigrationPlan(): Migration[] {
   return plan;
 }
 
-/** Applies the migrations not yet recorded in schema_migrations, each in its own transaction. */
+/**
+ * Applies the migrations not yet recorded in schema_migrations, each in its own transaction.
+ * One transaction for all of them held a lock on every relation created (several hundred with
+ * eleven types) until commit, and exhausted PostgreSQL's shared lock table ("out of shared
+ * memory", max_locks_per_transaction) once in CI. Each migration takes the advisory lock and
+ * checks again inside its transaction, so two servers starting together still apply each once.
+ */
 export async function migrate(db: Db): Promise<string[]> {
-  await db.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
-    name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`);
-  const applied: string[] = [];
+  // Under the lock too: two concurrent CREATE TABLE IF NOT EXISTS collide in the catalog.
   await db.transaction(async (tx) => {
     await tx.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
-    const done = new Set((await tx.query<{ name: string }>('SELECT name FROM schema_migrations')).rows.map((r) => r.name));
-    for (const m of pendingMigrationPlan()) {
-      if (done.has(m.name)) continue;
+    await tx.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
+      name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`);
+  });
+  const done = new Set((await db.query<{ name: string }>('SELECT name FROM schema_migrations')).rows.map((r) => r.name));
+  const applied: string[] = [];
+  for (const m of pendingMigrationPlan()) {
+    if (done.has(m.name)) continue;
+    const ran = await db.transaction(async (tx) => {
+      await tx.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
+      const { rows } = await tx.query('SELECT 1 FROM schema_migrations WHERE name = $1', [m.name]);
+      if (rows.length > 0) return false;
       await tx.exec(m.sql);
       await tx.query('INSERT INTO schema_migrations (name) VALUES ($1)', [m.name]);
-      applied.push(m.name);
-    }
-  });
+      return true;
+    });
+    if (ran) applied.push(m.name);
+  }
   return applied;
 }
