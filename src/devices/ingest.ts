@@ -2,6 +2,7 @@ import { type AccessPolicy, unrestricted } from '../auth/policy';
 import type { FhirContext } from '../fhir/context';
 import { errorEntry, writeEntry } from '../fhir/bundle/response';
 import { OperationOutcomeError } from '../fhir/outcome';
+import { readCurrent } from '../store/repository';
 import { executeWrites, type WriteOp, type WriteOutcome } from '../fhir/write';
 import { validationIssues } from '../validation/resource';
 import { findDevice, type KnownDevice, patientAt } from './assignment';
@@ -50,6 +51,17 @@ export async function ingestPayload(ctx: FhirContext, payload: Payload, policy: 
     return known;
   };
 
+  // One lookup per distinct patient of the payload.
+  const patients = new Map<string, Promise<boolean>>();
+  const patientExists = (ref: string) => {
+    let exists = patients.get(ref);
+    if (!exists) {
+      exists = readCurrent(ctx.db, 'Patient', ref.slice('Patient/'.length)).then((stored) => stored !== undefined && !stored.deleted);
+      patients.set(ref, exists);
+    }
+    return exists;
+  };
+
   const slots: Slot[] = [];
   const seen = new Map<string, number>();
   const now = Date.now();
@@ -63,6 +75,11 @@ export async function ingestPayload(ctx: FhirContext, payload: Payload, policy: 
         const identifier = draft.device ?? payload.device;
         const known = identifier ? await deviceOf(identifier) : undefined;
         const patientRef = draft.patient ?? payload.patient ?? (known ? patientAt(known, draft.time) : undefined);
+        if (patientRef && !(await patientExists(patientRef))) {
+          // Named explicitly or by an assignment, the patient must exist now: a reading is never
+          // filed under a patient that is unknown or was deleted.
+          throw new ReadingError(422, `no patient: ${patientRef} is not known (or was deleted); the reading is not stored`, 'not-found');
+        }
         if (!patientRef) {
           throw new ReadingError(
             422,

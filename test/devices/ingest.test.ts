@@ -233,6 +233,22 @@ describe('device ingest', () => {
     expect((await app.request({ method: 'POST', url: '/ingest/ble', payload: '{not json' })).statusCode).to.equal(400);
   });
 
+  it('refuses readings for a patient that does not exist or was deleted, and stores nothing', async () => {
+    const gone = await newPatient();
+    await app.request({ method: 'DELETE', url: `/fhir/Patient/${gone}` });
+    const before = await countRows(app, 'Observation');
+    for (const patient of [`Patient/${gone}`, `Patient/${unique('never')}`]) {
+      const res = await app.request({
+        method: 'POST', url: '/ingest/readings',
+        payload: { device: { identifier: { system: 'urn:test:serial', value: unique('sn') } }, patient: { reference: patient }, readings: [{ code: { system: LOINC, code: '8867-4' }, value: 72, unit: '/min', time: '2026-11-02T08:00:00Z' }] },
+      });
+      expect(res.statusCode).to.equal(200);
+      expect(status(res.json)).to.equal([422]);
+      expect(res.json.entry[0].response.outcome.issue[0].diagnostics).to.contain(patient);
+    }
+    expect(await countRows(app, 'Observation')).to.equal(before);
+  });
+
   it('files a reading with the patient who had the device at that time, and refuses one nobody had', async () => {
     const [alice, bob, carol] = [await newPatient(), await newPatient(), await newPatient()];
     const identifier = { system: 'urn:test:serial', value: unique('cuff') };
