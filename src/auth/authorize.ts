@@ -274,103 +274,95 @@ export function registerAuthorizeRoutes(server: Server, state: AuthState): void 
     return { session, pending, form: body };
   };
 
-  server.route({
-    method: 'POST',
-    path: '/auth/interaction/{id}/login',
-    options: { auth: false, payload: form },
-    handler: async (request, h) => {
-      const s = await step(request, h);
-      if (!('session' in s)) return s;
-      const { session, pending, form: body } = s;
-      const client = await findClient(state.db, pending.req.clientId);
-      const name = client?.clientName ?? pending.req.clientId;
-      const again = (error: string, status: number) => page(h, loginPage(interactionUrl(pending.id, '/login'), session.csrf, name, { error, status }));
-      const username = body.get('username') ?? '';
-      const password = body.get('password') ?? '';
-      if (!username || !password) return again('Enter your username and password.', 400);
-      const address = request.info.remoteAddress;
-      if (await loginThrottled(state.db, state.config, username, address)) {
-        state.log.warn({ username, address }, 'login refused: too many failed attempts');
-        return again('Too many failed sign-ins. Wait a few minutes and try again.', 429);
-      }
-      const user = await findUser(state.db, username);
-      if (!(await verifyPassword(password, user?.passwordHash)) || !user) {
-        await recordLoginFailure(state.db, username, address);
-        state.log.info({ username, address }, 'login failed');
-        return again('Wrong username or password.', 401);
-      }
-      await clearLoginFailures(state.db, username);
-      await loginSession(state, h, session, { username: user.username, ...(user.fhirUser ? { fhirUser: user.fhirUser } : {}) });
-      state.log.info({ username }, 'user logged in');
-      return redirectTo(h, interactionUrl(pending.id));
-    },
+  type Step = { session: Session; pending: PendingRequest; form: URLSearchParams };
+  /**
+   * A POST of one interaction page (login, patient, consent): the pending request and the
+   * session must match (step), and every page after login needs a signed-in user.
+   */
+  const interactionStep = (name: string, { afterLogin }: { afterLogin: boolean }, handler: (request: Request, h: ResponseToolkit, s: Step) => Promise<ResponseObject>) =>
+    server.route({
+      method: 'POST',
+      path: `/auth/interaction/{id}/${name}`,
+      options: { auth: false, payload: form },
+      handler: async (request, h) => {
+        const s = await step(request, h);
+        if (!('session' in s)) return s;
+        if (afterLogin && !s.session.username) return redirectTo(h, interactionUrl(s.pending.id));
+        return handler(request, h, s);
+      },
+    });
+
+  interactionStep('login', { afterLogin: false }, async (request, h, { session, pending, form: body }) => {
+    const client = await findClient(state.db, pending.req.clientId);
+    const name = client?.clientName ?? pending.req.clientId;
+    const again = (error: string, status: number) => page(h, loginPage(interactionUrl(pending.id, '/login'), session.csrf, name, { error, status }));
+    const username = body.get('username') ?? '';
+    const password = body.get('password') ?? '';
+    if (!username || !password) return again('Enter your username and password.', 400);
+    const address = request.info.remoteAddress;
+    if (await loginThrottled(state.db, state.config, username, address)) {
+      state.log.warn({ username, address }, 'login refused: too many failed attempts');
+      return again('Too many failed sign-ins. Wait a few minutes and try again.', 429);
+    }
+    const user = await findUser(state.db, username);
+    if (!(await verifyPassword(password, user?.passwordHash)) || !user) {
+      await recordLoginFailure(state.db, username, address);
+      state.log.info({ username, address }, 'login failed');
+      return again('Wrong username or password.', 401);
+    }
+    await clearLoginFailures(state.db, username);
+    await loginSession(state, h, session, { username: user.username, ...(user.fhirUser ? { fhirUser: user.fhirUser } : {}) });
+    state.log.info({ username }, 'user logged in');
+    return redirectTo(h, interactionUrl(pending.id));
   });
 
-  server.route({
-    method: 'POST',
-    path: '/auth/interaction/{id}/patient',
-    options: { auth: false, payload: form },
-    handler: async (request, h) => {
-      const s = await step(request, h);
-      if (!('session' in s)) return s;
-      const { session, pending, form: body } = s;
-      if (!session.username) return redirectTo(h, interactionUrl(pending.id));
-      if (isPatientUser(session.fhirUser) || pending.req.launch) return redirectTo(h, interactionUrl(pending.id));
-      const patient = body.get('patient') ?? '';
-      if (!/^[A-Za-z0-9\-.]{1,64}$/.test(patient) || !(await state.directory.exists('Patient', patient))) {
-        return page(h, pickerPage(interactionUrl(pending.id, '/patient'), session.csrf, await patientChoices(state, request), 'Choose one of the patients listed.'));
-      }
-      await state.db.query('UPDATE auth_request SET patient = $1 WHERE id = $2', [patient, pending.id]);
-      return redirectTo(h, interactionUrl(pending.id));
-    },
+  interactionStep('patient', { afterLogin: true }, async (request, h, { session, pending, form: body }) => {
+    if (isPatientUser(session.fhirUser) || pending.req.launch) return redirectTo(h, interactionUrl(pending.id));
+    const patient = body.get('patient') ?? '';
+    if (!/^[A-Za-z0-9\-.]{1,64}$/.test(patient) || !(await state.directory.exists('Patient', patient))) {
+      return page(h, pickerPage(interactionUrl(pending.id, '/patient'), session.csrf, await patientChoices(state, request), 'Choose one of the patients listed.'));
+    }
+    await state.db.query('UPDATE auth_request SET patient = $1 WHERE id = $2', [patient, pending.id]);
+    return redirectTo(h, interactionUrl(pending.id));
   });
 
-  server.route({
-    method: 'POST',
-    path: '/auth/interaction/{id}/consent',
-    options: { auth: false, payload: form },
-    handler: async (request, h) => {
-      const s = await step(request, h);
-      if (!('session' in s)) return s;
-      const { session, pending, form: body } = s;
-      if (!session.username) return redirectTo(h, interactionUrl(pending.id));
-      const client = await findClient(state.db, pending.req.clientId);
-      if (!client) return page(h, errorPage(400, 'unknown client_id'));
-      const decision = body.get('decision');
-      if (decision === 'deny') return finishWithError(h, pending, 'access_denied', 'the user denied access');
-      if (decision !== 'allow') return page(h, errorPage(400, 'decision must be allow or deny'));
-      const ctx = patientContext(session, pending);
-      if (ctx.mismatch) return finishWithError(h, pending, 'access_denied', 'the launch is for another patient than the signed-in patient');
-      if (ctx.needsPicker) return redirectTo(h, interactionUrl(pending.id));
-      // Only what was offered can be kept: a posted scope that was not on the screen is ignored.
-      const offered = offeredScopes(client, pending.req, session, ctx.patient);
-      const kept = body.getAll('scope').filter((x, i, all) => offered.includes(x) && all.indexOf(x) === i);
-      if (kept.length === 0) return finishWithError(h, pending, 'access_denied', 'the user allowed none of the requested scopes');
-      // One use per authorization request; an EHR launch once per grant.
-      const { rowCount } = await state.db.query('DELETE FROM auth_request WHERE id = $1', [pending.id]);
-      if (rowCount === 0) return page(h, errorPage(400, 'This sign-in was already completed.'));
-      if (pending.req.launch) {
-        const used = await state.db.query('UPDATE auth_launch SET used_at = now() WHERE id = $1 AND used_at IS NULL AND expires_at > now()', [pending.req.launch.id]);
-        if (used.rowCount === 0) {
-          return redirectTo(h, appRedirect(state, pending.req.redirectUri, { error: 'invalid_request', error_description: 'the launch has expired or was used', state: pending.req.state }));
-        }
+  interactionStep('consent', { afterLogin: true }, async (request, h, { session, pending, form: body }) => {
+    const client = await findClient(state.db, pending.req.clientId);
+    if (!client) return page(h, errorPage(400, 'unknown client_id'));
+    const decision = body.get('decision');
+    if (decision === 'deny') return finishWithError(h, pending, 'access_denied', 'the user denied access');
+    if (decision !== 'allow') return page(h, errorPage(400, 'decision must be allow or deny'));
+    const ctx = patientContext(session, pending);
+    if (ctx.mismatch) return finishWithError(h, pending, 'access_denied', 'the launch is for another patient than the signed-in patient');
+    if (ctx.needsPicker) return redirectTo(h, interactionUrl(pending.id));
+    // Only what was offered can be kept: a posted scope that was not on the screen is ignored.
+    const offered = offeredScopes(client, pending.req, session, ctx.patient);
+    const kept = body.getAll('scope').filter((x, i, all) => offered.includes(x) && all.indexOf(x) === i);
+    if (kept.length === 0) return finishWithError(h, pending, 'access_denied', 'the user allowed none of the requested scopes');
+    // One use per authorization request; an EHR launch once per grant.
+    const { rowCount } = await state.db.query('DELETE FROM auth_request WHERE id = $1', [pending.id]);
+    if (rowCount === 0) return page(h, errorPage(400, 'This sign-in was already completed.'));
+    if (pending.req.launch) {
+      const used = await state.db.query('UPDATE auth_launch SET used_at = now() WHERE id = $1 AND used_at IS NULL AND expires_at > now()', [pending.req.launch.id]);
+      if (used.rowCount === 0) {
+        return redirectTo(h, appRedirect(state, pending.req.redirectUri, { error: 'invalid_request', error_description: 'the launch has expired or was used', state: pending.req.state }));
       }
-      const code = await issueCode(state, {
-        clientId: client.clientId,
-        redirectUri: pending.req.redirectUri,
-        codeChallenge: pending.req.codeChallenge,
-        scopes: kept,
-        username: session.username,
-        ...(session.fhirUser ? { fhirUser: session.fhirUser } : {}),
-        ...(ctx.patient ? { patient: ctx.patient } : {}),
-        ...(pending.req.launch?.encounter ? { encounter: pending.req.launch.encounter.replace(/^Encounter\//, '') } : {}),
-        // The EHR shows its own banner; a standalone app must show which patient it is on.
-        needPatientBanner: !pending.req.launch,
-        ...(pending.req.nonce ? { nonce: pending.req.nonce } : {}),
-        session: session.idHash,
-      });
-      state.log.info({ clientId: client.clientId, username: session.username, patient: ctx.patient, scope: kept.join(' ') }, 'authorization granted');
-      return redirectTo(h, appRedirect(state, pending.req.redirectUri, { code, state: pending.req.state }));
-    },
+    }
+    const code = await issueCode(state, {
+      clientId: client.clientId,
+      redirectUri: pending.req.redirectUri,
+      codeChallenge: pending.req.codeChallenge,
+      scopes: kept,
+      username: session.username!, // interactionStep({ afterLogin: true }) let only signed-in sessions through
+      ...(session.fhirUser ? { fhirUser: session.fhirUser } : {}),
+      ...(ctx.patient ? { patient: ctx.patient } : {}),
+      ...(pending.req.launch?.encounter ? { encounter: pending.req.launch.encounter.replace(/^Encounter\//, '') } : {}),
+      // The EHR shows its own banner; a standalone app must show which patient it is on.
+      needPatientBanner: !pending.req.launch,
+      ...(pending.req.nonce ? { nonce: pending.req.nonce } : {}),
+      session: session.idHash,
+    });
+    state.log.info({ clientId: client.clientId, username: session.username, patient: ctx.patient, scope: kept.join(' ') }, 'authorization granted');
+    return redirectTo(h, appRedirect(state, pending.req.redirectUri, { code, state: pending.req.state }));
   });
 }
