@@ -6,6 +6,7 @@ import type { WriteOutcome } from './write';
 
 /** A FHIR REST request as the interactions see it: no Hapi types, so bundles can replay it. */
 export interface RestRequest {
+  /** The resource type; '' for system-level interactions (a Bundle at the base, system history). */
   type: string;
   id?: string;
   versionId?: string;

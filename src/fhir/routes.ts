@@ -90,11 +90,13 @@ export const fhirRoutes: Plugin<{ ctx: FhirContext }> = {
 
 function toRestRequest(request: Request, body: 'resource' | 'resource-or-patch' | 'form' | undefined): RestRequest {
   const params = request.params as Record<string, string | undefined>;
-  const type = params.type ?? 'Patient';
+  // The type is a path parameter, or the literal segment of the /Patient/{id}/… routes; the
+  // system-level routes (POST /fhir, /_history) have none and read no type.
+  const type = params.type ?? (request.route.path.startsWith('/fhir/Patient/') ? 'Patient' : '');
   if (type === 'metadata' || type === '_history') {
     throw notSupported(`${request.method.toUpperCase()} ${request.path} is not an interaction this server supports`);
   }
-  if (!isSupportedType(type)) {
+  if (type !== '' && !isSupportedType(type)) {
     throw notFound(`resource type '${type}' is not supported by this server (see /fhir/metadata)`);
   }
   if (params.compartmentType !== undefined && !params.compartmentType.startsWith('$') && !isSupportedType(params.compartmentType)) {

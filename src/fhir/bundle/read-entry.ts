@@ -20,7 +20,7 @@ export async function readEntry(ctx: FhirContext, url: string, headers: { ifNone
     type: t, query, prefer: 'representation', lenient: false, url: `${ctx.baseUrl}/${url}`, ifNoneMatch: headers.ifNoneMatch, policy, ...extra,
   });
   if (type === 'metadata' && path.length === 1) return { status: 200, body: capabilityStatement(ctx, new Date().toISOString()) };
-  if (type === '_history' && path.length === 1) return history(ctx, { ...req('Patient'), type: undefined });
+  if (type === '_history' && path.length === 1) return history(ctx, { ...req(''), type: undefined });
   if (!type || !isSupportedType(type)) throw notFound(`${url}: '${type ?? ''}' is not a resource type this server supports`);
   if (path.length === 1) return search(ctx, req(type));
   if (id === '_history' && path.length === 2) return history(ctx, req(type));
