@@ -1,4 +1,4 @@
-import { isKnownScope, splitScope } from '../src/auth/scopes';
+import { isKnownScope, splitScope } from '../src/access/scopes';
 import { issueAccessToken } from '../src/auth/tokens';
 import { openAuthState, options } from './cli';
 

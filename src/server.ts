@@ -4,16 +4,16 @@ import pino, { type Logger } from 'pino';
 import { authPlugin } from './auth';
 import type { Config } from './config';
 import type { FhirContext } from './fhir/context';
-import { devicesPlugin, registerDeviceHooks } from './devices';
+import { devicesPlugin, registerDevices } from './devices';
 import { errorsPlugin } from './fhir/errors-plugin';
-import { supportedTypes } from './fhir/resource-types';
+import { supportedTypes } from './kernel/resource-types';
 import { OperationRegistry } from './fhir/operations';
 import { fhirRoutes } from './fhir/routes';
-import { emptyWriteHooks } from './fhir/write-hooks';
+import { Stages } from './pipeline';
 import { type Db, openDb } from './store/db';
 import { registerMonitoring } from './monitoring';
 import { migrate } from './store/migrate';
-import { terminologyRoutes } from './terminology/plugin';
+import { terminologyRoutes } from './fhir/terminology-routes';
 import { warmUp } from './validation/schema';
 
 export interface App {
@@ -33,7 +33,7 @@ export async function createServer(config: Config, options: { db?: Db; logger?: 
   await migrate(db);
   warmUp(supportedTypes);
 
-  const ctx: FhirContext = { db, config, baseUrl: `${config.baseUrl}/fhir`, log, writeHooks: emptyWriteHooks(), operations: new OperationRegistry() };
+  const ctx: FhirContext = { db, config, baseUrl: `${config.baseUrl}/fhir`, log, stages: new Stages(), operations: new OperationRegistry() };
   const server = Hapi.server({
     port: config.port,
     host: config.host,
@@ -60,8 +60,9 @@ export async function createServer(config: Config, options: { db?: Db; logger?: 
   // Before every route: with auth on, its strategy is the default of all of them.
   await server.register({ plugin: authPlugin, options: { ctx } });
   await server.register({ plugin: fhirRoutes, options: { ctx } });
-  registerDeviceHooks(ctx);
-  // After the device hooks: readings are judged once they carry LOINC codes and UCUM units.
+  // Capabilities plug into named pipeline stages; the stage order, not this order, decides
+  // that readings are mapped (enrich) before they are judged.
+  registerDevices(ctx);
   const monitoring = registerMonitoring(ctx, server);
   await server.register({ plugin: devicesPlugin, options: { ctx } });
   await server.register({ plugin: terminologyRoutes, options: { ctx } });

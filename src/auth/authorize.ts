@@ -2,7 +2,7 @@ import type { Request, ResponseObject, ResponseToolkit, Server } from '@hapi/hap
 import { type Client, findClient } from './clients';
 import { S256_CHALLENGE, issueCode } from './grants';
 import { consentPage, errorPage, loginPage, type Page, pickerPage } from './pages';
-import { grantScopes, parseResourceScope, type ScopeContext, splitScope } from './scopes';
+import { grantScopes, parseResourceScope, type ScopeContext, splitScope } from '../access/scopes';
 import { type Session, csrfMatches, currentSession, loginSession, newSession, randomToken } from './session';
 import type { AuthState } from './state';
 import { clearLoginFailures, findUser, isPatientUser, loginThrottled, recordLoginFailure, verifyPassword } from './users';

@@ -2,7 +2,7 @@ import { randomBytes, randomUUID, scrypt as scryptCb, timingSafeEqual } from 'no
 import { promisify } from 'node:util';
 import type { JWK } from 'jose';
 import type { Db } from '../store/db';
-import { isKnownScope, splitScope } from './scopes';
+import { isKnownScope, splitScope } from '../access/scopes';
 
 const scrypt = promisify(scryptCb) as (password: string, salt: Buffer, keylen: number) => Promise<Buffer>;
 

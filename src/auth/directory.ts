@@ -24,8 +24,8 @@ export function fhirDirectory(ctx: FhirContext): Directory {
       const params = new URLSearchParams({ _count: String(PICKER_SIZE), _sort: '-_lastUpdated' });
       if (name) params.set('name', name);
       const result = await searchResources(ctx, { resourceType: 'Patient', params, preferLenient: true });
-      const body = result.body && 'json' in result.body && typeof result.body.json === 'string' ? (JSON.parse(result.body.json) as fhir4.Bundle) : (result.body as fhir4.Bundle | undefined);
-      return (body?.entry ?? [])
+      const body = JSON.parse(result.body.json) as fhir4.Bundle;
+      return (body.entry ?? [])
         .map((e) => e.resource as fhir4.Patient | undefined)
         .filter((p): p is fhir4.Patient => p?.resourceType === 'Patient' && typeof p.id === 'string')
         .map((p) => ({ id: p.id!, label: `${patientName(p)}${p.birthDate ? `, born ${p.birthDate}` : ''} (Patient/${p.id})` }));

@@ -3,7 +3,7 @@ import { type Client } from './clients';
 import { OAuthError } from './client-auth';
 import { jose } from './jose';
 import { ID_TOKEN_ALG } from './keys';
-import { splitScope } from './scopes';
+import { splitScope } from '../access/scopes';
 import { randomToken, sessionAlive, sha256 } from './session';
 import type { AuthState } from './state';
 import { issueAccessToken } from './tokens';

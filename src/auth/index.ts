@@ -1,11 +1,10 @@
-import type { Plugin, Request, RouteOptions } from '@hapi/hapi';
+import type { Plugin, RouteOptions } from '@hapi/hapi';
+import { serveWithoutTokens } from '../access/request';
 import type { FhirContext } from '../fhir/context';
-import { OperationOutcomeError } from '../fhir/outcome';
 import { registerAuthorizeRoutes } from './authorize';
 import { contributeSecurity } from './capability';
 import { fhirDirectory } from './directory';
 import { KeyStore } from './keys';
-import { type AccessPolicy, unrestricted } from './policy';
 import { RemoteJwksCache } from './remote-jwks';
 import { registerLaunchRoute } from './launch';
 import { registerOidcLogin } from './oidc-login';
@@ -16,8 +15,6 @@ import { registerStrategy } from './strategy';
 import { purgeExpired } from './tokens';
 import { ensureDevelopmentAdmin } from './users';
 
-export type { AccessPolicy, Action } from './policy';
-export { policyFromScopes, unrestricted } from './policy';
 export type { SmartCredentials } from './strategy';
 
 const PURGE_INTERVAL_MS = 10 * 60_000;
@@ -44,7 +41,6 @@ export const authPlugin: Plugin<{ ctx: FhirContext }> = {
       urls: () => authUrls(ctx.baseUrl),
     };
     await state.keys.init(ctx.config.auth.signingKey);
-    server.expose('disabled', ctx.config.auth.disabled);
     server.expose('state', state);
     contributeSecurity();
     await registerStrategy(server, state);
@@ -63,6 +59,7 @@ export const authPlugin: Plugin<{ ctx: FhirContext }> = {
     }
 
     if (ctx.config.auth.disabled) {
+      serveWithoutTokens(server);
       ctx.log.warn(
         '!!! AUTH_DISABLED=true: every FHIR request is served WITHOUT an access token, with full access. For local experiments only; never with real patient data. !!!',
       );
@@ -78,14 +75,3 @@ export const authPlugin: Plugin<{ ctx: FhirContext }> = {
   },
 };
 
-/**
- * The access policy of a request: its token's, or full access when auth is disabled. A route
- * that is public has no policy: asking for one there is a 401.
- */
-export function policyOf(request: Request): AccessPolicy {
-  const policy = request.auth.credentials?.policy;
-  if (policy) return policy;
-  const plugin = (request.server.plugins as unknown as Record<string, { disabled?: boolean } | undefined>)['smart-auth'];
-  if (plugin?.disabled) return unrestricted;
-  throw new OperationOutcomeError(401, { code: 'login', diagnostics: 'an access token is required (Authorization: Bearer …)' }, { 'www-authenticate': 'Bearer realm="fhir"' });
-}

@@ -4,7 +4,7 @@ import { OAuthError, authenticateClient } from './client-auth';
 import { type ClientMetadata, RegistrationError, findClient, registerClient } from './clients';
 import { exchangeCode, refresh, revokeRefreshToken } from './grants';
 import { ACCEPTED_ALGS, ID_TOKEN_ALG } from './keys';
-import { grantScopes, splitScope } from './scopes';
+import { grantScopes, splitScope } from '../access/scopes';
 import type { AuthState } from './state';
 import { activeAccessToken, issueAccessToken, revokeToken, verifiedByServer } from './tokens';
 

@@ -2,8 +2,8 @@ import Boom from '@hapi/boom';
 import type { Server } from '@hapi/hapi';
 import Jwt from '@hapi/jwt';
 import { ACCEPTED_ALGS } from './keys';
-import { type AccessPolicy, policyFromScopes } from './policy';
-import { splitScope } from './scopes';
+import { type AccessPolicy, policyFromScopes } from '../access/policy';
+import { splitScope } from '../access/scopes';
 import type { AuthState } from './state';
 import { claimsProblem, tokenRecord } from './tokens';
 
@@ -22,11 +22,6 @@ export interface SmartCredentials {
   exp: number;
 }
 
-declare module '@hapi/hapi' {
-  interface AuthCredentials {
-    policy?: AccessPolicy;
-  }
-}
 
 /**
  * The resource server side. `smart-jwt` is the @hapi/jwt strategy (signature by a key of this

@@ -1,14 +1,16 @@
-import { type AccessPolicy, unrestricted } from '../auth/policy';
-import { executeWrites } from '../fhir/write';
-import type { FhirContext } from '../fhir/context';
-import { findMatchingIds } from '../search';
-import type { Queryable } from '../store/db';
-import { readCurrent } from '../store/repository';
+import { findVisibleIds, readVisible } from '../access/enforce';
+import type { AccessPolicy } from '../access/policy';
+import { parseRelativeReference } from '../kernel/id';
+import { conflict } from '../kernel/outcome';
+import { executeWrites, type PipelineContext } from '../pipeline';
+import { readResources } from '../store/repository';
 
 /**
  * Which patient used a device when: the DeviceUseStatement whose timingPeriod covers the
  * reading's time, else Device.patient. Loaded once per device per payload, then resolved per
- * reading in memory (gateways upload backlogs spanning a change of hands).
+ * reading in memory (gateways upload backlogs spanning a change of hands). Every lookup is made
+ * with the caller's rights: a gateway finds the Devices and assignments its token may read, and
+ * a patient's app only its own.
  */
 export interface KnownDevice {
   id: string;
@@ -16,38 +18,35 @@ export interface KnownDevice {
   assignments: Array<{ start?: number; end?: number; patient: string }>;
 }
 
-async function readResource<T>(db: Queryable, type: string, id: string): Promise<T | undefined> {
-  const stored = await readCurrent(db, type, id);
-  return stored && !stored.deleted && stored.json ? (JSON.parse(stored.json) as T) : undefined;
-}
-
-export async function findDevice(ctx: FhirContext, identifier: fhir4.Identifier, create: boolean, policy: AccessPolicy = unrestricted): Promise<KnownDevice | undefined> {
+export async function findDevice(ctx: PipelineContext, identifier: fhir4.Identifier, create: boolean, policy: AccessPolicy): Promise<KnownDevice | undefined> {
   const search = new URLSearchParams({ identifier: `${identifier.system ?? ''}|${identifier.value ?? ''}` });
-  let id: string | undefined = (await findMatchingIds(ctx.db, 'Device', search, 1))[0];
+  const found = await findVisibleIds(ctx.db, policy, 'Device', search, 2);
+  // Device identifiers are unique (src/devices/identity.ts); two matches are data from before that rule.
+  if (found.length > 1) throw conflict(`device ${identifier.system ?? ''}|${identifier.value ?? ''} names more than one Device; resolve the duplicate first`);
+  let id: string | undefined = found[0];
   if (!id && create) {
     const [outcome] = await executeWrites(ctx, [
       { kind: 'create', type: 'Device', ifNoneExist: search, resource: { resourceType: 'Device', identifier: [identifier], status: 'active' } },
-    ], policy);
+    ], { policy });
     id = outcome!.id;
   }
   if (!id) return undefined;
-  const device = await readResource<fhir4.Device>(ctx.db, 'Device', id);
+  const device = (await readVisible<fhir4.Device>(ctx.db, policy, 'Device', id))?.resource;
   if (!device) return undefined;
-  const statementIds = await findMatchingIds(ctx.db, 'DeviceUseStatement', new URLSearchParams({ device: `Device/${id}` }));
+  const statementIds = await findVisibleIds(ctx.db, policy, 'DeviceUseStatement', new URLSearchParams({ device: `Device/${id}` }));
   const assignments: KnownDevice['assignments'] = [];
-  for (const sid of statementIds) {
-    const dus = await readResource<fhir4.DeviceUseStatement>(ctx.db, 'DeviceUseStatement', sid);
-    if (!dus || dus.status === 'entered-in-error' || !dus.subject?.reference?.startsWith('Patient/')) continue;
+  for (const dus of (await readResources<fhir4.DeviceUseStatement>(ctx.db, 'DeviceUseStatement', statementIds)).values()) {
+    if (dus.status === 'entered-in-error' || parseRelativeReference(dus.subject?.reference)?.type !== 'Patient') continue;
     const period = dus.timingPeriod;
     if (!period) continue;
     assignments.push({
       start: period.start ? Date.parse(period.start) : undefined,
       end: period.end ? Date.parse(period.end) : undefined,
-      patient: dus.subject.reference,
+      patient: dus.subject!.reference!,
     });
   }
-  // The latest start first: when periods overlap, the newer assignment wins.
-  assignments.sort((a, b) => (b.start ?? -Infinity) - (a.start ?? -Infinity));
+  // The latest start first: when periods overlap, the newer assignment wins; equal starts by id, so the choice is deterministic.
+  assignments.sort((a, b) => (b.start ?? -Infinity) - (a.start ?? -Infinity) || a.patient.localeCompare(b.patient));
   return { id, device, assignments };
 }
 
@@ -56,5 +55,5 @@ export function patientAt(known: KnownDevice, time: string): string | undefined 
   const covering = known.assignments.find((a) => (a.start === undefined || a.start <= t) && (a.end === undefined || t <= a.end));
   if (covering) return covering.patient;
   const ref = known.device.patient?.reference;
-  return ref?.startsWith('Patient/') ? ref : undefined;
+  return parseRelativeReference(ref)?.type === 'Patient' ? ref : undefined;
 }

@@ -1,12 +1,11 @@
-import { translateCode } from '../terminology/conceptmap';
-import { badRequest } from '../fhir/outcome';
+import { badRequest } from '../kernel/outcome';
+import { translate } from '../terminology/conceptmap';
 import { decodeBle } from './ble';
 import { parseDecimal, scaleDecimal } from './decimal';
 import type { Payload, PayloadEntry } from './ingest';
 import {
-  BASE, type Measurement, MDC_SYSTEM, type ReadingDraft, ReadingError, WITHINGS_DEVICE_SYSTEM, WITHINGS_MEASTYPE_SYSTEM,
+  type Measurement, type ReadingDraft, ReadingError, WITHINGS_ATTRIB_SYSTEM, WITHINGS_DEVICE_SYSTEM, WITHINGS_MEASTYPE_SYSTEM,
 } from './reading';
-import { sourceUnit } from './observation';
 
 /**
  * The request bodies of the three ingest doors, parsed into payloads of reading drafts. A body
@@ -60,13 +59,8 @@ const ABSENT = new Set(['not-a-number', 'error', 'positive-infinity', 'negative-
 
 function normalisedMeasurement(raw: Json, where: string): Measurement {
   const source = coding(raw.code, where);
-  let unit = typeof raw.unit === 'string' ? raw.unit : undefined;
-  // An MDC-coded reading may carry its MDC unit code (MDC_DIM_*): mapped to UCUM.
-  if (unit && /^\d+$/.test(unit)) {
-    const ucum = translateCode('mdc-unit-to-ucum', MDC_SYSTEM, unit)?.code;
-    if (!ucum) throw new ReadingError(422, `${where}: MDC unit ${unit} has no UCUM mapping`, 'code-invalid');
-    unit = ucum;
-  }
+  // An MDC-coded reading may carry its MDC unit code (MDC_DIM_*): the mapping stage makes it UCUM.
+  const unit = typeof raw.unit === 'string' ? raw.unit : undefined;
   if (raw.value === undefined || raw.value === null) {
     const reason = raw.dataAbsentReason;
     if (typeof reason === 'string' && ABSENT.has(reason)) return { source, absent: reason as Measurement['absent'], unit };
@@ -98,7 +92,7 @@ export function parseReadingsBody(body: unknown): Payload {
       return [{ ...main, time: raw.time, sourceKey: sourceId, ...(components ? { components } : {}) }];
     }),
   );
-  return { device: identifier, createDevice: create, patient: explicitPatient(body), entries };
+  return { door: 'readings', device: identifier, createDevice: create, patient: explicitPatient(body), entries };
 }
 
 // ---- POST /ingest/ble -------------------------------------------------------------------------
@@ -133,12 +127,17 @@ export function parseBleBody(body: unknown): Payload {
       return drafts.map((d) => ({ ...d, sourceKey: `${d.sourceKey}:${data.toString('hex')}` }));
     }),
   );
-  return { device: identifier, createDevice: create, patient: explicitPatient(body), entries };
+  return { door: 'ble', device: identifier, createDevice: create, patient: explicitPatient(body), entries };
 }
 
 // ---- POST /ingest/withings --------------------------------------------------------------------
 
 const MANUAL_ATTRIB = new Set([2, 4]);
+
+/** The unit a Withings meastype's value is in (the ConceptMap's source-unit product): Withings sends SI units. */
+function sourceUnit(source: fhir4.Coding): string | undefined {
+  return translate('withings-meastype-to-loinc', source.system!, source.code!)?.[0]?.sourceUnit;
+}
 
 function withingsGroups(body: Json): unknown[] {
   if (isObject(body.body) && Array.isArray(body.body.measuregrps)) {
@@ -176,8 +175,9 @@ export function parseWithingsBody(body: unknown, query: URLSearchParams): Payloa
     const time = new Date(g.date * 1000).toISOString().replace('.000Z', 'Z');
     const device = typeof g.deviceid === 'string' && g.deviceid ? { system: WITHINGS_DEVICE_SYSTEM, value: g.deviceid } : undefined;
     const attrib = typeof g.attrib === 'number' ? g.attrib : undefined;
-    const extension: fhir4.Extension[] = attrib === undefined ? [] : [{ url: `${BASE}/StructureDefinition/withings-attrib`, valueInteger: attrib }];
-    const common = { time, extension, manual: attrib !== undefined && MANUAL_ATTRIB.has(attrib), ...(device ? { device } : {}) };
+    // attrib says how the value was taken (device, manual entry, …): provenance, kept as a tag.
+    const tags: fhir4.Coding[] = attrib === undefined ? [] : [{ system: WITHINGS_ATTRIB_SYSTEM, code: String(attrib) }];
+    const common = { time, tags, manual: attrib !== undefined && MANUAL_ATTRIB.has(attrib), ...(device ? { device } : {}) };
     const measures = g.measures as unknown[];
     const bp = measures.flatMap((m, mi) => (isObject(m) && (m.type === 9 || m.type === 10) ? [{ type: m.type, raw: m, mi }] : []));
     if (bp.length > 0) {
@@ -205,5 +205,5 @@ export function parseWithingsBody(body: unknown, query: URLSearchParams): Payloa
       );
     });
   });
-  return { createDevice: query.get('createDevice') === 'true', patient: query.get('patient') ?? undefined, entries };
+  return { door: 'withings', createDevice: query.get('createDevice') === 'true', patient: query.get('patient') ?? undefined, entries };
 }

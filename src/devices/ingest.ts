@@ -1,18 +1,20 @@
-import { type AccessPolicy, unrestricted } from '../auth/policy';
-import type { FhirContext } from '../fhir/context';
+import type { AccessPolicy } from '../access/policy';
+import { parseRelativeReference } from '../kernel/id';
+import { OperationOutcomeError } from '../kernel/outcome';
 import { errorEntry, writeEntry } from '../fhir/bundle/response';
-import { OperationOutcomeError } from '../fhir/outcome';
-import { readCurrent } from '../store/repository';
-import { executeWrites, type WriteOp, type WriteOutcome } from '../fhir/write';
-import { validationIssues } from '../validation/resource';
+import type { FhirContext } from '../fhir/context';
+import { executeWrites, type WriteOp, type WriteOutcome } from '../pipeline';
+import { readResource } from '../store/repository';
 import { findDevice, type KnownDevice, patientAt } from './assignment';
-import { draftToObservation } from './observation';
+import { draftToObservation } from './draft';
 import { type ReadingDraft, ReadingError } from './reading';
 
 /** One entry of a payload: the readings it decoded to, or why it could not be decoded. */
 export type PayloadEntry = { drafts: ReadingDraft[] } | { error: ReadingError };
 
 export interface Payload {
+  /** Which door decoded it (`readings`, `ble`, `withings`): the Observations' meta.source. */
+  door: string;
   device?: fhir4.Identifier;
   /** Create the Device on first sight. */
   createDevice: boolean;
@@ -20,9 +22,8 @@ export interface Payload {
   entries: PayloadEntry[];
 }
 
+/** Where each reading of a payload ended: a write, or why it was refused before one. */
 type Slot = { error: OperationOutcomeError } | { op: WriteOp & { kind: 'create' }; duplicateOf?: number };
-
-const PATIENT_REF = /^Patient\/[A-Za-z0-9\-.]{1,64}$/;
 
 function refusal(err: unknown): OperationOutcomeError {
   if (err instanceof OperationOutcomeError) return err;
@@ -31,14 +32,15 @@ function refusal(err: unknown): OperationOutcomeError {
 }
 
 /**
- * A device payload through the one write pipeline: each reading is mapped and checked on its
- * own (mapping, schema, ranges, patient), then the good ones are written in one executeWrites
- * call (one transaction, set-based); if that fails, one by one so each gets its own outcome.
- * The answer is a batch-response Bundle with one entry per reading, in order.
+ * A device payload through the one write pipeline: each reading's device and patient are found
+ * with the caller's rights, each reading is stated as its Observation (./draft.ts), and all of
+ * them are one per-entry unit of work, where the mapping stage codes them and every other stage
+ * judges them as it judges any write. The answer is a batch-response Bundle with one entry per
+ * reading, in order.
  */
-export async function ingestPayload(ctx: FhirContext, payload: Payload, policy: AccessPolicy = unrestricted): Promise<fhir4.Bundle> {
-  if (payload.patient !== undefined && !PATIENT_REF.test(payload.patient)) {
-    throw new OperationOutcomeError(400, { code: 'invalid', diagnostics: `patient '${payload.patient}' is not a Patient/id reference`, expression: ['patient'] });
+export async function ingestPayload(ctx: FhirContext, payload: Payload, policy: AccessPolicy): Promise<fhir4.Bundle> {
+  if (payload.patient !== undefined && parseRelativeReference(payload.patient)?.type !== 'Patient') {
+    throw new OperationOutcomeError(400, { code: 'invalid', diagnostics: `patient '${payload.patient.slice(0, 80)}' is not a Patient/id reference`, expression: ['patient'] });
   }
   const devices = new Map<string, Promise<KnownDevice | undefined>>();
   const deviceOf = (identifier: fhir4.Identifier) => {
@@ -50,13 +52,13 @@ export async function ingestPayload(ctx: FhirContext, payload: Payload, policy: 
     }
     return known;
   };
-
-  // One lookup per distinct patient of the payload.
+  // One lookup per distinct patient of the payload. Whether the caller may file readings for
+  // that patient is the write pipeline's decision (its compartment check on each Observation).
   const patients = new Map<string, Promise<boolean>>();
   const patientExists = (ref: string) => {
     let exists = patients.get(ref);
     if (!exists) {
-      exists = readCurrent(ctx.db, 'Patient', ref.slice('Patient/'.length)).then((stored) => stored !== undefined && !stored.deleted);
+      exists = readResource(ctx.db, 'Patient', parseRelativeReference(ref)!.id).then((stored) => stored !== undefined);
       patients.set(ref, exists);
     }
     return exists;
@@ -75,11 +77,6 @@ export async function ingestPayload(ctx: FhirContext, payload: Payload, policy: 
         const identifier = draft.device ?? payload.device;
         const known = identifier ? await deviceOf(identifier) : undefined;
         const patientRef = draft.patient ?? payload.patient ?? (known ? patientAt(known, draft.time) : undefined);
-        if (patientRef && !(await patientExists(patientRef))) {
-          // Named explicitly or by an assignment, the patient must exist now: a reading is never
-          // filed under a patient that is unknown or was deleted.
-          throw new ReadingError(422, `no patient: ${patientRef} is not known (or was deleted); the reading is not stored`, 'not-found');
-        }
         if (!patientRef) {
           throw new ReadingError(
             422,
@@ -89,52 +86,41 @@ export async function ingestPayload(ctx: FhirContext, payload: Payload, policy: 
             'not-found',
           );
         }
+        if (!(await patientExists(patientRef))) {
+          // Named explicitly or by an assignment, the patient must exist now: a reading is never
+          // filed under a patient that is unknown or was deleted.
+          throw new ReadingError(422, `no patient: ${patientRef} is not known (or was deleted); the reading is not stored`, 'not-found');
+        }
         const obs = draftToObservation(draft, {
+          door: payload.door,
           device: identifier ?? { system: 'urn:ietf:rfc:3986', value: 'urn:unknown-device' },
           deviceRef: known ? `Device/${known.id}` : undefined,
           patientRef,
           now,
         });
-        const issues = validationIssues(obs);
-        if (issues.length > 0) throw new OperationOutcomeError(422, issues);
+        const op = { kind: 'create' as const, type: 'Observation', id: obs.id, resource: obs, onExistingId: 'match' as const };
         const first = seen.get(obs.id!);
-        if (first !== undefined) {
-          slots.push({ op: { kind: 'create', type: 'Observation', id: obs.id, resource: obs, onExistingId: 'match' }, duplicateOf: first });
-        } else {
-          seen.set(obs.id!, slots.length);
-          slots.push({ op: { kind: 'create', type: 'Observation', id: obs.id, resource: obs, onExistingId: 'match' } });
-        }
+        if (first === undefined) seen.set(obs.id!, slots.length);
+        slots.push({ op, ...(first !== undefined ? { duplicateOf: first } : {}) });
       } catch (err) {
         slots.push({ error: refusal(err) });
       }
     }
   }
 
-  const toWrite = slots.map((s, i) => ({ s, i })).filter(({ s }) => 'op' in s && s.duplicateOf === undefined);
-  const outcomes = new Map<number, WriteOutcome | OperationOutcomeError>();
+  const toWrite = slots.flatMap((s, i) => ('op' in s && s.duplicateOf === undefined ? [{ op: s.op, i }] : []));
+  const results = new Map<number, WriteOutcome | OperationOutcomeError>();
   if (toWrite.length > 0) {
-    try {
-      const written = await executeWrites(ctx, toWrite.map(({ s }) => (s as { op: WriteOp }).op), policy);
-      written.forEach((o, k) => outcomes.set(toWrite[k]!.i, o));
-    } catch (err) {
-      if (!(err instanceof Error)) throw err;
-      for (const { s, i } of toWrite) {
-        try {
-          const [o] = await executeWrites(ctx, [(s as { op: WriteOp }).op], policy);
-          outcomes.set(i, o!);
-        } catch (one) {
-          outcomes.set(i, refusal(one));
-        }
-      }
-    }
+    const written = await executeWrites(ctx, toWrite.map((w) => w.op), { policy, mode: 'per-entry' });
+    written.forEach((result, k) => results.set(toWrite[k]!.i, result));
   }
 
   const entry: fhir4.BundleEntry[] = slots.map((s, i) => {
     if ('error' in s) return errorEntry(s.error);
-    const outcome = outcomes.get(s.duplicateOf ?? i)!;
-    if (outcome instanceof OperationOutcomeError) return errorEntry(outcome);
+    const result = results.get(s.duplicateOf ?? i)!;
+    if (result instanceof OperationOutcomeError) return errorEntry(result);
     // A reading repeated within the payload is the same resource: 200, as a retry would be.
-    return writeEntry(ctx.baseUrl, s.duplicateOf !== undefined ? { ...outcome, status: 200 } : outcome, 'minimal');
+    return writeEntry(ctx.baseUrl, s.duplicateOf !== undefined ? { ...result, status: 200 } : result, 'minimal');
   });
   return { resourceType: 'Bundle', type: 'batch-response', entry };
 }

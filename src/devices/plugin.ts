@@ -1,5 +1,5 @@
 import type { Plugin, Request } from '@hapi/hapi';
-import { policyOf } from '../auth';
+import { policyOf } from '../access/request';
 import type { FhirContext } from '../fhir/context';
 import { parseJsonBody } from '../fhir/negotiation';
 import { respond } from '../fhir/respond';

@@ -4,7 +4,7 @@ import type { DataAbsentReason } from './ieee-float';
 /**
  * What every door's adapter produces before mapping: a measurement as the source names it
  * (LOINC, MDC, a Withings meastype, a GATT field), with its value in exact decimal and its UCUM
- * unit, or the reason it has no value. src/devices/observation.ts maps it to an Observation.
+ * (or MDC) unit, or the reason it has no value. src/devices/draft.ts states it as an Observation.
  */
 export interface Measurement {
   source: fhir4.Coding;
@@ -28,6 +28,8 @@ export interface ReadingDraft extends Measurement {
   device?: fhir4.Identifier;
   /** Explicit patient reference for this reading, if any. */
   patient?: string;
+  /** Provenance that is not clinical content (Withings attrib), kept as meta.tag. */
+  tags?: fhir4.Coding[];
 }
 
 export const BASE = 'http://rpm.example.org/fhir';
@@ -41,6 +43,9 @@ export const UCUM_SYSTEM = 'http://unitsofmeasure.org';
 export const WITHINGS_MEASTYPE_SYSTEM = 'https://withings.com/meastype';
 export const WITHINGS_DEVICE_SYSTEM = 'https://withings.com/deviceid';
 export const BLE_FIELD_SYSTEM = `${BASE}/CodeSystem/ble-gatt-field`;
+export const WITHINGS_ATTRIB_SYSTEM = 'https://withings.com/attrib';
+/** meta.source of an Observation a device door decoded: `urn:rpm:ingest:withings`. */
+export const DOOR_SOURCE_PREFIX = 'urn:rpm:ingest:';
 
 /** A refused reading: the status and what was wrong, for its batch-response entry. */
 export class ReadingError extends Error {

@@ -1,5 +1,5 @@
 import { searchParametersFor } from '../search';
-import { supportedTypes } from './resource-types';
+import { supportedTypes } from '../kernel/resource-types';
 import type { FhirContext } from './context';
 
 /** Extra CapabilityStatement parts contributed by other capabilities (auth adds rest.security). */

@@ -1,24 +1,19 @@
-import type { Logger } from 'pino';
 import type { Config } from '../config';
-import type { Db } from '../store/db';
+import type { PipelineContext } from '../pipeline';
 import type { OperationRegistry } from './operations';
-import type { WriteHooks } from './write-hooks';
 
 /** What every interaction needs, built once at start by src/server.ts. */
-export interface FhirContext {
-  readonly db: Db;
+export interface FhirContext extends PipelineContext {
   readonly config: Config;
   /** The public FHIR base URL without trailing slash, e.g. `http://localhost:8080/fhir`. */
   readonly baseUrl: string;
-  readonly log: Logger;
-  readonly writeHooks: WriteHooks;
   readonly operations: OperationRegistry;
 }
 
 /**
- * What an interaction returns, independent of Hapi: the routes (and later bundle processing)
- * turn it into a response. `body` is a resource, or pre-serialised JSON text when the stored
- * JSON is passed through without parsing.
+ * What an interaction returns, independent of Hapi: the routes (and bundle processing) turn it
+ * into a response. `body` is a resource, or pre-serialised JSON text when the stored JSON is
+ * passed through without parsing.
  */
 export interface InteractionResult {
   status: number;

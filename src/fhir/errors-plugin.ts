@@ -1,7 +1,7 @@
 import type { Plugin, Request, ResponseToolkit } from '@hapi/hapi';
 import type { Boom } from '@hapi/boom';
 import type { Logger } from 'pino';
-import { type Issue, type IssueCode, OperationOutcomeError, operationOutcome } from './outcome';
+import { type Issue, type IssueCode, OperationOutcomeError, operationOutcome } from '../kernel/outcome';
 
 const CODE_BY_STATUS: Record<number, IssueCode> = {
   400: 'invalid', 401: 'login', 403: 'forbidden', 404: 'not-found', 405: 'not-supported', 406: 'not-supported',

@@ -1,4 +1,4 @@
-import { OperationOutcomeError } from './outcome';
+import { OperationOutcomeError } from '../kernel/outcome';
 
 export const FHIR_JSON = 'application/fhir+json';
 const JSON_TYPES = new Set([FHIR_JSON, 'application/json', 'json', 'application/json+fhir']);
@@ -65,14 +65,4 @@ export function preferences(prefer: string | undefined): { return: ReturnPrefere
     explicit: ret !== undefined,
     lenient: parts.includes('handling=lenient'),
   };
-}
-
-/** `W/"3"`, `"3"` or `3` → 3; anything else is a 400. */
-export function parseVersionTag(tag: string | undefined, header: string): number | undefined {
-  if (tag === undefined || tag === '') return undefined;
-  const m = /^(?:W\/)?"?(\d+)"?$/.exec(tag.trim());
-  if (!m) {
-    throw new OperationOutcomeError(400, { code: 'invalid', diagnostics: `${header} must be a version tag like W/"3", got ${tag}` });
-  }
-  return Number(m[1]);
 }

@@ -1,6 +1,6 @@
-import { requireAction, requireReadable } from './access';
+import { requireAction, requireReadable } from '../access/enforce';
 import type { FhirContext, InteractionResult } from './context';
-import { notFound, notSupported } from './outcome';
+import { notFound, notSupported } from '../kernel/outcome';
 import type { RestRequest } from './rest-request';
 import { validateOperation } from './interactions/validate';
 

@@ -1,8 +1,9 @@
-import type { AccessPolicy } from '../auth/policy';
+import type { AccessPolicy } from '../access/policy';
 import type { InteractionResult } from './context';
 import type { ReturnPreference } from './negotiation';
-import { informationOutcome } from './outcome';
-import type { WriteOutcome } from './write';
+import { etag, httpDate } from '../kernel/etag';
+import { informationOutcome } from '../kernel/outcome';
+import type { WriteOutcome } from '../pipeline';
 
 /** A FHIR REST request as the interactions see it: no Hapi types, so bundles can replay it. */
 export interface RestRequest {
@@ -32,8 +33,6 @@ export interface RestRequest {
   policy: AccessPolicy;
 }
 
-export const etag = (versionId: number | string) => `W/"${versionId}"`;
-export const httpDate = (instant: string) => new Date(instant).toUTCString();
 
 /** Status, ETag, Location, Last-Modified and the body chosen by `Prefer: return=` for a write. */
 export function writeResult(baseUrl: string, outcome: WriteOutcome, prefer: ReturnPreference): InteractionResult {

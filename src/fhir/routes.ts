@@ -1,5 +1,5 @@
 import type { Plugin, Request, ResponseToolkit, RouteOptions } from '@hapi/hapi';
-import { policyOf } from '../auth';
+import { policyOf } from '../access/request';
 import { search } from './interactions/search';
 import type { FhirContext, InteractionResult } from './context';
 import { capabilityStatement } from './capability';
@@ -7,9 +7,10 @@ import { bundle } from './interactions/bundle';
 import { history } from './interactions/history';
 import { read, vread } from './interactions/read';
 import { create, patch, remove, update } from './interactions/write-rest';
-import { checkBodyType, parseJsonBody, parseVersionTag, preferences, responseType } from './negotiation';
-import { badRequest, notFound, notSupported } from './outcome';
-import { isSupportedType } from './resource-types';
+import { parseVersionTag } from '../kernel/etag';
+import { checkBodyType, parseJsonBody, preferences, responseType } from './negotiation';
+import { badRequest, notFound, notSupported } from '../kernel/outcome';
+import { isSupportedType } from '../kernel/resource-types';
 import { respond } from './respond';
 import type { RestRequest } from './rest-request';
 

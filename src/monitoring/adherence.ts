@@ -1,6 +1,6 @@
 import type { FhirContext } from '../fhir/context';
-import { codeHash } from '../search/hash';
-import type { Queryable } from '../store/db';
+import { type UnitOfWork, withUnitOfWork } from '../pipeline';
+import { readingTimes } from '../search';
 import { type FlagEvent, type RaisedFlag, raiseFlags } from './flags';
 import { type ScheduledPlan, scheduledPlans } from './plans';
 
@@ -23,7 +23,8 @@ export interface AdherenceResult {
 
 const hours = (ms: number) => (ms % 3_600_000 === 0 ? `${ms / 3_600_000} h` : `${Math.round(ms / 60_000)} min`);
 
-async function checkPlan(ctx: FhirContext, tx: Queryable, plan: ScheduledPlan, now: number): Promise<{ missed: number; flags: RaisedFlag[] }> {
+async function checkPlan(uow: UnitOfWork, plan: ScheduledPlan, now: number): Promise<{ missed: number; flags: RaisedFlag[] }> {
+  const { tx } = uow;
   // Two checks of one plan (scheduler and $check-adherence) queue here and judge each window once.
   await tx.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`adherence|${plan.careplanId}`]);
   const { rows } = await tx.query<{ measure: string; checked_until: Date | string }>(
@@ -48,12 +49,12 @@ async function checkPlan(ctx: FhirContext, tx: Queryable, plan: ScheduledPlan, n
       if (end > after) windows.push({ start: anchor + k * s.everyMs, end });
     }
     if (windows.length === 0) continue;
-    const { rows: seen } = await tx.query<{ t: Date | string }>(
-      `SELECT coalesce(date_low, date_high) AS t FROM observation_token
-        WHERE patient = $1 AND param = 'code' AND code_hash = $2 AND date_high >= $3 AND date_low < $4`,
-      [plan.patient, codeHash(s.measure), new Date(windows[0]!.start).toISOString(), new Date(windows[windows.length - 1]!.end).toISOString()],
-    );
-    const times = seen.map((r) => new Date(r.t).getTime());
+    const times = await readingTimes(tx, {
+      patient: plan.patient,
+      code: s.measure,
+      from: new Date(windows[0]!.start).toISOString(),
+      to: new Date(windows[windows.length - 1]!.end).toISOString(),
+    });
     for (const w of windows) {
       if (times.some((t) => t >= w.start && t < w.end)) continue;
       const window = { start: new Date(w.start).toISOString(), end: new Date(w.end).toISOString() };
@@ -71,7 +72,7 @@ async function checkPlan(ctx: FhirContext, tx: Queryable, plan: ScheduledPlan, n
     }
     advanced.push({ measure: s.measure, until: windows[windows.length - 1]!.end });
   }
-  const flags = await raiseFlags(ctx, tx, events);
+  const flags = await raiseFlags(uow, events);
   if (advanced.length) {
     await tx.query(
       `INSERT INTO monitoring_adherence (careplan_id, measure, checked_until)
@@ -83,16 +84,17 @@ async function checkPlan(ctx: FhirContext, tx: Queryable, plan: ScheduledPlan, n
   return { missed: events.length, flags };
 }
 
-/** Judges the due windows of every active plan (or one) that ended by `now`; a short transaction per plan. */
-export async function checkAdherence(ctx: FhirContext, now: Date, careplanId?: string, afterCommit: () => void = () => undefined): Promise<AdherenceResult> {
+/**
+ * Judges the due windows of every active plan (or one) that ended by `now`: a short unit of work
+ * per plan, whose Flags reach the after-commit stage (notifications) like any other write.
+ */
+export async function checkAdherence(ctx: FhirContext, now: Date, careplanId?: string): Promise<AdherenceResult> {
   const plans = await scheduledPlans(ctx.db, careplanId);
   const result: AdherenceResult = { plans: plans.length, missed: 0, flags: [] };
   for (const plan of plans) {
-    const outcome = await ctx.db.transaction((tx) => checkPlan(ctx, tx, plan, now.getTime()));
+    const outcome = await withUnitOfWork(ctx, (uow) => checkPlan(uow, plan, now.getTime()));
     result.missed += outcome.missed;
     result.flags.push(...outcome.flags);
-    // The Flags' notifications were queued in the transaction; this only wakes the deliverer.
-    if (outcome.flags.length) afterCommit();
   }
   return result;
 }
@@ -105,14 +107,13 @@ export class AdherenceScheduler {
   constructor(
     private readonly ctx: FhirContext,
     private readonly intervalMs: number,
-    private readonly afterCommit: () => void,
   ) {}
 
   start(): void {
     if (this.intervalMs <= 0 || this.timer) return;
     this.timer = setInterval(() => {
       if (this.running) return;
-      this.running = checkAdherence(this.ctx, new Date(), undefined, this.afterCommit)
+      this.running = checkAdherence(this.ctx, new Date())
         .catch((err: unknown) => this.ctx.log.error({ err }, 'adherence check failed'))
         .finally(() => (this.running = undefined));
     }, this.intervalMs);

@@ -1,12 +1,13 @@
 import { randomUUID } from 'node:crypto';
-import type { FhirContext } from '../fhir/context';
-import { applyWrites, type WriteOp } from '../fhir/write';
+import type { UnitOfWork, WriteOp } from '../pipeline';
 import type { Queryable } from '../store/db';
+import { readVersioned } from '../store/repository';
 import { LOINC } from './plan';
 
 /**
- * Flags raised by the monitoring rules, written through the one write pipeline inside the
- * transaction of the change that caused them (DESIGN "no alert is lost"). While a Flag is
+ * Flags raised by the monitoring rules, written through the one write pipeline as part of the
+ * unit of work of the change that caused them (DESIGN "no alert is lost"): same transaction,
+ * and the after-commit stage (notifications, audit) sees them with it. While a Flag is
  * active for a patient, plan, measure and direction, further events update it (another
  * flag-detail, a count) instead of adding Flags.
  */
@@ -96,8 +97,9 @@ function addEvent(flag: fhir4.Flag, e: FlagEvent): void {
  * plan, measure and direction is skipped (re-writing or re-evaluating it raises nothing new).
  * Set-based: a few statements whatever the number of events.
  */
-export async function raiseFlags(ctx: FhirContext, tx: Queryable, events: readonly FlagEvent[]): Promise<RaisedFlag[]> {
+export async function raiseFlags(uow: UnitOfWork, events: readonly FlagEvent[]): Promise<RaisedFlag[]> {
   if (events.length === 0) return [];
+  const { tx } = uow;
   let pending = [...events];
   const observed = pending.filter((e) => e.observationId && !e.firstVersion);
   if (observed.length) {
@@ -114,16 +116,19 @@ export async function raiseFlags(ctx: FhirContext, tx: Queryable, events: readon
   // The locks are taken by an uncorrelated subquery, which PostgreSQL runs once as an InitPlan
   // before it reads monitoring_flag: lock and lookup in one round trip, in that order.
   const keys = [...new Set(pending.map(keyOf))].sort();
-  const { rows: open } = await tx.query<{ flag_id: string; careplan_id: string; measure: string; direction: string; version_id: number; content: fhir4.Flag }>(
-    `SELECT m.flag_id, m.careplan_id, m.measure, m.direction, f.version_id, f.content
-       FROM monitoring_flag m JOIN flag f ON f.id = m.flag_id AND NOT f.deleted
+  const { rows: open } = await tx.query<{ flag_id: string; careplan_id: string; measure: string; direction: string }>(
+    `SELECT m.flag_id, m.careplan_id, m.measure, m.direction FROM monitoring_flag m
       WHERE (SELECT count(pg_advisory_xact_lock(h)) FROM (SELECT hashtext(k) AS h FROM unnest($2::text[]) AS k ORDER BY 1) s) >= 0
         AND m.active AND m.careplan_id = ANY($1::text[])`,
     [[...new Set(pending.map((e) => e.careplanId))], keys],
   );
+  const stored = await readVersioned<fhir4.Flag>(tx, 'Flag', open.map((r) => r.flag_id));
   const byKey = new Map<string, { id: string; version: number; flag: fhir4.Flag; created: boolean }>();
   for (const row of open) {
-    if (row.content.status === 'active') byKey.set(keyOf({ careplanId: row.careplan_id, measure: row.measure, direction: row.direction }), { id: row.flag_id, version: row.version_id, flag: row.content, created: false });
+    const flag = stored.get(row.flag_id);
+    if (flag?.resource.status === 'active') {
+      byKey.set(keyOf({ careplanId: row.careplan_id, measure: row.measure, direction: row.direction }), { id: row.flag_id, version: flag.versionId, flag: flag.resource, created: false });
+    }
   }
   const created: Array<{ id: string; event: FlagEvent }> = [];
   for (const e of pending) {
@@ -143,7 +148,7 @@ export async function raiseFlags(ctx: FhirContext, tx: Queryable, events: readon
       : { kind: 'update', type: 'Flag', id: t.id, resource: t.flag, ifMatch: t.version },
   );
   for (const t of touched) ownFlags.add(t.flag);
-  await applyWrites(ctx, tx, ops);
+  await uow.apply(ops);
   // What the server raised (monitoring_flag) and what it judged (monitoring_breach), in one statement.
   const judged = pending.filter((e) => e.observationId);
   if (created.length || judged.length) {

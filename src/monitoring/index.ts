@@ -1,12 +1,11 @@
 import type { Server } from '@hapi/hapi';
 import type { FhirContext, InteractionResult } from '../fhir/context';
-import { badRequest, notFound, unprocessable } from '../fhir/outcome';
 import type { RestRequest } from '../fhir/rest-request';
-import type { CommittedWrite, PendingWrite } from '../fhir/write-hooks';
+import { badRequest, notFound, unprocessable } from '../kernel/outcome';
+import { type CommittedWrite, eachWrite, type PendingWrite, type UnitOfWork, withUnitOfWork } from '../pipeline';
+import { readingsOf } from '../search';
 import { parseDateRange } from '../search/date-range';
-import { codeHash } from '../search/hash';
-import type { Queryable } from '../store/db';
-import { readCurrent } from '../store/repository';
+import { readResource } from '../store/repository';
 import { AdherenceScheduler, checkAdherence } from './adherence';
 import { type FlagEvent, raiseFlags, trackFlagStatus } from './flags';
 import { type Breach, judgedPatient, judgeObservation } from './judge';
@@ -15,48 +14,51 @@ import { activePlansOf, goalsInActivePlans, loadGoals, planById, recompilePlansO
 import { acceptSubscription, DeliveryWorker, enqueueNotifications } from './subscriptions';
 
 /**
- * Monitoring rules on the one write pipeline (DESIGN "Data flow"): CarePlan limits are
- * validated and compiled when written; every Observation write is judged against its patient's
- * active plans in the enrich hook (one query per transaction); the Flags it deserves are
- * written in the same transaction; Subscription notifications are queued there too and
- * delivered after commit. Decision record: docs/decisions/005-monitoring-rules.md.
+ * Monitoring rules as stages of the one write pipeline (DESIGN "Data flow"):
+ * - validate: Goal limits and CarePlans are checked and compiled; Subscriptions accepted;
+ * - judge: every Observation is judged against its patient's active plans (one query per apply);
+ * - rules: compiled plans stored, Flags raised in the same unit of work, notifications queued;
+ * - after-commit: the delivery worker is woken.
+ * Decision record: docs/decisions/005-monitoring-rules.md.
  */
 export interface Monitoring {
   /** Stops the adherence scheduler and the delivery worker (App.stop()). */
   stop(): Promise<void>;
 }
 
-/** What the enrich hook learnt about a resource, for the in-transaction hook of the same write. */
+/** What an earlier stage learnt about a resource, for the rules stage of the same write. */
 const compiledPlans = new WeakMap<object, CompiledPlan>();
 const breachesOf = new WeakMap<object, Breach[]>();
 
 export function registerMonitoring(ctx: FhirContext, server: Server): Monitoring {
   const worker = new DeliveryWorker(ctx);
-  let queued = false;
-  const wake = () => worker.kick();
+  const listeningPort = () => (server.info.started ? Number(server.info.port) : undefined);
 
-  ctx.writeHooks.enrich.push(async (c, tx, writes) => {
-    await enrich(c, tx, writes, server.info.started ? Number(server.info.port) : undefined);
+  ctx.stages.use('validate', 'monitoring.plans', (uow, writes) => validatePlans(uow, writes));
+  ctx.stages.use('validate', 'monitoring.subscriptions', (uow, writes) => acceptSubscriptions(ctx, uow, writes, listeningPort()));
+  ctx.stages.use('judge', 'monitoring.limits', (uow, writes) => judgeObservations(uow, writes));
+  // The worker is woken only when a rule queued a notification: most commits queue none, and a
+  // drain costs a query. A wake-up lost to a concurrent unit is picked up by the worker's poll.
+  let queued = false;
+  ctx.stages.use('rules', 'monitoring', async (uow, committed) => {
+    if (await applyRules(uow, committed)) queued = true;
   });
-  ctx.writeHooks.inTransaction.push(async (c, tx, committed) => {
-    if (await inTransaction(c, tx, committed)) queued = true;
-  });
-  ctx.writeHooks.afterCommit.push(async () => {
+  ctx.stages.use('after-commit', 'monitoring.delivery', async () => {
     if (!queued) return;
     queued = false;
-    wake();
+    worker.kick();
   });
 
   ctx.operations.register({
     name: 'evaluate', types: ['CarePlan'], type: false, instance: true, affectsState: true,
-    handler: (c, req) => evaluateOperation(c, req, wake),
+    handler: (c, req) => evaluateOperation(c, req),
   });
   ctx.operations.register({
     name: 'check-adherence', types: ['CarePlan'], type: true, instance: true, affectsState: true,
     handler: async (c, req) => {
       const now = dateParameter(req, 'now') ?? new Date();
-      if (req.id && !(await readCurrent(c.db, 'CarePlan', req.id))) throw notFound(`CarePlan/${req.id} is not known`);
-      const result = await checkAdherence(c, now, req.id, wake);
+      if (req.id && !(await readResource(c.db, 'CarePlan', req.id))) throw notFound(`CarePlan/${req.id} is not known`);
+      const result = await checkAdherence(c, now, req.id);
       return parameters([
         { name: 'now', valueDateTime: now.toISOString() },
         { name: 'plans', valueInteger: result.plans },
@@ -66,7 +68,7 @@ export function registerMonitoring(ctx: FhirContext, server: Server): Monitoring
     },
   });
 
-  const scheduler = new AdherenceScheduler(ctx, ctx.config.adherenceCheckIntervalMs, wake);
+  const scheduler = new AdherenceScheduler(ctx, ctx.config.adherenceCheckIntervalMs);
   scheduler.start();
   worker.start();
   return {
@@ -77,36 +79,45 @@ export function registerMonitoring(ctx: FhirContext, server: Server): Monitoring
   };
 }
 
-async function enrich(ctx: FhirContext, tx: Queryable, writes: PendingWrite[], listeningPort: number | undefined): Promise<void> {
-  const live = (type: string) => writes.filter((w) => w.type === type && w.resource);
+const live = (writes: readonly PendingWrite[], type: string) => writes.filter((w) => w.type === type && w.resource);
 
-  const goalWrites = live('Goal');
+/** Goals read by plans the server acts on must hold valid limits; CarePlans are compiled (and checked) here. */
+async function validatePlans(uow: UnitOfWork, writes: readonly PendingWrite[]): Promise<void> {
+  const goalWrites = live(writes, 'Goal');
   if (goalWrites.length) {
-    const enforced = await goalsInActivePlans(tx, goalWrites.map((w) => w.id));
-    for (const w of goalWrites) if (enforced.has(w.id)) assertValidGoal(w.resource as fhir4.Goal);
+    const enforced = await goalsInActivePlans(uow.tx, goalWrites.map((w) => w.id));
+    await eachWrite(goalWrites, (w) => {
+      if (enforced.has(w.id)) assertValidGoal(w.resource as fhir4.Goal);
+    });
   }
-
-  const plans = live('CarePlan');
+  const plans = live(writes, 'CarePlan');
   if (plans.length) {
-    // Goals written in the same transaction are read as written; others from the store.
-    const pendingGoals = new Map(live('Goal').map((w) => [w.id, w.resource as fhir4.Goal]));
-    const stored = await loadGoals(tx, plans.flatMap((w) => storedGoalIds(w.resource as fhir4.CarePlan)).filter((id) => !pendingGoals.has(id)));
+    // Goals written in the same apply are read as written; others from the store.
+    const pendingGoals = new Map(goalWrites.map((w) => [w.id, w.resource as fhir4.Goal]));
+    const stored = await loadGoals(uow.tx, plans.flatMap((w) => storedGoalIds(w.resource as fhir4.CarePlan)).filter((id) => !pendingGoals.has(id)));
     const goals = new Map([...stored, ...pendingGoals]);
-    for (const w of plans) compiledPlans.set(w.resource!, compilePlan(w.resource as fhir4.CarePlan, goals));
+    await eachWrite(plans, (w) => {
+      compiledPlans.set(w.resource!, compilePlan(w.resource as fhir4.CarePlan, goals));
+    });
   }
+}
 
-  for (const w of live('Subscription')) {
-    if (await acceptSubscription(ctx, tx, w.resource as fhir4.Subscription, listeningPort)) w.changed = true;
-  }
+async function acceptSubscriptions(ctx: FhirContext, uow: UnitOfWork, writes: readonly PendingWrite[], port: number | undefined): Promise<void> {
+  await eachWrite(live(writes, 'Subscription'), async (w) => {
+    if (await acceptSubscription(ctx, uow.tx, w.resource as fhir4.Subscription, port)) w.changed = true;
+  });
+}
 
-  const observations = live('Observation');
+/** Interpretation against the limits of the patient's active plans; the breaches wait for the rules stage. */
+async function judgeObservations(uow: UnitOfWork, writes: readonly PendingWrite[]): Promise<void> {
+  const observations = live(writes, 'Observation');
   if (observations.length === 0) return;
   const patients = new Set<string>();
   for (const w of observations) {
     const patient = judgedPatient(w.resource as fhir4.Observation);
     if (patient) patients.add(patient);
   }
-  const active = await activePlansOf(tx, [...patients]);
+  const active = await activePlansOf(uow.tx, [...patients]);
   if (active.length === 0) return;
   for (const w of observations) {
     const { breaches, changed } = judgeObservation(w.resource as fhir4.Observation, w.id, active, true);
@@ -116,7 +127,8 @@ async function enrich(ctx: FhirContext, tx: Queryable, writes: PendingWrite[], l
 }
 
 /** Returns whether notifications were queued. */
-async function inTransaction(ctx: FhirContext, tx: Queryable, committed: readonly CommittedWrite[]): Promise<boolean> {
+async function applyRules(uow: UnitOfWork, committed: readonly CommittedWrite[]): Promise<boolean> {
+  const { tx } = uow;
   const plans = committed.filter((w) => w.type === 'CarePlan');
   if (plans.length) {
     await storePlans(tx, plans.map((w) => ({ id: w.id, compiled: w.resource && compiledPlans.get(w.resource) })));
@@ -132,7 +144,7 @@ async function inTransaction(ctx: FhirContext, tx: Queryable, committed: readonl
       for (const b of breachesOf.get(w.resource) ?? []) events.push({ ...b, firstVersion: w.versionId === 1 });
     }
   }
-  if (events.length) await raiseFlags(ctx, tx, events);
+  if (events.length) await raiseFlags(uow, events);
   return (await enqueueNotifications(tx, committed)) > 0;
 }
 
@@ -159,29 +171,21 @@ function dateParameter(req: RestRequest, name: string): Date | undefined {
  * [start, end] against the plan's current limits and raises the Flags they deserve. Idempotent:
  * monitoring_breach remembers what was judged.
  */
-async function evaluateOperation(ctx: FhirContext, req: RestRequest, wake: () => void): Promise<InteractionResult> {
-  const stored = await readCurrent(ctx.db, 'CarePlan', req.id!);
-  if (!stored || stored.deleted) throw notFound(`CarePlan/${req.id} is not known`);
+async function evaluateOperation(ctx: FhirContext, req: RestRequest): Promise<InteractionResult> {
+  if (!(await readResource(ctx.db, 'CarePlan', req.id!))) throw notFound(`CarePlan/${req.id} is not known`);
   const plan = await planById(ctx.db, req.id!);
   if (!plan || plan.limits.length === 0) throw unprocessable(`CarePlan/${req.id} has no limits for a Patient to evaluate`);
   const start = dateParameter(req, 'start') ?? new Date(plan.periodStart ?? 0);
   const end = dateParameter(req, 'end') ?? new Date(Math.min(plan.periodEnd ?? Date.now(), Date.now()));
   if (start > end) throw badRequest('start is after end', ['start']);
-  const measures = [...new Set(plan.limits.map((l) => l.measure))].map(codeHash);
-  const result = await ctx.db.transaction(async (tx) => {
+  const result = await withUnitOfWork(ctx, async (uow) => {
     // Both the own code and the component codes: a panel's systolic limit reads the panel.
-    const { rows } = await tx.query<{ id: string; content: fhir4.Observation }>(
-      `SELECT o.id, o.content FROM observation o WHERE NOT o.deleted AND o.id IN (
-         SELECT t.id FROM observation_token t WHERE t.patient = $1 AND t.param IN ('code', 'component-code')
-            AND t.code_hash = ANY($2::int8[]) AND t.date_high >= $3 AND t.date_low <= $4)`,
-      [plan.patient, measures, start.toISOString(), end.toISOString()],
-    );
+    const readings = await readingsOf(uow.tx, { patient: plan.patient, codes: plan.limits.map((l) => l.measure), from: start.toISOString(), to: end.toISOString() });
     const events: Breach[] = [];
-    for (const row of rows) events.push(...judgeObservation(row.content, row.id, [plan], false).breaches);
-    const flags = await raiseFlags(ctx, tx, events);
-    return { judged: rows.length, breaches: events.length, flags };
+    for (const r of readings) events.push(...judgeObservation(r.resource, r.id, [plan], false).breaches);
+    const flags = await raiseFlags(uow, events);
+    return { judged: readings.length, breaches: events.length, flags };
   });
-  wake();
   return parameters([
     { name: 'judged', valueInteger: result.judged },
     { name: 'breaches', valueInteger: result.breaches },

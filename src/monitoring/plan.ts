@@ -1,5 +1,5 @@
-import type { Issue } from '../fhir/outcome';
-import { OperationOutcomeError } from '../fhir/outcome';
+import type { Issue } from '../kernel/outcome';
+import { OperationOutcomeError } from '../kernel/outcome';
 import { parseDateRange } from '../search/date-range';
 import { terminology } from '../terminology/load';
 import { convertUnit } from '../terminology/convert';

@@ -1,4 +1,5 @@
 import type { Queryable } from '../store/db';
+import { readResources } from '../store/repository';
 import type { PlanLimits } from './judge';
 import { compilePlan, type CompiledPlan, type ScheduledMeasure, storedGoalIds } from './plan';
 
@@ -8,10 +9,8 @@ import { compilePlan, type CompiledPlan, type ScheduledMeasure, storedGoalIds } 
  */
 
 /** The stored, live Goals of these ids. */
-export async function loadGoals(tx: Queryable, ids: readonly string[]): Promise<Map<string, fhir4.Goal>> {
-  if (ids.length === 0) return new Map();
-  const { rows } = await tx.query<{ id: string; content: fhir4.Goal }>('SELECT id, content FROM goal WHERE id = ANY($1::text[]) AND NOT deleted', [[...new Set(ids)]]);
-  return new Map(rows.map((r) => [r.id, r.content]));
+export function loadGoals(tx: Queryable, ids: readonly string[]): Promise<Map<string, fhir4.Goal>> {
+  return readResources<fhir4.Goal>(tx, 'Goal', ids);
 }
 
 export async function storePlans(tx: Queryable, plans: ReadonlyArray<{ id: string; compiled?: CompiledPlan }>): Promise<void> {
@@ -52,16 +51,14 @@ export async function goalsInActivePlans(tx: Queryable, goalIds: readonly string
 
 /** Recompiles the stored plans that read any of these Goals (a Goal's limits changed). */
 export async function recompilePlansOfGoals(tx: Queryable, goalIds: readonly string[]): Promise<void> {
-  const { rows } = await tx.query<{ id: string; content: fhir4.CarePlan }>(
-    `SELECT c.id, c.content FROM monitoring_plan m JOIN careplan c ON c.id = m.careplan_id AND NOT c.deleted WHERE m.goal_ids && $1::text[]`,
-    [goalIds],
-  );
+  const { rows } = await tx.query<{ careplan_id: string }>('SELECT careplan_id FROM monitoring_plan WHERE goal_ids && $1::text[]', [goalIds]);
   if (rows.length === 0) return;
-  const goals = await loadGoals(tx, rows.flatMap((r) => storedGoalIds(r.content)));
+  const careplans = await readResources<fhir4.CarePlan>(tx, 'CarePlan', rows.map((r) => r.careplan_id));
+  const goals = await loadGoals(tx, [...careplans.values()].flatMap(storedGoalIds));
   const plans: Array<{ id: string; compiled?: CompiledPlan }> = [];
-  for (const r of rows) {
+  for (const [id, careplan] of careplans) {
     // The Goals were checked on their own write; a deleted one leaves the plan without its limits.
-    plans.push({ id: r.id, compiled: compilePlan(r.content, goals, false) });
+    plans.push({ id, compiled: compilePlan(careplan, goals, false) });
   }
   await storePlans(tx, plans);
 }

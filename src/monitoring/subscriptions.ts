@@ -1,11 +1,10 @@
 import type { FhirContext } from '../fhir/context';
-import { badRequest, OperationOutcomeError, unprocessable } from '../fhir/outcome';
-import { isSupportedType } from '../fhir/resource-types';
-import { executeWrites } from '../fhir/write';
-import type { CommittedWrite } from '../fhir/write-hooks';
+import { badRequest, OperationOutcomeError, unprocessable } from '../kernel/outcome';
+import { isSupportedType } from '../kernel/resource-types';
+import { type CommittedWrite, executeWrites } from '../pipeline';
 import { findMatchingIds } from '../search';
 import type { Queryable } from '../store/db';
-import { readCurrent, readVersion } from '../store/repository';
+import { readResource, readResources, readVersion } from '../store/repository';
 
 /**
  * FHIR R4 Subscriptions, rest-hook channel (R4 subscription.html). A matching change is queued
@@ -96,14 +95,10 @@ export function forgetSubscriptions(): void {
 
 async function liveSubscriptions(tx: Queryable): Promise<LiveSubscription[]> {
   if (cache && Date.now() - cache.at < SUBSCRIPTION_CACHE_MS) return cache.subscriptions;
-  const { rows } = await tx.query<{ id: string; criteria: string }>(
-    `SELECT id, content->>'criteria' AS criteria FROM subscription
-      WHERE NOT deleted AND content->>'status' = ANY($1::text[]) AND content->'channel'->>'type' = 'rest-hook'`,
-    [DELIVERED_STATUSES],
-  );
-  const subscriptions = rows.flatMap((r) => {
-    const criteria = parseCriteria(r.criteria);
-    return criteria ? [{ id: r.id, criteria }] : [];
+  const ids = await findMatchingIds(tx, 'Subscription', new URLSearchParams({ status: DELIVERED_STATUSES.join(','), type: 'rest-hook' }));
+  const subscriptions = [...(await readResources<fhir4.Subscription>(tx, 'Subscription', ids))].flatMap(([id, sub]) => {
+    const criteria = parseCriteria(sub.criteria);
+    return criteria ? [{ id, criteria }] : [];
   });
   cache = { at: Date.now(), subscriptions };
   return subscriptions;
@@ -212,8 +207,7 @@ export class DeliveryWorker {
   }
 
   private async deliver(d: Delivery): Promise<void> {
-    const stored = await readCurrent(this.ctx.db, 'Subscription', d.subscription_id);
-    const sub = stored?.json ? (JSON.parse(stored.json) as fhir4.Subscription) : undefined;
+    const sub = (await readResource<fhir4.Subscription>(this.ctx.db, 'Subscription', d.subscription_id))?.resource;
     if (!sub || !DELIVERED_STATUSES.includes(sub.status)) {
       await this.ctx.db.query('DELETE FROM monitoring_delivery WHERE id = $1', [d.id]);
       return;
@@ -261,9 +255,9 @@ export class DeliveryWorker {
 
   /** Status and error go through the write pipeline: versioned, audited, visible to the subscriber's owner. */
   private async recordStatus(id: string, status: 'active' | 'error', error: string | undefined): Promise<void> {
-    const stored = await readCurrent(this.ctx.db, 'Subscription', id);
-    if (!stored?.json) return;
-    const sub = JSON.parse(stored.json) as fhir4.Subscription;
+    const stored = await readResource<fhir4.Subscription>(this.ctx.db, 'Subscription', id);
+    if (!stored) return;
+    const sub = stored.resource;
     if (sub.status !== 'active' && sub.status !== 'error') return;
     sub.status = status;
     if (error) sub.error = error;

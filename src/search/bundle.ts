@@ -1,4 +1,4 @@
-import { operationOutcome } from '../fhir/outcome';
+import { operationOutcome } from '../kernel/outcome';
 import type { FoundResource } from './include';
 
 /**

@@ -1,4 +1,4 @@
-import { badRequest } from '../fhir/outcome';
+import { badRequest } from '../kernel/outcome';
 
 /**
  * The opaque `_cursor` of next/prev links: the sort values (as PostgreSQL text) of the row the

@@ -1,4 +1,4 @@
-import { supportedTypes } from '../fhir/resource-types';
+import { supportedTypes } from '../kernel/resource-types';
 import type { Queryable } from '../store/db';
 import { tableOf } from '../store/tables';
 import { indexTableOf } from './index-tables';

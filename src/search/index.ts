@@ -5,9 +5,10 @@
  */
 import { parametersOf } from './registry';
 
-export { findMatchingIds, searchResources, type SearchRequest } from './search';
+export { findMatchingIds, type SearchContext, searchResources, type SearchRequest, type SearchResult } from './search';
 export { writeSearchIndex } from './index-writer';
 export { isInPatientCompartment, referenceTargetsOf } from './compartment';
+export { readingsOf, readingTimes } from './readings';
 
 /** Result parameters this server honours, listed with the filters in the CapabilityStatement. */
 const RESULT_PARAMETERS: Array<{ name: string; type: string; documentation: string }> = [

@@ -1,5 +1,5 @@
-import { badRequest, OperationOutcomeError } from '../fhir/outcome';
-import { isSupportedType, supportedTypes } from '../fhir/resource-types';
+import { badRequest, OperationOutcomeError } from '../kernel/outcome';
+import { isSupportedType, supportedTypes } from '../kernel/resource-types';
 import { parametersOf, parameterOf, type SearchParameterDef } from './registry';
 import { typeModules } from './types';
 import { reference } from './types/reference';

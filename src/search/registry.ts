@@ -1,7 +1,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { supportedTypes } from '../fhir/resource-types';
-import { profilesDir } from '../paths';
+import { supportedTypes } from '../kernel/resource-types';
+import { profilesDir } from '../kernel/paths';
 import { type Accessor, compileExpression, isRepeatingPath, splitUnion } from './accessor';
 
 /**

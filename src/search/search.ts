@@ -1,6 +1,5 @@
-import type { FhirContext, InteractionResult } from '../fhir/context';
-import { notFound } from '../fhir/outcome';
-import { isSupportedType } from '../fhir/resource-types';
+import { notFound } from '../kernel/outcome';
+import { isSupportedType } from '../kernel/resource-types';
 import type { Queryable } from '../store/db';
 import { tableOf } from '../store/tables';
 import { searchsetJson } from './bundle';
@@ -10,6 +9,19 @@ import { type ParsedSearch, parseSearch } from './parse';
 import { compartmentCondition, filterConditions, keysetCondition, orderBy, planDriver, type SortColumn, sortColumn } from './sql';
 import { SqlParams } from './sql-params';
 import { subsetResource, type SubsetMode } from './summary';
+
+/** What a search needs of the server: its database, page-size settings and public base URL. */
+export interface SearchContext {
+  readonly db: Queryable;
+  readonly baseUrl: string;
+  readonly config: { readonly defaultPageSize: number; readonly maxPageSize: number };
+}
+
+/** A searchset Bundle as JSON text (stored JSON is streamed into it unparsed). */
+export interface SearchResult {
+  status: 200;
+  body: { json: string };
+}
 
 export interface SearchRequest {
   resourceType: string;
@@ -113,7 +125,7 @@ function linkUrl(base: string, params: ReadonlyArray<[string, string]>): string 
 }
 
 /** A searchset Bundle for GET /{type}, POST /{type}/_search and GET /Patient/{id}/{type}. */
-export async function searchResources(ctx: FhirContext, request: SearchRequest): Promise<InteractionResult> {
+export async function searchResources(ctx: SearchContext, request: SearchRequest): Promise<SearchResult> {
   const { resourceType } = request;
   if (!isSupportedType(resourceType)) throw notFound(`Resource type '${resourceType}' is not supported`);
   const parsed = parseSearch(resourceType, request.params, {

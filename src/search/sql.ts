@@ -1,4 +1,4 @@
-import { badRequest } from '../fhir/outcome';
+import { badRequest } from '../kernel/outcome';
 import { tableOf } from '../store/tables';
 import { isRepeatingPath, splitUnion } from './accessor';
 import { indexTableOf } from './index-tables';

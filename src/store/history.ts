@@ -1,4 +1,4 @@
-import { supportedTypes } from '../fhir/resource-types';
+import { supportedTypes } from '../kernel/resource-types';
 import type { Queryable } from './db';
 import { historyTableOf } from './tables';
 

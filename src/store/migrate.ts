@@ -1,7 +1,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { supportedTypes } from '../fhir/resource-types';
-import { migrationsDir } from '../paths';
+import { supportedTypes } from '../kernel/resource-types';
+import { migrationsDir } from '../kernel/paths';
 import type { Db } from './db';
 import { tableOf } from './tables';
 

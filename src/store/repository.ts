@@ -133,3 +133,25 @@ function columns(versions: readonly NewVersion[]): unknown[] {
     versions.map((v) => (v.resource === undefined ? null : JSON.stringify(v.resource))),
   ];
 }
+
+/** The live (not deleted) current versions of `ids`, parsed, with their version ids. */
+export async function readVersioned<T extends fhir4.FhirResource>(db: Queryable, type: string, ids: readonly string[]): Promise<Map<string, { resource: T; versionId: number }>> {
+  if (ids.length === 0) return new Map();
+  const { rows } = await db.query<{ id: string; version_id: number; content: T }>(
+    `SELECT id, version_id, content FROM ${tableOf(type)} WHERE id = ANY($1::text[]) AND NOT deleted`,
+    [[...new Set(ids)]],
+  );
+  return new Map(rows.map((r) => [r.id, { resource: r.content, versionId: r.version_id }]));
+}
+
+/** The live (not deleted) current versions of `ids`, parsed: for capabilities that act on stored resources. */
+export async function readResources<T extends fhir4.FhirResource>(db: Queryable, type: string, ids: readonly string[]): Promise<Map<string, T>> {
+  const versioned = await readVersioned<T>(db, type, ids);
+  return new Map([...versioned].map(([id, v]) => [id, v.resource]));
+}
+
+/** One live current version, parsed, with its version id; undefined when unknown or deleted. */
+export async function readResource<T extends fhir4.FhirResource>(db: Queryable, type: string, id: string): Promise<{ resource: T; versionId: number } | undefined> {
+  const { rows } = await db.query<{ version_id: number; content: T }>(`SELECT version_id, content FROM ${tableOf(type)} WHERE id = $1 AND NOT deleted`, [id]);
+  return rows[0] && { resource: rows[0].content, versionId: rows[0].version_id };
+}

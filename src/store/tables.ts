@@ -1,4 +1,4 @@
-import { isSupportedType } from '../fhir/resource-types';
+import { isSupportedType } from '../kernel/resource-types';
 
 /**
  * The table holding the current versions of a type (`observation`); `<table>_history` holds

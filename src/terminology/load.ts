@@ -1,6 +1,6 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { terminologyDir } from '../paths';
+import { terminologyDir } from '../kernel/paths';
 
 /**
  * The terminology files (terminology/): ConceptMaps, ValueSets and the CodeSystems they include,

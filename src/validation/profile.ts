@@ -1,7 +1,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Issue } from '../fhir/outcome';
-import { profilesDir } from '../paths';
+import type { Issue } from '../kernel/outcome';
+import { profilesDir } from '../kernel/paths';
 import { valueSetContains } from '../terminology/valueset';
 
 /**

@@ -1,7 +1,6 @@
-import { type Issue, OperationOutcomeError } from '../fhir/outcome';
+import { type Issue, OperationOutcomeError } from '../kernel/outcome';
 import { schemaIssues, validatorFor } from './schema';
 
-const ID = /^[A-Za-z0-9\-.]{1,64}$/;
 /**
  * The reference forms a stored resource may hold: relative `Type/id` (optionally versioned),
  * absolute URLs, internal `#fragments`. `urn:uuid:`/`urn:oid:` and conditional references
@@ -9,10 +8,6 @@ const ID = /^[A-Za-z0-9\-.]{1,64}$/;
  * validation runs (FHIR R4 http.html#trules and bundle.html#references).
  */
 const REFERENCE = /^(#[A-Za-z0-9\-.]*|[A-Z][A-Za-z]+\/[A-Za-z0-9\-.]{1,64}(\/_history\/[A-Za-z0-9\-.]{1,64})?|[a-z][a-z0-9+.-]*:\/\/\S+)$/;
-
-export function isValidId(id: string): boolean {
-  return ID.test(id);
-}
 
 /** Every `reference` string of Reference elements anywhere in the resource, with its path. */
 function referenceIssues(node: unknown, path: string, issues: Issue[]): void {

@@ -1,6 +1,6 @@
 import Ajv, { type ErrorObject, type ValidateFunction } from 'ajv';
 import draft06 from 'ajv/dist/refs/json-schema-draft-06.json';
-import type { Issue } from '../fhir/outcome';
+import type { Issue } from '../kernel/outcome';
 
 const SCHEMA_ID = 'http://hl7.org/fhir/json-schema/4.0';
 

@@ -1,7 +1,7 @@
 import * as Lab from '@hapi/lab';
 import { expect } from '@hapi/code';
-import { policyFromScopes, unrestricted } from '../../src/auth/policy';
-import { grantScopes, parseResourceScope } from '../../src/auth/scopes';
+import { policyFromScopes, unrestricted } from '../../src/access/policy';
+import { grantScopes, parseResourceScope } from '../../src/access/scopes';
 
 export const lab = Lab.script();
 const { describe, it } = lab;

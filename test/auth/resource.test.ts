@@ -115,7 +115,7 @@ describe('access tokens at the FHIR API', () => {
   it('puts the access policy of the token on request.auth.credentials', async () => {
     const seen: unknown[] = [];
     app.server.route({ method: 'GET', path: '/fhir/_test_policy', handler: (request) => {
-      const { policyOf } = require('../../src/auth') as typeof import('../../src/auth');
+      const { policyOf } = require('../../src/access/request') as typeof import('../../src/access/request');
       const p = policyOf(request);
       seen.push({ client: p.clientId, read: p.allows('Observation', 'r'), write: p.allows('Observation', 'c') });
       return { ok: true };

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as Lab from '@hapi/lab';
 import { expect } from '@hapi/code';
-import { projectRoot } from '../../src/paths';
+import { projectRoot } from '../../src/kernel/paths';
 import { profileIssues } from '../../src/validation/profile';
 import { countRows, startTestServer, type TestServer, unique } from '../helpers/server';
 
@@ -140,8 +140,11 @@ describe('device ingest', () => {
     expect(obs[0].component.map((c: any) => [loincOf(c), c.valueQuantity.value])).to.equal([['8480-6', 128], ['8462-4', 84]]);
     expect(obs[0].meta.profile).to.equal([`${SD}bp`]);
     expect(obs[6].performer).to.equal([{ reference: `Patient/${pid}` }]);
-    expect(obs[6].extension[0].valueInteger).to.equal(2);
-    expect(obs[2].code.coding[1]).to.include({ system: 'https://withings.com/meastype', code: '1' });
+    // How a value was taken (attrib 2: entered by hand) and the vendor's field code are provenance: meta.tag.
+    expect(obs[6].meta.tag).to.include({ system: 'https://withings.com/attrib', code: '2' });
+    expect(obs[2].code.coding.map((c: any) => c.system)).to.equal([LOINC]);
+    expect(obs[2].meta.tag).to.include({ system: 'https://withings.com/meastype', code: '1' });
+    expect(obs[2].meta.source).to.equal('urn:rpm:ingest:withings');
   });
 
   it('creates nothing when a payload is sent again: every reading answers 200 with the same resource', async () => {
@@ -313,7 +316,7 @@ describe('device ingest', () => {
     const res = await app.request({
       method: 'POST',
       url: '/fhir/Observation',
-      payload: { resourceType: 'Observation', meta: { profile: [`${SD}heartrate`] }, status: 'final', category: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/observation-category', code: 'vital-signs' }] }], code: { coding: [{ system: LOINC, code: '8867-4' }] }, subject: { reference: `Patient/${pid}` }, effectiveDateTime: '2025-01-01T00:00:00Z', valueQuantity: { value: 72, unit: 'bpm', system: 'http://unitsofmeasure.org', code: '{beats}/min' } },
+      payload: { resourceType: 'Observation', meta: { profile: [`${SD}heartrate`] }, status: 'final', category: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/observation-category', code: 'vital-signs' }] }], code: { coding: [{ system: LOINC, code: '8867-4' }] }, subject: { reference: `Patient/${pid}` }, effectiveDateTime: '2025-01-01T00:00:00Z', valueQuantity: { value: 72, unit: 'kg', system: 'http://unitsofmeasure.org', code: 'kg' } },
     });
     expect(res.statusCode).to.equal(422);
     expect(res.json.issue[0].diagnostics).to.contain('/min');

@@ -1,6 +1,6 @@
 import * as Lab from '@hapi/lab';
 import { expect } from '@hapi/code';
-import { supportedTypes } from '../../src/fhir/resource-types';
+import { supportedTypes } from '../../src/kernel/resource-types';
 import { hasInterop, interopFiles } from '../helpers/interop';
 import { countRows, startTestServer, type TestServer } from '../helpers/server';
 

@@ -137,7 +137,8 @@ describe('transaction bundles', () => {
     };
     const r2 = await app.request({ method: 'POST', url: '/fhir', payload: twice });
     expect(r2.statusCode).to.equal(400);
-    expect(r2.json.issue[0].diagnostics).to.contain('written by entry 0');
+    expect(r2.json.issue[0].diagnostics).to.contain('Bundle.entry[1]: Patient/');
+    expect(r2.json.issue[0].diagnostics).to.contain('also written by an earlier entry');
     expect((await app.request({ method: 'GET', url: `/fhir/Patient/${id}` })).statusCode).to.equal(404);
   });
 

@@ -1,9 +1,9 @@
 import * as Lab from '@hapi/lab';
 import { expect } from '@hapi/code';
-import { supportedTypes } from '../../src/fhir/resource-types';
+import { supportedTypes } from '../../src/kernel/resource-types';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { projectRoot } from '../../src/paths';
+import { projectRoot } from '../../src/kernel/paths';
 import { countRows, startTestServer, type TestServer, unique } from '../helpers/server';
 
 export const lab = Lab.script();

@@ -1,6 +1,6 @@
 import * as Lab from '@hapi/lab';
 import { expect } from '@hapi/code';
-import { supportedTypes } from '../../src/fhir/resource-types';
+import { supportedTypes } from '../../src/kernel/resource-types';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { hasInterop, interopDir, interopFiles } from '../helpers/interop';

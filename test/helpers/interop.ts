@@ -1,6 +1,6 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { projectRoot } from '../../src/paths';
+import { projectRoot } from '../../src/kernel/paths';
 
 /** The shared interop corpus (../shared/interop beside the clone): real R4 data written by others. */
 export const interopDir = join(projectRoot, '..', 'shared', 'interop');

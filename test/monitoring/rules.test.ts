@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as Lab from '@hapi/lab';
 import { expect } from '@hapi/code';
-import { projectRoot } from '../../src/paths';
+import { projectRoot } from '../../src/kernel/paths';
 import { countRows, startTestServer, type TestServer, unique } from '../helpers/server';
 
 export const lab = Lab.script();

@@ -2,7 +2,7 @@ import * as Lab from '@hapi/lab';
 import { expect } from '@hapi/code';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { profilesDir } from '../../src/paths';
+import { profilesDir } from '../../src/kernel/paths';
 import { nativeInvariant } from '../../src/validation/invariants';
 import { hasInterop, interopFiles } from '../helpers/interop';
 import { startTestServer } from '../helpers/server';

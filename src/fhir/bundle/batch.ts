@@ -1,39 +1,53 @@
-import type { AccessPolicy } from '../../auth/policy';
+import type { AccessPolicy } from '../../access/policy';
+import { OperationOutcomeError } from '../../kernel/outcome';
+import { executeWrites, type WriteOp } from '../../pipeline';
 import type { FhirContext } from '../context';
 import type { ReturnPreference } from '../negotiation';
-import { OperationOutcomeError } from '../outcome';
-import { executeWrites } from '../write';
-import { parseEntry } from './entries';
+import { type ParsedEntry, parseEntry } from './entries';
 import { readEntry } from './read-entry';
 import { errorEntry, readEntryResponse, writeEntry } from './response';
 import { inEntry } from './transaction';
 
 /**
- * A batch: each entry on its own, in its own transaction, through the same write pipeline as a
- * REST call. One entry's failure is an OperationOutcome in its response entry; the others go
- * on. References between entries are not resolved (R4 http.html#brules), so an entry that
- * points at another's `urn:uuid:` fails alone.
+ * A batch: each entry succeeds or fails on its own (R4 http.html#brules). Its writes are one
+ * per-entry unit of work (set-based, each entry under its own SAVEPOINT when it must be
+ * replayed alone); references between entries are not resolved, so an entry that points at
+ * another's `urn:uuid:` fails alone. Reads are answered after the writes.
  */
 export async function processBatch(ctx: FhirContext, rawEntries: readonly unknown[], prefer: ReturnPreference, policy: AccessPolicy): Promise<fhir4.Bundle> {
-  const response: fhir4.BundleEntry[] = [];
+  const response: fhir4.BundleEntry[] = new Array(rawEntries.length);
+  const writes: Array<{ entry: ParsedEntry; op: WriteOp }> = [];
+  const reads: ParsedEntry[] = [];
   for (const [index, raw] of rawEntries.entries()) {
     try {
       const entry = parseEntry(raw, index, ctx.baseUrl);
-      if (entry.write) {
-        const [outcome] = await executeWrites(ctx, [entry.write], policy);
-        response.push(writeEntry(ctx.baseUrl, outcome!, prefer));
-      } else {
-        response.push(readEntryResponse(await readEntry(ctx, entry.url, {}, policy)));
-      }
+      if (entry.write) writes.push({ entry, op: entry.write });
+      else reads.push(entry);
     } catch (err) {
-      if (!(err instanceof OperationOutcomeError)) {
-        ctx.log.error({ err, entry: index }, 'batch entry failed');
-        response.push(errorEntry(new OperationOutcomeError(500, { severity: 'fatal', code: 'exception', diagnostics: `Bundle.entry[${index}]: internal error` })));
-        continue;
-      }
-      const named = err.issues.some((i) => i.diagnostics.startsWith('Bundle.entry[')) ? err : inEntry(index, err);
-      response.push(errorEntry(named));
+      response[index] = failure(ctx, index, err);
+    }
+  }
+  if (writes.length) {
+    const results = await executeWrites(ctx, writes.map((w) => w.op), { policy, mode: 'per-entry' });
+    results.forEach((result, k) => {
+      const { index } = writes[k]!.entry;
+      response[index] = result instanceof OperationOutcomeError ? failure(ctx, index, result) : writeEntry(ctx.baseUrl, result, prefer);
+    });
+  }
+  for (const entry of reads) {
+    try {
+      response[entry.index] = readEntryResponse(await readEntry(ctx, entry.url, {}, policy));
+    } catch (err) {
+      response[entry.index] = failure(ctx, entry.index, err);
     }
   }
   return { resourceType: 'Bundle', type: 'batch-response', entry: response };
+}
+
+function failure(ctx: FhirContext, index: number, err: unknown): fhir4.BundleEntry {
+  if (!(err instanceof OperationOutcomeError)) {
+    ctx.log.error({ err, entry: index }, 'batch entry failed');
+    return errorEntry(new OperationOutcomeError(500, { severity: 'fatal', code: 'exception', diagnostics: `Bundle.entry[${index}]: internal error` }));
+  }
+  return errorEntry(err.issues.some((i) => i.diagnostics.startsWith('Bundle.entry[')) ? err : inEntry(index, err));
 }

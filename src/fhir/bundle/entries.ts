@@ -1,7 +1,7 @@
-import { badRequest, OperationOutcomeError } from '../outcome';
-import { isSupportedType } from '../resource-types';
-import { parseVersionTag } from '../negotiation';
-import type { WriteOp } from '../write';
+import { badRequest, OperationOutcomeError } from '../../kernel/outcome';
+import { isSupportedType } from '../../kernel/resource-types';
+import { parseVersionTag } from '../../kernel/etag';
+import type { WriteOp } from '../../pipeline';
 
 /** One entry of a transaction or batch, parsed from `entry.request`. */
 export interface ParsedEntry {

@@ -1,11 +1,11 @@
-import type { AccessPolicy } from '../../auth/policy';
+import type { AccessPolicy } from '../../access/policy';
 import { search } from '../interactions/search';
 import { capabilityStatement } from '../capability';
 import type { FhirContext, InteractionResult } from '../context';
 import { history } from '../interactions/history';
 import { read, vread } from '../interactions/read';
-import { notFound } from '../outcome';
-import { isSupportedType } from '../resource-types';
+import { notFound } from '../../kernel/outcome';
+import { isSupportedType } from '../../kernel/resource-types';
 import type { RestRequest } from '../rest-request';
 import { splitRequestUrl } from './entries';
 

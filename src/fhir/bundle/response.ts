@@ -1,7 +1,7 @@
 import type { InteractionResult } from '../context';
-import { operationOutcome, type OperationOutcomeError } from '../outcome';
+import { operationOutcome, type OperationOutcomeError } from '../../kernel/outcome';
 import type { ReturnPreference } from '../negotiation';
-import type { WriteOutcome } from '../write';
+import type { WriteOutcome } from '../../pipeline';
 
 const REASONS: Record<number, string> = {
   200: 'OK', 201: 'Created', 204: 'No Content', 304: 'Not Modified', 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found',

@@ -1,11 +1,11 @@
-import type { AccessPolicy } from '../../auth/policy';
+import type { AccessPolicy } from '../../access/policy';
+import { requireAction } from '../../access/enforce';
+import { type Issue, OperationOutcomeError } from '../../kernel/outcome';
+import { executeWrites, type ResolvedOp, type UnitOfWork, type WriteOp, WriteOpError } from '../../pipeline';
 import { findMatchingIds } from '../../search';
-import { requireAction } from '../access';
 import type { Queryable } from '../../store/db';
 import type { FhirContext } from '../context';
 import type { ReturnPreference } from '../negotiation';
-import { type Issue, OperationOutcomeError } from '../outcome';
-import { applyResolvedWrites, resolveTarget, type ResolvedOp, retryingCreateRaces, runAfterCommit, type WriteOp, WriteOpError } from '../write';
 import { entryError, type ParsedEntry, parseEntry } from './entries';
 import { readEntry } from './read-entry';
 import { collectReferences, isConditionalReference, isPlaceholder, rewriteReferences } from './references';
@@ -15,43 +15,28 @@ import { readEntryResponse, writeEntry } from './response';
 const ORDER: Record<ParsedEntry['method'], number> = { DELETE: 0, POST: 1, PUT: 2, PATCH: 2, GET: 3, HEAD: 3 };
 
 /**
- * A transaction: every entry succeeds or nothing is written. All targets are resolved and all
- * ids assigned first, so that `urn:uuid:` placeholders and conditional references can be
- * rewritten everywhere before the one set-based write of the whole bundle.
+ * A transaction: every entry succeeds or nothing is written. One unit of work: it resolves every
+ * target and assigns every id first, then (the reference seam) rewrites `urn:uuid:` placeholders
+ * and conditional references everywhere, then writes the whole bundle set-based.
  */
 export async function processTransaction(ctx: FhirContext, rawEntries: readonly unknown[], prefer: ReturnPreference, policy: AccessPolicy): Promise<fhir4.Bundle> {
   const entries = rawEntries.map((raw, i) => parseEntry(raw, i, ctx.baseUrl));
   checkDuplicateFullUrls(entries);
   const writes = entries.filter((e) => e.write).sort((a, b) => ORDER[a.method] - ORDER[b.method] || a.index - b.index);
 
-  const { outcomes, committed } = await retryingCreateRaces(() =>
-    ctx.db.transaction(async (tx) => {
-      const resolved: ResolvedOp[] = [];
-      for (const entry of writes) {
-        resolved.push(await forEntry(entry, () => resolveTarget(tx, structuredWrite(entry), policy)));
-      }
-      checkOneWritePerResource(writes, resolved);
-      const placeholders = placeholderTargets(writes, resolved);
-      const conditional = await resolveConditionalReferences(tx, writes, policy);
-      for (const [i, entry] of writes.entries()) {
-        const resource = resolved[i]!.op.kind === 'patch' || resolved[i]!.op.kind === 'delete' ? undefined : (resolved[i]!.op as { resource: unknown }).resource;
-        if (resource && typeof resource === 'object') {
-          rewriteReferences(resource as Record<string, unknown>, (ref) => {
-            if (placeholders.has(ref)) return placeholders.get(ref);
-            if (isPlaceholder(ref)) throw entryError(entry.index, 400, `the reference ${ref} names no entry of this transaction`);
-            return conditional.get(ref);
-          }, placeholders);
-        }
-      }
-      try {
-        return await applyResolvedWrites(ctx, tx, resolved, policy);
-      } catch (err) {
-        if (err instanceof WriteOpError) throw inEntry(writes[err.opIndex]!.index, err.cause);
-        throw err;
-      }
-    }),
-  );
-  await runAfterCommit(ctx, committed);
+  let outcomes;
+  try {
+    outcomes = await executeWrites(ctx, writes.map((e) => e.write!), {
+      policy,
+      beforePlan: (uow, resolved) => rewriteBetweenEntries(uow, writes, resolved, policy),
+    });
+  } catch (err) {
+    if (err instanceof WriteOpError) throw inEntry(writes[err.opIndex]!.index, err.cause);
+    if (err instanceof OperationOutcomeError && writes.length === 1 && !err.issues.some((i) => i.diagnostics.startsWith('Bundle.entry['))) {
+      throw inEntry(writes[0]!.index, err);
+    }
+    throw err;
+  }
 
   const response: fhir4.BundleEntry[] = new Array(entries.length);
   writes.forEach((entry, i) => (response[entry.index] = writeEntry(ctx.baseUrl, outcomes[i]!, prefer)));
@@ -61,13 +46,21 @@ export async function processTransaction(ctx: FhirContext, rawEntries: readonly 
   return { resourceType: 'Bundle', type: 'transaction-response', entry: response };
 }
 
-/**
- * The op of an entry, on a copy of its resource: a replayed transaction must start from the
- * request as sent. (Only the resource: structuredClone would turn URLSearchParams into {}.)
- */
-function structuredWrite(entry: ParsedEntry): WriteOp {
-  const write = entry.write!;
-  return 'resource' in write ? { ...write, resource: structuredClone(write.resource) } : write;
+/** The seam: every target is resolved; now point each entry's references at the ids chosen. */
+async function rewriteBetweenEntries(uow: UnitOfWork, writes: readonly ParsedEntry[], resolved: readonly ResolvedOp[], policy: AccessPolicy): Promise<void> {
+  const placeholders = placeholderTargets(writes, resolved);
+  const conditional = await resolveConditionalReferences(uow.tx, writes, policy);
+  for (const [i, entry] of writes.entries()) {
+    const op = resolved[i]!.op;
+    const resource = op.kind === 'create' || op.kind === 'update' ? op.resource : undefined;
+    if (resource && typeof resource === 'object') {
+      rewriteReferences(resource as Record<string, unknown>, (ref) => {
+        if (placeholders.has(ref)) return placeholders.get(ref);
+        if (isPlaceholder(ref)) throw entryError(entry.index, 400, `the reference ${ref} names no entry of this transaction`);
+        return conditional.get(ref);
+      }, placeholders);
+    }
+  }
 }
 
 function checkDuplicateFullUrls(entries: readonly ParsedEntry[]): void {
@@ -78,17 +71,6 @@ function checkDuplicateFullUrls(entries: readonly ParsedEntry[]): void {
     if (first !== undefined) throw entryError(e.index, 400, `fullUrl ${e.fullUrl} is already the fullUrl of entry ${first}`);
     seen.set(e.fullUrl, e.index);
   }
-}
-
-function checkOneWritePerResource(writes: readonly ParsedEntry[], resolved: readonly ResolvedOp[]): void {
-  const seen = new Map<string, number>();
-  resolved.forEach((r, i) => {
-    if (!r.id || r.existingMatch) return;
-    const key = `${r.op.type}/${r.id}`;
-    const first = seen.get(key);
-    if (first !== undefined) throw entryError(writes[i]!.index, 400, `${key} is also written by entry ${first}; a transaction writes each resource once`);
-    seen.set(key, writes[i]!.index);
-  });
 }
 
 /** fullUrl → `Type/id` for every entry that creates or updates a resource (placeholders and absolute fullUrls alike). */

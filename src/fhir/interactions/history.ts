@@ -1,10 +1,10 @@
 import { readHistory } from '../../store/history';
 import { readCurrent } from '../../store/repository';
-import { isValidId } from '../../validation/resource';
-import { forbidden, readLimits, requireReadable } from '../access';
+import { isValidId } from '../../kernel/id';
+import { forbidden, readLimits, requireReadable } from '../../access/enforce';
 import type { FhirContext, InteractionResult } from '../context';
-import { supportedTypes } from '../resource-types';
-import { badRequest, notFound } from '../outcome';
+import { supportedTypes } from '../../kernel/resource-types';
+import { badRequest, notFound } from '../../kernel/outcome';
 import type { RestRequest } from '../rest-request';
 
 const HISTORY_PARAMS = new Set(['_count', '_since', '_cursor', '_format', '_pretty']);

@@ -1,9 +1,10 @@
 import { readCurrent, readVersion, type StoredVersion } from '../../store/repository';
-import { isValidId } from '../../validation/resource';
-import { requireReadable } from '../access';
+import { isValidId } from '../../kernel/id';
+import { requireReadable } from '../../access/enforce';
 import type { FhirContext, InteractionResult } from '../context';
-import { gone, notFound } from '../outcome';
-import { etag, httpDate, type RestRequest } from '../rest-request';
+import { gone, notFound } from '../../kernel/outcome';
+import { etag, httpDate } from '../../kernel/etag';
+import type { RestRequest } from '../rest-request';
 
 /** read: the current version, passed through as stored JSON text. */
 export async function read(ctx: FhirContext, req: RestRequest): Promise<InteractionResult> {

@@ -1,7 +1,7 @@
 import { searchResources } from '../../search';
-import { readLimits, requireSearchReach } from '../access';
+import { readLimits, requireSearchReach } from '../../access/enforce';
 import type { FhirContext, InteractionResult } from '../context';
-import { notFound } from '../outcome';
+import { notFound } from '../../kernel/outcome';
 import type { RestRequest } from '../rest-request';
 
 /**

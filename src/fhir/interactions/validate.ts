@@ -1,11 +1,13 @@
 import { readCurrent } from '../../store/repository';
+import { profileIssues } from '../../validation/profile';
 import { validationIssues } from '../../validation/resource';
 import type { FhirContext, InteractionResult } from '../context';
-import { badRequest, informationOutcome, notFound, operationOutcome } from '../outcome';
+import { badRequest, informationOutcome, notFound, operationOutcome } from '../../kernel/outcome';
 import type { RestRequest } from '../rest-request';
 
 /**
- * `$validate` at type or instance level (R4 resource-operation-validate). The body is the
+ * `$validate` at type or instance level (R4 resource-operation-validate): the R4 schema, then
+ * every profile the resource declares that this server holds. The body is the
  * resource or a Parameters resource with a `resource` parameter. The answer is always 200 with
  * an OperationOutcome; whether the resource is valid is in its issues, not the status.
  */
@@ -24,6 +26,8 @@ export async function validateOperation(ctx: FhirContext, req: RestRequest): Pro
   }
   if (!resource) throw badRequest('$validate needs a resource in the body, or a Parameters resource with a resource parameter');
   const issues = validationIssues(resource);
+  // The profiles it declares too, as the write pipeline's conform stage would hold it to them.
+  if (issues.length === 0) issues.push(...profileIssues(resource as fhir4.FhirResource));
   if (resource.resourceType !== req.type) {
     issues.unshift({ code: 'invalid', diagnostics: `resourceType '${String(resource.resourceType)}' is not ${req.type}`, expression: ['resourceType'] });
   }

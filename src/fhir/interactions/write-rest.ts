@@ -1,7 +1,7 @@
 import type { FhirContext, InteractionResult } from '../context';
-import { badRequest, OperationOutcomeError } from '../outcome';
+import { badRequest, OperationOutcomeError } from '../../kernel/outcome';
 import { type RestRequest, writeResult } from '../rest-request';
-import { executeWrites, type WriteOp } from '../write';
+import { executeWrites, type WriteOp } from '../../pipeline';
 import { read } from './read';
 
 /**
@@ -32,7 +32,7 @@ export async function remove(ctx: FhirContext, req: RestRequest): Promise<Intera
 }
 
 async function run(ctx: FhirContext, req: RestRequest, op: WriteOp): Promise<InteractionResult> {
-  const [outcome] = await executeWrites(ctx, [op], req.policy);
+  const [outcome] = await executeWrites(ctx, [op], { policy: req.policy });
   if (op.kind === 'create' && outcome!.status === 200 && !outcome!.resource) {
     // If-None-Exist matched: answer with the existing resource, as R4 http.html#ccreate says.
     const existing = await read(ctx, { ...req, id: outcome!.id, prefer: 'representation' });

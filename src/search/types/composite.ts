@@ -1,4 +1,4 @@
-import { badRequest } from '../../fhir/outcome';
+import { badRequest } from '../../kernel/outcome';
 import type { TypedValue } from '../accessor';
 import { timestampText } from '../date-range';
 import type { IndexRow, RowSink } from '../index-tables';

@@ -1,4 +1,4 @@
-import { badRequest } from '../../fhir/outcome';
+import { badRequest } from '../../kernel/outcome';
 import type { ParameterTypeModule } from './module';
 import { decimalRange, NUMBER, numericCondition, type Prefix, splitPrefix } from './prefix';
 

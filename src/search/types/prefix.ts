@@ -1,4 +1,4 @@
-import { badRequest } from '../../fhir/outcome';
+import { badRequest } from '../../kernel/outcome';
 
 /** The comparison prefixes of ordered types (number, date, quantity). */
 export type Prefix = 'eq' | 'ne' | 'gt' | 'lt' | 'ge' | 'le' | 'sa' | 'eb' | 'ap';

@@ -1,4 +1,4 @@
-import { badRequest } from '../../fhir/outcome';
+import { badRequest } from '../../kernel/outcome';
 import { toCanonical, UCUM_SYSTEM } from '../../terminology/ucum';
 import type { TypedValue } from '../accessor';
 import type { IndexRow, RowSink } from '../index-tables';

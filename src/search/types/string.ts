@@ -1,4 +1,4 @@
-import { badRequest } from '../../fhir/outcome';
+import { badRequest } from '../../kernel/outcome';
 import type { TypedValue } from '../accessor';
 import type { RowSink } from '../index-tables';
 import { escapeLike, normalizeText } from '../text';

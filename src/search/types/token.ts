@@ -1,4 +1,4 @@
-import { badRequest } from '../../fhir/outcome';
+import { badRequest } from '../../kernel/outcome';
 import type { TypedValue } from '../accessor';
 import { codeHash, hash53, systemCodeHash } from '../hash';
 import type { IndexRow, RowSink } from '../index-tables';

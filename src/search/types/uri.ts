@@ -1,4 +1,4 @@
-import { badRequest } from '../../fhir/outcome';
+import { badRequest } from '../../kernel/outcome';
 import { escapeLike } from '../text';
 import type { ParameterTypeModule } from './module';
 

@@ -1,8 +1,9 @@
-import type { AccessPolicy, Action } from '../auth/policy';
+import type { AccessPolicy, Action } from './policy';
 import { findMatchingIds, isInPatientCompartment, referenceTargetsOf } from '../search';
 import type { Queryable } from '../store/db';
-import { notFound, OperationOutcomeError } from './outcome';
-import { supportedTypes } from './resource-types';
+import { readResource } from '../store/repository';
+import { notFound, OperationOutcomeError } from '../kernel/outcome';
+import { supportedTypes } from '../kernel/resource-types';
 
 /**
  * Enforcement of a request's SMART access policy in the FHIR layer, one module for every
@@ -64,6 +65,24 @@ export async function mayRead(db: Queryable, type: string, id: string, limits: R
 /** For a read of one resource: 404 (not 403) when it is outside what the token may see, so its existence does not leak. */
 export async function requireReadable(db: Queryable, policy: AccessPolicy, type: string, id: string): Promise<void> {
   if (!(await mayRead(db, type, id, readLimits(policy, type, 'r')))) throw notFound(`${type}/${id} is not known`);
+}
+
+/**
+ * The ids of `type` matching `params` that `policy` may search: its compartment and granular
+ * limits are conditions of the SQL. 403 without the right to search the type. For doors and
+ * capabilities that look resources up on a caller's behalf (a device door finding its Device).
+ */
+export async function findVisibleIds(db: Queryable, policy: AccessPolicy, type: string, params: URLSearchParams, limit?: number): Promise<string[]> {
+  const limits = readLimits(policy, type, 's');
+  const merged = new URLSearchParams(params);
+  for (const [k, v] of limits.constraint ?? []) merged.append(k, v);
+  return findMatchingIds(db, type, merged, limit, limits.compartmentPatientId);
+}
+
+/** The stored resource `type/id` when `policy` may read it; undefined when unknown, deleted or not visible. */
+export async function readVisible<T extends fhir4.FhirResource>(db: Queryable, policy: AccessPolicy, type: string, id: string): Promise<{ resource: T; versionId: number } | undefined> {
+  if (!(await mayRead(db, type, id, readLimits(policy, type, 'r')))) return undefined;
+  return readResource<T>(db, type, id);
 }
 
 /**

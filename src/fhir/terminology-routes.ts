@@ -1,10 +1,10 @@
 import type { Plugin, Request, ResponseToolkit } from '@hapi/hapi';
-import type { FhirContext } from '../fhir/context';
-import { parseJsonBody } from '../fhir/negotiation';
-import { badRequest, notFound } from '../fhir/outcome';
-import { respond } from '../fhir/respond';
-import { mapsWithSource, translate } from './conceptmap';
-import { terminology } from './load';
+import type { FhirContext } from './context';
+import { parseJsonBody } from './negotiation';
+import { badRequest, notFound } from '../kernel/outcome';
+import { respond } from './respond';
+import { mapsWithSource, translate } from '../terminology/conceptmap';
+import { terminology } from '../terminology/load';
 
 /**
  * ConceptMaps served read-only from terminology/ (they are not stored in the database):

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { profilesDir } from '../paths';
+import { profilesDir } from './paths';
 
 const file = JSON.parse(readFileSync(join(profilesDir, 'supported-types.json'), 'utf8')) as { types: string[] };
 

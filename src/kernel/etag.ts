@@ -1,0 +1,27 @@
+import { OperationOutcomeError } from './outcome';
+
+/** Weak ETags carry the version id (R4 http.html#versioning): `W/"3"`. */
+export const etag = (versionId: number | string) => `W/"${versionId}"`;
+
+/** An instant as an HTTP date (Last-Modified). */
+export const httpDate = (instant: string) => new Date(instant).toUTCString();
+
+/** Largest version id accepted in a tag: PostgreSQL integer, so a huge number is a 400 or 404, never a 500. */
+const MAX_VERSION = 2_147_483_647;
+
+/** `W/"3"`, `"3"` or `3` → 3; anything else is a 400. */
+export function parseVersionTag(tag: string | undefined, header: string): number | undefined {
+  if (tag === undefined || tag === '') return undefined;
+  const m = /^(?:W\/)?"?(\d{1,10})"?$/.exec(tag.trim());
+  if (!m || Number(m[1]) > MAX_VERSION) {
+    throw new OperationOutcomeError(400, { code: 'invalid', diagnostics: `${header} must be a version tag like W/"3", got ${tag.slice(0, 40)}` });
+  }
+  return Number(m[1]);
+}
+
+/** A version id from a URL (`_history/{vid}`): a positive integer in range, else undefined. */
+export function parseVersionId(text: string | undefined): number | undefined {
+  if (!text || !/^\d{1,10}$/.test(text)) return undefined;
+  const n = Number(text);
+  return n >= 1 && n <= MAX_VERSION ? n : undefined;
+}

@@ -1,0 +1,25 @@
+/**
+ * The FHIR id grammar (R4 datatypes.html#id: `[A-Za-z0-9\-\.]{1,64}`) and the relative
+ * references built from it. Every door checks ids here, so an id that could never be read back
+ * (spaces, quotes, `%2e%2e`, emoji) is refused before anything is stored.
+ */
+export const ID_PATTERN = '[A-Za-z0-9\\-.]{1,64}';
+
+const ID = new RegExp(`^${ID_PATTERN}$`);
+const TYPE_AND_ID = new RegExp(`^([A-Z][A-Za-z]+)\\/(${ID_PATTERN})$`);
+
+export function isValidId(id: string): boolean {
+  return ID.test(id);
+}
+
+/** `Patient/123` → { type: 'Patient', id: '123' }; anything else (absolute, versioned, #local) → undefined. */
+export function parseRelativeReference(reference: string | undefined): { type: string; id: string } | undefined {
+  const m = TYPE_AND_ID.exec(reference ?? '');
+  return m ? { type: m[1]!, id: m[2]! } : undefined;
+}
+
+/** The id of a relative reference to `type` (`Patient/123` → `123`), else undefined. */
+export function idOfReference(reference: string | undefined, type: string): string | undefined {
+  const parsed = parseRelativeReference(reference);
+  return parsed?.type === type ? parsed.id : undefined;
+}

@@ -1,0 +1,9 @@
+/**
+ * The write pipeline's public surface: one unit of work (`executeWrites` for a door,
+ * `withUnitOfWork` for an operation that reads and writes), the stages capabilities plug into,
+ * and the shapes of ops and outcomes.
+ */
+export { executeWrites, type EntryResult, type ExecuteOptions, type ApplyOptions, UnitOfWork, withUnitOfWork } from './unit-of-work';
+export { type ResolvedOp, type WriteOp, WriteOpError, type WriteOutcome } from './ops';
+export { type CommittedWrite, type ContentHook, eachWrite, type PendingWrite, PIPELINE, type RuleHook, Stages } from './stages';
+export type { PipelineContext } from './context';

@@ -1,0 +1,63 @@
+import { OperationOutcomeError } from '../kernel/outcome';
+
+/**
+ * One write, whatever door it came through (REST, a bundle entry, a device reading, a Flag the
+ * rules raise). Conditional forms name a search instead of an id: `ifNoneExist` for create,
+ * `match` for update/patch/delete.
+ */
+export type WriteOp =
+  | {
+      kind: 'create';
+      type: string;
+      resource: unknown;
+      id?: string;
+      ifNoneExist?: URLSearchParams;
+      /**
+       * With a deterministic `id` (device readings): when a resource already has that id, write
+       * nothing and answer 200 with it, so a gateway's retry creates nothing new. Set-based: the
+       * ids of a unit are looked up together with the rows it replaces.
+       */
+      onExistingId?: 'match';
+    }
+  | { kind: 'update'; type: string; id?: string; match?: URLSearchParams; resource: unknown; ifMatch?: number }
+  | { kind: 'patch'; type: string; id?: string; match?: URLSearchParams; patch: unknown; ifMatch?: number }
+  | { kind: 'delete'; type: string; id?: string; match?: URLSearchParams; ifMatch?: number };
+
+export interface WriteOutcome {
+  /** 201 created, 200 updated or matched an existing resource, 204 deleted (or nothing to delete). */
+  status: 200 | 201 | 204;
+  type: string;
+  id?: string;
+  versionId?: number;
+  lastUpdated?: string;
+  resource?: fhir4.FhirResource;
+}
+
+/** An op whose target is known: the id it writes, or the existing resource a conditional create matched. */
+export interface ResolvedOp {
+  op: WriteOp;
+  id: string | undefined;
+  existingMatch?: boolean;
+}
+
+/**
+ * A failure of one op of several, so a bundle or a device payload can say which of its entries
+ * failed. `cause` keeps the status and issues of the original error.
+ */
+export class WriteOpError extends Error {
+  constructor(
+    readonly opIndex: number,
+    override readonly cause: OperationOutcomeError,
+  ) {
+    super(cause.message);
+  }
+}
+
+/** Runs `fn`, restating an OperationOutcomeError as the failure of op `opIndex`. */
+export async function forOp<T>(opIndex: number, fn: () => Promise<T> | T): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    throw err instanceof OperationOutcomeError ? new WriteOpError(opIndex, err) : err;
+  }
+}

@@ -1,0 +1,129 @@
+import { applyPatch, JsonPatchError, type Operation } from 'fast-json-patch';
+import { requireAction, requireWritable } from '../access/enforce';
+import type { AccessPolicy } from '../access/policy';
+import { badRequest, gone, notFound, OperationOutcomeError, preconditionFailed, unprocessable } from '../kernel/outcome';
+import type { CurrentVersion, NewVersion } from '../store/repository';
+import { assertValidResource } from '../validation/resource';
+import type { WriteOp, WriteOutcome } from './ops';
+
+/** What one op will write (nothing for a matched create or a delete of nothing) and will answer. */
+export interface Planned {
+  outcome: WriteOutcome;
+  write?: {
+    type: string;
+    id: string;
+    resource?: fhir4.FhirResource;
+    previous?: fhir4.FhirResource;
+    method: NewVersion['method'];
+    previousVersion: number;
+  };
+}
+
+/**
+ * Plans one op against the locked current row, in the order that keeps answers from leaking:
+ * the caller's right to act on the resource as it is now (403) comes before If-Match (412), a
+ * JSON Patch `test` (422) or any other check of content, so a refusal never says more about a
+ * resource than the caller may read. Then the new content is validated and checked again
+ * against the caller's compartment.
+ */
+export function plan(op: WriteOp, id: string | undefined, existingMatch: boolean, current: CurrentVersion | undefined, lastUpdated: string, policy: AccessPolicy): Planned {
+  const live = current && !current.deleted ? current : undefined;
+  switch (op.kind) {
+    case 'create': {
+      requireAction(policy, op.type, 'c');
+      if (existingMatch) {
+        // Matched by If-None-Exist (searched inside the caller's compartment) or by a device
+        // reading's deterministic id: the caller must be able to see what it is told exists.
+        if (live?.resource) requireWritable(policy, op.type, 'c', live.resource, undefined);
+        return { outcome: { status: 200, type: op.type, id, versionId: current?.versionId } };
+      }
+      const resource = prepare(op.type, id!, op.resource, { ignoreBodyId: true });
+      requireWritable(policy, op.type, 'c', resource, undefined);
+      return staged(op.type, 'POST', resource, undefined, 0, lastUpdated, 201);
+    }
+    case 'update': {
+      requireWritable(policy, op.type, live ? 'u' : 'c', undefined, live?.resource);
+      checkIfMatch(op, id, current);
+      // A conditional update's body id, if any, must be the matched resource's (R4 http.html#cond-update).
+      const resource = prepare(op.type, id!, op.resource, { ignoreBodyId: false });
+      requireWritable(policy, op.type, live ? 'u' : 'c', resource, live?.resource);
+      return staged(op.type, 'PUT', resource, live?.resource, current?.versionId ?? 0, lastUpdated, live ? 200 : 201);
+    }
+    case 'patch': {
+      requireAction(policy, op.type, 'u');
+      if (!id || !current) throw notFound(`${op.type}/${id ?? '?'} is not known`);
+      requireWritable(policy, op.type, 'u', undefined, live?.resource);
+      checkIfMatch(op, id, current);
+      if (!live) throw gone(`${op.type}/${id} was deleted`);
+      const resource = prepare(op.type, id, applyJsonPatch(live.resource!, op.patch), { ignoreBodyId: false });
+      requireWritable(policy, op.type, 'u', resource, live.resource);
+      return staged(op.type, 'PATCH', resource, live.resource, current.versionId, lastUpdated, 200);
+    }
+    case 'delete': {
+      requireWritable(policy, op.type, 'd', undefined, live?.resource);
+      checkIfMatch(op, id, current);
+      // Deleting what does not exist, or is already deleted, succeeds and writes nothing (R4 http.html#delete).
+      if (!id || !live) return { outcome: { status: 204, type: op.type, id } };
+      return {
+        outcome: { status: 204, type: op.type, id, versionId: current!.versionId + 1, lastUpdated },
+        write: { type: op.type, id, previous: live.resource, method: 'DELETE', previousVersion: current!.versionId },
+      };
+    }
+  }
+}
+
+function checkIfMatch(op: WriteOp & { ifMatch?: number }, id: string | undefined, current: CurrentVersion | undefined): void {
+  if (op.ifMatch === undefined) return;
+  if (!current) throw preconditionFailed(`If-Match W/"${op.ifMatch}": ${op.type}/${id ?? ''} does not exist`);
+  if (current.versionId !== op.ifMatch) {
+    throw preconditionFailed(`If-Match W/"${op.ifMatch}" does not match the current version ${current.versionId} of ${op.type}/${id}`);
+  }
+}
+
+function staged(
+  type: string,
+  method: NewVersion['method'],
+  resource: fhir4.FhirResource,
+  previous: fhir4.FhirResource | undefined,
+  previousVersion: number,
+  lastUpdated: string,
+  status: 200 | 201,
+): Planned {
+  return {
+    outcome: { status, type, id: resource.id, versionId: previousVersion + 1, lastUpdated, resource },
+    write: { type, id: resource.id!, resource, previous, method, previousVersion },
+  };
+}
+
+/** Validation of a body about to become a version of `type/id`. */
+function prepare(type: string, id: string, body: unknown, { ignoreBodyId }: { ignoreBodyId: boolean }): fhir4.FhirResource {
+  assertValidResource(body, type);
+  const resource = body;
+  if (!ignoreBodyId && resource.id !== undefined && resource.id !== id) {
+    throw badRequest(`the resource id '${resource.id}' does not match the id in the URL, '${id}'`, ['id']);
+  }
+  resource.id = id;
+  return resource;
+}
+
+/** RFC 6902 JSON Patch on a copy of the stored resource; a failed `test` op is 422, a malformed patch 400. */
+function applyJsonPatch(resource: fhir4.FhirResource, patch: unknown): unknown {
+  if (!Array.isArray(patch)) {
+    throw badRequest('a JSON Patch body must be an array of operations (RFC 6902)');
+  }
+  try {
+    return applyPatch(structuredClone(resource), patch as Operation[], true, true, true).newDocument;
+  } catch (err) {
+    if (err instanceof JsonPatchError) {
+      const where = `operation ${(err.index ?? 0) + 1}`;
+      if (err.name === 'TEST_OPERATION_FAILED') {
+        throw unprocessable(`JSON Patch ${where}: test failed`);
+      }
+      throw new OperationOutcomeError(err.name === 'OPERATION_PATH_UNRESOLVABLE' ? 422 : 400, {
+        code: 'invalid',
+        diagnostics: `JSON Patch ${where}: ${err.message.split('\n')[0]}`,
+      });
+    }
+    throw err;
+  }
+}

@@ -1,0 +1,105 @@
+import type { AccessPolicy } from '../access/policy';
+import { OperationOutcomeError } from '../kernel/outcome';
+import type { UnitOfWork } from './unit-of-work';
+
+/**
+ * The stages of the one write pipeline (docs/DESIGN.md "Data flow"), in the order they run:
+ *
+ *   resolve → authorize → validate → enrich → judge → conform → write → rules → commit → after-commit
+ *
+ * resolve (targets, conditional searches, row locks), authorize (the caller's policy, before
+ * any answer that depends on content), conform (schema again for what a stage changed, and
+ * every declared profile), write (versions, history, index rows) and commit are the pipeline's
+ * own. Capabilities plug into the others by name; the order is this list, never the order in
+ * which server.ts happens to register them.
+ */
+export const PIPELINE = ['resolve', 'authorize', 'validate', 'enrich', 'judge', 'conform', 'write', 'rules', 'commit', 'after-commit'] as const;
+
+/** A resource about to be written, after the schema check, before meta is assigned. */
+export interface PendingWrite {
+  type: string;
+  id: string;
+  /** Undefined for a delete. A hook may change it in place (then set `changed`). */
+  resource?: fhir4.FhirResource;
+  /** The version being replaced, if any. */
+  previous?: fhir4.FhirResource;
+  /** Set by a hook that changed `resource`: it is checked against the schema again before it is stored. */
+  changed?: boolean;
+  /** Who asks for this write (the server's own writes run unrestricted). */
+  readonly policy: AccessPolicy;
+  /**
+   * Refuses this write alone: in an all-or-nothing unit the whole unit fails with this error,
+   * in a per-entry unit (batch, device payload) only this entry does.
+   */
+  reject(error: OperationOutcomeError): void;
+}
+
+/** A version as written in this unit's transaction. */
+export interface CommittedWrite {
+  type: string;
+  id: string;
+  versionId: number;
+  lastUpdated: string;
+  method: 'POST' | 'PUT' | 'PATCH' | 'DELETE';
+  resource?: fhir4.FhirResource;
+  previous?: fhir4.FhirResource;
+  readonly policy: AccessPolicy;
+}
+
+/** validate, enrich, judge: see (and may change or reject) the writes of one apply, all at once. */
+export type ContentHook = (uow: UnitOfWork, writes: readonly PendingWrite[]) => Promise<void>;
+/** rules: in the transaction, after the versions are written; a throw rolls the whole unit back. */
+export type RuleHook = (uow: UnitOfWork, committed: readonly CommittedWrite[]) => Promise<void>;
+/** after-commit: every write the unit committed (nested ones too); failures are logged, never undo. */
+export type AfterCommitHook = (committed: readonly CommittedWrite[]) => Promise<void>;
+
+type Pluggable = 'validate' | 'enrich' | 'judge' | 'rules' | 'after-commit';
+type HookOf<S extends Pluggable> = S extends 'rules' ? RuleHook : S extends 'after-commit' ? AfterCommitHook : ContentHook;
+
+/**
+ * The hooks capabilities plug into the pipeline, each under a name (for the log, the
+ * architecture test and the next reader). Hooks of one stage must not depend on each other's
+ * order; a hook that needs another's result belongs to a later stage.
+ */
+export class Stages {
+  private readonly hooks: { [S in Pluggable]: Array<{ name: string; hook: HookOf<S> }> } = {
+    validate: [],
+    enrich: [],
+    judge: [],
+    rules: [],
+    'after-commit': [],
+  };
+
+  /** Plugs `hook` into `stage`; returns what unplugs it (tests). */
+  use<S extends Pluggable>(stage: S, name: string, hook: HookOf<S>): () => void {
+    const list = this.hooks[stage] as Array<{ name: string; hook: HookOf<S> }>;
+    if (list.some((h) => h.name === name)) throw new Error(`a hook named ${name} is already in stage ${stage}`);
+    const entry = { name, hook };
+    list.push(entry);
+    return () => {
+      const at = list.indexOf(entry);
+      if (at >= 0) list.splice(at, 1);
+    };
+  }
+
+  of<S extends Pluggable>(stage: S): ReadonlyArray<{ name: string; hook: HookOf<S> }> {
+    return this.hooks[stage] as Array<{ name: string; hook: HookOf<S> }>;
+  }
+
+  /** `enrich: devices.mapping, …` per stage, for the start-up log. */
+  describe(): Record<Pluggable, string[]> {
+    return Object.fromEntries(Object.entries(this.hooks).map(([s, list]) => [s, list.map((h) => h.name)])) as Record<Pluggable, string[]>;
+  }
+}
+
+/** Runs `check` on each write; an OperationOutcomeError it throws refuses that write alone. */
+export async function eachWrite(writes: readonly PendingWrite[], check: (w: PendingWrite) => Promise<void> | void): Promise<void> {
+  for (const w of writes) {
+    try {
+      await check(w);
+    } catch (err) {
+      if (!(err instanceof OperationOutcomeError)) throw err;
+      w.reject(err);
+    }
+  }
+}

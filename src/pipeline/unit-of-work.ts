@@ -1,0 +1,328 @@
+import { type AccessPolicy, unrestricted } from '../access/policy';
+import { conflict, OperationOutcomeError } from '../kernel/outcome';
+import { writeSearchIndex } from '../search';
+import type { Queryable } from '../store/db';
+import { ConcurrentCreateError, type CurrentVersion, lockCurrent, type NewVersion, writeVersions } from '../store/repository';
+import { conformanceError } from './conform';
+import type { PipelineContext } from './context';
+import { forOp, type ResolvedOp, type WriteOp, WriteOpError, type WriteOutcome } from './ops';
+import { plan, type Planned } from './plan';
+import { resolveTarget, targetKey } from './resolve';
+import type { CommittedWrite, PendingWrite } from './stages';
+
+/**
+ * The one unit of work of the write pipeline (docs/DESIGN.md "Data flow"). Every door writes
+ * through it: REST interactions and batch entries (`executeWrites`), transaction Bundles (with a
+ * reference-rewrite seam), device payloads (per entry), and the server's own writes — Flags the
+ * rules raise, `$evaluate`, the adherence check — which join the unit of the change that caused
+ * them (`uow.apply` from a rules hook), so every committed write reaches the after-commit stage.
+ */
+
+export interface ApplyOptions {
+  /** Who asks; the server's own writes (Flags) run unrestricted. */
+  policy?: AccessPolicy;
+  /**
+   * Runs once every op's target is resolved (ids assigned, conditions searched) and before any
+   * is planned: a transaction rewrites `urn:uuid:` and conditional references between its
+   * entries here. Throw an OperationOutcomeError naming the entry to refuse.
+   */
+  beforePlan?: (uow: UnitOfWork, resolved: readonly ResolvedOp[]) => Promise<void>;
+}
+
+/** Per-entry units answer each op with its outcome or its refusal. */
+export type EntryResult = WriteOutcome | OperationOutcomeError;
+
+/** How often a unit that lost a create race is replayed before the client gets 409. */
+const CREATE_RACE_RETRIES = 3;
+
+export class UnitOfWork {
+  /** Every version this unit has written so far, nested writes included, in write order. */
+  readonly committed: CommittedWrite[] = [];
+  private savepoints = 0;
+
+  constructor(
+    readonly ctx: PipelineContext,
+    readonly tx: Queryable,
+  ) {}
+
+  /** All or nothing: the outcomes in op order, or a WriteOpError naming the first refused op. */
+  async apply(ops: readonly WriteOp[], options: ApplyOptions = {}): Promise<WriteOutcome[]> {
+    return (await this.run(ops, options, false)) as WriteOutcome[];
+  }
+
+  /**
+   * Per entry (batch entries, device readings): each op succeeds or fails alone. The ops are
+   * first written together, set-based, with refusals of single ops (validation, rights, a
+   * stage's verdict) set aside; if that fails as a whole, each op is replayed under a SAVEPOINT
+   * of its own. Ops that share a target are replayed one by one from the start, so each sees
+   * the one before it, as separate requests would.
+   */
+  async applyEach(ops: readonly WriteOp[], options: ApplyOptions = {}, fresh: (i: number) => WriteOp = replayable(ops)): Promise<EntryResult[]> {
+    if (!sharesTargets(ops)) {
+      const mark = await this.savepoint();
+      try {
+        const results = await this.run(ops, options, true);
+        await this.release(mark);
+        return results;
+      } catch (err) {
+        if (err instanceof ConcurrentCreateError) throw err;
+        await this.rollbackTo(mark);
+        this.ctx.log.debug({ err }, 'per-entry unit failed as a whole; replaying entry by entry');
+      }
+    }
+    const results: EntryResult[] = [];
+    for (const i of ops.keys()) {
+      const mark = await this.savepoint();
+      try {
+        const [outcome] = await this.run([fresh(i)], options, false);
+        await this.release(mark);
+        results.push(outcome!);
+      } catch (err) {
+        if (err instanceof ConcurrentCreateError) throw err;
+        await this.rollbackTo(mark);
+        if (err instanceof WriteOpError) results.push(err.cause);
+        else if (err instanceof OperationOutcomeError) results.push(err);
+        else throw err;
+      }
+    }
+    return results;
+  }
+
+  private async savepoint(): Promise<{ name: string; committed: number }> {
+    const name = `uow_${++this.savepoints}`;
+    await this.tx.query(`SAVEPOINT ${name}`);
+    return { name, committed: this.committed.length };
+  }
+
+  private async release(mark: { name: string }): Promise<void> {
+    await this.tx.query(`RELEASE SAVEPOINT ${mark.name}`);
+  }
+
+  /** Undoes everything since the savepoint, including what it had recorded as committed. */
+  private async rollbackTo(mark: { name: string; committed: number }): Promise<void> {
+    await this.tx.query(`ROLLBACK TO SAVEPOINT ${mark.name}`);
+    this.committed.length = mark.committed;
+  }
+
+  /**
+   * resolve → authorize → validate → enrich → judge → conform → write → rules. With `perEntry`,
+   * a refused op is reported in its slot and the others go on; else the first refusal throws.
+   */
+  private async run(ops: readonly WriteOp[], options: ApplyOptions, perEntry: boolean): Promise<EntryResult[]> {
+    const policy = options.policy ?? unrestricted;
+    const refused = new Map<number, OperationOutcomeError>();
+    const refuse = (i: number, err: OperationOutcomeError) => {
+      if (!perEntry) throw new WriteOpError(i, err);
+      if (!refused.has(i)) refused.set(i, err);
+    };
+    const attempt = async <T>(i: number, fn: () => Promise<T> | T): Promise<T | undefined> => {
+      try {
+        return await forOp(i, fn);
+      } catch (err) {
+        if (!(err instanceof WriteOpError) || !perEntry) throw err;
+        refuse(i, err.cause);
+        return undefined;
+      }
+    };
+
+    // resolve
+    const resolved: Array<ResolvedOp | undefined> = [];
+    for (const [i, op] of ops.entries()) resolved.push(await attempt(i, () => resolveTarget(this.tx, op, policy)));
+    if (!perEntry) checkOnceEach(resolved as ResolvedOp[]);
+    if (options.beforePlan) await options.beforePlan(this, resolved as ResolvedOp[]);
+
+    // Lock the rows being replaced (and read the ones matched), then plan each op: authorize,
+    // preconditions, patch, schema.
+    const current = await this.lockTargets(resolved);
+    const lastUpdated = new Date().toISOString();
+    const planned: Array<Planned | undefined> = [];
+    for (const [i, r] of resolved.entries()) {
+      if (!r) {
+        planned.push(undefined);
+        continue;
+      }
+      const row = current.get(`${r.op.type}/${r.id}`);
+      const existingMatch = r.existingMatch === true || (r.op.kind === 'create' && r.op.onExistingId === 'match' && row !== undefined);
+      planned.push(await attempt(i, () => plan(r.op, r.id, existingMatch, row, lastUpdated, policy)));
+    }
+
+    // validate, enrich, judge: the capabilities' stages see every write of this apply at once.
+    const pending = new Map<number, PendingWrite>();
+    for (const [i, p] of planned.entries()) {
+      if (!p?.write) continue;
+      const { type, id, resource, previous } = p.write;
+      pending.set(i, { type, id, resource, previous, policy, reject: (err) => refuse(i, err) });
+    }
+    for (const stage of ['validate', 'enrich', 'judge'] as const) {
+      for (const { hook } of this.ctx.stages.of(stage)) {
+        const live = [...pending].filter(([i]) => !refused.has(i)).map(([, w]) => w);
+        if (live.length) await hook(this, live);
+      }
+    }
+
+    // conform, then stamp the server's meta (R4 resource.html#Meta: versionId and lastUpdated are the server's).
+    for (const [i, w] of pending) {
+      if (refused.has(i) || !w.resource) continue;
+      const error = conformanceError(w.type, w.id, w.resource, w.changed === true);
+      if (error) {
+        refuse(i, error);
+        continue;
+      }
+      const p = planned[i]!;
+      w.resource.meta = { ...w.resource.meta, versionId: String(p.write!.previousVersion + 1), lastUpdated };
+      p.outcome.resource = w.resource;
+    }
+
+    // write: every version, history row and index row of a type in set-based statements.
+    const written = await this.write(planned, pending, refused, lastUpdated, policy);
+
+    // rules: in this transaction; nested writes (Flags) go through this unit again.
+    for (const { hook } of this.ctx.stages.of('rules')) {
+      if (written.length) await hook(this, written);
+    }
+    return planned.map((p, i) => refused.get(i) ?? p!.outcome);
+  }
+
+  private async lockTargets(resolved: ReadonlyArray<ResolvedOp | undefined>): Promise<Map<string, CurrentVersion>> {
+    const idsByType = new Map<string, string[]>();
+    for (const r of resolved) {
+      // Matched conditional creates and idempotent creates too: their answer carries the existing version.
+      if (r?.id && (r.op.kind !== 'create' || r.existingMatch || r.op.onExistingId === 'match')) {
+        idsByType.set(r.op.type, [...(idsByType.get(r.op.type) ?? []), r.id]);
+      }
+    }
+    const current = new Map<string, CurrentVersion>();
+    for (const [type, ids] of idsByType) {
+      for (const [id, row] of await lockCurrent(this.tx, type, ids)) current.set(`${type}/${id}`, row);
+    }
+    return current;
+  }
+
+  private async write(
+    planned: ReadonlyArray<Planned | undefined>,
+    pending: ReadonlyMap<number, PendingWrite>,
+    refused: ReadonlyMap<number, OperationOutcomeError>,
+    lastUpdated: string,
+    policy: AccessPolicy,
+  ): Promise<CommittedWrite[]> {
+    const byType = new Map<string, Array<{ p: Planned; w: PendingWrite }>>();
+    for (const [i, w] of pending) {
+      if (refused.has(i)) continue;
+      byType.set(w.type, [...(byType.get(w.type) ?? []), { p: planned[i]!, w }]);
+    }
+    const written: CommittedWrite[] = [];
+    for (const [type, group] of byType) {
+      const versions: NewVersion[] = group.map(({ p, w }) => ({
+        id: w.id,
+        versionId: p.write!.previousVersion + 1,
+        lastUpdated,
+        method: p.write!.method,
+        resource: w.resource,
+      }));
+      await writeVersions(this.tx, type, versions);
+      await writeSearchIndex(this.tx, type, versions.map((v) => ({ id: v.id, resource: v.resource, isNew: v.versionId === 1 })));
+      for (const [k, { w }] of group.entries()) {
+        const v = versions[k]!;
+        written.push({ type, id: w.id, versionId: v.versionId, lastUpdated, method: v.method, resource: w.resource, previous: w.previous, policy });
+      }
+    }
+    this.committed.push(...written);
+    return written;
+  }
+}
+
+/**
+ * The stages change resources in place (ids, meta, mapped codes, interpretations); a replay must
+ * start from the ops as sent. Copies are taken as JSON text before the first attempt, which is
+ * cheaper than cloning objects and is only parsed again when a replay happens.
+ */
+function replayable(ops: readonly WriteOp[]): (i: number) => WriteOp {
+  const pristine = ops.map((op) => ('resource' in op ? JSON.stringify(op.resource) : undefined));
+  return (i) => {
+    const op = ops[i]!;
+    return 'resource' in op && pristine[i] !== undefined ? { ...op, resource: JSON.parse(pristine[i]!) as unknown } : op;
+  };
+}
+
+/** A transaction writes each resource once (R4 http.html#trules); the later entry is refused. */
+function checkOnceEach(resolved: readonly ResolvedOp[]): void {
+  const seen = new Map<string, number>();
+  resolved.forEach((r, i) => {
+    const key = targetKey(r);
+    if (!key) return;
+    const first = seen.get(key);
+    if (first !== undefined) {
+      throw new WriteOpError(i, new OperationOutcomeError(400, { code: 'invalid', diagnostics: `${key} is also written by an earlier entry; a transaction writes each resource once` }));
+    }
+    seen.set(key, i);
+  });
+}
+
+/** Whether two ops name the same resource or the same condition (then they must run one after the other). */
+function sharesTargets(ops: readonly WriteOp[]): boolean {
+  const keys = new Set<string>();
+  for (const op of ops) {
+    const condition = op.kind === 'create' ? op.ifNoneExist : op.match;
+    const key = condition ? `${op.type}?${condition.toString()}` : op.id !== undefined ? `${op.type}/${op.id}` : undefined;
+    if (key === undefined) continue;
+    if (keys.has(key)) return true;
+    keys.add(key);
+  }
+  return false;
+}
+
+/**
+ * Runs `fn` in one unit of work: one database transaction, then the after-commit stage with
+ * every write it committed. A unit that lost a create race (two requests creating one new id)
+ * is replayed whole; `fn` must start from its inputs each time.
+ */
+export async function withUnitOfWork<T>(ctx: PipelineContext, fn: (uow: UnitOfWork, attempt: number) => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    let uow: UnitOfWork | undefined;
+    try {
+      const value = await ctx.db.transaction(async (tx) => {
+        uow = new UnitOfWork(ctx, tx);
+        return fn(uow, attempt);
+      });
+      await runAfterCommit(ctx, uow!.committed);
+      return value;
+    } catch (err) {
+      if (!(err instanceof ConcurrentCreateError)) throw err;
+      if (attempt >= CREATE_RACE_RETRIES) throw conflict(`${err.message}; retry the request`);
+    }
+  }
+}
+
+async function runAfterCommit(ctx: PipelineContext, committed: readonly CommittedWrite[]): Promise<void> {
+  if (committed.length === 0) return;
+  for (const { name, hook } of ctx.stages.of('after-commit')) {
+    try {
+      await hook(committed);
+    } catch (err) {
+      ctx.log.error({ err, hook: name }, 'after-commit hook failed');
+    }
+  }
+}
+
+export interface ExecuteOptions extends ApplyOptions {
+  /** `atomic` (default): all or nothing. `per-entry`: each op alone, answered in its slot. */
+  mode?: 'atomic' | 'per-entry';
+}
+
+/**
+ * The write pipeline for a door: `ops` in one unit of work. Atomic: the outcomes in op order, or
+ * the refusal (a WriteOpError naming the op when there are several, the op's own error when
+ * there is one).
+ */
+export async function executeWrites(ctx: PipelineContext, ops: readonly WriteOp[], options?: ExecuteOptions & { mode?: 'atomic' }): Promise<WriteOutcome[]>;
+export async function executeWrites(ctx: PipelineContext, ops: readonly WriteOp[], options: ExecuteOptions & { mode: 'per-entry' }): Promise<EntryResult[]>;
+export async function executeWrites(ctx: PipelineContext, ops: readonly WriteOp[], options: ExecuteOptions = {}): Promise<EntryResult[]> {
+  const fresh = replayable(ops);
+  const attemptOps = (attempt: number) => (attempt === 1 ? ops : ops.map((_, i) => fresh(i)));
+  if (options.mode === 'per-entry') return withUnitOfWork(ctx, (uow, attempt) => (attempt === 1 ? uow.applyEach(ops, options, fresh) : uow.applyEach(attemptOps(attempt), options)));
+  try {
+    return await withUnitOfWork(ctx, (uow, attempt) => uow.apply(attemptOps(attempt), options));
+  } catch (err) {
+    throw err instanceof WriteOpError && ops.length === 1 ? err.cause : err;
+  }
+}
