@@ -3,7 +3,7 @@ import { dirname, join } from 'node:path';
 import type { Db, Queryable } from '../src/store/db';
 import { openDb } from '../src/store/db';
 import { openPostgres } from '../src/store/postgres';
-import { migrate } from '../src/store/migrate';
+import { migrateAll } from '../src/schema';
 
 /**
  * The raw-SQL side of every comparison: the same statements the server would need, without
@@ -80,7 +80,7 @@ export async function openRawPostgres(url: string, poolSize: number, runId: stri
 
 export async function openRawPglite(): Promise<RawDb> {
   const db: Db = await openDb('pglite://memory', '');
-  await migrate(db);
+  await migrateAll(db);
   const version = (await db.query<{ version: string }>('SELECT version()')).rows[0].version;
   // The package's exports map hides its package.json; read it beside the resolved entry point.
   const pkg = JSON.parse(readFileSync(join(dirname(require.resolve('@electric-sql/pglite')), '..', 'package.json'), 'utf8')) as { version: string };

@@ -5,7 +5,7 @@ import { RemoteJwksCache } from '../src/auth/remote-jwks';
 import { type AuthState, authUrls } from '../src/auth/state';
 import { loadConfig } from '../src/config';
 import { type Db, openDb } from '../src/store/db';
-import { migrate } from '../src/store/migrate';
+import { migrateAll } from '../src/schema';
 
 /**
  * The auth state for an offline CLI: same configuration and database as the server. The
@@ -14,7 +14,7 @@ import { migrate } from '../src/store/migrate';
 export async function openAuthState(): Promise<{ state: AuthState; db: Db }> {
   const config = loadConfig();
   const db = await openDb(config.databaseUrl, config.dataDir);
-  await migrate(db);
+  await migrateAll(db);
   const keys = new KeyStore(db);
   await keys.init(config.auth.signingKey);
   const state: AuthState = {

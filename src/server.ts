@@ -12,7 +12,7 @@ import { fhirRoutes } from './fhir/routes';
 import { Stages } from './pipeline';
 import { type Db, openDb } from './store/db';
 import { registerMonitoring } from './monitoring';
-import { migrate } from './store/migrate';
+import { migrateAll } from './schema';
 import { terminologyRoutes } from './fhir/terminology-routes';
 import { warmUp } from './validation/schema';
 
@@ -30,7 +30,7 @@ export interface App {
 export async function createServer(config: Config, options: { db?: Db; logger?: Logger } = {}): Promise<App> {
   const log = options.logger ?? pino({ level: config.logLevel });
   const db = options.db ?? (await openDb(config.databaseUrl, config.dataDir));
-  await migrate(db);
+  await migrateAll(db);
   warmUp(supportedTypes);
 
   const ctx: FhirContext = { db, config, baseUrl: `${config.baseUrl}/fhir`, log, stages: new Stages(), operations: new OperationRegistry() };

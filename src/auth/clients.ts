@@ -1,10 +1,9 @@
-import { randomBytes, randomUUID, scrypt as scryptCb, timingSafeEqual } from 'node:crypto';
-import { promisify } from 'node:util';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { CLIENT_SECRET_COST, hashSecret, verifySecret } from './secrets';
 import type { JWK } from 'jose';
 import type { Db } from '../store/db';
 import { isKnownScope, splitScope } from '../access/scopes';
 
-const scrypt = promisify(scryptCb) as (password: string, salt: Buffer, keylen: number) => Promise<Buffer>;
 
 export type ClientAuthMethod = 'none' | 'client_secret_basic' | 'private_key_jwt';
 const AUTH_METHODS: readonly ClientAuthMethod[] = ['none', 'client_secret_basic', 'private_key_jwt'];
@@ -140,7 +139,7 @@ export async function registerClient(db: Db, metadata: ClientMetadata): Promise<
   const fields = validateMetadata(metadata);
   const clientId = randomUUID();
   const clientSecret = fields.authMethod === 'client_secret_basic' ? randomBytes(32).toString('base64url') : undefined;
-  const secretHash = clientSecret ? await hashSecret(clientSecret) : undefined;
+  const secretHash = clientSecret ? await hashClientSecret(clientSecret) : undefined;
   const { rows } = await db.query<{ created_at: string }>(
     `INSERT INTO auth_client (client_id, client_name, auth_method, secret_hash, jwks, jwks_uri, redirect_uris, grant_types, scope, can_introspect, metadata)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING created_at`,
@@ -202,17 +201,8 @@ export async function removeClient(db: Db, clientId: string): Promise<boolean> {
   return (await db.query('DELETE FROM auth_client WHERE client_id = $1', [clientId])).rowCount > 0;
 }
 
-// scrypt with a per-secret salt; the format names its parameters so they can change later.
-async function hashSecret(secret: string): Promise<string> {
-  const salt = randomBytes(16);
-  const hash = await scrypt(secret, salt, 32);
-  return `scrypt$${salt.toString('base64url')}$${hash.toString('base64url')}`;
+function hashClientSecret(secret: string): Promise<string> {
+  return hashSecret(secret, CLIENT_SECRET_COST);
 }
 
-export async function verifySecret(secret: string, stored: string | undefined): Promise<boolean> {
-  const [kind, salt, hash] = (stored ?? '').split('$');
-  if (kind !== 'scrypt' || !salt || !hash) return false;
-  const expected = Buffer.from(hash, 'base64url');
-  const actual = await scrypt(secret, Buffer.from(salt, 'base64url'), expected.length);
-  return timingSafeEqual(actual, expected);
-}
+export { verifySecret };

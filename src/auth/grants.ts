@@ -1,4 +1,5 @@
-import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
+import { constantTimeEqual } from './secrets';
 import { type Client } from './clients';
 import { OAuthError } from './client-auth';
 import { jose } from './jose';
@@ -68,11 +69,6 @@ function s256(verifier: string): string {
   return createHash('sha256').update(verifier, 'ascii').digest('base64url');
 }
 
-function equal(a: string, b: string): boolean {
-  const x = Buffer.from(a);
-  const y = Buffer.from(b);
-  return x.length === y.length && timingSafeEqual(x, y);
-}
 
 /**
  * grant_type=authorization_code for an authenticated client. A code is burnt at its first
@@ -105,7 +101,7 @@ export async function exchangeCode(state: AuthState, client: Client, params: URL
   if (row.redirect_uri !== redirectUri) throw invalidGrant('redirect_uri differs from the one of the authorization request');
   if (!verifier) throw invalidGrant('code_verifier is required (PKCE)');
   if (!VERIFIER.test(verifier)) throw invalidGrant('code_verifier must be 43-128 characters of A-Z a-z 0-9 - . _ ~');
-  if (!equal(s256(verifier), row.code_challenge)) throw invalidGrant('code_verifier does not match the code_challenge');
+  if (!constantTimeEqual(s256(verifier), row.code_challenge)) throw invalidGrant('code_verifier does not match the code_challenge');
 
   const grant: Grant = {
     clientId: row.client_id,

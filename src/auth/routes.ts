@@ -1,4 +1,4 @@
-import { timingSafeEqual } from 'node:crypto';
+import { constantTimeEqual } from './secrets';
 import type { Request, ResponseObject, ResponseToolkit, Server } from '@hapi/hapi';
 import { OAuthError, authenticateClient } from './client-auth';
 import { type ClientMetadata, RegistrationError, findClient, registerClient } from './clients';
@@ -242,11 +242,6 @@ async function introspectionCaller(state: AuthState, params: URLSearchParams, au
   return { clientId: client.clientId, canIntrospect: client.canIntrospect };
 }
 
-function constantTimeEqual(a: string, b: string): boolean {
-  const x = Buffer.from(a);
-  const y = Buffer.from(b);
-  return x.length === y.length && timingSafeEqual(x, y);
-}
 
 /** SMART App Launch 2.2 §"Metadata": /.well-known/smart-configuration. */
 export function smartConfiguration(state: AuthState): Record<string, unknown> {

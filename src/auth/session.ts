@@ -1,4 +1,5 @@
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
+import { constantTimeEqual } from './secrets';
 import type { Request, ResponseToolkit, Server } from '@hapi/hapi';
 import type { AuthState } from './state';
 
@@ -91,9 +92,7 @@ export async function loginSession(state: AuthState, h: ResponseToolkit, old: Se
 
 export function csrfMatches(session: Session, sent: string | null): boolean {
   if (!sent) return false;
-  const a = Buffer.from(session.csrf);
-  const b = Buffer.from(sent);
-  return a.length === b.length && timingSafeEqual(a, b);
+  return constantTimeEqual(session.csrf, sent);
 }
 
 export async function sessionAlive(state: AuthState, idHash: string): Promise<boolean> {

@@ -1,4 +1,5 @@
-import { randomBytes, scrypt as scryptCb, timingSafeEqual } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
+import { hashSecret, PASSWORD_COST, verifySecret } from './secrets';
 import type { AuthConfig } from '../config';
 import type { Queryable } from '../store/db';
 
@@ -18,36 +19,13 @@ export function isPatientUser(fhirUser: string | undefined): boolean {
   return fhirUser?.startsWith('Patient/') ?? false;
 }
 
-// N = 2^15, r = 8, p = 1: about 50 ms and 32 MiB per hash on this kind of machine (OWASP's
-// scrypt floor is N = 2^17 with p = 1 at 128 MiB; we trade some of that for a server that also
-// serves device traffic, and throttle guessing per account and address instead).
-const N = 32768;
-const R = 8;
-const P = 1;
-const KEYLEN = 32;
-
-function scrypt(password: string, salt: Buffer, n: number, r: number, p: number): Promise<Buffer> {
-  return new Promise((resolve, reject) =>
-    scryptCb(password.normalize('NFC'), salt, KEYLEN, { N: n, r, p, maxmem: 128 * n * r * 2 }, (err, key) => (err ? reject(err) : resolve(key))),
-  );
+export function hashPassword(password: string): Promise<string> {
+  return hashSecret(password, PASSWORD_COST);
 }
 
-export async function hashPassword(password: string): Promise<string> {
-  const salt = randomBytes(16);
-  const hash = await scrypt(password, salt, N, R, P);
-  return `scrypt$${N}$${R}$${P}$${salt.toString('base64url')}$${hash.toString('base64url')}`;
+export function verifyPassword(password: string, stored: string | undefined): Promise<boolean> {
+  return verifySecret(password, stored);
 }
-
-export async function verifyPassword(password: string, stored: string | undefined): Promise<boolean> {
-  const parts = (stored ?? DUMMY_HASH).split('$');
-  if (parts.length !== 6 || parts[0] !== 'scrypt') return false;
-  const [, n, r, p, salt, hash] = parts as [string, string, string, string, string, string];
-  const expected = Buffer.from(hash, 'base64url');
-  const actual = await scrypt(password, Buffer.from(salt, 'base64url'), Number(n), Number(r), Number(p));
-  // An unknown user costs the same hash as a known one: timing does not tell which names exist.
-  return stored !== undefined && actual.length === expected.length && timingSafeEqual(actual, expected);
-}
-const DUMMY_HASH = `scrypt$${N}$${R}$${P}$${Buffer.alloc(16).toString('base64url')}$${Buffer.alloc(KEYLEN).toString('base64url')}`;
 
 const FHIR_USER = /^(Patient|Practitioner)\/[A-Za-z0-9\-.]{1,64}$/;
 

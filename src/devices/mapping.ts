@@ -168,8 +168,8 @@ function mapQuantity(q: fhir4.Quantity | undefined, rule: ObservationRule | unde
     q.code = rule.unit;
     q.unit = rule.unitDisplay ?? rule.unit;
     changed = true;
-  } else if (ctx.fromDoor && q.unit !== (q.code === rule.unit ? (rule.unitDisplay ?? rule.unit) : q.code)) {
-    // A door's reading reads the same whichever door it came through, unit display included.
+  } else if ((ctx.fromDoor || changed) && q.unit !== (q.code === rule.unit ? (rule.unitDisplay ?? rule.unit) : q.code)) {
+    // A reading the server mapped reads the same whichever door it came through, unit display included.
     q.unit = q.code === rule.unit ? (rule.unitDisplay ?? rule.unit) : q.code;
     changed = true;
   }

@@ -17,4 +17,3 @@ function findRoot(start: string): string {
 export const projectRoot = findRoot(__dirname);
 export const profilesDir = join(projectRoot, 'profiles');
 export const terminologyDir = join(projectRoot, 'terminology');
-export const migrationsDir = join(projectRoot, 'src', 'store', 'migrations');

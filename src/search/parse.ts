@@ -1,4 +1,5 @@
 import { badRequest, OperationOutcomeError } from '../kernel/outcome';
+import { splitUnescaped } from './escape';
 import { isSupportedType, supportedTypes } from '../kernel/resource-types';
 import { parametersOf, parameterOf, type SearchParameterDef } from './registry';
 import { typeModules } from './types';
@@ -104,19 +105,7 @@ function unknownParameter(resourceType: string, name: string, reason: string): O
 }
 
 /** Splits on unescaped commas (`\,` is a literal comma). */
-export function splitOr(value: string): string[] {
-  const out: string[] = [];
-  let start = 0;
-  for (let i = 0; i < value.length; i++) {
-    if (value[i] === '\\') i++;
-    else if (value[i] === ',') {
-      out.push(value.slice(start, i));
-      start = i + 1;
-    }
-  }
-  out.push(value.slice(start));
-  return out;
-}
+export const splitOr = (value: string): string[] => splitUnescaped(value, ',');
 
 /** Parses `name[:modifier]` = value for a parameter of `resourceType` (no chain). */
 function parseParamFilter(resourceType: string, fullName: string, name: string, modifier: string | undefined, value: string, opts: ParseOptions): ParamFilter {

@@ -23,6 +23,7 @@ export const LAYERS: ReadonlyArray<readonly string[]> = [
   ['pipeline'],
   ['fhir'],
   ['auth', 'devices', 'monitoring'],
+  ['schema'],
   ['server'],
   ['main'],
 ];

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { addUser, ensureDevelopmentAdmin, findUser, hashPassword, verifyPassword } from '../../src/auth/users';
 import { openDb } from '../../src/store/db';
-import { migrate } from '../../src/store/migrate';
+import { migrateAll } from '../../src/schema';
 import { testDb, unique } from '../helpers/server';
 
 export const lab = Lab.script();
@@ -27,7 +27,7 @@ describe('local users', () => {
 
   it('refuses weak input: short passwords, odd usernames, fhirUser other than Patient/ or Practitioner/, duplicates', async () => {
     const db = await testDb();
-    await migrate(db);
+    await migrateAll(db);
     const name = unique('u');
     await expect(addUser(db, { username: name, password: 'short' })).to.reject(/at least 8/);
     await expect(addUser(db, { username: 'bad name!', password: 'long enough' })).to.reject(/username/);
@@ -40,7 +40,7 @@ describe('local users', () => {
   it('creates a development admin on the first start of an empty embedded database only', async () => {
     const db = await openDb('pglite://memory', '');
     try {
-      await migrate(db);
+      await migrateAll(db);
       expect(await ensureDevelopmentAdmin(db, false)).to.be.undefined();
       const admin = await ensureDevelopmentAdmin(db, true);
       expect(admin!.username).to.equal('admin');

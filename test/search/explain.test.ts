@@ -3,7 +3,7 @@ import { expect } from '@hapi/code';
 import { codeHash, systemCodeHash } from '../../src/search/hash';
 import { firstPageSql } from '../../src/search/search';
 import { type Db, openDb } from '../../src/store/db';
-import { migrate } from '../../src/store/migrate';
+import { migrateAll } from '../../src/schema';
 import { unique } from '../helpers/server';
 
 export const lab = Lab.script();
@@ -41,7 +41,7 @@ describe('EXPLAIN of the hot searches on PostgreSQL at 100k rows', { skip: !onPo
     await admin.query(`CREATE SCHEMA ${schema}`);
     const sep = url.includes('?') ? '&' : '?';
     db = await openDb(`${url}${sep}options=${encodeURIComponent(`-c search_path=${schema}`)}`, '');
-    await migrate(db);
+    await migrateAll(db);
     // Set-based raw SQL: 100k Observations of 4 codes over a year for 1,000 patients, with the
     // index rows the writer would produce for the parameters the queries use.
     const codeRows = CODES.map((c) => `('${c}', ${systemCodeHash('http://loinc.org', c)}, ${codeHash(c)})`).join(', ');

@@ -1,6 +1,7 @@
 import * as Lab from '@hapi/lab';
 import { expect } from '@hapi/code';
 import { type Db, openDb } from '../../src/store/db';
+import { SCHEMA } from '../../src/schema';
 import { migrate, pendingMigrationPlan } from '../../src/store/migrate';
 
 export const lab = Lab.script();
@@ -27,12 +28,12 @@ describe('migrations', () => {
       first = second = await openDb('pglite://memory', '');
     }
     try {
-      const [a, b] = await Promise.all([migrate(first), migrate(second)]);
-      const plan = pendingMigrationPlan().map((m) => m.name);
+      const [a, b] = await Promise.all([migrate(first, SCHEMA), migrate(second, SCHEMA)]);
+      const plan = pendingMigrationPlan(SCHEMA).map((m) => m.name);
       expect([...a, ...b].sort()).to.equal([...plan].sort());
       const { rows } = await first.query<{ n: number }>('SELECT count(*)::int AS n FROM schema_migrations');
       expect(rows[0]!.n).to.equal(plan.length);
-      expect(await migrate(first)).to.equal([]);
+      expect(await migrate(first, SCHEMA)).to.equal([]);
     } finally {
       await first.close();
       if (second !== first) await second.close();
@@ -40,6 +41,20 @@ describe('migrations', () => {
         await admin.query(`DROP SCHEMA ${schema} CASCADE`);
         await admin.close();
       }
+    }
+  });
+
+  it('adopts the names a database recorded before each capability owned its migrations', async () => {
+    const db = await openDb('pglite://memory', '');
+    try {
+      await migrate(db, SCHEMA);
+      // As an older server recorded them: bare file names, no owner.
+      await db.query(`UPDATE schema_migrations SET name = substring(name from position('/' in name) + 1)`);
+      expect(await migrate(db, SCHEMA)).to.equal([]);
+      const { rows } = await db.query<{ name: string }>(`SELECT name FROM schema_migrations WHERE name = 'auth/020_auth.sql'`);
+      expect(rows).to.have.length(1);
+    } finally {
+      await db.close();
     }
   });
 });

@@ -1,4 +1,5 @@
 import { badRequest } from '../../kernel/outcome';
+import { splitUnescaped } from '../escape';
 import type { TypedValue } from '../accessor';
 import { timestampText } from '../date-range';
 import type { IndexRow, RowSink } from '../index-tables';
@@ -69,24 +70,10 @@ export function extractComposite(elements: readonly TypedValue[], components: Co
   }
 }
 
-/** Composite values are `token$value`; `\$` is a literal dollar. */
-function splitDollar(raw: string): string[] {
-  const parts: string[] = [];
-  let start = 0;
-  for (let i = 0; i < raw.length; i++) {
-    if (raw[i] === '\\') i++;
-    else if (raw[i] === '$') {
-      parts.push(raw.slice(start, i));
-      start = i + 1;
-    }
-  }
-  parts.push(raw.slice(start));
-  return parts;
-}
 
 export function parseCompositeTerm(raw: string, param: SearchParameterDef): CompositeTerm {
   const components = componentsOf(param);
-  const parts = splitDollar(raw);
+  const parts = splitUnescaped(raw, '$');
   const secondType = components?.[1]?.type;
   if (parts.length !== 2 || !secondType) throw badRequest(`${param.code} expects code$value, got '${raw}'`, [param.code]);
   const code = token.parse(parts[0], undefined, param);

@@ -1,0 +1,35 @@
+import type { Db, Queryable } from '../../src/store/db';
+
+/**
+ * A Db that records every statement sent through it (transactions' statements included), so a
+ * test can count round trips per interaction as HAPI FHIR's tests do: a regression from one
+ * statement to one per entry fails the test.
+ */
+export interface CountingDb extends Db {
+  readonly statements: string[];
+  reset(): void;
+}
+
+export function countingDb(db: Db): CountingDb {
+  const statements: string[] = [];
+  const wrap = (q: Queryable): Queryable => ({
+    query: (sql, params) => {
+      statements.push(sql);
+      return q.query(sql, params);
+    },
+    exec: (sql) => {
+      statements.push(sql);
+      return q.exec(sql);
+    },
+  });
+  const outer = wrap(db);
+  return {
+    kind: db.kind,
+    statements,
+    reset: () => void (statements.length = 0),
+    query: outer.query,
+    exec: outer.exec,
+    transaction: (fn) => db.transaction((tx) => fn(wrap(tx))),
+    close: () => db.close(),
+  };
+}

@@ -1,0 +1,62 @@
+import * as Lab from '@hapi/lab';
+import { expect } from '@hapi/code';
+import { type CountingDb, countingDb } from '../helpers/counting-db';
+import { startTestServer, type TestServer, unique } from '../helpers/server';
+
+export const lab = Lab.script();
+const { describe, it, before, after } = lab;
+
+/**
+ * Round trips per interaction, counted as HAPI FHIR counts them: set-based writes keep a whole
+ * transaction to a handful of statements, and the hot search to one. A change that turns one
+ * statement into one per entry (or per row) fails here, whatever the machine's speed.
+ */
+describe('statements per interaction', () => {
+  let app: TestServer;
+  let db: CountingDb;
+  let patient: string;
+  before(async () => {
+    app = await startTestServer({}, { db: (shared) => (db = countingDb(shared)) });
+    patient = (await app.request({ method: 'POST', url: '/fhir/Patient', payload: { resourceType: 'Patient' } })).json.id;
+    // Warm what is cached across requests (the live Subscriptions).
+    await app.request({ method: 'POST', url: '/fhir/Observation', payload: heartRate(patient, 70) });
+  });
+  after(() => app.stop());
+
+  const heartRate = (subject: string, value: number, minute = 0) => ({
+    resourceType: 'Observation',
+    status: 'final',
+    category: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/observation-category', code: 'vital-signs' }] }],
+    code: { coding: [{ system: 'http://loinc.org', code: '8867-4' }] },
+    subject: { reference: `Patient/${subject}` },
+    effectiveDateTime: `2026-01-01T10:${String(minute % 60).padStart(2, '0')}:00Z`,
+    valueQuantity: { value, unit: '/min', system: 'http://unitsofmeasure.org', code: '/min' },
+  });
+
+  const counted = async (fn: () => Promise<{ statusCode: number }>) => {
+    db.reset();
+    const res = await fn();
+    return { status: res.statusCode, statements: [...db.statements] };
+  };
+
+  it('a single create: the plans lookup, one statement for the version and history, one for the index', async () => {
+    const { status, statements } = await counted(() => app.request({ method: 'POST', url: '/fhir/Observation', payload: heartRate(patient, 71) }));
+    expect(status).to.equal(201);
+    expect(statements, statements.join('\n---\n')).to.have.length(3);
+  });
+
+  it('a 100-entry transaction: the same statements as one create, not one per entry', async () => {
+    const entry = Array.from({ length: 100 }, (_, i) => ({ fullUrl: `urn:uuid:${unique('e')}`, resource: heartRate(patient, 60 + (i % 30), i), request: { method: 'POST', url: 'Observation' } }));
+    const { status, statements } = await counted(() => app.request({ method: 'POST', url: '/fhir', payload: { resourceType: 'Bundle', type: 'transaction', entry } }));
+    expect(status).to.equal(200);
+    expect(statements, statements.join('\n---\n')).to.have.length(3);
+  });
+
+  it('the hot search: one statement', async () => {
+    const { status, statements } = await counted(() =>
+      app.request({ method: 'GET', url: `/fhir/Observation?subject=Patient/${patient}&code=http://loinc.org|8867-4&date=ge2026-01-01` }),
+    );
+    expect(status).to.equal(200);
+    expect(statements).to.have.length(1);
+  });
+});
