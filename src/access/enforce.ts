@@ -114,6 +114,18 @@ export function requireSearchReach(policy: AccessPolicy, type: string, params: U
 }
 
 /**
+ * Whether the caller acts as a clinician or as the system, not as a patient or a patient's
+ * relative: assigning a device to a patient is a clinical act (a patient who could file a
+ * DeviceUseStatement for another patient's cuff would receive that patient's readings). A user
+ * with no FHIR identity is the server's own clinician login (README "Users").
+ */
+export function isClinicalActor(policy: AccessPolicy, type: string, action: Action): boolean {
+  if (policy.confinedToPatient(type, action)) return false;
+  const kind = policy.fhirUser?.split('/')[0];
+  return kind !== 'Patient' && kind !== 'RelatedPerson';
+}
+
+/**
  * A write of `type` under `policy`: the action must be granted, and a patient-confined token
  * may only write resources inside its patient's compartment, before and after the change.
  * Granular (parameter-restricted) write scopes are refused rather than half-enforced.

@@ -11,6 +11,8 @@ export interface AccessPolicy {
   /** Who: client id, and subject/fhirUser when there is one. */
   readonly clientId: string;
   readonly subject?: string;
+  /** The user's FHIR identity (`Practitioner/1`, `Patient/7`, `RelatedPerson/3`), when the token has a user with one. */
+  readonly fhirUser?: string;
   /** patient/ scopes: the context patient's id; every patient-scoped access is confined to this compartment. */
   readonly patient?: string;
   /** The granted scopes as strings (for introspection/audit). */
@@ -45,7 +47,7 @@ export const unrestricted: AccessPolicy = Object.freeze({
  * cannot say "in the compartment OR matching these parameters", so it keeps the narrower answer
  * (never wider than granted).
  */
-export function policyFromScopes(scopes: string[], context: { clientId: string; subject?: string; patient?: string }): AccessPolicy {
+export function policyFromScopes(scopes: string[], context: { clientId: string; subject?: string; patient?: string; fhirUser?: string }): AccessPolicy {
   const parsed = scopes
     .map(parseResourceScope)
     .filter((s): s is ResourceScope => s !== undefined && (s.context !== 'patient' || context.patient !== undefined));
@@ -58,6 +60,7 @@ export function policyFromScopes(scopes: string[], context: { clientId: string; 
     clientId: context.clientId,
     ...(context.subject !== undefined ? { subject: context.subject } : {}),
     ...(context.patient !== undefined ? { patient: context.patient } : {}),
+    ...(context.fhirUser !== undefined ? { fhirUser: context.fhirUser } : {}),
     scopes: Object.freeze([...scopes]),
     allows: (type: string, action: Action) => granting(type, action).length > 0,
     confinedToPatient: confined,

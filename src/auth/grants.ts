@@ -127,13 +127,12 @@ async function tokenResponse(
   scopes: string[],
   options: { newRefresh: boolean; refreshExpiresAt?: number },
 ): Promise<Record<string, unknown>> {
-  const fhirUser = scopes.includes('fhirUser') || scopes.includes('openid') ? grant.fhirUser : undefined;
   const issued = await issueAccessToken(state, {
     clientId: grant.clientId,
     scopes,
     subject: grant.username,
     ...(grant.patient ? { patient: grant.patient } : {}),
-    ...(fhirUser ? { fhirUser } : {}),
+    ...(grant.fhirUser ? { fhirUser: grant.fhirUser, claimFhirUser: scopes.includes('fhirUser') || scopes.includes('openid') } : {}),
     ...(grant.encounter ? { encounter: grant.encounter } : {}),
     grantId,
   });

@@ -53,7 +53,9 @@ export async function registerStrategy(server: Server, state: AuthState): Promis
       const subject = payload.sub !== clientId && typeof payload.sub === 'string' ? payload.sub : undefined;
       const patient = typeof payload.patient === 'string' ? payload.patient : undefined;
       const credentials: SmartCredentials = {
-        policy: policyFromScopes(scopes, { clientId, ...(subject ? { subject } : {}), ...(patient ? { patient } : {}) }),
+        // The user's FHIR identity comes from the server's record of the token, whether or not the
+        // app was granted the fhirUser claim: the policy needs to know a patient from a clinician.
+        policy: policyFromScopes(scopes, { clientId, ...(subject ? { subject } : {}), ...(patient ? { patient } : {}), ...(record.fhir_user ? { fhirUser: record.fhir_user } : {}) }),
         clientId,
         scope: scopes,
         ...(subject ? { subject } : {}),

@@ -33,7 +33,18 @@ export interface IssuedToken {
  */
 export async function issueAccessToken(
   state: AuthState,
-  grant: { clientId: string; scopes: readonly string[]; subject?: string; patient?: string; fhirUser?: string; encounter?: string; grantId?: string; lifetime?: number },
+  grant: {
+    clientId: string;
+    scopes: readonly string[];
+    subject?: string;
+    patient?: string;
+    /** The user's FHIR identity: recorded always (the access policy needs it), claimed only when `claimFhirUser`. */
+    fhirUser?: string;
+    claimFhirUser?: boolean;
+    encounter?: string;
+    grantId?: string;
+    lifetime?: number;
+  },
   db: Queryable = state.db,
 ): Promise<IssuedToken> {
   const key = await state.keys.signingKey();
@@ -50,7 +61,7 @@ export async function issueAccessToken(
     client_id: grant.clientId,
     scope: grant.scopes.join(' '),
     ...(grant.patient ? { patient: grant.patient } : {}),
-    ...(grant.fhirUser ? { fhirUser: grant.fhirUser } : {}),
+    ...(grant.fhirUser && grant.claimFhirUser !== false ? { fhirUser: grant.fhirUser } : {}),
   };
   await db.query(
     `INSERT INTO auth_token (jti, kind, client_id, subject, patient, scope, issued_at, expires_at, grant_id, fhir_user, encounter)
@@ -78,13 +89,14 @@ export function claimsProblem(state: AuthState, header: { typ?: unknown }, paylo
 
 export interface TokenRecord {
   client_id: string;
+  fhir_user: string | null;
   revoked: boolean;
   expired: boolean;
 }
 
 export async function tokenRecord(state: AuthState, jti: string): Promise<TokenRecord | undefined> {
   const { rows } = await state.db.query<TokenRecord>(
-    'SELECT client_id, revoked_at IS NOT NULL AS revoked, expires_at <= now() AS expired FROM auth_token WHERE jti = $1',
+    'SELECT client_id, fhir_user, revoked_at IS NOT NULL AS revoked, expires_at <= now() AS expired FROM auth_token WHERE jti = $1',
     [jti],
   );
   return rows[0];

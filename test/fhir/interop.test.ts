@@ -41,16 +41,31 @@ describe('real R4 data written by others is accepted and stored faithfully', { s
     });
   }
 
+  // Examples written independently reuse device identifiers; here, one identifier names one
+  // live Device (a device door files readings under it), so the later example is refused until
+  // the earlier one is gone.
+  const sharedIdentifiers: Record<string, string[]> = {
+    'device-observations/hl7-phd-stu2': ['phg-example.json claims the system id of phg-ecde3d4e58532d31.000000000000'],
+    'device-observations/us-core': ['Device-knee.json claims the serial number AC221 of ACME Biomedical of udi-2'],
+  };
   for (const folder of ['device-observations/hl7-phd-stu2', 'device-observations/us-core']) {
     it(`stores the ${folder} examples of supported types unchanged`, async () => {
       const examples = interopFiles(folder).filter(({ json }) => supportedTypes.includes(json.resourceType));
       expect(examples).to.not.be.empty();
+      const refused: string[] = [];
       for (const { file, json } of examples) {
-        const put = await app.request({ method: 'PUT', url: `/fhir/${json.resourceType}/${json.id}`, payload: json });
+        let put = await app.request({ method: 'PUT', url: `/fhir/${json.resourceType}/${json.id}`, payload: json });
+        const holder = put.statusCode === 409 ? /already names Device\/([A-Za-z0-9.-]+)/.exec(put.json.issue[0].diagnostics)?.[1] : undefined;
+        if (holder) {
+          refused.push(`${file} claims the ${/serial number/.test(put.json.issue[0].diagnostics) ? `serial number ${json.serialNumber} of ${json.manufacturer}` : 'system id'} of ${holder}`);
+          expect((await app.request({ method: 'DELETE', url: `/fhir/Device/${holder}` })).statusCode).to.equal(204);
+          put = await app.request({ method: 'PUT', url: `/fhir/${json.resourceType}/${json.id}`, payload: json });
+        }
         expect(put.statusCode, `${file}: ${put.payload.slice(0, 300)}`).to.be.within(200, 201);
         const read = await app.request({ method: 'GET', url: `/fhir/${json.resourceType}/${json.id}` });
         expect(withoutServerMeta(read.json), file).to.equal(withoutServerMeta(json));
       }
+      expect(refused).to.equal(sharedIdentifiers[folder]);
     });
   }
 });

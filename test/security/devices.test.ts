@@ -1,0 +1,80 @@
+import * as Lab from '@hapi/lab';
+import { expect } from '@hapi/code';
+import { unique } from '../helpers/server';
+import { type SecuredServer, startSecuredServer } from './helpers';
+
+export const lab = Lab.script();
+const { describe, it, before, after } = lab;
+
+const MAC = 'urn:ietf:rfc:7042';
+
+/** Issue 11, "device takeover": who may say which device is whose, and one identifier, one device. */
+describe('device assignment is a clinical act, and an identifier names one device', () => {
+  let app: SecuredServer;
+  let alice: string;
+  let bob: string;
+  let cuff: string;
+  let mac: string;
+  let gateway: Record<string, string>;
+  let bobApp: Record<string, string>;
+
+  before(async () => {
+    app = await startSecuredServer();
+    alice = await app.create({ resourceType: 'Patient', name: [{ family: 'Alice' }] });
+    bob = await app.create({ resourceType: 'Patient', name: [{ family: 'Bob' }] });
+    mac = unique('mac');
+    cuff = await app.create({ resourceType: 'Device', identifier: [{ system: MAC, value: mac }], serialNumber: mac, manufacturer: 'Acme' });
+    await app.create({ resourceType: 'DeviceUseStatement', status: 'active', subject: { reference: `Patient/${alice}` }, device: { reference: `Device/${cuff}` }, timingPeriod: { start: '2025-01-01T00:00:00Z' } });
+    gateway = await app.as('system/Observation.c system/Device.rs system/DeviceUseStatement.rs system/Patient.r');
+    // Bob's phone app after a standalone patient launch: create rights in his compartment.
+    bobApp = await app.as('patient/*.cruds', { patient: bob, fhirUser: `Patient/${bob}` });
+  });
+  after(() => app.stop());
+
+  const reading = (value: number, minute: number) => ({
+    device: { identifier: { system: MAC, value: mac } },
+    readings: [{ code: { system: 'http://loinc.org', code: '8867-4' }, value, unit: '/min', time: `2025-02-01T10:${String(minute).padStart(2, '0')}:00Z` }],
+  });
+
+  it('refuses a patient token that files a DeviceUseStatement for another patient\'s device', async () => {
+    const res = await app.request({
+      method: 'POST', url: '/fhir/DeviceUseStatement', headers: bobApp,
+      payload: { resourceType: 'DeviceUseStatement', status: 'active', subject: { reference: `Patient/${bob}` }, device: { reference: `Device/${cuff}` }, timingPeriod: { start: '2025-02-01T00:00:00Z' } },
+    });
+    expect(res.statusCode).to.equal(403);
+    expect(res.json.issue[0].diagnostics).to.contain('clinicians and systems');
+  });
+
+  it('refuses a second Device with the same identifier or serial number, whoever asks', async () => {
+    // Bob's app cannot claim the cuff for himself: Device.patient is an assignment too.
+    const claimed = await app.request({ method: 'POST', url: '/fhir/Device', headers: bobApp, payload: { resourceType: 'Device', identifier: [{ system: MAC, value: mac }], patient: { reference: `Patient/${bob}` } } });
+    expect(claimed.statusCode).to.equal(403);
+    // Nor can anyone make a second Device of it, by identifier or by serial number.
+    const practitioner = await app.as('user/*.cruds', { fhirUser: 'Practitioner/dr-who' });
+    const byIdentifier = await app.request({ method: 'POST', url: '/fhir/Device', headers: practitioner, payload: { resourceType: 'Device', identifier: [{ system: MAC, value: mac }] } });
+    expect(byIdentifier.statusCode).to.equal(409);
+    expect(byIdentifier.json.issue[0].diagnostics).to.contain(`already names Device/${cuff}`);
+    const bySerial = await app.request({ method: 'POST', url: '/fhir/Device', headers: app.system, payload: { resourceType: 'Device', serialNumber: mac, manufacturer: 'Acme' } });
+    expect(bySerial.statusCode).to.equal(409);
+    // A clinician may assign (and reassign) devices.
+    const other = await app.request({ method: 'POST', url: '/fhir/Device', headers: practitioner, payload: { resourceType: 'Device', identifier: [{ system: MAC, value: unique('mac') }], patient: { reference: `Patient/${bob}` } } });
+    expect(other.statusCode).to.equal(201);
+  });
+
+  it("keeps filing the gateway's readings of the cuff under its patient after every attempt", async () => {
+    const res = await app.request({ method: 'POST', url: '/ingest/readings', headers: gateway, payload: reading(71, 1) });
+    expect(res.json.entry[0].response.status).to.equal('201 Created');
+    const obs = await app.request({ method: 'GET', url: `/fhir/${res.json.entry[0].response.location.split('/_history')[0]}`, headers: app.system });
+    expect(obs.json.subject.reference).to.equal(`Patient/${alice}`);
+  });
+
+  it("does not let a patient's app use another patient's device at the door, nor learn its readings exist", async () => {
+    const sent = await app.request({ method: 'POST', url: '/ingest/readings', headers: gateway, payload: reading(72, 2) });
+    expect(sent.json.entry[0].response.status).to.equal('201 Created');
+    // The same reading again, from Bob's app naming himself: the device is not his to see.
+    const replay = await app.request({ method: 'POST', url: '/ingest/readings', headers: bobApp, payload: { ...reading(72, 2), patient: { reference: `Patient/${bob}` } } });
+    const status: string = replay.json.entry?.[0]?.response.status ?? String(replay.statusCode);
+    expect(['200', '201']).to.not.include(status.slice(0, 3));
+    expect(JSON.stringify(replay.json)).to.not.contain(sent.json.entry[0].response.location.split('/')[1]);
+  });
+});
