@@ -18,6 +18,10 @@ export interface Config {
   /** Subscription rest-hook deliveries: first retry delay (doubling), and attempts before giving up. */
   subscriptionRetryBaseMs: number;
   subscriptionMaxAttempts: number;
+  /** Notification endpoints must be https (default: when NODE_ENV=production). */
+  subscriptionRequireHttps: boolean;
+  /** Notification endpoints may be loopback, private or link-local addresses (default false: SSRF). */
+  subscriptionAllowPrivateNetworks: boolean;
   /** SMART authorization (src/auth); see README "Authorization". */
   auth: AuthConfig;
 }
@@ -57,6 +61,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     adherenceCheckIntervalMs: duration(env.ADHERENCE_CHECK_INTERVAL, 15 * 60_000, 'ADHERENCE_CHECK_INTERVAL'),
     subscriptionRetryBaseMs: duration(env.SUBSCRIPTION_RETRY_BASE, 5_000, 'SUBSCRIPTION_RETRY_BASE'),
     subscriptionMaxAttempts: int(env.SUBSCRIPTION_MAX_ATTEMPTS, 10, 'SUBSCRIPTION_MAX_ATTEMPTS'),
+    subscriptionRequireHttps: env.SUBSCRIPTION_REQUIRE_HTTPS === undefined || env.SUBSCRIPTION_REQUIRE_HTTPS === '' ? env.NODE_ENV === 'production' : bool(env.SUBSCRIPTION_REQUIRE_HTTPS, 'SUBSCRIPTION_REQUIRE_HTTPS'),
+    subscriptionAllowPrivateNetworks: bool(env.SUBSCRIPTION_ALLOW_PRIVATE_NETWORKS, 'SUBSCRIPTION_ALLOW_PRIVATE_NETWORKS'),
     auth: loadAuthConfig(env),
   };
 }

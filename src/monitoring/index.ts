@@ -11,7 +11,9 @@ import { type FlagEvent, raiseFlags, trackFlagStatus } from './flags';
 import { type Breach, judgedPatient, judgeObservation } from './judge';
 import { assertValidGoal, type CompiledPlan, compilePlan, storedGoalIds } from './plan';
 import { activePlansOf, goalsInActivePlans, loadGoals, planById, recompilePlansOfGoals, storePlans } from './plans';
-import { acceptSubscription, DeliveryWorker, enqueueNotifications } from './subscriptions';
+import { DeliveryWorker } from './delivery';
+import { enqueueNotifications, noteSubscriber, recordSubscribers } from './notify';
+import { acceptSubscription, endpointPolicy } from './subscription-accept';
 
 /**
  * Monitoring rules as stages of the one write pipeline (DESIGN "Data flow"):
@@ -31,7 +33,7 @@ const compiledPlans = new WeakMap<object, CompiledPlan>();
 const breachesOf = new WeakMap<object, Breach[]>();
 
 export function registerMonitoring(ctx: FhirContext, server: Server): Monitoring {
-  const worker = new DeliveryWorker(ctx);
+  const worker = new DeliveryWorker(ctx, endpointPolicy(ctx));
   const listeningPort = () => (server.info.started ? Number(server.info.port) : undefined);
 
   ctx.stages.use('validate', 'monitoring.plans', (uow, writes) => validatePlans(uow, writes));
@@ -103,9 +105,11 @@ async function validatePlans(uow: UnitOfWork, writes: readonly PendingWrite[]): 
 }
 
 async function acceptSubscriptions(ctx: FhirContext, uow: UnitOfWork, writes: readonly PendingWrite[], port: number | undefined): Promise<void> {
-  await eachWrite(live(writes, 'Subscription'), async (w) => {
-    if (await acceptSubscription(ctx, uow.tx, w.resource as fhir4.Subscription, port)) w.changed = true;
+  const subscriptions = live(writes, 'Subscription');
+  await eachWrite(subscriptions, async (w) => {
+    if (await acceptSubscription(ctx, uow.tx, w.resource as fhir4.Subscription, w.previous as fhir4.Subscription | undefined, port, w.policy)) w.changed = true;
   });
+  noteSubscriber(subscriptions);
 }
 
 /** Interpretation against the limits of the patient's active plans; the breaches wait for the rules stage. */
@@ -145,7 +149,8 @@ async function applyRules(uow: UnitOfWork, committed: readonly CommittedWrite[])
     }
   }
   if (events.length) await raiseFlags(uow, events);
-  return (await enqueueNotifications(tx, committed)) > 0;
+  await recordSubscribers(tx, committed);
+  return (await enqueueNotifications(uow, committed)) > 0;
 }
 
 function parameters(parameter: fhir4.ParametersParameter[]): InteractionResult {

@@ -1,7 +1,6 @@
-import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import * as Lab from '@hapi/lab';
 import { expect } from '@hapi/code';
+import { subscriber, until } from '../helpers/hook';
 import { startTestServer, type TestServer, unique } from '../helpers/server';
 
 export const lab = Lab.script();
@@ -9,39 +8,6 @@ const { describe, it, before, after } = lab;
 
 const LOINC = 'http://loinc.org';
 const UCUM = 'http://unitsofmeasure.org';
-
-interface Received {
-  url: string;
-  headers: IncomingHttpHeaders;
-  body: string;
-}
-
-/** A rest-hook subscriber on 127.0.0.1 answering `status()` to each POST. */
-async function subscriber(status: () => number = () => 200): Promise<{ url: string; received: Received[]; close(): Promise<void> }> {
-  const received: Received[] = [];
-  const server: Server = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      const code = status();
-      if (code < 300) received.push({ url: req.url ?? '', headers: req.headers, body: Buffer.concat(chunks).toString('utf8') });
-      res.writeHead(code).end();
-    });
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const { port } = server.address() as AddressInfo;
-  return { url: `http://127.0.0.1:${port}/notify`, received, close: () => new Promise((r) => server.close(() => r())) };
-}
-
-async function until<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, ms = 15_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 function planWithHighSystolic(patient: string): object {
   return {
@@ -65,7 +31,7 @@ function systolic(patient: string, value: number): object {
 describe('rest-hook subscriptions', () => {
   let app: TestServer;
   before(async () => {
-    app = await startTestServer({ SUBSCRIPTION_RETRY_BASE: '100ms' });
+    app = await startTestServer({ SUBSCRIPTION_RETRY_BASE: '100ms', SUBSCRIPTION_ALLOW_PRIVATE_NETWORKS: 'true' });
   });
   after(() => app?.stop());
 
@@ -79,7 +45,7 @@ describe('rest-hook subscriptions', () => {
     channel: { type: 'rest-hook', endpoint, payload: 'application/fhir+json', ...extra },
   });
 
-  it('validates endpoints: http(s) only, never this server\'s own FHIR base; loopback on other ports is fine', async () => {
+  it('validates endpoints: http(s) only, never this server\'s own FHIR base; loopback on other ports is fine when private networks are allowed', async () => {
     for (const [endpoint, ok] of [
       ['ftp://127.0.0.1/x', false],
       ['mailto:alerts@example.org', false],
@@ -152,7 +118,7 @@ describe('rest-hook subscriptions', () => {
       // Restart: the first server stops mid-retry; a new one on the same database delivers.
       await app.stop();
       failing = false;
-      second = await startTestServer({ SUBSCRIPTION_RETRY_BASE: '100ms' });
+      second = await startTestServer({ SUBSCRIPTION_RETRY_BASE: '100ms', SUBSCRIPTION_ALLOW_PRIVATE_NETWORKS: 'true' });
       await until('delivery after restart', () => hook.received.length >= 1);
       const flag = JSON.parse(hook.received[0]!.body);
       expect(flag.subject.reference).to.equal(`Patient/${patient}`);

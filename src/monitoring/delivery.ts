@@ -1,0 +1,156 @@
+import type { FhirContext } from '../fhir/context';
+import { executeWrites } from '../pipeline';
+import { readResource, readVersion } from '../store/repository';
+import { type EndpointPolicy, postNotification } from './endpoint';
+import { DELIVERED_STATUSES } from './notify';
+
+/**
+ * Delivers queued notifications (rest-hook, R4 subscription.html). Claims due rows with
+ * FOR UPDATE SKIP LOCKED (several server processes share the queue), POSTs outside any
+ * transaction (a slow subscriber must not hold the embedded database's one transaction), then
+ * deletes or reschedules the row with doubling delays, across restarts.
+ *
+ * The Subscription resource changes only when its state does (active → error on the first
+ * failure, error → active on the next success): a subscriber that is down for a day must not
+ * grow a new Subscription version per attempt. Attempts and the last error are in the queue.
+ */
+
+interface Delivery {
+  id: string;
+  subscription_id: string;
+  resource_type: string;
+  resource_id: string;
+  version_id: number;
+  attempts: number;
+  with_payload: boolean;
+}
+
+/** How long a claimed delivery is hidden from other workers while it is being POSTed. */
+const LEASE = '2 minutes';
+const BATCH = 20;
+const POLL_MS = 1000;
+const TIMEOUT_MS = 10_000;
+
+export class DeliveryWorker {
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> | undefined;
+  private again = false;
+  private stopped = false;
+
+  constructor(
+    private readonly ctx: FhirContext,
+    private readonly endpoints: EndpointPolicy,
+  ) {}
+
+  start(): void {
+    this.stopped = false;
+    this.kick();
+  }
+
+  /** Runs the queue now (after a commit that queued something), or right after the current run. */
+  kick(): void {
+    if (this.stopped) return;
+    if (this.running) {
+      this.again = true;
+      return;
+    }
+    clearTimeout(this.timer);
+    this.running = this.drain()
+      .catch((err: unknown) => this.ctx.log.error({ err }, 'subscription delivery failed'))
+      .finally(() => {
+        this.running = undefined;
+        if (this.stopped) return;
+        if (this.again) {
+          this.again = false;
+          this.kick();
+        } else {
+          this.timer = setTimeout(() => this.kick(), POLL_MS);
+          this.timer.unref();
+        }
+      });
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    await this.running;
+  }
+
+  private async drain(): Promise<void> {
+    for (;;) {
+      if (this.stopped) return;
+      const { rows } = await this.ctx.db.query<Delivery>(
+        `UPDATE monitoring_delivery SET next_attempt = now() + interval '${LEASE}'
+          WHERE id IN (SELECT id FROM monitoring_delivery WHERE next_attempt <= now() ORDER BY next_attempt, id LIMIT ${BATCH} FOR UPDATE SKIP LOCKED)
+          RETURNING id, subscription_id, resource_type, resource_id, version_id, attempts, with_payload`,
+      );
+      if (rows.length === 0) return;
+      rows.sort((a, b) => Number(a.id) - Number(b.id));
+      await Promise.all(rows.map((d) => this.deliver(d)));
+    }
+  }
+
+  private async deliver(d: Delivery): Promise<void> {
+    const stored = await readResource<fhir4.Subscription>(this.ctx.db, 'Subscription', d.subscription_id);
+    const sub = stored?.resource;
+    if (!sub || !DELIVERED_STATUSES.includes(sub.status)) {
+      await this.ctx.db.query('DELETE FROM monitoring_delivery WHERE id = $1', [d.id]);
+      return;
+    }
+    let failure: string | undefined;
+    try {
+      const headers: Record<string, string> = {};
+      for (const h of sub.channel.header ?? []) {
+        const at = h.indexOf(':');
+        headers[h.slice(0, at).trim()] = h.slice(at + 1).trim();
+      }
+      let body: string | undefined;
+      // The resource only when the subscriber may read it (decided when queued, ./notify.ts).
+      if (sub.channel.payload && d.with_payload) {
+        body = (await readVersion(this.ctx.db, d.resource_type, d.resource_id, d.version_id))?.json ?? undefined;
+        headers['content-type'] = sub.channel.payload;
+      }
+      const res = await postNotification(new URL(sub.channel.endpoint!), headers, body, this.endpoints, TIMEOUT_MS);
+      if (res.status < 200 || res.status >= 300) failure = `HTTP ${res.status}`;
+    } catch (err) {
+      failure = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+    }
+    const what = `${d.resource_type}/${d.resource_id}/_history/${d.version_id}`;
+    if (!failure) {
+      await this.ctx.db.query('DELETE FROM monitoring_delivery WHERE id = $1', [d.id]);
+      if (sub.status === 'error') await this.recordStatus(d.subscription_id, 'active', undefined);
+      return;
+    }
+    const attempts = d.attempts + 1;
+    if (attempts >= this.ctx.config.subscriptionMaxAttempts) {
+      await this.ctx.db.query('DELETE FROM monitoring_delivery WHERE id = $1', [d.id]);
+      this.ctx.log.warn({ subscription: d.subscription_id, notification: what, attempts, failure }, 'notification abandoned');
+    } else {
+      const delay = Math.min(this.ctx.config.subscriptionRetryBaseMs * 2 ** (attempts - 1), 3_600_000);
+      await this.ctx.db.query(
+        `UPDATE monitoring_delivery SET attempts = $2, last_error = $3, next_attempt = now() + make_interval(secs => $4::double precision / 1000) WHERE id = $1`,
+        [d.id, attempts, failure, delay],
+      );
+    }
+    if (sub.status !== 'error') {
+      await this.recordStatus(d.subscription_id, 'error', `notification of ${what} failed: ${failure}; retrying up to ${this.ctx.config.subscriptionMaxAttempts} times`);
+    }
+  }
+
+  /** Status and error go through the write pipeline: versioned, audited, visible to the subscriber's owner. */
+  private async recordStatus(id: string, status: 'active' | 'error', error: string | undefined): Promise<void> {
+    const stored = await readResource<fhir4.Subscription>(this.ctx.db, 'Subscription', id);
+    if (!stored) return;
+    const sub = stored.resource;
+    if (sub.status === status || (sub.status !== 'active' && sub.status !== 'error')) return;
+    sub.status = status;
+    if (error) sub.error = error;
+    else delete sub.error;
+    try {
+      await executeWrites(this.ctx, [{ kind: 'update', type: 'Subscription', id, resource: sub, ifMatch: stored.versionId }]);
+    } catch (err) {
+      // A concurrent edit of the Subscription wins; the next attempt records again.
+      this.ctx.log.warn({ err, subscription: id }, 'could not record the subscription status');
+    }
+  }
+}

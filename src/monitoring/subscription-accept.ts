@@ -1,0 +1,88 @@
+import { readLimits } from '../access/enforce';
+import type { AccessPolicy } from '../access/policy';
+import type { FhirContext } from '../fhir/context';
+import { badRequest, OperationOutcomeError, unprocessable } from '../kernel/outcome';
+import { isSupportedType } from '../kernel/resource-types';
+import { findMatchingIds } from '../search';
+import type { Queryable } from '../store/db';
+import { endpointProblem, type EndpointPolicy } from './endpoint';
+
+/**
+ * Checks a rest-hook Subscription before it is stored (R4 subscription.html) and accepts it
+ * (`requested` becomes `active`): the channel, an endpoint the server may call (./endpoint.ts),
+ * headers, and criteria that are a valid search the writer may run itself.
+ */
+
+const LOOPBACK = new Set(['localhost', '127.0.0.1', '[::1]', '0.0.0.0']);
+
+export function parseCriteria(criteria: string | undefined): { type: string; params: URLSearchParams } | undefined {
+  if (!criteria) return undefined;
+  const [type, query = ''] = criteria.split('?', 2) as [string, string | undefined];
+  return { type, params: new URLSearchParams(query) };
+}
+
+/** True when `endpoint` is this server's own FHIR base: a notification there would loop. */
+function isOwnBase(ctx: FhirContext, endpoint: URL, port: number | undefined): boolean {
+  const normalized = `${endpoint.origin}${endpoint.pathname}`.replace(/\/+$/, '');
+  if (normalized === ctx.baseUrl || normalized.startsWith(`${ctx.baseUrl}/`)) return true;
+  const ownPort = String(port ?? ctx.config.port);
+  const endpointPort = endpoint.port || (endpoint.protocol === 'https:' ? '443' : '80');
+  const ownHost = LOOPBACK.has(endpoint.hostname) || endpoint.hostname === ctx.config.host || endpoint.hostname === new URL(ctx.baseUrl).hostname;
+  return ownHost && endpointPort === ownPort && (endpoint.pathname === '/fhir' || endpoint.pathname.startsWith('/fhir/'));
+}
+
+export function endpointPolicy(ctx: FhirContext): EndpointPolicy {
+  return { requireHttps: ctx.config.subscriptionRequireHttps, allowPrivateNetworks: ctx.config.subscriptionAllowPrivateNetworks };
+}
+
+/** Returns whether the resource changed (accepted). */
+export async function acceptSubscription(
+  ctx: FhirContext,
+  tx: Queryable,
+  sub: fhir4.Subscription,
+  previous: fhir4.Subscription | undefined,
+  listeningPort: number | undefined,
+  policy: AccessPolicy,
+): Promise<boolean> {
+  if (sub.channel.type !== 'rest-hook') {
+    throw unprocessable(`channel type '${sub.channel.type}' is not supported; this server delivers rest-hook only`, ['Subscription.channel.type']);
+  }
+  let endpoint: URL;
+  try {
+    endpoint = new URL(sub.channel.endpoint ?? '');
+  } catch {
+    throw unprocessable('a rest-hook Subscription needs an absolute https endpoint', ['Subscription.channel.endpoint']);
+  }
+  if (isOwnBase(ctx, endpoint, listeningPort)) {
+    throw unprocessable('the endpoint is this server\'s own FHIR base; notifications would loop', ['Subscription.channel.endpoint']);
+  }
+  // A new or changed endpoint is checked against the network policy (status updates keep theirs).
+  if (!previous || previous.channel.endpoint !== sub.channel.endpoint) {
+    const problem = await endpointProblem(endpoint, endpointPolicy(ctx));
+    if (problem) throw unprocessable(problem, ['Subscription.channel.endpoint']);
+  }
+  for (const [i, header] of (sub.channel.header ?? []).entries()) {
+    if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]+:\s?[^\r\n]*$/.test(header)) {
+      throw unprocessable(`header '${header.slice(0, 80)}' is not 'Name: value'`, [`Subscription.channel.header[${i}]`]);
+    }
+  }
+  const criteria = parseCriteria(sub.criteria);
+  if (!criteria || !isSupportedType(criteria.type)) {
+    throw unprocessable(`criteria '${String(sub.criteria).slice(0, 200)}' must be a search on a supported type, e.g. Flag?status=active`, ['Subscription.criteria']);
+  }
+  // A subscription is a standing search: its writer must be allowed to run it (403 otherwise),
+  // and notifications will be matched under the writer's grant (./notify.ts).
+  readLimits(policy, criteria.type, 's');
+  try {
+    // Parses and plans the search; no row has this id.
+    await findMatchingIds(tx, criteria.type, new URLSearchParams([...criteria.params, ['_id', '-']]), 1);
+  } catch (err) {
+    if (err instanceof OperationOutcomeError && err.status < 500) throw badRequest(`Subscription.criteria: ${err.message}`, ['Subscription.criteria']);
+    throw err;
+  }
+  if (sub.status === 'requested') {
+    sub.status = 'active';
+    return true;
+  }
+  return false;
+}
