@@ -22,6 +22,8 @@ export interface Config {
   subscriptionRequireHttps: boolean;
   /** Notification endpoints may be loopback, private or link-local addresses (default false: SSRF). */
   subscriptionAllowPrivateNetworks: boolean;
+  /** `$check-adherence?now=` may lie in the future (tests only; never in production). */
+  allowClockOverride: boolean;
   /** SMART authorization (src/auth); see README "Authorization". */
   auth: AuthConfig;
 }
@@ -63,6 +65,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     subscriptionMaxAttempts: int(env.SUBSCRIPTION_MAX_ATTEMPTS, 10, 'SUBSCRIPTION_MAX_ATTEMPTS'),
     subscriptionRequireHttps: env.SUBSCRIPTION_REQUIRE_HTTPS === undefined || env.SUBSCRIPTION_REQUIRE_HTTPS === '' ? env.NODE_ENV === 'production' : bool(env.SUBSCRIPTION_REQUIRE_HTTPS, 'SUBSCRIPTION_REQUIRE_HTTPS'),
     subscriptionAllowPrivateNetworks: bool(env.SUBSCRIPTION_ALLOW_PRIVATE_NETWORKS, 'SUBSCRIPTION_ALLOW_PRIVATE_NETWORKS'),
+    allowClockOverride: clockOverride(env),
     auth: loadAuthConfig(env),
   };
 }
@@ -152,6 +155,12 @@ function loadOidcConfig(env: NodeJS.ProcessEnv): OidcConfig {
     fhirUserClaim: env.OIDC_FHIR_USER_CLAIM || 'fhirUser',
     displayName: env.OIDC_DISPLAY_NAME || 'your organisation',
   };
+}
+
+function clockOverride(env: NodeJS.ProcessEnv): boolean {
+  const allowed = bool(env.ALLOW_CLOCK_OVERRIDE, 'ALLOW_CLOCK_OVERRIDE');
+  if (allowed && env.NODE_ENV === 'production') throw new Error('ALLOW_CLOCK_OVERRIDE=true is refused when NODE_ENV=production: it is for tests');
+  return allowed;
 }
 
 function bool(value: string | undefined, name: string): boolean {

@@ -1,9 +1,8 @@
 import type { AccessPolicy, Action } from './policy';
-import { findMatchingIds, isInPatientCompartment, referenceTargetsOf } from '../search';
+import { findMatchingIds, isInPatientCompartment, type Reach } from '../search';
 import type { Queryable } from '../store/db';
 import { readResource } from '../store/repository';
 import { notFound, OperationOutcomeError } from '../kernel/outcome';
-import { supportedTypes } from '../kernel/resource-types';
 
 /**
  * Enforcement of a request's SMART access policy in the FHIR layer, one module for every
@@ -76,7 +75,7 @@ export async function findVisibleIds(db: Queryable, policy: AccessPolicy, type: 
   const limits = readLimits(policy, type, 's');
   const merged = new URLSearchParams(params);
   for (const [k, v] of limits.constraint ?? []) merged.append(k, v);
-  return findMatchingIds(db, type, merged, limit, limits.compartmentPatientId);
+  return findMatchingIds(db, type, merged, limit, limits.compartmentPatientId, policyReach(policy));
 }
 
 /** The stored resource `type/id` when `policy` may read it; undefined when unknown, deleted or not visible. */
@@ -85,33 +84,11 @@ export async function readVisible<T extends fhir4.FhirResource>(db: Queryable, p
   return readResource<T>(db, type, id);
 }
 
-/**
- * Searches reach other types through chains (`subject.name=`), `_has` and includes: each needs
- * the right to search (chains, _has) or read (includes) that type too.
- */
-export function requireSearchReach(policy: AccessPolicy, type: string, params: URLSearchParams): void {
-  for (const [key, value] of params) {
-    if (key.startsWith('_has:')) {
-      const [, source] = key.split(':');
-      if (source) requireAction(policy, source, 's');
-    } else if (key === '_include' || key === '_revinclude') {
-      for (const spec of value.split(',')) {
-        const [source, param, target] = spec.split(':');
-        if (source === '*' || param === '*') {
-          for (const t of supportedTypes) requireAction(policy, t, 'r');
-        } else if (key === '_revinclude') {
-          requireAction(policy, source!, 'r');
-        } else {
-          for (const t of target ? [target] : referenceTargetsOf(source!, param ?? '')) if (supportedTypes.includes(t)) requireAction(policy, t, 'r');
-        }
-      }
-    } else if (!key.startsWith('_') && key.includes('.')) {
-      const [head] = key.split('.');
-      const [code, typed] = head!.split(':');
-      for (const t of typed ? [typed] : referenceTargetsOf(type, code!)) if (supportedTypes.includes(t)) requireAction(policy, t, 's');
-    }
-  }
+/** The policy as search applies it to every type a query reaches (chains, _has, includes). */
+export function policyReach(policy: AccessPolicy): Reach {
+  return (type, action) => readLimits(policy, type, action);
 }
+
 
 /**
  * Whether the caller acts as a clinician or as the system, not as a patient or a patient's

@@ -88,8 +88,8 @@ async function checkPlan(uow: UnitOfWork, plan: ScheduledPlan, now: number): Pro
  * Judges the due windows of every active plan (or one) that ended by `now`: a short unit of work
  * per plan, whose Flags reach the after-commit stage (notifications) like any other write.
  */
-export async function checkAdherence(ctx: FhirContext, now: Date, careplanId?: string): Promise<AdherenceResult> {
-  const plans = await scheduledPlans(ctx.db, careplanId);
+export async function checkAdherence(ctx: FhirContext, now: Date, careplanIds?: readonly string[]): Promise<AdherenceResult> {
+  const plans = await scheduledPlans(ctx.db, careplanIds);
   const result: AdherenceResult = { plans: plans.length, missed: 0, flags: [] };
   for (const plan of plans) {
     const outcome = await withUnitOfWork(ctx, (uow) => checkPlan(uow, plan, now.getTime()));

@@ -1,7 +1,8 @@
 import type { Server } from '@hapi/hapi';
 import type { FhirContext, InteractionResult } from '../fhir/context';
 import type { RestRequest } from '../fhir/rest-request';
-import { badRequest, notFound, unprocessable } from '../kernel/outcome';
+import { findVisibleIds } from '../access/enforce';
+import { badRequest, notFound, OperationOutcomeError, unprocessable } from '../kernel/outcome';
 import { type CommittedWrite, eachWrite, type PendingWrite, type UnitOfWork, withUnitOfWork } from '../pipeline';
 import { readingsOf } from '../search';
 import { parseDateRange } from '../search/date-range';
@@ -58,9 +59,11 @@ export function registerMonitoring(ctx: FhirContext, server: Server): Monitoring
   ctx.operations.register({
     name: 'check-adherence', types: ['CarePlan'], type: true, instance: true, affectsState: true,
     handler: async (c, req) => {
-      const now = dateParameter(req, 'now') ?? new Date();
+      const now = adherenceClock(c, req);
       if (req.id && !(await readResource(c.db, 'CarePlan', req.id))) throw notFound(`CarePlan/${req.id} is not known`);
-      const result = await checkAdherence(c, now, req.id);
+      // At type level, the plans the caller may search, not the server's.
+      const visible = req.id ? [req.id] : await findVisibleIds(c.db, req.policy, 'CarePlan', new URLSearchParams());
+      const result = await checkAdherence(c, now, visible);
       return parameters([
         { name: 'now', valueDateTime: now.toISOString() },
         { name: 'plans', valueInteger: result.plans },
@@ -151,6 +154,23 @@ async function applyRules(uow: UnitOfWork, committed: readonly CommittedWrite[])
   if (events.length) await raiseFlags(uow, events);
   await recordSubscribers(tx, committed);
   return (await enqueueNotifications(uow, committed)) > 0;
+}
+
+/**
+ * The instant `$check-adherence` judges up to: now, or an earlier `now` (re-judging the past is
+ * harmless: windows are judged once). A later one would mark windows that have not happened
+ * yet as checked, so it is for system tokens on a server started with ALLOW_CLOCK_OVERRIDE
+ * (tests) only.
+ */
+function adherenceClock(ctx: FhirContext, req: RestRequest): Date {
+  const real = new Date();
+  const asked = dateParameter(req, 'now');
+  if (!asked || asked <= real) return asked ?? real;
+  const system = req.policy.subject === undefined && req.policy.patient === undefined;
+  if (!ctx.config.allowClockOverride || !system) {
+    throw new OperationOutcomeError(403, { code: 'forbidden', diagnostics: 'now may not be in the future (a clock override is for system tokens on servers started with ALLOW_CLOCK_OVERRIDE=true)', expression: ['now'] });
+  }
+  return asked;
 }
 
 function parameters(parameter: fhir4.ParametersParameter[]): InteractionResult {

@@ -1,4 +1,4 @@
-import { type ReadLimits, readLimits } from '../access/enforce';
+import { policyReach, type ReadLimits, readLimits } from '../access/enforce';
 import { type AccessPolicy, policyFromScopes, unrestricted } from '../access/policy';
 import { OperationOutcomeError } from '../kernel/outcome';
 import type { CommittedWrite, PendingWrite, UnitOfWork } from '../pipeline';
@@ -119,11 +119,11 @@ function limitsOrNone(policy: AccessPolicy, type: string, action: 'r' | 's'): Re
 }
 
 /** The ids of `ids` that `limits` let the subscriber see and that match `params`. */
-async function visible(tx: Queryable, type: string, params: URLSearchParams, ids: readonly string[], limits: ReadLimits): Promise<Set<string>> {
+async function visible(tx: Queryable, sub: LiveSubscription, params: URLSearchParams, ids: readonly string[], limits: ReadLimits): Promise<Set<string>> {
   const query = new URLSearchParams(params);
   for (const [k, v] of limits.constraint ?? []) query.append(k, v);
   query.set('_id', ids.join(','));
-  return new Set(await findMatchingIds(tx, type, query, undefined, limits.compartmentPatientId));
+  return new Set(await findMatchingIds(tx, sub.criteria.type, query, undefined, limits.compartmentPatientId, policyReach(sub.policy)));
 }
 
 /**
@@ -142,10 +142,10 @@ export async function enqueueNotifications(uow: UnitOfWork, committed: readonly 
     const searchable = limitsOrNone(sub.policy, sub.criteria.type, 's');
     if (!searchable) continue;
     const ids = candidates.map((w) => w.id);
-    const matched = await visible(tx, sub.criteria.type, sub.criteria.params, ids, searchable);
+    const matched = await visible(tx, sub, sub.criteria.params, ids, searchable);
     if (matched.size === 0) continue;
     const readable = sub.wantsPayload ? limitsOrNone(sub.policy, sub.criteria.type, 'r') : undefined;
-    const withPayload = readable ? await visible(tx, sub.criteria.type, new URLSearchParams(), [...matched], readable) : new Set<string>();
+    const withPayload = readable ? await visible(tx, sub, new URLSearchParams(), [...matched], readable) : new Set<string>();
     for (const w of candidates) if (matched.has(w.id)) deliveries.push({ sub: sub.id, w, payload: withPayload.has(w.id) });
   }
   if (deliveries.length === 0) return 0;

@@ -102,12 +102,12 @@ export interface ScheduledPlan {
   schedule: ScheduledMeasure[];
 }
 
-/** Active plans that schedule measurements (all, or one). */
-export async function scheduledPlans(db: Queryable, careplanId?: string): Promise<ScheduledPlan[]> {
+/** Active plans that schedule measurements (all, or those of `careplanIds`). */
+export async function scheduledPlans(db: Queryable, careplanIds?: readonly string[]): Promise<ScheduledPlan[]> {
   const { rows } = await db.query<PlanRow & { schedule: ScheduledMeasure[]; stored_at: Date | string }>(
     `SELECT careplan_id, patient, period_start, period_end, limits, schedule, stored_at FROM monitoring_plan
-      WHERE active AND schedule <> '[]'::jsonb ${careplanId ? 'AND careplan_id = $1' : ''} ORDER BY careplan_id`,
-    careplanId ? [careplanId] : [],
+      WHERE active AND schedule <> '[]'::jsonb ${careplanIds ? 'AND careplan_id = ANY($1::text[])' : ''} ORDER BY careplan_id`,
+    careplanIds ? [careplanIds] : [],
   );
   return rows.map((r) => ({ careplanId: r.careplan_id, patient: r.patient, periodStart: ms(r.period_start), periodEnd: ms(r.period_end), storedAt: ms(r.stored_at)!, schedule: r.schedule }));
 }

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { requireAction } from '../access/enforce';
+import { policyReach, requireAction } from '../access/enforce';
 import type { AccessPolicy } from '../access/policy';
 import { isValidId } from '../kernel/id';
 import { badRequest, preconditionFailed } from '../kernel/outcome';
@@ -24,7 +24,7 @@ export async function resolveTarget(tx: Queryable, op: WriteOp, policy: AccessPo
   requireAction(policy, op.type, 's');
   const compartment = policy.confinedToPatient(op.type, 's') ? policy.patient : undefined;
   await tx.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`${op.type}?${search.toString()}`]);
-  const matches = await findMatchingIds(tx, op.type, search, 2, compartment);
+  const matches = await findMatchingIds(tx, op.type, search, 2, compartment, policyReach(policy));
   if (matches.length > 1) {
     throw preconditionFailed(`the condition ${op.type}?${search.toString()} matches more than one resource`);
   }

@@ -19,8 +19,3 @@ export function isInPatientCompartment(resourceType: string, resource: fhir4.Fhi
   // Reference index rows: [target_type, target_id, url] after (id, param, patient).
   return extractIndex(resourceType, resource).rows.reference.some((r) => sources.has(r.param) && r.row[0] === 'Patient' && r.row[1] === patientId);
 }
-
-/** The resource types a reference parameter can point at (for scope checks of chains and includes). */
-export function referenceTargetsOf(resourceType: string, code: string): string[] {
-  return parameterOf(resourceType, code)?.targets ?? [];
-}

@@ -7,8 +7,10 @@ import { parametersOf } from './registry';
 
 export { findMatchingIds, type SearchContext, searchResources, type SearchRequest, type SearchResult } from './search';
 export { writeSearchIndex } from './index-writer';
-export { isInPatientCompartment, referenceTargetsOf } from './compartment';
+export { isInPatientCompartment } from './compartment';
 export { readingsOf, readingTimes } from './readings';
+export { type Reach, type TypeLimits, unlimited } from './reach';
+export { withinLimits } from './limits-match';
 
 /** Result parameters this server honours, listed with the filters in the CapabilityStatement. */
 const RESULT_PARAMETERS: Array<{ name: string; type: string; documentation: string }> = [

@@ -7,6 +7,8 @@ import { type Cursor, decodeCursor, encodeCursor } from './cursor';
 import { findIncluded, type FoundResource } from './include';
 import { type ParsedSearch, parseSearch } from './parse';
 import { compartmentCondition, filterConditions, keysetCondition, orderBy, planDriver, type SortColumn, sortColumn } from './sql';
+import { checkReach } from './reach-check';
+import { type Reach, unlimited } from './reach';
 import { SqlParams } from './sql-params';
 import { subsetResource, type SubsetMode } from './summary';
 
@@ -29,6 +31,8 @@ export interface SearchRequest {
   compartment?: { resourceType: 'Patient'; id: string };
   preferLenient?: boolean;
   requestUrl?: string;
+  /** What the caller may see of the other types the search reaches (chains, _has, includes); unlimited when absent. */
+  reach?: Reach;
 }
 
 interface Query {
@@ -39,12 +43,12 @@ interface Query {
 }
 
 /** FROM, WHERE conditions and sort columns of a parsed search (no paging yet). */
-function buildQuery(parsed: ParsedSearch, compartmentId: string | undefined): Query {
+function buildQuery(parsed: ParsedSearch, compartmentId: string | undefined, reach: Reach): Query {
   const q = new SqlParams();
   const r = 'r';
   const driver = planDriver(parsed.resourceType, parsed.filters, parsed.sort, r, q);
   const rest = parsed.filters.filter((f) => !driver?.consumed.has(f));
-  const conditions = [`NOT ${r}.deleted`, ...(driver?.conditions ?? []), ...filterConditions(parsed.resourceType, rest, r, q)];
+  const conditions = [`NOT ${r}.deleted`, ...(driver?.conditions ?? []), ...filterConditions(parsed.resourceType, rest, r, q, reach)];
   if (compartmentId !== undefined) conditions.push(compartmentCondition(parsed.resourceType, compartmentId, r, q));
   const sort = driver?.sort ?? parsed.sort.map((k) => sortColumn(parsed.resourceType, k, r, q));
   // The id makes the order total, so a keyset cursor never skips or repeats a row. On the
@@ -90,12 +94,12 @@ async function readPage(db: Queryable, parsed: ParsedSearch, query: Query, curso
  */
 export function firstPageSql(resourceType: string, params: URLSearchParams, count = 50): { sql: string; values: unknown[] } {
   const parsed = parseSearch(resourceType, params, { defaultCount: count, maxCount: Math.max(count, 1000) });
-  const query = buildQuery(parsed, undefined);
+  const query = buildQuery(parsed, undefined, unlimited);
   return { sql: pageSql(parsed, query, undefined), values: query.q.values };
 }
 
-async function countMatches(db: Queryable, parsed: ParsedSearch, compartmentId: string | undefined, estimate: boolean): Promise<number> {
-  const query = buildQuery(parsed, compartmentId);
+async function countMatches(db: Queryable, parsed: ParsedSearch, compartmentId: string | undefined, reach: Reach, estimate: boolean): Promise<number> {
+  const query = buildQuery(parsed, compartmentId, reach);
   const sql = `SELECT count(*) AS n FROM ${query.from} WHERE ${query.conditions.join(' AND ')}`;
   if (estimate) {
     // The planner's row estimate: free, and what `_total=estimate` asks for.
@@ -134,6 +138,8 @@ export async function searchResources(ctx: SearchContext, request: SearchRequest
     lenient: request.preferLenient,
     baseUrl: ctx.baseUrl,
   });
+  const reach = request.reach ?? unlimited;
+  checkReach(parsed, reach);
   const compartmentId = request.compartment?.id;
   const base = compartmentId !== undefined ? `${ctx.baseUrl}/Patient/${encodeURIComponent(compartmentId)}/${resourceType}` : `${ctx.baseUrl}/${resourceType}`;
   const selfParams = parsed.accepted;
@@ -142,11 +148,11 @@ export async function searchResources(ctx: SearchContext, request: SearchRequest
 
   const countOnly = parsed.summary === 'count' || parsed.count === 0;
   if (countOnly) {
-    const total = await countMatches(ctx.db, parsed, compartmentId, false);
+    const total = await countMatches(ctx.db, parsed, compartmentId, reach, false);
     return { status: 200, body: { json: searchsetJson({ baseUrl: ctx.baseUrl, total, links, matches: [], included: [], warnings }) } };
   }
 
-  const query = buildQuery(parsed, compartmentId);
+  const query = buildQuery(parsed, compartmentId, reach);
   const cursor = parsed.cursor !== undefined ? decodeCursor(parsed.cursor, query.columns.length) : undefined;
   const page = await readPage(ctx.db, parsed, query, cursor);
 
@@ -161,11 +167,11 @@ export async function searchResources(ctx: SearchContext, request: SearchRequest
 
   // Bundle.total only when it costs nothing (the whole result is on this first page) unless asked.
   let total: number | undefined;
-  if (parsed.total === 'accurate' || parsed.total === 'estimate') total = await countMatches(ctx.db, parsed, compartmentId, parsed.total === 'estimate');
+  if (parsed.total === 'accurate' || parsed.total === 'estimate') total = await countMatches(ctx.db, parsed, compartmentId, reach, parsed.total === 'estimate');
   else if (parsed.total !== 'none' && !cursor && !page.hasNext) total = page.rows.length;
 
   const matches: FoundResource[] = page.rows.map(({ type, id, json }) => ({ type, id, json }));
-  const included = parsed.include.length || parsed.revinclude.length ? await findIncluded(ctx.db, parsed.include, parsed.revinclude, matches, compartmentId) : [];
+  const included = parsed.include.length || parsed.revinclude.length ? await findIncluded(ctx.db, parsed.include, parsed.revinclude, matches, reach, compartmentId) : [];
   const mode = subsetModeOf(parsed);
   const json = searchsetJson({
     baseUrl: ctx.baseUrl,
@@ -190,9 +196,12 @@ export async function findMatchingIds(
   limit?: number,
   /** Only resources in this Patient's compartment (patient-scoped access). */
   compartmentPatientId?: string,
+  /** What the caller may see of types its chains and _has reach. */
+  reach: Reach = unlimited,
 ): Promise<string[]> {
   const parsed = parseSearch(resourceType, params, { defaultCount: 0, maxCount: Number.MAX_SAFE_INTEGER });
-  const query = buildQuery({ ...parsed, sort: [] }, compartmentPatientId);
+  const query = buildQuery({ ...parsed, sort: [] }, compartmentPatientId, reach);
+  checkReach(parsed, reach);
   const limitClause = limit !== undefined ? ` LIMIT ${query.q.bind(limit, 'int')}` : '';
   const { rows } = await db.query<{ id: string }>(`SELECT r.id FROM ${query.from} WHERE ${query.conditions.join(' AND ')}${limitClause}`, query.q.values);
   return rows.map((row) => row.id);

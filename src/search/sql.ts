@@ -2,7 +2,8 @@ import { badRequest } from '../kernel/outcome';
 import { tableOf } from '../store/tables';
 import { isRepeatingPath, splitUnion } from './accessor';
 import { indexTableOf } from './index-tables';
-import type { Filter, ParamFilter, SortKey } from './parse';
+import { type Filter, type ParamFilter, parseSearch, type SortKey } from './parse';
+import { limitsIfAllowed, type Reach, type TypeLimits } from './reach';
 import { parameterOf, patientCompartmentOf, storedSourcesOf, type SearchParameterDef } from './registry';
 import type { SqlParams } from './sql-params';
 import { typeModules } from './types';
@@ -58,30 +59,71 @@ function paramFilterCondition(resourceType: string, filter: ParamFilter, r: stri
   return filter.negate ? `NOT ${matching}` : matching;
 }
 
-/** Conditions on resource row `r` of `resourceType` for every filter (AND'd by the caller). */
-export function filterConditions(resourceType: string, filters: readonly Filter[], r: string, q: SqlParams): string[] {
-  return filters.map((f) => filterCondition(resourceType, f, r, q));
+/**
+ * Conditions on resource row `r` of `resourceType` for every filter (AND'd by the caller).
+ * `reach` limits what the filters may look at in other types: a chain or `_has` never matches
+ * through a resource the caller could not search itself (else `Patient?_has:Observation:…`
+ * would answer yes or no about Observations a granular scope hides).
+ */
+export function filterConditions(resourceType: string, filters: readonly Filter[], r: string, q: SqlParams, reach: Reach): string[] {
+  return filters.map((f) => filterCondition(resourceType, f, r, q, reach));
 }
 
-function filterCondition(resourceType: string, filter: Filter, r: string, q: SqlParams): string {
+function filterCondition(resourceType: string, filter: Filter, r: string, q: SqlParams, reach: Reach): string {
   switch (filter.kind) {
     case 'param':
       return paramFilterCondition(resourceType, filter, r, q);
     case 'chain': {
       const i = q.alias('i');
-      const targets = filter.targets.map(({ type, filter: inner }) => {
+      // A target type named by a modifier, or the only candidate, must be searchable (403 otherwise);
+      // of several implicit candidates, those the caller may not search simply cannot match.
+      const explicit = filter.targets.length === 1;
+      const targets = filter.targets.flatMap(({ type, filter: inner }) => {
+        const limits = explicit ? reach(type, 's') : limitsIfAllowed(reach, type, 's');
+        if (!limits) return [];
         const c = q.alias('c');
-        return `(${i}.target_type = ${q.bind(type)} AND ${i}.target_id IN (SELECT ${c}.id FROM ${tableOf(type)} ${c} WHERE NOT ${c}.deleted AND ${filterCondition(type, inner, c, q)}))`;
+        const conditions = [`NOT ${c}.deleted`, filterCondition(type, inner, c, q, reach), ...limitConditions(type, limits, c, q)];
+        return [`(${i}.target_type = ${q.bind(type)} AND ${i}.target_id IN (SELECT ${c}.id FROM ${tableOf(type)} ${c} WHERE ${conditions.join(' AND ')}))`];
       });
+      if (targets.length === 0) return 'false';
       return `EXISTS (SELECT 1 FROM ${indexTable(resourceType, filter.param)} ${i} WHERE ${i}.id = ${r}.id AND ${paramCondition(filter.param, i, q)} AND (${targets.join(' OR ')}))`;
     }
     case 'has': {
+      const limits = reach(filter.sourceType, 's');
       const i = q.alias('i');
       const s = q.alias('s');
       const refs = indexTableOf(tableOf(filter.sourceType), 'reference');
-      return `${r}.id IN (SELECT ${i}.target_id FROM ${refs} ${i} WHERE ${paramCondition(filter.referenceParam, i, q)} AND ${i}.target_type = ${q.bind(resourceType)} AND EXISTS (SELECT 1 FROM ${tableOf(filter.sourceType)} ${s} WHERE ${s}.id = ${i}.id AND NOT ${s}.deleted AND ${filterCondition(filter.sourceType, filter.filter, s, q)}))`;
+      const conditions = [`${s}.id = ${i}.id`, `NOT ${s}.deleted`, filterCondition(filter.sourceType, filter.filter, s, q, reach), ...limitConditions(filter.sourceType, limits, s, q)];
+      return `${r}.id IN (SELECT ${i}.target_id FROM ${refs} ${i} WHERE ${paramCondition(filter.referenceParam, i, q)} AND ${i}.target_type = ${q.bind(resourceType)} AND EXISTS (SELECT 1 FROM ${tableOf(filter.sourceType)} ${s} WHERE ${conditions.join(' AND ')}))`;
     }
   }
+}
+
+/** Parsed constraint filters, cached: a granular scope's parameters are few and repeat on every request. */
+const constraintFilters = new Map<string, Filter[]>();
+
+/**
+ * Conditions that keep row `r` of `type` within `limits`: its patient compartment and the
+ * parameters of a granular scope. A type that cannot be in a patient compartment matches
+ * nothing under a compartment limit.
+ */
+export function limitConditions(type: string, limits: TypeLimits, r: string, q: SqlParams): string[] {
+  const conditions: string[] = [];
+  if (limits.compartmentPatientId !== undefined) {
+    if (!canBeInPatientCompartment(type)) return ['false'];
+    conditions.push(compartmentCondition(type, limits.compartmentPatientId, r, q));
+  }
+  if (limits.constraint && [...limits.constraint.keys()].length > 0) {
+    const key = `${type}?${limits.constraint.toString()}`;
+    let filters = constraintFilters.get(key);
+    if (!filters) {
+      filters = parseSearch(type, limits.constraint, { defaultCount: 0, maxCount: 0 }).filters;
+      if (constraintFilters.size < 10_000) constraintFilters.set(key, filters);
+    }
+    // A scope's parameters are simple (no chains, no _has): nothing further to reach.
+    conditions.push(...filterConditions(type, filters, r, q, () => ({})));
+  }
+  return conditions;
 }
 
 export function canBeInPatientCompartment(resourceType: string): boolean {

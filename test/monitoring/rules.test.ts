@@ -66,7 +66,7 @@ const ext = (flag: any, url: string) => (flag.extension ?? []).filter((e: any) =
 describe('monitoring rules', () => {
   let app: TestServer;
   before(async () => {
-    app = await startTestServer();
+    app = await startTestServer({ ALLOW_CLOCK_OVERRIDE: 'true' });
   });
   after(() => app.stop());
 

@@ -1,5 +1,5 @@
 import type { AccessPolicy } from '../../access/policy';
-import { requireAction } from '../../access/enforce';
+import { policyReach, requireAction } from '../../access/enforce';
 import { type Issue, OperationOutcomeError } from '../../kernel/outcome';
 import { executeWrites, type ResolvedOp, type UnitOfWork, type WriteOp, WriteOpError } from '../../pipeline';
 import { findMatchingIds } from '../../search';
@@ -96,7 +96,7 @@ async function resolveConditionalReferences(tx: Queryable, writes: readonly Pars
       const ids = await forEntry(entry, async () => {
         requireAction(policy, type, 's');
         const compartment = policy.confinedToPatient(type, 's') ? policy.patient : undefined;
-        return findMatchingIds(tx, type, new URLSearchParams(ref.slice(ref.indexOf('?') + 1)), 2, compartment);
+        return findMatchingIds(tx, type, new URLSearchParams(ref.slice(ref.indexOf('?') + 1)), 2, compartment, policyReach(policy));
       });
       if (ids.length !== 1) {
         throw entryError(entry.index, 412, `the conditional reference ${ref} matches ${ids.length === 0 ? 'no resource' : 'more than one resource'}`);

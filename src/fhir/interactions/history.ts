@@ -1,7 +1,8 @@
-import { readHistory } from '../../store/history';
+import { type HistoryRow, readHistory } from '../../store/history';
 import { readCurrent } from '../../store/repository';
 import { isValidId } from '../../kernel/id';
-import { forbidden, readLimits, requireReadable } from '../../access/enforce';
+import { forbidden, type ReadLimits, readLimits, requireReadable } from '../../access/enforce';
+import { withinLimits } from '../../search';
 import type { FhirContext, InteractionResult } from '../context';
 import { supportedTypes } from '../../kernel/resource-types';
 import { badRequest, notFound } from '../../kernel/outcome';
@@ -25,11 +26,13 @@ export async function history(ctx: FhirContext, req: Omit<RestRequest, 'type'> &
   }
   const cursor = req.query.get('_cursor') ?? undefined;
   if (cursor !== undefined && !/^\d{1,18}$/.test(cursor)) throw badRequest(`_cursor '${cursor}' is not a cursor this server issued`);
+  let versionLimits: ReadLimits | undefined;
   if (req.id !== undefined) {
     if (!req.type || !isValidId(req.id) || !(await readCurrent(ctx.db, req.type, req.id))) {
       throw notFound(`${req.type}/${req.id} is not known`);
     }
     await requireReadable(ctx.db, req.policy, req.type, req.id);
+    versionLimits = readLimits(req.policy, req.type, 'r');
   } else {
     // History tables carry no compartment or index: across a type it is for unconfined,
     // unrestricted readers of every type it lists.
@@ -42,14 +45,15 @@ export async function history(ctx: FhirContext, req: Omit<RestRequest, 'type'> &
   }
 
   const rows = await readHistory(ctx.db, { type: req.type, id: req.id, since, beforeSeq: cursor, count: count + 1 });
-  const page = rows.slice(0, count);
+  const visible = versionLimits ? visibleVersions(req.type!, rows, versionLimits) : rows.map(() => true);
+  const page = rows.slice(0, count).filter((_, i) => visible[i]);
   const path = [ctx.baseUrl, req.type, req.id, '_history'].filter(Boolean).join('/');
   const link = (extra: Record<string, string>) => {
     const q = new URLSearchParams({ _count: String(count), ...(since ? { _since: since } : {}), ...extra });
     return `${path}?${q.toString()}`;
   };
   const links = [{ relation: 'self', url: link(cursor ? { _cursor: cursor } : {}) }];
-  if (rows.length > count && page.length > 0) links.push({ relation: 'next', url: link({ _cursor: page[page.length - 1]!.seq }) });
+  if (rows.length > count) links.push({ relation: 'next', url: link({ _cursor: rows[count - 1]!.seq }) });
 
   const entries = page.map((r) => {
     const fullUrl = `${ctx.baseUrl}/${r.type}/${r.id}`;
@@ -66,6 +70,17 @@ export async function history(ctx: FhirContext, req: Omit<RestRequest, 'type'> &
   const total = rows.length <= count && !cursor ? `,"total":${page.length}` : '';
   const json = `{"resourceType":"Bundle","type":"history"${total},"link":${JSON.stringify(links)},"entry":[${entries.join(',')}]}`;
   return { status: 200, body: { json } };
+}
+
+/**
+ * Which versions of one resource the caller may read: each version is judged on its own content
+ * (a version from before the resource entered the caller's compartment is not the caller's),
+ * and a deletion as the version it deleted (the next older one).
+ */
+function visibleVersions(type: string, rows: readonly HistoryRow[], limits: ReadLimits): boolean[] {
+  if (limits.compartmentPatientId === undefined && !limits.constraint) return rows.map(() => true);
+  const own = rows.map((r) => (r.json === null ? undefined : withinLimits(type, JSON.parse(r.json) as fhir4.FhirResource, limits)));
+  return own.map((v, i) => v ?? own.slice(i + 1).find((x) => x !== undefined) ?? false);
 }
 
 export function pageSize(ctx: FhirContext, value: string | null): number {

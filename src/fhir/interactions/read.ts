@@ -1,9 +1,10 @@
 import { readCurrent, readVersion, type StoredVersion } from '../../store/repository';
 import { isValidId } from '../../kernel/id';
-import { requireReadable } from '../../access/enforce';
+import { readLimits, requireReadable } from '../../access/enforce';
+import { withinLimits } from '../../search';
 import type { FhirContext, InteractionResult } from '../context';
 import { gone, notFound } from '../../kernel/outcome';
-import { etag, httpDate } from '../../kernel/etag';
+import { etag, httpDate, parseVersionId } from '../../kernel/etag';
 import type { RestRequest } from '../rest-request';
 
 /** read: the current version, passed through as stored JSON text. */
@@ -19,14 +20,24 @@ export async function read(ctx: FhirContext, req: RestRequest): Promise<Interact
   return { status: 200, headers: versionHeaders(stored), body: { json: stored.json! } };
 }
 
-/** vread: one version from history; the version of a delete is 410. */
+/**
+ * vread: one version from history; the version of a delete is 410. The version itself must be
+ * within the caller's limits, not only the current one: a version from before the resource
+ * entered the caller's compartment is another patient's data (a deletion is judged as the
+ * version it deleted).
+ */
 export async function vread(ctx: FhirContext, req: RestRequest): Promise<InteractionResult> {
   const id = checkedId(req);
   await requireReadable(ctx.db, req.policy, req.type, id);
-  const vid = Number(req.versionId);
-  if (!Number.isInteger(vid) || vid < 1) throw notFound(`${req.type}/${id} has no version '${req.versionId}'`);
+  const vid = parseVersionId(req.versionId);
+  if (vid === undefined) throw notFound(`${req.type}/${id} has no version '${String(req.versionId).slice(0, 20)}'`);
   const stored = await readVersion(ctx.db, req.type, id, vid);
   if (!stored) throw notFound(`${req.type}/${id} has no version ${vid}`);
+  const limits = readLimits(req.policy, req.type, 'r');
+  if (limits.compartmentPatientId !== undefined || limits.constraint) {
+    const judged = stored.deleted ? await readVersion(ctx.db, req.type, id, vid - 1) : stored;
+    if (!judged?.json || !withinLimits(req.type, JSON.parse(judged.json) as fhir4.FhirResource, limits)) throw notFound(`${req.type}/${id} has no version ${vid}`);
+  }
   if (stored.deleted) throw gone(`version ${vid} of ${req.type}/${id} is its deletion`, stored);
   return { status: 200, headers: versionHeaders(stored), body: { json: stored.json! } };
 }

@@ -1,5 +1,5 @@
 import { searchResources } from '../../search';
-import { readLimits, requireSearchReach } from '../../access/enforce';
+import { policyReach, readLimits } from '../../access/enforce';
 import type { FhirContext, InteractionResult } from '../context';
 import { notFound } from '../../kernel/outcome';
 import type { RestRequest } from '../rest-request';
@@ -12,7 +12,6 @@ import type { RestRequest } from '../rest-request';
  */
 export async function search(ctx: FhirContext, req: RestRequest & { compartmentOf?: string }): Promise<InteractionResult> {
   const limits = readLimits(req.policy, req.type, 's');
-  requireSearchReach(req.policy, req.type, req.query);
   let compartmentId = req.compartmentOf;
   if (limits.compartmentPatientId !== undefined) {
     if (compartmentId !== undefined && compartmentId !== limits.compartmentPatientId) {
@@ -29,5 +28,6 @@ export async function search(ctx: FhirContext, req: RestRequest & { compartmentO
     compartment: compartmentId !== undefined ? { resourceType: 'Patient', id: compartmentId } : undefined,
     preferLenient: req.lenient,
     requestUrl: req.url,
+    reach: policyReach(req.policy),
   });
 }

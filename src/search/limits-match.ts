@@ -1,0 +1,46 @@
+import { OperationOutcomeError } from '../kernel/outcome';
+import { isInPatientCompartment } from './compartment';
+import { extractIndex } from './extract';
+import { codeHash, systemCodeHash } from './hash';
+import { parseSearch } from './parse';
+import type { TypeLimits } from './reach';
+import { storedSourcesOf } from './registry';
+import type { TokenTerm } from './types/token';
+
+/**
+ * Whether a stored version of `type` lies within a caller's limits, judged on the version
+ * itself: a resource's past versions have no index rows, and a version from before it entered
+ * the caller's compartment (or before its category changed) must not be read through history or
+ * vread. The patient compartment is judged as it is on write; granular constraints on token
+ * parameters (the `category=…` of SMART's granular scopes) are matched in memory. A constraint
+ * this cannot judge is a 403, never a guess.
+ */
+export function withinLimits(type: string, resource: fhir4.FhirResource, limits: TypeLimits): boolean {
+  if (limits.compartmentPatientId !== undefined && !isInPatientCompartment(type, resource, limits.compartmentPatientId)) return false;
+  if (!limits.constraint || [...limits.constraint.keys()].length === 0) return true;
+  const { filters } = parseSearch(type, limits.constraint, { defaultCount: 0, maxCount: 0 });
+  const tokens = extractIndex(type, resource).rows.token;
+  return filters.every((filter) => {
+    if (filter.kind !== 'param' || filter.param.type !== 'token' || filter.missing !== undefined || (filter.modifier !== undefined && filter.modifier !== 'not')) {
+      throw new OperationOutcomeError(403, { code: 'forbidden', diagnostics: `the access token's limits on ${type} cannot be applied to past versions; read the current version instead` });
+    }
+    const codes = new Set(storedSourcesOf(filter.param).map((s) => s.code));
+    const rows = tokens.filter((t) => codes.has(t.param));
+    const matches = (filter.terms as TokenTerm[]).some((term) =>
+      rows.some(({ row }) => {
+        const [system, code, hash, code_hash] = row;
+        switch (term.kind) {
+          case 'systemCode':
+            return hash === systemCodeHash(term.system || undefined, term.code);
+          case 'code':
+            return code_hash === codeHash(term.code) && code !== null;
+          case 'system':
+            return system === term.system;
+          default:
+            throw new OperationOutcomeError(403, { code: 'forbidden', diagnostics: `the access token's limits on ${type} cannot be applied to past versions` });
+        }
+      }),
+    );
+    return filter.negate ? !matches : matches;
+  });
+}
