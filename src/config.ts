@@ -11,6 +11,8 @@ export interface Config {
   /** Search page size when `_count` is absent, and the largest `_count` honoured. */
   defaultPageSize: number;
   maxPageSize: number;
+  /** Longest a database statement may run (PostgreSQL statement_timeout); 0 = no limit. */
+  statementTimeoutMs: number;
   /** Most entries accepted in one transaction or batch Bundle. */
   maxBundleEntries: number;
   /** Monitoring (README "Monitoring"): missed-measurement check period, 0 = off. */
@@ -60,6 +62,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     defaultPageSize: int(env.DEFAULT_PAGE_SIZE, 50, 'DEFAULT_PAGE_SIZE'),
     maxPageSize: int(env.MAX_PAGE_SIZE, 1000, 'MAX_PAGE_SIZE'),
     maxBundleEntries: int(env.MAX_BUNDLE_ENTRIES, 10_000, 'MAX_BUNDLE_ENTRIES'),
+    statementTimeoutMs: duration(env.STATEMENT_TIMEOUT, 15_000, 'STATEMENT_TIMEOUT'),
     adherenceCheckIntervalMs: duration(env.ADHERENCE_CHECK_INTERVAL, 15 * 60_000, 'ADHERENCE_CHECK_INTERVAL'),
     subscriptionRetryBaseMs: duration(env.SUBSCRIPTION_RETRY_BASE, 5_000, 'SUBSCRIPTION_RETRY_BASE'),
     subscriptionMaxAttempts: int(env.SUBSCRIPTION_MAX_ATTEMPTS, 10, 'SUBSCRIPTION_MAX_ATTEMPTS'),

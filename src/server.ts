@@ -8,6 +8,7 @@ import { devicesPlugin, registerDevices } from './devices';
 import { errorsPlugin } from './fhir/errors-plugin';
 import { supportedTypes } from './kernel/resource-types';
 import { OperationRegistry } from './fhir/operations';
+import { abortInFlight } from './fhir/request-lifetime';
 import { fhirRoutes } from './fhir/routes';
 import { Stages } from './pipeline';
 import { type Db, openDb } from './store/db';
@@ -29,7 +30,7 @@ export interface App {
  */
 export async function createServer(config: Config, options: { db?: Db; logger?: Logger } = {}): Promise<App> {
   const log = options.logger ?? pino({ level: config.logLevel });
-  const db = options.db ?? (await openDb(config.databaseUrl, config.dataDir));
+  const db = options.db ?? (await openDb(config.databaseUrl, config.dataDir, { statementTimeoutMs: config.statementTimeoutMs }));
   await migrateAll(db);
   warmUp(supportedTypes);
 
@@ -71,7 +72,12 @@ export async function createServer(config: Config, options: { db?: Db; logger?: 
     server,
     ctx,
     async stop() {
+      // In-flight requests get most of the promised 10 s; then their statements are cancelled,
+      // so that hapi's own deadline finds them answered and the database can close.
+      const grace = setTimeout(() => abortInFlight(server), 8_000);
       await server.stop({ timeout: 10_000 });
+      clearTimeout(grace);
+      abortInFlight(server);
       await monitoring.stop();
       if (!options.db) await db.close();
     },

@@ -11,6 +11,7 @@ import { parseVersionTag } from '../kernel/etag';
 import { checkBodyType, parseJsonBody, preferences, responseType } from './negotiation';
 import { badRequest, notFound, notSupported } from '../kernel/outcome';
 import { isSupportedType } from '../kernel/resource-types';
+import { cancellable } from './request-lifetime';
 import { respond } from './respond';
 import type { RestRequest } from './rest-request';
 
@@ -33,7 +34,7 @@ export const fhirRoutes: Plugin<{ ctx: FhirContext }> = {
         options: { payload: opts.body ? bodyOptions() : undefined },
         handler: async (request: Request, h: ResponseToolkit) => {
           const req = toRestRequest(request, opts.body);
-          return respond(request, h, await handler(ctx, req));
+          return respond(request, h, await cancellable(request, () => handler(ctx, req)));
         },
       });
 

@@ -24,9 +24,9 @@ export interface Db extends Queryable {
 }
 
 /** Opens the database named by a DATABASE_URL-style string (see src/config.ts). */
-export async function openDb(url: string, dataDir: string): Promise<Db> {
+export async function openDb(url: string, dataDir: string, options: { statementTimeoutMs?: number } = {}): Promise<Db> {
   if (url.startsWith('postgres://') || url.startsWith('postgresql://')) {
-    return openPostgres(url);
+    return openPostgres(url, options);
   }
   if (url === 'pglite://memory') {
     return openPglite(undefined);

@@ -87,6 +87,8 @@ export async function migrate(db: Db, sources: readonly MigrationSource[]): Prom
     if (done.has(m.name)) continue;
     const ran = await db.transaction(async (tx) => {
       await tx.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
+      // Building a table or an index may take longer than a request may (STATEMENT_TIMEOUT).
+      await tx.query('SET LOCAL statement_timeout = 0');
       const { rows } = await tx.query('SELECT 1 FROM schema_migrations WHERE name = $1', [m.name]);
       if (rows.length > 0) return false;
       await tx.exec(m.sql);

@@ -1,4 +1,6 @@
-import { Pool, types } from 'pg';
+import { Client, Pool, type PoolClient, types } from 'pg';
+import { OperationOutcomeError } from '../kernel/outcome';
+import { cancellationSignal, QUERY_CANCELED } from './cancellation';
 import type { Db, Queryable, QueryResult } from './db';
 
 // Timestamps are read as their ISO text, never through JS Date: FHIR instants keep their
@@ -6,23 +8,72 @@ import type { Db, Queryable, QueryResult } from './db';
 types.setTypeParser(1184, (v: string) => v); // timestamptz
 types.setTypeParser(20, (v: string) => v); // int8 stays exact
 
-export function openPostgres(connectionString: string, options: { max?: number; applicationName?: string } = {}): Db {
+export interface PostgresOptions {
+  max?: number;
+  applicationName?: string;
+  /** Longest a statement may run (STATEMENT_TIMEOUT); 0 = no limit. */
+  statementTimeoutMs?: number;
+}
+
+export function openPostgres(connectionString: string, options: PostgresOptions = {}): Db {
   const pool = new Pool({
-    connectionString,
+    connectionString: withStatementTimeout(connectionString, options.statementTimeoutMs),
     max: options.max ?? Number(process.env.DATABASE_POOL_SIZE ?? 10),
     ...(options.applicationName ? { application_name: options.applicationName } : {}),
   });
   // An idle client's network error must not crash the process; the next query reconnects.
   pool.on('error', () => undefined);
 
-  const run = async <R>(q: { query: Pool['query'] }, sql: string, params?: readonly unknown[]): Promise<QueryResult<R>> => {
-    const result = await q.query(sql, params as unknown[] | undefined);
-    return { rows: result.rows as R[], rowCount: result.rowCount ?? 0 };
+  /**
+   * Cancels the statement `client` is running, from a short-lived connection of its own (no
+   * pool slot: the pool may be what a flood of searches exhausted).
+   */
+  const cancel = (client: PoolClient) => {
+    const pid = (client as unknown as { processID?: number }).processID;
+    if (!pid) return;
+    const canceller = new Client({ connectionString });
+    canceller
+      .connect()
+      .then(() => canceller.query('SELECT pg_cancel_backend($1)', [pid]))
+      .catch(() => undefined)
+      .finally(() => void canceller.end().catch(() => undefined));
+  };
+
+  const runOn = async <R>(client: PoolClient, sql: string, params: readonly unknown[] | undefined, inTransaction: boolean): Promise<QueryResult<R>> => {
+    const signal = cancellationSignal();
+    if (signal?.aborted) throw cancelled(inTransaction, true);
+    const onAbort = () => cancel(client);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      const result = await client.query(sql, params as unknown[] | undefined);
+      return { rows: result.rows as R[], rowCount: result.rowCount ?? 0 };
+    } catch (err) {
+      if ((err as { code?: string }).code === QUERY_CANCELED) throw cancelled(inTransaction, signal?.aborted === true);
+      throw err;
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+    }
   };
 
   return {
     kind: 'postgres',
-    query: (sql, params) => run(pool, sql, params),
+    async query(sql, params) {
+      if (!cancellationSignal()) {
+        try {
+          const result = await pool.query(sql, params as unknown[] | undefined);
+          return { rows: result.rows, rowCount: result.rowCount ?? 0 };
+        } catch (err) {
+          if ((err as { code?: string }).code === QUERY_CANCELED) throw cancelled(false, false);
+          throw err;
+        }
+      }
+      const client = await pool.connect();
+      try {
+        return await runOn(client, sql, params, false);
+      } finally {
+        client.release();
+      }
+    },
     exec: async (sql) => {
       await pool.query(sql);
     },
@@ -31,7 +82,7 @@ export function openPostgres(connectionString: string, options: { max?: number; 
       try {
         await client.query('BEGIN');
         const tx: Queryable = {
-          query: (sql, params) => run(client as unknown as Pool, sql, params),
+          query: (sql, params) => runOn(client, sql, params, true),
           exec: async (sql) => {
             await client.query(sql);
           },
@@ -48,4 +99,27 @@ export function openPostgres(connectionString: string, options: { max?: number; 
     },
     close: () => pool.end(),
   };
+}
+
+/**
+ * The connection string with `-c statement_timeout=N` added to its startup options, beside any it
+ * already has (pg lets the URL's `options` override a separate setting): a runaway search
+ * cannot hold a pool connection longer than this, whoever sent it.
+ */
+function withStatementTimeout(connectionString: string, ms: number | undefined): string {
+  if (!ms) return connectionString;
+  const url = new URL(connectionString);
+  url.searchParams.set('options', `${url.searchParams.get('options') ?? ''} -c statement_timeout=${Math.floor(ms)}`.trim());
+  return url.toString();
+}
+
+/**
+ * A statement PostgreSQL cancelled: its request went away or the server is stopping (503, the
+ * client is rarely there to read it), or it ran past STATEMENT_TIMEOUT: a read is then too
+ * costly as asked (400), a write waited too long for others (503, worth a retry).
+ */
+function cancelled(inTransaction: boolean, byRequest: boolean): OperationOutcomeError {
+  if (byRequest) return new OperationOutcomeError(503, { code: 'timeout', diagnostics: 'the request was cancelled before it finished (the client went away or the server is stopping)' }, { 'retry-after': '5' });
+  if (!inTransaction) return new OperationOutcomeError(400, { code: 'too-costly', diagnostics: 'the query ran longer than this server allows (STATEMENT_TIMEOUT); narrow the search' });
+  return new OperationOutcomeError(503, { code: 'timeout', diagnostics: 'the write waited longer than this server allows (STATEMENT_TIMEOUT); retry' }, { 'retry-after': '5' });
 }
