@@ -90,6 +90,11 @@ export interface AuthConfig {
   loginMaxFailuresPerAccount: number;
   loginMaxFailuresPerAddress: number;
   loginFailureWindowMs: number;
+  /** Token requests accepted per client address per minute (all of them); past it, 429. */
+  tokenRequestsPerAddress: number;
+  /** Token requests per client and address that may fail to authenticate within `tokenFailureWindowMs`. */
+  tokenFailuresPerClient: number;
+  tokenFailureWindowMs: number;
   /** Session cookie with Secure: BASE_URL is https (TLS at the server or a proxy), or COOKIE_SECURE=true. */
   secureCookies: boolean;
   /** External OpenID Connect login for clinicians (@hapi/bell), when OIDC_ISSUER is set. */
@@ -132,6 +137,9 @@ function loadAuthConfig(env: NodeJS.ProcessEnv): AuthConfig {
     loginMaxFailuresPerAccount: int(env.LOGIN_MAX_FAILURES_PER_ACCOUNT, 5, 'LOGIN_MAX_FAILURES_PER_ACCOUNT'),
     loginMaxFailuresPerAddress: int(env.LOGIN_MAX_FAILURES_PER_ADDRESS, 20, 'LOGIN_MAX_FAILURES_PER_ADDRESS'),
     loginFailureWindowMs: duration(env.LOGIN_FAILURE_WINDOW, 15 * 60_000, 'LOGIN_FAILURE_WINDOW'),
+    tokenRequestsPerAddress: int(env.TOKEN_REQUESTS_PER_ADDRESS, 300, 'TOKEN_REQUESTS_PER_ADDRESS'),
+    tokenFailuresPerClient: int(env.TOKEN_FAILURES_PER_CLIENT, 10, 'TOKEN_FAILURES_PER_CLIENT'),
+    tokenFailureWindowMs: duration(env.TOKEN_FAILURE_WINDOW, 5 * 60_000, 'TOKEN_FAILURE_WINDOW'),
     secureCookies: baseUrl.startsWith('https:') || bool(env.COOKIE_SECURE, 'COOKIE_SECURE'),
     ...(env.OIDC_ISSUER ? { oidc: loadOidcConfig(env) } : {}),
   };

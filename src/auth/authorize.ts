@@ -5,7 +5,8 @@ import { consentPage, errorPage, loginPage, type Page, pickerPage } from './page
 import { grantScopes, parseResourceScope, type ScopeContext, splitScope } from '../access/scopes';
 import { type Session, csrfMatches, currentSession, loginSession, newSession, randomToken } from './session';
 import type { AuthState } from './state';
-import { clearLoginFailures, findUser, isPatientUser, loginThrottled, recordLoginFailure, verifyPassword } from './users';
+import { accountBucket, findUser, isPatientUser, loginBudgets, verifyPassword } from './users';
+import { clearBucket, forgive, take } from './throttle';
 
 const MAX_FORM_BYTES = 16 * 1024;
 /** How long a user has to log in, pick a patient and consent. */
@@ -300,17 +301,19 @@ export function registerAuthorizeRoutes(server: Server, state: AuthState): void 
     const password = body.get('password') ?? '';
     if (!username || !password) return again('Enter your username and password.', 400);
     const address = request.info.remoteAddress;
-    if (await loginThrottled(state.db, state.config, username, address)) {
+    // Counted before the password is hashed: thirty guesses at once get five hashes, not thirty.
+    const attempt = await take(state.db, loginBudgets(state.config, username, address));
+    if (!attempt.allowed) {
       state.log.warn({ username, address }, 'login refused: too many failed attempts');
-      return again('Too many failed sign-ins. Wait a few minutes and try again.', 429);
+      return again('Too many failed sign-ins. Wait a few minutes and try again.', 429).header('retry-after', String(attempt.retryAfterSeconds));
     }
     const user = await findUser(state.db, username);
     if (!(await verifyPassword(password, user?.passwordHash)) || !user) {
-      await recordLoginFailure(state.db, username, address);
       state.log.info({ username, address }, 'login failed');
       return again('Wrong username or password.', 401);
     }
-    await clearLoginFailures(state.db, username);
+    await forgive(state.db, attempt.attempt);
+    await clearBucket(state.db, accountBucket(user.username));
     await loginSession(state, h, session, { username: user.username, ...(user.fhirUser ? { fhirUser: user.fhirUser } : {}) });
     state.log.info({ username }, 'user logged in');
     return redirectTo(h, interactionUrl(pending.id));

@@ -38,6 +38,28 @@ export interface AuthenticatedClient {
  * assertion (SMART Backend Services), HTTP Basic with a client secret (RFC 6749 §2.3.1), or, for
  * public clients only when `allowPublic`, a bare client_id. Throws OAuthError(invalid_client).
  */
+/**
+ * Who a token request says it is, before anything is verified: the Basic user, the assertion's
+ * issuer, or client_id. Only for counting failures per claimed client (src/auth/throttle.ts).
+ */
+export function claimedClientId(form: URLSearchParams, authorization: string | undefined): string {
+  const basic = /^Basic\s+(.+)$/i.exec(authorization ?? '');
+  if (basic) {
+    const user = Buffer.from(basic[1]!, 'base64').toString('utf8').split(':')[0] ?? '';
+    return decodeURIComponent(user.replace(/%(?![0-9A-Fa-f]{2})/g, '%25')).slice(0, 200);
+  }
+  const assertion = form.get('client_assertion');
+  if (assertion) {
+    try {
+      const payload = JSON.parse(Buffer.from(assertion.split('.')[1] ?? '', 'base64url').toString('utf8')) as { iss?: unknown };
+      if (typeof payload.iss === 'string') return payload.iss.slice(0, 200);
+    } catch {
+      // Malformed: counted under the anonymous bucket below.
+    }
+  }
+  return (form.get('client_id') ?? '-').slice(0, 200);
+}
+
 export async function authenticateClient(
   state: AuthState,
   form: URLSearchParams,

@@ -1,11 +1,12 @@
 import { constantTimeEqual } from './secrets';
 import type { Request, ResponseObject, ResponseToolkit, Server } from '@hapi/hapi';
-import { OAuthError, authenticateClient } from './client-auth';
+import { OAuthError, authenticateClient, claimedClientId } from './client-auth';
 import { type ClientMetadata, RegistrationError, findClient, registerClient } from './clients';
 import { exchangeCode, refresh, revokeRefreshToken } from './grants';
 import { ACCEPTED_ALGS, ID_TOKEN_ALG } from './keys';
 import { grantScopes, splitScope } from '../access/scopes';
 import type { AuthState } from './state';
+import { forgive, take } from './throttle';
 import { activeAccessToken, issueAccessToken, revokeToken, verifiedByServer } from './tokens';
 
 const MAX_FORM_BYTES = 64 * 1024;
@@ -17,6 +18,11 @@ function oauthJson(h: ResponseToolkit, status: number, body: object, headers: Re
   const res = h.response(body).code(status).type('application/json').header('cache-control', 'no-store').header('pragma', 'no-cache');
   for (const [k, v] of Object.entries(headers)) res.header(k, v);
   return res;
+}
+
+/** 429 with Retry-After (RFC 6585): the token endpoint's budget for this address or client is spent. */
+function tooMany(retryAfterSeconds: number): OAuthError {
+  return new OAuthError(429, 'invalid_request', 'too many token requests; retry later', { 'retry-after': String(retryAfterSeconds) });
 }
 
 function oauthError(h: ResponseToolkit, err: unknown): ResponseObject {
@@ -84,37 +90,50 @@ export function registerAuthRoutes(server: Server, state: AuthState): void {
     handler: async (request, h) => {
       try {
         const params = form(request);
-        const grantType = params.get('grant_type');
-        if (!grantType) throw new OAuthError(400, 'invalid_request', 'grant_type is required');
-        if (!GRANT_TYPES_SUPPORTED.includes(grantType)) throw new OAuthError(400, 'unsupported_grant_type', `grant_type ${grantType} is not supported`);
-        if (grantType === 'authorization_code' || grantType === 'refresh_token') {
-          // Public clients name themselves with client_id; confidential ones must authenticate.
-          const { client } = await authenticateClient(state, params, authorizationOf(request), { allowPublic: true });
-          const named = params.get('client_id');
-          if (named !== null && named !== client.clientId) throw new OAuthError(401, 'invalid_client', 'client_id does not match the authenticated client');
-          if (!client.grantTypes.includes(grantType)) {
-            throw new OAuthError(400, 'unauthorized_client', `this client is not registered for ${grantType}`);
-          }
-          const body = grantType === 'authorization_code' ? await exchangeCode(state, client, params) : await refresh(state, client, params);
-          return oauthJson(h, 200, body);
-        }
-        const { client } = await authenticateClient(state, params, authorizationOf(request));
-        if (!client.grantTypes.includes('client_credentials')) {
-          throw new OAuthError(400, 'unauthorized_client', 'this client is not registered for client_credentials');
-        }
-        const requested = splitScope(params.get('scope') ?? undefined);
-        if (requested.length === 0) throw new OAuthError(400, 'invalid_scope', 'scope is required');
-        const granted = grantScopes(requested, client.scope, { contexts: ['system'], otherScopes: false });
-        if (granted.length === 0) {
-          throw new OAuthError(400, 'invalid_scope', 'none of the requested scopes is within the scopes pre-authorised for this client (backend services get system/ scopes only)');
-        }
-        const issued = await issueAccessToken(state, { clientId: client.clientId, scopes: granted });
-        return oauthJson(h, 200, { access_token: issued.accessToken, token_type: 'Bearer', expires_in: issued.expiresIn, scope: granted.join(' ') });
+        const address = request.info.remoteAddress;
+        const perAddress = await take(state.db, [{ bucket: `token-addr:${address}`, limit: state.config.tokenRequestsPerAddress, windowMs: 60_000 }]);
+        if (!perAddress.allowed) throw tooMany(perAddress.retryAfterSeconds);
+        // Counted before any signature or secret is checked, forgiven when the request succeeds.
+        const claimed = claimedClientId(params, authorizationOf(request));
+        const attempt = await take(state.db, [{ bucket: `token-fail:${claimed}|${address}`, limit: state.config.tokenFailuresPerClient, windowMs: state.config.tokenFailureWindowMs }]);
+        if (!attempt.allowed) throw tooMany(attempt.retryAfterSeconds);
+        const response = await tokenRequest(params, authorizationOf(request));
+        await forgive(state.db, attempt.attempt);
+        return oauthJson(h, 200, response);
       } catch (err) {
         return oauthError(h, err);
       }
     },
   });
+
+  /** The token endpoint's grants (RFC 6749 §4.1.3, §6; SMART Backend Services). */
+  async function tokenRequest(params: URLSearchParams, authorization: string | undefined): Promise<Record<string, unknown>> {
+    const grantType = params.get('grant_type');
+    if (!grantType) throw new OAuthError(400, 'invalid_request', 'grant_type is required');
+    if (!GRANT_TYPES_SUPPORTED.includes(grantType)) throw new OAuthError(400, 'unsupported_grant_type', `grant_type ${grantType} is not supported`);
+    if (grantType === 'authorization_code' || grantType === 'refresh_token') {
+      // Public clients name themselves with client_id; confidential ones must authenticate.
+      const { client } = await authenticateClient(state, params, authorization, { allowPublic: true });
+      const named = params.get('client_id');
+      if (named !== null && named !== client.clientId) throw new OAuthError(401, 'invalid_client', 'client_id does not match the authenticated client');
+      if (!client.grantTypes.includes(grantType)) {
+        throw new OAuthError(400, 'unauthorized_client', `this client is not registered for ${grantType}`);
+      }
+      return grantType === 'authorization_code' ? await exchangeCode(state, client, params) : await refresh(state, client, params);
+    }
+    const { client } = await authenticateClient(state, params, authorization);
+    if (!client.grantTypes.includes('client_credentials')) {
+      throw new OAuthError(400, 'unauthorized_client', 'this client is not registered for client_credentials');
+    }
+    const requested = splitScope(params.get('scope') ?? undefined);
+    if (requested.length === 0) throw new OAuthError(400, 'invalid_scope', 'scope is required');
+    const granted = grantScopes(requested, client.scope, { contexts: ['system'], otherScopes: false });
+    if (granted.length === 0) {
+      throw new OAuthError(400, 'invalid_scope', 'none of the requested scopes is within the scopes pre-authorised for this client (backend services get system/ scopes only)');
+    }
+    const issued = await issueAccessToken(state, { clientId: client.clientId, scopes: granted });
+    return { access_token: issued.accessToken, token_type: 'Bearer', expires_in: issued.expiresIn, scope: granted.join(' ') };
+  }
 
   server.route({
     method: 'POST',

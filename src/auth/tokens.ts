@@ -4,6 +4,7 @@ import type { Queryable } from '../store/db';
 import { jose } from './jose';
 import { ACCEPTED_ALGS } from './keys';
 import type { AuthState } from './state';
+import { purgeThrottle } from './throttle';
 
 /** RFC 9068's type: an access token can never be taken for an id_token or a client assertion. */
 export const ACCESS_TOKEN_TYP = 'at+jwt';
@@ -151,5 +152,5 @@ export async function purgeExpired(state: AuthState): Promise<void> {
   await state.db.query("DELETE FROM auth_launch WHERE expires_at < now() - interval '1 hour'");
   await state.db.query('DELETE FROM auth_request WHERE expires_at < now()');
   await state.db.query('DELETE FROM auth_session WHERE expires_at < now()');
-  await state.db.query('DELETE FROM auth_login_failure WHERE failed_at < now() - make_interval(secs => $1)', [state.config.loginFailureWindowMs / 1000]);
+  await purgeThrottle(state.db, Math.max(state.config.loginFailureWindowMs, state.config.tokenFailureWindowMs, 60_000));
 }

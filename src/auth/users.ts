@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { hashSecret, PASSWORD_COST, verifySecret } from './secrets';
+import type { Budget } from './throttle';
 import type { AuthConfig } from '../config';
 import type { Queryable } from '../store/db';
 
@@ -64,27 +65,19 @@ export async function removeUser(db: Queryable, username: string): Promise<boole
 }
 
 /**
- * Login throttling: failures are counted per account and per client address over a window, in
- * the database so that every process sees them. Past either limit, logins are refused without
- * even checking the password, so guessing gains nothing.
+ * Login throttling budgets: attempts per account and per client address over a window, counted
+ * before the password is checked (src/auth/throttle.ts), so that guessing gains nothing past
+ * the limit however many guesses run at once. A successful login is forgiven and clears its
+ * account's count (not its address's: one good password must not reopen a guessing address).
  */
-export async function loginThrottled(db: Queryable, config: AuthConfig, username: string, address: string): Promise<boolean> {
-  const { rows } = await db.query<{ account: string; addr: string }>(
-    `SELECT count(*) FILTER (WHERE bucket = $1) AS account, count(*) FILTER (WHERE bucket = $2) AS addr
-       FROM auth_login_failure WHERE bucket IN ($1, $2) AND failed_at > now() - make_interval(secs => $3)`,
-    [`user:${username.toLowerCase()}`, `addr:${address}`, config.loginFailureWindowMs / 1000],
-  );
-  return Number(rows[0]!.account) >= config.loginMaxFailuresPerAccount || Number(rows[0]!.addr) >= config.loginMaxFailuresPerAddress;
+export function loginBudgets(config: AuthConfig, username: string, address: string): Budget[] {
+  return [
+    { bucket: accountBucket(username), limit: config.loginMaxFailuresPerAccount, windowMs: config.loginFailureWindowMs },
+    { bucket: `login-addr:${address}`, limit: config.loginMaxFailuresPerAddress, windowMs: config.loginFailureWindowMs },
+  ];
 }
 
-export async function recordLoginFailure(db: Queryable, username: string, address: string): Promise<void> {
-  await db.query('INSERT INTO auth_login_failure (bucket) VALUES ($1), ($2)', [`user:${username.toLowerCase()}`, `addr:${address}`]);
-}
-
-/** A successful login clears its account's failures (not its address's: one good password must not reopen a guessing address). */
-export async function clearLoginFailures(db: Queryable, username: string): Promise<void> {
-  await db.query('DELETE FROM auth_login_failure WHERE bucket = $1', [`user:${username.toLowerCase()}`]);
-}
+export const accountBucket = (username: string) => `login-user:${username.toLowerCase()}`;
 
 /**
  * Development convenience: on the first start of an empty embedded database, an `admin` login

@@ -9,9 +9,13 @@ import { type TestServer, startTestServer } from '../helpers/server';
 
 export const REGISTRATION_TOKEN = 'test-registration-token';
 
-/** A server with auth on, listening on a real port, registration enabled. */
+/**
+ * A server with auth on, listening on a real port, registration enabled. The suites make
+ * hundreds of token requests (many refused on purpose) from one address: the throttles are
+ * opened wide here and tested on their own.
+ */
 export async function startAuthServer(env: Record<string, string> = {}): Promise<TestServer & { base: string; origin: string; tokenUrl: string }> {
-  const app = await startTestServer({ AUTH_DISABLED: 'false', REGISTRATION_TOKEN, ...env }, { listen: true });
+  const app = await startTestServer({ AUTH_DISABLED: 'false', REGISTRATION_TOKEN, TOKEN_FAILURES_PER_CLIENT: '100000', TOKEN_REQUESTS_PER_ADDRESS: '100000', ...env }, { listen: true });
   const base = app.ctx.baseUrl;
   const origin = base.replace(/\/fhir$/, '');
   return Object.assign(app, { base, origin, tokenUrl: `${origin}/auth/token` });

@@ -219,6 +219,27 @@ describe('authorization code flow: every rule, black-box over HTTP', () => {
         await strict.stop();
       }
     });
+
+    it('counts a login attempt before checking the password: 30 guesses at once, 5 checked, 25 refused with Retry-After', async () => {
+      const strict = await startAuthServer({ LOGIN_MAX_FAILURES_PER_ACCOUNT: '5', LOGIN_MAX_FAILURES_PER_ADDRESS: '100' });
+      try {
+        const { challenge } = pkce();
+        const user = { username: unique('target'), password: 'the right password' };
+        await addUser(state.db, user);
+        const forms = await Promise.all(Array.from({ length: 30 }, async () => {
+          const browser = new Browser(strict.origin);
+          const login = readForm((await browser.visit(`${strict.origin}/auth/authorize?${new URLSearchParams({ ...goodParams(publicClient, challenge), aud: strict.base })}`)).text);
+          return { browser, login };
+        }));
+        const answers = await Promise.all(forms.map(({ browser, login }) => browser.request(login.action, { form: { ...login.hidden, username: user.username, password: 'wrong guess' } })));
+        const statuses = answers.map((a) => a.status).sort();
+        expect(statuses.filter((x) => x === 401)).to.have.length(5);
+        expect(statuses.filter((x) => x === 429)).to.have.length(25);
+        expect(answers.find((a) => a.status === 429)!.headers.get('retry-after')).to.match(/^\d+$/);
+      } finally {
+        await strict.stop();
+      }
+    });
   });
 
   describe('token endpoint: authorization_code', () => {

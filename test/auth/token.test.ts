@@ -223,4 +223,30 @@ describe('token endpoint: SMART Backend Services', () => {
       }
     });
   });
+
+  it('rate-limits the token endpoint: failed client authentications per client and address, and all requests per address (429, Retry-After)', async () => {
+    const strict = await startAuthServer({ TOKEN_FAILURES_PER_CLIENT: '3', TOKEN_REQUESTS_PER_ADDRESS: '8' });
+    // The other suites' requests from this address, in this test database, are not this test's.
+    await strict.ctx.db.query(`DELETE FROM auth_throttle WHERE bucket LIKE 'token-addr:%'`);
+    try {
+      const key = await keyPair('ES384');
+      const id = await backendClient(strict.origin, 'system/Patient.rs', [key]);
+      const stranger = await keyPair('ES384');
+      const statuses: number[] = [];
+      for (let i = 0; i < 4; i++) statuses.push((await clientCredentials(strict.tokenUrl, await assertion(stranger, id, strict.tokenUrl), 'system/Patient.rs')).status);
+      expect(statuses).to.equal([401, 401, 401, 429]);
+      // A forged key cannot lock the real client out from elsewhere, but from here it is spent too:
+      const blocked = await clientCredentials(strict.tokenUrl, await assertion(key, id, strict.tokenUrl), 'system/Patient.rs');
+      expect(blocked.status).to.equal(429);
+      expect(blocked.headers.get('retry-after')).to.match(/^\d+$/);
+      // Past the address's budget every request waits, whoever it names.
+      const other = await backendClient(strict.origin, 'system/Patient.rs', [key]);
+      const last: number[] = [];
+      for (let i = 0; i < 4; i++) last.push((await clientCredentials(strict.tokenUrl, await assertion(key, other, strict.tokenUrl), 'system/Patient.rs')).status);
+      expect(last).to.include(429);
+      expect(last.slice(0, last.indexOf(429)).every((x) => x === 200)).to.be.true();
+    } finally {
+      await strict.stop();
+    }
+  });
 });
