@@ -270,6 +270,7 @@ export function planDriver(resourceType: string, filters: readonly Filter[], sor
     `${d}.param = ${q.bind(tokenFilter.param.code)}`,
     typeModules.token.condition(term, d, q),
   ];
+  const consumed = new Set<Filter>([keyFilter, tokenFilter]);
   for (const f of filters) {
     if (f.kind !== 'param' || f.param.code !== 'date' || f.param.type !== 'date' || f.terms.length !== 1 || f.missing !== undefined) continue;
     const bound = dateIndexBound(f.terms[0] as DateTerm, `${d}.date_low`, `${d}.date_high`, q);
@@ -278,11 +279,15 @@ export function planDriver(resourceType: string, filters: readonly Filter[], sor
   let sortColumns: SortColumn[] | undefined;
   if (sort.length === 1 && sort[0].param.code === 'date' && sort[0].param.type === 'date') {
     sortColumns = [{ expression: sort[0].descending ? `${d}.date_high` : `${d}.date_low`, descending: sort[0].descending, pgType: 'timestamptz' }];
+  } else if (sort.length === 0) {
+    // FHIR leaves the order of an unsorted search to the server: the driving index's order
+    // (newest first), so the query is one range scan with a LIMIT, never a fetch-all-and-sort.
+    sortColumns = [{ expression: `${d}.date_high`, descending: true, pgType: 'timestamptz' }];
   }
   return {
     from: `${indexTableOf(tableOf(resourceType), 'token')} ${d} JOIN ${tableOf(resourceType)} ${r} ON ${r}.id = ${d}.id`,
     conditions,
-    consumed: new Set<Filter>([keyFilter, tokenFilter]),
+    consumed,
     sort: sortColumns,
   };
 }
