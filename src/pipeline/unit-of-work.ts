@@ -237,11 +237,19 @@ export class UnitOfWork {
  * cheaper than cloning objects and is only parsed again when a replay happens.
  */
 function replayable(ops: readonly WriteOp[]): (i: number) => WriteOp {
+  // Only a unit that can lose a create race is ever replayed (a client-chosen id, a
+  // deterministic one, a condition); creates with server-assigned UUIDs never are, and a bulk
+  // upload of them should not pay for copies it cannot need.
+  if (!ops.some(mayRace)) return (i) => ops[i]!;
   const pristine = ops.map((op) => ('resource' in op ? JSON.stringify(op.resource) : undefined));
   return (i) => {
     const op = ops[i]!;
     return 'resource' in op && pristine[i] !== undefined ? { ...op, resource: JSON.parse(pristine[i]!) as unknown } : op;
   };
+}
+
+function mayRace(op: WriteOp): boolean {
+  return op.kind !== 'create' || op.id !== undefined || op.ifNoneExist !== undefined;
 }
 
 /** A transaction writes each resource once (R4 http.html#trules); the later entry is refused. */
