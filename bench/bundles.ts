@@ -11,9 +11,9 @@ import { benchPatient, vitalSignObservation } from './vitals';
  * device gateway uploads them, beside the same rows written by raw multi-row SQL on the same
  * database in the same run.
  *
- * What a transaction of N `POST Observation` entries writes (src/fhir/bundle/transaction.ts →
- * src/fhir/write.ts → src/store/repository.ts writeVersions, src/search/index-writer.ts): in one
- * database transaction, N current rows, N history rows and every search index row of the N
+ * What a transaction of N `POST Observation` entries writes (src/fhir/bundle/transaction.ts → src/pipeline/unit-of-work.ts →
+ * src/store/repository.ts writeVersions, src/search/index-writer.ts): in one
+ * database transaction, N current rows (each JSON stored once) and every search index row of the N
  * Observations. The raw side writes exactly those rows — the JSON the server stores (id and
  * meta included), the index rows of src/search extractIndex(), the same extraction
  * bench/index-rows.ts uses — as multi-row `INSERT … VALUES` statements, one transaction per
@@ -163,9 +163,8 @@ function bundleRows(ctx: BenchContext, refs: string[], first: number, size: numb
   return out;
 }
 
-const VERSION_INSERTS = `h AS (INSERT INTO observation_history (id, version_id, last_updated, deleted, method, content)
-          SELECT id, 1, $1::timestamptz, false, 'POST', content FROM v)
-    INSERT INTO observation (id, version_id, last_updated, deleted, content) SELECT id, 1, $1::timestamptz, false, content FROM v`;
+/** A version 1 is one row of the current table (its JSON stored once, as the server stores it). */
+const VERSION_INSERT = `INSERT INTO observation (id, version_id, last_updated, deleted, method, content) SELECT id, 1, $1::timestamptz, false, 'POST', content FROM v`;
 
 const indexNames = (kind: IndexKind) => ['id', 'param', 'patient', ...INDEX_COLUMNS[kind].map(([n]) => n)];
 const indexTypes = (kind: IndexKind) => ['text', 'text', 'text', ...INDEX_COLUMNS[kind].map(([, t]) => t)];
@@ -188,7 +187,7 @@ function unnestStatements(rows: BundleRows): Statement[] {
     ctes.push(`i_${kind} AS (INSERT INTO ${indexTableOf('observation', kind)} (${indexNames(kind).join(', ')}) SELECT * FROM unnest(${arrays.join(', ')}))`);
   }
   return [
-    { sql: `WITH v AS (SELECT * FROM unnest($2::text[], $3::jsonb[]) AS v(id, content)), ${VERSION_INSERTS}`, params: [rows.lastUpdated, rows.ids, rows.json] },
+    { sql: `WITH v AS (SELECT * FROM unnest($2::text[], $3::jsonb[]) AS v(id, content)) ${VERSION_INSERT}`, params: [rows.lastUpdated, rows.ids, rows.json] },
     ...(ctes.length ? [{ sql: `WITH ${ctes.join(',\n')} SELECT 1`, params }] : []),
   ];
 }
@@ -203,7 +202,7 @@ function valuesStatements(rows: BundleRows): Statement[] {
     versionParams.push(id, rows.json[e]);
     return `($${versionParams.length - 1}::text, $${versionParams.length}::jsonb)`;
   });
-  const statements: Statement[] = [{ sql: `WITH v (id, content) AS (VALUES ${versionValues.join(', ')}), ${VERSION_INSERTS}`, params: versionParams }];
+  const statements: Statement[] = [{ sql: `WITH v (id, content) AS (VALUES ${versionValues.join(', ')}) ${VERSION_INSERT}`, params: versionParams }];
   let ctes: string[] = [];
   let params: unknown[] = [];
   const flush = () => {

@@ -75,11 +75,7 @@ function rawRows(ctx: BenchContext, refs: string[], first: number, count: number
 /** The raw create: what the server's transaction writes for a version 1, one statement per row. */
 async function rawCreate(tx: Queryable, row: RawRow): Promise<void> {
   const lastUpdated = new Date().toISOString();
-  await tx.query('INSERT INTO observation (id, version_id, last_updated, deleted, content) VALUES ($1, 1, $2, false, $3)', [row.id, lastUpdated, row.json]);
-  await tx.query(
-    `INSERT INTO observation_history (id, version_id, last_updated, deleted, method, content) VALUES ($1, 1, $2, false, 'POST', $3)`,
-    [row.id, lastUpdated, row.json],
-  );
+  await tx.query(`INSERT INTO observation (id, version_id, last_updated, deleted, method, content) VALUES ($1, 1, $2, false, 'POST', $3)`, [row.id, lastUpdated, row.json]);
   if (row.index) await tx.query(row.index.sql, row.index.params);
 }
 

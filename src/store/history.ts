@@ -1,6 +1,6 @@
 import { supportedTypes } from '../kernel/resource-types';
 import type { Queryable } from './db';
-import { historyTableOf } from './tables';
+import { historyTableOf, tableOf } from './tables';
 
 export interface HistoryQuery {
   /** Omitted: every type (system-level history). */
@@ -25,9 +25,10 @@ export interface HistoryRow {
 }
 
 /**
- * Versions newest first. Paging is by the global history sequence, not OFFSET, so a page stays
- * correct while new versions are written. System level is a UNION ALL of per-type queries that
- * each stop after `count` rows of their own seq index.
+ * Versions newest first: each type's current rows (which are their latest version) and history
+ * rows (the replaced ones). Paging is by the global history sequence, not OFFSET, so a page
+ * stays correct while new versions are written. Each branch stops after `count` rows of its own
+ * seq index; system level is a UNION ALL over every type.
  */
 export async function readHistory(db: Queryable, q: HistoryQuery): Promise<HistoryRow[]> {
   const params: unknown[] = [q.count];
@@ -36,10 +37,11 @@ export async function readHistory(db: Queryable, q: HistoryQuery): Promise<Histo
   if (q.since !== undefined) where.push(`last_updated >= $${params.push(q.since)}::timestamptz`);
   if (q.beforeSeq !== undefined) where.push(`seq < $${params.push(q.beforeSeq)}::bigint`);
   const filter = where.length > 0 ? `WHERE ${where.join(' AND ')}` : '';
-  const branch = (type: string) =>
+  const branch = (type: string, table: string) =>
     `(SELECT '${type}' AS type, id, version_id, seq, last_updated, deleted, method, content::text AS json
-      FROM ${historyTableOf(type)} ${filter} ORDER BY seq DESC LIMIT $1)`;
+      FROM ${table} ${filter} ORDER BY seq DESC LIMIT $1)`;
   const types = q.type ? [q.type] : supportedTypes;
-  const sql = types.length === 1 ? branch(types[0]!) : `SELECT * FROM (${types.map(branch).join(' UNION ALL ')}) h ORDER BY seq DESC LIMIT $1`;
+  const branches = types.flatMap((type) => [branch(type, tableOf(type)), branch(type, historyTableOf(type))]);
+  const sql = `SELECT * FROM (${branches.join(' UNION ALL ')}) h ORDER BY seq DESC LIMIT $1`;
   return (await db.query<HistoryRow>(sql, params)).rows;
 }

@@ -74,11 +74,14 @@ export function unique(prefix = 'test'): string {
   return `${prefix}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
 }
 
-/** Rows of a type's current and history tables: a failed request must leave both unchanged. */
+/**
+ * A type's current resources and all its versions (the current ones plus those in history): a
+ * failed request must leave both unchanged.
+ */
 export async function countRows(app: App, type: string): Promise<{ current: number; history: number }> {
   const table = type.toLowerCase();
   const { rows } = await app.ctx.db.query<{ current: string; history: string }>(
-    `SELECT (SELECT count(*) FROM ${table}) AS current, (SELECT count(*) FROM ${table}_history) AS history`,
+    `SELECT (SELECT count(*) FROM ${table}) AS current, (SELECT count(*) FROM ${table}) + (SELECT count(*) FROM ${table}_history) AS history`,
   );
   return { current: Number(rows[0]!.current), history: Number(rows[0]!.history) };
 }

@@ -57,4 +57,24 @@ describe('migrations', () => {
       await db.close();
     }
   });
+
+  it('moves a database that kept every current version in history to one copy per version', async () => {
+    const db = await openDb('pglite://memory', '');
+    try {
+      await migrate(db, SCHEMA);
+      // As the earlier layout wrote them: version 2 current, and both versions in history.
+      await db.query(`INSERT INTO device (id, version_id, last_updated, deleted, content) VALUES ('d1', 2, now(), false, '{"resourceType":"Device","id":"d1"}')`);
+      await db.query(`INSERT INTO device_history (id, version_id, seq, last_updated, deleted, method, content) VALUES
+        ('d1', 1, 7, now(), false, 'POST', '{"resourceType":"Device","id":"d1"}'), ('d1', 2, 8, now(), false, 'PUT', '{"resourceType":"Device","id":"d1"}')`);
+      await db.query(`UPDATE device SET seq = NULL, method = NULL WHERE id = 'd1'`).catch(() => undefined);
+      await db.query(`DELETE FROM schema_migrations WHERE name = 'store/per-type/003_content_once.sql:Device'`);
+      expect(await migrate(db, SCHEMA)).to.equal(['store/per-type/003_content_once.sql:Device']);
+      const { rows: history } = await db.query<{ version_id: number }>(`SELECT version_id FROM device_history WHERE id = 'd1'`);
+      expect(history.map((r) => r.version_id)).to.equal([1]);
+      const { rows: current } = await db.query<{ method: string }>(`SELECT method FROM device WHERE id = 'd1'`);
+      expect(current[0]!.method).to.exist();
+    } finally {
+      await db.close();
+    }
+  });
 });
