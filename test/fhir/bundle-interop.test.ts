@@ -1,7 +1,7 @@
 import * as Lab from '@hapi/lab';
 import { expect } from '@hapi/code';
 import { supportedTypes } from '../../src/kernel/resource-types';
-import { hasInterop, interopFiles } from '../helpers/interop';
+import { interopFiles } from '../helpers/interop';
 import { countRows, startTestServer, type TestServer } from '../helpers/server';
 
 export const lab = Lab.script();
@@ -9,7 +9,7 @@ const { describe, it, before, after } = lab;
 
 const specBundle = (name: string) => structuredClone(interopFiles('r4-spec-examples/Bundle').find((f) => f.file === name)!.json);
 
-describe('bundles written by others', { skip: !hasInterop() }, () => {
+describe('bundles written by others', () => {
   let app: TestServer;
   before(async () => {
     app = await startTestServer();

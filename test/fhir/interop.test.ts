@@ -3,7 +3,7 @@ import { expect } from '@hapi/code';
 import { supportedTypes } from '../../src/kernel/resource-types';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { hasInterop, interopDir, interopFiles } from '../helpers/interop';
+import { interopDir, interopFiles } from '../helpers/interop';
 import { startTestServer, type TestServer } from '../helpers/server';
 
 export const lab = Lab.script();
@@ -20,15 +20,21 @@ function withoutServerMeta(r: any): any {
   return copy;
 }
 
-describe('real R4 data written by others is accepted and stored faithfully', { skip: !hasInterop() }, () => {
+describe('real R4 data written by others is accepted and stored faithfully', () => {
   let app: TestServer;
   before(async () => {
     app = await startTestServer();
   });
   after(() => app.stop());
 
-  // The corpus has examples of most supported types (not of Subscription, for one).
-  for (const type of supportedTypes.filter((t) => hasInterop() && existsSync(join(interopDir, 'r4-spec-examples', t)))) {
+  // The corpus has R4 spec examples of every supported type but these (named, so a type added
+  // without examples, or examples gone missing, fails here rather than quietly testing less).
+  const withoutSpecExamples = ['Subscription'];
+  it('has R4 spec examples of every supported type but the named ones', () => {
+    const missing = supportedTypes.filter((t) => !existsSync(join(interopDir, 'r4-spec-examples', t)));
+    expect(missing).to.equal(withoutSpecExamples);
+  });
+  for (const type of supportedTypes.filter((t) => !withoutSpecExamples.includes(t))) {
     it(`stores every R4 spec example of ${type} at its own id and reads it back unchanged`, async () => {
       const examples = interopFiles(`r4-spec-examples/${type}`);
       expect(examples).to.not.be.empty();
