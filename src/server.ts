@@ -25,6 +25,20 @@ export interface App {
 }
 
 /**
+ * Browser apps (SMART apps) may use every header the API reads, and read every header it
+ * answers with: a preflight that refused If-Match or Prefer made browser writes impossible.
+ * Tokens travel as Bearer headers, never cookies, so any origin is allowed without credentials.
+ */
+const CORS = {
+  origin: ['*'],
+  // hapi allows Accept, Authorization, Content-Type and If-None-Match by default.
+  additionalHeaders: ['If-Match', 'If-None-Exist', 'Prefer', 'X-Request-Id'],
+  // hapi exposes WWW-Authenticate by default (a 401's reason).
+  additionalExposedHeaders: ['ETag', 'Location', 'Content-Location', 'Last-Modified', 'X-Request-Id'],
+  maxAge: 600,
+};
+
+/**
  * Composes the server from its capabilities; reads as the table of contents of src/.
  * The database is opened and migrated here, so a fresh machine needs no setup step.
  */
@@ -38,7 +52,7 @@ export async function createServer(config: Config, options: { db?: Db; logger?: 
   const server = Hapi.server({
     port: config.port,
     host: config.host,
-    routes: { cors: { origin: ['*'], exposedHeaders: ['ETag', 'Location', 'Last-Modified', 'X-Request-Id'] } },
+    routes: { cors: CORS },
     router: { stripTrailingSlash: true },
   });
 
