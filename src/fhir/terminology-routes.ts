@@ -6,6 +6,16 @@ import { respond } from './respond';
 import { mapsWithSource, translate } from '../terminology/conceptmap';
 import { terminology } from '../terminology/load';
 
+/** The CapabilityStatement entry of what this plugin serves (ConceptMap is not a stored type). */
+export const conceptMapCapability: fhir4.CapabilityStatementRestResource = {
+  type: 'ConceptMap',
+  profile: 'http://hl7.org/fhir/StructureDefinition/ConceptMap',
+  documentation: 'Read-only: the code maps the device doors use (terminology/), not stored in the database.',
+  interaction: [{ code: 'read' }, { code: 'search-type' }],
+  searchParam: [{ name: 'url', type: 'uri', definition: 'http://hl7.org/fhir/SearchParameter/ConceptMap-url' }],
+  operation: [{ name: 'translate', definition: 'http://hl7.org/fhir/OperationDefinition/ConceptMap-translate' }],
+};
+
 /**
  * ConceptMaps served read-only from terminology/ (they are not stored in the database):
  * `GET /fhir/ConceptMap`, `GET /fhir/ConceptMap/{id}`, and `$translate` (R4
