@@ -16,6 +16,7 @@ import { registerMonitoring } from './monitoring';
 import { migrateAll } from './schema';
 import { terminologyRoutes } from './fhir/terminology-routes';
 import { warmUp } from './validation/schema';
+import { landingRoutes } from './landing';
 
 export interface App {
   server: Hapi.Server;
@@ -81,6 +82,7 @@ export async function createServer(config: Config, options: { db?: Db; logger?: 
   const monitoring = registerMonitoring(ctx, server);
   await server.register({ plugin: devicesPlugin, options: { ctx } });
   await server.register({ plugin: terminologyRoutes, options: { ctx } });
+  await server.register({ plugin: landingRoutes, options: { config } });
 
   return {
     server,

@@ -22,7 +22,8 @@ export const LAYERS: ReadonlyArray<readonly string[]> = [
   ['access'],
   ['pipeline'],
   ['fhir'],
-  ['auth', 'devices', 'monitoring'],
+  // landing: GET / and /docs, a page beside the capabilities (reads only config and kernel).
+  ['auth', 'devices', 'monitoring', 'landing'],
   ['schema'],
   ['server'],
   ['main'],
