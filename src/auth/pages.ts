@@ -22,6 +22,7 @@ const FOOTER = 'Your sign-in stays on this server: the app never sees your passw
 
 const hidden = (name: string, value: string) => `<input type="hidden" name="${escape(name)}" value="${escape(value)}">`;
 const alert = (message: string | undefined) => (message ? `<p class="alert" role="alert">${escape(message)}</p>` : '');
+const capitalised = (s: string) => s.charAt(0).toUpperCase() + s.slice(1);
 const initials = (name: string) => name.split(/\s+/).filter(Boolean).slice(0, 2).map((w) => w[0]!.toUpperCase()).join('') || '?';
 
 export function errorPage(status: number, message: string): Page {
@@ -62,7 +63,7 @@ ${items}
 
 export function consentPage(action: string, csrf: string, clientName: string, scopes: Array<{ scope: string; label: string }>, context: { user: string; patient?: PatientLabel }): Page {
   const items = scopes
-    .map((s) => `<label class="choice"><input type="checkbox" name="scope" value="${escape(s.scope)}" checked><span>${escape(s.label)}<small>${escape(s.scope)}</small></span></label>`)
+    .map((s) => `<label class="choice"><input type="checkbox" name="scope" value="${escape(s.scope)}" checked><span>${escape(capitalised(s.label))}<small>${escape(s.scope)}</small></span></label>`)
     .join('\n');
   const who = context.patient
     ? `<div class="who"><span class="avatar" aria-hidden="true">${escape(initials(context.patient.name))}</span><span><strong>${escape(context.patient.name)}</strong>${context.patient.birthDate ? `<span class="muted">born ${escape(context.patient.birthDate)}</span>` : ''}</span></div>`
