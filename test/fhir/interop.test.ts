@@ -33,9 +33,10 @@ describe('real R4 data written by others is accepted and stored faithfully', { s
       const examples = interopFiles(`r4-spec-examples/${type}`);
       expect(examples).to.not.be.empty();
       for (const { file, json } of examples) {
-        const put = await app.request({ method: 'PUT', url: `/fhir/${type}/${json.id}`, payload: json });
+        // A folder may hold a Bundle of its type's examples (SearchParameter/searchParams-subset.json).
+        const put = await app.request({ method: 'PUT', url: `/fhir/${json.resourceType}/${json.id}`, payload: json });
         expect(put.statusCode, `${file}: ${put.payload.slice(0, 300)}`).to.be.within(200, 201);
-        const read = await app.request({ method: 'GET', url: `/fhir/${type}/${json.id}` });
+        const read = await app.request({ method: 'GET', url: `/fhir/${json.resourceType}/${json.id}` });
         expect(withoutServerMeta(read.json), file).to.equal(withoutServerMeta(json));
       }
     });
