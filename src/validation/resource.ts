@@ -5,21 +5,24 @@ import { schemaIssues, validatorFor } from './schema';
  * The reference forms a stored resource may hold: relative `Type/id` (optionally versioned),
  * absolute URLs, internal `#fragments`. `urn:uuid:`/`urn:oid:` and conditional references
  * (`Patient?identifier=…`) are only meaningful inside a transaction, which resolves them before
- * validation runs (FHIR R4 http.html#trules and bundle.html#references).
+ * validation runs (FHIR R4 http.html#trules and bundle.html#references). A stored Bundle
+ * (document, collection, message) is the exception: its entries refer to each other by the
+ * `urn:uuid:`/`urn:oid:` fullUrls the Bundle itself carries.
  */
 const REFERENCE = /^(#[A-Za-z0-9\-.]*|[A-Z][A-Za-z]+\/[A-Za-z0-9\-.]{1,64}(\/_history\/[A-Za-z0-9\-.]{1,64})?|[a-z][a-z0-9+.-]*:\/\/\S+)$/;
+const IN_BUNDLE_REFERENCE = /^urn:(uuid:[0-9a-fA-F-]{36}|oid:[0-2](\.(0|[1-9][0-9]*))+)$/;
 
 /** Every `reference` string of Reference elements anywhere in the resource, with its path. */
-function referenceIssues(node: unknown, path: string, issues: Issue[]): void {
+function referenceIssues(node: unknown, path: string, issues: Issue[], inBundle: boolean): void {
   if (Array.isArray(node)) {
-    node.forEach((item, i) => referenceIssues(item, `${path}[${i}]`, issues));
+    node.forEach((item, i) => referenceIssues(item, `${path}[${i}]`, issues, inBundle));
     return;
   }
   if (node === null || typeof node !== 'object') return;
   for (const [key, value] of Object.entries(node)) {
     const childPath = `${path}.${key}`;
     if (key === 'reference' && typeof value === 'string') {
-      if (!REFERENCE.test(value)) {
+      if (!REFERENCE.test(value) && !(inBundle && IN_BUNDLE_REFERENCE.test(value))) {
         issues.push({
           code: 'value',
           diagnostics: `${childPath}: '${value}' is not a valid reference (expected Type/id, an absolute URL or #id)`,
@@ -27,7 +30,7 @@ function referenceIssues(node: unknown, path: string, issues: Issue[]): void {
         });
       }
     } else if (typeof value === 'object') {
-      referenceIssues(value, childPath, issues);
+      referenceIssues(value, childPath, issues, inBundle);
     }
   }
 }
@@ -64,7 +67,7 @@ export function validationIssues(resource: unknown): Issue[] {
       });
     }
   }
-  referenceIssues(rest, resourceType, issues);
+  referenceIssues(rest, resourceType, issues, resourceType === 'Bundle');
   return issues;
 }
 
