@@ -23,6 +23,8 @@ export const LAYERS: ReadonlyArray<readonly string[]> = [
   ['pipeline'],
   ['fhir'],
   ['auth', 'devices', 'monitoring'],
+  // Medication schedules raise their Flags and reminders through monitoring's (flags, notify).
+  ['medication'],
   ['schema'],
   ['server'],
   ['main'],
