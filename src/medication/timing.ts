@@ -55,6 +55,8 @@ export interface CompiledRequest {
   /** authoredOn, else when first stored: doses before it are not the request's. */
   start?: number;
   medication: string;
+  /** The medication's first coding, for the Flag's code. */
+  coding?: fhir4.Coding;
   instructions: DoseInstruction[];
   /** Every instruction is as-needed: nothing is ever due. */
   asNeeded: boolean;
@@ -215,6 +217,7 @@ export function compileRequest(request: fhir4.MedicationRequest, storedAt: numbe
     active: isActedOn(request),
     start: instantText(request.authoredOn, false) ?? storedAt,
     medication,
+    ...(request.medicationCodeableConcept?.coding?.[0] ? { coding: request.medicationCodeableConcept.coding[0] } : {}),
     instructions,
     asNeeded: asNeededOnly,
     ...(graceMs !== undefined ? { graceMs } : {}),

@@ -13,14 +13,16 @@ CREATE TABLE IF NOT EXISTS medication_schedule (
 );
 CREATE INDEX IF NOT EXISTS medication_schedule_patient_idx ON medication_schedule (patient) WHERE active;
 
--- Each dose judged missed once, with the Flag it counted on: a late administration of it
--- closes that Flag (the patient caught up).
+-- Each dose judged missed once, with the Flag it counted on. An administration taken at or
+-- after the first missed dose not yet caught up with (its window) closes the Flag.
 CREATE TABLE IF NOT EXISTS medication_missed_dose (
   request_id text        NOT NULL,
   due_at     timestamptz NOT NULL,
   flag_id    text,
+  caught_up  boolean     NOT NULL DEFAULT false,
   PRIMARY KEY (request_id, due_at)
 );
+CREATE INDEX IF NOT EXISTS medication_missed_dose_open_idx ON medication_missed_dose (request_id, due_at) WHERE NOT caught_up;
 
 -- Each dose reminded once, whichever process's reminder job got to it first.
 CREATE TABLE IF NOT EXISTS medication_reminder (
