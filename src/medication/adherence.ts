@@ -123,3 +123,9 @@ export async function catchUp(ctx: FhirContext, uow: UnitOfWork, committed: read
   await uow.tx.query('UPDATE medication_missed_dose SET caught_up = true WHERE request_id = ANY($1::text[]) AND NOT caught_up', [caughtUp.map((c) => c.requestId)]);
   for (const c of caughtUp) await closeFlags(uow, [flagKey(c.requestId)], new Date(c.at).toISOString());
 }
+
+/** Closes the missed-dose Flags of requests that are no longer acted on. */
+export async function closeMissedDoseFlags(uow: UnitOfWork, requestIds: readonly string[], end: string): Promise<void> {
+  if (requestIds.length === 0) return;
+  await closeFlags(uow, requestIds.map(flagKey), end);
+}

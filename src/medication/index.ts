@@ -6,7 +6,7 @@ import { badRequest, type Issue, OperationOutcomeError } from '../kernel/outcome
 import { PeriodicJob } from '../monitoring/periodic';
 import { eachWrite, type PendingWrite, type UnitOfWork } from '../pipeline';
 import { readResources } from '../store/repository';
-import { administrationQuery, catchUp, checkDoses } from './adherence';
+import { administrationQuery, catchUp, checkDoses, closeMissedDoseFlags } from './adherence';
 import { administrations, type JudgedDose, judgeDoses } from './doses';
 import { sendReminders } from './reminders';
 import { activeSchedules, gracesOf, storeSchedules, TIMEZONE_URL, zonesOf } from './schedules';
@@ -16,8 +16,7 @@ import { isTimeZone, localDateTime } from './zone';
 /**
  * Medication schedules as stages of the one write pipeline, beside monitoring and built on it
  * (its Flags, its Subscription outbox, its periodic jobs):
- * - validate: MedicationRequest timings are compiled (422 for an active order the server cannot
- *   schedule); grace periods, patient time zones and the request an administration names are checked;
+ * - validate: MedicationRequest timings are compiled (422 for invalid values in an active order); grace periods, patient time zones and the request an administration names are checked;
  * - rules: compiled schedules stored; an administration closes a missed-dose Flag it catches up;
  * - operations: MedicationRequest/$due (doses of a window, with their status) and
  *   MedicationRequest/$check-adherence (judge missed doses now);
@@ -38,7 +37,12 @@ export function registerMedication(ctx: FhirContext): Medication {
   ctx.stages.use('validate', 'medication', (uow, writes) => validate(uow, writes));
   ctx.stages.use('rules', 'medication', async (uow, committed) => {
     const requests = committed.filter((w) => w.type === 'MedicationRequest');
-    if (requests.length) await storeSchedules(uow.tx, requests.map((w) => ({ id: w.id, compiled: w.resource && compiledOf.get(w.resource) })));
+    if (requests.length) {
+      const compiled = requests.map((w) => ({ id: w.id, compiled: w.resource && compiledOf.get(w.resource) }));
+      await storeSchedules(uow.tx, compiled);
+      // Stopped, completed, cancelled or deleted: nothing more is due, so nothing stays missed.
+      await closeMissedDoseFlags(uow, compiled.filter((c) => !c.compiled?.active).map((c) => c.id), new Date().toISOString());
+    }
     await catchUp(ctx, uow, committed);
   });
 
@@ -92,23 +96,24 @@ async function validate(uow: UnitOfWork, writes: readonly PendingWrite[]): Promi
       throw new OperationOutcomeError(422, { code: 'code-invalid', diagnostics: `Patient.extension: the timezone must be a valueCode naming an IANA time zone such as Europe/Berlin`, expression: ['Patient.extension'] });
     }
   });
-  await linkAdministrations(uow, live(writes, 'MedicationAdministration'));
+  await linkAdministrations(uow, live(writes, 'MedicationAdministration'), live(writes, 'MedicationRequest'));
 }
 
-/** An administration's request must exist and be the same patient's: a dose taken counts against it. */
-async function linkAdministrations(uow: UnitOfWork, writes: readonly PendingWrite[]): Promise<void> {
+/** An administration's stored request must be the same patient's: a dose taken counts against it. */
+async function linkAdministrations(uow: UnitOfWork, writes: readonly PendingWrite[], pendingRequests: readonly PendingWrite[]): Promise<void> {
   if (writes.length === 0) return;
   const refOf = (w: PendingWrite) => (w.resource as fhir4.MedicationAdministration).request?.reference;
   const ids = writes.map((w) => /^MedicationRequest\/([A-Za-z0-9\-.]{1,64})$/.exec(refOf(w) ?? '')?.[1]).filter((id): id is string => id !== undefined);
+  // A request written in the same apply (a transaction Bundle creating both) is read as written.
   const requests = await readResources<fhir4.MedicationRequest>(uow.tx, 'MedicationRequest', ids);
+  for (const w of pendingRequests) requests.set(w.id, w.resource as fhir4.MedicationRequest);
   await eachWrite(writes, (w) => {
     const ref = refOf(w);
     if (!ref) return;
     const id = /^MedicationRequest\/([A-Za-z0-9\-.]{1,64})$/.exec(ref)?.[1];
+    // A request not (yet) stored here counts nothing; data from other systems is kept as sent.
     const request = id ? requests.get(id) : undefined;
-    if (!request) {
-      throw new OperationOutcomeError(422, { code: 'not-found', diagnostics: `MedicationAdministration.request: ${ref} is not a stored MedicationRequest`, expression: ['MedicationAdministration.request'] });
-    }
+    if (!request) return;
     const subject = (w.resource as fhir4.MedicationAdministration).subject?.reference;
     if (request.subject?.reference !== subject) {
       throw new OperationOutcomeError(422, { code: 'business-rule', diagnostics: `MedicationAdministration.subject (${subject}) is not the subject of ${ref} (${request.subject?.reference})`, expression: ['MedicationAdministration.subject'] });

@@ -43,17 +43,25 @@ export interface DoseInstruction {
   rule: DoseRule;
   /** Timing.repeat.count: the schedule ends after this many doses. */
   count?: number;
-  /** Timing.repeat.bounds*, as instants; start falls back to the request's start. */
-  start?: number;
-  end?: number;
+  /** Timing.repeat.boundsPeriod (end inclusive); start falls back to the request's start. */
+  start?: Moment;
+  end?: Moment;
+  /** Timing.repeat.boundsDuration: the schedule lasts this long from its start. */
+  lastingMs?: number;
 }
+
+/**
+ * An instant (ms), or a date-only FHIR date (`2027-03-26`): a date is the patient's local day,
+ * known only when the zone is, so it is kept as written and placed at use.
+ */
+export type Moment = number | string;
 
 export interface CompiledRequest {
   patient?: string;
   /** Active order for a Patient: doses are due, reminded and judged. */
   active: boolean;
-  /** authoredOn, else when first stored: doses before it are not the request's. */
-  start?: number;
+  /** authoredOn, else when compiled: doses before it are not the request's. */
+  start?: Moment;
   medication: string;
   /** The medication's first coding, for the Flag's code. */
   coding?: fhir4.Coding;
@@ -100,6 +108,16 @@ const instantText = (text: string | undefined, end: boolean) => {
   const r = text ? parseDateRange(text) : undefined;
   return r && (end ? r.high : r.low);
 };
+
+const momentOf = (text: string | undefined, end: boolean): Moment | undefined => (text && /^\d{4}-\d{2}-\d{2}$/.test(text) ? text : instantText(text, end));
+
+/** A moment as an instant in `zone`: a date's first instant, or (`end`) its last. */
+function placed(m: Moment | undefined, zone: string, end: boolean): number | undefined {
+  if (typeof m !== 'string') return m;
+  const [year, month, day] = m.split('-').map(Number) as [number, number, number];
+  const date = { year, month, day };
+  return end ? instantOf(zone, addDays(date, 1), 0) - 1 : instantOf(zone, date, 0);
+}
 
 /** The local minutes of the day a `when` list names, with the offset applied (before for AC*, after otherwise). */
 function whenMinutes(when: readonly string[], offset: number | undefined, at: string, issues: Issue[]): number[] {
@@ -182,8 +200,8 @@ function isActedOn(request: fhir4.MedicationRequest): boolean {
 
 /**
  * Compiles a MedicationRequest. For a request the server acts on, throws a 422 naming every
- * timing it cannot place (the patient would otherwise never be reminded); otherwise what cannot
- * be read is left out.
+ * invalid value (a grace period that is not a time, doses under a minute apart, a count beyond
+ * reason); what cannot be placed on a calendar is left out.
  */
 export function compileRequest(request: fhir4.MedicationRequest, storedAt: number, strict = isActedOn(request)): CompiledRequest {
   const issues: Issue[] = [];
@@ -202,20 +220,25 @@ export function compileRequest(request: fhir4.MedicationRequest, storedAt: numbe
       issues.push({ code: 'value', diagnostics: `${at}.timing.repeat.count: at most ${MAX_COUNT} doses`, expression: [`${at}.timing.repeat.count`] });
       return;
     }
-    const start = instantText(repeat?.boundsPeriod?.start, false);
-    let end = instantText(repeat?.boundsPeriod?.end, true);
-    const lasting = durationMs(repeat?.boundsDuration);
-    if (lasting !== undefined) end = (start ?? instantText(request.authoredOn, false) ?? storedAt) + lasting;
-    instructions.push({ index, ...(dosage.text ? { text: dosage.text } : {}), rule, ...(count !== undefined ? { count } : {}), ...(start !== undefined ? { start } : {}), ...(end !== undefined ? { end } : {}) });
+    const start = momentOf(repeat?.boundsPeriod?.start, false);
+    const end = momentOf(repeat?.boundsPeriod?.end, true);
+    const lastingMs = durationMs(repeat?.boundsDuration);
+    instructions.push({
+      index, ...(dosage.text ? { text: dosage.text } : {}), rule, ...(count !== undefined ? { count } : {}),
+      ...(start !== undefined ? { start } : {}), ...(end !== undefined ? { end } : {}), ...(lastingMs !== undefined ? { lastingMs } : {}),
+    });
   });
   const graceMs = gracePeriodOf(request, 'MedicationRequest.extension', issues);
-  if (issues.length && strict) throw new OperationOutcomeError(422, issues);
+  // Invalid values are refused; a valid timing the server cannot place ("3 times a week" without
+  // days, a Timing.code of free text) is stored as sent and schedules nothing (R4 examples do this).
+  const invalid = issues.filter((i) => i.code === 'value');
+  if (invalid.length && strict) throw new OperationOutcomeError(422, invalid);
   const patient = /^Patient\/([A-Za-z0-9\-.]{1,64})$/.exec(request.subject?.reference ?? '')?.[1];
   const medication = request.medicationCodeableConcept?.text ?? request.medicationCodeableConcept?.coding?.[0]?.display ?? request.medicationReference?.display ?? request.medicationReference?.reference ?? 'medication';
   return {
     ...(patient ? { patient } : {}),
     active: isActedOn(request),
-    start: instantText(request.authoredOn, false) ?? storedAt,
+    start: momentOf(request.authoredOn, false) ?? storedAt,
     medication,
     ...(request.medicationCodeableConcept?.coding?.[0] ? { coding: request.medicationCodeableConcept.coding[0] } : {}),
     instructions,
@@ -241,8 +264,9 @@ const MAX_DAYS = 3 * 366;
 export function dosesBetween(request: CompiledRequest, zone: string, from: number, to: number): DueDose[] {
   const doses: DueDose[] = [];
   for (const ins of request.instructions) {
-    const start = ins.start ?? request.start ?? from;
-    const end = Math.min(to, ins.end === undefined ? Number.POSITIVE_INFINITY : ins.end + 1);
+    const start = placed(ins.start, zone, false) ?? placed(request.start, zone, false) ?? from;
+    const last = ins.lastingMs !== undefined ? start + ins.lastingMs - 1 : placed(ins.end, zone, true);
+    const end = Math.min(to, last === undefined ? Number.POSITIVE_INFINITY : last + 1);
     const walkFrom = ins.count !== undefined ? start : Math.max(start, from);
     if (walkFrom >= end) continue;
     let n = 0;

@@ -201,6 +201,7 @@ export async function closeFlags(uow: UnitOfWork, keys: readonly FlagKey[], end:
     [[...new Set(keys.map((k) => k.careplanId))], [...wanted].sort()],
   );
   const open = rows.filter((r) => wanted.has(keyOf({ careplanId: r.careplan_id, measure: r.measure, direction: r.direction })));
+  if (open.length === 0) return [];
   const stored = await readVersioned<fhir4.Flag>(uow.tx, 'Flag', open.map((r) => r.flag_id));
   const ops: WriteOp[] = [];
   for (const [id, { resource, versionId }] of stored) {

@@ -87,6 +87,27 @@ describe('medication adherence: on time, late, missed', () => {
     expect(flags.filter((f: any) => f.status === 'active')).to.have.length(1);
   });
 
+  it('a request stopped while doses are missed closes its Flag; a transaction Bundle may create a request and its administration together', async () => {
+    const p = (await create(app, patient('UTC'))).id;
+    const rx = await create(app, request(p, { repeat: { frequency: 1, period: 1, periodUnit: 'd', timeOfDay: ['08:00:00'], boundsPeriod: { start: base } } }));
+    await check(rx.id, at(1, '12:00'));
+    expect((await flagsOf(p)).map((f: any) => f.status)).to.equal(['active']);
+    const stopped = await app.request({ method: 'PUT', url: `/fhir/MedicationRequest/${rx.id}`, payload: { ...rx, status: 'stopped' } });
+    expect(stopped.statusCode).to.equal(200);
+    expect((await flagsOf(p)).map((f: any) => f.status)).to.equal(['inactive']);
+
+    const bundle = await app.request({
+      method: 'POST', url: '/fhir', payload: {
+        resourceType: 'Bundle', type: 'transaction', entry: [
+          { fullUrl: 'urn:uuid:0b9a2f5e-1c1d-4d63-9d0a-3f1f3c1d0001', resource: request(p, { repeat: { frequency: 1, period: 1, periodUnit: 'd', timeOfDay: ['08:00:00'] } }), request: { method: 'POST', url: 'MedicationRequest' } },
+          { resource: { ...administration(p, 'x', at(0, '08:00')), request: { reference: 'urn:uuid:0b9a2f5e-1c1d-4d63-9d0a-3f1f3c1d0001' } }, request: { method: 'POST', url: 'MedicationAdministration' } },
+        ],
+      },
+    });
+    expect(bundle.statusCode, bundle.payload).to.equal(200);
+    expect(bundle.json.entry.map((e: any) => e.response.status)).to.equal(['201 Created', '201 Created']);
+  });
+
   it('takes the grace window from the CarePlan the request is based on when the request has none', async () => {
     const p = (await create(app, patient('UTC'))).id;
     const plan = (await create(app, {

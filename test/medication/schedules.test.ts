@@ -75,18 +75,23 @@ describe('medication schedules: due doses in the patient\'s time zone', () => {
     expect(jan.filter((d) => d.request === `MedicationRequest/${bounded}`).map((d) => d.due)).to.equal(['2027-01-10T12:00:00+01:00', '2027-01-11T12:00:00+01:00']);
     // Only the three requests with a timing have doses (the as-needed one has none).
     expect(new Set(jan.map((d) => d.request)).size).to.equal(2);
+    // A date-only start is the patient's local day: a New York patient's first evening dose is on
+    // the 10th at 20:00 local, not at midnight UTC (the 9th, 19:00 local).
+    const ny = (await create(app, patient('America/New_York'))).id;
+    const nyRx = (await create(app, request(ny, { repeat: { frequency: 2, period: 1, periodUnit: 'd', timeOfDay: ['08:00:00', '19:00:00'], boundsPeriod: { start: '2027-01-10', end: '2027-01-10' } } }))).id;
+    const nyDoses = dosesOf((await due(`patient=${ny}&start=2027-01-09T00:00:00Z&end=2027-01-12T00:00:00Z`)).json);
+    expect(nyDoses.filter((d) => d.request === `MedicationRequest/${nyRx}`).map((d) => d.due)).to.equal(['2027-01-10T08:00:00-05:00', '2027-01-10T19:00:00-05:00']);
     const spring = dosesOf((await due(`patient=${p}&start=2027-03-27T00:00:00Z&end=2027-03-30T00:00:00Z`)).json);
     expect(spring.filter((d) => d.request === `MedicationRequest/${gap}`).map((d) => d.due)).to.equal(['2027-03-27T02:30:00+01:00', '2027-03-28T03:30:00+02:00', '2027-03-29T02:30:00+02:00']);
   });
 
-  it('refuses what it cannot schedule or judge with a 422 naming the element, and writes nothing', async () => {
+  it('refuses invalid values with a 422 naming the element and writes nothing; stores what it cannot place, scheduling nothing', async () => {
     const p = (await create(app, patient('Europe/Berlin'))).id;
     const before = await countRows(app, 'MedicationRequest');
     const cases: Array<[any, string]> = [
-      [request(p, { repeat: { frequency: 3, period: 1, periodUnit: 'mo' } }), 'MedicationRequest.dosageInstruction[0].timing.repeat'],
       [request(p, { repeat: { frequency: 1, period: 1, periodUnit: 'd' } }, { extension: [{ url: GRACE, valueDuration: { value: 30, unit: 'mm[Hg]', system: 'http://unitsofmeasure.org', code: 'mm[Hg]' } }] }), 'MedicationRequest.extension'],
       [request(p, { repeat: { frequency: 1, period: 1, periodUnit: 'd', count: 1_000_000 } }), 'MedicationRequest.dosageInstruction[0].timing.repeat.count'],
-      [request(p, { code: { text: 'when I feel like it' } }), 'MedicationRequest.dosageInstruction[0].timing'],
+      [request(p, { repeat: { frequency: 10, period: 5, periodUnit: 's' } }), 'MedicationRequest.dosageInstruction[0].timing.repeat'],
     ];
     for (const [body, expression] of cases) {
       const res = await app.request({ method: 'POST', url: '/fhir/MedicationRequest', payload: body });
@@ -95,32 +100,44 @@ describe('medication schedules: due doses in the patient\'s time zone', () => {
       expect(res.json.issue.flatMap((i: any) => i.expression ?? [])).to.include(expression);
     }
     expect(await countRows(app, 'MedicationRequest')).to.equal(before);
-    // A draft is stored as sent: nothing is scheduled from it.
-    await create(app, { ...request(p, { repeat: { frequency: 3, period: 1, periodUnit: 'mo' } }), status: 'draft' });
+    // Valid R4 the server cannot place on a calendar (three times a month, free-text timing), and
+    // a draft: stored as sent, no dose due.
+    await create(app, request(p, { repeat: { frequency: 3, period: 1, periodUnit: 'mo' } }));
+    await create(app, request(p, { code: { text: 'when I feel like it' } }));
+    await create(app, { ...request(p, { repeat: { frequency: 1, period: 1, periodUnit: 'd' } }), status: 'draft', extension: [{ url: GRACE, valueString: 'drafts are not checked' }] });
+    expect(dosesOf((await due(`patient=${p}&start=2027-01-01T00:00:00Z&end=2027-01-31T00:00:00Z`)).json)).to.equal([]);
 
     const badZone = await app.request({ method: 'POST', url: '/fhir/Patient', payload: { resourceType: 'Patient', extension: [{ url: TIMEZONE, valueCode: 'Mars/Olympus' }] } });
     expect(badZone.statusCode).to.equal(422);
     expect(badZone.json.issue[0].expression).to.equal(['Patient.extension']);
   });
 
-  it('links an administration to a stored request of the same patient', async () => {
+  it('links an administration to a stored request of the same patient only', async () => {
     const p = (await create(app, patient('UTC'))).id;
     const other = (await create(app, patient('UTC'))).id;
     const r = (await create(app, request(p, BID('2027-01-01')))).id;
     const before = await countRows(app, 'MedicationAdministration');
-    const unknown = await app.request({ method: 'POST', url: '/fhir/MedicationAdministration', payload: administration(p, 'no-such-request', '2027-01-01T08:00:00Z') });
-    expect(unknown.statusCode).to.equal(422);
-    expect(unknown.json.issue[0].expression).to.equal(['MedicationAdministration.request']);
     const stranger = await app.request({ method: 'POST', url: '/fhir/MedicationAdministration', payload: administration(other, r, '2027-01-01T08:00:00Z') });
     expect(stranger.statusCode).to.equal(422);
     expect(stranger.json.issue[0].expression).to.equal(['MedicationAdministration.subject']);
     expect(await countRows(app, 'MedicationAdministration')).to.equal(before);
     await create(app, administration(p, r, '2027-01-01T08:00:00Z'));
+    // A request this server does not hold (data from another system) counts nothing, and is kept.
+    await create(app, administration(p, 'no-such-request', '2027-01-01T08:00:00Z'));
     // MedicationStatement and Medication are stored and searchable like any supported type.
     const med = await create(app, { resourceType: 'Medication', code: { text: 'Metformin 500 mg' } });
     await create(app, { resourceType: 'MedicationStatement', status: 'active', subject: { reference: `Patient/${p}` }, medicationReference: { reference: `Medication/${med.id}` }, basedOn: [{ reference: `MedicationRequest/${r}` }] });
     const statements = await app.request({ method: 'GET', url: `/fhir/MedicationStatement?subject=Patient/${p}` });
     expect(statements.json.total ?? statements.json.entry.length).to.equal(1);
+  });
+
+  it('offers $due and $check-adherence on MedicationRequest beside CarePlan\'s $check-adherence, and refuses a second definition on one type', async () => {
+    const metadata = (await app.request({ method: 'GET', url: '/fhir/metadata' })).json;
+    const ops = (type: string) => metadata.rest[0].resource.find((r: any) => r.type === type).operation.map((o: any) => o.name);
+    expect(ops('MedicationRequest')).to.include(['due', 'check-adherence']);
+    expect(ops('CarePlan')).to.include(['check-adherence']);
+    for (const type of ['MedicationAdministration', 'MedicationStatement', 'Medication', 'Communication']) expect(metadata.rest[0].resource.some((r: any) => r.type === type), type).to.be.true();
+    expect(() => app.ctx.operations.register({ name: 'check-adherence', types: ['CarePlan'], type: true, instance: false, affectsState: true, handler: async () => ({ status: 200 }) })).to.throw(/already defined/);
   });
 
   it('answers bad windows and parameters with a 400 OperationOutcome', async () => {
