@@ -107,6 +107,9 @@ export async function catchUp(ctx: FhirContext, uow: UnitOfWork, committed: read
   const taken = await administrations(uow.tx, written.map((w) => w.id));
   if (taken.length === 0) return;
   const requestIds = [...new Set(taken.map((a) => a.requestId))];
+  // The judgement's lock: a check running now either sees this administration (it waits for this
+  // commit) or has committed its missed doses, which the query below then reads.
+  await uow.tx.query('SELECT count(pg_advisory_xact_lock(h)) FROM (SELECT hashtext(k) AS h FROM unnest($1::text[]) AS k ORDER BY 1) s', [requestIds.map((id) => `medication|${id}`)]);
   const { rows } = await uow.tx.query<{ request_id: string; first: Date | string }>(
     'SELECT request_id, min(due_at) AS first FROM medication_missed_dose WHERE request_id = ANY($1::text[]) AND NOT caught_up GROUP BY request_id',
     [requestIds],
