@@ -51,9 +51,19 @@ export function offsetAt(zone: string, t: number): number {
 
 /** The calendar date in `zone` at instant `t`. */
 export function localDateOf(zone: string, t: number): LocalDate {
-  const d = new Date(t + offsetAt(zone, t));
-  return { year: d.getUTCFullYear(), month: d.getUTCMonth() + 1, day: d.getUTCDate() };
+  // A job asks this for the same window start of every schedule in a zone: memoised like instantOf.
+  const key = `${zone}|${t}`;
+  let date = dates.get(key);
+  if (!date) {
+    if (dates.size >= 200_000) dates.clear();
+    const d = new Date(t + offsetAt(zone, t));
+    date = { year: d.getUTCFullYear(), month: d.getUTCMonth() + 1, day: d.getUTCDate() };
+    dates.set(key, date);
+  }
+  return date;
 }
+
+const dates = new Map<string, LocalDate>();
 
 /** The day after `n` days from `date` (calendar arithmetic, no time zone involved). */
 export function addDays(date: LocalDate, n: number): LocalDate {
