@@ -12,6 +12,7 @@ import { abortInFlight } from './fhir/request-lifetime';
 import { fhirRoutes } from './fhir/routes';
 import { Stages } from './pipeline';
 import { type Db, openDb } from './store/db';
+import { registerMedication } from './medication';
 import { registerMonitoring } from './monitoring';
 import { migrateAll } from './schema';
 import { terminologyRoutes } from './fhir/terminology-routes';
@@ -80,6 +81,7 @@ export async function createServer(config: Config, options: { db?: Db; logger?: 
   // that readings are mapped (enrich) before they are judged.
   registerDevices(ctx);
   const monitoring = registerMonitoring(ctx, server);
+  const medication = registerMedication(ctx);
   await server.register({ plugin: devicesPlugin, options: { ctx } });
   await server.register({ plugin: terminologyRoutes, options: { ctx } });
   await server.register({ plugin: landingRoutes, options: { config } });
@@ -94,6 +96,7 @@ export async function createServer(config: Config, options: { db?: Db; logger?: 
       await server.stop({ timeout: 10_000 });
       clearTimeout(grace);
       abortInFlight(server);
+      await medication.stop();
       await monitoring.stop();
       if (!options.db) await db.close();
     },

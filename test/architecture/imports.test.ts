@@ -24,6 +24,8 @@ export const LAYERS: ReadonlyArray<readonly string[]> = [
   ['fhir'],
   // landing: GET / and /docs, a page beside the capabilities (reads only config and kernel).
   ['auth', 'devices', 'monitoring', 'landing'],
+  // Medication schedules raise their Flags and reminders through monitoring's (flags, notify).
+  ['medication'],
   ['schema'],
   ['server'],
   ['main'],
