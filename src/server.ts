@@ -4,6 +4,7 @@ import pino, { type Logger } from 'pino';
 import { authPlugin } from './auth';
 import type { Config } from './config';
 import type { FhirContext } from './fhir/context';
+import { dashboardPlugin } from './dashboard';
 import { devicesPlugin, registerDevices } from './devices';
 import { errorsPlugin } from './fhir/errors-plugin';
 import { supportedTypes } from './kernel/resource-types';
@@ -67,6 +68,8 @@ export async function createServer(config: Config, options: { db?: Db; logger?: 
   const monitoring = registerMonitoring(ctx, server);
   await server.register({ plugin: devicesPlugin, options: { ctx } });
   await server.register({ plugin: terminologyRoutes, options: { ctx } });
+  // The clinician dashboard, a SMART app of this FHIR API, served beside it.
+  await server.register({ plugin: dashboardPlugin, options: { ctx } });
 
   return {
     server,

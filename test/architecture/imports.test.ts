@@ -23,6 +23,8 @@ export const LAYERS: ReadonlyArray<readonly string[]> = [
   ['pipeline'],
   ['fhir'],
   ['auth', 'devices', 'monitoring'],
+  // Apps served beside the API, clients of it (the dashboard registers itself with auth).
+  ['dashboard'],
   ['schema'],
   ['server'],
   ['main'],
