@@ -60,7 +60,7 @@ function App({ client }: { client: Client }) {
   useEffect(() => {
     const ready = route.view === 'ward' ? ward !== undefined : patient?.patient.id === route.id;
     document.body.dataset.ready = ready && !loading ? route.view : '';
-    if (ready && route.view === 'ward' && !performance.getEntriesByName('ward-ready').length) performance.mark('ward-ready');
+    if (ready && !loading && !performance.getEntriesByName(`${route.view}-ready`).length) performance.mark(`${route.view}-ready`);
   });
 
   const onAcknowledge = async (f: FlagView) => {
