@@ -1,10 +1,10 @@
 import { defineConfig } from 'vite';
 
-// Built into dist/app by `npm run build`; served by src/dashboard at /app.
+// Built into dist/dashboard by `npm run build`; served by src/dashboard at /app.
 export default defineConfig({
   base: '/app/',
   build: {
-    outDir: '../dist/app',
+    outDir: '../dist/dashboard',
     emptyOutDir: true,
     target: 'es2022',
     sourcemap: true,

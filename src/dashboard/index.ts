@@ -8,7 +8,7 @@ import { projectRoot } from '../kernel/paths';
 
 /**
  * The clinician dashboard (app/): a SMART app served by this server at /app, built by
- * `npm run build` into dist/app. It is an ordinary SMART client of the FHIR API: it sees only
+ * `npm run build` into dist/dashboard. It is an ordinary SMART client of the FHIR API: it sees only
  * what its token's scopes grant, and is registered (fixed client id, public, PKCE) on start.
  */
 export const DASHBOARD_CLIENT_ID = 'clinician-dashboard';
@@ -17,7 +17,8 @@ export const DASHBOARD_PATH = '/app';
 /** What the dashboard may ask for: ward view across patients (user/), acknowledging Flags (update). */
 export const DASHBOARD_SCOPE = 'launch launch/patient openid fhirUser profile user/Patient.rs user/Observation.rs user/CarePlan.rs user/Goal.rs user/Flag.rus';
 
-const builtApp = join(projectRoot, 'dist', 'app');
+// Vite's output; dist/app holds tsc's compile of app/src for the model's unit tests.
+const builtApp = join(projectRoot, 'dist', 'dashboard');
 
 // The app's own code only: no inline script, no framing by other sites, FHIR calls to this origin.
 const CSP = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'self'; base-uri 'none'; form-action 'self'";
