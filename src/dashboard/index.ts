@@ -14,8 +14,12 @@ import { projectRoot } from '../kernel/paths';
 export const DASHBOARD_CLIENT_ID = 'clinician-dashboard';
 export const DASHBOARD_PATH = '/app';
 
-/** What the dashboard may ask for: ward view across patients (user/), acknowledging Flags (update). */
-export const DASHBOARD_SCOPE = 'launch launch/patient openid fhirUser profile user/Patient.rs user/Observation.rs user/CarePlan.rs user/Goal.rs user/Flag.rus';
+/**
+ * What the dashboard may ask for: ward view across patients (user/), acknowledging Flags
+ * (update), and online_access: access tokens live minutes, a ward stays open for a shift, so
+ * fhirclient refreshes the token for as long as the clinician's login session lasts.
+ */
+export const DASHBOARD_SCOPE = 'launch launch/patient openid fhirUser profile online_access user/Patient.rs user/Observation.rs user/CarePlan.rs user/Goal.rs user/Flag.rus';
 
 // Vite's output; dist/app holds tsc's compile of app/src for the model's unit tests.
 const builtApp = join(projectRoot, 'dist', 'dashboard');
@@ -32,7 +36,7 @@ export const dashboardPlugin: Plugin<{ ctx: FhirContext }> = {
     await ensureClient(ctx.db, DASHBOARD_CLIENT_ID, {
       client_name: 'Clinician dashboard',
       token_endpoint_auth_method: 'none',
-      grant_types: ['authorization_code'],
+      grant_types: ['authorization_code', 'refresh_token'],
       redirect_uris: [appUrl],
       initiate_login_uri: appUrl,
       scope: DASHBOARD_SCOPE,

@@ -130,6 +130,14 @@ describe('clinician dashboard in headless Chromium', () => {
     await page.goto(url);
     await signIn(page);
     await page.waitForSelector('body[data-ready="patient"]');
+    // fhirclient's state in the tab: the launch patient, the granted scopes, and a refresh token for the session.
+    const token = await page.evaluate(() => {
+      const storage = (globalThis as unknown as { sessionStorage: { getItem(k: string): string | null } }).sessionStorage;
+      return JSON.parse(storage.getItem(JSON.parse(storage.getItem('SMART_KEY')!))!).tokenResponse as Record<string, string>;
+    });
+    expect(token.patient).to.equal(ids.patient);
+    expect(token.scope!.split(' ')).to.include(['launch', 'online_access', 'user/Flag.rus', 'user/Observation.rs']);
+    expect(token.refresh_token).to.be.a.string();
 
     // Banner and a calm chart: no alerts yet.
     const banner = page.getByRole('region', { name: 'Patient' });
