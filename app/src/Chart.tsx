@@ -3,7 +3,8 @@ import { formatTime } from './model';
 
 // A hand-drawn SVG line chart: a year of readings is at most a few thousand points, which SVG
 // draws in a few milliseconds; a chart library would be the app's largest dependency.
-const W = 640;
+// The viewBox is about the drawn width, so 12 px labels stay about 12 px on a phone too.
+const width = () => (globalThis.matchMedia?.('(max-width: 600px)').matches ? 360 : 640);
 const H = 220;
 const PAD = { left: 44, right: 12, top: 12, bottom: 28 };
 
@@ -24,6 +25,7 @@ function niceStep(raw: number): number {
 const shortDate = new Intl.DateTimeFormat(undefined, { month: 'short', day: 'numeric' });
 
 export function Chart({ series, from, to }: { series: Series; from: number; to: number }) {
+  const W = width();
   const { points, limits } = series;
   const visible = points.filter((p) => p.time >= from && p.time <= to);
   const values = [

@@ -208,6 +208,16 @@ describe('clinician dashboard in headless Chromium', () => {
     const row = page.locator(`table.ward tbody tr[data-patient="${ids.patient}"]`);
     expect(await row.textContent()).to.contain('Low');
     await page.screenshot({ path: join(SCREENSHOTS, 'ward-phone-390x844.png'), fullPage: true });
+    // The patient on a phone: the alert, and charts that fit the width.
+    await row.getByRole('link').click();
+    await page.waitForSelector('body[data-ready="patient"]');
+    expect(await page.locator('li.flag').count()).to.be.at.least(1);
+    const overflow = await page.evaluate(() => {
+      const root = (globalThis as unknown as { document: { documentElement: { scrollWidth: number; clientWidth: number } } }).document.documentElement;
+      return root.scrollWidth - root.clientWidth;
+    });
+    expect(overflow).to.equal(0);
+    await page.screenshot({ path: join(SCREENSHOTS, 'patient-phone-390x844.png'), fullPage: true });
     await context.close();
   });
 });
