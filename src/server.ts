@@ -4,6 +4,7 @@ import pino, { type Logger } from 'pino';
 import { authPlugin } from './auth';
 import type { Config } from './config';
 import type { FhirContext } from './fhir/context';
+import { dashboardPlugin } from './dashboard';
 import { devicesPlugin, registerDevices } from './devices';
 import { errorsPlugin } from './fhir/errors-plugin';
 import { supportedTypes } from './kernel/resource-types';
@@ -85,6 +86,8 @@ export async function createServer(config: Config, options: { db?: Db; logger?: 
   await server.register({ plugin: devicesPlugin, options: { ctx } });
   await server.register({ plugin: terminologyRoutes, options: { ctx } });
   await server.register({ plugin: landingRoutes, options: { config } });
+  // The clinician dashboard, a SMART app of this FHIR API, served beside it.
+  await server.register({ plugin: dashboardPlugin, options: { ctx } });
 
   return {
     server,

@@ -26,6 +26,8 @@ export const LAYERS: ReadonlyArray<readonly string[]> = [
   ['auth', 'devices', 'monitoring', 'landing'],
   // Medication schedules raise their Flags and reminders through monitoring's (flags, notify).
   ['medication'],
+  // Apps served beside the API, clients of it (the dashboard registers itself with auth).
+  ['dashboard'],
   ['schema'],
   ['server'],
   ['main'],
