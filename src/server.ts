@@ -38,7 +38,16 @@ export async function createServer(config: Config, options: { db?: Db; logger?: 
   const server = Hapi.server({
     port: config.port,
     host: config.host,
-    routes: { cors: { origin: ['*'], exposedHeaders: ['ETag', 'Location', 'Last-Modified', 'X-Request-Id'] } },
+    routes: {
+      cors: { origin: ['*'], exposedHeaders: ['ETag', 'Location', 'Last-Modified', 'X-Request-Id'] },
+      // Any answer may carry PHI (a resource, a search, an error naming an id): no cache may keep
+      // it. Only the public discovery documents set their own cache-control (src/auth/routes.ts).
+      cache: { otherwise: 'no-store' },
+      // hapi sets these on every response, errors and unrouted paths included. HSTS only when the
+      // server is reached over https (BASE_URL or TLS_PROXY): over plain http it means nothing.
+      // No frames: the JSON has no business in one, and the login pages already deny them.
+      security: { noSniff: true, hsts: config.hsts ? { maxAge: 31_536_000, includeSubDomains: true } : false, xframe: 'deny', xss: false, referrer: 'no-referrer' },
+    },
     router: { stripTrailingSlash: true },
   });
 
