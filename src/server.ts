@@ -6,6 +6,7 @@ import type { Config } from './config';
 import type { FhirContext } from './fhir/context';
 import { devicesPlugin, registerDevices } from './devices';
 import { errorsPlugin } from './fhir/errors-plugin';
+import { inputGuard } from './fhir/input-guard';
 import { supportedTypes } from './kernel/resource-types';
 import { OperationRegistry } from './fhir/operations';
 import { abortInFlight } from './fhir/request-lifetime';
@@ -67,6 +68,7 @@ export async function createServer(config: Config, options: { db?: Db; logger?: 
     return h.continue;
   });
   await server.register(errorsPlugin);
+  await server.register(inputGuard);
   // Before every route: with auth on, its strategy is the default of all of them.
   await server.register({ plugin: authPlugin, options: { ctx } });
   await server.register({ plugin: fhirRoutes, options: { ctx } });
