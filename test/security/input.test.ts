@@ -42,8 +42,13 @@ describe('hostile input is a 4xx OperationOutcome and writes nothing', () => {
     await refused({ method: 'PUT', url: '/fhir/Practitioner/%F0%9F%98%80', payload: { resourceType: 'Practitioner', id: '😀' } }, 400);
     await refused({ method: 'PUT', url: '/fhir/Patient/a%00b', payload: { resourceType: 'Patient' } }, 400);
     await refused({ method: 'DELETE', url: '/fhir/Patient/a%00b' }, 400);
-    await refused({ method: 'GET', url: '/fhir/Patient/a%00b' }, 404);
-    await refused({ method: 'GET', url: `/fhir/Patient/${patient}/_history/1%00` }, 404);
+    // NUL anywhere in a request is refused before any handler (src/fhir/input-guard.ts).
+    await refused({ method: 'GET', url: '/fhir/Patient/a%00b' }, 400);
+    await refused({ method: 'GET', url: `/fhir/Patient/${patient}/_history/1%00` }, 400);
+    await refused({ method: 'POST', url: '/auth/token', payload: 'grant_type=client_credentials&client_id=%00', headers: { 'content-type': 'application/x-www-form-urlencoded' } }, 400);
+    // Other ids no resource can have: nothing to read.
+    await refused({ method: 'GET', url: "/fhir/Patient/bad%20id'" }, 404);
+    await refused({ method: 'GET', url: '/fhir/Patient/%F0%9F%98%80/_history' }, 404);
     await refused({ method: 'GET', url: `/fhir/Patient/${patient}/_history/99999999999999999999` }, 404);
     // %2e%2e is normalised to the parent path by the router: never a CarePlan with id '..'.
     await refused({ method: 'PUT', url: '/fhir/CarePlan/%2e%2e', payload: { resourceType: 'CarePlan', status: 'active', intent: 'plan', subject: { reference: `Patient/${patient}` } } });
@@ -130,6 +135,12 @@ describe('security headers on every response', () => {
         expect(res.headers.get('cache-control'), path).to.equal('no-store');
         expect(res.headers.get('strict-transport-security'), path).to.be.null();
       }
+      // Refused by Node's HTTP parser before hapi (request line over 16 KB): still an OperationOutcome.
+      const huge = await fetch(`http://127.0.0.1:${app.server.info.port}/fhir/Patient?name=${'x'.repeat(20_000)}`);
+      expect(huge.status).to.equal(431);
+      expect(huge.headers.get('x-content-type-options')).to.equal('nosniff');
+      expect(huge.headers.get('cache-control')).to.equal('no-store');
+      expect(((await huge.json()) as { resourceType: string }).resourceType).to.equal('OperationOutcome');
     } finally {
       await app.stop();
     }
