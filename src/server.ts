@@ -7,6 +7,7 @@ import type { FhirContext } from './fhir/context';
 import { dashboardPlugin } from './dashboard';
 import { devicesPlugin, registerDevices } from './devices';
 import { errorsPlugin } from './fhir/errors-plugin';
+import { inputGuard } from './fhir/input-guard';
 import { supportedTypes } from './kernel/resource-types';
 import { OperationRegistry } from './fhir/operations';
 import { abortInFlight } from './fhir/request-lifetime';
@@ -55,7 +56,16 @@ export async function createServer(config: Config, options: { db?: Db; logger?: 
   const server = Hapi.server({
     port: config.port,
     host: config.host,
-    routes: { cors: CORS },
+    routes: {
+      cors: CORS,
+      // Any answer may carry PHI (a resource, a search, an error naming an id): no cache may keep
+      // it. Only the public discovery documents set their own cache-control (src/auth/routes.ts).
+      cache: { otherwise: 'no-store' },
+      // hapi sets these on every response, errors and unrouted paths included. HSTS only when the
+      // server is reached over https (BASE_URL or TLS_PROXY): over plain http it means nothing.
+      // No frames: the JSON has no business in one, and the login pages already deny them.
+      security: { noSniff: true, hsts: config.hsts ? { maxAge: 31_536_000, includeSubDomains: true } : false, xframe: 'deny', xss: false, referrer: 'no-referrer' },
+    },
     router: { stripTrailingSlash: true },
   });
 
@@ -75,6 +85,7 @@ export async function createServer(config: Config, options: { db?: Db; logger?: 
     return h.continue;
   });
   await server.register(errorsPlugin);
+  await server.register(inputGuard);
   // Before every route: with auth on, its strategy is the default of all of them.
   await server.register({ plugin: authPlugin, options: { ctx } });
   await server.register({ plugin: fhirRoutes, options: { ctx } });

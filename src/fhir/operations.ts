@@ -1,6 +1,6 @@
 import { requireAction, requireReadable } from '../access/enforce';
 import type { FhirContext, InteractionResult } from './context';
-import { notFound, notSupported } from '../kernel/outcome';
+import { badRequest, notFound, notSupported } from '../kernel/outcome';
 import type { RestRequest } from './rest-request';
 import { validateOperation } from './interactions/validate';
 
@@ -63,6 +63,26 @@ export class OperationRegistry {
     // (and, at instance level, that instance must be visible to the token).
     requireAction(req.policy, req.type, definition.affectsState ? 'u' : 'r');
     if (req.id !== undefined) await requireReadable(ctx.db, req.policy, req.type, req.id);
+    checkParameters(req.body);
     return definition.handler(ctx, req);
   }
+}
+
+/**
+ * The shape every operation relies on when it reads a Parameters body (R4 parameters.html):
+ * `parameter` is an array of objects, each with a string `name`. Checked once here, before any
+ * handler looks, so `"parameter": {}` or `[null]` is a 400 and not a crash in each handler.
+ */
+export function checkParameters(body: unknown): void {
+  if ((body as { resourceType?: unknown } | null)?.resourceType !== 'Parameters') return;
+  const parameter = (body as { parameter?: unknown }).parameter;
+  if (parameter === undefined) return;
+  if (!Array.isArray(parameter)) throw badRequest('Parameters.parameter must be an array', ['Parameters.parameter']);
+  parameter.forEach((p: unknown, i) => {
+    const where = `Parameters.parameter[${i}]`;
+    if (p === null || typeof p !== 'object' || Array.isArray(p)) throw badRequest(`${where} must be an object`, [where]);
+    if (typeof (p as { name?: unknown }).name !== 'string') throw badRequest(`${where}.name must be a string`, [`${where}.name`]);
+    const part = (p as { part?: unknown }).part;
+    if (part !== undefined) checkParameters({ resourceType: 'Parameters', parameter: part });
+  });
 }

@@ -1,6 +1,7 @@
 import type { Plugin, Request, ResponseToolkit } from '@hapi/hapi';
 import type { FhirContext } from './context';
 import { parseJsonBody } from './negotiation';
+import { checkParameters } from './operations';
 import { badRequest, notFound } from '../kernel/outcome';
 import { respond } from './respond';
 import { mapsWithSource, translate } from '../terminology/conceptmap';
@@ -31,7 +32,7 @@ export const terminologyRoutes: Plugin<{ ctx: FhirContext }> = {
           method,
           path,
           options: method === 'POST' ? { payload: { parse: false, output: 'data', maxBytes: ctx.config.maxBodyBytes } } : undefined,
-          handler: (request: Request, h: ResponseToolkit) => respond(request, h, { status: 200, body: translateOperation(request) }),
+          handler: (request: Request, h: ResponseToolkit) => respond(request, h, { status: 200, body: translateOperation(ctx, request) }),
         });
       }
     }
@@ -44,20 +45,24 @@ function conceptMap(id: string): fhir4.ConceptMap {
   return cm;
 }
 
-function translateParameters(request: Request): Map<string, string> {
+function translateParameters(ctx: FhirContext, request: Request): Map<string, string> {
   const params = new Map<string, string>();
   for (const [k, v] of Object.entries(request.query as Record<string, string | string[]>)) {
     params.set(k, Array.isArray(v) ? v[0]! : v);
   }
   if (request.method === 'post') {
-    const body = parseJsonBody(request.payload) as fhir4.Parameters;
+    const body = parseJsonBody(request.payload, ctx.config.inputLimits) as fhir4.Parameters;
     if (body?.resourceType !== 'Parameters') throw badRequest('$translate takes a Parameters resource in the body');
+    checkParameters(body);
+    // Only string values count: a number or object where a uri/code belongs is no parameter.
+    const text = (v: unknown) => (typeof v === 'string' ? v : undefined);
     for (const p of body.parameter ?? []) {
-      const value = p.valueUri ?? p.valueCode ?? p.valueString ?? p.valueCanonical;
+      const value = text(p.valueUri) ?? text(p.valueCode) ?? text(p.valueString) ?? text(p.valueCanonical);
       if (value !== undefined) params.set(p.name, value);
-      if (p.name === 'coding' && p.valueCoding) {
-        if (p.valueCoding.system) params.set('system', p.valueCoding.system);
-        if (p.valueCoding.code) params.set('code', p.valueCoding.code);
+      const coding = p.name === 'coding' ? (p.valueCoding as Record<string, unknown> | null | undefined) : undefined;
+      if (coding && typeof coding === 'object') {
+        if (text(coding.system)) params.set('system', coding.system as string);
+        if (text(coding.code)) params.set('code', coding.code as string);
       }
     }
   }
@@ -65,8 +70,8 @@ function translateParameters(request: Request): Map<string, string> {
 }
 
 /** R4 ConceptMap/$translate: source system|code to the targets of the named (or every) map. */
-function translateOperation(request: Request): fhir4.Parameters {
-  const params = translateParameters(request);
+function translateOperation(ctx: FhirContext, request: Request): fhir4.Parameters {
+  const params = translateParameters(ctx, request);
   const system = params.get('system');
   const code = params.get('code');
   if (!system || !code) throw badRequest('$translate needs system and code (or a coding)');

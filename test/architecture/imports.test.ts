@@ -14,7 +14,9 @@ const { describe, it } = lab;
  * Type-only imports count too: they are the same coupling for the next reader.
  */
 export const LAYERS: ReadonlyArray<readonly string[]> = [
-  ['kernel', 'config'],
+  ['kernel'],
+  // Above the kernel: its defaults (input limits) are the kernel's, configuration only overrides them.
+  ['config'],
   ['store'],
   ['terminology'],
   ['validation'],
