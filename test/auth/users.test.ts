@@ -2,6 +2,7 @@ import * as Lab from '@hapi/lab';
 import { expect } from '@hapi/code';
 import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { migratedDataDir } from '../helpers/data-dir';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -53,7 +54,7 @@ describe('local users', () => {
   });
 
   it('npm run user -- add / list / remove works on the embedded database', { timeout: 120_000 }, async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'users-cli-'));
+    const dir = await migratedDataDir(join(mkdtempSync(join(tmpdir(), 'users-cli-')), 'data'));
     const script = join(__dirname, '..', '..', 'scripts', 'user.js');
     const env = { ...process.env, DATA_DIR: dir, DATABASE_URL: '', LOG_LEVEL: 'silent' };
     try {

@@ -2,6 +2,7 @@ import * as Lab from '@hapi/lab';
 import { expect } from '@hapi/code';
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { migratedDataDir } from '../helpers/data-dir';
 import { createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -83,6 +84,8 @@ describe('the README walk-throughs, executed as written', () => {
       for (const entry of ['package.json', 'node_modules', 'dist', 'scripts', 'src', 'test', 'bench', 'fixtures', 'tsconfig.json', 'package-lock.json']) {
         symlinkSync(join(projectRoot, entry), join(work, entry));
       }
+      // A migrated empty database, as `npm start` leaves it on its first start (tested on its own).
+      await migratedDataDir(join(work, '.data'));
       const env: NodeJS.ProcessEnv = {
         ...process.env, DATABASE_URL: '', DATA_DIR: join(work, '.data'), PORT: String(port), HOST: '127.0.0.1', BASE_URL: `http://localhost:${port}`,
         REGISTRATION_TOKEN: 'secret-admin-token', LOG_LEVEL: 'warn', ADHERENCE_CHECK_INTERVAL: '0', npm_config_loglevel: 'error',

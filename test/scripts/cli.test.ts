@@ -2,6 +2,7 @@ import * as Lab from '@hapi/lab';
 import { expect } from '@hapi/code';
 import { execFile } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { migratedDataDir } from '../helpers/data-dir';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { projectRoot } from '../../src/kernel/paths';
@@ -44,7 +45,7 @@ describe('the CLIs', () => {
   });
 
   it('refuse the embedded database while another process holds it, and work once it is released', async () => {
-    const dataDir = join(root, 'held');
+    const dataDir = await migratedDataDir(join(root, 'held'));
     const server = await openDb('', dataDir); // this process plays the running server
     try {
       for (const [name, args] of [['token', ['--scope', 'system/*.rs']], ['client', ['list']], ['user', ['list']]] as const) {
@@ -67,7 +68,7 @@ describe('the CLIs', () => {
   });
 
   it('take over a lock left by a process that no longer runs', async () => {
-    const dataDir = join(root, 'stale');
+    const dataDir = await migratedDataDir(join(root, 'stale'));
     writeFileSync(`${dataDir}.lock`, JSON.stringify({ pid: 2 ** 22 + 12345, startedAt: '2026-01-01T00:00:00Z', command: 'crashed' }));
     const db = await openDb('', dataDir);
     await db.close();

@@ -2,6 +2,7 @@ import * as Lab from '@hapi/lab';
 import { expect } from '@hapi/code';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { migratedDataDir } from '../helpers/data-dir';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { projectRoot } from '../../src/kernel/paths';
@@ -49,7 +50,7 @@ async function startProcess(env: Record<string, string>): Promise<{ child: Child
 
 describe('the server process', () => {
   it('keeps data in the embedded on-disk database across a graceful SIGTERM restart', { timeout: 240_000 }, async () => {
-    const dataDir = mkdtempSync(join(tmpdir(), 'rpm-fhir-'));
+    const dataDir = await migratedDataDir(join(mkdtempSync(join(tmpdir(), 'rpm-fhir-')), 'data'));
     try {
       const env = { DATA_DIR: dataDir, DATABASE_URL: '' };
       const first = await startProcess(env);
