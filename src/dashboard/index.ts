@@ -4,6 +4,7 @@ import type { Plugin, ResponseToolkit } from '@hapi/hapi';
 import Inert from '@hapi/inert';
 import { ensureClient, publicRoute } from '../auth';
 import type { FhirContext } from '../fhir/context';
+import { notFound } from '../kernel/outcome';
 import { projectRoot } from '../kernel/paths';
 
 /**
@@ -13,6 +14,7 @@ import { projectRoot } from '../kernel/paths';
  */
 export const DASHBOARD_CLIENT_ID = 'clinician-dashboard';
 export const DASHBOARD_PATH = '/app';
+const ASSET_NAME = /^[A-Za-z0-9_-]{1,100}(\.[A-Za-z0-9_-]{1,20}){1,3}$/;
 
 /**
  * What the dashboard may ask for: ward view across patients (user/), acknowledging Flags
@@ -66,8 +68,13 @@ export const dashboardPlugin: Plugin<{ ctx: FhirContext }> = {
       method: 'GET',
       path: `${DASHBOARD_PATH}/assets/{file}`,
       options: { ...publicRoute },
-      handler: (request, h) =>
-        secured(h, h.file(request.params.file as string, { confine: join(builtApp, 'assets') })).header('cache-control', 'public, max-age=31536000, immutable'),
+      handler: (request, h) => {
+        // Vite's asset names (name-hash.ext): anything else, a 300-character name included (the
+        // file system's ENAMETOOLONG surfaced as a 500), is simply not one of ours.
+        const file = request.params.file as string;
+        if (!ASSET_NAME.test(file)) throw notFound(`${DASHBOARD_PATH}/assets/${file.slice(0, 80)} is not part of the dashboard`);
+        return secured(h, h.file(file, { confine: join(builtApp, 'assets') })).header('cache-control', 'public, max-age=31536000, immutable');
+      },
     });
   },
 };
