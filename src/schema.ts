@@ -1,3 +1,4 @@
+import { auditMigrations } from './audit/schema';
 import { authMigrations } from './auth/schema';
 import { devicesMigrations } from './devices/schema';
 import { monitoringMigrations } from './monitoring/schema';
@@ -9,7 +10,7 @@ import { migrate, type MigrationSource, storeMigrations } from './store/migrate'
  * (`src/<capability>/migrations/`), the store's first. The server, the CLIs, the bench and the
  * tests migrate through here, so none of them can miss a capability's tables.
  */
-export const SCHEMA: readonly MigrationSource[] = [storeMigrations, authMigrations, monitoringMigrations, devicesMigrations];
+export const SCHEMA: readonly MigrationSource[] = [storeMigrations, authMigrations, monitoringMigrations, devicesMigrations, auditMigrations];
 
 export function migrateAll(db: Db): Promise<string[]> {
   return migrate(db, SCHEMA);

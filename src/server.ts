@@ -1,6 +1,7 @@
 import Hapi from '@hapi/hapi';
 import hapiPino from 'hapi-pino';
 import pino, { type Logger } from 'pino';
+import { type AuditTrail, auditRoutes, registerAudit } from './audit';
 import { authPlugin } from './auth';
 import type { Config } from './config';
 import type { FhirContext } from './fhir/context';
@@ -20,6 +21,7 @@ import { warmUp } from './validation/schema';
 export interface App {
   server: Hapi.Server;
   ctx: FhirContext;
+  audit: AuditTrail;
   /** Stops accepting requests, lets in-flight ones finish, closes the database. */
   stop(): Promise<void>;
 }
@@ -58,9 +60,12 @@ export async function createServer(config: Config, options: { db?: Db; logger?: 
     return h.continue;
   });
   await server.register(errorsPlugin);
+  // Before anything that writes or answers: every interaction after it is audited.
+  const audit = registerAudit(ctx, server);
   // Before every route: with auth on, its strategy is the default of all of them.
   await server.register({ plugin: authPlugin, options: { ctx } });
   await server.register({ plugin: fhirRoutes, options: { ctx } });
+  await server.register({ plugin: auditRoutes, options: { ctx } });
   // Capabilities plug into named pipeline stages; the stage order, not this order, decides
   // that readings are mapped (enrich) before they are judged.
   registerDevices(ctx);
@@ -71,6 +76,7 @@ export async function createServer(config: Config, options: { db?: Db; logger?: 
   return {
     server,
     ctx,
+    audit,
     async stop() {
       // In-flight requests get most of the promised 10 s; then their statements are cancelled,
       // so that hapi's own deadline finds them answered and the database can close.
@@ -79,6 +85,7 @@ export async function createServer(config: Config, options: { db?: Db; logger?: 
       clearTimeout(grace);
       abortInFlight(server);
       await monitoring.stop();
+      await audit.stop();
       if (!options.db) await db.close();
     },
   };

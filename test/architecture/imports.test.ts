@@ -22,6 +22,8 @@ export const LAYERS: ReadonlyArray<readonly string[]> = [
   ['access'],
   ['pipeline'],
   ['fhir'],
+  // Below auth: the token and login endpoints note who claims to ask, for the audit trail.
+  ['audit'],
   ['auth', 'devices', 'monitoring'],
   ['schema'],
   ['server'],
