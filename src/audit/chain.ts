@@ -114,7 +114,7 @@ const PAGE = 2_000;
 export async function* chainRows(db: Queryable): AsyncGenerator<ChainRow> {
   let after = '0';
   for (;;) {
-    const page = await db.query<ChainRow>('SELECT seq::text AS seq, json, hash FROM audit_event WHERE seq > $1::bigint ORDER BY seq LIMIT $2', [after, PAGE]);
+    const page = await db.query<ChainRow>('SELECT seq::text AS seq, json, hash FROM audit_event WHERE seq > $1::bigint ORDER BY audit_event.seq LIMIT $2', [after, PAGE]);
     for (const row of page.rows) yield row;
     if (page.rows.length < PAGE) return;
     after = page.rows[page.rows.length - 1]!.seq;

@@ -1,6 +1,7 @@
 import type { Request, Server } from '@hapi/hapi';
 import { type AccessPolicy, unrestricted } from '../access/policy';
 import type { FhirContext } from '../fhir/context';
+import { stampAuthors } from './authorship';
 import { auditRecords, type Observer } from './event';
 import { auditOfRequest, disclosedPatients } from './http';
 import { AuditRecorder } from './recorder';
@@ -9,6 +10,7 @@ import { auditWrites } from './writes';
 export { noteClaimedActor } from './http';
 export { auditRoutes } from './search';
 export { verifyChain, type VerifyResult } from './chain';
+export { VERSION_AUTHOR_URL } from './authorship';
 
 /**
  * The audit trail (docs/decisions/010-audit-trail.md): who did what, when, from where.
@@ -24,6 +26,8 @@ export interface AuditTrail {
 }
 
 export function registerAudit(ctx: FhirContext, server: Server): AuditTrail {
+  // Authorship is part of the data, not of the trail: it stays when AUDIT=false.
+  ctx.stages.use('enrich', 'audit.authorship', async (_uow, writes) => stampAuthors(writes, ctx.baseUrl));
   if (!ctx.config.audit.enabled) return { flush: async () => {}, stop: async () => {} };
   const observer: Observer = { get baseUrl() { return ctx.baseUrl; } };
   const recorder = new AuditRecorder(ctx.db, ctx.log, ctx.config.audit);

@@ -46,7 +46,7 @@ export const auditRoutes: Plugin<{ ctx: FhirContext }> = {
         }
         params.push(count + 1);
         const rows = (await ctx.db.query<{ seq: string; id: string; json: string }>(
-          `SELECT seq::text AS seq, id, json FROM audit_event ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY seq DESC LIMIT $${params.length}`,
+          `SELECT seq::text AS seq, id, json FROM audit_event ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY audit_event.seq DESC LIMIT $${params.length}`,
           params,
         )).rows;
         const page = rows.slice(0, count);

@@ -206,4 +206,20 @@ describe('audit trail (BALP)', () => {
     const times = [...first.json.entry, ...second.json.entry].map((e: fhir4.BundleEntry) => (e.resource as fhir4.AuditEvent).id);
     expect(new Set(times).size).to.equal(times.length);
   });
+
+  it('names the author of every version in meta, replacing a client\'s own claim', async () => {
+    const AUTHOR = 'http://rpm.example.org/fhir/StructureDefinition/version-author';
+    const nurse = await app.as('user/Observation.cruds', { fhirUser: 'Practitioner/audit-nurse', clientId: 'nurse-app' });
+    const forged = { ...observation(id.alice), meta: { extension: [{ url: AUTHOR, valueReference: { reference: 'Practitioner/someone-else' } }] } };
+    const created = await app.request({ method: 'POST', url: '/fhir/Observation', payload: forged, headers: nurse });
+    expect(created.statusCode).to.equal(201);
+    const authorOf = (r: fhir4.Resource) => r.meta?.extension?.filter((e) => e.url === AUTHOR).map((e) => e.valueReference);
+    expect(authorOf(created.json)).to.equal([{ reference: 'Practitioner/audit-nurse' }]);
+    const updated = await app.request({ method: 'PUT', url: `/fhir/Observation/${created.json.id}`, payload: { ...created.json, status: 'amended' }, headers: app.system });
+    expect(updated.statusCode).to.equal(200);
+    expect(authorOf(updated.json)).to.equal([{ identifier: { system: CLIENT_ID, value: 'security-suite' }, display: 'security-suite' }]);
+    // Each version keeps its own author.
+    const v1 = await app.request({ method: 'GET', url: `/fhir/Observation/${created.json.id}/_history/1`, headers: app.system });
+    expect(authorOf(v1.json)).to.equal([{ reference: 'Practitioner/audit-nurse' }]);
+  });
 });

@@ -4,7 +4,7 @@ import { supportedTypes } from '../../src/kernel/resource-types';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { projectRoot } from '../../src/kernel/paths';
-import { countRows, startTestServer, type TestServer, unique } from '../helpers/server';
+import { countRows, startTestServer, type TestServer, unique, withoutServerMeta } from '../helpers/server';
 
 export const lab = Lab.script();
 const { describe, it, before, after } = lab;
@@ -12,11 +12,7 @@ const { describe, it, before, after } = lab;
 /** A small valid resource of each type, kept with the project (fixtures/resources). */
 const fixture = (type: string) => JSON.parse(readFileSync(join(projectRoot, 'fixtures', 'resources', `${type}.json`), 'utf8'));
 
-const withoutMeta = (r: any) => {
-  const { meta, ...rest } = r;
-  const keptMeta = meta ? Object.fromEntries(Object.entries(meta).filter(([k]) => k !== 'versionId' && k !== 'lastUpdated')) : {};
-  return Object.keys(keptMeta).length > 0 ? { ...rest, meta: keptMeta } : rest;
-};
+const withoutMeta = (r: any) => withoutServerMeta(r);
 
 describe('FHIR REST interactions', () => {
   let app: TestServer;
