@@ -168,6 +168,7 @@ function failure(status: number, body: string | undefined, kind: 'fhir' | 'oauth
  * Runs in the recorder's batch, not on the response path.
  */
 export function disclosedPatients(disclosed: NonNullable<RequestAudit['disclosed']>): string[] {
+  if (!disclosed.onlyReads && !HAS_PATIENT.test(disclosed.json)) return referencedPatients(disclosed);
   let body: fhir4.FhirResource;
   try {
     body = JSON.parse(disclosed.json) as fhir4.FhirResource;
@@ -189,6 +190,23 @@ export function disclosedPatients(disclosed: NonNullable<RequestAudit['disclosed
   } else {
     add(body);
   }
+  if (disclosed.type === 'Patient' && disclosed.id && !disclosed.id.startsWith('$')) patients.add(disclosed.id);
+  return [...patients];
+}
+
+const HAS_PATIENT = /"resourceType"\s*:\s*"Patient"/;
+const PATIENT_REFERENCE = /"reference"\s*:\s*"(?:[^"]*\/)?Patient\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[^"]*)?"/g;
+
+/**
+ * The fast path for answers without Patient resources (the hot Observation searches): every
+ * Patient the disclosed JSON references, found in the text without parsing it. A superset of
+ * the compartments (a reference in any element counts), which errs towards recording a
+ * disclosure. Measured reason: parsing a 50-entry searchset and evaluating the compartment
+ * parameters cost about a quarter of the search's own server CPU in the bench.
+ */
+function referencedPatients(disclosed: NonNullable<RequestAudit['disclosed']>): string[] {
+  const patients = new Set<string>();
+  for (const m of disclosed.json.matchAll(PATIENT_REFERENCE)) patients.add(m[1]!);
   if (disclosed.type === 'Patient' && disclosed.id && !disclosed.id.startsWith('$')) patients.add(disclosed.id);
   return [...patients];
 }
