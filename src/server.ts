@@ -51,6 +51,9 @@ export async function createServer(config: Config, options: { db?: Db; logger?: 
       // Every log line of a request carries its id; clients see the same id in X-Request-Id.
       getChildBindings: (request) => ({ requestId: request.info.id }),
       ignorePaths: ['/fhir/metadata'],
+      // No PHI in plain logs (ASVS 16.2.5): a search's query string names patients and values;
+      // the audit trail, in its protected store, is where requests are recorded in full.
+      serializers: { req: (req: { url?: string }) => ({ ...req, url: req.url?.split('?')[0] }) },
     },
   });
   server.ext('onPreResponse', (request, h) => {
