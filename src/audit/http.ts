@@ -98,7 +98,7 @@ export function auditOfRequest(request: Request, policyOf: (r: Request) => Acces
   const body = typeof response?.source === 'string' ? response.source : undefined;
 
   if (path === '/auth/token' && request.method === 'post') {
-    return { fact: { kind: 'token', subtype: 'token', action: 'E', outcome, ...failure(status, body, 'oauth'), actor } };
+    return { fact: { kind: 'token', subtype: 'token', action: 'E', outcome, ...failure(status, response?.source, 'oauth'), actor } };
   }
   if (path === '/auth/interaction/{id}/login' && request.method === 'post') {
     // Success redirects to the next step; a refusal shows the login page again with its status.
@@ -149,11 +149,12 @@ function bundleKind(body: string | undefined): string | undefined {
 }
 
 /** The reason the client was given: the OperationOutcome's diagnostics, or OAuth's error_description. */
-function failure(status: number, body: string | undefined, kind: 'fhir' | 'oauth'): { outcomeDesc?: string } {
+function failure(status: number, body: unknown, kind: 'fhir' | 'oauth'): { outcomeDesc?: string } {
   if (status < 400) return {};
   let reason = `HTTP ${status}`;
   try {
-    const parsed = body ? (JSON.parse(body) as { issue?: Array<{ diagnostics?: string }>; error?: string; error_description?: string }) : undefined;
+    // Our FHIR answers are JSON text; the OAuth endpoints answer objects hapi serialises.
+    const parsed = (typeof body === 'string' ? JSON.parse(body) : body) as { issue?: Array<{ diagnostics?: string }>; error?: string; error_description?: string } | undefined;
     const text = kind === 'oauth' ? [parsed?.error, parsed?.error_description].filter(Boolean).join(': ') : parsed?.issue?.[0]?.diagnostics;
     if (text) reason = `HTTP ${status}: ${text}`;
   } catch {

@@ -222,4 +222,17 @@ describe('audit trail (BALP)', () => {
     const v1 = await app.request({ method: 'GET', url: `/fhir/Observation/${created.json.id}/_history/1`, headers: app.system });
     expect(authorOf(v1.json)).to.equal([{ reference: 'Practitioner/audit-nurse' }]);
   });
+
+  it('records a refused token request with the client it claimed and the OAuth error', async () => {
+    const res = await app.request({
+      method: 'POST', url: '/auth/token', headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      payload: 'grant_type=client_credentials&client_id=no-such-client&client_secret=wrong&scope=system/*.rs',
+    });
+    expect(res.statusCode).to.be.within(400, 401);
+    const [e] = (await events('type=110114&outcome=4')).filter((x) => transactionId(x) === res.headers['x-request-id']);
+    expect(e!.subtype?.[0]?.code).to.equal('token');
+    expect(e!.outcomeDesc).to.include(`HTTP ${res.statusCode}`).and.to.include(res.json.error);
+    expect(e!.agent.find((a) => a.requestor)!.who?.identifier).to.equal({ system: CLIENT_ID, value: 'no-such-client' });
+    expect(e!.agent.find((a) => a.requestor)!.network?.address).to.equal('127.0.0.1');
+  });
 });
