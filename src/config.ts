@@ -43,6 +43,16 @@ export interface Config {
   allowClockOverride: boolean;
   /** SMART authorization (src/auth); see README "Authorization". */
   auth: AuthConfig;
+  /** The audit trail (src/audit). AUDIT=false turns it off: for measuring its cost only, refused in production. */
+  audit: AuditConfig;
+}
+
+export interface AuditConfig {
+  enabled: boolean;
+  /** Reads are recorded after their response, in batches: at most this long after it (AUDIT_FLUSH_INTERVAL). */
+  flushIntervalMs: number;
+  /** ...or as soon as this many wait (AUDIT_FLUSH_SIZE). */
+  flushSize: number;
 }
 
 /** `15m`, `30s`, `2h`, `1d`, `500ms` or plain milliseconds. */
@@ -97,6 +107,17 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     defaultTimeZone: timeZone(env.DEFAULT_TIME_ZONE),
     allowClockOverride: clockOverride(env),
     auth: loadAuthConfig(env),
+    audit: loadAuditConfig(env),
+  };
+}
+
+function loadAuditConfig(env: NodeJS.ProcessEnv): AuditConfig {
+  const enabled = env.AUDIT === undefined || env.AUDIT === '' || bool(env.AUDIT, 'AUDIT');
+  if (!enabled && env.NODE_ENV === 'production') throw new Error('AUDIT=false is for measurements only and is refused when NODE_ENV=production');
+  return {
+    enabled,
+    flushIntervalMs: duration(env.AUDIT_FLUSH_INTERVAL, 250, 'AUDIT_FLUSH_INTERVAL'),
+    flushSize: Math.max(1, int(env.AUDIT_FLUSH_SIZE, 200, 'AUDIT_FLUSH_SIZE')),
   };
 }
 

@@ -1,6 +1,7 @@
 import Hapi from '@hapi/hapi';
 import hapiPino from 'hapi-pino';
 import pino, { type Logger } from 'pino';
+import { type AuditTrail, auditRoutes, registerAudit } from './audit';
 import { authPlugin } from './auth';
 import type { Config } from './config';
 import type { FhirContext } from './fhir/context';
@@ -24,6 +25,7 @@ import { landingRoutes } from './landing';
 export interface App {
   server: Hapi.Server;
   ctx: FhirContext;
+  audit: AuditTrail;
   /** Stops accepting requests, lets in-flight ones finish, closes the database. */
   stop(): Promise<void>;
 }
@@ -76,6 +78,9 @@ export async function createServer(config: Config, options: { db?: Db; logger?: 
       // Every log line of a request carries its id; clients see the same id in X-Request-Id.
       getChildBindings: (request) => ({ requestId: request.info.id }),
       ignorePaths: ['/fhir/metadata'],
+      // No PHI in plain logs (ASVS 16.2.5): a search's query string names patients and values;
+      // the audit trail, in its protected store, is where requests are recorded in full.
+      serializers: { req: (req: { url?: string }) => ({ ...req, url: req.url?.split('?')[0] }) },
     },
   });
   server.ext('onPreResponse', (request, h) => {
@@ -86,9 +91,12 @@ export async function createServer(config: Config, options: { db?: Db; logger?: 
   });
   await server.register(errorsPlugin);
   await server.register(inputGuard);
+  // Before anything that writes or answers: every interaction after it is audited.
+  const audit = registerAudit(ctx, server);
   // Before every route: with auth on, its strategy is the default of all of them.
   await server.register({ plugin: authPlugin, options: { ctx } });
   await server.register({ plugin: fhirRoutes, options: { ctx } });
+  await server.register({ plugin: auditRoutes, options: { ctx } });
   // Capabilities plug into named pipeline stages; the stage order, not this order, decides
   // that readings are mapped (enrich) before they are judged.
   registerDevices(ctx);
@@ -103,6 +111,7 @@ export async function createServer(config: Config, options: { db?: Db; logger?: 
   return {
     server,
     ctx,
+    audit,
     async stop() {
       // In-flight requests get most of the promised 10 s; then their statements are cancelled,
       // so that hapi's own deadline finds them answered and the database can close.
@@ -112,6 +121,7 @@ export async function createServer(config: Config, options: { db?: Db; logger?: 
       abortInFlight(server);
       await medication.stop();
       await monitoring.stop();
+      await audit.stop();
       if (!options.db) await db.close();
     },
   };

@@ -15,6 +15,8 @@ export interface AccessPolicy {
   readonly fhirUser?: string;
   /** patient/ scopes: the context patient's id; every patient-scoped access is confined to this compartment. */
   readonly patient?: string;
+  /** Where the request came from (its id and network address), for the audit trail; absent for the server's own work. */
+  readonly origin?: RequestOrigin;
   /** The granted scopes as strings (for introspection/audit). */
   readonly scopes: readonly string[];
   /** Whether any granted scope allows `action` on `resourceType`. */
@@ -27,6 +29,12 @@ export interface AccessPolicy {
   constraints(resourceType: string, action: Action): URLSearchParams[] | undefined;
   /** Whether the patient compartment applies to `action` on `resourceType` (a patient/ scope is what grants it and no user/ or system/ scope does). */
   confinedToPatient(resourceType: string, action: Action): boolean;
+}
+
+/** The request behind an access: its id (X-Request-Id) and the peer's address as the TCP connection knows it. */
+export interface RequestOrigin {
+  readonly requestId: string;
+  readonly address?: string;
 }
 
 /** Full access, for AUTH_DISABLED and internal calls. */

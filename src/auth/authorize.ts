@@ -1,3 +1,4 @@
+import { noteClaimedActor } from '../audit';
 import type { Request, ResponseObject, ResponseToolkit, Server } from '@hapi/hapi';
 import { type Client, findClient } from './clients';
 import { S256_CHALLENGE, issueCode } from './grants';
@@ -299,6 +300,7 @@ export function registerAuthorizeRoutes(server: Server, state: AuthState): void 
     const again = (error: string, status: number) => page(h, loginPage(interactionUrl(pending.id, '/login'), session.csrf, name, { error, status }));
     const username = body.get('username') ?? '';
     const password = body.get('password') ?? '';
+    noteClaimedActor(request, { claimedClient: pending.req.clientId, ...(username ? { claimedUser: username } : {}) });
     if (!username || !password) return again('Enter your username and password.', 400);
     const address = request.info.remoteAddress;
     // Counted before the password is hashed: thirty guesses at once get five hashes, not thirty.

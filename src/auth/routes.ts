@@ -1,4 +1,5 @@
 import { DEFAULT_INPUT_LIMITS, parseJsonWithin } from '../kernel/input-limits';
+import { noteClaimedActor } from '../audit';
 import { constantTimeEqual } from './secrets';
 import type { Request, ResponseObject, ResponseToolkit, Server } from '@hapi/hapi';
 import { OAuthError, authenticateClient, claimedClientId } from './client-auth';
@@ -96,6 +97,7 @@ export function registerAuthRoutes(server: Server, state: AuthState): void {
         if (!perAddress.allowed) throw tooMany(perAddress.retryAfterSeconds);
         // Counted before any signature or secret is checked, forgiven when the request succeeds.
         const claimed = claimedClientId(params, authorizationOf(request));
+        noteClaimedActor(request, { claimedClient: claimed });
         const attempt = await take(state.db, [{ bucket: `token-fail:${claimed}|${address}`, limit: state.config.tokenFailuresPerClient, windowMs: state.config.tokenFailureWindowMs }]);
         if (!attempt.allowed) throw tooMany(attempt.retryAfterSeconds);
         const response = await tokenRequest(params, authorizationOf(request));

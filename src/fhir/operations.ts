@@ -3,6 +3,7 @@ import type { FhirContext, InteractionResult } from './context';
 import { badRequest, notFound, notSupported } from '../kernel/outcome';
 import type { RestRequest } from './rest-request';
 import { validateOperation } from './interactions/validate';
+import { everything } from './interactions/everything';
 
 export type OperationHandler = (ctx: FhirContext, req: RestRequest) => Promise<InteractionResult>;
 
@@ -33,6 +34,10 @@ export class OperationRegistry {
     this.register({
       name: 'validate', types: '*', type: true, instance: true, affectsState: false, handler: validateOperation,
       definition: 'http://hl7.org/fhir/OperationDefinition/Resource-validate',
+    });
+    this.register({
+      name: 'everything', types: ['Patient'], type: false, instance: true, affectsState: false, handler: everything,
+      definition: 'http://hl7.org/fhir/OperationDefinition/Patient-everything',
     });
   }
 

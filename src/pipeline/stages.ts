@@ -9,7 +9,7 @@ import type { UnitOfWork } from './unit-of-work';
  *
  * resolve (targets, conditional searches, row locks), authorize (the caller's policy, before
  * any answer that depends on content), conform (schema again for what a stage changed, and
- * every declared profile), write (versions, history, index rows) and commit are the pipeline's
+ * every declared profile) and write (versions, history, index rows) are the pipeline's
  * own. Capabilities plug into the others by name; the order is this list, never the order in
  * which server.ts happens to register them.
  */
@@ -50,11 +50,18 @@ export interface CommittedWrite {
 export type ContentHook = (uow: UnitOfWork, writes: readonly PendingWrite[]) => Promise<void>;
 /** rules: in the transaction, after the versions are written; a throw rolls the whole unit back. */
 export type RuleHook = (uow: UnitOfWork, committed: readonly CommittedWrite[]) => Promise<void>;
+/**
+ * commit: the unit's last statements, in its transaction, once everything it writes is written
+ * (`uow.committed`, nested writes too, without those a savepoint undid). For what must commit
+ * with every write and hold a shared lock as briefly as possible: the audit trail's chain.
+ * A throw rolls the whole unit back.
+ */
+export type CommitHook = (uow: UnitOfWork) => Promise<void>;
 /** after-commit: every write the unit committed (nested ones too); failures are logged, never undo. */
 export type AfterCommitHook = (committed: readonly CommittedWrite[]) => Promise<void>;
 
-type Pluggable = 'validate' | 'enrich' | 'judge' | 'rules' | 'after-commit';
-type HookOf<S extends Pluggable> = S extends 'rules' ? RuleHook : S extends 'after-commit' ? AfterCommitHook : ContentHook;
+type Pluggable = 'validate' | 'enrich' | 'judge' | 'rules' | 'commit' | 'after-commit';
+type HookOf<S extends Pluggable> = S extends 'rules' ? RuleHook : S extends 'commit' ? CommitHook : S extends 'after-commit' ? AfterCommitHook : ContentHook;
 
 /**
  * The hooks capabilities plug into the pipeline, each under a name (for the log, the
@@ -67,6 +74,7 @@ export class Stages {
     enrich: [],
     judge: [],
     rules: [],
+    commit: [],
     'after-commit': [],
   };
 

@@ -290,7 +290,9 @@ export async function withUnitOfWork<T>(ctx: PipelineContext, fn: (uow: UnitOfWo
     try {
       const value = await ctx.db.transaction(async (tx) => {
         uow = new UnitOfWork(ctx, tx);
-        return fn(uow, attempt);
+        const result = await fn(uow, attempt);
+        if (uow.committed.length) for (const { hook } of ctx.stages.of('commit')) await hook(uow);
+        return result;
       });
       await runAfterCommit(ctx, uow!.committed);
       return value;

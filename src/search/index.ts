@@ -7,7 +7,7 @@ import { parametersOf } from './registry';
 
 export { findMatchingIds, type SearchContext, searchResources, type SearchRequest, type SearchResult } from './search';
 export { writeSearchIndex } from './index-writer';
-export { isInPatientCompartment } from './compartment';
+export { isInPatientCompartment, patientsOf } from './compartment';
 export { readingsOf, readingTimes } from './readings';
 export { type Reach, type TypeLimits, unlimited } from './reach';
 export { withinLimits } from './limits-match';

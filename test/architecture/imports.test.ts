@@ -24,6 +24,8 @@ export const LAYERS: ReadonlyArray<readonly string[]> = [
   ['access'],
   ['pipeline'],
   ['fhir'],
+  // Below auth: the token and login endpoints note who claims to ask, for the audit trail.
+  ['audit'],
   // landing: GET / and /docs, a page beside the capabilities (reads only config and kernel).
   ['auth', 'devices', 'monitoring', 'landing'],
   // Medication schedules raise their Flags and reminders through monitoring's (flags, notify).

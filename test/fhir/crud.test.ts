@@ -4,7 +4,7 @@ import { supportedTypes } from '../../src/kernel/resource-types';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { officialDefinitionsDir, projectRoot } from '../../src/kernel/paths';
-import { countRows, startTestServer, type TestServer, unique } from '../helpers/server';
+import { countRows, startTestServer, type TestServer, unique, withoutServerMeta } from '../helpers/server';
 
 export const lab = Lab.script();
 const { describe, it, before, after } = lab;
@@ -25,11 +25,7 @@ function fixture(type: string): any {
   return example;
 }
 
-const withoutMeta = (r: any) => {
-  const { meta, ...rest } = r;
-  const keptMeta = meta ? Object.fromEntries(Object.entries(meta).filter(([k]) => k !== 'versionId' && k !== 'lastUpdated')) : {};
-  return Object.keys(keptMeta).length > 0 ? { ...rest, meta: keptMeta } : rest;
-};
+const withoutMeta = (r: any) => withoutServerMeta(r);
 
 describe('FHIR REST interactions', () => {
   let app: TestServer;

@@ -4,22 +4,12 @@ import { supportedTypes } from '../../src/kernel/resource-types';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { interopDir, interopFiles } from '../helpers/interop';
-import { startTestServer, type TestServer } from '../helpers/server';
+import { startTestServer, type TestServer, withoutServerMeta } from '../helpers/server';
 
 export const lab = Lab.script();
 const { describe, it, before, after } = lab;
 
 /** Stored faithfully: what comes back is what was sent, but for the server's meta fields. */
-function withoutServerMeta(r: any): any {
-  const copy = structuredClone(r);
-  if (copy.meta) {
-    delete copy.meta.versionId;
-    delete copy.meta.lastUpdated;
-    if (Object.keys(copy.meta).length === 0) delete copy.meta;
-  }
-  return copy;
-}
-
 describe('real R4 data written by others is accepted and stored faithfully', () => {
   let app: TestServer;
   before(async () => {

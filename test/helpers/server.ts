@@ -86,3 +86,23 @@ export async function countRows(app: App, type: string): Promise<{ current: numb
   );
   return { current: Number(rows[0]!.current), history: Number(rows[0]!.history) };
 }
+
+const VERSION_AUTHOR_URL = 'http://rpm.example.org/fhir/StructureDefinition/version-author';
+
+/**
+ * A resource as its client sent it: without what the server sets in meta on every version
+ * (versionId, lastUpdated, the version-author extension of src/audit/authorship.ts).
+ */
+export function withoutServerMeta<T>(r: T): T {
+  const copy = structuredClone(r) as { meta?: Record<string, unknown> & { extension?: Array<{ url: string }> } };
+  if (copy.meta) {
+    delete copy.meta.versionId;
+    delete copy.meta.lastUpdated;
+    if (copy.meta.extension) {
+      copy.meta.extension = copy.meta.extension.filter((e) => e.url !== VERSION_AUTHOR_URL);
+      if (copy.meta.extension.length === 0) delete copy.meta.extension;
+    }
+    if (Object.keys(copy.meta).length === 0) delete copy.meta;
+  }
+  return copy as T;
+}

@@ -1,0 +1,56 @@
+import type { Request, Server } from '@hapi/hapi';
+import { type AccessPolicy, unrestricted } from '../access/policy';
+import type { FhirContext } from '../fhir/context';
+import { stampAuthors } from './authorship';
+import { auditRecords, type Observer } from './event';
+import { auditOfRequest, disclosedPatients } from './http';
+import { AuditRecorder } from './recorder';
+import { auditWrites } from './writes';
+
+export { noteClaimedActor } from './http';
+export { auditRoutes } from './search';
+export { verifyChain, type VerifyResult } from './chain';
+export { VERSION_AUTHOR_URL } from './authorship';
+
+/**
+ * The audit trail (docs/decisions/013-audit-trail.md): who did what, when, from where.
+ * - commit stage: every version a unit of work writes gets its AuditEvent in the same transaction;
+ * - every finished request that read, searched, ran an operation, asked for a token, logged in,
+ *   or was refused: an AuditEvent written after the response, in batches (AuditRecorder).
+ * AUDIT=false registers nothing (for measuring the cost only).
+ */
+export interface AuditTrail {
+  /** Stores the read audits still waiting (tests, shutdown). */
+  flush(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export function registerAudit(ctx: FhirContext, server: Server): AuditTrail {
+  // Authorship is part of the data, not of the trail: it stays when AUDIT=false.
+  ctx.stages.use('enrich', 'audit.authorship', async (_uow, writes) => stampAuthors(writes, ctx.baseUrl));
+  if (!ctx.config.audit.enabled) return { flush: async () => {}, stop: async () => {} };
+  const observer: Observer = { get baseUrl() { return ctx.baseUrl; } };
+  const recorder = new AuditRecorder(ctx.db, ctx.log, ctx.config.audit);
+
+  ctx.stages.use('commit', 'audit.writes', (uow) => auditWrites(uow, observer));
+
+  server.events.on('response', (request: Request) => {
+    let audit;
+    try {
+      audit = auditOfRequest(request, requestPolicy);
+    } catch (err) {
+      ctx.log.error({ err: { message: (err as Error).message } }, 'audit of a request failed');
+      return;
+    }
+    if (!audit) return;
+    const { fact, disclosed } = audit;
+    recorder.record(() => auditRecords({ ...fact, patients: disclosed ? disclosedPatients(disclosed) : [] }, observer));
+  });
+
+  return { flush: () => recorder.flush(), stop: () => recorder.stop() };
+}
+
+/** The policy a request held, if it got as far as authentication. */
+function requestPolicy(request: Request): AccessPolicy | undefined {
+  return request.auth.credentials?.policy ?? (request.server.app.servesWithoutTokens ? unrestricted : undefined);
+}

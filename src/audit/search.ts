@@ -1,0 +1,160 @@
+import type { Plugin } from '@hapi/hapi';
+import { forbidden, type ReadLimits, readLimits } from '../access/enforce';
+import type { AccessPolicy } from '../access/policy';
+import { policyOf } from '../access/request';
+import type { FhirContext } from '../fhir/context';
+import { respond } from '../fhir/respond';
+import { badRequest, notFound, notSupported } from '../kernel/outcome';
+import { parseDateRange } from '../search/date-range';
+
+/**
+ * `GET /fhir/AuditEvent` and `GET /fhir/AuditEvent/{id}`: the audit trail through FHIR, for
+ * tokens whose scopes grant AuditEvent (a patient/AuditEvent.rs token sees the events about its
+ * own patient: who saw my record, GDPR Art. 15(1)(c)). Read only: no client writes an AuditEvent.
+ *
+ * The events live in the append-only audit table, not the resource tables, so they have their
+ * own small search over the table's indexed columns: patient, agent, entity, date, type,
+ * subtype, action, outcome; newest first, paged by chain position.
+ */
+const TOKEN_COLUMNS: Record<string, string> = { type: 'type', subtype: 'subtype', action: 'action', outcome: 'outcome' };
+const ARRAY_COLUMNS: Record<string, string> = { patient: 'patients', agent: 'agents', entity: 'entities' };
+const RESULT_PARAMETERS = new Set(['_count', '_cursor', '_format', '_pretty']);
+
+export const auditRoutes: Plugin<{ ctx: FhirContext }> = {
+  name: 'audit-fhir',
+  register(server, { ctx }) {
+    server.route({
+      method: 'GET',
+      path: '/fhir/AuditEvent',
+      handler: async (request, h) => {
+        const limits = auditLimits(policyOf(request), 's');
+        const query = new URL(request.url.href).searchParams;
+        const where: string[] = [];
+        const params: unknown[] = [];
+        addConditions(query, where, params);
+        if (limits.constraint) addConditions(limits.constraint, where, params);
+        if (limits.compartmentPatientId !== undefined) {
+          params.push([limits.compartmentPatientId]);
+          where.push(`patients @> $${params.length}::text[]`);
+        }
+        const count = Math.min(Math.max(intParam(query, '_count') ?? ctx.config.defaultPageSize, 1), ctx.config.maxPageSize);
+        const cursor = query.get('_cursor');
+        if (cursor !== null) {
+          if (!/^\d{1,18}$/.test(cursor)) throw badRequest('_cursor is not one this server gave', ['_cursor']);
+          params.push(cursor);
+          where.push(`seq < $${params.length}::bigint`);
+        }
+        params.push(count + 1);
+        const rows = (await ctx.db.query<{ seq: string; id: string; json: string }>(
+          `SELECT seq::text AS seq, id, json FROM audit_event ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY audit_event.seq DESC LIMIT $${params.length}`,
+          params,
+        )).rows;
+        const page = rows.slice(0, count);
+        const self = request.url.href.replace(/^https?:\/\/[^/]+\/fhir/, ctx.baseUrl);
+        const links = [{ relation: 'self', url: self }];
+        if (rows.length > count) {
+          const next = new URLSearchParams([...query].filter(([k]) => k !== '_cursor'));
+          next.set('_cursor', page[page.length - 1]!.seq);
+          links.push({ relation: 'next', url: `${ctx.baseUrl}/AuditEvent?${next.toString()}` });
+        }
+        const entries = page.map((r) => `{"fullUrl":${JSON.stringify(`${ctx.baseUrl}/AuditEvent/${r.id}`)},"resource":${r.json},"search":{"mode":"match"}}`);
+        const json = `{"resourceType":"Bundle","type":"searchset","link":${JSON.stringify(links)},"entry":[${entries.join(',')}]}`;
+        return respond(request, h, { status: 200, body: { json } });
+      },
+    });
+
+    server.route({
+      method: 'GET',
+      path: '/fhir/AuditEvent/{id}',
+      handler: async (request, h) => {
+        const limits = auditLimits(policyOf(request), 'r');
+        const params: unknown[] = [String(request.params.id)];
+        const where = ['id = $1'];
+        if (limits.constraint) addConditions(limits.constraint, where, params);
+        if (limits.compartmentPatientId !== undefined) {
+          params.push([limits.compartmentPatientId]);
+          where.push(`patients @> $${params.length}::text[]`);
+        }
+        const row = (await ctx.db.query<{ json: string }>(`SELECT json FROM audit_event WHERE ${where.join(' AND ')}`, params)).rows[0];
+        if (!row) throw notFound(`AuditEvent/${String(request.params.id).slice(0, 64)} is not known`);
+        return respond(request, h, { status: 200, body: { json: row.json } });
+      },
+    });
+
+    // The trail is the server's record of what happened: nobody writes, changes or deletes it through FHIR.
+    for (const path of ['/fhir/AuditEvent', '/fhir/AuditEvent/{id}']) {
+      server.route({
+        method: ['POST', 'PUT', 'PATCH', 'DELETE'],
+        path,
+        options: { payload: { parse: false, output: 'data', maxBytes: ctx.config.maxBodyBytes } },
+        handler: () => {
+          throw notSupported('AuditEvents are recorded by the server and cannot be written, changed or deleted through the API');
+        },
+      });
+    }
+  },
+};
+
+/**
+ * The trail names who looked at which patient: a scope must name AuditEvent itself. A wildcard
+ * (`user/*.rs`) grants a clinician's data, not the record of everyone's access to it.
+ */
+function auditLimits(policy: AccessPolicy, action: 'r' | 's'): ReadLimits {
+  if (!policy.scopes.some((s) => /^(?:patient|user|system)\/AuditEvent\./.test(s))) {
+    throw forbidden('reading the audit trail needs a scope that names AuditEvent (e.g. system/AuditEvent.rs)');
+  }
+  return readLimits(policy, 'AuditEvent', action);
+}
+
+function intParam(query: URLSearchParams, name: string): number | undefined {
+  const text = query.get(name);
+  if (text === null) return undefined;
+  if (!/^\d{1,6}$/.test(text)) throw badRequest(`${name} must be a non-negative integer`, [name]);
+  return Number(text);
+}
+
+/** Each parameter ANDed; the values of one parameter (comma-separated) ORed, as FHIR search does. */
+function addConditions(query: URLSearchParams, where: string[], params: unknown[]): void {
+  for (const [rawKey, value] of query) {
+    if (RESULT_PARAMETERS.has(rawKey)) continue;
+    const [key, modifier] = rawKey.split(':', 2) as [string, string | undefined];
+    const values = value.split(',').filter((v) => v !== '');
+    if (values.length === 0) throw badRequest(`${rawKey} has no value`, [rawKey]);
+    if (key in TOKEN_COLUMNS && modifier === undefined) {
+      // `system|code` or `code`: the stored column is the code (each column has one code system).
+      params.push(values.map((v) => v.slice(v.indexOf('|') + 1)));
+      where.push(`${TOKEN_COLUMNS[key]} = ANY($${params.length}::text[])`);
+    } else if (key in ARRAY_COLUMNS && (modifier === undefined || (key === 'agent' && modifier === 'identifier'))) {
+      const keys = values.map((v) => (key === 'patient' ? v.replace(/^(?:.*\/)?Patient\//, '') : modifier === 'identifier' ? v : v.replace(/^https?:\/\/[^?]*\/fhir\//, '')));
+      params.push(keys);
+      where.push(`${ARRAY_COLUMNS[key]} && $${params.length}::text[]`);
+    } else if (key === 'date' && modifier === undefined) {
+      where.push(`(${values.map((v) => dateCondition(v, params)).join(' OR ')})`);
+    } else {
+      throw badRequest(`unknown search parameter '${rawKey}' for AuditEvent (supported: patient, agent, agent:identifier, entity, date, type, subtype, action, outcome, _count)`, [rawKey]);
+    }
+  }
+}
+
+const PREFIX = /^(eq|ne|gt|lt|ge|le|sa|eb)?(.*)$/;
+
+function dateCondition(value: string, params: unknown[]): string {
+  const [, prefix = 'eq', text = ''] = PREFIX.exec(value)!;
+  const range = parseDateRange(text);
+  if (!range) throw badRequest(`date: '${value}' is not a FHIR date with an optional prefix (ge, le, gt, lt, eq)`, ['date']);
+  // Only the bounds a condition uses become parameters (an unused one has no type to infer).
+  const bound = (ms: number) => {
+    params.push(new Date(ms).toISOString());
+    return `$${params.length}::timestamptz`;
+  };
+  const low = () => bound(range.low);
+  const high = () => bound(range.high + 1);
+  switch (prefix) {
+    case 'gt': case 'sa': return `recorded >= ${high()}`;
+    case 'ge': return `recorded >= ${low()}`;
+    case 'lt': case 'eb': return `recorded < ${low()}`;
+    case 'le': return `recorded < ${high()}`;
+    case 'ne': return `NOT (recorded >= ${low()} AND recorded < ${high()})`;
+    default: return `recorded >= ${low()} AND recorded < ${high()}`;
+  }
+}

@@ -1,0 +1,37 @@
+import type { CommittedWrite, UnitOfWork } from '../pipeline';
+import { patientsOf } from '../search';
+import { appendToChain, type AuditRecord } from './chain';
+import { type AuditFact, auditRecords, type Observer } from './event';
+
+const INTERACTION: Record<CommittedWrite['method'], { subtype: string; action: AuditFact['action'] }> = {
+  POST: { subtype: 'create', action: 'C' },
+  PUT: { subtype: 'update', action: 'U' },
+  PATCH: { subtype: 'patch', action: 'U' },
+  DELETE: { subtype: 'delete', action: 'D' },
+};
+
+/**
+ * The pipeline's commit stage: one AuditEvent per version the unit wrote (every REST write,
+ * bundle entry, device reading, Flag a rule raised), appended to the chain in the unit's own
+ * transaction — no audit without its write, no write without its audit.
+ */
+export async function auditWrites(uow: UnitOfWork, observer: Observer): Promise<void> {
+  await appendToChain(uow.tx, uow.committed.flatMap((w) => writeRecords(w, observer)));
+}
+
+export function writeRecords(w: CommittedWrite, observer: Observer): AuditRecord[] {
+  const { subtype, action } = INTERACTION[w.method];
+  const content = w.resource ?? w.previous;
+  return auditRecords(
+    {
+      kind: 'rest',
+      subtype,
+      action,
+      outcome: '0',
+      actor: { policy: w.policy, origin: w.policy.origin },
+      what: [`${w.type}/${w.id}/_history/${w.versionId}`],
+      patients: content ? patientsOf(w.type, content) : [],
+    },
+    observer,
+  );
+}

@@ -1,0 +1,238 @@
+import * as Lab from '@hapi/lab';
+import { expect } from '@hapi/code';
+import { type SecuredServer, startSecuredServer } from '../security/helpers';
+
+export const lab = Lab.script();
+const { describe, it, before, after } = lab;
+
+const DCM = 'http://dicom.nema.org/resources/ontology/DCM';
+const BALP = 'https://profiles.ihe.net/ITI/BALP';
+const CLIENT_ID = 'urn:ietf:params:oauth:client-id';
+
+type Agent = fhir4.AuditEventAgent;
+type Entity = fhir4.AuditEventEntity;
+
+const agentOfType = (e: fhir4.AuditEvent, code: string): Agent | undefined => e.agent.find((a) => a.type?.coding?.some((c) => c.code === code));
+const entityOfRole = (e: fhir4.AuditEvent, role: string): Entity[] => (e.entity ?? []).filter((x) => x.role?.code === role);
+const transactionId = (e: fhir4.AuditEvent) => e.entity?.find((x) => x.type?.code === 'XrequestId')?.what?.identifier?.value;
+const decodedQuery = (e: fhir4.AuditEvent) => Buffer.from(entityOfRole(e, '24')[0]?.query ?? '', 'base64').toString();
+
+/**
+ * Issue 14: every interaction leaves an AuditEvent per IHE BALP, read back through FHIR and
+ * checked field by field: type/subtype/action/outcome, the client, server and user agents in
+ * the roles BALP gives them, and the patient, data, query and X-Request-Id entities.
+ */
+describe('audit trail (BALP)', () => {
+  let app: SecuredServer;
+  let auditor: Record<string, string>;
+  const id: Record<string, string> = {};
+
+  const observation = (patient: string) => ({
+    resourceType: 'Observation', status: 'final', code: { coding: [{ system: 'http://loinc.org', code: '8867-4' }] },
+    subject: { reference: `Patient/${patient}` }, effectiveDateTime: '2026-10-02T08:00:00Z',
+    valueQuantity: { value: 70, unit: '/min', system: 'http://unitsofmeasure.org', code: '/min' },
+  });
+
+  /** The AuditEvents matching `query`, once the read audits waiting have been stored. */
+  const events = async (query: string): Promise<fhir4.AuditEvent[]> => {
+    await app.audit.flush();
+    const res = await app.request({ method: 'GET', url: `/fhir/AuditEvent?${query}&_count=100`, headers: auditor });
+    expect(res.statusCode, res.payload).to.equal(200);
+    return ((res.json as fhir4.Bundle).entry ?? []).map((e) => e.resource as fhir4.AuditEvent);
+  };
+
+  before(async () => {
+    app = await startSecuredServer();
+    auditor = await app.as('system/AuditEvent.rs', { clientId: 'auditor' });
+    id.alice = await app.create({ resourceType: 'Patient', name: [{ family: 'Auditalice' }] });
+    id.bob = await app.create({ resourceType: 'Patient', name: [{ family: 'Auditbob' }] });
+    id.aliceObs = await app.create(observation(id.alice));
+    id.bobObs = await app.create(observation(id.bob));
+  });
+
+  after(async () => {
+    await app.stop();
+  });
+
+  it('records a read: PatientRead with user, client, server, patient, data and transaction', async () => {
+    const doctor = await app.as('user/Observation.rs', { fhirUser: 'Practitioner/audit-doc', clientId: 'ehr-app' });
+    const res = await app.request({ method: 'GET', url: `/fhir/Observation/${id.aliceObs}`, headers: doctor });
+    expect(res.statusCode).to.equal(200);
+    const found = (await events(`entity=Observation/${id.aliceObs}&subtype=read`)).filter((e) => transactionId(e) === res.headers['x-request-id']);
+    expect(found).to.have.length(1);
+    const e = found[0]!;
+    expect(e.meta?.profile).to.equal([`${BALP}/StructureDefinition/IHE.BasicAudit.PatientRead`]);
+    expect(e.type).to.equal({ system: 'http://terminology.hl7.org/CodeSystem/audit-event-type', code: 'rest', display: 'Restful Operation' });
+    expect(e.subtype).to.equal([{ system: 'http://hl7.org/fhir/restful-interaction', code: 'read' }]);
+    expect(e.action).to.equal('R');
+    expect(e.outcome).to.equal('0');
+    expect(Date.parse(e.recorded)).to.be.within(Date.now() - 60_000, Date.now() + 1000);
+    expect(e.source.observer.display).to.equal(app.ctx.baseUrl);
+    // BALP Read: the user is the information recipient and the requestor; the client is the destination (110152), the server the source (110153).
+    const user = agentOfType(e, 'IRCP')!;
+    expect(user.who).to.equal({ reference: 'Practitioner/audit-doc' });
+    expect(user.requestor).to.equal(true);
+    const client = agentOfType(e, '110152')!;
+    expect(client.who?.identifier).to.equal({ system: CLIENT_ID, value: 'ehr-app' });
+    expect(client.requestor).to.equal(false);
+    expect(client.network).to.equal({ address: '127.0.0.1', type: '2' });
+    expect(client.type?.coding?.[0]?.system).to.equal(DCM);
+    const server = agentOfType(e, '110153')!;
+    expect(server.who?.identifier?.value).to.equal(app.ctx.baseUrl);
+    // Entities: the patient (type 1, role 1), the data read with its version (type 2, role 4), the query, the X-Request-Id.
+    expect(entityOfRole(e, '1')).to.equal([{ what: { reference: `Patient/${id.alice}` }, type: { system: 'http://terminology.hl7.org/CodeSystem/audit-entity-type', code: '1', display: 'Person' }, role: { system: 'http://terminology.hl7.org/CodeSystem/object-role', code: '1', display: 'Patient' } }]);
+    expect(entityOfRole(e, '4').map((x) => x.what?.reference)).to.equal([`Observation/${id.aliceObs}/_history/1`]);
+    expect(decodedQuery(e)).to.match(new RegExp(`^GET http://[^/]+/fhir/Observation/${id.aliceObs}$`));
+    // Identifiers only: nothing of the Observation's content is in the event.
+    expect(JSON.stringify(e)).to.not.include('8867-4');
+  });
+
+  it('records a search as one PatientQuery per patient in the results, with the raw query', async () => {
+    const res = await app.request({ method: 'GET', url: `/fhir/Observation?code=http://loinc.org|8867-4&_id=${id.aliceObs},${id.bobObs}`, headers: app.system });
+    expect(res.statusCode).to.equal(200);
+    expect(res.json.entry).to.have.length(2);
+    const found = (await events('subtype=search-type&date=ge2020-01-01')).filter((e) => transactionId(e) === res.headers['x-request-id']);
+    expect(found.map((e) => entityOfRole(e, '1')[0]?.what?.reference).sort()).to.equal([`Patient/${id.alice}`, `Patient/${id.bob}`].sort());
+    for (const e of found) {
+      expect(e.action).to.equal('E');
+      expect(e.meta?.profile).to.equal([`${BALP}/StructureDefinition/IHE.BasicAudit.PatientQuery`]);
+      expect(decodedQuery(e)).to.endWith(`/fhir/Observation?code=http://loinc.org|8867-4&_id=${id.aliceObs},${id.bobObs}`);
+      expect(entityOfRole(e, '24')[0]!.what).to.not.exist();
+      // Query: client is the source (110153), server the destination (110152); no user on a system token.
+      expect(agentOfType(e, '110153')!.who?.identifier?.value).to.equal('security-suite');
+      expect(agentOfType(e, '110153')!.requestor).to.equal(true);
+      expect(agentOfType(e, '110152')!.who?.identifier?.value).to.equal(app.ctx.baseUrl);
+    }
+    // Searchable by patient: Alice's record of disclosures names this search.
+    expect((await events(`patient=Patient/${id.alice}&subtype=search-type`)).some((e) => transactionId(e) === res.headers['x-request-id'])).to.equal(true);
+  });
+
+  it('records a denied request with its reason, and an unauthenticated one with its address', async () => {
+    const narrow = await app.as('system/Patient.rs', { clientId: 'narrow-client' });
+    const denied = await app.request({ method: 'GET', url: `/fhir/Observation/${id.aliceObs}`, headers: narrow });
+    expect(denied.statusCode).to.equal(403);
+    const [refusal] = (await events('outcome=4&agent:identifier=urn:ietf:params:oauth:client-id|narrow-client')).filter((e) => transactionId(e) === denied.headers['x-request-id']);
+    expect(refusal!.outcome).to.equal('4');
+    expect(refusal!.outcomeDesc).to.include('HTTP 403').and.to.include('read of Observation');
+    expect(refusal!.subtype?.[0]?.code).to.equal('read');
+    expect(decodedQuery(refusal!)).to.match(new RegExp(`^GET http://[^/]+/fhir/Observation/${id.aliceObs}$`));
+    // Nothing was disclosed: no patient, no data entity.
+    expect(entityOfRole(refusal!, '1')).to.equal([]);
+    expect(entityOfRole(refusal!, '4')).to.equal([]);
+
+    const anonymous = await app.request({ method: 'GET', url: `/fhir/Patient/${id.alice}` });
+    expect(anonymous.statusCode).to.equal(401);
+    const [unauthenticated] = (await events('outcome=4&subtype=read')).filter((e) => transactionId(e) === anonymous.headers['x-request-id']);
+    expect(unauthenticated!.outcomeDesc).to.include('HTTP 401');
+    expect(unauthenticated!.agent.find((a) => a.requestor)!.network).to.equal({ address: '127.0.0.1', type: '2' });
+  });
+
+  it('records each write of a transaction in its own transaction, and nothing of a rolled-back one', async () => {
+    const writer = await app.as('user/Observation.cruds user/Patient.cruds', { fhirUser: 'Practitioner/audit-nurse', clientId: 'nurse-app' });
+    const res = await app.request({
+      method: 'POST', url: '/fhir', headers: writer,
+      payload: { resourceType: 'Bundle', type: 'transaction', entry: [
+        { fullUrl: 'urn:uuid:6f1c4a52-1b0e-4c39-9a0e-3a1f2f7c0a01', resource: { resourceType: 'Patient', name: [{ family: 'Audittx' }] }, request: { method: 'POST', url: 'Patient' } },
+        { resource: { ...observation('x'), subject: { reference: 'urn:uuid:6f1c4a52-1b0e-4c39-9a0e-3a1f2f7c0a01' } }, request: { method: 'POST', url: 'Observation' } },
+      ] },
+    });
+    expect(res.statusCode, res.payload).to.equal(200);
+    const [patientRef, obsRef] = (res.json.entry as fhir4.BundleEntry[]).map((e) => e.response!.location!.replace(/^.*\/fhir\//, ''));
+    const patient = patientRef!.split('/')[1]!;
+    const writes = (await events(`patient=${patient}&action=C`)).filter((e) => transactionId(e) === res.headers['x-request-id']);
+    expect(writes.map((e) => entityOfRole(e, '4')[0]!.what!.reference).sort()).to.equal([patientRef, obsRef].sort());
+    for (const e of writes) {
+      expect(e.meta?.profile).to.equal([`${BALP}/StructureDefinition/IHE.BasicAudit.PatientCreate`]);
+      expect(e.subtype?.[0]?.code).to.equal('create');
+      expect(e.outcome).to.equal('0');
+      // BALP Create: the user is the author (AUT), the client the source (110153) at its address.
+      expect(agentOfType(e, 'AUT')!.who).to.equal({ reference: 'Practitioner/audit-nurse' });
+      expect(agentOfType(e, '110153')!.who?.identifier?.value).to.equal('nurse-app');
+      expect(agentOfType(e, '110153')!.network?.address).to.equal('127.0.0.1');
+      expect(entityOfRole(e, '1')[0]!.what!.reference).to.equal(`Patient/${patient}`);
+    }
+    const bundleEvent = (await events('subtype=transaction')).filter((e) => transactionId(e) === res.headers['x-request-id']);
+    expect(bundleEvent).to.have.length(1);
+
+    // A transaction that fails as a whole writes nothing, and so audits no write: only its refusal.
+    const failed = await app.request({
+      method: 'POST', url: '/fhir', headers: writer,
+      payload: { resourceType: 'Bundle', type: 'transaction', entry: [
+        { resource: { resourceType: 'Patient', name: [{ family: 'Auditrollback' }] }, request: { method: 'POST', url: 'Patient' } },
+        { resource: { resourceType: 'Observation', status: 'not-a-status', code: { text: 'x' } }, request: { method: 'POST', url: 'Observation' } },
+      ] },
+    });
+    expect(failed.statusCode).to.be.within(400, 499);
+    const ofFailed = (await events('date=ge2020-01-01')).filter((e) => transactionId(e) === failed.headers['x-request-id']);
+    expect(ofFailed).to.have.length(1);
+    expect(ofFailed[0]!.outcome).to.equal('4');
+    expect(ofFailed[0]!.action).to.equal('E');
+  });
+
+  it('serves AuditEvents only to tokens that hold AuditEvent scopes, and never takes one', async () => {
+    const clinician = await app.as('user/*.cruds', { fhirUser: 'Practitioner/audit-doc' });
+    expect((await app.request({ method: 'GET', url: '/fhir/AuditEvent', headers: clinician })).statusCode).to.equal(403);
+    expect((await app.request({ method: 'GET', url: '/fhir/AuditEvent' })).statusCode).to.equal(401);
+    const [any] = await events(`patient=${id.alice}`);
+    expect((await app.request({ method: 'GET', url: `/fhir/AuditEvent/${any!.id}`, headers: auditor })).json.id).to.equal(any!.id);
+    for (const method of ['POST', 'PUT', 'DELETE'] as const) {
+      const url = method === 'POST' ? '/fhir/AuditEvent' : `/fhir/AuditEvent/${any!.id}`;
+      const res = await app.request({ method, url, headers: app.system, payload: method === 'DELETE' ? undefined : { resourceType: 'AuditEvent' } });
+      expect(res.statusCode).to.equal(405);
+      expect(res.json.resourceType).to.equal('OperationOutcome');
+    }
+    // A patient sees who accessed their own record, and nothing about anyone else's.
+    const alice = await app.as('patient/AuditEvent.rs', { patient: id.alice });
+    const own = await app.request({ method: 'GET', url: '/fhir/AuditEvent?_count=1000', headers: alice });
+    expect(own.statusCode).to.equal(200);
+    const mentioned = new Set((own.json.entry as fhir4.BundleEntry[]).flatMap((e) => entityOfRole(e.resource as fhir4.AuditEvent, '1').map((x) => x.what!.reference)));
+    expect([...mentioned]).to.equal([`Patient/${id.alice}`]);
+    const bobs = await app.request({ method: 'GET', url: `/fhir/AuditEvent?patient=${id.bob}`, headers: alice });
+    expect(bobs.json.entry).to.equal([]);
+    // Bad input is a 400 OperationOutcome.
+    for (const q of ['date=yesterday', 'nonsense=1', '_count=many', '_cursor=abc']) {
+      const bad = await app.request({ method: 'GET', url: `/fhir/AuditEvent?${q}`, headers: auditor });
+      expect(bad.statusCode, q).to.equal(400);
+      expect(bad.json.resourceType).to.equal('OperationOutcome');
+    }
+  });
+
+  it('pages newest first', async () => {
+    const first = await app.request({ method: 'GET', url: `/fhir/AuditEvent?patient=${id.alice}&_count=2`, headers: auditor });
+    expect(first.json.entry).to.have.length(2);
+    const next = (first.json.link as fhir4.BundleLink[]).find((l) => l.relation === 'next')!.url.replace(/^.*\/fhir/, '/fhir');
+    const second = await app.request({ method: 'GET', url: next, headers: auditor });
+    expect(second.statusCode).to.equal(200);
+    const times = [...first.json.entry, ...second.json.entry].map((e: fhir4.BundleEntry) => (e.resource as fhir4.AuditEvent).id);
+    expect(new Set(times).size).to.equal(times.length);
+  });
+
+  it('names the author of every version in meta, replacing a client\'s own claim', async () => {
+    const AUTHOR = 'http://rpm.example.org/fhir/StructureDefinition/version-author';
+    const nurse = await app.as('user/Observation.cruds', { fhirUser: 'Practitioner/audit-nurse', clientId: 'nurse-app' });
+    const forged = { ...observation(id.alice), meta: { extension: [{ url: AUTHOR, valueReference: { reference: 'Practitioner/someone-else' } }] } };
+    const created = await app.request({ method: 'POST', url: '/fhir/Observation', payload: forged, headers: nurse });
+    expect(created.statusCode).to.equal(201);
+    const authorOf = (r: fhir4.Resource) => r.meta?.extension?.filter((e) => e.url === AUTHOR).map((e) => e.valueReference);
+    expect(authorOf(created.json)).to.equal([{ reference: 'Practitioner/audit-nurse' }]);
+    const updated = await app.request({ method: 'PUT', url: `/fhir/Observation/${created.json.id}`, payload: { ...created.json, status: 'amended' }, headers: app.system });
+    expect(updated.statusCode).to.equal(200);
+    expect(authorOf(updated.json)).to.equal([{ identifier: { system: CLIENT_ID, value: 'security-suite' }, display: 'security-suite' }]);
+    // Each version keeps its own author.
+    const v1 = await app.request({ method: 'GET', url: `/fhir/Observation/${created.json.id}/_history/1`, headers: app.system });
+    expect(authorOf(v1.json)).to.equal([{ reference: 'Practitioner/audit-nurse' }]);
+  });
+
+  it('records a refused token request with the client it claimed and the OAuth error', async () => {
+    const res = await app.request({
+      method: 'POST', url: '/auth/token', headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      payload: 'grant_type=client_credentials&client_id=no-such-client&client_secret=wrong&scope=system/*.rs',
+    });
+    expect(res.statusCode).to.be.within(400, 401);
+    const [e] = (await events('type=110114&outcome=4')).filter((x) => transactionId(x) === res.headers['x-request-id']);
+    expect(e!.subtype?.[0]?.code).to.equal('token');
+    expect(e!.outcomeDesc).to.include(`HTTP ${res.statusCode}`).and.to.include(res.json.error);
+    expect(e!.agent.find((a) => a.requestor)!.who?.identifier).to.equal({ system: CLIENT_ID, value: 'no-such-client' });
+    expect(e!.agent.find((a) => a.requestor)!.network?.address).to.equal('127.0.0.1');
+  });
+});
