@@ -10,7 +10,8 @@ const { join, relative } = require('node:path');
 
 const root = join(__dirname, '..');
 const stampFile = join(root, 'dist', '.build-stamp.json');
-const sourceDirs = ['src', 'test', 'bench', 'scripts'];
+const sourceDirs = ['src', 'test', 'bench', 'scripts', 'app'];
+const sourceFile = /\.(ts|tsx|mts|css|html)$/;
 const configFiles = ['tsconfig.json', 'package-lock.json'];
 
 function sources() {
@@ -19,7 +20,7 @@ function sources() {
     for (const entry of readdirSync(dir, { withFileTypes: true })) {
       const path = join(dir, entry.name);
       if (entry.isDirectory()) walk(path);
-      else if (entry.name.endsWith('.ts')) out.push(path);
+      else if (sourceFile.test(entry.name)) out.push(path);
     }
   };
   for (const dir of sourceDirs) if (existsSync(join(root, dir))) walk(join(root, dir));
@@ -53,4 +54,10 @@ try {
 rmSync(join(root, 'dist'), { recursive: true, force: true });
 const tsc = spawnSync(process.execPath, [tscPath, '-p', root], { cwd: root, stdio: ['ignore', 2, 2] });
 if (tsc.status !== 0) process.exit(tsc.status ?? 1);
+// The clinician dashboard (app/): type-checked on its own (browser lib, Preact JSX), bundled by
+// Vite into dist/dashboard, which the server serves at /app.
+const appCheck = spawnSync(process.execPath, [tscPath, '-p', join(root, 'app')], { cwd: root, stdio: ['ignore', 2, 2] });
+if (appCheck.status !== 0) process.exit(appCheck.status ?? 1);
+const vite = spawnSync(process.execPath, [join(root, 'node_modules', 'vite', 'bin', 'vite.js'), 'build', 'app', '--logLevel', 'warn'], { cwd: root, stdio: ['ignore', 2, 2] });
+if (vite.status !== 0) process.exit(vite.status ?? 1);
 writeFileSync(stampFile, JSON.stringify({ files: files.map((f) => relative(root, f)) }));

@@ -1,3 +1,5 @@
+import { DEFAULT_INPUT_LIMITS, type InputLimits } from './kernel/input-limits';
+
 /** Configuration from the environment; the names are the interface of DESIGN.md. */
 export interface Config {
   port: number;
@@ -13,6 +15,13 @@ export interface Config {
   maxPageSize: number;
   /** Longest a database statement may run (PostgreSQL statement_timeout); 0 = no limit. */
   statementTimeoutMs: number;
+  /** Bounds on JSON bodies and searches (src/kernel/input-limits.ts): past them, a 4xx before any work grows. */
+  inputLimits: InputLimits;
+  /**
+   * Strict-Transport-Security on every response: BASE_URL is https (TLS at the server or a
+   * proxy), or TLS_PROXY=true says a TLS-terminating proxy fronts a plain-http BASE_URL.
+   */
+  hsts: boolean;
   /** Most entries accepted in one transaction or batch Bundle. */
   maxBundleEntries: number;
   /** Monitoring (README "Monitoring"): missed-measurement check period, 0 = off. */
@@ -24,6 +33,12 @@ export interface Config {
   subscriptionRequireHttps: boolean;
   /** Notification endpoints may be loopback, private or link-local addresses (default false: SSRF). */
   subscriptionAllowPrivateNetworks: boolean;
+  /** Medication schedules (README "Medication"): reminder job period (0 = off), how long before a dose it reminds, default grace, default zone. */
+  medicationReminderIntervalMs: number;
+  medicationReminderLeadMs: number;
+  medicationGraceMs: number;
+  /** IANA zone of a Patient without the timezone extension. */
+  defaultTimeZone: string;
   /** `$check-adherence?now=` may lie in the future (tests only; never in production). */
   allowClockOverride: boolean;
   /** SMART authorization (src/auth); see README "Authorization". */
@@ -62,12 +77,24 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     defaultPageSize: int(env.DEFAULT_PAGE_SIZE, 50, 'DEFAULT_PAGE_SIZE'),
     maxPageSize: int(env.MAX_PAGE_SIZE, 1000, 'MAX_PAGE_SIZE'),
     maxBundleEntries: int(env.MAX_BUNDLE_ENTRIES, 10_000, 'MAX_BUNDLE_ENTRIES'),
+    inputLimits: {
+      maxJsonDepth: int(env.MAX_JSON_DEPTH, DEFAULT_INPUT_LIMITS.maxJsonDepth, 'MAX_JSON_DEPTH'),
+      maxJsonElements: int(env.MAX_JSON_ELEMENTS, DEFAULT_INPUT_LIMITS.maxJsonElements, 'MAX_JSON_ELEMENTS'),
+      maxStringLength: int(env.MAX_STRING_LENGTH, DEFAULT_INPUT_LIMITS.maxStringLength, 'MAX_STRING_LENGTH'),
+      maxSearchParameters: int(env.MAX_SEARCH_PARAMETERS, DEFAULT_INPUT_LIMITS.maxSearchParameters, 'MAX_SEARCH_PARAMETERS'),
+      maxOrValues: int(env.MAX_OR_VALUES, DEFAULT_INPUT_LIMITS.maxOrValues, 'MAX_OR_VALUES'),
+    },
+    hsts: baseUrl.startsWith('https:') || bool(env.TLS_PROXY, 'TLS_PROXY'),
     statementTimeoutMs: duration(env.STATEMENT_TIMEOUT, 15_000, 'STATEMENT_TIMEOUT'),
     adherenceCheckIntervalMs: duration(env.ADHERENCE_CHECK_INTERVAL, 15 * 60_000, 'ADHERENCE_CHECK_INTERVAL'),
     subscriptionRetryBaseMs: duration(env.SUBSCRIPTION_RETRY_BASE, 5_000, 'SUBSCRIPTION_RETRY_BASE'),
     subscriptionMaxAttempts: int(env.SUBSCRIPTION_MAX_ATTEMPTS, 10, 'SUBSCRIPTION_MAX_ATTEMPTS'),
     subscriptionRequireHttps: env.SUBSCRIPTION_REQUIRE_HTTPS === undefined || env.SUBSCRIPTION_REQUIRE_HTTPS === '' ? env.NODE_ENV === 'production' : bool(env.SUBSCRIPTION_REQUIRE_HTTPS, 'SUBSCRIPTION_REQUIRE_HTTPS'),
     subscriptionAllowPrivateNetworks: bool(env.SUBSCRIPTION_ALLOW_PRIVATE_NETWORKS, 'SUBSCRIPTION_ALLOW_PRIVATE_NETWORKS'),
+    medicationReminderIntervalMs: duration(env.MEDICATION_REMINDER_INTERVAL, 60_000, 'MEDICATION_REMINDER_INTERVAL'),
+    medicationReminderLeadMs: duration(env.MEDICATION_REMINDER_LEAD, 15 * 60_000, 'MEDICATION_REMINDER_LEAD'),
+    medicationGraceMs: duration(env.MEDICATION_GRACE, 60 * 60_000, 'MEDICATION_GRACE'),
+    defaultTimeZone: timeZone(env.DEFAULT_TIME_ZONE),
     allowClockOverride: clockOverride(env),
     auth: loadAuthConfig(env),
   };
@@ -166,6 +193,16 @@ function loadOidcConfig(env: NodeJS.ProcessEnv): OidcConfig {
     fhirUserClaim: env.OIDC_FHIR_USER_CLAIM || 'fhirUser',
     displayName: env.OIDC_DISPLAY_NAME || 'your organisation',
   };
+}
+
+function timeZone(value: string | undefined): string {
+  const zone = value || 'UTC';
+  try {
+    new Intl.DateTimeFormat('en-US', { timeZone: zone });
+  } catch {
+    throw new Error(`DEFAULT_TIME_ZONE must be an IANA time zone such as Europe/Berlin, got "${zone}"`);
+  }
+  return zone;
 }
 
 function clockOverride(env: NodeJS.ProcessEnv): boolean {

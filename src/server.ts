@@ -4,14 +4,17 @@ import pino, { type Logger } from 'pino';
 import { authPlugin } from './auth';
 import type { Config } from './config';
 import type { FhirContext } from './fhir/context';
+import { dashboardPlugin } from './dashboard';
 import { devicesPlugin, registerDevices } from './devices';
 import { errorsPlugin } from './fhir/errors-plugin';
+import { inputGuard } from './fhir/input-guard';
 import { supportedTypes } from './kernel/resource-types';
 import { OperationRegistry } from './fhir/operations';
 import { abortInFlight } from './fhir/request-lifetime';
 import { fhirRoutes } from './fhir/routes';
 import { Stages } from './pipeline';
 import { type Db, openDb } from './store/db';
+import { registerMedication } from './medication';
 import { registerMonitoring } from './monitoring';
 import { migrateAll } from './schema';
 import { terminologyRoutes } from './fhir/terminology-routes';
@@ -53,7 +56,16 @@ export async function createServer(config: Config, options: { db?: Db; logger?: 
   const server = Hapi.server({
     port: config.port,
     host: config.host,
-    routes: { cors: CORS },
+    routes: {
+      cors: CORS,
+      // Any answer may carry PHI (a resource, a search, an error naming an id): no cache may keep
+      // it. Only the public discovery documents set their own cache-control (src/auth/routes.ts).
+      cache: { otherwise: 'no-store' },
+      // hapi sets these on every response, errors and unrouted paths included. HSTS only when the
+      // server is reached over https (BASE_URL or TLS_PROXY): over plain http it means nothing.
+      // No frames: the JSON has no business in one, and the login pages already deny them.
+      security: { noSniff: true, hsts: config.hsts ? { maxAge: 31_536_000, includeSubDomains: true } : false, xframe: 'deny', xss: false, referrer: 'no-referrer' },
+    },
     router: { stripTrailingSlash: true },
   });
 
@@ -73,6 +85,7 @@ export async function createServer(config: Config, options: { db?: Db; logger?: 
     return h.continue;
   });
   await server.register(errorsPlugin);
+  await server.register(inputGuard);
   // Before every route: with auth on, its strategy is the default of all of them.
   await server.register({ plugin: authPlugin, options: { ctx } });
   await server.register({ plugin: fhirRoutes, options: { ctx } });
@@ -80,9 +93,12 @@ export async function createServer(config: Config, options: { db?: Db; logger?: 
   // that readings are mapped (enrich) before they are judged.
   registerDevices(ctx);
   const monitoring = registerMonitoring(ctx, server);
+  const medication = registerMedication(ctx);
   await server.register({ plugin: devicesPlugin, options: { ctx } });
   await server.register({ plugin: terminologyRoutes, options: { ctx } });
   await server.register({ plugin: landingRoutes, options: { config } });
+  // The clinician dashboard, a SMART app of this FHIR API, served beside it.
+  await server.register({ plugin: dashboardPlugin, options: { ctx } });
 
   return {
     server,
@@ -94,6 +110,7 @@ export async function createServer(config: Config, options: { db?: Db; logger?: 
       await server.stop({ timeout: 10_000 });
       clearTimeout(grace);
       abortInFlight(server);
+      await medication.stop();
       await monitoring.stop();
       if (!options.db) await db.close();
     },

@@ -1,3 +1,4 @@
+import { DEFAULT_INPUT_LIMITS, parseJsonWithin } from '../kernel/input-limits';
 import { constantTimeEqual } from './secrets';
 import type { Request, ResponseObject, ResponseToolkit, Server } from '@hapi/hapi';
 import { OAuthError, authenticateClient, claimedClientId } from './client-auth';
@@ -213,7 +214,8 @@ export function registerAuthRoutes(server: Server, state: AuthState): void {
       try {
         const type = String(request.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
         if (type !== 'application/json') throw new Error('content type');
-        metadata = JSON.parse(String(request.payload ?? '')) as ClientMetadata;
+        // Bounded like every JSON body (no NUL, which no text column can hold).
+        metadata = parseJsonWithin(String(request.payload ?? ''), DEFAULT_INPUT_LIMITS) as ClientMetadata;
         if (!metadata || typeof metadata !== 'object' || Array.isArray(metadata)) throw new Error('not an object');
       } catch {
         return oauthJson(h, 400, { error: 'invalid_client_metadata', error_description: 'the body must be a JSON object of client metadata (application/json)' });

@@ -172,6 +172,11 @@ export function parseWithingsBody(body: unknown, query: URLSearchParams): Payloa
       entries.push({ error: new ReadingError(400, `measuregrps[${gi}].date (UNIX seconds) is required`, 'required') });
       return;
     }
+    // A JavaScript Date holds ±8.64e12 s; past that (`1e20`) there is no time to file it under.
+    if (!Number.isInteger(g.date) || Math.abs(g.date) > 8.64e12) {
+      entries.push({ error: new ReadingError(400, `measuregrps[${gi}].date ${g.date} is not a time in UNIX seconds`, 'value') });
+      return;
+    }
     const time = new Date(g.date * 1000).toISOString().replace('.000Z', 'Z');
     const device = typeof g.deviceid === 'string' && g.deviceid ? { system: WITHINGS_DEVICE_SYSTEM, value: g.deviceid } : undefined;
     const attrib = typeof g.attrib === 'number' ? g.attrib : undefined;

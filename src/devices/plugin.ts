@@ -21,7 +21,7 @@ export const devicesPlugin: Plugin<{ ctx: FhirContext }> = {
         path,
         options: { payload: { parse: false, output: 'data', maxBytes: ctx.config.maxBodyBytes } },
         handler: async (request, h) => {
-          const payload = parse(parseJsonBody(request.payload), request);
+          const payload = parse(parseJsonBody(request.payload, ctx.config.inputLimits), request);
           // The readings are written with the gateway's own rights (SMART scopes): the write
           // pipeline checks each Observation (and a Device created on first sight) against them.
           return respond(request, h, { status: 200, body: await cancellable(request, () => ingestPayload(ctx, payload, policyOf(request))) });

@@ -1,3 +1,5 @@
+import { type Server as HttpServer, STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Plugin, Request, ResponseToolkit } from '@hapi/hapi';
 import type { Boom } from '@hapi/boom';
 import type { Logger } from 'pino';
@@ -17,6 +19,7 @@ const CODE_BY_STATUS: Record<number, IssueCode> = {
 export const errorsPlugin: Plugin<void> = {
   name: 'fhir-errors',
   register(server) {
+    answerParserErrors(server.listener);
     server.ext('onPreResponse', (request: Request, h: ResponseToolkit) => {
       const response = request.response;
       if (!(response instanceof Error)) return h.continue;
@@ -49,3 +52,28 @@ export const errorsPlugin: Plugin<void> = {
     });
   },
 };
+
+/**
+ * Requests Node's HTTP parser refuses before hapi sees them (a request line or headers past the
+ * 16 KB limit, a malformed request line) are answered, like every other error, with an
+ * OperationOutcome and the headers every response carries, instead of a bare
+ * `400 Bad Request` and a closed socket. While a response is under way on the socket (a
+ * pipelined request broke), hapi's own handler keeps the connection's state right.
+ */
+function answerParserErrors(listener: HttpServer): void {
+  const hapiHandlers = listener.listeners('clientError') as Array<(err: Error, socket: Socket) => void>;
+  listener.removeAllListeners('clientError');
+  listener.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+    if ((socket as Socket & { _httpMessage?: unknown })._httpMessage || !socket.writable || err.code === 'ECONNRESET') {
+      for (const handler of hapiHandlers) handler(err, socket);
+      return;
+    }
+    const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : 400;
+    const diagnostics = status === 431 ? 'the request line and headers are larger than the server accepts (16 KB); send long searches as POST _search' : 'the request is not valid HTTP';
+    const body = JSON.stringify(operationOutcome([{ code: status === 431 ? 'too-costly' : 'structure', diagnostics }]));
+    socket.end(
+      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/fhir+json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
+        `X-Content-Type-Options: nosniff\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n${body}`,
+    );
+  });
+}

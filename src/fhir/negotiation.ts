@@ -1,3 +1,4 @@
+import { type InputLimits, parseJsonWithin } from '../kernel/input-limits';
 import { OperationOutcomeError } from '../kernel/outcome';
 
 export const FHIR_JSON = 'application/fhir+json';
@@ -10,7 +11,9 @@ const mediaType = (value: string) => value.split(';')[0]!.trim().toLowerCase();
  * The response media type from `_format` (which wins, R4 http.html#mime) or Accept. JSON is the
  * only format served: an explicit request for XML or anything else is 406.
  */
-export function responseType(format: string | undefined, accept: string | undefined): string {
+export function responseType(format: string | string[] | undefined, accept: string | undefined): string {
+  // Hapi hands a repeated query parameter over as an array; two formats are no answer.
+  if (Array.isArray(format)) throw new OperationOutcomeError(400, { code: 'invalid', diagnostics: '_format is given more than once', expression: ['_format'] });
   if (format) {
     const f = mediaType(format);
     if (JSON_TYPES.has(f)) return f === 'application/json' || f === 'json' ? 'application/json' : FHIR_JSON;
@@ -42,15 +45,20 @@ export function checkBodyType(contentType: string | undefined, { allowPatch }: {
   });
 }
 
-/** Parses a JSON body; malformed JSON is a 400 naming where it broke. */
-export function parseJsonBody(payload: unknown): unknown {
+/**
+ * Parses a JSON body within the input limits (depth, values, string length, no NUL); malformed
+ * JSON is a 400 naming where it broke. Every JSON door (REST, bundles, operations, device
+ * doors) reads its body here.
+ */
+export function parseJsonBody(payload: unknown, limits: InputLimits): unknown {
   const text = Buffer.isBuffer(payload) ? payload.toString('utf8') : typeof payload === 'string' ? payload : '';
   if (text.trim() === '') {
     throw new OperationOutcomeError(400, { code: 'required', diagnostics: 'the request body is empty' });
   }
   try {
-    return JSON.parse(text);
+    return parseJsonWithin(text, limits);
   } catch (err) {
+    if (err instanceof OperationOutcomeError) throw err;
     throw new OperationOutcomeError(400, { code: 'structure', diagnostics: `the body is not valid JSON: ${(err as Error).message}` });
   }
 }

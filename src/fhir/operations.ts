@@ -1,6 +1,6 @@
 import { requireAction, requireReadable } from '../access/enforce';
 import type { FhirContext, InteractionResult } from './context';
-import { notFound, notSupported } from '../kernel/outcome';
+import { badRequest, notFound, notSupported } from '../kernel/outcome';
 import type { RestRequest } from './rest-request';
 import { validateOperation } from './interactions/validate';
 
@@ -26,7 +26,8 @@ export interface OperationDefinition {
  * CarePlan/$evaluate) instead of editing the routes; the routes and bundles dispatch here.
  */
 export class OperationRegistry {
-  private readonly byName = new Map<string, OperationDefinition>();
+  /** Several definitions may share a name on different types (CarePlan/$check-adherence, MedicationRequest/$check-adherence). */
+  private readonly byName = new Map<string, OperationDefinition[]>();
 
   constructor() {
     this.register({
@@ -36,18 +37,21 @@ export class OperationRegistry {
   }
 
   register(definition: OperationDefinition): void {
-    this.byName.set(definition.name, definition);
+    const same = this.byName.get(definition.name) ?? [];
+    const overlaps = (a: OperationDefinition, b: OperationDefinition) => a.types === '*' || b.types === '*' || a.types.some((t) => b.types.includes(t));
+    if (same.some((d) => overlaps(d, definition))) throw new Error(`operation $${definition.name} is already defined on one of its types`);
+    this.byName.set(definition.name, [...same, definition]);
   }
 
   /** The operations defined on a type, for the CapabilityStatement. */
   forType(type: string): OperationDefinition[] {
-    return [...this.byName.values()].filter((d) => d.types === '*' || d.types.includes(type));
+    return [...this.byName.values()].flat().filter((d) => d.types === '*' || d.types.includes(type));
   }
 
   /** Runs `$name` on `req.type` (and `req.id` when instance level); unknown or misplaced is 404, a GET of a state-changing operation 405. */
   async invoke(ctx: FhirContext, req: RestRequest, method: 'GET' | 'POST'): Promise<InteractionResult> {
     const name = (req.operation ?? '').replace(/^\$/, '');
-    const definition = this.byName.get(name);
+    const definition = this.byName.get(name)?.find((d) => d.types === '*' || d.types.includes(req.type));
     const level = req.id === undefined ? 'type' : 'instance';
     if (!definition || !(definition.types === '*' || definition.types.includes(req.type)) || !definition[level]) {
       throw notFound(`operation $${name} is not defined at ${level} level for ${req.type}`);
@@ -59,6 +63,26 @@ export class OperationRegistry {
     // (and, at instance level, that instance must be visible to the token).
     requireAction(req.policy, req.type, definition.affectsState ? 'u' : 'r');
     if (req.id !== undefined) await requireReadable(ctx.db, req.policy, req.type, req.id);
+    checkParameters(req.body);
     return definition.handler(ctx, req);
   }
+}
+
+/**
+ * The shape every operation relies on when it reads a Parameters body (R4 parameters.html):
+ * `parameter` is an array of objects, each with a string `name`. Checked once here, before any
+ * handler looks, so `"parameter": {}` or `[null]` is a 400 and not a crash in each handler.
+ */
+export function checkParameters(body: unknown): void {
+  if ((body as { resourceType?: unknown } | null)?.resourceType !== 'Parameters') return;
+  const parameter = (body as { parameter?: unknown }).parameter;
+  if (parameter === undefined) return;
+  if (!Array.isArray(parameter)) throw badRequest('Parameters.parameter must be an array', ['Parameters.parameter']);
+  parameter.forEach((p: unknown, i) => {
+    const where = `Parameters.parameter[${i}]`;
+    if (p === null || typeof p !== 'object' || Array.isArray(p)) throw badRequest(`${where} must be an object`, [where]);
+    if (typeof (p as { name?: unknown }).name !== 'string') throw badRequest(`${where}.name must be a string`, [`${where}.name`]);
+    const part = (p as { part?: unknown }).part;
+    if (part !== undefined) checkParameters({ resourceType: 'Parameters', parameter: part });
+  });
 }

@@ -7,7 +7,7 @@ import { responseType } from './negotiation';
  * headers. Stored JSON text is sent as is unless pretty printing asks for a re-parse.
  */
 export function respond(request: Request, h: ResponseToolkit, result: InteractionResult): ResponseObject {
-  const query = request.query as Record<string, string | undefined>;
+  const query = request.query as Record<string, string | string[] | undefined>;
   const type = responseType(query._format, request.headers.accept as string | undefined);
   let payload: string | undefined;
   if (result.body !== undefined) {

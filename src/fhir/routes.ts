@@ -11,6 +11,7 @@ import { parseVersionTag } from '../kernel/etag';
 import { checkBodyType, parseJsonBody, preferences, responseType } from './negotiation';
 import { badRequest, notFound, notSupported } from '../kernel/outcome';
 import { isSupportedType } from '../kernel/resource-types';
+import { isValidId, requireValidId } from '../kernel/id';
 import { cancellable } from './request-lifetime';
 import { respond } from './respond';
 import type { RestRequest } from './rest-request';
@@ -33,7 +34,7 @@ export const fhirRoutes: Plugin<{ ctx: FhirContext }> = {
         path: `/fhir${path}`,
         options: { payload: opts.body ? bodyOptions() : undefined },
         handler: async (request: Request, h: ResponseToolkit) => {
-          const req = toRestRequest(request, opts.body);
+          const req = toRestRequest(ctx, request, opts.body);
           return respond(request, h, await cancellable(request, () => handler(ctx, req)));
         },
       });
@@ -90,7 +91,7 @@ export const fhirRoutes: Plugin<{ ctx: FhirContext }> = {
 };
 
 
-function toRestRequest(request: Request, body: 'resource' | 'resource-or-patch' | 'form' | undefined): RestRequest {
+function toRestRequest(ctx: FhirContext, request: Request, body: 'resource' | 'resource-or-patch' | 'form' | undefined): RestRequest {
   const params = request.params as Record<string, string | undefined>;
   // The type is a path parameter, or the literal segment of the /Patient/{id}/… routes; the
   // system-level routes (POST /fhir, /_history) have none and read no type.
@@ -104,8 +105,16 @@ function toRestRequest(request: Request, body: 'resource' | 'resource-or-patch' 
   if (params.compartmentType !== undefined && !params.compartmentType.startsWith('$') && !isSupportedType(params.compartmentType)) {
     throw notFound(`resource type '${params.compartmentType}' is not supported by this server (see /fhir/metadata)`);
   }
+  // Ids in the path are checked once here for every route (reads, writes, history, compartments,
+  // instance operations), before they reach a query; `$name` in the id position is an operation.
+  // A read of an id no resource can have is 404 (nothing is there), a write 400 (it never can be).
+  for (const [value, what] of [[params.id, 'id'], [params.vid, 'version id']] as const) {
+    if (value === undefined || value.startsWith('$') || isValidId(value)) continue;
+    if (request.method === 'get') throw notFound(`${type}/${[params.id, params.vid].filter(Boolean).join('/_history/').slice(0, 100)} is not known (not a FHIR ${what})`);
+    requireValidId(value, what);
+  }
   // Negotiate before doing any work, so an unacceptable Accept is 406 even for writes.
-  responseType((request.query as Record<string, string>)._format, request.headers.accept as string | undefined);
+  responseType((request.query as Record<string, string | string[] | undefined>)._format, request.headers.accept as string | undefined);
   const url = new URL(request.url.href);
   const query = url.searchParams;
   const headers = request.headers as Record<string, string | undefined>;
@@ -135,7 +144,7 @@ function toRestRequest(request: Request, body: 'resource' | 'resource-or-patch' 
     for (const [k, v] of new URLSearchParams(String(request.payload ?? ''))) query.append(k, v);
   } else if (body) {
     rest.bodyKind = checkBodyType(headers['content-type'], { allowPatch: body === 'resource-or-patch' });
-    rest.body = parseJsonBody(request.payload);
+    rest.body = parseJsonBody(request.payload, ctx.config.inputLimits);
   }
   return rest;
 }

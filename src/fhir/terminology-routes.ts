@@ -1,6 +1,7 @@
 import type { Plugin, Request, ResponseToolkit } from '@hapi/hapi';
 import type { FhirContext } from './context';
 import { parseJsonBody } from './negotiation';
+import { checkParameters } from './operations';
 import { badRequest, notFound } from '../kernel/outcome';
 import { respond } from './respond';
 import { mapsWithSource, translate } from '../terminology/conceptmap';
@@ -17,41 +18,21 @@ export const conceptMapCapability: fhir4.CapabilityStatementRestResource = {
 };
 
 /**
- * ConceptMaps served read-only from terminology/ (they are not stored in the database):
- * `GET /fhir/ConceptMap`, `GET /fhir/ConceptMap/{id}`, and `$translate` (R4
- * conceptmap-operation-translate) at type and instance level, GET or POST with Parameters.
+ * `$translate` (R4 conceptmap-operation-translate) at type and instance level, GET or POST with
+ * Parameters, over the server's own ConceptMaps in terminology/ (the device mappings). Those are
+ * files, not stored resources: ConceptMap is a stored type like any other (issue 15), so
+ * `GET /fhir/ConceptMap/{id}` reads what clients stored.
  */
 export const terminologyRoutes: Plugin<{ ctx: FhirContext }> = {
   name: 'terminology',
   register(server, { ctx }) {
-    server.route({
-      method: 'GET',
-      path: '/fhir/ConceptMap',
-      handler: (request, h) => {
-        const url = (request.query as Record<string, string | undefined>).url;
-        const maps = [...terminology().conceptMaps.values()].filter((cm) => !url || cm.url === url);
-        const bundle: fhir4.Bundle = {
-          resourceType: 'Bundle',
-          type: 'searchset',
-          total: maps.length,
-          link: [{ relation: 'self', url: `${ctx.baseUrl}/ConceptMap${url ? `?url=${encodeURIComponent(url)}` : ''}` }],
-          entry: maps.map((cm) => ({ fullUrl: `${ctx.baseUrl}/ConceptMap/${cm.id}`, resource: cm, search: { mode: 'match' } })),
-        };
-        return respond(request, h, { status: 200, body: bundle });
-      },
-    });
-    server.route({
-      method: 'GET',
-      path: '/fhir/ConceptMap/{id}',
-      handler: (request, h) => respond(request, h, { status: 200, body: conceptMap(request.params.id as string) }),
-    });
     for (const method of ['GET', 'POST'] as const) {
       for (const path of ['/fhir/ConceptMap/$translate', '/fhir/ConceptMap/{id}/$translate']) {
         server.route({
           method,
           path,
           options: method === 'POST' ? { payload: { parse: false, output: 'data', maxBytes: ctx.config.maxBodyBytes } } : undefined,
-          handler: (request: Request, h: ResponseToolkit) => respond(request, h, { status: 200, body: translateOperation(request) }),
+          handler: (request: Request, h: ResponseToolkit) => respond(request, h, { status: 200, body: translateOperation(ctx, request) }),
         });
       }
     }
@@ -60,24 +41,28 @@ export const terminologyRoutes: Plugin<{ ctx: FhirContext }> = {
 
 function conceptMap(id: string): fhir4.ConceptMap {
   const cm = terminology().conceptMaps.get(id);
-  if (!cm) throw notFound(`ConceptMap/${id} is not known`);
+  if (!cm) throw notFound(`ConceptMap/${id} is not one of this server's maps`);
   return cm;
 }
 
-function translateParameters(request: Request): Map<string, string> {
+function translateParameters(ctx: FhirContext, request: Request): Map<string, string> {
   const params = new Map<string, string>();
   for (const [k, v] of Object.entries(request.query as Record<string, string | string[]>)) {
     params.set(k, Array.isArray(v) ? v[0]! : v);
   }
   if (request.method === 'post') {
-    const body = parseJsonBody(request.payload) as fhir4.Parameters;
+    const body = parseJsonBody(request.payload, ctx.config.inputLimits) as fhir4.Parameters;
     if (body?.resourceType !== 'Parameters') throw badRequest('$translate takes a Parameters resource in the body');
+    checkParameters(body);
+    // Only string values count: a number or object where a uri/code belongs is no parameter.
+    const text = (v: unknown) => (typeof v === 'string' ? v : undefined);
     for (const p of body.parameter ?? []) {
-      const value = p.valueUri ?? p.valueCode ?? p.valueString ?? p.valueCanonical;
+      const value = text(p.valueUri) ?? text(p.valueCode) ?? text(p.valueString) ?? text(p.valueCanonical);
       if (value !== undefined) params.set(p.name, value);
-      if (p.name === 'coding' && p.valueCoding) {
-        if (p.valueCoding.system) params.set('system', p.valueCoding.system);
-        if (p.valueCoding.code) params.set('code', p.valueCoding.code);
+      const coding = p.name === 'coding' ? (p.valueCoding as Record<string, unknown> | null | undefined) : undefined;
+      if (coding && typeof coding === 'object') {
+        if (text(coding.system)) params.set('system', coding.system as string);
+        if (text(coding.code)) params.set('code', coding.code as string);
       }
     }
   }
@@ -85,8 +70,8 @@ function translateParameters(request: Request): Map<string, string> {
 }
 
 /** R4 ConceptMap/$translate: source system|code to the targets of the named (or every) map. */
-function translateOperation(request: Request): fhir4.Parameters {
-  const params = translateParameters(request);
+function translateOperation(ctx: FhirContext, request: Request): fhir4.Parameters {
+  const params = translateParameters(ctx, request);
   const system = params.get('system');
   const code = params.get('code');
   if (!system || !code) throw badRequest('$translate needs system and code (or a coding)');

@@ -1,3 +1,5 @@
+import { badRequest } from './outcome';
+
 /**
  * The FHIR id grammar (R4 datatypes.html#id: `[A-Za-z0-9\-\.]{1,64}`) and the relative
  * references built from it. Every door checks ids here, so an id that could never be read back
@@ -10,6 +12,14 @@ const TYPE_AND_ID = new RegExp(`^([A-Z][A-Za-z]+)\\/(${ID_PATTERN})$`);
 
 export function isValidId(id: string): boolean {
   return ID.test(id);
+}
+
+/**
+ * A 400 for an id (or version id) in a URL that breaks the grammar: no such resource can
+ * exist, and NUL or emoji in it must not reach a database query.
+ */
+export function requireValidId(id: string, what = 'id'): void {
+  if (!ID.test(id)) throw badRequest(`'${id.slice(0, 80).replace(/\u0000/g, '\\0')}' is not a FHIR ${what} ([A-Za-z0-9-.], 1 to 64 characters)`);
 }
 
 /** `Patient/123` → { type: 'Patient', id: '123' }; anything else (absolute, versioned, #local) → undefined. */

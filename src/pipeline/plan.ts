@@ -111,6 +111,17 @@ function applyJsonPatch(resource: fhir4.FhirResource, patch: unknown): unknown {
   if (!Array.isArray(patch)) {
     throw badRequest('a JSON Patch body must be an array of operations (RFC 6902)');
   }
+  patch.forEach((op: unknown, i) => {
+    // fast-json-patch refuses prototype paths with a TypeError (not its JsonPatchError): name
+    // them here, with every other non-object operation, as the client's mistake.
+    if (op === null || typeof op !== 'object' || Array.isArray(op)) throw badRequest(`JSON Patch operation ${i + 1} is not an object`);
+    for (const key of ['path', 'from'] as const) {
+      const pointer = (op as Record<string, unknown>)[key];
+      if (typeof pointer === 'string' && /(^|\/)(__proto__|constructor|prototype)(\/|$)/.test(pointer)) {
+        throw badRequest(`JSON Patch operation ${i + 1}: ${key} '${pointer}' names no FHIR element`);
+      }
+    }
+  });
   try {
     return applyPatch(structuredClone(resource), patch as Operation[], true, true, true).newDocument;
   } catch (err) {

@@ -1,3 +1,4 @@
+import { checkSearchSize, DEFAULT_INPUT_LIMITS, type InputLimits } from '../kernel/input-limits';
 import { badRequest, OperationOutcomeError } from '../kernel/outcome';
 import { splitUnescaped } from './escape';
 import { isSupportedType, supportedTypes } from '../kernel/resource-types';
@@ -79,6 +80,8 @@ export interface ParseOptions {
   maxCount: number;
   lenient?: boolean;
   baseUrl?: string;
+  /** Caps on parameters and OR values (the server's configured ones; else the defaults). */
+  limits?: InputLimits;
 }
 
 /** Parameters that control the result rather than filter it. */
@@ -220,6 +223,9 @@ function oneOf<T extends string>(name: string, value: string, allowed: readonly 
 }
 
 export function parseSearch(resourceType: string, params: URLSearchParams, opts: ParseOptions): ParsedSearch {
+  // Every search (REST, bundle entries, conditional URLs, _has, Subscription criteria) is parsed
+  // here, so the caps that keep one request from building a 70,000-term query live here too.
+  checkSearchSize(params, opts.limits ?? DEFAULT_INPUT_LIMITS, splitOr);
   const out: ParsedSearch = { resourceType, filters: [], sort: [], count: opts.defaultCount, include: [], revinclude: [], accepted: [], ignored: [] };
   for (const [name, value] of params) {
     try {

@@ -5,6 +5,7 @@ import { tableOf } from '../store/tables';
 import { searchsetJson } from './bundle';
 import { type Cursor, decodeCursor, encodeCursor } from './cursor';
 import { findIncluded, type FoundResource } from './include';
+import type { InputLimits } from '../kernel/input-limits';
 import { type ParsedSearch, parseSearch } from './parse';
 import { compartmentCondition, filterConditions, keysetCondition, orderBy, planDriver, type SortColumn, sortColumn } from './sql';
 import { checkReach } from './reach-check';
@@ -16,7 +17,7 @@ import { subsetResource, type SubsetMode } from './summary';
 export interface SearchContext {
   readonly db: Queryable;
   readonly baseUrl: string;
-  readonly config: { readonly defaultPageSize: number; readonly maxPageSize: number };
+  readonly config: { readonly defaultPageSize: number; readonly maxPageSize: number; readonly inputLimits?: InputLimits };
 }
 
 /** A searchset Bundle as JSON text (stored JSON is streamed into it unparsed). */
@@ -137,6 +138,7 @@ export async function searchResources(ctx: SearchContext, request: SearchRequest
     maxCount: ctx.config.maxPageSize,
     lenient: request.preferLenient,
     baseUrl: ctx.baseUrl,
+    limits: ctx.config.inputLimits,
   });
   const reach = request.reach ?? unlimited;
   checkReach(parsed, reach);

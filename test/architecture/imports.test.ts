@@ -14,7 +14,9 @@ const { describe, it } = lab;
  * Type-only imports count too: they are the same coupling for the next reader.
  */
 export const LAYERS: ReadonlyArray<readonly string[]> = [
-  ['kernel', 'config'],
+  ['kernel'],
+  // Above the kernel: its defaults (input limits) are the kernel's, configuration only overrides them.
+  ['config'],
   ['store'],
   ['terminology'],
   ['validation'],
@@ -24,6 +26,10 @@ export const LAYERS: ReadonlyArray<readonly string[]> = [
   ['fhir'],
   // landing: GET / and /docs, a page beside the capabilities (reads only config and kernel).
   ['auth', 'devices', 'monitoring', 'landing'],
+  // Medication schedules raise their Flags and reminders through monitoring's (flags, notify).
+  ['medication'],
+  // Apps served beside the API, clients of it (the dashboard registers itself with auth).
+  ['dashboard'],
   ['schema'],
   ['server'],
   ['main'],

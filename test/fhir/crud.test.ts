@@ -1,16 +1,29 @@
 import * as Lab from '@hapi/lab';
 import { expect } from '@hapi/code';
 import { supportedTypes } from '../../src/kernel/resource-types';
-import { readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { projectRoot } from '../../src/kernel/paths';
+import { officialDefinitionsDir, projectRoot } from '../../src/kernel/paths';
 import { countRows, startTestServer, type TestServer, unique } from '../helpers/server';
 
 export const lab = Lab.script();
 const { describe, it, before, after } = lab;
 
-/** A small valid resource of each type, kept with the project (fixtures/resources). */
-const fixture = (type: string) => JSON.parse(readFileSync(join(projectRoot, 'fixtures', 'resources', `${type}.json`), 'utf8'));
+/**
+ * A valid resource of each type: the project's own small one (fixtures/resources) where it has
+ * one, else the smallest of the type's examples in the official R4 package, or a bare resource
+ * for the five Substance* types the package has no example of (none of their elements is required).
+ */
+function fixture(type: string): any {
+  const own = join(projectRoot, 'fixtures', 'resources', `${type}.json`);
+  if (existsSync(own)) return JSON.parse(readFileSync(own, 'utf8'));
+  const examples = readdirSync(officialDefinitionsDir()).filter((f) => f.startsWith(`${type}-`) && f.endsWith('.json'));
+  const smallest = examples.map((f) => join(officialDefinitionsDir(), f)).sort((a, b) => statSync(a).size - statSync(b).size)[0];
+  const example = smallest ? JSON.parse(readFileSync(smallest, 'utf8')) : { resourceType: type };
+  delete example.id;
+  delete example.meta;
+  return example;
+}
 
 const withoutMeta = (r: any) => {
   const { meta, ...rest } = r;

@@ -20,7 +20,7 @@ export async function processBatch(ctx: FhirContext, rawEntries: readonly unknow
   const reads: ParsedEntry[] = [];
   for (const [index, raw] of rawEntries.entries()) {
     try {
-      const entry = parseEntry(raw, index, ctx.baseUrl);
+      const entry = parseEntry(raw, index, ctx.baseUrl, ctx.config.inputLimits);
       if (entry.write) writes.push({ entry, op: entry.write });
       else reads.push(entry);
     } catch (err) {

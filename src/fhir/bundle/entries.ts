@@ -1,6 +1,7 @@
 import { badRequest, OperationOutcomeError } from '../../kernel/outcome';
 import { isSupportedType } from '../../kernel/resource-types';
 import { parseVersionTag } from '../../kernel/etag';
+import { type InputLimits, parseJsonWithin } from '../../kernel/input-limits';
 import type { WriteOp } from '../../pipeline';
 
 /** One entry of a transaction or batch, parsed from `entry.request`. */
@@ -51,7 +52,7 @@ export function parseBundle(body: unknown, maxEntries: number): { type: 'transac
   return { type: bundle.type, entries };
 }
 
-export function parseEntry(raw: unknown, index: number, baseUrl: string): ParsedEntry {
+export function parseEntry(raw: unknown, index: number, baseUrl: string, limits: InputLimits): ParsedEntry {
   const entry = raw as { fullUrl?: unknown; resource?: unknown; request?: Record<string, unknown> } | null;
   if (!entry || typeof entry !== 'object') throw entryError(index, 400, 'is not an object');
   const request = entry.request;
@@ -87,7 +88,7 @@ export function parseEntry(raw: unknown, index: number, baseUrl: string): Parsed
       parsed.write = { kind: 'update', type, id, match, resource, ifMatch };
       break;
     case 'PATCH':
-      parsed.write = { kind: 'patch', type, id, match, patch: patchOperations(resource!, index), ifMatch };
+      parsed.write = { kind: 'patch', type, id, match, patch: patchOperations(resource!, index, limits), ifMatch };
       break;
     case 'DELETE':
       if (id === undefined && !match) throw entryError(index, 400, 'DELETE needs an id or search parameters in request.url');
@@ -101,13 +102,14 @@ export function parseEntry(raw: unknown, index: number, baseUrl: string): Parsed
  * In a bundle, a JSON Patch travels as a Binary resource whose base64 `data` is the patch
  * (R4 http.html#patch, "Patch using JSON Patch" in a transaction).
  */
-function patchOperations(resource: Record<string, unknown>, index: number): unknown {
+function patchOperations(resource: Record<string, unknown>, index: number, limits: InputLimits): unknown {
   if (resource.resourceType !== 'Binary' || typeof resource.data !== 'string') {
     throw entryError(index, 400, 'a PATCH entry carries its JSON Patch as a Binary resource with contentType application/json-patch+json and base64 data');
   }
   try {
-    return JSON.parse(Buffer.from(resource.data, 'base64').toString('utf8'));
-  } catch {
+    return parseJsonWithin(Buffer.from(resource.data, 'base64').toString('utf8'), limits);
+  } catch (err) {
+    if (err instanceof OperationOutcomeError) throw entryError(index, err.status, err.message);
     throw entryError(index, 400, 'the Binary data of a PATCH entry is not a base64 JSON Patch document');
   }
 }

@@ -6,6 +6,7 @@ import { history } from '../interactions/history';
 import { read, vread } from '../interactions/read';
 import { notFound } from '../../kernel/outcome';
 import { isSupportedType } from '../../kernel/resource-types';
+import { isValidId } from '../../kernel/id';
 import type { RestRequest } from '../rest-request';
 import { splitRequestUrl } from './entries';
 
@@ -22,6 +23,10 @@ export async function readEntry(ctx: FhirContext, url: string, headers: { ifNone
   if (type === 'metadata' && path.length === 1) return { status: 200, body: capabilityStatement(ctx, new Date().toISOString()) };
   if (type === '_history' && path.length === 1) return history(ctx, { ...req(''), type: undefined });
   if (!type || !isSupportedType(type)) throw notFound(`${url}: '${type ?? ''}' is not a resource type this server supports`);
+  // The same id grammar as the REST routes (src/fhir/routes.ts): no such resource can exist.
+  if ((id !== undefined && id !== '_history' && !isValidId(id)) || (third === '_history' && fourth !== undefined && !isValidId(fourth))) {
+    throw notFound(`${url.slice(0, 100)} is not known (not a FHIR id)`);
+  }
   if (path.length === 1) return search(ctx, req(type));
   if (id === '_history' && path.length === 2) return history(ctx, req(type));
   if (path.length === 2) return read(ctx, req(type, { id }));

@@ -20,7 +20,7 @@ const ORDER: Record<ParsedEntry['method'], number> = { DELETE: 0, POST: 1, PUT: 
  * and conditional references everywhere, then writes the whole bundle set-based.
  */
 export async function processTransaction(ctx: FhirContext, rawEntries: readonly unknown[], prefer: ReturnPreference, policy: AccessPolicy): Promise<fhir4.Bundle> {
-  const entries = rawEntries.map((raw, i) => parseEntry(raw, i, ctx.baseUrl));
+  const entries = rawEntries.map((raw, i) => parseEntry(raw, i, ctx.baseUrl, ctx.config.inputLimits));
   checkDuplicateFullUrls(entries);
   const writes = entries.filter((e) => e.write).sort((a, b) => ORDER[a.method] - ORDER[b.method] || a.index - b.index);
 

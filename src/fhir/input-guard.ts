@@ -1,0 +1,40 @@
+import type { Plugin, Request, ResponseToolkit } from '@hapi/hapi';
+import { OperationOutcomeError } from '../kernel/outcome';
+
+/**
+ * One guard before every handler (FHIR, device doors, the authorization server): no path
+ * parameter, query parameter or form field may hold a NUL character. PostgreSQL text cannot
+ * hold one (the query fails: a 500), and no FHIR id, search value, client id or password
+ * needs one. JSON bodies are checked by their parser (src/kernel/input-limits.ts), headers by
+ * Node's HTTP parser.
+ */
+export const inputGuard: Plugin<void> = {
+  name: 'input-guard',
+  register(server) {
+    server.ext('onPreHandler', (request: Request, h: ResponseToolkit) => {
+      const where = nulIn('path', request.params) ?? nulIn('query', request.query) ?? nulIn('form', formOf(request));
+      if (where) throw new OperationOutcomeError(400, { code: 'invalid', diagnostics: `the ${where} holds a NUL character (%00), which no value of this server may contain` });
+      return h.continue;
+    });
+  },
+};
+
+/** The fields of a form body, parsed by hapi or (the authorization server's routes) left raw. */
+function formOf(request: Request): Record<string, unknown> | undefined {
+  const payload = request.payload;
+  if (payload === null || payload === undefined) return undefined;
+  if (!Buffer.isBuffer(payload) && typeof payload !== 'string') return typeof payload === 'object' ? (payload as Record<string, unknown>) : undefined;
+  const type = String(request.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+  if (type !== 'application/x-www-form-urlencoded') return undefined;
+  const fields: Record<string, string[]> = Object.create(null) as Record<string, string[]>; // 'constructor' is a field name too
+  for (const [name, value] of new URLSearchParams(payload.toString())) (fields[name] ??= []).push(value);
+  return fields;
+}
+
+function nulIn(kind: string, fields: Record<string, unknown> | null | undefined): string | undefined {
+  for (const [name, value] of Object.entries(fields ?? {})) {
+    const values = Array.isArray(value) ? value : [value];
+    if (name.includes('\u0000') || values.some((v) => typeof v === 'string' && v.includes('\u0000'))) return `${kind} parameter '${name.replace(/\u0000/g, '\\0').slice(0, 60)}'`;
+  }
+  return undefined;
+}

@@ -1,0 +1,114 @@
+import { OperationOutcomeError } from './outcome';
+
+/**
+ * Bounds on what one request may make the server do, checked where input enters (the JSON body
+ * parser, the search parser, the resource validator) so that no later stage's work grows with
+ * hostile input: recursion depth, element and string sizes, search terms. Configurable
+ * (src/config.ts; the per-resource element bound is src/validation's); the defaults fit every real monitoring payload with room to spare.
+ */
+export interface InputLimits {
+  /** Deepest nesting of objects/arrays in a JSON body (validation and indexing recurse). */
+  maxJsonDepth: number;
+  /** Most values (objects, arrays, strings, numbers…) in one JSON body. */
+  maxJsonElements: number;
+  /** Longest JSON string, in characters (FHIR R4 datatypes.html#string: at most 1 MB). */
+  maxStringLength: number;
+  /** Most search parameters in one search (query, form body, conditional URL). */
+  maxSearchParameters: number;
+  /** Most comma-separated (OR) values in one search parameter. */
+  maxOrValues: number;
+}
+
+export const DEFAULT_INPUT_LIMITS: Readonly<InputLimits> = {
+  maxJsonDepth: 64,
+  maxJsonElements: 2_000_000,
+  maxStringLength: 1_048_576,
+  maxSearchParameters: 50,
+  maxOrValues: 100,
+};
+
+const tooCostly = (status: number, diagnostics: string, expression?: string[]) =>
+  new OperationOutcomeError(status, { code: 'too-costly', diagnostics, ...(expression ? { expression } : {}) });
+
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+const OPEN = new Set([0x7b, 0x5b]); // { [
+const CLOSE = new Set([0x7d, 0x5d]); // } ]
+const COMMA = 0x2c;
+
+/**
+ * Parses a JSON text after one linear scan that refuses, before any work grows with them,
+ * nesting deeper than `maxJsonDepth` (V8 parses 100,000 levels, but every recursive walk after
+ * it overflows the stack), more than `maxJsonElements` values, strings longer than
+ * `maxStringLength`, and the escape `\u0000` (PostgreSQL text and jsonb cannot hold NUL, and
+ * an id or search value with one can never be read back). Malformed JSON is left to JSON.parse
+ * to name.
+ */
+export function parseJsonWithin(text: string, limits: InputLimits): unknown {
+  let depth = 0;
+  let elements = 1;
+  let inString = false;
+  let stringStart = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === BACKSLASH) {
+        if (text.startsWith('u0000', i + 1)) throw new OperationOutcomeError(400, { code: 'invalid', diagnostics: 'the body contains a NUL character (\\u0000), which no FHIR value may hold' });
+        i++;
+      } else if (c === QUOTE) {
+        inString = false;
+        if (i - stringStart > limits.maxStringLength) throw tooCostly(413, `a string in the body is longer than ${limits.maxStringLength} characters`);
+      }
+      continue;
+    }
+    if (c === QUOTE) {
+      inString = true;
+      stringStart = i + 1;
+    } else if (OPEN.has(c)) {
+      if (++depth > limits.maxJsonDepth) throw tooCostly(400, `the body nests deeper than ${limits.maxJsonDepth} levels`);
+    } else if (CLOSE.has(c)) {
+      depth--;
+    } else if (c === COMMA) {
+      if (++elements > limits.maxJsonElements) throw tooCostly(413, `the body holds more than ${limits.maxJsonElements} values`);
+    }
+  }
+  if (inString && text.length - stringStart > limits.maxStringLength) throw tooCostly(413, `a string in the body is longer than ${limits.maxStringLength} characters`);
+  return JSON.parse(text);
+}
+
+/**
+ * Counts the values in a parsed resource, without recursion, stopping past `max`: validation,
+ * index extraction and profile checks all walk every element, so a resource's size in elements
+ * bounds the CPU one write may take (a 7 MB Patient of 180,000 names took 18 s).
+ */
+export function exceedsElements(resource: unknown, max: number): boolean {
+  const stack: unknown[] = [resource];
+  let count = 0;
+  while (stack.length) {
+    const node = stack.pop();
+    if (++count > max) return true;
+    if (node !== null && typeof node === 'object') {
+      for (const value of Object.values(node as object)) stack.push(value);
+    }
+  }
+  return false;
+}
+
+/** Refuses a search that asks for more work than the limits allow. */
+export function checkSearchSize(params: Iterable<[string, string]>, limits: InputLimits, splitOr: (value: string) => string[]): void {
+  let n = 0;
+  for (const [name, value] of params) {
+    if (++n > limits.maxSearchParameters) throw tooCostly(400, `a search may carry at most ${limits.maxSearchParameters} parameters`);
+    if (name.includes('\u0000') || value.includes('\u0000')) throw new OperationOutcomeError(400, { code: 'invalid', diagnostics: `search parameter '${name.replace(/\u0000/g, '\\0')}' contains a NUL character`, expression: [name.replace(/\u0000/g, '')] });
+    // Counting commas first keeps the split itself from being the cost.
+    if (value.length > limits.maxOrValues && count(value, ',') >= limits.maxOrValues && splitOr(value).length > limits.maxOrValues) {
+      throw tooCostly(400, `search parameter '${name}' has more than ${limits.maxOrValues} values`, [name]);
+    }
+  }
+}
+
+function count(text: string, char: string): number {
+  let n = 0;
+  for (let i = text.indexOf(char); i >= 0; i = text.indexOf(char, i + 1)) n++;
+  return n;
+}

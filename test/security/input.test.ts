@@ -1,0 +1,163 @@
+import * as Lab from '@hapi/lab';
+import { expect } from '@hapi/code';
+import { countRows, startTestServer, type TestServer } from '../helpers/server';
+
+export const lab = Lab.script();
+const { describe, it, before, after } = lab;
+
+const TYPES = ['Patient', 'Practitioner', 'CarePlan', 'Observation', 'Device'];
+
+/**
+ * Issue 11, hostile input: each of the malformed requests an attacker's run found answered 500
+ * (or stored something that could never be read back) is a 4xx OperationOutcome that writes
+ * nothing. The bounds live where input enters (src/kernel/input-limits.ts, src/kernel/id.ts).
+ */
+describe('hostile input is a 4xx OperationOutcome and writes nothing', () => {
+  let app: TestServer;
+  let patient: string;
+  before(async () => {
+    app = await startTestServer({ MAX_OR_VALUES: '100', MAX_SEARCH_PARAMETERS: '50' });
+    patient = (await app.request({ method: 'POST', url: '/fhir/Patient', payload: { resourceType: 'Patient' } })).json.id;
+  });
+  after(() => app.stop());
+
+  const snapshot = async () => Object.fromEntries(await Promise.all(TYPES.map(async (t) => [t, await countRows(app, t)])));
+
+  /** Sends the request; expects `status` (or any 4xx), an OperationOutcome, and no row written anywhere. */
+  const refused = async (options: Parameters<TestServer['request']>[0], status?: number) => {
+    const beforeRows = await snapshot();
+    const res = await app.request(options);
+    const label = `${options.method} ${String(options.url).slice(0, 80)} → ${res.statusCode} ${res.payload.slice(0, 200)}`;
+    if (status) expect(res.statusCode, label).to.equal(status);
+    else expect(res.statusCode >= 400 && res.statusCode < 500, label).to.be.true();
+    expect(res.json?.resourceType, label).to.equal('OperationOutcome');
+    expect(await snapshot(), label).to.equal(beforeRows);
+    return res;
+  };
+  const json = (method: string, url: string, body: string, contentType = 'application/fhir+json') =>
+    ({ method, url, payload: body, headers: { 'content-type': contentType } });
+
+  it('refuses ids outside the FHIR id grammar at every door', async () => {
+    await refused({ method: 'PUT', url: "/fhir/Patient/bad%20id'", payload: { resourceType: 'Patient', id: "bad id'" } }, 400);
+    await refused({ method: 'PUT', url: '/fhir/Practitioner/%F0%9F%98%80', payload: { resourceType: 'Practitioner', id: '😀' } }, 400);
+    await refused({ method: 'PUT', url: '/fhir/Patient/a%00b', payload: { resourceType: 'Patient' } }, 400);
+    await refused({ method: 'DELETE', url: '/fhir/Patient/a%00b' }, 400);
+    // NUL anywhere in a request is refused before any handler (src/fhir/input-guard.ts).
+    await refused({ method: 'GET', url: '/fhir/Patient/a%00b' }, 400);
+    await refused({ method: 'GET', url: `/fhir/Patient/${patient}/_history/1%00` }, 400);
+    await refused({ method: 'POST', url: '/auth/token', payload: 'grant_type=client_credentials&client_id=%00', headers: { 'content-type': 'application/x-www-form-urlencoded' } }, 400);
+    // Other ids no resource can have: nothing to read.
+    await refused({ method: 'GET', url: "/fhir/Patient/bad%20id'" }, 404);
+    await refused({ method: 'GET', url: '/fhir/Patient/%F0%9F%98%80/_history' }, 404);
+    await refused({ method: 'GET', url: `/fhir/Patient/${patient}/_history/99999999999999999999` }, 404);
+    // %2e%2e is normalised to the parent path by the router: never a CarePlan with id '..'.
+    await refused({ method: 'PUT', url: '/fhir/CarePlan/%2e%2e', payload: { resourceType: 'CarePlan', status: 'active', intent: 'plan', subject: { reference: `Patient/${patient}` } } });
+    for (const url of ['Patient/x y<script>', 'Patient/x%20y', 'CarePlan/%2e%2e', 'Practitioner/%F0%9F%98%80']) {
+      const resource = url.startsWith('CarePlan') ? { resourceType: 'CarePlan', status: 'active', intent: 'plan', subject: { reference: `Patient/${patient}` } } : { resourceType: url.split('/')[0] };
+      await refused({ method: 'POST', url: '/fhir', payload: { resourceType: 'Bundle', type: 'transaction', entry: [{ fullUrl: url, resource, request: { method: 'PUT', url } }] } }, 400);
+      const batch = await app.request({ method: 'POST', url: '/fhir', payload: { resourceType: 'Bundle', type: 'batch', entry: [{ resource, request: { method: 'PUT', url } }, { request: { method: 'GET', url: `${url}/_history/1` } }] } });
+      expect(batch.statusCode).to.equal(200);
+      expect(batch.json.entry.map((e: any) => e.response.status.slice(0, 3))).to.equal(['400', '404']);
+    }
+    // Conditional update creating from a body id, and a create naming one.
+    await refused({ method: 'PUT', url: '/fhir/Patient?identifier=urn:x|nobody', payload: { resourceType: 'Patient', id: 'a b' } }, 400);
+    await refused({ method: 'POST', url: '/fhir/Patient', payload: { resourceType: 'Patient', id: 'x y<script>' } }, 400);
+    // A device door naming a patient by an impossible id.
+    await refused(json('POST', '/ingest/readings', JSON.stringify({ device: { identifier: { system: 'urn:test:serial', value: 'hostile-1' }, create: true }, patient: { reference: 'Patient/x y' }, readings: [{ code: { system: 'http://loinc.org', code: '8867-4' }, value: 70, unit: '/min', time: '2026-11-02T08:00:00Z' }] })));
+  });
+
+  it('bounds JSON bodies before any work grows with them', async () => {
+    const deep = (n: number) => `{"resourceType":"Patient","extension":${'['.repeat(n)}${']'.repeat(n)}}`;
+    await refused(json('POST', '/fhir/Patient', deep(2000)), 400);
+    await refused(json('POST', '/fhir/Patient', `{"resourceType":"Patient","a":${'{"a":'.repeat(2000)}1${'}'.repeat(2000)}}`), 400);
+    await refused(json('POST', '/fhir', `{"resourceType":"Bundle","type":"batch","entry":${'['.repeat(5000)}${']'.repeat(5000)}}`), 400);
+    await refused(json('POST', '/ingest/readings', `{"device":${'['.repeat(3000)}${']'.repeat(3000)}}`), 400);
+    // 7 MB: one string over 1 MB is 413; a resource of 180,000 values is 400 without a minute of validation.
+    await refused({ method: 'POST', url: '/fhir/Patient', payload: { resourceType: 'Patient', name: [{ family: 'x'.repeat(7_000_000) }] } }, 413);
+    await refused({ method: 'POST', url: '/fhir/Patient', payload: { resourceType: 'Patient', name: Array.from({ length: 60_000 }, (_, i) => ({ family: `f${i}`, given: ['g', 'h'] })) } }, 400);
+    await refused(json('POST', '/fhir/Patient', '{"resourceType":"Patient","name":[{"family":"a\\u0000b"}]}'), 400);
+    await refused({ method: 'POST', url: '/fhir/Observation', payload: { resourceType: 'Observation', status: 'final', code: { coding: [null] } } }, 400);
+    await refused({ method: 'POST', url: '/fhir/Observation', payload: { resourceType: 'Observation', status: 'final', code: { text: 'x' }, subject: null } }, 400);
+  });
+
+  it('refuses malformed operation parameters and patches instead of crashing', async () => {
+    await refused({ method: 'POST', url: '/fhir/Patient/$validate', payload: { resourceType: 'Parameters', parameter: {} } }, 400);
+    await refused({ method: 'POST', url: '/fhir/Patient/$validate', payload: { resourceType: 'Parameters', parameter: [null] } }, 400);
+    await refused({ method: 'POST', url: '/fhir/ConceptMap/$translate', payload: { resourceType: 'Parameters', parameter: {} } }, 400);
+    await refused({ method: 'POST', url: '/fhir/ConceptMap/$translate', payload: { resourceType: 'Parameters', parameter: [{ name: 'system', valueUri: 7 }, { name: 'coding', valueCoding: 'x' }] } }, 400);
+    for (const path of ['/__proto__/polluted', '/__proto__', '/constructor/prototype/x']) {
+      await refused(json('PATCH', `/fhir/Patient/${patient}`, JSON.stringify([{ op: 'add', path, value: { polluted: true } }]), 'application/json-patch+json'), 400);
+    }
+    expect(({} as Record<string, unknown>).polluted).to.not.exist();
+    await refused(json('PATCH', `/fhir/Patient/${patient}`, JSON.stringify([null, 1]), 'application/json-patch+json'), 400);
+    await refused(json('PATCH', `/fhir/Patient/${patient}`, JSON.stringify([{ op: 'add', path: '/gender', value: null }]), 'application/json-patch+json'), 400);
+  });
+
+  it('refuses hostile search and transport parameters', async () => {
+    await refused({ method: 'GET', url: '/fhir/Patient?name=a%00b' }, 400);
+    await refused({ method: 'GET', url: '/fhir/Patient?_id=a%00b' }, 400);
+    await refused({ method: 'GET', url: '/fhir/Patient?_format=json&_format=xml' }, 400);
+    await refused({ method: 'GET', url: `/fhir/Patient/${patient}?_format=json&_format=json` }, 400);
+    await refused({ method: 'GET', url: '/fhir/Patient?_cursor=eyJhIjoxfQ' }, 400);
+    await refused({ method: 'GET', url: '/fhir/Patient?_cursor=%ff%fe' }, 400);
+    await refused({ method: 'GET', url: `/fhir/Patient?name=${Array.from({ length: 70_000 }, (_, i) => `n${i}`).join(',')}` }, 400);
+    await refused({ method: 'GET', url: `/fhir/Patient?${Array.from({ length: 600 }, (_, i) => `name=n${i}`).join('&')}` }, 400);
+    await refused({ method: 'POST', url: '/fhir/Patient/_search', payload: Array.from({ length: 600 }, (_, i) => `name=n${i}`).join('&'), headers: { 'content-type': 'application/x-www-form-urlencoded' } }, 400);
+    await refused({ method: 'PUT', url: `/fhir/Patient?${Array.from({ length: 101 }, (_, i) => `identifier=i${i}`).join('&')}`, payload: { resourceType: 'Patient' } }, 400);
+    await refused({ method: 'POST', url: '/fhir/Patient', payload: { resourceType: 'Patient' }, headers: { 'if-none-exist': 'identifier=a%00b' } }, 400);
+    // At the caps, searches still answer.
+    const atCap = await app.request({ method: 'GET', url: `/fhir/Patient?name=${Array.from({ length: 100 }, (_, i) => `n${i}`).join(',')}` });
+    expect(atCap.statusCode).to.equal(200);
+  });
+
+  it('files no reading at a Withings time no clock can hold', async () => {
+    const res = await app.request({
+      method: 'POST', url: `/ingest/withings?patient=Patient/${patient}`,
+      payload: { status: 0, body: { measuregrps: [{ grpid: 1, attrib: 0, date: 1e20, category: 1, deviceid: 'hostile-w', measures: [{ value: 128, type: 10, unit: 0 }, { value: 80, type: 9, unit: 0 }] }] } },
+    });
+    expect(res.statusCode).to.equal(200);
+    expect(res.json.entry.map((e: any) => e.response.status)).to.equal(['400 Bad Request']);
+  });
+});
+
+describe('security headers on every response', () => {
+  const paths = [
+    ['GET', '/fhir/metadata'], ['GET', '/fhir/Patient'], ['GET', '/fhir/Patient/nope'], ['GET', '/not-a-route'],
+    ['POST', '/auth/token'], ['GET', '/fhir/.well-known/smart-configuration'], ['POST', '/ingest/readings'],
+  ] as const;
+
+  it('nosniff everywhere, no-store on everything but public key and style documents, no HSTS over plain http', async () => {
+    const app = await startTestServer({}, { listen: true });
+    try {
+      for (const [method, path] of paths) {
+        const res = await fetch(`http://127.0.0.1:${app.server.info.port}${path}`, { method });
+        expect(res.headers.get('x-content-type-options'), path).to.equal('nosniff');
+        expect(res.headers.get('cache-control'), path).to.equal('no-store');
+        expect(res.headers.get('strict-transport-security'), path).to.be.null();
+      }
+      // Refused by Node's HTTP parser before hapi (request line over 16 KB): still an OperationOutcome.
+      const huge = await fetch(`http://127.0.0.1:${app.server.info.port}/fhir/Patient?name=${'x'.repeat(20_000)}`);
+      expect(huge.status).to.equal(431);
+      expect(huge.headers.get('x-content-type-options')).to.equal('nosniff');
+      expect(huge.headers.get('cache-control')).to.equal('no-store');
+      expect(((await huge.json()) as { resourceType: string }).resourceType).to.equal('OperationOutcome');
+    } finally {
+      await app.stop();
+    }
+  });
+
+  it('HSTS when the public base is https, or a TLS proxy is declared', async () => {
+    for (const env of [{ BASE_URL: 'https://fhir.example.org' }, { TLS_PROXY: 'true' }] as Array<Record<string, string>>) {
+      const app = await startTestServer(env, { listen: true });
+      try {
+        for (const [method, path] of paths) {
+          const res = await fetch(`http://127.0.0.1:${app.server.info.port}${path}`, { method });
+          expect(res.headers.get('strict-transport-security'), `${path} ${JSON.stringify(env)}`).to.equal('max-age=31536000; includeSubDomains');
+          expect(res.headers.get('x-content-type-options')).to.equal('nosniff');
+        }
+      } finally {
+        await app.stop();
+      }
+    }
+  });
+});
