@@ -4,6 +4,7 @@ import type { Plugin, ResponseToolkit } from '@hapi/hapi';
 import Inert from '@hapi/inert';
 import { ensureClient, publicRoute } from '../auth';
 import type { FhirContext } from '../fhir/context';
+import { notFound } from '../kernel/outcome';
 import { projectRoot } from '../kernel/paths';
 
 /**
@@ -66,8 +67,13 @@ export const dashboardPlugin: Plugin<{ ctx: FhirContext }> = {
       method: 'GET',
       path: `${DASHBOARD_PATH}/assets/{file}`,
       options: { ...publicRoute },
-      handler: (request, h) =>
-        secured(h, h.file(request.params.file as string, { confine: join(builtApp, 'assets') })).header('cache-control', 'public, max-age=31536000, immutable'),
+      handler: (request, h) => {
+        // Vite's asset names are short [name]-[hash].[ext]; anything else is not ours. A name past
+        // the file system's limit would fail open() with ENAMETOOLONG, which inert answers with 500.
+        const file = request.params.file as string;
+        if (!/^[\w.-]{1,200}$/.test(file)) throw notFound('no such asset of the dashboard');
+        return secured(h, h.file(file, { confine: join(builtApp, 'assets') })).header('cache-control', 'public, max-age=31536000, immutable');
+      },
     });
   },
 };

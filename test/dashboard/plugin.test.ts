@@ -64,7 +64,7 @@ describe('dashboard plugin: serving the built app and its SMART registration', (
   });
 
   it('answers 404 for missing assets and never serves files outside the built app', async () => {
-    for (const url of ['/app/assets/missing.js', '/app/assets/..%2F..%2F..%2Fpackage.json', '/app/assets/%2e%2e%2fconfig.json', '/app/../package.json', '/app/src/main.tsx']) {
+    for (const url of ['/app/assets/missing.js', `/app/assets/${'x'.repeat(300)}.js`, '/app/assets/..%2F..%2F..%2Fpackage.json', '/app/assets/%2e%2e%2fconfig.json', '/app/../package.json', '/app/src/main.tsx']) {
       const res = await app.request({ method: 'GET', url });
       expect([400, 403, 404], url).to.include(res.statusCode);
       expect(res.payload, url).to.not.contain('rpm-fhir-server');
