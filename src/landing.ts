@@ -10,16 +10,23 @@ import { projectRoot } from './kernel/paths';
  * URL got a JSON 404 before), and `GET /docs/…`: the README, the design and the decision
  * records as plain Markdown, from a list made at start (no path from the request touches the disk).
  */
-export const landingRoutes: Plugin<{ config: Config }> = {
+/** Apps served beside the API (the layers above pass them in: this page imports none of them). */
+export interface LandingApp {
+  href: string;
+  title: string;
+  note?: string;
+}
+
+export const landingRoutes: Plugin<{ config: Config; apps?: LandingApp[] }> = {
   name: 'landing',
-  register(server, { config }) {
+  register(server, { config, apps = [] }) {
     const docs = documents();
     server.route({
       method: 'GET',
       path: '/',
       options: { auth: false },
       handler: (_request, h) =>
-        h.response(landingPage(config, [...docs.keys()])).type('text/html; charset=utf-8')
+        h.response(landingPage(config, [...docs.keys()], apps)).type('text/html; charset=utf-8')
           .header('content-security-policy', "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"),
     });
     server.route({
@@ -46,7 +53,7 @@ function documents(): Map<string, string> {
   return docs;
 }
 
-function landingPage(config: Config, docs: string[]): string {
+function landingPage(config: Config, docs: string[], apps: LandingApp[]): string {
   const fhir = `${config.baseUrl}/fhir`;
   const link = (href: string, text: string, note = '') => `<li><a href="${escape(href)}">${escape(text)}</a>${note ? ` <span class="muted">${note}</span>` : ''}</li>`;
   const body = `<p class="lead">A FHIR R4 server for remote patient monitoring: home blood-pressure cuffs, scales,
@@ -61,6 +68,7 @@ ${config.auth.disabled ? '' : link('/auth/.well-known/openid-configuration', 'Op
 </ul>
 <h2>For people</h2>
 <ul class="links">
+${apps.map((a) => link(a.href, a.title, a.note ? `— ${escape(a.note)}` : '')).join('\n')}
 ${docs.map((d) => link(`/docs/${d}`, d === 'README.md' ? 'README: run it, use it, for each kind of user' : d === 'DESIGN.md' ? 'Design: data flow, storage, interfaces' : `Decision: ${d.replace(/^decisions\//, '').replace(/\.md$/, '')}`)).join('\n')}
 </ul>`;
   return htmlPage('FHIR R4 server', body, { wide: true, footer: 'Every FHIR request needs a Bearer access token except the CapabilityStatement and the SMART configuration.' });

@@ -5,7 +5,7 @@ import { type AuditTrail, auditRoutes, registerAudit } from './audit';
 import { authPlugin } from './auth';
 import type { Config } from './config';
 import type { FhirContext } from './fhir/context';
-import { dashboardPlugin } from './dashboard';
+import { DASHBOARD_PATH, dashboardPlugin } from './dashboard';
 import { devicesPlugin, registerDevices } from './devices';
 import { errorsPlugin } from './fhir/errors-plugin';
 import { inputGuard } from './fhir/input-guard';
@@ -104,7 +104,7 @@ export async function createServer(config: Config, options: { db?: Db; logger?: 
   const medication = registerMedication(ctx);
   await server.register({ plugin: devicesPlugin, options: { ctx } });
   await server.register({ plugin: terminologyRoutes, options: { ctx } });
-  await server.register({ plugin: landingRoutes, options: { config } });
+  await server.register({ plugin: landingRoutes, options: { config, apps: [{ href: DASHBOARD_PATH, title: 'Clinician dashboard', note: 'a SMART app of this API' }] } });
   // The clinician dashboard, a SMART app of this FHIR API, served beside it.
   await server.register({ plugin: dashboardPlugin, options: { ctx } });
 

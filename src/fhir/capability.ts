@@ -1,7 +1,7 @@
 import { searchParametersFor } from '../search';
 import { supportedTypes } from '../kernel/resource-types';
 import type { FhirContext } from './context';
-import { conceptMapCapability } from './terminology-routes';
+import { routedOperations } from './terminology-routes';
 
 /** Extra CapabilityStatement parts contributed by other capabilities (auth adds rest.security). */
 export type CapabilityContributor = (statement: fhir4.CapabilityStatement, ctx: FhirContext) => void;
@@ -51,8 +51,11 @@ export function capabilityStatement(ctx: FhirContext, startedAt: string): fhir4.
             ...(p.definition ? { definition: p.definition } : {}),
             ...(p.documentation ? { documentation: p.documentation } : {}),
           })),
-          operation: ctx.operations.forType(type).map((o) => ({ name: o.name, definition: o.definition ?? `${ctx.baseUrl}/OperationDefinition/${o.name}` })),
-        })), conceptMapCapability],
+          operation: [
+            ...ctx.operations.forType(type).map((o) => ({ name: o.name, definition: o.definition ?? `${ctx.baseUrl}/OperationDefinition/${o.name}` })),
+            ...(routedOperations[type] ?? []),
+          ],
+        }))],
         // POST /fhir takes batch and transaction Bundles (bundle/); GET /fhir/_history.
         interaction: [{ code: 'transaction' }, { code: 'batch' }, { code: 'history-system' }],
       },

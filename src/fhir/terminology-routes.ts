@@ -7,14 +7,12 @@ import { respond } from './respond';
 import { mapsWithSource, translate } from '../terminology/conceptmap';
 import { terminology } from '../terminology/load';
 
-/** The CapabilityStatement entry of what this plugin serves (ConceptMap is not a stored type). */
-export const conceptMapCapability: fhir4.CapabilityStatementRestResource = {
-  type: 'ConceptMap',
-  profile: 'http://hl7.org/fhir/StructureDefinition/ConceptMap',
-  documentation: 'Read-only: the code maps the device doors use (terminology/), not stored in the database.',
-  interaction: [{ code: 'read' }, { code: 'search-type' }],
-  searchParam: [{ name: 'url', type: 'uri', definition: 'http://hl7.org/fhir/SearchParameter/ConceptMap-url' }],
-  operation: [{ name: 'translate', definition: 'http://hl7.org/fhir/OperationDefinition/ConceptMap-translate' }],
+/**
+ * The operations this plugin serves by route rather than through the OperationRegistry, by
+ * type, for the CapabilityStatement (ConceptMap itself is a stored type with its own entry).
+ */
+export const routedOperations: Readonly<Record<string, fhir4.CapabilityStatementRestResourceOperation[]>> = {
+  ConceptMap: [{ name: 'translate', definition: 'http://hl7.org/fhir/OperationDefinition/ConceptMap-translate' }],
 };
 
 /**

@@ -69,6 +69,17 @@ async function startServer(env: NodeJS.ProcessEnv, base: string): Promise<ChildP
   throw new Error(`server did not answer /fhir/metadata: ${stderr}`);
 }
 
+/**
+ * What each walk-through prints besides JSON bodies, line by line: the README's comments promise
+ * these answers, so a walk-through that runs but answers wrongly fails too.
+ */
+const PRINTS: Record<string, RegExp[]> = {
+  operator: [/^4\.0\.1$/, /^http:\/\/localhost:\d+\/auth\/token$/, /^refused while the server runs$/],
+  ehr: [/^Moreau$/, /^2$/, /^3$/, /^201 Created$/, /^1$/, /^1$/, /^2$/, /^1$/, /^3$/, /^error$/],
+  smart: [/^launch-ehr .*permission-v2$/, /^http:\/\/localhost:\d+\/auth\/authorize\?/, /^[A-Za-z0-9.-]+$/, /^Moreau$/, /^300$/],
+  gateway: [/^(201 Created ?)+$/, /^(200 OK ?)+$/, /^\d+$/, /^[1-9]\d*$/],
+};
+
 describe('the README walk-throughs, executed as written', () => {
   const all = walkthroughs();
 
@@ -98,10 +109,15 @@ describe('the README walk-throughs, executed as written', () => {
           expect(res.code, `${name} (server stopped) failed:\n${block}\nstdout: ${res.stdout}\nstderr: ${res.stderr}`).to.equal(0);
         }
         server = await startServer(env, `http://127.0.0.1:${port}`);
+        let printed: string[] = [];
         for (const block of walkthrough.running) {
           const res = await bash(localise(block), work, env);
           expect(res.code, `${name} failed:\nstdout: ${res.stdout}\nstderr: ${res.stderr}`).to.equal(0);
+          printed = printed.concat(res.stdout.split('\n').filter((line) => line.trim() !== '' && !/^\s*[{}[\]"]/.test(line)));
         }
+        const expected = PRINTS[name]!;
+        expect(printed.length, printed.join('\n')).to.equal(expected.length);
+        expected.forEach((re, i) => expect(printed[i], `${name} line ${i + 1}`).to.match(re));
       } finally {
         if (server && server.exitCode === null) {
           const exited = new Promise((r) => server!.once('exit', r));

@@ -18,7 +18,7 @@ describe('the landing page', () => {
     expect(res.headers['content-type']).to.equal('text/html; charset=utf-8');
     expect(res.payload).to.include('FHIR R4 server for remote patient monitoring');
     const links = [...res.payload.matchAll(/href="([^"]+)"/g)].map((m) => m[1]!);
-    expect(links).to.include(['/fhir/metadata', '/fhir/.well-known/smart-configuration', '/auth/.well-known/openid-configuration', '/docs/README.md', '/docs/DESIGN.md']);
+    expect(links).to.include(['/app', '/fhir/metadata', '/fhir/.well-known/smart-configuration', '/auth/.well-known/openid-configuration', '/docs/README.md', '/docs/DESIGN.md']);
     for (const link of links) {
       const target = await app.request({ method: 'GET', url: link });
       expect(target.statusCode, link).to.equal(200);
