@@ -20,8 +20,9 @@ const { describe, it, before, after } = lab;
  * seen once can be replayed with FUZZ_SEED=<seed>. FUZZ_REQUESTS scales the campaign.
  *
  * Holds: no 5xx, no connection reset, every 4xx of the FHIR and device routes an
- * OperationOutcome, the sentinel types (never sent a valid body) unchanged, and every row in
- * the database a valid resource under a valid id.
+ * OperationOutcome, no resource in a 2xx answer outside a narrow token's grant (a patient's
+ * compartment, granular vital-signs Observations, Patients only), the sentinel types (never
+ * sent a valid body) unchanged, and every row in the database a valid resource under a valid id.
  */
 
 /** mulberry32: a tiny seeded PRNG, enough to replay a campaign exactly. */
@@ -97,6 +98,9 @@ interface Figures {
   byClass: Record<string, number>;
   resets: string[];
   serverErrors: string[];
+  leaks: string[];
+  /** Resources in 2xx answers to the narrow tokens, each checked against the grant. */
+  checked: number;
   notOutcome: string[];
   routesHit: Map<string, number>;
 }
@@ -108,22 +112,50 @@ describe('fuzz campaign over every route', () => {
   let patientId: string;
   let observationId: string;
   let routes: Array<{ method: string; path: string }>;
+  let otherId: string;
+  let readIds: string[];
+  let narrowTokens: Array<Record<string, string>>;
+  let grants: Map<string, (resource: Record<string, unknown>) => boolean>;
+  /** A reference to a Patient other than the patient token's own. */
+  const otherPatient = (res: Record<string, unknown>) => [...JSON.stringify(res).matchAll(/"reference":"Patient\/([^"/]+)"/g)].some((m) => m[1] !== patientId);
+  /** Resources that say nothing about patients, answered to any caller. */
+  const NEUTRAL = new Set(['OperationOutcome', 'CapabilityStatement', 'Parameters', 'ConceptMap']);
+
+  /** Every resource in a response body: the body itself, or a Bundle's entries (nested bundles too). */
+  function resourcesIn(body: unknown): Array<Record<string, unknown>> {
+    if (body === null || typeof body !== 'object') return [];
+    const res = body as Record<string, unknown> & { entry?: Array<{ resource?: unknown; response?: { outcome?: unknown } }> };
+    if (res.resourceType === 'Bundle') return (res.entry ?? []).flatMap((e) => resourcesIn(e.resource));
+    // Discovery documents and keys (no resourceType) carry no patient data.
+    return typeof res.resourceType !== 'string' || NEUTRAL.has(res.resourceType) ? [] : [res];
+  }
 
   before(async () => {
     // Throttles stay on (429 is a fine answer); the statement timeout is the production default.
     app = await startSecuredServer({ TOKEN_REQUESTS_PER_ADDRESS: '100000' }, { listen: true });
     base = `http://127.0.0.1:${app.server.info.port}`;
     patientId = await app.create({ resourceType: 'Patient', identifier: [{ system: 'urn:fuzz', value: 'p1' }] });
+    // Someone else's data, in and out of each narrow grant, for the leak check to find if it can.
+    otherId = await app.create({ resourceType: 'Patient', identifier: [{ system: 'urn:fuzz', value: 'p2' }] });
+    const obs = (patient: string, category: string) => app.create({
+      resourceType: 'Observation', status: 'final', subject: { reference: `Patient/${patient}` },
+      category: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/observation-category', code: category }] }],
+      code: { coding: [{ system: 'http://loinc.org', code: '8867-4' }] }, valueQuantity: { value: 70, unit: '/min', system: 'http://unitsofmeasure.org', code: '/min' },
+    });
+    readIds = [await obs(otherId, 'vital-signs'), await obs(otherId, 'laboratory'), await obs(patientId, 'laboratory'), await obs(patientId, 'vital-signs')];
+    readIds.push(await app.create({ resourceType: 'CarePlan', status: 'active', intent: 'plan', subject: { reference: `Patient/${otherId}` } }));
     observationId = await app.create({ resourceType: 'Observation', status: 'final', code: { coding: [{ system: 'http://loinc.org', code: '8867-4' }] }, subject: { reference: `Patient/${patientId}` }, valueQuantity: { value: 70, unit: '/min', system: 'http://unitsofmeasure.org', code: '/min' } });
-    tokens = [
-      app.system, app.system, app.system,
-      await app.as('patient/*.cruds', { patient: patientId, fhirUser: `Patient/${patientId}` }),
-      await app.as('system/Observation.rs?category=vital-signs'),
-      await app.as('system/Patient.r'),
-      { authorization: 'Bearer not.a.token' },
-      { authorization: 'Basic Zm9vOmJhcg==' },
-      {},
-    ];
+    const patientToken = await app.as('patient/*.cruds', { patient: patientId, fhirUser: `Patient/${patientId}` });
+    const vitalSigns = await app.as('system/Observation.rs?category=vital-signs');
+    const patientsOnly = await app.as('system/Patient.r');
+    narrowTokens = [patientToken, vitalSigns, patientsOnly];
+    tokens = [app.system, app.system, app.system, patientToken, vitalSigns, patientsOnly, { authorization: 'Bearer not.a.token' }, { authorization: 'Basic Zm9vOmJhcg==' }, {}];
+    // What each narrow grant may see in a 2xx answer; anything else is a leak.
+    grants = new Map<string, (resource: Record<string, unknown>) => boolean>([
+      [patientToken.authorization!, (res) => (res.resourceType === 'Patient' ? res.id === patientId : !otherPatient(res))],
+      [vitalSigns.authorization!, (res) => res.resourceType === 'Observation' && JSON.stringify(res.category ?? []).includes('"vital-signs"')],
+      [patientsOnly.authorization!, (res) => res.resourceType === 'Patient'],
+    ]);
     routes = app.server.table().map((r) => ({ method: r.method, path: r.path }));
   });
   after(() => app.stop());
@@ -264,7 +296,31 @@ describe('fuzz campaign over every route', () => {
     return { body: JSON.stringify(value), contentType: r.chance(0.9) ? 'application/fhir+json' : r.pick(CONTENT_TYPES) };
   }
 
+  /**
+   * A read a narrow token might well be answered (every read path: read, vread, history at three
+   * levels, search with includes of every modifier, chains, _has, compartments, batch GETs),
+   * so that the leak check sees real answers and not only refusals.
+   */
+  function plausibleRead(r: Rng): FuzzRequest {
+    const type = r.pick(['Patient', 'Observation', 'CarePlan', 'Device', 'Flag']);
+    const id = r.pick([patientId, otherId, observationId, ...readIds]);
+    const paths = [
+      `/fhir/${type}`, `/fhir/${type}/${id}`, `/fhir/${type}/${id}/_history`, `/fhir/${type}/${id}/_history/1`, `/fhir/${type}/_history`, '/fhir/_history',
+      `/fhir/${type}?_include=*`, `/fhir/${type}?_revinclude=*`, '/fhir/Observation?_include=Observation:subject', '/fhir/Observation?_include:iterate=Observation:subject',
+      '/fhir/Patient?_revinclude=Observation:subject', '/fhir/Patient?_revinclude:iterate=Observation:subject&_revinclude:iterate=CarePlan:subject',
+      '/fhir/Patient?_has:Observation:subject:code=8867-4', '/fhir/Observation?subject.identifier=urn:fuzz|p2', '/fhir/Observation?subject:Patient.identifier=urn:fuzz|p1',
+      `/fhir/Patient/${r.pick([patientId, otherId])}/Observation`, `/fhir/Patient/${r.pick([patientId, otherId])}/CarePlan?_include=CarePlan:subject`,
+      '/fhir/Observation?code=8867-4&_count=1', '/fhir/Observation?category=laboratory', `/fhir/Observation?patient=${otherId}`,
+    ];
+    if (r.chance(0.15)) {
+      const entry = Array.from({ length: 1 + r.int(4) }, () => ({ request: { method: 'GET', url: r.pick(paths).slice('/fhir/'.length) } }));
+      return { method: 'POST', path: '/fhir', headers: { ...r.pick(narrowTokens), 'content-type': 'application/fhir+json' }, body: JSON.stringify({ resourceType: 'Bundle', type: 'batch', entry }) };
+    }
+    return { method: 'GET', path: r.pick(paths), headers: { ...r.pick(narrowTokens) } };
+  }
+
   function generate(r: Rng): { request: FuzzRequest; route: string } {
+    if (r.chance(0.1)) return { request: plausibleRead(r), route: 'plausible read' };
     const route = r.pick(routes);
     let method = route.method === '*' || r.chance(0.05) ? r.pick(['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'HEAD']) : route.method.toUpperCase();
     if (method === 'OPTIONS' && r.chance(0.5)) method = 'GET';
@@ -297,6 +353,13 @@ describe('fuzz campaign over every route', () => {
     const text = await res.text();
     const cls = `${Math.floor(res.status / 100)}xx`;
     figures.byClass[cls] = (figures.byClass[cls] ?? 0) + 1;
+    const allowed = grants.get(request.headers.authorization ?? '');
+    if (allowed && res.status < 300 && text.startsWith('{')) {
+      for (const found of resourcesIn(JSON.parse(text))) {
+        figures.checked++;
+        if (!allowed(found)) figures.leaks.push(`${label} (${request.headers.authorization!.slice(7, 20)}…) → ${String(found.resourceType)}/${String(found.id)}`);
+      }
+    }
     if (res.status >= 500) figures.serverErrors.push(`${label} → ${res.status} ${text.slice(0, 200)} body=${(request.body ?? '').slice(0, 300)}`);
     const fhirRoute = request.path.startsWith('/fhir') || request.path.startsWith('/ingest');
     if (fhirRoute && res.status >= 400 && request.method !== 'HEAD') {
@@ -312,7 +375,7 @@ describe('fuzz campaign over every route', () => {
 
   async function campaign(seed: number, requests: number): Promise<Figures> {
     const r = rng(seed);
-    const figures: Figures = { sent: 0, byClass: {}, resets: [], serverErrors: [], notOutcome: [], routesHit: new Map() };
+    const figures: Figures = { sent: 0, byClass: {}, resets: [], serverErrors: [], leaks: [], checked: 0, notOutcome: [], routesHit: new Map() };
     // Generated up front, in order, so that concurrency cannot change what a seed sends.
     const batch = Array.from({ length: requests }, () => generate(r));
     for (const { route } of batch) figures.routesHit.set(route, (figures.routesHit.get(route) ?? 0) + 1);
@@ -329,23 +392,28 @@ describe('fuzz campaign over every route', () => {
 
   it(`sends ${scale} hostile requests over every route: no 5xx, no reset, OperationOutcomes, nothing invalid stored`, { timeout: 600_000 }, async () => {
     const sentinelsBefore = Object.fromEntries(await Promise.all(SENTINELS.map(async (t) => [t, await countRows(app, t)])));
-    const totals: Figures = { sent: 0, byClass: {}, resets: [], serverErrors: [], notOutcome: [], routesHit: new Map() };
+    const totals: Figures = { sent: 0, byClass: {}, resets: [], serverErrors: [], leaks: [], checked: 0, notOutcome: [], routesHit: new Map() };
     for (const { seed, share } of seeds) {
       const started = Date.now();
       const f = await campaign(seed, Math.round(scale * share));
       // Printed for reproduction: FUZZ_SEED=<seed> FUZZ_REQUESTS=<n> replays this part alone.
-      console.log(`fuzz seed ${seed}: ${f.sent} requests in ${Date.now() - started} ms, ${JSON.stringify(f.byClass)}, resets ${f.resets.length}, 5xx ${f.serverErrors.length}, 4xx without OperationOutcome ${f.notOutcome.length}`);
+      console.log(`fuzz seed ${seed}: ${f.sent} requests in ${Date.now() - started} ms, ${JSON.stringify(f.byClass)}, resets ${f.resets.length}, 5xx ${f.serverErrors.length}, leaks ${f.leaks.length} of ${f.checked} resources answered to narrow tokens, 4xx without OperationOutcome ${f.notOutcome.length}`);
       totals.sent += f.sent;
       for (const [k, v] of Object.entries(f.byClass)) totals.byClass[k] = (totals.byClass[k] ?? 0) + v;
       totals.resets.push(...f.resets.map((x) => `seed ${seed}: ${x}`));
       totals.serverErrors.push(...f.serverErrors.map((x) => `seed ${seed}: ${x}`));
+      totals.leaks.push(...f.leaks.map((x) => `seed ${seed}: ${x}`));
+      totals.checked += f.checked;
       totals.notOutcome.push(...f.notOutcome.map((x) => `seed ${seed}: ${x}`));
       for (const [k, v] of f.routesHit) totals.routesHit.set(k, (totals.routesHit.get(k) ?? 0) + v);
     }
-    for (const [what, list] of [['5xx', totals.serverErrors], ['connection error', totals.resets], ['4xx without OperationOutcome', totals.notOutcome]] as const) {
+    for (const [what, list] of [['5xx', totals.serverErrors], ['leak', totals.leaks], ['connection error', totals.resets], ['4xx without OperationOutcome', totals.notOutcome]] as const) {
       for (const line of list.slice(0, 20)) console.log(`fuzz ${what}: ${line}`);
     }
     expect(totals.serverErrors.slice(0, 5), `${totals.serverErrors.length} 5xx`).to.equal([]);
+    expect(totals.leaks.slice(0, 5), `${totals.leaks.length} resources outside the caller's grant`).to.equal([]);
+    // The leak check saw real answers, not only refusals.
+    expect(totals.checked).to.be.above(0);
     expect(totals.resets.slice(0, 5), `${totals.resets.length} connection errors`).to.equal([]);
     expect(totals.notOutcome.slice(0, 5), `${totals.notOutcome.length} 4xx without OperationOutcome`).to.equal([]);
     expect(totals.sent).to.equal(scale);
