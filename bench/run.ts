@@ -45,6 +45,7 @@ const registered: BenchWorkload[] = [
   ...optionalWorkloads('search'), // search workloads (bench/search.ts)
   ...bundleWorkloads, // transaction-100, transaction-1000 (issue 4)
   ...optionalWorkloads('monitoring'), // monitoring rules' share of ingest (issue 6, bench/monitoring.ts)
+  ...optionalWorkloads('medication'), // due doses of 10,000 patients (issue 19, bench/medication.ts)
 ];
 
 // ---- command line ---------------------------------------------------------------------------

@@ -9,7 +9,8 @@ import { migrateAll } from '../src/schema';
 
 /**
  * The auth state for an offline CLI: same configuration and database as the server. The
- * embedded database is single-process: stop the server first, or use DATABASE_URL=postgres://….
+ * embedded database is single-process: while a server holds it, opening it is refused
+ * (src/store/data-dir-lock.ts) rather than writing to a copy the server never sees.
  */
 export async function openAuthState(): Promise<{ state: AuthState; db: Db }> {
   const config = loadConfig();
@@ -22,6 +23,18 @@ export async function openAuthState(): Promise<{ state: AuthState; db: Db }> {
     urls: () => authUrls(`${config.baseUrl}/fhir`),
   };
   return { state, db };
+}
+
+/** `--help`/`-h` anywhere prints the usage to stdout and exits 0; a wrong call prints it to stderr and exits 2. */
+export function usageExit(usage: string, argv: string[], wrongCall: boolean): void {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    console.log(usage);
+    process.exit(0);
+  }
+  if (wrongCall) {
+    console.error(usage);
+    process.exit(2);
+  }
 }
 
 /** `--name value` options; repeated ones collect. */

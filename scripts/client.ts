@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { type ClientMetadata, RegistrationError, listClients, registerClient, removeClient } from '../src/auth/clients';
 import { rotateSigningKey } from '../src/auth/keys';
-import { openAuthState, options } from './cli';
+import { openAuthState, options, usageExit } from './cli';
 
 const USAGE = `npm run -s client -- <command>
   add --scope "system/*.rs ..." [--name NAME] [--auth private_key_jwt|client_secret_basic|none]
@@ -16,10 +16,7 @@ const USAGE = `npm run -s client -- <command>
 async function main(): Promise<void> {
   const [command, ...rest] = process.argv.slice(2);
   const opts = options(rest);
-  if (!command || opts.has('help') || !['add', 'list', 'remove', 'rotate-key'].includes(command)) {
-    console.error(USAGE);
-    process.exit(2);
-  }
+  usageExit(USAGE, process.argv.slice(2), !command || !['add', 'list', 'remove', 'rotate-key'].includes(command));
   const { db } = await openAuthState();
   try {
     if (command === 'add') {

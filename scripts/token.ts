@@ -1,6 +1,6 @@
 import { isKnownScope, splitScope } from '../src/access/scopes';
 import { issueAccessToken } from '../src/auth/tokens';
-import { openAuthState, options } from './cli';
+import { openAuthState, options, usageExit } from './cli';
 
 const USAGE = `npm run -s token -- --scope "system/*.cruds" [--patient ID] [--client-id local-cli]
 Prints a short-lived (ACCESS_TOKEN_LIFETIME, at most 300 s) access token for local use, signed
@@ -9,10 +9,7 @@ with the server's key and recorded like any other. Same BASE_URL/PORT and databa
 async function main(): Promise<void> {
   const opts = options(process.argv.slice(2));
   const scopes = splitScope(opts.get('scope')?.[0]);
-  if (opts.has('help') || scopes.length === 0) {
-    console.error(USAGE);
-    process.exit(2);
-  }
+  usageExit(USAGE, process.argv.slice(2), scopes.length === 0);
   const unknown = scopes.filter((s) => !isKnownScope(s));
   if (unknown.length > 0) throw new Error(`unknown scopes: ${unknown.join(' ')}`);
   const patient = opts.get('patient')?.[0];

@@ -1,5 +1,5 @@
 import { addUser, listUsers, removeUser } from '../src/auth/users';
-import { openAuthState, options } from './cli';
+import { openAuthState, options, usageExit } from './cli';
 
 const USAGE = `npm run -s user -- <command>
   add --username U --password P [--fhir-user Practitioner/ID|Patient/ID]
@@ -11,10 +11,7 @@ const USAGE = `npm run -s user -- <command>
 async function main(): Promise<void> {
   const [command, ...rest] = process.argv.slice(2);
   const opts = options(rest);
-  if (!command || opts.has('help') || !['add', 'list', 'remove'].includes(command)) {
-    console.error(USAGE);
-    process.exit(2);
-  }
+  usageExit(USAGE, process.argv.slice(2), !command || !['add', 'list', 'remove'].includes(command));
   const { db } = await openAuthState();
   try {
     if (command === 'add') {

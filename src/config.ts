@@ -33,6 +33,12 @@ export interface Config {
   subscriptionRequireHttps: boolean;
   /** Notification endpoints may be loopback, private or link-local addresses (default false: SSRF). */
   subscriptionAllowPrivateNetworks: boolean;
+  /** Medication schedules (README "Medication"): reminder job period (0 = off), how long before a dose it reminds, default grace, default zone. */
+  medicationReminderIntervalMs: number;
+  medicationReminderLeadMs: number;
+  medicationGraceMs: number;
+  /** IANA zone of a Patient without the timezone extension. */
+  defaultTimeZone: string;
   /** `$check-adherence?now=` may lie in the future (tests only; never in production). */
   allowClockOverride: boolean;
   /** SMART authorization (src/auth); see README "Authorization". */
@@ -85,6 +91,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     subscriptionMaxAttempts: int(env.SUBSCRIPTION_MAX_ATTEMPTS, 10, 'SUBSCRIPTION_MAX_ATTEMPTS'),
     subscriptionRequireHttps: env.SUBSCRIPTION_REQUIRE_HTTPS === undefined || env.SUBSCRIPTION_REQUIRE_HTTPS === '' ? env.NODE_ENV === 'production' : bool(env.SUBSCRIPTION_REQUIRE_HTTPS, 'SUBSCRIPTION_REQUIRE_HTTPS'),
     subscriptionAllowPrivateNetworks: bool(env.SUBSCRIPTION_ALLOW_PRIVATE_NETWORKS, 'SUBSCRIPTION_ALLOW_PRIVATE_NETWORKS'),
+    medicationReminderIntervalMs: duration(env.MEDICATION_REMINDER_INTERVAL, 60_000, 'MEDICATION_REMINDER_INTERVAL'),
+    medicationReminderLeadMs: duration(env.MEDICATION_REMINDER_LEAD, 15 * 60_000, 'MEDICATION_REMINDER_LEAD'),
+    medicationGraceMs: duration(env.MEDICATION_GRACE, 60 * 60_000, 'MEDICATION_GRACE'),
+    defaultTimeZone: timeZone(env.DEFAULT_TIME_ZONE),
     allowClockOverride: clockOverride(env),
     auth: loadAuthConfig(env),
   };
@@ -183,6 +193,16 @@ function loadOidcConfig(env: NodeJS.ProcessEnv): OidcConfig {
     fhirUserClaim: env.OIDC_FHIR_USER_CLAIM || 'fhirUser',
     displayName: env.OIDC_DISPLAY_NAME || 'your organisation',
   };
+}
+
+function timeZone(value: string | undefined): string {
+  const zone = value || 'UTC';
+  try {
+    new Intl.DateTimeFormat('en-US', { timeZone: zone });
+  } catch {
+    throw new Error(`DEFAULT_TIME_ZONE must be an IANA time zone such as Europe/Berlin, got "${zone}"`);
+  }
+  return zone;
 }
 
 function clockOverride(env: NodeJS.ProcessEnv): boolean {

@@ -1,5 +1,6 @@
 import { loadConfig } from './config';
 import { createServer } from './server';
+import { DataDirInUseError } from './store/data-dir-lock';
 
 /** Process start: serve until SIGTERM/SIGINT, then drain in-flight requests and close the database. */
 async function main(): Promise<void> {
@@ -26,6 +27,7 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
-  console.error(err);
+  // A second server on one embedded data directory: the message says what to do, a stack would bury it.
+  console.error(err instanceof DataDirInUseError ? err.message : err);
   process.exit(1);
 });

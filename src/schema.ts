@@ -1,5 +1,6 @@
 import { authMigrations } from './auth/schema';
 import { devicesMigrations } from './devices/schema';
+import { medicationMigrations } from './medication/schema';
 import { monitoringMigrations } from './monitoring/schema';
 import type { Db } from './store/db';
 import { migrate, type MigrationSource, storeMigrations } from './store/migrate';
@@ -9,7 +10,7 @@ import { migrate, type MigrationSource, storeMigrations } from './store/migrate'
  * (`src/<capability>/migrations/`), the store's first. The server, the CLIs, the bench and the
  * tests migrate through here, so none of them can miss a capability's tables.
  */
-export const SCHEMA: readonly MigrationSource[] = [storeMigrations, authMigrations, monitoringMigrations, devicesMigrations];
+export const SCHEMA: readonly MigrationSource[] = [storeMigrations, authMigrations, monitoringMigrations, devicesMigrations, medicationMigrations];
 
 export function migrateAll(db: Db): Promise<string[]> {
   return migrate(db, SCHEMA);

@@ -4,6 +4,7 @@ import pino, { type Logger } from 'pino';
 import { authPlugin } from './auth';
 import type { Config } from './config';
 import type { FhirContext } from './fhir/context';
+import { dashboardPlugin } from './dashboard';
 import { devicesPlugin, registerDevices } from './devices';
 import { errorsPlugin } from './fhir/errors-plugin';
 import { inputGuard } from './fhir/input-guard';
@@ -13,10 +14,12 @@ import { abortInFlight } from './fhir/request-lifetime';
 import { fhirRoutes } from './fhir/routes';
 import { Stages } from './pipeline';
 import { type Db, openDb } from './store/db';
+import { registerMedication } from './medication';
 import { registerMonitoring } from './monitoring';
 import { migrateAll } from './schema';
 import { terminologyRoutes } from './fhir/terminology-routes';
 import { warmUp } from './validation/schema';
+import { landingRoutes } from './landing';
 
 export interface App {
   server: Hapi.Server;
@@ -24,6 +27,20 @@ export interface App {
   /** Stops accepting requests, lets in-flight ones finish, closes the database. */
   stop(): Promise<void>;
 }
+
+/**
+ * Browser apps (SMART apps) may use every header the API reads, and read every header it
+ * answers with: a preflight that refused If-Match or Prefer made browser writes impossible.
+ * Tokens travel as Bearer headers, never cookies, so any origin is allowed without credentials.
+ */
+const CORS = {
+  origin: ['*'],
+  // hapi allows Accept, Authorization, Content-Type and If-None-Match by default.
+  additionalHeaders: ['If-Match', 'If-None-Exist', 'Prefer', 'X-Request-Id'],
+  // hapi exposes WWW-Authenticate by default (a 401's reason).
+  additionalExposedHeaders: ['ETag', 'Location', 'Content-Location', 'Last-Modified', 'X-Request-Id'],
+  maxAge: 600,
+};
 
 /**
  * Composes the server from its capabilities; reads as the table of contents of src/.
@@ -40,7 +57,7 @@ export async function createServer(config: Config, options: { db?: Db; logger?: 
     port: config.port,
     host: config.host,
     routes: {
-      cors: { origin: ['*'], exposedHeaders: ['ETag', 'Location', 'Last-Modified', 'X-Request-Id'] },
+      cors: CORS,
       // Any answer may carry PHI (a resource, a search, an error naming an id): no cache may keep
       // it. Only the public discovery documents set their own cache-control (src/auth/routes.ts).
       cache: { otherwise: 'no-store' },
@@ -76,8 +93,12 @@ export async function createServer(config: Config, options: { db?: Db; logger?: 
   // that readings are mapped (enrich) before they are judged.
   registerDevices(ctx);
   const monitoring = registerMonitoring(ctx, server);
+  const medication = registerMedication(ctx);
   await server.register({ plugin: devicesPlugin, options: { ctx } });
   await server.register({ plugin: terminologyRoutes, options: { ctx } });
+  await server.register({ plugin: landingRoutes, options: { config } });
+  // The clinician dashboard, a SMART app of this FHIR API, served beside it.
+  await server.register({ plugin: dashboardPlugin, options: { ctx } });
 
   return {
     server,
@@ -89,6 +110,7 @@ export async function createServer(config: Config, options: { db?: Db; logger?: 
       await server.stop({ timeout: 10_000 });
       clearTimeout(grace);
       abortInFlight(server);
+      await medication.stop();
       await monitoring.stop();
       if (!options.db) await db.close();
     },

@@ -1,7 +1,7 @@
 import type { Request, ResponseObject, ResponseToolkit, Server } from '@hapi/hapi';
 import { type Client, findClient } from './clients';
 import { S256_CHALLENGE, issueCode } from './grants';
-import { consentPage, errorPage, loginPage, type Page, pickerPage } from './pages';
+import { consentPage, errorPage, loginPage, type Page, type PatientLabel, pickerPage } from './pages';
 import { grantScopes, parseResourceScope, type ScopeContext, splitScope } from '../access/scopes';
 import { type Session, csrfMatches, currentSession, loginSession, newSession, randomToken } from './session';
 import type { AuthState } from './state';
@@ -194,7 +194,7 @@ function describeScope(scope: string): string {
   );
 }
 
-async function patientChoices(state: AuthState, request: Request): Promise<Array<{ id: string; label: string }>> {
+async function patientChoices(state: AuthState, request: Request): Promise<Array<{ id: string; label: PatientLabel }>> {
   const name = new URL(request.url.href).searchParams.get('name') ?? undefined;
   return state.directory.listPatients(name);
 }
@@ -253,7 +253,7 @@ export function registerAuthorizeRoutes(server: Server, state: AuthState): void 
         h,
         consentPage(interactionUrl(pending.id, '/consent'), session.csrf, name, offered.map((s) => ({ scope: s, label: describeScope(s) })), {
           user: session.username,
-          ...(ctx.patient ? { patient: `Patient/${ctx.patient}` } : {}),
+          ...(ctx.patient ? { patient: (await state.directory.describePatient(ctx.patient)) ?? { name: `Patient/${ctx.patient}` } } : {}),
         }),
       );
     },

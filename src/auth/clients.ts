@@ -140,9 +140,39 @@ export async function registerClient(db: Db, metadata: ClientMetadata): Promise<
   const clientId = randomUUID();
   const clientSecret = fields.authMethod === 'client_secret_basic' ? randomBytes(32).toString('base64url') : undefined;
   const secretHash = clientSecret ? await hashClientSecret(clientSecret) : undefined;
+  const rows = await writeClient(db, clientId, fields, secretHash, metadata, 'insert');
+  return { client: { clientId, ...fields, ...(secretHash ? { secretHash } : {}) }, ...(clientSecret ? { clientSecret } : {}), issuedAt: Math.floor(Date.parse(rows[0]!.created_at) / 1000) };
+}
+
+/**
+ * A client the server itself ships (its clinician dashboard): registered under a fixed id on
+ * first start, and its registration brought up to date on every start (BASE_URL may have moved
+ * its redirect URI). Public or key-authenticated only: a shipped secret would be no secret.
+ */
+export async function ensureClient(db: Db, clientId: string, metadata: ClientMetadata): Promise<Client> {
+  const fields = validateMetadata(metadata);
+  if (fields.authMethod === 'client_secret_basic') throw new RegistrationError('invalid_client_metadata', 'a shipped client cannot hold a secret');
+  await writeClient(db, clientId, fields, undefined, metadata, 'upsert');
+  return { clientId, ...fields };
+}
+
+async function writeClient(
+  db: Db,
+  clientId: string,
+  fields: Omit<Client, 'clientId' | 'secretHash'>,
+  secretHash: string | undefined,
+  metadata: ClientMetadata,
+  mode: 'insert' | 'upsert',
+): Promise<Array<{ created_at: string }>> {
+  const onConflict =
+    mode === 'upsert'
+      ? `ON CONFLICT (client_id) DO UPDATE SET client_name = EXCLUDED.client_name, auth_method = EXCLUDED.auth_method, secret_hash = EXCLUDED.secret_hash,
+           jwks = EXCLUDED.jwks, jwks_uri = EXCLUDED.jwks_uri, redirect_uris = EXCLUDED.redirect_uris, grant_types = EXCLUDED.grant_types,
+           scope = EXCLUDED.scope, can_introspect = EXCLUDED.can_introspect, metadata = EXCLUDED.metadata`
+      : '';
   const { rows } = await db.query<{ created_at: string }>(
     `INSERT INTO auth_client (client_id, client_name, auth_method, secret_hash, jwks, jwks_uri, redirect_uris, grant_types, scope, can_introspect, metadata)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING created_at`,
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ${onConflict} RETURNING created_at`,
     [
       clientId,
       fields.clientName ?? null,
@@ -157,7 +187,7 @@ export async function registerClient(db: Db, metadata: ClientMetadata): Promise<
       JSON.stringify(metadata),
     ],
   );
-  return { client: { clientId, ...fields, ...(secretHash ? { secretHash } : {}) }, ...(clientSecret ? { clientSecret } : {}), issuedAt: Math.floor(Date.parse(rows[0]!.created_at) / 1000) };
+  return rows;
 }
 
 interface ClientRow {

@@ -1,6 +1,7 @@
 import type { FhirContext } from '../fhir/context';
 import { searchResources } from '../search';
 import { readCurrent } from '../store/repository';
+import type { PatientLabel } from './pages';
 
 /**
  * What the authorization server needs to know of FHIR resources: whether a Patient or
@@ -9,7 +10,9 @@ import { readCurrent } from '../store/repository';
  */
 export interface Directory {
   exists(type: 'Patient' | 'Practitioner', id: string): Promise<boolean>;
-  listPatients(name?: string): Promise<Array<{ id: string; label: string }>>;
+  listPatients(name?: string): Promise<Array<{ id: string; label: PatientLabel }>>;
+  /** How the consent page names the patient (a person reads a name, not an id); undefined when unknown. */
+  describePatient(id: string): Promise<PatientLabel | undefined>;
 }
 
 const PICKER_SIZE = 50;
@@ -28,19 +31,25 @@ export function fhirDirectory(ctx: FhirContext): Directory {
       return (body.entry ?? [])
         .map((e) => e.resource as fhir4.Patient | undefined)
         .filter((p): p is fhir4.Patient => p?.resourceType === 'Patient' && typeof p.id === 'string')
-        .map((p) => ({ id: p.id!, label: `${patientName(p)}${p.birthDate ? `, born ${p.birthDate}` : ''} (Patient/${p.id})` }));
+        .map((p) => ({ id: p.id!, label: patientLabel(p) }));
+    },
+    async describePatient(id) {
+      const found = await readCurrent(ctx.db, 'Patient', id);
+      return found && !found.deleted && found.json ? patientLabel(JSON.parse(found.json) as fhir4.Patient) : undefined;
     },
   };
 }
 
-function patientName(p: fhir4.Patient): string {
-  const n = p.name?.[0];
-  if (!n) return 'unnamed';
-  return n.text ?? [...(n.given ?? []), n.family ?? ''].join(' ').trim() ?? 'unnamed';
+/** The official (else first) name, as written; birth date beside it, since names repeat. */
+function patientLabel(p: fhir4.Patient): PatientLabel {
+  const n = p.name?.find((x) => x.use === 'official') ?? p.name?.[0];
+  const name = (n?.text ?? [...(n?.prefix ?? []), ...(n?.given ?? []), n?.family ?? ''].join(' ')).trim();
+  return { name: name || `unnamed patient ${p.id}`, ...(p.birthDate ? { birthDate: p.birthDate } : {}) };
 }
 
 /** For offline CLIs, which have no FHIR context. */
 export const noDirectory: Directory = {
   exists: () => Promise.reject(new Error('no FHIR directory in this process')),
   listPatients: () => Promise.resolve([]),
+  describePatient: () => Promise.resolve(undefined),
 };

@@ -16,6 +16,7 @@ import { purgeExpired } from './tokens';
 import { ensureDevelopmentAdmin } from './users';
 
 export type { SmartCredentials } from './strategy';
+export { ensureClient } from './clients';
 
 const PURGE_INTERVAL_MS = 10 * 60_000;
 

@@ -1,6 +1,7 @@
 import { searchParametersFor } from '../search';
 import { supportedTypes } from '../kernel/resource-types';
 import type { FhirContext } from './context';
+import { conceptMapCapability } from './terminology-routes';
 
 /** Extra CapabilityStatement parts contributed by other capabilities (auth adds rest.security). */
 export type CapabilityContributor = (statement: fhir4.CapabilityStatement, ctx: FhirContext) => void;
@@ -11,7 +12,8 @@ export function contributeToCapabilities(c: CapabilityContributor): void {
 
 /**
  * The CapabilityStatement, generated from what is implemented: the supported types, the
- * interactions the routes serve and the search parameters the registry knows.
+ * interactions the routes serve, the search parameters the registry knows and the operations
+ * registered (`$validate` everywhere, monitoring's CarePlan operations, ConceptMap `$translate`).
  */
 export function capabilityStatement(ctx: FhirContext, startedAt: string): fhir4.CapabilityStatement {
   const interactions: fhir4.CapabilityStatementRestResourceInteraction['code'][] = [
@@ -31,7 +33,7 @@ export function capabilityStatement(ctx: FhirContext, startedAt: string): fhir4.
     rest: [
       {
         mode: 'server',
-        resource: supportedTypes.map((type) => ({
+        resource: [...supportedTypes.map((type): fhir4.CapabilityStatementRestResource => ({
           type: type as fhir4.CapabilityStatementRestResource['type'],
           profile: `http://hl7.org/fhir/StructureDefinition/${type}`,
           interaction: interactions.map((code) => ({ code })),
@@ -50,8 +52,9 @@ export function capabilityStatement(ctx: FhirContext, startedAt: string): fhir4.
             ...(p.documentation ? { documentation: p.documentation } : {}),
           })),
           operation: ctx.operations.forType(type).map((o) => ({ name: o.name, definition: o.definition ?? `${ctx.baseUrl}/OperationDefinition/${o.name}` })),
-        })),
-        interaction: [{ code: 'history-system' }],
+        })), conceptMapCapability],
+        // POST /fhir takes batch and transaction Bundles (bundle/); GET /fhir/_history.
+        interaction: [{ code: 'transaction' }, { code: 'batch' }, { code: 'history-system' }],
       },
     ],
   };

@@ -26,7 +26,8 @@ export interface OperationDefinition {
  * CarePlan/$evaluate) instead of editing the routes; the routes and bundles dispatch here.
  */
 export class OperationRegistry {
-  private readonly byName = new Map<string, OperationDefinition>();
+  /** Several definitions may share a name on different types (CarePlan/$check-adherence, MedicationRequest/$check-adherence). */
+  private readonly byName = new Map<string, OperationDefinition[]>();
 
   constructor() {
     this.register({
@@ -36,18 +37,21 @@ export class OperationRegistry {
   }
 
   register(definition: OperationDefinition): void {
-    this.byName.set(definition.name, definition);
+    const same = this.byName.get(definition.name) ?? [];
+    const overlaps = (a: OperationDefinition, b: OperationDefinition) => a.types === '*' || b.types === '*' || a.types.some((t) => b.types.includes(t));
+    if (same.some((d) => overlaps(d, definition))) throw new Error(`operation $${definition.name} is already defined on one of its types`);
+    this.byName.set(definition.name, [...same, definition]);
   }
 
   /** The operations defined on a type, for the CapabilityStatement. */
   forType(type: string): OperationDefinition[] {
-    return [...this.byName.values()].filter((d) => d.types === '*' || d.types.includes(type));
+    return [...this.byName.values()].flat().filter((d) => d.types === '*' || d.types.includes(type));
   }
 
   /** Runs `$name` on `req.type` (and `req.id` when instance level); unknown or misplaced is 404, a GET of a state-changing operation 405. */
   async invoke(ctx: FhirContext, req: RestRequest, method: 'GET' | 'POST'): Promise<InteractionResult> {
     const name = (req.operation ?? '').replace(/^\$/, '');
-    const definition = this.byName.get(name);
+    const definition = this.byName.get(name)?.find((d) => d.types === '*' || d.types.includes(req.type));
     const level = req.id === undefined ? 'type' : 'instance';
     if (!definition || !(definition.types === '*' || definition.types.includes(req.type)) || !definition[level]) {
       throw notFound(`operation $${name} is not defined at ${level} level for ${req.type}`);

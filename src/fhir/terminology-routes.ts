@@ -7,35 +7,25 @@ import { respond } from './respond';
 import { mapsWithSource, translate } from '../terminology/conceptmap';
 import { terminology } from '../terminology/load';
 
+/** The CapabilityStatement entry of what this plugin serves (ConceptMap is not a stored type). */
+export const conceptMapCapability: fhir4.CapabilityStatementRestResource = {
+  type: 'ConceptMap',
+  profile: 'http://hl7.org/fhir/StructureDefinition/ConceptMap',
+  documentation: 'Read-only: the code maps the device doors use (terminology/), not stored in the database.',
+  interaction: [{ code: 'read' }, { code: 'search-type' }],
+  searchParam: [{ name: 'url', type: 'uri', definition: 'http://hl7.org/fhir/SearchParameter/ConceptMap-url' }],
+  operation: [{ name: 'translate', definition: 'http://hl7.org/fhir/OperationDefinition/ConceptMap-translate' }],
+};
+
 /**
- * ConceptMaps served read-only from terminology/ (they are not stored in the database):
- * `GET /fhir/ConceptMap`, `GET /fhir/ConceptMap/{id}`, and `$translate` (R4
- * conceptmap-operation-translate) at type and instance level, GET or POST with Parameters.
+ * `$translate` (R4 conceptmap-operation-translate) at type and instance level, GET or POST with
+ * Parameters, over the server's own ConceptMaps in terminology/ (the device mappings). Those are
+ * files, not stored resources: ConceptMap is a stored type like any other (issue 15), so
+ * `GET /fhir/ConceptMap/{id}` reads what clients stored.
  */
 export const terminologyRoutes: Plugin<{ ctx: FhirContext }> = {
   name: 'terminology',
   register(server, { ctx }) {
-    server.route({
-      method: 'GET',
-      path: '/fhir/ConceptMap',
-      handler: (request, h) => {
-        const url = (request.query as Record<string, string | undefined>).url;
-        const maps = [...terminology().conceptMaps.values()].filter((cm) => !url || cm.url === url);
-        const bundle: fhir4.Bundle = {
-          resourceType: 'Bundle',
-          type: 'searchset',
-          total: maps.length,
-          link: [{ relation: 'self', url: `${ctx.baseUrl}/ConceptMap${url ? `?url=${encodeURIComponent(url)}` : ''}` }],
-          entry: maps.map((cm) => ({ fullUrl: `${ctx.baseUrl}/ConceptMap/${cm.id}`, resource: cm, search: { mode: 'match' } })),
-        };
-        return respond(request, h, { status: 200, body: bundle });
-      },
-    });
-    server.route({
-      method: 'GET',
-      path: '/fhir/ConceptMap/{id}',
-      handler: (request, h) => respond(request, h, { status: 200, body: conceptMap(request.params.id as string) }),
-    });
     for (const method of ['GET', 'POST'] as const) {
       for (const path of ['/fhir/ConceptMap/$translate', '/fhir/ConceptMap/{id}/$translate']) {
         server.route({
@@ -51,7 +41,7 @@ export const terminologyRoutes: Plugin<{ ctx: FhirContext }> = {
 
 function conceptMap(id: string): fhir4.ConceptMap {
   const cm = terminology().conceptMaps.get(id);
-  if (!cm) throw notFound(`ConceptMap/${id} is not known`);
+  if (!cm) throw notFound(`ConceptMap/${id} is not one of this server's maps`);
   return cm;
 }
 

@@ -17,3 +17,8 @@ function findRoot(start: string): string {
 export const projectRoot = findRoot(__dirname);
 export const profilesDir = join(projectRoot, 'profiles');
 export const terminologyDir = join(projectRoot, 'terminology');
+
+/** The official R4 package (hl7.fhir.r4.examples): every definition and example of the spec. */
+export function officialDefinitionsDir(): string {
+  return dirname(require.resolve('hl7.fhir.r4.examples/package.json'));
+}

@@ -98,31 +98,3 @@ export async function checkAdherence(ctx: FhirContext, now: Date, careplanIds?: 
   }
   return result;
 }
-
-/** Runs checkAdherence every `intervalMs` (ADHERENCE_CHECK_INTERVAL); 0 = off. */
-export class AdherenceScheduler {
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<unknown> | undefined;
-
-  constructor(
-    private readonly ctx: FhirContext,
-    private readonly intervalMs: number,
-  ) {}
-
-  start(): void {
-    if (this.intervalMs <= 0 || this.timer) return;
-    this.timer = setInterval(() => {
-      if (this.running) return;
-      this.running = checkAdherence(this.ctx, new Date())
-        .catch((err: unknown) => this.ctx.log.error({ err }, 'adherence check failed'))
-        .finally(() => (this.running = undefined));
-    }, this.intervalMs);
-    this.timer.unref();
-  }
-
-  async stop(): Promise<void> {
-    clearInterval(this.timer);
-    this.timer = undefined;
-    await this.running;
-  }
-}

@@ -16,22 +16,33 @@ export const FLAG_PRIORITY_URL = 'http://hl7.org/fhir/StructureDefinition/flag-p
 export const FLAG_CAREPLAN_URL = 'http://rpm.example.org/fhir/StructureDefinition/flag-careplan';
 export const FLAG_COUNT_URL = 'http://rpm.example.org/fhir/StructureDefinition/flag-event-count';
 export const FLAG_WINDOW_URL = 'http://rpm.example.org/fhir/StructureDefinition/flag-missed-window';
+export const FLAG_REQUEST_URL = 'http://rpm.example.org/fhir/StructureDefinition/flag-medication-request';
 export const MONITORING_FLAG_SYSTEM = 'http://rpm.example.org/fhir/CodeSystem/monitoring-flag';
 
-export type FlagDirection = 'high' | 'low' | 'missed';
+export type FlagDirection = 'high' | 'low' | 'missed' | 'missed-dose';
 
 const FLAG_CODE: Record<FlagDirection, { code: string; display: string }> = {
   high: { code: 'limit-high', display: 'Measurement above limit' },
   low: { code: 'limit-low', display: 'Measurement below limit' },
   missed: { code: 'missed-measurement', display: 'Scheduled measurement missed' },
+  'missed-dose': { code: 'missed-dose', display: 'Scheduled medication dose missed' },
 };
 
 /** Something a Flag is raised for: a breach of a limit, or a missed due window. */
 export interface FlagEvent {
   patient: string;
+  /**
+   * The id of what the Flag is raised under: a CarePlan (limits, missed measurements), or the
+   * MedicationRequest when `basis` says so (missed doses, src/medication). One key space: a
+   * medication Flag's direction (`missed-dose`) is never a CarePlan's.
+   */
   careplanId: string;
+  basis?: 'CarePlan' | 'MedicationRequest';
+  /** A LOINC measure; for a MedicationRequest, what `coding` codes (the medication). */
   measure: string;
   display: string;
+  /** The code of what was missed when it is not a LOINC measure. */
+  coding?: fhir4.Coding;
   direction: FlagDirection;
   critical: boolean;
   /** The breaching Observation; none for a missed window. */
@@ -60,13 +71,18 @@ function newFlag(e: FlagEvent): fhir4.Flag {
     code: {
       coding: [
         { system: MONITORING_FLAG_SYSTEM, ...FLAG_CODE[e.direction] },
-        { system: LOINC, code: e.measure, display: e.display },
+        e.coding ?? { system: LOINC, code: e.measure, display: e.display },
       ],
       text: e.text,
     },
     subject: { reference: `Patient/${e.patient}` },
     period: { start: e.time },
-    extension: [{ url: FLAG_CAREPLAN_URL, valueReference: { reference: `CarePlan/${e.careplanId}` } }, { url: FLAG_COUNT_URL, valueInteger: 0 }],
+    extension: [
+      e.basis === 'MedicationRequest'
+        ? { url: FLAG_REQUEST_URL, valueReference: { reference: `MedicationRequest/${e.careplanId}` } }
+        : { url: FLAG_CAREPLAN_URL, valueReference: { reference: `CarePlan/${e.careplanId}` } },
+      { url: FLAG_COUNT_URL, valueInteger: 0 },
+    ],
   };
 }
 
@@ -165,6 +181,37 @@ export async function raiseFlags(uow: UnitOfWork, events: readonly FlagEvent[]):
     );
   }
   return touched.map((t) => ({ id: t.id, created: t.created }));
+}
+
+/** What a Flag is kept under (FlagEvent): basis id, measure, direction. */
+export type FlagKey = Pick<FlagEvent, 'careplanId' | 'measure' | 'direction'>;
+
+/**
+ * Closes the active Flags of `keys` (the patient caught up): status inactive, period.end, in
+ * `uow` like any rule-made write, under the same locks raiseFlags takes, so a close and a raise
+ * of one key queue. monitoring_flag follows through trackFlagStatus. Returns the closed ids.
+ */
+export async function closeFlags(uow: UnitOfWork, keys: readonly FlagKey[], end: string): Promise<string[]> {
+  if (keys.length === 0) return [];
+  const wanted = new Set(keys.map(keyOf));
+  const { rows } = await uow.tx.query<{ flag_id: string; careplan_id: string; measure: string; direction: string }>(
+    `SELECT m.flag_id, m.careplan_id, m.measure, m.direction FROM monitoring_flag m
+      WHERE (SELECT count(pg_advisory_xact_lock(h)) FROM (SELECT hashtext(k) AS h FROM unnest($2::text[]) AS k ORDER BY 1) s) >= 0
+        AND m.active AND m.careplan_id = ANY($1::text[])`,
+    [[...new Set(keys.map((k) => k.careplanId))], [...wanted].sort()],
+  );
+  const open = rows.filter((r) => wanted.has(keyOf({ careplanId: r.careplan_id, measure: r.measure, direction: r.direction })));
+  if (open.length === 0) return [];
+  const stored = await readVersioned<fhir4.Flag>(uow.tx, 'Flag', open.map((r) => r.flag_id));
+  const ops: WriteOp[] = [];
+  for (const [id, { resource, versionId }] of stored) {
+    if (resource.status !== 'active') continue;
+    resource.status = 'inactive';
+    resource.period = { ...resource.period, end };
+    ops.push({ kind: 'update', type: 'Flag', id, resource, ifMatch: versionId });
+  }
+  if (ops.length) await uow.apply(ops);
+  return ops.map((o) => (o as { id: string }).id);
 }
 
 /** The Flags raiseFlags writes: active by construction, so trackFlagStatus has nothing to do for them. */

@@ -2,12 +2,13 @@ import type { Server } from '@hapi/hapi';
 import type { FhirContext, InteractionResult } from '../fhir/context';
 import type { RestRequest } from '../fhir/rest-request';
 import { findVisibleIds } from '../access/enforce';
-import { badRequest, notFound, OperationOutcomeError, unprocessable } from '../kernel/outcome';
+import { dateParameter, judgementClock, parametersResult } from '../fhir/operation-params';
+import { badRequest, notFound, unprocessable } from '../kernel/outcome';
 import { type CommittedWrite, eachWrite, type PendingWrite, type UnitOfWork, withUnitOfWork } from '../pipeline';
 import { readingsOf } from '../search';
-import { parseDateRange } from '../search/date-range';
 import { readResource } from '../store/repository';
-import { AdherenceScheduler, checkAdherence } from './adherence';
+import { checkAdherence } from './adherence';
+import { PeriodicJob } from './periodic';
 import { type FlagEvent, raiseFlags, trackFlagStatus } from './flags';
 import { type Breach, judgedPatient, judgeObservation } from './judge';
 import { assertValidGoal, type CompiledPlan, compilePlan, storedGoalIds } from './plan';
@@ -59,12 +60,12 @@ export function registerMonitoring(ctx: FhirContext, server: Server): Monitoring
   ctx.operations.register({
     name: 'check-adherence', types: ['CarePlan'], type: true, instance: true, affectsState: true,
     handler: async (c, req) => {
-      const now = adherenceClock(c, req);
+      const now = judgementClock(c, req);
       if (req.id && !(await readResource(c.db, 'CarePlan', req.id))) throw notFound(`CarePlan/${req.id} is not known`);
       // At type level, the plans the caller may search, not the server's.
       const visible = req.id ? [req.id] : await findVisibleIds(c.db, req.policy, 'CarePlan', new URLSearchParams());
       const result = await checkAdherence(c, now, visible);
-      return parameters([
+      return parametersResult([
         { name: 'now', valueDateTime: now.toISOString() },
         { name: 'plans', valueInteger: result.plans },
         { name: 'missed', valueInteger: result.missed },
@@ -73,7 +74,7 @@ export function registerMonitoring(ctx: FhirContext, server: Server): Monitoring
     },
   });
 
-  const scheduler = new AdherenceScheduler(ctx, ctx.config.adherenceCheckIntervalMs);
+  const scheduler = new PeriodicJob(ctx.log, 'adherence check', ctx.config.adherenceCheckIntervalMs, () => checkAdherence(ctx, new Date()));
   scheduler.start();
   worker.start();
   return {
@@ -157,41 +158,6 @@ async function applyRules(uow: UnitOfWork, committed: readonly CommittedWrite[])
 }
 
 /**
- * The instant `$check-adherence` judges up to: now, or an earlier `now` (re-judging the past is
- * harmless: windows are judged once). A later one would mark windows that have not happened
- * yet as checked, so it is for system tokens on a server started with ALLOW_CLOCK_OVERRIDE
- * (tests) only.
- */
-function adherenceClock(ctx: FhirContext, req: RestRequest): Date {
-  const real = new Date();
-  const asked = dateParameter(req, 'now');
-  if (!asked || asked <= real) return asked ?? real;
-  const system = req.policy.subject === undefined && req.policy.patient === undefined;
-  if (!ctx.config.allowClockOverride || !system) {
-    throw new OperationOutcomeError(403, { code: 'forbidden', diagnostics: 'now may not be in the future (a clock override is for system tokens on servers started with ALLOW_CLOCK_OVERRIDE=true)', expression: ['now'] });
-  }
-  return asked;
-}
-
-function parameters(parameter: fhir4.ParametersParameter[]): InteractionResult {
-  return { status: 200, body: { resourceType: 'Parameters', parameter } };
-}
-
-/** A dateTime parameter from the query (GET/POST) or a Parameters body. */
-function dateParameter(req: RestRequest, name: string): Date | undefined {
-  let text = req.query.get(name) ?? undefined;
-  const body = req.body as fhir4.Parameters | undefined;
-  if (!text && body?.resourceType === 'Parameters') {
-    const p = body.parameter?.find((x) => x.name === name);
-    text = p?.valueDateTime ?? p?.valueInstant ?? p?.valueDate ?? p?.valueString;
-  }
-  if (!text) return undefined;
-  const range = parseDateRange(text);
-  if (!range) throw badRequest(`parameter ${name}: '${text}' is not a FHIR dateTime`, [name]);
-  return new Date(range.low);
-}
-
-/**
  * CarePlan/{id}/$evaluate?start&end: re-judges the stored Observations of the plan's patient in
  * [start, end] against the plan's current limits and raises the Flags they deserve. Idempotent:
  * monitoring_breach remembers what was judged.
@@ -211,7 +177,7 @@ async function evaluateOperation(ctx: FhirContext, req: RestRequest): Promise<In
     const flags = await raiseFlags(uow, events);
     return { judged: readings.length, breaches: events.length, flags };
   });
-  return parameters([
+  return parametersResult([
     { name: 'judged', valueInteger: result.judged },
     { name: 'breaches', valueInteger: result.breaches },
     ...result.flags.map((f) => ({ name: 'flag', valueReference: { reference: `Flag/${f.id}` } })),

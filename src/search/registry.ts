@@ -1,7 +1,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { supportedTypes } from '../kernel/resource-types';
-import { profilesDir } from '../kernel/paths';
+import { officialDefinitionsDir, profilesDir } from '../kernel/paths';
 import { type Accessor, compileExpression, isRepeatingPath, splitUnion } from './accessor';
 
 /**
@@ -77,10 +77,6 @@ const SEARCHABLE_TYPES = new Set(['number', 'date', 'string', 'token', 'referenc
 const COLUMNS: Record<string, 'id' | 'last_updated'> = { _id: 'id', _lastUpdated: 'last_updated' };
 /** The Resource-level parameters applied to every type (R4 `Resource.*`). */
 const RESOURCE_BASES = new Set(['Resource', 'DomainResource']);
-
-function officialDefinitionsDir(): string {
-  return dirname(require.resolve('hl7.fhir.r4.examples/package.json'));
-}
 
 function readDefinitions(): SearchParameterResource[] {
   const out: SearchParameterResource[] = [];

@@ -1,5 +1,6 @@
 import { mkdirSync } from 'node:fs';
 import { PGlite, types } from '@electric-sql/pglite';
+import { lockDataDir } from './data-dir-lock';
 import type { Db, Queryable } from './db';
 
 /**
@@ -8,12 +9,19 @@ import type { Db, Queryable } from './db';
  * one stalls every other request.
  */
 export async function openPglite(dataDir: string | undefined): Promise<Db> {
+  const unlock = dataDir ? lockDataDir(dataDir) : () => {};
   if (dataDir) {
     mkdirSync(dataDir, { recursive: true });
   }
   // Same text-not-Date rule as the pg adapter (see postgres.ts).
   const parsers = { [types.TIMESTAMPTZ]: (v: string) => v, [types.INT8]: (v: string) => v };
-  const pg = await PGlite.create(dataDir, { parsers });
+  let pg: PGlite;
+  try {
+    pg = await PGlite.create(dataDir, { parsers });
+  } catch (err) {
+    unlock();
+    throw err;
+  }
 
   return {
     kind: 'pglite',
@@ -38,6 +46,12 @@ export async function openPglite(dataDir: string | undefined): Promise<Db> {
         return fn(tx);
       });
     },
-    close: () => pg.close(),
+    async close() {
+      try {
+        await pg.close();
+      } finally {
+        unlock();
+      }
+    },
   };
 }

@@ -8,8 +8,14 @@ export function tableOf(resourceType: string): string {
   if (!isSupportedType(resourceType)) {
     throw new Error(`not a supported resource type: ${resourceType}`);
   }
-  return resourceType.toLowerCase();
+  return RESERVED.get(resourceType) ?? resourceType.toLowerCase();
 }
+
+/** Types whose lowercase name is an SQL keyword (`binary`, `group`), so cannot name a table. */
+const RESERVED = new Map([
+  ['Binary', 'binary_resource'],
+  ['Group', 'group_resource'],
+]);
 
 export function historyTableOf(resourceType: string): string {
   return `${tableOf(resourceType)}_history`;

@@ -6,9 +6,12 @@ import { schemaIssues, validatorFor } from './schema';
  * The reference forms a stored resource may hold: relative `Type/id` (optionally versioned),
  * absolute URLs, internal `#fragments`. `urn:uuid:`/`urn:oid:` and conditional references
  * (`Patient?identifier=…`) are only meaningful inside a transaction, which resolves them before
- * validation runs (FHIR R4 http.html#trules and bundle.html#references).
+ * validation runs (FHIR R4 http.html#trules and bundle.html#references). A stored Bundle
+ * (document, collection, message) is the exception: its entries refer to each other by the
+ * `urn:uuid:`/`urn:oid:` fullUrls the Bundle itself carries.
  */
 const REFERENCE = /^(#[A-Za-z0-9\-.]*|[A-Z][A-Za-z]+\/[A-Za-z0-9\-.]{1,64}(\/_history\/[A-Za-z0-9\-.]{1,64})?|[a-z][a-z0-9+.-]*:\/\/\S+)$/;
+const IN_BUNDLE_REFERENCE = /^urn:(uuid:[0-9a-fA-F-]{36}|oid:[0-2](\.(0|[1-9][0-9]*))+)$/;
 
 /**
  * What the schema cannot say, in one walk: every `reference` string of Reference elements has a
@@ -16,9 +19,9 @@ const REFERENCE = /^(#[A-Za-z0-9\-.]*|[A-Z][A-Za-z]+\/[A-Za-z0-9\-.]{1,64}(\/_hi
  * and every later stage would trip on it; R4 json.html allows null only as a placeholder in
  * arrays of primitives, which the schema's own string types already refuse).
  */
-function elementIssues(node: unknown, path: string, issues: Issue[]): void {
+function elementIssues(node: unknown, path: string, issues: Issue[], inBundle: boolean): void {
   if (Array.isArray(node)) {
-    node.forEach((item, i) => elementIssues(item, `${path}[${i}]`, issues));
+    node.forEach((item, i) => elementIssues(item, `${path}[${i}]`, issues, inBundle));
     return;
   }
   if (node === null || typeof node !== 'object') return;
@@ -26,7 +29,7 @@ function elementIssues(node: unknown, path: string, issues: Issue[]): void {
   for (const [key, value] of Object.entries(record)) {
     const childPath = `${path}.${key}`;
     if (key === 'reference' && typeof value === 'string') {
-      if (!REFERENCE.test(value)) {
+      if (!REFERENCE.test(value) && !(inBundle && IN_BUNDLE_REFERENCE.test(value))) {
         issues.push({
           code: 'value',
           diagnostics: `${childPath}: '${value}' is not a valid reference (expected Type/id, an absolute URL or #id)`,
@@ -38,9 +41,9 @@ function elementIssues(node: unknown, path: string, issues: Issue[]): void {
     } else if (Array.isArray(value) && value.includes(null)) {
       const at = value.indexOf(null);
       issues.push({ code: 'structure', diagnostics: `${childPath}[${at}]: null is not a value`, expression: [`${childPath}[${at}]`] });
-      elementIssues(value.filter((v) => v !== null), childPath, issues);
+      elementIssues(value.filter((v) => v !== null), childPath, issues, inBundle);
     } else if (typeof value === 'object') {
-      elementIssues(value, childPath, issues);
+      elementIssues(value, childPath, issues, inBundle);
     }
   }
 }
@@ -88,7 +91,7 @@ export function validationIssues(resource: unknown): Issue[] {
       });
     }
   }
-  elementIssues(rest, resourceType, issues);
+  elementIssues(rest, resourceType, issues, resourceType === 'Bundle');
   return issues;
 }
 

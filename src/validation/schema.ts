@@ -23,9 +23,14 @@ function compiler(): Ajv {
   // The shipped file refers to two definitions it does not contain.
   schema.definitions.Resource ??= { $ref: '#/definitions/ResourceList' };
   schema.definitions.integer64 ??= { type: 'string', pattern: '^[0]|[-+]?[1-9][0-9]*$' };
-  for (const definition of Object.values(schema.definitions)) {
-    const d = definition as { pattern?: string };
+  for (const [name, definition] of Object.entries(schema.definitions)) {
+    const d = definition as { pattern?: string; properties?: Record<string, SchemaProperty> };
     if (d.pattern) d.pattern = toJsWhitespace(d.pattern);
+    if (d.properties) {
+      addPrimitiveCompanions(name, d.properties);
+      // Some elements carry their pattern inline (Extension.valueString): same Java meaning.
+      for (const property of Object.values(d.properties)) if (property.pattern) property.pattern = toJsWhitespace(property.pattern);
+    }
   }
   schema.$id = SCHEMA_ID;
   delete schema.id;
@@ -33,6 +38,29 @@ function compiler(): Ajv {
   ajv.addMetaSchema(draft06);
   ajv.addSchema(schema);
   return ajv;
+}
+
+interface SchemaProperty {
+  $ref?: string;
+  pattern?: string;
+  type?: string;
+  items?: { $ref?: string };
+}
+
+/**
+ * Every primitive element may carry its id and extensions in a `_name` companion (R4 JSON
+ * format, json.html#primitive). The shipped schema omits the companion for about a thousand
+ * primitive elements (StructureDefinition._baseDefinition among them), so the spec's own
+ * examples that extend them fail; add the missing ones. Not for `id` and `Extension.url`
+ * (plain strings without extensions in FHIR) nor the xhtml `div`.
+ */
+function addPrimitiveCompanions(definition: string, properties: Record<string, SchemaProperty>): void {
+  for (const [name, property] of Object.entries(properties)) {
+    if (name.startsWith('_') || name === 'id' || (definition === 'Extension' && name === 'url') || properties[`_${name}`]) continue;
+    const target = (property.$ref ?? property.items?.$ref)?.split('/').pop();
+    if (!target || !/^[a-z]/.test(target) || target === 'xhtml') continue;
+    properties[`_${name}`] = property.items ? { type: 'array', items: { $ref: '#/definitions/Element' } } : { $ref: '#/definitions/Element' };
+  }
 }
 
 /**

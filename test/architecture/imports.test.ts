@@ -24,7 +24,12 @@ export const LAYERS: ReadonlyArray<readonly string[]> = [
   ['access'],
   ['pipeline'],
   ['fhir'],
-  ['auth', 'devices', 'monitoring'],
+  // landing: GET / and /docs, a page beside the capabilities (reads only config and kernel).
+  ['auth', 'devices', 'monitoring', 'landing'],
+  // Medication schedules raise their Flags and reminders through monitoring's (flags, notify).
+  ['medication'],
+  // Apps served beside the API, clients of it (the dashboard registers itself with auth).
+  ['dashboard'],
   ['schema'],
   ['server'],
   ['main'],

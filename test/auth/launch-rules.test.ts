@@ -27,7 +27,8 @@ describe('authorization code flow: every rule, black-box over HTTP', () => {
     state = (app.server.plugins as any)['smart-auth'].state;
     const create = await systemCreator(app);
     ids.practitioner = await create({ resourceType: 'Practitioner', name: [{ family: 'Quinn' }] });
-    ids.patient = await create({ resourceType: 'Patient', name: [{ family: `Carol${unique()}` }] });
+    ids.patientFamily = `Carol${unique()}`;
+    ids.patient = await create({ resourceType: 'Patient', name: [{ given: ['Ann'], family: ids.patientFamily }], birthDate: '1941-03-09' });
     ids.obs = await create({
       resourceType: 'Observation', status: 'final', code: { coding: [{ system: 'http://loinc.org', code: '8867-4' }] }, subject: { reference: `Patient/${ids.patient}` },
       effectiveDateTime: '2026-11-02T08:00:00Z', valueQuantity: { value: 70, unit: '/min', system: 'http://unitsofmeasure.org', code: '/min' },
@@ -176,7 +177,12 @@ describe('authorization code flow: every rule, black-box over HTTP', () => {
       expect(pick.radios.patient).to.include(ids.patient);
       const bad = await browser.visit(pick.action, { form: { ...pick.hidden, patient: 'does-not-exist' } });
       expect(bad.status).to.equal(400);
+      expect(picker.text).to.include(`Ann ${ids.patientFamily}`);
       const consent = await browser.visit(pick.action, { form: { ...pick.hidden, patient: ids.patient } });
+      // The person is named as people name them: name and birth date, not a resource id.
+      expect(consent.text).to.include(`<strong>Ann ${ids.patientFamily}</strong>`);
+      expect(consent.text).to.include('born 1941-03-09');
+      expect(consent.text).to.not.include(ids.patient);
       const c = readForm(consent.text);
       expect(c.checkboxes.scope!.sort()).to.equal(['fhirUser', 'launch/patient', 'offline_access', 'openid', 'patient/*.rs']);
       expect(c.buttons).to.equal([{ name: 'decision', value: 'allow' }, { name: 'decision', value: 'deny' }]);

@@ -1,7 +1,7 @@
 import * as Lab from '@hapi/lab';
 import { expect } from '@hapi/code';
 import { supportedTypes } from '../../src/kernel/resource-types';
-import { hasInterop, interopFiles } from '../helpers/interop';
+import { interopFiles } from '../helpers/interop';
 import { countRows, startTestServer, type TestServer } from '../helpers/server';
 
 export const lab = Lab.script();
@@ -9,7 +9,7 @@ const { describe, it, before, after } = lab;
 
 const specBundle = (name: string) => structuredClone(interopFiles('r4-spec-examples/Bundle').find((f) => f.file === name)!.json);
 
-describe('bundles written by others', { skip: !hasInterop() }, () => {
+describe('bundles written by others', () => {
   let app: TestServer;
   before(async () => {
     app = await startTestServer();
@@ -22,8 +22,8 @@ describe('bundles written by others', { skip: !hasInterop() }, () => {
     it('fails the spec transaction whole: its ValueSet/$lookup entry is not an interaction this server has', async () => {
       const before = await allCounts();
       const res = await app.request({ method: 'POST', url: '/fhir', payload: specBundle('Bundle-bundle-transaction.json') });
-      expect(res.statusCode).to.equal(404);
-      expect(res.json.issue[0].diagnostics).to.contain('Bundle.entry[7]');
+      expect(res.statusCode).to.equal(400);
+      expect(res.json.issue[0].diagnostics).to.contain('Bundle.entry[7]: request.url ValueSet/$lookup is not a POST this server supports');
       expect(await allCounts()).to.equal(before);
     });
 
@@ -95,37 +95,73 @@ describe('bundles written by others', { skip: !hasInterop() }, () => {
   });
 
   describe('Synthea patient bundles', () => {
-    const synthea = () => interopFiles('synthea/smart-on-fhir-generated-sample-data').filter((f) => f.json.entry.some((e: any) => e.resource.resourceType === 'Patient'));
-
-    it('refuses each whole, naming an entry of a type outside the supported list, and writes nothing', async () => {
-      const missing = new Set<string>();
-      for (const { file, json } of synthea()) {
-        for (const e of json.entry) if (!supportedTypes.includes(e.resource.resourceType)) missing.add(e.resource.resourceType);
-        const before = await allCounts();
-        const res = await app.request({ method: 'POST', url: '/fhir', payload: json });
-        expect(res.statusCode, file).to.equal(404);
-        expect(res.json.issue[0].diagnostics).to.match(/Bundle\.entry\[\d+\].*not a resource type this server supports/);
-        expect(await allCounts()).to.equal(before);
+    const synthea = () => interopFiles('synthea/smart-on-fhir-generated-sample-data');
+    const patientBundles = () => synthea().filter((f) => f.json.entry.some((e: any) => e.resource.resourceType === 'Patient'));
+    /** Every `reference` string in a resource, outside contained resources' own `#` links. */
+    const referencesIn = (node: unknown, out: string[] = []): string[] => {
+      if (Array.isArray(node)) node.forEach((n) => referencesIn(n, out));
+      else if (node && typeof node === 'object') {
+        for (const [k, v] of Object.entries(node)) {
+          if (k === 'reference' && typeof v === 'string') out.push(v);
+          else referencesIn(v, out);
+        }
       }
-      // What loading Synthea whole needs (kept for its own issue): these types.
-      expect([...missing].sort()).to.equal(['Claim', 'Condition', 'DiagnosticReport', 'Encounter', 'ExplanationOfBenefit', 'Immunization', 'Organization', 'Procedure']);
+      return out;
+    };
+    const loaded = new Map<string, { patientId: string; bundle: any; locations: string[] }>();
+
+    before(async () => {
+      // The practitioners' bundle first, then each patient's record, each one transaction.
+      for (const { file, json } of [...synthea().filter((f) => !patientBundles().some((p) => p.file === f.file)), ...patientBundles()]) {
+        const res = await app.request({ method: 'POST', url: '/fhir', payload: json });
+        expect(res.statusCode, `${file}: ${res.payload.slice(0, 400)}`).to.equal(200);
+        expect(res.json.entry).to.have.length(json.entry.length);
+        expect(res.json.entry.every((e: any) => e.response.status === '201 Created'), file).to.be.true();
+        const locations = res.json.entry.map((e: any) => e.response.location.replace(/^.*\/fhir\//, '').replace(/\/_history\/\d+$/, ''));
+        const patient = locations.find((l: string) => l.startsWith('Patient/'));
+        if (patient) loaded.set(file, { patientId: patient.split('/')[1], bundle: json, locations });
+      }
+      expect(loaded.size).to.equal(5);
     });
 
-    it('loads the supported part of each: the patient, observations, prescriptions and care plans', async () => {
-      for (const { file, json } of synthea()) {
-        // Derived: keep entries of supported types and drop references to the entries left out.
-        const kept = json.entry.filter((e: any) => supportedTypes.includes(e.resource.resourceType));
-        const keptUrls = new Set(kept.map((e: any) => e.fullUrl));
-        const text = JSON.stringify({ ...json, entry: kept });
-        const bundle = JSON.parse(text, (key, value) =>
-          value && typeof value === 'object' && !Array.isArray(value) && typeof value.reference === 'string' && value.reference.startsWith('urn:uuid:') && !keptUrls.has(value.reference)
-            ? { display: `not loaded: ${value.reference}` }
-            : value,
-        );
-        const res = await app.request({ method: 'POST', url: '/fhir', payload: bundle });
-        expect(res.statusCode, `${file}: ${res.payload.slice(0, 400)}`).to.equal(200);
-        expect(res.json.entry.every((e: any) => e.response.status === '201 Created')).to.be.true();
-        expect(res.json.entry).to.have.length(kept.length);
+    it('loads each whole as a transaction: every resource readable, every internal reference rewritten and resolvable', async () => {
+      for (const [file, { locations }] of loaded) {
+        for (const location of locations) {
+          const read = await app.request({ method: 'GET', url: `/fhir/${location}` });
+          expect(read.statusCode, `${file} ${location}`).to.equal(200);
+          for (const ref of referencesIn(read.json)) {
+            if (ref.startsWith('#')) continue;
+            expect(ref, `${file} ${location}`).to.match(/^[A-Z][A-Za-z]+\/[A-Za-z0-9\-.]{1,64}$/);
+            const target = await app.request({ method: 'GET', url: `/fhir/${ref}` });
+            expect(target.statusCode, `${file} ${location} -> ${ref}`).to.equal(200);
+          }
+        }
+      }
+    });
+
+    it('finds each patient\'s blood-pressure panels by combo-code of the systolic LOINC', async () => {
+      let panels = 0;
+      for (const [file, { patientId, bundle }] of loaded) {
+        const expected = bundle.entry.filter((e: any) => e.resource.resourceType === 'Observation' && (e.resource.component ?? []).some((c: any) => c.code.coding.some((x: any) => x.code === '8480-6'))).length;
+        const res = await app.request({ method: 'GET', url: `/fhir/Observation?subject=Patient/${patientId}&combo-code=http://loinc.org|8480-6&_count=100` });
+        expect(res.statusCode).to.equal(200);
+        expect(res.json.entry ?? [], file).to.have.length(expected);
+        for (const e of res.json.entry ?? []) expect(e.resource.code.coding[0].code).to.equal('55284-4');
+        panels += expected;
+      }
+      expect(panels).to.be.above(5);
+    });
+
+    it('returns each patient\'s whole record through compartment search, type by type, and nothing of another patient', async () => {
+      for (const [file, { patientId, bundle }] of loaded) {
+        const types = new Set<string>(bundle.entry.map((e: any) => e.resource.resourceType));
+        for (const type of types) {
+          if (['Patient', 'Organization', 'Practitioner'].includes(type)) continue;
+          const expected = bundle.entry.filter((e: any) => e.resource.resourceType === type).length;
+          const res = await app.request({ method: 'GET', url: `/fhir/Patient/${patientId}/${type}?_count=200` });
+          expect(res.statusCode).to.equal(200);
+          expect(res.json.entry ?? [], `${file} ${type}`).to.have.length(expected);
+        }
       }
     });
   });

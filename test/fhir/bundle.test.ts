@@ -204,9 +204,9 @@ describe('transaction bundles', () => {
     const notBundle = await app.request({ method: 'POST', url: '/fhir', payload: { resourceType: 'Patient' } });
     expect(notBundle.statusCode).to.equal(400);
 
-    const unknownType = await app.request({ method: 'POST', url: '/fhir', payload: { resourceType: 'Bundle', type: 'transaction', entry: [{ resource: { resourceType: 'Encounter', status: 'planned', class: { code: 'HH' } }, request: { method: 'POST', url: 'Encounter' } }] } });
+    const unknownType = await app.request({ method: 'POST', url: '/fhir', payload: { resourceType: 'Bundle', type: 'transaction', entry: [{ resource: { resourceType: 'Patient' }, request: { method: 'POST', url: 'Patients' } }] } });
     expect(unknownType.statusCode).to.equal(404);
-    expect(unknownType.json.issue[0].diagnostics).to.contain('Encounter');
+    expect(unknownType.json.issue[0].diagnostics).to.contain('Patients');
   });
 });
 

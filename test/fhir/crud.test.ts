@@ -1,16 +1,29 @@
 import * as Lab from '@hapi/lab';
 import { expect } from '@hapi/code';
 import { supportedTypes } from '../../src/kernel/resource-types';
-import { readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { projectRoot } from '../../src/kernel/paths';
+import { officialDefinitionsDir, projectRoot } from '../../src/kernel/paths';
 import { countRows, startTestServer, type TestServer, unique } from '../helpers/server';
 
 export const lab = Lab.script();
 const { describe, it, before, after } = lab;
 
-/** A small valid resource of each type, kept with the project (fixtures/resources). */
-const fixture = (type: string) => JSON.parse(readFileSync(join(projectRoot, 'fixtures', 'resources', `${type}.json`), 'utf8'));
+/**
+ * A valid resource of each type: the project's own small one (fixtures/resources) where it has
+ * one, else the smallest of the type's examples in the official R4 package, or a bare resource
+ * for the five Substance* types the package has no example of (none of their elements is required).
+ */
+function fixture(type: string): any {
+  const own = join(projectRoot, 'fixtures', 'resources', `${type}.json`);
+  if (existsSync(own)) return JSON.parse(readFileSync(own, 'utf8'));
+  const examples = readdirSync(officialDefinitionsDir()).filter((f) => f.startsWith(`${type}-`) && f.endsWith('.json'));
+  const smallest = examples.map((f) => join(officialDefinitionsDir(), f)).sort((a, b) => statSync(a).size - statSync(b).size)[0];
+  const example = smallest ? JSON.parse(readFileSync(smallest, 'utf8')) : { resourceType: type };
+  delete example.id;
+  delete example.meta;
+  return example;
+}
 
 const withoutMeta = (r: any) => {
   const { meta, ...rest } = r;
@@ -32,9 +45,27 @@ describe('FHIR REST interactions', () => {
     expect(res.json.resourceType).to.equal('CapabilityStatement');
     expect(res.json.fhirVersion).to.equal('4.0.1');
     const types = res.json.rest[0].resource.map((r: any) => r.type);
-    expect(types).to.equal([...supportedTypes]);
+    expect(types).to.equal([...supportedTypes, 'ConceptMap']);
     const observation = res.json.rest[0].resource.find((r: any) => r.type === 'Observation');
     expect(observation.interaction.map((i: any) => i.code)).to.include(['read', 'vread', 'update', 'patch', 'delete', 'create', 'history-instance']);
+    expect(res.json.rest[0].interaction.map((i: any) => i.code)).to.equal(['transaction', 'batch', 'history-system']);
+  });
+
+  it('lists every operation it serves, and each one listed answers (not 404)', async () => {
+    const res = await app.request({ method: 'GET', url: '/fhir/metadata' });
+    const operations = (type: string) => res.json.rest[0].resource.find((r: any) => r.type === type).operation.map((o: any) => o.name);
+    for (const type of supportedTypes) expect(operations(type), type).to.include('validate');
+    expect(operations('CarePlan')).to.equal(['validate', 'evaluate', 'check-adherence']);
+    expect(operations('ConceptMap')).to.equal(['translate']);
+    const calls = [
+      { method: 'POST', url: '/fhir/Patient/$validate', payload: { resourceType: 'Patient' } },
+      { method: 'POST', url: '/fhir/CarePlan/$check-adherence', payload: { resourceType: 'Parameters' } },
+      { method: 'GET', url: '/fhir/ConceptMap/$translate?system=https://withings.com/meastype&code=1' },
+    ];
+    for (const call of calls) {
+      const answer = await app.request(call);
+      expect(answer.statusCode, `${call.url}: ${answer.payload.slice(0, 200)}`).to.equal(200);
+    }
   });
 
   for (const type of supportedTypes) {

@@ -2,18 +2,20 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { projectRoot } from '../../src/kernel/paths';
 
-/** The shared interop corpus (../shared/interop beside the clone): real R4 data written by others. */
-export const interopDir = join(projectRoot, '..', 'shared', 'interop');
+/**
+ * The interop corpus: real R4 data written by others, shipped in the repository
+ * (sources and licences in fixtures/interop/MANIFEST.md) so a fresh clone tests the same data.
+ */
+export const interopDir = join(projectRoot, 'fixtures', 'interop');
 
-export function hasInterop(): boolean {
-  return existsSync(interopDir);
-}
-
-/** Every JSON file of one folder of the corpus, parsed, with its file name. */
+/** Every JSON file of one folder of the corpus, parsed, with its file name. A missing or empty folder fails loudly. */
 export function interopFiles(folder: string): Array<{ file: string; json: any }> {
   const dir = join(interopDir, folder);
-  return readdirSync(dir)
+  if (!existsSync(dir)) throw new Error(`interop corpus folder missing: ${dir} (see fixtures/interop/MANIFEST.md)`);
+  const files = readdirSync(dir)
     .filter((f) => f.endsWith('.json'))
     .sort()
     .map((file) => ({ file, json: JSON.parse(readFileSync(join(dir, file), 'utf8')) }));
+  if (files.length === 0) throw new Error(`interop corpus folder has no JSON: ${dir}`);
+  return files;
 }

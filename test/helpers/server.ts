@@ -3,6 +3,7 @@ import pino from 'pino';
 import { loadConfig } from '../../src/config';
 import { type App, createServer } from '../../src/server';
 import { type Db, openDb } from '../../src/store/db';
+import { tableOf } from '../../src/store/tables';
 
 /**
  * The database tests run on: an in-memory PGlite, or, when DATABASE_URL names a PostgreSQL
@@ -79,7 +80,7 @@ export function unique(prefix = 'test'): string {
  * failed request must leave both unchanged.
  */
 export async function countRows(app: App, type: string): Promise<{ current: number; history: number }> {
-  const table = type.toLowerCase();
+  const table = tableOf(type);
   const { rows } = await app.ctx.db.query<{ current: string; history: string }>(
     `SELECT (SELECT count(*) FROM ${table}) AS current, (SELECT count(*) FROM ${table}) + (SELECT count(*) FROM ${table}_history) AS history`,
   );

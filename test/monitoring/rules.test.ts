@@ -91,7 +91,7 @@ describe('monitoring rules', () => {
     expect(res.json.entry.map((e: any) => e.response.status)).to.equal(['201 Created', '201 Created', '201 Created', '201 Created']);
     const sub = await app.request({ method: 'GET', url: `/fhir/${res.json.entry[3].response.location.split('/_history')[0]}` });
     expect(sub.json.status).to.equal('active');
-    // Deactivate it: the endpoint is an example host.
+    // Deactivate it: the endpoint is a placeholder (.invalid never resolves, RFC 6761).
     await app.request({ method: 'PUT', url: `/fhir/Subscription/${sub.json.id}`, payload: { ...sub.json, status: 'off' } });
   });
 

@@ -9,12 +9,26 @@ import { projectRoot } from '../../src/kernel/paths';
 export const lab = Lab.script();
 const { describe, it } = lab;
 
+const exited = (child: ChildProcess) => new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+
+/** Children still running: a failed test kills them before removing their data folder. */
+const started = new Set<ChildProcess>();
+async function killStarted(): Promise<void> {
+  await Promise.all([...started].map((child) => {
+    const gone = exited(child);
+    child.kill('SIGKILL');
+    return gone;
+  }));
+}
+
 /** Starts `node dist/src/main.js` as `npm start` does and waits until it listens. */
 async function startProcess(env: Record<string, string>): Promise<{ child: ChildProcess; base: string; output: () => string }> {
   const child = spawn(process.execPath, [join(projectRoot, 'dist', 'src', 'main.js')], {
     env: { ...process.env, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', AUTH_DISABLED: 'true', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  started.add(child);
+  child.on('exit', () => started.delete(child));
   let output = '';
   child.stdout!.on('data', (d) => (output += d));
   child.stderr!.on('data', (d) => (output += d));
@@ -32,7 +46,6 @@ async function startProcess(env: Record<string, string>): Promise<{ child: Child
   return { child, base: `http://127.0.0.1:${port}/fhir`, output: () => output };
 }
 
-const exited = (child: ChildProcess) => new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
 
 describe('the server process', () => {
   it('keeps data in the embedded on-disk database across a graceful SIGTERM restart', { timeout: 240_000 }, async () => {
@@ -79,6 +92,7 @@ describe('the server process', () => {
       second.child.kill('SIGINT');
       expect(await exited(second.child)).to.equal(0);
     } finally {
+      await killStarted();
       rmSync(dataDir, { recursive: true, force: true });
     }
   });

@@ -4,7 +4,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { profilesDir } from '../../src/kernel/paths';
 import { nativeInvariant } from '../../src/validation/invariants';
-import { hasInterop, interopFiles } from '../helpers/interop';
+import { interopFiles } from '../helpers/interop';
 import { startTestServer } from '../helpers/server';
 
 export const lab = Lab.script();
@@ -32,11 +32,9 @@ function nativeInvariants() {
 
 /** Real Observations, plus variants that break or stretch each invariant. */
 function samples(): any[] {
-  const real = hasInterop()
-    ? [...interopFiles('r4-spec-examples/Observation'), ...interopFiles('device-observations/hl7-phd-stu2'), ...interopFiles('device-observations/us-core')]
-        .map((f) => f.json)
-        .filter((r) => r.resourceType === 'Observation')
-    : [];
+  const real = [...interopFiles('r4-spec-examples/Observation'), ...interopFiles('device-observations/hl7-phd-stu2'), ...interopFiles('device-observations/us-core')]
+    .map((f) => f.json)
+    .filter((r) => r.resourceType === 'Observation');
   const bp = {
     resourceType: 'Observation', status: 'final', code: { coding: [{ system: 'http://loinc.org', code: '85354-9' }] },
     effectiveDateTime: '2026-01-01T08:00:00Z',

@@ -1,0 +1,199 @@
+import { findVisibleIds } from '../access/enforce';
+import type { FhirContext, InteractionResult } from '../fhir/context';
+import { dateParameter, judgementClock, parametersResult, stringParameter } from '../fhir/operation-params';
+import type { RestRequest } from '../fhir/rest-request';
+import { badRequest, type Issue, OperationOutcomeError } from '../kernel/outcome';
+import { PeriodicJob } from '../monitoring/periodic';
+import { eachWrite, type PendingWrite, type UnitOfWork } from '../pipeline';
+import { readResources } from '../store/repository';
+import { administrationQuery, catchUp, checkDoses, closeMissedDoseFlags } from './adherence';
+import { administrations, type JudgedDose, judgeDoses } from './doses';
+import { sendReminders } from './reminders';
+import { activeSchedules, gracesOf, storeSchedules, TIMEZONE_URL, zonesOf } from './schedules';
+import { type CompiledRequest, compileRequest, gracePeriodOf } from './timing';
+import { isTimeZone, localDateTime } from './zone';
+
+/**
+ * Medication schedules as stages of the one write pipeline, beside monitoring and built on it
+ * (its Flags, its Subscription outbox, its periodic jobs):
+ * - validate: MedicationRequest timings are compiled (422 for invalid values in an active order); grace periods, patient time zones and the request an administration names are checked;
+ * - rules: compiled schedules stored; an administration closes a missed-dose Flag it catches up;
+ * - operations: MedicationRequest/$due (doses of a window, with their status) and
+ *   MedicationRequest/$check-adherence (judge missed doses now);
+ * - jobs: reminders before due doses, missed-dose judgement.
+ * Decision record: docs/decisions/011-medication-schedules.md.
+ */
+export interface Medication {
+  stop(): Promise<void>;
+}
+
+const compiledOf = new WeakMap<object, CompiledRequest>();
+/** A window of $due at most: a month of a few doses a day per request stays a small answer. */
+const MAX_WINDOW_MS = 31 * 86_400_000;
+/** Requests one $due answers for at most; more: narrow by patient. */
+const MAX_REQUESTS = 200;
+
+export function registerMedication(ctx: FhirContext): Medication {
+  ctx.stages.use('validate', 'medication', (uow, writes) => validate(uow, writes));
+  ctx.stages.use('rules', 'medication', async (uow, committed) => {
+    const requests = committed.filter((w) => w.type === 'MedicationRequest');
+    if (requests.length) {
+      const compiled = requests.map((w) => ({ id: w.id, compiled: w.resource && compiledOf.get(w.resource) }));
+      await storeSchedules(uow.tx, compiled);
+      // Stopped, completed, cancelled or deleted: nothing more is due, so nothing stays missed.
+      await closeMissedDoseFlags(uow, compiled.filter((c) => !c.compiled?.active).map((c) => c.id), new Date().toISOString());
+    }
+    await catchUp(ctx, uow, committed);
+  });
+
+  ctx.operations.register({
+    name: 'due', types: ['MedicationRequest'], type: true, instance: true, affectsState: false,
+    handler: (c, req) => dueOperation(c, req),
+  });
+  ctx.operations.register({
+    name: 'check-adherence', types: ['MedicationRequest'], type: true, instance: true, affectsState: true,
+    handler: async (c, req) => {
+      const now = judgementClock(c, req);
+      // At type level, the requests the caller may search, not the server's.
+      const visible = req.id ? [req.id] : await findVisibleIds(c.db, req.policy, 'MedicationRequest', new URLSearchParams());
+      const result = await checkDoses(c, now, visible);
+      return parametersResult([
+        { name: 'now', valueDateTime: now.toISOString() },
+        { name: 'requests', valueInteger: result.requests },
+        { name: 'missed', valueInteger: result.missed },
+        ...result.flags.map((f) => ({ name: 'flag', valueReference: { reference: `Flag/${f.id}` } })),
+      ]);
+    },
+  });
+
+  const jobs = [
+    new PeriodicJob(ctx.log, 'medication reminders', ctx.config.medicationReminderIntervalMs, () => sendReminders(ctx, new Date())),
+    new PeriodicJob(ctx.log, 'missed-dose check', ctx.config.adherenceCheckIntervalMs, () => checkDoses(ctx, new Date())),
+  ];
+  for (const job of jobs) job.start();
+  return {
+    async stop() {
+      for (const job of jobs) await job.stop();
+    },
+  };
+}
+
+const live = (writes: readonly PendingWrite[], type: string) => writes.filter((w) => w.type === type && w.resource);
+
+async function validate(uow: UnitOfWork, writes: readonly PendingWrite[]): Promise<void> {
+  const now = Date.now();
+  await eachWrite(live(writes, 'MedicationRequest'), (w) => {
+    compiledOf.set(w.resource!, compileRequest(w.resource as fhir4.MedicationRequest, now));
+  });
+  await eachWrite(live(writes, 'CarePlan'), (w) => {
+    const issues: Issue[] = [];
+    gracePeriodOf(w.resource as fhir4.CarePlan, 'CarePlan.extension', issues);
+    if (issues.length) throw new OperationOutcomeError(422, issues);
+  });
+  await eachWrite(live(writes, 'Patient'), (w) => {
+    const zone = (w.resource as fhir4.Patient).extension?.find((e) => e.url === TIMEZONE_URL);
+    if (zone && !(zone.valueCode && isTimeZone(zone.valueCode))) {
+      throw new OperationOutcomeError(422, { code: 'code-invalid', diagnostics: `Patient.extension: the timezone must be a valueCode naming an IANA time zone such as Europe/Berlin`, expression: ['Patient.extension'] });
+    }
+  });
+  await linkAdministrations(uow, live(writes, 'MedicationAdministration'), live(writes, 'MedicationRequest'));
+}
+
+/** An administration's stored request must be the same patient's: a dose taken counts against it. */
+async function linkAdministrations(uow: UnitOfWork, writes: readonly PendingWrite[], pendingRequests: readonly PendingWrite[]): Promise<void> {
+  if (writes.length === 0) return;
+  const refOf = (w: PendingWrite) => (w.resource as fhir4.MedicationAdministration).request?.reference;
+  const ids = writes.map((w) => /^MedicationRequest\/([A-Za-z0-9\-.]{1,64})$/.exec(refOf(w) ?? '')?.[1]).filter((id): id is string => id !== undefined);
+  // A request written in the same apply (a transaction Bundle creating both) is read as written.
+  const requests = await readResources<fhir4.MedicationRequest>(uow.tx, 'MedicationRequest', ids);
+  for (const w of pendingRequests) requests.set(w.id, w.resource as fhir4.MedicationRequest);
+  await eachWrite(writes, (w) => {
+    const ref = refOf(w);
+    if (!ref) return;
+    const id = /^MedicationRequest\/([A-Za-z0-9\-.]{1,64})$/.exec(ref)?.[1];
+    // A request not (yet) stored here counts nothing; data from other systems is kept as sent.
+    const request = id ? requests.get(id) : undefined;
+    if (!request) return;
+    const subject = (w.resource as fhir4.MedicationAdministration).subject?.reference;
+    if (request.subject?.reference !== subject) {
+      throw new OperationOutcomeError(422, { code: 'business-rule', diagnostics: `MedicationAdministration.subject (${subject}) is not the subject of ${ref} (${request.subject?.reference})`, expression: ['MedicationAdministration.subject'] });
+    }
+  });
+}
+
+/**
+ * MedicationRequest/$due?start&end[&patient][&now] (or MedicationRequest/{id}/$due): the doses due in
+ * [start, end), each at its local time in the patient's zone, with what became of it (doses.ts),
+ * and a summary. Reads only what the caller may search: the requests and the administrations
+ * are found under its policy.
+ */
+async function dueOperation(ctx: FhirContext, req: RestRequest): Promise<InteractionResult> {
+  // Statuses as of `now`: a later one only where $check-adherence allows it.
+  const now = judgementClock(ctx, req).getTime();
+  const start = dateParameter(req, 'start')?.getTime() ?? now;
+  const end = dateParameter(req, 'end')?.getTime() ?? start + 86_400_000;
+  if (end <= start) throw badRequest('end must be after start', ['end']);
+  if (end - start > MAX_WINDOW_MS) throw badRequest('the window from start to end may be at most 31 days', ['end']);
+  const query = new URLSearchParams();
+  if (req.id) query.set('_id', req.id);
+  const patient = stringParameter(req, 'patient');
+  if (patient !== undefined) {
+    if (!/^(Patient\/)?[A-Za-z0-9\-.]{1,64}$/.test(patient)) throw badRequest(`patient: '${patient}' is not a Patient reference`, ['patient']);
+    query.set('subject', patient.startsWith('Patient/') ? patient : `Patient/${patient}`);
+  }
+  const ids = await findVisibleIds(ctx.db, req.policy, 'MedicationRequest', query, MAX_REQUESTS + 1);
+  if (ids.length > MAX_REQUESTS) throw badRequest(`more than ${MAX_REQUESTS} MedicationRequests match; name a patient`, ['patient']);
+  const schedules = await activeSchedules(ctx.db, ids);
+  const zones = await zonesOf(ctx.db, schedules.map((s) => s.patient), ctx.config.defaultTimeZone);
+  const graces = await gracesOf(ctx.db, schedules, ctx.config.medicationGraceMs);
+  const margin = 2 * 86_400_000;
+  const adminIds = schedules.length
+    ? await findVisibleIds(ctx.db, req.policy, 'MedicationAdministration', administrationQuery(schedules.map((s) => s.requestId), start - margin, end + margin))
+    : [];
+  const taken = await administrations(ctx.db, adminIds);
+  const doses: Array<JudgedDose & { zone: string; patient: string; medication: string }> = [];
+  for (const s of schedules) {
+    const zone = zones.get(s.patient)!;
+    for (const d of judgeDoses(s, zone, graces.get(s.requestId)!, start, end, now, taken)) doses.push({ ...d, zone, patient: s.patient, medication: s.compiled.medication });
+  }
+  doses.sort((a, b) => a.at - b.at || a.requestId.localeCompare(b.requestId));
+  const count = (status: string) => doses.filter((d) => d.status === status).length;
+  const onTime = count('on-time');
+  const late = count('late');
+  const missed = count('missed');
+  const judged = onTime + late + missed;
+  return parametersResult([
+    { name: 'start', valueInstant: new Date(start).toISOString() },
+    { name: 'end', valueInstant: new Date(end).toISOString() },
+    ...doses.map((d) => ({
+      name: 'dose',
+      part: [
+        { name: 'request', valueReference: { reference: `MedicationRequest/${d.requestId}` } },
+        { name: 'patient', valueReference: { reference: `Patient/${d.patient}` } },
+        { name: 'medication', valueString: d.medication },
+        { name: 'due', valueDateTime: localDateTime(d.zone, d.at) },
+        { name: 'timeZone', valueCode: d.zone },
+        { name: 'instruction', valueInteger: d.instruction },
+        { name: 'status', valueCode: d.status },
+        ...(d.administration
+          ? [
+              { name: 'administration', valueReference: { reference: `MedicationAdministration/${d.administration.id}` } },
+              { name: 'taken', valueDateTime: localDateTime(d.zone, d.administration.at) },
+            ]
+          : []),
+      ],
+    })),
+    {
+      name: 'summary',
+      part: [
+        { name: 'on-time', valueInteger: onTime },
+        { name: 'late', valueInteger: late },
+        { name: 'missed', valueInteger: missed },
+        { name: 'due', valueInteger: count('due') },
+        { name: 'upcoming', valueInteger: count('upcoming') },
+        // Taken doses (on time or late) of those judged; none before any dose is judged.
+        ...(judged ? [{ name: 'adherence', valueDecimal: Math.round(((onTime + late) / judged) * 1000) / 1000 }] : []),
+      ],
+    },
+  ]);
+}

@@ -1,0 +1,89 @@
+import type { Queryable } from '../store/db';
+import { readResources } from '../store/repository';
+import { gracePeriodOf, type CompiledRequest } from './timing';
+import { isTimeZone } from './zone';
+
+/**
+ * medication_schedule: every MedicationRequest for a Patient, compiled, written in the request's
+ * own transaction; and what the schedules read at use time (the patient's zone, a CarePlan's
+ * grace period), which can change after the request was written.
+ */
+
+export const TIMEZONE_URL = 'http://hl7.org/fhir/StructureDefinition/timezone';
+
+export interface Schedule {
+  requestId: string;
+  patient: string;
+  storedAt: number;
+  checkedUntil?: number;
+  compiled: CompiledRequest;
+}
+
+export async function storeSchedules(tx: Queryable, requests: ReadonlyArray<{ id: string; compiled?: CompiledRequest }>): Promise<void> {
+  const gone = requests.filter((r) => !r.compiled?.patient).map((r) => r.id);
+  if (gone.length) await tx.query('DELETE FROM medication_schedule WHERE request_id = ANY($1::text[])', [gone]);
+  const kept = requests.filter((r) => r.compiled?.patient);
+  if (kept.length === 0) return;
+  await tx.query(
+    `INSERT INTO medication_schedule (request_id, patient, active, compiled, stored_at)
+     SELECT id, p, a, c, now() FROM unnest($1::text[], $2::text[], $3::bool[], $4::jsonb[]) AS v(id, p, a, c)
+     ON CONFLICT (request_id) DO UPDATE SET patient = EXCLUDED.patient, active = EXCLUDED.active, compiled = EXCLUDED.compiled`,
+    [kept.map((r) => r.id), kept.map((r) => r.compiled!.patient), kept.map((r) => r.compiled!.active), kept.map((r) => JSON.stringify(r.compiled))],
+  );
+}
+
+interface Row {
+  request_id: string;
+  patient: string;
+  stored_at: Date | string;
+  checked_until: Date | string | null;
+  compiled: CompiledRequest;
+}
+
+const toSchedule = (r: Row): Schedule => ({
+  requestId: r.request_id,
+  patient: r.patient,
+  storedAt: new Date(r.stored_at).getTime(),
+  ...(r.checked_until ? { checkedUntil: new Date(r.checked_until).getTime() } : {}),
+  compiled: r.compiled,
+});
+
+/** The active schedules with doses due: of these requests, or every one (the reminder and judgement jobs). */
+export async function activeSchedules(db: Queryable, requestIds?: readonly string[]): Promise<Schedule[]> {
+  const { rows } = await db.query<Row>(
+    `SELECT request_id, patient, stored_at, checked_until, compiled FROM medication_schedule
+      WHERE active AND compiled->>'asNeeded' = 'false' ${requestIds ? 'AND request_id = ANY($1::text[])' : ''} ORDER BY request_id`,
+    requestIds ? [requestIds] : [],
+  );
+  return rows.map(toSchedule);
+}
+
+/** Each patient's IANA zone (Patient timezone extension), else `fallback`. */
+export async function zonesOf(db: Queryable, patients: readonly string[], fallback: string): Promise<Map<string, string>> {
+  const stored = await readResources<fhir4.Patient>(db, 'Patient', [...new Set(patients)]);
+  const zones = new Map<string, string>();
+  for (const p of patients) {
+    const code = stored.get(p)?.extension?.find((e) => e.url === TIMEZONE_URL)?.valueCode;
+    zones.set(p, code && isTimeZone(code) ? code : fallback);
+  }
+  return zones;
+}
+
+/**
+ * The grace period of each schedule: the request's own, else that of a CarePlan it is based on,
+ * else `fallback`. CarePlans are read now, so a changed plan applies from its next judgement.
+ */
+export async function gracesOf(db: Queryable, schedules: readonly Schedule[], fallback: number): Promise<Map<string, number>> {
+  const planIds = schedules.filter((s) => s.compiled.graceMs === undefined).flatMap((s) => s.compiled.carePlanIds);
+  const plans = planIds.length ? await readResources<fhir4.CarePlan>(db, 'CarePlan', [...new Set(planIds)]) : new Map<string, fhir4.CarePlan>();
+  const graces = new Map<string, number>();
+  for (const s of schedules) {
+    let grace = s.compiled.graceMs;
+    for (const id of s.compiled.carePlanIds) {
+      const plan = plans.get(id);
+      if (grace === undefined && plan) grace = gracePeriodOf(plan, 'CarePlan.extension', []);
+    }
+    graces.set(s.requestId, grace ?? fallback);
+  }
+  return graces;
+}
