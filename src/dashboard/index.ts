@@ -4,6 +4,7 @@ import type { Plugin, ResponseToolkit } from '@hapi/hapi';
 import Inert from '@hapi/inert';
 import { ensureClient, publicRoute } from '../auth';
 import type { FhirContext } from '../fhir/context';
+import { notFound } from '../kernel/outcome';
 import { projectRoot } from '../kernel/paths';
 
 /**
@@ -66,8 +67,13 @@ export const dashboardPlugin: Plugin<{ ctx: FhirContext }> = {
       method: 'GET',
       path: `${DASHBOARD_PATH}/assets/{file}`,
       options: { ...publicRoute },
-      handler: (request, h) =>
-        secured(h, h.file(request.params.file as string, { confine: join(builtApp, 'assets') })).header('cache-control', 'public, max-age=31536000, immutable'),
+      handler: (request, h) => {
+        // Vite's hashed names only: anything else (a 5,000-character name made the file system
+        // answer ENAMETOOLONG, which inert turned into a 500) is simply not an asset.
+        const file = request.params.file as string;
+        if (!/^[A-Za-z0-9._-]{1,200}$/.test(file)) throw notFound(`${DASHBOARD_PATH}/assets/${file.slice(0, 80)} is not an asset of the dashboard`);
+        return secured(h, h.file(file, { confine: join(builtApp, 'assets') })).header('cache-control', 'public, max-age=31536000, immutable');
+      },
     });
   },
 };
