@@ -79,6 +79,9 @@ function toJsWhitespace(pattern: string): string {
 }
 
 export function validatorFor(resourceType: string): ValidateFunction | undefined {
+  // Only a type name can name a definition: ajv reads the rest as a URI fragment, and `%ff`
+  // in a body's resourceType made it throw URIError (a 500).
+  if (!/^[A-Z][A-Za-z]{0,63}$/.test(resourceType)) return undefined;
   let validate = validators.get(resourceType);
   if (!validate) {
     validate = compiler().getSchema(`${SCHEMA_ID}#/definitions/${resourceType}`);

@@ -77,6 +77,7 @@ describe('hostile input is a 4xx OperationOutcome and writes nothing', () => {
     await refused({ method: 'POST', url: '/fhir/Patient', payload: { resourceType: 'Patient', name: Array.from({ length: 60_000 }, (_, i) => ({ family: `f${i}`, given: ['g', 'h'] })) } }, 400);
     await refused(json('POST', '/fhir/Patient', '{"resourceType":"Patient","name":[{"family":"a\\u0000b"}]}'), 400);
     await refused({ method: 'POST', url: '/fhir/Observation', payload: { resourceType: 'Observation', status: 'final', code: { coding: [null] } } }, 400);
+    await refused({ method: 'PUT', url: '/fhir/Patient/x1', payload: { resourceType: '%ff%fe' } }, 400);
     await refused({ method: 'POST', url: '/fhir/Observation', payload: { resourceType: 'Observation', status: 'final', code: { text: 'x' }, subject: null } }, 400);
   });
 
