@@ -1,14 +1,13 @@
-import { readFileSync } from 'node:fs';
 import os from 'node:os';
-import { join } from 'node:path';
 import pino from 'pino';
 import type { AuthState } from '../src/auth/state';
 import { issueAccessToken } from '../src/auth/tokens';
 import { addUser } from '../src/auth/users';
 import { loadConfig } from '../src/config';
-import { projectRoot } from '../src/kernel/paths';
 import { createServer } from '../src/server';
-import { freePort, launchChromium } from '../test/dashboard/browser';
+import { launchChromium } from '../test/helpers/browser';
+import { freePort } from '../test/helpers/port';
+import { examplePlanFor } from '../test/helpers/monitoring-plan';
 
 /**
  * `npm run bench:dashboard [-- --patients 100 --days 365 --runs 15]`
@@ -28,18 +27,6 @@ const DAY = 86_400_000;
 function arg(name: string, fallback: number): number {
   const i = process.argv.indexOf(`--${name}`);
   return i >= 0 ? Number(process.argv[i + 1]) : fallback;
-}
-
-function plan(patient: string, start: string): unknown {
-  const bundle = JSON.parse(readFileSync(join(projectRoot, 'fixtures/monitoring/careplan-hypertension.json'), 'utf8')) as fhir4.Bundle;
-  const p = structuredClone(bundle.entry!.find((e) => e.resource?.resourceType === 'CarePlan')!.resource as fhir4.CarePlan);
-  p.subject = { reference: `Patient/${patient}` };
-  for (const g of p.contained ?? []) (g as fhir4.Goal).subject = { reference: `Patient/${patient}` };
-  p.goal = p.goal!.filter((g) => g.reference!.startsWith('#'));
-  for (const a of p.activity!) a.detail!.goal = a.detail!.goal!.filter((g) => g.reference!.startsWith('#'));
-  p.activity = p.activity!.filter((a) => a.detail!.goal!.length > 0);
-  p.period = { start };
-  return p;
 }
 
 /** A deterministic pseudo-random sequence, so runs compare. */
@@ -100,7 +87,7 @@ async function main(): Promise<void> {
   for (let i = 0; i < patients; i++) {
     const patient = (await post('/fhir/Patient', { resourceType: 'Patient', name: [{ family: `Ward${tag}-${i}`, given: ['Bench'] }], birthDate: '1945-01-01' })).id!;
     firstPatient ||= patient;
-    await post('/fhir/CarePlan', plan(patient, start));
+    await post('/fhir/CarePlan', examplePlanFor(patient, start));
     const batch = readings(days, now, rnd);
     await post('/ingest/readings', { device: { identifier: { system: 'urn:bench:serial', value: `dev-${tag}-${i}` }, create: true }, patient: { reference: `Patient/${patient}` }, readings: batch });
     observations += batch.length;

@@ -1,7 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { createServer as createNetServer } from 'node:net';
 import os from 'node:os';
 import { join, resolve } from 'node:path';
 import { Pool } from 'pg';
@@ -12,6 +11,7 @@ import { deviceWorkloads } from './devices';
 import type { BenchContext, BenchWorkload, ResultRow } from './harness';
 import { applicationName, openRawPglite, openRawPostgres, type RawDb, type TableSize, tableSizes } from './rawdb';
 import { resultsTable, sizesTable } from './report';
+import { freePort } from '../test/helpers/port';
 
 /**
  * `npm run bench [-- --only create,read] [--n 2000] [--warmup 200] [--max-seconds 120] [--keep-schema]`
@@ -99,17 +99,6 @@ function selected(only: string[] | undefined): BenchWorkload[] {
 }
 
 // ---- the server child -----------------------------------------------------------------------
-
-function freePort(): Promise<number> {
-  return new Promise((resolvePort, reject) => {
-    const probe = createNetServer();
-    probe.once('error', reject);
-    probe.listen(0, '127.0.0.1', () => {
-      const address = probe.address();
-      probe.close(() => (typeof address === 'object' && address ? resolvePort(address.port) : reject(new Error('no port'))));
-    });
-  });
-}
 
 interface ServerChild {
   process: ChildProcess;

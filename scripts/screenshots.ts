@@ -1,8 +1,9 @@
 import { randomBytes, createHash } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
-import { createServer as createNetServer } from 'node:net';
 import { join } from 'node:path';
-import { chromium, type Page } from 'playwright-core';
+import type { Page } from 'playwright-core';
+import { launchChromium } from '../test/helpers/browser';
+import { freePort } from '../test/helpers/port';
 import pino from 'pino';
 import type { AuthState } from '../src/auth/state';
 import { issueAccessToken } from '../src/auth/tokens';
@@ -21,15 +22,6 @@ Exits 1 when a check fails.`;
 
 const VIEWPORTS = [{ name: 'phone', width: 390, height: 844 }, { name: 'desktop', width: 1280, height: 800 }] as const;
 const EDGE = 12; // px a control must keep from the screen's edges
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createNetServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    }).on('error', reject);
-  });
-}
 
 /**
  * Layout problems of the page as rendered, in words. Runs in the browser; kept as source text
@@ -70,11 +62,7 @@ async function main(): Promise<void> {
   const app = await createServer(config, { logger: pino({ level: 'silent' }) });
   await app.server.start();
   const origin = `http://127.0.0.1:${port}`;
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM_PATH || '/usr/bin/chromium',
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run'],
-  });
+  const browser = await launchChromium();
   const failures: string[] = [];
   try {
     // A patient, a clinician login and a SMART app, as an operator would set them up.

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import * as Lab from '@hapi/lab';
 import { expect } from '@hapi/code';
@@ -10,25 +10,17 @@ import { DASHBOARD_CLIENT_ID } from '../../src/dashboard';
 import { projectRoot } from '../../src/kernel/paths';
 import { unique } from '../helpers/server';
 import { startAuthServer, systemCreator } from '../auth/helpers';
-import { freePort, launchChromium, SCREENSHOTS } from './browser';
+import { launchChromium } from '../helpers/browser';
+import { freePort } from '../helpers/port';
+import { examplePlanFor } from '../helpers/monitoring-plan';
 
 export const lab = Lab.script();
 const { describe, it, before, after } = lab;
 
 type AuthServer = Awaited<ReturnType<typeof startAuthServer>>;
 
-/** The example monitoring plan (fixtures/monitoring), for one patient: its contained goals give the limits. */
-function hypertensionPlan(patient: string): Record<string, unknown> {
-  const bundle = JSON.parse(readFileSync(join(projectRoot, 'fixtures/monitoring/careplan-hypertension.json'), 'utf8')) as fhir4.Bundle;
-  const plan = structuredClone(bundle.entry!.find((e) => e.resource?.resourceType === 'CarePlan')!.resource as fhir4.CarePlan);
-  plan.subject = { reference: `Patient/${patient}` };
-  for (const goal of plan.contained ?? []) (goal as fhir4.Goal).subject = { reference: `Patient/${patient}` };
-  plan.goal = plan.goal!.filter((g) => g.reference!.startsWith('#'));
-  for (const a of plan.activity!) a.detail!.goal = a.detail!.goal!.filter((g) => g.reference!.startsWith('#'));
-  plan.activity = plan.activity!.filter((a) => a.detail!.goal!.length > 0);
-  plan.period = { start: new Date(Date.now() - 10 * 86_400_000).toISOString().slice(0, 10) };
-  return plan as unknown as Record<string, unknown>;
-}
+/** Screenshots for people to look at (gitignored). */
+const SCREENSHOTS = join(projectRoot, 'screenshots');
 
 describe('clinician dashboard in headless Chromium', () => {
   let app: AuthServer;
@@ -86,6 +78,7 @@ describe('clinician dashboard in headless Chromium', () => {
 
   before(async () => {
     // Chromium first: without it this suite fails here, loudly, instead of skipping.
+    mkdirSync(SCREENSHOTS, { recursive: true });
     browser = await launchChromium();
     const port = await freePort();
     app = await startAuthServer({ PORT: String(port), BASE_URL: `http://127.0.0.1:${port}` });
@@ -94,7 +87,7 @@ describe('clinician dashboard in headless Chromium', () => {
     const create = await systemCreator(app);
     ids.practitioner = await create({ resourceType: 'Practitioner', name: [{ family: 'Quinn', given: ['Michaela'] }] });
     ids.patient = await create({ resourceType: 'Patient', name: [{ family, given: ['Ada'] }], gender: 'female', birthDate: '1944-05-17', identifier: [{ system: 'urn:example:mrn', value: 'MRN-4711' }] });
-    await create(hypertensionPlan(ids.patient));
+    await create(examplePlanFor(ids.patient, new Date(Date.now() - 10 * 86_400_000).toISOString().slice(0, 10)) as unknown as Record<string, unknown>);
     await addUser(state.db, { ...clinician, fhirUser: `Practitioner/${ids.practitioner}` });
     // A week of readings within the limits, twice a day.
     for (let d = 7; d >= 1; d--) {

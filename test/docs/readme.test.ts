@@ -3,10 +3,10 @@ import { expect } from '@hapi/code';
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { migratedDataDir } from '../helpers/data-dir';
-import { createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { projectRoot } from '../../src/kernel/paths';
+import { freePort } from '../helpers/port';
 
 export const lab = Lab.script();
 const { describe, it } = lab;
@@ -32,15 +32,6 @@ function walkthroughs(): Map<string, Walkthrough> {
     found.set(m[1]!, w);
   }
   return found;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createNetServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    }).on('error', reject);
-  });
 }
 
 function bash(script: string, cwd: string, env: NodeJS.ProcessEnv): Promise<{ code: number; stdout: string; stderr: string }> {
