@@ -4,7 +4,7 @@ import { decodeBle } from './ble';
 import { parseDecimal, scaleDecimal } from './decimal';
 import type { Payload, PayloadEntry } from './ingest';
 import {
-  type Measurement, type ReadingDraft, ReadingError, WITHINGS_ATTRIB_SYSTEM, WITHINGS_DEVICE_SYSTEM, WITHINGS_MEASTYPE_SYSTEM,
+  type DoseDraft, type Draft, type Measurement, type ReadingDraft, ReadingError, WITHINGS_ATTRIB_SYSTEM, WITHINGS_DEVICE_SYSTEM, WITHINGS_MEASTYPE_SYSTEM,
 } from './reading';
 
 /**
@@ -37,7 +37,7 @@ function readingsArray(body: Json): unknown[] {
   return body.readings;
 }
 
-function entry(fn: () => ReadingDraft[]): PayloadEntry {
+function entry(fn: () => Draft[]): PayloadEntry {
   try {
     return { drafts: fn() };
   } catch (err) {
@@ -93,6 +93,45 @@ export function parseReadingsBody(body: unknown): Payload {
     }),
   );
   return { door: 'readings', device: identifier, createDevice: create, patient: explicitPatient(body), entries };
+}
+
+// ---- POST /ingest/doses ----------------------------------------------------------------------
+
+const DOSE_STATUS = new Set(['completed', 'not-done']);
+
+/**
+ * A pill box's or the home tablet's dose reports: `{device, patient?, doses: [{id?, time,
+ * request: {reference} | medication: {system, code}, status?, note?}]}`. `status` is `completed`
+ * (taken, the default) or `not-done` (declined).
+ */
+export function parseDosesBody(body: unknown): Payload {
+  if (!isObject(body)) throw badRequest('the body must be a JSON object {device, doses}');
+  const { identifier, create } = deviceSpec(body);
+  if (!Array.isArray(body.doses) || body.doses.length === 0) throw badRequest('doses must be a non-empty array', ['doses']);
+  const entries = body.doses.map((raw, i) =>
+    entry((): DoseDraft[] => {
+      const where = `doses[${i}]`;
+      if (!isObject(raw)) throw new ReadingError(400, `${where} is not an object`, 'structure');
+      if (typeof raw.time !== 'string') throw new ReadingError(400, `${where}.time is required`, 'required');
+      const status = raw.status ?? 'completed';
+      if (typeof status !== 'string' || !DOSE_STATUS.has(status)) throw new ReadingError(400, `${where}.status must be completed or not-done`, 'value');
+      const request = raw.request;
+      if (request !== undefined && !(isObject(request) && typeof request.reference === 'string')) {
+        throw new ReadingError(400, `${where}.request must be a Reference {reference: "MedicationRequest/id"}`, 'structure');
+      }
+      const medication = raw.medication === undefined ? undefined : coding(raw.medication, `${where}.medication`);
+      if (!request && !medication) throw new ReadingError(400, `${where}: request or medication is required`, 'required');
+      if (raw.note !== undefined && typeof raw.note !== 'string') throw new ReadingError(400, `${where}.note must be a string`, 'value');
+      const sourceKey = typeof raw.id === 'string' ? raw.id : '';
+      return [{
+        kind: 'dose', time: raw.time, sourceKey, status: status as DoseDraft['status'],
+        ...(request ? { request: (request as Json).reference as string } : {}),
+        ...(medication ? { medication } : {}),
+        ...(typeof raw.note === 'string' ? { note: raw.note } : {}),
+      }];
+    }),
+  );
+  return { door: 'doses', device: identifier, createDevice: create, patient: explicitPatient(body), entries };
 }
 
 // ---- POST /ingest/ble -------------------------------------------------------------------------

@@ -6,14 +6,15 @@ import type { FhirContext } from '../fhir/context';
 import { executeWrites, type WriteOp, type WriteOutcome } from '../pipeline';
 import { readResource } from '../store/repository';
 import { findDevice, type KnownDevice, patientAt } from './assignment';
+import { doseToAdministration, type OrderCache } from './dose';
 import { draftToObservation } from './draft';
-import { type ReadingDraft, ReadingError } from './reading';
+import { type Draft, isDose, ReadingError } from './reading';
 
-/** One entry of a payload: the readings it decoded to, or why it could not be decoded. */
-export type PayloadEntry = { drafts: ReadingDraft[] } | { error: ReadingError };
+/** One entry of a payload: the readings (or doses) it decoded to, or why it could not be decoded. */
+export type PayloadEntry = { drafts: Draft[] } | { error: ReadingError };
 
 export interface Payload {
-  /** Which door decoded it (`readings`, `ble`, `withings`): the Observations' meta.source. */
+  /** Which door decoded it (`readings`, `ble`, `withings`, `doses`): the resources' meta.source. */
   door: string;
   device?: fhir4.Identifier;
   /** Create the Device on first sight. */
@@ -33,7 +34,8 @@ function refusal(err: unknown): OperationOutcomeError {
 
 /**
  * A device payload through the one write pipeline: each reading's device and patient are found
- * with the caller's rights, each reading is stated as its Observation (./draft.ts), and all of
+ * with the caller's rights, each reading is stated as its Observation (./draft.ts) and each dose
+ * as its MedicationAdministration (./dose.ts), and all of
  * them are one per-entry unit of work, where the mapping stage codes them and every other stage
  * judges them as it judges any write. The answer is a batch-response Bundle with one entry per
  * reading, in order.
@@ -66,6 +68,7 @@ export async function ingestPayload(ctx: FhirContext, payload: Payload, policy: 
 
   const slots: Slot[] = [];
   const seen = new Map<string, number>();
+  const orders: OrderCache = new Map();
   const now = Date.now();
   for (const entry of payload.entries) {
     if ('error' in entry) {
@@ -91,16 +94,15 @@ export async function ingestPayload(ctx: FhirContext, payload: Payload, policy: 
           // filed under a patient that is unknown or was deleted.
           throw new ReadingError(422, `no patient: ${patientRef} is not known (or was deleted); the reading is not stored`, 'not-found');
         }
-        const obs = draftToObservation(draft, {
-          door: payload.door,
-          device: identifier ?? { system: 'urn:ietf:rfc:3986', value: 'urn:unknown-device' },
-          deviceRef: known ? `Device/${known.id}` : undefined,
-          patientRef,
-          now,
-        });
-        const op = { kind: 'create' as const, type: 'Observation', id: obs.id, resource: obs, onExistingId: 'match' as const };
-        const first = seen.get(obs.id!);
-        if (first === undefined) seen.set(obs.id!, slots.length);
+        const device = identifier ?? { system: 'urn:ietf:rfc:3986', value: 'urn:unknown-device' };
+        const deviceRef = known ? `Device/${known.id}` : undefined;
+        const resource = isDose(draft)
+          ? await doseToAdministration(draft, { db: ctx.db, policy, device, deviceRef, patientRef, now }, orders)
+          : draftToObservation(draft, { door: payload.door, device, deviceRef, patientRef, now });
+        const op = { kind: 'create' as const, type: resource.resourceType, id: resource.id, resource, onExistingId: 'match' as const };
+        const key = `${resource.resourceType}/${resource.id!}`;
+        const first = seen.get(key);
+        if (first === undefined) seen.set(key, slots.length);
         slots.push({ op, ...(first !== undefined ? { duplicateOf: first } : {}) });
       } catch (err) {
         slots.push({ error: refusal(err) });

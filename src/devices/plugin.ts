@@ -4,12 +4,13 @@ import type { FhirContext } from '../fhir/context';
 import { parseJsonBody } from '../fhir/negotiation';
 import { cancellable } from '../fhir/request-lifetime';
 import { respond } from '../fhir/respond';
-import { parseBleBody, parseReadingsBody, parseWithingsBody } from './doors';
+import { parseBleBody, parseDosesBody, parseReadingsBody, parseWithingsBody } from './doors';
 import { ingestPayload, type Payload } from './ingest';
 
 /**
  * The device doors: POST /ingest/readings (normalised JSON), /ingest/withings (Measure-Getmeas
- * response) and /ingest/ble (GATT characteristic payloads). Each answers a batch-response
+ * response), /ingest/ble (GATT characteristic payloads) and /ingest/doses (a pill box's or the
+ * home tablet's doses taken, as MedicationAdministrations). Each answers a batch-response
  * Bundle with one entry per reading; everything is written through the one write pipeline.
  */
 export const devicesPlugin: Plugin<{ ctx: FhirContext }> = {
@@ -29,6 +30,7 @@ export const devicesPlugin: Plugin<{ ctx: FhirContext }> = {
       });
     door('/ingest/readings', (body) => parseReadingsBody(body));
     door('/ingest/ble', (body) => parseBleBody(body));
+    door('/ingest/doses', (body) => parseDosesBody(body));
     door('/ingest/withings', (body, request) => parseWithingsBody(body, new URL(request.url.href).searchParams));
   },
 };

@@ -47,6 +47,28 @@ export const WITHINGS_ATTRIB_SYSTEM = 'https://withings.com/attrib';
 /** meta.source of an Observation a device door decoded: `urn:rpm:ingest:withings`. */
 export const DOOR_SOURCE_PREFIX = 'urn:rpm:ingest:';
 
+/**
+ * A dose taken (or refused) as a smart pill box or the home tablet reports it: when, and which
+ * order it was for (the MedicationRequest, or the medication code that names the patient's one
+ * active order for it). src/devices/dose.ts states it as a MedicationAdministration.
+ */
+export interface DoseDraft {
+  kind: 'dose';
+  time: string;
+  sourceKey: string;
+  /** `MedicationRequest/id`. */
+  request?: string;
+  medication?: fhir4.Coding;
+  /** R4 medication-admin-status: the box saw the dose taken, or the patient declined it. */
+  status: 'completed' | 'not-done';
+  note?: string;
+  device?: fhir4.Identifier;
+  patient?: string;
+}
+
+export type Draft = ReadingDraft | DoseDraft;
+export const isDose = (d: Draft): d is DoseDraft => 'kind' in d && d.kind === 'dose';
+
 /** A refused reading: the status and what was wrong, for its batch-response entry. */
 export class ReadingError extends Error {
   constructor(
