@@ -116,7 +116,7 @@ export const workloads: BenchWorkload[] = [
           n: 5, concurrency: 1, warmup: 1, maxSeconds: ctx.maxSeconds,
           op: async () => {
             let n = 0;
-            for (const c of compiled) n += dosesBetween(c.request, c.zone, start.getTime(), end.getTime()).length;
+            for (const c of compiled) n += dosesBetween(c.request, { zone: c.zone }, start.getTime(), end.getTime()).length;
             batchDoses = n;
             return Math.abs(n - 5 * refs.length) <= refs.length ? { ok: true } : { ok: false, detail: `${n} doses, expected about ${5 * refs.length}` };
           },

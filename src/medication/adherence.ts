@@ -4,7 +4,8 @@ import { type CommittedWrite, type UnitOfWork, withUnitOfWork } from '../pipelin
 import { findMatchingIds } from '../search';
 import type { Queryable } from '../store/db';
 import { administrations, judgeDoses } from './doses';
-import { activeSchedules, gracesOf, type Schedule, zonesOf } from './schedules';
+import { activeSchedules, clocksOf, gracesOf, type Schedule } from './schedules';
+import type { PatientClock } from './timing';
 import { localDateTime } from './zone';
 
 /**
@@ -40,7 +41,7 @@ export function administrationQuery(requestIds: readonly string[], from: number,
   return q;
 }
 
-async function checkSchedule(uow: UnitOfWork, s: Schedule, zone: string, grace: number, now: number): Promise<{ missed: number; flags: RaisedFlag[] }> {
+async function checkSchedule(uow: UnitOfWork, s: Schedule, clock: PatientClock, grace: number, now: number): Promise<{ missed: number; flags: RaisedFlag[] }> {
   const { tx } = uow;
   // The job and $check-adherence queue here and judge each dose once.
   await tx.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`medication|${s.requestId}`]);
@@ -50,7 +51,7 @@ async function checkSchedule(uow: UnitOfWork, s: Schedule, zone: string, grace: 
   const from = Math.max(checked, s.storedAt, cut - MAX_JUDGED_MS);
   if (from >= cut) return { missed: 0, flags: [] };
   const taken = await administrationsOf(tx, [s.requestId], from - grace - 86_400_000, now);
-  const missed = judgeDoses(s, zone, grace, from, cut, now, taken).filter((d) => d.status === 'missed');
+  const missed = judgeDoses(s, clock, grace, from, cut, now, taken).filter((d) => d.status === 'missed');
   let flags: RaisedFlag[] = [];
   if (missed.length) {
     const { rows: fresh } = await tx.query<{ due_at: Date | string }>(
@@ -60,7 +61,7 @@ async function checkSchedule(uow: UnitOfWork, s: Schedule, zone: string, grace: 
     );
     const events: FlagEvent[] = fresh.map((r) => {
       const at = new Date(r.due_at).getTime();
-      const due = localDateTime(zone, at);
+      const due = localDateTime(clock.zone, at);
       return {
         ...flagKey(s.requestId),
         basis: 'MedicationRequest',
@@ -85,11 +86,11 @@ async function checkSchedule(uow: UnitOfWork, s: Schedule, zone: string, grace: 
 /** Judges the doses of every active schedule (or those of `requestIds`) whose grace ended by `now`: a short unit per request. */
 export async function checkDoses(ctx: FhirContext, now: Date, requestIds?: readonly string[]): Promise<DoseCheckResult> {
   const schedules = await activeSchedules(ctx.db, requestIds);
-  const zones = await zonesOf(ctx.db, schedules.map((s) => s.patient), ctx.config.defaultTimeZone);
+  const clocks = await clocksOf(ctx.db, schedules.map((s) => s.patient), ctx.config.defaultTimeZone);
   const graces = await gracesOf(ctx.db, schedules, ctx.config.medicationGraceMs);
   const result: DoseCheckResult = { requests: schedules.length, missed: 0, flags: [] };
   for (const s of schedules) {
-    const outcome = await withUnitOfWork(ctx, (uow) => checkSchedule(uow, s, zones.get(s.patient)!, graces.get(s.requestId)!, now.getTime()));
+    const outcome = await withUnitOfWork(ctx, (uow) => checkSchedule(uow, s, clocks.get(s.patient)!, graces.get(s.requestId)!, now.getTime()));
     result.missed += outcome.missed;
     result.flags.push(...outcome.flags);
   }

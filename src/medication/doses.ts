@@ -1,7 +1,7 @@
 import type { Queryable } from '../store/db';
 import { readResources } from '../store/repository';
 import type { Schedule } from './schedules';
-import { dosesBetween } from './timing';
+import { dosesBetween, type PatientClock } from './timing';
 
 /**
  * What became of each due dose, from the MedicationAdministrations recorded against the request
@@ -54,9 +54,9 @@ export async function administrations(db: Queryable, ids: readonly string[]): Pr
  * The doses of `schedule` due in [from, to) with their status at `now`. Doses up to a day either
  * side are computed too, so that an administration is matched against its true neighbours.
  */
-export function judgeDoses(schedule: Schedule, zone: string, grace: number, from: number, to: number, now: number, taken: readonly Administration[]): JudgedDose[] {
+export function judgeDoses(schedule: Schedule, clock: PatientClock, grace: number, from: number, to: number, now: number, taken: readonly Administration[]): JudgedDose[] {
   const margin = 86_400_000;
-  const doses = dosesBetween(schedule.compiled, zone, from - margin, to + margin);
+  const doses = dosesBetween(schedule.compiled, clock, from - margin, to + margin);
   const mine = taken.filter((a) => a.requestId === schedule.requestId).sort((a, b) => a.at - b.at);
   const matched = new Map<number, Administration>();
   for (const a of mine) {

@@ -9,8 +9,8 @@ import { readResources } from '../store/repository';
 import { administrationQuery, catchUp, checkDoses, closeMissedDoseFlags } from './adherence';
 import { administrations, type JudgedDose, judgeDoses } from './doses';
 import { sendReminders } from './reminders';
-import { activeSchedules, gracesOf, storeSchedules, TIMEZONE_URL, zonesOf } from './schedules';
-import { type CompiledRequest, compileRequest, gracePeriodOf } from './timing';
+import { activeSchedules, clocksOf, gracesOf, ROUTINE_URL, storeSchedules, TIMEZONE_URL } from './schedules';
+import { type CompiledRequest, compileRequest, gracePeriodOf, routineEvents } from './timing';
 import { isTimeZone, localDateTime } from './zone';
 
 /**
@@ -95,8 +95,27 @@ async function validate(uow: UnitOfWork, writes: readonly PendingWrite[]): Promi
     if (zone && !(zone.valueCode && isTimeZone(zone.valueCode))) {
       throw new OperationOutcomeError(422, { code: 'code-invalid', diagnostics: `Patient.extension: the timezone must be a valueCode naming an IANA time zone such as Europe/Berlin`, expression: ['Patient.extension'] });
     }
+    checkRoutine(w.resource as fhir4.Patient);
   });
   await linkAdministrations(uow, live(writes, 'MedicationAdministration'), live(writes, 'MedicationRequest'));
+}
+
+/** A patient's own event times: each names a known event once, at a local time of day. */
+function checkRoutine(patient: fhir4.Patient): void {
+  const known = new Set(routineEvents());
+  const seen = new Set<string>();
+  const issues: Issue[] = [];
+  (patient.extension ?? []).forEach((ext, i) => {
+    if (ext.url !== ROUTINE_URL) return;
+    const at = `Patient.extension[${i}]`;
+    const event = ext.extension?.find((e) => e.url === 'event')?.valueCode;
+    const time = ext.extension?.find((e) => e.url === 'time')?.valueTime;
+    if (!event || !known.has(event)) issues.push({ code: 'code-invalid', diagnostics: `${at}: event must be a valueCode, one of ${[...known].join(', ')}`, expression: [at] });
+    else if (seen.has(event)) issues.push({ code: 'business-rule', diagnostics: `${at}: the time of ${event} is given twice`, expression: [at] });
+    if (!time) issues.push({ code: 'required', diagnostics: `${at}: time (valueTime, local) is required`, expression: [at] });
+    if (event) seen.add(event);
+  });
+  if (issues.length) throw new OperationOutcomeError(422, issues);
 }
 
 /** An administration's stored request must be the same patient's: a dose taken counts against it. */
@@ -144,7 +163,7 @@ async function dueOperation(ctx: FhirContext, req: RestRequest): Promise<Interac
   const ids = await findVisibleIds(ctx.db, req.policy, 'MedicationRequest', query, MAX_REQUESTS + 1);
   if (ids.length > MAX_REQUESTS) throw badRequest(`more than ${MAX_REQUESTS} MedicationRequests match; name a patient`, ['patient']);
   const schedules = await activeSchedules(ctx.db, ids);
-  const zones = await zonesOf(ctx.db, schedules.map((s) => s.patient), ctx.config.defaultTimeZone);
+  const clocks = await clocksOf(ctx.db, schedules.map((s) => s.patient), ctx.config.defaultTimeZone);
   const graces = await gracesOf(ctx.db, schedules, ctx.config.medicationGraceMs);
   const margin = 2 * 86_400_000;
   const adminIds = schedules.length
@@ -153,8 +172,9 @@ async function dueOperation(ctx: FhirContext, req: RestRequest): Promise<Interac
   const taken = await administrations(ctx.db, adminIds);
   const doses: Array<JudgedDose & { zone: string; patient: string; medication: string }> = [];
   for (const s of schedules) {
-    const zone = zones.get(s.patient)!;
-    for (const d of judgeDoses(s, zone, graces.get(s.requestId)!, start, end, now, taken)) doses.push({ ...d, zone, patient: s.patient, medication: s.compiled.medication });
+    const clock = clocks.get(s.patient)!;
+    const { zone } = clock;
+    for (const d of judgeDoses(s, clock, graces.get(s.requestId)!, start, end, now, taken)) doses.push({ ...d, zone, patient: s.patient, medication: s.compiled.medication });
   }
   doses.sort((a, b) => a.at - b.at || a.requestId.localeCompare(b.requestId));
   const count = (status: string) => doses.filter((d) => d.status === status).length;

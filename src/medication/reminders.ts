@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { FhirContext } from '../fhir/context';
 import { withUnitOfWork } from '../pipeline';
-import { activeSchedules, zonesOf } from './schedules';
+import { activeSchedules, clocksOf } from './schedules';
 import { dosesBetween } from './timing';
 import { localDateTime } from './zone';
 
@@ -45,11 +45,12 @@ function reminder(p: Pending, id: string, now: string): fhir4.Communication {
 export async function sendReminders(ctx: FhirContext, now: Date): Promise<number> {
   const lead = ctx.config.medicationReminderLeadMs;
   const schedules = await activeSchedules(ctx.db);
-  const zones = await zonesOf(ctx.db, schedules.map((s) => s.patient), ctx.config.defaultTimeZone);
+  const clocks = await clocksOf(ctx.db, schedules.map((s) => s.patient), ctx.config.defaultTimeZone);
   const pending: Pending[] = [];
   for (const s of schedules) {
-    const zone = zones.get(s.patient)!;
-    for (const d of dosesBetween(s.compiled, zone, now.getTime() + 1, now.getTime() + lead + 1)) {
+    const clock = clocks.get(s.patient)!;
+    const { zone } = clock;
+    for (const d of dosesBetween(s.compiled, clock, now.getTime() + 1, now.getTime() + lead + 1)) {
       const due = localDateTime(zone, d.at);
       const text = s.compiled.instructions.find((i) => i.index === d.instruction)?.text;
       pending.push({ requestId: s.requestId, patient: s.patient, at: d.at, due, text: `${s.compiled.medication} due at ${due}${text ? `: ${text}` : ''}` });

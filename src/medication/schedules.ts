@@ -1,6 +1,6 @@
 import type { Queryable } from '../store/db';
 import { readResources } from '../store/repository';
-import { gracePeriodOf, type CompiledRequest } from './timing';
+import { gracePeriodOf, type CompiledRequest, type PatientClock } from './timing';
 import { isTimeZone } from './zone';
 
 /**
@@ -10,6 +10,24 @@ import { isTimeZone } from './zone';
  */
 
 export const TIMEZONE_URL = 'http://hl7.org/fhir/StructureDefinition/timezone';
+/**
+ * A patient's own time of a daily event (repeated, one per event): sub-extensions `event`
+ * (valueCode, an R4 EventTiming code such as CM for breakfast or HS for bedtime) and `time`
+ * (valueTime, local). Doses given by `when` follow it; the server's table is the fallback.
+ */
+export const ROUTINE_URL = 'http://rpm.example.org/fhir/StructureDefinition/patient-event-time';
+
+/** The routine a Patient records: event code → local minute of the day (valid entries only; the validate stage refuses the others). */
+export function routineOf(patient: fhir4.Patient | undefined): Map<string, number> {
+  const routine = new Map<string, number>();
+  for (const ext of patient?.extension ?? []) {
+    if (ext.url !== ROUTINE_URL) continue;
+    const event = ext.extension?.find((e) => e.url === 'event')?.valueCode;
+    const time = /^([01]\d|2[0-3]):([0-5]\d)(:[0-5]\d(\.\d+)?)?$/.exec(ext.extension?.find((e) => e.url === 'time')?.valueTime ?? '');
+    if (event && time) routine.set(event, Number(time[1]) * 60 + Number(time[2]));
+  }
+  return routine;
+}
 
 export interface Schedule {
   requestId: string;
@@ -58,15 +76,17 @@ export async function activeSchedules(db: Queryable, requestIds?: readonly strin
   return rows.map(toSchedule);
 }
 
-/** Each patient's IANA zone (Patient timezone extension), else `fallback`. */
-export async function zonesOf(db: Queryable, patients: readonly string[], fallback: string): Promise<Map<string, string>> {
+/** Each patient's clock: IANA zone (Patient timezone extension, else `fallback`) and own routine. */
+export async function clocksOf(db: Queryable, patients: readonly string[], fallback: string): Promise<Map<string, PatientClock>> {
   const stored = await readResources<fhir4.Patient>(db, 'Patient', [...new Set(patients)]);
-  const zones = new Map<string, string>();
+  const clocks = new Map<string, PatientClock>();
   for (const p of patients) {
-    const code = stored.get(p)?.extension?.find((e) => e.url === TIMEZONE_URL)?.valueCode;
-    zones.set(p, code && isTimeZone(code) ? code : fallback);
+    const patient = stored.get(p);
+    const code = patient?.extension?.find((e) => e.url === TIMEZONE_URL)?.valueCode;
+    const routine = routineOf(patient);
+    clocks.set(p, { zone: code && isTimeZone(code) ? code : fallback, ...(routine.size ? { routine } : {}) });
   }
-  return zones;
+  return clocks;
 }
 
 /**

@@ -31,10 +31,31 @@ function eventTiming(): EventTimingData {
   return data;
 }
 
+/**
+ * `Timing.repeat.when` kept as written, so that a patient's own routine (breakfast at 06:30, bed
+ * at 21:00) places the doses at use time; `minutes`/`anchorMinute` hold the server defaults.
+ */
+export interface WhenEvents {
+  codes: string[];
+  offset?: number;
+}
+
 export type DoseRule =
-  | { kind: 'wall'; minutes: number[]; everyDays?: number; everyWeeks?: number; everyMonths?: number; daysOfWeek?: number[] }
-  | { kind: 'interval'; everyMs: number; anchorMinute?: number }
+  | { kind: 'wall'; minutes: number[]; when?: WhenEvents; everyDays?: number; everyWeeks?: number; everyMonths?: number; daysOfWeek?: number[] }
+  | { kind: 'interval'; everyMs: number; anchorMinute?: number; when?: WhenEvents }
   | { kind: 'events'; instants: number[] };
+
+/**
+ * Where a patient's doses are placed: the IANA zone, and the patient's own times of the day's
+ * events (EventTiming code → local minute of the day) where they differ from the server's.
+ */
+export interface PatientClock {
+  zone: string;
+  routine?: ReadonlyMap<string, number>;
+}
+
+/** The EventTiming codes a routine may set: those the server has a default time for. */
+export const routineEvents = (): string[] => Object.keys(eventTiming().events);
 
 export interface DoseInstruction {
   /** Index in dosageInstruction. */
@@ -119,8 +140,11 @@ function placed(m: Moment | undefined, zone: string, end: boolean): number | und
   return end ? instantOf(zone, addDays(date, 1), 0) - 1 : instantOf(zone, date, 0);
 }
 
-/** The local minutes of the day a `when` list names, with the offset applied (before for AC*, after otherwise). */
-function whenMinutes(when: readonly string[], offset: number | undefined, at: string, issues: Issue[]): number[] {
+/**
+ * The local minutes of the day a `when` list names, with the offset applied (before for AC*, after
+ * otherwise): at the patient's own time of an event when the routine has one, else the server's.
+ */
+function whenMinutes(when: readonly string[], offset: number | undefined, at: string, issues: Issue[], routine?: ReadonlyMap<string, number>): number[] {
   const { events, meals } = eventTiming();
   const minutes: number[] = [];
   for (const code of when) {
@@ -131,9 +155,17 @@ function whenMinutes(when: readonly string[], offset: number | undefined, at: st
       issues.push({ code: 'not-supported', diagnostics: `${at}: the event '${code}' has no time of day on this server`, expression: [at] });
       continue;
     }
-    for (const b of bases) minutes.push((minuteOf(events[b]!) + sign * (offset ?? 0) + 1440) % 1440);
+    for (const b of bases) minutes.push(((routine?.get(b) ?? minuteOf(events[b]!)) + sign * (offset ?? 0) + 1440) % 1440);
   }
   return minutes;
+}
+
+/** A rule's minutes of the day for this patient: the routine moves the doses given by `when`. */
+function placedRule<R extends DoseRule>(rule: R, clock: PatientClock): R {
+  if (rule.kind === 'events' || !rule.when || !clock.routine?.size) return rule;
+  const minutes = whenMinutes(rule.when.codes, rule.when.offset, '', [], clock.routine);
+  if (minutes.length === 0) return rule;
+  return rule.kind === 'wall' ? { ...rule, minutes: uniqueSorted(minutes) } : { ...rule, anchorMinute: minutes[0]! };
 }
 
 /** One Timing as a rule; an issue and undefined when the server cannot place its doses. */
@@ -157,9 +189,12 @@ function ruleOf(timing: fhir4.Timing, at: string, issues: Issue[]): DoseRule | u
     : repeat.when?.length
       ? whenMinutes(repeat.when, repeat.offset, `${path}.when`, issues)
       : undefined;
+  // Explicit times win over events (R4: timeOfDay and when are not both given).
+  const when: WhenEvents | undefined = !repeat.timeOfDay?.length && repeat.when?.length ? { codes: repeat.when, ...(repeat.offset !== undefined ? { offset: repeat.offset } : {}) } : undefined;
+  const withWhen = when ? { when } : {};
   const daysOfWeek = repeat.dayOfWeek?.map((d) => ['mon', 'tue', 'wed', 'thu', 'fri', 'sat', 'sun'].indexOf(d) + 1);
   if (!period || !unit) {
-    if (minutes?.length) return { kind: 'wall', minutes: uniqueSorted(minutes), everyDays: 1, ...(daysOfWeek ? { daysOfWeek } : {}) };
+    if (minutes?.length) return { kind: 'wall', minutes: uniqueSorted(minutes), ...withWhen, everyDays: 1, ...(daysOfWeek ? { daysOfWeek } : {}) };
     issues.push({ code: 'required', diagnostics: `${path}: needs period and periodUnit, timeOfDay or when`, expression: [path] });
     return undefined;
   }
@@ -173,19 +208,19 @@ function ruleOf(timing: fhir4.Timing, at: string, issues: Issue[]): DoseRule | u
       issues.push({ code: 'value', diagnostics: `${path}: doses less than a minute apart are not a schedule`, expression: [path] });
       return undefined;
     }
-    return { kind: 'interval', everyMs, ...(minutes?.length ? { anchorMinute: minutes[0]! } : {}) };
+    return { kind: 'interval', everyMs, ...(minutes?.length ? { anchorMinute: minutes[0]!, ...withWhen } : {}) };
   }
   if (unit === 'd' && Number.isInteger(period)) {
     const times = minutes ?? eventTiming().dailyTimes[String(frequency)]?.map(minuteOf);
     // More than the table's times a day and no times given: spread by the clock, like an interval.
     if (!times) return { kind: 'interval', everyMs: (period * 86_400_000) / frequency, anchorMinute: minuteOf(eventTiming().dailyTimes['1']![0]!) };
-    return { kind: 'wall', minutes: uniqueSorted(times), everyDays: period, ...(daysOfWeek ? { daysOfWeek } : {}) };
+    return { kind: 'wall', minutes: uniqueSorted(times), ...(minutes ? withWhen : {}), everyDays: period, ...(daysOfWeek ? { daysOfWeek } : {}) };
   }
   if (unit === 'wk' && Number.isInteger(period) && (frequency === 1 || (daysOfWeek && daysOfWeek.length === frequency))) {
-    return { kind: 'wall', minutes: uniqueSorted(minutes ?? eventTiming().dailyTimes['1']!.map(minuteOf)), everyWeeks: period, ...(daysOfWeek ? { daysOfWeek } : {}) };
+    return { kind: 'wall', minutes: uniqueSorted(minutes ?? eventTiming().dailyTimes['1']!.map(minuteOf)), ...withWhen, everyWeeks: period, ...(daysOfWeek ? { daysOfWeek } : {}) };
   }
   if ((unit === 'mo' || unit === 'a') && Number.isInteger(period) && frequency === 1) {
-    return { kind: 'wall', minutes: uniqueSorted(minutes ?? eventTiming().dailyTimes['1']!.map(minuteOf)), everyMonths: unit === 'a' ? 12 * period : period };
+    return { kind: 'wall', minutes: uniqueSorted(minutes ?? eventTiming().dailyTimes['1']!.map(minuteOf)), ...withWhen, everyMonths: unit === 'a' ? 12 * period : period };
   }
   issues.push({ code: 'not-supported', diagnostics: `${path}: ${frequency} per ${period} ${unit} cannot be placed on a calendar; give dayOfWeek, timeOfDay or a period in h`, expression: [path] });
   return undefined;
@@ -261,7 +296,8 @@ const MAX_DAYS = 3 * 366;
  * The doses of `request` due in [from, to) in `zone`, in time order. A count is counted from the
  * instruction's start, so the walk starts there when there is one.
  */
-export function dosesBetween(request: CompiledRequest, zone: string, from: number, to: number): DueDose[] {
+export function dosesBetween(request: CompiledRequest, clock: PatientClock, from: number, to: number): DueDose[] {
+  const { zone } = clock;
   const doses: DueDose[] = [];
   for (const ins of request.instructions) {
     const start = placed(ins.start, zone, false) ?? placed(request.start, zone, false) ?? from;
@@ -277,7 +313,7 @@ export function dosesBetween(request: CompiledRequest, zone: string, from: numbe
       if (t >= from && t < end) doses.push({ instruction: ins.index, at: t });
       return t < end;
     };
-    walk(ins.rule, zone, start, walkFrom, end, take);
+    walk(placedRule(ins.rule, clock), zone, start, walkFrom, end, take);
   }
   return doses.sort((a, b) => a.at - b.at || a.instruction - b.instruction);
 }

@@ -85,6 +85,36 @@ describe('medication schedules: due doses in the patient\'s time zone', () => {
     expect(spring.filter((d) => d.request === `MedicationRequest/${gap}`).map((d) => d.due)).to.equal(['2027-03-27T02:30:00+01:00', '2027-03-28T03:30:00+02:00', '2027-03-29T02:30:00+02:00']);
   });
 
+  it("places doses given by meal and day events at the patient's own routine, follows a changed routine, and refuses a malformed one", async () => {
+    const ROUTINE = 'http://rpm.example.org/fhir/StructureDefinition/patient-event-time';
+    const at = (event: string, time: string) => ({ url: ROUTINE, extension: [{ url: 'event', valueCode: event }, { url: 'time', valueTime: time }] });
+    const early = { ...patient('Europe/Berlin', 'Early'), extension: [...patient('Europe/Berlin').extension, at('CM', '06:30:00'), at('HS', '21:00:00')] };
+    const created = await create(app, early);
+    const p = created.id;
+    // 30 min before breakfast and 30 min after bedtime; an explicit time stays where it is.
+    const meals = (await create(app, request(p, { repeat: { frequency: 2, period: 1, periodUnit: 'd', when: ['ACM', 'HS'], offset: 30, boundsPeriod: { start: '2027-01-10' } } }))).id;
+    const noon = (await create(app, request(p, { repeat: { frequency: 1, period: 1, periodUnit: 'd', timeOfDay: ['12:00:00'], boundsPeriod: { start: '2027-01-10' } } }))).id;
+    const window = `patient=${p}&start=2027-01-10T00:00:00Z&end=2027-01-11T00:00:00Z`;
+    let doses = dosesOf((await due(window)).json);
+    expect(doses.filter((d) => d.request === `MedicationRequest/${meals}`).map((d) => d.due)).to.equal(['2027-01-10T06:00:00+01:00', '2027-01-10T21:30:00+01:00']);
+    expect(doses.filter((d) => d.request === `MedicationRequest/${noon}`).map((d) => d.due)).to.equal(['2027-01-10T12:00:00+01:00']);
+
+    // Breakfast moves later: the doses follow without rewriting the order.
+    const later = { ...created, extension: [...patient('Europe/Berlin').extension, at('CM', '09:15:00'), at('HS', '21:00:00')] };
+    const put = await app.request({ method: 'PUT', url: `/fhir/Patient/${p}`, payload: later });
+    expect(put.statusCode, put.payload).to.equal(200);
+    doses = dosesOf((await due(window)).json);
+    expect(doses.filter((d) => d.request === `MedicationRequest/${meals}`).map((d) => d.due)).to.equal(['2027-01-10T08:45:00+01:00', '2027-01-10T21:30:00+01:00']);
+
+    const before = await countRows(app, 'Patient');
+    for (const bad of [[at('LUNCHTIME', '12:00:00')], [at('CM', '07:00:00'), at('CM', '08:00:00')], [{ url: ROUTINE, extension: [{ url: 'event', valueCode: 'CM' }] }]]) {
+      const res = await app.request({ method: 'POST', url: '/fhir/Patient', payload: { ...patient('Europe/Berlin'), extension: bad } });
+      expect(res.statusCode, res.payload).to.equal(422);
+      expect(String(res.json.issue[0].expression[0])).to.startWith('Patient.extension[');
+    }
+    expect(await countRows(app, 'Patient')).to.equal(before);
+  });
+
   it('refuses invalid values with a 422 naming the element and writes nothing; stores what it cannot place, scheduling nothing', async () => {
     const p = (await create(app, patient('Europe/Berlin'))).id;
     const before = await countRows(app, 'MedicationRequest');
