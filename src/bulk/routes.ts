@@ -20,7 +20,7 @@ import type { ExportWorker } from './worker';
 export const STATUS_PATH = '/fhir/bulk-status';
 export const FILES_PATH = '/fhir/bulk-files';
 /** Seconds a client should wait between polls while a job runs. */
-const RETRY_AFTER = '2';
+const RETRY_AFTER = '1';
 /** Chunks read per database round trip while a file streams out. */
 const CHUNKS_PER_READ = 4;
 
