@@ -26,16 +26,21 @@ function memoryKib(pid: number, field: 'VmRSS' | 'VmHWM'): number {
   return m ? Number(m[1]) : NaN;
 }
 
-/** Samples the server's RSS every 100 ms while `run` runs; the largest sample. */
-async function sampledPeak<T>(pid: number, run: () => Promise<T>): Promise<{ result: T; peakKib: number }> {
-  let peakKib = memoryKib(pid, 'VmRSS');
-  const timer = setInterval(() => (peakKib = Math.max(peakKib, memoryKib(pid, 'VmRSS'))), 100);
+/** Samples the server's RSS every 100 ms while `run` runs: the largest sample, and the samples at each quarter of the run. */
+async function sampledPeak<T>(pid: number, run: () => Promise<T>): Promise<{ result: T; peakKib: number; quarters: number[] }> {
+  const samples: number[] = [memoryKib(pid, 'VmRSS')];
+  const timer = setInterval(() => samples.push(memoryKib(pid, 'VmRSS')), 100);
   try {
-    return { result: await run(), peakKib };
+    const result = await run();
+    samples.push(memoryKib(pid, 'VmRSS'));
+    const quarters = [1, 2, 3, 4].map((q) => samples[Math.min(samples.length - 1, Math.floor((q * samples.length) / 4))]!);
+    return { result, peakKib: Math.max(...samples), quarters };
   } finally {
     clearInterval(timer);
   }
 }
+
+const trajectory = (quarters: number[]) => quarters.map(mib).join(' → ');
 
 function singleRun(count: number, ms: number): LoadStats {
   return { count, errors: 0, errorSamples: [], seconds: ms / 1000, perSecond: count / (ms / 1000), p50: ms, p95: ms, p99: ms, truncated: false };
@@ -133,33 +138,37 @@ export const workloads: BenchWorkload[] = [
       let exported = 0;
       let manifest: Awaited<ReturnType<typeof exportObservations>>['manifest'] | undefined;
       let exportPeak = 0;
+      let exportQuarters: number[] = [];
       const exportPhase = await measured(once, 'server', async () => {
-        const { result, peakKib } = await sampledPeak(pid, () => exportObservations(ctx));
+        const { result, peakKib, quarters } = await sampledPeak(pid, () => exportObservations(ctx));
         manifest = result.manifest;
         exportPeak = peakKib;
+        exportQuarters = quarters;
         exported = manifest.output.reduce((s, o) => s + o.count, 0);
         return singleRun(exported, result.ms);
       });
-      ctx.log(`export: ${fmt(exported)} Observations in ${exportPhase.stats.seconds.toFixed(1)} s, ${fmt(exportPhase.stats.perSecond)}/s; RSS ${mib(rssBefore)} before, peak ${mib(exportPeak)}`);
+      ctx.log(`export: ${fmt(exported)} Observations in ${exportPhase.stats.seconds.toFixed(1)} s, ${fmt(exportPhase.stats.perSecond)}/s; RSS ${mib(rssBefore)} before, peak ${mib(exportPeak)}, at each quarter ${trajectory(exportQuarters)}`);
       rows.push({
         workload: 'export', group: 'export write', target: 'server', concurrency: 1, ...exportPhase,
-        note: `kick-off to complete manifest, ${fmt(exported)} Observations into NDJSON chunks: ${exportPhase.stats.seconds.toFixed(1)} s, ${fmt(exportPhase.stats.perSecond)} resources/s; server RSS ${mib(rssBefore)} before, peak ${mib(exportPeak)} (sampled every 100 ms); CPU columns per resource`,
+        note: `kick-off to complete manifest, ${fmt(exported)} Observations into NDJSON chunks: ${exportPhase.stats.seconds.toFixed(1)} s, ${fmt(exportPhase.stats.perSecond)} resources/s; server RSS ${mib(rssBefore)} before, peak ${mib(exportPeak)}, at each quarter of the run ${trajectory(exportQuarters)} (sampled every 100 ms); CPU columns per resource`,
       });
 
       let downloaded = { lines: 0, bytes: 0 };
       let downloadPeak = 0;
+      let downloadQuarters: number[] = [];
       const downloadPhase = await measured(once, 'server', async () => {
         const t0 = performance.now();
-        const { result, peakKib } = await sampledPeak(pid, () => download(manifest!.output[0]!.url));
+        const { result, peakKib, quarters } = await sampledPeak(pid, () => download(manifest!.output[0]!.url));
         downloaded = result;
         downloadPeak = peakKib;
+        downloadQuarters = quarters;
         return singleRun(result.lines, performance.now() - t0);
       });
       if (downloaded.lines !== exported) throw new Error(`downloaded ${downloaded.lines} lines of ${exported}`);
-      ctx.log(`export: downloaded ${fmt(downloaded.lines)} lines, ${(downloaded.bytes / 2 ** 20).toFixed(0)} MiB in ${downloadPhase.stats.seconds.toFixed(1)} s; peak RSS ${mib(downloadPeak)}; VmHWM ${mib(memoryKib(pid, 'VmHWM'))}`);
+      ctx.log(`export: downloaded ${fmt(downloaded.lines)} lines, ${(downloaded.bytes / 2 ** 20).toFixed(0)} MiB in ${downloadPhase.stats.seconds.toFixed(1)} s; peak RSS ${mib(downloadPeak)}, at each quarter ${trajectory(downloadQuarters)}; VmHWM ${mib(memoryKib(pid, 'VmHWM'))}`);
       rows.push({
         workload: 'export', group: 'export download', target: 'server', concurrency: 1, ...downloadPhase,
-        note: `GET of the NDJSON file, ${(downloaded.bytes / 2 ** 20).toFixed(0)} MiB streamed from the chunks table: ${fmt(downloadPhase.stats.perSecond)} lines/s; server RSS peak ${mib(downloadPeak)}; peak since server start (VmHWM) ${mib(memoryKib(pid, 'VmHWM'))}`,
+        note: `GET of the NDJSON file, ${(downloaded.bytes / 2 ** 20).toFixed(0)} MiB streamed from the chunks table: ${fmt(downloadPhase.stats.perSecond)} lines/s; server RSS peak ${mib(downloadPeak)}, at each quarter ${trajectory(downloadQuarters)}; peak since server start (VmHWM) ${mib(memoryKib(pid, 'VmHWM'))}`,
       });
 
       // The same read in raw SQL: keyset batches over the table, the JSON as text.

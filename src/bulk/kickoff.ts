@@ -2,6 +2,7 @@ import { forbidden, readLimits, readVisible } from '../access/enforce';
 import type { AccessPolicy } from '../access/policy';
 import { badRequest, notFound, OperationOutcomeError } from '../kernel/outcome';
 import { isSupportedType, supportedTypes } from '../kernel/resource-types';
+import { checkParameters } from '../fhir/operations';
 import { checkScanFilter } from '../search';
 import { patientCompartmentOf } from '../search/registry';
 import type { Queryable } from '../store/db';
@@ -38,6 +39,7 @@ export function parametersOfBody(body: unknown): URLSearchParams {
   const resource = body as fhir4.Parameters | undefined;
   if (resource === undefined) return params;
   if (resource?.resourceType !== 'Parameters') throw badRequest('a POST kick-off takes a Parameters resource');
+  checkParameters(resource);
   for (const p of resource.parameter ?? []) {
     const value = p.valueString ?? p.valueInstant ?? p.valueDateTime ?? p.valueCode ?? p.valueReference?.reference;
     if (value === undefined) throw badRequest(`parameter ${p.name}: a string, instant, code or reference value is required`, [p.name]);

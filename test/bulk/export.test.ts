@@ -109,8 +109,14 @@ describe('Bulk Data export', () => {
     await refuse(`${url}?_elements=id`, { ...ASYNC, prefer: 'respond-async, handling=lenient' }, 202);
     await refuse('/fhir/Group/not-a-group/$export', ASYNC, 404);
     await refuse(url, { ...ASYNC, accept: 'application/xml' }, 406);
-    const post = await app.request({ method: 'POST', url: '/fhir/Patient/$export', headers: { ...reader, ...ASYNC }, payload: { resourceType: 'Parameters', parameter: [{ name: '_since', valueString: 'soon' }] } });
-    expect(post.statusCode).to.equal(400);
+    for (const payload of [{ resourceType: 'Parameters', parameter: [{ name: '_since', valueString: 'soon' }] }, { resourceType: 'Parameters', parameter: {} }, { resourceType: 'Parameters', parameter: [{ name: '_type' }] }, { resourceType: 'Patient' }, '{"resourceType":']) {
+      const post = await app.request({ method: 'POST', url: '/fhir/Patient/$export', headers: { ...reader, ...ASYNC }, payload });
+      expect(post.statusCode, post.payload).to.equal(400);
+      expect(post.json.resourceType).to.equal('OperationOutcome');
+    }
+    await refuse('/fhir/bulk-status/not-a-job', {}, 404);
+    await refuse(`/fhir/Group/${ward.groupId}/$export?_typeFilter=Observation`, ASYNC);
+    await refuse(`/fhir/Group/${ward.groupId}/$export?_type=`, ASYNC);
     const posted = await app.request({ method: 'POST', url: '/fhir/Patient/$export', headers: { ...reader, ...ASYNC }, payload: { resourceType: 'Parameters', parameter: [{ name: '_type', valueString: 'Patient' }, { name: '_typeFilter', valueString: `Patient?identifier=${ward.system}|p0` }] } });
     expect(posted.statusCode, posted.payload).to.equal(202);
     const { files } = await finish(app, new URL(String(posted.headers['content-location'])).pathname, reader);
