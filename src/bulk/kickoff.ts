@@ -125,12 +125,13 @@ function filtersOf(values: readonly string[], types: readonly string[]): Record<
 
 const PATIENT_REFERENCE = /(?:^|\/)Patient\/([A-Za-z0-9\-.]{1,64})$/;
 
-/** The Group's active Patient members, as the token sees the Group now (404 when it cannot). */
+/** The Group's current Patient members, as the token sees the Group now (404 when it cannot). */
 async function groupMembers(db: Queryable, policy: AccessPolicy, groupId: string): Promise<string[]> {
   const stored = await readVisible<fhir4.Group>(db, policy, 'Group', groupId);
   if (!stored) throw notFound(`Group/${groupId} is not known`);
   const ids = (stored.resource.member ?? [])
-    .filter((m) => !m.inactive)
+    // A ward's Group keeps its former patients as inactive members or members whose period ended.
+    .filter((m) => !m.inactive && !(m.period?.end !== undefined && Date.parse(m.period.end) < Date.now()))
     .map((m) => PATIENT_REFERENCE.exec(m.entity.reference ?? '')?.[1])
     .filter((id): id is string => id !== undefined);
   return [...new Set(ids)];

@@ -34,6 +34,19 @@ describe('Bulk Data export', () => {
     expect(idsOf(files.Observation)).to.equal(ward.observations.flat().sort());
   });
 
+  it('exports a cohort\'s current members only: not inactive ones, nor those whose membership period ended', async () => {
+    const cohort = await app.create({
+      resourceType: 'Group', type: 'person', actual: true,
+      member: [
+        { entity: { reference: `Patient/${ward.patients[0]}` }, period: { start: '2026-01-01' } },
+        { entity: { reference: `Patient/${ward.patients[1]}` }, inactive: true },
+        { entity: { reference: `Patient/${ward.patients[1]}` }, period: { start: '2025-01-01', end: '2025-06-30' } },
+      ],
+    });
+    const { files } = await finish(app, await kickOff(app, `/fhir/Group/${cohort}/$export?_type=Patient`, reader), reader);
+    expect(idsOf(files.Patient)).to.equal([ward.patients[0]!]);
+  });
+
   it('holds the data as it stood at transactionTime: later updates, deletions and creations do not show', async () => {
     const status = await kickOff(app, `/fhir/Group/${ward.groupId}/$export?_type=Observation`, reader);
     const [updated, deleted] = [ward.observations[0]![0]!, ward.observations[0]![1]!];
