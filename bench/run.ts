@@ -46,6 +46,7 @@ const registered: BenchWorkload[] = [
   ...bundleWorkloads, // transaction-100, transaction-1000 (issue 4)
   ...optionalWorkloads('monitoring'), // monitoring rules' share of ingest (issue 6, bench/monitoring.ts)
   ...optionalWorkloads('medication'), // due doses of 10,000 patients (issue 19, bench/medication.ts)
+  ...optionalWorkloads('export'), // Bulk Data export of N Observations (issue 21, bench/export.ts)
 ];
 
 // ---- command line ---------------------------------------------------------------------------

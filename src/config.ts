@@ -45,6 +45,19 @@ export interface Config {
   auth: AuthConfig;
   /** The audit trail (src/audit). AUDIT=false turns it off: for measuring its cost only, refused in production. */
   audit: AuditConfig;
+  /** Bulk Data export (src/bulk). */
+  bulk: BulkConfig;
+}
+
+export interface BulkConfig {
+  /** How long a finished export's files stay downloadable (BULK_FILE_TTL, default 1 h). */
+  fileTtlMs: number;
+  /** How often this process looks for export jobs (BULK_POLL_INTERVAL); 0: it runs none (another node does). */
+  pollIntervalMs: number;
+  /** Resources per batch: one query, one chunk of a file, one checkpoint (BULK_BATCH_SIZE). */
+  batchSize: number;
+  /** A running job whose worker has not checkpointed for this long is resumed by another (BULK_LEASE). */
+  leaseMs: number;
 }
 
 export interface AuditConfig {
@@ -108,6 +121,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     allowClockOverride: clockOverride(env),
     auth: loadAuthConfig(env),
     audit: loadAuditConfig(env),
+    bulk: {
+      fileTtlMs: duration(env.BULK_FILE_TTL, 3_600_000, 'BULK_FILE_TTL'),
+      pollIntervalMs: duration(env.BULK_POLL_INTERVAL, 1_000, 'BULK_POLL_INTERVAL'),
+      batchSize: Math.max(1, int(env.BULK_BATCH_SIZE, 2_000, 'BULK_BATCH_SIZE')),
+      leaseMs: Math.max(1_000, duration(env.BULK_LEASE, 60_000, 'BULK_LEASE')),
+    },
   };
 }
 

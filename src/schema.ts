@@ -1,5 +1,6 @@
 import { auditMigrations } from './audit/schema';
 import { authMigrations } from './auth/schema';
+import { bulkMigrations } from './bulk/schema';
 import { devicesMigrations } from './devices/schema';
 import { medicationMigrations } from './medication/schema';
 import { monitoringMigrations } from './monitoring/schema';
@@ -11,7 +12,7 @@ import { migrate, type MigrationSource, storeMigrations } from './store/migrate'
  * (`src/<capability>/migrations/`), the store's first. The server, the CLIs, the bench and the
  * tests migrate through here, so none of them can miss a capability's tables.
  */
-export const SCHEMA: readonly MigrationSource[] = [storeMigrations, authMigrations, monitoringMigrations, devicesMigrations, medicationMigrations, auditMigrations];
+export const SCHEMA: readonly MigrationSource[] = [storeMigrations, authMigrations, monitoringMigrations, devicesMigrations, medicationMigrations, auditMigrations, bulkMigrations];
 
 export function migrateAll(db: Db): Promise<string[]> {
   return migrate(db, SCHEMA);

@@ -3,6 +3,7 @@ import hapiPino from 'hapi-pino';
 import pino, { type Logger } from 'pino';
 import { type AuditTrail, auditRoutes, registerAudit } from './audit';
 import { authPlugin } from './auth';
+import { type ExportWorker, registerBulk } from './bulk';
 import type { Config } from './config';
 import type { FhirContext } from './fhir/context';
 import { DASHBOARD_PATH, dashboardPlugin } from './dashboard';
@@ -26,6 +27,8 @@ export interface App {
   server: Hapi.Server;
   ctx: FhirContext;
   audit: AuditTrail;
+  /** The bulk export worker of this process (tests drive it directly). */
+  bulk: ExportWorker;
   /** Stops accepting requests, lets in-flight ones finish, closes the database. */
   stop(): Promise<void>;
 }
@@ -97,6 +100,8 @@ export async function createServer(config: Config, options: { db?: Db; logger?: 
   await server.register({ plugin: authPlugin, options: { ctx } });
   await server.register({ plugin: fhirRoutes, options: { ctx } });
   await server.register({ plugin: auditRoutes, options: { ctx } });
+  // Bulk Data export: $export at system, Patient and Group level, its status and files.
+  const bulk = await registerBulk(ctx, server);
   // Capabilities plug into named pipeline stages; the stage order, not this order, decides
   // that readings are mapped (enrich) before they are judged.
   registerDevices(ctx);
@@ -112,6 +117,7 @@ export async function createServer(config: Config, options: { db?: Db; logger?: 
     server,
     ctx,
     audit,
+    bulk: bulk.worker,
     async stop() {
       // In-flight requests get most of the promised 10 s; then their statements are cancelled,
       // so that hapi's own deadline finds them answered and the database can close.
@@ -119,6 +125,7 @@ export async function createServer(config: Config, options: { db?: Db; logger?: 
       await server.stop({ timeout: 10_000 });
       clearTimeout(grace);
       abortInFlight(server);
+      await bulk.stop();
       await medication.stop();
       await monitoring.stop();
       await audit.stop();

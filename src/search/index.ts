@@ -11,6 +11,7 @@ export { isInPatientCompartment, patientsOf } from './compartment';
 export { readingsOf, readingTimes } from './readings';
 export { type Reach, type TypeLimits, unlimited } from './reach';
 export { withinLimits } from './limits-match';
+export { checkScanFilter, scanAsOf, type ScannedRow, type ScanRequest } from './scan';
 
 /** Result parameters this server honours, listed with the filters in the CapabilityStatement. */
 const RESULT_PARAMETERS: Array<{ name: string; type: string; documentation: string }> = [

@@ -36,16 +36,18 @@ export interface SearchRequest {
   reach?: Reach;
 }
 
-interface Query {
+export interface Query {
   from: string;
   conditions: string[];
   columns: SortColumn[];
   q: SqlParams;
 }
 
-/** FROM, WHERE conditions and sort columns of a parsed search (no paging yet). */
-function buildQuery(parsed: ParsedSearch, compartmentId: string | undefined, reach: Reach): Query {
-  const q = new SqlParams();
+/**
+ * FROM, WHERE conditions and sort columns of a parsed search (no paging yet). `q` is given when
+ * the query becomes part of a larger statement (the bulk export's scan, ./scan.ts).
+ */
+export function buildQuery(parsed: ParsedSearch, compartmentId: string | undefined, reach: Reach, q = new SqlParams()): Query {
   const r = 'r';
   const driver = planDriver(parsed.resourceType, parsed.filters, parsed.sort, r, q);
   const rest = parsed.filters.filter((f) => !driver?.consumed.has(f));

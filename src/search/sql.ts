@@ -135,7 +135,17 @@ export function canBeInPatientCompartment(resourceType: string): boolean {
  * of the type's compartment parameters (for Patient itself, being that Patient).
  */
 export function compartmentCondition(resourceType: string, patientId: string, r: string, q: SqlParams): string {
-  if (resourceType === 'Patient') return `${r}.id = ${q.bind(patientId)}`;
+  return patientsCompartmentCondition(resourceType, [patientId], r, q);
+}
+
+/**
+ * Membership of `r` in the compartment of any of `patients`, or of any Patient at all (`'any'`):
+ * the reference set of the bulk export's Group and Patient levels, in one condition so that a
+ * resource two members share is found once.
+ */
+export function patientsCompartmentCondition(resourceType: string, patients: readonly string[] | 'any', r: string, q: SqlParams): string {
+  const one = (column: string) => (patients.length === 1 ? `${column} = ${q.bind(patients[0])}` : `${column} = ANY(${q.bind(patients, 'text[]')})`);
+  if (resourceType === 'Patient') return patients === 'any' ? 'true' : one(`${r}.id`);
   const compartment = patientCompartmentOf(resourceType);
   if (!compartment.params.length) throw badRequest(`${resourceType} is not in the Patient compartment`);
   const sources = compartment.params.flatMap((code) => {
@@ -143,7 +153,8 @@ export function compartmentCondition(resourceType: string, patientId: string, r:
     return def ? storedSourcesOf(def).map((s) => s.code) : [];
   });
   const i = q.alias('i');
-  return `EXISTS (SELECT 1 FROM ${indexTableOf(tableOf(resourceType), 'reference')} ${i} WHERE ${i}.id = ${r}.id AND ${i}.param = ANY(${q.bind([...new Set(sources)], 'text[]')}) AND ${i}.target_type = 'Patient' AND ${i}.target_id = ${q.bind(patientId)})`;
+  const target = patients === 'any' ? '' : ` AND ${one(`${i}.target_id`)}`;
+  return `EXISTS (SELECT 1 FROM ${indexTableOf(tableOf(resourceType), 'reference')} ${i} WHERE ${i}.id = ${r}.id AND ${i}.param = ANY(${q.bind([...new Set(sources)], 'text[]')}) AND ${i}.target_type = 'Patient'${target})`;
 }
 
 

@@ -45,3 +45,19 @@ export async function readHistory(db: Queryable, q: HistoryQuery): Promise<Histo
   const sql = `SELECT * FROM (${branches.join(' UNION ALL ')}) h ORDER BY seq DESC LIMIT $1`;
   return (await db.query<HistoryRow>(sql, params)).rows;
 }
+
+/**
+ * The versions of `ids` that were current at `asOf`, for resources changed since (their current
+ * row is newer): the newest history version written at or before it; none for a resource created
+ * later. A version that was a deletion comes back with `json` null.
+ */
+export async function versionsAsOf(db: Queryable, type: string, ids: readonly string[], asOf: string): Promise<Array<{ id: string; lastUpdated: string; json: string | null }>> {
+  if (ids.length === 0) return [];
+  const { rows } = await db.query<{ id: string; last_updated: Date | string; json: string | null }>(
+    `SELECT DISTINCT ON (id) id, last_updated, CASE WHEN deleted THEN NULL ELSE content::text END AS json
+       FROM ${historyTableOf(type)} WHERE id = ANY($1::text[]) AND last_updated <= $2::timestamptz
+      ORDER BY id, version_id DESC`,
+    [ids, asOf],
+  );
+  return rows.map((r) => ({ id: r.id, lastUpdated: new Date(r.last_updated).toISOString(), json: r.json }));
+}

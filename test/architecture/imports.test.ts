@@ -27,7 +27,8 @@ export const LAYERS: ReadonlyArray<readonly string[]> = [
   // Below auth: the token and login endpoints note who claims to ask, for the audit trail.
   ['audit'],
   // landing: GET / and /docs, a page beside the capabilities (reads only config and kernel).
-  ['auth', 'devices', 'monitoring', 'landing'],
+  // bulk: Bulk Data export, reading through search and access like every other read path.
+  ['auth', 'devices', 'monitoring', 'landing', 'bulk'],
   // Medication schedules raise their Flags and reminders through monitoring's (flags, notify).
   ['medication'],
   // Apps served beside the API, clients of it (the dashboard registers itself with auth).

@@ -1,0 +1,20 @@
+import type { Server } from '@hapi/hapi';
+import type { FhirContext } from '../fhir/context';
+import { contributeExportOperations } from './capability';
+import { bulkRoutes } from './routes';
+import { ExportWorker } from './worker';
+
+export { bulkMigrations } from './schema';
+export { ExportWorker } from './worker';
+
+/**
+ * Bulk Data export (Bulk Data Access v2.0.0, issue 21; docs/decisions/017-bulk-export.md): the
+ * kick-off, status and file routes, and the worker that runs jobs in this process.
+ */
+export async function registerBulk(ctx: FhirContext, server: Server): Promise<{ worker: ExportWorker; stop(): Promise<void> }> {
+  contributeExportOperations();
+  const worker = new ExportWorker(ctx.db, ctx.log, ctx.config.bulk);
+  await server.register({ plugin: bulkRoutes, options: { ctx, worker } });
+  worker.start();
+  return { worker, stop: () => worker.stop() };
+}

@@ -1,0 +1,166 @@
+import { randomUUID } from 'node:crypto';
+import type { Queryable } from '../store/db';
+
+/**
+ * The bulk export jobs table (migrations/001_bulk_export.sql): what a job asks for, whose grant
+ * it runs under, where it stands. Every statement about jobs is here; the routes, the worker
+ * and the expiry sweep call these.
+ */
+
+/** What to export, fixed at kick-off. */
+export interface ExportSpec {
+  level: 'system' | 'patient' | 'group';
+  /** The types, in output order. */
+  types: string[];
+  /** `_since`, as an instant. */
+  since?: string;
+  /** `_typeFilter` queries per type (alternatives, OR). */
+  typeFilters: Record<string, string[]>;
+  /** Patient and Group level: the reference set (Group members as of kick-off, or every Patient). */
+  patients?: string[] | 'any';
+}
+
+/** The grant a job runs under: the kick-off token's, rebuilt as a policy by the worker. */
+export interface GrantContext {
+  clientId: string;
+  subject?: string;
+  patient?: string;
+  fhirUser?: string;
+}
+
+/** Where a running job stands: the type it is on and the last id written of it. */
+export interface Progress {
+  typeIndex: number;
+  afterId?: string;
+  /** Resources written per file (a type, or OperationOutcome for the error file). */
+  counts: Record<string, number>;
+  /** The next chunk number. */
+  seq: number;
+}
+
+export type JobStatus = 'queued' | 'running' | 'completed' | 'failed';
+
+export interface Job {
+  id: string;
+  clientId: string;
+  status: JobStatus;
+  request: string;
+  spec: ExportSpec;
+  scopes: string[];
+  grant: GrantContext;
+  transactionTime: string;
+  progress: Progress;
+  error?: string;
+  expiresAt?: string;
+}
+
+interface JobRow {
+  id: string;
+  client_id: string;
+  status: JobStatus;
+  request: string;
+  spec: ExportSpec;
+  grant_scopes: string[];
+  grant_context: GrantContext;
+  transaction_time: Date | string;
+  progress: Partial<Progress>;
+  error: string | null;
+  expires_at: Date | string | null;
+}
+
+const COLUMNS = 'id, client_id, status, request, spec, grant_scopes, grant_context, transaction_time, progress, error, expires_at';
+
+function toJob(r: JobRow): Job {
+  return {
+    id: r.id,
+    clientId: r.client_id,
+    status: r.status,
+    request: r.request,
+    spec: r.spec,
+    scopes: r.grant_scopes,
+    grant: r.grant_context,
+    transactionTime: new Date(r.transaction_time).toISOString(),
+    progress: { typeIndex: 0, counts: {}, seq: 0, ...r.progress },
+    ...(r.error !== null ? { error: r.error } : {}),
+    ...(r.expires_at !== null ? { expiresAt: new Date(r.expires_at).toISOString() } : {}),
+  };
+}
+
+export async function createJob(db: Queryable, job: { clientId: string; request: string; spec: ExportSpec; scopes: readonly string[]; grant: GrantContext; transactionTime: string }): Promise<string> {
+  const id = randomUUID();
+  await db.query(
+    `INSERT INTO bulk_export_job (id, client_id, status, request, spec, grant_scopes, grant_context, transaction_time)
+     VALUES ($1, $2, 'queued', $3, $4, $5, $6, $7)`,
+    [id, job.clientId, job.request, JSON.stringify(job.spec), job.scopes, JSON.stringify(job.grant), job.transactionTime],
+  );
+  return id;
+}
+
+/** A job that has not expired; undefined when unknown, cancelled or expired. */
+export async function findJob(db: Queryable, id: string): Promise<Job | undefined> {
+  const { rows } = await db.query<JobRow>(`SELECT ${COLUMNS} FROM bulk_export_job WHERE id = $1 AND (expires_at IS NULL OR expires_at > now())`, [id]);
+  return rows[0] && toJob(rows[0]);
+}
+
+/** Cancels (deletes) a job and its files; false when there was none. */
+export async function deleteJob(db: Queryable, id: string): Promise<boolean> {
+  return (await db.query('DELETE FROM bulk_export_job WHERE id = $1', [id])).rowCount > 0;
+}
+
+/**
+ * Claims the oldest job that is queued, or running under a lease that ran out (its worker
+ * stopped or crashed): several server processes share the queue, and a restart resumes.
+ */
+export async function claimJob(db: Queryable, worker: string, leaseMs: number): Promise<Job | undefined> {
+  const { rows } = await db.query<JobRow>(
+    `UPDATE bulk_export_job SET status = 'running', worker = $1, lease_until = now() + make_interval(secs => $2)
+      WHERE id = (SELECT id FROM bulk_export_job
+                   WHERE status IN ('queued', 'running') AND (lease_until IS NULL OR lease_until < now())
+                   ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED)
+      RETURNING ${COLUMNS}`,
+    [worker, leaseMs / 1000],
+  );
+  return rows[0] && toJob(rows[0]);
+}
+
+/**
+ * Saves progress and renews the lease, on the caller's transaction with the chunks it wrote:
+ * false when the job is no longer this worker's (cancelled, or its lease was taken over), and
+ * the caller must roll back and let go.
+ */
+export async function checkpoint(tx: Queryable, id: string, worker: string, leaseMs: number, progress: Progress): Promise<boolean> {
+  const { rowCount } = await tx.query(
+    `UPDATE bulk_export_job SET progress = $3, lease_until = now() + make_interval(secs => $4)
+      WHERE id = $1 AND worker = $2 AND status = 'running'`,
+    [id, worker, JSON.stringify(progress), leaseMs / 1000],
+  );
+  return rowCount > 0;
+}
+
+export async function appendChunk(tx: Queryable, jobId: string, file: string, seq: number, count: number, ndjson: string): Promise<void> {
+  await tx.query('INSERT INTO bulk_export_chunk (job_id, file, seq, count, ndjson) VALUES ($1, $2, $3, $4, $5)', [jobId, file, seq, count, ndjson]);
+}
+
+/** Marks the job finished (completed, or failed with a reason) and starts its files' time to live. */
+export async function finishJob(db: Queryable, id: string, worker: string, outcome: { error?: string }, ttlMs: number): Promise<void> {
+  await db.query(
+    `UPDATE bulk_export_job SET status = $3, error = $4, completed_at = now(), lease_until = NULL,
+            expires_at = now() + make_interval(secs => $5)
+      WHERE id = $1 AND worker = $2 AND status = 'running'`,
+    [id, worker, outcome.error === undefined ? 'completed' : 'failed', outcome.error ?? null, ttlMs / 1000],
+  );
+}
+
+/** Deletes jobs (and their files) whose time to live is over; the number deleted. */
+export async function deleteExpired(db: Queryable): Promise<number> {
+  return (await db.query('DELETE FROM bulk_export_job WHERE expires_at <= now()')).rowCount;
+}
+
+/** The NDJSON chunks of one file in order, after chunk `afterSeq`, a few at a time (the download streams them). */
+export async function readChunks(db: Queryable, jobId: string, file: string, afterSeq: number, limit: number): Promise<Array<{ seq: number; ndjson: string }>> {
+  const { rows } = await db.query<{ seq: number; ndjson: string }>(
+    'SELECT seq, ndjson FROM bulk_export_chunk WHERE job_id = $1 AND file = $2 AND seq > $3 ORDER BY seq LIMIT $4',
+    [jobId, file, afterSeq, limit],
+  );
+  return rows;
+}

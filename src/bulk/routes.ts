@@ -1,0 +1,155 @@
+import { Readable } from 'node:stream';
+import type { Plugin, Request, ResponseToolkit } from '@hapi/hapi';
+import { policyOf } from '../access/request';
+import type { FhirContext } from '../fhir/context';
+import { checkBodyType, parseJsonBody, preferences, responseType } from '../fhir/negotiation';
+import { httpDate } from '../kernel/etag';
+import { isValidId } from '../kernel/id';
+import { informationOutcome, notFound, OperationOutcomeError } from '../kernel/outcome';
+import { ERROR_FILE } from './export';
+import { createJob, deleteJob, findJob, type Job, readChunks } from './jobs';
+import { type KickOff, parametersOfBody, planExport } from './kickoff';
+import type { ExportWorker } from './worker';
+
+/**
+ * The Bulk Data Access v2.0.0 endpoints (export.md): kick-off at system, Patient and Group
+ * level (GET, or POST with a Parameters body), the status URL a client polls and may DELETE to
+ * cancel, and the output files. Status and files answer only the client that started the job;
+ * to any other the job does not exist (404), so job ids cannot be probed.
+ */
+export const STATUS_PATH = '/fhir/bulk-status';
+export const FILES_PATH = '/fhir/bulk-files';
+/** Seconds a client should wait between polls while a job runs. */
+const RETRY_AFTER = '1';
+/** Chunks read per database round trip while a file streams out. */
+const CHUNKS_PER_READ = 4;
+
+export const bulkRoutes: Plugin<{ ctx: FhirContext; worker: ExportWorker }> = {
+  name: 'bulk-export',
+  register(server, { ctx, worker }) {
+    const payload = { parse: false, output: 'data' as const, maxBytes: ctx.config.maxBodyBytes };
+    const kickOff = (level: KickOff['level']) => async (request: Request, h: ResponseToolkit) => {
+      const policy = policyOf(request);
+      const query = request.query as Record<string, string | string[] | undefined>;
+      const headers = request.headers as Record<string, string | undefined>;
+      responseType(query._format, headers.accept);
+      const url = new URL(request.url.href);
+      const params = url.searchParams;
+      if (request.method === 'post' && request.payload !== null && (request.payload as Buffer).length > 0) {
+        checkBodyType(headers['content-type'], { allowPatch: false });
+        for (const [k, v] of parametersOfBody(parseJsonBody(request.payload, ctx.config.inputLimits))) params.append(k, v);
+      }
+      const groupId = (request.params as { id?: string }).id;
+      if (groupId !== undefined && !isValidId(groupId)) throw notFound(`Group/${groupId.slice(0, 64)} is not known`);
+      const prefer = headers.prefer;
+      const spec = await planExport(ctx.db, policy, { level, params, prefer, lenient: preferences(prefer).lenient, ...(groupId !== undefined ? { groupId } : {}) });
+      const id = await createJob(ctx.db, {
+        clientId: policy.clientId,
+        request: `${ctx.baseUrl}${url.pathname.replace(/^\/fhir/, '')}${url.search}`,
+        spec,
+        scopes: policy.scopes,
+        grant: {
+          clientId: policy.clientId,
+          ...(policy.subject !== undefined ? { subject: policy.subject } : {}),
+          ...(policy.patient !== undefined ? { patient: policy.patient } : {}),
+          ...(policy.fhirUser !== undefined ? { fhirUser: policy.fhirUser } : {}),
+        },
+        transactionTime: new Date().toISOString(),
+      });
+      worker.kick();
+      return h
+        .response(JSON.stringify(informationOutcome(`export ${id} accepted; poll the Content-Location`)))
+        .type('application/fhir+json; charset=utf-8')
+        .code(202)
+        .header('content-location', `${ctx.baseUrl}${STATUS_PATH.slice('/fhir'.length)}/${id}`);
+    };
+    for (const method of ['GET', 'POST'] as const) {
+      const options = method === 'POST' ? { payload } : {};
+      server.route({ method, path: '/fhir/$export', options, handler: kickOff('system') });
+      server.route({ method, path: '/fhir/Patient/$export', options, handler: kickOff('patient') });
+      server.route({ method, path: '/fhir/Group/{id}/$export', options, handler: kickOff('group') });
+    }
+
+    /** The job, when it exists and belongs to the asking client. */
+    const ownJob = async (request: Request): Promise<Job> => {
+      const policy = policyOf(request);
+      const id = (request.params as { job: string }).job;
+      const job = /^[0-9a-f-]{36}$/.test(id) ? await findJob(ctx.db, id) : undefined;
+      if (!job || job.clientId !== policy.clientId) throw notFound(`no export ${id.slice(0, 64)} is known to this client (cancelled, expired, or never started)`);
+      return job;
+    };
+
+    server.route({
+      method: 'GET',
+      path: `${STATUS_PATH}/{job}`,
+      handler: async (request, h) => {
+        const job = await ownJob(request);
+        if (job.status === 'failed') {
+          throw new OperationOutcomeError(500, { code: 'exception', diagnostics: job.error ?? 'the export failed' });
+        }
+        if (job.status !== 'completed') {
+          return h.response().code(202).header('x-progress', progressText(job)).header('retry-after', RETRY_AFTER);
+        }
+        const response = h.response(JSON.stringify(manifest(ctx.baseUrl, job))).type('application/json; charset=utf-8');
+        if (job.expiresAt) response.header('expires', httpDate(job.expiresAt));
+        return response;
+      },
+    });
+
+    server.route({
+      method: 'DELETE',
+      path: `${STATUS_PATH}/{job}`,
+      handler: async (request, h) => {
+        const job = await ownJob(request);
+        await deleteJob(ctx.db, job.id);
+        return h.response(JSON.stringify(informationOutcome(`export ${job.id} cancelled; its files are deleted`))).type('application/fhir+json; charset=utf-8').code(202);
+      },
+    });
+
+    server.route({
+      method: 'GET',
+      path: `${FILES_PATH}/{job}/{file}`,
+      handler: async (request, h) => {
+        const job = await ownJob(request);
+        const file = /^([A-Za-z]+)\.ndjson$/.exec((request.params as { file: string }).file)?.[1];
+        if (job.status !== 'completed' || file === undefined || !job.progress.counts[file]) {
+          throw notFound(`export ${job.id} has no file ${(request.params as { file: string }).file.slice(0, 80)}`);
+        }
+        return h.response(chunkStream(ctx, job.id, file)).type('application/fhir+ndjson');
+      },
+    });
+  },
+};
+
+/** The file as a stream of its chunks, read a few at a time: memory holds a few chunks, whatever the file's size. */
+function chunkStream(ctx: FhirContext, jobId: string, file: string): Readable {
+  async function* chunks(): AsyncGenerator<Buffer> {
+    let after = -1;
+    for (;;) {
+      const rows = await readChunks(ctx.db, jobId, file, after, CHUNKS_PER_READ);
+      if (rows.length === 0) return;
+      for (const row of rows) yield Buffer.from(row.ndjson, 'utf8');
+      after = rows[rows.length - 1]!.seq;
+    }
+  }
+  return Readable.from(chunks(), { objectMode: false });
+}
+
+function progressText(job: Job): string {
+  if (job.status === 'queued') return 'queued';
+  const written = Object.entries(job.progress.counts).filter(([f]) => f !== ERROR_FILE).reduce((n, [, c]) => n + c, 0);
+  return `${job.progress.typeIndex} of ${job.spec.types.length} types done, ${written} resources written`;
+}
+
+/** The complete-status body (export.md "Response - Complete Status"). */
+export function manifest(baseUrl: string, job: Job): Record<string, unknown> {
+  const fileUrl = (file: string) => `${baseUrl}${FILES_PATH.slice('/fhir'.length)}/${job.id}/${file}.ndjson`;
+  const entry = (file: string) => ({ type: file, url: fileUrl(file), count: job.progress.counts[file]! });
+  return {
+    transactionTime: job.transactionTime,
+    request: job.request,
+    requiresAccessToken: true,
+    output: job.spec.types.filter((t) => job.progress.counts[t]).map(entry),
+    error: job.progress.counts[ERROR_FILE] ? [entry(ERROR_FILE)] : [],
+  };
+}

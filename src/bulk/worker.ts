@@ -1,0 +1,88 @@
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { Db } from '../store/db';
+import { type BulkConfig } from '../config';
+import { runJob } from './export';
+import { claimJob, deleteExpired, finishJob } from './jobs';
+
+/**
+ * Runs export jobs in this process: claims one at a time from the jobs table (FOR UPDATE SKIP
+ * LOCKED, so several server processes share the queue), runs it batch by batch, and sweeps
+ * expired jobs and their files. Stopping leaves a running job at its last checkpoint; its lease
+ * runs out and this or another process resumes it.
+ */
+export class ExportWorker {
+  /** This process's name in the jobs' `worker` column. */
+  readonly id = `worker-${randomUUID()}`;
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> | undefined;
+  private again = false;
+  private started = false;
+  private stopped = false;
+
+  constructor(
+    private readonly db: Db,
+    private readonly log: Logger,
+    private readonly config: BulkConfig,
+  ) {}
+
+  start(): void {
+    if (this.config.pollIntervalMs <= 0) return;
+    this.started = true;
+    this.kick();
+  }
+
+  /** Looks for work now (after a kick-off), or right after the current pass. */
+  kick(): void {
+    if (!this.started || this.stopped) return;
+    if (this.running) {
+      this.again = true;
+      return;
+    }
+    clearTimeout(this.timer);
+    this.running = this.drain()
+      .catch((err: unknown) => this.log.error({ err }, 'bulk export worker failed'))
+      .finally(() => {
+        this.running = undefined;
+        if (this.stopped) return;
+        if (this.again) {
+          this.again = false;
+          this.kick();
+        } else {
+          this.timer = setTimeout(() => this.kick(), this.config.pollIntervalMs);
+          this.timer.unref();
+        }
+      });
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    await this.running;
+  }
+
+  /** Runs every claimable job to its end (or until stopped); `maxBatches` per job for tests of resumption. */
+  async drain(maxBatches?: number): Promise<void> {
+    await deleteExpired(this.db);
+    for (;;) {
+      const job = await claimJob(this.db, this.id, this.config.leaseMs);
+      if (!job) return;
+      let error: string | undefined;
+      try {
+        const result = await runJob(this.db, job, {
+          worker: this.id,
+          leaseMs: this.config.leaseMs,
+          batchSize: this.config.batchSize,
+          stopping: () => this.stopped,
+          ...(maxBatches !== undefined ? { maxBatches } : {}),
+        });
+        if (result === 'released') return;
+      } catch (err) {
+        // A job that fails keeps failing on retry (its request was checked at kick-off): report it.
+        this.log.error({ err, job: job.id }, 'bulk export job failed');
+        error = 'the export failed on the server; the request id of the kick-off and the job id are in the server log';
+      }
+      await finishJob(this.db, job.id, this.id, error === undefined ? {} : { error }, this.config.fileTtlMs);
+    }
+  }
+}
