@@ -21,6 +21,7 @@ import { migrateAll } from './schema';
 import { terminologyRoutes } from './fhir/terminology-routes';
 import { warmUp } from './validation/schema';
 import { landingRoutes } from './landing';
+import { registerWithings } from './withings';
 
 export interface App {
   server: Hapi.Server;
@@ -107,6 +108,8 @@ export async function createServer(config: Config, options: { db?: Db; logger?: 
   await server.register({ plugin: landingRoutes, options: { config, apps: [{ href: DASHBOARD_PATH, title: 'Clinician dashboard', note: 'a SMART app of this API' }] } });
   // The clinician dashboard, a SMART app of this FHIR API, served beside it.
   await server.register({ plugin: dashboardPlugin, options: { ctx } });
+  // Patients' Withings accounts feeding the device door (when WITHINGS_CLIENT_ID is set).
+  const withings = await registerWithings(ctx, server);
 
   return {
     server,
@@ -119,6 +122,7 @@ export async function createServer(config: Config, options: { db?: Db; logger?: 
       await server.stop({ timeout: 10_000 });
       clearTimeout(grace);
       abortInFlight(server);
+      await withings.stop();
       await medication.stop();
       await monitoring.stop();
       await audit.stop();

@@ -29,7 +29,8 @@ export const LAYERS: ReadonlyArray<readonly string[]> = [
   // landing: GET / and /docs, a page beside the capabilities (reads only config and kernel).
   ['auth', 'devices', 'monitoring', 'landing'],
   // Medication schedules raise their Flags and reminders through monitoring's (flags, notify).
-  ['medication'],
+  // The Withings connector feeds the device door's ingest (devices) from the Withings cloud.
+  ['medication', 'withings'],
   // Apps served beside the API, clients of it (the dashboard registers itself with auth).
   ['dashboard'],
   ['schema'],
