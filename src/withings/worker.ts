@@ -27,9 +27,9 @@ export class SyncWorker {
     this.kick();
   }
 
-  /** Look for due accounts now (or as soon as the current round ends). */
+  /** Look for due accounts now (or as soon as the current round ends). Nothing while the worker is off (WITHINGS_WORKER_INTERVAL=0). */
   kick(): void {
-    if (this.abort.signal.aborted) return;
+    if (this.abort.signal.aborted || !this.timer) return;
     if (this.running) {
       this.again = true;
       return;
