@@ -34,13 +34,18 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
  * downtime. A 601's wait_seconds blocks every node until it has passed.
  */
 export class RequestBudget {
+  private readonly windowMs: number;
+
   constructor(
     private readonly db: Db,
     private readonly limit: number,
-    private readonly windowMs: number,
+    windowMs: number,
     /** Waits longer than this are not slept through: the caller reschedules (BudgetExhausted). */
     private readonly maxWaitMs: number,
-  ) {}
+  ) {
+    // Counted here when sent, by Withings when received: a window 5 % longer absorbs the jitter between the two.
+    this.windowMs = Math.ceil(windowMs * 1.05);
+  }
 
   /** Resolves when one more request may be sent, and counts it. */
   async take(signal?: AbortSignal): Promise<void> {
