@@ -103,8 +103,12 @@ async function recordFailure(deps: SyncDeps, account: ClaimedAccount, owner: str
   }
   if (err instanceof RelinkNeeded) {
     log.warn({ account: account.id }, `Withings account must be linked again: ${err.message}`);
-    await markRelinkNeeded(ctx.db, account.id, `re-link needed: ${err.message}`);
-    await raiseRelinkFlag(ctx, account);
+    // The Flag first: once the operator API says relink-needed, the care team has been told.
+    try {
+      await raiseRelinkFlag(ctx, account);
+    } finally {
+      await markRelinkNeeded(ctx.db, account.id, `re-link needed: ${err.message}`);
+    }
     return;
   }
   if (err instanceof BudgetExhausted) {
