@@ -79,7 +79,7 @@ export class FakeWithings {
   readonly subscriptions = new Map<string, { userid: number; callbackurl: string; appli: number; comment: string }>();
   readonly injected: Injected[] = [];
   /** Every API request: path, action, the status answered. */
-  readonly log: Array<{ at: number; path: string; action: string; status: number; params: Json }> = [];
+  readonly log: Array<{ at: number; path: string; action: string; status: number; params: Json; userid?: number }> = [];
   private readonly window: number[] = [];
   private nextGrpid = 1000;
   private server?: Server;
@@ -184,8 +184,9 @@ export class FakeWithings {
       return void res.end();
     }
     const action = params.get('action') ?? '';
+    const userid = this.accessTokens.get(req.headers.authorization?.slice(7) ?? params.get('access_token') ?? '')?.userid;
     const answer = await this.answer(url.pathname, action, params, req.headers.authorization);
-    this.log.push({ at: Date.now(), path: url.pathname, action, status: answer.status as number, params: Object.fromEntries(params) });
+    this.log.push({ at: Date.now(), path: url.pathname, action, status: answer.status as number, params: Object.fromEntries(params), ...(userid !== undefined ? { userid } : {}) });
     res.setHeader('content-type', 'application/json');
     res.end(JSON.stringify(answer));
   }
