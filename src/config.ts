@@ -47,6 +47,8 @@ export interface Config {
   audit: AuditConfig;
   /** Bulk Data export (src/bulk). */
   bulk: BulkConfig;
+  /** The Withings cloud connector (src/withings), when WITHINGS_CLIENT_ID is set; README "Withings". */
+  withings?: WithingsConfig;
 }
 
 export interface BulkConfig {
@@ -58,6 +60,42 @@ export interface BulkConfig {
   batchSize: number;
   /** A running job whose worker has not checkpointed for this long is resumed by another (BULK_LEASE). */
   leaseMs: number;
+}
+
+/** The Withings cloud connector (src/withings, docs/decisions/016-withings-connector.md). */
+export interface WithingsConfig {
+  clientId: string;
+  clientSecret: string;
+  /** Data API base (WITHINGS_API_URL, default https://wbsapi.withings.net) and the authorize page (WITHINGS_AUTHORIZE_URL). */
+  apiUrl: string;
+  authorizeUrl: string;
+  /** AES-256-GCM key for tokens at rest (WITHINGS_TOKEN_KEY: 32 bytes, base64 or hex). */
+  tokenKey: Buffer;
+  /** Public base Withings calls back on (WITHINGS_CALLBACK_BASE, default BASE_URL): `<base>/withings/notify`. */
+  callbackBase: string;
+  /** Scopes asked for at linking (comma-separated in Withings' form). */
+  scope: string[];
+  /** Notify categories (appli) subscribed per account (WITHINGS_NOTIFY_APPLI, default 1,4: weight, blood pressure). */
+  notifyAppli: number[];
+  /** How often the worker looks for due accounts, and the fallback poll of each account (no notification needed). */
+  workerIntervalMs: number;
+  pollIntervalMs: number;
+  /** First sync of a new link reaches this far back. */
+  backfillMs: number;
+  /** Requests to Withings per window for the whole application, every node together (120/min documented). */
+  rateLimit: number;
+  rateWindowMs: number;
+  /** How long a node owns an account's sync before another may take it over (renewed per page). */
+  leaseMs: number;
+  /** 522 and failed runs back off from this, doubling, up to retryMaxMs. */
+  retryBaseMs: number;
+  retryMaxMs: number;
+  /** Accounts synced at once by one node. */
+  concurrency: number;
+  /** Refresh an access token this long before it expires. */
+  refreshMarginMs: number;
+  /** Longest wait for one Withings answer. */
+  requestTimeoutMs: number;
 }
 
 export interface AuditConfig {
@@ -127,6 +165,38 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       batchSize: Math.max(1, int(env.BULK_BATCH_SIZE, 2_000, 'BULK_BATCH_SIZE')),
       leaseMs: Math.max(1_000, duration(env.BULK_LEASE, 60_000, 'BULK_LEASE')),
     },
+    ...(env.WITHINGS_CLIENT_ID ? { withings: loadWithingsConfig(env, baseUrl) } : {}),
+  };
+}
+
+function loadWithingsConfig(env: NodeJS.ProcessEnv, baseUrl: string): WithingsConfig {
+  const secret = env.WITHINGS_CLIENT_SECRET;
+  if (!secret) throw new Error('WITHINGS_CLIENT_SECRET is required when WITHINGS_CLIENT_ID is set');
+  const rawKey = env.WITHINGS_TOKEN_KEY ?? '';
+  const tokenKey = /^[0-9a-fA-F]{64}$/.test(rawKey) ? Buffer.from(rawKey, 'hex') : Buffer.from(rawKey, 'base64');
+  if (tokenKey.length !== 32) throw new Error('WITHINGS_TOKEN_KEY must be 32 bytes (64 hex digits or base64): Withings tokens are encrypted at rest');
+  const list = (value: string | undefined, fallback: string) => (value || fallback).split(',').map((v) => v.trim()).filter(Boolean);
+  const appli = list(env.WITHINGS_NOTIFY_APPLI, '1,4').map((v) => int(v, 0, 'WITHINGS_NOTIFY_APPLI'));
+  return {
+    clientId: env.WITHINGS_CLIENT_ID!,
+    clientSecret: secret,
+    apiUrl: (env.WITHINGS_API_URL || 'https://wbsapi.withings.net').replace(/\/+$/, ''),
+    authorizeUrl: env.WITHINGS_AUTHORIZE_URL || 'https://account.withings.com/oauth2_user/authorize2',
+    tokenKey,
+    callbackBase: (env.WITHINGS_CALLBACK_BASE || baseUrl).replace(/\/+$/, ''),
+    scope: list(env.WITHINGS_SCOPE, 'user.info,user.metrics,user.activity'),
+    notifyAppli: appli,
+    workerIntervalMs: duration(env.WITHINGS_WORKER_INTERVAL, 5_000, 'WITHINGS_WORKER_INTERVAL'),
+    pollIntervalMs: duration(env.WITHINGS_POLL_INTERVAL, 3_600_000, 'WITHINGS_POLL_INTERVAL'),
+    backfillMs: duration(env.WITHINGS_BACKFILL, 14 * 86_400_000, 'WITHINGS_BACKFILL'),
+    rateLimit: Math.max(1, int(env.WITHINGS_RATE_LIMIT, 120, 'WITHINGS_RATE_LIMIT')),
+    rateWindowMs: duration(env.WITHINGS_RATE_WINDOW, 60_000, 'WITHINGS_RATE_WINDOW'),
+    leaseMs: duration(env.WITHINGS_LEASE, 5 * 60_000, 'WITHINGS_LEASE'),
+    retryBaseMs: duration(env.WITHINGS_RETRY_BASE, 2_000, 'WITHINGS_RETRY_BASE'),
+    retryMaxMs: duration(env.WITHINGS_RETRY_MAX, 3_600_000, 'WITHINGS_RETRY_MAX'),
+    concurrency: Math.max(1, int(env.WITHINGS_CONCURRENCY, 2, 'WITHINGS_CONCURRENCY')),
+    refreshMarginMs: duration(env.WITHINGS_REFRESH_MARGIN, 5 * 60_000, 'WITHINGS_REFRESH_MARGIN'),
+    requestTimeoutMs: duration(env.WITHINGS_REQUEST_TIMEOUT, 10_000, 'WITHINGS_REQUEST_TIMEOUT'),
   };
 }
 

@@ -22,6 +22,7 @@ import { migrateAll } from './schema';
 import { terminologyRoutes } from './fhir/terminology-routes';
 import { warmUp } from './validation/schema';
 import { landingRoutes } from './landing';
+import { registerWithings } from './withings';
 
 export interface App {
   server: Hapi.Server;
@@ -112,6 +113,8 @@ export async function createServer(config: Config, options: { db?: Db; logger?: 
   await server.register({ plugin: landingRoutes, options: { config, apps: [{ href: DASHBOARD_PATH, title: 'Clinician dashboard', note: 'a SMART app of this API' }] } });
   // The clinician dashboard, a SMART app of this FHIR API, served beside it.
   await server.register({ plugin: dashboardPlugin, options: { ctx } });
+  // Patients' Withings accounts feeding the device door (when WITHINGS_CLIENT_ID is set).
+  const withings = await registerWithings(ctx, server);
 
   return {
     server,
@@ -126,6 +129,7 @@ export async function createServer(config: Config, options: { db?: Db; logger?: 
       clearTimeout(grace);
       abortInFlight(server);
       await bulk.stop();
+      await withings.stop();
       await medication.stop();
       await monitoring.stop();
       await audit.stop();

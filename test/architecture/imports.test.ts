@@ -30,7 +30,8 @@ export const LAYERS: ReadonlyArray<readonly string[]> = [
   // bulk: Bulk Data export, reading through search and access like every other read path.
   ['auth', 'devices', 'monitoring', 'landing', 'bulk'],
   // Medication schedules raise their Flags and reminders through monitoring's (flags, notify).
-  ['medication'],
+  // The Withings connector feeds the device door's ingest (devices) from the Withings cloud.
+  ['medication', 'withings'],
   // Apps served beside the API, clients of it (the dashboard registers itself with auth).
   ['dashboard'],
   ['schema'],
