@@ -45,6 +45,23 @@ export interface Config {
   auth: AuthConfig;
   /** The audit trail (src/audit). AUDIT=false turns it off: for measuring its cost only, refused in production. */
   audit: AuditConfig;
+  /** Alert channels besides rest-hook (src/monitoring, docs/decisions/020): e-mail. */
+  alerts: AlertConfig;
+}
+
+export interface AlertConfig {
+  /** SMTP server for `email` Subscriptions (SMTP_URL, smtp://user:pass@host:587 or smtps://…); unset: email channels are refused. */
+  smtpUrl?: string;
+  /** Sender of alert e-mails (ALERT_EMAIL_FROM). */
+  emailFrom: string;
+  /** Recipient domains an `email` Subscription may name (ALERT_EMAIL_DOMAINS, comma-separated); empty: none. */
+  emailDomains: string[];
+  /**
+   * What an alert e-mail may say about the resource (ALERT_EMAIL_PHI): `none` (default) only that
+   * there is an alert and a link to it; `minimal` also the Flag's code text and time, never a
+   * name, an identifier or a value the code text does not carry.
+   */
+  emailPhi: 'none' | 'minimal';
 }
 
 export interface AuditConfig {
@@ -108,6 +125,19 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     allowClockOverride: clockOverride(env),
     auth: loadAuthConfig(env),
     audit: loadAuditConfig(env),
+    alerts: loadAlertConfig(env),
+  };
+}
+
+function loadAlertConfig(env: NodeJS.ProcessEnv): AlertConfig {
+  const emailPhi = env.ALERT_EMAIL_PHI || 'none';
+  if (emailPhi !== 'none' && emailPhi !== 'minimal') throw new Error(`ALERT_EMAIL_PHI must be none or minimal, got "${emailPhi}"`);
+  if (env.SMTP_URL && !/^smtps?:\/\//.test(env.SMTP_URL)) throw new Error('SMTP_URL must be smtp://… or smtps://…');
+  return {
+    ...(env.SMTP_URL ? { smtpUrl: env.SMTP_URL } : {}),
+    emailFrom: env.ALERT_EMAIL_FROM || 'rpm-alerts@localhost',
+    emailDomains: (env.ALERT_EMAIL_DOMAINS ?? '').split(',').map((d) => d.trim().toLowerCase()).filter(Boolean),
+    emailPhi,
   };
 }
 

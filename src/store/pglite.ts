@@ -46,6 +46,9 @@ export async function openPglite(dataDir: string | undefined): Promise<Db> {
         return fn(tx);
       });
     },
+    async listen(channel, onPayload) {
+      return pg.listen(channel, onPayload);
+    },
     async close() {
       try {
         await pg.close();
