@@ -65,12 +65,14 @@ function macOf(manifest: Omit<Manifest, 'mac'>, key: Buffer): string {
 }
 
 async function auditHeadOf(q: Queryable): Promise<AuditHead | null> {
+  const { rows: [table] } = await q.query<{ t: string | null }>(`SELECT to_regclass('audit_chain_head')::text AS t`);
+  if (!table?.t) throw new Error('this database holds no tables of this server (no audit_chain_head): check DATABASE_URL / DATA_DIR');
   const { rows } = await q.query<AuditHead>('SELECT seq::text AS seq, hash FROM audit_chain_head WHERE one');
   return rows[0] ?? null;
 }
 
 async function serverVersionOf(q: Queryable): Promise<string> {
-  return (await q.query<{ v: string }>('SHOW server_version')).rows[0]!.v;
+  return (await q.query<{ v: string }>("SELECT current_setting('server_version') AS v")).rows[0]!.v;
 }
 
 /** A new backup set in a new folder under `backupDir`; answers its folder and manifest. */

@@ -148,6 +148,7 @@ describe('backups: encrypted, checksummed, restorable', () => {
     const manifestPath = join(set, 'manifest.json');
     const manifest = JSON.parse(readFileSync(manifestPath, 'utf8'));
     expect(manifest.encryption.algorithm).to.equal('aes-256-gcm');
+    expect(manifest.serverVersion).to.match(/^\d+\.\d+/);
     expect(manifest.files[0].sha256).to.match(/^[0-9a-f]{64}$/);
 
     expect((await verifyBackup(set, Buffer.from(OTHER_KEY, 'base64')))[0]).to.contain('another key');
