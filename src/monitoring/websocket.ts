@@ -5,6 +5,7 @@ import type { Server } from '@hapi/hapi';
 import { type WebSocket, WebSocketServer } from 'ws';
 import type { AccessPolicy } from '../access/policy';
 import { unrestricted } from '../access/policy';
+import { contributeToCapabilities } from '../fhir/capability';
 import type { FhirContext, InteractionResult } from '../fhir/context';
 import { parametersResult } from '../fhir/operation-params';
 import { OperationOutcomeError, unprocessable } from '../kernel/outcome';
@@ -34,6 +35,12 @@ const hashOf = (token: string) => createHash('sha256').update(token).digest('hex
 export function websocketUrl(fhirBase: string): string {
   return `${fhirBase.replace(/\/fhir$/, '').replace(/^http/, 'ws')}${WEBSOCKET_PATH}`;
 }
+
+// R4 subscription.html: the server's websocket URL is published on CapabilityStatement.rest.
+contributeToCapabilities((statement, ctx) => {
+  const rest = statement.rest?.[0];
+  if (rest) rest.extension = [...(rest.extension ?? []), { url: 'http://hl7.org/fhir/StructureDefinition/capabilitystatement-websocket', valueUri: websocketUrl(ctx.baseUrl) }];
+});
 
 /** Only the one who set the Subscription may listen on it (the server's unrestricted callers aside). */
 async function assertOwner(ctx: FhirContext, id: string, policy: AccessPolicy): Promise<void> {

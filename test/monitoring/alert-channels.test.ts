@@ -120,6 +120,28 @@ describe('alert channels: email and websocket', () => {
     }
   });
 
+  it('retries an e-mail the SMTP server deferred, marks the Subscription in error meanwhile, and delivers it once', async () => {
+    const headers = await aliceClinician();
+    const to = `${unique('dr')}@${DOMAIN}`;
+    smtp.refuse(to);
+    const sub = await app.request({ method: 'POST', url: '/fhir/Subscription', headers, payload: emailSubscription(`mailto:${to}`) });
+    expect(sub.statusCode, sub.payload).to.equal(201);
+    try {
+      await app.create(bloodPressure(alice, 151));
+      await until('two deferrals', () => smtp.refused.filter((r) => r === to).length >= 2);
+      const failing = (await app.request({ method: 'GET', url: `/fhir/Subscription/${sub.json.id}`, headers: app.system })).json;
+      expect(failing.status).to.equal('error');
+      expect(failing.error).to.contain('451');
+      smtp.refuse(undefined);
+      await until('the e-mail after the retries', () => smtp.mails.find((m) => m.to.includes(to)));
+      await until('the Subscription active again', async () => (await app.request({ method: 'GET', url: `/fhir/Subscription/${sub.json.id}`, headers: app.system })).json.status === 'active');
+      expect(smtp.mails.filter((m) => m.to.includes(to))).to.have.length(1);
+    } finally {
+      smtp.refuse(undefined);
+      await app.request({ method: 'DELETE', url: `/fhir/Subscription/${sub.json.id}`, headers: app.system });
+    }
+  });
+
   it('pings a bound dashboard socket on a breach of a patient in its grant; binding needs a one-time token of the Subscription\'s owner', async () => {
     const headers = await aliceClinician();
     const sub = await app.request({
@@ -136,6 +158,8 @@ describe('alert channels: email and websocket', () => {
     const token = param('token').valueString as string;
     const url = param('websocket-url').valueUrl as string;
     expect(url).to.equal(`${app.ctx.baseUrl.replace(/\/fhir$/, '').replace('http', 'ws')}/websocket`);
+    const metadata = (await app.request({ method: 'GET', url: '/fhir/metadata' })).json;
+    expect(metadata.rest[0].extension).to.contain({ url: 'http://hl7.org/fhir/StructureDefinition/capabilitystatement-websocket', valueUri: url });
 
     const ws = new WebSocket(url);
     const messages: string[] = [];
