@@ -107,13 +107,13 @@ async function liveSubscriptions(tx: Queryable): Promise<LiveSubscription[]> {
     ? await tx.query<OwnerRow>('SELECT * FROM subscription_owner WHERE subscription_id = ANY($1::text[])', [ids])
     : { rows: [] as OwnerRow[] };
   const ownerOf = new Map(rows.map((r) => [r.subscription_id, r]));
-  const now = new Date().toISOString();
+  const now = Date.now();
   const subscriptions = [...subs].flatMap(([id, sub]) => {
     const criteria = parseCriteria(sub.criteria);
     // No recorded subscriber, no notifications: nobody's grant to match them under.
     const policy = ownerPolicy(ownerOf.get(id));
     // Past its `end`, a Subscription is silent (a dashboard's per-session one, for instance).
-    const ended = sub.end !== undefined && sub.end < now;
+    const ended = sub.end !== undefined && Date.parse(sub.end) < now;
     return criteria && policy && !ended ? [{ id, channel: sub.channel.type, criteria, wantsPayload: Boolean(sub.channel.payload), policy }] : [];
   });
   cache = { at: Date.now(), subscriptions };

@@ -29,6 +29,8 @@ export const WEBSOCKET_PATH = '/websocket';
 const BINDING_TOKEN_TTL_S = 60;
 /** A bind message is a few dozen bytes; anything larger is not one. */
 const MAX_MESSAGE_BYTES = 1024;
+/** Ping frames keep an idle socket open through proxies (which often drop one after 60 s) and find dead peers. */
+const HEARTBEAT_MS = 30_000;
 
 const hashOf = (token: string) => createHash('sha256').update(token).digest('hex');
 
@@ -74,6 +76,8 @@ export async function bindingTokenOperation(ctx: FhirContext, id: string, policy
 export class WebsocketChannel {
   private readonly sockets = new WebSocketServer({ noServer: true, maxPayload: MAX_MESSAGE_BYTES });
   private readonly bound = new Map<string, Set<WebSocket>>();
+  private readonly alive = new WeakSet<WebSocket>();
+  private heartbeat: NodeJS.Timeout | undefined;
   private unlisten: (() => Promise<void>) | undefined;
   private readonly onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     if (new URL(req.url ?? '/', 'http://x').pathname !== WEBSOCKET_PATH) return;
@@ -87,11 +91,22 @@ export class WebsocketChannel {
 
   async start(): Promise<void> {
     this.server.listener.on('upgrade', this.onUpgrade);
+    this.heartbeat = setInterval(() => {
+      for (const ws of this.sockets.clients) {
+        if (!this.alive.has(ws)) {
+          ws.terminate();
+          continue;
+        }
+        this.alive.delete(ws);
+        ws.ping();
+      }
+    }, HEARTBEAT_MS).unref();
     this.unlisten = await this.ctx.db.listen(WEBSOCKET_NOTIFY_CHANNEL, (id) => this.ping(id));
   }
 
   async stop(): Promise<void> {
     this.server.listener.off('upgrade', this.onUpgrade);
+    clearInterval(this.heartbeat);
     for (const ws of this.sockets.clients) ws.terminate();
     this.bound.clear();
     await new Promise((resolve) => this.sockets.close(resolve));
@@ -104,6 +119,8 @@ export class WebsocketChannel {
 
   private accept(ws: WebSocket): void {
     const mine = new Set<string>();
+    this.alive.add(ws);
+    ws.on('pong', () => this.alive.add(ws));
     ws.on('message', (data, isBinary) => {
       const text = isBinary ? '' : String(data);
       void this.handle(ws, mine, text).catch((err: unknown) => {

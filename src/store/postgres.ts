@@ -112,16 +112,25 @@ async function listenOn(connectionString: string, channel: string, onPayload: (p
   let client: Client | undefined;
   let stopped = false;
   let retry: NodeJS.Timeout | undefined;
+  const reopenLater = () => {
+    if (!stopped) retry = setTimeout(() => void open().catch(reopenLater), RELISTEN_MS).unref();
+  };
   const open = async () => {
     const c = new Client({ connectionString });
     c.on('notification', (n) => n.channel === channel && onPayload(n.payload ?? ''));
     c.on('error', () => {
       void c.end().catch(() => undefined);
-      if (client === c) client = undefined;
-      if (!stopped) retry = setTimeout(() => void open().catch(() => undefined), RELISTEN_MS).unref();
+      if (client !== c) return;
+      client = undefined;
+      reopenLater();
     });
-    await c.connect();
-    await c.query(`LISTEN "${channel.replace(/"/g, '""')}"`);
+    try {
+      await c.connect();
+      await c.query(`LISTEN "${channel.replace(/"/g, '""')}"`);
+    } catch (err) {
+      await c.end().catch(() => undefined);
+      throw err;
+    }
     if (stopped) await c.end();
     else client = c;
   };
