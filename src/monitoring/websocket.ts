@@ -31,6 +31,7 @@ const BINDING_TOKEN_TTL_S = 60;
 const MAX_MESSAGE_BYTES = 1024;
 /** Ping frames keep an idle socket open through proxies (which often drop one after 60 s) and find dead peers. */
 const HEARTBEAT_MS = 30_000;
+const BIND_DEADLINE_MS = 15_000;
 
 const hashOf = (token: string) => createHash('sha256').update(token).digest('hex');
 
@@ -80,7 +81,11 @@ export class WebsocketChannel {
   private heartbeat: NodeJS.Timeout | undefined;
   private unlisten: (() => Promise<void>) | undefined;
   private readonly onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    if (new URL(req.url ?? '/', 'http://x').pathname !== WEBSOCKET_PATH) return;
+    if (new URL(req.url ?? '/', 'http://x').pathname !== WEBSOCKET_PATH) {
+      // Nothing else here speaks websocket: answer rather than leave the connection hanging.
+      socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+      return;
+    }
     this.sockets.handleUpgrade(req, socket, head, (ws) => this.accept(ws));
   };
 
@@ -120,6 +125,9 @@ export class WebsocketChannel {
   private accept(ws: WebSocket): void {
     const mine = new Set<string>();
     this.alive.add(ws);
+    // A socket that binds nothing is only a cost: it has a few seconds to present its token.
+    const deadline = setTimeout(() => mine.size === 0 && ws.close(1008, 'bind-with-token expected'), BIND_DEADLINE_MS).unref();
+    ws.on('close', () => clearTimeout(deadline));
     ws.on('pong', () => this.alive.add(ws));
     ws.on('message', (data, isBinary) => {
       const text = isBinary ? '' : String(data);

@@ -102,6 +102,13 @@ describe('clinician dashboard in headless Chromium', () => {
 
   after(async () => {
     await browser?.close();
+    // The pages' live-alert Subscriptions would outlive them by hours on the shared test database.
+    if (app) {
+      const live = await fhir('/fhir/Subscription?type=websocket&_count=1000');
+      for (const e of live.body.entry ?? []) {
+        await fetch(`${app.origin}/fhir/Subscription/${e.resource.id}`, { method: 'DELETE', headers: { authorization: `Bearer ${system}` } });
+      }
+    }
     await app?.stop();
   });
 
@@ -195,6 +202,8 @@ describe('clinician dashboard in headless Chromium', () => {
     expect(await page.getByRole('region', { name: 'Patient' }).getByRole('heading').textContent()).to.equal(`Ada ${family}`);
     expect(errors).to.equal([]);
     await context.close();
+    // One live-alert Subscription for the tab's session, however often the view reloaded.
+    expect((await fhir('/fhir/Subscription?type=websocket')).body.entry).to.have.length(1);
   });
 
   it('standalone launch opens the ward of patients with active alerts; a patient with none is not listed', async () => {

@@ -185,6 +185,15 @@ describe('alert channels: email and websocket', () => {
     }
   });
 
+  it('answers a websocket upgrade anywhere else with 404', async () => {
+    const ws = new WebSocket(`${app.ctx.baseUrl.replace(/\/fhir$/, '').replace('http', 'ws')}/fhir/Patient`);
+    const status = await new Promise<number>((resolve) => {
+      ws.once('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0));
+      ws.once('error', () => resolve(-1));
+    });
+    expect(status).to.equal(404);
+  });
+
   it('the binding-token operation is for websocket Subscriptions only', async () => {
     const headers = await aliceClinician();
     const sub = await app.request({ method: 'POST', url: '/fhir/Subscription', headers, payload: emailSubscription(`mailto:x@${DOMAIN}`) });
