@@ -49,6 +49,8 @@ export interface Config {
   bulk: BulkConfig;
   /** The Withings cloud connector (src/withings), when WITHINGS_CLIENT_ID is set; README "Withings". */
   withings?: WithingsConfig;
+  /** Alert channels besides rest-hook (src/monitoring, docs/decisions/020): e-mail. */
+  alerts: AlertConfig;
 }
 
 export interface BulkConfig {
@@ -96,6 +98,21 @@ export interface WithingsConfig {
   refreshMarginMs: number;
   /** Longest wait for one Withings answer. */
   requestTimeoutMs: number;
+}
+
+export interface AlertConfig {
+  /** SMTP server for `email` Subscriptions (SMTP_URL, smtp://user:pass@host:587 or smtps://…); unset: email channels are refused. */
+  smtpUrl?: string;
+  /** Sender of alert e-mails (ALERT_EMAIL_FROM). */
+  emailFrom: string;
+  /** Recipient domains an `email` Subscription may name (ALERT_EMAIL_DOMAINS, comma-separated); empty: none. */
+  emailDomains: string[];
+  /**
+   * What an alert e-mail may say about the resource (ALERT_EMAIL_PHI): `none` (default) only that
+   * there is an alert and a link to it; `minimal` also the Flag's code text and time, never a
+   * name, an identifier or a value the code text does not carry.
+   */
+  emailPhi: 'none' | 'minimal';
 }
 
 export interface AuditConfig {
@@ -166,6 +183,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       leaseMs: Math.max(1_000, duration(env.BULK_LEASE, 60_000, 'BULK_LEASE')),
     },
     ...(env.WITHINGS_CLIENT_ID ? { withings: loadWithingsConfig(env, baseUrl) } : {}),
+    alerts: loadAlertConfig(env),
   };
 }
 
@@ -197,6 +215,18 @@ function loadWithingsConfig(env: NodeJS.ProcessEnv, baseUrl: string): WithingsCo
     concurrency: Math.max(1, int(env.WITHINGS_CONCURRENCY, 2, 'WITHINGS_CONCURRENCY')),
     refreshMarginMs: duration(env.WITHINGS_REFRESH_MARGIN, 5 * 60_000, 'WITHINGS_REFRESH_MARGIN'),
     requestTimeoutMs: duration(env.WITHINGS_REQUEST_TIMEOUT, 10_000, 'WITHINGS_REQUEST_TIMEOUT'),
+  };
+}
+
+function loadAlertConfig(env: NodeJS.ProcessEnv): AlertConfig {
+  const emailPhi = env.ALERT_EMAIL_PHI || 'none';
+  if (emailPhi !== 'none' && emailPhi !== 'minimal') throw new Error(`ALERT_EMAIL_PHI must be none or minimal, got "${emailPhi}"`);
+  if (env.SMTP_URL && !/^smtps?:\/\//.test(env.SMTP_URL)) throw new Error('SMTP_URL must be smtp://… or smtps://…');
+  return {
+    ...(env.SMTP_URL ? { smtpUrl: env.SMTP_URL } : {}),
+    emailFrom: env.ALERT_EMAIL_FROM || 'rpm-alerts@localhost',
+    emailDomains: (env.ALERT_EMAIL_DOMAINS ?? '').split(',').map((d) => d.trim().toLowerCase()).filter(Boolean),
+    emailPhi,
   };
 }
 

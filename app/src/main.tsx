@@ -1,6 +1,7 @@
 import { render } from 'preact';
-import { useCallback, useEffect, useState } from 'preact/hooks';
+import { useCallback, useEffect, useRef, useState } from 'preact/hooks';
 import { acknowledge, loadPatient, loadWard, type PatientData } from './data';
+import { type LiveState, watchAlerts } from './live';
 import type { FlagView, WardRow } from './model';
 import { PatientView } from './Patient';
 import { type Client, connect } from './smart';
@@ -8,11 +9,14 @@ import { Ward } from './Ward';
 
 const REFRESH_MS = 30_000;
 
-type Route = { view: 'ward' } | { view: 'patient'; id: string };
+type Route = { view: 'ward' } | { view: 'patient'; id: string } | { view: 'flag'; id: string };
 
 function routeOf(hash: string, contextPatient: string | null): Route {
   const m = /^#\/patient\/([^/]+)$/.exec(hash);
   if (m) return { view: 'patient', id: decodeURIComponent(m[1]!) };
+  // The link of an alert e-mail: the Flag's patient.
+  const flag = /^#\/flag\/([^/]+)$/.exec(hash);
+  if (flag) return { view: 'flag', id: decodeURIComponent(flag[1]!) };
   if (hash === '#/ward' || !contextPatient) return { view: 'ward' };
   return { view: 'patient', id: contextPatient };
 }
@@ -38,6 +42,11 @@ function App({ client }: { client: Client }) {
     setLoading(true);
     setError(undefined);
     try {
+      if (route.view === 'flag') {
+        const flag = await client.request<fhir4.Flag>(`Flag/${encodeURIComponent(route.id)}`);
+        location.replace(`#/patient/${encodeURIComponent((flag.subject.reference ?? '').replace(/^Patient\//, ''))}`);
+        return;
+      }
       if (route.view === 'ward') setWard(await loadWard(client));
       else setPatient(await loadPatient(client, route.id, t));
       setNow(t);
@@ -55,6 +64,23 @@ function App({ client }: { client: Client }) {
     const timer = setInterval(() => document.visibilityState === 'visible' && void refresh(), REFRESH_MS);
     return () => clearInterval(timer);
   }, [refresh]);
+
+  // A breach anywhere in this user's grant pings the socket: the view reloads, without a page reload.
+  const [live, setLive] = useState<LiveState>('connecting');
+  const latestRefresh = useRef(refresh);
+  latestRefresh.current = refresh;
+  useEffect(
+    () =>
+      watchAlerts(
+        client,
+        () => {
+          setAnnouncement('New alert');
+          void latestRefresh.current();
+        },
+        setLive,
+      ),
+    [client],
+  );
 
   // Marks for tests and the bench: the view is on screen with its data.
   useEffect(() => {
@@ -93,6 +119,9 @@ function App({ client }: { client: Client }) {
             </a>
           )}
         </nav>
+        <span class="live" data-live={live} title={live === 'live' ? 'New alerts appear as they are raised' : 'Not connected: alerts appear on refresh'}>
+          {live === 'live' ? 'Live' : live === 'connecting' ? 'Connecting…' : 'Offline'}
+        </span>
         <button type="button" onClick={() => void refresh()} disabled={loading}>
           {loading ? 'Refreshing…' : 'Refresh'}
         </button>

@@ -18,10 +18,10 @@ const ASSET_NAME = /^[A-Za-z0-9_-]{1,100}(\.[A-Za-z0-9_-]{1,20}){1,3}$/;
 
 /**
  * What the dashboard may ask for: ward view across patients (user/), acknowledging Flags
- * (update), and online_access: access tokens live minutes, a ward stays open for a shift, so
+ * (update), its live-alert websocket Subscription (create, and read for the binding token: app/src/live.ts), and online_access: access tokens live minutes, a ward stays open for a shift, so
  * fhirclient refreshes the token for as long as the clinician's login session lasts.
  */
-export const DASHBOARD_SCOPE = 'launch launch/patient openid fhirUser profile online_access user/Patient.rs user/Observation.rs user/CarePlan.rs user/Goal.rs user/Flag.rus';
+export const DASHBOARD_SCOPE = 'launch launch/patient openid fhirUser profile online_access user/Patient.rs user/Observation.rs user/CarePlan.rs user/Goal.rs user/Flag.rus user/Subscription.cr';
 
 // Vite's output; dist/app holds tsc's compile of app/src for the model's unit tests.
 const builtApp = join(projectRoot, 'dist', 'dashboard');

@@ -2,11 +2,13 @@ import type { FhirContext } from '../fhir/context';
 import { executeWrites } from '../pipeline';
 import { readResource, readVersion } from '../store/repository';
 import { type EndpointPolicy, postNotification } from './endpoint';
+import { composeAlertEmail, Mailer } from './email';
 import { DELIVERED_STATUSES } from './notify';
+import { mailtoAddress } from './subscription-accept';
 
 /**
- * Delivers queued notifications (rest-hook, R4 subscription.html). Claims due rows with
- * FOR UPDATE SKIP LOCKED (several server processes share the queue), POSTs outside any
+ * Delivers queued notifications (rest-hook and email, R4 subscription.html). Claims due rows with
+ * FOR UPDATE SKIP LOCKED (several server processes share the queue), POSTs or mails outside any
  * transaction (a slow subscriber must not hold the embedded database's one transaction), then
  * deletes or reschedules the row with doubling delays, across restarts.
  *
@@ -36,11 +38,14 @@ export class DeliveryWorker {
   private running: Promise<void> | undefined;
   private again = false;
   private stopped = false;
+  private readonly mailer: Mailer;
 
   constructor(
     private readonly ctx: FhirContext,
     private readonly endpoints: EndpointPolicy,
-  ) {}
+  ) {
+    this.mailer = new Mailer(ctx.config.alerts);
+  }
 
   start(): void {
     this.stopped = false;
@@ -74,6 +79,7 @@ export class DeliveryWorker {
     this.stopped = true;
     clearTimeout(this.timer);
     await this.running;
+    this.mailer.close();
   }
 
   private async drain(): Promise<void> {
@@ -99,19 +105,7 @@ export class DeliveryWorker {
     }
     let failure: string | undefined;
     try {
-      const headers: Record<string, string> = {};
-      for (const h of sub.channel.header ?? []) {
-        const at = h.indexOf(':');
-        headers[h.slice(0, at).trim()] = h.slice(at + 1).trim();
-      }
-      let body: string | undefined;
-      // The resource only when the subscriber may read it (decided when queued, ./notify.ts).
-      if (sub.channel.payload && d.with_payload) {
-        body = (await readVersion(this.ctx.db, d.resource_type, d.resource_id, d.version_id))?.json ?? undefined;
-        headers['content-type'] = sub.channel.payload;
-      }
-      const res = await postNotification(new URL(sub.channel.endpoint!), headers, body, this.endpoints, TIMEOUT_MS);
-      if (res.status < 200 || res.status >= 300) failure = `HTTP ${res.status}`;
+      failure = sub.channel.type === 'email' ? await this.sendEmail(sub, d) : await this.postRestHook(sub, d);
     } catch (err) {
       failure = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
     }
@@ -135,6 +129,38 @@ export class DeliveryWorker {
     if (sub.status !== 'error') {
       await this.recordStatus(d.subscription_id, 'error', `notification of ${what} failed: ${failure}; retrying up to ${this.ctx.config.subscriptionMaxAttempts} times`);
     }
+  }
+
+  /** POSTs the notification; returns the failure, if any. */
+  private async postRestHook(sub: fhir4.Subscription, d: Delivery): Promise<string | undefined> {
+    const headers: Record<string, string> = {};
+    for (const h of sub.channel.header ?? []) {
+      const at = h.indexOf(':');
+      headers[h.slice(0, at).trim()] = h.slice(at + 1).trim();
+    }
+    let body: string | undefined;
+    // The resource only when the subscriber may read it (decided when queued, ./notify.ts).
+    if (sub.channel.payload && d.with_payload) {
+      body = (await readVersion(this.ctx.db, d.resource_type, d.resource_id, d.version_id))?.json ?? undefined;
+      headers['content-type'] = sub.channel.payload;
+    }
+    const res = await postNotification(new URL(sub.channel.endpoint!), headers, body, this.endpoints, TIMEOUT_MS);
+    return res.status < 200 || res.status >= 300 ? `HTTP ${res.status}` : undefined;
+  }
+
+  /** Mails a summary within ALERT_EMAIL_PHI (./email.ts); the resource is read only when the summary may use it. */
+  private async sendEmail(sub: fhir4.Subscription, d: Delivery): Promise<string | undefined> {
+    const to = mailtoAddress(sub.channel.endpoint);
+    if (!to) return `endpoint ${String(sub.channel.endpoint).slice(0, 80)} is not a mailto: address`;
+    const mayUse = sub.channel.payload && d.with_payload && this.ctx.config.alerts.emailPhi !== 'none';
+    const stored = mayUse ? await readVersion(this.ctx.db, d.resource_type, d.resource_id, d.version_id) : undefined;
+    const mail = composeAlertEmail({
+      subscriptionId: d.subscription_id, resourceType: d.resource_type, resourceId: d.resource_id,
+      ...(stored?.json ? { resource: JSON.parse(stored.json) as fhir4.Resource } : {}),
+      origin: this.ctx.baseUrl.replace(/\/fhir$/, ''), fhirBase: this.ctx.baseUrl,
+    }, this.ctx.config.alerts.emailPhi);
+    await this.mailer.send(to.address, mail, TIMEOUT_MS);
+    return undefined;
   }
 
   /** Status and error go through the write pipeline: versioned, audited, visible to the subscriber's owner. */

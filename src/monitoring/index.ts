@@ -16,6 +16,7 @@ import { activePlansOf, goalsInActivePlans, loadGoals, planById, recompilePlansO
 import { DeliveryWorker } from './delivery';
 import { enqueueNotifications, noteSubscriber, recordSubscribers } from './notify';
 import { acceptSubscription, endpointPolicy } from './subscription-accept';
+import { bindingTokenOperation, WebsocketChannel } from './websocket';
 
 /**
  * Monitoring rules as stages of the one write pipeline (DESIGN "Data flow"):
@@ -54,6 +55,11 @@ export function registerMonitoring(ctx: FhirContext, server: Server): Monitoring
   });
 
   ctx.operations.register({
+    name: 'get-ws-binding-token', types: ['Subscription'], type: false, instance: true, affectsState: false,
+    handler: (c, req) => bindingTokenOperation(c, req.id!, req.policy),
+    definition: 'http://hl7.org/fhir/OperationDefinition/Subscription-get-ws-binding-token',
+  });
+  ctx.operations.register({
     name: 'evaluate', types: ['CarePlan'], type: false, instance: true, affectsState: true,
     handler: (c, req) => evaluateOperation(c, req),
   });
@@ -77,10 +83,14 @@ export function registerMonitoring(ctx: FhirContext, server: Server): Monitoring
   const scheduler = new PeriodicJob(ctx.log, 'adherence check', ctx.config.adherenceCheckIntervalMs, () => checkAdherence(ctx, new Date()));
   scheduler.start();
   worker.start();
+  const websocket = new WebsocketChannel(ctx, server);
+  const listening = websocket.start().catch((err: unknown) => ctx.log.error({ err }, 'the websocket channel could not listen for notifications'));
   return {
     async stop() {
       await scheduler.stop();
       await worker.stop();
+      await listening;
+      await websocket.stop();
     },
   };
 }

@@ -18,6 +18,7 @@ export const DELIVERED_STATUSES = ['active', 'error'];
 
 interface LiveSubscription {
   id: string;
+  channel: string;
   criteria: { type: string; params: URLSearchParams };
   wantsPayload: boolean;
   policy: AccessPolicy;
@@ -78,8 +79,15 @@ function ownerPolicy(row: OwnerRow | undefined): AccessPolicy | undefined {
   });
 }
 
+/** Channels whose notifications wait in monitoring_delivery; websocket ones are announced at commit (./websocket.ts). */
+export const QUEUED_CHANNELS = ['rest-hook', 'email'];
+export const CHANNELS = [...QUEUED_CHANNELS, 'websocket'];
+
+/** The database channel (NOTIFY) on which committed websocket notifications reach every server process. */
+export const WEBSOCKET_NOTIFY_CHANNEL = 'fhir_subscription_ping';
+
 /**
- * The live rest-hook Subscriptions, cached: the query cost 3–6 ms per ingest transaction on the
+ * The live Subscriptions, cached: the query cost 3–6 ms per ingest transaction on the
  * bench, for a table that changes a few times a day. A Subscription written through this
  * process drops the cache in its own transaction; one written by another process is seen
  * within SUBSCRIPTION_CACHE_MS.
@@ -93,17 +101,20 @@ export function forgetSubscriptions(): void {
 
 async function liveSubscriptions(tx: Queryable): Promise<LiveSubscription[]> {
   if (cache && Date.now() - cache.at < SUBSCRIPTION_CACHE_MS) return cache.subscriptions;
-  const ids = await findMatchingIds(tx, 'Subscription', new URLSearchParams({ status: DELIVERED_STATUSES.join(','), type: 'rest-hook' }));
+  const ids = await findMatchingIds(tx, 'Subscription', new URLSearchParams({ status: DELIVERED_STATUSES.join(','), type: CHANNELS.join(',') }));
   const subs = await readResources<fhir4.Subscription>(tx, 'Subscription', ids);
   const { rows } = ids.length
     ? await tx.query<OwnerRow>('SELECT * FROM subscription_owner WHERE subscription_id = ANY($1::text[])', [ids])
     : { rows: [] as OwnerRow[] };
   const ownerOf = new Map(rows.map((r) => [r.subscription_id, r]));
+  const now = Date.now();
   const subscriptions = [...subs].flatMap(([id, sub]) => {
     const criteria = parseCriteria(sub.criteria);
     // No recorded subscriber, no notifications: nobody's grant to match them under.
     const policy = ownerPolicy(ownerOf.get(id));
-    return criteria && policy ? [{ id, criteria, wantsPayload: Boolean(sub.channel.payload), policy }] : [];
+    // Past its `end`, a Subscription is silent (a dashboard's per-session one, for instance).
+    const ended = sub.end !== undefined && Date.parse(sub.end) < now;
+    return criteria && policy && !ended ? [{ id, channel: sub.channel.type, criteria, wantsPayload: Boolean(sub.channel.payload), policy }] : [];
   });
   cache = { at: Date.now(), subscriptions };
   return subscriptions;
@@ -129,13 +140,14 @@ async function visible(tx: Queryable, sub: LiveSubscription, params: URLSearchPa
 /**
  * Queues a notification for every live Subscription whose criteria match a committed write
  * under its subscriber's grant: one search per subscription of a written type, restricted to
- * the written ids, and one INSERT. Returns how many were queued.
+ * the written ids, and one INSERT (websocket ones: one NOTIFY). Returns how many were queued.
  */
 export async function enqueueNotifications(uow: UnitOfWork, committed: readonly CommittedWrite[]): Promise<number> {
   const { tx } = uow;
   const written = committed.filter((w) => w.resource && w.type !== 'Subscription');
   if (written.length === 0) return 0;
   const deliveries: Array<{ sub: string; w: CommittedWrite; payload: boolean }> = [];
+  const pings = new Set<string>();
   for (const sub of await liveSubscriptions(tx)) {
     const candidates = written.filter((w) => w.type === sub.criteria.type);
     if (candidates.length === 0) continue;
@@ -144,9 +156,18 @@ export async function enqueueNotifications(uow: UnitOfWork, committed: readonly 
     const ids = candidates.map((w) => w.id);
     const matched = await visible(tx, sub, sub.criteria.params, ids, searchable);
     if (matched.size === 0) continue;
+    if (sub.channel === 'websocket') {
+      // R4's websocket channel says only `ping <id>`: no payload to decide on.
+      pings.add(sub.id);
+      continue;
+    }
     const readable = sub.wantsPayload ? limitsOrNone(sub.policy, sub.criteria.type, 'r') : undefined;
     const withPayload = readable ? await visible(tx, sub, new URLSearchParams(), [...matched], readable) : new Set<string>();
     for (const w of candidates) if (matched.has(w.id)) deliveries.push({ sub: sub.id, w, payload: withPayload.has(w.id) });
+  }
+  if (pings.size) {
+    // NOTIFY is transactional: every server process hears it at commit, never before or on rollback.
+    await tx.query(`SELECT pg_notify('${WEBSOCKET_NOTIFY_CHANNEL}', id) FROM unnest($1::text[]) AS id`, [[...pings]]);
   }
   if (deliveries.length === 0) return 0;
   await tx.query(

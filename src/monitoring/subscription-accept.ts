@@ -8,9 +8,10 @@ import type { Queryable } from '../store/db';
 import { endpointProblem, type EndpointPolicy } from './endpoint';
 
 /**
- * Checks a rest-hook Subscription before it is stored (R4 subscription.html) and accepts it
- * (`requested` becomes `active`): the channel, an endpoint the server may call (./endpoint.ts),
- * headers, and criteria that are a valid search the writer may run itself.
+ * Checks a Subscription before it is stored (R4 subscription.html) and accepts it (`requested`
+ * becomes `active`): the channel (rest-hook: an endpoint the server may call, ./endpoint.ts, and
+ * headers; email: a mailto: in an allowed domain; websocket: nothing to call), and criteria that
+ * are a valid search the writer may run itself.
  */
 
 const LOOPBACK = new Set(['localhost', '127.0.0.1', '[::1]', '0.0.0.0']);
@@ -35,18 +36,7 @@ export function endpointPolicy(ctx: FhirContext): EndpointPolicy {
   return { requireHttps: ctx.config.subscriptionRequireHttps, allowPrivateNetworks: ctx.config.subscriptionAllowPrivateNetworks };
 }
 
-/** Returns whether the resource changed (accepted). */
-export async function acceptSubscription(
-  ctx: FhirContext,
-  tx: Queryable,
-  sub: fhir4.Subscription,
-  previous: fhir4.Subscription | undefined,
-  listeningPort: number | undefined,
-  policy: AccessPolicy,
-): Promise<boolean> {
-  if (sub.channel.type !== 'rest-hook') {
-    throw unprocessable(`channel type '${sub.channel.type}' is not supported; this server delivers rest-hook only`, ['Subscription.channel.type']);
-  }
+async function acceptRestHook(ctx: FhirContext, sub: fhir4.Subscription, previous: fhir4.Subscription | undefined, listeningPort: number | undefined): Promise<void> {
   let endpoint: URL;
   try {
     endpoint = new URL(sub.channel.endpoint ?? '');
@@ -65,6 +55,58 @@ export async function acceptSubscription(
     if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]+:\s?[^\r\n]*$/.test(header)) {
       throw unprocessable(`header '${header.slice(0, 80)}' is not 'Name: value'`, [`Subscription.channel.header[${i}]`]);
     }
+  }
+}
+
+/** One plain address (no display name, no second recipient, no query: a mailto can carry cc= and body=). */
+const MAILTO = /^mailto:([A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64})@([A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})+)$/;
+
+/** The address of an `email` channel, or undefined when it is not one plain mailto: address. */
+export function mailtoAddress(endpoint: string | undefined): { address: string; domain: string } | undefined {
+  const m = MAILTO.exec(endpoint ?? '');
+  return m ? { address: `${m[1]}@${m[2]}`, domain: m[2]!.toLowerCase() } : undefined;
+}
+
+/**
+ * An alert e-mail leaves the server's control, so the recipient's domain must be one the
+ * operator listed (ALERT_EMAIL_DOMAINS): a Subscription writer cannot mail a stranger.
+ */
+function acceptEmail(ctx: FhirContext, sub: fhir4.Subscription): void {
+  const { smtpUrl, emailDomains } = ctx.config.alerts;
+  if (!smtpUrl) throw unprocessable('e-mail alerts are not configured on this server (SMTP_URL)', ['Subscription.channel.type']);
+  const to = mailtoAddress(sub.channel.endpoint);
+  if (!to) throw unprocessable('an email Subscription needs one mailto:name@domain endpoint', ['Subscription.channel.endpoint']);
+  if (!emailDomains.includes(to.domain)) {
+    throw unprocessable(`e-mail alerts may go to ${emailDomains.length ? emailDomains.join(', ') : 'no domain'} only (ALERT_EMAIL_DOMAINS)`, ['Subscription.channel.endpoint']);
+  }
+  if (sub.channel.header?.length) throw unprocessable('an email Subscription takes no headers', ['Subscription.channel.header']);
+  if (sub.channel.payload && sub.channel.payload !== 'text/plain') {
+    throw unprocessable('an email Subscription\'s payload is text/plain (a summary within ALERT_EMAIL_PHI) or absent (no content)', ['Subscription.channel.payload']);
+  }
+}
+
+/** Returns whether the resource changed (accepted). */
+export async function acceptSubscription(
+  ctx: FhirContext,
+  tx: Queryable,
+  sub: fhir4.Subscription,
+  previous: fhir4.Subscription | undefined,
+  listeningPort: number | undefined,
+  policy: AccessPolicy,
+): Promise<boolean> {
+  switch (sub.channel.type) {
+    case 'rest-hook':
+      await acceptRestHook(ctx, sub, previous, listeningPort);
+      break;
+    case 'email':
+      acceptEmail(ctx, sub);
+      break;
+    case 'websocket':
+      // The client binds to it on the server's socket (./websocket.ts); there is nothing to call.
+      if (sub.channel.endpoint) throw unprocessable('a websocket Subscription has no endpoint: the client connects to the server', ['Subscription.channel.endpoint']);
+      break;
+    default:
+      throw unprocessable(`channel type '${sub.channel.type}' is not supported; this server delivers rest-hook, email and websocket`, ['Subscription.channel.type']);
   }
   const criteria = parseCriteria(sub.criteria);
   if (!criteria || !isSupportedType(criteria.type)) {

@@ -1,7 +1,20 @@
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync } from 'node:fs';
 import { PGlite, types } from '@electric-sql/pglite';
 import { lockDataDir } from './data-dir-lock';
 import type { Db, Queryable } from './db';
+
+/** PGlite's instance or transaction as a Queryable. */
+function queryable(q: Pick<PGlite, 'query' | 'exec'>): Queryable {
+  return {
+    async query(sql, params) {
+      const result = await q.query(sql, params as unknown[] | undefined);
+      return { rows: result.rows as never[], rowCount: result.affectedRows ?? result.rows.length };
+    },
+    async exec(sql) {
+      await q.exec(sql);
+    },
+  };
+}
 
 /**
  * Embedded PostgreSQL (WebAssembly, in-process). One statement runs at a time and PGlite
@@ -25,26 +38,12 @@ export async function openPglite(dataDir: string | undefined): Promise<Db> {
 
   return {
     kind: 'pglite',
-    async query(sql, params) {
-      const result = await pg.query(sql, params as unknown[] | undefined);
-      return { rows: result.rows as never[], rowCount: result.affectedRows ?? result.rows.length };
-    },
-    async exec(sql) {
-      await pg.exec(sql);
-    },
+    ...queryable(pg),
     transaction(fn) {
-      return pg.transaction(async (t) => {
-        const tx: Queryable = {
-          async query(sql, params) {
-            const result = await t.query(sql, params as unknown[] | undefined);
-            return { rows: result.rows as never[], rowCount: result.affectedRows ?? result.rows.length };
-          },
-          async exec(sql) {
-            await t.exec(sql);
-          },
-        };
-        return fn(tx);
-      });
+      return pg.transaction(async (t) => fn(queryable(t)));
+    },
+    async listen(channel, onPayload) {
+      return pg.listen(channel, onPayload);
     },
     async close() {
       try {
@@ -54,4 +53,39 @@ export async function openPglite(dataDir: string | undefined): Promise<Db> {
       }
     },
   };
+}
+
+/**
+ * The embedded database's data directory as one gzipped tarball (PGlite's dumpDataDir), for
+ * backups (src/backup). The directory is opened, and so locked, here: a running server holds the
+ * lock and the dump is refused rather than taken from under it. `before` reads what the backup
+ * records about the database, on the same instance.
+ */
+export async function dumpPgliteDataDir(dataDir: string, before?: (q: Queryable) => Promise<void>): Promise<Blob> {
+  if (!existsSync(dataDir)) throw new Error(`no embedded database in ${dataDir}`);
+  const unlock = lockDataDir(dataDir);
+  try {
+    const pg = await PGlite.create(dataDir);
+    try {
+      await before?.(queryable(pg));
+      return await pg.dumpDataDir('gzip');
+    } finally {
+      await pg.close();
+    }
+  } finally {
+    unlock();
+  }
+}
+
+/** Makes `dataDir`, which must not hold anything yet, from a tarball of dumpPgliteDataDir. */
+export async function loadPgliteDataDir(dataDir: string, tarball: Blob): Promise<void> {
+  if (existsSync(dataDir) && readdirSync(dataDir).length > 0) throw new Error(`${dataDir} is not empty: restore into a fresh data directory`);
+  const unlock = lockDataDir(dataDir);
+  try {
+    mkdirSync(dataDir, { recursive: true });
+    const pg = await PGlite.create(dataDir, { loadDataDir: tarball });
+    await pg.close();
+  } finally {
+    unlock();
+  }
 }

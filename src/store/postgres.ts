@@ -97,7 +97,48 @@ export function openPostgres(connectionString: string, options: PostgresOptions 
         client.release();
       }
     },
+    listen: (channel, onPayload) => listenOn(connectionString, channel, onPayload),
     close: () => pool.end(),
+  };
+}
+
+const RELISTEN_MS = 1000;
+
+/**
+ * LISTEN holds a connection of its own for as long as it listens (never a pool slot: a pooled
+ * connection goes back to others). A lost connection is reopened after a second.
+ */
+async function listenOn(connectionString: string, channel: string, onPayload: (payload: string) => void): Promise<() => Promise<void>> {
+  let client: Client | undefined;
+  let stopped = false;
+  let retry: NodeJS.Timeout | undefined;
+  const reopenLater = () => {
+    if (!stopped) retry = setTimeout(() => void open().catch(reopenLater), RELISTEN_MS).unref();
+  };
+  const open = async () => {
+    const c = new Client({ connectionString });
+    c.on('notification', (n) => n.channel === channel && onPayload(n.payload ?? ''));
+    c.on('error', () => {
+      void c.end().catch(() => undefined);
+      if (client !== c) return;
+      client = undefined;
+      reopenLater();
+    });
+    try {
+      await c.connect();
+      await c.query(`LISTEN "${channel.replace(/"/g, '""')}"`);
+    } catch (err) {
+      await c.end().catch(() => undefined);
+      throw err;
+    }
+    if (stopped) await c.end();
+    else client = c;
+  };
+  await open();
+  return async () => {
+    stopped = true;
+    clearTimeout(retry);
+    await client?.end().catch(() => undefined);
   };
 }
 

@@ -28,7 +28,7 @@ export const LAYERS: ReadonlyArray<readonly string[]> = [
   ['audit'],
   // landing: GET / and /docs, a page beside the capabilities (reads only config and kernel).
   // bulk: Bulk Data export, reading through search and access like every other read path.
-  ['auth', 'devices', 'monitoring', 'landing', 'bulk'],
+  ['auth', 'devices', 'monitoring', 'landing', 'bulk', 'backup'],
   // Medication schedules raise their Flags and reminders through monitoring's (flags, notify).
   // The Withings connector feeds the device door's ingest (devices) from the Withings cloud.
   ['medication', 'withings'],

@@ -102,6 +102,13 @@ describe('clinician dashboard in headless Chromium', () => {
 
   after(async () => {
     await browser?.close();
+    // The pages' live-alert Subscriptions would outlive them by hours on the shared test database.
+    if (app) {
+      const live = await fhir('/fhir/Subscription?type=websocket&_count=1000');
+      for (const e of live.body.entry ?? []) {
+        await fetch(`${app.origin}/fhir/Subscription/${e.resource.id}`, { method: 'DELETE', headers: { authorization: `Bearer ${system}` } });
+      }
+    }
     await app?.stop();
   });
 
@@ -129,7 +136,7 @@ describe('clinician dashboard in headless Chromium', () => {
       return JSON.parse(storage.getItem(JSON.parse(storage.getItem('SMART_KEY')!))!).tokenResponse as Record<string, string>;
     });
     expect(token.patient).to.equal(ids.patient);
-    expect(token.scope!.split(' ')).to.include(['launch', 'online_access', 'user/Flag.rus', 'user/Observation.rs']);
+    expect(token.scope!.split(' ')).to.include(['launch', 'online_access', 'user/Flag.rus', 'user/Observation.rs', 'user/Subscription.cr']);
     expect(token.refresh_token).to.be.a.string();
 
     // Banner and a calm chart: no alerts yet.
@@ -142,12 +149,15 @@ describe('clinician dashboard in headless Chromium', () => {
     expect(await systolic.locator('path.breach').count()).to.equal(0);
     expect(await systolic.getByRole('img').getAttribute('aria-labelledby')).to.exist();
 
-    // A critical reading arrives through the device door: the server raises a Flag in the same transaction.
+    // A critical reading arrives through the device door: the server raises a Flag in the same
+    // transaction, and pings the page's live-alert socket: the alert appears without a reload or
+    // a click, well before the 30 s refresh.
+    await page.locator('.live[data-live="live"]').waitFor({ timeout: 10_000 });
     const res = await ingestBloodPressure(192, 101, new Date(Date.now() - 60_000));
     expect(res.status).to.equal(200);
-    await page.getByRole('button', { name: 'Refresh' }).click();
     const alert = page.locator('li.flag');
-    await alert.first().waitFor();
+    await alert.first().waitFor({ timeout: 5000 });
+    expect(await page.getByRole('status').filter({ hasText: 'New alert' }).count()).to.equal(1);
     expect(await alert.count()).to.be.at.least(1);
     expect(await page.locator('li.flag .critical-badge').count()).to.be.at.least(1);
     expect(await systolic.locator('path.breach').count()).to.equal(1);
@@ -186,8 +196,14 @@ describe('clinician dashboard in headless Chromium', () => {
       expect(flag.body.status).to.equal('inactive');
       expect(flag.body.period.end).to.be.a.string();
     }
+    // The link of an alert e-mail (src/monitoring/email.ts) opens the Flag's patient.
+    await page.goto(`${app.origin}/app#/flag/${flagIds[0]}`);
+    await page.waitForSelector('body[data-ready="patient"]');
+    expect(await page.getByRole('region', { name: 'Patient' }).getByRole('heading').textContent()).to.equal(`Ada ${family}`);
     expect(errors).to.equal([]);
     await context.close();
+    // One live-alert Subscription for the tab's session, however often the view reloaded.
+    expect((await fhir('/fhir/Subscription?type=websocket')).body.entry).to.have.length(1);
   });
 
   it('standalone launch opens the ward of patients with active alerts; a patient with none is not listed', async () => {

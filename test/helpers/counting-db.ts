@@ -30,6 +30,7 @@ export function countingDb(db: Db): CountingDb {
     query: outer.query,
     exec: outer.exec,
     transaction: (fn) => db.transaction((tx) => fn(wrap(tx))),
+    listen: (channel, onPayload) => db.listen(channel, onPayload),
     close: () => db.close(),
   };
 }

@@ -1,0 +1,166 @@
+import { createHash, randomBytes } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { Server } from '@hapi/hapi';
+import { type WebSocket, WebSocketServer } from 'ws';
+import type { AccessPolicy } from '../access/policy';
+import { unrestricted } from '../access/policy';
+import { contributeToCapabilities } from '../fhir/capability';
+import type { FhirContext, InteractionResult } from '../fhir/context';
+import { parametersResult } from '../fhir/operation-params';
+import { OperationOutcomeError, unprocessable } from '../kernel/outcome';
+import { readResource } from '../store/repository';
+import { WEBSOCKET_NOTIFY_CHANNEL } from './notify';
+
+/**
+ * The R4 `websocket` channel (subscription.html#2.46.7.2), for a clinician's open dashboard: the
+ * client connects to WEBSOCKET_PATH, binds to its Subscription, and hears `ping <id>` whenever a
+ * committed change matches it (it then searches, under its own token, for what changed).
+ *
+ * A browser cannot send an Authorization header on a websocket, and an R4 `bind <id>` proves
+ * nothing, so binding takes the R4B/R5 backport's handshake: the client asks
+ * `Subscription/{id}/$get-ws-binding-token` with its SMART token (the access policy and the
+ * Subscription's owner decide), then sends `bind-with-token <token>` on the socket. Tokens are
+ * single-use, live a minute and sit hashed in the database, so any server process may accept
+ * them. Pings come from a NOTIFY sent in the matching write's own transaction (./notify.ts): every
+ * process hears it at commit and pings the sockets it holds.
+ */
+export const WEBSOCKET_PATH = '/websocket';
+const BINDING_TOKEN_TTL_S = 60;
+/** A bind message is a few dozen bytes; anything larger is not one. */
+const MAX_MESSAGE_BYTES = 1024;
+/** Ping frames keep an idle socket open through proxies (which often drop one after 60 s) and find dead peers. */
+const HEARTBEAT_MS = 30_000;
+const BIND_DEADLINE_MS = 15_000;
+
+const hashOf = (token: string) => createHash('sha256').update(token).digest('hex');
+
+export function websocketUrl(fhirBase: string): string {
+  return `${fhirBase.replace(/\/fhir$/, '').replace(/^http/, 'ws')}${WEBSOCKET_PATH}`;
+}
+
+// R4 subscription.html: the server's websocket URL is published on CapabilityStatement.rest.
+contributeToCapabilities((statement, ctx) => {
+  const rest = statement.rest?.[0];
+  if (rest) rest.extension = [...(rest.extension ?? []), { url: 'http://hl7.org/fhir/StructureDefinition/capabilitystatement-websocket', valueUri: websocketUrl(ctx.baseUrl) }];
+});
+
+/** Only the one who set the Subscription may listen on it (the server's unrestricted callers aside). */
+async function assertOwner(ctx: FhirContext, id: string, policy: AccessPolicy): Promise<void> {
+  if (policy === unrestricted) return;
+  const { rows } = await ctx.db.query<{ client_id: string; subject: string | null }>('SELECT client_id, subject FROM subscription_owner WHERE subscription_id = $1', [id]);
+  const owner = rows[0];
+  if (!owner || owner.client_id !== policy.clientId || (owner.subject ?? undefined) !== policy.subject) {
+    throw new OperationOutcomeError(403, { code: 'forbidden', diagnostics: `Subscription/${id} was set by another client or user; bind to your own` });
+  }
+}
+
+/** Subscription/{id}/$get-ws-binding-token: a one-time token for `bind-with-token` (R5 Subscription-get-ws-binding-token). */
+export async function bindingTokenOperation(ctx: FhirContext, id: string, policy: AccessPolicy): Promise<InteractionResult> {
+  const stored = await readResource<fhir4.Subscription>(ctx.db, 'Subscription', id);
+  if (stored?.resource.channel.type !== 'websocket') throw unprocessable(`Subscription/${id} is not a websocket Subscription`, ['Subscription.channel.type']);
+  await assertOwner(ctx, id, policy);
+  const token = randomBytes(32).toString('base64url');
+  const { rows } = await ctx.db.query<{ expires_at: string }>(
+    `WITH gone AS (DELETE FROM monitoring_ws_binding WHERE expires_at < now())
+     INSERT INTO monitoring_ws_binding (token_hash, subscription_id, expires_at) VALUES ($1, $2, now() + make_interval(secs => $3)) RETURNING expires_at`,
+    [hashOf(token), id, BINDING_TOKEN_TTL_S],
+  );
+  return parametersResult([
+    { name: 'token', valueString: token },
+    { name: 'expiration', valueDateTime: new Date(rows[0]!.expires_at).toISOString() },
+    { name: 'subscription', valueString: `Subscription/${id}` },
+    { name: 'websocket-url', valueUrl: websocketUrl(ctx.baseUrl) },
+  ]);
+}
+
+export class WebsocketChannel {
+  private readonly sockets = new WebSocketServer({ noServer: true, maxPayload: MAX_MESSAGE_BYTES });
+  private readonly bound = new Map<string, Set<WebSocket>>();
+  private readonly alive = new WeakSet<WebSocket>();
+  private heartbeat: NodeJS.Timeout | undefined;
+  private unlisten: (() => Promise<void>) | undefined;
+  private readonly onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    if (new URL(req.url ?? '/', 'http://x').pathname !== WEBSOCKET_PATH) {
+      // Nothing else here speaks websocket: answer rather than leave the connection hanging.
+      socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+      return;
+    }
+    this.sockets.handleUpgrade(req, socket, head, (ws) => this.accept(ws));
+  };
+
+  constructor(
+    private readonly ctx: FhirContext,
+    private readonly server: Server,
+  ) {}
+
+  async start(): Promise<void> {
+    this.server.listener.on('upgrade', this.onUpgrade);
+    this.heartbeat = setInterval(() => {
+      for (const ws of this.sockets.clients) {
+        if (!this.alive.has(ws)) {
+          ws.terminate();
+          continue;
+        }
+        this.alive.delete(ws);
+        ws.ping();
+      }
+    }, HEARTBEAT_MS).unref();
+    this.unlisten = await this.ctx.db.listen(WEBSOCKET_NOTIFY_CHANNEL, (id) => this.ping(id));
+  }
+
+  async stop(): Promise<void> {
+    this.server.listener.off('upgrade', this.onUpgrade);
+    clearInterval(this.heartbeat);
+    for (const ws of this.sockets.clients) ws.terminate();
+    this.bound.clear();
+    await new Promise((resolve) => this.sockets.close(resolve));
+    await this.unlisten?.();
+  }
+
+  private ping(id: string): void {
+    for (const ws of this.bound.get(id) ?? []) ws.send(`ping ${id}`);
+  }
+
+  private accept(ws: WebSocket): void {
+    const mine = new Set<string>();
+    this.alive.add(ws);
+    // A socket that binds nothing is only a cost: it has a few seconds to present its token.
+    const deadline = setTimeout(() => mine.size === 0 && ws.close(1008, 'bind-with-token expected'), BIND_DEADLINE_MS).unref();
+    ws.on('close', () => clearTimeout(deadline));
+    ws.on('pong', () => this.alive.add(ws));
+    ws.on('message', (data, isBinary) => {
+      const text = isBinary ? '' : String(data);
+      void this.handle(ws, mine, text).catch((err: unknown) => {
+        this.ctx.log.error({ err }, 'websocket bind failed');
+        ws.send('error the server could not bind');
+      });
+    });
+    ws.on('close', () => {
+      for (const id of mine) {
+        const set = this.bound.get(id);
+        set?.delete(ws);
+        if (set?.size === 0) this.bound.delete(id);
+      }
+    });
+  }
+
+  private async handle(ws: WebSocket, mine: Set<string>, text: string): Promise<void> {
+    const [verb, arg, ...rest] = text.trim().split(/\s+/);
+    if (verb === 'bind-with-token' && arg && rest.length === 0) {
+      const { rows } = await this.ctx.db.query<{ subscription_id: string }>(
+        'DELETE FROM monitoring_ws_binding WHERE token_hash = $1 AND expires_at >= now() RETURNING subscription_id',
+        [hashOf(arg)],
+      );
+      const id = rows[0]?.subscription_id;
+      if (!id) return void ws.send('error the binding token is unknown, used or expired; ask Subscription/{id}/$get-ws-binding-token for another');
+      mine.add(id);
+      if (!this.bound.has(id)) this.bound.set(id, new Set());
+      this.bound.get(id)!.add(ws);
+      ws.send(`bound ${id}`);
+      return;
+    }
+    if (verb === 'bind') return void ws.send('error bind needs proof of access: send bind-with-token <token> from Subscription/{id}/$get-ws-binding-token');
+    ws.send('error unknown message; send bind-with-token <token>');
+  }
+}
