@@ -18,19 +18,28 @@ export function testDb(): Promise<Db> {
 
 async function openTestDb(url: string): Promise<Db> {
   if (!url.startsWith('postgres')) return openDb(url, '');
+  return openDb(await freshSchemaUrl(url), '');
+}
+
+/**
+ * A new, empty schema on the PostgreSQL `url` names, as a connection URL whose sessions use it
+ * (search_path): for this process's shared test database, or for server processes a test starts
+ * (test/scale). Schemas of runs that ended more than two hours ago are dropped; newer ones may be
+ * running.
+ */
+export async function freshSchemaUrl(url: string, suffix = ''): Promise<string> {
   const admin = await openDb(url, '');
-  // Schemas of runs that ended more than two hours ago are dropped; newer ones may be running.
   const stale = await admin.query<{ nspname: string }>(
     `SELECT nspname FROM pg_namespace WHERE nspname ~ '^test_run_[0-9]+_' AND substring(nspname from 10 for 13)::bigint < $1`,
     [Date.now() - 2 * 3600_000],
   );
   for (const { nspname } of stale.rows) await admin.query(`DROP SCHEMA IF EXISTS ${nspname} CASCADE`);
-  const schema = `test_run_${Date.now()}_${process.pid}`;
+  const schema = `test_run_${Date.now()}_${process.pid}${suffix ? `_${suffix}` : ''}`;
   await admin.query(`CREATE SCHEMA ${schema}`);
   await admin.close();
   const withSchema = new URL(url);
   withSchema.searchParams.set('options', `-c search_path=${schema}`);
-  return openDb(withSchema.toString(), '');
+  return withSchema.toString();
 }
 
 export interface TestServer extends App {
