@@ -183,7 +183,8 @@ export type FlagKey = Pick<FlagEvent, 'careplanId' | 'measure' | 'direction'>;
  * THEN reads their active Flags, in a second statement. One statement cannot do both: under READ
  * COMMITTED its snapshot is taken before it runs, so a lock taken inside it (an InitPlan) waits
  * for the other writer's commit and then reads a snapshot without that writer's new Flag — two
- * concurrent breaches on two connections opened two Flags (seen with two server nodes, issue 20).
+ * concurrent breaches on separate connections opened several Flags (6 or 7 for 12 parallel breaches,
+ * test/monitoring/concurrent-breaches.test.ts on PostgreSQL; issue 20).
  */
 async function lockedOpenFlags(tx: Queryable, keys: readonly FlagKey[]) {
   await tx.query('SELECT count(pg_advisory_xact_lock(h)) FROM (SELECT hashtext(k) AS h FROM unnest($1::text[]) AS k ORDER BY 1) s', [
