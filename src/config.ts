@@ -6,6 +6,8 @@ export interface Config {
   host: string;
   baseUrl: string;
   databaseUrl: string;
+  /** DATABASE_REPLICA_URL: a streaming replica searches may run on (docs/decisions/019-scale-out.md); '' = none. */
+  databaseReplicaUrl: string;
   dataDir: string;
   logLevel: string;
   /** Largest accepted request body in bytes; larger gets 413. */
@@ -81,6 +83,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     host,
     baseUrl,
     databaseUrl: env.DATABASE_URL ?? '',
+    databaseReplicaUrl: replicaUrl(env),
     dataDir: env.DATA_DIR || './.data',
     logLevel: env.LOG_LEVEL || 'info',
     maxBodyBytes: int(env.MAX_BODY_BYTES, 16 * 1024 * 1024, 'MAX_BODY_BYTES'),
@@ -236,4 +239,13 @@ function bool(value: string | undefined, name: string): boolean {
   if (value === undefined || value === '' || value === 'false' || value === '0') return false;
   if (value === 'true' || value === '1') return true;
   throw new Error(`${name} must be true or false, got "${value}"`);
+}
+
+/** A replica only beside a PostgreSQL primary: the embedded database has none. */
+function replicaUrl(env: NodeJS.ProcessEnv): string {
+  const url = env.DATABASE_REPLICA_URL ?? '';
+  if (url === '') return '';
+  const postgres = (u: string) => u.startsWith('postgres://') || u.startsWith('postgresql://');
+  if (!postgres(url) || !postgres(env.DATABASE_URL ?? '')) throw new Error('DATABASE_REPLICA_URL must be a postgres:// URL, beside a postgres:// DATABASE_URL');
+  return url;
 }

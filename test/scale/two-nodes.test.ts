@@ -22,7 +22,7 @@ const { describe, it } = lab;
 const POSTGRES = (process.env.DATABASE_URL ?? '').startsWith('postgres');
 const PATIENTS = 20;
 const CONCURRENCY = 12;
-const PHASE_MS = 4000;
+const PHASE_MS = 3000;
 /** One round of readings (one per patient) in this many breaches the plans' 140 mm[Hg] limit. */
 const BREACH_EVERY = 4;
 
