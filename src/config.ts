@@ -31,6 +31,8 @@ export interface Config {
   /** Subscription rest-hook deliveries: first retry delay (doubling), and attempts before giving up. */
   subscriptionRetryBaseMs: number;
   subscriptionMaxAttempts: number;
+  /** How long a claimed notification is hidden from other nodes while one POSTs it (SUBSCRIPTION_DELIVERY_LEASE); a node that died holding it is replaced after this. */
+  subscriptionLeaseMs: number;
   /** Notification endpoints must be https (default: when NODE_ENV=production). */
   subscriptionRequireHttps: boolean;
   /** Notification endpoints may be loopback, private or link-local addresses (default false: SSRF). */
@@ -102,6 +104,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     adherenceCheckIntervalMs: duration(env.ADHERENCE_CHECK_INTERVAL, 15 * 60_000, 'ADHERENCE_CHECK_INTERVAL'),
     subscriptionRetryBaseMs: duration(env.SUBSCRIPTION_RETRY_BASE, 5_000, 'SUBSCRIPTION_RETRY_BASE'),
     subscriptionMaxAttempts: int(env.SUBSCRIPTION_MAX_ATTEMPTS, 10, 'SUBSCRIPTION_MAX_ATTEMPTS'),
+    subscriptionLeaseMs: Math.max(1000, duration(env.SUBSCRIPTION_DELIVERY_LEASE, 120_000, 'SUBSCRIPTION_DELIVERY_LEASE')),
     subscriptionRequireHttps: env.SUBSCRIPTION_REQUIRE_HTTPS === undefined || env.SUBSCRIPTION_REQUIRE_HTTPS === '' ? env.NODE_ENV === 'production' : bool(env.SUBSCRIPTION_REQUIRE_HTTPS, 'SUBSCRIPTION_REQUIRE_HTTPS'),
     subscriptionAllowPrivateNetworks: bool(env.SUBSCRIPTION_ALLOW_PRIVATE_NETWORKS, 'SUBSCRIPTION_ALLOW_PRIVATE_NETWORKS'),
     medicationReminderIntervalMs: duration(env.MEDICATION_REMINDER_INTERVAL, 60_000, 'MEDICATION_REMINDER_INTERVAL'),

@@ -8,8 +8,10 @@ import { exited } from './process';
 /**
  * Debian's HAProxy in front of server nodes, as the monitoring system deploys them (issue 20),
  * as a child process with a config generated into a temporary folder. One frontend per entry of
- * `frontends`, each balancing round-robin over its nodes, with health checks on /fhir/metadata
- * every 200 ms so that a killed node leaves the rotation within a fraction of a second.
+ * `frontends`, each balancing round-robin over its nodes, with health checks every 250 ms so that a
+ * killed node (connection refused) leaves the rotation within half a second. The check reads the
+ * small public SMART discovery document: the CapabilityStatement is large enough that a node busy
+ * with ingest answered it too slowly and was taken out of rotation.
  * `retries` + `redispatch` re-send a request only when the connection to a node failed (nothing
  * reached it); a request a node received and then died on is answered 502 and never re-sent, so
  * the proxy cannot write anything twice.
@@ -40,9 +42,10 @@ export async function startHaproxy(frontends: ReadonlyArray<{ port: number; node
       `  default_backend be${i}`,
       `backend be${i}`,
       '  balance roundrobin',
-      '  option httpchk GET /fhir/metadata',
+      '  option httpchk GET /fhir/.well-known/smart-configuration',
       '  http-check expect status 200',
-      '  default-server inter 200ms fall 1 rise 2',
+      '  timeout check 2s',
+      '  default-server inter 250ms fall 2 rise 2',
       ...f.nodes.map((port, n) => `  server node${n} 127.0.0.1:${port} check`),
     ]),
     '',

@@ -12,29 +12,31 @@ import { tableOf } from '../../src/store/tables';
  */
 let shared: Promise<Db> | undefined;
 export function testDb(): Promise<Db> {
-  shared ??= openTestDb(process.env.DATABASE_URL || 'pglite://memory');
+  shared ??= testDatabaseUrl().then((url) => openDb(url, ''));
   return shared;
 }
 
-async function openTestDb(url: string): Promise<Db> {
-  if (!url.startsWith('postgres')) return openDb(url, '');
-  return openDb(await freshSchemaUrl(url), '');
+let sharedUrl: Promise<string> | undefined;
+/** The connection URL of that database, for server processes a test starts (test/scale). */
+export function testDatabaseUrl(): Promise<string> {
+  const url = process.env.DATABASE_URL || 'pglite://memory';
+  sharedUrl ??= url.startsWith('postgres') ? freshSchemaUrl(url) : Promise.resolve(url);
+  return sharedUrl;
 }
 
 /**
  * A new, empty schema on the PostgreSQL `url` names, as a connection URL whose sessions use it
- * (search_path): for this process's shared test database, or for server processes a test starts
- * (test/scale). Schemas of runs that ended more than two hours ago are dropped; newer ones may be
+ * (search_path). Schemas of runs that ended more than two hours ago are dropped; newer ones may be
  * running.
  */
-export async function freshSchemaUrl(url: string, suffix = ''): Promise<string> {
+async function freshSchemaUrl(url: string): Promise<string> {
   const admin = await openDb(url, '');
   const stale = await admin.query<{ nspname: string }>(
     `SELECT nspname FROM pg_namespace WHERE nspname ~ '^test_run_[0-9]+_' AND substring(nspname from 10 for 13)::bigint < $1`,
     [Date.now() - 2 * 3600_000],
   );
   for (const { nspname } of stale.rows) await admin.query(`DROP SCHEMA IF EXISTS ${nspname} CASCADE`);
-  const schema = `test_run_${Date.now()}_${process.pid}${suffix ? `_${suffix}` : ''}`;
+  const schema = `test_run_${Date.now()}_${process.pid}`;
   await admin.query(`CREATE SCHEMA ${schema}`);
   await admin.close();
   const withSchema = new URL(url);
