@@ -27,7 +27,7 @@ describe(TITLE, { skip: !POSTGRES }, () => {
   let app: App;
   let replica: Db;
 
-  before({ timeout: 120_000 }, async () => {
+  before({ timeout: 240_000 }, async () => {
     cluster = await startReplicatedCluster();
     replica = await openDb(cluster.replicaUrl, '');
     const config = loadConfig({
