@@ -63,6 +63,8 @@ describe('rest-hook subscriptions', () => {
       expect(mine.extension.some((e: any) => e.valueReference?.reference === `Observation/${obs.id}`)).to.be.true();
       expect(hook.received[0]!.headers.authorization).to.equal('Bearer s3cret');
       expect(hook.received[0]!.headers['x-trace']).to.equal('1');
+      // Delivery is at least once across a crash; a repeat carries the same key (decision 019).
+      expect(hook.received[0]!.headers['idempotency-key']).to.match(new RegExp(`^${active.id}:\\d+$`));
       expect(hook.received[0]!.headers['content-type']).to.equal('application/fhir+json');
       await until('the patient subscriber', () => other.received.length >= 1);
       await new Promise((r) => setTimeout(r, 300));

@@ -98,3 +98,12 @@ describe(TITLE, { skip: !POSTGRES }, () => {
     expect(without.json.entry).to.have.length(1);
   });
 });
+
+describe('DATABASE_REPLICA_URL', () => {
+  it('is refused beside the embedded database, and when it is not a postgres:// URL', () => {
+    expect(() => loadConfig({ DATABASE_REPLICA_URL: 'postgres://127.0.0.1/r' })).to.throw(/beside a postgres:\/\/ DATABASE_URL/);
+    expect(() => loadConfig({ DATABASE_URL: 'postgres://127.0.0.1/p', DATABASE_REPLICA_URL: 'pglite://memory' })).to.throw(/must be a postgres:\/\/ URL/);
+    expect(loadConfig({ DATABASE_URL: 'postgres://127.0.0.1/p', DATABASE_REPLICA_URL: 'postgres://127.0.0.1:5433/p' }).databaseReplicaUrl).to.equal('postgres://127.0.0.1:5433/p');
+    expect(loadConfig({}).databaseReplicaUrl).to.equal('');
+  });
+});
