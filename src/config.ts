@@ -6,6 +6,8 @@ export interface Config {
   host: string;
   baseUrl: string;
   databaseUrl: string;
+  /** DATABASE_REPLICA_URL: a streaming replica searches may run on (docs/decisions/019-scale-out.md); '' = none. */
+  databaseReplicaUrl: string;
   dataDir: string;
   logLevel: string;
   /** Largest accepted request body in bytes; larger gets 413. */
@@ -29,6 +31,8 @@ export interface Config {
   /** Subscription rest-hook deliveries: first retry delay (doubling), and attempts before giving up. */
   subscriptionRetryBaseMs: number;
   subscriptionMaxAttempts: number;
+  /** How long a claimed notification is hidden from other nodes while one POSTs it (SUBSCRIPTION_DELIVERY_LEASE); a node that died holding it is replaced after this. */
+  subscriptionLeaseMs: number;
   /** Notification endpoints must be https (default: when NODE_ENV=production). */
   subscriptionRequireHttps: boolean;
   /** Notification endpoints may be loopback, private or link-local addresses (default false: SSRF). */
@@ -149,6 +153,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     host,
     baseUrl,
     databaseUrl: env.DATABASE_URL ?? '',
+    databaseReplicaUrl: replicaUrl(env),
     dataDir: env.DATA_DIR || './.data',
     logLevel: env.LOG_LEVEL || 'info',
     maxBodyBytes: int(env.MAX_BODY_BYTES, 16 * 1024 * 1024, 'MAX_BODY_BYTES'),
@@ -167,6 +172,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     adherenceCheckIntervalMs: duration(env.ADHERENCE_CHECK_INTERVAL, 15 * 60_000, 'ADHERENCE_CHECK_INTERVAL'),
     subscriptionRetryBaseMs: duration(env.SUBSCRIPTION_RETRY_BASE, 5_000, 'SUBSCRIPTION_RETRY_BASE'),
     subscriptionMaxAttempts: int(env.SUBSCRIPTION_MAX_ATTEMPTS, 10, 'SUBSCRIPTION_MAX_ATTEMPTS'),
+    subscriptionLeaseMs: Math.max(1000, duration(env.SUBSCRIPTION_DELIVERY_LEASE, 120_000, 'SUBSCRIPTION_DELIVERY_LEASE')),
     subscriptionRequireHttps: env.SUBSCRIPTION_REQUIRE_HTTPS === undefined || env.SUBSCRIPTION_REQUIRE_HTTPS === '' ? env.NODE_ENV === 'production' : bool(env.SUBSCRIPTION_REQUIRE_HTTPS, 'SUBSCRIPTION_REQUIRE_HTTPS'),
     subscriptionAllowPrivateNetworks: bool(env.SUBSCRIPTION_ALLOW_PRIVATE_NETWORKS, 'SUBSCRIPTION_ALLOW_PRIVATE_NETWORKS'),
     medicationReminderIntervalMs: duration(env.MEDICATION_REMINDER_INTERVAL, 60_000, 'MEDICATION_REMINDER_INTERVAL'),
@@ -355,4 +361,13 @@ function bool(value: string | undefined, name: string): boolean {
   if (value === undefined || value === '' || value === 'false' || value === '0') return false;
   if (value === 'true' || value === '1') return true;
   throw new Error(`${name} must be true or false, got "${value}"`);
+}
+
+/** A replica only beside a PostgreSQL primary: the embedded database has none. */
+function replicaUrl(env: NodeJS.ProcessEnv): string {
+  const url = env.DATABASE_REPLICA_URL ?? '';
+  if (url === '') return '';
+  const postgres = (u: string) => u.startsWith('postgres://') || u.startsWith('postgresql://');
+  if (!postgres(url) || !postgres(env.DATABASE_URL ?? '')) throw new Error('DATABASE_REPLICA_URL must be a postgres:// URL, beside a postgres:// DATABASE_URL');
+  return url;
 }

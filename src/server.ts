@@ -14,6 +14,8 @@ import { supportedTypes } from './kernel/resource-types';
 import { OperationRegistry } from './fhir/operations';
 import { abortInFlight } from './fhir/request-lifetime';
 import { fhirRoutes } from './fhir/routes';
+import { commitLsnHeader } from './fhir/read-routing';
+import { openReadRouting } from './store/replica';
 import { Stages } from './pipeline';
 import { type Db, openDb } from './store/db';
 import { registerMedication } from './medication';
@@ -42,9 +44,9 @@ export interface App {
 const CORS = {
   origin: ['*'],
   // hapi allows Accept, Authorization, Content-Type and If-None-Match by default.
-  additionalHeaders: ['If-Match', 'If-None-Exist', 'Prefer', 'X-Request-Id'],
+  additionalHeaders: ['If-Match', 'If-None-Exist', 'Prefer', 'X-Request-Id', 'X-Commit-LSN'],
   // hapi exposes WWW-Authenticate by default (a 401's reason).
-  additionalExposedHeaders: ['ETag', 'Location', 'Content-Location', 'Last-Modified', 'X-Request-Id'],
+  additionalExposedHeaders: ['ETag', 'Location', 'Content-Location', 'Last-Modified', 'X-Request-Id', 'X-Commit-LSN'],
   maxAge: 600,
 };
 
@@ -58,7 +60,9 @@ export async function createServer(config: Config, options: { db?: Db; logger?: 
   await migrateAll(db);
   warmUp(supportedTypes);
 
-  const ctx: FhirContext = { db, config, baseUrl: `${config.baseUrl}/fhir`, log, stages: new Stages(), operations: new OperationRegistry() };
+  // Searches may run on a streaming replica (docs/decisions/019-scale-out.md).
+  const reads = config.databaseReplicaUrl ? openReadRouting(db, config.databaseReplicaUrl, { statementTimeoutMs: config.statementTimeoutMs }) : undefined;
+  const ctx: FhirContext = { db, config, baseUrl: `${config.baseUrl}/fhir`, log, stages: new Stages(), operations: new OperationRegistry(), ...(reads ? { reads } : {}) };
   const server = Hapi.server({
     port: config.port,
     host: config.host,
@@ -100,6 +104,7 @@ export async function createServer(config: Config, options: { db?: Db; logger?: 
   // Before every route: with auth on, its strategy is the default of all of them.
   await server.register({ plugin: authPlugin, options: { ctx } });
   await server.register({ plugin: fhirRoutes, options: { ctx } });
+  await server.register({ plugin: commitLsnHeader, options: { ctx } });
   await server.register({ plugin: auditRoutes, options: { ctx } });
   // Bulk Data export: $export at system, Patient and Group level, its status and files.
   const bulk = await registerBulk(ctx, server);
@@ -133,6 +138,7 @@ export async function createServer(config: Config, options: { db?: Db; logger?: 
       await medication.stop();
       await monitoring.stop();
       await audit.stop();
+      await reads?.close();
       if (!options.db) await db.close();
     },
   };

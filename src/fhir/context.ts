@@ -1,5 +1,6 @@
 import type { Config } from '../config';
 import type { PipelineContext } from '../pipeline';
+import type { ReadRouting } from '../store/replica';
 import type { OperationRegistry } from './operations';
 
 /** What every interaction needs, built once at start by src/server.ts. */
@@ -8,6 +9,8 @@ export interface FhirContext extends PipelineContext {
   /** The public FHIR base URL without trailing slash, e.g. `http://localhost:8080/fhir`. */
   readonly baseUrl: string;
   readonly operations: OperationRegistry;
+  /** Searches on a streaming replica (DATABASE_REPLICA_URL), with read-your-writes; absent: all on `db`. */
+  readonly reads?: ReadRouting;
 }
 
 /**

@@ -31,6 +31,8 @@ export interface RestRequest {
   operation?: string;
   /** What the requester may do (SMART scopes); `unrestricted` when auth is off. */
   policy: AccessPolicy;
+  /** `X-Commit-LSN`: the client's last write, which a search on a replica must see (src/store/replica.ts). */
+  commitLsn?: string;
 }
 
 

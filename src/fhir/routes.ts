@@ -13,6 +13,7 @@ import { badRequest, notFound, notSupported } from '../kernel/outcome';
 import { isSupportedType } from '../kernel/resource-types';
 import { isValidId, requireValidId } from '../kernel/id';
 import { cancellable } from './request-lifetime';
+import { onReplica } from './read-routing';
 import { respond } from './respond';
 import type { RestRequest } from './rest-request';
 
@@ -54,10 +55,10 @@ export const fhirRoutes: Plugin<{ ctx: FhirContext }> = {
     route('GET', '/Patient/{id}/_history', (c, r) => history(c, r));
     route('GET', '/{type}/{id}/_history/{vid}', vread);
 
-    route('GET', '/{type}', search);
-    route('POST', '/{type}/_search', search, { body: 'form' });
+    route('GET', '/{type}', onReplica(search));
+    route('POST', '/{type}/_search', onReplica(search), { body: 'form' });
     route('GET', '/Patient/{id}/{compartmentType}', (c, r) =>
-      r.operation?.startsWith('$') ? operation(c, r, 'GET') : search(c, { ...r, type: r.compartmentType!, compartmentOf: r.id }));
+      r.operation?.startsWith('$') ? operation(c, r, 'GET') : onReplica(search)(c, { ...r, type: r.compartmentType!, compartmentOf: r.id }));
 
     route('POST', '/{type}', create, { body: 'resource' });
     route('PUT', '/{type}', update, { body: 'resource' });
@@ -134,6 +135,7 @@ function toRestRequest(ctx: FhirContext, request: Request, body: 'resource' | 'r
     policy: policyOf(request),
     ifNoneExist: headers['if-none-exist'],
     ifNoneMatch: headers['if-none-match'],
+    ...(headers['x-commit-lsn'] !== undefined ? { commitLsn: headers['x-commit-lsn'] } : {}),
   };
   if (body === 'form') {
     // POST _search: parameters in an application/x-www-form-urlencoded body, merged with the URL's.

@@ -8,7 +8,7 @@ import { mailtoAddress } from './subscription-accept';
 
 /**
  * Delivers queued notifications (rest-hook and email, R4 subscription.html). Claims due rows with
- * FOR UPDATE SKIP LOCKED (several server processes share the queue), POSTs or mails outside any
+ * FOR UPDATE SKIP LOCKED and a lease (several server processes share the queue), POSTs or mails outside any
  * transaction (a slow subscriber must not hold the embedded database's one transaction), then
  * deletes or reschedules the row with doubling delays, across restarts.
  *
@@ -27,8 +27,6 @@ interface Delivery {
   with_payload: boolean;
 }
 
-/** How long a claimed delivery is hidden from other workers while it is being POSTed. */
-const LEASE = '2 minutes';
 const BATCH = 20;
 const POLL_MS = 1000;
 const TIMEOUT_MS = 10_000;
@@ -86,9 +84,10 @@ export class DeliveryWorker {
     for (;;) {
       if (this.stopped) return;
       const { rows } = await this.ctx.db.query<Delivery>(
-        `UPDATE monitoring_delivery SET next_attempt = now() + interval '${LEASE}'
+        `UPDATE monitoring_delivery SET next_attempt = now() + make_interval(secs => $1::double precision / 1000)
           WHERE id IN (SELECT id FROM monitoring_delivery WHERE next_attempt <= now() ORDER BY next_attempt, id LIMIT ${BATCH} FOR UPDATE SKIP LOCKED)
           RETURNING id, subscription_id, resource_type, resource_id, version_id, attempts, with_payload`,
+        [this.ctx.config.subscriptionLeaseMs],
       );
       if (rows.length === 0) return;
       rows.sort((a, b) => Number(a.id) - Number(b.id));
@@ -133,7 +132,10 @@ export class DeliveryWorker {
 
   /** POSTs the notification; returns the failure, if any. */
   private async postRestHook(sub: fhir4.Subscription, d: Delivery): Promise<string | undefined> {
-    const headers: Record<string, string> = {};
+    // The same key on every attempt of this notification: delivery is at least once (a node that
+    // dies after the subscriber's 2xx and before the DELETE leaves the row to be sent again
+    // after its lease), so a subscriber discards a repeat by this key (IETF Idempotency-Key).
+    const headers: Record<string, string> = { 'idempotency-key': `${d.subscription_id}:${d.id}` };
     for (const h of sub.channel.header ?? []) {
       const at = h.indexOf(':');
       headers[h.slice(0, at).trim()] = h.slice(at + 1).trim();

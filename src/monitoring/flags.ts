@@ -129,15 +129,7 @@ export async function raiseFlags(uow: UnitOfWork, events: readonly FlagEvent[]):
   if (pending.length === 0) return [];
 
   // Two transactions breaching the same plan and measure queue here, so only one opens a Flag.
-  // The locks are taken by an uncorrelated subquery, which PostgreSQL runs once as an InitPlan
-  // before it reads monitoring_flag: lock and lookup in one round trip, in that order.
-  const keys = [...new Set(pending.map(keyOf))].sort();
-  const { rows: open } = await tx.query<{ flag_id: string; careplan_id: string; measure: string; direction: string }>(
-    `SELECT m.flag_id, m.careplan_id, m.measure, m.direction FROM monitoring_flag m
-      WHERE (SELECT count(pg_advisory_xact_lock(h)) FROM (SELECT hashtext(k) AS h FROM unnest($2::text[]) AS k ORDER BY 1) s) >= 0
-        AND m.active AND m.careplan_id = ANY($1::text[])`,
-    [[...new Set(pending.map((e) => e.careplanId))], keys],
-  );
+  const { rows: open } = await lockedOpenFlags(tx, pending);
   const stored = await readVersioned<fhir4.Flag>(tx, 'Flag', open.map((r) => r.flag_id));
   const byKey = new Map<string, { id: string; version: number; flag: fhir4.Flag; created: boolean }>();
   for (const row of open) {
@@ -187,6 +179,24 @@ export async function raiseFlags(uow: UnitOfWork, events: readonly FlagEvent[]):
 export type FlagKey = Pick<FlagEvent, 'careplanId' | 'measure' | 'direction'>;
 
 /**
+ * Locks the keys (advisory, until commit, in sorted order: no deadlock between two writers),
+ * THEN reads their active Flags, in a second statement. One statement cannot do both: under READ
+ * COMMITTED its snapshot is taken before it runs, so a lock taken inside it (an InitPlan) waits
+ * for the other writer's commit and then reads a snapshot without that writer's new Flag — two
+ * concurrent breaches on separate connections opened several Flags (6 or 7 for 12 parallel breaches,
+ * test/monitoring/concurrent-breaches.test.ts on PostgreSQL; issue 20).
+ */
+async function lockedOpenFlags(tx: Queryable, keys: readonly FlagKey[]) {
+  await tx.query('SELECT count(pg_advisory_xact_lock(h)) FROM (SELECT hashtext(k) AS h FROM unnest($1::text[]) AS k ORDER BY 1) s', [
+    [...new Set(keys.map(keyOf))].sort(),
+  ]);
+  return tx.query<{ flag_id: string; careplan_id: string; measure: string; direction: string }>(
+    'SELECT flag_id, careplan_id, measure, direction FROM monitoring_flag WHERE active AND careplan_id = ANY($1::text[])',
+    [[...new Set(keys.map((k) => k.careplanId))]],
+  );
+}
+
+/**
  * Closes the active Flags of `keys` (the patient caught up): status inactive, period.end, in
  * `uow` like any rule-made write, under the same locks raiseFlags takes, so a close and a raise
  * of one key queue. monitoring_flag follows through trackFlagStatus. Returns the closed ids.
@@ -194,12 +204,7 @@ export type FlagKey = Pick<FlagEvent, 'careplanId' | 'measure' | 'direction'>;
 export async function closeFlags(uow: UnitOfWork, keys: readonly FlagKey[], end: string): Promise<string[]> {
   if (keys.length === 0) return [];
   const wanted = new Set(keys.map(keyOf));
-  const { rows } = await uow.tx.query<{ flag_id: string; careplan_id: string; measure: string; direction: string }>(
-    `SELECT m.flag_id, m.careplan_id, m.measure, m.direction FROM monitoring_flag m
-      WHERE (SELECT count(pg_advisory_xact_lock(h)) FROM (SELECT hashtext(k) AS h FROM unnest($2::text[]) AS k ORDER BY 1) s) >= 0
-        AND m.active AND m.careplan_id = ANY($1::text[])`,
-    [[...new Set(keys.map((k) => k.careplanId))], [...wanted].sort()],
-  );
+  const { rows } = await lockedOpenFlags(uow.tx, keys);
   const open = rows.filter((r) => wanted.has(keyOf({ careplanId: r.careplan_id, measure: r.measure, direction: r.direction })));
   if (open.length === 0) return [];
   const stored = await readVersioned<fhir4.Flag>(uow.tx, 'Flag', open.map((r) => r.flag_id));

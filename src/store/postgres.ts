@@ -1,3 +1,4 @@
+import { connect } from 'node:net';
 import { Client, Pool, type PoolClient, types } from 'pg';
 import { OperationOutcomeError } from '../kernel/outcome';
 import { cancellationSignal, QUERY_CANCELED } from './cancellation';
@@ -24,19 +25,18 @@ export function openPostgres(connectionString: string, options: PostgresOptions 
   // An idle client's network error must not crash the process; the next query reconnects.
   pool.on('error', () => undefined);
 
+  const cancelTarget = cancelAddress(connectionString);
   /**
-   * Cancels the statement `client` is running, from a short-lived connection of its own (no
-   * pool slot: the pool may be what a flood of searches exhausted).
+   * Cancels the statement `client` is running with the protocol's CancelRequest, on a socket of
+   * its own (no pool slot: the pool may be what a flood of searches exhausted). Not
+   * `SELECT pg_cancel_backend(pid)`: behind PgBouncer the pid a client sees is PgBouncer's own
+   * number, which could name some other backend; PgBouncer forwards a CancelRequest to the
+   * server connection that client is really using.
    */
   const cancel = (client: PoolClient) => {
-    const pid = (client as unknown as { processID?: number }).processID;
-    if (!pid) return;
-    const canceller = new Client({ connectionString });
-    canceller
-      .connect()
-      .then(() => canceller.query('SELECT pg_cancel_backend($1)', [pid]))
-      .catch(() => undefined)
-      .finally(() => void canceller.end().catch(() => undefined));
+    const { processID, secretKey } = client as unknown as { processID?: number; secretKey?: number };
+    if (!processID || secretKey === undefined) return;
+    sendCancelRequest(cancelTarget, processID, secretKey);
   };
 
   const runOn = async <R>(client: PoolClient, sql: string, params: readonly unknown[] | undefined, inTransaction: boolean): Promise<QueryResult<R>> => {
@@ -163,4 +163,26 @@ function cancelled(inTransaction: boolean, byRequest: boolean): OperationOutcome
   if (byRequest) return new OperationOutcomeError(503, { code: 'timeout', diagnostics: 'the request was cancelled before it finished (the client went away or the server is stopping)' }, { 'retry-after': '5' });
   if (!inTransaction) return new OperationOutcomeError(400, { code: 'too-costly', diagnostics: 'the query ran longer than this server allows (STATEMENT_TIMEOUT); narrow the search' });
   return new OperationOutcomeError(503, { code: 'timeout', diagnostics: 'the write waited longer than this server allows (STATEMENT_TIMEOUT); retry' }, { 'retry-after': '5' });
+}
+
+type CancelAddress = { path: string } | { host: string; port: number };
+
+/** Where CancelRequests go: the host and port (or Unix socket) the connection string names. */
+function cancelAddress(connectionString: string): CancelAddress {
+  const url = new URL(connectionString);
+  const port = Number(url.port || url.searchParams.get('port') || 5432);
+  const host = url.searchParams.get('host') ?? (decodeURIComponent(url.hostname) || 'localhost');
+  return host.startsWith('/') ? { path: `${host}/.s.PGSQL.${port}` } : { host, port };
+}
+
+/** The frontend CancelRequest message (PostgreSQL protocol 3, §55.2.7): length 16, code 80877102, pid, key. */
+function sendCancelRequest(to: CancelAddress, processID: number, secretKey: number): void {
+  const message = Buffer.alloc(16);
+  message.writeInt32BE(16, 0);
+  message.writeInt32BE(80877102, 4);
+  message.writeInt32BE(processID, 8);
+  message.writeInt32BE(secretKey, 12);
+  const socket = connect(to as never, () => socket.end(message));
+  socket.on('error', () => undefined);
+  socket.setTimeout(5000, () => socket.destroy());
 }

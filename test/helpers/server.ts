@@ -12,14 +12,25 @@ import { tableOf } from '../../src/store/tables';
  */
 let shared: Promise<Db> | undefined;
 export function testDb(): Promise<Db> {
-  shared ??= openTestDb(process.env.DATABASE_URL || 'pglite://memory');
+  shared ??= testDatabaseUrl().then((url) => openDb(url, ''));
   return shared;
 }
 
-async function openTestDb(url: string): Promise<Db> {
-  if (!url.startsWith('postgres')) return openDb(url, '');
+let sharedUrl: Promise<string> | undefined;
+/** The connection URL of that database, for server processes a test starts (test/scale). */
+export function testDatabaseUrl(): Promise<string> {
+  const url = process.env.DATABASE_URL || 'pglite://memory';
+  sharedUrl ??= url.startsWith('postgres') ? freshSchemaUrl(url) : Promise.resolve(url);
+  return sharedUrl;
+}
+
+/**
+ * A new, empty schema on the PostgreSQL `url` names, as a connection URL whose sessions use it
+ * (search_path). Schemas of runs that ended more than two hours ago are dropped; newer ones may be
+ * running.
+ */
+async function freshSchemaUrl(url: string): Promise<string> {
   const admin = await openDb(url, '');
-  // Schemas of runs that ended more than two hours ago are dropped; newer ones may be running.
   const stale = await admin.query<{ nspname: string }>(
     `SELECT nspname FROM pg_namespace WHERE nspname ~ '^test_run_[0-9]+_' AND substring(nspname from 10 for 13)::bigint < $1`,
     [Date.now() - 2 * 3600_000],
@@ -30,7 +41,7 @@ async function openTestDb(url: string): Promise<Db> {
   await admin.close();
   const withSchema = new URL(url);
   withSchema.searchParams.set('options', `-c search_path=${schema}`);
-  return openDb(withSchema.toString(), '');
+  return withSchema.toString();
 }
 
 export interface TestServer extends App {

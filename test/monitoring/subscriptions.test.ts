@@ -1,32 +1,11 @@
 import * as Lab from '@hapi/lab';
 import { expect } from '@hapi/code';
 import { subscriber, until } from '../helpers/hook';
+import { planWithHighSystolic, systolic } from '../helpers/monitoring-plan';
 import { startTestServer, type TestServer, unique } from '../helpers/server';
 
 export const lab = Lab.script();
 const { describe, it, before, after } = lab;
-
-const LOINC = 'http://loinc.org';
-const UCUM = 'http://unitsofmeasure.org';
-
-function planWithHighSystolic(patient: string): object {
-  return {
-    resourceType: 'CarePlan', status: 'active', intent: 'plan', subject: { reference: `Patient/${patient}` },
-    contained: [{
-      resourceType: 'Goal', id: 'g', lifecycleStatus: 'active', description: { text: 'BP' }, subject: { reference: `Patient/${patient}` },
-      target: [{ measure: { coding: [{ system: LOINC, code: '8480-6' }] }, detailRange: { high: { value: 140, unit: 'mm[Hg]', system: UCUM, code: 'mm[Hg]' } } }],
-    }],
-    goal: [{ reference: '#g' }],
-  };
-}
-
-function systolic(patient: string, value: number): object {
-  return {
-    resourceType: 'Observation', status: 'final', code: { coding: [{ system: LOINC, code: '85354-9' }] }, subject: { reference: `Patient/${patient}` },
-    effectiveDateTime: new Date().toISOString(),
-    component: [{ code: { coding: [{ system: LOINC, code: '8480-6' }] }, valueQuantity: { value, unit: 'mm[Hg]', system: UCUM, code: 'mm[Hg]' } }],
-  };
-}
 
 describe('rest-hook subscriptions', () => {
   let app: TestServer;
@@ -84,6 +63,8 @@ describe('rest-hook subscriptions', () => {
       expect(mine.extension.some((e: any) => e.valueReference?.reference === `Observation/${obs.id}`)).to.be.true();
       expect(hook.received[0]!.headers.authorization).to.equal('Bearer s3cret');
       expect(hook.received[0]!.headers['x-trace']).to.equal('1');
+      // Delivery is at least once across a crash; a repeat carries the same key (decision 019).
+      expect(hook.received[0]!.headers['idempotency-key']).to.match(new RegExp(`^${active.id}:\\d+$`));
       expect(hook.received[0]!.headers['content-type']).to.equal('application/fhir+json');
       await until('the patient subscriber', () => other.received.length >= 1);
       await new Promise((r) => setTimeout(r, 300));

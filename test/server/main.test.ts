@@ -1,52 +1,13 @@
 import * as Lab from '@hapi/lab';
 import { expect } from '@hapi/code';
-import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { migratedDataDir } from '../helpers/data-dir';
+import { exited, killStarted, startProcess } from '../helpers/process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { projectRoot } from '../../src/kernel/paths';
 
 export const lab = Lab.script();
 const { describe, it } = lab;
-
-const exited = (child: ChildProcess) => new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-
-/** Children still running: a failed test kills them before removing their data folder. */
-const started = new Set<ChildProcess>();
-async function killStarted(): Promise<void> {
-  await Promise.all([...started].map((child) => {
-    const gone = exited(child);
-    child.kill('SIGKILL');
-    return gone;
-  }));
-}
-
-/** Starts `node dist/src/main.js` as `npm start` does and waits until it listens. */
-async function startProcess(env: Record<string, string>): Promise<{ child: ChildProcess; base: string; output: () => string }> {
-  const child = spawn(process.execPath, [join(projectRoot, 'dist', 'src', 'main.js')], {
-    env: { ...process.env, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', AUTH_DISABLED: 'true', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  started.add(child);
-  child.on('exit', () => started.delete(child));
-  let output = '';
-  child.stdout!.on('data', (d) => (output += d));
-  child.stderr!.on('data', (d) => (output += d));
-  const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server did not start in 90 s: ${output}`)), 90_000);
-    child.stdout!.on('data', () => {
-      const m = /"port":(\d+),"protocol"/.exec(output);
-      if (m) {
-        clearTimeout(timer);
-        resolve(Number(m[1]));
-      }
-    });
-    child.on('exit', () => reject(new Error(`server exited: ${output}`)));
-  });
-  return { child, base: `http://127.0.0.1:${port}/fhir`, output: () => output };
-}
-
 
 describe('the server process', () => {
   it('keeps data in the embedded on-disk database across a graceful SIGTERM restart', { timeout: 240_000 }, async () => {
