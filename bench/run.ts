@@ -223,6 +223,7 @@ async function main(): Promise<number> {
   let server: ServerChild | undefined;
   const rows: ResultRow[] = [];
   const failures: string[] = [];
+  const figures: string[] = [];
   let before: TableSize[] = [];
   let after: TableSize[] = [];
   try {
@@ -253,6 +254,10 @@ async function main(): Promise<number> {
       serverPid: server.process.pid!,
       shared: new Map(),
       log: (line) => console.log(`  … ${line}`),
+      figure: (line) => {
+        figures.push(line);
+        console.log(`  = ${line}`);
+      },
     };
     for (const w of workloads) {
       try {
@@ -285,6 +290,7 @@ async function main(): Promise<number> {
   for (const r of rows) {
     if (r.stats.errors) console.log(`errors in ${r.group} ${r.target}: ${r.stats.errors}, e.g. ${r.stats.errorSamples.join(' | ')}`);
   }
+  if (figures.length) console.log(`\nfigures\n${figures.map((f) => `  ${f}`).join('\n')}`);
   console.log('\nwhat each line does');
   for (const r of rows) if (r.note) console.log(`  ${r.group.padEnd(14)} ${r.target.padEnd(8)} ${r.note}`);
 
