@@ -136,7 +136,8 @@ async function startServer(databaseUrl: string, poolSize: number): Promise<Serve
   child.stderr!.on('data', collect);
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
 
-  const deadline = Date.now() + 90_000;
+  // A fresh schema migrates 143 types first: over a minute on a loaded 2-core machine.
+  const deadline = Date.now() + 240_000;
   for (;;) {
     if (child.exitCode !== null) throw new Error(`the server exited with ${child.exitCode} before serving:\n${output.slice(-20).join('\n')}`);
     try {
@@ -147,7 +148,7 @@ async function startServer(databaseUrl: string, poolSize: number): Promise<Serve
     }
     if (Date.now() > deadline) {
       child.kill('SIGKILL');
-      throw new Error(`the server did not answer ${fhirBase}/metadata within 90 s:\n${output.slice(-20).join('\n')}`);
+      throw new Error(`the server did not answer ${fhirBase}/metadata within 240 s:\n${output.slice(-20).join('\n')}`);
     }
     await new Promise((r) => setTimeout(r, 200));
   }
