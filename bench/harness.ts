@@ -30,6 +30,8 @@ export interface BenchContext {
   /** State shared between workloads (e.g. ids created by `create` that `read` can reuse). */
   shared: Map<string, unknown>;
   log(line: string): void;
+  /** A figure that is not a load phase (storage per resource, load time), printed with the results. */
+  figure(line: string): void;
 }
 
 /** One measured phase, as a table row. Rows with the same `group` are compared (server ÷ raw). */
@@ -40,6 +42,8 @@ export interface ResultRow {
   concurrency: number;
   stats: LoadStats;
   cpu: CpuPerRequest;
+  /** Largest resident set of the server process seen during a server phase (MB). */
+  rssMb?: number;
   note?: string;
 }
 
@@ -293,18 +297,48 @@ export function cpuPerRequest(before: CpuSnapshot, after: CpuSnapshot, requests:
   };
 }
 
-/** Runs a phase and charges the CPU of the server, PostgreSQL and this process to it. */
-export async function measured(ctx: BenchContext, target: ResultRow['target'], run: () => Promise<LoadStats>): Promise<{ stats: LoadStats; cpu: CpuPerRequest }> {
+/** Resident set size of a process in MB (VmRSS), undefined when it cannot be read. */
+export function rssMb(pid: number): number | undefined {
+  try {
+    const kb = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
+    return kb === undefined ? undefined : Number(kb) / 1024;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Samples the largest RSS of `pid` every 250 ms until stopped (the server's memory under load). */
+function rssSampler(pid: number): () => number | undefined {
+  let max = rssMb(pid);
+  const timer = setInterval(() => {
+    const now = rssMb(pid);
+    if (now !== undefined && (max === undefined || now > max)) max = now;
+  }, 250);
+  timer.unref();
+  return () => {
+    clearInterval(timer);
+    const now = rssMb(pid);
+    return now !== undefined && (max === undefined || now > max) ? now : max;
+  };
+}
+
+/**
+ * Runs a phase and charges the CPU of the server, PostgreSQL and this process to it; for a
+ * server phase, also the largest RSS of the server process during it.
+ */
+export async function measured(ctx: BenchContext, target: ResultRow['target'], run: () => Promise<LoadStats>): Promise<{ stats: LoadStats; cpu: CpuPerRequest; rssMb?: number }> {
   // Only this run's backends and the background processes (WAL writer, checkpointer…): other
   // users of the database (a test run next door) must not be charged to the bench. Backends
   // opened during the phase are picked up by the second listing and count from zero.
   const pidsBefore = await ctx.raw.postgresPids();
   const before = cpuSnapshot(ctx.serverPid, pidsBefore);
+  const stopRss = target === 'server' ? rssSampler(ctx.serverPid) : undefined;
   const stats = await run();
+  const rss = stopRss?.();
   const pidsAfter = await ctx.raw.postgresPids();
   const after = cpuSnapshot(ctx.serverPid, pidsAfter && [...new Set([...(pidsBefore ?? []), ...pidsAfter])]);
   const cpu = cpuPerRequest(before, after, stats.count + ctx.warmup);
   // In a raw phase the server idles; charging it would only show its background noise.
   if (target === 'raw SQL') cpu.server = undefined;
-  return { stats, cpu };
+  return { stats, cpu, rssMb: rss };
 }

@@ -34,9 +34,10 @@ export function resultsTable(rows: ResultRow[]): string {
       fixed(r.cpu.server, 2),
       fixed(r.cpu.postgres, 2),
       fixed(r.cpu.bench, 2),
+      fixed(r.rssMb, 0),
     ];
   });
-  const header = ['workload', 'target', 'n', 'req/s', 'p50 ms', 'p95 ms', 'p99 ms', 'errors', 'srv/raw req/s', 'srv/raw p50', 'cpu ms/req: server', 'postgres', 'bench'];
+  const header = ['workload', 'target', 'n', 'req/s', 'p50 ms', 'p95 ms', 'p99 ms', 'errors', 'srv/raw req/s', 'srv/raw p50', 'cpu ms/req: server', 'postgres', 'bench', 'server RSS MB'];
   return table(header, body, (i) => i >= 2);
 }
 

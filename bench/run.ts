@@ -137,7 +137,8 @@ async function startServer(databaseUrl: string, poolSize: number): Promise<Serve
   child.stderr!.on('data', collect);
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
 
-  const deadline = Date.now() + 90_000;
+  // A fresh schema migrates 143 types first: over a minute on a loaded 2-core machine.
+  const deadline = Date.now() + 240_000;
   for (;;) {
     if (child.exitCode !== null) throw new Error(`the server exited with ${child.exitCode} before serving:\n${output.slice(-20).join('\n')}`);
     try {
@@ -148,7 +149,7 @@ async function startServer(databaseUrl: string, poolSize: number): Promise<Serve
     }
     if (Date.now() > deadline) {
       child.kill('SIGKILL');
-      throw new Error(`the server did not answer ${fhirBase}/metadata within 90 s:\n${output.slice(-20).join('\n')}`);
+      throw new Error(`the server did not answer ${fhirBase}/metadata within 240 s:\n${output.slice(-20).join('\n')}`);
     }
     await new Promise((r) => setTimeout(r, 200));
   }
@@ -224,6 +225,7 @@ async function main(): Promise<number> {
   let server: ServerChild | undefined;
   const rows: ResultRow[] = [];
   const failures: string[] = [];
+  const figures: string[] = [];
   let before: TableSize[] = [];
   let after: TableSize[] = [];
   try {
@@ -254,6 +256,10 @@ async function main(): Promise<number> {
       serverPid: server.process.pid!,
       shared: new Map(),
       log: (line) => console.log(`  … ${line}`),
+      figure: (line) => {
+        figures.push(line);
+        console.log(`  = ${line}`);
+      },
     };
     for (const w of workloads) {
       try {
@@ -286,6 +292,7 @@ async function main(): Promise<number> {
   for (const r of rows) {
     if (r.stats.errors) console.log(`errors in ${r.group} ${r.target}: ${r.stats.errors}, e.g. ${r.stats.errorSamples.join(' | ')}`);
   }
+  if (figures.length) console.log(`\nfigures\n${figures.map((f) => `  ${f}`).join('\n')}`);
   console.log('\nwhat each line does');
   for (const r of rows) if (r.note) console.log(`  ${r.group.padEnd(14)} ${r.target.padEnd(8)} ${r.note}`);
 

@@ -1,66 +1,121 @@
 import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
-import { extractIndex } from '../src/search/extract';
+import { INDEX_KINDS, indexTableOf } from '../src/search/index-tables';
 import { writeSearchIndex } from '../src/search/index-writer';
 import { firstPageSql } from '../src/search/search';
 import type { Queryable } from '../src/store/db';
-import { type BenchContext, type BenchWorkload, measured, type ResultRow, runHttpLoad, runLoad } from './harness';
+import { type BenchContext, type BenchWorkload, type LoadStats, measured, type ResultRow, runHttpLoad, runLoad } from './harness';
 import { vitalSignObservation } from './vitals';
 
 /**
- * Issue 3's workloads: Observations loaded for 1,000 patients over a year (BP panels, heart
- * rates, weights), then the hot searches over HTTP at concurrency 8, each beside the SQL the
- * server runs for it, executed raw on the same database (the server ÷ raw ratio is the cost
+ * Issue 3's and 16's workloads: Observations loaded for 1,000 patients over a year (BP panels,
+ * heart rates, weights), then the hot searches over HTTP at concurrency 8, each beside the SQL
+ * the server runs for it, executed raw on the same database (the server ÷ raw ratio is the cost
  * of parsing, planning in JS, and the Bundle).
  *
- * Size: SEARCH_BENCH_OBSERVATIONS (default 100000; 1000000 for the 1M figure). The load goes
- * straight to the tables with the server's own extraction and set-based index writer, 1,000
- * per statement, so the bench measures search, not ingest.
+ * `search`: SEARCH_BENCH_OBSERVATIONS (default 100,000). `search-1m` then grows the same data to
+ * SEARCH_BENCH_1M (default 1,000,000) and measures the hot searches again, so their p95 reads
+ * beside the 100k figure of the same run. The load goes straight to the tables with the
+ * server's own extraction and set-based index writer (src/search writeSearchIndex), 1,000
+ * Observations per statement on two connections, so the bench measures search, not ingest,
+ * and a million loads in minutes. Storage per Observation (table, indexes, history) is printed
+ * after each load.
  */
 const PATIENTS = 1_000;
 const CONCURRENCY = 8;
 const BATCH = 1_000;
+const LOADERS = 2;
+const YEAR_MS = 365 * 86_400_000;
+const LOADED = 'search:loaded';
+
+interface Loaded {
+  patients: string[];
+  count: number;
+  /** p95 of each hot shape at the first size, for the 1M phase to compare with. */
+  p95: Map<string, number>;
+}
 
 function size(): number {
   return Number(process.env.SEARCH_BENCH_OBSERVATIONS ?? 100_000);
 }
 
-async function load(ctx: BenchContext, count: number): Promise<{ patients: string[]; extractMicros: number }> {
-  const raw = ctx.raw as unknown as Queryable & { transaction?: <T>(fn: (tx: Queryable) => Promise<T>) => Promise<T> };
+function millionSize(): number {
+  return Number(process.env.SEARCH_BENCH_1M ?? 1_000_000);
+}
+
+async function loadPatients(ctx: BenchContext): Promise<string[]> {
   const patients = Array.from({ length: PATIENTS }, (_, i) => `bench-${ctx.runId}-p${i}`);
   const now = new Date().toISOString();
   const patientRows = patients.map((id, i) => ({
     id,
     resource: { resourceType: 'Patient', id, meta: { versionId: '1', lastUpdated: now }, identifier: [{ system: ctx.identifierSystem, value: id }], name: [{ family: `Bench${i}`, given: ['Remote'] }] } as fhir4.Patient,
   }));
-  await raw.query(
+  await ctx.raw.query(
     'INSERT INTO patient (id, version_id, last_updated, deleted, content) SELECT id, 1, now(), false, c::jsonb FROM unnest($1::text[], $2::text[]) AS t(id, c)',
     [patientRows.map((p) => p.id), patientRows.map((p) => JSON.stringify(p.resource))],
   );
-  await writeSearchIndex(raw, 'Patient', patientRows);
+  await writeSearchIndex(ctx.raw as unknown as Queryable, 'Patient', patientRows);
+  return patients;
+}
 
-  const yearAgo = Date.now() - 365 * 86_400_000;
-  let extractNanos = 0;
-  for (let first = 0; first < count; first += BATCH) {
-    const entries: Array<{ id: string; resource: fhir4.Observation }> = [];
-    for (let k = first; k < Math.min(count, first + BATCH); k++) {
-      const resource = vitalSignObservation({ patientRef: `Patient/${patients[k % PATIENTS]}`, identifierSystem: ctx.identifierSystem, index: k, effective: new Date(yearAgo + Math.floor(k / PATIENTS) * ((365 * 86_400_000) / (count / PATIENTS))) });
-      resource.id = randomUUID();
-      resource.meta = { ...resource.meta, versionId: '1', lastUpdated: now };
-      entries.push({ id: resource.id, resource });
+/**
+ * Observations `from` … `to` - 1: patient k mod 1,000, taken at a point of the past year spread
+ * by a multiplicative hash of k (so a grown data set interleaves with the first one).
+ */
+async function loadObservations(ctx: BenchContext, patients: string[], from: number, to: number): Promise<{ seconds: number }> {
+  const raw = ctx.raw as unknown as Queryable;
+  const yearAgo = Date.now() - YEAR_MS;
+  const now = new Date().toISOString();
+  let next = from;
+  let reported = from;
+  const started = performance.now();
+  const loader = async () => {
+    while (next < to) {
+      const first = next;
+      next = Math.min(to, first + BATCH);
+      const entries: Array<{ id: string; resource: fhir4.Observation; isNew: true }> = [];
+      for (let k = first; k < Math.min(to, first + BATCH); k++) {
+        const at = yearAgo + (((k * 2654435761) % 1_000_003) / 1_000_003) * YEAR_MS;
+        const resource = vitalSignObservation({ patientRef: `Patient/${patients[k % PATIENTS]}`, identifierSystem: ctx.identifierSystem, index: k, effective: new Date(at) });
+        resource.id = randomUUID();
+        resource.meta = { ...resource.meta, versionId: '1', lastUpdated: now };
+        entries.push({ id: resource.id, resource, isNew: true });
+      }
+      await ctx.raw.transaction(async (tx) => {
+        await tx.query(
+          `INSERT INTO observation (id, version_id, last_updated, deleted, method, content) SELECT id, 1, now(), false, 'POST', c::jsonb FROM unnest($1::text[], $2::text[]) AS t(id, c)`,
+          [entries.map((e) => e.id), entries.map((e) => JSON.stringify(e.resource))],
+        );
+        await writeSearchIndex(tx, 'Observation', entries);
+      });
+      if (next - reported >= 100_000) {
+        reported = next;
+        ctx.log(`search bench: loaded ${next - from} of ${to - from} Observations (${((next - from) / ((performance.now() - started) / 1000)).toFixed(0)}/s)`);
+      }
     }
-    const t0 = performance.now();
-    for (const e of entries) extractIndex('Observation', e.resource);
-    extractNanos += (performance.now() - t0) * 1e6;
-    await raw.query(
-      'INSERT INTO observation (id, version_id, last_updated, deleted, content) SELECT id, 1, now(), false, c::jsonb FROM unnest($1::text[], $2::text[]) AS t(id, c)',
-      [entries.map((e) => e.id), entries.map((e) => JSON.stringify(e.resource))],
-    );
-    await writeSearchIndex(raw, 'Observation', entries);
-    if (first % 100_000 === 0) ctx.log(`search bench: loaded ${first + entries.length} of ${count} Observations`);
+  };
+  await Promise.all(Array.from({ length: LOADERS }, loader));
+  const seconds = (performance.now() - started) / 1000;
+  // As autovacuum leaves tables: statistics and the visibility map (index-only scans).
+  for (const table of ['patient', 'observation', ...INDEX_KINDS.map((k) => indexTableOf('observation', k))]) await ctx.raw.query(`VACUUM ANALYZE ${table}`);
+  return { seconds };
+}
+
+/** Bytes per stored Observation: current and history tables with their indexes and TOAST, and every index table. */
+async function storagePerObservation(ctx: BenchContext): Promise<string> {
+  const tables = ['observation', 'observation_history', ...INDEX_KINDS.map((k) => indexTableOf('observation', k))];
+  const parts: Array<[string, number]> = [];
+  for (const t of tables) {
+    const { rows } = await ctx.raw.query<{ bytes: string | number; n: string | number }>(`SELECT pg_total_relation_size('${t}') AS bytes, (SELECT count(*) FROM ${t}) AS n`);
+    parts.push([`${t}`, Number(rows[0].bytes)]);
   }
-  await raw.query('ANALYZE');
-  return { patients, extractMicros: extractNanos / count / 1000 };
+  const { rows } = await ctx.raw.query<{ n: string | number; rows: string | number }>(
+    `SELECT (SELECT count(*) FROM observation) AS n, ${INDEX_KINDS.map((k) => `(SELECT count(*) FROM ${indexTableOf('observation', k)})`).join(' + ')} AS rows`,
+  );
+  const n = Number(rows[0].n);
+  const total = parts.reduce((s, [, b]) => s + b, 0);
+  const biggest = parts.filter(([, b]) => b > 0.02 * total).sort((a, b) => b[1] - a[1]).map(([t, b]) => `${t} ${(b / n).toFixed(0)} B`);
+  return `storage per Observation at ${n.toLocaleString('en-US')}: ${(total / n / 1024).toFixed(2)} kB (target < 2.5 kB), ${(Number(rows[0].rows) / n).toFixed(1)} index rows each; ${biggest.join(', ')}`;
 }
 
 interface Shape {
@@ -69,44 +124,94 @@ interface Shape {
   query(i: number, patients: string[]): string;
 }
 
-const SHAPES: Shape[] = [
-  {
-    group: 'patient+code+date, -date',
-    type: 'Observation',
-    query: (i, p) => `subject=Patient/${p[i % p.length]}&code=http://loinc.org|8480-6&date=ge${new Date(Date.now() - 90 * 86_400_000).toISOString().slice(0, 10)}&_sort=-date&_count=50`,
-  },
+const since = () => new Date(Date.now() - 90 * 86_400_000).toISOString().slice(0, 10);
+
+/** The issue's hot search, as clients send it (no _sort) and sorted newest first. */
+const HOT: Shape[] = [
+  { group: 'hot search, no _sort', type: 'Observation', query: (i, p) => `subject=Patient/${p[i % p.length]}&code=http://loinc.org|8867-4&date=ge${since()}&_count=50` },
+  { group: 'hot search, -date', type: 'Observation', query: (i, p) => `subject=Patient/${p[i % p.length]}&code=http://loinc.org|8867-4&date=ge${since()}&_sort=-date&_count=50` },
+];
+
+const OTHERS: Shape[] = [
   { group: 'Patient?name=', type: 'Patient', query: (i) => `name=bench${i % 1000}` },
   { group: 'code-value-quantity', type: 'Observation', query: (i, p) => `subject=Patient/${p[i % p.length]}&code-value-quantity=http://loinc.org|29463-7$gt${60 + (i % 30)}|http://unitsofmeasure.org|kg` },
 ];
 
+async function measureShapes(ctx: BenchContext, shapes: Shape[], patients: string[], count: number, suffix: string): Promise<Array<ResultRow & { stats: LoadStats }>> {
+  const n = ctx.n(2_000);
+  const rows: ResultRow[] = [];
+  for (const shape of shapes) {
+    const server = await measured(ctx, 'server', () => runHttpLoad(ctx, n, CONCURRENCY, (client, i) => client.request('GET', `${shape.type}?${shape.query(i, patients)}`)));
+    const raw = await measured(ctx, 'raw SQL', () =>
+      runLoad({
+        n,
+        concurrency: CONCURRENCY,
+        warmup: ctx.warmup,
+        maxSeconds: ctx.maxSeconds,
+        op: async (i) => {
+          const { sql, values } = firstPageSql(shape.type, new URLSearchParams(shape.query(i, patients)));
+          await ctx.raw.query(sql, values);
+          return { ok: true };
+        },
+      }),
+    );
+    const group = `${shape.group}${suffix}`;
+    const note = `${count.toLocaleString('en-US')} Observations, ${PATIENTS} patients: ${shape.type}?${shape.query(0, ['X'])}`;
+    rows.push({ workload: 'search', group, target: 'server', concurrency: CONCURRENCY, ...server, note });
+    rows.push({ workload: 'search', group, target: 'raw SQL', concurrency: CONCURRENCY, ...raw, note: `the server's SQL, run raw on the same pool size` });
+  }
+  return rows;
+}
+
+function hotSummary(ctx: BenchContext, rows: ResultRow[], suffix: string): void {
+  const server = (group: string) => rows.find((r) => r.group === `${group}${suffix}` && r.target === 'server');
+  const unsorted = server(HOT[0].group);
+  const sorted = server(HOT[1].group);
+  if (!unsorted || !sorted) return;
+  const s = unsorted.stats;
+  ctx.figure(
+    `hot search${suffix}: no _sort ${s.perSecond.toFixed(0)} req/s p95 ${s.p95.toFixed(1)} ms, -date ${sorted.stats.perSecond.toFixed(0)} req/s p95 ${sorted.stats.p95.toFixed(1)} ms; ` +
+      `no _sort ÷ -date p95 ${(s.p95 / sorted.stats.p95).toFixed(2)} (target ≤ 1.5)`,
+  );
+}
+
 export const workloads: BenchWorkload[] = [
   {
     name: 'search',
-    description: 'hot searches at concurrency 8 beside their SQL run raw',
+    description: 'hot searches (no _sort and -date) and two others at concurrency 8 beside their SQL run raw; storage per Observation',
     async run(ctx) {
       const count = size();
-      const { patients, extractMicros } = await load(ctx, count);
-      ctx.log(`search bench: extraction ${extractMicros.toFixed(2)} µs per Observation (JS only)`);
-      const n = ctx.n(2_000);
-      const rows: ResultRow[] = [];
-      for (const shape of SHAPES) {
-        const server = await measured(ctx, 'server', () => runHttpLoad(ctx, n, CONCURRENCY, (client, i) => client.request('GET', `${shape.type}?${shape.query(i, patients)}`)));
-        const raw = await measured(ctx, 'raw SQL', () =>
-          runLoad({
-            n,
-            concurrency: CONCURRENCY,
-            warmup: ctx.warmup,
-            maxSeconds: ctx.maxSeconds,
-            op: async (i) => {
-              const { sql, values } = firstPageSql(shape.type, new URLSearchParams(shape.query(i, patients)));
-              await ctx.raw.query(sql, values);
-              return { ok: true };
-            },
-          }),
-        );
-        const note = `${count} Observations, ${PATIENTS} patients`;
-        rows.push({ workload: 'search', group: shape.group, target: 'server', concurrency: CONCURRENCY, ...server, note });
-        rows.push({ workload: 'search', group: shape.group, target: 'raw SQL', concurrency: CONCURRENCY, ...raw, note: `the server's SQL, run raw; extraction ${extractMicros.toFixed(1)} µs/Observation` });
+      const patients = await loadPatients(ctx);
+      const { seconds } = await loadObservations(ctx, patients, 0, count);
+      ctx.figure(`search load: ${count.toLocaleString('en-US')} Observations in ${seconds.toFixed(0)} s (${(count / seconds).toFixed(0)}/s, ${LOADERS} connections, the server's extraction and set-based index writer, 1,000 per transaction)`);
+      ctx.figure(await storagePerObservation(ctx));
+      const rows = await measureShapes(ctx, [...HOT, ...OTHERS], patients, count, '');
+      hotSummary(ctx, rows, '');
+      ctx.shared.set(LOADED, { patients, count, p95: new Map(rows.filter((r) => r.target === 'server').map((r) => [r.group, r.stats.p95])) } satisfies Loaded);
+      return rows;
+    },
+  },
+  {
+    name: 'search-1m',
+    description: 'the hot searches again once the data has grown to SEARCH_BENCH_1M (default 1,000,000) Observations',
+    async run(ctx) {
+      const target = millionSize();
+      let loaded = ctx.shared.get(LOADED) as Loaded | undefined;
+      if (!loaded) loaded = { patients: await loadPatients(ctx), count: 0, p95: new Map() };
+      if (target <= loaded.count) {
+        ctx.log(`search-1m: skipped, SEARCH_BENCH_1M=${target} is not above the ${loaded.count} Observations loaded`);
+        return [];
+      }
+      const { seconds } = await loadObservations(ctx, loaded.patients, loaded.count, target);
+      ctx.figure(`search-1m load: ${(target - loaded.count).toLocaleString('en-US')} more Observations in ${seconds.toFixed(0)} s (${((target - loaded.count) / seconds).toFixed(0)}/s)`);
+      ctx.figure(await storagePerObservation(ctx));
+      const suffix = ` @${(target / 1e6).toFixed(1)}M`;
+      const rows = await measureShapes(ctx, HOT, loaded.patients, target, suffix);
+      hotSummary(ctx, rows, suffix);
+      for (const shape of HOT) {
+        const before = loaded.p95.get(shape.group);
+        const now = rows.find((r) => r.group === `${shape.group}${suffix}` && r.target === 'server')?.stats.p95;
+        if (before !== undefined && now !== undefined) ctx.figure(`${shape.group}: p95 at ${(target / 1e6).toFixed(1)}M ÷ at ${loaded.count.toLocaleString('en-US')} = ${(now / before).toFixed(2)} (target ≤ 1.5)`);
       }
       return rows;
     },

@@ -44,16 +44,19 @@ function timeKey(text: string): string {
   return text === '-infinity' ? '' : text === 'infinity' ? '\uffff' : text;
 }
 
-function dateEnvelope(rows: RowSink['date']): [string, string] | undefined {
+/** The envelope [min low, max high] of the `date` ranges, and whether there were several. */
+function dateEnvelope(rows: RowSink['date']): { low: string; high: string; multi: boolean } | undefined {
   let low: string | undefined;
   let high: string | undefined;
+  let count = 0;
   for (const { param, row } of rows) {
     if (param !== DENORMALISED_DATE) continue;
     const [l, h] = row as [string, string];
+    count++;
     if (low === undefined || timeKey(l) < timeKey(low)) low = l;
     if (high === undefined || timeKey(h) > timeKey(high)) high = h;
   }
-  return low === undefined || high === undefined ? undefined : [low, high];
+  return low === undefined || high === undefined ? undefined : { low, high, multi: count > 1 };
 }
 
 /** Drops repeated token rows (the same coding twice), so a match yields one row per resource. */
@@ -101,8 +104,9 @@ export function extractIndex(resourceType: string, resource: fhir4.FhirResource)
     if (envelope) {
       for (const t of rows.token) {
         const row: IndexRow = t.row;
-        row[5] = envelope[0];
-        row[6] = envelope[1];
+        row[5] = envelope.low;
+        row[6] = envelope.high;
+        row[7] = envelope.multi;
       }
     }
   }

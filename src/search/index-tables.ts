@@ -9,7 +9,9 @@ export type IndexKind = 'token' | 'string' | 'date' | 'quantity' | 'number' | 'u
 export const INDEX_COLUMNS: Record<IndexKind, ReadonlyArray<readonly [name: string, pgType: string]>> = {
   // date_low/date_high: the resource's own `date` parameter, copied onto its token rows so that
   // "this patient's readings of this code since D, newest first" is one index range scan.
-  token: [['system', 'text'], ['code', 'text'], ['hash', 'int8'], ['code_hash', 'int8'], ['text', 'text'], ['date_low', 'timestamptz'], ['date_high', 'timestamptz']],
+  // date_multi: that parameter has several ranges (a Timing's events), so [date_low, date_high]
+  // is only their envelope and a date filter must still be checked against {type}_date.
+  token: [['system', 'text'], ['code', 'text'], ['hash', 'int8'], ['code_hash', 'int8'], ['text', 'text'], ['date_low', 'timestamptz'], ['date_high', 'timestamptz'], ['date_multi', 'bool']],
   string: [['value', 'text'], ['exact', 'text']],
   date: [['low', 'timestamptz'], ['high', 'timestamptz']],
   quantity: [['value', 'numeric'], ['system', 'text'], ['code', 'text'], ['unit', 'text'], ['cvalue', 'numeric'], ['cunit', 'text']],
@@ -33,7 +35,7 @@ export function indexTableOf(resourceTable: string, kind: IndexKind): string {
 }
 
 /** One value's columns after (id, param, patient), in INDEX_COLUMNS order; null for absent. */
-export type IndexRow = Array<string | number | null>;
+export type IndexRow = Array<string | number | boolean | null>;
 
 /** The rows one resource yields, per table, each tagged with its parameter code. */
 export type RowSink = Record<IndexKind, Array<{ param: string; row: IndexRow }>>;

@@ -283,9 +283,21 @@ export function planDriver(resourceType: string, filters: readonly Filter[], sor
   ];
   const consumed = new Set<Filter>([keyFilter, tokenFilter]);
   for (const f of filters) {
-    if (f.kind !== 'param' || f.param.code !== 'date' || f.param.type !== 'date' || f.terms.length !== 1 || f.missing !== undefined) continue;
-    const bound = dateIndexBound(f.terms[0] as DateTerm, `${d}.date_low`, `${d}.date_high`, q);
-    if (bound) conditions.push(bound);
+    if (f.kind !== 'param' || f.param.code !== 'date' || f.param.type !== 'date' || f.param.storage.kind !== 'indexed') continue;
+    if (f.missing !== undefined || f.modifier !== undefined || f.negate) continue;
+    const terms = f.terms as DateTerm[];
+    if (terms.length === 1) {
+      const bound = dateIndexBound(terms[0], `${d}.date_low`, `${d}.date_high`, q);
+      if (bound) conditions.push(bound);
+    }
+    // The driving row carries the resource's `date` range: when it is the only one, the filter
+    // is decided on the row (index-only), with no probe of the date table; a resource with
+    // several ranges (date_multi) is checked against them. Never re-check what the row knows.
+    // On `d.id` (= r.id), so the whole condition is on the driving row and filters in its scan.
+    const onRow = terms.map((t) => dateCondition(t, `${d}.date_low`, `${d}.date_high`, q));
+    const exact = onRow.length === 1 ? onRow[0] : `(${onRow.join(' OR ')})`;
+    conditions.push(`(CASE WHEN ${d}.date_multi THEN ${paramFilterCondition(resourceType, f, d, q)} ELSE ${exact} END)`);
+    consumed.add(f);
   }
   let sortColumns: SortColumn[] | undefined;
   if (sort.length === 1 && sort[0].param.code === 'date' && sort[0].param.type === 'date') {

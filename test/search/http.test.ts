@@ -227,6 +227,39 @@ describe('FHIR search over HTTP', () => {
       expect(bundle.total).to.equal(2);
     });
 
+    it('the same without _sort answers newest first, pages by cursor, and checks each of a Timing\'s dates', async () => {
+      const patient = await create({ resourceType: 'Patient', name: [{ family: `Height${run}` }] });
+      const height = (effective: Record<string, unknown>) =>
+        create({ resourceType: 'Observation', status: 'final', subject: { reference: `Patient/${patient}` }, code: { coding: [{ system: LOINC, code: '8302-2' }] }, ...effective, valueQuantity: { value: 170, unit: 'cm', system: UCUM, code: 'cm' } });
+      // Two measurements in one resource: its date envelope [June 2025, 1 Feb 2026] is not a
+      // value, so `ge2026-02-01` (a day) must match it through the 1 February event alone.
+      const timing = await height({ effectiveTiming: { event: ['2025-06-01T08:00:00Z', '2026-02-01T08:00:00Z'] } });
+      const march = await height({ effectiveDateTime: '2026-03-01T08:00:00Z' });
+      const old = await height({ effectiveDateTime: '2025-05-01T08:00:00Z' });
+      const ids = async (url: string) => ((await search(url)).bundle.entry ?? []).map((e: any) => e.resource.id);
+      const hot = `Observation?subject=Patient/${patient}&code=${LOINC}|8302-2`;
+      expect(await ids(hot)).to.equal([march, timing, old]);
+      expect(await ids(`${hot}&date=ge2026-02-01`)).to.equal([march, timing]);
+      expect(await ids(`${hot}&date=le2025-06-01`)).to.equal([timing, old]);
+      expect(await ids(`${hot}&date=gt2026-02-01`)).to.equal([march]);
+      // The generic path (no driving code filter) agrees.
+      expect((await ids(`Observation?subject=Patient/${patient}&date=ge2026-02-01`)).sort()).to.equal([march, timing].sort());
+      // Keyset paging over the index order: every row once, in order, and back.
+      const seen: string[] = [];
+      let url: string | undefined = `${hot}&_count=1`;
+      let last: any;
+      while (url) {
+        const { bundle }: { bundle: any } = await search(url);
+        seen.push(...bundle.entry.map((e: any) => e.resource.id));
+        last = bundle;
+        const next = bundle.link.find((l: any) => l.relation === 'next');
+        url = next ? next.url.slice(app.ctx.baseUrl.length + 1) : undefined;
+      }
+      expect(seen).to.equal([march, timing, old]);
+      const prev = last.link.find((l: any) => l.relation === 'previous');
+      expect(await ids(prev.url.slice(app.ctx.baseUrl.length + 1))).to.equal([timing]);
+    });
+
     it('Device?patient= finds the patient\'s devices', async () => {
       const { bundle } = await search(`Device?patient=${pid}`);
       expect(bundle.entry.map((e: any) => e.resource.id)).to.equal([deviceId]);

@@ -10,7 +10,7 @@ import type { ParameterTypeModule } from './module';
 /**
  * Token: codes, Codings, CodeableConcepts, Identifiers, ContactPoints, booleans.
  * Row: system, code, hash(system|code), hash(code), normalised display text (for `:text`);
- * date_low/date_high are filled by the writer.
+ * date_low/date_high/date_multi are filled by extraction (`extractIndex`).
  *
  * `identifier:of-type` rows are extra rows whose hash covers type system, type code and value
  * (prefixed so they cannot equal an ordinary `system|value` hash) with no code_hash.
@@ -37,6 +37,7 @@ function push(sink: RowSink, param: string, system: string | undefined, code: st
     display ? normalizeText(display) : null,
     null,
     null,
+    false,
   ];
   sink.token.push({ param, row });
 }
@@ -61,7 +62,7 @@ function extractOne(v: TypedValue, param: string, sink: RowSink): void {
       push(sink, param, id.system, id.value, id.type?.text);
       for (const t of id.type?.coding ?? []) {
         if (t.code === undefined) continue;
-        sink.token.push({ param, row: [null, null, ofTypeHash(t.system ?? '', t.code, id.value), null, null, null, null] });
+        sink.token.push({ param, row: [null, null, ofTypeHash(t.system ?? '', t.code, id.value), null, null, null, null, false] });
       }
       return;
     }
