@@ -45,6 +45,12 @@ export interface Config {
   auth: AuthConfig;
   /** The audit trail (src/audit). AUDIT=false turns it off: for measuring its cost only, refused in production. */
   audit: AuditConfig;
+  /**
+   * PSEUDONYM_KEY (at least 32 characters): the HMAC key of pseudonyms — `$anonymize`'s ids and
+   * date shifts, and the erased patient's name in the erasure's audit record (decision 014).
+   * Unset: `$anonymize` is refused and erasure records carry no pseudonym.
+   */
+  pseudonymKey?: string;
 }
 
 export interface AuditConfig {
@@ -108,7 +114,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     allowClockOverride: clockOverride(env),
     auth: loadAuthConfig(env),
     audit: loadAuditConfig(env),
+    ...(env.PSEUDONYM_KEY ? { pseudonymKey: pseudonymKey(env.PSEUDONYM_KEY) } : {}),
   };
+}
+
+function pseudonymKey(value: string): string {
+  if (value.length < 32) throw new Error('PSEUDONYM_KEY must be at least 32 characters (a random secret: openssl rand -hex 32)');
+  return value;
 }
 
 function loadAuditConfig(env: NodeJS.ProcessEnv): AuditConfig {

@@ -27,7 +27,8 @@ export const LAYERS: ReadonlyArray<readonly string[]> = [
   // Below auth: the token and login endpoints note who claims to ask, for the audit trail.
   ['audit'],
   // landing: GET / and /docs, a page beside the capabilities (reads only config and kernel).
-  ['auth', 'devices', 'monitoring', 'landing'],
+  // gdpr: erasure and pseudonymised copies, operations on the pipeline and $everything.
+  ['auth', 'devices', 'monitoring', 'landing', 'gdpr'],
   // Medication schedules raise their Flags and reminders through monitoring's (flags, notify).
   ['medication'],
   // Apps served beside the API, clients of it (the dashboard registers itself with auth).
