@@ -96,6 +96,11 @@ export async function chainStaged(db: Db, limit: number): Promise<number> {
   });
 }
 
+/** Whether any staged row waits to be chained. */
+export async function hasStaged(db: Queryable): Promise<boolean> {
+  return (await db.query<{ waiting: boolean }>('SELECT EXISTS (SELECT 1 FROM audit_pending) AS waiting')).rows[0]!.waiting;
+}
+
 /** Appends `records` to the chain directly, in this transaction (it takes the chain head's lock until commit). */
 export async function appendToChain(tx: Queryable, records: readonly AuditRecord[]): Promise<void> {
   if (records.length === 0) return;

@@ -1,11 +1,11 @@
 import type { Logger } from 'pino';
 import type { Db } from '../store/db';
-import { chainStaged } from './chain';
+import { chainStaged, hasStaged } from './chain';
 
 /** Rows moved per chaining transaction: the batch that keeps one transaction short. */
 const BATCH = 1_000;
 /** How long a kick waits, so that the staged rows of commits close together are chained in one transaction. */
-const COALESCE_MS = 5;
+const COALESCE_MS = 25;
 /** The backstop: rows staged by another server process, or left by a chaining that failed, wait at most this long. */
 const POLL_MS = 1_000;
 
@@ -27,7 +27,10 @@ export class AuditChainer {
   ) {}
 
   start(): void {
-    this.poll ??= setInterval(() => this.kick(), POLL_MS);
+    // One cheap look a second; a chaining transaction only when something waits.
+    this.poll ??= setInterval(() => {
+      hasStaged(this.db).then((waiting) => waiting && this.kick(), () => undefined);
+    }, POLL_MS);
     this.poll.unref();
   }
 

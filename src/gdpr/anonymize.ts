@@ -20,13 +20,20 @@ import { pseudonym } from '../kernel/pseudonym';
  * free text in other elements (a note, a valueString) is the sender's to keep clean.
  */
 const PERSON_TYPES = new Set(['Patient', 'Practitioner', 'RelatedPerson', 'Person']);
-const REMOVED_EVERYWHERE = new Set(['telecom', 'address', 'photo', 'text']);
+const REMOVED_EVERYWHERE = new Set(['telecom', 'address', 'photo']);
 const REMOVED_FROM_PERSONS = new Set(['name', 'contact']);
 const VERSION_AUTHOR_URL = 'http://rpm.example.org/fhir/StructureDefinition/version-author';
 const PSEUDONYMISED: fhir4.Coding = { system: 'http://terminology.hl7.org/CodeSystem/v3-ObservationValue', code: 'PSEUDED', display: 'pseudonymized' };
 const FULL_DATE = /^(\d{4}-\d{2}-\d{2})(T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2}))?$/;
 const REFERENCE = /^(?:.*\/)?([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[^/]+)?$/;
 const DAY_MS = 86_400_000;
+
+/** A resource without its narrative (`text`: the generated HTML names the patient); `text` elsewhere (CodeableConcept.text) is clinical and stays. */
+function withoutNarrative(resource: unknown): unknown {
+  if (resource === null || typeof resource !== 'object') return resource;
+  const { text: _narrative, ...rest } = resource as Record<string, unknown>;
+  return rest;
+}
 
 export interface Pseudonymiser {
   /** The pseudonymised copy of `resource` (the input is not changed). */
@@ -64,7 +71,7 @@ export function pseudonymiser(key: string, patientId: string): Pseudonymiser {
       } else if (k === 'resourceType' || k === 'system' || k === 'code' || k === 'url' || k === 'unit') {
         out[k] = v;
       } else if (k === 'contained' && Array.isArray(v)) {
-        out[k] = v.map((r) => walk(r, PERSON_TYPES.has((r as { resourceType?: string }).resourceType ?? '')));
+        out[k] = v.map((r) => walk(withoutNarrative(r), PERSON_TYPES.has((r as { resourceType?: string }).resourceType ?? '')));
       } else {
         out[k] = walk(v, personType);
       }
@@ -82,7 +89,7 @@ export function pseudonymiser(key: string, patientId: string): Pseudonymiser {
   return {
     shiftDays,
     resource<T extends fhir4.FhirResource>(resource: T): T {
-      const { meta, id, ...body } = resource;
+      const { meta, id, ...body } = withoutNarrative(resource) as T;
       const copy = walk(body, PERSON_TYPES.has(resource.resourceType)) as T;
       if (id !== undefined) copy.id = idOf(resource.resourceType, id);
       const profile = meta?.profile;
