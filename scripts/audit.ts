@@ -31,6 +31,7 @@ export async function runAudit(db: Db | undefined, argv: string[], out: (text: s
       result = await verifyChain(db!);
     }
     for (const p of result.problems) out(`row ${p.seq}: ${p.problem}: ${p.detail}\n`);
+    if (result.staged) out(`${result.staged} staged rows not chained yet (a running server chains them within about a second)\n`);
     out(`${result.rows} rows, head ${result.head.seq} ${result.head.hash}: ${result.problems.length === 0 ? 'intact' : `${result.problems.length} problem(s)`}\n`);
     return result.problems.length === 0 ? 0 : 1;
   }

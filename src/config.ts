@@ -49,6 +49,12 @@ export interface Config {
   auth: AuthConfig;
   /** The audit trail (src/audit). AUDIT=false turns it off: for measuring its cost only, refused in production. */
   audit: AuditConfig;
+  /**
+   * PSEUDONYM_KEY (at least 32 characters): the HMAC key of pseudonyms — `$anonymize`'s ids and
+   * date shifts, and the erased patient's name in the erasure's audit record (decision 014).
+   * Unset: `$anonymize` is refused and erasure records carry no pseudonym.
+   */
+  pseudonymKey?: string;
   /** Bulk Data export (src/bulk). */
   bulk: BulkConfig;
   /** The Withings cloud connector (src/withings), when WITHINGS_CLIENT_ID is set; README "Withings". */
@@ -182,6 +188,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     allowClockOverride: clockOverride(env),
     auth: loadAuthConfig(env),
     audit: loadAuditConfig(env),
+    ...(env.PSEUDONYM_KEY ? { pseudonymKey: pseudonymKey(env.PSEUDONYM_KEY) } : {}),
     bulk: {
       fileTtlMs: duration(env.BULK_FILE_TTL, 3_600_000, 'BULK_FILE_TTL'),
       pollIntervalMs: duration(env.BULK_POLL_INTERVAL, 1_000, 'BULK_POLL_INTERVAL'),
@@ -234,6 +241,11 @@ function loadAlertConfig(env: NodeJS.ProcessEnv): AlertConfig {
     emailDomains: (env.ALERT_EMAIL_DOMAINS ?? '').split(',').map((d) => d.trim().toLowerCase()).filter(Boolean),
     emailPhi,
   };
+}
+
+function pseudonymKey(value: string): string {
+  if (value.length < 32) throw new Error('PSEUDONYM_KEY must be at least 32 characters (a random secret: openssl rand -hex 32)');
+  return value;
 }
 
 function loadAuditConfig(env: NodeJS.ProcessEnv): AuditConfig {

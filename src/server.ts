@@ -20,6 +20,7 @@ import { Stages } from './pipeline';
 import { type Db, openDb } from './store/db';
 import { registerMedication } from './medication';
 import { registerMonitoring } from './monitoring';
+import { registerGdpr } from './gdpr';
 import { migrateAll } from './schema';
 import { terminologyRoutes } from './fhir/terminology-routes';
 import { warmUp } from './validation/schema';
@@ -113,6 +114,7 @@ export async function createServer(config: Config, options: { db?: Db; logger?: 
   registerDevices(ctx);
   const monitoring = registerMonitoring(ctx, server);
   const medication = registerMedication(ctx);
+  registerGdpr(ctx);
   await server.register({ plugin: devicesPlugin, options: { ctx } });
   await server.register({ plugin: terminologyRoutes, options: { ctx } });
   await server.register({ plugin: landingRoutes, options: { config, apps: [{ href: DASHBOARD_PATH, title: 'Clinician dashboard', note: 'a SMART app of this API' }] } });

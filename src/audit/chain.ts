@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { Queryable } from '../store/db';
+import type { Db, Queryable } from '../store/db';
 
 /**
  * The audit trail's storage: an append-only table whose rows are hash-chained (research note
@@ -36,22 +36,90 @@ export function link(previousHash: string, seq: bigint | string, json: string): 
   return createHash('sha256').update(`${previousHash}\n${seq}\n${json}`).digest('hex');
 }
 
-/** Appends `records` to the chain in this transaction; they commit or roll back with it. */
+/** An AuditEvent as it is stored: the JSON text and the search keys beside it. */
+interface StoredAudit {
+  id: string;
+  recorded: string;
+  type: string | null;
+  subtype: string | null;
+  action: string | null;
+  outcome: string;
+  patients: string[];
+  agents: string[];
+  entities: string[];
+  json: string;
+}
+
+function stored(r: AuditRecord): StoredAudit {
+  const code = (c: fhir4.Coding | undefined) => c?.code ?? null;
+  return {
+    id: r.event.id, recorded: r.event.recorded, type: code(r.event.type), subtype: code(r.event.subtype?.[0]),
+    action: r.event.action ?? null, outcome: r.event.outcome ?? '0', patients: r.patients, agents: r.agents, entities: r.entities, json: JSON.stringify(r.event),
+  };
+}
+
+/**
+ * Stages `records` in this transaction (they commit or roll back with it): one INSERT into
+ * audit_pending, no lock shared with other transactions. The chainer links them into the chain
+ * after commit (chainStaged). Measured reason (decision 014): taking the chain head in every write
+ * transaction made concurrent commits queue on one row (+39 % CPU per create at 16 clients).
+ */
+export async function stageRecords(tx: Queryable, records: readonly AuditRecord[]): Promise<void> {
+  if (records.length === 0) return;
+  await tx.query(
+    `INSERT INTO audit_pending (id, recorded, type, subtype, action, outcome, patients, agents, entities, json)
+     SELECT r->>'id', (r->>'recorded')::timestamptz, r->>'type', r->>'subtype', r->>'action', r->>'outcome',
+            ARRAY(SELECT jsonb_array_elements_text(r->'patients')), ARRAY(SELECT jsonb_array_elements_text(r->'agents')),
+            ARRAY(SELECT jsonb_array_elements_text(r->'entities')), r->>'json'
+       FROM jsonb_array_elements($1::jsonb) AS r`,
+    [JSON.stringify(records.map(stored))],
+  );
+}
+
+/**
+ * Moves up to `limit` staged rows, oldest first, into the chain, in one transaction of three
+ * statements whatever the batch size; answers how many. Chainers of several server processes
+ * queue on the head's row lock, and each sees what the one before it moved.
+ */
+export async function chainStaged(db: Db, limit: number): Promise<number> {
+  return db.transaction(async (tx) => {
+    const head = await lockHead(tx);
+    const moved = (await tx.query<StoredAudit & { queued: string }>(
+      `DELETE FROM audit_pending WHERE queued IN (SELECT queued FROM audit_pending ORDER BY queued LIMIT $1)
+       RETURNING queued::text AS queued, id, recorded, type, subtype, action, outcome, patients, agents, entities, json`,
+      [limit],
+    )).rows;
+    if (moved.length === 0) return 0;
+    moved.sort((a, b) => (BigInt(a.queued) < BigInt(b.queued) ? -1 : 1));
+    await append(tx, head, moved.map((m) => ({ ...m, recorded: new Date(m.recorded).toISOString() })));
+    return moved.length;
+  });
+}
+
+/** Whether any staged row waits to be chained. */
+export async function hasStaged(db: Queryable): Promise<boolean> {
+  return (await db.query<{ waiting: boolean }>('SELECT EXISTS (SELECT 1 FROM audit_pending) AS waiting')).rows[0]!.waiting;
+}
+
+/** Appends `records` to the chain directly, in this transaction (it takes the chain head's lock until commit). */
 export async function appendToChain(tx: Queryable, records: readonly AuditRecord[]): Promise<void> {
   if (records.length === 0) return;
+  await append(tx, await lockHead(tx), records.map(stored));
+}
+
+async function lockHead(tx: Queryable): Promise<{ seq: string; hash: string }> {
   const head = (await tx.query<{ seq: string; hash: string }>('SELECT seq::text AS seq, hash FROM audit_chain_head WHERE one FOR UPDATE')).rows[0];
   if (!head) throw new Error('audit_chain_head is missing its row: the audit migration did not run');
+  return head;
+}
+
+async function append(tx: Queryable, head: { seq: string; hash: string }, records: readonly StoredAudit[]): Promise<void> {
   let seq = BigInt(head.seq);
   let hash = head.hash;
   const rows = records.map((r) => {
     seq += 1n;
-    const json = JSON.stringify(r.event);
-    hash = link(hash, seq, json);
-    const code = (c: fhir4.Coding | undefined) => c?.code ?? null;
-    return {
-      seq: seq.toString(), id: r.event.id, recorded: r.event.recorded, type: code(r.event.type), subtype: code(r.event.subtype?.[0]),
-      action: r.event.action ?? null, outcome: r.event.outcome ?? '0', patients: r.patients, agents: r.agents, entities: r.entities, json, hash,
-    };
+    hash = link(hash, seq, r.json);
+    return { ...r, seq: seq.toString(), hash };
   });
   // One statement for the rows and the head: an append is two round trips whatever its size.
   await tx.query(
@@ -75,6 +143,8 @@ export interface ChainProblem {
 
 export interface VerifyResult {
   rows: number;
+  /** Rows staged by committed writes and not chained yet (the chainer links them within about a second). */
+  staged?: number;
   head: { seq: string; hash: string };
   problems: ChainProblem[];
 }
@@ -143,5 +213,6 @@ export async function verifyChain(db: Queryable): Promise<VerifyResult> {
   check();
   const end = verifyRows([], head, state);
   problems.push(...end.problems);
-  return { rows, head: head ?? { seq: '0', hash: GENESIS }, problems };
+  const staged = Number((await db.query<{ n: string }>('SELECT count(*)::text AS n FROM audit_pending')).rows[0]!.n);
+  return { rows, staged, head: head ?? { seq: '0', hash: GENESIS }, problems };
 }

@@ -2,7 +2,10 @@ import type { Request, Server } from '@hapi/hapi';
 import { type AccessPolicy, unrestricted } from '../access/policy';
 import type { FhirContext } from '../fhir/context';
 import { stampAuthors } from './authorship';
+import { contributeAuditEvent } from './capability';
+import { recordErasure } from './erasure';
 import { auditRecords, type Observer } from './event';
+import { AuditChainer } from './chainer';
 import { auditOfRequest, disclosedPatients } from './http';
 import { AuditRecorder } from './recorder';
 import { auditWrites } from './writes';
@@ -11,6 +14,7 @@ export { noteClaimedActor } from './http';
 export { auditRoutes } from './search';
 export { verifyChain, type VerifyResult } from './chain';
 export { VERSION_AUTHOR_URL } from './authorship';
+export { ERASED_PATIENT_SYSTEM } from './erasure';
 
 /**
  * The audit trail (docs/decisions/013-audit-trail.md): who did what, when, from where.
@@ -20,7 +24,7 @@ export { VERSION_AUTHOR_URL } from './authorship';
  * AUDIT=false registers nothing (for measuring the cost only).
  */
 export interface AuditTrail {
-  /** Stores the read audits still waiting (tests, shutdown). */
+  /** Stores the read audits still waiting and chains every staged write audit (tests, shutdown). */
   flush(): Promise<void>;
   stop(): Promise<void>;
 }
@@ -28,11 +32,17 @@ export interface AuditTrail {
 export function registerAudit(ctx: FhirContext, server: Server): AuditTrail {
   // Authorship is part of the data, not of the trail: it stays when AUDIT=false.
   ctx.stages.use('enrich', 'audit.authorship', async (_uow, writes) => stampAuthors(writes, ctx.baseUrl));
+  contributeAuditEvent();
   if (!ctx.config.audit.enabled) return { flush: async () => {}, stop: async () => {} };
   const observer: Observer = { get baseUrl() { return ctx.baseUrl; } };
   const recorder = new AuditRecorder(ctx.db, ctx.log, ctx.config.audit);
+  const chainer = new AuditChainer(ctx.db, ctx.log);
+  chainer.start();
 
+  // Staged in the write's transaction, chained right after its commit (decision 014).
   ctx.stages.use('commit', 'audit.writes', (uow) => auditWrites(uow, observer));
+  ctx.stages.use('after-commit', 'audit.chain', async () => chainer.kick());
+  ctx.stages.use('erase', 'audit.erasure', (uow, erased) => recordErasure(uow, erased, observer, ctx.config.pseudonymKey));
 
   server.events.on('response', (request: Request) => {
     let audit;
@@ -47,7 +57,16 @@ export function registerAudit(ctx: FhirContext, server: Server): AuditTrail {
     recorder.record(() => auditRecords({ ...fact, patients: disclosed ? disclosedPatients(disclosed) : [] }, observer));
   });
 
-  return { flush: () => recorder.flush(), stop: () => recorder.stop() };
+  return {
+    flush: async () => {
+      await recorder.flush();
+      await chainer.drain();
+    },
+    stop: async () => {
+      await recorder.stop();
+      await chainer.stop();
+    },
+  };
 }
 
 /** The policy a request held, if it got as far as authentication. */

@@ -1,6 +1,6 @@
 import type { CommittedWrite, UnitOfWork } from '../pipeline';
 import { patientsOf } from '../search';
-import { appendToChain, type AuditRecord } from './chain';
+import { type AuditRecord, stageRecords } from './chain';
 import { type AuditFact, auditRecords, type Observer } from './event';
 
 const INTERACTION: Record<CommittedWrite['method'], { subtype: string; action: AuditFact['action'] }> = {
@@ -12,11 +12,12 @@ const INTERACTION: Record<CommittedWrite['method'], { subtype: string; action: A
 
 /**
  * The pipeline's commit stage: one AuditEvent per version the unit wrote (every REST write,
- * bundle entry, device reading, Flag a rule raised), appended to the chain in the unit's own
- * transaction — no audit without its write, no write without its audit.
+ * bundle entry, device reading, Flag a rule raised), staged in the unit's own transaction — no
+ * audit without its write, no write without its audit — and linked into the chain after commit
+ * by the chainer (src/audit/chainer.ts), so that commits do not queue on the chain's head.
  */
 export async function auditWrites(uow: UnitOfWork, observer: Observer): Promise<void> {
-  await appendToChain(uow.tx, uow.committed.flatMap((w) => writeRecords(w, observer)));
+  await stageRecords(uow.tx, uow.committed.flatMap((w) => writeRecords(w, observer)));
 }
 
 export function writeRecords(w: CommittedWrite, observer: Observer): AuditRecord[] {

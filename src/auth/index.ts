@@ -4,6 +4,7 @@ import type { FhirContext } from '../fhir/context';
 import { registerAuthorizeRoutes } from './authorize';
 import { contributeSecurity } from './capability';
 import { fhirDirectory } from './directory';
+import { forgetGrants } from './erasure';
 import { KeyStore } from './keys';
 import { RemoteJwksCache } from './remote-jwks';
 import { registerLaunchRoute } from './launch';
@@ -44,6 +45,7 @@ export const authPlugin: Plugin<{ ctx: FhirContext }> = {
     await state.keys.init(ctx.config.auth.signingKey);
     server.expose('state', state);
     contributeSecurity();
+    ctx.stages.use('erase', 'auth.grants', forgetGrants);
     await registerStrategy(server, state);
     registerAuthRoutes(server, state);
     registerSessionCookie(server, state);

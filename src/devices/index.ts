@@ -1,4 +1,5 @@
 import type { FhirContext } from '../fhir/context';
+import { forgetDevices } from './erasure';
 import { checkDeviceWrites, recordDeviceIdentities } from './identity';
 import { mapObservations } from './mapping';
 
@@ -15,4 +16,5 @@ export function registerDevices(ctx: FhirContext): void {
   ctx.stages.use('validate', 'devices.identity', checkDeviceWrites);
   ctx.stages.use('enrich', 'devices.mapping', (_uow, writes) => mapObservations(writes));
   ctx.stages.use('rules', 'devices.identity', recordDeviceIdentities);
+  ctx.stages.use('erase', 'devices.identity', forgetDevices);
 }

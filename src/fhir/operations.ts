@@ -1,4 +1,5 @@
 import { requireAction, requireReadable } from '../access/enforce';
+import type { AccessPolicy } from '../access/policy';
 import type { FhirContext, InteractionResult } from './context';
 import { badRequest, notFound, notSupported } from '../kernel/outcome';
 import type { RestRequest } from './rest-request';
@@ -20,6 +21,12 @@ export interface OperationDefinition {
   handler: OperationHandler;
   /** Canonical URL of its OperationDefinition, for the CapabilityStatement. */
   definition?: string;
+  /**
+   * The operation's own rights check, in place of the default (update or read rights on the type
+   * and, at instance level, a visible instance): for an operation that needs more than any
+   * resource scope implies ($erase). Runs before the handler and before any content is read.
+   */
+  authorize?: (policy: AccessPolicy) => void;
 }
 
 /**
@@ -66,8 +73,11 @@ export class OperationRegistry {
     }
     // An operation that changes data needs update rights on its type; one that reads, read rights
     // (and, at instance level, that instance must be visible to the token).
-    requireAction(req.policy, req.type, definition.affectsState ? 'u' : 'r');
-    if (req.id !== undefined) await requireReadable(ctx.db, req.policy, req.type, req.id);
+    if (definition.authorize) definition.authorize(req.policy);
+    else {
+      requireAction(req.policy, req.type, definition.affectsState ? 'u' : 'r');
+      if (req.id !== undefined) await requireReadable(ctx.db, req.policy, req.type, req.id);
+    }
     checkParameters(req.body);
     return definition.handler(ctx, req);
   }

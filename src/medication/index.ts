@@ -12,6 +12,7 @@ import { sendReminders } from './reminders';
 import { activeSchedules, clocksOf, gracesOf, ROUTINE_URL, storeSchedules, TIMEZONE_URL } from './schedules';
 import { type CompiledRequest, compileRequest, gracePeriodOf, routineEvents } from './timing';
 import { isTimeZone, localDateTime } from './zone';
+import { forgetMedication } from './erasure';
 
 /**
  * Medication schedules as stages of the one write pipeline, beside monitoring and built on it
@@ -35,6 +36,7 @@ const MAX_REQUESTS = 200;
 
 export function registerMedication(ctx: FhirContext): Medication {
   ctx.stages.use('validate', 'medication', (uow, writes) => validate(uow, writes));
+  ctx.stages.use('erase', 'medication', forgetMedication);
   ctx.stages.use('rules', 'medication', async (uow, committed) => {
     const requests = committed.filter((w) => w.type === 'MedicationRequest');
     if (requests.length) {

@@ -17,6 +17,7 @@ import { DeliveryWorker } from './delivery';
 import { enqueueNotifications, noteSubscriber, recordSubscribers } from './notify';
 import { acceptSubscription, endpointPolicy } from './subscription-accept';
 import { bindingTokenOperation, WebsocketChannel } from './websocket';
+import { forgetMonitoring } from './erasure';
 
 /**
  * Monitoring rules as stages of the one write pipeline (DESIGN "Data flow"):
@@ -42,6 +43,7 @@ export function registerMonitoring(ctx: FhirContext, server: Server): Monitoring
   ctx.stages.use('validate', 'monitoring.plans', (uow, writes) => validatePlans(uow, writes));
   ctx.stages.use('validate', 'monitoring.subscriptions', (uow, writes) => acceptSubscriptions(ctx, uow, writes, listeningPort()));
   ctx.stages.use('judge', 'monitoring.limits', (uow, writes) => judgeObservations(uow, writes));
+  ctx.stages.use('erase', 'monitoring', forgetMonitoring);
   // The worker is woken only when a rule queued a notification: most commits queue none, and a
   // drain costs a query. A wake-up lost to a concurrent unit is picked up by the worker's poll.
   let queued = false;

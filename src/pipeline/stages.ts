@@ -60,8 +60,25 @@ export type CommitHook = (uow: UnitOfWork) => Promise<void>;
 /** after-commit: every write the unit committed (nested ones too); failures are logged, never undo. */
 export type AfterCommitHook = (committed: readonly CommittedWrite[]) => Promise<void>;
 
-type Pluggable = 'validate' | 'enrich' | 'judge' | 'rules' | 'commit' | 'after-commit';
-type HookOf<S extends Pluggable> = S extends 'rules' ? RuleHook : S extends 'commit' ? CommitHook : S extends 'after-commit' ? AfterCommitHook : ContentHook;
+/** A Patient compartment being erased (GDPR Art. 17), as the erase hooks see it. */
+export interface ErasedCompartment {
+  readonly patientId: string;
+  /** The resources erased whole (every version, every index row), ids by type; the Patient among them. */
+  readonly resources: ReadonlyMap<string, readonly string[]>;
+  /** Who erases (the erasure's own audit record names them). */
+  readonly policy: AccessPolicy;
+}
+/**
+ * erase: not a stage of a write but the pipeline's other way of changing data
+ * (src/pipeline/erase.ts). Each capability forgets, in the erasing unit's transaction, what it
+ * keeps about the compartment in its own tables (plans, Flags' keys, outbox rows, schedules,
+ * device identities, grants), and the audit trail records the erasure. A throw rolls the whole
+ * erasure back.
+ */
+export type EraseHook = (uow: UnitOfWork, erased: ErasedCompartment) => Promise<void>;
+
+type Pluggable = 'validate' | 'enrich' | 'judge' | 'rules' | 'commit' | 'after-commit' | 'erase';
+type HookOf<S extends Pluggable> = S extends 'rules' ? RuleHook : S extends 'commit' ? CommitHook : S extends 'after-commit' ? AfterCommitHook : S extends 'erase' ? EraseHook : ContentHook;
 
 /**
  * The hooks capabilities plug into the pipeline, each under a name (for the log, the
@@ -76,6 +93,7 @@ export class Stages {
     rules: [],
     commit: [],
     'after-commit': [],
+    erase: [],
   };
 
   /** Plugs `hook` into `stage`; returns what unplugs it (tests). */

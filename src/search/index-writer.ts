@@ -62,3 +62,13 @@ export async function writeSearchIndex(
   }
   if (ctes.length > 0) await tx.query(`WITH ${ctes.join(',\n')} SELECT 1`, params);
 }
+
+/** Removes every search index row of `ids` (erasure): the same statement a delete's index update is. */
+export async function eraseSearchIndex(tx: Queryable, resourceType: string, ids: readonly string[]): Promise<void> {
+  await writeSearchIndex(tx, resourceType, ids.map((id) => ({ id, resource: undefined })));
+}
+
+/** The index tables of a type, for checks that every one of them forgot something (the erasure test). */
+export function indexTablesOf(resourceType: string): string[] {
+  return INDEX_KINDS.map((kind) => indexTableOf(tableOf(resourceType), kind));
+}

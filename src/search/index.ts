@@ -6,8 +6,9 @@
 import { parametersOf } from './registry';
 
 export { findMatchingIds, type SearchContext, searchResources, type SearchRequest, type SearchResult } from './search';
-export { writeSearchIndex } from './index-writer';
+export { eraseSearchIndex, indexTablesOf, writeSearchIndex } from './index-writer';
 export { isInPatientCompartment, patientsOf } from './compartment';
+export { canBeInPatientCompartment } from './sql';
 export { readingsOf, readingTimes } from './readings';
 export { type Reach, type TypeLimits, unlimited } from './reach';
 export { withinLimits } from './limits-match';

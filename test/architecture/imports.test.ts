@@ -27,8 +27,9 @@ export const LAYERS: ReadonlyArray<readonly string[]> = [
   // Below auth: the token and login endpoints note who claims to ask, for the audit trail.
   ['audit'],
   // landing: GET / and /docs, a page beside the capabilities (reads only config and kernel).
+  // gdpr: erasure and pseudonymised copies, operations on the pipeline and $everything.
   // bulk: Bulk Data export, reading through search and access like every other read path.
-  ['auth', 'devices', 'monitoring', 'landing', 'bulk', 'backup'],
+  ['auth', 'devices', 'monitoring', 'landing', 'bulk', 'backup', 'gdpr'],
   // Medication schedules raise their Flags and reminders through monitoring's (flags, notify).
   // The Withings connector feeds the device door's ingest (devices) from the Withings cloud.
   ['medication', 'withings'],

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import * as Lab from '@hapi/lab';
 import { expect } from '@hapi/code';
 import { runAudit } from '../../scripts/audit';
+import { until } from '../helpers/hook';
 import { startTestServer, type TestServer } from '../helpers/server';
 
 export const lab = Lab.script();
@@ -103,6 +104,16 @@ describe('audit chain', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  it('chains a write audit staged in its transaction soon after its commit, unasked', async () => {
+    const res = await app.request({ method: 'POST', url: '/fhir/Patient', payload: { resourceType: 'Patient', name: [{ family: 'Staged' }] } });
+    expect(res.statusCode).to.equal(201);
+    const chained = () => app.ctx.db.query<{ n: number }>('SELECT count(*)::int AS n FROM audit_event WHERE entities && $1::text[]', [[`Patient/${res.json.id}`]]);
+    // Kicked 25 ms after the commit; the poll (1 s) is the backstop. The bound here is generous for a loaded CI machine.
+    await until('the create chained', async () => (await chained()).rows[0]!.n === 1, 5_000);
+    const { code, out } = await verify();
+    expect(code, out).to.equal(0);
   });
 
   it('answers a usage line and exit code 2 to an unknown command', async () => {

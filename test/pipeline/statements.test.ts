@@ -33,25 +33,33 @@ describe('statements per interaction', () => {
     valueQuantity: { value, unit: '/min', system: 'http://unitsofmeasure.org', code: '/min' },
   });
 
+  /**
+   * The statements of the request itself. Background work runs on its own clock and may fall into
+   * any count: the audit chainer (src/audit/chainer.ts: its look for staged rows, the statements
+   * on the chain head, the move out of audit_pending) and the notification worker's poll of the
+   * outbox (src/monitoring/delivery.ts; seen on PostgreSQL inside a count).
+   */
+  const background = /audit_chain_head|DELETE FROM audit_pending|SELECT 1 FROM audit_pending|UPDATE monitoring_delivery SET next_attempt/;
   const counted = async (fn: () => Promise<{ statusCode: number }>) => {
+    await app.audit.flush();
     db.reset();
     const res = await fn();
-    return { status: res.statusCode, statements: [...db.statements] };
+    return { status: res.statusCode, statements: db.statements.filter((s) => !background.test(s)) };
   };
 
-  // The audit trail adds two per unit of work, whatever its size (src/audit/chain.ts): the chain
-  // head's lock, then every AuditEvent row and the new head in one statement.
-  it('a single create: the plans lookup, one statement for the version and history, one for the index, two for the audit chain', async () => {
+  // The audit trail adds one per unit of work, whatever its size (src/audit/chain.ts): every
+  // AuditEvent row staged in one statement, chained after commit.
+  it('a single create: the plans lookup, one statement for the version and history, one for the index, one for the audit', async () => {
     const { status, statements } = await counted(() => app.request({ method: 'POST', url: '/fhir/Observation', payload: heartRate(patient, 71) }));
     expect(status).to.equal(201);
-    expect(statements, statements.join('\n---\n')).to.have.length(5);
+    expect(statements, statements.join('\n---\n')).to.have.length(4);
   });
 
   it('a 100-entry transaction: the same statements as one create, not one per entry', async () => {
     const entry = Array.from({ length: 100 }, (_, i) => ({ fullUrl: `urn:uuid:${unique('e')}`, resource: heartRate(patient, 60 + (i % 30), i), request: { method: 'POST', url: 'Observation' } }));
     const { status, statements } = await counted(() => app.request({ method: 'POST', url: '/fhir', payload: { resourceType: 'Bundle', type: 'transaction', entry } }));
     expect(status).to.equal(200);
-    expect(statements, statements.join('\n---\n')).to.have.length(5);
+    expect(statements, statements.join('\n---\n')).to.have.length(4);
   });
 
   it('the hot search: one statement', async () => {

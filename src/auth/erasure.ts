@@ -1,0 +1,20 @@
+import type { ErasedCompartment, UnitOfWork } from '../pipeline';
+
+/**
+ * erase hook: every grant bound to the erased patient — access and refresh tokens (a token whose
+ * row is gone is refused: src/auth/strategy.ts), unused authorization codes, EHR launches,
+ * pending authorization requests — and the patient's own login (auth_user whose fhirUser is the
+ * Patient) with its sessions: the username may itself identify the person. One statement.
+ */
+export async function forgetGrants(uow: UnitOfWork, erased: ErasedCompartment): Promise<void> {
+  const fhirUser = `Patient/${erased.patientId}`;
+  await uow.tx.query(
+    `WITH tokens AS (DELETE FROM auth_token WHERE patient = $1 OR fhir_user = $2 OR grant_id IN (SELECT grant_id FROM auth_code WHERE patient = $1 OR fhir_user = $2)),
+          codes AS (DELETE FROM auth_code WHERE patient = $1 OR fhir_user = $2),
+          launches AS (DELETE FROM auth_launch WHERE patient = $1),
+          requests AS (DELETE FROM auth_request WHERE patient = $1),
+          users AS (DELETE FROM auth_user WHERE fhir_user = $2 RETURNING username)
+     DELETE FROM auth_session WHERE fhir_user = $2 OR username IN (SELECT username FROM users)`,
+    [erased.patientId, fhirUser],
+  );
+}

@@ -1,0 +1,19 @@
+import type { FhirContext } from '../fhir/context';
+import { anonymizeOperation } from './anonymize-operation';
+import { eraseOperation, requireErasureRight } from './erase';
+
+/**
+ * Data-subject rights beyond access (docs/decisions/014-erasure-and-anonymisation.md):
+ * `Patient/{id}/$erase` (Art. 17) and `Patient/{id}/$anonymize`, the pseudonymised copy that is
+ * its alternative. `$everything` (Art. 15, 20) is the FHIR layer's. Both are listed in the
+ * CapabilityStatement with the other operations of Patient.
+ */
+export function registerGdpr(ctx: FhirContext): void {
+  ctx.operations.register({
+    name: 'erase', types: ['Patient'], type: false, instance: true, affectsState: true,
+    authorize: requireErasureRight, handler: eraseOperation,
+  });
+  ctx.operations.register({
+    name: 'anonymize', types: ['Patient'], type: false, instance: true, affectsState: false, handler: anonymizeOperation,
+  });
+}

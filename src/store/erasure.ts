@@ -1,0 +1,43 @@
+import type { Queryable } from './db';
+import { historyTableOf, tableOf } from './tables';
+
+/** A replaced version found by its content. */
+export interface PastVersion {
+  type: string;
+  id: string;
+  versionId: number;
+  resource: fhir4.FhirResource;
+}
+
+/**
+ * The replaced versions (history rows) of `types` whose stored JSON contains `text`, in one
+ * statement. For erasure only (GDPR Art. 17): a resource deleted, or moved to another patient,
+ * since it was in a compartment has no index rows left that name it, so its past versions are
+ * found by their content. It scans the history tables (rare and by an administrator; history
+ * holds the replaced versions only, so it is the small part of the data).
+ */
+export async function pastVersionsContaining(db: Queryable, types: readonly string[], text: string): Promise<PastVersion[]> {
+  if (types.length === 0) return [];
+  const like = `%${text.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+  const branches = types.map((type) => `SELECT '${type}' AS type, id, version_id, content FROM ${historyTableOf(type)} WHERE content IS NOT NULL AND content::text LIKE $1`);
+  const { rows } = await db.query<{ type: string; id: string; version_id: number; content: fhir4.FhirResource }>(branches.join(' UNION ALL '), [like]);
+  return rows.map((r) => ({ type: r.type, id: r.id, versionId: r.version_id, resource: r.content }));
+}
+
+/** Removes every version of `ids` (the current row and the history rows): nothing of them stays readable. */
+export async function eraseResources(tx: Queryable, type: string, ids: readonly string[]): Promise<void> {
+  if (ids.length === 0) return;
+  await tx.query(
+    `WITH h AS (DELETE FROM ${historyTableOf(type)} WHERE id = ANY($1::text[])) DELETE FROM ${tableOf(type)} WHERE id = ANY($1::text[])`,
+    [ids],
+  );
+}
+
+/** Removes single replaced versions (history rows), leaving the resource's other versions. */
+export async function eraseVersions(tx: Queryable, type: string, versions: ReadonlyArray<{ id: string; versionId: number }>): Promise<void> {
+  if (versions.length === 0) return;
+  await tx.query(
+    `DELETE FROM ${historyTableOf(type)} h USING unnest($1::text[], $2::int[]) AS v(id, version_id) WHERE h.id = v.id AND h.version_id = v.version_id`,
+    [versions.map((v) => v.id), versions.map((v) => v.versionId)],
+  );
+}
