@@ -1,6 +1,7 @@
 import type { Server } from '@hapi/hapi';
 import type { FhirContext } from '../fhir/context';
 import { contributeExportOperations } from './capability';
+import { forgetExports } from './erasure';
 import { bulkRoutes } from './routes';
 import { ExportWorker } from './worker';
 
@@ -13,6 +14,7 @@ export { ExportWorker } from './worker';
  */
 export async function registerBulk(ctx: FhirContext, server: Server): Promise<{ worker: ExportWorker; stop(): Promise<void> }> {
   contributeExportOperations();
+  ctx.stages.use('erase', 'bulk', forgetExports);
   const worker = new ExportWorker(ctx.db, ctx.log, ctx.config.bulk);
   await server.register({ plugin: bulkRoutes, options: { ctx, worker } });
   worker.start();

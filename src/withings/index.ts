@@ -3,6 +3,7 @@ import type { FhirContext } from '../fhir/context';
 import { WithingsApi } from './api';
 import { RequestBudget } from './budget';
 import { callbackUrl } from './callback';
+import { forgetWithings } from './erasure';
 import { TokenCipher } from './cipher';
 import { registerLinking } from './link';
 import { registerNotify } from './notify';
@@ -24,6 +25,8 @@ export interface Withings {
 }
 
 export async function registerWithings(ctx: FhirContext, server: Server): Promise<Withings> {
+  // Links made while the connector was configured are forgotten on erasure even when it is off now.
+  ctx.stages.use('erase', 'withings', forgetWithings);
   const config = ctx.config.withings;
   if (!config) return { stop: async () => {} };
   const cipher = new TokenCipher(config.tokenKey);

@@ -82,13 +82,36 @@ describe('Patient/$erase', () => {
     schedules: await count('medication_schedule WHERE patient = $1', [id[who]]),
     tokens: await count('auth_token WHERE patient = $1', [id[who]]),
     devices: await count('device_identity WHERE device_id = ANY($1::text[])', [idsOf(who, 'Device')]),
+    withings: await count('withings_account WHERE patient_id = $1', [id[who]]),
+    exports: await count('bulk_export_job WHERE id = $1', [`export-of-${who}`]),
   });
+
+  /**
+   * A Withings link and a finished export of the patient, as the connector and the export worker
+   * leave them (their own suites make them over HTTP; here only their erasure is at stake).
+   */
+  const linkAndExport = async (who: 'alice' | 'bob') => {
+    await app.ctx.db.query(
+      `INSERT INTO withings_account (id, patient_id, withings_userid, access_token, refresh_token, access_expires_at)
+       VALUES ($1, $2, $3, 'ciphertext', 'ciphertext', now())`,
+      [`account-of-${who}`, id[who], String(Date.now() % 1e9) + (who === 'alice' ? '1' : '2')],
+    );
+    await app.ctx.db.query(
+      `INSERT INTO bulk_export_job (id, client_id, status, request, spec, grant_scopes, grant_context, transaction_time)
+       VALUES ($1, 'ehr', 'completed', 'x', '{}', '{}', '{}', now())`,
+      [`export-of-${who}`],
+    );
+    const line = JSON.stringify({ resourceType: 'Observation', id: 'o', subject: { reference: `Patient/${id[who]}` } });
+    await app.ctx.db.query(`INSERT INTO bulk_export_chunk (job_id, file, seq, count, ndjson) VALUES ($1, 'Observation', 0, 1, $2)`, [`export-of-${who}`, `${line}\n`]);
+  };
 
   before(async () => {
     app = await startSecuredServer({ PSEUDONYM_KEY: KEY });
     eraser = await app.as('system/Patient.d', { clientId: 'dpo-console' });
     id.alice = await recordOf('alice', 'Erasealice');
     id.bob = await recordOf('bob', 'Erasebob');
+    await linkAndExport('alice');
+    await linkAndExport('bob');
     aliceToken = await app.as('patient/*.rs', { patient: id.alice });
     expect((await app.request({ method: 'GET', url: `/fhir/Patient/${id.alice}`, headers: aliceToken })).statusCode).to.equal(200);
   });
@@ -136,7 +159,7 @@ describe('Patient/$erase', () => {
     const bobBefore = { rows: await allRowsOf('bob'), capabilities: await capabilityRows('bob') };
     expect(bobBefore.capabilities.plans + bobBefore.capabilities.schedules + bobBefore.capabilities.devices).to.be.at.least(3);
     const aliceCapabilities = await capabilityRows('alice');
-    expect(aliceCapabilities.plans * aliceCapabilities.schedules * aliceCapabilities.tokens * aliceCapabilities.devices).to.be.above(0);
+    expect(aliceCapabilities.plans * aliceCapabilities.schedules * aliceCapabilities.tokens * aliceCapabilities.devices * aliceCapabilities.withings * aliceCapabilities.exports).to.be.above(0);
 
     const res = await erase(`/fhir/Patient/${id.alice}/$erase`, eraser);
     expect(res.statusCode, res.payload).to.equal(200);
@@ -146,7 +169,7 @@ describe('Patient/$erase', () => {
 
     const after = await allRowsOf('alice');
     expect(after.nonZero).to.equal([]);
-    expect(await capabilityRows('alice')).to.equal({ plans: 0, schedules: 0, tokens: 0, devices: 0 });
+    expect(await capabilityRows('alice')).to.equal({ plans: 0, schedules: 0, tokens: 0, devices: 0, withings: 0, exports: 0 });
     expect(await allRowsOf('bob')).to.equal(bobBefore.rows);
     expect(await capabilityRows('bob')).to.equal(bobBefore.capabilities);
     // The patient's own token was bound to the compartment: it is refused now.
