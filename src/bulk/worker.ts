@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
+import { KickedLoop } from '../kernel/kicked-loop';
 import type { Db } from '../store/db';
 import { type BulkConfig } from '../config';
 import { runJob } from './export';
@@ -14,51 +15,27 @@ import { claimJob, deleteExpired, finishJob } from './jobs';
 export class ExportWorker {
   /** This process's name in the jobs' `worker` column. */
   readonly id = `worker-${randomUUID()}`;
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<void> | undefined;
-  private again = false;
-  private started = false;
-  private stopped = false;
+  private readonly loop: KickedLoop;
 
   constructor(
     private readonly db: Db,
     private readonly log: Logger,
     private readonly config: BulkConfig,
-  ) {}
+  ) {
+    this.loop = new KickedLoop(() => this.drain(), (err) => this.log.error({ err }, 'bulk export worker failed'), config.pollIntervalMs);
+  }
 
   start(): void {
-    if (this.config.pollIntervalMs <= 0) return;
-    this.started = true;
-    this.kick();
+    if (this.config.pollIntervalMs > 0) this.loop.start();
   }
 
   /** Looks for work now (after a kick-off), or right after the current pass. */
   kick(): void {
-    if (!this.started || this.stopped) return;
-    if (this.running) {
-      this.again = true;
-      return;
-    }
-    clearTimeout(this.timer);
-    this.running = this.drain()
-      .catch((err: unknown) => this.log.error({ err }, 'bulk export worker failed'))
-      .finally(() => {
-        this.running = undefined;
-        if (this.stopped) return;
-        if (this.again) {
-          this.again = false;
-          this.kick();
-        } else {
-          this.timer = setTimeout(() => this.kick(), this.config.pollIntervalMs);
-          this.timer.unref();
-        }
-      });
+    this.loop.kick();
   }
 
-  async stop(): Promise<void> {
-    this.stopped = true;
-    clearTimeout(this.timer);
-    await this.running;
+  stop(): Promise<void> {
+    return this.loop.stop();
   }
 
   /** Runs every claimable job to its end (or until stopped); `maxBatches` per job for tests of resumption. */
@@ -73,7 +50,7 @@ export class ExportWorker {
           worker: this.id,
           leaseMs: this.config.leaseMs,
           batchSize: this.config.batchSize,
-          stopping: () => this.stopped,
+          stopping: () => this.loop.stopped,
           ...(maxBatches !== undefined ? { maxBatches } : {}),
         });
         if (result === 'released') return;

@@ -1,4 +1,5 @@
 import type { FhirContext } from '../fhir/context';
+import { KickedLoop } from '../kernel/kicked-loop';
 import { executeWrites } from '../pipeline';
 import { readResource, readVersion } from '../store/repository';
 import { type EndpointPolicy, postNotification } from './endpoint';
@@ -32,57 +33,34 @@ const POLL_MS = 1000;
 const TIMEOUT_MS = 10_000;
 
 export class DeliveryWorker {
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<void> | undefined;
-  private again = false;
-  private stopped = false;
   private readonly mailer: Mailer;
+  private readonly loop: KickedLoop;
 
   constructor(
     private readonly ctx: FhirContext,
     private readonly endpoints: EndpointPolicy,
   ) {
     this.mailer = new Mailer(ctx.config.alerts);
+    this.loop = new KickedLoop(() => this.drain(), (err) => this.ctx.log.error({ err }, 'subscription delivery failed'), POLL_MS);
   }
 
   start(): void {
-    this.stopped = false;
-    this.kick();
+    this.loop.start();
   }
 
   /** Runs the queue now (after a commit that queued something), or right after the current run. */
   kick(): void {
-    if (this.stopped) return;
-    if (this.running) {
-      this.again = true;
-      return;
-    }
-    clearTimeout(this.timer);
-    this.running = this.drain()
-      .catch((err: unknown) => this.ctx.log.error({ err }, 'subscription delivery failed'))
-      .finally(() => {
-        this.running = undefined;
-        if (this.stopped) return;
-        if (this.again) {
-          this.again = false;
-          this.kick();
-        } else {
-          this.timer = setTimeout(() => this.kick(), POLL_MS);
-          this.timer.unref();
-        }
-      });
+    this.loop.kick();
   }
 
   async stop(): Promise<void> {
-    this.stopped = true;
-    clearTimeout(this.timer);
-    await this.running;
+    await this.loop.stop();
     this.mailer.close();
   }
 
   private async drain(): Promise<void> {
     for (;;) {
-      if (this.stopped) return;
+      if (this.loop.stopped) return;
       const { rows } = await this.ctx.db.query<Delivery>(
         `UPDATE monitoring_delivery SET next_attempt = now() + make_interval(secs => $1::double precision / 1000)
           WHERE id IN (SELECT id FROM monitoring_delivery WHERE next_attempt <= now() ORDER BY next_attempt, id LIMIT ${BATCH} FOR UPDATE SKIP LOCKED)
