@@ -3,6 +3,7 @@ import { serveWithoutTokens } from '../access/request';
 import type { FhirContext } from '../fhir/context';
 import { registerAuthorizeRoutes } from './authorize';
 import { contributeSecurity } from './capability';
+import { registerConsentStages } from './consent-stages';
 import { fhirDirectory } from './directory';
 import { KeyStore } from './keys';
 import { RemoteJwksCache } from './remote-jwks';
@@ -43,6 +44,7 @@ export const authPlugin: Plugin<{ ctx: FhirContext }> = {
     };
     await state.keys.init(ctx.config.auth.signingKey);
     server.expose('state', state);
+    registerConsentStages(ctx.stages);
     contributeSecurity();
     await registerStrategy(server, state);
     registerAuthRoutes(server, state);

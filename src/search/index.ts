@@ -9,7 +9,7 @@ export { findMatchingIds, type SearchContext, searchResources, type SearchReques
 export { writeSearchIndex } from './index-writer';
 export { isInPatientCompartment, patientsOf } from './compartment';
 export { readingsOf, readingTimes } from './readings';
-export { type Reach, type TypeLimits, unlimited } from './reach';
+export { isUnlimited, type PatientExclusion, type Reach, type TypeLimits, unlimited } from './reach';
 export { withinLimits } from './limits-match';
 
 /** Result parameters this server honours, listed with the filters in the CapabilityStatement. */
