@@ -201,6 +201,22 @@ describe('Consent enforcement', () => {
       }
     });
 
+    it('the patient grants and withdraws with their own token, as easily as each other; never for another patient', async () => {
+      const alice = await token('patient/Consent.cruds', { patient: ids.alice, fhirUser: `Patient/${ids.alice}` });
+      const body = consent(ids.alice, { type: 'permit', actor: [actor(`RelatedPerson/${ids.carol}`)], class: [VITAL_SIGNS] });
+      const granted = await app.request({ method: 'POST', url: '/fhir/Consent', payload: body, headers: alice });
+      expect(granted.statusCode, granted.payload).to.equal(201);
+      expect(idsOf((await get('/fhir/Observation', caregiver)).json)).to.equal([ids.aliceHr]);
+      const withdrawn = await app.request({
+        method: 'PATCH', url: `/fhir/Consent/${granted.json.id}`, headers: { ...alice, 'content-type': 'application/json-patch+json' },
+        payload: JSON.stringify([{ op: 'replace', path: '/status', value: 'inactive' }]),
+      });
+      expect(withdrawn.statusCode, withdrawn.payload).to.equal(200);
+      expect((await get('/fhir/Observation', caregiver)).statusCode).to.equal(403);
+      const forBob = await app.request({ method: 'POST', url: '/fhir/Consent', payload: consent(ids.bob, { type: 'permit', actor: [actor(`RelatedPerson/${ids.carol}`)] }), headers: alice });
+      expect(forBob.statusCode).to.equal(403);
+    });
+
     it('a token for another patient than the link\'s reaches nothing, even with a grant', async () => {
       const grant = await create(consent(ids.alice, { type: 'permit', actor: [actor(`RelatedPerson/${ids.carol}`)] }));
       try {
