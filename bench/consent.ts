@@ -20,6 +20,7 @@ import { percentile } from './harness';
  *   - clinician: a Practitioner no Consent names (the common case: one cache lookup);
  *   - uncached:  the same with the cache dropped before each request (one indexed search);
  *   - denied:    a Practitioner a deny names (the exclusion is a condition of the SQL);
+ *   - patient-scoped: a patient/ token without a user, for comparison (compartment in the SQL);
  *   - caregiver: a RelatedPerson granted vital signs (compartment + category in the SQL);
  * and a search of the patient's Observations (the hot monitoring shape) for clinician vs denied.
  * In process (server.inject), so the figures are the server's own work without HTTP sockets.
@@ -63,14 +64,18 @@ async function main(): Promise<void> {
 
   const clinician = await bearer({ clientId: 'bench', scopes: ['user/*.rs'], fhirUser: 'Practitioner/nobody-names-me' });
   const denied = await bearer({ clientId: 'bench', scopes: ['user/*.rs'], fhirUser: 'Practitioner/denied' });
+  const patientScoped = await bearer({ clientId: 'bench', scopes: ['patient/*.rs'], patient: first });
   const caregiver = await bearer({ clientId: 'bench', scopes: ['patient/*.rs'], patient: first, fhirUser: `RelatedPerson/${carol}` });
   const firstsObservations = observationIds.slice(0, per);
+  const others = observationIds.slice(2 * per);
 
   const variants: Array<{ name: string; headers: Record<string, string>; url: (i: number) => string; before?: () => void }> = [
     { name: 'read   system', headers: system, url: (i) => `/fhir/Observation/${observationIds[i % observationIds.length]}` },
     { name: 'read   clinician (no Consent names them)', headers: clinician, url: (i) => `/fhir/Observation/${observationIds[i % observationIds.length]}` },
     { name: 'read   clinician, cache dropped each time', headers: clinician, url: (i) => `/fhir/Observation/${observationIds[i % observationIds.length]}`, before: forgetConsents },
-    { name: 'read   clinician named by a deny', headers: denied, url: (i) => `/fhir/Observation/${observationIds[i % observationIds.length]}` },
+    // Reads of the patients the deny does not cover: the exclusion is still a condition of the SQL.
+    { name: 'read   clinician named by a deny', headers: denied, url: (i) => `/fhir/Observation/${others[i % others.length]}` },
+    { name: 'read   patient-scoped token (for comparison)', headers: patientScoped, url: (i) => `/fhir/Observation/${firstsObservations[i % per]}` },
     { name: 'read   caregiver granted vital signs', headers: caregiver, url: (i) => `/fhir/Observation/${firstsObservations[i % per]}` },
     { name: 'search clinician (no Consent names them)', headers: clinician, url: (i) => `/fhir/Observation?patient=${patientIds[i % patients]}&code=http://loinc.org|8867-4&_sort=-date&_count=50` },
     { name: 'search clinician named by a deny', headers: denied, url: (i) => `/fhir/Observation?patient=${patientIds[i % patients]}&code=http://loinc.org|8867-4&_sort=-date&_count=50` },
