@@ -10,6 +10,15 @@ export const CONSENT_SCOPE_SYSTEM = 'http://terminology.hl7.org/CodeSystem/conse
 export const RESOURCE_TYPE_SYSTEM = 'http://hl7.org/fhir/resource-types';
 export const PURPOSE_SYSTEM = 'http://terminology.hl7.org/CodeSystem/v3-ActReason';
 const ACTION_SYSTEM = 'http://terminology.hl7.org/CodeSystem/consentaction';
+/**
+ * An app (a registered SMART client) as a provision's actor: `actor.reference.identifier` with
+ * this system and the client_id as value. OAuth registers no URI for client ids; this one is the
+ * server's convention (decision record 015).
+ */
+export const CLIENT_ID_SYSTEM = 'urn:ietf:params:oauth:client-id';
+/** How rules name an app among references. */
+export const CLIENT_ACTOR = 'client:';
+const CLIENT_ID = /^[A-Za-z0-9._~-]{1,128}$/;
 
 /**
  * Data classes that are a category rather than a whole resource type: the code system of the
@@ -35,7 +44,7 @@ export interface DataClass {
 
 export interface ConsentProvision {
   decision: 'permit' | 'deny';
-  /** `Type/id` references; empty: the parent's actors (for the root: nobody in particular). */
+  /** `Type/id` references and `client:<client_id>` apps; empty: the parent's actors (for the root: nobody in particular). */
   actors: string[];
   /** v3-ActReason codes; empty: any purpose. */
   purposes: string[];
@@ -77,7 +86,9 @@ function provisionProblems(p: fhir4.ConsentProvision, path: string, depth: numbe
     if (p[field] !== undefined) problems.push(`${path}.${field} cannot be enforced by this server; name data classes in ${path}.class (resource types or categories)`);
   }
   (p.actor ?? []).forEach((a, i) => {
-    if (!a.reference.reference || !ACTOR.test(a.reference.reference)) problems.push(`${path}.actor[${i}].reference must be a relative reference such as RelatedPerson/id or Practitioner/id`);
+    if (!actorOf(a)) {
+      problems.push(`${path}.actor[${i}].reference must be a relative reference such as RelatedPerson/id or Practitioner/id, or an app by identifier (system ${CLIENT_ID_SYSTEM}, value its client_id)`);
+    }
   });
   (p.purpose ?? []).forEach((c, i) => {
     if (c.system !== PURPOSE_SYSTEM || !c.code) problems.push(`${path}.purpose[${i}] must be a code of ${PURPOSE_SYSTEM}`);
@@ -95,6 +106,14 @@ function provisionProblems(p: fhir4.ConsentProvision, path: string, depth: numbe
     if (depth > 0) problems.push(`${path}.provision: one level of nested provisions is supported`);
     else p.provision.forEach((n, i) => provisionProblems(n, `${path}.provision[${i}]`, depth + 1, problems));
   }
+}
+
+/** `Type/id`, or `client:<client_id>` for an app; undefined when the actor is neither. */
+function actorOf(a: fhir4.ConsentProvisionActor): string | undefined {
+  const { reference, identifier } = a.reference;
+  if (reference !== undefined) return ACTOR.test(reference) ? reference : undefined;
+  if (identifier?.system === CLIENT_ID_SYSTEM && identifier.value && CLIENT_ID.test(identifier.value)) return `${CLIENT_ACTOR}${identifier.value}`;
+  return undefined;
 }
 
 function dataClassOf(c: fhir4.Coding): DataClass | undefined {
@@ -118,7 +137,7 @@ export function consentRules(consent: fhir4.Consent): ConsentRules | undefined {
 function provisionOf(p: fhir4.ConsentProvision): ConsentProvision {
   return {
     decision: p.type === 'permit' ? 'permit' : 'deny',
-    actors: (p.actor ?? []).map((a) => a.reference.reference!),
+    actors: (p.actor ?? []).map((a) => actorOf(a)!),
     purposes: (p.purpose ?? []).map((c) => c.code!),
     classes: (p.class ?? []).map((c) => dataClassOf(c)!),
     actions: (p.action ?? []).flatMap((a) => (a.coding ?? []).filter((c) => c.system === ACTION_SYSTEM).map((c) => c.code!)),

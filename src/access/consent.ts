@@ -1,8 +1,8 @@
 import { findMatchingIds, type PatientExclusion } from '../search';
 import type { Queryable } from '../store/db';
 import { readResource, readResources } from '../store/repository';
-import { type ConsentProvision, type ConsentRules, consentRules, CONSENT_SCOPE_SYSTEM, type DataClass } from './consent-rules';
-import type { AccessPolicy, Action } from './policy';
+import { CLIENT_ACTOR, CLIENT_ID_SYSTEM, type ConsentProvision, type ConsentRules, consentRules, CONSENT_SCOPE_SYSTEM, type DataClass } from './consent-rules';
+import { type AccessPolicy, type Action, unrestricted } from './policy';
 
 /**
  * Consents in the access policy (decision record 015). Every request's policy passes through
@@ -71,13 +71,28 @@ function applies(p: ConsentProvision, purposes: readonly string[], now: number):
   );
 }
 
-/** What `p` says of `type` for `actor`: nothing unless it names them (itself or through its parent). */
-function decide(p: ConsentProvision, type: string, actor: string, purposes: readonly string[], now: number, inheritedActors: readonly string[]): TypeDecision {
+/**
+ * Who asks, as the actors a provision may name: its permits count when they name one of
+ * `permits`, its denies when they name one of `denies`. A caregiver's permits must name the
+ * caregiver (a permit to the app they use grants them nothing); a deny of the app holds for
+ * everyone who uses it.
+ */
+interface Who {
+  permits: readonly string[];
+  denies: readonly string[];
+}
+
+function names(actors: readonly string[], who: readonly string[]): boolean {
+  return actors.some((a) => who.includes(a));
+}
+
+/** What `p` says of `type` for `who`: nothing unless it names them (itself or through its parent). */
+function decide(p: ConsentProvision, type: string, who: Who, purposes: readonly string[], now: number, inheritedActors: readonly string[]): TypeDecision {
   const actors = p.actors.length ? p.actors : inheritedActors;
   if (!applies(p, purposes, now)) return NONE;
   let own: TypeDecision = NONE;
-  if (actors.includes(actor)) own = covered(p.classes, type, p.decision);
-  const exceptions = p.exceptions.map((e) => decide(e, type, actor, purposes, now, actors)).reduce(merge, NONE);
+  if (names(actors, p.decision === 'permit' ? who.permits : who.denies)) own = covered(p.classes, type, p.decision);
+  const exceptions = p.exceptions.map((e) => decide(e, type, who, purposes, now, actors)).reduce(merge, NONE);
   return override(own, exceptions);
 }
 
@@ -152,9 +167,12 @@ async function consentsNaming(db: Queryable, actor: string, now: number): Promis
   return consents;
 }
 
-/** One indexed search for the active privacy Consents naming `actor`, and a caregiver's link. */
+/** One indexed search for the active privacy Consents naming `actor` (a reference, or an app), and a caregiver's link. */
 async function loadConsents(db: Queryable, actor: string, now: number): Promise<ActorConsents> {
-  const ids = await findMatchingIds(db, 'Consent', new URLSearchParams({ 'provision-actor': actor, status: 'active', scope: `${CONSENT_SCOPE_SYSTEM}|patient-privacy` }));
+  const named: Record<string, string> = actor.startsWith(CLIENT_ACTOR)
+    ? { 'provision-actor-identifier': tokenValue(`${CLIENT_ID_SYSTEM}|${actor.slice(CLIENT_ACTOR.length)}`) }
+    : { 'provision-actor': actor };
+  const ids = await findMatchingIds(db, 'Consent', new URLSearchParams({ ...named, status: 'active', scope: `${CONSENT_SCOPE_SYSTEM}|patient-privacy` }));
   const rules = [...(await readResources<fhir4.Consent>(db, 'Consent', ids)).values()].flatMap((c) => consentRules(c) ?? []);
   const link = actor.startsWith('RelatedPerson/') ? (await readResource<fhir4.RelatedPerson>(db, 'RelatedPerson', actor.slice('RelatedPerson/'.length)))?.resource : undefined;
   return { rules, ...(link ? { link } : {}), changesAt: nextChange(rules, link, now) };
@@ -174,59 +192,62 @@ function nextChange(rules: readonly ConsentRules[], link: fhir4.RelatedPerson | 
 
 /* ---------- policies ---------- */
 
-/** Whose Consents apply to `policy`: caregivers and clinicians (a patient's own access is not a Consent's to limit). */
-function actorKind(policy: AccessPolicy): 'caregiver' | 'clinician' | undefined {
-  const kind = policy.fhirUser?.split('/')[0];
-  if (kind === 'RelatedPerson') return 'caregiver';
-  if (kind === 'Practitioner' || kind === 'PractitionerRole') return 'clinician';
-  return undefined;
+/** Whose Consents apply to `policy`: a caregiver's grant is all they get; anyone else keeps their scopes minus the denies that name them. */
+function actorKind(policy: AccessPolicy): 'caregiver' | 'other' {
+  return policy.fhirUser?.startsWith('RelatedPerson/') ? 'caregiver' : 'other';
 }
 
 /**
  * `policy` as the Consents and caregiver links stand now. A caregiver's policy is always
- * narrowed (nothing without a Consent); anyone else's only when a Consent names them, so the
- * common request costs a map lookup.
+ * narrowed (nothing without a Consent); anyone else's only when a Consent names them (their
+ * fhirUser, or the app as `client:<client_id>`), so the common request costs map lookups.
  */
 export async function withConsents(db: Queryable, policy: AccessPolicy, options: { now?: number; fresh?: boolean } = {}): Promise<AccessPolicy> {
-  const kind = actorKind(policy);
-  if (!kind) return policy;
+  if (policy.clientId === unrestricted.clientId) return policy;
   const now = options.now ?? Date.now();
-  const actor = policy.fhirUser!;
-  const consents = options.fresh ? await loadConsents(db, actor, now) : await consentsNaming(db, actor, now);
-  if (kind === 'caregiver') return caregiverPolicy(policy, actor, consents, now);
-  if (consents.rules.length === 0) return policy;
-  return clinicianPolicy(policy, actor, consents, now);
+  const load = (key: string) => (options.fresh ? loadConsents(db, key, now) : consentsNaming(db, key, now));
+  const app = `${CLIENT_ACTOR}${policy.clientId}`;
+  // A patient's own identity is not an actor of their own data's Consents; their app may be.
+  const user = policy.fhirUser && !policy.fhirUser.startsWith('Patient/') ? policy.fhirUser : undefined;
+  const [ofUser, ofApp] = await Promise.all([user ? load(user) : undefined, load(app)]);
+  const seen = new Set<string>();
+  const rules = [...(ofUser?.rules ?? []), ...ofApp.rules].filter((r) => !seen.has(r.consentId) && seen.add(r.consentId));
+  const consents: ActorConsents = { rules, ...(ofUser?.link ? { link: ofUser.link } : {}), changesAt: Math.min(ofUser?.changesAt ?? Infinity, ofApp.changesAt) };
+  if (actorKind(policy) === 'caregiver') return caregiverPolicy(policy, { permits: [user!], denies: [user!, app] }, consents, now);
+  if (rules.length === 0) return policy;
+  const everyone = user ? [user, app] : [app];
+  return clinicianPolicy(policy, { permits: everyone, denies: everyone }, consents, now);
 }
 
-function decisionsOf(consents: ActorConsents, patientId: string, actor: string, purposes: readonly string[], now: number) {
+function decisionsOf(consents: ActorConsents, patientId: string, who: Who, purposes: readonly string[], now: number) {
   const own = consents.rules.filter((r) => r.patientId === patientId);
   const memo = new Map<string, TypeDecision>();
   return (type: string): TypeDecision => {
     let d = memo.get(type);
     if (!d) {
-      d = own.map((r) => decide(r.root, type, actor, purposes, now, [])).reduce(merge, NONE);
+      d = own.map((r) => decide(r.root, type, who, purposes, now, [])).reduce(merge, NONE);
       memo.set(type, d);
     }
     return d;
   };
 }
 
-/** Whether `p` or one of its exceptions permits `actor` anything now. */
-function permitsSomething(p: ConsentProvision, actor: string, inheritedActors: readonly string[], now: number): boolean {
+/** Whether `p` or one of its exceptions permits `who` anything now. */
+function permitsSomething(p: ConsentProvision, who: Who, inheritedActors: readonly string[], now: number): boolean {
   const actors = p.actors.length ? p.actors : inheritedActors;
   if (!applies(p, PURPOSES.caregiver, now)) return false;
-  return (p.decision === 'permit' && actors.includes(actor)) || p.exceptions.some((e) => permitsSomething(e, actor, actors, now));
+  return (p.decision === 'permit' && names(actors, who.permits)) || p.exceptions.some((e) => permitsSomething(e, who, actors, now));
 }
 
 /** What a caregiver may read of `type`: nothing, all of it, or what matches a constraint. */
 type Visibility = { visible: false } | { visible: true; constraint?: URLSearchParams };
 
-function caregiverPolicy(policy: AccessPolicy, actor: string, consents: ActorConsents, now: number): AccessPolicy {
+function caregiverPolicy(policy: AccessPolicy, who: Who, consents: ActorConsents, now: number): AccessPolicy {
   const patientId = linkedPatient(consents.link, now);
   // A token for another patient than the link's (the link was moved since) reaches nothing.
   const linked = patientId !== undefined && patientId === policy.patient;
-  const decisionOf = decisionsOf(consents, patientId ?? '', actor, PURPOSES.caregiver, now);
-  const anyPermit = consents.rules.some((r) => r.patientId === patientId && permitsSomething(r.root, actor, [], now));
+  const decisionOf = decisionsOf(consents, patientId ?? '', who, PURPOSES.caregiver, now);
+  const anyPermit = consents.rules.some((r) => r.patientId === patientId && permitsSomething(r.root, who, [], now));
   const memo = new Map<string, Visibility>();
   const visibility = (type: string): Visibility => {
     let v = memo.get(type);
@@ -271,9 +292,9 @@ function caregiverVisibility(type: string, d: TypeDecision, anyGrant: boolean): 
   return { visible: true, constraint };
 }
 
-function clinicianPolicy(policy: AccessPolicy, actor: string, consents: ActorConsents, now: number): AccessPolicy {
+function clinicianPolicy(policy: AccessPolicy, who: Who, consents: ActorConsents, now: number): AccessPolicy {
   const patients = [...new Set(consents.rules.map((r) => r.patientId))];
-  const deciders = patients.map((p) => [p, decisionsOf(consents, p, actor, PURPOSES.clinician, now)] as const);
+  const deciders = patients.map((p) => [p, decisionsOf(consents, p, who, PURPOSES.clinician, now)] as const);
   const memo = new Map<string, PatientExclusion[]>();
   return Object.freeze({
     ...policy,

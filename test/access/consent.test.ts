@@ -67,6 +67,7 @@ describe('Consent enforcement', () => {
       ['provision.code (not enforceable)', { provision: { type: 'permit', code: [{ text: 'x' }] } }],
       ['a purpose of another system', { provision: { type: 'permit', purpose: [{ system: 'urn:x', code: 'TREAT' }] } }],
       ['an actor by absolute URL', { provision: { type: 'permit', actor: [{ role: { text: 'x' }, reference: { reference: 'https://elsewhere/fhir/RelatedPerson/1' } }] } }],
+      ['an actor by an identifier that names no app', { provision: { type: 'permit', actor: [{ role: { text: 'x' }, reference: { identifier: { system: 'urn:x', value: 'y' } } }] } }],
       ['a period ending before it starts', { provision: { type: 'permit', period: { start: '2026-02-01', end: '2026-01-01' } } }],
       ['nesting two levels deep', { provision: { type: 'deny', provision: [{ type: 'permit', provision: [{ type: 'deny' }] }] } }],
     ];
@@ -277,6 +278,22 @@ describe('Consent enforcement', () => {
         expect((await get(`/fhir/MedicationRequest/${ids.aliceMed}`, drX)).statusCode).to.equal(404);
       } finally {
         await app.request({ method: 'DELETE', url: `/fhir/Consent/${except}`, headers: system });
+      }
+    });
+
+    it('a deny naming an app by its client_id holds for every token of that app, users and backends alike', async () => {
+      const app1 = unique('app').replace(/[^A-Za-z0-9-]/g, '');
+      const appActor = { role: { text: 'app' }, reference: { identifier: { system: 'urn:ietf:params:oauth:client-id', value: app1 } } };
+      const deny = await create(consent(ids.alice, { type: 'deny', actor: [appActor], class: [VITAL_SIGNS] }));
+      try {
+        const backend = as((await issueAccessToken(state, { clientId: app1, scopes: ['system/*.rs'] })).accessToken);
+        const viaApp = as((await issueAccessToken(state, { clientId: app1, scopes: ['user/*.rs'], fhirUser: `Practitioner/${ids.drY}` })).accessToken);
+        const all = `/fhir/Observation?_id=${[ids.aliceHr, ids.aliceLab, ids.bobHr].join(',')}`;
+        expect(idsOf((await get(all, backend)).json)).to.equal([ids.aliceLab, ids.bobHr].sort());
+        expect(idsOf((await get(all, viaApp)).json)).to.equal([ids.aliceLab, ids.bobHr].sort());
+        expect(idsOf((await get(all, drY)).json)).to.equal([ids.aliceHr, ids.aliceLab, ids.bobHr].sort());
+      } finally {
+        await app.request({ method: 'DELETE', url: `/fhir/Consent/${deny}`, headers: system });
       }
     });
 
