@@ -43,7 +43,8 @@ export interface DataClass {
 }
 
 export interface ConsentProvision {
-  decision: 'permit' | 'deny';
+  /** Absent on a root that only frames its nested provisions. */
+  decision?: 'permit' | 'deny';
   /** `Type/id` references and `client:<client_id>` apps; empty: the parent's actors (for the root: nobody in particular). */
   actors: string[];
   /** v3-ActReason codes; empty: any purpose. */
@@ -81,7 +82,9 @@ export function consentProblems(consent: fhir4.Consent): string[] {
 }
 
 function provisionProblems(p: fhir4.ConsentProvision, path: string, depth: number, problems: string[]): void {
-  if (p.type !== 'permit' && p.type !== 'deny') problems.push(`${path}.type must be permit or deny`);
+  // R4: a root provision may leave the decision to Consent.policyRule and only frame its nested
+  // provisions (period, actors, purpose); every nested provision decides.
+  if (p.type !== undefined ? p.type !== 'permit' && p.type !== 'deny' : depth > 0) problems.push(`${path}.type must be permit or deny`);
   for (const field of ['data', 'dataPeriod', 'securityLabel', 'code'] as const) {
     if (p[field] !== undefined) problems.push(`${path}.${field} cannot be enforced by this server; name data classes in ${path}.class (resource types or categories)`);
   }
@@ -136,7 +139,7 @@ export function consentRules(consent: fhir4.Consent): ConsentRules | undefined {
 
 function provisionOf(p: fhir4.ConsentProvision): ConsentProvision {
   return {
-    decision: p.type === 'permit' ? 'permit' : 'deny',
+    ...(p.type ? { decision: p.type } : {}),
     actors: (p.actor ?? []).map((a) => actorOf(a)!),
     purposes: (p.purpose ?? []).map((c) => c.code!),
     classes: (p.class ?? []).map((c) => dataClassOf(c)!),

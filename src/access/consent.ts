@@ -91,7 +91,7 @@ function decide(p: ConsentProvision, type: string, who: Who, purposes: readonly 
   const actors = p.actors.length ? p.actors : inheritedActors;
   if (!applies(p, purposes, now)) return NONE;
   let own: TypeDecision = NONE;
-  if (names(actors, p.decision === 'permit' ? who.permits : who.denies)) own = covered(p.classes, type, p.decision);
+  if (p.decision && names(actors, p.decision === 'permit' ? who.permits : who.denies)) own = covered(p.classes, type, p.decision);
   const exceptions = p.exceptions.map((e) => decide(e, type, who, purposes, now, actors)).reduce(merge, NONE);
   return override(own, exceptions);
 }

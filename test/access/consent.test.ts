@@ -60,7 +60,7 @@ describe('Consent enforcement', () => {
       ['no patient', { patient: undefined }],
       ['a patient that is not a Patient reference', { patient: { reference: 'Group/1' } }],
       ['no provision', { provision: undefined }],
-      ['a provision without type', { provision: { actor: [] } }],
+      ['a nested provision without type', { provision: { type: 'deny', provision: [{ class: [VITAL_SIGNS] }] } }],
       ['a data class of an unknown system', { provision: { type: 'permit', class: [{ system: 'urn:x', code: 'y' }] } }],
       ['a resource type class that is no type', { provision: { type: 'permit', class: [{ system: 'http://hl7.org/fhir/resource-types', code: 'Nonsense' }] } }],
       ['provision.data (not enforceable)', { provision: { type: 'deny', data: [{ meaning: 'instance', reference: { reference: 'Observation/1' } }] } }],
