@@ -2,7 +2,7 @@ import { addUser, listUsers, removeUser } from '../src/auth/users';
 import { openAuthState, options, usageExit } from './cli';
 
 const USAGE = `npm run -s user -- <command>
-  add --username U --password P [--fhir-user Practitioner/ID|Patient/ID]
+  add --username U --password P [--fhir-user Practitioner/ID|Patient/ID|RelatedPerson/ID]
         a local login of the authorization server; a Patient/ID user sees only their own records,
         anyone else signs in as a clinician (and picks patients for launch/patient)
   list                    lists users and their FHIR identities

@@ -1,5 +1,5 @@
 import type { AccessPolicy, Action } from './policy';
-import { findMatchingIds, isInPatientCompartment, type Reach } from '../search';
+import { findMatchingIds, isInPatientCompartment, isUnlimited, type PatientExclusion, type Reach } from '../search';
 import type { Queryable } from '../store/db';
 import { readResource } from '../store/repository';
 import { notFound, OperationOutcomeError } from '../kernel/outcome';
@@ -27,8 +27,10 @@ export function requireAction(policy: AccessPolicy, type: string, action: Action
 /** Where reads of `type` must stay: the context patient's compartment, and/or granular parameters. */
 export interface ReadLimits {
   compartmentPatientId?: string;
-  /** Parameters every result must also match (AND), from a granular scope. */
+  /** Parameters every result must also match (AND), from a granular scope or a caregiver's Consent. */
   constraint?: URLSearchParams;
+  /** Patients' data a Consent denies the caller (decision record 015). */
+  exclude?: readonly PatientExclusion[];
 }
 
 /**
@@ -41,6 +43,8 @@ export function readLimits(policy: AccessPolicy, type: string, action: 'r' | 's'
   requireAction(policy, type, action);
   const limits: ReadLimits = {};
   if (policy.confinedToPatient(type, action)) limits.compartmentPatientId = policy.patient;
+  const exclude = policy.exclusions?.(type);
+  if (exclude?.length) limits.exclude = exclude;
   const alternatives = policy.constraints(type, action);
   if (alternatives === undefined) return limits;
   if (alternatives.length === 0) throw forbidden(`the access token grants no ${ACTION_NAMES[action]} of ${type}`);
@@ -55,10 +59,11 @@ export function readLimits(policy: AccessPolicy, type: string, action: 'r' | 's'
 
 /** Whether the stored resource `type/id` may be read under `limits` (one indexed query; no query when unlimited). */
 export async function mayRead(db: Queryable, type: string, id: string, limits: ReadLimits): Promise<boolean> {
-  if (!limits.compartmentPatientId && !limits.constraint) return true;
+  if (isUnlimited(limits)) return true;
   const params = new URLSearchParams(limits.constraint);
   params.set('_id', id);
-  return (await findMatchingIds(db, type, params, 1, limits.compartmentPatientId)).length > 0;
+  // The reach hands search the exclusions of this type (the rest is in params and compartment).
+  return (await findMatchingIds(db, type, params, 1, limits.compartmentPatientId, () => limits)).length > 0;
 }
 
 /** For a read of one resource: 404 (not 403) when it is outside what the token may see, so its existence does not leak. */

@@ -1,3 +1,4 @@
+import type { PatientExclusion } from '../search';
 import { type Action, type ResourceScope, parseResourceScope } from './scopes';
 
 export type { Action } from './scopes';
@@ -29,6 +30,11 @@ export interface AccessPolicy {
   constraints(resourceType: string, action: Action): URLSearchParams[] | undefined;
   /** Whether the patient compartment applies to `action` on `resourceType` (a patient/ scope is what grants it and no user/ or system/ scope does). */
   confinedToPatient(resourceType: string, action: Action): boolean;
+  /**
+   * Patients' data of `resourceType` this caller must not see although its scopes allow it: what
+   * active Consents deny it (src/access/consent.ts). Absent or empty: nothing.
+   */
+  exclusions?(resourceType: string): readonly PatientExclusion[];
 }
 
 /** The request behind an access: its id (X-Request-Id) and the peer's address as the TCP connection knows it. */

@@ -37,6 +37,7 @@ export const auditRoutes: Plugin<{ ctx: FhirContext }> = {
           params.push([limits.compartmentPatientId]);
           where.push(`patients @> $${params.length}::text[]`);
         }
+        addExclusions(limits, where, params);
         const count = Math.min(Math.max(intParam(query, '_count') ?? ctx.config.defaultPageSize, 1), ctx.config.maxPageSize);
         const cursor = query.get('_cursor');
         if (cursor !== null) {
@@ -75,6 +76,7 @@ export const auditRoutes: Plugin<{ ctx: FhirContext }> = {
           params.push([limits.compartmentPatientId]);
           where.push(`patients @> $${params.length}::text[]`);
         }
+        addExclusions(limits, where, params);
         const row = (await ctx.db.query<{ json: string }>(`SELECT json FROM audit_event WHERE ${where.join(' AND ')}`, params)).rows[0];
         if (!row) throw notFound(`AuditEvent/${String(request.params.id).slice(0, 64)} is not known`);
         return respond(request, h, { status: 200, body: { json: row.json } });
@@ -104,6 +106,17 @@ function auditLimits(policy: AccessPolicy, action: 'r' | 's'): ReadLimits {
     throw forbidden('reading the audit trail needs a scope that names AuditEvent (e.g. system/AuditEvent.rs)');
   }
   return readLimits(policy, 'AuditEvent', action);
+}
+
+/**
+ * What a Consent denies the caller: events about those patients. A data class never narrows an
+ * AuditEvent (no category names one), so an exclusion here is the patient's whole trail.
+ */
+function addExclusions(limits: ReadLimits, where: string[], params: unknown[]): void {
+  const patients = [...new Set((limits.exclude ?? []).map((e) => e.patientId))];
+  if (patients.length === 0) return;
+  params.push(patients);
+  where.push(`NOT (patients && $${params.length}::text[])`);
 }
 
 function intParam(query: URLSearchParams, name: string): number | undefined {

@@ -6,10 +6,12 @@ import { consentPage, errorPage, loginPage, type Page, type PatientLabel, picker
 import { grantScopes, parseResourceScope, type ScopeContext, splitScope } from '../access/scopes';
 import { type Session, csrfMatches, currentSession, loginSession, newSession, randomToken } from './session';
 import type { AuthState } from './state';
-import { accountBucket, findUser, isPatientUser, loginBudgets, verifyPassword } from './users';
+import { accountBucket, findUser, isCaregiverUser, isPatientUser, loginBudgets, verifyPassword } from './users';
 import { clearBucket, forgive, take } from './throttle';
 
 const MAX_FORM_BYTES = 16 * 1024;
+const NO_LINK = 'the signed-in caregiver is not linked to a patient right now (RelatedPerson inactive, out of its period or unknown)';
+
 /** How long a user has to log in, pick a patient and consent. */
 const REQUEST_LIFETIME_S = 600;
 
@@ -141,12 +143,18 @@ async function pendingRequest(state: AuthState, id: string, session: Session | u
 }
 
 /** The patient context of this request for this user, and where it came from. */
-function patientContext(session: Session, pending: PendingRequest): { patient?: string; mismatch?: boolean; needsPicker: boolean } {
-  if (isPatientUser(session.fhirUser)) {
-    const own = session.fhirUser!.slice('Patient/'.length);
-    // A patient user is never given another patient's context, even by an EHR launch.
-    if (pending.req.launch && pending.req.launch.patient !== own) return { mismatch: true, needsPicker: false };
-    return { patient: own, needsPicker: false };
+async function patientContext(state: AuthState, session: Session, pending: PendingRequest): Promise<{ patient?: string; mismatch?: boolean; noLink?: boolean; needsPicker: boolean }> {
+  const fixed = isPatientUser(session.fhirUser)
+    ? session.fhirUser!.slice('Patient/'.length)
+    : isCaregiverUser(session.fhirUser)
+      ? await state.directory.linkedPatient(session.fhirUser!.slice('RelatedPerson/'.length))
+      : undefined;
+  // A caregiver whose link does not hold (unknown, inactive, out of its period) has no patient.
+  if (isCaregiverUser(session.fhirUser) && fixed === undefined) return { noLink: true, needsPicker: false };
+  if (fixed !== undefined) {
+    // A patient or caregiver user is never given another patient's context, even by an EHR launch.
+    if (pending.req.launch && pending.req.launch.patient !== fixed) return { mismatch: true, needsPicker: false };
+    return { patient: fixed, needsPicker: false };
   }
   if (pending.req.launch) return { patient: pending.req.launch.patient, needsPicker: false };
   if (pending.patient) return { patient: pending.patient, needsPicker: false };
@@ -155,12 +163,12 @@ function patientContext(session: Session, pending: PendingRequest): { patient?: 
 
 /**
  * What the consent screen offers: the requested scopes cut to the client's pre-authorised set,
- * patient/ scopes only with a patient context, user/ scopes only for clinicians (a patient's
- * "user" access is their own compartment, which only patient/ scopes express), fhirUser only
+ * patient/ scopes only with a patient context, user/ scopes only for clinicians (a patient's or
+ * caregiver's "user" access is one patient's compartment, which only patient/ scopes express), fhirUser only
  * for a user who has a FHIR identity, launch only for an EHR launch.
  */
 function offeredScopes(client: Client, req: AuthorizationRequest, session: Session, patient: string | undefined): string[] {
-  const contexts: ScopeContext[] = isPatientUser(session.fhirUser) ? ['patient'] : ['patient', 'user'];
+  const contexts: ScopeContext[] = isPatientUser(session.fhirUser) || isCaregiverUser(session.fhirUser) ? ['patient'] : ['patient', 'user'];
   const granted = grantScopes(req.scopes, client.scope, { contexts, otherScopes: true });
   return granted.filter((s) => {
     const parsed = parseResourceScope(s);
@@ -245,7 +253,8 @@ export function registerAuthorizeRoutes(server: Server, state: AuthState): void 
         const oidc = state.config.oidc ? { oidcUrl: `/auth/login/oidc?request=${encodeURIComponent(pending.id)}`, oidcName: state.config.oidc.displayName } : {};
         return page(h, loginPage(interactionUrl(pending.id, '/login'), session.csrf, name, oidc));
       }
-      const ctx = patientContext(session, pending);
+      const ctx = await patientContext(state, session, pending);
+      if (ctx.noLink) return finishWithError(h, pending, 'access_denied', NO_LINK);
       if (ctx.mismatch) return finishWithError(h, pending, 'access_denied', 'the launch is for another patient than the signed-in patient');
       if (ctx.needsPicker) return page(h, pickerPage(interactionUrl(pending.id, '/patient'), session.csrf, await patientChoices(state, request)));
       const offered = offeredScopes(client, pending.req, session, ctx.patient);
@@ -322,7 +331,7 @@ export function registerAuthorizeRoutes(server: Server, state: AuthState): void 
   });
 
   interactionStep('patient', { afterLogin: true }, async (request, h, { session, pending, form: body }) => {
-    if (isPatientUser(session.fhirUser) || pending.req.launch) return redirectTo(h, interactionUrl(pending.id));
+    if (isPatientUser(session.fhirUser) || isCaregiverUser(session.fhirUser) || pending.req.launch) return redirectTo(h, interactionUrl(pending.id));
     const patient = body.get('patient') ?? '';
     if (!/^[A-Za-z0-9\-.]{1,64}$/.test(patient) || !(await state.directory.exists('Patient', patient))) {
       return page(h, pickerPage(interactionUrl(pending.id, '/patient'), session.csrf, await patientChoices(state, request), 'Choose one of the patients listed.'));
@@ -337,7 +346,8 @@ export function registerAuthorizeRoutes(server: Server, state: AuthState): void 
     const decision = body.get('decision');
     if (decision === 'deny') return finishWithError(h, pending, 'access_denied', 'the user denied access');
     if (decision !== 'allow') return page(h, errorPage(400, 'decision must be allow or deny'));
-    const ctx = patientContext(session, pending);
+    const ctx = await patientContext(state, session, pending);
+    if (ctx.noLink) return finishWithError(h, pending, 'access_denied', NO_LINK);
     if (ctx.mismatch) return finishWithError(h, pending, 'access_denied', 'the launch is for another patient than the signed-in patient');
     if (ctx.needsPicker) return redirectTo(h, interactionUrl(pending.id));
     // Only what was offered can be kept: a posted scope that was not on the screen is ignored.

@@ -1,18 +1,21 @@
 import type { FhirContext } from '../fhir/context';
 import { searchResources } from '../search';
-import { readCurrent } from '../store/repository';
+import { linkedPatient } from '../access/consent';
+import { readCurrent, readResource } from '../store/repository';
 import type { PatientLabel } from './pages';
 
 /**
  * What the authorization server needs to know of FHIR resources: whether a Patient or
- * Practitioner exists (launch contexts, fhirUser of federated logins) and a list of patients
- * for the picker. Through the search and store modules' public surfaces only.
+ * Practitioner exists (launch contexts, fhirUser of federated logins), a list of patients
+ * for the picker, and a caregiver's linked patient. Through the search and store modules' public surfaces only.
  */
 export interface Directory {
   exists(type: 'Patient' | 'Practitioner', id: string): Promise<boolean>;
   listPatients(name?: string): Promise<Array<{ id: string; label: PatientLabel }>>;
   /** How the consent page names the patient (a person reads a name, not an id); undefined when unknown. */
   describePatient(id: string): Promise<PatientLabel | undefined>;
+  /** The patient a caregiver's RelatedPerson links while the link holds; undefined otherwise. */
+  linkedPatient(relatedPersonId: string): Promise<string | undefined>;
 }
 
 const PICKER_SIZE = 50;
@@ -37,6 +40,9 @@ export function fhirDirectory(ctx: FhirContext): Directory {
       const found = await readCurrent(ctx.db, 'Patient', id);
       return found && !found.deleted && found.json ? patientLabel(JSON.parse(found.json) as fhir4.Patient) : undefined;
     },
+    async linkedPatient(id) {
+      return linkedPatient((await readResource<fhir4.RelatedPerson>(ctx.db, 'RelatedPerson', id))?.resource);
+    },
   };
 }
 
@@ -52,4 +58,5 @@ export const noDirectory: Directory = {
   exists: () => Promise.reject(new Error('no FHIR directory in this process')),
   listPatients: () => Promise.resolve([]),
   describePatient: () => Promise.resolve(undefined),
+  linkedPatient: () => Promise.resolve(undefined),
 };

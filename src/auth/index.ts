@@ -3,6 +3,7 @@ import { serveWithoutTokens } from '../access/request';
 import type { FhirContext } from '../fhir/context';
 import { registerAuthorizeRoutes } from './authorize';
 import { contributeSecurity } from './capability';
+import { registerConsentStages } from './consent-stages';
 import { fhirDirectory } from './directory';
 import { forgetGrants } from './erasure';
 import { KeyStore } from './keys';
@@ -44,6 +45,7 @@ export const authPlugin: Plugin<{ ctx: FhirContext }> = {
     };
     await state.keys.init(ctx.config.auth.signingKey);
     server.expose('state', state);
+    registerConsentStages(ctx.stages);
     contributeSecurity();
     ctx.stages.use('erase', 'auth.grants', forgetGrants);
     await registerStrategy(server, state);

@@ -2,6 +2,7 @@ import Boom from '@hapi/boom';
 import type { Server } from '@hapi/hapi';
 import Jwt from '@hapi/jwt';
 import { ACCEPTED_ALGS } from './keys';
+import { withConsents } from '../access/consent';
 import { type AccessPolicy, policyFromScopes } from '../access/policy';
 import { splitScope } from '../access/scopes';
 import type { AuthState } from './state';
@@ -54,8 +55,10 @@ export async function registerStrategy(server: Server, state: AuthState): Promis
       const patient = typeof payload.patient === 'string' ? payload.patient : undefined;
       const credentials: SmartCredentials = {
         // The user's FHIR identity comes from the server's record of the token, whether or not the
-        // app was granted the fhirUser claim: the policy needs to know a patient from a clinician.
-        policy: policyFromScopes(scopes, { clientId, ...(subject ? { subject } : {}), ...(patient ? { patient } : {}), ...(record.fhir_user ? { fhirUser: record.fhir_user } : {}) }),
+        // app was granted the fhirUser claim: the policy needs to know a patient from a clinician,
+        // and Consents and caregiver links are read as they stand now, not as they stood at issue:
+        // a withdrawal holds for tokens already out (decision record 015).
+        policy: await withConsents(state.db, policyFromScopes(scopes, { clientId, ...(subject ? { subject } : {}), ...(patient ? { patient } : {}), ...(record.fhir_user ? { fhirUser: record.fhir_user } : {}) })),
         clientId,
         scope: scopes,
         ...(subject ? { subject } : {}),

@@ -10,14 +10,19 @@ import type { Queryable } from '../store/db';
  */
 export interface User {
   username: string;
-  /** `Patient/ID` or `Practitioner/ID`; absent for an administrator without a FHIR identity. */
+  /** `Patient/ID`, `Practitioner/ID` or `RelatedPerson/ID` (a caregiver); absent for an administrator without a FHIR identity. */
   fhirUser?: string;
   passwordHash?: string;
 }
 
-/** A patient user gets their own Patient as context; anyone else is a clinician. */
+/** A patient user gets their own Patient as context; a caregiver their linked patient's; anyone else is a clinician. */
 export function isPatientUser(fhirUser: string | undefined): boolean {
   return fhirUser?.startsWith('Patient/') ?? false;
+}
+
+/** A caregiver (a RelatedPerson of a patient): sees what that patient's Consents grant them, read-only. */
+export function isCaregiverUser(fhirUser: string | undefined): boolean {
+  return fhirUser?.startsWith('RelatedPerson/') ?? false;
 }
 
 export function hashPassword(password: string): Promise<string> {
@@ -28,7 +33,7 @@ export function verifyPassword(password: string, stored: string | undefined): Pr
   return verifySecret(password, stored);
 }
 
-const FHIR_USER = /^(Patient|Practitioner)\/[A-Za-z0-9\-.]{1,64}$/;
+const FHIR_USER = /^(Patient|Practitioner|RelatedPerson)\/[A-Za-z0-9\-.]{1,64}$/;
 
 export function validFhirUser(value: string): boolean {
   return FHIR_USER.test(value);
@@ -37,7 +42,7 @@ export function validFhirUser(value: string): boolean {
 export async function addUser(db: Queryable, user: { username: string; password: string; fhirUser?: string }): Promise<void> {
   if (!/^[A-Za-z0-9._@-]{1,64}$/.test(user.username)) throw new Error('username must be 1-64 letters, digits or . _ @ -');
   if (user.password.length < 8) throw new Error('password must have at least 8 characters');
-  if (user.fhirUser !== undefined && !validFhirUser(user.fhirUser)) throw new Error('fhir-user must be Practitioner/ID or Patient/ID');
+  if (user.fhirUser !== undefined && !validFhirUser(user.fhirUser)) throw new Error('fhir-user must be Practitioner/ID, Patient/ID or RelatedPerson/ID');
   const { rowCount } = await db.query(
     'INSERT INTO auth_user (username, password_hash, fhir_user) VALUES ($1, $2, $3) ON CONFLICT (username) DO NOTHING',
     [user.username, await hashPassword(user.password), user.fhirUser ?? null],

@@ -1,4 +1,5 @@
 import { policyReach, type ReadLimits, readLimits } from '../access/enforce';
+import { withConsents } from '../access/consent';
 import { type AccessPolicy, policyFromScopes, unrestricted } from '../access/policy';
 import { OperationOutcomeError } from '../kernel/outcome';
 import type { CommittedWrite, PendingWrite, UnitOfWork } from '../pipeline';
@@ -148,9 +149,11 @@ export async function enqueueNotifications(uow: UnitOfWork, committed: readonly 
   if (written.length === 0) return 0;
   const deliveries: Array<{ sub: string; w: CommittedWrite; payload: boolean }> = [];
   const pings = new Set<string>();
-  for (const sub of await liveSubscriptions(tx)) {
+  for (let sub of await liveSubscriptions(tx)) {
     const candidates = written.filter((w) => w.type === sub.criteria.type);
     if (candidates.length === 0) continue;
+    // The subscriber's grant as the Consents stand in this transaction (decision record 015).
+    sub = { ...sub, policy: await withConsents(tx, sub.policy, { fresh: true }) };
     const searchable = limitsOrNone(sub.policy, sub.criteria.type, 's');
     if (!searchable) continue;
     const ids = candidates.map((w) => w.id);

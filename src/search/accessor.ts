@@ -27,6 +27,8 @@ interface R4Model {
   choiceTypePaths: Record<string, string[]>;
   path2Type: Record<string, string>;
   path2Repeating: Record<string, boolean>;
+  /** Elements defined by contentReference (`Consent.provision.provision` is a `Consent.provision`). */
+  pathsDefinedElsewhere: Record<string, string>;
 }
 const model = r4Model as unknown as R4Model;
 
@@ -54,6 +56,9 @@ function childPath(parentType: string, name: string): string {
 }
 
 function typeOfPath(path: string): string {
+  // A recursive element (nested provisions, items) is typed as the element it repeats.
+  const elsewhere = model.pathsDefinedElsewhere[path];
+  if (elsewhere) return elsewhere;
   const t = model.path2Type[path];
   if (t === undefined || t === 'BackboneElement' || t === 'Element') return path;
   return t;

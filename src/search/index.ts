@@ -10,7 +10,7 @@ export { eraseSearchIndex, indexTablesOf, writeSearchIndex } from './index-write
 export { isInPatientCompartment, patientsOf } from './compartment';
 export { canBeInPatientCompartment } from './sql';
 export { readingsOf, readingTimes } from './readings';
-export { type Reach, type TypeLimits, unlimited } from './reach';
+export { isUnlimited, type PatientExclusion, type Reach, type TypeLimits, unlimited } from './reach';
 export { withinLimits } from './limits-match';
 export { checkScanFilter, scanAsOf, type ScannedRow, type ScanRequest } from './scan';
 

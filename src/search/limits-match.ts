@@ -13,12 +13,20 @@ import type { TokenTerm } from './types/token';
  * the caller's compartment (or before its category changed) must not be read through history or
  * vread. The patient compartment is judged as it is on write; granular constraints on token
  * parameters (the `category=…` of SMART's granular scopes) are matched in memory. A constraint
- * this cannot judge is a 403, never a guess.
+ * this cannot judge is a 403, never a guess. What a Consent excludes is judged the same way.
  */
 export function withinLimits(type: string, resource: fhir4.FhirResource, limits: TypeLimits): boolean {
   if (limits.compartmentPatientId !== undefined && !isInPatientCompartment(type, resource, limits.compartmentPatientId)) return false;
-  if (!limits.constraint || [...limits.constraint.keys()].length === 0) return true;
-  const { filters } = parseSearch(type, limits.constraint, { defaultCount: 0, maxCount: 0 });
+  if (limits.constraint && !matchesConstraint(type, resource, limits.constraint)) return false;
+  for (const ex of limits.exclude ?? []) {
+    if (isInPatientCompartment(type, resource, ex.patientId) && (!ex.constraint || matchesConstraint(type, resource, ex.constraint))) return false;
+  }
+  return true;
+}
+
+function matchesConstraint(type: string, resource: fhir4.FhirResource, constraint: URLSearchParams): boolean {
+  if ([...constraint.keys()].length === 0) return true;
+  const { filters } = parseSearch(type, constraint, { defaultCount: 0, maxCount: 0 });
   const tokens = extractIndex(type, resource).rows.token;
   return filters.every((filter) => {
     if (filter.kind !== 'param' || filter.param.type !== 'token' || filter.missing !== undefined || (filter.modifier !== undefined && filter.modifier !== 'not')) {

@@ -11,6 +11,23 @@ export interface TypeLimits {
   compartmentPatientId?: string;
   /** Parameters every resource must also match (a granular scope). */
   constraint?: URLSearchParams;
+  /**
+   * Data the caller must not see although the rest allows it: a patient's compartment, or the
+   * part of it matching `constraint` (a Consent that denies this caller a patient's data or
+   * one class of it; decision record 015). AND of NOTs.
+   */
+  exclude?: readonly PatientExclusion[];
+}
+
+/** One patient's data, or the part of it matching `constraint` (AND of its parameters). */
+export interface PatientExclusion {
+  patientId: string;
+  constraint?: URLSearchParams;
+}
+
+/** Whether `limits` let everything through (no query needed to judge a resource). */
+export function isUnlimited(limits: TypeLimits): boolean {
+  return limits.compartmentPatientId === undefined && !limits.constraint && !limits.exclude?.length;
 }
 
 /** The limits of `action` on `type`; throws a 403 OperationOutcomeError when the caller may not at all. */

@@ -7,9 +7,9 @@ import { type Cursor, decodeCursor, encodeCursor } from './cursor';
 import { findIncluded, type FoundResource } from './include';
 import type { InputLimits } from '../kernel/input-limits';
 import { type ParsedSearch, parseSearch } from './parse';
-import { compartmentCondition, filterConditions, keysetCondition, orderBy, planDriver, type SortColumn, sortColumn } from './sql';
+import { compartmentCondition, filterConditions, keysetCondition, limitConditions, orderBy, planDriver, type SortColumn, sortColumn } from './sql';
 import { checkReach } from './reach-check';
-import { type Reach, unlimited } from './reach';
+import { limitsIfAllowed, type Reach, unlimited } from './reach';
 import { SqlParams } from './sql-params';
 import { subsetResource, type SubsetMode } from './summary';
 
@@ -53,6 +53,10 @@ export function buildQuery(parsed: ParsedSearch, compartmentId: string | undefin
   const rest = parsed.filters.filter((f) => !driver?.consumed.has(f));
   const conditions = [`NOT ${r}.deleted`, ...(driver?.conditions ?? []), ...filterConditions(parsed.resourceType, rest, r, q, reach)];
   if (compartmentId !== undefined) conditions.push(compartmentCondition(parsed.resourceType, compartmentId, r, q));
+  // The searched type's compartment and constraint come in as arguments; what a Consent denies
+  // the caller of this type comes from its reach, like every other type's limits.
+  const own = limitsIfAllowed(reach, parsed.resourceType, 's') ?? limitsIfAllowed(reach, parsed.resourceType, 'r');
+  if (own?.exclude?.length) conditions.push(...limitConditions(parsed.resourceType, { exclude: own.exclude }, r, q));
   const sort = driver?.sort ?? parsed.sort.map((k) => sortColumn(parsed.resourceType, k, r, q));
   // The id makes the order total, so a keyset cursor never skips or repeats a row. On the
   // driver path it is the token row's id: the index holds it after the date, in that order.

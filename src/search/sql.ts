@@ -103,8 +103,8 @@ function filterCondition(resourceType: string, filter: Filter, r: string, q: Sql
 const constraintFilters = new Map<string, Filter[]>();
 
 /**
- * Conditions that keep row `r` of `type` within `limits`: its patient compartment and the
- * parameters of a granular scope. A type that cannot be in a patient compartment matches
+ * Conditions that keep row `r` of `type` within `limits`: its patient compartment, the
+ * parameters of a granular scope (or a Consent's data classes), and what a Consent denies. A type that cannot be in a patient compartment matches
  * nothing under a compartment limit.
  */
 export function limitConditions(type: string, limits: TypeLimits, r: string, q: SqlParams): string[] {
@@ -113,17 +113,27 @@ export function limitConditions(type: string, limits: TypeLimits, r: string, q: 
     if (!canBeInPatientCompartment(type)) return ['false'];
     conditions.push(compartmentCondition(type, limits.compartmentPatientId, r, q));
   }
-  if (limits.constraint && [...limits.constraint.keys()].length > 0) {
-    const key = `${type}?${limits.constraint.toString()}`;
-    let filters = constraintFilters.get(key);
-    if (!filters) {
-      filters = parseSearch(type, limits.constraint, { defaultCount: 0, maxCount: 0 }).filters;
-      if (constraintFilters.size < 10_000) constraintFilters.set(key, filters);
+  if (limits.constraint) conditions.push(...constraintConditions(type, limits.constraint, r, q));
+  // Only data in a patient compartment can be a patient's: other types have nothing to exclude.
+  if (limits.exclude?.length && canBeInPatientCompartment(type)) {
+    for (const ex of limits.exclude) {
+      const excluded = [compartmentCondition(type, ex.patientId, r, q), ...(ex.constraint ? constraintConditions(type, ex.constraint, r, q) : [])];
+      conditions.push(`NOT (${excluded.join(' AND ')})`);
     }
-    // A scope's parameters are simple (no chains, no _has): nothing further to reach.
-    conditions.push(...filterConditions(type, filters, r, q, () => ({})));
   }
   return conditions;
+}
+
+function constraintConditions(type: string, constraint: URLSearchParams, r: string, q: SqlParams): string[] {
+  if ([...constraint.keys()].length === 0) return [];
+  const key = `${type}?${constraint.toString()}`;
+  let filters = constraintFilters.get(key);
+  if (!filters) {
+    filters = parseSearch(type, constraint, { defaultCount: 0, maxCount: 0 }).filters;
+    if (constraintFilters.size < 10_000) constraintFilters.set(key, filters);
+  }
+  // A scope's or Consent's parameters are simple (no chains, no _has): nothing further to reach.
+  return filterConditions(type, filters, r, q, () => ({}));
 }
 
 export function canBeInPatientCompartment(resourceType: string): boolean {

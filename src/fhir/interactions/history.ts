@@ -2,7 +2,7 @@ import { type HistoryRow, readHistory } from '../../store/history';
 import { readCurrent } from '../../store/repository';
 import { isValidId } from '../../kernel/id';
 import { forbidden, type ReadLimits, readLimits, requireReadable } from '../../access/enforce';
-import { withinLimits } from '../../search';
+import { isUnlimited, withinLimits } from '../../search';
 import type { FhirContext, InteractionResult } from '../context';
 import { supportedTypes } from '../../kernel/resource-types';
 import { badRequest, notFound } from '../../kernel/outcome';
@@ -38,8 +38,8 @@ export async function history(ctx: FhirContext, req: Omit<RestRequest, 'type'> &
     // unrestricted readers of every type it lists.
     for (const type of req.type ? [req.type] : supportedTypes) {
       const limits = readLimits(req.policy, type, 'r');
-      if (limits.compartmentPatientId !== undefined || limits.constraint) {
-        throw forbidden(`history of all ${type} resources is not available to a patient-scoped or parameter-restricted token; read the history of one resource`);
+      if (!isUnlimited(limits)) {
+        throw forbidden(`history of all ${type} resources is not available to a patient-scoped, parameter-restricted or Consent-restricted token; read the history of one resource`);
       }
     }
   }
@@ -78,7 +78,7 @@ export async function history(ctx: FhirContext, req: Omit<RestRequest, 'type'> &
  * and a deletion as the version it deleted (the next older one).
  */
 function visibleVersions(type: string, rows: readonly HistoryRow[], limits: ReadLimits): boolean[] {
-  if (limits.compartmentPatientId === undefined && !limits.constraint) return rows.map(() => true);
+  if (isUnlimited(limits)) return rows.map(() => true);
   const own = rows.map((r) => (r.json === null ? undefined : withinLimits(type, JSON.parse(r.json) as fhir4.FhirResource, limits)));
   return own.map((v, i) => v ?? own.slice(i + 1).find((x) => x !== undefined) ?? false);
 }

@@ -1,7 +1,7 @@
 import { readCurrent, readVersion, type StoredVersion } from '../../store/repository';
 import { isValidId } from '../../kernel/id';
 import { readLimits, requireReadable } from '../../access/enforce';
-import { withinLimits } from '../../search';
+import { isUnlimited, withinLimits } from '../../search';
 import type { FhirContext, InteractionResult } from '../context';
 import { gone, notFound } from '../../kernel/outcome';
 import { etag, httpDate, parseVersionId } from '../../kernel/etag';
@@ -34,7 +34,7 @@ export async function vread(ctx: FhirContext, req: RestRequest): Promise<Interac
   const stored = await readVersion(ctx.db, req.type, id, vid);
   if (!stored) throw notFound(`${req.type}/${id} has no version ${vid}`);
   const limits = readLimits(req.policy, req.type, 'r');
-  if (limits.compartmentPatientId !== undefined || limits.constraint) {
+  if (!isUnlimited(limits)) {
     const judged = stored.deleted ? await readVersion(ctx.db, req.type, id, vid - 1) : stored;
     if (!judged?.json || !withinLimits(req.type, JSON.parse(judged.json) as fhir4.FhirResource, limits)) throw notFound(`${req.type}/${id} has no version ${vid}`);
   }

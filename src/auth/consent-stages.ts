@@ -1,0 +1,27 @@
+import { consentProblems } from '../access/consent-rules';
+import { forgetConsents } from '../access/consent';
+import { badRequest } from '../kernel/outcome';
+import { eachWrite, type Stages } from '../pipeline';
+
+/** The types whose writes change what a Consent-governed caller may see (decision record 015). */
+const GOVERNING_TYPES = new Set(['Consent', 'RelatedPerson']);
+
+/**
+ * Consents and caregiver links in the write pipeline:
+ * - validate: a patient-privacy Consent this server could not enforce is a 400, never stored
+ *   to be half-applied;
+ * - after-commit: the access policy's cache of Consents is dropped before the write's
+ *   response is sent, so the next request, with any token, meets the new state.
+ */
+export function registerConsentStages(stages: Stages): void {
+  stages.use('validate', 'auth.consent', async (_uow, writes) =>
+    eachWrite(writes, (w) => {
+      if (w.type !== 'Consent' || !w.resource) return;
+      const problems = consentProblems(w.resource as fhir4.Consent);
+      if (problems.length) throw badRequest(`this Consent cannot be enforced: ${problems.join('; ')}`);
+    }),
+  );
+  stages.use('after-commit', 'auth.consent-cache', async (committed) => {
+    if (committed.some((w) => GOVERNING_TYPES.has(w.type))) forgetConsents();
+  });
+}
