@@ -92,8 +92,9 @@ describe('Patient/$erase', () => {
    */
   const linkAndExport = async (who: 'alice' | 'bob') => {
     await app.ctx.db.query(
-      `INSERT INTO withings_account (id, patient_id, withings_userid, access_token, refresh_token, access_expires_at)
-       VALUES ($1, $2, $3, 'ciphertext', 'ciphertext', now())`,
+      // Not due (relink-needed): no sync worker of another suite on this database claims it.
+      `INSERT INTO withings_account (id, patient_id, withings_userid, status, access_token, refresh_token, access_expires_at)
+       VALUES ($1, $2, $3, 'relink-needed', 'ciphertext', 'ciphertext', now())`,
       [`account-of-${who}`, id[who], String(Date.now() % 1e9) + (who === 'alice' ? '1' : '2')],
     );
     await app.ctx.db.query(
@@ -117,6 +118,9 @@ describe('Patient/$erase', () => {
   });
 
   after(async () => {
+    // Suites share the database: the stand-in link and export must not reach the connector's or the export's own tests.
+    await app.ctx.db.query(`DELETE FROM withings_account WHERE id LIKE 'account-of-%'`);
+    await app.ctx.db.query(`DELETE FROM bulk_export_job WHERE id LIKE 'export-of-%'`);
     await app.stop();
   });
 
