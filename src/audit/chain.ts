@@ -191,9 +191,19 @@ export async function* chainRows(db: Queryable): AsyncGenerator<ChainRow> {
   }
 }
 
+/** The head of the stored chain (its last link); undefined before the audit migration's row exists. */
+export async function chainHead(db: Queryable): Promise<{ seq: string; hash: string } | undefined> {
+  return (await db.query<{ seq: string; hash: string }>('SELECT seq::text AS seq, hash FROM audit_chain_head WHERE one')).rows[0];
+}
+
+/** The hash of link `seq`, undefined when that row is not stored. */
+export async function linkHashAt(db: Queryable, seq: string): Promise<string | undefined> {
+  return (await db.query<{ hash: string }>('SELECT hash FROM audit_event WHERE seq = $1::bigint', [seq])).rows[0]?.hash;
+}
+
 /** Verifies the stored chain against itself and its head. */
 export async function verifyChain(db: Queryable): Promise<VerifyResult> {
-  const head = (await db.query<{ seq: string; hash: string }>('SELECT seq::text AS seq, hash FROM audit_chain_head WHERE one')).rows[0];
+  const head = await chainHead(db);
   const problems: ChainProblem[] = [];
   let state = { seq: 0n, hash: GENESIS };
   let rows = 0;

@@ -1,5 +1,5 @@
 import type { Queryable } from '../store/db';
-import { chainRows, type ChainRow, verifyRows, type VerifyResult } from './chain';
+import { chainHead, chainRows, type ChainRow, verifyRows, type VerifyResult } from './chain';
 
 /**
  * Off-site copies (ASVS 16.4.3): the chain as NDJSON, one line per row —
@@ -8,7 +8,7 @@ import { chainRows, type ChainRow, verifyRows, type VerifyResult } from './chain
  * kept apart from the server, reveals rows removed from the newest end later.
  */
 export async function* exportChain(db: Queryable): AsyncGenerator<string> {
-  const head = (await db.query<{ seq: string; hash: string }>('SELECT seq::text AS seq, hash FROM audit_chain_head WHERE one')).rows[0];
+  const head = await chainHead(db);
   for await (const row of chainRows(db)) {
     if (head && BigInt(row.seq) > BigInt(head.seq)) break;
     yield `{"seq":${JSON.stringify(row.seq)},"hash":${JSON.stringify(row.hash)},"resource":${row.json}}\n`;

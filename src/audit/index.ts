@@ -12,7 +12,7 @@ import { auditWrites } from './writes';
 
 export { noteClaimedActor } from './http';
 export { auditRoutes } from './search';
-export { verifyChain, type VerifyResult } from './chain';
+export { chainHead, linkHashAt, verifyChain, type VerifyResult } from './chain';
 export { VERSION_AUTHOR_URL } from './authorship';
 export { ERASED_PATIENT_SYSTEM } from './erasure';
 

@@ -2,7 +2,7 @@ import { createHmac, timingSafeEqual } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { Readable } from 'node:stream';
-import { verifyChain } from '../audit';
+import { chainHead, linkHashAt, verifyChain } from '../audit';
 import { type Db, openDb, type Queryable } from '../store/db';
 import { dumpPgliteDataDir, loadPgliteDataDir } from '../store/pglite';
 import { decryptFromFile, drain, encryptToFile, keyId, sha256OfFile } from './encryption';
@@ -67,8 +67,7 @@ function macOf(manifest: Omit<Manifest, 'mac'>, key: Buffer): string {
 async function auditHeadOf(q: Queryable): Promise<AuditHead | null> {
   const { rows: [table] } = await q.query<{ t: string | null }>(`SELECT to_regclass('audit_chain_head')::text AS t`);
   if (!table?.t) throw new Error('this database holds no tables of this server (no audit_chain_head): check DATABASE_URL / DATA_DIR');
-  const { rows } = await q.query<AuditHead>('SELECT seq::text AS seq, hash FROM audit_chain_head WHERE one');
-  return rows[0] ?? null;
+  return (await chainHead(q)) ?? null;
 }
 
 async function serverVersionOf(q: Queryable): Promise<string> {
@@ -209,8 +208,7 @@ async function checkRestoredChain(db: Db, recorded: AuditHead | null): Promise<{
   const result = await verifyChain(db);
   if (result.problems.length) throw new Error(`the restored audit chain is broken: ${result.problems.slice(0, 3).map((p) => `row ${p.seq}: ${p.problem}`).join('; ')}`);
   if (recorded && recorded.seq !== '0') {
-    const { rows } = await db.query<{ hash: string }>('SELECT hash FROM audit_event WHERE seq = $1::bigint', [recorded.seq]);
-    if (rows[0]?.hash !== recorded.hash) throw new Error(`the restored audit chain does not hold the link ${recorded.seq} recorded at backup time`);
+    if ((await linkHashAt(db, recorded.seq)) !== recorded.hash) throw new Error(`the restored audit chain does not hold the link ${recorded.seq} recorded at backup time`);
   }
   return { auditRows: result.rows, auditHead: { seq: result.head.seq, hash: result.head.hash } };
 }
