@@ -113,7 +113,10 @@ async function startServer(databaseUrl: string, poolSize: number): Promise<Serve
   const root = resolve(__dirname, '..', '..');
   const port = await freePort();
   const fhirBase = `http://127.0.0.1:${port}/fhir`;
-  const child = spawn(process.execPath, [join(root, 'dist', 'src', 'main.js')], {
+  // BENCH_SERVER_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles the server under load
+  // (Node refuses --cpu-prof in NODE_OPTIONS).
+  const nodeArgs = (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  const child = spawn(process.execPath, [...nodeArgs, join(root, 'dist', 'src', 'main.js')], {
     cwd: root,
     env: {
       ...process.env,

@@ -17,6 +17,11 @@ export interface Config {
   maxPageSize: number;
   /** Longest a database statement may run (PostgreSQL statement_timeout); 0 = no limit. */
   statementTimeoutMs: number;
+  /**
+   * Repeated statements as named prepared statements (DATABASE_PREPARED_STATEMENTS, default
+   * true; src/store/prepared.ts). false behind PgBouncer older than 1.21 in transaction mode.
+   */
+  preparedStatements: boolean;
   /** Bounds on JSON bodies and searches (src/kernel/input-limits.ts): past them, a 4xx before any work grows. */
   inputLimits: InputLimits;
   /**
@@ -175,6 +180,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     },
     hsts: baseUrl.startsWith('https:') || bool(env.TLS_PROXY, 'TLS_PROXY'),
     statementTimeoutMs: duration(env.STATEMENT_TIMEOUT, 15_000, 'STATEMENT_TIMEOUT'),
+    preparedStatements: env.DATABASE_PREPARED_STATEMENTS === undefined || env.DATABASE_PREPARED_STATEMENTS === '' || bool(env.DATABASE_PREPARED_STATEMENTS, 'DATABASE_PREPARED_STATEMENTS'),
     adherenceCheckIntervalMs: duration(env.ADHERENCE_CHECK_INTERVAL, 15 * 60_000, 'ADHERENCE_CHECK_INTERVAL'),
     subscriptionRetryBaseMs: duration(env.SUBSCRIPTION_RETRY_BASE, 5_000, 'SUBSCRIPTION_RETRY_BASE'),
     subscriptionMaxAttempts: int(env.SUBSCRIPTION_MAX_ATTEMPTS, 10, 'SUBSCRIPTION_MAX_ATTEMPTS'),

@@ -57,12 +57,12 @@ const CORS = {
  */
 export async function createServer(config: Config, options: { db?: Db; logger?: Logger } = {}): Promise<App> {
   const log = options.logger ?? pino({ level: config.logLevel });
-  const db = options.db ?? (await openDb(config.databaseUrl, config.dataDir, { statementTimeoutMs: config.statementTimeoutMs }));
+  const db = options.db ?? (await openDb(config.databaseUrl, config.dataDir, { statementTimeoutMs: config.statementTimeoutMs, preparedStatements: config.preparedStatements }));
   await migrateAll(db);
   warmUp(supportedTypes);
 
   // Searches may run on a streaming replica (docs/decisions/019-scale-out.md).
-  const reads = config.databaseReplicaUrl ? openReadRouting(db, config.databaseReplicaUrl, { statementTimeoutMs: config.statementTimeoutMs }) : undefined;
+  const reads = config.databaseReplicaUrl ? openReadRouting(db, config.databaseReplicaUrl, { statementTimeoutMs: config.statementTimeoutMs, preparedStatements: config.preparedStatements }) : undefined;
   const ctx: FhirContext = { db, config, baseUrl: `${config.baseUrl}/fhir`, log, stages: new Stages(), operations: new OperationRegistry(), ...(reads ? { reads } : {}) };
   const server = Hapi.server({
     port: config.port,

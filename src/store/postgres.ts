@@ -2,6 +2,7 @@ import { connect } from 'node:net';
 import { Client, Pool, type PoolClient, types } from 'pg';
 import { OperationOutcomeError } from '../kernel/outcome';
 import { cancellationSignal, QUERY_CANCELED } from './cancellation';
+import { isStalePreparedStatement, PreparedNames } from './prepared';
 import type { Db, Queryable, QueryResult } from './db';
 
 // Timestamps are read as their ISO text, never through JS Date: FHIR instants keep their
@@ -14,6 +15,8 @@ export interface PostgresOptions {
   applicationName?: string;
   /** Longest a statement may run (STATEMENT_TIMEOUT); 0 = no limit. */
   statementTimeoutMs?: number;
+  /** Repeated statements as named prepared statements (DATABASE_PREPARED_STATEMENTS, default on; src/store/prepared.ts). */
+  preparedStatements?: boolean;
 }
 
 export function openPostgres(connectionString: string, options: PostgresOptions = {}): Db {
@@ -39,13 +42,22 @@ export function openPostgres(connectionString: string, options: PostgresOptions 
     sendCancelRequest(cancelTarget, processID, secretKey);
   };
 
-  const runOn = async <R>(client: PoolClient, sql: string, params: readonly unknown[] | undefined, inTransaction: boolean): Promise<QueryResult<R>> => {
+  const prepared = options.preparedStatements === false ? undefined : new PreparedNames();
+  /** The statement as pg takes it: named when it repeats (and preparing is on). */
+  const statement = (sql: string, params: readonly unknown[] | undefined, named: boolean) => {
+    // Only statements with parameters: a text without any may hold several statements, which
+    // only the simple protocol runs (migrations), and gains little from a name.
+    const name = named && params?.length ? prepared?.nameOf(sql) : undefined;
+    return name === undefined ? { text: sql, values: params as unknown[] | undefined } : { name, text: sql, values: params as unknown[] | undefined };
+  };
+
+  const runOn = async <R>(client: PoolClient, sql: string, params: readonly unknown[] | undefined, inTransaction: boolean, named = true): Promise<QueryResult<R>> => {
     const signal = cancellationSignal();
     if (signal?.aborted) throw cancelled(inTransaction, true);
     const onAbort = () => cancel(client);
     signal?.addEventListener('abort', onAbort, { once: true });
     try {
-      const result = await client.query(sql, params as unknown[] | undefined);
+      const result = await client.query(statement(sql, params, named));
       return { rows: result.rows as R[], rowCount: result.rowCount ?? 0 };
     } catch (err) {
       if ((err as { code?: string }).code === QUERY_CANCELED) throw cancelled(inTransaction, signal?.aborted === true);
@@ -55,30 +67,29 @@ export function openPostgres(connectionString: string, options: PostgresOptions 
     }
   };
 
+  /** One statement on a pooled connection; a connection whose prepared statements went stale is dropped and the statement run again, unnamed. */
+  const runPooled = async <R>(sql: string, params: readonly unknown[] | undefined, named = true): Promise<QueryResult<R>> => {
+    const client = await pool.connect();
+    try {
+      const result = await runOn<R>(client, sql, params, false, named);
+      client.release();
+      return result;
+    } catch (err) {
+      client.release(isStalePreparedStatement(err) ? (err as Error) : undefined);
+      if (named && isStalePreparedStatement(err)) return runPooled<R>(sql, params, false);
+      throw err;
+    }
+  };
+
   return {
     kind: 'postgres',
-    async query(sql, params) {
-      if (!cancellationSignal()) {
-        try {
-          const result = await pool.query(sql, params as unknown[] | undefined);
-          return { rows: result.rows, rowCount: result.rowCount ?? 0 };
-        } catch (err) {
-          if ((err as { code?: string }).code === QUERY_CANCELED) throw cancelled(false, false);
-          throw err;
-        }
-      }
-      const client = await pool.connect();
-      try {
-        return await runOn(client, sql, params, false);
-      } finally {
-        client.release();
-      }
-    },
+    query: (sql, params) => runPooled(sql, params),
     exec: async (sql) => {
       await pool.query(sql);
     },
     async transaction(fn) {
       const client = await pool.connect();
+      let stale: Error | undefined;
       try {
         await client.query('BEGIN');
         const tx: Queryable = {
@@ -92,9 +103,10 @@ export function openPostgres(connectionString: string, options: PostgresOptions 
         return result;
       } catch (err) {
         await client.query('ROLLBACK').catch(() => undefined);
+        if (isStalePreparedStatement(err)) stale = err as Error;
         throw err;
       } finally {
-        client.release();
+        client.release(stale);
       }
     },
     listen: (channel, onPayload) => listenOn(connectionString, channel, onPayload),

@@ -22,7 +22,7 @@ export interface ReadRouting {
 /** pg_lsn's text form: two hexadecimal halves. */
 const LSN = /^[0-9A-F]{1,8}\/[0-9A-F]{1,8}$/i;
 
-export function openReadRouting(primary: Db, replicaUrl: string, options: { statementTimeoutMs?: number } = {}): ReadRouting {
+export function openReadRouting(primary: Db, replicaUrl: string, options: { statementTimeoutMs?: number; preparedStatements?: boolean } = {}): ReadRouting {
   const replica = openPostgres(replicaUrl, { ...options, applicationName: 'rpm-fhir-replica-reads' });
 
   const caughtUp = async (minLsn: string): Promise<boolean> => {
