@@ -2,7 +2,7 @@ import type { Plugin, Request } from '@hapi/hapi';
 import { policyOf } from '../access/request';
 import type { FhirContext } from '../fhir/context';
 import { parseJsonBody } from '../fhir/negotiation';
-import { cancellable } from '../fhir/request-lifetime';
+import { cancellable, withRequestSignal } from '../fhir/request-lifetime';
 import { respond } from '../fhir/respond';
 import { parseBleBody, parseDosesBody, parseReadingsBody, parseWithingsBody } from './doors';
 import { ingestPayload, type Payload } from './ingest';
@@ -25,7 +25,7 @@ export const devicesPlugin: Plugin<{ ctx: FhirContext }> = {
           const payload = parse(parseJsonBody(request.payload, ctx.config.inputLimits), request);
           // The readings are written with the gateway's own rights (SMART scopes): the write
           // pipeline checks each Observation (and a Device created on first sight) against them.
-          return respond(request, h, { status: 200, body: await cancellable(request, () => ingestPayload(ctx, payload, policyOf(request))) });
+          return respond(request, h, { status: 200, body: await cancellable(request, (signal) => ingestPayload(withRequestSignal(ctx, signal), payload, policyOf(request))) });
         },
       });
     door('/ingest/readings', (body) => parseReadingsBody(body));

@@ -11,6 +11,8 @@ export interface FhirContext extends PipelineContext {
   readonly operations: OperationRegistry;
   /** Searches on a streaming replica (DATABASE_REPLICA_URL), with read-your-writes; absent: all on `db`. */
   readonly reads?: ReadRouting;
+  /** The request's lifetime, once a request runs with this context: statements on a replica end with it too. */
+  readonly signal?: AbortSignal;
 }
 
 /**

@@ -13,7 +13,7 @@ export const COMMIT_LSN_HEADER = 'x-commit-lsn';
 export const onReplica =
   <R extends RestRequest>(handler: (ctx: FhirContext, req: R) => Promise<InteractionResult>) =>
   (ctx: FhirContext, req: R): Promise<InteractionResult> =>
-    ctx.reads ? ctx.reads.read(req.commitLsn, (db) => handler({ ...ctx, db }, req)) : handler(ctx, req);
+    ctx.reads ? ctx.reads.read(req.commitLsn, (db) => handler({ ...ctx, db: ctx.signal ? db.withSignal(ctx.signal) : db }, req)) : handler(ctx, req);
 
 /** Adds X-Commit-LSN to the 2xx answer of every write (REST, bundles, device doors) when a replica is configured. */
 export const commitLsnHeader: Plugin<{ ctx: FhirContext }> = {

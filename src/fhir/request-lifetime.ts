@@ -1,5 +1,5 @@
 import type { Request, Server } from '@hapi/hapi';
-import { withCancellation } from '../store/cancellation';
+import type { Db } from '../store/db';
 
 declare module '@hapi/hapi' {
   interface ServerApplicationState {
@@ -9,12 +9,13 @@ declare module '@hapi/hapi' {
 }
 
 /**
- * Runs a request's work so that its database statements are cancelled when the request is
- * gone: the client disconnected, or the server is stopping and the grace
- * period is over (`abortInFlight`). A search whose client left must not hold a pool
- * connection, nor keep the process from stopping.
+ * Runs a request's work with a signal that aborts when the request is gone: the client
+ * disconnected, or the server is stopping and the grace period is over (`abortInFlight`). The
+ * work runs its statements on `db.withSignal(signal)` (`withRequestSignal` for a FhirContext),
+ * so that a search whose client left does not hold a pool connection, nor keep the process
+ * from stopping.
  */
-export function cancellable<T>(request: Request, work: () => Promise<T>): Promise<T> {
+export function cancellable<T>(request: Request, work: (signal: AbortSignal) => Promise<T>): Promise<T> {
   const controller = new AbortController();
   const inFlight = (request.server.app.inFlight ??= new Set());
   inFlight.add(controller);
@@ -26,7 +27,7 @@ export function cancellable<T>(request: Request, work: () => Promise<T>): Promis
     if (!res.writableEnded) controller.abort();
   };
   res.once('close', abort);
-  return withCancellation(controller.signal, work).finally(() => {
+  return work(controller.signal).finally(() => {
     inFlight.delete(controller);
     res.removeListener('close', abort);
   });
@@ -35,4 +36,9 @@ export function cancellable<T>(request: Request, work: () => Promise<T>): Promis
 /** Cancels the work of every request still running (shutdown, after the grace period). */
 export function abortInFlight(server: Server): void {
   for (const controller of server.app.inFlight ?? []) controller.abort();
+}
+
+/** The context of one request: its statements, on the primary or a replica, end with it. */
+export function withRequestSignal<C extends { db: Db; signal?: AbortSignal }>(ctx: C, signal: AbortSignal): C {
+  return { ...ctx, db: ctx.db.withSignal(signal), signal };
 }

@@ -12,7 +12,7 @@ import { checkBodyType, parseJsonBody, preferences, responseType } from './negot
 import { badRequest, notFound, notSupported } from '../kernel/outcome';
 import { isSupportedType } from '../kernel/resource-types';
 import { isValidId, requireValidId } from '../kernel/id';
-import { cancellable } from './request-lifetime';
+import { cancellable, withRequestSignal } from './request-lifetime';
 import { onReplica } from './read-routing';
 import { respond } from './respond';
 import type { RestRequest } from './rest-request';
@@ -36,7 +36,7 @@ export const fhirRoutes: Plugin<{ ctx: FhirContext }> = {
         options: { payload: opts.body ? bodyOptions() : undefined },
         handler: async (request: Request, h: ResponseToolkit) => {
           const req = toRestRequest(ctx, request, opts.body);
-          return respond(request, h, await cancellable(request, () => handler(ctx, req)));
+          return respond(request, h, await cancellable(request, (signal) => handler(withRequestSignal(ctx, signal), req)));
         },
       });
 

@@ -26,6 +26,14 @@ export interface Db extends Queryable {
    * sent while the listening connection is down is lost.
    */
   listen(channel: string, onPayload: (payload: string) => void): Promise<() => Promise<void>>;
+  /**
+   * The same database whose statements are cancelled when `signal` aborts: the request they work
+   * for went away, or the server is stopping (src/fhir/request-lifetime.ts). Explicit, not an
+   * AsyncLocalStorage: its promise hooks cost every promise of the process, measured at a
+   * quarter of a read's server CPU. The embedded database runs in the process and has nothing
+   * to cancel.
+   */
+  withSignal(signal: AbortSignal): Db;
   close(): Promise<void>;
 }
 

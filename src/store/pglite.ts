@@ -36,7 +36,7 @@ export async function openPglite(dataDir: string | undefined): Promise<Db> {
     throw err;
   }
 
-  return {
+  const db: Db = {
     kind: 'pglite',
     ...queryable(pg),
     transaction(fn) {
@@ -45,6 +45,7 @@ export async function openPglite(dataDir: string | undefined): Promise<Db> {
     async listen(channel, onPayload) {
       return pg.listen(channel, onPayload);
     },
+    withSignal: () => db,
     async close() {
       try {
         await pg.close();
@@ -53,6 +54,7 @@ export async function openPglite(dataDir: string | undefined): Promise<Db> {
       }
     },
   };
+  return db;
 }
 
 /**

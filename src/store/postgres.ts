@@ -1,7 +1,7 @@
 import { connect } from 'node:net';
 import { Client, Pool, type PoolClient, types } from 'pg';
 import { OperationOutcomeError } from '../kernel/outcome';
-import { cancellationSignal, QUERY_CANCELED } from './cancellation';
+import { QUERY_CANCELED } from './cancellation';
 import { isStalePreparedStatement, PreparedNames } from './prepared';
 import type { Db, Queryable, QueryResult } from './db';
 
@@ -51,8 +51,7 @@ export function openPostgres(connectionString: string, options: PostgresOptions 
     return name === undefined ? { text: sql, values: params as unknown[] | undefined } : { name, text: sql, values: params as unknown[] | undefined };
   };
 
-  const runOn = async <R>(client: PoolClient, sql: string, params: readonly unknown[] | undefined, inTransaction: boolean, named = true): Promise<QueryResult<R>> => {
-    const signal = cancellationSignal();
+  const runOn = async <R>(client: PoolClient, signal: AbortSignal | undefined, sql: string, params: readonly unknown[] | undefined, inTransaction: boolean, named = true): Promise<QueryResult<R>> => {
     if (signal?.aborted) throw cancelled(inTransaction, true);
     const onAbort = () => cancel(client);
     signal?.addEventListener('abort', onAbort, { once: true });
@@ -68,32 +67,35 @@ export function openPostgres(connectionString: string, options: PostgresOptions 
   };
 
   /** One statement on a pooled connection; a connection whose prepared statements went stale is dropped and the statement run again, unnamed. */
-  const runPooled = async <R>(sql: string, params: readonly unknown[] | undefined, named = true): Promise<QueryResult<R>> => {
+  const runPooled = async <R>(signal: AbortSignal | undefined, sql: string, params: readonly unknown[] | undefined, named = true): Promise<QueryResult<R>> => {
+    if (signal?.aborted) throw cancelled(false, true);
     const client = await pool.connect();
     try {
-      const result = await runOn<R>(client, sql, params, false, named);
+      const result = await runOn<R>(client, signal, sql, params, false, named);
       client.release();
       return result;
     } catch (err) {
       client.release(isStalePreparedStatement(err) ? (err as Error) : undefined);
-      if (named && isStalePreparedStatement(err)) return runPooled<R>(sql, params, false);
+      if (named && isStalePreparedStatement(err)) return runPooled<R>(signal, sql, params, false);
       throw err;
     }
   };
 
-  return {
+  /** The database as requests see it; `signal` cancels the statements of one request. */
+  const db = (signal: AbortSignal | undefined): Db => ({
     kind: 'postgres',
-    query: (sql, params) => runPooled(sql, params),
+    query: (sql, params) => runPooled(signal, sql, params),
     exec: async (sql) => {
       await pool.query(sql);
     },
     async transaction(fn) {
+      if (signal?.aborted) throw cancelled(true, true);
       const client = await pool.connect();
       let stale: Error | undefined;
       try {
         await client.query('BEGIN');
         const tx: Queryable = {
-          query: (sql, params) => runOn(client, sql, params, true),
+          query: (sql, params) => runOn(client, signal, sql, params, true),
           exec: async (sql) => {
             await client.query(sql);
           },
@@ -110,8 +112,10 @@ export function openPostgres(connectionString: string, options: PostgresOptions 
       }
     },
     listen: (channel, onPayload) => listenOn(connectionString, channel, onPayload),
+    withSignal: (requestSignal) => db(requestSignal),
     close: () => pool.end(),
-  };
+  });
+  return db(undefined);
 }
 
 const RELISTEN_MS = 1000;

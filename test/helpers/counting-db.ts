@@ -10,8 +10,7 @@ export interface CountingDb extends Db {
   reset(): void;
 }
 
-export function countingDb(db: Db): CountingDb {
-  const statements: string[] = [];
+export function countingDb(db: Db, statements: string[] = []): CountingDb {
   const wrap = (q: Queryable): Queryable => ({
     query: (sql, params) => {
       statements.push(sql);
@@ -31,6 +30,8 @@ export function countingDb(db: Db): CountingDb {
     exec: outer.exec,
     transaction: (fn) => db.transaction((tx) => fn(wrap(tx))),
     listen: (channel, onPayload) => db.listen(channel, onPayload),
+    // A request's statements (bound to its signal) are counted with the rest.
+    withSignal: (signal) => countingDb(db.withSignal(signal), statements),
     close: () => db.close(),
   };
 }

@@ -38,7 +38,7 @@ describe('statements end with their request', { skip: !onPostgres }, () => {
   it('cancels the statement of a request whose client disconnected', { timeout: 30_000 }, async () => {
     const app = await startTestServer({}, { listen: true });
     const marker = `disconnect-${process.pid}-${Date.now()}`;
-    app.server.route({ method: 'GET', path: '/test/sleep', options: { auth: false }, handler: (request) => cancellable(request, () => app.ctx.db.query(`SELECT pg_sleep(20) /* ${marker} */`)).then(() => 'done') });
+    app.server.route({ method: 'GET', path: '/test/sleep', options: { auth: false }, handler: (request) => cancellable(request, (signal) => app.ctx.db.withSignal(signal).query(`SELECT pg_sleep(20) /* ${marker} */`)).then(() => 'done') });
     const admin = await testDb();
     try {
       const req = http.get(`http://127.0.0.1:${app.server.info.port}/test/sleep`);
@@ -58,7 +58,7 @@ describe('statements end with their request', { skip: !onPostgres }, () => {
   it('stops within its promised 10 s, cancelling what still runs', { timeout: 30_000 }, async () => {
     const app = await startTestServer({}, { listen: true });
     const marker = `shutdown-${process.pid}-${Date.now()}`;
-    app.server.route({ method: 'GET', path: '/test/sleep', options: { auth: false }, handler: (request) => cancellable(request, () => app.ctx.db.query(`SELECT pg_sleep(60) /* ${marker} */`)).then(() => 'done') });
+    app.server.route({ method: 'GET', path: '/test/sleep', options: { auth: false }, handler: (request) => cancellable(request, (signal) => app.ctx.db.withSignal(signal).query(`SELECT pg_sleep(60) /* ${marker} */`)).then(() => 'done') });
     const admin = await testDb();
     const answer = new Promise<number>((resolve) => {
       http.get(`http://127.0.0.1:${app.server.info.port}/test/sleep`, (res) => resolve(res.statusCode ?? 0)).on('error', () => resolve(-1));
