@@ -77,7 +77,9 @@ export async function chainStaged(db: Db, limit: number): Promise<number> {
   return db.transaction(async (tx) => {
     const head = await lockHead(tx);
     const moved = (await tx.query<StoredAudit & { queued: string }>(
-      `DELETE FROM audit_pending WHERE queued IN (SELECT queued FROM audit_pending ORDER BY queued LIMIT $1)
+      // The oldest by the primary key (an array, not `IN (subquery)`, which may join over a seq
+      // scan of every dead row the moves before left).
+      `DELETE FROM audit_pending WHERE queued = ANY(ARRAY(SELECT queued FROM audit_pending ORDER BY queued LIMIT $1))
        RETURNING queued::text AS queued, ${COLUMNS.map((c) => (c === 'recorded' ? 'recorded::text AS recorded' : c)).join(', ')}`,
       [limit],
     )).rows;

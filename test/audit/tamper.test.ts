@@ -119,7 +119,7 @@ describe('audit chain', () => {
     const res = await app.request({ method: 'POST', url: '/fhir/Patient', payload: { resourceType: 'Patient', name: [{ family: 'Staged' }] } });
     expect(res.statusCode).to.equal(201);
     const chained = () => app.ctx.db.query<{ n: number }>('SELECT count(*)::int AS n FROM audit_event WHERE patient = $1', [res.json.id]);
-    // Kicked 25 ms after the commit; the poll (1 s) is the backstop. The bound here is generous for a loaded CI machine.
+    // Kicked 100 ms after the commit; the poll (1 s) is the backstop. The bound here is generous for a loaded CI machine.
     await until('the create chained', async () => (await chained()).rows[0]!.n === 1, 5_000);
     const { code, out } = await verify();
     expect(code, out).to.equal(0);
