@@ -4,8 +4,13 @@ import { chainStaged, hasStaged } from './chain';
 
 /** Rows moved per chaining transaction: the batch that keeps one transaction short. */
 const BATCH = 1_000;
-/** How long a kick waits, so that the staged rows of commits close together are chained in one transaction. */
-const COALESCE_MS = 25;
+/**
+ * How long a kick waits, so that the staged rows of commits close together are chained in one
+ * transaction. Measured (docs/decisions/021-audit-storage.md): at 25 ms, one client's creates
+ * were chained three to five at a time, and the chaining transactions (five round trips and a
+ * commit each) were most of the audit's cost per create.
+ */
+const COALESCE_MS = 100;
 /** The backstop: rows staged by another server process, or left by a chaining that failed, wait at most this long. */
 const POLL_MS = 1_000;
 

@@ -3,8 +3,7 @@ import type { ErasedCompartment, UnitOfWork } from '../pipeline';
 import { stageRecords } from './chain';
 import { auditRecords, type Observer } from './event';
 
-/** The system of the erased patient's pseudonym in the erasure record (HMAC of `Patient/<id>` under PSEUDONYM_KEY). */
-export const ERASED_PATIENT_SYSTEM = 'urn:rpm-fhir-server:erased-patient';
+export { ERASED_PATIENT_SYSTEM } from './event';
 
 /**
  * erase hook of the audit trail (decision 014): the trail is append-only and hash-chained, so it
@@ -16,18 +15,11 @@ export const ERASED_PATIENT_SYSTEM = 'urn:rpm-fhir-server:erased-patient';
 export async function recordErasure(uow: UnitOfWork, erased: ErasedCompartment, observer: Observer, key: string | undefined): Promise<void> {
   const counts = [...erased.resources].map(([type, ids]) => `${type} ${ids.length}`).join(', ');
   const records = auditRecords(
-    { kind: 'rest', subtype: 'operation', action: 'D', outcome: '0', outcomeDesc: `Patient compartment erased (GDPR Art. 17): ${counts}`, actor: { policy: erased.policy, origin: erased.policy.origin } },
+    {
+      kind: 'rest', subtype: 'operation', action: 'D', outcome: '0', outcomeDesc: `Patient compartment erased (GDPR Art. 17): ${counts}`, actor: { policy: erased.policy, origin: erased.policy.origin },
+      ...(key !== undefined ? { erasedPatient: pseudonym(key, `Patient/${erased.patientId}`) } : {}),
+    },
     observer,
   );
-  if (key !== undefined) {
-    const value = pseudonym(key, `Patient/${erased.patientId}`);
-    for (const r of records) {
-      r.event.entity = [
-        { what: { identifier: { system: ERASED_PATIENT_SYSTEM, value } }, type: { system: 'http://terminology.hl7.org/CodeSystem/audit-entity-type', code: '1', display: 'Person' }, role: { system: 'http://terminology.hl7.org/CodeSystem/object-role', code: '1', display: 'Patient' } },
-        ...(r.event.entity ?? []),
-      ];
-      r.entities.push(`${ERASED_PATIENT_SYSTEM}|${value}`);
-    }
-  }
   await stageRecords(uow.tx, records);
 }

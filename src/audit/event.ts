@@ -1,6 +1,5 @@
 import { randomUUID } from 'node:crypto';
 import type { AccessPolicy, RequestOrigin } from '../access/policy';
-import type { AuditRecord } from './chain';
 
 /**
  * AuditEvent resources as the IHE Basic Audit Log Patterns (BALP 1.1) profile them: type `rest`
@@ -8,6 +7,11 @@ import type { AuditRecord } from './chain';
  * agents in the roles BALP gives each interaction, and entities for the data, the query (the raw
  * request, base64), the patient (one event per patient, as the Patient* profiles require) and
  * the X-Request-Id (entity[transaction]). Identifiers only, never the data itself ("Minimal").
+ *
+ * What is stored and chained is the AuditRecord, the facts of one event (about 400 bytes); the
+ * BALP resource (1.5–2 kB of fixed codings around those facts) is rendered from it when it is
+ * read, searched or exported (docs/decisions/021-audit-storage.md). Rendering is a pure
+ * function of the record, so a record verified by the chain renders the same resource every time.
  */
 
 const DCM = 'http://dicom.nema.org/resources/ontology/DCM';
@@ -21,6 +25,8 @@ export const CLIENT_ID_SYSTEM = 'urn:ietf:params:oauth:client-id';
 export const SUBJECT_SYSTEM = 'urn:ietf:params:oauth:sub';
 /** This server's own codes for what BALP and DICOM do not name (token issuance). */
 export const LOCAL_SUBTYPE_SYSTEM = 'urn:rpm-fhir-server:audit-subtype';
+/** The system of an erased patient's pseudonym in the erasure record (HMAC of `Patient/<id>` under PSEUDONYM_KEY). */
+export const ERASED_PATIENT_SYSTEM = 'urn:rpm-fhir-server:erased-patient';
 
 export type Action = 'C' | 'R' | 'U' | 'D' | 'E';
 /** 0 success, 4 minor failure (a 4xx), 8 serious failure (a 5xx). */
@@ -43,12 +49,14 @@ export interface AuditFact {
   outcome: Outcome;
   outcomeDesc?: string;
   actor: Actor;
-  /** References of the data (`Observation/5/_history/2`). */
-  what?: readonly string[];
+  /** The reference of the data (`Observation/5/_history/2`): every door names one resource per event. */
+  what?: string;
   /** The raw request (`GET https://…/Observation?…`), for entity[query]. */
   query?: string;
   /** The patients the interaction touched or disclosed; one event each. */
   patients?: readonly string[];
+  /** An erased patient, by its keyed pseudonym (src/audit/erasure.ts). */
+  erasedPatient?: string;
 }
 
 export interface Observer {
@@ -56,62 +64,138 @@ export interface Observer {
   baseUrl: string;
 }
 
+/**
+ * One AuditEvent as it is stored and chained: the facts the BALP resource is rendered from. Its
+ * JSON text (keys in this order, absent facts left out) is what the chain's hash covers.
+ */
+export interface AuditRecord {
+  id: string;
+  recorded: string;
+  kind: AuditFact['kind'];
+  subtype?: string;
+  action: Action;
+  outcome: Outcome;
+  outcomeDesc?: string;
+  /** The user: a FHIR identity (`Practitioner/1`), else the token's subject or the name a login claimed. */
+  fhirUser?: string;
+  subject?: string;
+  /** The client id; absent for the server's own work (Flags a rule raised, deliveries). */
+  client?: string;
+  /** The client's network address. */
+  address?: string;
+  requestId?: string;
+  patient?: string;
+  erasedPatient?: string;
+  what?: string;
+  query?: string;
+  /** This server's base URL when the event was recorded. */
+  server: string;
+}
+
 const PROFILE: Record<Action, string> = { C: 'Create', R: 'Read', U: 'Update', D: 'Delete', E: 'Query' };
 
-/** The AuditEvents of one fact: one per patient (BALP Patient* profiles), or one without. */
+/** The AuditRecords of one fact: one per patient (BALP Patient* profiles), or one without. */
 export function auditRecords(fact: AuditFact, observer: Observer): AuditRecord[] {
   const patients = fact.patients?.length ? [...new Set(fact.patients)] : [undefined];
-  return patients.map((patient) => auditRecord(fact, observer, patient));
+  const { policy, origin, claimedClient, claimedUser } = fact.actor;
+  const fhirUser = policy?.fhirUser;
+  // The server's own work (Flags a rule raised, deliveries) has no client: the server is the requestor.
+  const ownWork = policy !== undefined && origin === undefined && policy.clientId === 'internal';
+  const recorded = new Date().toISOString();
+  return patients.map((patient) => ({
+    id: randomUUID(),
+    recorded,
+    kind: fact.kind,
+    subtype: fact.subtype,
+    action: fact.action,
+    outcome: fact.outcome,
+    outcomeDesc: fact.outcomeDesc?.slice(0, 500) || undefined,
+    fhirUser,
+    subject: fhirUser === undefined ? (policy?.subject ?? claimedUser) : undefined,
+    client: ownWork ? undefined : (policy?.clientId ?? claimedClient),
+    address: origin?.address || undefined,
+    requestId: origin?.requestId,
+    patient,
+    erasedPatient: fact.erasedPatient,
+    what: fact.what,
+    query: fact.query,
+    server: observer.baseUrl,
+  }));
 }
 
-function auditRecord(fact: AuditFact, observer: Observer, patient: string | undefined): AuditRecord {
-  const { agents, keys } = agentsOf(fact, observer);
+/** What `GET /fhir/AuditEvent` searches by: the columns stored beside a record's text. */
+export interface AuditKeys {
+  type: string;
+  subtype: string | null;
+  patient: string | null;
+  /** The user: `Practitioner/1`, or `<sub system>|<sub>`. */
+  agentUser: string | null;
+  /** The client: `<client-id system>|<id>`. */
+  agentClient: string | null;
+  /** The data entity as recorded (`Observation/5/_history/2`), or an erased patient's `<system>|<pseudonym>`. */
+  entity: string | null;
+}
+
+export function searchKeysOf(r: AuditRecord): AuditKeys {
+  return {
+    type: typeOf(r).code!,
+    subtype: r.subtype ? subtypeOf(r).code! : null,
+    patient: r.patient ?? null,
+    agentUser: r.fhirUser ?? (r.subject !== undefined ? `${SUBJECT_SYSTEM}|${r.subject}` : null),
+    agentClient: r.client !== undefined ? `${CLIENT_ID_SYSTEM}|${r.client}` : null,
+    entity: r.what ?? (r.erasedPatient !== undefined ? `${ERASED_PATIENT_SYSTEM}|${r.erasedPatient}` : null),
+  };
+}
+
+/** The BALP AuditEvent of a stored record. */
+export function renderAuditEvent(r: AuditRecord): fhir4.AuditEvent & { id: string } {
   const entity: fhir4.AuditEventEntity[] = [];
-  const entities: string[] = [];
-  if (patient !== undefined) {
-    entity.push({ what: { reference: `Patient/${patient}` }, type: { system: ENTITY_TYPE, code: '1', display: 'Person' }, role: { system: OBJECT_ROLE, code: '1', display: 'Patient' } });
-    entities.push(`Patient/${patient}`);
+  if (r.erasedPatient !== undefined) {
+    entity.push({ what: { identifier: { system: ERASED_PATIENT_SYSTEM, value: r.erasedPatient } }, type: { system: ENTITY_TYPE, code: '1', display: 'Person' }, role: { system: OBJECT_ROLE, code: '1', display: 'Patient' } });
   }
-  for (const what of fact.what ?? []) {
-    entity.push({ what: { reference: what }, type: { system: ENTITY_TYPE, code: '2', display: 'System Object' }, role: { system: OBJECT_ROLE, code: '4', display: 'Domain Resource' } });
-    entities.push(what);
-    const unversioned = what.replace(/\/_history\/[^/]+$/, '');
-    if (unversioned !== what) entities.push(unversioned);
+  if (r.patient !== undefined) {
+    entity.push({ what: { reference: `Patient/${r.patient}` }, type: { system: ENTITY_TYPE, code: '1', display: 'Person' }, role: { system: OBJECT_ROLE, code: '1', display: 'Patient' } });
   }
-  if (fact.query !== undefined) {
-    entity.push({ type: { system: ENTITY_TYPE, code: '2', display: 'System Object' }, role: { system: OBJECT_ROLE, code: '24', display: 'Query' }, query: Buffer.from(fact.query).toString('base64') });
+  if (r.what !== undefined) {
+    entity.push({ what: { reference: r.what }, type: { system: ENTITY_TYPE, code: '2', display: 'System Object' }, role: { system: OBJECT_ROLE, code: '4', display: 'Domain Resource' } });
   }
-  const requestId = fact.actor.origin?.requestId;
-  if (requestId !== undefined) {
-    entity.push({ what: { identifier: { value: requestId } }, type: { system: `${BALP}/CodeSystem/BasicAuditEntityType`, code: 'XrequestId', display: 'X-Request-Id' } });
+  if (r.query !== undefined) {
+    entity.push({ type: { system: ENTITY_TYPE, code: '2', display: 'System Object' }, role: { system: OBJECT_ROLE, code: '24', display: 'Query' }, query: Buffer.from(r.query).toString('base64') });
   }
-  const event: fhir4.AuditEvent & { id: string } = {
+  if (r.requestId !== undefined) {
+    entity.push({ what: { identifier: { value: r.requestId } }, type: { system: `${BALP}/CodeSystem/BasicAuditEntityType`, code: 'XrequestId', display: 'X-Request-Id' } });
+  }
+  return {
     resourceType: 'AuditEvent',
-    id: randomUUID(),
-    ...(fact.kind === 'rest' ? { meta: { profile: [`${BALP}/StructureDefinition/IHE.BasicAudit.${patient !== undefined ? 'Patient' : ''}${PROFILE[fact.action]}`] } } : {}),
-    type: typeOf(fact),
-    ...(fact.subtype ? { subtype: [subtypeOf(fact)] } : {}),
-    action: fact.action,
-    recorded: new Date().toISOString(),
-    outcome: fact.outcome,
-    ...(fact.outcomeDesc ? { outcomeDesc: fact.outcomeDesc.slice(0, 500) } : {}),
-    agent: agents,
-    source: { observer: { display: observer.baseUrl }, type: [{ system: 'http://terminology.hl7.org/CodeSystem/security-source-type', code: '4', display: 'Application Server' }] },
+    id: r.id,
+    ...(r.kind === 'rest' ? { meta: { profile: [`${BALP}/StructureDefinition/IHE.BasicAudit.${r.patient !== undefined ? 'Patient' : ''}${PROFILE[r.action]}`] } } : {}),
+    type: typeOf(r),
+    ...(r.subtype ? { subtype: [subtypeOf(r)] } : {}),
+    action: r.action,
+    recorded: r.recorded,
+    outcome: r.outcome,
+    ...(r.outcomeDesc ? { outcomeDesc: r.outcomeDesc } : {}),
+    agent: agentsOf(r),
+    source: { observer: { display: r.server }, type: [{ system: 'http://terminology.hl7.org/CodeSystem/security-source-type', code: '4', display: 'Application Server' }] },
     ...(entity.length ? { entity } : {}),
   };
-  return { event, patients: patient !== undefined ? [patient] : [], agents: keys, entities };
 }
 
-function typeOf(fact: AuditFact): fhir4.Coding {
-  return fact.kind === 'rest'
+/** The AuditEvent JSON of a stored record's text. */
+export function renderRecordText(text: string): string {
+  return JSON.stringify(renderAuditEvent(JSON.parse(text) as AuditRecord));
+}
+
+function typeOf(r: Pick<AuditRecord, 'kind'>): fhir4.Coding {
+  return r.kind === 'rest'
     ? { system: 'http://terminology.hl7.org/CodeSystem/audit-event-type', code: 'rest', display: 'Restful Operation' }
     : { system: DCM, code: '110114', display: 'User Authentication' };
 }
 
-function subtypeOf(fact: AuditFact): fhir4.Coding {
-  if (fact.kind === 'login') return { system: DCM, code: '110122', display: 'Login' };
-  if (fact.kind === 'token') return { system: LOCAL_SUBTYPE_SYSTEM, code: 'token', display: 'Access token request' };
-  return { system: 'http://hl7.org/fhir/restful-interaction', code: fact.subtype! };
+function subtypeOf(r: Pick<AuditRecord, 'kind' | 'subtype'>): fhir4.Coding {
+  if (r.kind === 'login') return { system: DCM, code: '110122', display: 'Login' };
+  if (r.kind === 'token') return { system: LOCAL_SUBTYPE_SYSTEM, code: 'token', display: 'Access token request' };
+  return { system: 'http://hl7.org/fhir/restful-interaction', code: r.subtype! };
 }
 
 /**
@@ -120,44 +204,37 @@ function subtypeOf(fact: AuditFact): fhir4.Coding {
  * the application (110150) and the server the custodian. The user reads as the information
  * recipient (IRCP) and writes as the author (AUT).
  */
-function agentsOf(fact: AuditFact, observer: Observer): { agents: fhir4.AuditEventAgent[]; keys: string[] } {
-  const { policy, origin } = fact.actor;
+function agentsOf(r: AuditRecord): fhir4.AuditEventAgent[] {
   const dcm = (code: string, display: string) => ({ coding: [{ system: DCM, code, display }] });
   const roles =
-    fact.action === 'R' ? { client: dcm('110152', 'Destination Role ID'), server: dcm('110153', 'Source Role ID') }
-    : fact.action === 'D' ? { client: dcm('110150', 'Application'), server: { coding: [{ system: PARTICIPATION, code: 'CST', display: 'custodian' }] } }
+    r.action === 'R' ? { client: dcm('110152', 'Destination Role ID'), server: dcm('110153', 'Source Role ID') }
+    : r.action === 'D' ? { client: dcm('110150', 'Application'), server: { coding: [{ system: PARTICIPATION, code: 'CST', display: 'custodian' }] } }
     : { client: dcm('110153', 'Source Role ID'), server: dcm('110152', 'Destination Role ID') };
   const agents: fhir4.AuditEventAgent[] = [];
-  const keys: string[] = [];
-  const user = policy?.fhirUser ?? policy?.subject ?? fact.actor.claimedUser;
+  const user = r.fhirUser ?? r.subject;
   if (user !== undefined) {
-    const who: fhir4.Reference = policy?.fhirUser ? { reference: policy.fhirUser } : { identifier: { system: SUBJECT_SYSTEM, value: user } };
-    const role = fact.action === 'R' || fact.action === 'E' ? { code: 'IRCP', display: 'information recipient' } : { code: 'AUT', display: 'author (originator)' };
+    const who: fhir4.Reference = r.fhirUser !== undefined ? { reference: r.fhirUser } : { identifier: { system: SUBJECT_SYSTEM, value: user } };
+    const role = r.action === 'R' || r.action === 'E' ? { code: 'IRCP', display: 'information recipient' } : { code: 'AUT', display: 'author (originator)' };
     agents.push({ type: { coding: [{ system: PARTICIPATION, ...role }] }, who, requestor: true });
-    keys.push(policy?.fhirUser ?? `${SUBJECT_SYSTEM}|${user}`);
   }
-  const clientId = policy?.clientId ?? fact.actor.claimedClient;
-  // The server's own work (Flags a rule raised, deliveries) has no client: the server is the requestor.
-  const ownWork = policy !== undefined && origin === undefined && policy.clientId === 'internal';
-  if (clientId !== undefined && !ownWork) {
+  if (r.client !== undefined) {
     agents.push({
       type: roles.client,
-      who: { identifier: { system: CLIENT_ID_SYSTEM, value: clientId }, display: clientId },
+      who: { identifier: { system: CLIENT_ID_SYSTEM, value: r.client }, display: r.client },
       requestor: user === undefined,
-      ...(origin?.address ? { network: { address: origin.address, type: '2' as const } } : {}),
+      ...(r.address ? { network: { address: r.address, type: '2' as const } } : {}),
     });
-    keys.push(`${CLIENT_ID_SYSTEM}|${clientId}`);
-  } else if (origin?.address && user === undefined) {
+  } else if (r.address && user === undefined) {
     // An unauthenticated request: who is unknown, where from is not.
-    agents.push({ type: roles.client, who: { display: 'unauthenticated' }, requestor: true, network: { address: origin.address, type: '2' } });
+    agents.push({ type: roles.client, who: { display: 'unauthenticated' }, requestor: true, network: { address: r.address, type: '2' } });
   }
   agents.push({
     type: roles.server,
-    who: { identifier: { system: 'urn:ietf:rfc:3986', value: observer.baseUrl }, display: observer.baseUrl },
+    who: { identifier: { system: 'urn:ietf:rfc:3986', value: r.server }, display: r.server },
     requestor: agents.length === 0,
-    network: { address: hostOf(observer.baseUrl), type: '1' },
+    network: { address: hostOf(r.server), type: '1' },
   });
-  return { agents, keys };
+  return agents;
 }
 
 function hostOf(url: string): string {

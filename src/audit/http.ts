@@ -120,7 +120,7 @@ export function auditOfRequest(request: Request, policyOf: (r: Request) => Acces
     actor,
     query: rawRequest(request),
     ...(outcome === '0' && (interaction.subtype === 'read' || interaction.subtype === 'vread') && params.type && params.id
-      ? { what: [`${params.type}/${params.id}${versionOf(request, params)}`] }
+      ? { what: `${params.type}/${params.id}${versionOf(request, params)}` }
       : {}),
   };
   if (outcome !== '0' || body === undefined) return { fact };

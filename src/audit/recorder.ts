@@ -1,7 +1,8 @@
 import type { Logger } from 'pino';
 import type { AuditConfig } from '../config';
 import type { Db } from '../store/db';
-import { appendToChain, type AuditRecord } from './chain';
+import { appendToChain } from './chain';
+import type { AuditRecord } from './event';
 
 /** Work for the next batch: builds its records when the batch is written, not on the response path. */
 export type PendingAudit = () => AuditRecord[];

@@ -6,6 +6,7 @@ import type { FhirContext } from '../fhir/context';
 import { respond } from '../fhir/respond';
 import { badRequest, notFound, notSupported } from '../kernel/outcome';
 import { parseDateRange } from '../search/date-range';
+import { renderRecordText } from './event';
 
 /**
  * `GET /fhir/AuditEvent` and `GET /fhir/AuditEvent/{id}`: the audit trail through FHIR, for
@@ -14,10 +15,10 @@ import { parseDateRange } from '../search/date-range';
  *
  * The events live in the append-only audit table, not the resource tables, so they have their
  * own small search over the table's indexed columns: patient, agent, entity, date, type,
- * subtype, action, outcome; newest first, paged by chain position.
+ * subtype, action, outcome; newest first, paged by chain position. An event names at most one
+ * patient, one user, one client and one data entity, so each is a btree-indexed column.
  */
 const TOKEN_COLUMNS: Record<string, string> = { type: 'type', subtype: 'subtype', action: 'action', outcome: 'outcome' };
-const ARRAY_COLUMNS: Record<string, string> = { patient: 'patients', agent: 'agents', entity: 'entities' };
 const RESULT_PARAMETERS = new Set(['_count', '_cursor', '_format', '_pretty']);
 
 export const auditRoutes: Plugin<{ ctx: FhirContext }> = {
@@ -33,10 +34,7 @@ export const auditRoutes: Plugin<{ ctx: FhirContext }> = {
         const params: unknown[] = [];
         addConditions(query, where, params);
         if (limits.constraint) addConditions(limits.constraint, where, params);
-        if (limits.compartmentPatientId !== undefined) {
-          params.push([limits.compartmentPatientId]);
-          where.push(`patients @> $${params.length}::text[]`);
-        }
+        addCompartment(limits, where, params);
         addExclusions(limits, where, params);
         const count = Math.min(Math.max(intParam(query, '_count') ?? ctx.config.defaultPageSize, 1), ctx.config.maxPageSize);
         const cursor = query.get('_cursor');
@@ -46,8 +44,8 @@ export const auditRoutes: Plugin<{ ctx: FhirContext }> = {
           where.push(`seq < $${params.length}::bigint`);
         }
         params.push(count + 1);
-        const rows = (await ctx.db.query<{ seq: string; id: string; json: string }>(
-          `SELECT seq::text AS seq, id, json FROM audit_event ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY audit_event.seq DESC LIMIT $${params.length}`,
+        const rows = (await ctx.db.query<StoredText & { seq: string; id: string }>(
+          `SELECT seq::text AS seq, id, record, json FROM audit_event ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY audit_event.seq DESC LIMIT $${params.length}`,
           params,
         )).rows;
         const page = rows.slice(0, count);
@@ -58,7 +56,7 @@ export const auditRoutes: Plugin<{ ctx: FhirContext }> = {
           next.set('_cursor', page[page.length - 1]!.seq);
           links.push({ relation: 'next', url: `${ctx.baseUrl}/AuditEvent?${next.toString()}` });
         }
-        const entries = page.map((r) => `{"fullUrl":${JSON.stringify(`${ctx.baseUrl}/AuditEvent/${r.id}`)},"resource":${r.json},"search":{"mode":"match"}}`);
+        const entries = page.map((r) => `{"fullUrl":${JSON.stringify(`${ctx.baseUrl}/AuditEvent/${r.id}`)},"resource":${served(r)},"search":{"mode":"match"}}`);
         const json = `{"resourceType":"Bundle","type":"searchset","link":${JSON.stringify(links)},"entry":[${entries.join(',')}]}`;
         return respond(request, h, { status: 200, body: { json } });
       },
@@ -72,14 +70,11 @@ export const auditRoutes: Plugin<{ ctx: FhirContext }> = {
         const params: unknown[] = [String(request.params.id)];
         const where = ['id = $1'];
         if (limits.constraint) addConditions(limits.constraint, where, params);
-        if (limits.compartmentPatientId !== undefined) {
-          params.push([limits.compartmentPatientId]);
-          where.push(`patients @> $${params.length}::text[]`);
-        }
+        addCompartment(limits, where, params);
         addExclusions(limits, where, params);
-        const row = (await ctx.db.query<{ json: string }>(`SELECT json FROM audit_event WHERE ${where.join(' AND ')}`, params)).rows[0];
+        const row = (await ctx.db.query<StoredText>(`SELECT record, json FROM audit_event WHERE ${where.join(' AND ')}`, params)).rows[0];
         if (!row) throw notFound(`AuditEvent/${String(request.params.id).slice(0, 64)} is not known`);
-        return respond(request, h, { status: 200, body: { json: row.json } });
+        return respond(request, h, { status: 200, body: { json: served(row) } });
       },
     });
 
@@ -108,6 +103,23 @@ function auditLimits(policy: AccessPolicy, action: 'r' | 's'): ReadLimits {
   return readLimits(policy, 'AuditEvent', action);
 }
 
+/** A stored event: its record (rendered here), or the AuditEvent JSON of a row stored before records (migration 052). */
+interface StoredText {
+  record: string | null;
+  json: string | null;
+}
+
+function served(row: StoredText): string {
+  return row.json ?? renderRecordText(row.record!);
+}
+
+/** A patient/ token's compartment: the events about its patient. */
+function addCompartment(limits: ReadLimits, where: string[], params: unknown[]): void {
+  if (limits.compartmentPatientId === undefined) return;
+  params.push(limits.compartmentPatientId);
+  where.push(`patient = $${params.length}`);
+}
+
 /**
  * What a Consent denies the caller: events about those patients. A data class never narrows an
  * AuditEvent (no category names one), so an exclusion here is the patient's whole trail.
@@ -116,7 +128,7 @@ function addExclusions(limits: ReadLimits, where: string[], params: unknown[]): 
   const patients = [...new Set((limits.exclude ?? []).map((e) => e.patientId))];
   if (patients.length === 0) return;
   params.push(patients);
-  where.push(`NOT (patients && $${params.length}::text[])`);
+  where.push(`(patient IS NULL OR patient <> ALL($${params.length}::text[]))`);
 }
 
 function intParam(query: URLSearchParams, name: string): number | undefined {
@@ -137,16 +149,46 @@ function addConditions(query: URLSearchParams, where: string[], params: unknown[
       // `system|code` or `code`: the stored column is the code (each column has one code system).
       params.push(values.map((v) => v.slice(v.indexOf('|') + 1)));
       where.push(`${TOKEN_COLUMNS[key]} = ANY($${params.length}::text[])`);
-    } else if (key in ARRAY_COLUMNS && (modifier === undefined || (key === 'agent' && modifier === 'identifier'))) {
-      const keys = values.map((v) => (key === 'patient' ? v.replace(/^(?:.*\/)?Patient\//, '') : modifier === 'identifier' ? v : v.replace(/^https?:\/\/[^?]*\/fhir\//, '')));
-      params.push(keys);
-      where.push(`${ARRAY_COLUMNS[key]} && $${params.length}::text[]`);
+    } else if (key === 'patient' && modifier === undefined) {
+      params.push(values.map((v) => v.replace(/^(?:.*\/)?Patient\//, '')));
+      where.push(`patient = ANY($${params.length}::text[])`);
+    } else if (key === 'agent' && (modifier === undefined || modifier === 'identifier')) {
+      params.push(modifier === 'identifier' ? values : values.map(local));
+      where.push(`(agent_user = ANY($${params.length}::text[]) OR agent_client = ANY($${params.length}::text[]))`);
+    } else if (key === 'entity' && modifier === undefined) {
+      where.push(entityCondition(values.map(local), params));
     } else if (key === 'date' && modifier === undefined) {
       where.push(`(${values.map((v) => dateCondition(v, params)).join(' OR ')})`);
     } else {
       throw badRequest(`unknown search parameter '${rawKey}' for AuditEvent (supported: patient, agent, agent:identifier, entity, date, type, subtype, action, outcome, _count)`, [rawKey]);
     }
   }
+}
+
+/** A reference relative to the FHIR base, as the columns hold it. */
+function local(reference: string): string {
+  return reference.replace(/^https?:\/\/[^?]*\/fhir\//, '');
+}
+
+/**
+ * Events about any of `references`: a versioned one (`Observation/5/_history/2`) that version;
+ * an unversioned one every version, by a range over the C-collated entity index
+ * (`…/_history/` < key < `…/_history0`: '0' follows '/'); `Patient/x` also every event whose
+ * patient is x, as the patient entity of each event is one of its entities.
+ */
+function entityCondition(references: string[], params: unknown[]): string {
+  const param = (value: unknown) => {
+    params.push(value);
+    return `$${params.length}`;
+  };
+  const or = [`entity = ANY(${param(references)}::text[])`];
+  for (const reference of references) {
+    if (/\/_history\//.test(reference)) continue;
+    or.push(`(entity > ${param(`${reference}/_history/`)}::text AND entity < ${param(`${reference}/_history0`)}::text)`);
+  }
+  const patients = references.flatMap((r) => /^Patient\/([^/]+)$/.exec(r)?.[1] ?? []);
+  if (patients.length) or.push(`patient = ANY(${param(patients)}::text[])`);
+  return `(${or.join(' OR ')})`;
 }
 
 const PREFIX = /^(eq|ne|gt|lt|ge|le|sa|eb)?(.*)$/;

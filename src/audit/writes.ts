@@ -1,7 +1,7 @@
 import type { CommittedWrite, UnitOfWork } from '../pipeline';
 import { patientsOf } from '../search';
-import { type AuditRecord, stageRecords } from './chain';
-import { type AuditFact, auditRecords, type Observer } from './event';
+import { stageRecords } from './chain';
+import { type AuditFact, type AuditRecord, auditRecords, type Observer } from './event';
 
 const INTERACTION: Record<CommittedWrite['method'], { subtype: string; action: AuditFact['action'] }> = {
   POST: { subtype: 'create', action: 'C' },
@@ -30,7 +30,7 @@ export function writeRecords(w: CommittedWrite, observer: Observer): AuditRecord
       action,
       outcome: '0',
       actor: { policy: w.policy, origin: w.policy.origin },
-      what: [`${w.type}/${w.id}/_history/${w.versionId}`],
+      what: `${w.type}/${w.id}/_history/${w.versionId}`,
       patients: content ? patientsOf(w.type, content) : [],
     },
     observer,

@@ -1,5 +1,8 @@
 import * as Lab from '@hapi/lab';
 import { expect } from '@hapi/code';
+import { randomUUID } from 'node:crypto';
+import { verifyChain } from '../../src/audit';
+import { link } from '../../src/audit/chain';
 import { type SecuredServer, startSecuredServer } from '../security/helpers';
 
 export const lab = Lab.script();
@@ -234,5 +237,41 @@ describe('audit trail (BALP)', () => {
     expect(e!.outcomeDesc).to.include(`HTTP ${res.statusCode}`).and.to.include(res.json.error);
     expect(e!.agent.find((a) => a.requestor)!.who?.identifier).to.equal({ system: CLIENT_ID, value: 'no-such-client' });
     expect(e!.agent.find((a) => a.requestor)!.network?.address).to.equal('127.0.0.1');
+  });
+
+  it('serves, finds and verifies a row stored before records (migration 052) as it was stored', async () => {
+    // As the server before migration 052 stored an event: the rendered AuditEvent is the chained text.
+    const event = {
+      resourceType: 'AuditEvent', id: randomUUID(),
+      meta: { profile: [`${BALP}/StructureDefinition/IHE.BasicAudit.PatientRead`] },
+      type: { system: 'http://terminology.hl7.org/CodeSystem/audit-event-type', code: 'rest', display: 'Restful Operation' },
+      subtype: [{ system: 'http://hl7.org/fhir/restful-interaction', code: 'read' }],
+      action: 'R', recorded: new Date().toISOString(), outcome: '0',
+      agent: [{ type: { coding: [{ system: DCM, code: '110152', display: 'Destination Role ID' }] }, who: { identifier: { system: CLIENT_ID, value: 'legacy-client' }, display: 'legacy-client' }, requestor: true }],
+      source: { observer: { display: 'http://old.example/fhir' } },
+      entity: [{ what: { reference: `Patient/${id.alice}` }, role: { code: '1' } }, { what: { reference: `Observation/${id.aliceObs}/_history/1` }, role: { code: '4' } }],
+    };
+    const json = JSON.stringify(event);
+    await app.audit.flush();
+    await app.ctx.db.transaction(async (tx) => {
+      const head = (await tx.query<{ seq: string; hash: string }>('SELECT seq::text AS seq, hash FROM audit_chain_head WHERE one FOR UPDATE')).rows[0]!;
+      const seq = (BigInt(head.seq) + 1n).toString();
+      const hash = link(head.hash, seq, json);
+      await tx.query(
+        `INSERT INTO audit_event (seq, id, recorded, type, subtype, action, outcome, patient, agent_client, entity, json, hash)
+         VALUES ($1::bigint, $2, $3, 'rest', 'read', 'R', '0', $4, $5, $6, $7, $8)`,
+        [seq, event.id, event.recorded, id.alice, `${CLIENT_ID}|legacy-client`, `Observation/${id.aliceObs}/_history/1`, json, hash],
+      );
+      await tx.query('UPDATE audit_chain_head SET seq = $1::bigint, hash = $2 WHERE one', [seq, hash]);
+    });
+    const read = await app.request({ method: 'GET', url: `/fhir/AuditEvent/${event.id}`, headers: auditor });
+    expect(read.statusCode).to.equal(200);
+    expect(read.payload).to.equal(json);
+    for (const query of [`patient=${id.alice}`, `agent:identifier=${CLIENT_ID}|legacy-client`, `entity=Observation/${id.aliceObs}`, `entity=Observation/${id.aliceObs}/_history/1`]) {
+      expect((await events(query)).map((e) => e.id), query).to.include(event.id);
+    }
+    expect((await events(`entity=Observation/${id.aliceObs}/_history/2`)).map((e) => e.id)).to.not.include(event.id);
+    const chain = await verifyChain(app.ctx.db);
+    expect(chain.problems).to.equal([]);
   });
 });
