@@ -4,7 +4,7 @@ import { INDEX_KINDS, indexTableOf } from '../src/search/index-tables';
 import { writeSearchIndex } from '../src/search/index-writer';
 import { firstPageSql } from '../src/search/search';
 import type { Queryable } from '../src/store/db';
-import { type BenchContext, type BenchWorkload, type LoadStats, measured, type ResultRow, runHttpLoad, runLoad } from './harness';
+import { type BenchContext, type BenchWorkload, type HttpClient, type LoadStats, measured, type OpResult, type ResultRow, runHttpLoad, runLoad } from './harness';
 import { vitalSignObservation } from './vitals';
 
 /**
@@ -151,38 +151,29 @@ const OTHERS: Shape[] = [
 async function settle(ctx: BenchContext, shapes: Shape[], patients: string[]): Promise<void> {
   const n = 1_000;
   for (const shape of shapes) {
-    await runHttpLoad(ctx, n, CONCURRENCY, (client, i) => client.request('GET', `${shape.type}?${shape.query(i, patients)}`));
-    await runLoad({
-      n, concurrency: CONCURRENCY, warmup: 0, maxSeconds: ctx.maxSeconds,
-      op: async (i) => {
-        const { sql, values } = firstPageSql(shape.type, new URLSearchParams(shape.query(i, patients)));
-        await ctx.raw.query(sql, values);
-        return { ok: true };
-      },
-    });
+    await runHttpLoad(ctx, n, CONCURRENCY, serverSearch(shape, patients));
+    await runLoad({ n, concurrency: CONCURRENCY, warmup: 0, maxSeconds: ctx.maxSeconds, op: rawSearch(ctx, shape, patients) });
   }
   ctx.log(`search: settled with ${n} unmeasured requests per shape, through the server and raw`);
 }
+
+/** The i-th search of a shape over HTTP. */
+const serverSearch = (shape: Shape, patients: string[]) => (client: HttpClient, i: number) => client.request('GET', `${shape.type}?${shape.query(i, patients)}`);
+
+/** The i-th search of a shape as the server's own SQL, run raw. */
+const rawSearch = (ctx: BenchContext, shape: Shape, patients: string[]) => async (i: number): Promise<OpResult> => {
+  const { sql, values } = firstPageSql(shape.type, new URLSearchParams(shape.query(i, patients)));
+  await ctx.raw.query(sql, values);
+  return { ok: true };
+};
 
 async function measureShapes(ctx: BenchContext, shapes: Shape[], patients: string[], count: number, suffix: string): Promise<Array<ResultRow & { stats: LoadStats }>> {
   const n = ctx.n(2_000);
   const rows: ResultRow[] = [];
   await settle(ctx, shapes, patients);
   for (const shape of shapes) {
-    const server = await measured(ctx, 'server', () => runHttpLoad(ctx, n, CONCURRENCY, (client, i) => client.request('GET', `${shape.type}?${shape.query(i, patients)}`)));
-    const raw = await measured(ctx, 'raw SQL', () =>
-      runLoad({
-        n,
-        concurrency: CONCURRENCY,
-        warmup: ctx.warmup,
-        maxSeconds: ctx.maxSeconds,
-        op: async (i) => {
-          const { sql, values } = firstPageSql(shape.type, new URLSearchParams(shape.query(i, patients)));
-          await ctx.raw.query(sql, values);
-          return { ok: true };
-        },
-      }),
-    );
+    const server = await measured(ctx, 'server', () => runHttpLoad(ctx, n, CONCURRENCY, serverSearch(shape, patients)));
+    const raw = await measured(ctx, 'raw SQL', () => runLoad({ n, concurrency: CONCURRENCY, warmup: ctx.warmup, maxSeconds: ctx.maxSeconds, op: rawSearch(ctx, shape, patients) }));
     const group = `${shape.group}${suffix}`;
     const note = `${count.toLocaleString('en-US')} Observations, ${PATIENTS} patients: ${shape.type}?${shape.query(0, ['X'])}`;
     rows.push({ workload: 'search', group, target: 'server', concurrency: CONCURRENCY, ...server, note });

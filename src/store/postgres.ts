@@ -112,7 +112,7 @@ export function openPostgres(connectionString: string, options: PostgresOptions 
       }
     },
     listen: (channel, onPayload) => listenOn(connectionString, channel, onPayload),
-    withSignal: (requestSignal) => db(requestSignal),
+    withSignal: db,
     close: () => pool.end(),
   });
   return db(undefined);
