@@ -58,10 +58,18 @@ export async function accountById(db: Queryable, id: string): Promise<AccountRow
   return (await db.query<AccountRow>(`SELECT ${COLUMNS} FROM withings_account WHERE id = $1`, [id])).rows[0];
 }
 
-export async function listAccounts(db: Queryable, patientId?: string): Promise<AccountRow[]> {
-  return patientId === undefined
-    ? (await db.query<AccountRow>(`SELECT ${COLUMNS} FROM withings_account ORDER BY linked_at, id LIMIT 1000`)).rows
-    : (await db.query<AccountRow>(`SELECT ${COLUMNS} FROM withings_account WHERE patient_id = $1 ORDER BY linked_at, id`, [patientId])).rows;
+/**
+ * One page of accounts in link order (all of them, or one patient's), after the account `after`
+ * names: the operator list filters each page by the caller's policy, so it pages rather than
+ * cutting the whole table at a fixed count before the filter.
+ */
+export async function listAccounts(db: Queryable, page: { patientId?: string; after?: AccountRow; limit: number }): Promise<AccountRow[]> {
+  const params: unknown[] = [page.limit];
+  const where: string[] = [];
+  if (page.patientId !== undefined) where.push(`patient_id = $${params.push(page.patientId)}`);
+  if (page.after) where.push(`(linked_at, id) > ($${params.push(page.after.linked_at)}::timestamptz, $${params.push(page.after.id)})`);
+  const sql = `SELECT ${COLUMNS} FROM withings_account ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY linked_at, id LIMIT $1`;
+  return (await db.query<AccountRow>(sql, params)).rows;
 }
 
 /**

@@ -2,11 +2,14 @@ import type { Server } from '@hapi/hapi';
 import { findVisibleIds, readVisible, requireAction } from '../access/enforce';
 import { policyOf } from '../access/request';
 import type { FhirContext } from '../fhir/context';
+import { DEFAULT_INPUT_LIMITS } from '../kernel/input-limits';
 import { badRequest, notFound } from '../kernel/outcome';
-import { accountById, accountView, deleteAccount, listAccounts, requestSync } from './accounts';
+import { accountById, type AccountRow, accountView, deleteAccount, listAccounts, requestSync } from './accounts';
 import { requireLinkRight } from './link';
 
 const ACCOUNT_ID = /^[0-9a-f-]{36}$/;
+/** The most accounts one list answer shows. */
+const LIST_MAX = 1_000;
 
 /**
  * The linked accounts and their sync state for operators and care teams: last success, last
@@ -34,11 +37,21 @@ export function registerOperatorRoutes(server: Server, ctx: FhirContext, hooks: 
         patientId = typeof patient === 'string' ? /^(?:Patient\/)?([A-Za-z0-9\-.]{1,64})$/.exec(patient)?.[1] : undefined;
         if (!patientId) throw badRequest('patient must be a Patient reference', ['patient']);
       }
-      const rows = await listAccounts(ctx.db, patientId);
-      const ids = [...new Set(rows.map((r) => r.patient_id))];
-      // The policy's compartment and constraints, in SQL: only patients the caller may search.
-      const visible = new Set(ids.length ? await findVisibleIds(ctx.db, policy, 'Patient', new URLSearchParams({ _id: ids.join(',') })) : []);
-      return h.response({ accounts: rows.filter((r) => visible.has(r.patient_id)).map(accountView) }).type('application/json');
+      // Page by page, each page's patients filtered by the policy's compartment and constraints
+      // in SQL (a search of Patient by _id, so a page holds at most as many ids as a search takes
+      // values), until LIST_MAX visible accounts or the end.
+      const shown: AccountRow[] = [];
+      const pageSize = DEFAULT_INPUT_LIMITS.maxOrValues;
+      for (let after: AccountRow | undefined; shown.length < LIST_MAX; ) {
+        const page = await listAccounts(ctx.db, { patientId, after, limit: pageSize });
+        if (page.length === 0) break;
+        const ids = [...new Set(page.map((r) => r.patient_id))];
+        const visible = new Set(await findVisibleIds(ctx.db, policy, 'Patient', new URLSearchParams({ _id: ids.join(',') })));
+        shown.push(...page.filter((r) => visible.has(r.patient_id)));
+        if (page.length < pageSize) break;
+        after = page[page.length - 1];
+      }
+      return h.response({ accounts: shown.slice(0, LIST_MAX).map(accountView) }).type('application/json');
     },
   });
 

@@ -158,4 +158,71 @@ describe('Withings connector: with SMART auth on', () => {
     expect(allowed.json.authorizeUrl).to.match(/\/withings\/connect\?ticket=/);
     expect((await app.request({ method: 'HEAD', url: '/withings/notify' })).statusCode).to.equal(200);
   });
+  it('lists, shows, syncs and unlinks only the accounts of patients the token may see', async () => {
+    const tokenUrl = `${app.origin}/auth/token`;
+    const bearer = async (scope: string) => ({ authorization: `Bearer ${(await backendToken({ origin: app.origin, tokenUrl }, scope)).token}` });
+    const linker = await bearer('system/Patient.crs system/Observation.c');
+    const system = 'urn:test:withings-access';
+    const patients: string[] = [];
+    for (const value of ['a', 'b', 'c']) {
+      const res = await app.request({ method: 'POST', url: '/fhir/Patient', payload: { resourceType: 'Patient', identifier: [{ system, value }] }, headers: linker });
+      expect(res.statusCode).to.equal(201);
+      patients.push(res.json.id);
+    }
+    // The link as a browser does it, asked for with the linker's token.
+    // Withings users of their own: the test database is shared, and a user links one patient only.
+    const firstUser = 800_000 + Math.floor(Math.random() * 100_000) * 3;
+    const accounts: string[] = [];
+    for (const [k, patientId] of patients.entries()) {
+      fake.approveAs = firstUser + k;
+      const asked = await app.request({ method: 'POST', url: '/withings/links', payload: { patient: `Patient/${patientId}` }, headers: linker });
+      expect(asked.statusCode).to.equal(201);
+      const toWithings = await fetch(asked.json.authorizeUrl, { redirect: 'manual' });
+      const cookie = toWithings.headers.getSetCookie().map((c) => c.split(';')[0]).join('; ');
+      const approved = await fetch(toWithings.headers.get('location')!, { redirect: 'manual' });
+      expect((await fetch(approved.headers.get('location')!, { redirect: 'manual', headers: { cookie } })).status).to.equal(200);
+      const mine = await app.request({ method: 'GET', url: `/withings/accounts?patient=Patient/${patientId}`, headers: linker });
+      expect(mine.json.accounts).to.have.length(1);
+      accounts.push(mine.json.accounts[0].id);
+    }
+
+    // More linked accounts than one search takes _id values (100): the list pages its policy
+    // filter (it once sent every patient id in one search, a 400 past 100 accounts). Stand-ins
+    // that are not due, so no sync worker on this shared database picks them up.
+    const more = await app.request({
+      method: 'POST', url: '/fhir', headers: linker,
+      payload: { resourceType: 'Bundle', type: 'transaction', entry: Array.from({ length: 100 }, () => ({ resource: { resourceType: 'Patient' }, request: { method: 'POST', url: 'Patient' } })) },
+    });
+    expect(more.statusCode).to.equal(200);
+    const standIns = more.json.entry.map((e: { response: { location: string } }, k: number) => ({ id: `standin-${firstUser}-${k}`, patient: e.response.location.split('/')[1] }));
+    await app.ctx.db.query(
+      `INSERT INTO withings_account (id, patient_id, withings_userid, status, access_token, refresh_token, access_expires_at)
+       SELECT id, patient, id, 'relink-needed', 'ciphertext', 'ciphertext', now() FROM unnest($1::text[], $2::text[]) AS t(id, patient)`,
+      [standIns.map((a: { id: string }) => a.id), standIns.map((a: { patient: string }) => a.patient)],
+    );
+    try {
+      const all = await app.request({ method: 'GET', url: '/withings/accounts', headers: linker });
+      expect(all.statusCode).to.equal(200);
+      expect(all.json.accounts.map((a: { id: string }) => a.id)).to.include([...accounts, ...standIns.map((a: { id: string }) => a.id)]);
+    } finally {
+      await app.ctx.db.query(`DELETE FROM withings_account WHERE id LIKE $1`, [`standin-${firstUser}-%`]);
+    }
+
+    const onlyA = await bearer(`system/Patient.rs?identifier=${system}|a system/Observation.c`);
+    const seen = await app.request({ method: 'GET', url: '/withings/accounts', headers: onlyA });
+    expect(seen.statusCode).to.equal(200);
+    expect(seen.json.accounts.map((a: { id: string }) => a.id)).to.equal([accounts[0]]);
+    for (const [method, url] of [['GET', `/withings/accounts/${accounts[1]}`], ['POST', `/withings/accounts/${accounts[1]}/sync`], ['DELETE', `/withings/accounts/${accounts[2]}`]] as const) {
+      const res = await app.request({ method, url, headers: onlyA });
+      expect(res.statusCode, `${method} ${url}`).to.equal(404);
+      expect(isOutcome(res), url).to.be.true();
+    }
+    expect((await app.request({ method: 'GET', url: `/withings/accounts/${accounts[1]}`, headers: linker })).statusCode).to.equal(200);
+
+    // Seeing an account is not the right to act on the patient's readings.
+    const reader = await bearer('system/Patient.rs');
+    const sync = await app.request({ method: 'POST', url: `/withings/accounts/${accounts[0]}/sync`, headers: reader });
+    expect(sync.statusCode).to.equal(403);
+    expect(isOutcome(sync)).to.be.true();
+  });
 });
