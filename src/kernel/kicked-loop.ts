@@ -1,8 +1,8 @@
 /**
- * The heartbeat of a queue a process works through (Subscription deliveries, export jobs): a
- * pass runs when kicked (a commit just queued work), runs again right after the current one when
- * kicked meanwhile, and otherwise every `intervalMs`, which also picks up work queued by other
- * processes. One pass at a time in a process; processes share the queue through the database
+ * The heartbeat of a queue a process works through (Subscription deliveries, export jobs,
+ * Withings syncs): a pass runs when kicked (a commit just queued work), runs again right after the
+ * current one when kicked meanwhile, and otherwise every `intervalMs`, which also picks up work
+ * queued by other processes. One pass at a time in a process; processes share the queue through the database
  * (FOR UPDATE SKIP LOCKED), never through this.
  */
 export class KickedLoop {

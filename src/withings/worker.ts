@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { KickedLoop } from '../kernel/kicked-loop';
 import { claimDue } from './accounts';
 import { type SyncDeps, syncAccount } from './sync';
 
@@ -13,48 +14,33 @@ export class SyncWorker {
   /** This node's name on its leases. */
   readonly owner = `node-${randomUUID()}`;
   private readonly abort = new AbortController();
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<void> | undefined;
-  private again = false;
+  private readonly loop: KickedLoop;
 
-  constructor(private readonly deps: SyncDeps) {}
+  constructor(private readonly deps: SyncDeps) {
+    this.loop = new KickedLoop(() => this.round(), (err) => deps.log.error({ err }, 'Withings sync worker failed'), deps.config.workerIntervalMs);
+  }
 
+  /** Nothing while the worker is off (WITHINGS_WORKER_INTERVAL=0). */
   start(): void {
-    const interval = this.deps.config.workerIntervalMs;
-    if (interval <= 0 || this.timer) return;
-    this.timer = setInterval(() => this.kick(), interval);
-    this.timer.unref();
-    this.kick();
+    if (this.deps.config.workerIntervalMs > 0) this.loop.start();
   }
 
-  /** Look for due accounts now (or as soon as the current round ends). Nothing while the worker is off (WITHINGS_WORKER_INTERVAL=0). */
+  /** Look for due accounts now (or as soon as the current round ends). */
   kick(): void {
-    if (this.abort.signal.aborted || !this.timer) return;
-    if (this.running) {
-      this.again = true;
-      return;
-    }
-    this.running = this.rounds()
-      .catch((err: unknown) => this.deps.log.error({ err }, 'Withings sync worker failed'))
-      .finally(() => (this.running = undefined));
+    this.loop.kick();
   }
 
-  private async rounds(): Promise<void> {
+  private async round(): Promise<void> {
     const { ctx, config } = this.deps;
-    do {
-      this.again = false;
-      const claimed = await claimDue(ctx.db, this.owner, config.leaseMs, config.concurrency);
-      await Promise.all(claimed.map((account) => syncAccount(this.deps, account, this.owner, this.abort.signal)));
-      // A full round may have left more due accounts behind it.
-      if (claimed.length === config.concurrency) this.again = true;
-    } while (this.again && !this.abort.signal.aborted);
+    const claimed = await claimDue(ctx.db, this.owner, config.leaseMs, config.concurrency);
+    await Promise.all(claimed.map((account) => syncAccount(this.deps, account, this.owner, this.abort.signal)));
+    // A full round may have left more due accounts behind it.
+    if (claimed.length === config.concurrency) this.loop.kick();
   }
 
   /** Stops between requests: a run cut short releases its account, due again at once for any node. */
   async stop(): Promise<void> {
-    clearInterval(this.timer);
-    this.timer = undefined;
     this.abort.abort(new Error('the server is stopping'));
-    await this.running;
+    await this.loop.stop();
   }
 }
