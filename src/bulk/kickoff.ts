@@ -4,6 +4,7 @@ import { badRequest, notFound, OperationOutcomeError } from '../kernel/outcome';
 import { isSupportedType, supportedTypes } from '../kernel/resource-types';
 import { checkParameters } from '../fhir/operations';
 import { checkScanFilter } from '../search';
+import { parseDateRange } from '../search/date-range';
 import { patientCompartmentOf } from '../search/registry';
 import type { Queryable } from '../store/db';
 import type { ExportSpec } from './jobs';
@@ -130,8 +131,9 @@ async function groupMembers(db: Queryable, policy: AccessPolicy, groupId: string
   const stored = await readVisible<fhir4.Group>(db, policy, 'Group', groupId);
   if (!stored) throw notFound(`Group/${groupId} is not known`);
   const ids = (stored.resource.member ?? [])
-    // A ward's Group keeps its former patients as inactive members or members whose period ended.
-    .filter((m) => !m.inactive && !(m.period?.end !== undefined && Date.parse(m.period.end) < Date.now()))
+    // A ward's Group keeps its former patients as inactive members or members whose period ended
+    // (a date-only end covers its whole day, as in search).
+    .filter((m) => !m.inactive && !(m.period?.end !== undefined && (parseDateRange(m.period.end)?.high ?? Infinity) < Date.now()))
     .map((m) => PATIENT_REFERENCE.exec(m.entity.reference ?? '')?.[1])
     .filter((id): id is string => id !== undefined);
   return [...new Set(ids)];

@@ -47,6 +47,16 @@ describe('Bulk Data export', () => {
     expect(idsOf(files.Patient)).to.equal([ward.patients[0]!]);
   });
 
+  it('keeps a member whose membership ends today until the day is over (a date covers its whole day)', async () => {
+    const today = new Date().toISOString().slice(0, 10);
+    const cohort = await app.create({
+      resourceType: 'Group', type: 'person', actual: true,
+      member: [{ entity: { reference: `Patient/${ward.patients[1]}` }, period: { start: '2025-01-01', end: today } }],
+    });
+    const { files } = await finish(app, await kickOff(app, `/fhir/Group/${cohort}/$export?_type=Patient`, reader), reader);
+    expect(idsOf(files.Patient)).to.equal([ward.patients[1]!]);
+  });
+
   it('holds the data as it stood at transactionTime: later updates, deletions and creations do not show', async () => {
     const status = await kickOff(app, `/fhir/Group/${ward.groupId}/$export?_type=Observation`, reader);
     const [updated, deleted] = [ward.observations[0]![0]!, ward.observations[0]![1]!];
