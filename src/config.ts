@@ -1,4 +1,5 @@
 import { DEFAULT_INPUT_LIMITS, type InputLimits } from './kernel/input-limits';
+import { parseKey32 } from './kernel/key';
 
 /** Configuration from the environment; the names are the interface of DESIGN.md. */
 export interface Config {
@@ -209,9 +210,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
 function loadWithingsConfig(env: NodeJS.ProcessEnv, baseUrl: string): WithingsConfig {
   const secret = env.WITHINGS_CLIENT_SECRET;
   if (!secret) throw new Error('WITHINGS_CLIENT_SECRET is required when WITHINGS_CLIENT_ID is set');
-  const rawKey = env.WITHINGS_TOKEN_KEY ?? '';
-  const tokenKey = /^[0-9a-fA-F]{64}$/.test(rawKey) ? Buffer.from(rawKey, 'hex') : Buffer.from(rawKey, 'base64');
-  if (tokenKey.length !== 32) throw new Error('WITHINGS_TOKEN_KEY must be 32 bytes (64 hex digits or base64): Withings tokens are encrypted at rest');
+  const tokenKey = parseKey32(env.WITHINGS_TOKEN_KEY ?? '', 'WITHINGS_TOKEN_KEY', 'Withings tokens are encrypted at rest');
   const list = (value: string | undefined, fallback: string) => (value || fallback).split(',').map((v) => v.trim()).filter(Boolean);
   const appli = list(env.WITHINGS_NOTIFY_APPLI, '1,4').map((v) => int(v, 0, 'WITHINGS_NOTIFY_APPLI'));
   return {

@@ -2,12 +2,14 @@ import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes }
 import { createReadStream, createWriteStream, openSync, readSync, closeSync, statSync } from 'node:fs';
 import { type Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { parseKey32 } from '../kernel/key';
 
 /**
  * Backup files encrypted at rest with AES-256-GCM (node:crypto), key from BACKUP_KEY. A file is
  * MAGIC, a fresh 12-byte IV, the ciphertext, and GCM's 16-byte tag: the tag authenticates every
  * byte, so a changed or truncated file fails to decrypt instead of restoring something else.
- * Streams throughout: a dump of a million observations never sits in memory.
+ * Encryption and decryption stream, so a PostgreSQL dump never sits in memory; an embedded
+ * (PGlite) restore gathers the decrypted archive, as PGlite's loader takes a Blob.
  */
 const MAGIC = Buffer.from('RPMBAK1\n');
 const IV_BYTES = 12;
@@ -16,9 +18,7 @@ const TAG_BYTES = 16;
 /** BACKUP_KEY: 32 bytes as 64 hex digits or base64. */
 export function parseBackupKey(value: string | undefined): Buffer {
   if (!value) throw new Error('BACKUP_KEY is not set: 32 random bytes as hex or base64 (openssl rand -hex 32)');
-  const key = /^[0-9a-fA-F]{64}$/.test(value) ? Buffer.from(value, 'hex') : Buffer.from(value, 'base64');
-  if (key.length !== 32) throw new Error('BACKUP_KEY must be 32 bytes (64 hex digits or 44 base64 characters) for AES-256');
-  return key;
+  return parseKey32(value, 'BACKUP_KEY', 'backups are encrypted with AES-256');
 }
 
 /** Names the key without revealing it, so a restore can say which key a backup needs. */

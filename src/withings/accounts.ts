@@ -175,6 +175,11 @@ export async function markSubscribed(db: Queryable, id: string): Promise<void> {
   await db.query('UPDATE withings_account SET subscribed = true WHERE id = $1', [id]);
 }
 
+/** A problem the operator should see that does not end the run (a refused notify subscription). */
+export async function noteError(db: Queryable, id: string, error: string): Promise<void> {
+  await db.query('UPDATE withings_account SET last_error = $2, last_error_at = now() WHERE id = $1', [id, error.slice(0, 500)]);
+}
+
 /**
  * A run that reached the end: the cursor moves, the error is cleared, the lease released. The
  * next run is the fallback poll (spread by ±10 % so accounts linked together drift apart), or now

@@ -1,4 +1,5 @@
-import { createHmac, timingSafeEqual } from 'node:crypto';
+import { createHmac } from 'node:crypto';
+import { constantTimeEqual } from '../auth/secrets';
 import type { WithingsConfig } from '../config';
 
 /**
@@ -17,7 +18,5 @@ export function callbackUrl(config: WithingsConfig, userid: string): string {
 }
 
 export function validCallbackMac(config: WithingsConfig, userid: string, given: string | undefined): boolean {
-  const expected = Buffer.from(mac(config, userid));
-  const actual = Buffer.from(given ?? '');
-  return actual.length === expected.length && timingSafeEqual(actual, expected);
+  return constantTimeEqual(given ?? '', mac(config, userid));
 }

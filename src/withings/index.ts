@@ -46,13 +46,12 @@ export async function registerWithings(ctx: FhirContext, server: Server): Promis
   registerOperatorRoutes(server, ctx, {
     kick,
     // Unlinking revokes the notify subscriptions while the tokens still work; they are forgotten either way.
-    async unlink(accountId) {
+    async unlink(account) {
       try {
-        const { rows } = await ctx.db.query<{ withings_userid: string }>('SELECT withings_userid FROM withings_account WHERE id = $1', [accountId]);
-        const access = await tokens.accessToken(accountId);
-        for (const appli of config.notifyAppli) await api.call('/notify', { action: 'revoke', callbackurl: callbackUrl(config, rows[0]!.withings_userid), appli }, access.token);
+        const access = await tokens.accessToken(account.id);
+        for (const appli of config.notifyAppli) await api.call('/notify', { action: 'revoke', callbackurl: callbackUrl(config, account.withings_userid), appli }, access.token);
       } catch (err) {
-        ctx.log.warn({ err, account: accountId }, 'Withings notify subscriptions could not be revoked; the tokens are forgotten anyway');
+        ctx.log.warn({ err, account: account.id }, 'Withings notify subscriptions could not be revoked; the tokens are forgotten anyway');
       }
     },
   });

@@ -16,7 +16,7 @@ const LIST_MAX = 1_000;
  * error, next attempt. A caller sees the accounts of the patients it may see (the access policy,
  * as for any read); it unlinks or asks for a sync where it may file the patient's readings.
  */
-export function registerOperatorRoutes(server: Server, ctx: FhirContext, hooks: { unlink(accountId: string): Promise<void>; kick(): void }): void {
+export function registerOperatorRoutes(server: Server, ctx: FhirContext, hooks: { unlink(account: AccountRow): Promise<void>; kick(): void }): void {
   const visibleAccount = async (request: Parameters<typeof policyOf>[0]) => {
     const policy = policyOf(request);
     const id = request.params.id as string;
@@ -79,7 +79,7 @@ export function registerOperatorRoutes(server: Server, ctx: FhirContext, hooks: 
     handler: async (request, h) => {
       const { policy, row } = await visibleAccount(request);
       await requireLinkRight(ctx, policy, row.patient_id);
-      await hooks.unlink(row.id);
+      await hooks.unlink(row);
       await deleteAccount(ctx.db, row.id);
       return h.response().code(204);
     },

@@ -7,7 +7,7 @@ import { ingestPayload } from '../devices/ingest';
 import type { FhirContext } from '../fhir/context';
 import { executeWrites } from '../pipeline';
 import { readResources } from '../store/repository';
-import { type ClaimedAccount, countReadings, failRun, finishRun, markRelinkNeeded, markSubscribed, releaseRun, renewLease } from './accounts';
+import { type ClaimedAccount, countReadings, failRun, finishRun, markRelinkNeeded, markSubscribed, noteError, releaseRun, renewLease } from './accounts';
 import { type WithingsApi, WithingsError } from './api';
 import { BudgetExhausted } from './budget';
 import { callbackUrl } from './callback';
@@ -23,7 +23,11 @@ export const CONNECTOR_POLICY: AccessPolicy = policyFromScopes(
   { clientId: 'withings-connector' },
 );
 
-/** Meastypes asked for: those the Withings ConceptMap knows (weight and body composition, height, blood pressure, pulse, temperatures, SpO2, PWV). */
+/**
+ * Meastypes asked for: the vital signs this server monitors among those the Withings ConceptMap
+ * knows (weight and body composition, height, blood pressure, pulse, temperatures, SpO2, PWV);
+ * the map has more (e.g. bone mass), which are not fetched.
+ */
 const MEASTYPES = '1,4,5,6,8,9,10,11,12,54,71,73,76,77,88,91';
 /** The next lastupdate reaches this far behind the answer's updatetime: a group modified in the same second is fetched again (de-duplicated), never missed. */
 const CURSOR_OVERLAP_S = 60;
@@ -134,7 +138,7 @@ async function subscribe(deps: SyncDeps, account: ClaimedAccount, call: (path: s
     if (!(err instanceof WithingsError) || err.authFailed || err.status === 601 || err.status === 522) throw err;
     // Not fatal: the fallback poll keeps the data coming, and the next run tries again.
     deps.log.warn({ account: account.id, status: err.status }, 'Withings notify subscription refused');
-    await deps.ctx.db.query('UPDATE withings_account SET last_error = $2, last_error_at = now() WHERE id = $1', [account.id, `notify subscription refused: ${err.message}`.slice(0, 500)]);
+    await noteError(deps.ctx.db, account.id, `notify subscription refused: ${err.message}`);
   }
 }
 
