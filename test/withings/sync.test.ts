@@ -135,8 +135,14 @@ describe('Withings connector: link, notify, sync', () => {
     const relink = (await flagsOf(app, patient)).filter((f) => codeOf(f) === 'relink-needed');
     expect(relink.length).to.equal(1);
     expect(relink[0].status).to.equal('active');
-    // A sync asked for now does nothing: the account waits for its new link.
+    // A sync asked for now does nothing: the account waits for its new link. Five worker
+    // intervals later no request has reached Withings (a refresh or getmeas for an account
+    // without working tokens would) and it still waits.
+    const asked = Date.now();
     expect((await app.request({ method: 'POST', url: `/withings/accounts/${account}/sync` })).statusCode).to.equal(202);
+    await new Promise((r) => setTimeout(r, 500));
+    expect(fake.log.filter((l) => l.at >= asked).map((l) => `${l.path} ${l.action}`)).to.equal([]);
+    expect((await accountState(app, account)).status).to.equal('relink-needed');
 
     fake.addGroup(7004, [{ value: 80100, type: 1, unit: -3 }]);
     const relinked = Date.now();
