@@ -24,6 +24,12 @@ export function registerOperatorRoutes(server: Server, ctx: FhirContext, hooks: 
     if (!row || !(await readVisible(ctx.db, policy, 'Patient', row.patient_id))) throw notFound(`Withings account ${id.slice(0, 40)} is not known`);
     return { policy, row };
   };
+  /** An account the caller sees and may act on: the right to file the patient's readings. */
+  const manageableAccount = async (request: Parameters<typeof policyOf>[0]) => {
+    const { policy, row } = await visibleAccount(request);
+    await requireLinkRight(ctx, policy, row.patient_id);
+    return row;
+  };
 
   server.route({
     method: 'GET',
@@ -65,8 +71,7 @@ export function registerOperatorRoutes(server: Server, ctx: FhirContext, hooks: 
     method: 'POST',
     path: '/withings/accounts/{id}/sync',
     handler: async (request, h) => {
-      const { policy, row } = await visibleAccount(request);
-      await requireLinkRight(ctx, policy, row.patient_id);
+      const row = await manageableAccount(request);
       await requestSync(ctx.db, { id: row.id });
       hooks.kick();
       return h.response(accountView((await accountById(ctx.db, row.id))!)).code(202).type('application/json');
@@ -77,8 +82,7 @@ export function registerOperatorRoutes(server: Server, ctx: FhirContext, hooks: 
     method: 'DELETE',
     path: '/withings/accounts/{id}',
     handler: async (request, h) => {
-      const { policy, row } = await visibleAccount(request);
-      await requireLinkRight(ctx, policy, row.patient_id);
+      const row = await manageableAccount(request);
       await hooks.unlink(row);
       await deleteAccount(ctx.db, row.id);
       return h.response().code(204);
