@@ -32,6 +32,19 @@ interface Interaction {
 const READ: Interaction = { subtype: 'read', action: 'R', reads: true };
 const SEARCH: Interaction = { subtype: 'search-type', action: 'E', reads: true };
 const OPERATION: Interaction = { subtype: 'operation', action: 'E', reads: true };
+/**
+ * `$erase` succeeds as a write: its unit records the erasure by a keyed pseudonym
+ * (src/audit/erasure.ts). A response event would name the erased patient beside the same
+ * X-Request-Id, and so undo the pseudonym.
+ */
+const ERASE: Interaction = { subtype: 'operation', action: 'D', reads: false };
+
+/** The `$operation` a route's path names, if any. */
+function operationOf(request: Request): string | undefined {
+  const params = request.params as Record<string, string | undefined>;
+  const named = params.operation ?? params.compartmentType ?? params.id;
+  return named?.startsWith('$') ? named : undefined;
+}
 
 /** The FHIR interaction of a route (by Hapi's route path: the router already parsed the URL). */
 function interactionOf(request: Request): Interaction | undefined {
@@ -67,7 +80,7 @@ function interactionOf(request: Request): Interaction | undefined {
       return params.compartmentType?.startsWith('$') ? OPERATION : SEARCH;
     case '/fhir/{type}/{operation}':
     case '/fhir/{type}/{id}/{operation}':
-      return OPERATION;
+      return operationOf(request) === '$erase' ? ERASE : OPERATION;
     default:
       if (request.route.path.startsWith('/ingest/')) return { subtype: 'create', action: 'C', reads: false };
       if (request.route.path.startsWith('/fhir/')) return { action: 'E', reads: true };
@@ -124,6 +137,10 @@ export function auditOfRequest(request: Request, policyOf: (r: Request) => Acces
       : {}),
   };
   if (outcome !== '0' || body === undefined) return { fact };
+  // The pseudonymised copy is nobody's identifiable data: what it disclosed is the record of the
+  // patient it was made from, under that patient's own id (not the pseudonym it carries, which
+  // the event would otherwise link to the id).
+  if (operationOf(request) === '$anonymize') return { fact, disclosed: { json: '{}', type: 'Patient', id: params.id } };
   return { fact, disclosed: { json: body, type: params.type, id: params.id, onlyReads: subtype === 'batch' || subtype === 'transaction' } };
 }
 

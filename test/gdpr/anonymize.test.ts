@@ -100,6 +100,21 @@ describe('Patient/$anonymize', () => {
     expect(own.payload).to.not.include('Someoneelse');
   });
 
+  it('is audited as a disclosure of the patient it was made from, never under the pseudonym', async () => {
+    await anonymize(id.anna!, app.system);
+    await anonymize(id.anna!, app.system, 'POST');
+    await app.audit.flush();
+    const auditor = await app.as('system/AuditEvent.rs');
+    const search = async (patient: string) => {
+      const res = await app.request({ method: 'GET', url: `/fhir/AuditEvent?patient=${patient}&subtype=operation&_count=1000`, headers: auditor });
+      expect(res.statusCode, res.payload).to.equal(200);
+      return ((res.json as fhir4.Bundle).entry ?? []).map((e) => e.resource as fhir4.AuditEvent);
+    };
+    const real = await search(id.anna!);
+    expect(real.length).to.be.at.least(2);
+    expect(await search(pseudonym(KEY, `Patient/${id.anna}`).slice(0, 40))).to.equal([]);
+  });
+
   it('is 501 without a pseudonym key', async () => {
     const keyless = await startSecuredServer();
     try {

@@ -234,6 +234,12 @@ describe('Patient/$erase', () => {
     expect(events[0]!.action).to.equal('D');
     expect(events[0]!.outcomeDesc).to.include('Observation 2');
     expect(events[0]!.agent.some((a) => a.who?.identifier?.value === 'dpo-console')).to.be.true();
+    // No other event of the erasing request names the patient: one would link the pseudonym,
+    // through the shared X-Request-Id, back to the id.
+    const named = await app.request({ method: 'GET', url: `/fhir/AuditEvent?patient=${id.alice}&_count=1000`, headers: auditor });
+    expect(named.statusCode).to.equal(200);
+    const queries = ((named.json as fhir4.Bundle).entry ?? []).flatMap((e) => (e.resource as fhir4.AuditEvent).entity ?? []).flatMap((x) => (x.query ? [Buffer.from(x.query, 'base64').toString('utf8')] : []));
+    expect(queries.filter((q) => q.includes('$erase'))).to.equal([]);
     expect((await verifyChain(app.ctx.db)).problems).to.equal([]);
   });
 
