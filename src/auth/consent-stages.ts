@@ -11,7 +11,10 @@ const GOVERNING_TYPES = new Set(['Consent', 'RelatedPerson']);
  * - validate: a patient-privacy Consent this server could not enforce is a 400, never stored
  *   to be half-applied;
  * - after-commit: the access policy's cache of Consents is dropped before the write's
- *   response is sent, so the next request, with any token, meets the new state.
+ *   response is sent, so the next request, with any token, meets the new state;
+ * - erase: an erasure commits no writes, so it has no after-commit; the cache is dropped in its
+ *   unit instead (a request between that and the commit may cache the old state again, for the
+ *   cache's own second at most).
  */
 export function registerConsentStages(stages: Stages): void {
   stages.use('validate', 'auth.consent', async (_uow, writes) =>
@@ -24,4 +27,5 @@ export function registerConsentStages(stages: Stages): void {
   stages.use('after-commit', 'auth.consent-cache', async (committed) => {
     if (committed.some((w) => GOVERNING_TYPES.has(w.type))) forgetConsents();
   });
+  stages.use('erase', 'auth.consent-cache', async () => forgetConsents());
 }

@@ -148,6 +148,9 @@ describe('Consent enforcement', () => {
         expect(write.json.resourceType).to.equal('OperationOutcome');
         const garbage = await app.request({ method: 'PUT', url: `/fhir/Observation/${ids.aliceHr}`, payload: '{"resourceType":"Observation"', headers: { ...caregiver, 'content-type': 'application/fhir+json' } });
         expect([400, 403]).to.include(garbage.statusCode);
+        // A well-formed body with nothing the validator would accept: still the refusal, not a 400.
+        const invalid = await app.request({ method: 'PUT', url: `/fhir/Observation/${ids.aliceHr}`, payload: { resourceType: 'Observation', id: ids.aliceHr, status: 'not-a-status' }, headers: caregiver });
+        expect(invalid.statusCode, invalid.payload).to.equal(403);
         expect((await app.request({ method: 'DELETE', url: `/fhir/Observation/${ids.aliceHr}`, headers: caregiver })).statusCode).to.equal(403);
         const selfGrant = await app.request({ method: 'POST', url: '/fhir/Consent', payload: consent(ids.alice, { type: 'permit', actor: [actor(`RelatedPerson/${ids.carol}`)] }), headers: caregiver });
         expect(selfGrant.statusCode).to.equal(403);
