@@ -1,3 +1,4 @@
+import { idOfReference } from '../kernel/id';
 import { isSupportedType } from '../kernel/resource-types';
 
 /**
@@ -127,7 +128,7 @@ function dataClassOf(c: fhir4.Coding): DataClass | undefined {
 }
 
 function patientIdOf(consent: fhir4.Consent): string | undefined {
-  return /^Patient\/([A-Za-z0-9\-.]{1,64})$/.exec(consent.patient?.reference ?? '')?.[1];
+  return idOfReference(consent.patient?.reference, 'Patient');
 }
 
 /** The rules of an active, well-formed privacy Consent; undefined for any other. */

@@ -1,3 +1,4 @@
+import { idOfReference } from '../kernel/id';
 import { findMatchingIds, type PatientExclusion } from '../search';
 import type { Queryable } from '../store/db';
 import { readResource, readResources } from '../store/repository';
@@ -130,7 +131,7 @@ export function linkedPatient(link: fhir4.RelatedPerson | undefined, now = Date.
   if (!link || link.active === false) return undefined;
   if (link.period?.start && Date.parse(link.period.start) > now) return undefined;
   if (link.period?.end && Date.parse(link.period.end) < now) return undefined;
-  return /^Patient\/([A-Za-z0-9\-.]{1,64})$/.exec(link.patient.reference ?? '')?.[1];
+  return idOfReference(link.patient.reference, 'Patient');
 }
 
 /* ---------- the per-actor cache ---------- */

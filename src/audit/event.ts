@@ -1,3 +1,4 @@
+import { CLIENT_ID_SYSTEM } from '../access/consent-rules';
 import { randomUUID } from 'node:crypto';
 import type { AccessPolicy, RequestOrigin } from '../access/policy';
 
@@ -19,8 +20,8 @@ const PARTICIPATION = 'http://terminology.hl7.org/CodeSystem/v3-ParticipationTyp
 const ENTITY_TYPE = 'http://terminology.hl7.org/CodeSystem/audit-entity-type';
 const OBJECT_ROLE = 'http://terminology.hl7.org/CodeSystem/object-role';
 const BALP = 'https://profiles.ihe.net/ITI/BALP';
-/** How a client is named: the OAuth client_id (RFC 7591), as BALP's Minimal token pattern says. */
-export const CLIENT_ID_SYSTEM = 'urn:ietf:params:oauth:client-id';
+/** How a client is named: the OAuth client_id (RFC 7591), as BALP's Minimal token pattern says (and a Consent names an app). */
+export { CLIENT_ID_SYSTEM };
 /** A signed-in user without a FHIR identity: the token's `sub`. */
 export const SUBJECT_SYSTEM = 'urn:ietf:params:oauth:sub';
 /** This server's own codes for what BALP and DICOM do not name (token issuance). */

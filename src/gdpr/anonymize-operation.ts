@@ -2,7 +2,7 @@ import type { FhirContext, InteractionResult } from '../fhir/context';
 import { everything } from '../fhir/interactions/everything';
 import type { RestRequest } from '../fhir/rest-request';
 import { OperationOutcomeError } from '../kernel/outcome';
-import { pseudonymiser } from './anonymize';
+import { PSEUDONYMISED, pseudonymiser } from './anonymize';
 
 /**
  * `Patient/{id}/$anonymize` (GET or POST): the patient's record as `$everything` gives it to the
@@ -26,5 +26,5 @@ export async function anonymizeOperation(ctx: FhirContext, req: RestRequest): Pr
     if (!next) break;
     query = new URL(next.url).searchParams;
   }
-  return { status: 200, body: { resourceType: 'Bundle', type: 'collection', meta: { security: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ObservationValue', code: 'PSEUDED' }] }, entry } };
+  return { status: 200, body: { resourceType: 'Bundle', type: 'collection', meta: { security: [PSEUDONYMISED] }, entry } };
 }

@@ -1,3 +1,4 @@
+import { VERSION_AUTHOR_URL } from '../audit';
 import { pseudonym } from '../kernel/pseudonym';
 
 /**
@@ -22,8 +23,8 @@ import { pseudonym } from '../kernel/pseudonym';
 const PERSON_TYPES = new Set(['Patient', 'Practitioner', 'RelatedPerson', 'Person']);
 const REMOVED_EVERYWHERE = new Set(['telecom', 'address', 'photo']);
 const REMOVED_FROM_PERSONS = new Set(['name', 'contact']);
-const VERSION_AUTHOR_URL = 'http://rpm.example.org/fhir/StructureDefinition/version-author';
-const PSEUDONYMISED: fhir4.Coding = { system: 'http://terminology.hl7.org/CodeSystem/v3-ObservationValue', code: 'PSEUDED', display: 'pseudonymized' };
+/** The security label of a pseudonymised copy (its resources and its Bundle). */
+export const PSEUDONYMISED: fhir4.Coding = { system: 'http://terminology.hl7.org/CodeSystem/v3-ObservationValue', code: 'PSEUDED', display: 'pseudonymized' };
 const FULL_DATE = /^(\d{4}-\d{2}-\d{2})(T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2}))?$/;
 const REFERENCE = /^(?:.*\/)?([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[^/]+)?$/;
 const DAY_MS = 86_400_000;

@@ -11,7 +11,4 @@ export function normalizeText(value: string): string {
   return value.normalize('NFD').replace(COMBINING_MARKS, '').toLowerCase();
 }
 
-/** Escapes LIKE wildcards so that a search value is matched literally (`\` is the default escape). */
-export function escapeLike(value: string): string {
-  return value.replace(/[\\%_]/g, (c) => `\\${c}`);
-}
+export { escapeLike } from '../kernel/sql-like';

@@ -1,3 +1,4 @@
+import { escapeLike } from '../kernel/sql-like';
 import type { Queryable } from './db';
 import { historyTableOf, tableOf } from './tables';
 
@@ -18,7 +19,7 @@ export interface PastVersion {
  */
 export async function pastVersionsContaining(db: Queryable, types: readonly string[], text: string): Promise<PastVersion[]> {
   if (types.length === 0) return [];
-  const like = `%${text.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+  const like = `%${escapeLike(text)}%`;
   const branches = types.map((type) => `SELECT '${type}' AS type, id, version_id, content FROM ${historyTableOf(type)} WHERE content IS NOT NULL AND content::text LIKE $1`);
   const { rows } = await db.query<{ type: string; id: string; version_id: number; content: fhir4.FhirResource }>(branches.join(' UNION ALL '), [like]);
   return rows.map((r) => ({ type: r.type, id: r.id, versionId: r.version_id, resource: r.content }));
