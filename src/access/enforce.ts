@@ -1,4 +1,5 @@
 import type { AccessPolicy, Action } from './policy';
+import { parseResourceScope, type ScopeContext } from './scopes';
 import { findMatchingIds, isInPatientCompartment, isUnlimited, type PatientExclusion, type Reach } from '../search';
 import type { Queryable } from '../store/db';
 import { readResource } from '../store/repository';
@@ -13,6 +14,16 @@ import { notFound, OperationOutcomeError } from '../kernel/outcome';
 
 export function forbidden(diagnostics: string): OperationOutcomeError {
   return new OperationOutcomeError(403, { code: 'forbidden', diagnostics });
+}
+
+/**
+ * Whether a scope names `type` itself — not a wildcard — in one of `contexts`, with `action` when
+ * given. Some rights are too wide to come with `*`: reading the audit trail, erasing a patient.
+ */
+export function hasNamedScope(policy: AccessPolicy, type: string, only: { contexts?: readonly ScopeContext[]; action?: Action } = {}): boolean {
+  return policy.scopes.map(parseResourceScope).some(
+    (s) => s !== undefined && s.type === type && (only.contexts === undefined || only.contexts.includes(s.context)) && (only.action === undefined || s.actions.has(only.action)),
+  );
 }
 
 const ACTION_NAMES: Record<Action, string> = { c: 'create', r: 'read', u: 'update', d: 'delete', s: 'search' };

@@ -1,5 +1,5 @@
 import type { Plugin } from '@hapi/hapi';
-import { forbidden, type ReadLimits, readLimits } from '../access/enforce';
+import { forbidden, hasNamedScope, type ReadLimits, readLimits } from '../access/enforce';
 import type { AccessPolicy } from '../access/policy';
 import { policyOf } from '../access/request';
 import type { FhirContext } from '../fhir/context';
@@ -97,7 +97,7 @@ export const auditRoutes: Plugin<{ ctx: FhirContext }> = {
  * (`user/*.rs`) grants a clinician's data, not the record of everyone's access to it.
  */
 function auditLimits(policy: AccessPolicy, action: 'r' | 's'): ReadLimits {
-  if (!policy.scopes.some((s) => /^(?:patient|user|system)\/AuditEvent\./.test(s))) {
+  if (!hasNamedScope(policy, 'AuditEvent')) {
     throw forbidden('reading the audit trail needs a scope that names AuditEvent (e.g. system/AuditEvent.rs)');
   }
   return readLimits(policy, 'AuditEvent', action);

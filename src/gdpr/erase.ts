@@ -1,6 +1,5 @@
-import { forbidden } from '../access/enforce';
+import { forbidden, hasNamedScope } from '../access/enforce';
 import type { AccessPolicy } from '../access/policy';
-import { parseResourceScope } from '../access/scopes';
 import type { FhirContext, InteractionResult } from '../fhir/context';
 import type { RestRequest } from '../fhir/rest-request';
 import { type Issue, notFound, operationOutcome } from '../kernel/outcome';
@@ -14,8 +13,7 @@ import { eraseCompartment, withUnitOfWork } from '../pipeline';
  * backend client, the way reading the audit trail needs a scope that names AuditEvent.
  */
 export function requireErasureRight(policy: AccessPolicy): void {
-  const named = policy.scopes.map(parseResourceScope).some((s) => s?.context === 'system' && s.type === 'Patient' && s.actions.has('d'));
-  if (!named) throw forbidden('erasing a patient needs a system scope that names Patient with delete (system/Patient.d); wildcard, user and patient scopes do not erase');
+  if (!hasNamedScope(policy, 'Patient', { contexts: ['system'], action: 'd' })) throw forbidden('erasing a patient needs a system scope that names Patient with delete (system/Patient.d); wildcard, user and patient scopes do not erase');
 }
 
 /**
