@@ -1,6 +1,5 @@
 import { contributeToCapabilities } from '../fhir/capability';
 
-let contributed = false;
 
 const SEARCH_PARAMETERS: Array<[name: string, type: fhir4.CapabilityStatementRestResourceSearchParam['type'], documentation: string]> = [
   ['patient', 'reference', 'Events about this patient (entity[patient])'],
@@ -16,12 +15,10 @@ const SEARCH_PARAMETERS: Array<[name: string, type: fhir4.CapabilityStatementRes
 
 /**
  * CapabilityStatement: AuditEvent, which src/audit serves read-only from its own table (not one
- * of the stored types the generic entries are built from). Registered once per process.
+ * of the stored types the generic entries are built from).
  */
 export function contributeAuditEvent(): void {
-  if (contributed) return;
-  contributed = true;
-  contributeToCapabilities((statement) => {
+  contributeToCapabilities('audit.auditevent', (statement) => {
     const rest = statement.rest?.[0];
     if (!rest) return;
     rest.resource = (rest.resource ?? []).filter((r) => r.type !== 'AuditEvent');

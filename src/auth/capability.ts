@@ -1,17 +1,14 @@
 import { contributeToCapabilities } from '../fhir/capability';
 import { authUrls } from './state';
 
-let contributed = false;
 
 /**
  * CapabilityStatement.rest.security (SMART App Launch 2.2 §"Declaring support"): the SMART
  * service coding and the oauth-uris extension with the same URLs as smart-configuration.
- * Registered once per process; absent when auth is disabled, since no token is then needed.
+ * Absent when auth is disabled, since no token is then needed.
  */
 export function contributeSecurity(): void {
-  if (contributed) return;
-  contributed = true;
-  contributeToCapabilities((statement, ctx) => {
+  contributeToCapabilities('auth.security', (statement, ctx) => {
     if (ctx.config.auth.disabled) return;
     const urls = authUrls(ctx.baseUrl);
     const rest = statement.rest?.[0];

@@ -1,17 +1,14 @@
 import { contributeToCapabilities } from '../fhir/capability';
 
 const BULK = 'http://hl7.org/fhir/uv/bulkdata';
-let contributed = false;
 
 /**
  * The export operations in the CapabilityStatement (Bulk Data Access v2.0.0,
  * CapabilityStatement-bulk-data): system `export`, Patient `export` (patient-export) and Group
- * `export` (group-export), and the `instantiates` Inferno looks for. Registered once per process.
+ * `export` (group-export), and the `instantiates` Inferno looks for.
  */
 export function contributeExportOperations(): void {
-  if (contributed) return;
-  contributed = true;
-  contributeToCapabilities((statement) => {
+  contributeToCapabilities('bulk.export', (statement) => {
     const rest = statement.rest?.[0];
     if (!rest) return;
     statement.instantiates = [...(statement.instantiates ?? []), `${BULK}/CapabilityStatement/bulk-data`];

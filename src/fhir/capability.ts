@@ -5,9 +5,10 @@ import { routedOperations } from './terminology-routes';
 
 /** Extra CapabilityStatement parts contributed by other capabilities (auth adds rest.security). */
 export type CapabilityContributor = (statement: fhir4.CapabilityStatement, ctx: FhirContext) => void;
-const contributors: CapabilityContributor[] = [];
-export function contributeToCapabilities(c: CapabilityContributor): void {
-  contributors.push(c);
+/** By name: a capability registered again (every server a process starts, in tests) replaces its part. */
+const contributors = new Map<string, CapabilityContributor>();
+export function contributeToCapabilities(name: string, c: CapabilityContributor): void {
+  contributors.set(name, c);
 }
 
 /**
@@ -61,6 +62,6 @@ export function capabilityStatement(ctx: FhirContext, startedAt: string): fhir4.
       },
     ],
   };
-  for (const contribute of contributors) contribute(statement, ctx);
+  for (const contribute of contributors.values()) contribute(statement, ctx);
   return statement;
 }

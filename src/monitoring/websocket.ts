@@ -40,7 +40,7 @@ export function websocketUrl(fhirBase: string): string {
 }
 
 // R4 subscription.html: the server's websocket URL is published on CapabilityStatement.rest.
-contributeToCapabilities((statement, ctx) => {
+contributeToCapabilities('monitoring.websocket', (statement, ctx) => {
   const rest = statement.rest?.[0];
   if (rest) rest.extension = [...(rest.extension ?? []), { url: 'http://hl7.org/fhir/StructureDefinition/capabilitystatement-websocket', valueUri: websocketUrl(ctx.baseUrl) }];
 });
