@@ -1,5 +1,6 @@
 import { findVisibleIds, readVisible } from '../access/enforce';
 import type { AccessPolicy } from '../access/policy';
+import { idOfReference } from '../kernel/id';
 import type { Queryable } from '../store/db';
 import { checkTime, readingId } from './draft';
 import { DOOR_SOURCE_PREFIX, type DoseDraft, READING_ID_SYSTEM, ReadingError } from './reading';
@@ -16,8 +17,6 @@ import { DOOR_SOURCE_PREFIX, type DoseDraft, READING_ID_SYSTEM, ReadingError } f
  * unlinked; one that matches several is refused: the box must name the order.
  */
 
-const REQUEST_REF = /^MedicationRequest\/([A-Za-z0-9\-.]{1,64})$/;
-
 export interface DoseContext {
   db: Queryable;
   policy: AccessPolicy;
@@ -31,7 +30,7 @@ export interface DoseContext {
 export type OrderCache = Map<string, Promise<{ id: string; request: fhir4.MedicationRequest } | undefined>>;
 
 async function namedOrder(ctx: DoseContext, ref: string, cache: OrderCache) {
-  const id = REQUEST_REF.exec(ref)?.[1];
+  const id = idOfReference(ref, 'MedicationRequest');
   if (!id) throw new ReadingError(400, `request '${ref.slice(0, 80)}' is not a MedicationRequest/id reference`, 'value');
   let found = cache.get(ref);
   if (!found) {
@@ -41,9 +40,7 @@ async function namedOrder(ctx: DoseContext, ref: string, cache: OrderCache) {
   const order = await found;
   // Unknown and not visible read alike: the door does not tell what the caller may not read.
   if (!order) throw new ReadingError(422, `${ref} is not known`, 'not-found');
-  if (order.request.subject?.reference !== ctx.patientRef) {
-    throw new ReadingError(422, `${ref} is not an order for ${ctx.patientRef}`, 'business-rule');
-  }
+  // An order of another patient is refused by the medication capability's validate stage.
   return order;
 }
 
@@ -75,7 +72,10 @@ function medicationOf(order: fhir4.MedicationRequest | undefined, coding: fhir4.
 export async function doseToAdministration(draft: DoseDraft, ctx: DoseContext, cache: OrderCache): Promise<fhir4.MedicationAdministration> {
   checkTime(draft.time, ctx.now);
   const order = draft.request ? await namedOrder(ctx, draft.request, cache) : await orderByCode(ctx, draft.medication!, cache);
-  const id = readingId(ctx.device, 'MedicationAdministration', draft.time, draft.sourceKey);
+  // The order or the medicine is part of the id, as the code is for a reading: two pills taken
+  // at the same minute, reported without ids of their own, are two administrations.
+  const what = order ? `MedicationRequest/${order.id}` : `${draft.medication!.system ?? ''}|${draft.medication!.code ?? ''}`;
+  const id = readingId(ctx.device, what, draft.time, draft.sourceKey);
   return {
     resourceType: 'MedicationAdministration',
     id,

@@ -104,8 +104,22 @@ describe('pill box doses through the device door', () => {
     expect(after[0].status).to.equal('inactive');
   });
 
+  it('records two medicines taken at the same minute, reported without ids of their own, as two administrations', async () => {
+    const { device } = await setUp();
+    const LISINOPRIL = { system: 'http://www.nlm.nih.gov/research/umls/rxnorm', code: '314076' };
+    const body = { device, doses: [{ time: at(0, '08:05'), medication: METFORMIN }, { time: at(0, '08:05'), medication: LISINOPRIL }] };
+    const res = await ingest(body);
+    expect(res.statusCode, res.payload).to.equal(200);
+    expect(res.json.entry.map((e: any) => e.response.status)).to.equal(['201 Created', '201 Created']);
+    const [metformin, lisinopril] = res.json.entry.map((e: any) => e.response.location.split('/')[1]);
+    expect(metformin).to.not.equal(lisinopril);
+    // Sent again, both are the same two resources.
+    const again = await ingest(body);
+    expect(again.json.entry.map((e: any) => e.response.location.split('/')[1])).to.equal([metformin, lisinopril]);
+  });
+
   it('refuses what it cannot file, entry by entry, with an OperationOutcome, and writes nothing for it', async () => {
-    const { p, rx, device } = await setUp();
+    const { device } = await setUp();
     const other = await setUp();
     // A second active order for the same medicine: a code alone no longer says which.
     const ambiguous = await setUp();
@@ -139,9 +153,10 @@ describe('pill box doses through the device door', () => {
     const dup = await ingest({ device: ambiguous.device, doses: [{ time: at(0, '08:00'), medication: METFORMIN }] });
     expect(String(dup.json.entry[0].response.status)).to.startWith('422');
     expect(dup.json.entry[0].response.outcome.issue[0].diagnostics).to.contain('several active orders');
-    // Its patient and order are untouched by the refused doses.
-    expect(p).to.not.equal(other.p);
-    expect(rx).to.not.equal(other.rx);
+    // The other patient's order, named in a refused dose, has no administration.
+    const given = await app.request({ method: 'GET', url: `/fhir/MedicationAdministration?request=MedicationRequest/${other.rx}`, headers: system });
+    expect(given.statusCode).to.equal(200);
+    expect(given.json.entry ?? []).to.equal([]);
   });
 
   it('writes with the gateway\'s own rights: no MedicationAdministration scope, no dose; no token, 401', async () => {
