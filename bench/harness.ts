@@ -32,6 +32,11 @@ export interface BenchContext {
   log(line: string): void;
   /** A figure that is not a load phase (storage per resource, load time), printed with the results. */
   figure(line: string): void;
+  /**
+   * Starts another server process on the same database and schema, with `env` over the bench
+   * server's (an A/B of a setting within one run); the caller stops it.
+   */
+  startServer?(env: Record<string, string>): Promise<{ fhirBase: string; pid: number; stop(): Promise<unknown> }>;
 }
 
 /** One measured phase, as a table row. Rows with the same `group` are compared (server ÷ raw). */

@@ -4,6 +4,7 @@ import { existsSync } from 'node:fs';
 import os from 'node:os';
 import { join, resolve } from 'node:path';
 import { Pool } from 'pg';
+import { workloads as auditCostWorkloads } from './audit-cost';
 import { benchAuthOn, REGISTRATION_TOKEN, startBenchAuth } from './auth';
 import { workloads as bundleWorkloads } from './bundles';
 import { workloads as crudWorkloads } from './crud';
@@ -47,6 +48,7 @@ const registered: BenchWorkload[] = [
   ...optionalWorkloads('monitoring'), // monitoring rules' share of ingest (issue 6, bench/monitoring.ts)
   ...optionalWorkloads('medication'), // due doses of 10,000 patients (issue 19, bench/medication.ts)
   ...optionalWorkloads('export'), // Bulk Data export of N Observations (issue 21, bench/export.ts)
+  ...auditCostWorkloads, // the audit trail on against off, in alternating rounds (issue 14)
 ];
 
 // ---- command line ---------------------------------------------------------------------------
@@ -109,7 +111,7 @@ interface ServerChild {
   stop(): Promise<{ code: number | null; ms: number }>;
 }
 
-async function startServer(databaseUrl: string, poolSize: number): Promise<ServerChild> {
+async function startServer(databaseUrl: string, poolSize: number, extraEnv: Record<string, string> = {}): Promise<ServerChild> {
   const root = resolve(__dirname, '..', '..');
   const port = await freePort();
   const fhirBase = `http://127.0.0.1:${port}/fhir`;
@@ -129,6 +131,7 @@ async function startServer(databaseUrl: string, poolSize: number): Promise<Serve
       // The workloads measure the FHIR work itself; auth-on figures come from a workload that
       // sends tokens. BENCH_AUTH=on leaves the server's default (auth on) in place.
       ...(benchAuthOn() ? { REGISTRATION_TOKEN } : { AUTH_DISABLED: 'true' }),
+      ...extraEnv,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -262,6 +265,10 @@ async function main(): Promise<number> {
       figure: (line) => {
         figures.push(line);
         console.log(`  = ${line}`);
+      },
+      startServer: async (env) => {
+        const child = await startServer(serverUrl, poolSize, env);
+        return { fhirBase: child.fhirBase, pid: child.process.pid!, stop: () => child.stop() };
       },
     };
     for (const w of workloads) {
