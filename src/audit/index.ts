@@ -54,7 +54,12 @@ export function registerAudit(ctx: FhirContext, server: Server): AuditTrail {
     }
     if (!audit) return;
     const { fact, disclosed } = audit;
-    recorder.record(() => auditRecords({ ...fact, patients: disclosed ? disclosedPatients(disclosed) : [] }, observer));
+    // The patients are found now, after the response is sent, so that only their ids wait for
+    // the batch: holding the body until then (a searchset is tens of kB) made it outlive the
+    // young generation, and its copying and old-space collection cost a search a third of its
+    // server CPU (docs/decisions/021-audit-storage.md, "Bodies not kept").
+    const patients = disclosed ? disclosedPatients(disclosed) : [];
+    recorder.record(() => auditRecords({ ...fact, patients }, observer));
   });
 
   return {
