@@ -43,7 +43,7 @@ type StoredAudit = Record<(typeof COLUMNS)[number], string | null>;
 function stored(r: AuditRecord): StoredAudit {
   const keys = searchKeysOf(r);
   return {
-    id: r.id, recorded: r.recorded, type: keys.type, subtype: keys.subtype, action: r.action, outcome: r.outcome,
+    id: r.id ?? null, recorded: r.recorded, type: keys.type, subtype: keys.subtype, action: r.action, outcome: r.outcome,
     patient: keys.patient, agent_user: keys.agentUser, agent_client: keys.agentClient, entity: keys.entity, record: JSON.stringify(r), json: null,
   };
 }

@@ -1,5 +1,4 @@
 import { CLIENT_ID_SYSTEM } from '../access/consent-rules';
-import { randomUUID } from 'node:crypto';
 import type { AccessPolicy, RequestOrigin } from '../access/policy';
 
 /**
@@ -70,7 +69,12 @@ export interface Observer {
  * JSON text (keys in this order, absent facts left out) is what the chain's hash covers.
  */
 export interface AuditRecord {
-  id: string;
+  /**
+   * Records before migration 053 only: their random id. A newer record has none; its event's id
+   * is its position in the chain (`seq`), which the link's hash covers, so that no unique index
+   * over random ids is written per event (docs/decisions/021-audit-storage.md, "Ids by position").
+   */
+  id?: string;
   recorded: string;
   kind: AuditFact['kind'];
   subtype?: string;
@@ -104,7 +108,6 @@ export function auditRecords(fact: AuditFact, observer: Observer): AuditRecord[]
   const ownWork = policy !== undefined && origin === undefined && policy.clientId === 'internal';
   const recorded = new Date().toISOString();
   return patients.map((patient) => ({
-    id: randomUUID(),
     recorded,
     kind: fact.kind,
     subtype: fact.subtype,
@@ -148,8 +151,8 @@ export function searchKeysOf(r: AuditRecord): AuditKeys {
   };
 }
 
-/** The BALP AuditEvent of a stored record. */
-export function renderAuditEvent(r: AuditRecord): fhir4.AuditEvent & { id: string } {
+/** The BALP AuditEvent of a stored record at chain position `seq`. */
+export function renderAuditEvent(r: AuditRecord, seq: string): fhir4.AuditEvent & { id: string } {
   const entity: fhir4.AuditEventEntity[] = [];
   if (r.erasedPatient !== undefined) {
     entity.push({ what: { identifier: { system: ERASED_PATIENT_SYSTEM, value: r.erasedPatient } }, type: { system: ENTITY_TYPE, code: '1', display: 'Person' }, role: { system: OBJECT_ROLE, code: '1', display: 'Patient' } });
@@ -168,7 +171,7 @@ export function renderAuditEvent(r: AuditRecord): fhir4.AuditEvent & { id: strin
   }
   return {
     resourceType: 'AuditEvent',
-    id: r.id,
+    id: auditEventId(r, seq),
     ...(r.kind === 'rest' ? { meta: { profile: [`${BALP}/StructureDefinition/IHE.BasicAudit.${r.patient !== undefined ? 'Patient' : ''}${PROFILE[r.action]}`] } } : {}),
     type: typeOf(r),
     ...(r.subtype ? { subtype: [subtypeOf(r)] } : {}),
@@ -182,9 +185,14 @@ export function renderAuditEvent(r: AuditRecord): fhir4.AuditEvent & { id: strin
   };
 }
 
-/** The AuditEvent JSON of a stored record's text. */
-export function renderRecordText(text: string): string {
-  return JSON.stringify(renderAuditEvent(JSON.parse(text) as AuditRecord));
+/** The AuditEvent JSON of a stored record's text at chain position `seq`. */
+export function renderRecordText(text: string, seq: string): string {
+  return JSON.stringify(renderAuditEvent(JSON.parse(text) as AuditRecord, seq));
+}
+
+/** An event's id: its own (records before migration 053), else its chain position. */
+export function auditEventId(r: Pick<AuditRecord, 'id'>, seq: string): string {
+  return r.id ?? seq;
 }
 
 function typeOf(r: Pick<AuditRecord, 'kind'>): fhir4.Coding {

@@ -14,7 +14,7 @@ export async function* exportChain(db: Queryable): AsyncGenerator<string> {
   const head = await chainHead(db);
   for await (const row of chainRows(db)) {
     if (head && BigInt(row.seq) > BigInt(head.seq)) break;
-    const stored = row.record ? `"record":${row.text},"resource":${renderRecordText(row.text)}` : `"resource":${row.text}`;
+    const stored = row.record ? `"record":${row.text},"resource":${renderRecordText(row.text, row.seq)}` : `"resource":${row.text}`;
     yield `{"seq":${JSON.stringify(row.seq)},"hash":${JSON.stringify(row.hash)},${stored}}\n`;
   }
   yield `${JSON.stringify({ head })}\n`;
@@ -40,15 +40,15 @@ export function verifyExport(lines: Iterable<string>): VerifyResult {
     if (!m) throw new Error(`not an audit export line: ${line.slice(0, 60)}`);
     const [, seq, hash, record, resource] = m as unknown as [string, string, string, string | undefined, string];
     rows.push({ seq, hash, text: record ?? resource, record: record !== undefined });
-    if (record !== undefined && !rendersAs(record, resource)) rendered.push({ seq, problem: 'changed', detail: 'its resource is not what its record renders' });
+    if (record !== undefined && !rendersAs(record, resource, seq)) rendered.push({ seq, problem: 'changed', detail: 'its resource is not what its record renders' });
   }
   const { last: _last, ...result } = verifyRows(rows, head);
   return { ...result, problems: [...result.problems, ...rendered] };
 }
 
-function rendersAs(record: string, resource: string): boolean {
+function rendersAs(record: string, resource: string, seq: string): boolean {
   try {
-    return renderRecordText(record) === resource;
+    return renderRecordText(record, seq) === resource;
   } catch {
     return false;
   }

@@ -44,7 +44,7 @@ export const auditRoutes: Plugin<{ ctx: FhirContext }> = {
           where.push(`seq < $${params.length}::bigint`);
         }
         params.push(count + 1);
-        const rows = (await ctx.db.query<StoredText & { seq: string; id: string }>(
+        const rows = (await ctx.db.query<StoredText & { id: string | null }>(
           `SELECT seq::text AS seq, id, record, json FROM audit_event ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY audit_event.seq DESC LIMIT $${params.length}`,
           params,
         )).rows;
@@ -56,7 +56,7 @@ export const auditRoutes: Plugin<{ ctx: FhirContext }> = {
           next.set('_cursor', page[page.length - 1]!.seq);
           links.push({ relation: 'next', url: `${ctx.baseUrl}/AuditEvent?${next.toString()}` });
         }
-        const entries = page.map((r) => `{"fullUrl":${JSON.stringify(`${ctx.baseUrl}/AuditEvent/${r.id}`)},"resource":${served(r)},"search":{"mode":"match"}}`);
+        const entries = page.map((r) => `{"fullUrl":${JSON.stringify(`${ctx.baseUrl}/AuditEvent/${r.id ?? r.seq}`)},"resource":${served(r)},"search":{"mode":"match"}}`);
         const json = `{"resourceType":"Bundle","type":"searchset","link":${JSON.stringify(links)},"entry":[${entries.join(',')}]}`;
         return respond(request, h, { status: 200, body: { json } });
       },
@@ -67,12 +67,14 @@ export const auditRoutes: Plugin<{ ctx: FhirContext }> = {
       path: '/fhir/AuditEvent/{id}',
       handler: async (request, h) => {
         const limits = auditLimits(policyOf(request), 'r');
-        const params: unknown[] = [String(request.params.id)];
-        const where = ['id = $1'];
+        // An id of digits is a chain position (records from migration 053 on); older events keep their random ids.
+        const id = String(request.params.id);
+        const params: unknown[] = [id];
+        const where = [/^\d{1,18}$/.test(id) ? 'seq = $1::bigint AND id IS NULL' : 'id = $1'];
         if (limits.constraint) addConditions(limits.constraint, where, params);
         addCompartment(limits, where, params);
         addExclusions(limits, where, params);
-        const row = (await ctx.db.query<StoredText>(`SELECT record, json FROM audit_event WHERE ${where.join(' AND ')}`, params)).rows[0];
+        const row = (await ctx.db.query<StoredText>(`SELECT seq::text AS seq, record, json FROM audit_event WHERE ${where.join(' AND ')}`, params)).rows[0];
         if (!row) throw notFound(`AuditEvent/${String(request.params.id).slice(0, 64)} is not known`);
         return respond(request, h, { status: 200, body: { json: served(row) } });
       },
@@ -105,12 +107,13 @@ function auditLimits(policy: AccessPolicy, action: 'r' | 's'): ReadLimits {
 
 /** A stored event: its record (rendered here), or the AuditEvent JSON of a row stored before records (migration 052). */
 interface StoredText {
+  seq: string;
   record: string | null;
   json: string | null;
 }
 
 function served(row: StoredText): string {
-  return row.json ?? renderRecordText(row.record!);
+  return row.json ?? renderRecordText(row.record!, row.seq);
 }
 
 /** A patient/ token's compartment: the events about its patient. */

@@ -177,7 +177,10 @@ describe('audit trail (BALP)', () => {
     expect((await app.request({ method: 'GET', url: '/fhir/AuditEvent', headers: clinician })).statusCode).to.equal(403);
     expect((await app.request({ method: 'GET', url: '/fhir/AuditEvent' })).statusCode).to.equal(401);
     const [any] = await events(`patient=${id.alice}`);
+    // An event's id is its position in the chain (migration 053).
+    expect(any!.id).to.match(/^\d+$/);
     expect((await app.request({ method: 'GET', url: `/fhir/AuditEvent/${any!.id}`, headers: auditor })).json.id).to.equal(any!.id);
+    expect((await app.request({ method: 'GET', url: '/fhir/AuditEvent/999999999999', headers: auditor })).statusCode).to.equal(404);
     for (const method of ['POST', 'PUT', 'DELETE'] as const) {
       const url = method === 'POST' ? '/fhir/AuditEvent' : `/fhir/AuditEvent/${any!.id}`;
       const res = await app.request({ method, url, headers: app.system, payload: method === 'DELETE' ? undefined : { resourceType: 'AuditEvent' } });
@@ -253,9 +256,10 @@ describe('audit trail (BALP)', () => {
     };
     const json = JSON.stringify(event);
     await app.audit.flush();
+    let seq = '';
     await app.ctx.db.transaction(async (tx) => {
       const head = (await tx.query<{ seq: string; hash: string }>('SELECT seq::text AS seq, hash FROM audit_chain_head WHERE one FOR UPDATE')).rows[0]!;
-      const seq = (BigInt(head.seq) + 1n).toString();
+      seq = (BigInt(head.seq) + 1n).toString();
       const hash = link(head.hash, seq, json);
       await tx.query(
         `INSERT INTO audit_event (seq, id, recorded, type, subtype, action, outcome, patient, agent_client, entity, json, hash)
@@ -267,6 +271,8 @@ describe('audit trail (BALP)', () => {
     const read = await app.request({ method: 'GET', url: `/fhir/AuditEvent/${event.id}`, headers: auditor });
     expect(read.statusCode).to.equal(200);
     expect(read.payload).to.equal(json);
+    // Its chain position is not its id: it keeps the one it was stored with.
+    expect((await app.request({ method: 'GET', url: `/fhir/AuditEvent/${seq}`, headers: auditor })).statusCode).to.equal(404);
     for (const query of [`patient=${id.alice}`, `agent:identifier=${CLIENT_ID}|legacy-client`, `entity=Observation/${id.aliceObs}`, `entity=Observation/${id.aliceObs}/_history/1`]) {
       expect((await events(query)).map((e) => e.id), query).to.include(event.id);
     }
