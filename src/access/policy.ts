@@ -20,6 +20,11 @@ export interface AccessPolicy {
   readonly origin?: RequestOrigin;
   /** The granted scopes as strings (for introspection/audit). */
   readonly scopes: readonly string[];
+  /**
+   * When the token that carries this policy expires (epoch seconds); absent for access that does
+   * not (the server's own). What outlives the request, a websocket binding, ends then.
+   */
+  readonly expiresAt?: number;
   /** Whether any granted scope allows `action` on `resourceType`. */
   allows(resourceType: string, action: Action): boolean;
   /**
@@ -61,7 +66,7 @@ export const unrestricted: AccessPolicy = Object.freeze({
  * cannot say "in the compartment OR matching these parameters", so it keeps the narrower answer
  * (never wider than granted).
  */
-export function policyFromScopes(scopes: string[], context: { clientId: string; subject?: string; patient?: string; fhirUser?: string }): AccessPolicy {
+export function policyFromScopes(scopes: string[], context: { clientId: string; subject?: string; patient?: string; fhirUser?: string; expiresAt?: number }): AccessPolicy {
   const parsed = scopes
     .map(parseResourceScope)
     .filter((s): s is ResourceScope => s !== undefined && (s.context !== 'patient' || context.patient !== undefined));
@@ -75,6 +80,7 @@ export function policyFromScopes(scopes: string[], context: { clientId: string; 
     ...(context.subject !== undefined ? { subject: context.subject } : {}),
     ...(context.patient !== undefined ? { patient: context.patient } : {}),
     ...(context.fhirUser !== undefined ? { fhirUser: context.fhirUser } : {}),
+    ...(context.expiresAt !== undefined ? { expiresAt: context.expiresAt } : {}),
     scopes: Object.freeze([...scopes]),
     allows: (type: string, action: Action) => granting(type, action).length > 0,
     confinedToPatient: confined,

@@ -58,7 +58,7 @@ export async function registerStrategy(server: Server, state: AuthState): Promis
         // app was granted the fhirUser claim: the policy needs to know a patient from a clinician,
         // and Consents and caregiver links are read as they stand now, not as they stood at issue:
         // a withdrawal holds for tokens already out (decision record 015).
-        policy: await withConsents(state.db, policyFromScopes(scopes, { clientId, ...(subject ? { subject } : {}), ...(patient ? { patient } : {}), ...(record.fhir_user ? { fhirUser: record.fhir_user } : {}) })),
+        policy: await withConsents(state.db, policyFromScopes(scopes, { clientId, ...(subject ? { subject } : {}), ...(patient ? { patient } : {}), ...(record.fhir_user ? { fhirUser: record.fhir_user } : {}), expiresAt: payload.exp as number })),
         clientId,
         scope: scopes,
         ...(subject ? { subject } : {}),

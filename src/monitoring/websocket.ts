@@ -63,8 +63,9 @@ export async function bindingTokenOperation(ctx: FhirContext, id: string, policy
   const token = randomBytes(32).toString('base64url');
   const { rows } = await ctx.db.query<{ expires_at: string }>(
     `WITH gone AS (DELETE FROM monitoring_ws_binding WHERE expires_at < now())
-     INSERT INTO monitoring_ws_binding (token_hash, subscription_id, expires_at) VALUES ($1, $2, now() + make_interval(secs => $3)) RETURNING expires_at`,
-    [hashOf(token), id, BINDING_TOKEN_TTL_S],
+     INSERT INTO monitoring_ws_binding (token_hash, subscription_id, expires_at, access_expires_at)
+     VALUES ($1, $2, now() + make_interval(secs => $3), to_timestamp($4::float8)) RETURNING expires_at`,
+    [hashOf(token), id, BINDING_TOKEN_TTL_S, policy.expiresAt ?? null],
   );
   return parametersResult([
     { name: 'token', valueString: token },
@@ -137,27 +138,52 @@ export class WebsocketChannel {
       });
     });
     ws.on('close', () => {
-      for (const id of mine) {
-        const set = this.bound.get(id);
-        set?.delete(ws);
-        if (set?.size === 0) this.bound.delete(id);
-      }
+      for (const id of [...mine]) this.unbind(ws, mine, id);
     });
+  }
+
+  private bind(ws: WebSocket, mine: Set<string>, id: string): void {
+    mine.add(id);
+    if (!this.bound.has(id)) this.bound.set(id, new Set());
+    this.bound.get(id)!.add(ws);
+  }
+
+  private unbind(ws: WebSocket, mine: Set<string>, id: string): void {
+    mine.delete(id);
+    const set = this.bound.get(id);
+    set?.delete(ws);
+    if (set?.size === 0) this.bound.delete(id);
+  }
+
+  /**
+   * Ends a binding when the access token that asked for it expires (the database's clock, as
+   * for the binding token): the socket hears nothing more of that Subscription, and a socket left
+   * with no binding is closed. The client binds again with a fresh token.
+   */
+  private unbindAfter(ws: WebSocket, mine: Set<string>, id: string, ms: number): void {
+    const timer = setTimeout(() => {
+      this.unbind(ws, mine, id);
+      ws.send(`unbound ${id} the access token that bound it has expired`);
+      if (mine.size === 0) ws.close(1008, 'access token expired');
+    }, Math.max(0, ms));
+    timer.unref();
+    ws.once('close', () => clearTimeout(timer));
   }
 
   private async handle(ws: WebSocket, mine: Set<string>, text: string): Promise<void> {
     const [verb, arg, ...rest] = text.trim().split(/\s+/);
     if (verb === 'bind-with-token' && arg && rest.length === 0) {
-      const { rows } = await this.ctx.db.query<{ subscription_id: string }>(
-        'DELETE FROM monitoring_ws_binding WHERE token_hash = $1 AND expires_at >= now() RETURNING subscription_id',
+      const { rows } = await this.ctx.db.query<{ subscription_id: string; access_ms: string | null }>(
+        `DELETE FROM monitoring_ws_binding WHERE token_hash = $1 AND expires_at >= now() AND (access_expires_at IS NULL OR access_expires_at > now())
+         RETURNING subscription_id, (extract(epoch FROM access_expires_at - now()) * 1000)::bigint::text AS access_ms`,
         [hashOf(arg)],
       );
       const id = rows[0]?.subscription_id;
       if (!id) return void ws.send('error the binding token is unknown, used or expired; ask Subscription/{id}/$get-ws-binding-token for another');
-      mine.add(id);
-      if (!this.bound.has(id)) this.bound.set(id, new Set());
-      this.bound.get(id)!.add(ws);
+      this.bind(ws, mine, id);
       ws.send(`bound ${id}`);
+      const accessMs = rows[0]!.access_ms;
+      if (accessMs !== null) this.unbindAfter(ws, mine, id, Number(accessMs));
       return;
     }
     if (verb === 'bind') return void ws.send('error bind needs proof of access: send bind-with-token <token> from Subscription/{id}/$get-ws-binding-token');

@@ -185,6 +185,34 @@ describe('alert channels: email and websocket', () => {
     }
   });
 
+  it('ends a websocket binding when the access token that asked for it expires, and closes the socket it leaves unbound', async () => {
+    // A token with two seconds to live (exp is whole seconds: one to two seconds from now).
+    const headers = await app.as('user/Subscription.cruds patient/Flag.rs', { patient: alice, fhirUser: 'Practitioner/dr-mail', lifetime: 2 });
+    const sub = await app.request({
+      method: 'POST', url: '/fhir/Subscription', headers,
+      payload: { resourceType: 'Subscription', status: 'requested', reason: 'dashboard', criteria: 'Flag?status=active', channel: { type: 'websocket' }, end: new Date(Date.now() + 3600_000).toISOString() },
+    });
+    expect(sub.statusCode, sub.payload).to.equal(201);
+    const id = sub.json.id as string;
+    const binding = await app.request({ method: 'GET', url: `/fhir/Subscription/${id}/$get-ws-binding-token`, headers });
+    expect(binding.statusCode, binding.payload).to.equal(200);
+    const token = binding.json.parameter.find((p: any) => p.name === 'token').valueString as string;
+    const ws = new WebSocket(`${app.ctx.baseUrl.replace(/\/fhir$/, '').replace('http', 'ws')}/websocket`);
+    const messages: string[] = [];
+    ws.on('message', (m) => messages.push(String(m)));
+    const closed = new Promise<number>((resolve) => ws.once('close', (code) => resolve(code)));
+    await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
+    try {
+      ws.send(`bind-with-token ${token}`);
+      await until('bound', () => messages.includes(`bound ${id}`));
+      await until('unbound at the token\'s expiry', () => messages.find((m) => m.startsWith(`unbound ${id}`)), 5000);
+      expect(await closed).to.equal(1008);
+    } finally {
+      ws.close();
+      await app.request({ method: 'DELETE', url: `/fhir/Subscription/${id}`, headers: app.system });
+    }
+  });
+
   it('answers a websocket upgrade anywhere else with 404', async () => {
     const ws = new WebSocket(`${app.ctx.baseUrl.replace(/\/fhir$/, '').replace('http', 'ws')}/fhir/Patient`);
     const status = await new Promise<number>((resolve) => {

@@ -8,7 +8,7 @@ import { startTestServer, type TestServer } from '../helpers/server';
  */
 export interface SecuredServer extends TestServer {
   /** Authorization headers of a token with `scopes`, optionally bound to a patient and a user. */
-  as(scopes: string, context?: { patient?: string; fhirUser?: string; clientId?: string }): Promise<Record<string, string>>;
+  as(scopes: string, context?: { patient?: string; fhirUser?: string; clientId?: string; lifetime?: number }): Promise<Record<string, string>>;
   /** Creates a resource with a system token; its id. */
   create(body: Record<string, unknown>): Promise<string>;
   system: Record<string, string>;
@@ -17,12 +17,13 @@ export interface SecuredServer extends TestServer {
 export async function startSecuredServer(env: Record<string, string> = {}, options: { listen?: boolean } = {}): Promise<SecuredServer> {
   const app = await startTestServer({ AUTH_DISABLED: 'false', ...env }, options);
   const state = (app.server.plugins as unknown as Record<string, { state: AuthState }>)['smart-auth']!.state;
-  const as = async (scopes: string, context: { patient?: string; fhirUser?: string; clientId?: string } = {}) => {
+  const as = async (scopes: string, context: { patient?: string; fhirUser?: string; clientId?: string; lifetime?: number } = {}) => {
     const { accessToken } = await issueAccessToken(state, {
       clientId: context.clientId ?? 'security-suite',
       scopes: scopes.split(' '),
       ...(context.patient ? { patient: context.patient } : {}),
       ...(context.fhirUser ? { fhirUser: context.fhirUser, subject: context.fhirUser.toLowerCase().replace('/', '-') } : {}),
+      ...(context.lifetime !== undefined ? { lifetime: context.lifetime } : {}),
     });
     return { authorization: `Bearer ${accessToken}` };
   };
