@@ -15,6 +15,17 @@ export const onReplica =
   (ctx: FhirContext, req: R): Promise<InteractionResult> =>
     ctx.reads ? ctx.reads.read(req.commitLsn, (db) => handler({ ...ctx, db: ctx.signal ? db.withSignal(ctx.signal) : db }, req)) : handler(ctx, req);
 
+/**
+ * Whether a request may write FHIR data (REST, bundles, operations, device doors): a POST search
+ * reads, and the auth endpoints write only the server's own tables; neither needs the primary's
+ * position, which costs a query to learn.
+ */
+function writesData(method: string, path: string): boolean {
+  if (method === 'get' || method === 'head' || method === 'options') return false;
+  if (path === '/fhir/{type}/_search') return false;
+  return path.startsWith('/fhir') || path.startsWith('/ingest/');
+}
+
 /** Adds X-Commit-LSN to the 2xx answer of every write (REST, bundles, device doors) when a replica is configured. */
 export const commitLsnHeader: Plugin<{ ctx: FhirContext }> = {
   name: 'commit-lsn',
@@ -23,7 +34,7 @@ export const commitLsnHeader: Plugin<{ ctx: FhirContext }> = {
     if (!reads) return;
     server.ext('onPreResponse', async (request, h) => {
       const response = request.response;
-      if (request.method === 'get' || request.method === 'head' || request.method === 'options') return h.continue;
+      if (!writesData(request.method, request.route.path)) return h.continue;
       if (!response || response instanceof Error || response.statusCode >= 300) return h.continue;
       response.header(COMMIT_LSN_HEADER, await reads.commitLsn());
       return h.continue;

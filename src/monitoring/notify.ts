@@ -81,7 +81,7 @@ function ownerPolicy(row: OwnerRow | undefined): AccessPolicy | undefined {
 }
 
 /** Channels whose notifications wait in monitoring_delivery; websocket ones are announced at commit (./websocket.ts). */
-export const QUEUED_CHANNELS = ['rest-hook', 'email'];
+const QUEUED_CHANNELS = ['rest-hook', 'email'];
 export const CHANNELS = [...QUEUED_CHANNELS, 'websocket'];
 
 /** The database channel (NOTIFY) on which committed websocket notifications reach every server process. */
