@@ -1,5 +1,6 @@
 import { idOfReference } from '../kernel/id';
 import { isSupportedType } from '../kernel/resource-types';
+import { type DateRange, parseDateRange } from '../search/date-range';
 
 /**
  * A patient-privacy Consent read as access rules (decision record 015). What this server
@@ -145,19 +146,17 @@ function provisionOf(p: fhir4.ConsentProvision): ConsentProvision {
     purposes: (p.purpose ?? []).map((c) => c.code!),
     classes: (p.class ?? []).map((c) => dataClassOf(c)!),
     actions: (p.action ?? []).flatMap((a) => (a.coding ?? []).filter((c) => c.system === ACTION_SYSTEM).map((c) => c.code!)),
-    ...(p.period?.start ? { start: Date.parse(p.period.start) } : {}),
-    ...(p.period?.end ? { end: endOf(p.period.end) } : {}),
+    ...(p.period?.start ? { start: instantsOf(p.period.start).low } : {}),
+    ...(p.period?.end ? { end: instantsOf(p.period.end).high } : {}),
     exceptions: (p.provision ?? []).map(provisionOf),
   };
 }
 
-/** The last millisecond a dateTime covers: `2026-12-31` lasts the whole day. */
-function endOf(dateTime: string): number {
-  if (/^\d{4}$/.test(dateTime)) return Date.parse(`${Number(dateTime) + 1}-01-01T00:00:00Z`) - 1;
-  if (/^\d{4}-\d{2}$/.test(dateTime)) {
-    const [y, m] = dateTime.split('-').map(Number) as [number, number];
-    return Date.UTC(y, m, 1) - 1;
-  }
-  if (/^\d{4}-\d{2}-\d{2}$/.test(dateTime)) return Date.parse(`${dateTime}T00:00:00Z`) + 86_400_000 - 1;
-  return Date.parse(dateTime);
+/**
+ * The first and last millisecond a dateTime covers, as search reads dates (`2026-12-31` lasts
+ * the whole day, `…T10:00:00Z` its whole second). A dateTime the validator let through that this
+ * cannot read is its own instant.
+ */
+function instantsOf(dateTime: string): DateRange {
+  return parseDateRange(dateTime) ?? { low: Date.parse(dateTime), high: Date.parse(dateTime) };
 }
