@@ -9,7 +9,7 @@ import { readResources } from '../store/repository';
 import { administrationQuery, catchUp, checkDoses, closeMissedDoseFlags } from './adherence';
 import { administrations, type JudgedDose, judgeDoses } from './doses';
 import { sendReminders } from './reminders';
-import { activeSchedules, clocksOf, gracesOf, ROUTINE_URL, storeSchedules, TIMEZONE_URL } from './schedules';
+import { activeSchedules, clocksOf, gracesOf, routineEntries, storeSchedules, TIMEZONE_URL } from './schedules';
 import { type CompiledRequest, compileRequest, gracePeriodOf, routineEvents } from './timing';
 import { isTimeZone, localDateTime } from './zone';
 import { forgetMedication } from './erasure';
@@ -107,16 +107,12 @@ function checkRoutine(patient: fhir4.Patient): void {
   const known = new Set(routineEvents());
   const seen = new Set<string>();
   const issues: Issue[] = [];
-  (patient.extension ?? []).forEach((ext, i) => {
-    if (ext.url !== ROUTINE_URL) return;
-    const at = `Patient.extension[${i}]`;
-    const event = ext.extension?.find((e) => e.url === 'event')?.valueCode;
-    const time = ext.extension?.find((e) => e.url === 'time')?.valueTime;
+  for (const { at, event, time } of routineEntries(patient)) {
     if (!event || !known.has(event)) issues.push({ code: 'code-invalid', diagnostics: `${at}: event must be a valueCode, one of ${[...known].join(', ')}`, expression: [at] });
     else if (seen.has(event)) issues.push({ code: 'business-rule', diagnostics: `${at}: the time of ${event} is given twice`, expression: [at] });
     if (!time) issues.push({ code: 'required', diagnostics: `${at}: time (valueTime, local) is required`, expression: [at] });
     if (event) seen.add(event);
-  });
+  }
   if (issues.length) throw new OperationOutcomeError(422, issues);
 }
 

@@ -17,14 +17,24 @@ export const TIMEZONE_URL = 'http://hl7.org/fhir/StructureDefinition/timezone';
  */
 export const ROUTINE_URL = 'http://rpm.example.org/fhir/StructureDefinition/patient-event-time';
 
+/** The routine entries a Patient records, as written, each with its place (for the validate stage's issues). */
+export function routineEntries(patient: fhir4.Patient | undefined): Array<{ at: string; event?: string; time?: string }> {
+  const entries: Array<{ at: string; event?: string; time?: string }> = [];
+  (patient?.extension ?? []).forEach((ext, i) => {
+    if (ext.url !== ROUTINE_URL) return;
+    const event = ext.extension?.find((e) => e.url === 'event')?.valueCode;
+    const time = ext.extension?.find((e) => e.url === 'time')?.valueTime;
+    entries.push({ at: `Patient.extension[${i}]`, ...(event ? { event } : {}), ...(time ? { time } : {}) });
+  });
+  return entries;
+}
+
 /** The routine a Patient records: event code → local minute of the day (valid entries only; the validate stage refuses the others). */
 export function routineOf(patient: fhir4.Patient | undefined): Map<string, number> {
   const routine = new Map<string, number>();
-  for (const ext of patient?.extension ?? []) {
-    if (ext.url !== ROUTINE_URL) continue;
-    const event = ext.extension?.find((e) => e.url === 'event')?.valueCode;
-    const time = /^([01]\d|2[0-3]):([0-5]\d)(:[0-5]\d(\.\d+)?)?$/.exec(ext.extension?.find((e) => e.url === 'time')?.valueTime ?? '');
-    if (event && time) routine.set(event, Number(time[1]) * 60 + Number(time[2]));
+  for (const { event, time } of routineEntries(patient)) {
+    const hm = /^([01]\d|2[0-3]):([0-5]\d)(:[0-5]\d(\.\d+)?)?$/.exec(time ?? '');
+    if (event && hm) routine.set(event, Number(hm[1]) * 60 + Number(hm[2]));
   }
   return routine;
 }
