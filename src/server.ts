@@ -10,7 +10,6 @@ import { DASHBOARD_PATH, dashboardPlugin } from './dashboard';
 import { devicesPlugin, registerDevices } from './devices';
 import { errorsPlugin } from './fhir/errors-plugin';
 import { inputGuard } from './fhir/input-guard';
-import { supportedTypes } from './kernel/resource-types';
 import { OperationRegistry } from './fhir/operations';
 import { abortInFlight } from './fhir/request-lifetime';
 import { fhirRoutes } from './fhir/routes';
@@ -59,7 +58,10 @@ export async function createServer(config: Config, options: { db?: Db; logger?: 
   const log = options.logger ?? pino({ level: config.logLevel });
   const db = options.db ?? (await openDb(config.databaseUrl, config.dataDir, { statementTimeoutMs: config.statementTimeoutMs, preparedStatements: config.preparedStatements }));
   await migrateAll(db);
-  warmUp(supportedTypes);
+  // The type every device reading writes; the other types' validators compile on their first
+  // use (5-30 ms each), so that the ~140 a monitoring server rarely sees cost no memory
+  // (decision 023).
+  warmUp(['Observation']);
 
   // Searches may run on a streaming replica (docs/decisions/019-scale-out.md).
   const reads = config.databaseReplicaUrl ? openReadRouting(db, config.databaseReplicaUrl, { statementTimeoutMs: config.statementTimeoutMs, preparedStatements: config.preparedStatements }) : undefined;

@@ -1,4 +1,4 @@
-import * as fhirpath from 'fhirpath';
+import type * as Fhirpath from 'fhirpath';
 import r4Model from 'fhirpath/fhir-context/r4';
 
 /**
@@ -263,9 +263,43 @@ export function splitUnion(expression: string): string[] {
   return parts.filter((p) => p.length > 0);
 }
 
+/**
+ * The fhirpath engine, loaded when an expression first needs it: it holds 7 MB of heap (its
+ * ANTLR parser) and ~20 MB of RSS, and a monitoring server's types need none of the ~30
+ * parameters that fall back to it (decision 023).
+ */
+let engine: typeof Fhirpath | undefined;
+function fhirpathEngine(): typeof Fhirpath {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  engine ??= require('fhirpath') as typeof Fhirpath;
+  return engine;
+}
+
+/**
+ * Parameters outside the path shapes above, evaluated here as FHIRPath would: `deceased` is
+ * the one a monitoring server meets on every Patient. Keyed by the exact expression, as the
+ * native invariants are (src/validation/invariants.ts).
+ */
+const NATIVE: Record<string, CompiledExpression> = {
+  // `deceased.exists() and deceased != false`: deceasedBoolean true, or a deceasedDateTime. Like
+  // fhirpath, a (malformed) Patient with both reads only deceasedBoolean, the model's first choice.
+  'Patient.deceased.exists() and Patient.deceased != false': {
+    accessor: (input) => {
+      const patient = input.value as { deceasedBoolean?: unknown; deceasedDateTime?: unknown };
+      const dead = patient.deceasedBoolean !== undefined ? patient.deceasedBoolean === true : patient.deceasedDateTime !== undefined;
+      return [{ value: dead, type: 'Boolean' }];
+    },
+    fast: true,
+    outTypes: ['Boolean'],
+  },
+};
+
+/** A FHIRPath accessor compiled on its first use, so that building the registry loads no engine. */
 function fhirpathFallback(expression: string): Accessor {
-  const compiled = fhirpath.compile(expression, r4Model, { resolveInternalTypes: false }) as (resource: unknown) => unknown[];
+  let compiled: ((resource: unknown) => unknown[]) | undefined;
   return (input) => {
+    const fhirpath = fhirpathEngine();
+    compiled ??= fhirpath.compile(expression, r4Model, { resolveInternalTypes: false }) as (resource: unknown) => unknown[];
     const result = compiled(input.value);
     const types = fhirpath.types(result);
     const plain = fhirpath.resolveInternalTypes(result) as unknown[];
@@ -300,7 +334,7 @@ export function compileExpression(expression: string, root: string, inputTypes: 
     };
     return { accessor, fast: true, outTypes: [...new Set(typed.flatMap((t) => t.outTypes))] };
   }
-  return { accessor: fhirpathFallback(expression), fast: false, outTypes: [] };
+  return NATIVE[expression] ?? { accessor: fhirpathFallback(expression), fast: false, outTypes: [] };
 }
 
 function run(ops: Op[], input: TypedValue): TypedValue[] {

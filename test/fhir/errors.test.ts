@@ -91,6 +91,28 @@ describe('bad requests get a 4xx OperationOutcome and change nothing', () => {
       expect(res.json.issue[0].expression).to.equal(['Patient.contained[0].active']);
     }));
 
+  it('a Reference carrying the resource itself is 400: R4 has no Reference.resource (Medplum\'s schema does)', () =>
+    unchanged(async () => {
+      const res = await app.request({ method: 'POST', url: '/fhir/Patient', payload: { resourceType: 'Patient', managingOrganization: { reference: 'Organization/o', resource: { resourceType: 'Organization', id: 'o' } } } });
+      expectOutcome(res, 400, /unknown element 'resource'/);
+      expect(res.json.issue[0].expression).to.equal(['Patient.managingOrganization.resource']);
+    }));
+
+  it('types first seen after start are validated as strictly as the ones compiled at start, a stored Bundle\'s entries too', async () => {
+    // Validators compile per type on first use (decision 023), not all at start.
+    const device = await app.request({ method: 'POST', url: '/fhir/DeviceMetric', payload: { resourceType: 'DeviceMetric', type: { text: 'rate' }, category: 'sometimes' } });
+    expectOutcome(device, 400);
+    expect(device.json.issue.flatMap((i: any) => i.expression)).to.equal(['DeviceMetric.category']);
+    const bundle = await app.request({
+      method: 'POST',
+      url: '/fhir/Bundle',
+      payload: { resourceType: 'Bundle', type: 'collection', entry: [{ fullUrl: 'urn:uuid:9d1a7e0e-0000-4000-8000-000000000001', resource: { resourceType: 'Substance', code: { text: 'salt' }, colour: 'white' } }] },
+    });
+    expectOutcome(bundle, 400, /Bundle\.entry\[0\]\.resource\.colour: unknown element 'colour'/);
+    const valid = await app.request({ method: 'POST', url: '/fhir/Bundle', payload: { resourceType: 'Bundle', type: 'collection', entry: [{ fullUrl: 'urn:uuid:9d1a7e0e-0000-4000-8000-000000000002', resource: { resourceType: 'Substance', code: { text: 'salt' } } }] } });
+    expect(valid.statusCode).to.equal(201);
+  });
+
   it('urn:uuid references are refused outside a transaction', () =>
     unchanged(async () => {
       expectOutcome(await app.request({ method: 'POST', url: '/fhir/Patient', payload: { resourceType: 'Patient', generalPractitioner: [{ reference: 'urn:uuid:9d1a7e0e-0000-4000-8000-000000000000' }] } }), 400, /not a valid reference/);

@@ -1,5 +1,8 @@
 import * as Lab from '@hapi/lab';
 import { expect } from '@hapi/code';
+import * as fhirpath from 'fhirpath';
+import r4Model from 'fhirpath/fhir-context/r4';
+import { compileExpression } from '../../src/search/accessor';
 import { parseDateRange } from '../../src/search/date-range';
 import { extractIndex } from '../../src/search/extract';
 import { parameterOf, patientCompartmentOf } from '../../src/search/registry';
@@ -25,6 +28,19 @@ describe('search registry', () => {
     expect(parameterOf('Observation', 'patient')?.storage).to.equal({ kind: 'derived', sources: [{ code: 'subject', targetType: 'Patient' }] });
     expect(patientCompartmentOf('Observation')).to.equal({ params: ['subject', 'performer'], keySource: { code: 'subject', targetType: 'Patient' }, keyIsExact: true });
     expect(patientCompartmentOf('Device').params).to.equal(['patient']);
+  });
+
+  it('evaluates Patient deceased natively, as fhirpath does, so that a Patient loads no FHIRPath engine', () => {
+    const { expression } = parameterOf('Patient', 'deceased')!;
+    const native = compileExpression(expression, 'Patient');
+    const byFhirpath = fhirpath.compile(expression, r4Model, { resolveInternalTypes: false }) as (r: unknown) => unknown[];
+    const patients = [{}, { deceasedBoolean: false }, { deceasedBoolean: true }, { deceasedDateTime: '2020' }, { deceasedDateTime: '2020-03-01T10:00:00Z' }, { deceasedBoolean: false, deceasedDateTime: '2020' }, { deceasedDateTime: '2020', deceasedBoolean: true }];
+    for (const fields of patients) {
+      const patient = { resourceType: 'Patient', ...fields };
+      const result = byFhirpath(patient);
+      expect(native.accessor({ value: patient, type: 'Patient' }), JSON.stringify(fields)).to.equal([{ value: fhirpath.resolveInternalTypes(result)[0], type: fhirpath.types(result)[0]!.replace('System.', '') }]);
+    }
+    expect(native.fast).to.be.true();
   });
 });
 
