@@ -7,7 +7,8 @@ import type { Client } from './smart';
  * forever. The server pings on every matching change under this user's grant; the page then
  * reloads its view through the ordinary searches. The socket is bound with a one-time token
  * from $get-ws-binding-token, asked with the SMART token (a browser cannot send headers on a
- * websocket). A lost socket is reopened; the 30 s refresh covers the gap.
+ * websocket). A binding ends when that SMART token expires (the server says `unbound`), and the
+ * page binds again at once; a lost socket is reopened; the 30 s refresh covers the gap.
  */
 const STORAGE_KEY = 'rpm-live-alerts';
 const SESSION_MS = 12 * 3600_000;
@@ -65,6 +66,13 @@ export function watchAlerts(client: Client, onAlert: () => void, onState: (state
         const message = String(e.data);
         if (message.startsWith('bound ')) onState('live');
         else if (message.startsWith('ping ')) onAlert();
+        else if (message.startsWith('unbound ')) {
+          // The binding ended with the access token that made it (tokens live minutes): bind
+          // again at once, with a fresh token, rather than show the page offline for a retry.
+          socket!.onclose = null;
+          socket!.close();
+          void open();
+        }
       };
       socket.onclose = again;
     } catch {
