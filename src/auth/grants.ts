@@ -222,6 +222,22 @@ interface RefreshRow {
 }
 
 /**
+ * A refresh request without any client credentials or client_id, with the client its refresh
+ * token was issued to named in it: that client is then held to its own registration (a public
+ * one passes as itself, a confidential one is still asked to authenticate). Anything else, and
+ * an unknown token, is left as sent.
+ */
+export async function withRefreshTokenClient(state: AuthState, params: URLSearchParams, authorization: string | undefined): Promise<URLSearchParams> {
+  const token = params.get('refresh_token');
+  if (!token || authorization || params.has('client_id') || params.has('client_assertion') || params.has('client_assertion_type')) return params;
+  const { rows } = await state.db.query<{ client_id: string }>("SELECT client_id FROM auth_token WHERE jti = $1 AND kind = 'refresh'", [`rt:${sha256(token)}`]);
+  if (!rows[0]) return params;
+  const named = new URLSearchParams(params);
+  named.set('client_id', rows[0].client_id);
+  return named;
+}
+
+/**
  * grant_type=refresh_token: bound to its client; rotated on use (the presented token dies, and
  * presenting a dead one again revokes the whole grant, RFC 9700 §4.14.2); `scope` may narrow
  * the access token's scope, never widen it (the new refresh token keeps the original scope,

@@ -4,7 +4,7 @@ import { constantTimeEqual } from './secrets';
 import type { Request, ResponseObject, ResponseToolkit, Server } from '@hapi/hapi';
 import { OAuthError, authenticateClient, claimedClientId } from './client-auth';
 import { type ClientMetadata, RegistrationError, findClient, registerClient } from './clients';
-import { exchangeCode, refresh, revokeRefreshToken } from './grants';
+import { exchangeCode, refresh, revokeRefreshToken, withRefreshTokenClient } from './grants';
 import { ACCEPTED_ALGS, ID_TOKEN_ALG } from './keys';
 import { grantScopes, splitScope } from '../access/scopes';
 import type { AuthState } from './state';
@@ -115,14 +115,17 @@ export function registerAuthRoutes(server: Server, state: AuthState): void {
     if (!grantType) throw new OAuthError(400, 'invalid_request', 'grant_type is required');
     if (!GRANT_TYPES_SUPPORTED.includes(grantType)) throw new OAuthError(400, 'unsupported_grant_type', `grant_type ${grantType} is not supported`);
     if (grantType === 'authorization_code' || grantType === 'refresh_token') {
-      // Public clients name themselves with client_id; confidential ones must authenticate.
-      const { client } = await authenticateClient(state, params, authorization, { allowPublic: true });
+      // Public clients name themselves with client_id; confidential ones must authenticate. A
+      // public client's refresh request may leave client_id out (RFC 6749 §6; SMART App Launch's
+      // refresh example, and fhirclient, send none): its refresh token names the client.
+      const form = grantType === 'refresh_token' ? await withRefreshTokenClient(state, params, authorization) : params;
+      const { client } = await authenticateClient(state, form, authorization, { allowPublic: true });
       const named = params.get('client_id');
       if (named !== null && named !== client.clientId) throw new OAuthError(401, 'invalid_client', 'client_id does not match the authenticated client');
       if (!client.grantTypes.includes(grantType)) {
         throw new OAuthError(400, 'unauthorized_client', `this client is not registered for ${grantType}`);
       }
-      return grantType === 'authorization_code' ? await exchangeCode(state, client, params) : await refresh(state, client, params);
+      return grantType === 'authorization_code' ? await exchangeCode(state, client, form) : await refresh(state, client, form);
     }
     const { client } = await authenticateClient(state, params, authorization);
     if (!client.grantTypes.includes('client_credentials')) {

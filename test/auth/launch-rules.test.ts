@@ -369,6 +369,20 @@ describe('authorization code flow: every rule, black-box over HTTP', () => {
       expect((await fetch(`${app.base}/Patient/${ids.patient}`, { headers: { authorization: `Bearer ${r1.body.access_token}` } })).status).to.equal(401);
     });
 
+    it('a public client may leave client_id out (its refresh token names it); a confidential one must still authenticate', async () => {
+      const t = await tokens();
+      const bare = await refresh({ refresh_token: t.refresh_token! });
+      expect(bare.status, JSON.stringify(bare.body)).to.equal(200);
+      expect(bare.body.access_token).to.be.a.string();
+      const c = await code(secretClient.id);
+      const secret = await exchange({ code: c.code, code_verifier: c.verifier }, basic(secretClient.id, secretClient.secret));
+      expect(secret.status, JSON.stringify(secret.body)).to.equal(200);
+      const unauthenticated = await refresh({ refresh_token: secret.body.refresh_token });
+      expect(unauthenticated.status).to.equal(401);
+      expect(unauthenticated.body.error).to.equal('invalid_client');
+      expect((await refresh({ refresh_token: 'not-a-token' })).status).to.equal(401);
+    });
+
     it('bound to its client', async () => {
       const t = await tokens();
       const res = await refresh({ refresh_token: t.refresh_token!, client_id: otherClient });
