@@ -200,7 +200,7 @@ async function issueRefreshToken(state: AuthState, grant: Grant, grantId: string
     `INSERT INTO auth_token (jti, kind, client_id, subject, patient, scope, issued_at, expires_at, grant_id, fhir_user, encounter, context)
      VALUES ($1, 'refresh', $2, $3, $4, $5, now(), to_timestamp($6), $7, $8, $9, $10)`,
     [
-      `rt:${sha256(token)}`, grant.clientId, grant.username, grant.patient ?? null, grant.scopes.join(' '),
+      refreshJti(token), grant.clientId, grant.username, grant.patient ?? null, grant.scopes.join(' '),
       expiresAt ?? Math.floor(Date.now() / 1000) + lifetime, grantId, grant.fhirUser ?? null, grant.encounter ?? null, JSON.stringify(context),
     ],
   );
@@ -221,6 +221,11 @@ interface RefreshRow {
   revoked: boolean;
 }
 
+/** Where a refresh token is kept: only its hash is stored. */
+function refreshJti(token: string): string {
+  return `rt:${sha256(token)}`;
+}
+
 /**
  * A refresh request without any client credentials or client_id, with the client its refresh
  * token was issued to named in it: that client is then held to its own registration (a public
@@ -230,7 +235,7 @@ interface RefreshRow {
 export async function withRefreshTokenClient(state: AuthState, params: URLSearchParams, authorization: string | undefined): Promise<URLSearchParams> {
   const token = params.get('refresh_token');
   if (!token || authorization || params.has('client_id') || params.has('client_assertion') || params.has('client_assertion_type')) return params;
-  const { rows } = await state.db.query<{ client_id: string }>("SELECT client_id FROM auth_token WHERE jti = $1 AND kind = 'refresh'", [`rt:${sha256(token)}`]);
+  const { rows } = await state.db.query<{ client_id: string }>("SELECT client_id FROM auth_token WHERE jti = $1 AND kind = 'refresh'", [refreshJti(token)]);
   if (!rows[0]) return params;
   const named = new URLSearchParams(params);
   named.set('client_id', rows[0].client_id);
@@ -246,7 +251,7 @@ export async function withRefreshTokenClient(state: AuthState, params: URLSearch
 export async function refresh(state: AuthState, client: Client, params: URLSearchParams): Promise<Record<string, unknown>> {
   const token = params.get('refresh_token');
   if (!token) throw new OAuthError(400, 'invalid_request', 'refresh_token is required');
-  const jti = `rt:${sha256(token)}`;
+  const jti = refreshJti(token);
   const { rows } = await state.db.query<RefreshRow>(
     `SELECT client_id, subject, patient, scope, grant_id, fhir_user, encounter, context, extract(epoch from expires_at)::bigint AS expires,
             expires_at <= now() AS expired, revoked_at IS NOT NULL AS revoked
@@ -304,7 +309,7 @@ export async function refresh(state: AuthState, client: Client, params: URLSearc
 export async function revokeRefreshToken(state: AuthState, token: string, clientId: string): Promise<'revoked' | 'not-theirs' | undefined> {
   const { rows } = await state.db.query<{ client_id: string; grant_id: string }>(
     "SELECT client_id, grant_id FROM auth_token WHERE jti = $1 AND kind = 'refresh'",
-    [`rt:${sha256(token)}`],
+    [refreshJti(token)],
   );
   const row = rows[0];
   if (!row) return undefined;
