@@ -1,5 +1,5 @@
-import type * as Fhirpath from 'fhirpath';
 import r4Model from 'fhirpath/fhir-context/r4';
+import { fhirpathEngine } from '../validation/fhirpath-engine';
 
 /**
  * SearchParameter expressions compiled once into plain JavaScript accessors.
@@ -261,18 +261,6 @@ export function splitUnion(expression: string): string[] {
   }
   parts.push(expression.slice(start).trim());
   return parts.filter((p) => p.length > 0);
-}
-
-/**
- * The fhirpath engine, loaded when an expression first needs it: it holds 7 MB of heap (its
- * ANTLR parser) and ~20 MB of RSS, and a monitoring server's types need none of the ~30
- * parameters that fall back to it (decision 023).
- */
-let engine: typeof Fhirpath | undefined;
-function fhirpathEngine(): typeof Fhirpath {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  engine ??= require('fhirpath') as typeof Fhirpath;
-  return engine;
 }
 
 /**

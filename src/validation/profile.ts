@@ -16,12 +16,12 @@ import { valueSetContains } from '../terminology/valueset';
  * A profile URL we do not hold is not checked (the JSON schema still is).
  */
 
+import { fhirpathEngine } from './fhirpath-engine';
 import { nativeInvariant } from './invariants';
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const r4Model = require('fhirpath/fhir-context/r4') as unknown;
 
 type CompiledFhirpath = (resource: unknown, env?: Record<string, unknown>) => unknown[];
-let fhirpath: { compile(expr: string, model: unknown): CompiledFhirpath } | undefined;
 
 type ElementDefinition = fhir4.ElementDefinition & Record<string, unknown>;
 
@@ -125,9 +125,7 @@ function compile(sd: fhir4.StructureDefinition): CompiledProfile {
 function fhirpathInvariant(expression: string): Invariant['check'] {
   let compiled: CompiledFhirpath | undefined;
   return (resource, env) => {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    fhirpath ??= require('fhirpath') as { compile(expr: string, model: unknown): CompiledFhirpath };
-    compiled ??= fhirpath.compile(expression, r4Model);
+    compiled ??= fhirpathEngine().compile(expression, r4Model as never) as CompiledFhirpath;
     return compiled(resource, env);
   };
 }
