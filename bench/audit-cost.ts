@@ -1,6 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { type BenchContext, type BenchWorkload, type CpuPerRequest, HttpClient, type LoadStats, measured, runHttpLoad } from './harness';
-import { benchPatient, vitalSignObservation } from './vitals';
+import { type BenchContext, type BenchWorkload, type CpuPerRequest, type HttpClient, type LoadStats, measured, runHttpLoad } from './harness';
+import { idFromLocation, patients } from './crud';
+import { vitalSignObservation } from './vitals';
 
 /**
  * Issue 14's figure: what the audit trail costs, measured as an A/B inside one run. A second
@@ -19,7 +20,6 @@ import { benchPatient, vitalSignObservation } from './vitals';
  * AUDIT_COST_ROUNDS (default 6) sets the number of rounds per side.
  */
 
-const PATIENTS = 20;
 /** Long enough for the recorder's flush and the chainer's kick and poll (1 s) to run inside the round. */
 const SETTLE_MS = 1_200;
 const WARMUP = 100;
@@ -51,21 +51,6 @@ function rounds(): number {
   return Math.max(2, Number(process.env.AUDIT_COST_ROUNDS ?? 6));
 }
 
-async function createPatients(ctx: BenchContext): Promise<string[]> {
-  const client = new HttpClient(ctx.fhirBase, 4);
-  try {
-    const refs: string[] = [];
-    for (let i = 0; i < PATIENTS; i++) {
-      const res = await client.request('POST', 'Patient', JSON.stringify(benchPatient(`${ctx.identifierSystem}:audit-cost`, i)));
-      if (res.status !== 201) throw new Error(`creating bench Patient ${i}: ${res.status} ${res.body.slice(0, 300)}`);
-      refs.push(`Patient/${/\/Patient\/([^/]+)\//.exec(res.headers.location ?? '')![1]}`);
-    }
-    return refs;
-  } finally {
-    client.close();
-  }
-}
-
 function phases(refs: string[], created: string[], scale: (n: number) => number): Phase[] {
   let index = 0;
   const base = Date.now() - 30 * 86_400_000;
@@ -73,8 +58,7 @@ function phases(refs: string[], created: string[], scale: (n: number) => number)
     const k = index++;
     const body = vitalSignObservation({ patientRef: refs[k % refs.length]!, identifierSystem: 'urn:bench:audit-cost', index: k, effective: new Date(base + k * 60_000) });
     return client.request('POST', 'Observation', JSON.stringify(body)).then((res) => {
-      const id = /\/Observation\/([^/]+)\//.exec(res.headers.location ?? '')?.[1];
-      if (res.status === 201 && id) created.push(id);
+      if (res.status === 201) created.push(idFromLocation(res.headers.location));
       return res;
     });
   };
@@ -133,7 +117,7 @@ export const workloads: BenchWorkload[] = [
           { name: 'off', ctx: { ...ctx, fhirBase: sibling.fhirBase, serverPid: sibling.pid } },
           { name: 'on', ctx },
         ];
-        const refs = await createPatients(ctx);
+        const refs = await patients(ctx);
         const created: string[] = [];
         const count = rounds();
         for (const phase of phases(refs, created, (n) => ctx.n(n))) {

@@ -25,7 +25,8 @@ interface RawRow {
   index?: IndexStatement;
 }
 
-async function patients(ctx: BenchContext): Promise<string[]> {
+/** The run's bench Patients (created once, shared by the workloads that need some). */
+export async function patients(ctx: BenchContext): Promise<string[]> {
   const existing = ctx.shared.get('patient-refs') as string[] | undefined;
   if (existing) return existing;
   const client = new Client(ctx.fhirBase, 4);
@@ -43,7 +44,7 @@ async function patients(ctx: BenchContext): Promise<string[]> {
   }
 }
 
-function idFromLocation(location: string | undefined): string {
+export function idFromLocation(location: string | undefined): string {
   const m = location?.match(/\/Observation\/([^/]+)\/_history\/|\/Patient\/([^/]+)\/_history\//);
   const id = m?.[1] ?? m?.[2];
   if (!id) throw new Error(`no id in Location header ${location}`);
