@@ -1,6 +1,5 @@
 import { contributeToCapabilities } from '../fhir/capability';
 
-
 const SEARCH_PARAMETERS: Array<[name: string, type: fhir4.CapabilityStatementRestResourceSearchParam['type'], documentation: string]> = [
   ['patient', 'reference', 'Events about this patient (entity[patient])'],
   ['agent', 'reference', 'Who took part: Practitioner/…, or with :identifier the client (urn:ietf:params:oauth:client-id|id)'],

@@ -17,9 +17,9 @@ const POLL_MS = 1_000;
 /**
  * Links the write audit into the chain (docs/decisions/014-erasure-and-anonymisation.md, "Audit
  * cost"); the read recorder (./recorder.ts) appends its batches directly, and both take the
- * head's row lock, so the chain stays one sequence. Write units stage their AuditEvents in their own transaction; this links them
- * into the hash chain after commit, in batches, oldest first: kicked after every unit that wrote,
- * and polled once a second. Tamper evidence is unchanged for chained rows; a staged row is
+ * head's row lock, so the chain stays one sequence. Write units stage their AuditEvents in their
+ * own transaction; this links them into the hash chain after commit, in batches, oldest first:
+ * kicked after every unit that wrote, and polled once a second. Tamper evidence is unchanged for chained rows; a staged row is
  * chained within the bound (a kick's few milliseconds, else the poll).
  */
 export class AuditChainer {

@@ -1,7 +1,6 @@
 import { contributeToCapabilities } from '../fhir/capability';
 import { authUrls } from './state';
 
-
 /**
  * CapabilityStatement.rest.security (SMART App Launch 2.2 §"Declaring support"): the SMART
  * service coding and the oauth-uris extension with the same URLs as smart-configuration.
