@@ -3,6 +3,7 @@ import { noDirectory } from '../src/auth/directory';
 import { KeyStore } from '../src/auth/keys';
 import { RemoteJwksCache } from '../src/auth/remote-jwks';
 import { type AuthState, authUrls } from '../src/auth/state';
+import { VerifiedTokens } from '../src/auth/token-cache';
 import { loadConfig } from '../src/config';
 import { type Db, openDb } from '../src/store/db';
 import { migrateAll } from '../src/schema';
@@ -19,7 +20,7 @@ export async function openAuthState(): Promise<{ state: AuthState; db: Db }> {
   const keys = new KeyStore(db);
   await keys.init(config.auth.signingKey);
   const state: AuthState = {
-    db, keys, remoteJwks: new RemoteJwksCache(), config: config.auth, log: pino({ level: 'silent' }), directory: noDirectory,
+    db, keys, remoteJwks: new RemoteJwksCache(), verifiedTokens: new VerifiedTokens(), config: config.auth, log: pino({ level: 'silent' }), directory: noDirectory,
     urls: () => authUrls(`${config.baseUrl}/fhir`),
   };
   return { state, db };

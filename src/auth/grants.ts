@@ -7,7 +7,7 @@ import { ID_TOKEN_ALG } from './keys';
 import { splitScope } from '../access/scopes';
 import { randomToken, sessionAlive, sha256 } from './session';
 import type { AuthState } from './state';
-import { issueAccessToken } from './tokens';
+import { issueAccessToken, revokeTokens } from './tokens';
 
 /** RFC 6749 §4.1.2 recommends at most 10 minutes; the issue asks for 60 s. */
 export const CODE_LIFETIME_S = 60;
@@ -90,7 +90,7 @@ export async function exchangeCode(state: AuthState, client: Client, params: URL
   if (!row) {
     const replayed = await state.db.query<{ grant_id: string }>('SELECT grant_id FROM auth_code WHERE code_hash = $1', [sha256(code)]);
     if (replayed.rows[0]) {
-      await state.db.query('UPDATE auth_token SET revoked_at = now() WHERE grant_id = $1 AND revoked_at IS NULL', [replayed.rows[0].grant_id]);
+      await revokeTokens(state, { grantId: replayed.rows[0].grant_id });
       state.log.warn({ clientId: client.clientId, grantId: replayed.rows[0].grant_id }, 'authorization code replayed; its tokens are revoked');
       throw invalidGrant('the authorization code was already used; tokens issued for it are revoked');
     }
@@ -262,7 +262,7 @@ export async function refresh(state: AuthState, client: Client, params: URLSearc
   if (!row) throw invalidGrant('unknown refresh token');
   if (row.client_id !== client.clientId) throw invalidGrant('the refresh token was issued to another client');
   if (row.expired) throw invalidGrant('the refresh token has expired');
-  const revokeGrant = () => state.db.query('UPDATE auth_token SET revoked_at = now() WHERE grant_id = $1 AND revoked_at IS NULL', [row.grant_id]);
+  const revokeGrant = () => revokeTokens(state, { grantId: row.grant_id });
   if (row.revoked) {
     await revokeGrant();
     throw invalidGrant('the refresh token has been revoked or already used');
@@ -280,8 +280,7 @@ export async function refresh(state: AuthState, client: Client, params: URLSearc
     scopes = asked;
   }
   // Rotation: only one caller can kill the presented token; a concurrent second use is a reuse.
-  const killed = await state.db.query("UPDATE auth_token SET revoked_at = now() WHERE jti = $1 AND revoked_at IS NULL", [jti]);
-  if (killed.rowCount === 0) {
+  if ((await revokeTokens(state, { jti })) === 0) {
     await revokeGrant();
     throw invalidGrant('the refresh token has been revoked or already used');
   }
@@ -314,6 +313,6 @@ export async function revokeRefreshToken(state: AuthState, token: string, client
   const row = rows[0];
   if (!row) return undefined;
   if (row.client_id !== clientId) return 'not-theirs';
-  await state.db.query('UPDATE auth_token SET revoked_at = now() WHERE grant_id = $1 AND revoked_at IS NULL', [row.grant_id]);
+  await revokeTokens(state, { grantId: row.grant_id });
   return 'revoked';
 }

@@ -14,6 +14,7 @@ import { registerAuthRoutes } from './routes';
 import { registerSessionCookie } from './session';
 import { type AuthState, authUrls } from './state';
 import { registerStrategy } from './strategy';
+import { VerifiedTokens } from './token-cache';
 import { purgeExpired } from './tokens';
 import { ensureDevelopmentAdmin } from './users';
 
@@ -38,6 +39,7 @@ export const authPlugin: Plugin<{ ctx: FhirContext }> = {
       db: ctx.db,
       keys: new KeyStore(ctx.db),
       remoteJwks: new RemoteJwksCache(),
+      verifiedTokens: new VerifiedTokens(),
       config: ctx.config.auth,
       log: ctx.log,
       directory: fhirDirectory(ctx),
@@ -47,7 +49,7 @@ export const authPlugin: Plugin<{ ctx: FhirContext }> = {
     server.expose('state', state);
     registerConsentStages(ctx.stages);
     contributeSecurity();
-    ctx.stages.use('erase', 'auth.grants', forgetGrants);
+    ctx.stages.use('erase', 'auth.grants', (uow, erased) => forgetGrants(uow, erased, state.verifiedTokens));
     await registerStrategy(server, state);
     registerAuthRoutes(server, state);
     registerSessionCookie(server, state);

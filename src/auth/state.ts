@@ -4,12 +4,15 @@ import type { Db } from '../store/db';
 import type { Directory } from './directory';
 import type { KeyStore } from './keys';
 import type { RemoteJwksCache } from './remote-jwks';
+import type { VerifiedTokens } from './token-cache';
 
 /** What the authorization server needs, built once by the plugin (or a CLI). */
 export interface AuthState {
   readonly db: Db;
   readonly keys: KeyStore;
   readonly remoteJwks: RemoteJwksCache;
+  /** Access tokens this server instance verified in the last second (src/auth/token-cache.ts). */
+  readonly verifiedTokens: VerifiedTokens;
   readonly config: AuthConfig;
   readonly log: Logger;
   /** Patients and Practitioners of the FHIR store (picker, launch contexts, fhirUser). */

@@ -6,6 +6,7 @@ import { withConsents } from '../access/consent';
 import { type AccessPolicy, policyFromScopes } from '../access/policy';
 import { splitScope } from '../access/scopes';
 import type { AuthState } from './state';
+import { type VerifiedToken } from './token-cache';
 import { claimsProblem, tokenRecord } from './tokens';
 
 /** FHIR routes the SMART spec requires to be public (/.well-known routes are ours and say auth: false). */
@@ -49,24 +50,7 @@ export async function registerStrategy(server: Server, state: AuthState): Promis
       if (!record) throw new Error('the token is unknown to this server');
       if (record.revoked) throw new Error('the token has been revoked');
       if (record.expired) throw new Error('the token has expired');
-      const scopes = splitScope(payload.scope as string);
-      const clientId = payload.client_id as string;
-      const subject = payload.sub !== clientId && typeof payload.sub === 'string' ? payload.sub : undefined;
-      const patient = typeof payload.patient === 'string' ? payload.patient : undefined;
-      const credentials: SmartCredentials = {
-        // The user's FHIR identity comes from the server's record of the token, whether or not the
-        // app was granted the fhirUser claim: the policy needs to know a patient from a clinician,
-        // and Consents and caregiver links are read as they stand now, not as they stood at issue:
-        // a withdrawal holds for tokens already out (decision record 015).
-        policy: await withConsents(state.db, policyFromScopes(scopes, { clientId, ...(subject ? { subject } : {}), ...(patient ? { patient } : {}), ...(record.fhir_user ? { fhirUser: record.fhir_user } : {}), expiresAt: payload.exp as number })),
-        clientId,
-        scope: scopes,
-        ...(subject ? { subject } : {}),
-        ...(patient ? { patient } : {}),
-        jti: payload.jti as string,
-        exp: payload.exp as number,
-      };
-      return { isValid: true, credentials };
+      return { isValid: true, credentials: await credentialsOf(state, payload as VerifiedToken['payload'], record.fhir_user ?? undefined) };
     },
   } as never);
 
@@ -75,8 +59,18 @@ export async function registerStrategy(server: Server, state: AuthState): Promis
       // Public by specification even where the route does not carry publicRoute (auth: false):
       // such a request is let through with no policy (policyOf refuses it).
       if (PUBLIC_FHIR_PATHS.has(request.route.path)) return h.authenticated({ credentials: {} });
+      const text = bearerText(request.headers.authorization as string | undefined);
+      const known = text === undefined ? undefined : state.verifiedTokens.get(text);
+      if (known) {
+        // Consents are still applied per request (they have their own cache and invalidation).
+        return h.authenticated({ credentials: (await credentialsOf(state, known.payload, known.fhirUser)) as never, artifacts: { decoded: { header: known.header, payload: known.payload } } });
+      }
+      const started = state.verifiedTokens.started;
       try {
         const { credentials, artifacts } = await server.auth.test('smart-jwt', request);
+        const decoded = (artifacts as { decoded: Omit<VerifiedToken, 'fhirUser'> }).decoded;
+        const fhirUser = (credentials as unknown as SmartCredentials).policy.fhirUser;
+        if (text !== undefined) state.verifiedTokens.keep(text, { ...decoded, ...(fhirUser ? { fhirUser } : {}) }, started);
         return h.authenticated({ credentials, artifacts });
       } catch (err) {
         return h.unauthenticated(bearerChallenge(err, request.headers.authorization !== undefined));
@@ -84,6 +78,35 @@ export async function registerStrategy(server: Server, state: AuthState): Promis
     },
   }));
   server.auth.strategy('smart', 'smart');
+}
+
+/**
+ * The request's credentials from a verified token. The user's FHIR identity comes from the
+ * server's record of the token, whether or not the app was granted the fhirUser claim: the policy
+ * needs to know a patient from a clinician, and Consents and caregiver links are read as they
+ * stand now, not as they stood at issue: a withdrawal holds for tokens already out (decision
+ * record 015).
+ */
+async function credentialsOf(state: AuthState, payload: VerifiedToken['payload'], fhirUser: string | undefined): Promise<SmartCredentials> {
+  const scopes = splitScope(payload.scope as string);
+  const clientId = payload.client_id as string;
+  const subject = payload.sub !== clientId && typeof payload.sub === 'string' ? payload.sub : undefined;
+  const patient = typeof payload.patient === 'string' ? payload.patient : undefined;
+  return {
+    policy: await withConsents(state.db, policyFromScopes(scopes, { clientId, ...(subject ? { subject } : {}), ...(patient ? { patient } : {}), ...(fhirUser ? { fhirUser } : {}), expiresAt: payload.exp })),
+    clientId,
+    scope: scopes,
+    ...(subject ? { subject } : {}),
+    ...(patient ? { patient } : {}),
+    jti: payload.jti as string,
+    exp: payload.exp,
+  };
+}
+
+/** The token of an `Authorization: Bearer …` header, as @hapi/jwt reads it; undefined otherwise. */
+function bearerText(header: string | undefined): string | undefined {
+  const m = header === undefined ? null : /^Bearer\s+(\S+)$/i.exec(header);
+  return m?.[1];
 }
 
 /** RFC 6750 §3: no error code when no token came; invalid_token with a description otherwise. */

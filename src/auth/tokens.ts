@@ -139,8 +139,20 @@ export async function revokeToken(state: AuthState, jti: string, clientId: strin
   const record = await tokenRecord(state, jti);
   if (!record) return 'unknown';
   if (record.client_id !== clientId) return 'not-theirs';
-  await state.db.query('UPDATE auth_token SET revoked_at = now() WHERE jti = $1 AND revoked_at IS NULL', [jti]);
+  await revokeTokens(state, { jti });
   return 'revoked';
+}
+
+/**
+ * Every revocation of recorded tokens goes through here: the token `jti`, or every token of
+ * grant `grantId`. Answers how many were alive. When an access token was among them, this
+ * process forgets every token it verified recently before the caller answers (src/auth/token-cache.ts).
+ */
+export async function revokeTokens(state: AuthState, which: { jti: string } | { grantId: string }): Promise<number> {
+  const [column, value] = 'jti' in which ? ['jti', which.jti] : ['grant_id', which.grantId];
+  const { rows } = await state.db.query<{ kind: string }>(`UPDATE auth_token SET revoked_at = now() WHERE ${column} = $1 AND revoked_at IS NULL RETURNING kind`, [value]);
+  if (rows.some((r) => r.kind === 'access')) state.verifiedTokens.forget();
+  return rows.length;
 }
 
 /** Drops expired jti, token, code, launch, session and throttling rows; their expiry already refuses them. */

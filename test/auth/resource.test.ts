@@ -4,6 +4,7 @@ import { randomUUID } from 'node:crypto';
 import { jose } from '../../src/auth/jose';
 import { rotateSigningKey } from '../../src/auth/keys';
 import type { AuthState } from '../../src/auth/state';
+import { TOKEN_CACHE_MS } from '../../src/auth/token-cache';
 import { issueAccessToken } from '../../src/auth/tokens';
 import { loadConfig } from '../../src/config';
 import { assertion, backendToken, keyPair, postForm, startAuthServer } from './helpers';
@@ -110,6 +111,34 @@ describe('access tokens at the FHIR API', () => {
     });
     expect(res.status).to.equal(200);
     await unauthorized(await get('/Patient', token), /revoked/);
+  });
+
+  it('takes a token it verified in the last second without reading its record again, and no longer', async () => {
+    const token = await forge();
+    const { jti } = jose().decodeJwt(token) as { jti: string };
+    expect((await get('/Patient', token)).status).to.equal(200);
+    const verifiedAt = Date.now();
+    // Revoked as another server process would: in the table, without this process hearing of it.
+    await state.db.query('UPDATE auth_token SET revoked_at = now() WHERE jti = $1', [jti]);
+    const kept = await get('/Patient', token);
+    // Kept for the cache's second (asserted only when this machine answered well inside it).
+    if (Date.now() - verifiedAt < TOKEN_CACHE_MS / 2) expect(kept.status).to.equal(200);
+    await new Promise((resolve) => setTimeout(resolve, TOKEN_CACHE_MS + 50 - (Date.now() - verifiedAt)));
+    await unauthorized(await get('/Patient', token), /revoked/);
+  });
+
+  it('never takes a verified token past its exp', async () => {
+    const exp = Math.floor(Date.now() / 1000) + 2;
+    const token = await forge({ exp });
+    const answers: Array<{ sentAt: number; status: number }> = [];
+    while (Date.now() < exp * 1000 + 300) {
+      const sentAt = Date.now();
+      answers.push({ sentAt, status: (await get('/Patient', token)).status });
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    expect(answers[0]!.status).to.equal(200);
+    expect(answers.filter((a) => a.status === 200 && a.sentAt >= exp * 1000)).to.equal([]);
+    expect(answers[answers.length - 1]!.status).to.equal(401);
   });
 
   it('puts the access policy of the token on request.auth.credentials', async () => {
