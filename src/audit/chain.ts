@@ -48,11 +48,24 @@ function stored(r: AuditRecord): StoredAudit {
   };
 }
 
-/** The arguments of `unnest(…)` over COLUMNS from parameter `first` on, and the arrays to bind to them. */
-function unnested(rows: readonly StoredAudit[], first: number): { args: string; params: unknown[] } {
+/**
+ * `SELECT … FROM unnest(…)` over COLUMNS, preceded by `leading` columns already bound as
+ * parameters $1…, and the values to bind from parameter `first` on. Every column is one array,
+ * except the records: their texts joined by newlines, split by PostgreSQL (`string_to_array`;
+ * '' stands for no record). A record is JSON.stringify's output, which never holds a raw
+ * newline. Measured reason (decision 021, "Third look"): as an array element a record has every
+ * quote escaped by node-postgres and unescaped by PostgreSQL; 25–28 µs per event went to
+ * 19–20 µs written this way.
+ */
+function unnested(rows: readonly StoredAudit[], first: number, leading: ReadonlyArray<readonly [string, string]> = []): { select: string; params: unknown[] } {
+  const names = [...leading.map(([name]) => name), ...COLUMNS];
+  const args = [
+    ...leading.map(([, type], i) => `$${i + 1}::${type}[]`),
+    ...COLUMNS.map((c, i) => (c === 'record' ? `string_to_array($${first + i}::text, E'\\n')` : `$${first + i}::${COLUMN_TYPES[i]}[]`)),
+  ];
   return {
-    args: COLUMNS.map((_, i) => `$${first + i}::${COLUMN_TYPES[i]}[]`).join(', '),
-    params: COLUMNS.map((c) => rows.map((r) => r[c])),
+    select: `SELECT ${names.map((c) => (c === 'record' ? "NULLIF(record, '')" : c)).join(', ')} FROM unnest(${args.join(', ')}) AS x(${names.join(', ')})`,
+    params: COLUMNS.map((c) => (c === 'record' ? rows.map((r) => r.record ?? '').join('\n') : rows.map((r) => r[c]))),
   };
 }
 
@@ -65,7 +78,7 @@ function unnested(rows: readonly StoredAudit[], first: number): { args: string; 
 export async function stageRecords(tx: Queryable, records: readonly AuditRecord[]): Promise<void> {
   if (records.length === 0) return;
   const rows = unnested(records.map(stored), 1);
-  await tx.query(`INSERT INTO audit_pending (${COLUMNS.join(', ')}) SELECT * FROM unnest(${rows.args})`, rows.params);
+  await tx.query(`INSERT INTO audit_pending (${COLUMNS.join(', ')}) ${rows.select}`, rows.params);
 }
 
 /**
@@ -122,12 +135,12 @@ async function append(tx: Queryable, head: { seq: string; hash: string }, rows: 
     seqs.push(seq.toString());
     hashes.push(hash);
   }
-  const columns = unnested(rows, 3);
+  const columns = unnested(rows, 3, [['seq', 'bigint'], ['hash', 'text']]);
   // One statement for the rows and the head: an append is two round trips whatever its size.
   await tx.query(
     `WITH added AS (
        INSERT INTO audit_event (seq, hash, ${COLUMNS.join(', ')})
-       SELECT * FROM unnest($1::bigint[], $2::text[], ${columns.args})
+       ${columns.select}
        RETURNING 1)
      UPDATE audit_chain_head SET seq = $${3 + COLUMNS.length}::bigint, hash = $${4 + COLUMNS.length} WHERE one`,
     [seqs, hashes, ...columns.params, seq.toString(), hash],

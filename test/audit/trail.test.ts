@@ -242,6 +242,24 @@ describe('audit trail (BALP)', () => {
     expect(e!.agent.find((a) => a.requestor)!.network?.address).to.equal('127.0.0.1');
   });
 
+  it('stores what a caller claimed byte for byte, newlines, quotes and backslashes included, and the chain verifies', async () => {
+    // Records travel to the database as newline-joined JSON texts (src/audit/chain.ts): a claimed
+    // name that holds a newline must neither split its record nor shift the others in the batch.
+    const claimed = 'evil\n"client"\\\u2028\u{1F600}';
+    const form = new URLSearchParams({ grant_type: 'client_credentials', client_id: claimed, client_secret: 'wrong', scope: 'system/*.rs' });
+    const refused = await Promise.all([0, 1, 2].map(() => app.request({ method: 'POST', url: '/auth/token', headers: { 'content-type': 'application/x-www-form-urlencoded' }, payload: form.toString() })));
+    const read = await app.request({ method: 'GET', url: `/fhir/Observation/${id.aliceObs}`, headers: app.system });
+    expect(read.statusCode).to.equal(200);
+    const found = await events('type=110114&outcome=4');
+    for (const res of refused) {
+      const e = found.find((x) => transactionId(x) === res.headers['x-request-id']);
+      expect(e!.agent.find((a) => a.requestor)!.who?.identifier).to.equal({ system: CLIENT_ID, value: claimed });
+    }
+    const [readEvent] = (await events(`entity=Observation/${id.aliceObs}`)).filter((x) => transactionId(x) === read.headers['x-request-id']);
+    expect(readEvent!.subtype?.[0]?.code).to.equal('read');
+    expect((await verifyChain(app.ctx.db)).problems).to.equal([]);
+  });
+
   it('serves, finds and verifies a row stored before records (migration 052) as it was stored', async () => {
     // As the server before migration 052 stored an event: the rendered AuditEvent is the chained text.
     const event = {
