@@ -186,7 +186,7 @@ function failure(status: number, body: unknown, kind: 'fhir' | 'oauth'): { outco
  * Runs in the recorder's batch, not on the response path.
  */
 export function disclosedPatients(disclosed: NonNullable<RequestAudit['disclosed']>): string[] {
-  if (!disclosed.onlyReads && !HAS_PATIENT.test(disclosed.json)) return referencedPatients(disclosed);
+  if (!disclosed.onlyReads && !(holdsPatientString(disclosed.json) && HAS_PATIENT.test(disclosed.json))) return referencedPatients(disclosed);
   let body: fhir4.FhirResource;
   try {
     body = JSON.parse(disclosed.json) as fhir4.FhirResource;
@@ -213,6 +213,19 @@ export function disclosedPatients(disclosed: NonNullable<RequestAudit['disclosed
 }
 
 const HAS_PATIENT = /"resourceType"\s*:\s*"Patient"/;
+
+/**
+ * Whether the text holds the JSON string "Patient", as every match of HAS_PATIENT does: a
+ * prefilter, as the regex took ~6 µs to find nothing in a 50-entry searchset, and this ~1.2 µs.
+ * Searched as `Patient` with a quote on each side: V8 took ~18 µs to not find `"Patient"` or
+ * `Patient"` (needles that start or end with a quote, of which JSON is full).
+ */
+function holdsPatientString(json: string): boolean {
+  for (let at = json.indexOf('Patient'); at !== -1; at = json.indexOf('Patient', at + 7)) {
+    if (json.charCodeAt(at - 1) === 0x22 && json.charCodeAt(at + 7) === 0x22) return true;
+  }
+  return false;
+}
 const PATIENT_REFERENCE = /"reference"\s*:\s*"(?:[^"]*\/)?Patient\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[^"]*)?"/g;
 
 /**
