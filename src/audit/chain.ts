@@ -49,15 +49,16 @@ function stored(r: AuditRecord): StoredAudit {
 }
 
 /**
- * `SELECT … FROM unnest(…)` over COLUMNS, preceded by `leading` columns already bound as
- * parameters $1…, and the values to bind from parameter `first` on. Every column is one array,
- * except the records: their texts joined by newlines, split by PostgreSQL (`string_to_array`;
- * '' stands for no record). A record is JSON.stringify's output, which never holds a raw
- * newline. Measured reason (decision 021, "Third look"): as an array element a record has every
- * quote escaped by node-postgres and unescaped by PostgreSQL; 25–28 µs per event went to
- * 19–20 µs written this way.
+ * `SELECT … FROM unnest(…)` over the `leading` columns (bound by the caller as $1…) and then
+ * COLUMNS, and the values to bind to COLUMNS as the parameters after the leading ones. Every
+ * column is one array, except the records: their texts joined by newlines, split by PostgreSQL
+ * (`string_to_array`; '' stands for no record). A record is JSON.stringify's output, which
+ * never holds a raw newline. Measured reason (decision 021, "Third look"): as an array element
+ * a record has every quote escaped by node-postgres and unescaped by PostgreSQL; 25–28 µs per
+ * event went to 19–20 µs written this way.
  */
-function unnested(rows: readonly StoredAudit[], first: number, leading: ReadonlyArray<readonly [string, string]> = []): { select: string; params: unknown[] } {
+function unnested(rows: readonly StoredAudit[], leading: ReadonlyArray<readonly [string, string]> = []): { select: string; params: unknown[] } {
+  const first = leading.length + 1;
   const names = [...leading.map(([name]) => name), ...COLUMNS];
   const args = [
     ...leading.map(([, type], i) => `$${i + 1}::${type}[]`),
@@ -77,7 +78,7 @@ function unnested(rows: readonly StoredAudit[], first: number, leading: Readonly
  */
 export async function stageRecords(tx: Queryable, records: readonly AuditRecord[]): Promise<void> {
   if (records.length === 0) return;
-  const rows = unnested(records.map(stored), 1);
+  const rows = unnested(records.map(stored));
   await tx.query(`INSERT INTO audit_pending (${COLUMNS.join(', ')}) ${rows.select}`, rows.params);
 }
 
@@ -135,7 +136,7 @@ async function append(tx: Queryable, head: { seq: string; hash: string }, rows: 
     seqs.push(seq.toString());
     hashes.push(hash);
   }
-  const columns = unnested(rows, 3, [['seq', 'bigint'], ['hash', 'text']]);
+  const columns = unnested(rows, [['seq', 'bigint'], ['hash', 'text']]);
   // One statement for the rows and the head: an append is two round trips whatever its size.
   await tx.query(
     `WITH added AS (
