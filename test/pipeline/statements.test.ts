@@ -39,7 +39,7 @@ describe('statements per interaction', () => {
    * on the chain head, the move out of audit_pending) and the notification worker's poll of the
    * outbox (src/monitoring/delivery.ts; seen on PostgreSQL inside a count).
    */
-  const background = /audit_chain_head|DELETE FROM audit_pending|SELECT queued FROM audit_pending|UPDATE monitoring_delivery SET next_attempt/;
+  const background = /audit_chain_head|DELETE FROM audit_pending|SELECT queued(?:::text AS queued, coalesce\(record, json\) AS text)? FROM audit_pending|UPDATE monitoring_delivery SET next_attempt/;
   const counted = async (fn: () => Promise<{ statusCode: number }>) => {
     await app.audit.flush();
     db.reset();
