@@ -7,6 +7,7 @@ import type { AuthState } from '../../src/auth/state';
 import { TOKEN_CACHE_MS } from '../../src/auth/token-cache';
 import { issueAccessToken } from '../../src/auth/tokens';
 import { loadConfig } from '../../src/config';
+import { type TestServer, startTestServer } from '../helpers/server';
 import { assertion, backendToken, keyPair, postForm, startAuthServer } from './helpers';
 
 export const lab = Lab.script();
@@ -247,5 +248,38 @@ describe('AUTH_DISABLED', () => {
   it('is refused when NODE_ENV=production', async () => {
     expect(() => loadConfig({ AUTH_DISABLED: 'true', NODE_ENV: 'production' })).to.throw(/refused when NODE_ENV=production/);
     expect(() => loadConfig({ ACCESS_TOKEN_LIFETIME: '3600' })).to.throw(/1\.\.300/);
+  });
+});
+
+describe('two server instances on one database (two nodes behind one base URL)', () => {
+  let a: Awaited<ReturnType<typeof startAuthServer>>;
+  let b: TestServer;
+
+  before(async () => {
+    a = await startAuthServer();
+    // Not listening: requests reach it through inject, as through a load balancer to the second node.
+    b = await startTestServer({ AUTH_DISABLED: 'false', BASE_URL: a.origin });
+  });
+  after(async () => {
+    await b.stop();
+    await a.stop();
+  });
+
+  it('a token revoked on one is refused on the other within TOKEN_CACHE_MS, though the other had verified it', async () => {
+    const { token, clientId, key } = await backendToken(a, 'system/*.rs');
+    const onB = async () => (await b.request({ method: 'GET', url: '/fhir/Patient?_count=1', headers: { authorization: `Bearer ${token}` } })).statusCode;
+    expect(await onB()).to.equal(200);
+    const revoked = await postForm(`${a.origin}/auth/revoke`, { token, client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: await assertion(key, clientId, a.tokenUrl) });
+    expect(revoked.status).to.equal(200);
+    const revokedAt = Date.now();
+    expect((await fetch(`${a.base}/Patient?_count=1`, { headers: { authorization: `Bearer ${token}` } })).status).to.equal(401);
+    let status = await onB();
+    while (status === 200 && Date.now() - revokedAt < TOKEN_CACHE_MS + 2_000) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      status = await onB();
+    }
+    expect(status).to.equal(401);
+    // The bound, with room for a loaded machine between the revocation's commit and this clock.
+    expect(Date.now() - revokedAt).to.be.below(TOKEN_CACHE_MS + 500);
   });
 });
