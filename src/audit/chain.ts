@@ -10,9 +10,9 @@ import { type AuditRecord, searchKeysOf } from './event';
  * exported is rendered from exactly the text that is verified.
  *
  * Appends are serialised by the row lock on the chain head (`FOR UPDATE`, which in READ
- * COMMITTED waits and then reads the head its predecessor committed). A write unit takes it in
- * its last statements (the pipeline's commit stage), so the lock is held only for the insert
- * and the commit itself.
+ * COMMITTED waits and then reads the head its predecessor committed). Only the read recorder's
+ * batches and the chainer take it: write units stage their records (stageRecords) and never
+ * wait for the head.
  */
 
 export interface ChainRow {
@@ -34,11 +34,13 @@ export function link(previousHash: string, seq: bigint | string, text: string): 
 /**
  * The columns of audit_pending and audit_event beside seq and hash, in this order: the search
  * keys, the record's text, and the AuditEvent JSON of rows staged before migration 052 (null
- * otherwise). Passed as one array per column (`unnest`): no JSON to build and parse per row.
+ * otherwise: this server stages and appends records only; the chainer carries staged rows'
+ * json over as it is). Passed to `unnest` (see unnested): no JSON to build and parse per row.
  */
 const COLUMNS = ['id', 'recorded', 'type', 'subtype', 'action', 'outcome', 'patient', 'agent_user', 'agent_client', 'entity', 'record', 'json'] as const;
 const COLUMN_TYPES = ['text', 'timestamptz', 'text', 'text', 'text', 'text', 'text', 'text', 'text', 'text', 'text', 'text'];
-type StoredAudit = Record<(typeof COLUMNS)[number], string | null>;
+/** A record as it is written: its search keys and its text. */
+type StoredAudit = Record<Exclude<(typeof COLUMNS)[number], 'record'>, string | null> & { record: string };
 
 function stored(r: AuditRecord): StoredAudit {
   const keys = searchKeysOf(r);
@@ -52,8 +54,7 @@ function stored(r: AuditRecord): StoredAudit {
  * `SELECT … FROM unnest(…)` over the `leading` columns (bound by the caller as $1…) and then
  * COLUMNS, and the values to bind to COLUMNS as the parameters after the leading ones. Every
  * column is one array, except the records: their texts joined by newlines, split by PostgreSQL
- * (`string_to_array`; '' stands for no record). A record is JSON.stringify's output, which
- * never holds a raw newline. Measured reason (decision 021, "Third look"): as an array element
+ * (`string_to_array`). A record is JSON.stringify's output, which never holds a raw newline. Measured reason (decision 021, "Third look"): as an array element
  * a record has every quote escaped by node-postgres and unescaped by PostgreSQL; 25–28 µs per
  * event went to 19–20 µs written this way.
  */
@@ -65,8 +66,8 @@ function unnested(rows: readonly StoredAudit[], leading: ReadonlyArray<readonly 
     ...COLUMNS.map((c, i) => (c === 'record' ? `string_to_array($${first + i}::text, E'\\n')` : `$${first + i}::${COLUMN_TYPES[i]}[]`)),
   ];
   return {
-    select: `SELECT ${names.map((c) => (c === 'record' ? "NULLIF(record, '')" : c)).join(', ')} FROM unnest(${args.join(', ')}) AS x(${names.join(', ')})`,
-    params: COLUMNS.map((c) => (c === 'record' ? rows.map((r) => r.record ?? '').join('\n') : rows.map((r) => r[c]))),
+    select: `SELECT ${names.join(', ')} FROM unnest(${args.join(', ')}) AS x(${names.join(', ')})`,
+    params: COLUMNS.map((c) => (c === 'record' ? rows.map((r) => r.record).join('\n') : rows.map((r) => r[c]))),
   };
 }
 
@@ -101,7 +102,7 @@ export async function chainStaged(db: Db, limit: number): Promise<number> {
     )).rows;
     if (staged.length === 0) return 0;
     const links = linksAfter(head, staged.map((r) => r.text));
-    const moved = await tx.query(
+    const headMoved = await tx.query(
       `WITH links AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS l(queued, seq, hash)),
             moved AS (DELETE FROM audit_pending WHERE queued = ANY($1::bigint[]) RETURNING *),
             added AS (
@@ -111,7 +112,7 @@ export async function chainStaged(db: Db, limit: number): Promise<number> {
        UPDATE audit_chain_head SET seq = $4::bigint, hash = $5 WHERE one AND (SELECT count(*) FROM added) = $6`,
       [staged.map((r) => r.queued), links.seqs, links.hashes, links.last.seq, links.last.hash, staged.length],
     );
-    if (moved.rowCount !== 1) throw new Error('audit rows staged for the chain changed while it held the head');
+    if (headMoved.rowCount !== 1) throw new Error('audit rows staged for the chain changed while it held the head');
     return staged.length;
   });
 }
@@ -153,7 +154,7 @@ async function lockHead(tx: Queryable): Promise<{ seq: string; hash: string }> {
 }
 
 async function append(tx: Queryable, head: { seq: string; hash: string }, rows: readonly StoredAudit[]): Promise<void> {
-  const { seqs, hashes, last } = linksAfter(head, rows.map((r) => (r.record ?? r.json)!));
+  const { seqs, hashes, last } = linksAfter(head, rows.map((r) => r.record));
   const columns = unnested(rows, [['seq', 'bigint'], ['hash', 'text']]);
   // One statement for the rows and the head: an append is two round trips whatever its size.
   await tx.query(
