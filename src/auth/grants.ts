@@ -226,6 +226,15 @@ function refreshJti(token: string): string {
   return `rt:${sha256(token)}`;
 }
 
+/** The client and grant a refresh token was issued for; undefined when it is none of ours. */
+async function refreshTokenOwner(state: AuthState, token: string): Promise<{ client_id: string; grant_id: string } | undefined> {
+  const { rows } = await state.db.query<{ client_id: string; grant_id: string }>(
+    "SELECT client_id, grant_id FROM auth_token WHERE jti = $1 AND kind = 'refresh'",
+    [refreshJti(token)],
+  );
+  return rows[0];
+}
+
 /**
  * A refresh request without any client credentials or client_id, with the client its refresh
  * token was issued to named in it: that client is then held to its own registration (a public
@@ -235,10 +244,10 @@ function refreshJti(token: string): string {
 export async function withRefreshTokenClient(state: AuthState, params: URLSearchParams, authorization: string | undefined): Promise<URLSearchParams> {
   const token = params.get('refresh_token');
   if (!token || authorization || params.has('client_id') || params.has('client_assertion') || params.has('client_assertion_type')) return params;
-  const { rows } = await state.db.query<{ client_id: string }>("SELECT client_id FROM auth_token WHERE jti = $1 AND kind = 'refresh'", [refreshJti(token)]);
-  if (!rows[0]) return params;
+  const owner = await refreshTokenOwner(state, token);
+  if (!owner) return params;
   const named = new URLSearchParams(params);
-  named.set('client_id', rows[0].client_id);
+  named.set('client_id', owner.client_id);
   return named;
 }
 
@@ -306,11 +315,7 @@ export async function refresh(state: AuthState, client: Client, params: URLSearc
  * access tokens of the same grant too). Returns undefined when `token` is no refresh token.
  */
 export async function revokeRefreshToken(state: AuthState, token: string, clientId: string): Promise<'revoked' | 'not-theirs' | undefined> {
-  const { rows } = await state.db.query<{ client_id: string; grant_id: string }>(
-    "SELECT client_id, grant_id FROM auth_token WHERE jti = $1 AND kind = 'refresh'",
-    [refreshJti(token)],
-  );
-  const row = rows[0];
+  const row = await refreshTokenOwner(state, token);
   if (!row) return undefined;
   if (row.client_id !== clientId) return 'not-theirs';
   await revokeTokens(state, { grantId: row.grant_id });
