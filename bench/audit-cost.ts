@@ -17,7 +17,8 @@ import { vitalSignObservation } from './vitals';
  *
  * Prints, per phase, the median of the rounds' req/s and p95 of each side, the cost
  * (1 − on ÷ off) and the CPU per request of the server and of PostgreSQL.
- * AUDIT_COST_ROUNDS (default 6) sets the number of rounds per side.
+ * AUDIT_COST_ROUNDS (default 6) sets the number of rounds per side; AUDIT_COST_PHASES (`read,hot`)
+ * runs only the phases whose names start so (create c=16 always runs: read reads what it made).
  */
 
 /** Long enough for the recorder's flush and the chainer's kick and poll (1 s) to run inside the round. */
@@ -120,7 +121,10 @@ export const workloads: BenchWorkload[] = [
         const refs = await patients(ctx);
         const created: string[] = [];
         const count = rounds();
+        const only = process.env.AUDIT_COST_PHASES?.split(',');
         for (const phase of phases(refs, created, (n) => ctx.n(n))) {
+          // create c=16 stays: read needs the ids it made.
+          if (only && !only.some((name) => phase.group.startsWith(name)) && phase.group !== 'create c=16') continue;
           ctx.log(`audit cost: ${phase.group}, ${count} rounds of ${phase.n} per side…`);
           const results: Record<Side['name'], Round[]> = { off: [], on: [] };
           for (let r = 0; r < count; r++) {
