@@ -1,3 +1,4 @@
+import { oneOf } from '../kernel/sql-any';
 import type { Queryable } from '../store/db';
 import { readResources } from '../store/repository';
 import { gracePeriodOf, type CompiledRequest, type PatientClock } from './timing';
@@ -78,10 +79,11 @@ const toSchedule = (r: Row): Schedule => ({
 
 /** The active schedules with doses due: of these requests, or every one (the reminder and judgement jobs). */
 export async function activeSchedules(db: Queryable, requestIds?: readonly string[]): Promise<Schedule[]> {
+  const requests = requestIds && oneOf('request_id', 1, requestIds);
   const { rows } = await db.query<Row>(
     `SELECT request_id, patient, stored_at, checked_until, compiled FROM medication_schedule
-      WHERE active AND compiled->>'asNeeded' = 'false' ${requestIds ? 'AND request_id = ANY($1::text[])' : ''} ORDER BY request_id`,
-    requestIds ? [requestIds] : [],
+      WHERE active AND compiled->>'asNeeded' = 'false' ${requests ? `AND ${requests.sql}` : ''} ORDER BY request_id`,
+    requests ? [requests.value] : [],
   );
   return rows.map(toSchedule);
 }

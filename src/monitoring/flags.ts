@@ -1,3 +1,4 @@
+import { oneOf } from '../kernel/sql-any';
 import { randomUUID } from 'node:crypto';
 import type { UnitOfWork, WriteOp } from '../pipeline';
 import type { Queryable } from '../store/db';
@@ -119,9 +120,10 @@ export async function raiseFlags(uow: UnitOfWork, events: readonly FlagEvent[]):
   let pending = [...events];
   const observed = pending.filter((e) => e.observationId && !e.firstVersion);
   if (observed.length) {
+    const observation = oneOf('observation_id', 1, [...new Set(observed.map((e) => e.observationId!))]);
     const { rows } = await tx.query<{ k: string }>(
-      `SELECT observation_id || '|' || careplan_id || '|' || measure || '|' || direction AS k FROM monitoring_breach WHERE observation_id = ANY($1::text[])`,
-      [[...new Set(observed.map((e) => e.observationId!))]],
+      `SELECT observation_id || '|' || careplan_id || '|' || measure || '|' || direction AS k FROM monitoring_breach WHERE ${observation.sql}`,
+      [observation.value],
     );
     const done = new Set(rows.map((r) => r.k));
     pending = pending.filter((e) => !e.observationId || !done.has(`${e.observationId}|${keyOf(e)}`));
@@ -190,9 +192,10 @@ async function lockedOpenFlags(tx: Queryable, keys: readonly FlagKey[]) {
   await tx.query('SELECT count(pg_advisory_xact_lock(h)) FROM (SELECT hashtext(k) AS h FROM unnest($1::text[]) AS k ORDER BY 1) s', [
     [...new Set(keys.map(keyOf))].sort(),
   ]);
+  const careplan = oneOf('careplan_id', 1, [...new Set(keys.map((k) => k.careplanId))]);
   return tx.query<{ flag_id: string; careplan_id: string; measure: string; direction: string }>(
-    'SELECT flag_id, careplan_id, measure, direction FROM monitoring_flag WHERE active AND careplan_id = ANY($1::text[])',
-    [[...new Set(keys.map((k) => k.careplanId))]],
+    `SELECT flag_id, careplan_id, measure, direction FROM monitoring_flag WHERE active AND ${careplan.sql}`,
+    [careplan.value],
   );
 }
 

@@ -1,3 +1,4 @@
+import { oneOf } from '../kernel/sql-any';
 import type { Queryable } from '../store/db';
 import { readResources } from '../store/repository';
 import type { PlanLimits } from './judge';
@@ -76,10 +77,11 @@ const ms = (v: Date | string | null) => (v === null ? undefined : new Date(v).ge
 /** The hot lookup: the active plans with limits of these patients, one index scan. */
 export async function activePlansOf(tx: Queryable, patients: readonly string[]): Promise<PlanLimits[]> {
   if (patients.length === 0) return [];
+  const patient = oneOf('patient', 1, patients);
   const { rows } = await tx.query<PlanRow>(
     `SELECT careplan_id, patient, period_start, period_end, limits FROM monitoring_plan
-      WHERE patient = ANY($1::text[]) AND active AND limits <> '[]'::jsonb`,
-    [patients],
+      WHERE ${patient.sql} AND active AND limits <> '[]'::jsonb`,
+    [patient.value],
   );
   return rows.map(toLimits);
 }

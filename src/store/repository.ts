@@ -1,3 +1,4 @@
+import { oneOf } from '../kernel/sql-any';
 import type { Queryable } from './db';
 import { historyTableOf, tableOf } from './tables';
 
@@ -70,9 +71,10 @@ export async function readVersion(db: Queryable, type: string, id: string, versi
  * committed: versions stay strictly sequential, and If-Match compares against the truth.
  */
 export async function lockCurrent(tx: Queryable, type: string, ids: readonly string[]): Promise<Map<string, CurrentVersion>> {
+  const id = oneOf('id', 1, ids);
   const { rows } = await tx.query<{ id: string; version_id: number; deleted: boolean; content: fhir4.FhirResource | null }>(
-    `SELECT id, version_id, deleted, content FROM ${tableOf(type)} WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE`,
-    [ids],
+    `SELECT id, version_id, deleted, content FROM ${tableOf(type)} WHERE ${id.sql} ORDER BY id FOR UPDATE`,
+    [id.value],
   );
   return new Map(
     rows.map((r) => [r.id, { id: r.id, versionId: r.version_id, deleted: r.deleted, resource: r.content ?? undefined }]),
@@ -146,9 +148,10 @@ function columns(versions: readonly NewVersion[]): unknown[] {
 /** The live (not deleted) current versions of `ids`, parsed, with their version ids. */
 export async function readVersioned<T extends fhir4.FhirResource>(db: Queryable, type: string, ids: readonly string[]): Promise<Map<string, { resource: T; versionId: number }>> {
   if (ids.length === 0) return new Map();
+  const id = oneOf('id', 1, [...new Set(ids)]);
   const { rows } = await db.query<{ id: string; version_id: number; content: T }>(
-    `SELECT id, version_id, content FROM ${tableOf(type)} WHERE id = ANY($1::text[]) AND NOT deleted`,
-    [[...new Set(ids)]],
+    `SELECT id, version_id, content FROM ${tableOf(type)} WHERE ${id.sql} AND NOT deleted`,
+    [id.value],
   );
   return new Map(rows.map((r) => [r.id, { resource: r.content, versionId: r.version_id }]));
 }

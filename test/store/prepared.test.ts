@@ -1,8 +1,9 @@
 import * as Lab from '@hapi/lab';
 import { expect } from '@hapi/code';
+import { oneOf } from '../../src/kernel/sql-any';
 import type { Db } from '../../src/store/db';
 import { openPostgres } from '../../src/store/postgres';
-import { unique } from '../helpers/server';
+import { startTestServer, testDatabaseUrl, unique } from '../helpers/server';
 
 export const lab = Lab.script();
 const { describe, it, before, after } = lab;
@@ -56,6 +57,58 @@ describe(title, { skip: !onPostgres }, () => {
     expect((await db.query(sql, ['a'])).rows).to.equal([{ id: 'a', n: 1, note: null }]);
     expect(await preparedCount(db, sql)).to.equal(0);
     expect((await db.query(sql, ['b'])).rows).to.equal([{ id: 'b', n: 2, note: null }]);
+  });
+
+  /** How often PostgreSQL planned the prepared statement whose text is `text`, kept (generic) or for the call (custom). */
+  const plansOf = async (on: Db, text: string) =>
+    (await on.query<{ generic: string; custom: string }>(
+      'SELECT generic_plans::text AS generic, custom_plans::text AS custom FROM pg_prepared_statements WHERE statement = $1', [text],
+    )).rows[0];
+
+  it('keeps one plan for a one-of condition given one value (oneOf), which `= ANY($1::text[])` does not', async () => {
+    const anySql = `SELECT n FROM ${table} WHERE id = ANY($1::text[])`;
+    const one = oneOf('id', 1, ['a']);
+    const oneSql = `SELECT n FROM ${table} WHERE ${one.sql}`;
+    for (let i = 0; i < 10; i++) {
+      expect((await db.query(anySql, [['a']])).rows).to.equal([{ n: 1 }]);
+      expect((await db.query(oneSql, [one.value])).rows).to.equal([{ n: 1 }]);
+    }
+    // The reason for oneOf: the array form is planned again on each of its nine prepared calls.
+    expect(await plansOf(db, anySql)).to.equal({ generic: '0', custom: '9' });
+    expect(Number((await plansOf(db, oneSql))!.generic)).to.be.above(0);
+    // Several values keep the array form.
+    const several = oneOf('id', 1, ['a', 'b']);
+    expect(several.sql).to.equal('id = ANY($1::text[])');
+    expect((await db.query(`SELECT n FROM ${table} WHERE ${several.sql} ORDER BY n`, [several.value])).rows).to.equal([{ n: 1 }, { n: 2 }]);
+  });
+
+  it('plans the monitoring plans lookup of an Observation create once, not on every create', async () => {
+    // The server on one connection of its own, so that its plan cache is the one looked at.
+    const own = openPostgres(await testDatabaseUrl(), { max: 1 });
+    const server = await startTestServer({}, { db: () => own });
+    try {
+      const patient = await server.request({ method: 'POST', url: '/fhir/Patient', payload: { resourceType: 'Patient' } });
+      for (let i = 0; i < 10; i++) {
+        const created = await server.request({
+          method: 'POST', url: '/fhir/Observation',
+          payload: {
+            resourceType: 'Observation', status: 'final', code: { coding: [{ system: 'http://loinc.org', code: '8867-4' }] },
+            subject: { reference: `Patient/${patient.json.id}` }, effectiveDateTime: '2026-11-02T08:00:00Z',
+            valueQuantity: { value: 70 + i, unit: '/min', system: 'http://unitsofmeasure.org', code: '/min' },
+          },
+        });
+        expect(created.statusCode).to.equal(201);
+      }
+      const lookups = (await own.query<{ generic: string; custom: string }>(
+        "SELECT generic_plans::text AS generic, custom_plans::text AS custom FROM pg_prepared_statements WHERE statement LIKE '%FROM monitoring_plan%limits <>%'",
+      )).rows;
+      expect(lookups.length).to.equal(1);
+      expect(Number(lookups[0]!.generic)).to.be.above(0);
+      expect(Number(lookups[0]!.custom)).to.be.below(6);
+    } finally {
+      await server.stop();
+      await own.close();
+    }
   });
 
   it('prepares nothing when turned off (DATABASE_PREPARED_STATEMENTS=false, for PgBouncer in transaction mode)', async () => {
