@@ -1,8 +1,9 @@
 import { type AccessPolicy, unrestricted } from '../access/policy';
 import { conflict, OperationOutcomeError } from '../kernel/outcome';
-import { writeSearchIndex } from '../search';
+import { addSearchIndexWrites } from '../search';
 import type { Queryable } from '../store/db';
-import { ConcurrentCreateError, type CurrentVersion, lockCurrent, type NewVersion, writeVersions } from '../store/repository';
+import { addVersionWrites, ConcurrentCreateError, type CurrentVersion, lockCurrent, type NewVersion, runVersionWrites } from '../store/repository';
+import { WriteStatement } from '../store/write-statement';
 import { conformanceError } from './conform';
 import type { PipelineContext } from './context';
 import { forOp, type ResolvedOp, type WriteOp, WriteOpError, type WriteOutcome } from './ops';
@@ -219,8 +220,11 @@ export class UnitOfWork {
         method: p.write!.method,
         resource: w.resource,
       }));
-      await writeVersions(this.tx, type, versions);
-      await writeSearchIndex(this.tx, type, versions.map((v) => ({ id: v.id, resource: v.resource, isNew: v.versionId === 1 })));
+      // The versions and their index rows in one statement: one round trip per type.
+      const statement = new WriteStatement();
+      const versionWrites = addVersionWrites(statement, type, versions);
+      addSearchIndexWrites(statement, type, versions.map((v) => ({ id: v.id, resource: v.resource, isNew: v.versionId === 1 })));
+      await runVersionWrites(this.tx, statement, versionWrites);
       for (const [k, { w }] of group.entries()) {
         const v = versions[k]!;
         written.push({ type, id: w.id, versionId: v.versionId, lastUpdated, method: v.method, resource: w.resource, previous: w.previous, policy });

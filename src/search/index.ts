@@ -6,7 +6,7 @@
 import { parametersOf } from './registry';
 
 export { findMatchingIds, type SearchContext, searchResources, type SearchRequest, type SearchResult } from './search';
-export { eraseSearchIndex, indexTablesOf, writeSearchIndex } from './index-writer';
+export { addSearchIndexWrites, eraseSearchIndex, indexTablesOf, writeSearchIndex } from './index-writer';
 export { isInPatientCompartment, patientsOf } from './compartment';
 export { canBeInPatientCompartment } from './sql';
 export { readingsOf, readingTimes } from './readings';

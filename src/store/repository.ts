@@ -1,5 +1,6 @@
 import { oneOf } from '../kernel/sql-any';
 import type { Queryable } from './db';
+import { WriteStatement } from './write-statement';
 import { historyTableOf, tableOf } from './tables';
 
 /** The current row of a resource, as locked or read before a write. */
@@ -88,61 +89,67 @@ export class ConcurrentCreateError extends Error {}
 const UNIQUE_VIOLATION = '23505';
 
 /**
- * Writes new versions of one type, each JSON document stored once: a new resource is one row
+ * The writes of new versions of one type, each JSON document stored once: a new resource is one row
  * of the current table; a replaced one moves its current row to the history table and takes
- * the new version in place, in one statement (the rows travel once as unnest() arrays; the
- * history INSERT reads the statement's snapshot, so it copies the version being replaced).
- * Measured on PostgreSQL 15, the earlier layout that also wrote every current version into
- * history spent half its bytes and much of its time on that copy. The caller has locked the
- * rows being replaced.
+ * the new version in place (the rows travel once as unnest() arrays; the history INSERT reads
+ * the statement's snapshot, so it copies the version being replaced). Measured on PostgreSQL
+ * 15, the earlier layout that also wrote every current version into history spent half its
+ * bytes and much of its time on that copy. The caller has locked the rows being replaced.
+ *
+ * Adds them as CTEs to `statement`, which other writers fill too (the search index rows of the
+ * same versions); runVersionWrites runs it and checks these writes.
  */
-export async function writeVersions(tx: Queryable, type: string, versions: readonly NewVersion[]): Promise<void> {
+export function addVersionWrites(statement: WriteStatement, type: string, versions: readonly NewVersion[]): VersionWrites {
   const fresh = versions.filter((v) => v.versionId === 1);
   const replacing = versions.filter((v) => v.versionId > 1);
   const table = tableOf(type);
-  const rows = `v AS (
-      SELECT * FROM unnest($1::text[], $2::int[], $3::timestamptz[], $4::bool[], $5::text[], $6::jsonb[])
-        AS v(id, version_id, last_updated, deleted, method, content))`;
+  const rows = (name: string, of: readonly NewVersion[]) =>
+    `${name} AS (SELECT * FROM unnest(${statement.bind(of.map((v) => v.id), 'text[]')}, ${statement.bind(of.map((v) => v.versionId), 'int[]')}, ` +
+    `${statement.bind(of.map((v) => v.lastUpdated), 'timestamptz[]')}, ${statement.bind(of.map((v) => v.resource === undefined), 'bool[]')}, ` +
+    `${statement.bind(of.map((v) => v.method), 'text[]')}, ${statement.bind(of.map((v) => (v.resource === undefined ? null : JSON.stringify(v.resource))), 'jsonb[]')}) ` +
+    'AS v(id, version_id, last_updated, deleted, method, content))';
   if (fresh.length > 0) {
-    try {
-      await tx.query(
-        `WITH ${rows} INSERT INTO ${table} (id, version_id, last_updated, deleted, method, content)
-         SELECT id, version_id, last_updated, deleted, method, content FROM v`,
-        columns(fresh),
-      );
-    } catch (err) {
-      if ((err as { code?: string }).code === UNIQUE_VIOLATION) {
-        throw new ConcurrentCreateError(`a concurrent write created one of ${type}/${fresh.map((v) => v.id).join(', ')} first`);
-      }
-      throw err;
-    }
+    statement.with(rows('v_new', fresh));
+    statement.with(`v_created AS (INSERT INTO ${table} (id, version_id, last_updated, deleted, method, content)
+      SELECT id, version_id, last_updated, deleted, method, content FROM v_new)`);
   }
   if (replacing.length > 0) {
+    statement.with(rows('v_next', replacing));
+    statement.with(`v_moved AS (INSERT INTO ${historyTableOf(type)} (id, version_id, seq, last_updated, deleted, method, content)
+      SELECT c.id, c.version_id, c.seq, c.last_updated, c.deleted, c.method, c.content FROM ${table} c JOIN v_next v ON c.id = v.id AND c.version_id = v.version_id - 1)`);
     // Version n only ever replaces version n-1: a row that moved on is a lost race, not an overwrite.
-    const updated = await tx.query(
-      `WITH ${rows},
-       moved AS (INSERT INTO ${historyTableOf(type)} (id, version_id, seq, last_updated, deleted, method, content)
-         SELECT c.id, c.version_id, c.seq, c.last_updated, c.deleted, c.method, c.content FROM ${table} c JOIN v ON c.id = v.id AND c.version_id = v.version_id - 1)
-       UPDATE ${table} t SET version_id = v.version_id, last_updated = v.last_updated, deleted = v.deleted, method = v.method,
-         seq = nextval('history_seq'), content = v.content
-       FROM v WHERE t.id = v.id AND t.version_id = v.version_id - 1`,
-      columns(replacing),
-    );
-    if (updated.rowCount !== replacing.length) {
-      throw new ConcurrentCreateError(`a concurrent write changed one of ${type}/${replacing.map((v) => v.id).join(', ')} first`);
-    }
+    statement.with(`v_replaced AS (UPDATE ${table} t SET version_id = v.version_id, last_updated = v.last_updated, deleted = v.deleted, method = v.method,
+      seq = nextval('history_seq'), content = v.content
+      FROM v_next v WHERE t.id = v.id AND t.version_id = v.version_id - 1 RETURNING 1)`);
+    statement.answer('v_replaced', '(SELECT count(*)::int FROM v_replaced)');
   }
+  return { type, fresh, replacing };
 }
 
-function columns(versions: readonly NewVersion[]): unknown[] {
-  return [
-    versions.map((v) => v.id),
-    versions.map((v) => v.versionId),
-    versions.map((v) => v.lastUpdated),
-    versions.map((v) => v.resource === undefined),
-    versions.map((v) => v.method),
-    versions.map((v) => (v.resource === undefined ? null : JSON.stringify(v.resource))),
-  ];
+/** What addVersionWrites added, for runVersionWrites to check. */
+export interface VersionWrites {
+  type: string;
+  fresh: readonly NewVersion[];
+  replacing: readonly NewVersion[];
+}
+
+/**
+ * Runs `statement` (with whatever other writers added to it) and checks the version writes in
+ * it: a new row that already exists, or a replaced row that moved on, was a concurrent write.
+ */
+export async function runVersionWrites(tx: Queryable, statement: WriteStatement, writes: VersionWrites): Promise<void> {
+  let answers: Record<string, unknown>;
+  try {
+    answers = await statement.run(tx);
+  } catch (err) {
+    if (writes.fresh.length > 0 && (err as { code?: string }).code === UNIQUE_VIOLATION) {
+      throw new ConcurrentCreateError(`a concurrent write created one of ${writes.type}/${writes.fresh.map((v) => v.id).join(', ')} first`);
+    }
+    throw err;
+  }
+  if (writes.replacing.length > 0 && answers.v_replaced !== writes.replacing.length) {
+    throw new ConcurrentCreateError(`a concurrent write changed one of ${writes.type}/${writes.replacing.map((v) => v.id).join(', ')} first`);
+  }
 }
 
 /** The live (not deleted) current versions of `ids`, parsed, with their version ids. */
