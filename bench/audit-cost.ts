@@ -92,7 +92,7 @@ function summary(phase: Phase, results: Record<Side['name'], Round[]>): string {
   const of = (name: Side['name'], pick: (r: Round) => number | undefined) => median(results[name].map(pick).filter((v): v is number => v !== undefined));
   const rate = { off: of('off', (r) => r.stats.perSecond), on: of('on', (r) => r.stats.perSecond) };
   const p95 = { off: of('off', (r) => r.stats.p95), on: of('on', (r) => r.stats.p95) };
-  const cpu = (name: Side['name']) => `${of(name, (r) => r.cpu.server).toFixed(2)} + ${of(name, (r) => r.cpu.postgres).toFixed(2)}`;
+  const cpu = (name: Side['name']) => `${of(name, (r) => r.cpu.server).toFixed(3)} + ${of(name, (r) => r.cpu.postgres).toFixed(3)}`;
   const errors = [...results.off, ...results.on].reduce((sum, r) => sum + r.stats.errors, 0);
   const cost = (1 - rate.on / rate.off) * 100;
   return (
