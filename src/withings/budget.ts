@@ -1,7 +1,7 @@
 import type { Db } from '../store/db';
 
 /** An arbitrary constant: the advisory lock serialising every node's take from the budget. */
-const BUDGET_LOCK = 7_400_160;
+export const BUDGET_LOCK = 7_400_160;
 
 /** The budget will not allow a request soon enough to wait for it in this run: try again at `retryInMs`. */
 export class BudgetExhausted extends Error {
@@ -47,22 +47,27 @@ export class RequestBudget {
     this.windowMs = Math.ceil(windowMs * 1.05);
   }
 
-  /** Resolves when one more request may be sent, and counts it. */
+  /**
+   * Resolves when one more request may be sent, and counts it. Times are `clock_timestamp()`, the
+   * moment this node holds the lock, not `now()`, which is when its transaction began: a take that
+   * waited for another node's was logged as sent before it was, and freed its slot that much early
+   * (a 601 in the downtime test on a loaded machine).
+   */
   async take(signal?: AbortSignal): Promise<void> {
     for (;;) {
       const waitMs = await this.db.transaction(async (tx) => {
         await tx.query('SELECT pg_advisory_xact_lock($1)', [BUDGET_LOCK]);
         const { rows: blocked } = await tx.query<{ ms: number }>(
-          `SELECT (extract(epoch FROM blocked_until - now()) * 1000)::float8 AS ms FROM withings_budget_block WHERE id = 1 AND blocked_until > now()`,
+          `SELECT (extract(epoch FROM blocked_until - clock_timestamp()) * 1000)::float8 AS ms FROM withings_budget_block WHERE id = 1 AND blocked_until > clock_timestamp()`,
         );
         if (blocked[0]) return Math.ceil(blocked[0].ms);
-        await tx.query(`DELETE FROM withings_request_log WHERE at <= now() - $1 * interval '1 millisecond'`, [this.windowMs]);
+        await tx.query(`DELETE FROM withings_request_log WHERE at <= clock_timestamp() - $1 * interval '1 millisecond'`, [this.windowMs]);
         const { rows } = await tx.query<{ n: number; ms: number | null }>(
-          `SELECT count(*)::int AS n, (extract(epoch FROM min(at) + $1 * interval '1 millisecond' - now()) * 1000)::float8 AS ms FROM withings_request_log`,
+          `SELECT count(*)::int AS n, (extract(epoch FROM min(at) + $1 * interval '1 millisecond' - clock_timestamp()) * 1000)::float8 AS ms FROM withings_request_log`,
           [this.windowMs],
         );
         if (rows[0]!.n < this.limit) {
-          await tx.query('INSERT INTO withings_request_log (at) VALUES (now())');
+          await tx.query('INSERT INTO withings_request_log (at) VALUES (clock_timestamp())');
           return 0;
         }
         return Math.max(1, Math.ceil(rows[0]!.ms ?? 1));

@@ -3,7 +3,7 @@ import { expect } from '@hapi/code';
 import pino from 'pino';
 import { migrateAll } from '../../src/schema';
 import { WithingsApi } from '../../src/withings/api';
-import { RequestBudget } from '../../src/withings/budget';
+import { BUDGET_LOCK, RequestBudget } from '../../src/withings/budget';
 import { TokenCipher } from '../../src/withings/cipher';
 import { TokenKeeper } from '../../src/withings/tokens';
 import { testDb } from '../helpers/server';
@@ -18,6 +18,28 @@ const now = () => Math.floor(Date.now() / 1000);
 describe('Withings connector: several nodes', () => {
   before(async () => {
     await migrateAll(await testDb());
+  });
+
+  const onPostgres = (process.env.DATABASE_URL ?? '').startsWith('postgres');
+  const counted = onPostgres
+    ? 'the shared budget counts a request when its node got the budget, not when it began to wait for it'
+    : 'the shared budget counts a request when its node got the budget — declared for PostgreSQL only: PGlite has one connection, so no take can wait for another';
+  it(counted, { skip: !onPostgres }, async () => {
+    const db = await testDb();
+    const budget = new RequestBudget(db, 1_000, 60_000, 10_000);
+    let released = 0;
+    // Another node taking from the budget: it holds the budget's lock for 300 ms.
+    const other = db.transaction(async (tx) => {
+      await tx.query('SELECT pg_advisory_xact_lock($1)', [BUDGET_LOCK]);
+      await new Promise((r) => setTimeout(r, 300));
+      released = Date.now();
+    });
+    await new Promise((r) => setTimeout(r, 50));
+    await budget.take();
+    await other;
+    const { rows } = await db.query<{ at: number }>('SELECT (extract(epoch FROM max(at)) * 1000)::float8 AS at FROM withings_request_log');
+    // Logged when the lock was ours (the database's clock and ours are this machine's), not 250 ms before.
+    expect(rows[0]!.at).to.be.at.least(released - 25);
   });
 
   it('two nodes share the due accounts: each account synced by one of them, once', async () => {
