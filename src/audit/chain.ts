@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Db, Queryable } from '../store/db';
+import { WriteStatement } from '../store/write-statement';
 import { type AuditRecord, searchKeysOf } from './event';
 
 /**
@@ -35,7 +36,7 @@ export function link(previousHash: string, seq: bigint | string, text: string): 
  * The columns of audit_pending and audit_event beside seq and hash, in this order: the search
  * keys, the record's text, and the AuditEvent JSON of rows staged before migration 052 (null
  * otherwise: this server stages and appends records only; the chainer carries staged rows'
- * json over as it is). Passed to `unnest` (see unnested): no JSON to build and parse per row.
+ * json over as it is). Passed to `unnest` (see unnestedSelect): no JSON to build and parse per row.
  */
 const COLUMNS = ['id', 'recorded', 'type', 'subtype', 'action', 'outcome', 'patient', 'agent_user', 'agent_client', 'entity', 'record', 'json'] as const;
 const COLUMN_TYPES = ['text', 'timestamptz', 'text', 'text', 'text', 'text', 'text', 'text', 'text', 'text', 'text', 'text'];
@@ -51,24 +52,22 @@ function stored(r: AuditRecord): StoredAudit {
 }
 
 /**
- * `SELECT … FROM unnest(…)` over the `leading` columns (bound by the caller as $1…) and then
- * COLUMNS, and the values to bind to COLUMNS as the parameters after the leading ones. Every
- * column is one array, except the records: their texts joined by newlines, split by PostgreSQL
- * (`string_to_array`). A record is JSON.stringify's output, which never holds a raw newline. Measured reason (decision 021, "Third look"): as an array element
- * a record has every quote escaped by node-postgres and unescaped by PostgreSQL; 25–28 µs per
- * event went to 19–20 µs written this way.
+ * `SELECT … FROM unnest(…)` over the `leading` columns and then COLUMNS, their values bound in
+ * `statement`. Every column is one array, except the records: their texts joined by newlines,
+ * split by PostgreSQL (`string_to_array`). A record is JSON.stringify's output, which never holds
+ * a raw newline. Measured reason (decision 021, "Third look"): as an array element a record has
+ * every quote escaped by node-postgres and unescaped by PostgreSQL; 25–28 µs per event went to
+ * 19–20 µs written this way.
  */
-function unnested(rows: readonly StoredAudit[], leading: ReadonlyArray<readonly [string, string]> = []): { select: string; params: unknown[] } {
-  const first = leading.length + 1;
+function unnestedSelect(statement: WriteStatement, rows: readonly StoredAudit[], leading: ReadonlyArray<readonly [name: string, type: string, values: unknown[]]> = []): string {
   const names = [...leading.map(([name]) => name), ...COLUMNS];
   const args = [
-    ...leading.map(([, type], i) => `$${i + 1}::${type}[]`),
-    ...COLUMNS.map((c, i) => (c === 'record' ? `string_to_array($${first + i}::text, E'\\n')` : `$${first + i}::${COLUMN_TYPES[i]}[]`)),
+    ...leading.map(([, type, values]) => statement.bind(values, `${type}[]`)),
+    ...COLUMNS.map((c, i) =>
+      c === 'record' ? `string_to_array(${statement.bind(rows.map((r) => r.record).join('\n'), 'text')}, E'\\n')` : statement.bind(rows.map((r) => r[c]), `${COLUMN_TYPES[i]}[]`),
+    ),
   ];
-  return {
-    select: `SELECT ${names.join(', ')} FROM unnest(${args.join(', ')}) AS x(${names.join(', ')})`,
-    params: COLUMNS.map((c) => (c === 'record' ? rows.map((r) => r.record).join('\n') : rows.map((r) => r[c]))),
-  };
+  return `SELECT ${names.join(', ')} FROM unnest(${args.join(', ')}) AS x(${names.join(', ')})`;
 }
 
 /**
@@ -79,8 +78,9 @@ function unnested(rows: readonly StoredAudit[], leading: ReadonlyArray<readonly 
  */
 export async function stageRecords(tx: Queryable, records: readonly AuditRecord[]): Promise<void> {
   if (records.length === 0) return;
-  const rows = unnested(records.map(stored));
-  await tx.query(`INSERT INTO audit_pending (${COLUMNS.join(', ')}) ${rows.select}`, rows.params);
+  const statement = new WriteStatement();
+  statement.with(`a_staged AS (INSERT INTO audit_pending (${COLUMNS.join(', ')}) ${unnestedSelect(statement, records.map(stored))})`);
+  await statement.run(tx);
 }
 
 /**
@@ -155,16 +155,12 @@ async function lockHead(tx: Queryable): Promise<{ seq: string; hash: string }> {
 
 async function append(tx: Queryable, head: { seq: string; hash: string }, rows: readonly StoredAudit[]): Promise<void> {
   const { seqs, hashes, last } = linksAfter(head, rows.map((r) => r.record));
-  const columns = unnested(rows, [['seq', 'bigint'], ['hash', 'text']]);
   // One statement for the rows and the head: an append is two round trips whatever its size.
-  await tx.query(
-    `WITH added AS (
-       INSERT INTO audit_event (seq, hash, ${COLUMNS.join(', ')})
-       ${columns.select}
-       RETURNING 1)
-     UPDATE audit_chain_head SET seq = $${3 + COLUMNS.length}::bigint, hash = $${4 + COLUMNS.length} WHERE one`,
-    [seqs, hashes, ...columns.params, last.seq, last.hash],
-  );
+  const statement = new WriteStatement();
+  const select = unnestedSelect(statement, rows, [['seq', 'bigint', seqs], ['hash', 'text', hashes]]);
+  statement.with(`a_added AS (INSERT INTO audit_event (seq, hash, ${COLUMNS.join(', ')}) ${select})`);
+  statement.with(`a_head AS (UPDATE audit_chain_head SET seq = ${statement.bind(last.seq, 'bigint')}, hash = ${statement.bind(last.hash, 'text')} WHERE one)`);
+  await statement.run(tx);
 }
 
 export interface ChainProblem {

@@ -7,7 +7,7 @@ import { referenceParams } from './parse';
 import { storedSourcesOf } from './registry';
 import { limitsIfAllowed, type Reach, type TypeLimits } from './reach';
 import { limitConditions } from './sql';
-import { SqlParams } from './sql-params';
+import { SqlParams } from '../kernel/sql-params';
 
 /**
  * `_include` and `_revinclude` through the reference index: one query per (type, parameter

@@ -6,7 +6,7 @@ import { checkReach } from './reach-check';
 import type { Reach } from './reach';
 import { buildQuery } from './search';
 import { patientsCompartmentCondition } from './sql';
-import { SqlParams } from './sql-params';
+import { SqlParams } from '../kernel/sql-params';
 
 /**
  * One type's resources as they stood at an instant, in id order, a batch at a time: what the

@@ -10,7 +10,7 @@ import { type ParsedSearch, parseSearch } from './parse';
 import { compartmentCondition, filterConditions, keysetCondition, limitConditions, orderBy, planDriver, type SortColumn, sortColumn } from './sql';
 import { checkReach } from './reach-check';
 import { limitsIfAllowed, type Reach, unlimited } from './reach';
-import { SqlParams } from './sql-params';
+import { SqlParams } from '../kernel/sql-params';
 import { subsetResource, type SubsetMode } from './summary';
 
 /** What a search needs of the server: its database, page-size settings and public base URL. */

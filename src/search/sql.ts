@@ -5,7 +5,7 @@ import { indexTableOf } from './index-tables';
 import { type Filter, type ParamFilter, parseSearch, type SortKey } from './parse';
 import { limitsIfAllowed, type Reach, type TypeLimits } from './reach';
 import { parameterOf, patientCompartmentOf, storedSourcesOf, type SearchParameterDef } from './registry';
-import type { SqlParams } from './sql-params';
+import type { SqlParams } from '../kernel/sql-params';
 import { typeModules } from './types';
 import { dateCondition, dateIndexBound, type DateTerm } from './types/date';
 import type { ReferenceTerm } from './types/reference';

@@ -1,3 +1,4 @@
+import { SqlParams } from '../kernel/sql-params';
 import type { Queryable } from './db';
 
 /**
@@ -12,12 +13,11 @@ import type { Queryable } from './db';
 export class WriteStatement {
   private readonly ctes: string[] = [];
   private readonly answers: string[] = [];
-  readonly params: unknown[] = [];
+  private readonly params = new SqlParams();
 
   /** A bind value, as its placeholder cast to `type`. */
   bind(value: unknown, type: string): string {
-    this.params.push(value);
-    return `$${this.params.length}::${type}`;
+    return this.params.bind(value, type);
   }
 
   /** A CTE (`name AS (…)`); names are the writers' own (`v_…` for versions, `i_…`/`d_…` for index rows). */
@@ -37,7 +37,7 @@ export class WriteStatement {
   /** Runs it; the answers' row (empty when nothing was added). */
   async run(tx: Queryable): Promise<Record<string, unknown>> {
     if (this.empty) return {};
-    const { rows } = await tx.query<Record<string, unknown>>(`WITH ${this.ctes.join(',\n')} SELECT ${this.answers.length ? this.answers.join(', ') : '1'}`, this.params);
+    const { rows } = await tx.query<Record<string, unknown>>(`WITH ${this.ctes.join(',\n')} SELECT ${this.answers.length ? this.answers.join(', ') : '1'}`, this.params.values);
     return rows[0] ?? {};
   }
 }

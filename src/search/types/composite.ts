@@ -4,7 +4,7 @@ import type { TypedValue } from '../accessor';
 import { timestampText } from '../date-range';
 import type { IndexRow, RowSink } from '../index-tables';
 import { type CompositeComponent, componentsOf, type SearchParameterDef } from '../registry';
-import type { SqlParams } from '../sql-params';
+import type { SqlParams } from '../../kernel/sql-params';
 import { escapeLike, normalizeText } from '../text';
 import { dateCondition, dateRangesOf, parseDateTerm, type DateTerm } from './date';
 import type { ParameterTypeModule } from './module';

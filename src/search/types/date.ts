@@ -2,7 +2,7 @@ import { badRequest } from '../../kernel/outcome';
 import type { TypedValue } from '../accessor';
 import { type DateRange, parseDateRange, timestampText } from '../date-range';
 import type { RowSink } from '../index-tables';
-import type { SqlParams } from '../sql-params';
+import type { SqlParams } from '../../kernel/sql-params';
 import type { ParameterTypeModule } from './module';
 import { type Prefix, splitPrefix } from './prefix';
 

@@ -1,7 +1,7 @@
 import type { TypedValue } from '../accessor';
 import type { IndexKind, RowSink } from '../index-tables';
 import type { SearchParameterDef } from '../registry';
-import type { SqlParams } from '../sql-params';
+import type { SqlParams } from '../../kernel/sql-params';
 
 /**
  * One search parameter type: how its values are extracted into index rows at write time and

@@ -2,7 +2,7 @@ import { badRequest } from '../../kernel/outcome';
 import { toCanonical, UCUM_SYSTEM } from '../../terminology/ucum';
 import type { TypedValue } from '../accessor';
 import type { IndexRow, RowSink } from '../index-tables';
-import type { SqlParams } from '../sql-params';
+import type { SqlParams } from '../../kernel/sql-params';
 import type { ParameterTypeModule } from './module';
 import { decimalRange, NUMBER, numericCondition, type Prefix, splitPrefix } from './prefix';
 

@@ -3,7 +3,7 @@ import type { TypedValue } from '../accessor';
 import { codeHash, hash53, systemCodeHash } from '../hash';
 import type { IndexRow, RowSink } from '../index-tables';
 import type { SearchParameterDef } from '../registry';
-import type { SqlParams } from '../sql-params';
+import type { SqlParams } from '../../kernel/sql-params';
 import { escapeLike, normalizeText } from '../text';
 import type { ParameterTypeModule } from './module';
 

@@ -1,6 +1,8 @@
 /**
- * Bound parameters of one SQL statement. Search values only ever reach SQL through `bind`,
- * never as text: the statement holds `$n` placeholders and the values travel separately.
+ * Bound parameters of one SQL statement, numbered in the order they are bound: the search SQL
+ * builder's and the write statement's (src/store/write-statement.ts). Values only ever reach SQL
+ * through `bind`, never as text: the statement holds `$n` placeholders and the values travel
+ * separately.
  */
 export class SqlParams {
   readonly values: unknown[] = [];
