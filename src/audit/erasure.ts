@@ -21,5 +21,5 @@ export async function recordErasure(uow: UnitOfWork, erased: ErasedCompartment, 
     },
     observer,
   );
-  await stageRecords(uow.tx, records);
+  stageRecords(uow.tx, records);
 }

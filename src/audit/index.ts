@@ -40,7 +40,7 @@ export function registerAudit(ctx: FhirContext, server: Server): AuditTrail {
   chainer.start();
 
   // Staged in the write's transaction, chained right after its commit (decision 014).
-  ctx.stages.use('commit', 'audit.writes', (uow) => auditWrites(uow, observer));
+  ctx.stages.use('commit', 'audit.writes', async (uow) => auditWrites(uow, observer));
   ctx.stages.use('after-commit', 'audit.chain', async () => chainer.kick());
   ctx.stages.use('erase', 'audit.erasure', (uow, erased) => recordErasure(uow, erased, observer, ctx.config.pseudonymKey));
 

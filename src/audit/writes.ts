@@ -16,8 +16,8 @@ const INTERACTION: Record<CommittedWrite['method'], { subtype: string; action: A
  * audit without its write, no write without its audit — and linked into the chain after commit
  * by the chainer (src/audit/chainer.ts), so that commits do not queue on the chain's head.
  */
-export async function auditWrites(uow: UnitOfWork, observer: Observer): Promise<void> {
-  await stageRecords(uow.tx, uow.committed.flatMap((w) => writeRecords(w, observer)));
+export function auditWrites(uow: UnitOfWork, observer: Observer): void {
+  stageRecords(uow.tx, uow.committed.flatMap((w) => writeRecords(w, observer)));
 }
 
 export function writeRecords(w: CommittedWrite, observer: Observer): AuditRecord[] {

@@ -54,7 +54,8 @@ export type RuleHook = (uow: UnitOfWork, committed: readonly CommittedWrite[]) =
  * commit: the unit's last statements, in its transaction, once everything it writes is written
  * (`uow.committed`, nested writes too, without those a savepoint undid). For what must commit
  * with every write and hold a shared lock as briefly as possible: the audit trail's chain.
- * A throw rolls the whole unit back.
+ * A throw rolls the whole unit back. A write nobody reads the answer of goes through
+ * `uow.tx.later`: it travels with the COMMIT and costs no round trip of its own.
  */
 export type CommitHook = (uow: UnitOfWork) => Promise<void>;
 /** after-commit: every write the unit committed (nested ones too); failures are logged, never undo. */

@@ -1,7 +1,7 @@
 import { type AccessPolicy, unrestricted } from '../access/policy';
 import { conflict, OperationOutcomeError } from '../kernel/outcome';
 import { addSearchIndexWrites } from '../search';
-import type { Queryable } from '../store/db';
+import type { Transaction } from '../store/db';
 import { addVersionWrites, ConcurrentCreateError, type CurrentVersion, lockCurrent, type NewVersion, runVersionWrites } from '../store/repository';
 import { WriteStatement } from '../store/write-statement';
 import { conformanceError } from './conform';
@@ -43,7 +43,7 @@ export class UnitOfWork {
 
   constructor(
     readonly ctx: PipelineContext,
-    readonly tx: Queryable,
+    readonly tx: Transaction,
   ) {}
 
   /** All or nothing: the outcomes in op order, or a WriteOpError naming the first refused op. */

@@ -16,10 +16,27 @@ export interface Queryable {
   exec(sql: string): Promise<void>;
 }
 
+/** The statements of one transaction. */
+export interface Transaction extends Queryable {
+  /**
+   * Queues a write whose answer nobody reads. It is sent with the transaction's next statement,
+   * or with its COMMIT, in the same write to the server: on PostgreSQL it costs no round trip of
+   * its own (pipelined). Statements see it, as they would had it run at once. If it fails, the
+   * statement it travelled with rejects with its error (mapped by `onError`, when given), or
+   * `transaction()` does; the COMMIT then only ends the aborted transaction, and nothing of it
+   * is kept.
+   */
+  later(sql: string, params?: readonly unknown[], onError?: (err: unknown) => unknown): void;
+}
+
 export interface Db extends Queryable {
   readonly kind: 'postgres' | 'pglite';
-  /** Runs `fn` in one database transaction: committed when it resolves, rolled back when it throws. */
-  transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>;
+  /**
+   * Runs `fn` in one database transaction: committed when it resolves, rolled back when it throws.
+   * On PostgreSQL the BEGIN travels with the transaction's first statement (one round trip for
+   * both), and a transaction that ran no statement sends neither BEGIN nor COMMIT.
+   */
+  transaction<T>(fn: (tx: Transaction) => Promise<T>): Promise<T>;
   /**
    * Calls `onPayload` for every NOTIFY on `channel` committed by any connection (another server
    * process too), until the returned function is called. Delivery is at most once: a notification

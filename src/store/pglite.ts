@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync, readdirSync } from 'node:fs';
 import { PGlite, types } from '@electric-sql/pglite';
 import { lockDataDir } from './data-dir-lock';
-import type { Db, Queryable } from './db';
+import type { Db, Queryable, Transaction } from './db';
 
 /** PGlite's instance or transaction as a Queryable. */
 function queryable(q: Pick<PGlite, 'query' | 'exec'>): Queryable {
@@ -40,7 +40,32 @@ export async function openPglite(dataDir: string | undefined): Promise<Db> {
     kind: 'pglite',
     ...queryable(pg),
     transaction(fn) {
-      return pg.transaction(async (t) => fn(queryable(t)));
+      return pg.transaction(async (t) => {
+        // In-process, there is no round trip to save: a queued write simply runs first.
+        const inner = queryable(t);
+        const queued: Array<{ sql: string; params?: readonly unknown[]; onError?: (err: unknown) => unknown }> = [];
+        const flush = async () => {
+          for (const { sql, params, onError } of queued.splice(0)) {
+            await inner.query(sql, params).catch((err: unknown) => {
+              throw onError ? onError(err) : err;
+            });
+          }
+        };
+        const tx: Transaction = {
+          query: async (sql, params) => {
+            await flush();
+            return inner.query(sql, params);
+          },
+          exec: async (sql) => {
+            await flush();
+            await inner.exec(sql);
+          },
+          later: (sql, params, onError) => void queued.push({ sql, params, onError }),
+        };
+        const result = await fn(tx);
+        await flush();
+        return result;
+      });
     },
     async listen(channel, onPayload) {
       return pg.listen(channel, onPayload);

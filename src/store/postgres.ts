@@ -3,7 +3,7 @@ import { Client, Pool, type PoolClient, types } from 'pg';
 import { OperationOutcomeError } from '../kernel/outcome';
 import { QUERY_CANCELED } from './cancellation';
 import { isStalePreparedStatement, PreparedNames } from './prepared';
-import type { Db, Queryable, QueryResult } from './db';
+import type { Db, QueryResult, Transaction } from './db';
 
 // Timestamps are read as their ISO text, never through JS Date: FHIR instants keep their
 // precision and zone, and a Date round trip would silently change both.
@@ -22,6 +22,10 @@ export interface PostgresOptions {
 export function openPostgres(connectionString: string, options: PostgresOptions = {}): Db {
   const pool = new Pool({
     connectionString: withStatementTimeout(connectionString, options.statementTimeoutMs),
+    // node-postgres's pipelining: a statement is sent without waiting for the answer to the one
+    // before it. Transactions use it to send their BEGIN and queued writes with the statement
+    // after them (see `transaction`); one statement at a time behaves as before.
+    pipeline: true,
     max: options.max ?? Number(process.env.DATABASE_POOL_SIZE ?? 10),
     ...(options.applicationName ? { application_name: options.applicationName } : {}),
   });
@@ -51,13 +55,16 @@ export function openPostgres(connectionString: string, options: PostgresOptions 
     return name === undefined ? { text: sql, values: params as unknown[] | undefined } : { name, text: sql, values: params as unknown[] | undefined };
   };
 
-  const runOn = async <R>(client: PoolClient, signal: AbortSignal | undefined, sql: string, params: readonly unknown[] | undefined, inTransaction: boolean, named = true): Promise<QueryResult<R>> => {
+  /**
+   * Runs `work` (statements sent on `client`) so that an abort of `signal` cancels them: one
+   * listener however many statements are in flight.
+   */
+  const cancellable = async <T>(client: PoolClient, signal: AbortSignal | undefined, inTransaction: boolean, work: () => Promise<T>): Promise<T> => {
     if (signal?.aborted) throw cancelled(inTransaction, true);
     const onAbort = () => cancel(client);
     signal?.addEventListener('abort', onAbort, { once: true });
     try {
-      const result = await client.query(statement(sql, params, named));
-      return { rows: result.rows as R[], rowCount: result.rowCount ?? 0 };
+      return await work();
     } catch (err) {
       if ((err as { code?: string }).code === QUERY_CANCELED) throw cancelled(inTransaction, signal?.aborted === true);
       throw err;
@@ -65,6 +72,14 @@ export function openPostgres(connectionString: string, options: PostgresOptions 
       signal?.removeEventListener('abort', onAbort);
     }
   };
+
+  const queryOn = async <R>(client: PoolClient, sql: string, params: readonly unknown[] | undefined, named = true): Promise<QueryResult<R>> => {
+    const result = await client.query(statement(sql, params, named));
+    return { rows: result.rows as R[], rowCount: result.rowCount ?? 0 };
+  };
+
+  const runOn = <R>(client: PoolClient, signal: AbortSignal | undefined, sql: string, params: readonly unknown[] | undefined, inTransaction: boolean, named = true): Promise<QueryResult<R>> =>
+    cancellable(client, signal, inTransaction, () => queryOn<R>(client, sql, params, named));
 
   /** One statement on a pooled connection; a connection whose prepared statements went stale is dropped and the statement run again, unnamed. */
   const runPooled = async <R>(signal: AbortSignal | undefined, sql: string, params: readonly unknown[] | undefined, named = true): Promise<QueryResult<R>> => {
@@ -92,19 +107,57 @@ export function openPostgres(connectionString: string, options: PostgresOptions 
       if (signal?.aborted) throw cancelled(true, true);
       const client = await pool.connect();
       let stale: Error | undefined;
+      let begun = false;
+      const queued: Array<{ sql: string; params?: readonly unknown[]; onError?: (err: unknown) => unknown }> = [];
+      /**
+       * Sends `statement` behind a BEGIN (when none was sent yet) and the queued writes, in one
+       * write to the socket: pipelined, the server answers them in order and none waits for the
+       * one before it. Answers with the statement's result, or rejects with the first failure.
+       * The COMMIT is never cancelled by the request's signal (`cancelOnAbort` false), as before
+       * pipelining: a client that left after its write was done still gets it committed.
+       */
+      const send = <R>(statement: () => Promise<R>, cancelOnAbort = true): Promise<R> => cancellable(client, cancelOnAbort ? signal : undefined, true, async () => {
+        const stream = (client as unknown as { connection: { stream: { cork(): void; uncork(): void } } }).connection.stream;
+        const sent: Array<Promise<unknown>> = [];
+        stream.cork();
+        try {
+          if (!begun) sent.push(client.query('BEGIN'));
+          begun = true;
+          for (const { sql, params, onError } of queued.splice(0)) {
+            sent.push(
+              queryOn(client, sql, params).catch((err: unknown) => {
+                throw onError ? onError(err) : err;
+              }),
+            );
+          }
+          sent.push(statement());
+        } finally {
+          stream.uncork();
+        }
+        // Every answer is awaited (a failure left alone would be an unhandled rejection); the
+        // first failure is the one to report: the ones after it only met the aborted transaction.
+        const settled = await Promise.allSettled(sent);
+        const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+        if (failed) throw failed.reason;
+        return (settled.at(-1) as PromiseFulfilledResult<R>).value;
+      });
       try {
-        await client.query('BEGIN');
-        const tx: Queryable = {
-          query: (sql, params) => runOn(client, signal, sql, params, true),
+        const tx: Transaction = {
+          query: (sql, params) => send(() => queryOn(client, sql, params)),
           exec: async (sql) => {
-            await client.query(sql);
+            await send(() => client.query(sql));
           },
+          later: (sql, params, onError) => void queued.push({ sql, params, onError }),
         };
         const result = await fn(tx);
-        await client.query('COMMIT');
+        // A transaction that ran nothing has nothing to commit: no BEGIN was sent.
+        if (begun || queued.length) {
+          const commit = await send(() => client.query('COMMIT'), false);
+          if (commit.command !== 'COMMIT') throw new Error(`COMMIT answered ${commit.command}: the transaction was rolled back`);
+        }
         return result;
       } catch (err) {
-        await client.query('ROLLBACK').catch(() => undefined);
+        if (begun) await client.query('ROLLBACK').catch(() => undefined);
         if (isStalePreparedStatement(err)) stale = err as Error;
         throw err;
       } finally {

@@ -1,5 +1,5 @@
 import { oneOf } from '../kernel/sql-any';
-import type { Queryable } from './db';
+import type { Queryable, Transaction } from './db';
 import { WriteStatement } from './write-statement';
 import { historyTableOf, tableOf } from './tables';
 
@@ -136,18 +136,26 @@ export interface VersionWrites {
 /**
  * Runs `statement` (with whatever other writers added to it) and checks the version writes in
  * it: a new row that already exists, or a replaced row that moved on, was a concurrent write.
+ * A statement of new rows only has no answer to check: it is queued to travel with the
+ * transaction's next statement or COMMIT (no round trip of its own), and a duplicate id is
+ * reported there.
  */
-export async function runVersionWrites(tx: Queryable, statement: WriteStatement, writes: VersionWrites): Promise<void> {
+export async function runVersionWrites(tx: Transaction, statement: WriteStatement, writes: VersionWrites): Promise<void> {
+  const concurrent = (err: unknown) =>
+    writes.fresh.length > 0 && (err as { code?: string }).code === UNIQUE_VIOLATION
+      ? new ConcurrentCreateError(`a concurrent write created one of ${writes.type}/${writes.fresh.map((v) => v.id).join(', ')} first`)
+      : err;
+  if (writes.replacing.length === 0) {
+    statement.runLater(tx, concurrent);
+    return;
+  }
   let answers: Record<string, unknown>;
   try {
     answers = await statement.run(tx);
   } catch (err) {
-    if (writes.fresh.length > 0 && (err as { code?: string }).code === UNIQUE_VIOLATION) {
-      throw new ConcurrentCreateError(`a concurrent write created one of ${writes.type}/${writes.fresh.map((v) => v.id).join(', ')} first`);
-    }
-    throw err;
+    throw concurrent(err);
   }
-  if (writes.replacing.length > 0 && answers.v_replaced !== writes.replacing.length) {
+  if (answers.v_replaced !== writes.replacing.length) {
     throw new ConcurrentCreateError(`a concurrent write changed one of ${writes.type}/${writes.replacing.map((v) => v.id).join(', ')} first`);
   }
 }

@@ -1,5 +1,5 @@
 import { SqlParams } from '../kernel/sql-params';
-import type { Queryable } from './db';
+import type { Queryable, Transaction } from './db';
 
 /**
  * One statement that several writers fill with data-modifying CTEs (`WITH … SELECT …`), their
@@ -37,7 +37,20 @@ export class WriteStatement {
   /** Runs it; the answers' row (empty when nothing was added). */
   async run(tx: Queryable): Promise<Record<string, unknown>> {
     if (this.empty) return {};
-    const { rows } = await tx.query<Record<string, unknown>>(`WITH ${this.ctes.join(',\n')} SELECT ${this.answers.length ? this.answers.join(', ') : '1'}`, this.params.values);
+    const { rows } = await tx.query<Record<string, unknown>>(this.text(), this.params.values);
     return rows[0] ?? {};
+  }
+
+  /**
+   * Queues it to travel with the transaction's next statement or COMMIT (`Transaction.later`):
+   * for writes whose answers nobody checks. `onError` maps its failure.
+   */
+  runLater(tx: Transaction, onError?: (err: unknown) => unknown): void {
+    if (this.answers.length) throw new Error('a statement with answers must be run, not queued');
+    if (!this.empty) tx.later(this.text(), this.params.values, onError);
+  }
+
+  private text(): string {
+    return `WITH ${this.ctes.join(',\n')} SELECT ${this.answers.length ? this.answers.join(', ') : '1'}`;
   }
 }

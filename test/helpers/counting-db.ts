@@ -1,4 +1,4 @@
-import type { Db, Queryable } from '../../src/store/db';
+import type { Db, Queryable, Transaction } from '../../src/store/db';
 
 /**
  * A Db that records every statement sent through it (transactions' statements included), so a
@@ -28,7 +28,16 @@ export function countingDb(db: Db, statements: string[] = []): CountingDb {
     reset: () => void (statements.length = 0),
     query: outer.query,
     exec: outer.exec,
-    transaction: (fn) => db.transaction((tx) => fn(wrap(tx))),
+    transaction: (fn) =>
+      db.transaction((tx) =>
+        fn({
+          ...wrap(tx),
+          later: (sql, params, onError) => {
+            statements.push(sql);
+            tx.later(sql, params, onError);
+          },
+        } satisfies Transaction),
+      ),
     listen: (channel, onPayload) => db.listen(channel, onPayload),
     // A request's statements (bound to its signal) are counted with the rest.
     withSignal: (signal) => countingDb(db.withSignal(signal), statements),
