@@ -60,7 +60,14 @@ export async function tableSizes(db: Pick<RawDb, 'query'>, schema: string): Prom
 export async function openRawPostgres(url: string, poolSize: number, runId: string): Promise<RawDb> {
   // The server's own adapter, with a pool as large as the server's and a name to charge CPU to.
   const db = openPostgres(url, { max: poolSize, applicationName: applicationName(runId, 'raw') });
-  const version = (await db.query<{ version: string }>('SELECT version()')).rows[0]!.version;
+  // The memory settings the figures depend on most: shared_buffers, and whether its pages may be
+  // huge ones (without, every backend takes a page fault per 4 kB of shared memory it first touches).
+  const settings = (
+    await db.query<{ version: string; shared_buffers: string; huge_pages: string }>(
+      "SELECT version(), current_setting('shared_buffers') AS shared_buffers, current_setting('huge_pages') AS huge_pages",
+    )
+  ).rows[0]!;
+  const version = `${settings.version}; shared_buffers ${settings.shared_buffers}, huge_pages ${settings.huge_pages}`;
   return {
     kind: 'postgres',
     version,
