@@ -117,10 +117,15 @@ export function openPostgres(connectionString: string, options: PostgresOptions 
        * pipelining: a client that left after its write was done still gets it committed.
        */
       const send = <R>(statement: () => Promise<R>, cancelOnAbort = true): Promise<R> => cancellable(client, cancelOnAbort ? signal : undefined, true, async () => {
-        const stream = (client as unknown as { connection: { stream: { cork(): void; uncork(): void } } }).connection.stream;
+        // node-postgres corks its socket this way around each statement's messages (query.js); the
+        // outer cork makes the whole batch one write. Without a socket to cork (another transport),
+        // the statements are still pipelined, in several writes.
+        const stream = (client as unknown as { connection?: { stream?: { cork?(): void; uncork?(): void } } }).connection?.stream;
         const sent: Array<Promise<unknown>> = [];
-        stream.cork();
+        stream?.cork?.();
         try {
+          // A BEGIN cannot fail on a working connection; if the connection breaks, every statement
+          // sent with it fails too, and the first failure is reported below.
           if (!begun) sent.push(client.query('BEGIN'));
           begun = true;
           for (const { sql, params, onError } of queued.splice(0)) {
@@ -132,7 +137,7 @@ export function openPostgres(connectionString: string, options: PostgresOptions 
           }
           sent.push(statement());
         } finally {
-          stream.uncork();
+          stream?.uncork?.();
         }
         // Every answer is awaited (a failure left alone would be an unhandled rejection); the
         // first failure is the one to report: the ones after it only met the aborted transaction.
