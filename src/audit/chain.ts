@@ -73,9 +73,10 @@ function unnestedSelect(statement: WriteStatement, rows: readonly StoredAudit[],
 /**
  * Stages `records` in this transaction (they commit or roll back with it): one INSERT into
  * audit_pending, no lock shared with other transactions, queued to travel with the
- * transaction's next statement or COMMIT (nothing reads its answer: no round trip of its own). The chainer links them into the chain
- * after commit (chainStaged). Measured reason (decision 014): taking the chain head in every write
- * transaction made concurrent commits queue on one row (+39 % CPU per create at 16 clients).
+ * transaction's next statement or COMMIT (nothing reads its answer: no round trip of its own).
+ * The chainer links them into the chain after commit (chainStaged). Measured reason (decision
+ * 014): taking the chain head in every write transaction made concurrent commits queue on one
+ * row (+39 % CPU per create at 16 clients).
  */
 export function stageRecords(tx: Transaction, records: readonly AuditRecord[]): void {
   if (records.length === 0) return;

@@ -2,6 +2,7 @@ import { existsSync, mkdirSync, readdirSync } from 'node:fs';
 import { PGlite, types } from '@electric-sql/pglite';
 import { lockDataDir } from './data-dir-lock';
 import type { Db, Queryable, Transaction } from './db';
+import { type QueuedWrite, sendQueued } from './queued-write';
 
 /** PGlite's instance or transaction as a Queryable. */
 function queryable(q: Pick<PGlite, 'query' | 'exec'>): Queryable {
@@ -43,13 +44,9 @@ export async function openPglite(dataDir: string | undefined): Promise<Db> {
       return pg.transaction(async (t) => {
         // In-process, there is no round trip to save: a queued write simply runs first.
         const inner = queryable(t);
-        const queued: Array<{ sql: string; params?: readonly unknown[]; onError?: (err: unknown) => unknown }> = [];
+        const queued: QueuedWrite[] = [];
         const flush = async () => {
-          for (const { sql, params, onError } of queued.splice(0)) {
-            await inner.query(sql, params).catch((err: unknown) => {
-              throw onError ? onError(err) : err;
-            });
-          }
+          for (const write of queued.splice(0)) await sendQueued(write, (sql, params) => inner.query(sql, params));
         };
         const tx: Transaction = {
           query: async (sql, params) => {

@@ -4,6 +4,7 @@ import { OperationOutcomeError } from '../kernel/outcome';
 import { QUERY_CANCELED } from './cancellation';
 import { isStalePreparedStatement, PreparedNames } from './prepared';
 import type { Db, QueryResult, Transaction } from './db';
+import { type QueuedWrite, sendQueued } from './queued-write';
 
 // Timestamps are read as their ISO text, never through JS Date: FHIR instants keep their
 // precision and zone, and a Date round trip would silently change both.
@@ -108,7 +109,7 @@ export function openPostgres(connectionString: string, options: PostgresOptions 
       const client = await pool.connect();
       let stale: Error | undefined;
       let begun = false;
-      const queued: Array<{ sql: string; params?: readonly unknown[]; onError?: (err: unknown) => unknown }> = [];
+      const queued: QueuedWrite[] = [];
       /**
        * Sends `statement` behind a BEGIN (when none was sent yet) and the queued writes, in one
        * write to the socket: pipelined, the server answers them in order and none waits for the
@@ -128,13 +129,7 @@ export function openPostgres(connectionString: string, options: PostgresOptions 
           // sent with it fails too, and the first failure is reported below.
           if (!begun) sent.push(client.query('BEGIN'));
           begun = true;
-          for (const { sql, params, onError } of queued.splice(0)) {
-            sent.push(
-              queryOn(client, sql, params).catch((err: unknown) => {
-                throw onError ? onError(err) : err;
-              }),
-            );
-          }
+          for (const write of queued.splice(0)) sent.push(sendQueued(write, (sql, params) => queryOn(client, sql, params)));
           sent.push(statement());
         } finally {
           stream?.uncork?.();
