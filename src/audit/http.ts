@@ -239,5 +239,16 @@ function referencedPatients(disclosed: NonNullable<RequestAudit['disclosed']>): 
   const patients = new Set<string>();
   for (const m of disclosed.json.matchAll(PATIENT_REFERENCE)) patients.add(m[1]!);
   if (disclosed.type === 'Patient' && disclosed.id && !disclosed.id.startsWith('$')) patients.add(disclosed.id);
-  return [...patients];
+  return [...patients].map(detached);
+}
+
+/**
+ * A copy of `s` that does not keep the string it was cut from alive. V8 represents a substring of
+ * 13 characters or more (a regex capture, a slice) as a view of its parent: each patient id
+ * found in a response body kept the whole body (tens of kB for a searchset) in memory until the
+ * recorder's batch was written, long enough to be copied by the young generation's collections
+ * and promoted. JSON.parse builds its strings afresh.
+ */
+function detached(s: string): string {
+  return JSON.parse(JSON.stringify(s)) as string;
 }
