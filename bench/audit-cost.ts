@@ -112,7 +112,9 @@ export const workloads: BenchWorkload[] = [
         return [];
       }
       if (!ctx.startServer) throw new Error('audit-cost needs a second server process (BenchContext.startServer)');
-      const sibling = await ctx.startServer({ AUDIT: 'false' });
+      // The same public URL as the server measured, as two nodes behind one address have: an access
+      // token's audience is that URL, so with BENCH_AUTH=on both sides accept the same tokens.
+      const sibling = await ctx.startServer({ AUDIT: 'false', BASE_URL: ctx.fhirBase.replace(/\/fhir$/, '') });
       try {
         const sides: Side[] = [
           { name: 'off', ctx: { ...ctx, fhirBase: sibling.fhirBase, serverPid: sibling.pid } },
