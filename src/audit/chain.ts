@@ -53,19 +53,16 @@ function stored(r: AuditRecord): StoredAudit {
 
 /**
  * `SELECT … FROM unnest(…)` over the `leading` columns and then COLUMNS, their values bound in
- * `statement`. Every column is one array, except the records: their texts joined by newlines,
- * split by PostgreSQL (`string_to_array`). A record is JSON.stringify's output, which never holds
- * a raw newline. Measured reason (decision 021, "Third look"): as an array element a record has
- * every quote escaped by node-postgres and unescaped by PostgreSQL; 25–28 µs per event went to
- * 19–20 µs written this way.
+ * `statement` as columns (`WriteStatement.column`: one text, a value per line, where it can).
+ * Measured reason (decision 021, "Third look"): as an array element a record has every quote
+ * escaped by node-postgres and unescaped by PostgreSQL; 25–28 µs per event went to 19–20 µs
+ * with the records sent as lines. A record is JSON.stringify's output, which never holds a line feed.
  */
 function unnestedSelect(statement: WriteStatement, rows: readonly StoredAudit[], leading: ReadonlyArray<readonly [name: string, type: string, values: unknown[]]> = []): string {
   const names = [...leading.map(([name]) => name), ...COLUMNS];
   const args = [
-    ...leading.map(([, type, values]) => statement.bind(values, `${type}[]`)),
-    ...COLUMNS.map((c, i) =>
-      c === 'record' ? `string_to_array(${statement.bind(rows.map((r) => r.record).join('\n'), 'text')}, E'\\n')` : statement.bind(rows.map((r) => r[c]), `${COLUMN_TYPES[i]}[]`),
-    ),
+    ...leading.map(([, type, values]) => statement.column(values, type)),
+    ...COLUMNS.map((c, i) => statement.column(rows.map((r) => r[c]), COLUMN_TYPES[i]!)),
   ];
   return `SELECT ${names.join(', ')} FROM unnest(${args.join(', ')}) AS x(${names.join(', ')})`;
 }

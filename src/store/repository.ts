@@ -104,9 +104,9 @@ export function addVersionWrites(statement: WriteStatement, type: string, versio
   const replacing = versions.filter((v) => v.versionId > 1);
   const table = tableOf(type);
   const rows = (name: string, of: readonly NewVersion[]) =>
-    `${name} AS (SELECT * FROM unnest(${statement.bind(of.map((v) => v.id), 'text[]')}, ${statement.bind(of.map((v) => v.versionId), 'int[]')}, ` +
-    `${statement.bind(of.map((v) => v.lastUpdated), 'timestamptz[]')}, ${statement.bind(of.map((v) => v.resource === undefined), 'bool[]')}, ` +
-    `${statement.bind(of.map((v) => v.method), 'text[]')}, ${statement.bind(of.map((v) => (v.resource === undefined ? null : JSON.stringify(v.resource))), 'jsonb[]')}) ` +
+    `${name} AS (SELECT * FROM unnest(${statement.column(of.map((v) => v.id), 'text')}, ${statement.column(of.map((v) => v.versionId), 'int')}, ` +
+    `${statement.column(of.map((v) => v.lastUpdated), 'timestamptz')}, ${statement.column(of.map((v) => v.resource === undefined), 'bool')}, ` +
+    `${statement.column(of.map((v) => v.method), 'text')}, ${statement.column(of.map((v) => (v.resource === undefined ? null : JSON.stringify(v.resource))), 'jsonb')}) ` +
     'AS v(id, version_id, last_updated, deleted, method, content))';
   if (fresh.length > 0) {
     statement.with(rows('v_new', fresh));

@@ -20,6 +20,23 @@ export class WriteStatement {
     return this.params.bind(value, type);
   }
 
+  /**
+   * A column of values for `unnest`, as an expression of type `elementType[]`. When no value
+   * holds a line feed or U+0001 (and none is an empty string, which would make a one-value column
+   * an empty array), the values travel as one text, one per line, U+0001 for NULL, split by
+   * PostgreSQL (`string_to_array`); otherwise as an array literal. Measured reason
+   * (docs/decisions/022-statement-cost.md, "Columns as lines"): node-postgres quotes every
+   * element of an array literal and escapes its quotes with two regular expressions, and
+   * PostgreSQL unescapes them again; a version's JSON is full of quotes. That quoting was the
+   * largest part of the server's own CPU in a 100-entry transaction.
+   */
+  column(values: readonly unknown[], elementType: string): string {
+    const lines = asLines(values);
+    if (lines === undefined) return this.bind(values, `${elementType}[]`);
+    const split = `string_to_array(${this.bind(lines, 'text')}, E'\\n', E'\\x01')`;
+    return elementType === 'text' ? split : `${split}::${elementType}[]`;
+  }
+
   /** A CTE (`name AS (…)`); names are the writers' own (`v_…` for versions, `i_…`/`d_…` for index rows). */
   with(cte: string): void {
     this.ctes.push(cte);
@@ -53,4 +70,22 @@ export class WriteStatement {
   private text(): string {
     return `WITH ${this.ctes.join(',\n')} SELECT ${this.answers.length ? this.answers.join(', ') : '1'}`;
   }
+}
+
+const NULL_LINE = '\x01';
+
+/** The values one per line, NULL as U+0001, or undefined when a value could not be told apart that way. */
+function asLines(values: readonly unknown[]): string | undefined {
+  if (values.length === 0) return undefined;
+  const lines: string[] = new Array(values.length);
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i];
+    if (v === null || v === undefined) lines[i] = NULL_LINE;
+    else if (typeof v === 'string') {
+      if (v === '' || v.includes('\n') || v.includes(NULL_LINE)) return undefined;
+      lines[i] = v;
+    } else if ((typeof v === 'number' && Number.isFinite(v)) || typeof v === 'boolean') lines[i] = String(v);
+    else return undefined;
+  }
+  return lines.join('\n');
 }
