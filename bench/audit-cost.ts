@@ -95,9 +95,13 @@ function summary(phase: Phase, results: Record<Side['name'], Round[]>): string {
   const cpu = (name: Side['name']) => `${of(name, (r) => r.cpu.server).toFixed(3)} + ${of(name, (r) => r.cpu.postgres).toFixed(3)}`;
   const errors = [...results.off, ...results.on].reduce((sum, r) => sum + r.stats.errors, 0);
   const cost = (1 - rate.on / rate.off) * 100;
+  // Each round's own cost (its on side against its off side, run back to back): how far one
+  // round's figure strays from the medians, so that a reader sees the noise the 15 % sits in.
+  const perRound = results.on.map((on, i) => (1 - on.stats.perSecond / results.off[i]!.stats.perSecond) * 100).sort((a, b) => a - b);
+  const spread = perRound.length ? `, rounds ${perRound[0]!.toFixed(0)} to ${perRound[perRound.length - 1]!.toFixed(0)} %` : '';
   return (
     `audit cost, ${phase.group}: off ${rate.off.toFixed(0)} req/s p95 ${p95.off.toFixed(1)} ms, on ${rate.on.toFixed(0)} req/s p95 ${p95.on.toFixed(1)} ms ` +
-    `→ ${cost.toFixed(1)} % (target < 15 %); CPU ms/req server + PostgreSQL: off ${cpu('off')}, on ${cpu('on')}; ` +
+    `→ ${cost.toFixed(1)} % (target < 15 %${spread}); CPU ms/req server + PostgreSQL: off ${cpu('off')}, on ${cpu('on')}; ` +
     `medians of ${results.on.length} ABBA rounds of ${phase.n} requests${errors ? `; ${errors} ERRORS` : ''}`
   );
 }
