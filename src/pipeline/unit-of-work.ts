@@ -2,7 +2,7 @@ import { type AccessPolicy, unrestricted } from '../access/policy';
 import { conflict, OperationOutcomeError } from '../kernel/outcome';
 import { addSearchIndexWrites } from '../search';
 import type { Transaction } from '../store/db';
-import { addVersionWrites, ConcurrentCreateError, type CurrentVersion, lockCurrent, type NewVersion, runVersionWrites } from '../store/repository';
+import { addVersionWrites, type CurrentVersion, lockCurrent, type NewVersion, ReplayUnitError, runVersionWrites } from '../store/repository';
 import { WriteStatement } from '../store/write-statement';
 import { conformanceError } from './conform';
 import type { PipelineContext } from './context';
@@ -33,8 +33,8 @@ export interface ApplyOptions {
 /** Per-entry units answer each op with its outcome or its refusal. */
 export type EntryResult = WriteOutcome | OperationOutcomeError;
 
-/** How often a unit that lost a create race is replayed before the client gets 409. */
-const CREATE_RACE_RETRIES = 3;
+/** How often a unit is run (a lost create race, plans changed under a cached copy) before the client gets 409. */
+const REPLAYS = 3;
 
 export class UnitOfWork {
   /** Every version this unit has written so far, nested writes included, in write order. */
@@ -66,7 +66,7 @@ export class UnitOfWork {
         await this.release(mark);
         return results;
       } catch (err) {
-        if (err instanceof ConcurrentCreateError) throw err;
+        if (err instanceof ReplayUnitError) throw err;
         await this.rollbackTo(mark);
         this.ctx.log.debug({ err }, 'per-entry unit failed as a whole; replaying entry by entry');
       }
@@ -79,7 +79,7 @@ export class UnitOfWork {
         await this.release(mark);
         results.push(outcome!);
       } catch (err) {
-        if (err instanceof ConcurrentCreateError) throw err;
+        if (err instanceof ReplayUnitError) throw err;
         await this.rollbackTo(mark);
         if (err instanceof WriteOpError) results.push(err.cause);
         else if (err instanceof OperationOutcomeError) results.push(err);
@@ -301,8 +301,8 @@ export async function withUnitOfWork<T>(ctx: PipelineContext, fn: (uow: UnitOfWo
       await runAfterCommit(ctx, uow!.committed);
       return value;
     } catch (err) {
-      if (!(err instanceof ConcurrentCreateError)) throw err;
-      if (attempt >= CREATE_RACE_RETRIES) throw conflict(`${err.message}; retry the request`);
+      if (!(err instanceof ReplayUnitError)) throw err;
+      if (attempt >= REPLAYS) throw conflict(`${err.message}; retry the request`);
     }
   }
 }

@@ -82,8 +82,14 @@ export async function lockCurrent(tx: Queryable, type: string, ids: readonly str
   );
 }
 
+/**
+ * A unit of work that throws this is rolled back and run again from the start
+ * (`withUnitOfWork`): what it read changed under it, and a fresh attempt reads it anew.
+ */
+export class ReplayUnitError extends Error {}
+
 /** Thrown when a row that should have been new already exists: a concurrent create of the same id won. */
-export class ConcurrentCreateError extends Error {}
+export class ConcurrentCreateError extends ReplayUnitError {}
 
 /** PostgreSQL's unique_violation: a concurrent transaction inserted the same id first. */
 const UNIQUE_VIOLATION = '23505';
