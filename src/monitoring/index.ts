@@ -6,13 +6,14 @@ import { dateParameter, judgementClock, parametersResult } from '../fhir/operati
 import { badRequest, notFound, unprocessable } from '../kernel/outcome';
 import { type CommittedWrite, eachWrite, type PendingWrite, type UnitOfWork, withUnitOfWork } from '../pipeline';
 import { readingsOf } from '../search';
-import { readResource } from '../store/repository';
+import { readResource, ReplayUnitError } from '../store/repository';
 import { checkAdherence } from './adherence';
 import { PeriodicJob } from './periodic';
 import { type FlagEvent, raiseFlags, trackFlagStatus } from './flags';
-import { type Breach, judgedPatient, judgeObservation } from './judge';
+import { type Breach, judgedPatient, judgeObservation, type PlanLimits } from './judge';
 import { assertValidGoal, type CompiledPlan, compilePlan, storedGoalIds } from './plan';
-import { activePlansOf, goalsInActivePlans, loadGoals, planById, recompilePlansOfGoals, storePlans } from './plans';
+import { activePlansOf, goalsInActivePlans, loadGoals, planById, plansChanged, plansUnchanged, recompilePlansOfGoals, storePlans } from './plans';
+import { PlanCache } from './plan-cache';
 import { DeliveryWorker } from './delivery';
 import { enqueueNotifications, noteSubscriber, recordSubscribers } from './notify';
 import { acceptSubscription, endpointPolicy } from './subscription-accept';
@@ -42,12 +43,20 @@ export function registerMonitoring(ctx: FhirContext, server: Server): Monitoring
 
   ctx.stages.use('validate', 'monitoring.plans', (uow, writes) => validatePlans(uow, writes));
   ctx.stages.use('validate', 'monitoring.subscriptions', (uow, writes) => acceptSubscriptions(ctx, uow, writes, listeningPort()));
-  ctx.stages.use('judge', 'monitoring.limits', (uow, writes) => judgeObservations(uow, writes));
-  ctx.stages.use('erase', 'monitoring', forgetMonitoring);
+  const planCache = new PlanCache();
+  ctx.stages.use('judge', 'monitoring.limits', (uow, writes) => judgeObservations(uow, writes, planCache));
+  ctx.stages.use('erase', 'monitoring', async (uow, erased) => {
+    // No copy of an erased patient's plans stays in memory.
+    planCache.clear();
+    await forgetMonitoring(uow, erased);
+  });
   // The worker is woken only when a rule queued a notification: most commits queue none, and a
   // drain costs a query. A wake-up lost to a concurrent unit is picked up by the worker's poll.
   let queued = false;
   ctx.stages.use('rules', 'monitoring', async (uow, committed) => {
+    // A plan written here: this node's copies are dropped at once rather than found stale by the
+    // next write's check (which other nodes rely on).
+    if (committed.some((w) => w.type === 'CarePlan' || w.type === 'Goal')) planCache.clear();
     if (await applyRules(uow, committed)) queued = true;
   });
   ctx.stages.use('after-commit', 'monitoring.delivery', async () => {
@@ -128,23 +137,56 @@ async function acceptSubscriptions(ctx: FhirContext, uow: UnitOfWork, writes: re
   noteSubscriber(subscriptions);
 }
 
-/** Interpretation against the limits of the patient's active plans; the breaches wait for the rules stage. */
-async function judgeObservations(uow: UnitOfWork, writes: readonly PendingWrite[]): Promise<void> {
+/**
+ * Interpretation against the limits of the patient's active plans; the breaches wait for the
+ * rules stage. The plans come from this node's cache when it holds every patient's, checked by
+ * a statement queued with the unit's writes (no round trip of its own): plans changed since
+ * roll the unit back and it is replayed, the cache refilled by a fresh read.
+ */
+async function judgeObservations(uow: UnitOfWork, writes: readonly PendingWrite[], cache: PlanCache): Promise<void> {
   const observations = live(writes, 'Observation');
   if (observations.length === 0) return;
-  const patients = new Set<string>();
+  const found = new Set<string>();
   for (const w of observations) {
     const patient = judgedPatient(w.resource as fhir4.Observation);
-    if (patient) patients.add(patient);
+    if (patient) found.add(patient);
   }
-  const active = await activePlansOf(uow.tx, [...patients]);
-  if (active.length === 0) return;
+  const patients = [...found];
+  if (patients.length === 0) return;
+  let active: PlanLimits[];
+  const cached = cache.lookup(patients);
+  if (cached) {
+    active = cached.plans;
+    const check = plansUnchanged(patients, cached.fingerprint);
+    uow.tx.later(check.sql, check.params, (err) => {
+      if (!plansChanged(err)) return err;
+      cache.forget(patients);
+      return new PlansChangedError((err as Error).message);
+    });
+  } else {
+    const read = await activePlansOf(uow.tx, patients);
+    cache.remember(read);
+    active = read.plans;
+  }
   for (const w of observations) {
-    const { breaches, changed } = judgeObservation(w.resource as fhir4.Observation, w.id, active, true);
+    // A unit replayed (plans changed under the cache, a lost create race) judges the same
+    // resource objects again: what an earlier attempt concluded must not outlive it.
+    breachesOf.delete(w.resource!);
+    const obs = w.resource as fhir4.Observation;
+    // Without plans only an annotation of ours (an earlier judgement's) has anything to undo.
+    if (active.length === 0 && !mayBeAnnotated(obs)) continue;
+    const { breaches, changed } = judgeObservation(obs, w.id, active, true);
     if (changed) w.changed = true;
     if (breaches.length) breachesOf.set(w.resource!, breaches);
   }
 }
+
+function mayBeAnnotated(obs: fhir4.Observation): boolean {
+  return obs.interpretation !== undefined || obs.referenceRange !== undefined || (obs.component ?? []).some((c) => c.interpretation !== undefined || c.referenceRange !== undefined);
+}
+
+/** The plans a unit judged by changed before it committed: it is replayed with the plans read anew. */
+class PlansChangedError extends ReplayUnitError {}
 
 /** Returns whether notifications were queued. */
 async function applyRules(uow: UnitOfWork, committed: readonly CommittedWrite[]): Promise<boolean> {

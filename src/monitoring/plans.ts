@@ -25,7 +25,8 @@ export async function storePlans(tx: Queryable, plans: ReadonlyArray<{ id: strin
        FROM unnest($1::text[], $2::text[], $3::bool[], $4::timestamptz[], $5::timestamptz[], $6::jsonb[], $7::jsonb[], $8::text[])
          AS v(id, patient, active, ps, pe, l, s, g)
      ON CONFLICT (careplan_id) DO UPDATE SET patient = EXCLUDED.patient, active = EXCLUDED.active, period_start = EXCLUDED.period_start,
-       period_end = EXCLUDED.period_end, limits = EXCLUDED.limits, schedule = EXCLUDED.schedule, goal_ids = EXCLUDED.goal_ids`,
+       period_end = EXCLUDED.period_end, limits = EXCLUDED.limits, schedule = EXCLUDED.schedule, goal_ids = EXCLUDED.goal_ids,
+       revision = nextval('monitoring_plan_revision')`,
     [
       kept.map((p) => p.id),
       kept.map((p) => p.compiled!.patient),
@@ -72,18 +73,58 @@ interface PlanRow {
   limits: PlanLimits['limits'];
 }
 
+/** The active plans with limits of some patients, and what each patient's were when read. */
+export interface PlansRead {
+  plans: PlanLimits[];
+  /** Per patient asked for: its plans as `careplan_id:revision`, in careplan_id order (none: empty). */
+  revisions: Map<string, string[]>;
+}
+
 const ms = (v: Date | string | null) => (v === null ? undefined : new Date(v).getTime());
 
 /** The hot lookup: the active plans with limits of these patients, one index scan. */
-export async function activePlansOf(tx: Queryable, patients: readonly string[]): Promise<PlanLimits[]> {
-  if (patients.length === 0) return [];
+export async function activePlansOf(tx: Queryable, patients: readonly string[]): Promise<PlansRead> {
+  if (patients.length === 0) return { plans: [], revisions: new Map() };
   const patient = oneOf('patient', 1, patients);
-  const { rows } = await tx.query<PlanRow>(
-    `SELECT careplan_id, patient, period_start, period_end, limits FROM monitoring_plan
+  const { rows } = await tx.query<PlanRow & { revision: string }>(
+    `SELECT careplan_id, patient, period_start, period_end, limits, revision::text AS revision FROM monitoring_plan
       WHERE ${patient.sql} AND active AND limits <> '[]'::jsonb`,
     [patient.value],
   );
-  return rows.map(toLimits);
+  const revisions = new Map<string, string[]>(patients.map((p) => [p, []]));
+  for (const r of [...rows].sort((x, y) => byCodeUnit(x.careplan_id, y.careplan_id))) revisions.get(r.patient)?.push(`${r.careplan_id}:${r.revision}`);
+  return { plans: rows.map(toLimits), revisions };
+}
+
+/**
+ * What plansUnchanged compares: every plan of the patients as `patient=careplan_id:revision`,
+ * ordered by patient, then careplan_id, in C order (JavaScript's comparison of strings is by
+ * UTF-16 code unit, which is C order for the ASCII of FHIR ids), joined by commas.
+ */
+export function plansFingerprint(revisions: ReadonlyMap<string, readonly string[]>): string {
+  return [...revisions.keys()].sort(byCodeUnit).flatMap((p) => revisions.get(p)!.map((pair) => `${p}=${pair}`)).join(',');
+}
+
+const byCodeUnit = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+
+/**
+ * The check that the plans of `patients` are still those `fingerprint` (plansFingerprint) was
+ * made from: it raises check_violation on the domain of migration 014 when they are not. One
+ * patient is compared with `=`, as the lookup is, so that PostgreSQL keeps one generic plan.
+ */
+export function plansUnchanged(patients: readonly string[], fingerprint: string): { sql: string; params: unknown[] } {
+  const patient = oneOf('patient', 1, patients);
+  return {
+    sql: `SELECT (coalesce((SELECT string_agg(patient || '=' || careplan_id || ':' || revision, ',' ORDER BY patient COLLATE "C", careplan_id COLLATE "C")
+      FROM monitoring_plan WHERE ${patient.sql} AND active AND limits <> '[]'::jsonb), '') = $2::text)::monitoring_plans_unchanged`,
+    params: [patient.value, fingerprint],
+  };
+}
+
+/** Whether `err` is plansUnchanged's verdict that the plans changed. */
+export function plansChanged(err: unknown): boolean {
+  const e = err as { code?: string; message?: string };
+  return e.code === '23514' && (e.message ?? '').includes('monitoring_plans_unchanged');
 }
 
 function toLimits(r: PlanRow): PlanLimits {

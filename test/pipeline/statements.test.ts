@@ -49,12 +49,15 @@ describe('statements per interaction', () => {
 
   // The audit trail adds one per unit of work, whatever its size (src/audit/chain.ts): every
   // AuditEvent row staged in one statement, chained after commit.
-  it('a single create: the plans lookup, one statement for the version and its index rows, one for the audit', async () => {
+  // The patient's plans come from the server's cache (warmed by the create in `before`), checked
+  // by a statement that travels with the write (src/monitoring/plan-cache.ts).
+  it('a single create: the plans check, one statement for the version and its index rows, one for the audit', async () => {
     const { status, statements } = await counted(() => app.request({ method: 'POST', url: '/fhir/Observation', payload: heartRate(patient, 71) }));
     expect(status).to.equal(201);
     expect(statements, statements.join('\n---\n')).to.have.length(3);
     const write = statements.find((s) => s.includes('INSERT INTO observation ('));
     expect(write).to.include('INSERT INTO observation_token');
+    expect(statements.some((s) => s.includes('monitoring_plans_unchanged'))).to.be.true();
   });
 
   it('a 100-entry transaction: the same statements as one create, not one per entry', async () => {
