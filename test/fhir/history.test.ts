@@ -62,6 +62,15 @@ describe('history at type and system level', () => {
     expect(times).to.equal([...times].sort().reverse());
   });
 
+  it('_count=0 answers an empty page without a next link, at system and type level', async () => {
+    for (const url of ['/fhir/_history?_count=0', '/fhir/Device/_history?_count=0']) {
+      const res = await app.request({ method: 'GET', url });
+      expect(res.statusCode, res.payload).to.equal(200);
+      expect(res.json.entry).to.equal([]);
+      expect(res.json.link.map((l: { relation: string }) => l.relation)).to.equal(['self']);
+    }
+  });
+
   it('_since excludes older versions', async () => {
     const later = new Date(Date.now() + 60_000).toISOString();
     const res = await app.request({ method: 'GET', url: `/fhir/Device/_history?_since=${encodeURIComponent(later)}` });

@@ -53,7 +53,8 @@ export async function history(ctx: FhirContext, req: Omit<RestRequest, 'type'> &
     return `${path}?${q.toString()}`;
   };
   const links = [{ relation: 'self', url: link(cursor ? { _cursor: cursor } : {}) }];
-  if (rows.length > count) links.push({ relation: 'next', url: link({ _cursor: rows[count - 1]!.seq }) });
+  // `_count=0` asks for no entries: there is no page to go on from (and no last row to name).
+  if (rows.length > count && count > 0) links.push({ relation: 'next', url: link({ _cursor: rows[count - 1]!.seq }) });
 
   const entries = page.map((r) => {
     const fullUrl = `${ctx.baseUrl}/${r.type}/${r.id}`;
