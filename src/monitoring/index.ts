@@ -169,11 +169,9 @@ async function judgeObservations(uow: UnitOfWork, writes: readonly PendingWrite[
     active = read.plans;
   }
   for (const w of observations) {
-    // A unit replayed (plans changed under the cache, a lost create race) judges the same
-    // resource objects again: what an earlier attempt concluded must not outlive it.
-    breachesOf.delete(w.resource!);
     const obs = w.resource as fhir4.Observation;
-    // Without plans only an annotation of ours (an earlier judgement's) has anything to undo.
+    // Without plans only an annotation of ours (an earlier judgement's, sent back in an update)
+    // has anything to undo.
     if (active.length === 0 && !mayBeAnnotated(obs)) continue;
     const { breaches, changed } = judgeObservation(obs, w.id, active, true);
     if (changed) w.changed = true;

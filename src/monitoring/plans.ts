@@ -80,6 +80,9 @@ export interface PlansRead {
   revisions: Map<string, string[]>;
 }
 
+/** The plans a reading is judged by: active, with limits (the lookup and its check read the same rows). */
+const ACTS_ON_LIMITS = "active AND limits <> '[]'::jsonb";
+
 const ms = (v: Date | string | null) => (v === null ? undefined : new Date(v).getTime());
 
 /** The hot lookup: the active plans with limits of these patients, one index scan. */
@@ -88,7 +91,7 @@ export async function activePlansOf(tx: Queryable, patients: readonly string[]):
   const patient = oneOf('patient', 1, patients);
   const { rows } = await tx.query<PlanRow & { revision: string }>(
     `SELECT careplan_id, patient, period_start, period_end, limits, revision::text AS revision FROM monitoring_plan
-      WHERE ${patient.sql} AND active AND limits <> '[]'::jsonb`,
+      WHERE ${patient.sql} AND ${ACTS_ON_LIMITS}`,
     [patient.value],
   );
   const revisions = new Map<string, string[]>(patients.map((p) => [p, []]));
@@ -116,7 +119,7 @@ export function plansUnchanged(patients: readonly string[], fingerprint: string)
   const patient = oneOf('patient', 1, patients);
   return {
     sql: `SELECT (coalesce((SELECT string_agg(patient || '=' || careplan_id || ':' || revision, ',' ORDER BY patient COLLATE "C", careplan_id COLLATE "C")
-      FROM monitoring_plan WHERE ${patient.sql} AND active AND limits <> '[]'::jsonb), '') = $2::text)::monitoring_plans_unchanged`,
+      FROM monitoring_plan WHERE ${patient.sql} AND ${ACTS_ON_LIMITS}), '') = $2::text)::monitoring_plans_unchanged`,
     params: [patient.value, fingerprint],
   };
 }

@@ -236,24 +236,19 @@ export class UnitOfWork {
 }
 
 /**
- * The stages change resources in place (ids, meta, mapped codes, interpretations); a replay must
- * start from the ops as sent. Copies are taken as JSON text before the first attempt, which is
- * cheaper than cloning objects and is only parsed again when a replay happens.
+ * The stages change resources in place (ids, meta, mapped codes, interpretations, references a
+ * transaction rewrote to the ids of its first attempt); a replay must start from the ops as sent.
+ * Copies are taken as JSON text before the first attempt, which is cheaper than cloning objects
+ * and is only parsed again when a replay happens. Every unit takes them: any unit can be
+ * replayed, by a lost create race or by plans changed under a node's cached copy
+ * (ReplayUnitError), even one of creates with server-assigned ids.
  */
 function replayable(ops: readonly WriteOp[]): (i: number) => WriteOp {
-  // Only a unit that can lose a create race is ever replayed (a client-chosen id, a
-  // deterministic one, a condition); creates with server-assigned UUIDs never are, and a bulk
-  // upload of them should not pay for copies it cannot need.
-  if (!ops.some(mayRace)) return (i) => ops[i]!;
   const pristine = ops.map((op) => ('resource' in op ? JSON.stringify(op.resource) : undefined));
   return (i) => {
     const op = ops[i]!;
     return 'resource' in op && pristine[i] !== undefined ? { ...op, resource: JSON.parse(pristine[i]!) as unknown } : op;
   };
-}
-
-function mayRace(op: WriteOp): boolean {
-  return op.kind !== 'create' || op.id !== undefined || op.ifNoneExist !== undefined;
 }
 
 /** A transaction writes each resource once (R4 http.html#trules); the later entry is refused. */

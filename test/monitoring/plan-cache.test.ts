@@ -63,6 +63,32 @@ describe('plans cached by another node', () => {
     expect(await flagsOf(patient)).to.have.length(1);
   });
 
+  it('replays a transaction whose references between entries were rewritten by the first attempt', async () => {
+    const patient = await newPatient();
+    expect((await a.request({ method: 'POST', url: '/fhir/Observation', payload: systolic(patient, 121) })).statusCode).to.equal(201);
+    expect((await b.request({ method: 'POST', url: '/fhir/CarePlan', payload: planWithHighSystolic(patient) })).statusCode).to.equal(201);
+    const device = 'urn:uuid:0b6f5f7e-3c2a-4d1e-9a7b-2f6c1d0e8a91';
+    const tx = await a.request({
+      method: 'POST',
+      url: '/fhir',
+      payload: {
+        resourceType: 'Bundle',
+        type: 'transaction',
+        entry: [
+          { fullUrl: device, resource: { resourceType: 'Device', serialNumber: 'cuff-1' }, request: { method: 'POST', url: 'Device' } },
+          { resource: { ...systolic(patient, 176), device: { reference: device } }, request: { method: 'POST', url: 'Observation' } },
+        ],
+      },
+    });
+    expect(tx.statusCode, tx.payload).to.equal(200);
+    const [deviceAt, observationAt] = tx.json.entry.map((e: { response: { location: string } }) => e.response.location.split('/_history')[0]);
+    const stored = await a.request({ method: 'GET', url: `/fhir/${observationAt}` });
+    expect(stored.json.device.reference).to.equal(deviceAt);
+    expect((await a.request({ method: 'GET', url: `/fhir/${deviceAt}` })).statusCode).to.equal(200);
+    expect(interpreted(stored.json)).to.be.true();
+    expect(await flagsOf(patient)).to.have.length(1);
+  });
+
   it('stops judging by a plan another node removed after this one cached it', async () => {
     const patient = await newPatient();
     const plan = await a.request({ method: 'POST', url: '/fhir/CarePlan', payload: planWithHighSystolic(patient) });
@@ -79,5 +105,10 @@ describe('plans cached by another node', () => {
     expect(interpreted(unjudged.json)).to.be.false();
     // No breach of the removed plan was counted, not even by the attempt that judged by the stale copy.
     expect(await events()).to.equal([1]);
+
+    // The reading judged under the plan, sent back as it was stored: our annotation goes with the plan.
+    const resent = await a.request({ method: 'PUT', url: `/fhir/Observation/${judged.json.id}`, payload: judged.json });
+    expect(resent.statusCode).to.equal(200);
+    expect(interpreted(resent.json)).to.be.false();
   });
 });
