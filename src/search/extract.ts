@@ -5,8 +5,8 @@ import { typeModules } from './types';
 
 /**
  * Write-time extraction: every indexed search parameter of a resource into index rows, plus
- * the two values copied onto rows — the patient compartment key and (on token rows) the
- * resource's own `date` range. Pure and synchronous, so its cost is measurable alone
+ * the two values copied onto rows — the patient compartment key (every row) and, on the token
+ * rows that drive the hot path, the resource's own `date` range. Pure and synchronous, so its cost is measurable alone
  * (`bench/search.ts`).
  */
 export interface ExtractedIndex {
@@ -59,6 +59,22 @@ function dateEnvelope(rows: RowSink['date']): { low: string; high: string; multi
   return low === undefined || high === undefined ? undefined : { low, high, multi: count > 1 };
 }
 
+/**
+ * Whether a token row of a resource with a patient key is a driving row of the hot path: it
+ * carries the resource's date range and is in the token table's patient index
+ * (`(patient, param, code_hash, date_high DESC, id) WHERE drives`), which `planDriver`
+ * (src/search/sql.ts) drives a patient's search of one code from. Not driving:
+ * - rows without a code (a CodeableConcept's text, an identifier's type): they serve `:text`
+ *   and `:of-type`, never the hot path, which pins a code;
+ * - `identifier` rows: an identifier names one resource, which the code index
+ *   `(param, code_hash, hash)` finds without the patient. On a vital sign these were one of the
+ *   patient index's five entries (issue 16: storage per Observation).
+ */
+export function drivesByPatient(param: string, row: IndexRow | null): boolean {
+  return param !== NOT_DRIVING && (row === null || row[3] !== null);
+}
+const NOT_DRIVING = 'identifier';
+
 /** Drops repeated token rows (the same coding twice), so a match yields one row per resource. */
 function dedupeTokens(rows: RowSink['token']): RowSink['token'] {
   if (rows.length < 2) return rows;
@@ -99,15 +115,17 @@ export function extractIndex(resourceType: string, resource: fhir4.FhirResource)
   }
 
   rows.token = dedupeTokens(rows.token);
-  if (plan.hasDate && rows.token.length) {
-    const envelope = dateEnvelope(rows.date);
-    if (envelope) {
-      for (const t of rows.token) {
-        const row: IndexRow = t.row;
+  if (patient !== null) {
+    const envelope = plan.hasDate ? dateEnvelope(rows.date) : undefined;
+    for (const t of rows.token) {
+      if (!drivesByPatient(t.param, t.row)) continue;
+      const row: IndexRow = t.row;
+      if (envelope) {
         row[5] = envelope.low;
         row[6] = envelope.high;
         row[7] = envelope.multi;
       }
+      row[8] = true;
     }
   }
   return { patient, rows };

@@ -7,11 +7,13 @@
 export type IndexKind = 'token' | 'string' | 'date' | 'quantity' | 'number' | 'uri' | 'reference' | 'composite';
 
 export const INDEX_COLUMNS: Record<IndexKind, ReadonlyArray<readonly [name: string, pgType: string]>> = {
-  // date_low/date_high: the resource's own `date` parameter, copied onto its token rows so that
-  // "this patient's readings of this code since D, newest first" is one index range scan.
+  // The hot path's columns, set on driving rows only (`drivesByPatient`, src/search/extract.ts):
+  // date_low/date_high: the resource's own `date` parameter, copied so that "this patient's
+  // readings of this code since D, newest first" is one range scan of the patient index;
   // date_multi: that parameter has several ranges (a Timing's events), so [date_low, date_high]
-  // is only their envelope and a date filter must still be checked against {type}_date.
-  token: [['system', 'text'], ['code', 'text'], ['hash', 'int8'], ['code_hash', 'int8'], ['text', 'text'], ['date_low', 'timestamptz'], ['date_high', 'timestamptz'], ['date_multi', 'bool']],
+  // is only their envelope and a date filter must still be checked against {type}_date;
+  // drives: the row is in the patient index (its predicate), so the hot path may start from it.
+  token: [['system', 'text'], ['code', 'text'], ['hash', 'int8'], ['code_hash', 'int8'], ['text', 'text'], ['date_low', 'timestamptz'], ['date_high', 'timestamptz'], ['date_multi', 'bool'], ['drives', 'bool']],
   string: [['value', 'text'], ['exact', 'text']],
   date: [['low', 'timestamptz'], ['high', 'timestamptz']],
   quantity: [['value', 'numeric'], ['system', 'text'], ['code', 'text'], ['unit', 'text'], ['cvalue', 'numeric'], ['cunit', 'text']],

@@ -2,6 +2,7 @@ import { badRequest } from '../kernel/outcome';
 import { tableOf } from '../store/tables';
 import { isRepeatingPath, splitUnion } from './accessor';
 import { indexTableOf } from './index-tables';
+import { drivesByPatient } from './extract';
 import { type Filter, type ParamFilter, parseSearch, type SortKey } from './parse';
 import { limitsIfAllowed, type Reach, type TypeLimits } from './reach';
 import { parameterOf, patientCompartmentOf, storedSourcesOf, type SearchParameterDef } from './registry';
@@ -268,6 +269,8 @@ function patientKeyOf(resourceType: string, filter: Filter): string | undefined 
 function drivingToken(filter: Filter): TokenTerm | undefined {
   if (filter.kind !== 'param' || filter.param.type !== 'token' || filter.param.storage.kind !== 'indexed') return undefined;
   if (filter.modifier !== undefined || filter.terms.length !== 1) return undefined;
+  // Only driving rows are in the patient index (an identifier's are found by the code index).
+  if (!drivesByPatient(filter.param.code, null)) return undefined;
   const term = filter.terms[0] as TokenTerm;
   // One row per (param, system|code) per resource (extraction dedupes), so a system|code match
   // never repeats a resource; a bare code could, unless the element cannot repeat.
@@ -288,6 +291,7 @@ export function planDriver(resourceType: string, filters: readonly Filter[], sor
   const term = drivingToken(tokenFilter) as TokenTerm;
   const conditions = [
     `${d}.patient = ${q.bind(patientKeyOf(resourceType, keyFilter))}`,
+    `${d}.drives`, // the patient index's predicate: its rows alone are driving rows
     `${d}.param = ${q.bind(tokenFilter.param.code)}`,
     typeModules.token.condition(term, d, q),
   ];

@@ -57,26 +57,28 @@ describe('EXPLAIN of the hot searches on PostgreSQL at 100k rows', { skip: !onPo
           'code', jsonb_build_object('coding', jsonb_build_array(jsonb_build_object('system', 'http://loinc.org', 'code', code))),
           'subject', jsonb_build_object('reference', 'Patient/' || patient), 'effectiveDateTime', at)
         FROM gen;
-      INSERT INTO observation_token (id, param, patient, system, code, hash, code_hash, date_low, date_high)
-        SELECT id, 'code', patient, 'http://loinc.org', code, hash, code_hash, at, at FROM gen;
-      INSERT INTO observation_token (id, param, patient, code, hash, code_hash, date_low, date_high)
-        SELECT id, 'status', patient, 'final', ${systemCodeHash(undefined, 'final')}, ${codeHash('final')}, at, at FROM gen;
+      INSERT INTO observation_token (id, param, patient, system, code, hash, code_hash, date_low, date_high, drives)
+        SELECT id, 'code', patient, 'http://loinc.org', code, hash, code_hash, at, at, true FROM gen;
+      INSERT INTO observation_token (id, param, patient, code, hash, code_hash, date_low, date_high, drives)
+        SELECT id, 'status', patient, 'final', ${systemCodeHash(undefined, 'final')}, ${codeHash('final')}, at, at, true FROM gen;
+      INSERT INTO observation_token (id, param, patient, system, code, hash, code_hash)
+        SELECT id, 'identifier', patient, 'urn:x', id, ${systemCodeHash('urn:x', 'x')} + g, g FROM gen;
       INSERT INTO observation_reference (id, param, patient, target_type, target_id) SELECT id, 'subject', patient, 'Patient', patient FROM gen;
       INSERT INTO observation_date (id, param, patient, low, high) SELECT id, 'date', patient, at, at FROM gen;
       INSERT INTO flag (id, version_id, last_updated, deleted, content)
         SELECT 'f' || g, 1, at, false, jsonb_build_object('resourceType', 'Flag', 'id', 'f' || g) FROM gen;
-      INSERT INTO flag_token (id, param, patient, code, hash, code_hash)
-        SELECT 'f' || g, 'status', patient, 'active', ${systemCodeHash(undefined, 'active')}, ${codeHash('active')} FROM gen WHERE g % 10 = 0;
-      INSERT INTO flag_token (id, param, patient, code, hash, code_hash)
-        SELECT 'f' || g, 'status', patient, 'inactive', ${systemCodeHash(undefined, 'inactive')}, ${codeHash('inactive')} FROM gen WHERE g % 10 <> 0;
+      INSERT INTO flag_token (id, param, patient, code, hash, code_hash, drives)
+        SELECT 'f' || g, 'status', patient, 'active', ${systemCodeHash(undefined, 'active')}, ${codeHash('active')}, true FROM gen WHERE g % 10 = 0;
+      INSERT INTO flag_token (id, param, patient, code, hash, code_hash, drives)
+        SELECT 'f' || g, 'status', patient, 'inactive', ${systemCodeHash(undefined, 'inactive')}, ${codeHash('inactive')}, true FROM gen WHERE g % 10 <> 0;
       INSERT INTO flag_reference (id, param, patient, target_type, target_id) SELECT 'f' || g, 'subject', patient, 'Patient', patient FROM gen;
       -- One patient measured every 2 hours for a year: where the order of the index matters.
       CREATE TEMP TABLE heavy AS
         SELECT 'h' || g AS id, 'heavy' AS patient, timestamptz '2025-06-01' + g * interval '2 hours' AS at FROM generate_series(1, 4000) g;
       INSERT INTO observation (id, version_id, last_updated, deleted, content)
         SELECT id, 1, at, false, jsonb_build_object('resourceType', 'Observation', 'id', id) FROM heavy;
-      INSERT INTO observation_token (id, param, patient, system, code, hash, code_hash, date_low, date_high)
-        SELECT id, 'code', patient, 'http://loinc.org', '8480-6', ${systemCodeHash('http://loinc.org', '8480-6')}, ${codeHash('8480-6')}, at, at FROM heavy;
+      INSERT INTO observation_token (id, param, patient, system, code, hash, code_hash, date_low, date_high, drives)
+        SELECT id, 'code', patient, 'http://loinc.org', '8480-6', ${systemCodeHash('http://loinc.org', '8480-6')}, ${codeHash('8480-6')}, at, at, true FROM heavy;
       INSERT INTO observation_reference (id, param, patient, target_type, target_id) SELECT id, 'subject', patient, 'Patient', patient FROM heavy;
       INSERT INTO observation_date (id, param, patient, low, high) SELECT id, 'date', patient, at, at FROM heavy;
     `);

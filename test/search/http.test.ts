@@ -114,6 +114,20 @@ describe('FHIR search over HTTP', () => {
       expect(await matched(`Observation?identifier=${idSystem}|bpHigh`)).to.equal(['bpHigh']);
     });
 
+    it('an identifier with the patient is found by the code index: only coded rows drive the patient index', async () => {
+      expect(await matched(`Observation?patient=${pid}&identifier=${idSystem}|bpHigh`)).to.equal(['bpHigh']);
+      expect(await matched(`Observation?patient=${other}&identifier=${idSystem}|bpHigh`)).to.equal([]);
+      expect(await matched(`Observation?subject=Patient/${pid}&identifier=${idSystem}|w70kg&date=ge2026-01-01`)).to.equal(['w70kg']);
+      // Only the hot path's driving rows (a code, not an identifier) are in the patient index
+      // and carry the date; every row keeps the patient key.
+      const { rows } = await app.ctx.db.query<{ param: string; drives: boolean; dated: boolean; keyed: boolean }>(
+        `SELECT param, drives, date_high IS NOT NULL AS dated, patient IS NOT NULL AS keyed FROM observation_token WHERE id = $1 ORDER BY param, drives`,
+        [obs.bpHigh],
+      );
+      expect(rows.map((r) => `${r.param}:${r.drives}:${r.dated}`)).to.equal(['category:true:true', 'code:false:false', 'code:true:true', 'component-code:true:true', 'component-code:true:true', 'identifier:false:false', 'status:true:true']);
+      expect(rows.every((r) => r.keyed)).to.be.true();
+    });
+
     it(':not includes resources without the value; :text searches displays', async () => {
       expect(await matched(`Observation?patient=${pid}&code:not=8867-4`)).to.equal(['bpHigh', 'bpNormal', 'w180lb', 'w70kg']);
       expect(await matched(`Observation?patient=${pid}&code:text=body`)).to.equal(['w180lb', 'w70kg']);

@@ -38,6 +38,7 @@ function push(sink: RowSink, param: string, system: string | undefined, code: st
     null,
     null,
     false,
+    false, // the hot path's columns (date range, drives) are set by extractIndex on driving rows
   ];
   sink.token.push({ param, row });
 }
@@ -62,7 +63,7 @@ function extractOne(v: TypedValue, param: string, sink: RowSink): void {
       push(sink, param, id.system, id.value, id.type?.text);
       for (const t of id.type?.coding ?? []) {
         if (t.code === undefined) continue;
-        sink.token.push({ param, row: [null, null, ofTypeHash(t.system ?? '', t.code, id.value), null, null, null, null, false] });
+        sink.token.push({ param, row: [null, null, ofTypeHash(t.system ?? '', t.code, id.value), null, null, null, null, false, false] });
       }
       return;
     }
