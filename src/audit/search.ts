@@ -7,6 +7,7 @@ import { respond } from '../fhir/respond';
 import { badRequest, notFound, notSupported } from '../kernel/outcome';
 import { parseDateRange } from '../search/date-range';
 import { renderRecordText } from './event';
+import { queryParamsOf, rawQueryOf } from '../kernel/request-target';
 
 /**
  * `GET /fhir/AuditEvent` and `GET /fhir/AuditEvent/{id}`: the audit trail through FHIR, for
@@ -29,7 +30,7 @@ export const auditRoutes: Plugin<{ ctx: FhirContext }> = {
       path: '/fhir/AuditEvent',
       handler: async (request, h) => {
         const limits = auditLimits(policyOf(request), 's');
-        const query = new URL(request.url.href).searchParams;
+        const query = queryParamsOf(request);
         const where: string[] = [];
         const params: unknown[] = [];
         addConditions(query, where, params);
@@ -49,7 +50,8 @@ export const auditRoutes: Plugin<{ ctx: FhirContext }> = {
           params,
         )).rows;
         const page = rows.slice(0, count);
-        const self = request.url.href.replace(/^https?:\/\/[^/]+\/fhir/, ctx.baseUrl);
+        const asked = rawQueryOf(request);
+        const self = `${ctx.baseUrl}/AuditEvent${asked ? `?${asked}` : ''}`;
         const links = [{ relation: 'self', url: self }];
         if (rows.length > count) {
           const next = new URLSearchParams([...query].filter(([k]) => k !== '_cursor'));

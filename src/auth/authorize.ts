@@ -8,6 +8,7 @@ import { type Session, csrfMatches, currentSession, loginSession, newSession, ra
 import type { AuthState } from './state';
 import { accountBucket, findUser, isCaregiverUser, isPatientUser, loginBudgets, verifyPassword } from './users';
 import { clearBucket, forgive, take } from './throttle';
+import { queryParamsOf } from '../kernel/request-target';
 
 const MAX_FORM_BYTES = 16 * 1024;
 const NO_LINK = 'the signed-in caregiver is not linked to a patient right now (RelatedPerson inactive, out of its period or unknown)';
@@ -66,7 +67,7 @@ function appRedirect(state: AuthState, redirectUri: string, params: Record<strin
 }
 
 function parseParams(request: Request): URLSearchParams {
-  if (request.method === 'get') return new URL(request.url.href).searchParams;
+  if (request.method === 'get') return queryParamsOf(request);
   const type = String(request.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
   if (type !== 'application/x-www-form-urlencoded') throw new ShownError('the authorization request must be a form post (application/x-www-form-urlencoded) or a GET');
   return new URLSearchParams(String(request.payload ?? ''));
@@ -204,7 +205,7 @@ function describeScope(scope: string): string {
 }
 
 async function patientChoices(state: AuthState, request: Request): Promise<Array<{ id: string; label: PatientLabel }>> {
-  const name = new URL(request.url.href).searchParams.get('name') ?? undefined;
+  const name = queryParamsOf(request).get('name') ?? undefined;
   return state.directory.listPatients(name);
 }
 

@@ -10,6 +10,7 @@ import { ERROR_FILE } from './export';
 import { createJob, deleteJob, findJob, type Job, readChunks } from './jobs';
 import { type KickOff, parametersOfBody, planExport } from './kickoff';
 import type { ExportWorker } from './worker';
+import { rawQueryOf } from '../kernel/request-target';
 
 /**
  * The Bulk Data Access v2.0.0 endpoints (export.md): kick-off at system, Patient and Group
@@ -33,9 +34,10 @@ export const bulkRoutes: Plugin<{ ctx: FhirContext; worker: ExportWorker }> = {
       const query = request.query as Record<string, string | string[] | undefined>;
       const headers = request.headers as Record<string, string | undefined>;
       responseType(query._format, headers.accept);
-      const url = new URL(request.url.href);
-      const params = url.searchParams;
-      if (request.method === 'post' && request.payload !== null && (request.payload as Buffer).length > 0) {
+      const raw = rawQueryOf(request);
+      const params = new URLSearchParams(raw);
+      const fromBody = request.method === 'post' && request.payload !== null && (request.payload as Buffer).length > 0;
+      if (fromBody) {
         checkBodyType(headers['content-type'], { allowPatch: false });
         for (const [k, v] of parametersOfBody(parseJsonBody(request.payload, ctx.config.inputLimits))) params.append(k, v);
       }
@@ -45,7 +47,8 @@ export const bulkRoutes: Plugin<{ ctx: FhirContext; worker: ExportWorker }> = {
       const spec = await planExport(ctx.db, policy, { level, params, prefer, lenient: preferences(prefer).lenient, ...(groupId !== undefined ? { groupId } : {}) });
       const id = await createJob(ctx.db, {
         clientId: policy.clientId,
-        request: `${ctx.baseUrl}${url.pathname.replace(/^\/fhir/, '')}${url.search}`,
+        // The kick-off as sent; a POST's parameters, merged from its body, as a query.
+        request: `${ctx.baseUrl}${request.path.replace(/^\/fhir/, '')}${fromBody && params.size > 0 ? `?${params}` : raw ? `?${raw}` : ''}`,
         spec,
         scopes: policy.scopes,
         grant: {

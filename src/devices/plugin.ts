@@ -6,6 +6,7 @@ import { cancellable, withRequestSignal } from '../fhir/request-lifetime';
 import { respond } from '../fhir/respond';
 import { parseBleBody, parseDosesBody, parseReadingsBody, parseWithingsBody } from './doors';
 import { ingestPayload, type Payload } from './ingest';
+import { queryParamsOf } from '../kernel/request-target';
 
 /**
  * The device doors: POST /ingest/readings (normalised JSON), /ingest/withings (Measure-Getmeas
@@ -31,6 +32,6 @@ export const devicesPlugin: Plugin<{ ctx: FhirContext }> = {
     door('/ingest/readings', (body) => parseReadingsBody(body));
     door('/ingest/ble', (body) => parseBleBody(body));
     door('/ingest/doses', (body) => parseDosesBody(body));
-    door('/ingest/withings', (body, request) => parseWithingsBody(body, new URL(request.url.href).searchParams));
+    door('/ingest/withings', (body, request) => parseWithingsBody(body, queryParamsOf(request)));
   },
 };

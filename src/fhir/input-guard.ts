@@ -1,17 +1,23 @@
 import type { Plugin, Request, ResponseToolkit } from '@hapi/hapi';
 import { OperationOutcomeError } from '../kernel/outcome';
+import { isValidHost } from '../kernel/request-target';
 
 /**
- * One guard before every handler (FHIR, device doors, the authorization server): no path
- * parameter, query parameter or form field may hold a NUL character. PostgreSQL text cannot
- * hold one (the query fails: a 500), and no FHIR id, search value, client id or password
- * needs one. JSON bodies are checked by their parser (src/kernel/input-limits.ts), headers by
- * Node's HTTP parser.
+ * One guard before every handler (FHIR, device doors, the authorization server), in one
+ * extension (each one hapi runs costs every request):
+ * - the Host header must be a host (RFC 9112 §3.2): a Host no URL parser accepts made every
+ *   handler that built the request's URL answer 500;
+ * - no path parameter, query parameter or form field may hold a NUL character. PostgreSQL text
+ *   cannot hold one (the query fails: a 500), and no FHIR id, search value, client id or
+ *   password needs one. JSON bodies are checked by their parser (src/kernel/input-limits.ts),
+ *   headers by Node's HTTP parser.
  */
 export const inputGuard: Plugin<void> = {
   name: 'input-guard',
   register(server) {
     server.ext('onPreHandler', (request: Request, h: ResponseToolkit) => {
+      const host = request.headers.host as string | undefined;
+      if (host !== undefined && !isValidHost(host)) throw new OperationOutcomeError(400, { code: 'invalid', diagnostics: 'the Host header is not a valid host (RFC 9112 §3.2)' });
       const where = nulIn('path', request.params) ?? nulIn('query', request.query) ?? nulIn('form', formOf(request));
       if (where) throw new OperationOutcomeError(400, { code: 'invalid', diagnostics: `the ${where} holds a NUL character (%00), which no value of this server may contain` });
       return h.continue;

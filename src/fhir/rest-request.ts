@@ -23,7 +23,7 @@ export interface RestRequest {
   bodyKind?: 'resource' | 'json-patch';
   /** `Prefer: handling=lenient`: unknown search parameters are reported, not refused. */
   lenient: boolean;
-  /** The full request URL, for search `self` links. */
+  /** The request's URL on this server's public base (BASE_URL), its query as sent. */
   url: string;
   /** `/Patient/{id}/{compartmentType}` compartment searches. */
   compartmentType?: string;

@@ -8,6 +8,7 @@ import { history } from './interactions/history';
 import { read, vread } from './interactions/read';
 import { create, patch, remove, update } from './interactions/write-rest';
 import { parseVersionTag } from '../kernel/etag';
+import { rawQueryOf } from '../kernel/request-target';
 import { checkBodyType, parseJsonBody, preferences, responseType } from './negotiation';
 import { badRequest, notFound, notSupported } from '../kernel/outcome';
 import { isSupportedType } from '../kernel/resource-types';
@@ -116,8 +117,8 @@ function toRestRequest(ctx: FhirContext, request: Request, body: 'resource' | 'r
   }
   // Negotiate before doing any work, so an unacceptable Accept is 406 even for writes.
   responseType((request.query as Record<string, string | string[] | undefined>)._format, request.headers.accept as string | undefined);
-  const url = new URL(request.url.href);
-  const query = url.searchParams;
+  const rawQuery = rawQueryOf(request);
+  const query = new URLSearchParams(rawQuery);
   const headers = request.headers as Record<string, string | undefined>;
   const prefer = preferences(headers.prefer);
   const rest: RestRequest = {
@@ -130,7 +131,7 @@ function toRestRequest(ctx: FhirContext, request: Request, body: 'resource' | 'r
     prefer: prefer.return,
     preferExplicit: prefer.explicit,
     lenient: prefer.lenient,
-    url: url.toString(),
+    url: `${ctx.baseUrl}${request.path.replace(/^\/fhir/, '')}${rawQuery ? `?${rawQuery}` : ''}`,
     ifMatch: parseVersionTag(headers['if-match'], 'If-Match'),
     policy: policyOf(request),
     ifNoneExist: headers['if-none-exist'],

@@ -130,6 +130,18 @@ describe('audit trail (BALP)', () => {
     expect(unauthenticated!.agent.find((a) => a.requestor)!.network).to.equal({ address: '127.0.0.1', type: '2' });
   });
 
+  it('refuses a Host that is not a host with a 400, audited with the request as received', async () => {
+    const doctor = await app.as('user/Observation.rs', { fhirUser: 'Practitioner/audit-doc', clientId: 'odd-host-app' });
+    const res = await app.request({ method: 'GET', url: `/fhir/Observation/${id.aliceObs}`, headers: { ...doctor, host: 'bad host' } });
+    expect(res.statusCode).to.equal(400);
+    expect(res.json.issue[0].diagnostics).to.include('Host');
+    const [e] = (await events('outcome=4&subtype=read')).filter((x) => transactionId(x) === res.headers['x-request-id']);
+    expect(e!.outcomeDesc).to.include('HTTP 400');
+    expect(decodedQuery(e!)).to.equal(`GET http://bad host/fhir/Observation/${id.aliceObs}`);
+    // Nothing was disclosed.
+    expect(entityOfRole(e!, '1')).to.equal([]);
+  });
+
   it('records each write of a transaction in its own transaction, and nothing of a rolled-back one', async () => {
     const writer = await app.as('user/Observation.cruds user/Patient.cruds', { fhirUser: 'Practitioner/audit-nurse', clientId: 'nurse-app' });
     const res = await app.request({

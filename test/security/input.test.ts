@@ -37,6 +37,21 @@ describe('hostile input is a 4xx OperationOutcome and writes nothing', () => {
   const json = (method: string, url: string, body: string, contentType = 'application/fhir+json') =>
     ({ method, url, payload: body, headers: { 'content-type': contentType } });
 
+  it('refuses a Host that is not a host at every door (RFC 9112 §3.2), and serves a valid one', async () => {
+    const badHost = { host: 'bad host' };
+    await refused({ method: 'GET', url: `/fhir/Patient/${patient}`, headers: badHost }, 400);
+    await refused({ method: 'GET', url: '/fhir/Observation?code=8867-4', headers: badHost }, 400);
+    await refused({ method: 'POST', url: '/fhir/Patient', payload: { resourceType: 'Patient' }, headers: badHost }, 400);
+    await refused({ method: 'GET', url: '/fhir/$export', headers: { ...badHost, prefer: 'respond-async', accept: 'application/fhir+json' } }, 400);
+    await refused({ method: 'GET', url: '/fhir/AuditEvent', headers: badHost }, 400);
+    await refused({ method: 'POST', url: '/ingest/readings', payload: {}, headers: { ...badHost, 'content-type': 'application/json' } }, 400);
+    for (const host of ['a/b', 'x@y', 'h:80:80', 'ex%zzample', '[::1', 'a\\b']) await refused({ method: 'GET', url: `/fhir/Patient/${patient}`, headers: { host } }, 400);
+    for (const host of ['example.org', 'example.org:8080', '127.0.0.1:3000', '[::1]:3000', 'xn--bcher-kva.example', 'ex%41mple']) {
+      const res = await app.request({ method: 'GET', url: `/fhir/Patient/${patient}`, headers: { host } });
+      expect(res.statusCode, `${host}: ${res.payload.slice(0, 200)}`).to.equal(200);
+    }
+  });
+
   it('refuses ids outside the FHIR id grammar at every door', async () => {
     await refused({ method: 'PUT', url: "/fhir/Patient/bad%20id'", payload: { resourceType: 'Patient', id: "bad id'" } }, 400);
     await refused({ method: 'PUT', url: '/fhir/Practitioner/%F0%9F%98%80', payload: { resourceType: 'Practitioner', id: '😀' } }, 400);
