@@ -158,8 +158,10 @@ function versionOf(request: Request, params: Record<string, string | undefined>)
  * null or throws for a target or Host it cannot parse, which left such a request unaudited.
  */
 function rawRequest(request: Request): string {
-  const host = request.info.host || `${request.server.info.host}:${request.server.info.port}`;
-  const line = `${request.method.toUpperCase()} ${request.server.info.protocol}://${host}${request.raw.req.url ?? request.path}`;
+  const target = request.raw.req.url ?? request.path;
+  // An absolute-form target (RFC 9112 §3.2.2, as proxies send) is the URL already.
+  const url = target.startsWith('/') ? `${request.server.info.protocol}://${request.info.host || `${request.server.info.host}:${request.server.info.port}`}${target}` : target;
+  const line = `${request.method.toUpperCase()} ${url}`;
   const payload = request.payload;
   if (request.route.path === '/fhir/{type}/_search' && payload !== undefined && payload !== null) return `${line}\n\n${String(payload)}`;
   return line;
