@@ -1,5 +1,6 @@
 import { type InputLimits, parseJsonWithin } from '../kernel/input-limits';
 import { OperationOutcomeError } from '../kernel/outcome';
+import { isUtf8 } from 'node:buffer';
 
 export const FHIR_JSON = 'application/fhir+json';
 const JSON_TYPES = new Set([FHIR_JSON, 'application/json', 'json', 'application/json+fhir']);
@@ -45,13 +46,24 @@ export function checkBodyType(contentType: string | undefined, { allowPatch }: {
   });
 }
 
+const BYTE_ORDER_MARK = 0xfeff;
+
 /**
  * Parses a JSON body within the input limits (depth, values, string length, no NUL); malformed
  * JSON is a 400 naming where it broke. Every JSON door (REST, bundles, operations, device
  * doors) reads its body here.
+ *
+ * JSON between systems is UTF-8 (RFC 8259 §8.1). Bytes that are not UTF-8 are a 400: decoded,
+ * each would become U+FFFD and be stored in place of what was sent (a Latin-1 "Müller" stored
+ * as "M\uFFFDller"). A leading byte order mark, which the same section lets a parser ignore and
+ * some clients send, is ignored.
  */
 export function parseJsonBody(payload: unknown, limits: InputLimits): unknown {
-  const text = Buffer.isBuffer(payload) ? payload.toString('utf8') : typeof payload === 'string' ? payload : '';
+  if (Buffer.isBuffer(payload) && !isUtf8(payload)) {
+    throw new OperationOutcomeError(400, { code: 'structure', diagnostics: 'the body is not UTF-8, which JSON between systems must be (RFC 8259 §8.1)' });
+  }
+  let text = Buffer.isBuffer(payload) ? payload.toString('utf8') : typeof payload === 'string' ? payload : '';
+  if (text.charCodeAt(0) === BYTE_ORDER_MARK) text = text.slice(1);
   if (text.trim() === '') {
     throw new OperationOutcomeError(400, { code: 'required', diagnostics: 'the request body is empty' });
   }
