@@ -36,13 +36,28 @@ const OPEN = new Set([0x7b, 0x5b]); // { [
 const CLOSE = new Set([0x7d, 0x5d]); // } ]
 const COMMA = 0x2c;
 
+const LETTER_U = 0x75;
+
+/** The UTF-16 unit of the four hex digits at `at` (a `\uXXXX` escape), or undefined if they are not four hex digits. */
+function escapedUnit(text: string, at: number): number | undefined {
+  let unit = 0;
+  for (let k = at; k < at + 4; k++) {
+    const d = text.charCodeAt(k);
+    const v = d >= 0x30 && d <= 0x39 ? d - 0x30 : d >= 0x41 && d <= 0x46 ? d - 0x37 : d >= 0x61 && d <= 0x66 ? d - 0x57 : -1;
+    if (v < 0) return undefined;
+    unit = unit * 16 + v;
+  }
+  return unit;
+}
+
 /**
  * Parses a JSON text after one linear scan that refuses, before any work grows with them,
  * nesting deeper than `maxJsonDepth` (V8 parses 100,000 levels, but every recursive walk after
  * it overflows the stack), more than `maxJsonElements` values, strings longer than
- * `maxStringLength`, and the escape `\u0000` (PostgreSQL text and jsonb cannot hold NUL, and
- * an id or search value with one can never be read back). Malformed JSON is left to JSON.parse
- * to name.
+ * `maxStringLength`, the escape `\u0000` (PostgreSQL text and jsonb cannot hold NUL, and
+ * an id or search value with one can never be read back), and an escaped lone surrogate
+ * (`\ud800` without its pair: JSON.parse accepts it, PostgreSQL's jsonb refuses it, so the write
+ * failed with a 500). Malformed JSON is left to JSON.parse to name.
  */
 export function parseJsonWithin(text: string, limits: InputLimits): unknown {
   let depth = 0;
@@ -53,8 +68,19 @@ export function parseJsonWithin(text: string, limits: InputLimits): unknown {
     const c = text.charCodeAt(i);
     if (inString) {
       if (c === BACKSLASH) {
-        if (text.startsWith('u0000', i + 1)) throw new OperationOutcomeError(400, { code: 'invalid', diagnostics: 'the body contains a NUL character (\\u0000), which no FHIR value may hold' });
-        i++;
+        const unit = text.charCodeAt(i + 1) === LETTER_U ? escapedUnit(text, i + 2) : undefined;
+        if (unit === undefined) {
+          i++;
+          continue;
+        }
+        if (unit === 0) throw new OperationOutcomeError(400, { code: 'invalid', diagnostics: 'the body contains a NUL character (\\u0000), which no FHIR value may hold' });
+        if (unit >= 0xd800 && unit <= 0xdfff) {
+          const low = unit <= 0xdbff && text.charCodeAt(i + 6) === BACKSLASH && text.charCodeAt(i + 7) === LETTER_U ? escapedUnit(text, i + 8) : undefined;
+          if (low === undefined || low < 0xdc00 || low > 0xdfff) throw new OperationOutcomeError(400, { code: 'invalid', diagnostics: `the body contains a lone surrogate (\\u${unit.toString(16)}), which is no character: no FHIR string may hold one` });
+          i += 11; // past the pair
+        } else {
+          i += 5; // past \uXXXX
+        }
       } else if (c === QUOTE) {
         inString = false;
         if (i - stringStart > limits.maxStringLength) throw tooCostly(413, `a string in the body is longer than ${limits.maxStringLength} characters`);

@@ -81,13 +81,23 @@ describe('hostile input is a 4xx OperationOutcome and writes nothing', () => {
     await refused(json('POST', '/ingest/readings', JSON.stringify({ device: { identifier: { system: 'urn:test:serial', value: 'hostile-1' }, create: true }, patient: { reference: 'Patient/x y' }, readings: [{ code: { system: 'http://loinc.org', code: '8867-4' }, value: 70, unit: '/min', time: '2026-11-02T08:00:00Z' }] })));
   });
 
-  it('refuses a body that is not UTF-8 at every JSON door, and ignores a byte order mark', async () => {
+  it('refuses a body that is not UTF-8 or escapes a lone surrogate, at every JSON door; ignores a byte order mark', async () => {
     const latin1 = (text: string) => Buffer.from(text, 'latin1');
     const bad = await refused({ method: 'POST', url: '/fhir/Patient', payload: latin1('{"resourceType":"Patient","name":[{"family":"M\u00fcller"}]}'), headers: { 'content-type': 'application/fhir+json' } }, 400);
     expect(bad.json.issue[0].diagnostics).to.include('UTF-8');
     await refused({ method: 'PUT', url: `/fhir/Patient/${patient}`, payload: latin1(`{"resourceType":"Patient","id":"${patient}","name":[{"family":"Gr\u00e4f"}]}`), headers: { 'content-type': 'application/fhir+json' } }, 400);
     await refused({ method: 'POST', url: '/fhir', payload: latin1('{"resourceType":"Bundle","type":"transaction","entry":[{"resource":{"resourceType":"Patient","name":[{"family":"\u00c5s"}]},"request":{"method":"POST","url":"Patient"}}]}'), headers: { 'content-type': 'application/fhir+json' } }, 400);
     await refused({ method: 'POST', url: '/ingest/readings', payload: Buffer.from([0x7b, 0xff, 0x7d]), headers: { 'content-type': 'application/json' } }, 400);
+    // An escaped lone surrogate is no character: JSON.parse takes it, PostgreSQL's jsonb did not (a 500).
+    for (const family of ['a\\ud800b', 'a\\udc00b', '\\ude00\\ud83d', 'a\\ud83d\\u0041']) {
+      const res = await refused(json('POST', '/fhir/Patient', `{"resourceType":"Patient","name":[{"family":"${family}"}]}`), 400);
+      expect(res.json.issue[0].diagnostics, family).to.include('lone surrogate');
+    }
+    await refused(json('POST', '/fhir', '{"resourceType":"Bundle","type":"batch","entry":[{"resource":{"resourceType":"Patient","name":[{"family":"\\ud800"}]},"request":{"method":"POST","url":"Patient"}}]}'), 400);
+    await refused(json('POST', '/ingest/readings', '{"device":{"identifier":{"system":"urn:x","value":"\\udc00"},"create":true},"readings":[]}', 'application/json'), 400);
+    const pair = await app.request(json('POST', '/fhir/Patient', '{"resourceType":"Patient","name":[{"family":"a\\ud83d\\ude00b \\\\ud800"}]}'));
+    expect(pair.statusCode, pair.payload).to.equal(201);
+    expect((await app.request({ method: 'GET', url: `/fhir/Patient/${pair.json.id}` })).json.name).to.equal([{ family: 'a😀b \\ud800' }]);
     // RFC 8259 §8.1 lets a parser ignore a byte order mark; the resource is stored as sent.
     const withBom = Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(JSON.stringify({ resourceType: 'Patient', name: [{ family: 'Müller' }] }))]);
     const created = await app.request({ method: 'POST', url: '/fhir/Patient', payload: withBom, headers: { 'content-type': 'application/fhir+json' } });
