@@ -15,7 +15,7 @@ const IN_BUNDLE_REFERENCE = /^urn:(uuid:[0-9a-fA-F-]{36}|oid:[0-2](\.(0|[1-9][0-
 
 /**
  * What the schema cannot say, in one walk: every `reference` string of Reference elements has a
- * valid form, and no element is `null` (the R4 schema's object definitions let null through,
+ * valid form, no number is infinite, and no element is `null` (the R4 schema's object definitions let null through,
  * and every later stage would trip on it; R4 json.html allows null only as a placeholder in
  * arrays of primitives, which the schema's own string types already refuse).
  */
@@ -38,6 +38,10 @@ function elementIssues(node: unknown, path: string, issues: Issue[], inBundle: b
       }
     } else if (value === null) {
       issues.push({ code: 'structure', diagnostics: `${childPath}: null is not a value (leave the element out)`, expression: [childPath] });
+    } else if (typeof value === 'number' && !Number.isFinite(value)) {
+      issues.push(beyondRange(childPath));
+    } else if (Array.isArray(value) && value.some((v) => typeof v === 'number' && !Number.isFinite(v))) {
+      issues.push(beyondRange(childPath));
     } else if (Array.isArray(value) && value.includes(null)) {
       const at = value.indexOf(null);
       issues.push({ code: 'structure', diagnostics: `${childPath}[${at}]: null is not a value`, expression: [`${childPath}[${at}]`] });
@@ -46,6 +50,14 @@ function elementIssues(node: unknown, path: string, issues: Issue[], inBundle: b
       elementIssues(value, childPath, issues, inBundle);
     }
   }
+}
+
+/**
+ * A JSON number too large for a double (`1e400`) parses to ±Infinity, which the schema's
+ * `number` accepts and JSON.stringify writes as null: the value would be stored changed.
+ */
+function beyondRange(path: string): Issue {
+  return { code: 'value', diagnostics: `${path}: the number is beyond any FHIR integer or decimal`, expression: [path] };
 }
 
 /**

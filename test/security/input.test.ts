@@ -81,7 +81,7 @@ describe('hostile input is a 4xx OperationOutcome and writes nothing', () => {
     await refused(json('POST', '/ingest/readings', JSON.stringify({ device: { identifier: { system: 'urn:test:serial', value: 'hostile-1' }, create: true }, patient: { reference: 'Patient/x y' }, readings: [{ code: { system: 'http://loinc.org', code: '8867-4' }, value: 70, unit: '/min', time: '2026-11-02T08:00:00Z' }] })));
   });
 
-  it('refuses a body that is not UTF-8 or escapes a lone surrogate, at every JSON door; ignores a byte order mark', async () => {
+  it('refuses a body that is not UTF-8, escapes a lone surrogate or overflows a number, at every JSON door; ignores a byte order mark', async () => {
     const latin1 = (text: string) => Buffer.from(text, 'latin1');
     const bad = await refused({ method: 'POST', url: '/fhir/Patient', payload: latin1('{"resourceType":"Patient","name":[{"family":"M\u00fcller"}]}'), headers: { 'content-type': 'application/fhir+json' } }, 400);
     expect(bad.json.issue[0].diagnostics).to.include('UTF-8');
@@ -98,6 +98,10 @@ describe('hostile input is a 4xx OperationOutcome and writes nothing', () => {
     const pair = await app.request(json('POST', '/fhir/Patient', '{"resourceType":"Patient","name":[{"family":"a\\ud83d\\ude00b \\\\ud800"}]}'));
     expect(pair.statusCode, pair.payload).to.equal(201);
     expect((await app.request({ method: 'GET', url: `/fhir/Patient/${pair.json.id}` })).json.name).to.equal([{ family: 'a😀b \\ud800' }]);
+    // A number beyond a double parses to Infinity, which JSON.stringify would store as null.
+    await refused(json('POST', '/fhir/Patient', '{"resourceType":"Patient","multipleBirthInteger":1e400}'), 400);
+    await refused(json('POST', '/fhir/Patient', '{"resourceType":"Patient","extension":[{"url":"urn:x","valueDecimal":-1e400}]}'), 400);
+    await refused(json('POST', '/fhir', '{"resourceType":"Bundle","type":"transaction","entry":[{"resource":{"resourceType":"Patient","multipleBirthInteger":1e999},"request":{"method":"POST","url":"Patient"}}]}'), 400);
     // RFC 8259 §8.1 lets a parser ignore a byte order mark; the resource is stored as sent.
     const withBom = Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(JSON.stringify({ resourceType: 'Patient', name: [{ family: 'Müller' }] }))]);
     const created = await app.request({ method: 'POST', url: '/fhir/Patient', payload: withBom, headers: { 'content-type': 'application/fhir+json' } });
