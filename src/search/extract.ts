@@ -6,8 +6,8 @@ import { typeModules } from './types';
 /**
  * Write-time extraction: every indexed search parameter of a resource into index rows, plus
  * the two values copied onto rows — the patient compartment key (every row) and, on the token
- * rows that drive the hot path, the resource's own `date` range. Pure and synchronous, so its cost is measurable alone
- * (`bench/search.ts`).
+ * rows that drive the hot path, the resource's own `date` range. Pure and synchronous, so its
+ * cost is measurable alone (`bench/search.ts`).
  */
 export interface ExtractedIndex {
   /** The patient compartment key (a Patient id), null when the resource is in none. */
@@ -60,18 +60,17 @@ function dateEnvelope(rows: RowSink['date']): { low: string; high: string; multi
 }
 
 /**
- * Whether a token row of a resource with a patient key is a driving row of the hot path: it
- * carries the resource's date range and is in the token table's patient index
+ * Whether a parameter's token rows drive the hot path: with a code, of a resource with a
+ * patient key, they carry the resource's date range and are in the token table's patient index
  * (`(patient, param, code_hash, date_high DESC, id) WHERE drives`), which `planDriver`
- * (src/search/sql.ts) drives a patient's search of one code from. Not driving:
- * - rows without a code (a CodeableConcept's text, an identifier's type): they serve `:text`
- *   and `:of-type`, never the hot path, which pins a code;
- * - `identifier` rows: an identifier names one resource, which the code index
- *   `(param, code_hash, hash)` finds without the patient. On a vital sign these were one of the
- *   patient index's five entries (issue 16: storage per Observation).
+ * (src/search/sql.ts) drives a patient's search of one code from. Rows without a code (a
+ * CodeableConcept's text, an identifier's type) never drive: they serve `:text` and `:of-type`,
+ * and the hot path pins a code. `identifier` never drives: an identifier names one resource,
+ * which the code index `(param, code_hash, hash)` finds without the patient; on a vital sign it
+ * was one of the patient index's five entries (issue 16: storage per Observation).
  */
-export function drivesByPatient(param: string, row: IndexRow | null): boolean {
-  return param !== NOT_DRIVING && (row === null || row[3] !== null);
+export function drivesByPatient(param: string): boolean {
+  return param !== NOT_DRIVING;
 }
 const NOT_DRIVING = 'identifier';
 
@@ -118,7 +117,7 @@ export function extractIndex(resourceType: string, resource: fhir4.FhirResource)
   if (patient !== null) {
     const envelope = plan.hasDate ? dateEnvelope(rows.date) : undefined;
     for (const t of rows.token) {
-      if (!drivesByPatient(t.param, t.row)) continue;
+      if (t.row[3] === null || !drivesByPatient(t.param)) continue; // row[3]: code_hash
       const row: IndexRow = t.row;
       if (envelope) {
         row[5] = envelope.low;

@@ -270,7 +270,7 @@ function drivingToken(filter: Filter): TokenTerm | undefined {
   if (filter.kind !== 'param' || filter.param.type !== 'token' || filter.param.storage.kind !== 'indexed') return undefined;
   if (filter.modifier !== undefined || filter.terms.length !== 1) return undefined;
   // Only driving rows are in the patient index (an identifier's are found by the code index).
-  if (!drivesByPatient(filter.param.code, null)) return undefined;
+  if (!drivesByPatient(filter.param.code)) return undefined;
   const term = filter.terms[0] as TokenTerm;
   // One row per (param, system|code) per resource (extraction dedupes), so a system|code match
   // never repeats a resource; a bare code could, unless the element cannot repeat.
