@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Queryable } from '../src/store/db';
 import { extractIndex } from '../src/search/extract';
 import { INDEX_COLUMNS, INDEX_KINDS, type IndexKind, indexTableOf } from '../src/search/index-tables';
-import { type BenchContext, type BenchWorkload, HttpClient, type LoadStats, measured, type ResultRow, runHttpLoad, runLoad } from './harness';
+import { type BenchContext, type BenchWorkload, checkpoint, HttpClient, type LoadStats, measured, type ResultRow, runHttpLoad, runLoad } from './harness';
 import { indexInsert } from './index-rows';
 import { benchPatient, vitalSignObservation } from './vitals';
 
@@ -271,21 +271,15 @@ const ENTRY_CREATED = /"status":"201 Created"/g;
 
 type Phase = { stats: LoadStats; cpu: ResultRow['cpu'] };
 
-/**
- * Each phase starts just after a checkpoint. PostgreSQL writes a whole page to the WAL the first
- * time a checkpoint interval touches it (full_page_writes); without this, whichever phase ran
- * while the last checkpoint was young paid for every page of the shared index tables it touched
- * first: in one run the server's statement wrote 9,558 full pages where the raw phases after it
- * wrote 347 (pg_stat_statements), 1.5× the WAL for the same rows.
- */
-async function fromCheckpoint(ctx: BenchContext): Promise<void> {
-  if (ctx.raw.kind === 'postgres') await ctx.raw.query('CHECKPOINT');
-}
-
 async function serverPhase(ctx: BenchContext, refs: string[], bundles: number, size: number, concurrency: number): Promise<Phase> {
   const phaseCtx: BenchContext = { ...ctx, warmup: bundleWarmup(ctx, size) };
   const bodies = serverBodies(ctx, refs, phaseCtx.warmup + bundles, size);
-  await fromCheckpoint(ctx);
+  // Each phase starts just after a checkpoint. PostgreSQL writes a whole page to the WAL the
+  // first time a checkpoint interval touches it; without this, whichever phase ran while the last
+  // checkpoint was young paid for the first touch of the shared index pages: in one run the
+  // server's statement wrote 9,558 full pages where the raw phases after it wrote 347
+  // (pg_stat_statements), 1.5× the WAL for the same rows.
+  await checkpoint(ctx);
   return measured(phaseCtx, 'server', () =>
     runHttpLoad(phaseCtx, bundles, concurrency, async (client, i) => {
       const res = await client.request('POST', '', bodies[i]);
@@ -300,7 +294,7 @@ async function serverPhase(ctx: BenchContext, refs: string[], bundles: number, s
 async function rawPhase(ctx: BenchContext, refs: string[], bundles: number, size: number, concurrency: number, form: RawForm): Promise<Phase & { bundle: RawBundle }> {
   const phaseCtx: BenchContext = { ...ctx, warmup: bundleWarmup(ctx, size) };
   const raw = rawBundles(ctx, refs, phaseCtx.warmup + bundles, size, form);
-  await fromCheckpoint(ctx);
+  await checkpoint(ctx); // as serverPhase
   const result = await measured(phaseCtx, 'raw SQL', () =>
     runLoad({
       n: bundles,

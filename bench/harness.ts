@@ -328,6 +328,15 @@ function rssSampler(pid: number): () => number | undefined {
 }
 
 /**
+ * Makes PostgreSQL write out its dirty pages now, so that the next phase neither waits for the
+ * checkpointer nor pays alone for the full-page WAL images of the next checkpoint interval
+ * (bench/search.ts after its load, bench/bundles.ts before every phase). No-op on PGlite.
+ */
+export async function checkpoint(ctx: BenchContext): Promise<void> {
+  if (ctx.raw.kind === 'postgres') await ctx.raw.query('CHECKPOINT');
+}
+
+/**
  * Runs a phase and charges the CPU of the server, PostgreSQL and this process to it; for a
  * server phase, also the largest RSS of the server process during it.
  */
