@@ -88,7 +88,7 @@ function takeIndexes(count: number): number {
   return first;
 }
 
-async function serverCreate(ctx: BenchContext, refs: string[], n: number, concurrency: number): Promise<{ row: ResultRow; ids: string[] }> {
+export async function serverCreate(ctx: BenchContext, refs: string[], n: number, concurrency: number): Promise<{ row: ResultRow; ids: string[] }> {
   const bodies = serverBodies(ctx, refs, takeIndexes(ctx.warmup + n), ctx.warmup + n);
   const ids: string[] = [];
   const { stats, cpu } = await measured(ctx, 'server', () =>
@@ -101,7 +101,7 @@ async function serverCreate(ctx: BenchContext, refs: string[], n: number, concur
   return { row: { workload: 'create', group: `create c=${concurrency}`, target: 'server', concurrency, stats, cpu, note: 'POST /Observation, 201 + body' }, ids };
 }
 
-async function rawCreates(ctx: BenchContext, refs: string[], n: number, concurrency: number): Promise<{ row: ResultRow; ids: string[] }> {
+export async function rawCreates(ctx: BenchContext, refs: string[], n: number, concurrency: number): Promise<{ row: ResultRow; ids: string[] }> {
   const rows = rawRows(ctx, refs, takeIndexes(ctx.warmup + n), ctx.warmup + n);
   const indexRows = rows.reduce((sum, r) => sum + (r.index?.rows ?? 0), 0) / rows.length;
   const { stats, cpu } = await measured(ctx, 'raw SQL', () =>

@@ -8,6 +8,7 @@ import { workloads as auditCostWorkloads } from './audit-cost';
 import { benchAuthOn, REGISTRATION_TOKEN, startBenchAuth } from './auth';
 import { workloads as bundleWorkloads } from './bundles';
 import { workloads as crudWorkloads } from './crud';
+import { workloads as subscriptionWorkloads } from './subscriptions';
 import { deviceWorkloads } from './devices';
 import type { BenchContext, BenchWorkload, ResultRow } from './harness';
 import { applicationName, openRawPglite, openRawPostgres, type RawDb, type TableSize, tableSizes } from './rawdb';
@@ -48,6 +49,7 @@ const registered: BenchWorkload[] = [
   ...optionalWorkloads('monitoring'), // monitoring rules' share of ingest (issue 6, bench/monitoring.ts)
   ...optionalWorkloads('medication'), // due doses of 10,000 patients (issue 19, bench/medication.ts)
   ...optionalWorkloads('export'), // Bulk Data export of N Observations (issue 21, bench/export.ts)
+  ...subscriptionWorkloads, // creates beside live Subscriptions (bench/subscriptions.ts)
   ...auditCostWorkloads, // the audit trail on against off, in alternating rounds (issue 14)
 ];
 

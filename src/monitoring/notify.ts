@@ -3,7 +3,7 @@ import { withConsents } from '../access/consent';
 import { type AccessPolicy, policyFromScopes, unrestricted } from '../access/policy';
 import { OperationOutcomeError } from '../kernel/outcome';
 import type { CommittedWrite, PendingWrite, UnitOfWork } from '../pipeline';
-import { findMatchingIds } from '../search';
+import { criteriaPrefilter, findMatchingIds } from '../search';
 import type { Queryable } from '../store/db';
 import { readResources } from '../store/repository';
 import { parseCriteria } from './subscription-accept';
@@ -21,6 +21,8 @@ interface LiveSubscription {
   id: string;
   channel: string;
   criteria: { type: string; params: URLSearchParams };
+  /** False for a written resource the criteria certainly do not match (judged in memory, before any query). */
+  mayMatch: (resource: fhir4.FhirResource) => boolean;
   wantsPayload: boolean;
   policy: AccessPolicy;
 }
@@ -115,7 +117,9 @@ async function liveSubscriptions(tx: Queryable): Promise<LiveSubscription[]> {
     const policy = ownerPolicy(ownerOf.get(id));
     // Past its `end`, a Subscription is silent (a dashboard's per-session one, for instance).
     const ended = sub.end !== undefined && Date.parse(sub.end) < now;
-    return criteria && policy && !ended ? [{ id, channel: sub.channel.type, criteria, wantsPayload: Boolean(sub.channel.payload), policy }] : [];
+    return criteria && policy && !ended
+      ? [{ id, channel: sub.channel.type, criteria, mayMatch: criteriaPrefilter(criteria.type, criteria.params), wantsPayload: Boolean(sub.channel.payload), policy }]
+      : [];
   });
   cache = { at: Date.now(), subscriptions };
   return subscriptions;
@@ -140,8 +144,9 @@ async function visible(tx: Queryable, sub: LiveSubscription, params: URLSearchPa
 
 /**
  * Queues a notification for every live Subscription whose criteria match a committed write
- * under its subscriber's grant: one search per subscription of a written type, restricted to
- * the written ids, and one INSERT (websocket ones: one NOTIFY). Returns how many were queued.
+ * under its subscriber's grant: one search per subscription whose criteria may match a written
+ * resource (judged in memory first), restricted to the written ids, and one INSERT (websocket
+ * ones: one NOTIFY). Returns how many were queued.
  */
 export async function enqueueNotifications(uow: UnitOfWork, committed: readonly CommittedWrite[]): Promise<number> {
   const { tx } = uow;
@@ -150,7 +155,9 @@ export async function enqueueNotifications(uow: UnitOfWork, committed: readonly 
   const deliveries: Array<{ sub: string; w: CommittedWrite; payload: boolean }> = [];
   const pings = new Set<string>();
   for (let sub of await liveSubscriptions(tx)) {
-    const candidates = written.filter((w) => w.type === sub.criteria.type);
+    // Before the subscriber's Consents are read and its search is run: most Subscriptions name
+    // another patient or code than a given write's.
+    const candidates = written.filter((w) => w.type === sub.criteria.type && sub.mayMatch(w.resource!));
     if (candidates.length === 0) continue;
     // The subscriber's grant as the Consents stand in this transaction (decision record 015).
     sub = { ...sub, policy: await withConsents(tx, sub.policy, { fresh: true }) };

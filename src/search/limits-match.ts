@@ -1,11 +1,10 @@
 import { OperationOutcomeError } from '../kernel/outcome';
 import { isInPatientCompartment } from './compartment';
 import { extractIndex } from './extract';
-import { codeHash, systemCodeHash } from './hash';
 import { parseSearch } from './parse';
 import type { TypeLimits } from './reach';
 import { storedSourcesOf } from './registry';
-import type { TokenTerm } from './types/token';
+import { type TokenTerm, tokenRowMatches } from './types/token';
 
 /**
  * Whether a stored version of `type` lies within a caller's limits, judged on the version
@@ -36,17 +35,11 @@ function matchesConstraint(type: string, resource: fhir4.FhirResource, constrain
     const rows = tokens.filter((t) => codes.has(t.param));
     const matches = (filter.terms as TokenTerm[]).some((term) =>
       rows.some(({ row }) => {
-        const [system, code, hash, code_hash] = row;
-        switch (term.kind) {
-          case 'systemCode':
-            return hash === systemCodeHash(term.system || undefined, term.code);
-          case 'code':
-            return code_hash === codeHash(term.code) && code !== null;
-          case 'system':
-            return system === term.system;
-          default:
-            throw new OperationOutcomeError(403, { code: 'forbidden', diagnostics: `the access token's limits on ${type} cannot be applied to past versions` });
+        const matched = tokenRowMatches(term, row);
+        if (matched === undefined) {
+          throw new OperationOutcomeError(403, { code: 'forbidden', diagnostics: `the access token's limits on ${type} cannot be applied to past versions` });
         }
+        return matched;
       }),
     );
     return filter.negate ? !matches : matches;

@@ -78,6 +78,36 @@ describe('rest-hook subscriptions', () => {
     }
   });
 
+  it('notifies exactly the Subscriptions whose criteria match a written Observation (patient, subject, code, derived and modified parameters), however they are judged', async () => {
+    const hook = await subscriber();
+    const patient = (await create(app, { resourceType: 'Patient', name: [{ family: unique('sub') }] })).id;
+    const stranger = (await create(app, { resourceType: 'Patient', name: [{ family: unique('sub') }] })).id;
+    const criteria: Record<string, string> = {
+      patient: `Observation?patient=Patient/${patient}`,
+      bareSubject: `Observation?subject=${patient}`,
+      systemCode: 'Observation?code=http://loinc.org|85354-9',
+      componentOr: `Observation?component-code=9279-1,8480-6&patient=${patient}`,
+      combo: 'Observation?combo-code=8480-6',
+      typed: `Observation?status=final&subject:Patient=${patient}`,
+      otherPatient: `Observation?patient=Patient/${stranger}`,
+      otherSystem: 'Observation?code=http://snomed.info/sct|85354-9',
+      otherStatus: 'Observation?code=85354-9&status=preliminary',
+      otherTargetType: `Observation?subject=Group/${patient}`,
+    };
+    const ids: string[] = [];
+    try {
+      for (const [name, c] of Object.entries(criteria)) ids.push((await create(app, subscription(hook.url, c, { payload: undefined, header: [`X-Sub: ${name}`] }))).id);
+      await create(app, systolic(patient, 120));
+      const expected = ['patient', 'bareSubject', 'systemCode', 'componentOr', 'combo', 'typed'];
+      await until('the matching subscribers', () => hook.received.length >= expected.length);
+      await new Promise((r) => setTimeout(r, 500));
+      expect(hook.received.map((r) => r.headers['x-sub']).sort()).to.equal([...expected].sort());
+    } finally {
+      for (const id of ids) await app.request({ method: 'DELETE', url: `/fhir/Subscription/${id}` });
+      await hook.close();
+    }
+  });
+
   it('records failures in the Subscription, retries with backoff, and delivers after the server was restarted mid-retry', async () => {
     let failing = true;
     const hook = await subscriber(() => (failing ? 503 : 200));

@@ -154,3 +154,25 @@ export const token: ParameterTypeModule<TokenTerm> = {
     }
   },
 };
+
+/**
+ * Whether token index row `row` (the columns of INDEX_COLUMNS.token) satisfies `term`, as
+ * `token.condition` asks the database; undefined for `:text`, whose word matching only the
+ * database does. For matching a version in memory (src/search/limits-match.ts,
+ * src/search/criteria-match.ts).
+ */
+export function tokenRowMatches(term: TokenTerm, row: IndexRow): boolean | undefined {
+  const [system, , hash, code_hash] = row;
+  switch (term.kind) {
+    case 'code':
+      return code_hash === codeHash(term.code);
+    case 'systemCode':
+      return code_hash === codeHash(term.code) && hash === systemCodeHash(term.system || undefined, term.code);
+    case 'system':
+      return system === term.system;
+    case 'ofType':
+      return hash === term.hash;
+    case 'text':
+      return undefined;
+  }
+}

@@ -1,0 +1,75 @@
+import { extractIndex } from './extract';
+import type { IndexRow, RowSink } from './index-tables';
+import { type Filter, parseSearch } from './parse';
+import { type SearchParameterDef, storedSourcesOf } from './registry';
+import type { ReferenceTerm } from './types/reference';
+import { type TokenTerm, tokenRowMatches } from './types/token';
+
+/**
+ * A prefilter for a search's criteria over freshly written resources: the function answers
+ * false only when a resource certainly fails the criteria, judged in memory on its own index
+ * rows (the rows the writer stores, from the same extraction). Plain token and reference
+ * filters are judged (`code=…`, `status=…`, `patient=Patient/X`, `subject=…`); every other
+ * filter (chains, `_has`, modifiers, `:missing`, dates, quantities, strings, `_id`) counts as a
+ * possible match, and the search in the database decides, as before.
+ *
+ * Measured reason: every live Subscription of a written type cost each write one search in its
+ * transaction, whether or not its criteria could match. With 200 Subscriptions on other
+ * patients' Observations a create took 36 ms instead of 3.2 (0.16 ms per Subscription).
+ */
+export function criteriaPrefilter(type: string, params: URLSearchParams): (resource: fhir4.FhirResource) => boolean {
+  let filters: Filter[];
+  try {
+    filters = parseSearch(type, params, { defaultCount: 0, maxCount: 0 }).filters;
+  } catch {
+    return () => true; // not parseable here: the search decides (and reports) as it did
+  }
+  const judged = filters.filter(judgeable);
+  if (judged.length === 0) return () => true;
+  return (resource) => {
+    const rows = indexRowsOf(type, resource);
+    return judged.every((f) => possiblyMatches(f, rows));
+  };
+}
+
+type JudgedFilter = Extract<Filter, { kind: 'param' }>;
+
+function judgeable(filter: Filter): filter is JudgedFilter {
+  if (filter.kind !== 'param' || filter.missing !== undefined || filter.modifier !== undefined || filter.negate) return false;
+  return (filter.param.type === 'token' || filter.param.type === 'reference') && filter.param.storage.kind !== 'column';
+}
+
+/** One extraction per written resource, however many Subscriptions look at it. */
+const extracted = new WeakMap<fhir4.FhirResource, RowSink>();
+
+function indexRowsOf(type: string, resource: fhir4.FhirResource): RowSink {
+  let rows = extracted.get(resource);
+  if (!rows) {
+    rows = extractIndex(type, resource).rows;
+    extracted.set(resource, rows);
+  }
+  return rows;
+}
+
+/** The filter's parameter's rows of `rows`: its own, or its derived sources' (of their target type). */
+function rowsOfParam(param: SearchParameterDef, rows: ReadonlyArray<{ param: string; row: IndexRow }>): IndexRow[] {
+  const sources = storedSourcesOf(param);
+  return rows
+    .filter((r) => sources.some((s) => s.code === r.param && (!s.targetType || r.row[0] === s.targetType)))
+    .map((r) => r.row);
+}
+
+function possiblyMatches(filter: JudgedFilter, rows: RowSink): boolean {
+  if (filter.param.type === 'token') {
+    const own = rowsOfParam(filter.param, rows.token);
+    return (filter.terms as TokenTerm[]).some((term) => own.some((row) => tokenRowMatches(term, row) !== false));
+  }
+  const own = rowsOfParam(filter.param, rows.reference);
+  return (filter.terms as ReferenceTerm[]).some((term) => own.some((row) => referenceRowMatches(term, row)));
+}
+
+/** As `reference.condition` asks the database, over a reference row `[target_type, target_id, url]`. */
+function referenceRowMatches(term: ReferenceTerm, [targetType, targetId, url]: IndexRow): boolean {
+  if (term.kind === 'url') return url === term.url;
+  return targetId === term.id && (term.types.length === 0 || term.types.includes(targetType as string));
+}
