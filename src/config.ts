@@ -34,6 +34,8 @@ export interface Config {
   maxBundleEntries: number;
   /** Monitoring (README "Monitoring"): missed-measurement check period, 0 = off. */
   adherenceCheckIntervalMs: number;
+  /** How often Subscriptions past their `end` are turned off (SUBSCRIPTION_END_CHECK_INTERVAL), 0 = never. */
+  subscriptionEndCheckIntervalMs: number;
   /** Subscription rest-hook deliveries: first retry delay (doubling), and attempts before giving up. */
   subscriptionRetryBaseMs: number;
   subscriptionMaxAttempts: number;
@@ -183,6 +185,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     statementTimeoutMs: duration(env.STATEMENT_TIMEOUT, 15_000, 'STATEMENT_TIMEOUT'),
     preparedStatements: env.DATABASE_PREPARED_STATEMENTS === undefined || env.DATABASE_PREPARED_STATEMENTS === '' || bool(env.DATABASE_PREPARED_STATEMENTS, 'DATABASE_PREPARED_STATEMENTS'),
     adherenceCheckIntervalMs: duration(env.ADHERENCE_CHECK_INTERVAL, 15 * 60_000, 'ADHERENCE_CHECK_INTERVAL'),
+    subscriptionEndCheckIntervalMs: duration(env.SUBSCRIPTION_END_CHECK_INTERVAL, 60_000, 'SUBSCRIPTION_END_CHECK_INTERVAL'),
     subscriptionRetryBaseMs: duration(env.SUBSCRIPTION_RETRY_BASE, 5_000, 'SUBSCRIPTION_RETRY_BASE'),
     subscriptionMaxAttempts: int(env.SUBSCRIPTION_MAX_ATTEMPTS, 10, 'SUBSCRIPTION_MAX_ATTEMPTS'),
     subscriptionLeaseMs: Math.max(1000, duration(env.SUBSCRIPTION_DELIVERY_LEASE, 120_000, 'SUBSCRIPTION_DELIVERY_LEASE')),

@@ -9,6 +9,7 @@ import { readingsOf } from '../search';
 import { readResource, ReplayUnitError } from '../store/repository';
 import { checkAdherence } from './adherence';
 import { PeriodicJob } from './periodic';
+import { turnOffEndedSubscriptions } from './subscription-end';
 import { type FlagEvent, raiseFlags, trackFlagStatus } from './flags';
 import { type Breach, judgedPatient, judgeObservation, type PlanLimits } from './judge';
 import { assertValidGoal, type CompiledPlan, compilePlan, storedGoalIds } from './plan';
@@ -93,12 +94,15 @@ export function registerMonitoring(ctx: FhirContext, server: Server): Monitoring
 
   const scheduler = new PeriodicJob(ctx.log, 'adherence check', ctx.config.adherenceCheckIntervalMs, () => checkAdherence(ctx, new Date()));
   scheduler.start();
+  const subscriptionEnds = new PeriodicJob(ctx.log, 'turning off ended subscriptions', ctx.config.subscriptionEndCheckIntervalMs, () => turnOffEndedSubscriptions(ctx));
+  subscriptionEnds.start();
   worker.start();
   const websocket = new WebsocketChannel(ctx, server);
   const listening = websocket.start().catch((err: unknown) => ctx.log.error({ err }, 'the websocket channel could not listen for notifications'));
   return {
     async stop() {
       await scheduler.stop();
+      await subscriptionEnds.stop();
       await worker.stop();
       await listening;
       await websocket.stop();

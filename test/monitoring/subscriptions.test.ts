@@ -147,3 +147,48 @@ describe('rest-hook subscriptions', () => {
     }
   });
 });
+
+describe('Subscription.end', () => {
+  let app: TestServer;
+  before(async () => {
+    app = await startTestServer({ SUBSCRIPTION_END_CHECK_INTERVAL: '200ms', SUBSCRIPTION_ALLOW_PRIVATE_NETWORKS: 'true' });
+  });
+  after(() => app?.stop());
+
+  it('the server turns a Subscription off once its end has passed (a new version, in its history), and notifies it no more; one without an end stays active', async () => {
+    const hook = await subscriber();
+    const post = async (resource: any) => {
+      const res = await app.request({ method: 'POST', url: `/fhir/${resource.resourceType}`, payload: resource });
+      expect(res.statusCode, JSON.stringify(res.json)).to.equal(201);
+      return res.json;
+    };
+    const patient = (await post({ resourceType: 'Patient', name: [{ family: unique('end') }] })).id;
+    const sub = (criteria: string, extra: object) => ({ resourceType: 'Subscription', status: 'requested', reason: 'end', criteria, channel: { type: 'rest-hook', endpoint: hook.url }, ...extra });
+    const ending = await post(sub(`Observation?patient=${patient}`, { end: new Date(Date.now() + 2_000).toISOString(), channel: { type: 'rest-hook', endpoint: hook.url, header: ['X-Sub: ending'] } }));
+    const lasting = await post(sub(`Observation?patient=${patient}`, { channel: { type: 'rest-hook', endpoint: hook.url, header: ['X-Sub: lasting'] } }));
+    try {
+      expect(ending.status).to.equal('active');
+      await post(systolic(patient, 120));
+      await until('both notified before the end', () => hook.received.length >= 2);
+
+      const off = await until('the ended Subscription turned off', async () => {
+        const s = (await app.request({ method: 'GET', url: `/fhir/Subscription/${ending.id}` })).json;
+        return s.status === 'off' ? s : undefined;
+      });
+      expect(off.meta.versionId).to.equal('2');
+      expect(off.end).to.equal(ending.end);
+      const history = (await app.request({ method: 'GET', url: `/fhir/Subscription/${ending.id}/_history` })).json;
+      expect(history.entry.map((e: any) => e.resource.status)).to.equal(['off', 'active']);
+      expect((await app.request({ method: 'GET', url: `/fhir/Subscription/${lasting.id}` })).json.status).to.equal('active');
+
+      hook.received.length = 0;
+      await post(systolic(patient, 121));
+      await until('the lasting one notified', () => hook.received.length >= 1);
+      await new Promise((r) => setTimeout(r, 500));
+      expect(hook.received.map((r) => r.headers['x-sub'])).to.equal(['lasting']);
+    } finally {
+      for (const id of [ending.id, lasting.id]) await app.request({ method: 'DELETE', url: `/fhir/Subscription/${id}` });
+      await hook.close();
+    }
+  });
+});
