@@ -167,6 +167,28 @@ describe('monitoring rules', () => {
     expect(await flagsOf(patient, '&status=inactive')).to.have.length(1);
   });
 
+  it('a Flag left active names only the latest 20 breaching Observations, counts them all, and stays small', async () => {
+    const patient = await newPatient();
+    await create(plan(patient));
+    const entry = Array.from({ length: 24 }, (_, i) => ({
+      fullUrl: `urn:uuid:${unique('b')}`,
+      resource: bp(patient, 150 + i, 80, new Date(Date.now() - (30 - i) * 60_000).toISOString()),
+      request: { method: 'POST', url: 'Observation' },
+    }));
+    const bundle = await app.request({ method: 'POST', url: '/fhir', payload: { resourceType: 'Bundle', type: 'transaction', entry } });
+    expect(bundle.statusCode).to.equal(200);
+    const ids = bundle.json.entry.map((e: any) => e.response.location.split('/_history')[0]);
+    const last = await create(bp(patient, 175, 80));
+    const [flag, ...others] = await flagsOf(patient);
+    expect(others).to.have.length(0);
+    expect(ext(flag, FLAG_DETAIL).map((e: any) => e.valueReference.reference)).to.equal([...ids.slice(-19), `Observation/${last.id}`]);
+    expect(ext(flag, FLAG_COUNT)[0].valueInteger).to.equal(25);
+    // The earlier details are in the Flag's first version.
+    const first = (await app.request({ method: 'GET', url: `/fhir/Flag/${flag.id}/_history/1` })).json;
+    expect(ext(first, FLAG_DETAIL)).to.have.length(20);
+    expect(ext(first, FLAG_DETAIL)[0].valueReference.reference).to.equal(ids[4]);
+  });
+
   it('judges a weight in pounds against a limit in kg', async () => {
     const patient = await newPatient();
     await create(plan(patient));
