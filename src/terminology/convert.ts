@@ -1,4 +1,5 @@
 import { isUcumCode } from './ucum';
+import { BoundedMemo } from '../kernel/bounded-memo';
 
 /**
  * Unit conversion between UCUM codes through NLM's ucum-lhc. Linear units are converted with a
@@ -13,7 +14,7 @@ const ucumLhc = require('@lhncbc/ucum-lhc') as { UcumLhcUtils: { getInstance(): 
 const utils = ucumLhc.UcumLhcUtils.getInstance();
 
 const SPECIAL = new Set(['Cel', '[degF]', '[degRe]', 'K']);
-const factors = new Map<string, number | null>();
+const factors = new BoundedMemo<string, number | null>(10_000);
 
 /** `value` `from` expressed in `to`, or undefined when the units are not commensurable UCUM. */
 export function convertUnit(value: number, from: string, to: string): number | undefined {
@@ -23,13 +24,10 @@ export function convertUnit(value: number, from: string, to: string): number | u
     const r = utils.convertUnitTo(from, value, to);
     return r.status === 'succeeded' ? r.toVal : undefined;
   }
-  const pair = `${from}>${to}`;
-  let factor = factors.get(pair);
-  if (factor === undefined) {
+  const factor = factors.get(`${from}>${to}`, () => {
     const r = utils.convertUnitTo(from, 1, to);
-    factor = r.status === 'succeeded' && r.toVal !== undefined ? r.toVal : null;
-    factors.set(pair, factor);
-  }
+    return r.status === 'succeeded' && r.toVal !== undefined ? r.toVal : null;
+  });
   return factor === null ? undefined : value * factor;
 }
 

@@ -1,3 +1,4 @@
+import { BoundedMemo } from '../kernel/bounded-memo';
 /**
  * UCUM canonical form of quantities, so that searches compare like with like whatever unit a
  * device sent (`ge80|http://unitsofmeasure.org|kg` must match 180 `[lb_av]`), as HAPI's
@@ -38,8 +39,8 @@ interface UcumUtils {
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const ucumLhc = require('@lhncbc/ucum-lhc') as { UcumLhcUtils: { getInstance(): UcumUtils } };
 const utils = ucumLhc.UcumLhcUtils.getInstance();
-/** null = not a valid UCUM code (cached too: devices repeat the same bad unit). */
-const units = new Map<string, UnitInfo | null>();
+/** null = not a valid UCUM code (remembered too: devices repeat the same bad unit). */
+const units = new BoundedMemo<string, UnitInfo | null>(10_000);
 
 function canonicalUnitName(unitToExp: Record<string, number>): string {
   const parts = Object.keys(unitToExp)
@@ -49,16 +50,11 @@ function canonicalUnitName(unitToExp: Record<string, number>): string {
 }
 
 function unitInfo(code: string): UnitInfo | null {
-  let info = units.get(code);
-  if (info !== undefined) return info;
-  const r = utils.convertToBaseUnits(code, 1);
-  if (r.status !== 'succeeded' || r.magnitude === undefined || !r.unitToExp) {
-    info = null;
-  } else {
-    info = { unit: canonicalUnitName(r.unitToExp), factor: r.fromUnitIsSpecial ? undefined : r.magnitude };
-  }
-  units.set(code, info);
-  return info;
+  return units.get(code, () => {
+    const r = utils.convertToBaseUnits(code, 1);
+    if (r.status !== 'succeeded' || r.magnitude === undefined || !r.unitToExp) return null;
+    return { unit: canonicalUnitName(r.unitToExp), factor: r.fromUnitIsSpecial ? undefined : r.magnitude };
+  });
 }
 
 /** The canonical value and unit of `value` `code`, or undefined when `code` is not valid UCUM. */

@@ -1,4 +1,5 @@
 import { terminology } from './load';
+import { BoundedMemo } from '../kernel/bounded-memo';
 
 /**
  * Membership in the small value sets the vital-signs profiles bind with strength `required`:
@@ -6,7 +7,7 @@ import { terminology } from './load';
  * A value set we do not hold answers `undefined`, so callers can say "not checked" rather than
  * reject what they cannot judge.
  */
-const expansions = new Map<string, Set<string> | null>();
+const expansions = new BoundedMemo<string, Set<string> | null>(1_000);
 
 function key(system: string | undefined, code: string): string {
   return `${system ?? ''}|${code}`;
@@ -42,12 +43,7 @@ function expand(url: string): Set<string> | null {
 }
 
 export function valueSetExpansion(url: string): Set<string> | null {
-  let codes = expansions.get(url);
-  if (codes === undefined) {
-    codes = expand(url);
-    expansions.set(url, codes);
-  }
-  return codes;
+  return expansions.get(url, expand);
 }
 
 /** Whether system|code is in the value set; a bare code (a `code` element) matches any system. */
