@@ -6,13 +6,16 @@ import { benchPatient } from './vitals';
 /**
  * What live Subscriptions cost a write: creates at c=16 with none, then beside SUBSCRIPTIONS
  * Subscriptions whose criteria name other patients' Observations (a clinician's per-patient
- * subscription, the common shape in remote monitoring), beside the raw create. A write used to
- * run one search per live Subscription of its type (src/monitoring/notify.ts); criteria that
- * cannot match are now ruled out in memory (src/search/criteria-match.ts), so the two server
- * figures should be alike. The Subscriptions are deleted afterwards.
+ * subscription, the common shape in remote monitoring), then beside MATCHING that match every
+ * heart rate (two readings in five), beside the raw create. A write used to run one search per
+ * live Subscription of its type (src/monitoring/notify.ts); plain criteria and grants are now
+ * judged in memory (src/search/criteria-match.ts), so the server figures should be alike. The
+ * Subscriptions are deleted afterwards.
  */
 
 const SUBSCRIPTIONS = 200;
+/** Type-wide Subscriptions every heart rate matches (websocket, as the dashboard's: a NOTIFY, no delivery to wait for). */
+const MATCHING = 50;
 const SIZE = 100;
 
 /** Runs a transaction; the references of what it created (none for deletes). */
@@ -52,6 +55,14 @@ export const workloads: BenchWorkload[] = [
         ctx.log(`subscriptions: create c=16, ${n} beside ${subscriptions.length} live Subscriptions…`);
         const beside = await serverCreate(ctx, refs, n, 16);
         rows.push({ ...beside.row, workload: 'subscriptions', group: `create c=16, ${subscriptions.length} subs`, note: `POST /Observation beside ${subscriptions.length} live Subscriptions on other patients' Observations` });
+
+        subscriptions.push(...(await transaction(client, Array.from({ length: MATCHING }, () => ({
+          resource: { resourceType: 'Subscription', status: 'requested', reason: 'bench', criteria: 'Observation?code=http://loinc.org|8867-4', channel: { type: 'websocket' } } as fhir4.Subscription,
+          request: { method: 'POST' as const, url: 'Subscription' },
+        })))));
+        ctx.log(`subscriptions: create c=16, ${n} beside ${MATCHING} more that match every heart rate…`);
+        const matching = await serverCreate(ctx, refs, n, 16);
+        rows.push({ ...matching.row, workload: 'subscriptions', group: `create c=16, +${MATCHING} matching`, note: `POST /Observation beside those and ${MATCHING} websocket Subscriptions every heart rate matches (2 readings in 5)` });
       } finally {
         for (let b = 0; b < subscriptions.length; b += SIZE) {
           await transaction(client, subscriptions.slice(b, b + SIZE).map((ref) => ({ request: { method: 'DELETE' as const, url: ref } })));

@@ -150,7 +150,10 @@ const MAX_CACHED_ACTORS = 10_000;
 let generation = 0;
 const cache = new Map<string, { generation: number; until: number; consents: ActorConsents }>();
 
-/** Called after every commit that wrote a Consent or a RelatedPerson. */
+/** The types whose writes change what a Consent-governed caller may see (decision record 015). */
+export const GOVERNING_TYPES: ReadonlySet<string> = new Set(['Consent', 'RelatedPerson']);
+
+/** Called after every commit that wrote one of GOVERNING_TYPES. */
 export function forgetConsents(): void {
   generation++;
   cache.clear();

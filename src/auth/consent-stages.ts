@@ -1,10 +1,7 @@
 import { consentProblems } from '../access/consent-rules';
-import { forgetConsents } from '../access/consent';
+import { forgetConsents, GOVERNING_TYPES } from '../access/consent';
 import { badRequest } from '../kernel/outcome';
 import { eachWrite, type Stages } from '../pipeline';
-
-/** The types whose writes change what a Consent-governed caller may see (decision record 015). */
-const GOVERNING_TYPES = new Set(['Consent', 'RelatedPerson']);
 
 /**
  * Consents and caregiver links in the write pipeline:

@@ -1,9 +1,9 @@
 import { policyReach, type ReadLimits, readLimits } from '../access/enforce';
-import { withConsents } from '../access/consent';
+import { GOVERNING_TYPES, withConsents } from '../access/consent';
 import { type AccessPolicy, policyFromScopes, unrestricted } from '../access/policy';
 import { OperationOutcomeError } from '../kernel/outcome';
 import type { CommittedWrite, PendingWrite, UnitOfWork } from '../pipeline';
-import { criteriaPrefilter, findMatchingIds } from '../search';
+import { type CriteriaMatcher, criteriaMatcher, findMatchingIds, withinLimits } from '../search';
 import type { Queryable } from '../store/db';
 import { readResources } from '../store/repository';
 import { parseCriteria } from './subscription-accept';
@@ -21,8 +21,8 @@ interface LiveSubscription {
   id: string;
   channel: string;
   criteria: { type: string; params: URLSearchParams };
-  /** False for a written resource the criteria certainly do not match (judged in memory, before any query). */
-  mayMatch: (resource: fhir4.FhirResource) => boolean;
+  /** The criteria judged in memory (src/search/criteria-match.ts): before any query, and instead of one when exact. */
+  matcher: CriteriaMatcher;
   wantsPayload: boolean;
   policy: AccessPolicy;
 }
@@ -118,7 +118,7 @@ async function liveSubscriptions(tx: Queryable): Promise<LiveSubscription[]> {
     // Past its `end`, a Subscription is silent (a dashboard's per-session one, for instance).
     const ended = sub.end !== undefined && Date.parse(sub.end) < now;
     return criteria && policy && !ended
-      ? [{ id, channel: sub.channel.type, criteria, mayMatch: criteriaPrefilter(criteria.type, criteria.params), wantsPayload: Boolean(sub.channel.payload), policy }]
+      ? [{ id, channel: sub.channel.type, criteria, matcher: criteriaMatcher(criteria.type, criteria.params), wantsPayload: Boolean(sub.channel.payload), policy }]
       : [];
   });
   cache = { at: Date.now(), subscriptions };
@@ -143,10 +143,25 @@ async function visible(tx: Queryable, sub: LiveSubscription, params: URLSearchPa
 }
 
 /**
+ * The writes `limits` let the subscriber see, judged in memory by the access policy's own
+ * judgement of one version (`withinLimits`, as a vread is judged); undefined when a limit needs
+ * the database (a granular constraint it cannot judge), and the search decides.
+ */
+function visibleInMemory(type: string, writes: readonly CommittedWrite[], limits: ReadLimits): Set<string> | undefined {
+  try {
+    return new Set(writes.filter((w) => withinLimits(type, w.resource!, limits)).map((w) => w.id));
+  } catch (err) {
+    if (err instanceof OperationOutcomeError && err.status === 403) return undefined;
+    throw err;
+  }
+}
+
+/**
  * Queues a notification for every live Subscription whose criteria match a committed write
- * under its subscriber's grant: one search per subscription whose criteria may match a written
- * resource (judged in memory first), restricted to the written ids, and one INSERT (websocket
- * ones: one NOTIFY). Returns how many were queued.
+ * under its subscriber's grant, and one INSERT (websocket ones: one NOTIFY). Criteria of plain
+ * token and reference filters, and grants the access policy can judge on the version itself,
+ * are judged in memory; anything else is one search per Subscription whose criteria may match,
+ * restricted to the written ids. Returns how many were queued.
  */
 export async function enqueueNotifications(uow: UnitOfWork, committed: readonly CommittedWrite[]): Promise<number> {
   const { tx } = uow;
@@ -154,17 +169,19 @@ export async function enqueueNotifications(uow: UnitOfWork, committed: readonly 
   if (written.length === 0) return 0;
   const deliveries: Array<{ sub: string; w: CommittedWrite; payload: boolean }> = [];
   const pings = new Set<string>();
+  // Consents read inside this transaction are cached like any request's, unless it wrote one.
+  const fresh = committed.some((w) => GOVERNING_TYPES.has(w.type));
   for (let sub of await liveSubscriptions(tx)) {
     // Before the subscriber's Consents are read and its search is run: most Subscriptions name
     // another patient or code than a given write's.
-    const candidates = written.filter((w) => w.type === sub.criteria.type && sub.mayMatch(w.resource!));
+    const candidates = written.filter((w) => w.type === sub.criteria.type && sub.matcher.mayMatch(w.resource!));
     if (candidates.length === 0) continue;
     // The subscriber's grant as the Consents stand in this transaction (decision record 015).
-    sub = { ...sub, policy: await withConsents(tx, sub.policy, { fresh: true }) };
+    sub = { ...sub, policy: await withConsents(tx, sub.policy, { fresh }) };
     const searchable = limitsOrNone(sub.policy, sub.criteria.type, 's');
     if (!searchable) continue;
-    const ids = candidates.map((w) => w.id);
-    const matched = await visible(tx, sub, sub.criteria.params, ids, searchable);
+    const matched = (sub.matcher.exact ? visibleInMemory(sub.criteria.type, candidates, searchable) : undefined)
+      ?? (await visible(tx, sub, sub.criteria.params, candidates.map((w) => w.id), searchable));
     if (matched.size === 0) continue;
     if (sub.channel === 'websocket') {
       // R4's websocket channel says only `ping <id>`: no payload to decide on.
@@ -172,8 +189,11 @@ export async function enqueueNotifications(uow: UnitOfWork, committed: readonly 
       continue;
     }
     const readable = sub.wantsPayload ? limitsOrNone(sub.policy, sub.criteria.type, 'r') : undefined;
-    const withPayload = readable ? await visible(tx, sub, new URLSearchParams(), [...matched], readable) : new Set<string>();
-    for (const w of candidates) if (matched.has(w.id)) deliveries.push({ sub: sub.id, w, payload: withPayload.has(w.id) });
+    const shown = candidates.filter((w) => matched.has(w.id));
+    const withPayload = readable
+      ? (visibleInMemory(sub.criteria.type, shown, readable) ?? (await visible(tx, sub, new URLSearchParams(), [...matched], readable)))
+      : new Set<string>();
+    for (const w of shown) deliveries.push({ sub: sub.id, w, payload: withPayload.has(w.id) });
   }
   if (pings.size) {
     // NOTIFY is transactional: every server process hears it at commit, never before or on rollback.

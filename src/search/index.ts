@@ -2,7 +2,7 @@
  * The search capability's public surface: the REST layer searches (`searchResources`), the
  * write pipeline resolves conditional operations (`findMatchingIds`) and indexes writes
  * (`writeSearchIndex`, in ./index-writer), the CapabilityStatement lists the parameters, and
- * Subscription matching skips, in memory, the writes its criteria cannot match (`criteriaPrefilter`).
+ * Subscription matching judges plain criteria in memory (`criteriaMatcher`).
  */
 import { parametersOf } from './registry';
 
@@ -13,7 +13,7 @@ export { canBeInPatientCompartment } from './sql';
 export { readingsOf, readingTimes } from './readings';
 export { isUnlimited, type PatientExclusion, type Reach, type TypeLimits, unlimited } from './reach';
 export { withinLimits } from './limits-match';
-export { criteriaPrefilter } from './criteria-match';
+export { type CriteriaMatcher, criteriaMatcher } from './criteria-match';
 export { checkScanFilter, scanAsOf, type ScannedRow, type ScanRequest } from './scan';
 
 /** Result parameters this server honours, listed with the filters in the CapabilityStatement. */

@@ -94,6 +94,29 @@ describe('statements per interaction', () => {
     }
   });
 
+  it('a create that ten live Subscriptions match: their criteria and grants judged in memory, one NOTIFY for all', async () => {
+    const criteria = [
+      ...Array.from({ length: 8 }, () => `Observation?patient=Patient/${patient}`),
+      'Observation?code=http://loinc.org|8867-4',
+      `Observation?status=final&subject=${patient}`,
+    ];
+    const ids: string[] = [];
+    try {
+      for (const c of criteria) {
+        const res = await app.request({ method: 'POST', url: '/fhir/Subscription', payload: { resourceType: 'Subscription', status: 'requested', reason: 'statements', criteria: c, channel: { type: 'websocket' } } });
+        expect(res.statusCode, c).to.equal(201);
+        ids.push(res.json.id);
+      }
+      await app.request({ method: 'POST', url: '/fhir/Observation', payload: heartRate(patient, 74) });
+      const { status, statements } = await counted(() => app.request({ method: 'POST', url: '/fhir/Observation', payload: heartRate(patient, 75) }));
+      expect(status).to.equal(201);
+      expect(statements, statements.join('\n---\n')).to.have.length(4);
+      expect(statements.filter((s) => s.includes('pg_notify'))).to.have.length(1);
+    } finally {
+      for (const id of ids) await app.request({ method: 'DELETE', url: `/fhir/Subscription/${id}` });
+    }
+  });
+
   it('the hot search: one statement', async () => {
     const { status, statements } = await counted(() =>
       app.request({ method: 'GET', url: `/fhir/Observation?subject=Patient/${patient}&code=http://loinc.org|8867-4&date=ge2026-01-01` }),

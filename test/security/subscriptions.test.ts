@@ -59,6 +59,34 @@ describe('subscriptions under the subscriber\'s grant', () => {
     }
   });
 
+  it('a granular scope limits what its subscriber is notified of, whether the criteria are judged in memory or by a search', async () => {
+    const hook = await subscriber();
+    const VITALS = 'http://terminology.hl7.org/CodeSystem/observation-category|vital-signs';
+    const vitalsOnly = await app.as(`system/Subscription.cruds system/Observation.rs?category=${VITALS}`);
+    const reading = (patient: string, category: string, value: number) => ({
+      ...heartRate(patient, value),
+      category: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/observation-category', code: category }] }],
+    });
+    const subs: string[] = [];
+    try {
+      // Plain criteria (judged in memory), and criteria with a date (judged by a search).
+      for (const [name, criteria] of [['plain', `Observation?subject=Patient/${bob}`], ['dated', `Observation?subject=Patient/${bob}&date=ge2020-01-01`]] as const) {
+        const sub = await app.request({ method: 'POST', url: '/fhir/Subscription', headers: vitalsOnly, payload: { ...subscription(hook.url, criteria), channel: { type: 'rest-hook', endpoint: hook.url, payload: 'application/fhir+json', header: [`X-Sub: ${name}`] } } });
+        expect(sub.statusCode, sub.payload).to.equal(201);
+        subs.push(sub.json.id);
+      }
+      const lab = await app.create(reading(bob, 'laboratory', 60));
+      const vital = await app.create(reading(bob, 'vital-signs', 61));
+      await until('both subscribers told of the vital sign', () => hook.received.length >= 2);
+      await new Promise((r) => setTimeout(r, 400));
+      expect(hook.received.map((r) => [r.headers['x-sub'], JSON.parse(r.body).id]).sort()).to.equal([['dated', vital], ['plain', vital]]);
+      expect(hook.received.some((r) => r.body.includes(lab))).to.be.false();
+    } finally {
+      for (const id of subs) await app.request({ method: 'DELETE', url: `/fhir/Subscription/${id}`, headers: app.system });
+      await hook.close();
+    }
+  });
+
   it('sends no resource to a subscriber that may search but not read it, and no version per failed attempt', async () => {
     let failing = true;
     const hook = await subscriber(() => (failing ? 503 : 200));
