@@ -67,54 +67,48 @@ describe('statements per interaction', () => {
     expect(statements, statements.join('\n---\n')).to.have.length(3);
   });
 
+  /**
+   * The statements of one create while `criteria` are live Subscriptions on `channel`: one create
+   * first loads them into the cache, then the next is counted while they are cached.
+   */
+  const createBeside = async (criteria: string[], channel: object, value: number) => {
+    const ids: string[] = [];
+    try {
+      for (const c of criteria) {
+        const res = await app.request({ method: 'POST', url: '/fhir/Subscription', payload: { resourceType: 'Subscription', status: 'requested', reason: 'statements', criteria: c, channel } });
+        expect(res.statusCode, c).to.equal(201);
+        ids.push(res.json.id);
+      }
+      await app.request({ method: 'POST', url: '/fhir/Observation', payload: heartRate(patient, value) });
+      return await counted(() => app.request({ method: 'POST', url: '/fhir/Observation', payload: heartRate(patient, value + 1) }));
+    } finally {
+      for (const id of ids) await app.request({ method: 'DELETE', url: `/fhir/Subscription/${id}` });
+    }
+  };
+
   it('a create beside live Subscriptions whose criteria name other patients or codes: still three statements, no search per Subscription', async () => {
     const other = (await app.request({ method: 'POST', url: '/fhir/Patient', payload: { resourceType: 'Patient' } })).json.id;
-    const criteria = [
+    const { status, statements } = await createBeside([
       ...Array.from({ length: 10 }, () => `Observation?patient=Patient/${other}`),
       `Observation?subject=Patient/${other}&code=http://loinc.org|8867-4`,
       `Observation?patient=${patient}&code=http://loinc.org|8480-6`,
       `Observation?code=9279-1`,
       `Observation?status=cancelled`,
       `Observation?category=laboratory&patient=Patient/${patient}`,
-    ];
-    const ids: string[] = [];
-    try {
-      for (const c of criteria) {
-        const res = await app.request({ method: 'POST', url: '/fhir/Subscription', payload: { resourceType: 'Subscription', status: 'requested', reason: 'statements', criteria: c, channel: { type: 'rest-hook', endpoint: 'https://example.org/hook' } } });
-        expect(res.statusCode, c).to.equal(201);
-        ids.push(res.json.id);
-      }
-      // Loads the live Subscriptions into the cache, then counts a create while they are cached.
-      await app.request({ method: 'POST', url: '/fhir/Observation', payload: heartRate(patient, 72) });
-      const { status, statements } = await counted(() => app.request({ method: 'POST', url: '/fhir/Observation', payload: heartRate(patient, 73) }));
-      expect(status).to.equal(201);
-      expect(statements, statements.join('\n---\n')).to.have.length(3);
-    } finally {
-      for (const id of ids) await app.request({ method: 'DELETE', url: `/fhir/Subscription/${id}` });
-    }
+    ], { type: 'rest-hook', endpoint: 'https://example.org/hook' }, 72);
+    expect(status).to.equal(201);
+    expect(statements, statements.join('\n---\n')).to.have.length(3);
   });
 
   it('a create that ten live Subscriptions match: their criteria and grants judged in memory, one NOTIFY for all', async () => {
-    const criteria = [
+    const { status, statements } = await createBeside([
       ...Array.from({ length: 8 }, () => `Observation?patient=Patient/${patient}`),
       'Observation?code=http://loinc.org|8867-4',
       `Observation?status=final&subject=${patient}`,
-    ];
-    const ids: string[] = [];
-    try {
-      for (const c of criteria) {
-        const res = await app.request({ method: 'POST', url: '/fhir/Subscription', payload: { resourceType: 'Subscription', status: 'requested', reason: 'statements', criteria: c, channel: { type: 'websocket' } } });
-        expect(res.statusCode, c).to.equal(201);
-        ids.push(res.json.id);
-      }
-      await app.request({ method: 'POST', url: '/fhir/Observation', payload: heartRate(patient, 74) });
-      const { status, statements } = await counted(() => app.request({ method: 'POST', url: '/fhir/Observation', payload: heartRate(patient, 75) }));
-      expect(status).to.equal(201);
-      expect(statements, statements.join('\n---\n')).to.have.length(4);
-      expect(statements.filter((s) => s.includes('pg_notify'))).to.have.length(1);
-    } finally {
-      for (const id of ids) await app.request({ method: 'DELETE', url: `/fhir/Subscription/${id}` });
-    }
+    ], { type: 'websocket' }, 74);
+    expect(status).to.equal(201);
+    expect(statements, statements.join('\n---\n')).to.have.length(4);
+    expect(statements.filter((s) => s.includes('pg_notify'))).to.have.length(1);
   });
 
   it('the hot search: one statement', async () => {
