@@ -48,7 +48,10 @@ function judgeable(filter: Filter): filter is JudgedFilter {
   return (filter.param.type === 'token' || filter.param.type === 'reference') && filter.param.storage.kind !== 'column';
 }
 
-/** One extraction per written resource, however many Subscriptions look at it. */
+/**
+ * One extraction per written resource, however many Subscriptions look at it. Keyed by the
+ * committed version's object, which nothing changes once it is stored.
+ */
 const extracted = new WeakMap<fhir4.FhirResource, RowSink>();
 
 function indexRowsOf(type: string, resource: fhir4.FhirResource): RowSink {
