@@ -1,0 +1,97 @@
+import * as Lab from '@hapi/lab';
+import { expect } from '@hapi/code';
+import { criteriaMatcher, findMatchingIds, type TypeLimits, withinLimits } from '../../src/search';
+import { startTestServer, type TestServer, unique } from '../helpers/server';
+
+export const lab = Lab.script();
+const { describe, it, before, after } = lab;
+
+const LOINC = 'http://loinc.org';
+const CATEGORY = 'http://terminology.hl7.org/CodeSystem/observation-category';
+
+/**
+ * Subscription matching judges plain criteria and the subscriber's limits in memory
+ * (src/search/criteria-match.ts, src/monitoring/notify.ts) where it used to search. Both must
+ * answer alike: every criteria shape judged exactly, over every stored resource, against the
+ * database's own search of the same criteria restricted to that id.
+ */
+describe('criteria judged in memory agree with the search', () => {
+  let app: TestServer;
+  let alice: string;
+  let bob: string;
+  const stored: fhir4.Observation[] = [];
+  before(async () => {
+    app = await startTestServer();
+    const create = async (resource: object) => {
+      const res = await app.request({ method: 'POST', url: `/fhir/${(resource as { resourceType: string }).resourceType}`, payload: resource });
+      expect(res.statusCode, res.payload).to.equal(201);
+      return res.json;
+    };
+    alice = (await create({ resourceType: 'Patient', name: [{ family: unique('alice') }] })).id;
+    bob = (await create({ resourceType: 'Patient', name: [{ family: unique('bob') }] })).id;
+    const reading = (patient: string, code: string, category: string, status: string, extra: object = {}) => ({
+      resourceType: 'Observation', status,
+      category: [{ coding: [{ system: CATEGORY, code: category }] }],
+      code: { coding: [{ system: LOINC, code }], text: `reading ${code}` },
+      subject: { reference: `Patient/${patient}` }, effectiveDateTime: '2026-11-01T10:00:00Z', ...extra,
+    });
+    const panel = (patient: string) => reading(patient, '85354-9', 'vital-signs', 'final', {
+      component: [{ code: { coding: [{ system: LOINC, code: '8480-6' }] }, valueQuantity: { value: 150, unit: 'mm[Hg]', system: 'http://unitsofmeasure.org', code: 'mm[Hg]' } }],
+    });
+    for (const r of [
+      reading(alice, '8867-4', 'vital-signs', 'final'),
+      reading(alice, '2339-0', 'laboratory', 'amended'),
+      reading(bob, '8867-4', 'vital-signs', 'preliminary'),
+      reading(bob, '29463-7', 'vital-signs', 'final', { performer: [{ reference: `Patient/${alice}` }] }),
+      panel(alice),
+      panel(bob),
+      { resourceType: 'Observation', status: 'final', code: { coding: [{ system: 'http://snomed.info/sct', code: '8867-4' }] }, subject: { reference: `Group/${alice}` } },
+      { resourceType: 'Observation', status: 'final', code: { text: 'no coding' }, subject: { reference: `Patient/${bob}` } },
+    ]) stored.push(await create(r));
+  });
+  after(() => app?.stop());
+
+  const criteria = () => [
+    `patient=Patient/${alice}`, `patient=${bob}`, `subject=${alice}`, `subject=Patient/${alice}`, `subject=Group/${alice}`, `subject:Patient=${alice}`,
+    `code=8867-4`, `code=${LOINC}|8867-4`, `code=http://snomed.info/sct|8867-4`, `code=${LOINC}|`, `code=|8867-4`, `code=8867-4,2339-0`,
+    `category=laboratory`, `category=${CATEGORY}|vital-signs`, `status=final,amended`, `status=preliminary`,
+    `combo-code=8480-6`, `component-code=${LOINC}|8480-6`, `code=85354-9&patient=Patient/${bob}`, `code=8867-4&code=${LOINC}|8867-4&subject=${alice}`,
+    `performer=Patient/${alice}`, `code=8867-4&date=ge2026-01-01`, `code:text=reading`, `status:not=final`,
+  ].map((c) => new URLSearchParams(c));
+
+  it('matches exactly where every filter is judged, and never rules out what the search finds', async () => {
+    let exact = 0;
+    for (const params of criteria()) {
+      const matcher = criteriaMatcher('Observation', params);
+      if (matcher.exact) exact++;
+      for (const resource of stored) {
+        const byQuery = new URLSearchParams(params);
+        byQuery.set('_id', resource.id!);
+        const found = (await findMatchingIds(app.ctx.db, 'Observation', byQuery)).length === 1;
+        const judged = matcher.mayMatch(resource);
+        if (matcher.exact) expect(judged, `${params} on ${resource.id}`).to.equal(found);
+        else if (found) expect(judged, `${params} on ${resource.id}`).to.be.true();
+      }
+    }
+    expect(exact).to.be.at.least(18);
+  });
+
+  it('judges a subscriber\'s limits on the version as the search applies them', async () => {
+    const limits: TypeLimits[] = [
+      { compartmentPatientId: alice },
+      { compartmentPatientId: bob, constraint: new URLSearchParams(`category=${CATEGORY}|vital-signs`) },
+      { constraint: new URLSearchParams('category=laboratory') },
+      { exclude: [{ patientId: alice }] },
+      { exclude: [{ patientId: bob, constraint: new URLSearchParams(`category=${CATEGORY}|vital-signs`) }] },
+    ];
+    for (const l of limits) {
+      for (const resource of stored) {
+        const query = new URLSearchParams({ _id: resource.id! });
+        for (const [k, v] of l.constraint ?? []) query.append(k, v);
+        const reach = () => ({ ...(l.exclude ? { exclude: l.exclude } : {}) });
+        const found = (await findMatchingIds(app.ctx.db, 'Observation', query, undefined, l.compartmentPatientId, reach)).length === 1;
+        expect(withinLimits('Observation', resource, l), `${JSON.stringify(l)} on ${resource.id}`).to.equal(found);
+      }
+    }
+  });
+});
