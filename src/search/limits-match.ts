@@ -31,6 +31,11 @@ function matchesConstraint(type: string, resource: fhir4.FhirResource, constrain
     if (filter.kind !== 'param' || filter.param.type !== 'token' || filter.missing !== undefined || (filter.modifier !== undefined && filter.modifier !== 'not')) {
       throw new OperationOutcomeError(403, { code: 'forbidden', diagnostics: `the access token's limits on ${type} cannot be applied to past versions; read the current version instead` });
     }
+    if (filter.param.storage.kind === 'column') {
+      // `_id`, a column rather than index rows: compared as the search compares it (r.id = ANY(…)).
+      const matches = (filter.terms as TokenTerm[]).some((t) => (t.kind === 'code' || t.kind === 'systemCode') && t.code === resource.id);
+      return filter.negate ? !matches : matches;
+    }
     const codes = new Set(storedSourcesOf(filter.param).map((s) => s.code));
     const rows = tokens.filter((t) => codes.has(t.param));
     const matches = (filter.terms as TokenTerm[]).some((term) =>

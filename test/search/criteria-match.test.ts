@@ -83,6 +83,7 @@ describe('criteria judged in memory agree with the search', () => {
       { constraint: new URLSearchParams('category=laboratory') },
       { exclude: [{ patientId: alice }] },
       { exclude: [{ patientId: bob, constraint: new URLSearchParams(`category=${CATEGORY}|vital-signs`) }] },
+      { constraint: new URLSearchParams(`_id=${stored[0]!.id},${stored[3]!.id}`) },
     ];
     for (const l of limits) {
       for (const resource of stored) {
