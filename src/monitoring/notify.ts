@@ -5,7 +5,7 @@ import { OperationOutcomeError } from '../kernel/outcome';
 import type { CommittedWrite, PendingWrite, UnitOfWork } from '../pipeline';
 import { type CriteriaMatcher, criteriaMatcher, findMatchingIds, withinLimits } from '../search';
 import type { Queryable } from '../store/db';
-import { readResources } from '../store/repository';
+import { readVersioned } from '../store/repository';
 import { parseCriteria } from './subscription-accept';
 
 /**
@@ -102,22 +102,32 @@ export function forgetSubscriptions(): void {
   cache = undefined;
 }
 
+/** The stored Subscriptions that may still be notified (status active or error, a channel this server delivers), with their versions. */
+export async function readLiveSubscriptions(db: Queryable): Promise<Map<string, { resource: fhir4.Subscription; versionId: number }>> {
+  const ids = await findMatchingIds(db, 'Subscription', new URLSearchParams({ status: DELIVERED_STATUSES.join(','), type: CHANNELS.join(',') }));
+  return readVersioned<fhir4.Subscription>(db, 'Subscription', ids);
+}
+
+/** Whether a Subscription's `end` has passed: it is silent from then on, and turned off (./subscription-end.ts). */
+export function hasEnded(sub: fhir4.Subscription, now: number): boolean {
+  return sub.end !== undefined && Date.parse(sub.end) < now;
+}
+
 async function liveSubscriptions(tx: Queryable): Promise<LiveSubscription[]> {
   if (cache && Date.now() - cache.at < SUBSCRIPTION_CACHE_MS) return cache.subscriptions;
-  const ids = await findMatchingIds(tx, 'Subscription', new URLSearchParams({ status: DELIVERED_STATUSES.join(','), type: CHANNELS.join(',') }));
-  const subs = await readResources<fhir4.Subscription>(tx, 'Subscription', ids);
+  const subs = await readLiveSubscriptions(tx);
+  const ids = [...subs.keys()];
   const { rows } = ids.length
     ? await tx.query<OwnerRow>('SELECT * FROM subscription_owner WHERE subscription_id = ANY($1::text[])', [ids])
     : { rows: [] as OwnerRow[] };
   const ownerOf = new Map(rows.map((r) => [r.subscription_id, r]));
   const now = Date.now();
-  const subscriptions = [...subs].flatMap(([id, sub]) => {
+  const subscriptions = [...subs].flatMap(([id, { resource: sub }]) => {
     const criteria = parseCriteria(sub.criteria);
     // No recorded subscriber, no notifications: nobody's grant to match them under.
     const policy = ownerPolicy(ownerOf.get(id));
     // Past its `end`, a Subscription is silent (a dashboard's per-session one, for instance).
-    const ended = sub.end !== undefined && Date.parse(sub.end) < now;
-    return criteria && policy && !ended
+    return criteria && policy && !hasEnded(sub, now)
       ? [{ id, channel: sub.channel.type, criteria, matcher: criteriaMatcher(criteria.type, criteria.params), wantsPayload: Boolean(sub.channel.payload), policy }]
       : [];
   });

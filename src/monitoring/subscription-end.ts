@@ -1,9 +1,7 @@
 import type { FhirContext } from '../fhir/context';
 import { OperationOutcomeError } from '../kernel/outcome';
 import { executeWrites } from '../pipeline';
-import { findMatchingIds } from '../search';
-import { readVersioned } from '../store/repository';
-import { DELIVERED_STATUSES } from './notify';
+import { hasEnded, readLiveSubscriptions } from './notify';
 
 /** Most Subscriptions turned off in one run; the next run takes the rest. */
 const PER_RUN = 500;
@@ -18,9 +16,8 @@ const PER_RUN = 500;
  * conflict, left to that node. Answers how many it turned off.
  */
 export async function turnOffEndedSubscriptions(ctx: FhirContext, now = Date.now()): Promise<number> {
-  const ids = await findMatchingIds(ctx.db, 'Subscription', new URLSearchParams({ status: DELIVERED_STATUSES.join(',') }));
-  const live = await readVersioned<fhir4.Subscription>(ctx.db, 'Subscription', ids);
-  const ended = [...live].filter(([, { resource }]) => resource.end !== undefined && Date.parse(resource.end) < now).slice(0, PER_RUN);
+  const live = await readLiveSubscriptions(ctx.db);
+  const ended = [...live].filter(([, { resource }]) => hasEnded(resource, now)).slice(0, PER_RUN);
   let turnedOff = 0;
   for (const [id, { resource, versionId }] of ended) {
     try {

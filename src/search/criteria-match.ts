@@ -35,7 +35,7 @@ export function criteriaMatcher(type: string, params: URLSearchParams): Criteria
   return {
     mayMatch: judged.length === 0 ? () => true : (resource) => {
       const rows = indexRowsOf(type, resource);
-      return judged.every((f) => possiblyMatches(f, rows));
+      return judged.every((f) => filterMatches(f, rows));
     },
     exact: judged.length === filters.length,
   };
@@ -63,15 +63,16 @@ function indexRowsOf(type: string, resource: fhir4.FhirResource): RowSink {
   return rows;
 }
 
-/** The filter's parameter's rows of `rows`: its own, or its derived sources' (of their target type). */
-function rowsOfParam(param: SearchParameterDef, rows: ReadonlyArray<{ param: string; row: IndexRow }>): IndexRow[] {
+/** The parameter's rows of `rows`: its own, or its derived sources' (of their target type), as `paramCondition` (./sql.ts) selects them. */
+export function rowsOfParam(param: SearchParameterDef, rows: ReadonlyArray<{ param: string; row: IndexRow }>): IndexRow[] {
   const sources = storedSourcesOf(param);
   return rows
     .filter((r) => sources.some((s) => s.code === r.param && (!s.targetType || r.row[0] === s.targetType)))
     .map((r) => r.row);
 }
 
-function possiblyMatches(filter: JudgedFilter, rows: RowSink): boolean {
+/** Whether the resource's rows satisfy a judged filter, term by term as its SQL condition would (OR of terms). */
+function filterMatches(filter: JudgedFilter, rows: RowSink): boolean {
   if (filter.param.type === 'token') {
     const own = rowsOfParam(filter.param, rows.token);
     return (filter.terms as TokenTerm[]).some((term) => own.some((row) => tokenRowMatches(term, row) !== false));

@@ -3,7 +3,7 @@ import { isInPatientCompartment } from './compartment';
 import { extractIndex } from './extract';
 import { parseSearch } from './parse';
 import type { TypeLimits } from './reach';
-import { storedSourcesOf } from './registry';
+import { rowsOfParam } from './criteria-match';
 import { type TokenTerm, tokenRowMatches } from './types/token';
 
 /**
@@ -36,10 +36,9 @@ function matchesConstraint(type: string, resource: fhir4.FhirResource, constrain
       const matches = (filter.terms as TokenTerm[]).some((t) => (t.kind === 'code' || t.kind === 'systemCode') && t.code === resource.id);
       return filter.negate ? !matches : matches;
     }
-    const codes = new Set(storedSourcesOf(filter.param).map((s) => s.code));
-    const rows = tokens.filter((t) => codes.has(t.param));
+    const rows = rowsOfParam(filter.param, tokens);
     const matches = (filter.terms as TokenTerm[]).some((term) =>
-      rows.some(({ row }) => {
+      rows.some((row) => {
         const matched = tokenRowMatches(term, row);
         if (matched === undefined) {
           throw new OperationOutcomeError(403, { code: 'forbidden', diagnostics: `the access token's limits on ${type} cannot be applied to past versions` });

@@ -1,4 +1,3 @@
-import { BoundedMemo } from '../kernel/bounded-memo';
 /**
  * UCUM canonical form of quantities, so that searches compare like with like whatever unit a
  * device sent (`ge80|http://unitsofmeasure.org|kg` must match 180 `[lb_av]`), as HAPI's
@@ -10,6 +9,8 @@ import { BoundedMemo } from '../kernel/bounded-memo';
  * library each time; they are rare in monitoring data and still cached per unit string for the
  * "is it valid" answer.
  */
+import { BoundedMemo } from '../kernel/bounded-memo';
+
 export const UCUM_SYSTEM = 'http://unitsofmeasure.org';
 
 export interface CanonicalQuantity {
