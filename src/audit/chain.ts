@@ -144,19 +144,19 @@ export async function hasStaged(db: Queryable): Promise<boolean> {
 }
 
 /**
- * Lets this transaction's COMMIT return before its WAL is on disk (`synchronous_commit` off for
- * it alone; PostgreSQL's WAL writer flushes within 3 × wal_writer_delay). Only for the audit's
- * transactions that follow what already happened: a chaining moves rows that are durable in
- * audit_pending, and a crash that loses its commit loses the whole move, so they are chained again;
- * the read recorder writes records of responses already sent, which a crash before their batch
- * loses anyway. Never for a write's own transaction, whose audit commits with it.
+ * Lets the chaining's COMMIT return before its WAL is on disk (`synchronous_commit` off for this
+ * transaction alone; PostgreSQL's WAL writer flushes within 3 × wal_writer_delay). Safe because
+ * the rows it moves are durable in audit_pending: a crash that loses the commit loses the whole
+ * move, and the next poll chains them again. Never for a write's own transaction, whose audit
+ * commits with it; nor for the read recorder's batch, where it was measured not to help
+ * (docs/decisions/021-audit-storage.md, "Eighth look").
  */
-export function commitWithoutFlushWait(tx: Transaction): void {
+function commitWithoutFlushWait(tx: Transaction): void {
   tx.later('SET LOCAL synchronous_commit TO off');
 }
 
 /** Appends `records` to the chain directly, in this transaction (it takes the chain head's lock until commit). */
-export async function appendToChain(tx: Transaction, records: readonly AuditRecord[]): Promise<void> {
+export async function appendToChain(tx: Queryable, records: readonly AuditRecord[]): Promise<void> {
   if (records.length === 0) return;
   await append(tx, await lockHead(tx), records.map(stored));
 }

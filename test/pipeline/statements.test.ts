@@ -36,8 +36,9 @@ describe('statements per interaction', () => {
   /**
    * The statements of the request itself. Background work runs on its own clock and may fall into
    * any count: the audit chainer (src/audit/chainer.ts: its look for staged rows, the statements
-   * on the chain head, the move out of audit_pending, its asynchronous commit) and the notification worker's poll of the
-   * outbox (src/monitoring/delivery.ts; seen on PostgreSQL inside a count).
+   * on the chain head, the move out of audit_pending, its asynchronous commit) and the
+   * notification worker's poll of the outbox (src/monitoring/delivery.ts; seen on PostgreSQL
+   * inside a count).
    */
   const background = /audit_chain_head|SET LOCAL synchronous_commit TO off|DELETE FROM audit_pending|SELECT queued(?:::text AS queued, coalesce\(record, json\) AS text)? FROM audit_pending|UPDATE monitoring_delivery SET next_attempt/;
   const counted = async (fn: () => Promise<{ statusCode: number }>) => {
