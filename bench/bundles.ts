@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { newResourceId } from '../src/kernel/id';
 import type { Queryable } from '../src/store/db';
 import { extractIndex } from '../src/search/extract';
 import { INDEX_COLUMNS, INDEX_KINDS, type IndexKind, indexTableOf } from '../src/search/index-tables';
@@ -149,7 +150,7 @@ function bundleRows(ctx: BenchContext, refs: string[], first: number, size: numb
   const checkEvery = Math.max(1, Math.floor(size / 10));
   for (let e = 0; e < size; e++) {
     const resource: fhir4.Observation = observation(ctx, refs, first + e, base);
-    const id = randomUUID();
+    const id = newResourceId();
     // What the server stores: the body plus the assigned id and meta (versionId, lastUpdated).
     resource.id = id;
     resource.meta = { ...resource.meta, versionId: '1', lastUpdated };

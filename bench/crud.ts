@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { newResourceId } from '../src/kernel/id';
 import type { Queryable } from '../src/store/db';
 import { type BenchContext, type BenchWorkload, type HttpClient, HttpClient as Client, measured, type ResultRow, runHttpLoad, runLoad } from './harness';
 import { type IndexStatement, indexBaseline, indexInsert } from './index-rows';
@@ -65,7 +65,7 @@ function rawRows(ctx: BenchContext, refs: string[], first: number, count: number
   return Array.from({ length: count }, (_, k) => {
     const index = first + k;
     const resource = vitalSignObservation({ patientRef: refs[index % refs.length], identifierSystem: ctx.identifierSystem, index, effective: new Date(base + index * 60_000) });
-    const id = randomUUID();
+    const id = newResourceId();
     // Same shape as a stored version: the body plus the server-assigned id and meta.
     resource.id = id;
     resource.meta = { ...resource.meta, versionId: '1', lastUpdated: new Date().toISOString() };

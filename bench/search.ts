@@ -1,5 +1,5 @@
-import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
+import { newResourceId } from '../src/kernel/id';
 import { INDEX_KINDS, indexTableOf } from '../src/search/index-tables';
 import { writeSearchIndex } from '../src/search/index-writer';
 import { firstPageSql } from '../src/search/search';
@@ -77,7 +77,7 @@ async function loadObservations(ctx: BenchContext, patients: string[], from: num
       for (let k = first; k < Math.min(to, first + BATCH); k++) {
         const at = yearAgo + (((k * 2654435761) % 1_000_003) / 1_000_003) * YEAR_MS;
         const resource = vitalSignObservation({ patientRef: `Patient/${patients[k % PATIENTS]}`, identifierSystem: ctx.identifierSystem, index: k, effective: new Date(at) });
-        resource.id = randomUUID();
+        resource.id = newResourceId();
         resource.meta = { ...resource.meta, versionId: '1', lastUpdated: now };
         entries.push({ id: resource.id, resource, isNew: true });
       }

@@ -1,5 +1,5 @@
-import { randomUUID } from 'node:crypto';
 import type { FhirContext } from '../fhir/context';
+import { newResourceId } from '../kernel/id';
 import { withUnitOfWork } from '../pipeline';
 import { activeSchedules, clocksOf } from './schedules';
 import { dosesBetween } from './timing';
@@ -64,7 +64,7 @@ export async function sendReminders(ctx: FhirContext, now: Date): Promise<number
       const { rows } = await uow.tx.query<{ request_id: string; due_at: Date | string; communication_id: string }>(
         `INSERT INTO medication_reminder (request_id, due_at, communication_id)
          SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[]) ON CONFLICT DO NOTHING RETURNING request_id, due_at, communication_id`,
-        [batch.map((p) => p.requestId), batch.map((p) => new Date(p.at).toISOString()), batch.map(() => randomUUID())],
+        [batch.map((p) => p.requestId), batch.map((p) => new Date(p.at).toISOString()), batch.map(() => newResourceId())],
       );
       if (rows.length === 0) return 0;
       const byKey = new Map(batch.map((p) => [`${p.requestId}|${p.at}`, p]));

@@ -1,5 +1,5 @@
+import { newResourceId } from '../kernel/id';
 import { oneOf } from '../kernel/sql-any';
-import { randomUUID } from 'node:crypto';
 import type { UnitOfWork, WriteOp } from '../pipeline';
 import type { Queryable } from '../store/db';
 import { readVersioned } from '../store/repository';
@@ -159,7 +159,7 @@ export async function raiseFlags(uow: UnitOfWork, events: readonly FlagEvent[]):
     const key = keyOf(e);
     let target = byKey.get(key);
     if (!target) {
-      target = { id: randomUUID(), version: 0, flag: newFlag(e), created: true };
+      target = { id: newResourceId(), version: 0, flag: newFlag(e), created: true };
       byKey.set(key, target);
       created.push({ id: target.id, event: e });
     }

@@ -1,7 +1,6 @@
-import { randomUUID } from 'node:crypto';
 import { policyReach, requireAction } from '../access/enforce';
 import type { AccessPolicy } from '../access/policy';
-import { isValidId } from '../kernel/id';
+import { isValidId, newResourceId } from '../kernel/id';
 import { badRequest, preconditionFailed } from '../kernel/outcome';
 import { findMatchingIds } from '../search';
 import type { Queryable } from '../store/db';
@@ -15,7 +14,7 @@ import type { ResolvedOp, WriteOp } from './ops';
 export async function resolveTarget(tx: Queryable, op: WriteOp, policy: AccessPolicy): Promise<ResolvedOp> {
   const search = op.kind === 'create' ? op.ifNoneExist : op.match;
   if (!search) {
-    const id = op.kind === 'create' ? (op.id ?? randomUUID()) : op.id;
+    const id = op.kind === 'create' ? (op.id ?? newResourceId()) : op.id;
     if (id !== undefined && !isValidId(id)) throw badRequest(`'${id.slice(0, 80)}' is not a FHIR id ([A-Za-z0-9-.], 1 to 64 characters)`, ['id']);
     return { op, id };
   }
@@ -29,13 +28,13 @@ export async function resolveTarget(tx: Queryable, op: WriteOp, policy: AccessPo
     throw preconditionFailed(`the condition ${op.type}?${search.toString()} matches more than one resource`);
   }
   if (op.kind === 'create') {
-    return matches.length === 1 ? { op, id: matches[0], existingMatch: true } : { op, id: op.id ?? randomUUID() };
+    return matches.length === 1 ? { op, id: matches[0], existingMatch: true } : { op, id: op.id ?? newResourceId() };
   }
   if (op.kind === 'update' && matches.length === 0) {
     // FHIR R4 conditional update: no match creates, with the body's id if it has one.
     const bodyId = (op.resource as { id?: unknown } | null)?.id;
     if (typeof bodyId === 'string' && !isValidId(bodyId)) throw badRequest(`'${bodyId.slice(0, 80)}' is not a FHIR id`, ['id']);
-    return { op, id: typeof bodyId === 'string' ? bodyId : randomUUID() };
+    return { op, id: typeof bodyId === 'string' ? bodyId : newResourceId() };
   }
   if (op.id && matches[0] && op.id !== matches[0]) {
     throw badRequest(`the resource id ${op.id} does not match the resource found by ${op.type}?${search.toString()}`);
