@@ -146,6 +146,29 @@ describe('FHIR REST interactions', () => {
     expect(res.headers.location).to.equal(`http://localhost:8080/fhir/Patient/${id}/_history/1`);
   });
 
+  it('assigns time-ordered ids (UUID version 7, decision 025) by POST and in a transaction, in creation order', async () => {
+    const before = Date.now();
+    const posted = await app.request({ method: 'POST', url: '/fhir/Patient', payload: { resourceType: 'Patient', active: true } });
+    const bundle = await app.request({
+      method: 'POST',
+      url: '/fhir',
+      payload: {
+        resourceType: 'Bundle',
+        type: 'transaction',
+        entry: [1, 2, 3].map((n) => ({ fullUrl: `urn:uuid:${unique('v7')}`, resource: { resourceType: 'Patient', birthDate: `200${n}-01-01` }, request: { method: 'POST', url: 'Patient' } })),
+      },
+    });
+    expect(bundle.statusCode, bundle.payload.slice(0, 300)).to.equal(200);
+    const ids = [posted.json.id, ...bundle.json.entry.map((e: any) => e.response.location.split('/')[1])];
+    for (const id of ids) {
+      expect(id).to.match(/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+      // The leading 48 bits are the creation time in milliseconds.
+      const ms = parseInt(id.replace(/-/g, '').slice(0, 12), 16);
+      expect(ms).to.be.within(before, Date.now());
+    }
+    expect([...ids].sort()).to.equal(ids);
+  });
+
   it('overwrites client-sent meta.versionId and meta.lastUpdated, keeps the rest of meta', async () => {
     const res = await app.request({
       method: 'POST',
