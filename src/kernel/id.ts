@@ -53,7 +53,8 @@ let counter = 0;
  * already tells every reader.
  *
  * Not the `uuid` package: its version 7 asks the kernel for 16 random bytes per id (4.4 µs an id
- * measured, against 0.2 µs for Node's pooled `randomUUID`), about 2 % of a vital sign's ingest.
+ * measured alone, against 0.28 µs here; 3–4 % of the server's CPU per Observation in a profiled
+ * transaction bench).
  */
 export function newResourceId(): string {
   if (poolAt === randomPool.length) {
