@@ -25,18 +25,25 @@ const POSTGRES = (process.env.DATABASE_URL ?? '').startsWith('postgres');
 const PATIENTS = 20;
 const CONCURRENCY = 12;
 const PHASE_MS = 3000;
+/**
+ * How long after a SIGKILL a request may still fail: the process's teardown, then the proxy's
+ * two failed health checks 250 ms apart. Twice that, for a loaded machine.
+ */
+const KILL_WINDOW_MS = 1000;
 /** One round of readings (one per patient) in this many breaches the plans' 140 mm[Hg] limit. */
 const BREACH_EVERY = 4;
 
 interface Tally {
-  acked: Array<{ id: string; patient: string; breach: boolean }>;
+  acked: Array<{ id: string; patient: string; breach: boolean; sentAt: number }>;
   failed: number;
   statuses: Map<number, number>;
+  /** When each failed request was sent (ms since the epoch). */
+  failedSentAt: number[];
 }
 
 /** CONCURRENCY clients POSTing Observations to `base` for `ms`; `during` runs meanwhile (the kill). */
 async function ingest(base: string, patients: readonly string[], ms: number, during?: () => Promise<void>): Promise<Tally & { perSecond: number }> {
-  const tally: Tally = { acked: [], failed: 0, statuses: new Map() };
+  const tally: Tally = { acked: [], failed: 0, statuses: new Map(), failedSentAt: [] };
   const end = Date.now() + ms;
   let n = 0;
   const started = Date.now();
@@ -46,6 +53,7 @@ async function ingest(base: string, patients: readonly string[], ms: number, dur
       const patient = patients[i % patients.length]!;
       const breach = Math.floor(i / patients.length) % BREACH_EVERY === 0;
       let status = 0;
+      const sentAt = Date.now();
       try {
         const res = await fetch(`${base}/Observation`, {
           method: 'POST',
@@ -56,18 +64,25 @@ async function ingest(base: string, patients: readonly string[], ms: number, dur
         const location = res.headers.get('location');
         await res.arrayBuffer();
         if (status === 201 && location) {
-          tally.acked.push({ id: /Observation\/([^/]+)/.exec(location)![1]!, patient, breach });
+          tally.acked.push({ id: /Observation\/([^/]+)/.exec(location)![1]!, patient, breach, sentAt });
           continue;
         }
       } catch {
         status = -1; // the connection itself failed
       }
       tally.failed++;
+      tally.failedSentAt.push(sentAt);
       tally.statuses.set(status, (tally.statuses.get(status) ?? 0) + 1);
     }
   };
   await Promise.all([...Array.from({ length: CONCURRENCY }, client), during?.()]);
   return { ...tally, perSecond: tally.acked.length / ((Date.now() - started) / 1000) };
+}
+
+/** The span of `times` relative to `origin`, as "from … to … ms". */
+function sentWindow(times: readonly number[], origin: number): string {
+  if (times.length === 0) return 'none';
+  return `${Math.min(...times) - origin} to ${Math.max(...times) - origin} ms after the kill`;
 }
 
 async function json(res: Response): Promise<any> {
@@ -145,13 +160,21 @@ describe('two server nodes behind HAProxy', () => {
           `\n  scale: ${PATIENTS} patients, ${CONCURRENCY} concurrent clients, ${PHASE_MS / 1000} s per phase, POST Observation (1 in ${BREACH_EVERY} breaches a limit)\n` +
             `  one node:  ${single.perSecond.toFixed(0)} writes/s (${single.acked.length} acknowledged, ${single.failed} failed)\n` +
             `  two nodes: ${pair.perSecond.toFixed(0)} writes/s (${pair.acked.length} acknowledged, ${pair.failed} failed)\n` +
-            `  two nodes, one SIGKILLed after ${PHASE_MS / 4000} s: ${fault.perSecond.toFixed(0)} writes/s (${fault.acked.length} acknowledged, ${fault.failed} failed: ${JSON.stringify(failures)})`,
+            `  two nodes, one SIGKILLed after ${PHASE_MS / 4000} s: ${fault.perSecond.toFixed(0)} writes/s (${fault.acked.length} acknowledged, ${fault.failed} failed: ${JSON.stringify(failures)}, sent ${sentWindow(fault.failedSentAt, killedAt)})`,
         );
         expect(single.failed).to.equal(0);
         expect(pair.failed).to.equal(0);
-        // Only requests in flight on the killed node may fail (502 from the proxy), never a 500.
+        // Only requests that meet the killed node may fail, never with a 500: those in flight on
+        // it, and those the proxy sent it before the process was gone and the health check took
+        // it out of rotation (HAProxy: 250 ms, fall 2). Measured over 14 runs: every failure was
+        // a request sent between 161 ms before and 101 ms after the kill, failing 43-222 ms after
+        // it ("other side closed" or a 502). How many fall in that window depends on the rate,
+        // so the window is asserted, not a count; after it, every request must succeed.
         expect(fault.statuses.has(500)).to.be.false();
-        expect(fault.failed).to.be.below(CONCURRENCY + 1);
+        const lateFailures = fault.failedSentAt.filter((t) => t > killedAt + KILL_WINDOW_MS);
+        expect(lateFailures.length, `failures of requests sent ${KILL_WINDOW_MS} ms or more after the kill`).to.equal(0);
+        // And the survivor did serve after the window: the assertion above is not vacuous.
+        expect(fault.acked.filter((w) => w.sentAt > killedAt + KILL_WINDOW_MS).length).to.be.above(CONCURRENCY);
 
         // Every acknowledged write is there, read back through the proxy (the surviving node).
         const acked = [...single.acked, ...pair.acked, ...fault.acked];
