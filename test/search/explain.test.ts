@@ -65,6 +65,9 @@ describe('EXPLAIN of the hot searches on PostgreSQL at 100k rows', { skip: !onPo
         SELECT id, 'identifier', patient, 'urn:x', id, ${systemCodeHash('urn:x', 'x')} + g, g FROM gen;
       INSERT INTO observation_reference (id, param, patient, target_type, target_id) SELECT id, 'subject', patient, 'Patient', patient FROM gen;
       INSERT INTO observation_date (id, param, patient, low, high) SELECT id, 'date', patient, at, at FROM gen;
+      -- Every reading a pressure of 60-179 mm[Hg] (as a code-value-quantity pair): 1 in 3 over 140.
+      INSERT INTO observation_composite (id, param, patient, hash, code_hash, v_value, v_system, v_code, v_unit, v_cvalue, v_cunit)
+        SELECT id, 'code-value-quantity', patient, hash, code_hash, 60 + g % 120, 'http://unitsofmeasure.org', 'mm[Hg]', 'mm[Hg]', (60 + g % 120) * 133322, 'g.m-1.s-2' FROM gen;
       INSERT INTO flag (id, version_id, last_updated, deleted, content)
         SELECT 'f' || g, 1, at, false, jsonb_build_object('resourceType', 'Flag', 'id', 'f' || g) FROM gen;
       INSERT INTO flag_token (id, param, patient, code, hash, code_hash, drives)
@@ -83,7 +86,7 @@ describe('EXPLAIN of the hot searches on PostgreSQL at 100k rows', { skip: !onPo
       INSERT INTO observation_date (id, param, patient, low, high) SELECT id, 'date', patient, at, at FROM heavy;
     `);
     // As autovacuum leaves a table: statistics and the visibility map (index-only scans).
-    for (const table of ['observation', 'observation_token', 'observation_reference', 'observation_date', 'flag', 'flag_token', 'flag_reference']) {
+    for (const table of ['observation', 'observation_token', 'observation_reference', 'observation_date', 'observation_composite', 'flag', 'flag_token', 'flag_reference']) {
       await db.query(`VACUUM ANALYZE ${table}`);
     }
   });
@@ -138,11 +141,11 @@ describe('EXPLAIN of the hot searches on PostgreSQL at 100k rows', { skip: !onPo
   it('the generic shapes are index-backed too (patient only, code-value-quantity, identifier)', async () => {
     for (const [type, query] of [
       ['Observation', 'patient=p7&_sort=-date'],
-      ['Observation', 'code-value-quantity=http://loinc.org|8480-6$gt140'],
+      ['Observation', 'code-value-quantity=http://loinc.org|8480-6$gt170|http://unitsofmeasure.org|mm[Hg]'],
       ['Observation', 'identifier=urn:x|abc'],
     ]) {
       const plan = await explain(type, query);
-      expect(plan.filter((n) => n['Node Type'] === 'Seq Scan' && ['observation', 'observation_token', 'observation_reference'].includes(n['Relation Name'] ?? '')), query).to.equal([]);
+      expect(plan.filter((n) => n['Node Type'] === 'Seq Scan' && ['observation', 'observation_token', 'observation_reference', 'observation_composite'].includes(n['Relation Name'] ?? '')), query).to.equal([]);
     }
   });
 });

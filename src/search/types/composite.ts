@@ -1,4 +1,4 @@
-import { badRequest } from '../../kernel/outcome';
+import { badRequest, OperationOutcomeError } from '../../kernel/outcome';
 import { splitUnescaped } from '../escape';
 import type { TypedValue } from '../accessor';
 import { timestampText } from '../date-range';
@@ -76,10 +76,10 @@ export function parseCompositeTerm(raw: string, param: SearchParameterDef): Comp
   const parts = splitUnescaped(raw, '$');
   const secondType = components?.[1]?.type;
   if (parts.length !== 2 || !secondType) throw badRequest(`${param.code} expects code$value, got '${raw}'`, [param.code]);
-  const code = token.parse(parts[0], undefined, param);
+  const code = withCode(token.parse(parts[0], undefined, param), param);
   switch (secondType) {
     case 'token':
-      return { code, value: { type: 'token', term: token.parse(parts[1], undefined, param) } };
+      return { code, value: { type: 'token', term: withCode(token.parse(parts[1], undefined, param), param) } };
     case 'quantity':
       return { code, value: { type: 'quantity', term: parseQuantityTerm(parts[1], param.code) } };
     case 'date':
@@ -89,6 +89,20 @@ export function parseCompositeTerm(raw: string, param: SearchParameterDef): Comp
     default:
       throw badRequest(`${param.code}: composite with a ${secondType} component is not supported`, [param.code]);
   }
+}
+
+/**
+ * A composite row keeps a token as the hashes of system|code and of code, not the system as
+ * written, so a `system|` term (any code of a system) cannot be matched on it: a 400 that says
+ * so, where it used to reach the database as a column that does not exist (a 500).
+ */
+function withCode(term: TokenTerm, param: SearchParameterDef): TokenTerm {
+  if (term.kind !== 'system') return term;
+  throw new OperationOutcomeError(400, {
+    code: 'not-supported',
+    diagnostics: `${param.code} does not support a system-only token (${term.system}|): give system|code or a code`,
+    expression: [param.code],
+  });
 }
 
 function secondCondition(second: SecondTerm, i: string, q: SqlParams): string {

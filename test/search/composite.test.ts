@@ -1,0 +1,95 @@
+import * as Lab from '@hapi/lab';
+import { expect } from '@hapi/code';
+import { startTestServer, type TestServer, unique } from '../helpers/server';
+
+export const lab = Lab.script();
+const { describe, it, before, after } = lab;
+
+const LOINC = 'http://loinc.org';
+const SNOMED = 'http://snomed.info/sct';
+const UCUM = 'http://unitsofmeasure.org';
+
+/**
+ * Composite search over HTTP (`code-value-*`, `component-code-value-*`, `combo-*`): a code is
+ * matched with its own value, never with another element's, and a term the composite rows
+ * cannot answer is a 400 OperationOutcome rather than a database error.
+ */
+describe('composite search over HTTP', () => {
+  let app: TestServer;
+  let pid = '';
+  const ids: Record<string, string> = {};
+
+  async function create(resource: Record<string, unknown>): Promise<string> {
+    const res = await app.request({ method: 'POST', url: `/fhir/${resource.resourceType as string}`, payload: resource });
+    expect(res.statusCode, JSON.stringify(res.json)).to.equal(201);
+    return res.json.id as string;
+  }
+
+  async function matched(query: string): Promise<string[]> {
+    const res = await app.request({ method: 'GET', url: `/fhir/Observation?patient=${pid}&${query}` });
+    expect(res.statusCode, JSON.stringify(res.json)).to.equal(200);
+    const names = new Map(Object.entries(ids).map(([name, id]) => [id, name]));
+    return (res.json.entry ?? []).map((e: any) => names.get(e.resource.id)).sort();
+  }
+
+  before(async () => {
+    app = await startTestServer();
+    pid = await create({ resourceType: 'Patient', name: [{ family: unique('Composite') }] });
+    const observation = (fields: Record<string, unknown>) => ({ resourceType: 'Observation', status: 'final', subject: { reference: `Patient/${pid}` }, ...fields });
+    ids.smoker = await create(observation({
+      code: { coding: [{ system: LOINC, code: '72166-2' }] },
+      valueCodeableConcept: { coding: [{ system: SNOMED, code: '77176002', display: 'Smoker' }], text: 'smokes' },
+    }));
+    ids.onset = await create(observation({ code: { coding: [{ system: LOINC, code: '11368-8' }] }, valueDateTime: '2026-03-04' }));
+    ids.weight = await create(observation({
+      code: { coding: [{ system: LOINC, code: '29463-7' }, { system: 'urn:local', code: 'wt' }] },
+      valueQuantity: { value: 82, unit: 'kg', system: UCUM, code: 'kg' },
+    }));
+    ids.bp = await create(observation({
+      code: { coding: [{ system: LOINC, code: '85354-9' }] },
+      component: [
+        { code: { coding: [{ system: LOINC, code: '8480-6' }] }, valueQuantity: { value: 150, system: UCUM, code: 'mm[Hg]' } },
+        { code: { coding: [{ system: LOINC, code: '8462-4' }] }, valueQuantity: { value: 82, system: UCUM, code: 'mm[Hg]' } },
+      ],
+    }));
+  });
+  after(() => app.stop());
+
+  it('code-value-* match a code with its own value, by any coding of the code', async () => {
+    expect(await matched(`code-value-quantity=${LOINC}|29463-7$gt80|${UCUM}|kg`)).to.equal(['weight']);
+    expect(await matched(`code-value-quantity=urn:local|wt$82`)).to.equal(['weight']);
+    expect(await matched(`code-value-quantity=${LOINC}|29463-7$gt90`)).to.equal([]);
+    // The panel's own code has no value: 82 mm[Hg] is its diastolic component's.
+    expect(await matched(`code-value-quantity=85354-9$82`)).to.equal([]);
+    expect(await matched(`code-value-concept=${LOINC}|72166-2$${SNOMED}|77176002`)).to.equal(['smoker']);
+    expect(await matched(`code-value-concept=72166-2$77176002`)).to.equal(['smoker']);
+    expect(await matched(`code-value-date=11368-8$ge2026-03-01`)).to.equal(['onset']);
+    expect(await matched(`code-value-date=11368-8$lt2026-03-01`)).to.equal([]);
+    // OR within a parameter, AND across two.
+    expect(await matched(`code-value-quantity=29463-7$gt90,29463-7$lt90`)).to.equal(['weight']);
+    expect(await matched(`code-value-quantity=29463-7$82&code-value-quantity=urn:local|wt$gt90`)).to.equal([]);
+  });
+
+  it('component and combo composites pair within one component', async () => {
+    expect(await matched(`component-code-value-quantity=8462-4$82`)).to.equal(['bp']);
+    expect(await matched(`component-code-value-quantity=8480-6$82`)).to.equal([]);
+    expect(await matched(`combo-code-value-quantity=29463-7$82`)).to.equal(['weight']);
+    expect(await matched(`combo-code-value-quantity=8462-4$82`)).to.equal(['bp']);
+    expect(await matched(`combo-code-value-quantity=29463-7$82,8480-6$gt140`)).to.equal(['bp', 'weight']);
+  });
+
+  it('a system-only token in a composite is a 400 OperationOutcome, not a database error', async () => {
+    for (const query of [
+      `code-value-quantity=${LOINC}|$gt1`,
+      `component-code-value-quantity=${LOINC}|$gt1`,
+      `combo-code-value-quantity=${LOINC}|$gt1`,
+      `code-value-concept=72166-2$${SNOMED}|`,
+    ]) {
+      const res = await app.request({ method: 'GET', url: `/fhir/Observation?patient=${pid}&${query}` });
+      expect(res.statusCode, query).to.equal(400);
+      expect(res.json.resourceType).to.equal('OperationOutcome');
+      expect(res.json.issue[0].code).to.equal('not-supported');
+      expect(res.json.issue[0].expression).to.equal([query.slice(0, query.indexOf('='))]);
+    }
+  });
+});
