@@ -19,6 +19,8 @@ export type SearchParamType = 'number' | 'date' | 'string' | 'token' | 'referenc
 export interface CompositeComponent {
   type: Exclude<SearchParamType, 'composite'>;
   accessor: Accessor;
+  /** The component's expression, relative to the composite's element (`code`, `value.as(Quantity)`). */
+  expression: string;
 }
 
 /** Where a parameter's values live. */
@@ -236,7 +238,7 @@ function storageOf(
       throw new Error(`SearchParameter ${c.sp.url}: component ${comp.definition} is not a known simple parameter`);
     }
     const part = compileExpression(comp.expression, '', compiled.outTypes);
-    return { type: def.type as CompositeComponent['type'], accessor: part.accessor };
+    return { type: def.type as CompositeComponent['type'], accessor: part.accessor, expression: comp.expression };
   });
   return { kind: 'indexed', accessor: compiled.accessor, fast: compiled.fast, components };
 }

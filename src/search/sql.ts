@@ -5,12 +5,13 @@ import { indexTableOf } from './index-tables';
 import { drivesByPatient } from './extract';
 import { type Filter, type ParamFilter, parseSearch, type SortKey } from './parse';
 import { limitsIfAllowed, type Reach, type TypeLimits } from './reach';
-import { parameterOf, patientCompartmentOf, storedSourcesOf, type SearchParameterDef } from './registry';
+import { parameterOf, parametersOf, patientCompartmentOf, storedSourcesOf, type SearchParameterDef } from './registry';
 import type { SqlParams } from '../kernel/sql-params';
 import { typeModules } from './types';
 import { dateCondition, dateIndexBound, type DateTerm } from './types/date';
 import type { ReferenceTerm } from './types/reference';
 import type { TokenTerm } from './types/token';
+import type { CompositeTerm } from './types/composite';
 
 /**
  * SQL for a parsed search. Each filter is a condition on the resource row `r`, mostly
@@ -266,16 +267,52 @@ function patientKeyOf(resourceType: string, filter: Filter): string | undefined 
   return types.length === 1 && types[0] === 'Patient' && (term.types.length === 0 || term.types.includes('Patient')) ? term.id : undefined;
 }
 
-function drivingToken(filter: Filter): TokenTerm | undefined {
-  if (filter.kind !== 'param' || filter.param.type !== 'token' || filter.param.storage.kind !== 'indexed') return undefined;
-  if (filter.modifier !== undefined || filter.terms.length !== 1) return undefined;
+/** A token parameter and one term of it that can drive the patient index. */
+interface DrivingToken {
+  param: SearchParameterDef;
+  term: TokenTerm;
+  /** True when the driver answers the whole filter (a token filter); false when it only narrows it (a composite's code). */
+  answers: boolean;
+}
+
+function drivingToken(resourceType: string, filter: Filter): DrivingToken | undefined {
+  if (filter.kind !== 'param' || filter.modifier !== undefined || filter.missing !== undefined || filter.negate || filter.terms.length !== 1) return undefined;
+  if (filter.param.type === 'token' && filter.param.storage.kind === 'indexed') {
+    return driverOf(filter.param, filter.terms[0] as TokenTerm, true);
+  }
+  // A composite's code is also a row of its code parameter (`code-value-quantity=…|29463-7$gt60`
+  // implies `code=…|29463-7`): the patient's rows of that code drive, and the composite filter
+  // stays a condition on each. Without it the search read every patient's pairs of the code.
+  const codeParam = filter.param.type === 'composite' ? compositeCodeParam(resourceType, filter.param) : undefined;
+  return codeParam ? driverOf(codeParam, (filter.terms[0] as CompositeTerm).code, false) : undefined;
+}
+
+function driverOf(param: SearchParameterDef, term: TokenTerm, answers: boolean): DrivingToken | undefined {
   // Only driving rows are in the patient index (an identifier's are found by the code index).
-  if (!drivesByPatient(filter.param.code)) return undefined;
-  const term = filter.terms[0] as TokenTerm;
+  if (!drivesByPatient(param.code)) return undefined;
   // One row per (param, system|code) per resource (extraction dedupes), so a system|code match
   // never repeats a resource; a bare code could, unless the element cannot repeat.
-  if (term.kind === 'systemCode' || (term.kind === 'code' && isSingleValued(filter.param))) return term;
+  if (term.kind === 'systemCode' || (term.kind === 'code' && isSingleValued(param))) return { param, term, answers };
   return undefined;
+}
+
+const compositeCodeParams = new Map<SearchParameterDef, SearchParameterDef | null>();
+
+/**
+ * The stored token parameter whose rows a composite's code component is: the one whose
+ * expression is the composite's element path followed by the component's (`Observation` +
+ * `code` is `code`'s `Observation.code`; `Observation.component` + `code` is `component-code`'s).
+ * None for a composite over several element paths (`combo-*`).
+ */
+function compositeCodeParam(resourceType: string, composite: SearchParameterDef): SearchParameterDef | undefined {
+  let found = compositeCodeParams.get(composite);
+  if (found === undefined) {
+    const code = composite.storage.kind === 'indexed' ? composite.storage.components?.[0] : undefined;
+    const path = code?.type === 'token' && splitUnion(composite.expression).length === 1 ? `${composite.expression}.${code.expression}` : undefined;
+    found = (path && [...parametersOf(resourceType).values()].find((p) => p.type === 'token' && p.storage.kind === 'indexed' && p.expression === path)) || null;
+    compositeCodeParams.set(composite, found);
+  }
+  return found ?? undefined;
 }
 
 /**
@@ -285,17 +322,19 @@ function drivingToken(filter: Filter): TokenTerm | undefined {
  */
 export function planDriver(resourceType: string, filters: readonly Filter[], sort: readonly SortKey[], r: string, q: SqlParams): Driver | undefined {
   const keyFilter = filters.find((f) => patientKeyOf(resourceType, f) !== undefined);
-  const tokenFilter = filters.find((f) => drivingToken(f) !== undefined) as ParamFilter | undefined;
-  if (!keyFilter || !tokenFilter) return undefined;
+  // A token filter drives in preference to a composite's code: it answers its whole filter.
+  const drivers = filters.map((f) => ({ filter: f, driver: drivingToken(resourceType, f) })).filter((x) => x.driver !== undefined);
+  const chosen = drivers.find((x) => x.driver!.answers) ?? drivers[0];
+  if (!keyFilter || !chosen) return undefined;
   const d = 'd';
-  const term = drivingToken(tokenFilter) as TokenTerm;
+  const { param, term, answers } = chosen.driver!;
   const conditions = [
     `${d}.patient = ${q.bind(patientKeyOf(resourceType, keyFilter))}`,
     `${d}.drives`, // the patient index's predicate: its rows alone are driving rows
-    `${d}.param = ${q.bind(tokenFilter.param.code)}`,
+    `${d}.param = ${q.bind(param.code)}`,
     typeModules.token.condition(term, d, q),
   ];
-  const consumed = new Set<Filter>([keyFilter, tokenFilter]);
+  const consumed = new Set<Filter>(answers ? [keyFilter, chosen.filter] : [keyFilter]);
   for (const f of filters) {
     if (f.kind !== 'param' || f.param.code !== 'date' || f.param.type !== 'date' || f.param.storage.kind !== 'indexed') continue;
     if (f.missing !== undefined || f.modifier !== undefined || f.negate) continue;

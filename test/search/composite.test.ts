@@ -78,6 +78,26 @@ describe('composite search over HTTP', () => {
     expect(await matched(`combo-code-value-quantity=29463-7$82,8480-6$gt140`)).to.equal(['bp', 'weight']);
   });
 
+  it("a patient's code-value-quantity search pages newest first through every match, once each", async () => {
+    for (const [day, kg] of [[3, 70], [1, 71], [5, 95], [2, 72], [4, 60]] as const) {
+      await create({
+        resourceType: 'Observation', status: 'final', subject: { reference: `Patient/${pid}` }, effectiveDateTime: `2026-04-0${day}T08:00:00Z`,
+        code: { coding: [{ system: LOINC, code: '29463-7' }] }, valueQuantity: { value: kg, unit: 'kg', system: UCUM, code: 'kg' },
+      });
+    }
+    const seen: string[] = [];
+    let url: string | undefined = `/fhir/Observation?patient=${pid}&code-value-quantity=${LOINC}|29463-7$ge70|${UCUM}|kg&date=ge2026-04-01&_count=2`;
+    while (url) {
+      const res = await app.request({ method: 'GET', url });
+      expect(res.statusCode, JSON.stringify(res.json)).to.equal(200);
+      seen.push(...(res.json.entry ?? []).map((e: any) => e.resource.effectiveDateTime.slice(0, 10)));
+      const next = res.json.link.find((l: any) => l.relation === 'next')?.url as string | undefined;
+      url = next ? next.slice(next.indexOf('/fhir/')) : undefined;
+    }
+    // 60 kg (day 4) is below the threshold; the rest newest first, none twice.
+    expect(seen).to.equal(['2026-04-05', '2026-04-03', '2026-04-02', '2026-04-01']);
+  });
+
   it('a system-only token in a composite is a 400 OperationOutcome, not a database error', async () => {
     for (const query of [
       `code-value-quantity=${LOINC}|$gt1`,

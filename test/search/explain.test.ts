@@ -132,6 +132,19 @@ describe('EXPLAIN of the hot searches on PostgreSQL at 100k rows', { skip: !onPo
     expect(ran.sort()).to.equal(['observation_pkey', 'observation_token_patient_idx']);
   });
 
+  it("a patient's composite search is driven by the patient's rows of its code, not every patient's pairs", async () => {
+    const query = 'subject=Patient/p7&code-value-quantity=http://loinc.org|8480-6$gt170|http://unitsofmeasure.org|mm[Hg]';
+    const plan = await explain('Observation', query, true);
+    expect(plan.filter((n) => n['Node Type'] === 'Seq Scan')).to.equal([]);
+    const driver = plan.filter((n) => n['Index Name'] === 'observation_token_patient_idx');
+    expect(driver).to.have.length(1);
+    expect(driver[0]!['Actual Loops']).to.equal(1);
+    // The value is checked on the driven rows' own pairs, found by id: the code index of the
+    // composite table (every patient's pairs of the code) is not read.
+    expect(plan.map((n) => n['Index Name'])).to.not.include('observation_composite_code_idx');
+    expect(plan.map((n) => n['Index Name'])).to.include('observation_composite_id_idx');
+  });
+
   it('Flag?patient=&status=active uses indexes, no sequential scan', async () => {
     const plan = await explain('Flag', 'patient=p7&status=active');
     expect(plan.filter((n) => n['Node Type'] === 'Seq Scan')).to.equal([]);
