@@ -1,6 +1,7 @@
 import { type Issue, OperationOutcomeError } from '../kernel/outcome';
 import { exceedsElements } from '../kernel/input-limits';
 import { schemaIssues, validatorFor } from './schema';
+import { missingRequiredIssues } from './required';
 
 /**
  * The reference forms a stored resource may hold: relative `Type/id` (optionally versioned),
@@ -104,6 +105,7 @@ export function validationIssues(resource: unknown): Issue[] {
     }
   }
   elementIssues(rest, resourceType, issues, resourceType === 'Bundle');
+  issues.push(...missingRequiredIssues(rest, resourceType));
   return issues;
 }
 

@@ -6,6 +6,13 @@ import type { Issue } from '../kernel/outcome';
 const SCHEMA_ID = 'http://hl7.org/fhir/json-schema/4.0';
 
 let ajv: Ajv | undefined;
+let definitions: Record<string, SchemaDefinition> | undefined;
+
+/** One definition of the schema: a resource, datatype or backbone element's properties. */
+export interface SchemaDefinition {
+  properties?: Record<string, SchemaProperty>;
+  required?: string[];
+}
 const validators = new Map<string, ValidateFunction>();
 
 /** Where a resource type's own definition, without its `contained`, is added to the schema. */
@@ -46,6 +53,7 @@ function compiler(): Ajv {
     }
   }
   schema[OWN] = ownContentDefinitions(schema.definitions);
+  definitions = schema.definitions as Record<string, SchemaDefinition>;
   // Ajv compiles the root schema before it resolves the first fragment of it; the root's oneOf
   // over every resource type (never used here) made that compile every type of R4.
   delete schema.oneOf;
@@ -56,6 +64,12 @@ function compiler(): Ajv {
   ajv.addMetaSchema(draft06);
   ajv.addSchema(schema);
   return ajv;
+}
+
+/** The schema's definitions by name, as the validators use them (./required.ts walks them). */
+export function schemaDefinitions(): Record<string, SchemaDefinition> {
+  compiler();
+  return definitions!;
 }
 
 /**

@@ -84,6 +84,32 @@ describe('bad requests get a 4xx OperationOutcome and change nothing', () => {
       expect(expressions).to.include(['Patient.gender', 'Patient.birthDate', 'Patient.favouriteColour', 'Patient.name[0].given', 'Patient.managingOrganization.reference']);
     }));
 
+  it('a required element the schema cannot require (a primitive, a choice) is 400 where it is missing, at any depth', async () => {
+    const observations = async () => (await app.request({ method: 'GET', url: '/fhir/Observation?_summary=count' })).json.total as number;
+    const before = await observations();
+    const cases: Array<[Record<string, unknown>, string[]]> = [
+      // R4 Observation.status is 1..1: the shipped schema requires only `code`.
+      [{ resourceType: 'Observation', code: { text: 'x' } }, ['Observation.status']],
+      // A backbone element's own (component.code is required by the schema; its absence is one issue, not two) and a datatype's (Extension.url, Narrative.status).
+      [{ resourceType: 'Observation', status: 'final', code: { text: 'x' }, component: [{ valueString: 'a' }], text: { div: '<div xmlns="http://www.w3.org/1999/xhtml">x</div>' }, extension: [{ valueString: 'no url' }] },
+        ['Observation.component[0].code', 'Observation.text.status', 'Observation.extension[0].url']],
+      // A choice: medication[x] is 1..1, present as any one of its typed names.
+      [{ resourceType: 'MedicationRequest', status: 'active', intent: 'order', subject: { reference: `Patient/${patientId}` } }, ['MedicationRequest.medication[x]']],
+      [{ resourceType: 'Flag', code: { text: 'x' }, subject: { reference: `Patient/${patientId}` } }, ['Flag.status']],
+    ];
+    for (const [resource, missing] of cases) {
+      const res = await app.request({ method: 'POST', url: `/fhir/${resource.resourceType as string}`, payload: resource });
+      expectOutcome(res, 400);
+      expect(res.json.issue.flatMap((i: any) => i.expression ?? []).sort(), JSON.stringify(res.json)).to.equal([...missing].sort());
+      expect(res.json.issue.every((i: any) => i.code === 'required')).to.be.true();
+    }
+    // A primitive present only as its extension (json.html#primitive) is present.
+    const absent = { resourceType: 'Observation', _status: { extension: [{ url: 'http://hl7.org/fhir/StructureDefinition/data-absent-reason', valueCode: 'unknown' }] }, code: { text: 'x' } };
+    expect((await app.request({ method: 'POST', url: '/fhir/Observation', payload: absent })).statusCode).to.equal(201);
+    expect((await app.request({ method: 'POST', url: '/fhir/MedicationRequest', payload: { resourceType: 'MedicationRequest', status: 'active', intent: 'order', subject: { reference: `Patient/${patientId}` }, medicationCodeableConcept: { text: 'x' } } })).statusCode).to.equal(201);
+    expect(await observations()).to.equal(before + 1);
+  });
+
   it('a contained resource is validated against its own type', () =>
     unchanged(async () => {
       const res = await app.request({ method: 'POST', url: '/fhir/Patient', payload: { resourceType: 'Patient', contained: [{ resourceType: 'Organization', id: 'o', active: 'yes' }] } });
