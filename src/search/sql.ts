@@ -1,6 +1,6 @@
 import { badRequest } from '../kernel/outcome';
 import { tableOf } from '../store/tables';
-import { isRepeatingPath, splitUnion } from './accessor';
+import { splitUnion } from './accessor';
 import { indexTableOf } from './index-tables';
 import { drivesByPatient } from './extract';
 import { type Filter, type ParamFilter, parseSearch, type SortKey } from './parse';
@@ -233,16 +233,6 @@ export function keysetCondition(columns: readonly SortColumn[], values: Readonly
 
 /* ---------- the hot path ---------- */
 
-/** True when every value of `param` comes from one non-repeating element (Observation.status). */
-function isSingleValued(param: SearchParameterDef): boolean {
-  return splitUnion(param.expression).length === 1 && /^[A-Za-z.]+$/.test(param.expression) && !prefixes(param.expression).some(isRepeatingPath);
-}
-
-function prefixes(path: string): string[] {
-  const parts = path.split('.');
-  return parts.slice(1).map((_, k) => parts.slice(0, k + 2).join('.'));
-}
-
 export interface Driver {
   /** FROM clause: the token table joined to the resource table. */
   from: string;
@@ -290,9 +280,8 @@ function drivingToken(resourceType: string, filter: Filter): DrivingToken | unde
 function driverOf(param: SearchParameterDef, term: TokenTerm, answers: boolean): DrivingToken | undefined {
   // Only driving rows are in the patient index (an identifier's are found by the code index).
   if (!drivesByPatient(param.code)) return undefined;
-  // One row per (param, system|code) per resource (extraction dedupes), so a system|code match
-  // never repeats a resource; a bare code could, unless the element cannot repeat.
-  if (term.kind === 'systemCode' || (term.kind === 'code' && isSingleValued(param))) return { param, term, answers };
+  // A system|code or a bare code; a bare code's repeats are dropped by planDriver.
+  if (term.kind === 'systemCode' || term.kind === 'code') return { param, term, answers };
   return undefined;
 }
 
@@ -334,6 +323,16 @@ export function planDriver(resourceType: string, filters: readonly Filter[], sor
     `${d}.param = ${q.bind(param.code)}`,
     typeModules.token.condition(term, d, q),
   ];
+  if (term.kind === 'code') {
+    // One row per (param, system|code) per resource (extraction dedupes), so a system|code match
+    // never repeats a resource; a bare code can, when two codings share it under two systems
+    // (a category coded twice). Only the resource's first such row drives, by its hash: every
+    // driving row of a resource carries the same date copy, so the order is the same whichever.
+    const x = q.alias('x');
+    conditions.push(
+      `NOT EXISTS (SELECT 1 FROM ${indexTableOf(tableOf(resourceType), 'token')} ${x} WHERE ${x}.id = ${d}.id AND ${x}.param = ${d}.param AND ${x}.code_hash = ${d}.code_hash AND ${x}.drives AND ${x}.hash < ${d}.hash)`,
+    );
+  }
   const consumed = new Set<Filter>(answers ? [keyFilter, chosen.filter] : [keyFilter]);
   for (const f of filters) {
     if (f.kind !== 'param' || f.param.code !== 'date' || f.param.type !== 'date' || f.param.storage.kind !== 'indexed') continue;
