@@ -305,9 +305,10 @@ function compositeCodeParam(resourceType: string, composite: SearchParameterDef)
 }
 
 /**
- * Plans the hot path: a filter pinning the patient compartment key and a single-code token
- * filter drive the query from the token table's patient index; a date filter and a `_sort` on
- * the type's `date` parameter use the date copied onto that row as the index's next column.
+ * Plans the hot path: a filter pinning the patient compartment key and one code (of a token
+ * filter, else of a composite filter's code component) drive the query from the token table's
+ * patient index; a date filter and a `_sort` on the type's `date` parameter use the date copied
+ * onto that row as the index's next column.
  */
 export function planDriver(resourceType: string, filters: readonly Filter[], sort: readonly SortKey[], r: string, q: SqlParams): Driver | undefined {
   const keyFilter = filters.find((f) => patientKeyOf(resourceType, f) !== undefined);
