@@ -14,8 +14,10 @@ import { schemaDefinitions } from './schema';
  *
  * The instance is walked along the schema's definitions (which property holds which backbone
  * element or datatype), with each definition's rules read from the StructureDefinition of its
- * element path once. Resources nested in others (`contained`, a Bundle's entries) are checked
- * as resources of their own where they are validated, not here.
+ * element path once. The walk stops at a resource nested in another: `contained` resources are
+ * validated as resources of their own (./resource.ts), and so is each entry of a batch or
+ * transaction by the write pipeline; the entries of a Bundle stored as such, and a Parameters'
+ * resources, are held to the schema only.
  */
 interface Rule {
   /** The element's name as the definition writes it (`status`, `medication[x]`). */
@@ -80,7 +82,7 @@ function rulesOf(definition: string, path: string): DefinitionRules {
       : properties.filter((p) => p === element || p === `_${element}`);
     if (names.length && !names.some((n) => alreadyRequired.has(n))) found.rules.push({ element, names });
   }
-  for (const [property, spec] of Object.entries(schema.properties) as Array<[string, { $ref?: string; items?: { $ref?: string } }]>) {
+  for (const [property, spec] of Object.entries(schema.properties)) {
     if (property.startsWith('_')) continue;
     const target = (spec.$ref ?? spec.items?.$ref)?.split('/').pop();
     if (!target || !/^[A-Z]/.test(target) || target === 'ResourceList' || target === 'Resource') continue;

@@ -81,6 +81,26 @@ export async function startTestServer(env: Record<string, string> = {}, { listen
   };
 }
 
+/** POSTs `resource` to its type's endpoint and returns the id the server gave it; anything but 201 throws. */
+export async function createResource(app: TestServer, resource: { resourceType: string } & Record<string, unknown>): Promise<string> {
+  const res = await app.request({ method: 'POST', url: `/fhir/${resource.resourceType}`, payload: resource });
+  if (res.statusCode !== 201) throw new Error(`POST ${resource.resourceType}: ${res.statusCode} ${res.payload}`);
+  return res.json.id as string;
+}
+
+/** Every resource a search lists, page after page along its `next` links; anything but 200 throws. */
+export async function searchAll(app: TestServer, url: string): Promise<any[]> {
+  const resources: any[] = [];
+  for (let next: string | undefined = url; next; ) {
+    const res = await app.request({ method: 'GET', url: next });
+    if (res.statusCode !== 200) throw new Error(`GET ${next}: ${res.statusCode} ${res.payload}`);
+    resources.push(...(res.json.entry ?? []).map((e: { resource: unknown }) => e.resource));
+    const link = (res.json.link as Array<{ relation: string; url: string }>).find((l) => l.relation === 'next')?.url;
+    next = link ? link.slice(link.indexOf('/fhir/')) : undefined;
+  }
+  return resources;
+}
+
 /** A value unique to this test run, for identifiers on a shared database. */
 export function unique(prefix = 'test'): string {
   return `${prefix}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;

@@ -1,6 +1,6 @@
 import * as Lab from '@hapi/lab';
 import { expect } from '@hapi/code';
-import { startTestServer, type TestServer, unique } from '../helpers/server';
+import { createResource, searchAll, startTestServer, type TestServer, unique } from '../helpers/server';
 
 export const lab = Lab.script();
 const { describe, it, before, after } = lab;
@@ -19,33 +19,26 @@ describe('composite search over HTTP', () => {
   let pid = '';
   const ids: Record<string, string> = {};
 
-  async function create(resource: Record<string, unknown>): Promise<string> {
-    const res = await app.request({ method: 'POST', url: `/fhir/${resource.resourceType as string}`, payload: resource });
-    expect(res.statusCode, JSON.stringify(res.json)).to.equal(201);
-    return res.json.id as string;
-  }
-
+  /** The names (keys of `ids`) of the Observations a search of this patient lists. */
   async function matched(query: string): Promise<string[]> {
-    const res = await app.request({ method: 'GET', url: `/fhir/Observation?patient=${pid}&${query}` });
-    expect(res.statusCode, JSON.stringify(res.json)).to.equal(200);
     const names = new Map(Object.entries(ids).map(([name, id]) => [id, name]));
-    return (res.json.entry ?? []).map((e: any) => names.get(e.resource.id)).sort();
+    return (await searchAll(app, `/fhir/Observation?patient=${pid}&${query}`)).map((r) => names.get(r.id)!).sort();
   }
 
   before(async () => {
     app = await startTestServer();
-    pid = await create({ resourceType: 'Patient', name: [{ family: unique('Composite') }] });
+    pid = await createResource(app, { resourceType: 'Patient', name: [{ family: unique('Composite') }] });
     const observation = (fields: Record<string, unknown>) => ({ resourceType: 'Observation', status: 'final', subject: { reference: `Patient/${pid}` }, ...fields });
-    ids.smoker = await create(observation({
+    ids.smoker = await createResource(app, observation({
       code: { coding: [{ system: LOINC, code: '72166-2' }] },
       valueCodeableConcept: { coding: [{ system: SNOMED, code: '77176002', display: 'Smoker' }], text: 'smokes' },
     }));
-    ids.onset = await create(observation({ code: { coding: [{ system: LOINC, code: '11368-8' }] }, valueDateTime: '2026-03-04' }));
-    ids.weight = await create(observation({
+    ids.onset = await createResource(app, observation({ code: { coding: [{ system: LOINC, code: '11368-8' }] }, valueDateTime: '2026-03-04' }));
+    ids.weight = await createResource(app, observation({
       code: { coding: [{ system: LOINC, code: '29463-7' }, { system: 'urn:local', code: 'wt' }] },
       valueQuantity: { value: 82, unit: 'kg', system: UCUM, code: 'kg' },
     }));
-    ids.bp = await create(observation({
+    ids.bp = await createResource(app, observation({
       code: { coding: [{ system: LOINC, code: '85354-9' }] },
       component: [
         { code: { coding: [{ system: LOINC, code: '8480-6' }] }, valueQuantity: { value: 150, system: UCUM, code: 'mm[Hg]' } },
@@ -80,20 +73,13 @@ describe('composite search over HTTP', () => {
 
   it("a patient's code-value-quantity search pages newest first through every match, once each", async () => {
     for (const [day, kg] of [[3, 70], [1, 71], [5, 95], [2, 72], [4, 60]] as const) {
-      await create({
+      await createResource(app, {
         resourceType: 'Observation', status: 'final', subject: { reference: `Patient/${pid}` }, effectiveDateTime: `2026-04-0${day}T08:00:00Z`,
         code: { coding: [{ system: LOINC, code: '29463-7' }] }, valueQuantity: { value: kg, unit: 'kg', system: UCUM, code: 'kg' },
       });
     }
-    const seen: string[] = [];
-    let url: string | undefined = `/fhir/Observation?patient=${pid}&code-value-quantity=${LOINC}|29463-7$ge70|${UCUM}|kg&date=ge2026-04-01&_count=2`;
-    while (url) {
-      const res = await app.request({ method: 'GET', url });
-      expect(res.statusCode, JSON.stringify(res.json)).to.equal(200);
-      seen.push(...(res.json.entry ?? []).map((e: any) => e.resource.effectiveDateTime.slice(0, 10)));
-      const next = res.json.link.find((l: any) => l.relation === 'next')?.url as string | undefined;
-      url = next ? next.slice(next.indexOf('/fhir/')) : undefined;
-    }
+    const listed = await searchAll(app, `/fhir/Observation?patient=${pid}&code-value-quantity=${LOINC}|29463-7$ge70|${UCUM}|kg&date=ge2026-04-01&_count=2`);
+    const seen = listed.map((r) => (r.effectiveDateTime as string).slice(0, 10));
     // 60 kg (day 4) is below the threshold; the rest newest first, none twice.
     expect(seen).to.equal(['2026-04-05', '2026-04-03', '2026-04-02', '2026-04-01']);
   });

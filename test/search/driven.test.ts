@@ -1,6 +1,6 @@
 import * as Lab from '@hapi/lab';
 import { expect } from '@hapi/code';
-import { startTestServer, type TestServer, unique } from '../helpers/server';
+import { createResource, searchAll, startTestServer, type TestServer, unique } from '../helpers/server';
 
 export const lab = Lab.script();
 const { describe, it, before, after } = lab;
@@ -19,33 +19,18 @@ describe('patient searches driven by a bare code', () => {
   let pid = '';
   const days: Record<string, string> = {};
 
-  async function create(resource: Record<string, unknown>): Promise<string> {
-    const res = await app.request({ method: 'POST', url: `/fhir/${resource.resourceType as string}`, payload: resource });
-    expect(res.statusCode, JSON.stringify(res.json)).to.equal(201);
-    return res.json.id as string;
-  }
-
   /** Every page of a search, as the days of the Observations listed, in order. */
   async function pages(query: string): Promise<string[]> {
-    const listed: string[] = [];
-    let url: string | undefined = `/fhir/Observation?patient=${pid}&${query}`;
-    while (url) {
-      const res = await app.request({ method: 'GET', url });
-      expect(res.statusCode, JSON.stringify(res.json)).to.equal(200);
-      listed.push(...(res.json.entry ?? []).map((e: any) => days[e.resource.id]));
-      const next = res.json.link.find((l: any) => l.relation === 'next')?.url as string | undefined;
-      url = next ? next.slice(next.indexOf('/fhir/')) : undefined;
-    }
-    return listed;
+    return (await searchAll(app, `/fhir/Observation?patient=${pid}&${query}`)).map((r) => days[r.id]!);
   }
 
   before(async () => {
     app = await startTestServer();
-    pid = await create({ resourceType: 'Patient', name: [{ family: unique('Driven') }] });
+    pid = await createResource(app, { resourceType: 'Patient', name: [{ family: unique('Driven') }] });
     for (const day of [1, 2, 3, 4, 5]) {
       // Day 3's reading codes its category and its code twice, under a second system with the same codes.
       const twice = day === 3;
-      const id = await create({
+      const id = await createResource(app, {
         resourceType: 'Observation', status: 'final', subject: { reference: `Patient/${pid}` }, effectiveDateTime: `2026-05-0${day}T08:00:00Z`,
         category: [{ coding: [{ system: CATEGORY, code: 'vital-signs' }, ...(twice ? [{ system: 'urn:local:category', code: 'vital-signs' }] : [])] }],
         code: { coding: [{ system: LOINC, code: '8867-4' }, ...(twice ? [{ system: 'urn:local:code', code: '8867-4' }] : [])] },
