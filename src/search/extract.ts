@@ -1,12 +1,13 @@
-import { emptySink, type IndexRow, type RowSink } from './index-tables';
+import { emptySink, INDEX_COLUMNS, type IndexKind, type IndexRow, type RowSink } from './index-tables';
 import { indexedParametersOf, patientCompartmentOf, type SearchParameterDef } from './registry';
 import { extractComposite } from './types/composite';
 import { typeModules } from './types';
 
 /**
  * Write-time extraction: every indexed search parameter of a resource into index rows, plus
- * the two values copied onto rows — the patient compartment key (every row) and, on the token
- * rows that drive the hot path, the resource's own `date` range. Pure and synchronous, so its
+ * the two values copied onto rows — the patient compartment key (every row) and, on the rows
+ * that drive the hot path (token rows with a code, and the patient key's reference row), the
+ * resource's own `date` range. Pure and synchronous, so its
  * cost is measurable alone (`bench/search.ts`).
  */
 export interface ExtractedIndex {
@@ -38,6 +39,15 @@ function planOf(resourceType: string): TypePlan {
   }
   return plan;
 }
+
+/** Where a driving row's date_low, date_high, date_multi and drives columns start (INDEX_COLUMNS order). */
+function drivingColumnsAt(kind: IndexKind): number {
+  const at = INDEX_COLUMNS[kind].findIndex(([name]) => name === 'date_low');
+  if (INDEX_COLUMNS[kind][at + 3]?.[0] !== 'drives') throw new Error(`${kind} rows lack the driving columns`);
+  return at;
+}
+const TOKEN_DRIVING = drivingColumnsAt('token');
+const REFERENCE_DRIVING = drivingColumnsAt('reference');
 
 /** Orders timestamptz texts (ISO instants and the infinities) the way PostgreSQL does. */
 function timeKey(text: string): string {
@@ -105,27 +115,33 @@ export function extractIndex(resourceType: string, resource: fhir4.FhirResource)
   }
 
   let patient: string | null = null;
+  let keyRow: IndexRow | undefined;
   if (resourceType === 'Patient') {
     patient = resource.id ?? null;
   } else if (plan.keySource) {
     const { code, targetType } = plan.keySource;
-    const ref = rows.reference.find((r) => r.param === code && r.row[0] === targetType);
-    patient = ref ? (ref.row[1] as string) : null;
+    keyRow = rows.reference.find((r) => r.param === code && r.row[0] === targetType)?.row;
+    patient = keyRow ? (keyRow[1] as string) : null;
   }
 
   rows.token = dedupeTokens(rows.token);
   if (patient !== null) {
     const envelope = plan.hasDate ? dateEnvelope(rows.date) : undefined;
+    const drive = (row: IndexRow, at: number) => {
+      if (envelope) {
+        row[at] = envelope.low;
+        row[at + 1] = envelope.high;
+        row[at + 2] = envelope.multi;
+      }
+      row[at + 3] = true;
+    };
     for (const t of rows.token) {
       if (t.row[3] === null || !drivesByPatient(t.param)) continue; // row[3]: code_hash
-      const row: IndexRow = t.row;
-      if (envelope) {
-        row[5] = envelope.low;
-        row[6] = envelope.high;
-        row[7] = envelope.multi;
-      }
-      row[8] = true;
+      drive(t.row, TOKEN_DRIVING);
     }
+    // The resource's one row in the reference table's patient index, for a patient's searches
+    // that pin no code (planDriver); the key row, which every resource with a key has.
+    if (keyRow) drive(keyRow, REFERENCE_DRIVING);
   }
   return { patient, rows };
 }

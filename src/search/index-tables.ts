@@ -19,7 +19,9 @@ export const INDEX_COLUMNS: Record<IndexKind, ReadonlyArray<readonly [name: stri
   quantity: [['value', 'numeric'], ['system', 'text'], ['code', 'text'], ['unit', 'text'], ['cvalue', 'numeric'], ['cunit', 'text']],
   number: [['value', 'numeric']],
   uri: [['value', 'text']],
-  reference: [['target_type', 'text'], ['target_id', 'text'], ['url', 'text']],
+  // The same hot-path columns on the one driving row of a resource with a patient key (its key
+  // row): a patient's search with no code to drive it is one range scan of the patient's rows.
+  reference: [['target_type', 'text'], ['target_id', 'text'], ['url', 'text'], ['date_low', 'timestamptz'], ['date_high', 'timestamptz'], ['date_multi', 'bool'], ['drives', 'bool']],
   composite: [
     ['hash', 'int8'], ['code_hash', 'int8'],
     ['v_hash', 'int8'], ['v_code_hash', 'int8'],

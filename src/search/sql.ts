@@ -1,7 +1,7 @@
 import { badRequest } from '../kernel/outcome';
 import { tableOf } from '../store/tables';
 import { splitUnion } from './accessor';
-import { indexTableOf } from './index-tables';
+import { type IndexKind, indexTableOf } from './index-tables';
 import { drivesByPatient } from './extract';
 import { type Filter, type ParamFilter, parseSearch, type SortKey } from './parse';
 import { limitsIfAllowed, type Reach, type TypeLimits } from './reach';
@@ -18,7 +18,8 @@ import type { CompositeTerm } from './types/composite';
  * `EXISTS (index row of this resource matching the terms)`; AND between filters, OR between a
  * filter's comma-separated terms, all values bound. The hot monitoring shape (a patient, a
  * code, maybe a date range, sorted by date) is instead driven by one range scan of the token
- * table's (patient, param, code_hash, date_high) index — see `planDriver`.
+ * table's (patient, param, code_hash, date_high) index, and a patient's search with no code by
+ * the reference table's (patient, date_high) index of key rows — see `planDriver`.
  */
 
 /** Which rows of an index table belong to `param`: its own, or its derived sources'. */
@@ -305,39 +306,45 @@ function compositeCodeParam(resourceType: string, composite: SearchParameterDef)
 }
 
 /**
- * Plans the hot path: a filter pinning the patient compartment key and one code (of a token
- * filter, else of a composite filter's code component) drive the query from the token table's
- * patient index; a date filter and a `_sort` on the type's `date` parameter use the date copied
- * onto that row as the index's next column.
+ * Plans the hot path: a filter pinning the patient compartment key drives the query from one
+ * range scan of a patient index. With a code (of a token filter, else of a composite filter's
+ * code component) it is the token table's, `(patient, param, code_hash, date_high DESC, id)`;
+ * without one, the reference table's `(patient, date_high DESC, id)` over the resource's key row
+ * (`patientDriven`). A date filter and a `_sort` on the type's `date` parameter use the date
+ * copied onto the driving row as the index's next column.
  */
 export function planDriver(resourceType: string, filters: readonly Filter[], sort: readonly SortKey[], r: string, q: SqlParams): Driver | undefined {
   const keyFilter = filters.find((f) => patientKeyOf(resourceType, f) !== undefined);
+  if (!keyFilter) return undefined;
   // A token filter drives in preference to a composite's code: it answers its whole filter.
   const drivers = filters.map((f) => ({ filter: f, driver: drivingToken(resourceType, f) })).filter((x) => x.driver !== undefined);
   const chosen = drivers.find((x) => x.driver!.answers) ?? drivers[0];
-  if (!keyFilter || !chosen) return undefined;
+  // Decided before anything is bound: a value bound for a plan not taken stays in the statement.
+  if (!chosen && !patientDriven(filters, keyFilter, sort)) return undefined;
+  const table: IndexKind = chosen ? 'token' : 'reference'; // reference: one driving row per resource, its key's
   const d = 'd';
-  const { param, term, answers } = chosen.driver!;
   const conditions = [
     `${d}.patient = ${q.bind(patientKeyOf(resourceType, keyFilter))}`,
     `${d}.drives`, // the patient index's predicate: its rows alone are driving rows
-    `${d}.param = ${q.bind(param.code)}`,
-    typeModules.token.condition(term, d, q),
   ];
-  if (term.kind === 'code') {
-    // One row per (param, system|code) per resource (extraction dedupes), so a system|code match
-    // never repeats a resource; a bare code can, when two codings share it under two systems
-    // (a category coded twice). Only the resource's first such row drives, by its hash: every
-    // driving row of a resource carries the same date copy, so the order is the same whichever.
-    const x = q.alias('x');
-    conditions.push(
-      `NOT EXISTS (SELECT 1 FROM ${indexTableOf(tableOf(resourceType), 'token')} ${x} WHERE ${x}.id = ${d}.id AND ${x}.param = ${d}.param AND ${x}.code_hash = ${d}.code_hash AND ${x}.drives AND ${x}.hash < ${d}.hash)`,
-    );
+  const consumed = new Set<Filter>([keyFilter]);
+  if (chosen) {
+    const { param, term, answers } = chosen.driver!;
+    conditions.push(`${d}.param = ${q.bind(param.code)}`, typeModules.token.condition(term, d, q));
+    if (term.kind === 'code') {
+      // One row per (param, system|code) per resource (extraction dedupes), so a system|code match
+      // never repeats a resource; a bare code can, when two codings share it under two systems
+      // (a category coded twice). Only the resource's first such row drives, by its hash: every
+      // driving row of a resource carries the same date copy, so the order is the same whichever.
+      const x = q.alias('x');
+      conditions.push(
+        `NOT EXISTS (SELECT 1 FROM ${indexTableOf(tableOf(resourceType), 'token')} ${x} WHERE ${x}.id = ${d}.id AND ${x}.param = ${d}.param AND ${x}.code_hash = ${d}.code_hash AND ${x}.drives AND ${x}.hash < ${d}.hash)`,
+      );
+    }
+    if (answers) consumed.add(chosen.filter);
   }
-  const consumed = new Set<Filter>(answers ? [keyFilter, chosen.filter] : [keyFilter]);
   for (const f of filters) {
-    if (f.kind !== 'param' || f.param.code !== 'date' || f.param.type !== 'date' || f.param.storage.kind !== 'indexed') continue;
-    if (f.missing !== undefined || f.modifier !== undefined || f.negate) continue;
+    if (!isDateFilter(f)) continue;
     const terms = f.terms as DateTerm[];
     if (terms.length === 1) {
       const bound = dateIndexBound(terms[0], `${d}.date_low`, `${d}.date_high`, q);
@@ -353,7 +360,7 @@ export function planDriver(resourceType: string, filters: readonly Filter[], sor
     consumed.add(f);
   }
   let sortColumns: SortColumn[] | undefined;
-  if (sort.length === 1 && sort[0].param.code === 'date' && sort[0].param.type === 'date') {
+  if (isDateSort(sort)) {
     sortColumns = [{ expression: sort[0].descending ? `${d}.date_high` : `${d}.date_low`, descending: sort[0].descending, pgType: 'timestamptz' }];
   } else if (sort.length === 0) {
     // FHIR leaves the order of an unsorted search to the server: the driving index's order
@@ -361,9 +368,29 @@ export function planDriver(resourceType: string, filters: readonly Filter[], sor
     sortColumns = [{ expression: `${d}.date_high`, descending: true, pgType: 'timestamptz' }];
   }
   return {
-    from: `${indexTableOf(tableOf(resourceType), 'token')} ${d} JOIN ${tableOf(resourceType)} ${r} ON ${r}.id = ${d}.id`,
+    from: `${indexTableOf(tableOf(resourceType), table)} ${d} JOIN ${tableOf(resourceType)} ${r} ON ${r}.id = ${d}.id`,
     conditions,
     consumed,
     sort: sortColumns,
   };
+}
+
+/** A filter on the type's `date` parameter that the driving row's date copy can decide. */
+function isDateFilter(f: Filter): f is ParamFilter {
+  return f.kind === 'param' && f.param.code === 'date' && f.param.type === 'date' && f.param.storage.kind === 'indexed' && f.missing === undefined && f.modifier === undefined && !f.negate;
+}
+
+function isDateSort(sort: readonly SortKey[]): boolean {
+  return sort.length === 1 && sort[0].param.code === 'date' && sort[0].param.type === 'date';
+}
+
+/**
+ * Whether a patient's search with no code to drive it is driven by the patient's key rows,
+ * newest first: when it sorts or filters by `date` (the rows' order and copy decide them), or
+ * pins nothing else. Not when another filter narrows it (`patient=X&identifier=…`,
+ * `…&_lastUpdated=gt…`): scanning the patient's rows newest first and checking each could read
+ * them all where that filter's own index finds a few.
+ */
+function patientDriven(filters: readonly Filter[], keyFilter: Filter, sort: readonly SortKey[]): boolean {
+  return (sort.length === 0 || isDateSort(sort)) && filters.every((f) => f === keyFilter || isDateFilter(f));
 }

@@ -52,3 +52,60 @@ describe('patient searches driven by a bare code', () => {
     expect(total.json.total).to.equal(5);
   });
 });
+
+/**
+ * A patient's searches that pin no code (`Observation?patient=X&_sort=-date`, `…&date=ge…`,
+ * `Observation?patient=X`) are driven by the one reference row each resource has for its
+ * patient key (src/search/extract.ts): every resource of the patient, once, in date order, the
+ * undated last; nothing of another patient, nothing deleted, nothing moved away.
+ */
+describe('patient searches driven by the patient key alone', () => {
+  let app: TestServer;
+  let pid = '';
+  let other = '';
+  const labels: Record<string, string> = {};
+
+  async function listed(query: string): Promise<string[]> {
+    return (await searchAll(app, `/fhir/Observation?${query.replaceAll('{pid}', pid)}`)).map((r) => labels[r.id] ?? `unknown ${r.id}`);
+  }
+
+  async function observation(label: string, fields: Record<string, unknown>, patient = pid): Promise<string> {
+    const id = await createResource(app, { resourceType: 'Observation', status: 'final', code: { text: label }, subject: { reference: `Patient/${patient}` }, ...fields });
+    labels[id] = label;
+    return id;
+  }
+
+  before(async () => {
+    app = await startTestServer();
+    pid = await createResource(app, { resourceType: 'Patient', name: [{ family: unique('Keyed') }] });
+    other = await createResource(app, { resourceType: 'Patient', name: [{ family: unique('Other') }] });
+    for (const day of [1, 2, 3, 5]) await observation(`05-0${day}`, { effectiveDateTime: `2026-05-0${day}T08:00:00Z` });
+    // The patient twice, as subject and performer: two reference rows name it, one drives.
+    await observation('05-04 performer', { effectiveDateTime: '2026-05-04T08:00:00Z', performer: [{ reference: `Patient/${pid}` }] });
+    await observation('undated', {});
+    // Two events around 05-03: its date copy is an envelope (date_multi), so 05-03 is checked against the events.
+    await observation('timing 05-02+05-06', { effectiveTiming: { event: ['2026-05-02T12:00:00Z', '2026-05-06T12:00:00Z'] } });
+    await observation('other patient', { effectiveDateTime: '2026-05-03T09:00:00Z' }, other);
+    const deleted = await observation('deleted', { effectiveDateTime: '2026-05-03T10:00:00Z' });
+    expect((await app.request({ method: 'DELETE', url: `/fhir/Observation/${deleted}` })).statusCode).to.equal(204);
+    const moved = await observation('moved away', { effectiveDateTime: '2026-05-03T11:00:00Z' });
+    const update = { resourceType: 'Observation', id: moved, status: 'final', code: { text: 'moved away' }, subject: { reference: `Patient/${other}` }, effectiveDateTime: '2026-05-03T11:00:00Z' };
+    expect((await app.request({ method: 'PUT', url: `/fhir/Observation/${moved}`, payload: update })).statusCode).to.equal(200);
+  });
+  after(() => app.stop());
+
+  it('lists every resource of the patient once, in date order, on every page size', async () => {
+    const newest = ['timing 05-02+05-06', '05-05', '05-04 performer', '05-03', '05-02', '05-01', 'undated'];
+    for (const count of [50, 2]) {
+      expect(await listed(`patient={pid}&_sort=-date&_count=${count}`), `-date, _count=${count}`).to.equal(newest);
+      expect(await listed(`subject=Patient/{pid}&_count=${count}`), `unsorted, _count=${count}`).to.equal(newest);
+      expect(await listed(`patient={pid}&_sort=date&_count=${count}`), `date, _count=${count}`).to.equal(['05-01', '05-02', 'timing 05-02+05-06', '05-03', '05-04 performer', '05-05', 'undated']);
+      expect(await listed(`patient={pid}&date=ge2026-05-04&_count=${count}`), `date=ge, _count=${count}`).to.equal(['timing 05-02+05-06', '05-05', '05-04 performer']);
+      // Inside the Timing's envelope but on neither event: not a match.
+      expect(await listed(`patient={pid}&date=2026-05-03&_count=${count}`), `date=eq, _count=${count}`).to.equal(['05-03']);
+    }
+    const total = await app.request({ method: 'GET', url: `/fhir/Observation?patient=${pid}&_summary=count` });
+    expect(total.json.total).to.equal(7);
+    expect(await listed(`patient=${other}&_sort=-date`)).to.equal(['moved away', 'other patient']);
+  });
+});

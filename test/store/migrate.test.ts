@@ -80,4 +80,31 @@ describe('migrations', () => {
       await db.close();
     }
   });
+  it("marks one driving reference row per resource with a patient key, with its date range, for the rows written before", async () => {
+    const db = await openDb('pglite://memory', '');
+    try {
+      await migrate(db, SCHEMA, { types });
+      // As the earlier layout wrote them: no row marked, no date copy. o1 names its patient twice
+      // (subject and performer) and has two `date` ranges; o2 has no date; the Patient's own
+      // reference to its practitioner carries its id as key but names another resource.
+      await db.query(`INSERT INTO observation_reference (id, param, patient, target_type, target_id) VALUES
+        ('o1', 'subject', 'p1', 'Patient', 'p1'), ('o1', 'performer', 'p1', 'Patient', 'p1'), ('o2', 'subject', 'p1', 'Patient', 'p1'), ('o3', 'focus', NULL, 'Device', 'd1')`);
+      await db.query(`INSERT INTO observation_date (id, param, patient, low, high) VALUES
+        ('o1', 'date', 'p1', '2026-05-02T12:00:00Z', '2026-05-02T12:00:00Z'), ('o1', 'date', 'p1', '2026-05-06T12:00:00Z', '2026-05-06T12:00:00Z'), ('o2', 'issued', 'p1', '2026-05-01T00:00:00Z', '2026-05-01T00:00:00Z')`);
+      await db.query(`INSERT INTO patient_reference (id, param, patient, target_type, target_id) VALUES ('p1', 'general-practitioner', 'p1', 'Practitioner', 'dr1')`);
+      await db.query(`DELETE FROM schema_migrations WHERE name IN ('store/per-type/007_patient_driving_rows.sql:Observation', 'store/per-type/007_patient_driving_rows.sql:Patient')`);
+      expect(await migrate(db, SCHEMA, { types })).to.equal(['store/per-type/007_patient_driving_rows.sql:Patient', 'store/per-type/007_patient_driving_rows.sql:Observation']);
+      const { rows } = await db.query<{ id: string; low: string | null; high: string | null; multi: boolean }>(
+        `SELECT id, date_low::text AS low, date_high::text AS high, date_multi AS multi FROM observation_reference WHERE drives ORDER BY id`,
+      );
+      expect(rows.map((r) => r.id)).to.equal(['o1', 'o2']);
+      expect(rows[0]!.low!).to.startWith('2026-05-02 12:00:00');
+      expect(rows[0]!.high!).to.startWith('2026-05-06 12:00:00');
+      expect(rows[0]!.multi).to.be.true();
+      expect([rows[1]!.low, rows[1]!.high, rows[1]!.multi]).to.equal([null, null, false]);
+      expect((await db.query(`SELECT 1 FROM patient_reference WHERE drives`)).rows).to.have.length(0);
+    } finally {
+      await db.close();
+    }
+  });
 });

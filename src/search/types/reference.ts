@@ -25,8 +25,9 @@ function rowOf(v: TypedValue): IndexRow | undefined {
   const text = v.type === 'Reference' ? (v.value as fhir4.Reference).reference : typeof v.value === 'string' ? v.value : undefined;
   if (!text || text.startsWith('#')) return undefined; // contained resources are not searchable targets
   const local = parseLiteralReference(text);
-  if (local) return [local.type, local.id, local.absolute ? text : null];
-  return [null, null, text];
+  // The date copy and `drives` are set on the key row alone (src/search/extract.ts).
+  if (local) return [local.type, local.id, local.absolute ? text : null, null, null, false, false];
+  return [null, null, text, null, null, false, false];
 }
 
 export const reference: ParameterTypeModule<ReferenceTerm> & {
