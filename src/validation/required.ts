@@ -1,7 +1,5 @@
-import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import type { Issue } from '../kernel/outcome';
-import { officialDefinitionsDir } from '../kernel/paths';
+import { structureElements } from '../kernel/structure-definitions';
 import { schemaDefinitions } from './schema';
 
 /**
@@ -37,27 +35,6 @@ interface Child {
   /** Its element path in its StructureDefinition. */
   path: string;
   rules?: DefinitionRules;
-}
-
-interface ElementDef {
-  path: string;
-  min?: number;
-  contentReference?: string;
-}
-
-const elementsOf = new Map<string, ElementDef[] | null>();
-
-/** The snapshot elements of the StructureDefinition named `name` (a resource or datatype), or null. */
-function structureElements(name: string): ElementDef[] | null {
-  let elements = elementsOf.get(name);
-  if (elements === undefined) {
-    const file = join(officialDefinitionsDir(), `StructureDefinition-${name}.json`);
-    elements = existsSync(file)
-      ? ((JSON.parse(readFileSync(file, 'utf8')) as { snapshot?: { element?: ElementDef[] } }).snapshot?.element ?? []).map(({ path, min, contentReference }) => ({ path, min, contentReference }))
-      : null;
-    elementsOf.set(name, elements);
-  }
-  return elements;
 }
 
 const rulesByDefinition = new Map<string, DefinitionRules>();

@@ -337,6 +337,21 @@ describe('FHIR search over HTTP', () => {
       expect(Object.keys(elements.bundle.entry[0].resource).sort()).to.equal(['code', 'id', 'meta', 'resourceType', 'valueQuantity']);
     });
 
+    it('_summary=true keeps what the official R4 definitions mark summary, with primitives\' extensions', async () => {
+      // R4 Binary: contentType and securityContext are summary, the data is not.
+      const binary = await create({ resourceType: 'Binary', contentType: 'text/plain', data: 'aGVsbG8=' });
+      const { bundle } = await search(`Binary?_id=${binary}&_summary=true`);
+      expect(Object.keys(bundle.entry[0].resource).sort()).to.equal(['contentType', 'id', 'meta', 'resourceType']);
+      // A primitive's `_name` companion (an extension in place of or beside its value) goes with it.
+      const absent = { extension: [{ url: 'http://hl7.org/fhir/StructureDefinition/data-absent-reason', valueCode: 'unknown' }] };
+      const patient = await create({ resourceType: 'Patient', _birthDate: absent, photo: [{ contentType: 'image/png' }] });
+      const summary = (await search(`Patient?_id=${patient}&_summary=true`)).bundle.entry[0].resource;
+      expect(summary._birthDate).to.equal(absent);
+      expect(summary.photo).to.not.exist();
+      const text = (await search(`Observation?patient=${pid}&_summary=text&_count=1`)).bundle.entry[0].resource;
+      expect(Object.keys(text).filter((k) => !['resourceType', 'id', 'meta', 'text'].includes(k)).sort()).to.equal(['code', 'status']);
+    });
+
     it('_include, _revinclude, :iterate and * with search.mode include', async () => {
       const { bundle } = await search(`Observation?identifier=${idSystem}|bpHigh&_include=Observation:subject&_revinclude:iterate=Flag:patient`);
       const modes = bundle.entry.map((e: any) => `${e.search.mode}:${e.resource.resourceType}/${e.resource.id}`);
