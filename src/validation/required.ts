@@ -14,8 +14,8 @@ import { schemaDefinitions } from './schema';
  * element or datatype), with each definition's rules read from the StructureDefinition of its
  * element path once. The walk stops at a resource nested in another: `contained` resources are
  * validated as resources of their own (./resource.ts), and so is each entry of a batch or
- * transaction by the write pipeline; the entries of a Bundle stored as such, and a Parameters'
- * resources, are held to the schema only.
+ * transaction by the write pipeline, and the entries of a Bundle stored as such and a
+ * Parameters' resources by resource.ts (heldRequiredIssues).
  */
 interface Rule {
   /** The element's name as the definition writes it (`status`, `medication[x]`). */

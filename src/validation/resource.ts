@@ -105,7 +105,37 @@ export function validationIssues(resource: unknown): Issue[] {
     }
   }
   elementIssues(rest, resourceType, issues, resourceType === 'Bundle');
-  issues.push(...missingRequiredIssues(rest, resourceType));
+  issues.push(...missingRequiredIssues(rest, resourceType), ...heldRequiredIssues(rest, resourceType));
+  return issues;
+}
+
+/**
+ * The required elements of the resources a stored Bundle's entries and a Parameters' parameters
+ * hold. The schema checks them as resources (their structure), but cannot require their
+ * primitives and choices any more than a top-level resource's (./required.ts): a Bundle stored
+ * with an Observation without status in it held what a POST of that Observation refuses.
+ */
+function heldRequiredIssues(fields: Record<string, unknown>, resourceType: string): Issue[] {
+  const issues: Issue[] = [];
+  const check = (held: unknown, path: string) => {
+    if (held === null || typeof held !== 'object' || Array.isArray(held)) return;
+    const { resourceType: type, contained, ...rest } = held as { resourceType?: unknown; contained?: unknown };
+    if (typeof type !== 'string' || !validatorFor(type)) return; // the schema reports it
+    for (const issue of [...missingRequiredIssues(rest, type), ...heldRequiredIssues(rest, type)]) issues.push(prefixIssue(issue, path));
+    if (Array.isArray(contained)) contained.forEach((inner, i) => check(inner, `${path}.contained[${i}]`));
+  };
+  const each = (list: unknown, visit: (item: Record<string, unknown>, i: number) => void) => {
+    if (Array.isArray(list)) list.forEach((item, i) => item !== null && typeof item === 'object' && visit(item as Record<string, unknown>, i));
+  };
+  if (resourceType === 'Bundle') each(fields.entry, (entry, i) => check(entry.resource, `Bundle.entry[${i}].resource`));
+  if (resourceType === 'Parameters') {
+    const parameters = (list: unknown, path: string): void =>
+      each(list, (parameter, i) => {
+        check(parameter.resource, `${path}[${i}].resource`);
+        parameters(parameter.part, `${path}[${i}].part`);
+      });
+    parameters(fields.parameter, 'Parameters.parameter');
+  }
   return issues;
 }
 

@@ -110,6 +110,29 @@ describe('bad requests get a 4xx OperationOutcome and change nothing', () => {
     expect(await observations()).to.equal(before + 1);
   });
 
+  it('a stored Bundle\'s entries are held to the same required elements as the resources themselves', async () => {
+    // Stored as a Bundle, an Observation without status (and a contained Flag without one) was
+    // accepted; posted alone it is refused. Bundle.type is 1..1 too.
+    const bundle = {
+      resourceType: 'Bundle', type: 'collection',
+      entry: [
+        { resource: { resourceType: 'Observation', code: { text: 'x' } } },
+        { resource: { resourceType: 'Patient', contained: [{ resourceType: 'Flag', id: 'f', code: { text: 'y' }, subject: { reference: '#' } }] } },
+      ],
+    };
+    const before = await countRows(app, 'Bundle');
+    for (const [method, url] of [['POST', '/fhir/Bundle'], ['PUT', '/fhir/Bundle/held-required']] as const) {
+      const res = await app.request({ method, url, payload: bundle });
+      expectOutcome(res, 400);
+      expect(res.json.issue.flatMap((i: any) => i.expression ?? []).sort()).to.equal(['Bundle.entry[0].resource.status', 'Bundle.entry[1].resource.contained[0].status']);
+    }
+    const valid = { ...bundle, entry: [{ resource: { resourceType: 'Observation', status: 'final', code: { text: 'x' } } }] };
+    const { type: _type, ...untyped } = valid;
+    expectOutcome(await app.request({ method: 'POST', url: '/fhir/Bundle', payload: untyped }), 400);
+    expect(await countRows(app, 'Bundle')).to.equal(before);
+    expect((await app.request({ method: 'POST', url: '/fhir/Bundle', payload: valid })).statusCode).to.equal(201);
+  });
+
   it('a contained resource is validated against its own type', () =>
     unchanged(async () => {
       const res = await app.request({ method: 'POST', url: '/fhir/Patient', payload: { resourceType: 'Patient', contained: [{ resourceType: 'Organization', id: 'o', active: 'yes' }] } });
