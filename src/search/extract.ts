@@ -7,8 +7,8 @@ import { typeModules } from './types';
  * Write-time extraction: every indexed search parameter of a resource into index rows, plus
  * the two values copied onto rows — the patient compartment key (every row) and, on the rows
  * that drive the hot path (token rows with a code, and the patient key's reference row), the
- * resource's own `date` range. Pure and synchronous, so its
- * cost is measurable alone (`bench/search.ts`).
+ * resource's own `date` range. Pure and synchronous, so its cost is measurable alone
+ * (`bench/search.ts`).
  */
 export interface ExtractedIndex {
   /** The patient compartment key (a Patient id), null when the resource is in none. */
