@@ -16,8 +16,8 @@ export interface ExtractedIndex {
   rows: RowSink;
 }
 
-/** The parameter whose range is copied onto token rows: the type's `date` parameter, if stored. */
-const DENORMALISED_DATE = 'date';
+/** The parameter whose range is copied onto driving rows: the type's `date` parameter, if stored (planDriver filters and sorts by it there). */
+export const DENORMALISED_DATE = 'date';
 
 interface TypePlan {
   params: SearchParameterDef[];

@@ -2,7 +2,7 @@ import { badRequest } from '../kernel/outcome';
 import { tableOf } from '../store/tables';
 import { splitUnion } from './accessor';
 import { type IndexKind, indexTableOf } from './index-tables';
-import { drivesByPatient } from './extract';
+import { DENORMALISED_DATE, drivesByPatient } from './extract';
 import { type Filter, type ParamFilter, parseSearch, type SortKey } from './parse';
 import { limitsIfAllowed, type Reach, type TypeLimits } from './reach';
 import { parameterOf, parametersOf, patientCompartmentOf, storedSourcesOf, type SearchParameterDef } from './registry';
@@ -235,12 +235,12 @@ export function keysetCondition(columns: readonly SortColumn[], values: Readonly
 /* ---------- the hot path ---------- */
 
 export interface Driver {
-  /** FROM clause: the token table joined to the resource table. */
+  /** FROM clause: the driving table (token, or reference for the patient key's rows) joined to the resource table. */
   from: string;
   conditions: string[];
   /** Filters fully answered by the driver, to leave out of the generic conditions. */
   consumed: Set<Filter>;
-  /** Sort columns served by the driver index, when the sort is the type's `date`. */
+  /** Sort columns served by the driver index: the type's `date`, or its newest-first order when the search has no sort. */
   sort?: SortColumn[];
 }
 
@@ -377,11 +377,11 @@ export function planDriver(resourceType: string, filters: readonly Filter[], sor
 
 /** A filter on the type's `date` parameter that the driving row's date copy can decide. */
 function isDateFilter(f: Filter): f is ParamFilter {
-  return f.kind === 'param' && f.param.code === 'date' && f.param.type === 'date' && f.param.storage.kind === 'indexed' && f.missing === undefined && f.modifier === undefined && !f.negate;
+  return f.kind === 'param' && f.param.code === DENORMALISED_DATE && f.param.type === 'date' && f.param.storage.kind === 'indexed' && f.missing === undefined && f.modifier === undefined && !f.negate;
 }
 
 function isDateSort(sort: readonly SortKey[]): boolean {
-  return sort.length === 1 && sort[0].param.code === 'date' && sort[0].param.type === 'date';
+  return sort.length === 1 && sort[0].param.code === DENORMALISED_DATE && sort[0].param.type === 'date';
 }
 
 /**

@@ -108,4 +108,12 @@ describe('patient searches driven by the patient key alone', () => {
     expect(total.json.total).to.equal(7);
     expect(await listed(`patient=${other}&_sort=-date`)).to.equal(['moved away', 'other patient']);
   });
+
+  it('refuses a malformed date or cursor on the driven path with a 400 OperationOutcome', async () => {
+    for (const query of ['date=ge2026-13-45&_sort=-date', 'date=notadate', '_sort=-date&_cursor=not-a-cursor']) {
+      const res = await app.request({ method: 'GET', url: `/fhir/Observation?patient=${pid}&${query}` });
+      expect(res.statusCode, query).to.equal(400);
+      expect(res.json.resourceType, query).to.equal('OperationOutcome');
+    }
+  });
 });
