@@ -143,8 +143,19 @@ const HOT: Shape[] = [
  */
 const PATIENT_NEWEST: Shape = { group: 'patient, newest first', type: 'Observation', query: (i, p) => `patient=${p[i % p.length]}&_sort=-date` };
 
+/**
+ * A chart's series in one search, as SMART apps ask for them: a list of codes, unsorted, the
+ * default page. Driven by one range scan per code, merged (src/search/sql.ts, termBranches).
+ */
+const PATIENT_CODES: Shape = {
+  group: "patient, a chart's codes",
+  type: 'Observation',
+  query: (i, p) => `patient=${p[i % p.length]}&code=http://loinc.org|85354-9,http://loinc.org|8867-4,http://loinc.org|29463-7`,
+};
+
 const OTHERS: Shape[] = [
   PATIENT_NEWEST,
+  PATIENT_CODES,
   { group: 'Patient?name=', type: 'Patient', query: (i) => `name=bench${i % 1000}` },
   { group: 'code-value-quantity', type: 'Observation', query: (i, p) => `subject=Patient/${p[i % p.length]}&code-value-quantity=http://loinc.org|29463-7$gt${60 + (i % 30)}|http://unitsofmeasure.org|kg` },
 ];
@@ -220,7 +231,7 @@ export const workloads: BenchWorkload[] = [
   },
   {
     name: 'search-1m',
-    description: "the hot searches and a patient's newest readings again once the data has grown to SEARCH_BENCH_1M (default 1,000,000) Observations",
+    description: "the hot searches, a patient's newest readings and a chart's codes again once the data has grown to SEARCH_BENCH_1M (default 1,000,000) Observations",
     async run(ctx) {
       const target = millionSize();
       let loaded = ctx.shared.get(LOADED) as Loaded | undefined;
@@ -233,9 +244,9 @@ export const workloads: BenchWorkload[] = [
       ctx.figure(`search-1m load: ${(target - loaded.count).toLocaleString('en-US')} more Observations in ${seconds.toFixed(0)} s (${((target - loaded.count) / seconds).toFixed(0)}/s)`);
       ctx.figure(await storagePerObservation(ctx));
       const suffix = ` @${(target / 1e6).toFixed(1)}M`;
-      const rows = await measureShapes(ctx, [...HOT, PATIENT_NEWEST], loaded.patients, target, suffix);
+      const rows = await measureShapes(ctx, [...HOT, PATIENT_NEWEST, PATIENT_CODES], loaded.patients, target, suffix);
       hotSummary(ctx, rows, suffix);
-      for (const shape of [...HOT, PATIENT_NEWEST]) {
+      for (const shape of [...HOT, PATIENT_NEWEST, PATIENT_CODES]) {
         const before = loaded.p95.get(shape.group);
         const now = rows.find((r) => r.group === `${shape.group}${suffix}` && r.target === 'server')?.stats.p95;
         if (before !== undefined && now !== undefined) ctx.figure(`${shape.group}: p95 at ${(target / 1e6).toFixed(1)}M ÷ at ${loaded.count.toLocaleString('en-US')} = ${(now / before).toFixed(2)} (target ≤ 1.5)`);
