@@ -178,6 +178,8 @@ export interface SortColumn {
   expression: string;
   descending: boolean;
   pgType: string;
+  /** A NOT NULL column of the resource table (`_lastUpdated`, `_id`): ordered as its index is read, see orderBy. */
+  notNull?: boolean;
 }
 
 /**
@@ -187,7 +189,7 @@ export interface SortColumn {
 export function sortColumn(resourceType: string, key: SortKey, r: string, q: SqlParams): SortColumn {
   const { param, descending } = key;
   if (param.storage.kind === 'column') {
-    return { expression: `${r}.${param.storage.column}`, descending, pgType: param.storage.column === 'id' ? 'text' : 'timestamptz' };
+    return { expression: `${r}.${param.storage.column}`, descending, pgType: param.storage.column === 'id' ? 'text' : 'timestamptz', notNull: true };
   }
   const module = typeModules[param.type];
   if (!module.sortColumn) throw badRequest(`Cannot sort by ${param.code} (${param.type})`, ['_sort']);
@@ -200,12 +202,19 @@ export function sortColumn(resourceType: string, key: SortKey, r: string, q: Sql
   };
 }
 
-/** ORDER BY of the keys; missing values sort last either way, then the id breaks ties. */
+/**
+ * ORDER BY of the keys; missing values sort last either way, then the id breaks ties. A NOT
+ * NULL column has no missing values, so it takes PostgreSQL's own NULLS order for its direction,
+ * the order its btree index gives read forwards or backwards: PostgreSQL does not know the NULLS
+ * clause is moot there, and `last_updated DESC NULLS LAST` could not use `(last_updated, id)`
+ * (`Observation?_sort=-_lastUpdated` read and sorted every row, 2.4 s at 1M).
+ */
 export function orderBy(columns: readonly SortColumn[], reverse: boolean): string {
   return columns
     .map((c) => {
       const desc = c.descending !== reverse;
-      return `${c.expression} ${desc ? 'DESC' : 'ASC'} NULLS ${reverse ? 'FIRST' : 'LAST'}`;
+      const nullsFirst = c.notNull ? desc : reverse;
+      return `${c.expression} ${desc ? 'DESC' : 'ASC'} NULLS ${nullsFirst ? 'FIRST' : 'LAST'}`;
     })
     .join(', ');
 }
@@ -225,7 +234,8 @@ export function keysetCondition(columns: readonly SortColumn[], values: Readonly
     // Reverse: NULLs come first, so before a value come smaller values only, before NULL every value.
     let after: string;
     if (v === null) after = reverse ? `${c.expression} IS NOT NULL` : 'false';
-    else after = reverse ? `${c.expression} ${op} ${q.bind(v, c.pgType)}` : `(${c.expression} ${op} ${q.bind(v, c.pgType)} OR ${c.expression} IS NULL)`;
+    else if (reverse || c.notNull) after = `${c.expression} ${op} ${q.bind(v, c.pgType)}`;
+    else after = `(${c.expression} ${op} ${q.bind(v, c.pgType)} OR ${c.expression} IS NULL)`;
     alternatives.push(equalities.length ? `(${equalities.join(' AND ')} AND ${after})` : after);
     if (k < columns.length - 1) equalities.push(v === null ? `${c.expression} IS NULL` : `${c.expression} = ${q.bind(v, c.pgType)}`);
   });

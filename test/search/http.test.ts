@@ -320,6 +320,32 @@ describe('FHIR search over HTTP', () => {
       expect(await matched(`Observation?patient=${pid}&code=9279-1`)).to.equal([]);
     });
 
+    it('_sort=-_lastUpdated and -_id page newest first, forwards and back (their indexes read backwards)', async () => {
+      const walk = async (start: string) => {
+        const pages: any[] = [];
+        for (let url: string | undefined = start; url; ) {
+          const { status, bundle } = await search(url);
+          expect(status, url).to.equal(200);
+          pages.push(bundle);
+          const next = bundle.link.find((l: any) => l.relation === 'next');
+          url = next ? next.url.slice(app.ctx.baseUrl.length + 1) : undefined;
+        }
+        return { pages, resources: pages.flatMap((b) => b.entry.map((e: any) => e.resource)) };
+      };
+      const oldest = (await walk(`Observation?patient=${pid}&_sort=_lastUpdated&_count=2`)).resources;
+      const newest = await walk(`Observation?patient=${pid}&_sort=-_lastUpdated&_count=2`);
+      expect(oldest).to.have.length(6);
+      expect(newest.resources.map((r: any) => r.id)).to.equal(oldest.map((r: any) => r.id).reverse());
+      const stamps = newest.resources.map((r: any) => r.meta.lastUpdated);
+      expect(stamps).to.equal([...stamps].sort().reverse());
+      const byId = await walk(`Observation?patient=${pid}&_sort=-_id&_count=4`);
+      expect(byId.resources.map((r: any) => r.id)).to.equal(oldest.map((r: any) => r.id).sort().reverse());
+      // Back from the last page of the descending walk: the page before it.
+      const prev = newest.pages[2].link.find((l: any) => l.relation === 'previous');
+      const back = await search(prev.url.slice(app.ctx.baseUrl.length + 1));
+      expect(back.bundle.entry.map((e: any) => e.resource.id)).to.equal(newest.pages[1].entry.map((e: any) => e.resource.id));
+    });
+
     it('_total, _summary=count, _summary=true and _elements', async () => {
       const accurate = await search(`Observation?patient=${pid}&_count=1&_total=accurate`);
       expect(accurate.bundle.total).to.equal(6);
