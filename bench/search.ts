@@ -153,9 +153,19 @@ const PATIENT_CODES: Shape = {
   query: (i, p) => `patient=${p[i % p.length]}&code=http://loinc.org|85354-9,http://loinc.org|8867-4,http://loinc.org|29463-7`,
 };
 
+/**
+ * Across patients: a care team's worklist of one reading in the last week (found by the code's
+ * estimate and the date's index), and a list view's or sync client's newest changes first.
+ */
+const ACROSS_PATIENTS: Shape[] = [
+  { group: 'a code, last week', type: 'Observation', query: () => `code=http://loinc.org|8867-4&date=ge${new Date(Date.now() - 7 * 86_400_000).toISOString().slice(0, 10)}` },
+  { group: 'last updated first', type: 'Observation', query: () => '_sort=-_lastUpdated' },
+];
+
 const OTHERS: Shape[] = [
   PATIENT_NEWEST,
   PATIENT_CODES,
+  ...ACROSS_PATIENTS,
   { group: 'Patient?name=', type: 'Patient', query: (i) => `name=bench${i % 1000}` },
   { group: 'code-value-quantity', type: 'Observation', query: (i, p) => `subject=Patient/${p[i % p.length]}&code-value-quantity=http://loinc.org|29463-7$gt${60 + (i % 30)}|http://unitsofmeasure.org|kg` },
 ];
@@ -216,7 +226,7 @@ function hotSummary(ctx: BenchContext, rows: ResultRow[], suffix: string): void 
 export const workloads: BenchWorkload[] = [
   {
     name: 'search',
-    description: 'hot searches (no _sort and -date) and three others at concurrency 8 beside their SQL run raw; storage per Observation',
+    description: 'hot searches (no _sort and -date) and six others at concurrency 8 beside their SQL run raw; storage per Observation',
     async run(ctx) {
       const count = size();
       const patients = await loadPatients(ctx);
@@ -231,7 +241,7 @@ export const workloads: BenchWorkload[] = [
   },
   {
     name: 'search-1m',
-    description: "the hot searches, a patient's newest readings and a chart's codes again once the data has grown to SEARCH_BENCH_1M (default 1,000,000) Observations",
+    description: "the hot searches, a patient's newest readings, a chart's codes and the searches across patients again once the data has grown to SEARCH_BENCH_1M (default 1,000,000) Observations",
     async run(ctx) {
       const target = millionSize();
       let loaded = ctx.shared.get(LOADED) as Loaded | undefined;
@@ -244,9 +254,9 @@ export const workloads: BenchWorkload[] = [
       ctx.figure(`search-1m load: ${(target - loaded.count).toLocaleString('en-US')} more Observations in ${seconds.toFixed(0)} s (${((target - loaded.count) / seconds).toFixed(0)}/s)`);
       ctx.figure(await storagePerObservation(ctx));
       const suffix = ` @${(target / 1e6).toFixed(1)}M`;
-      const rows = await measureShapes(ctx, [...HOT, PATIENT_NEWEST, PATIENT_CODES], loaded.patients, target, suffix);
+      const rows = await measureShapes(ctx, [...HOT, PATIENT_NEWEST, PATIENT_CODES, ...ACROSS_PATIENTS], loaded.patients, target, suffix);
       hotSummary(ctx, rows, suffix);
-      for (const shape of [...HOT, PATIENT_NEWEST, PATIENT_CODES]) {
+      for (const shape of [...HOT, PATIENT_NEWEST, PATIENT_CODES, ...ACROSS_PATIENTS]) {
         const before = loaded.p95.get(shape.group);
         const now = rows.find((r) => r.group === `${shape.group}${suffix}` && r.target === 'server')?.stats.p95;
         if (before !== undefined && now !== undefined) ctx.figure(`${shape.group}: p95 at ${(target / 1e6).toFixed(1)}M ÷ at ${loaded.count.toLocaleString('en-US')} = ${(now / before).toFixed(2)} (target ≤ 1.5)`);
