@@ -1,6 +1,7 @@
 import { notFound } from '../kernel/outcome';
 import { isSupportedType } from '../kernel/resource-types';
 import type { Queryable } from '../store/db';
+import { CUSTOM_PLAN } from '../store/prepared';
 import { tableOf } from '../store/tables';
 import { searchsetJson } from './bundle';
 import { type Cursor, decodeCursor, encodeCursor } from './cursor';
@@ -41,6 +42,11 @@ export interface Query {
   conditions: string[];
   columns: SortColumn[];
   q: SqlParams;
+  /**
+   * How its statements start: nothing when a patient index drives (its generic plan is the range
+   * scan, kept for the planning it saves), else CUSTOM_PLAN, planned for its values every time.
+   */
+  lead: string;
 }
 
 /**
@@ -65,7 +71,7 @@ export function buildQuery(parsed: ParsedSearch, compartmentId: string | undefin
   const tiebreak: SortColumn = driver?.sort
     ? { expression: 'd.id', descending: false, pgType: 'text' }
     : { expression: `${r}.id`, descending: sort.at(-1)?.descending ?? false, pgType: 'text', notNull: true };
-  return { from: driver?.from ?? `${tableOf(parsed.resourceType)} ${r}`, conditions, columns: [...sort, tiebreak], q };
+  return { from: driver?.from ?? `${tableOf(parsed.resourceType)} ${r}`, conditions, columns: [...sort, tiebreak], q, lead: driver ? '' : CUSTOM_PLAN };
 }
 
 interface Page {
@@ -81,7 +87,7 @@ function pageSql(parsed: ParsedSearch, query: Query, cursor: Cursor | undefined)
   const reverse = cursor?.reverse ?? false;
   if (cursor) conditions.push(keysetCondition(columns, cursor.values, reverse, q));
   const keys = columns.map((c, k) => `(${c.expression})::text AS k${k}`).join(', ');
-  return `SELECT r.id, r.content::text AS json, ${keys} FROM ${query.from} WHERE ${conditions.join(' AND ')} ORDER BY ${orderBy(columns, reverse)} LIMIT ${q.bind(parsed.count + 1, 'int')}`;
+  return `${query.lead}SELECT r.id, r.content::text AS json, ${keys} FROM ${query.from} WHERE ${conditions.join(' AND ')} ORDER BY ${orderBy(columns, reverse)} LIMIT ${q.bind(parsed.count + 1, 'int')}`;
 }
 
 async function readPage(db: Queryable, parsed: ParsedSearch, query: Query, cursor: Cursor | undefined): Promise<Page> {
@@ -111,7 +117,7 @@ export function firstPageSql(resourceType: string, params: URLSearchParams, coun
 
 async function countMatches(db: Queryable, parsed: ParsedSearch, compartmentId: string | undefined, reach: Reach, estimate: boolean): Promise<number> {
   const query = buildQuery(parsed, compartmentId, reach);
-  const sql = `SELECT count(*) AS n FROM ${query.from} WHERE ${query.conditions.join(' AND ')}`;
+  const sql = `${query.lead}SELECT count(*) AS n FROM ${query.from} WHERE ${query.conditions.join(' AND ')}`;
   if (estimate) {
     // The planner's row estimate: free, and what `_total=estimate` asks for.
     const { rows } = await db.query<{ 'QUERY PLAN': unknown }>(`EXPLAIN (FORMAT JSON) SELECT 1 FROM ${query.from} WHERE ${query.conditions.join(' AND ')}`, query.q.values);

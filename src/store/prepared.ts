@@ -18,6 +18,15 @@
  * on backends that never saw their Parse.
  */
 export const MAX_NAMED = 200;
+
+/**
+ * Leads a statement that must be planned for its values every time, so never gets a name: a
+ * named statement is planned generically from its sixth run when PostgreSQL rates that plan no
+ * dearer, and for a search no index drives (src/search/search.ts) the generic estimates can be
+ * far off. Measured: `Observation?code=…|8867-4&date=ge<last week>` at 100k went from 10 ms to
+ * 0.44–0.56 s at its seventh run (a generic plan that read every reading of the code).
+ */
+export const CUSTOM_PLAN = '/* custom plan */ ';
 /** Texts counted but not (yet) named; the count is forgotten when this many are waiting. */
 const MAX_COUNTED = 5_000;
 
@@ -29,6 +38,7 @@ export class PreparedNames {
   nameOf(text: string): string | undefined {
     const name = this.names.get(text);
     if (name !== undefined) return name;
+    if (text.startsWith(CUSTOM_PLAN)) return undefined;
     if (this.names.size >= MAX_NAMED) return undefined;
     const seen = (this.counted.get(text) ?? 0) + 1;
     if (seen < 2) {
