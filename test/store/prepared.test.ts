@@ -4,7 +4,7 @@ import { oneOf } from '../../src/kernel/sql-any';
 import type { Db } from '../../src/store/db';
 import { openPostgres } from '../../src/store/postgres';
 import { CUSTOM_PLAN } from '../../src/store/prepared';
-import { startTestServer, testDatabaseUrl, unique } from '../helpers/server';
+import { startTestServer, testDatabaseUrl, type TestServer, unique } from '../helpers/server';
 
 export const lab = Lab.script();
 const { describe, it, before, after } = lab;
@@ -83,11 +83,20 @@ describe(title, { skip: !onPostgres }, () => {
     expect((await db.query(`SELECT n FROM ${table} WHERE ${several.sql} ORDER BY n`, [several.value])).rows).to.equal([{ n: 1 }, { n: 2 }]);
   });
 
-  it('plans the monitoring plans check of an Observation create once, not on every create', async () => {
-    // The server on one connection of its own, so that its plan cache is the one looked at.
+  /** `work` against a server on one connection of its own, so that its plan cache is the one looked at. */
+  async function onOwnConnection(work: (server: TestServer, own: Db) => Promise<void>): Promise<void> {
     const own = openPostgres(await testDatabaseUrl(), { max: 1 });
     const server = await startTestServer({}, { db: () => own });
     try {
+      await work(server, own);
+    } finally {
+      await server.stop();
+      await own.close();
+    }
+  }
+
+  it('plans the monitoring plans check of an Observation create once, not on every create', async () => {
+    await onOwnConnection(async (server, own) => {
       const patient = await server.request({ method: 'POST', url: '/fhir/Patient', payload: { resourceType: 'Patient' } });
       for (let i = 0; i < 10; i++) {
         const created = await server.request({
@@ -108,18 +117,13 @@ describe(title, { skip: !onPostgres }, () => {
       expect(lookups.length).to.equal(1);
       expect(Number(lookups[0]!.generic)).to.be.above(0);
       expect(Number(lookups[0]!.custom)).to.be.below(6);
-    } finally {
-      await server.stop();
-      await own.close();
-    }
+    });
   });
 
   it('never names a search no patient index drives (planned for its values each time), and names a driven one', async () => {
     // A generic plan of `code=…&date=ge…` across patients read every reading of the code:
     // 10 ms planned for its values, 0.44-0.56 s from the seventh call at 100k Observations.
-    const own = openPostgres(await testDatabaseUrl(), { max: 1 });
-    const server = await startTestServer({}, { db: () => own });
-    try {
+    await onOwnConnection(async (server, own) => {
       const patient = await server.request({ method: 'POST', url: '/fhir/Patient', payload: { resourceType: 'Patient' } });
       for (let i = 0; i < 8; i++) {
         for (const query of [`code=http://loinc.org|8867-4&date=ge2026-11-0${i + 1}`, `patient=${patient.json.id}&code=http://loinc.org|8867-4`]) {
@@ -133,10 +137,7 @@ describe(title, { skip: !onPostgres }, () => {
       expect(searches.length).to.equal(1);
       expect(searches[0]).to.include('observation_token d');
       expect(searches[0]!.startsWith(CUSTOM_PLAN)).to.be.false();
-    } finally {
-      await server.stop();
-      await own.close();
-    }
+    });
   });
 
   it('prepares nothing when turned off (DATABASE_PREPARED_STATEMENTS=false, for PgBouncer in transaction mode)', async () => {
