@@ -64,13 +64,11 @@ export function buildQuery(parsed: ParsedSearch, compartmentId: string | undefin
   const own = limitsIfAllowed(reach, parsed.resourceType, 's') ?? limitsIfAllowed(reach, parsed.resourceType, 'r');
   if (own?.exclude?.length) conditions.push(...limitConditions(parsed.resourceType, { exclude: own.exclude }, r, q));
   const sort = driver?.sort ?? parsed.sort.map((k) => sortColumn(parsed.resourceType, k, r, q));
-  // The id makes the order total, so a keyset cursor never skips or repeats a row. On the
-  // driver path it is the token row's id: the index holds it after the date, in that order.
-  // Otherwise it runs the way of the last key, so that a resource column's index `(column, id)`
-  // serves the order read either way (`_sort=-_lastUpdated` reads `(last_updated, id)` backwards).
-  const tiebreak: SortColumn = driver?.sort
-    ? { expression: 'd.id', descending: false, pgType: 'text' }
-    : { expression: `${r}.id`, descending: sort.at(-1)?.descending ?? false, pgType: 'text', notNull: true };
+  // The id makes the order total, so a keyset cursor never skips or repeats a row: the driver's,
+  // when it serves the order. Otherwise it runs the way of the last key, so that a resource
+  // column's index `(column, id)` serves the order read either way (`_sort=-_lastUpdated` reads
+  // `(last_updated, id)` backwards).
+  const tiebreak: SortColumn = driver?.sort ? driver.tiebreak : { expression: `${r}.id`, descending: sort.at(-1)?.descending ?? false, pgType: 'text', notNull: true };
   return { from: driver?.from ?? `${tableOf(parsed.resourceType)} ${r}`, conditions, columns: [...sort, tiebreak], q, lead: driver ? '' : CUSTOM_PLAN };
 }
 

@@ -183,6 +183,14 @@ describe('patient searches driven by a list of codes', () => {
     expect(total.json.total).to.equal(5);
   });
 
+  it('refuses a malformed date or cursor on the merged path with a 400 OperationOutcome', async () => {
+    for (const query of [`code=${HEART},${WEIGHT}&date=ge2026-13-45`, `code=${HEART},${WEIGHT}&_sort=date&date=notadate`, `code=${HEART},${WEIGHT}&_cursor=not-a-cursor`]) {
+      const res = await app.request({ method: 'GET', url: `/fhir/Observation?patient=${pid}&${query}` });
+      expect(res.statusCode, query).to.equal(400);
+      expect(res.json.resourceType, query).to.equal('OperationOutcome');
+    }
+  });
+
   it('pages back over the merged order: the previous link of page 2 is page 1', async () => {
     const first = await app.request({ method: 'GET', url: `/fhir/Observation?patient=${pid}&code=${HEART},${WEIGHT}&_count=2` });
     const next = (first.json.link as Array<{ relation: string; url: string }>).find((l) => l.relation === 'next')!.url;
