@@ -155,11 +155,14 @@ const PATIENT_CODES: Shape = {
 
 /**
  * Across patients: a care team's worklist of one reading in the last week (found by the code's
- * estimate and the date's index), and a list view's or sync client's newest changes first.
+ * estimate and the date's index), a list view's or sync client's newest changes first, and a
+ * population view's newest vital signs (driven by the date index read backwards,
+ * src/search/newest-first.ts).
  */
 const ACROSS_PATIENTS: Shape[] = [
   { group: 'a code, last week', type: 'Observation', query: () => `code=http://loinc.org|8867-4&date=ge${new Date(Date.now() - 7 * 86_400_000).toISOString().slice(0, 10)}` },
   { group: 'last updated first', type: 'Observation', query: () => '_sort=-_lastUpdated' },
+  { group: 'vital signs, newest first', type: 'Observation', query: () => 'category=vital-signs&_sort=-date' },
 ];
 
 const OTHERS: Shape[] = [

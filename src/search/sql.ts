@@ -239,7 +239,12 @@ export function keysetCondition(columns: readonly SortColumn[], values: Readonly
     alternatives.push(equalities.length ? `(${equalities.join(' AND ')} AND ${after})` : after);
     if (k < columns.length - 1) equalities.push(v === null ? `${c.expression} IS NULL` : `${c.expression} = ${q.bind(v, c.pgType)}`);
   });
-  return `(${alternatives.join(' OR ')})`;
+  const condition = `(${alternatives.join(' OR ')})`;
+  // The OR above is no index bound: a NOT NULL first key also gets its plain one, so a later page
+  // starts its scan at the cursor instead of reading and discarding every row before it.
+  const first = columns[0];
+  if (!first?.notNull || values[0] === null || values[0] === undefined) return condition;
+  return `(${first.expression} ${first.descending !== reverse ? '<=' : '>='} ${q.bind(values[0], first.pgType)} AND ${condition})`;
 }
 
 /* ---------- the hot path ---------- */
@@ -253,6 +258,22 @@ export interface Driver {
   /** Sort columns served by the driver index: the type's `date`, or its newest-first order when the search has no sort. */
   sort?: SortColumn[];
   /** What breaks ties after `sort`: the driving row's id, which the index holds after the date, in that order. */
+  tiebreak: SortColumn;
+  /**
+   * Whether the driver's plan holds for every value bound (a range scan of one patient's rows):
+   * its statement is then prepared once and keeps PostgreSQL's generic plan. Else it is planned
+   * for its values on every call (CUSTOM_PLAN).
+   */
+  planOnce: boolean;
+  /** The resources the driving rows miss, which sort after all of them: see NewestFirst (./newest-first.ts). */
+  tail?: DriverTail;
+}
+
+/** A second set of rows of the same search, with its own FROM, conditions and sort expressions (same positions as the driver's). */
+export interface DriverTail {
+  from: string;
+  conditions: string[];
+  sort: SortColumn[];
   tiebreak: SortColumn;
 }
 
@@ -389,6 +410,7 @@ export function planDriver(resourceType: string, filters: readonly Filter[], sor
     consumed,
     sort: order,
     tiebreak,
+    planOnce: true,
   };
 }
 

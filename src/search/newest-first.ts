@@ -1,0 +1,78 @@
+import { tableOf } from '../store/tables';
+import type { SqlParams } from '../kernel/sql-params';
+import { indexTableOf } from './index-tables';
+import type { Filter, SortKey } from './parse';
+import { type DateTerm, dateIndexBound } from './types/date';
+import { storedSourcesOf } from './registry';
+import type { Driver } from './sql';
+
+/**
+ * A search sorted newest first by a date parameter that no patient index drives
+ * (`Observation?category=vital-signs&_sort=-date`, `Observation?_sort=-date`): driven by the
+ * date table's `(param, high, low)` index read backwards, each resource at its latest range's
+ * end (the sort value R4 gives a repeating element sorted descending: its largest), its other
+ * filters checked per row. PostgreSQL is left to choose: for a filter most resources meet it
+ * reads about a page of index rows; for a narrow one (an identifier, a rare code) it starts
+ * from that filter's index and sorts the few it finds, as before.
+ *
+ * Measured reason: the generic sort computed every matching resource's latest date through a
+ * subquery and sorted them all: 1.0–1.2 s at 100k Observations, 12.9 s at 1M.
+ *
+ * The resources without a date come last, by id (`tail`): they have no row in the date table,
+ * so they are a second set, read only when the dated rows do not fill the page.
+ *
+ * Not driven:
+ * - oldest first: its value is each resource's earliest range start, and the index is ordered by
+ *   the ends;
+ * - a date filter with an upper bound (`date=le2026-01-01`, `_lastUpdated=lt…`, a day): the
+ *   newest rows fail it, and PostgreSQL, taking the filter for independent of the order, would
+ *   read back to the bound (92,713 index rows, 1.0 s at 100k, for `date=le` eleven months back).
+ *   That filter's own index finds its matches, which are sorted, as before.
+ */
+export function planNewestFirst(resourceType: string, filters: readonly Filter[], sort: readonly SortKey[], r: string, q: SqlParams): Driver | undefined {
+  // `_lastUpdated` is a column of the resource table, read backwards through its own index.
+  if (sort.length !== 1 || !sort[0].descending || sort[0].param.type !== 'date' || sort[0].param.storage.kind === 'column') return undefined;
+  if (filters.some(boundsDatesAbove)) return undefined;
+  const sources = storedSourcesOf(sort[0].param);
+  if (sources.length !== 1 || sources[0].targetType) return undefined;
+  const dates = indexTableOf(tableOf(resourceType), 'date');
+  const d = 'd';
+  const param = q.bind(sources[0].code);
+  const later = q.alias('x');
+  const any = q.alias('x');
+  // A filter on the sorted parameter from a point on bounds the driving row too, whose end is
+  // the resource's latest: the scan stops there, and PostgreSQL knows how far it reads.
+  const bounds = filters.flatMap((f) => {
+    if (f.kind !== 'param' || f.param.code !== sort[0].param.code || f.terms.length !== 1 || f.negate || f.modifier !== undefined || f.missing !== undefined) return [];
+    const term = f.terms[0] as DateTerm;
+    return term.prefix === 'gt' || term.prefix === 'ge' || term.prefix === 'sa' ? [dateIndexBound(term, `${d}.low`, `${d}.high`, q)!] : [];
+  });
+  return {
+    from: `${dates} ${d} JOIN ${tableOf(resourceType)} ${r} ON ${r}.id = ${d}.id`,
+    conditions: [
+      `${d}.param = ${param}`,
+      `${d}.high IS NOT NULL`,
+      ...bounds,
+      // One row per resource: its latest (of equal ends, the last stored), the one whose end is the sort value.
+      `NOT EXISTS (SELECT 1 FROM ${dates} ${later} WHERE ${later}.id = ${d}.id AND ${later}.param = ${d}.param AND (${later}.high > ${d}.high OR (${later}.high = ${d}.high AND ${later}.ctid > ${d}.ctid)))`,
+    ],
+    consumed: new Set(),
+    // NOT NULL (by the condition above): ordered DESC NULLS FIRST, as the ascending index reads backwards.
+    sort: [{ expression: `${d}.high`, descending: true, pgType: 'timestamptz', notNull: true }],
+    tiebreak: { expression: `${d}.id`, descending: true, pgType: 'text' },
+    planOnce: false,
+    tail: {
+      from: `${tableOf(resourceType)} ${r}`,
+      conditions: [`NOT EXISTS (SELECT 1 FROM ${dates} ${any} WHERE ${any}.id = ${r}.id AND ${any}.param = ${param} AND ${any}.high IS NOT NULL)`],
+      // The generic sort's value for them (the largest of no dates), so that cursors read the same either way.
+      sort: [{ expression: 'NULL::timestamptz', descending: true, pgType: 'timestamptz' }],
+      tiebreak: { expression: `${r}.id`, descending: true, pgType: 'text' },
+    },
+  };
+}
+
+/** A date filter that leaves out every value after some point: a term with a prefix other than gt, ge, sa (starts after) or ne. */
+function boundsDatesAbove(f: Filter): boolean {
+  if (f.kind !== 'param' || f.param.type !== 'date' || f.missing !== undefined || f.negate) return false;
+  return (f.terms as DateTerm[]).some((t) => t.prefix !== 'gt' && t.prefix !== 'ge' && t.prefix !== 'sa' && t.prefix !== 'ne');
+}

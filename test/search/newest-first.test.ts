@@ -1,0 +1,124 @@
+import * as Lab from '@hapi/lab';
+import { expect } from '@hapi/code';
+import { createResource, startTestServer, type TestServer, unique } from '../helpers/server';
+
+export const lab = Lab.script();
+const { describe, it, before, after } = lab;
+
+interface Page {
+  ids: string[];
+  next?: string;
+  previous?: string;
+}
+
+/**
+ * Newest first across patients (`Observation?…&_sort=-date` with no patient to drive it) reads
+ * the date table's index backwards, each resource at its latest date, and the undated after
+ * them (src/search/newest-first.ts). Whatever plan PostgreSQL picks, the order must be the
+ * generic sort's: the largest end of each resource's dates, newest first, ties and the undated
+ * by id, newest first; every resource once, on every page, forwards and back.
+ */
+describe('newest first across patients', () => {
+  let app: TestServer;
+  // A code of this run's own: the shared database holds other suites' Observations.
+  const system = `urn:test:${unique('newest')}`;
+  const labels: Record<string, string> = {};
+
+  async function page(url: string): Promise<Page> {
+    const res = await app.request({ method: 'GET', url });
+    expect(res.statusCode, `${url}: ${res.payload}`).to.equal(200);
+    const link = (relation: string) => {
+      const found = (res.json.link as Array<{ relation: string; url: string }>).find((l) => l.relation === relation)?.url;
+      return found ? found.slice(found.indexOf('/fhir/')) : undefined;
+    };
+    return { ids: (res.json.entry ?? []).map((e: { resource: { id: string } }) => labels[e.resource.id] ?? `unknown ${e.resource.id}`), next: link('next'), previous: link('previous') };
+  }
+
+  /** Every page along the next links, then back along the previous links from the last one. */
+  async function walk(query: string): Promise<{ forwards: string[]; pages: number; backwards: string[] }> {
+    // Seven resources: more pages than that is a cursor that does not move on.
+    const limit = 8;
+    const pages: Page[] = [];
+    for (let url: string | undefined = `/fhir/Observation?code=${encodeURIComponent(`${system}|x`)}&${query}`; url; url = pages.at(-1)!.next) {
+      if (pages.length === limit) throw new Error(`${query}: more than ${limit} pages forwards`);
+      pages.push(await page(url));
+    }
+    const backwards: string[] = [...pages.at(-1)!.ids];
+    for (let url = pages.at(-1)!.previous, n = 0; url; n++) {
+      if (n === limit) throw new Error(`${query}: more than ${limit} pages back`);
+      const before = await page(url);
+      backwards.unshift(...before.ids);
+      url = before.previous;
+    }
+    return { forwards: pages.flatMap((p) => p.ids), pages: pages.length, backwards };
+  }
+
+  async function observation(label: string, fields: Record<string, unknown>): Promise<string> {
+    const id = await createResource(app, { resourceType: 'Observation', status: 'final', code: { coding: [{ system, code: 'x' }] }, ...fields });
+    labels[id] = label;
+    return id;
+  }
+
+  before(async () => {
+    app = await startTestServer();
+    const patient = await createResource(app, { resourceType: 'Patient', name: [{ family: unique('Newest') }] });
+    await observation('may 1', { subject: { reference: `Patient/${patient}` }, effectiveDateTime: '2026-05-01T08:00:00Z' });
+    await observation('may 3', { effectiveDateTime: '2026-05-03T08:00:00Z' });
+    // Sorted at the end of its period, though it started first.
+    await observation('april to may 5', { effectivePeriod: { start: '2026-04-01T00:00:00Z', end: '2026-05-05T00:00:00Z' } });
+    // Several date rows: listed once, at its latest event.
+    await observation('events may 2 and 4', { effectiveTiming: { event: ['2026-05-02T08:00:00Z', '2026-05-04T08:00:00Z'] } });
+    // Two equal date rows: still listed once.
+    await observation('events may 2 twice', { effectiveTiming: { event: ['2026-05-02T09:00:00Z', '2026-05-02T09:00:00Z'] } });
+    await observation('undated 1', {});
+    await observation('undated 2', {});
+    const gone = await observation('deleted', { effectiveDateTime: '2026-05-06T08:00:00Z' });
+    expect((await app.request({ method: 'DELETE', url: `/fhir/Observation/${gone}` })).statusCode).to.equal(204);
+  });
+  after(() => app.stop());
+
+  it('lists the dated newest first by their latest date, then the undated, once each, forwards and back', async () => {
+    const dated = ['april to may 5', 'events may 2 and 4', 'may 3', 'events may 2 twice', 'may 1'];
+    const undated = Object.entries(labels).filter(([, l]) => l.startsWith('undated')).sort(([a], [b]) => (a < b ? 1 : -1)).map(([, l]) => l);
+    for (const count of [50, 3, 2, 1]) {
+      const { forwards, pages, backwards } = await walk(`_sort=-date&_count=${count}`);
+      expect(forwards, `_count=${count}`).to.equal([...dated, ...undated]);
+      expect(pages, `_count=${count}`).to.equal(Math.ceil(7 / count));
+      expect(backwards, `back, _count=${count}`).to.equal(forwards);
+    }
+  });
+
+  it('gives the order of the generic sort (`-date,-_id` sorts the same resources through per-resource subqueries)', async () => {
+    for (const count of [50, 2]) {
+      const driven = await walk(`_sort=-date&_count=${count}`);
+      const generic = await walk(`_sort=-date,-_id&_count=${count}`);
+      expect(driven.forwards, `_count=${count}`).to.equal(generic.forwards);
+    }
+  });
+
+  it('keeps date filters exact, with and without an upper bound', async () => {
+    expect((await walk('date=ge2026-05-03&_sort=-date&_count=2')).forwards).to.equal(['april to may 5', 'events may 2 and 4', 'may 3']);
+    // The period from April matches a bound before its end; the two-event Timing matches on its first event.
+    expect((await walk('date=le2026-05-02&_sort=-date&_count=2')).forwards).to.equal(['april to may 5', 'events may 2 and 4', 'events may 2 twice', 'may 1']);
+    expect((await walk('date=sa2026-05-02&_sort=-date')).forwards).to.equal(['events may 2 and 4', 'may 3']);
+  });
+
+  it('counts every match, dated or not, whatever the sort', async () => {
+    const count = await app.request({ method: 'GET', url: `/fhir/Observation?code=${encodeURIComponent(`${system}|x`)}&_sort=-date&_summary=count` });
+    expect(count.json.total).to.equal(7);
+    const accurate = await app.request({ method: 'GET', url: `/fhir/Observation?code=${encodeURIComponent(`${system}|x`)}&_sort=-date&_total=accurate&_count=2` });
+    expect(accurate.json.total).to.equal(7);
+    expect(accurate.json.entry).to.have.length(2);
+  });
+
+  it('answers malformed input on this path with a 400 OperationOutcome', async () => {
+    for (const url of [
+      `/fhir/Observation?code=${encodeURIComponent(`${system}|x`)}&_sort=-date&_cursor=not-a-cursor`,
+      `/fhir/Observation?_sort=-date&date=ge2026-13-45`,
+    ]) {
+      const res = await app.request({ method: 'GET', url });
+      expect(res.statusCode, url).to.equal(400);
+      expect(res.json.resourceType, url).to.equal('OperationOutcome');
+    }
+  });
+});
