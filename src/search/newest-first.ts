@@ -3,6 +3,7 @@ import type { SqlParams } from '../kernel/sql-params';
 import { indexTableOf } from './index-tables';
 import type { Filter, SortKey } from './parse';
 import { type DateTerm, dateIndexBound } from './types/date';
+import type { Prefix } from './types/prefix';
 import { storedSourcesOf } from './registry';
 import type { Driver } from './sql';
 
@@ -27,9 +28,12 @@ import type { Driver } from './sql';
  * - a date filter with an upper bound (`date=le2026-01-01`, `_lastUpdated=lt…`, a day): the
  *   newest rows fail it, and PostgreSQL, taking the filter for independent of the order, would
  *   read back to the bound (92,713 index rows, 1.0 s at 100k, for `date=le` eleven months back).
- *   That filter's own index finds its matches, which are sorted, as before.
+ *   That filter's own index finds its matches, which are sorted, as before;
+ * - a compartment search (`compartmentId`): one patient's resources, found by its reference rows;
+ *   reading every patient's newest first for them only added planning (+1.5 ms measured).
  */
-export function planNewestFirst(resourceType: string, filters: readonly Filter[], sort: readonly SortKey[], r: string, q: SqlParams): Driver | undefined {
+export function planNewestFirst(resourceType: string, filters: readonly Filter[], sort: readonly SortKey[], compartmentId: string | undefined, r: string, q: SqlParams): Driver | undefined {
+  if (compartmentId !== undefined) return undefined;
   // `_lastUpdated` is a column of the resource table, read backwards through its own index.
   if (sort.length !== 1 || !sort[0].descending || sort[0].param.type !== 'date' || sort[0].param.storage.kind === 'column') return undefined;
   if (filters.some(boundsDatesAbove)) return undefined;
@@ -45,7 +49,7 @@ export function planNewestFirst(resourceType: string, filters: readonly Filter[]
   const bounds = filters.flatMap((f) => {
     if (f.kind !== 'param' || f.param.code !== sort[0].param.code || f.terms.length !== 1 || f.negate || f.modifier !== undefined || f.missing !== undefined) return [];
     const term = f.terms[0] as DateTerm;
-    return term.prefix === 'gt' || term.prefix === 'ge' || term.prefix === 'sa' ? [dateIndexBound(term, `${d}.low`, `${d}.high`, q)!] : [];
+    return FROM_A_POINT.has(term.prefix) ? [dateIndexBound(term, `${d}.low`, `${d}.high`, q)!] : [];
   });
   return {
     from: `${dates} ${d} JOIN ${tableOf(resourceType)} ${r} ON ${r}.id = ${d}.id`,
@@ -71,8 +75,11 @@ export function planNewestFirst(resourceType: string, filters: readonly Filter[]
   };
 }
 
-/** A date filter that leaves out every value after some point: a term with a prefix other than gt, ge, sa (starts after) or ne. */
+/** The prefixes whose matches are every value from some point on (gt, ge, sa: starts after); their bound is on a range's end. */
+const FROM_A_POINT: ReadonlySet<Prefix> = new Set<Prefix>(['gt', 'ge', 'sa']);
+
+/** A date filter that leaves out every value after some point: a term neither from a point on nor `ne`. */
 function boundsDatesAbove(f: Filter): boolean {
   if (f.kind !== 'param' || f.param.type !== 'date' || f.missing !== undefined || f.negate) return false;
-  return (f.terms as DateTerm[]).some((t) => t.prefix !== 'gt' && t.prefix !== 'ge' && t.prefix !== 'sa' && t.prefix !== 'ne');
+  return (f.terms as DateTerm[]).some((t) => !FROM_A_POINT.has(t.prefix) && t.prefix !== 'ne');
 }

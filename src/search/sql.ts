@@ -178,7 +178,7 @@ export interface SortColumn {
   expression: string;
   descending: boolean;
   pgType: string;
-  /** A NOT NULL column of the resource table (`_lastUpdated`, `_id`): ordered as its index is read, see orderBy. */
+  /** A value never NULL (`_lastUpdated`, `_id`, a date row's end): ordered as its index is read, see orderBy; bounds a later page's scan, see keysetCondition. */
   notNull?: boolean;
 }
 
@@ -257,7 +257,7 @@ export interface Driver {
   consumed: Set<Filter>;
   /** Sort columns served by the driver index: the type's `date`, or its newest-first order when the search has no sort. */
   sort?: SortColumn[];
-  /** What breaks ties after `sort`: the driving row's id, which the index holds after the date, in that order. */
+  /** What breaks ties after `sort`: the driving row's id (the patient indexes hold it after the date). */
   tiebreak: SortColumn;
   /**
    * Whether the driver's plan holds for every value bound (a range scan of one patient's rows):
@@ -265,7 +265,7 @@ export interface Driver {
    * for its values on every call (CUSTOM_PLAN).
    */
   planOnce: boolean;
-  /** The resources the driving rows miss, which sort after all of them: see NewestFirst (./newest-first.ts). */
+  /** The resources the driving rows miss, which sort after all of them (the undated: ./newest-first.ts). */
   tail?: DriverTail;
 }
 
