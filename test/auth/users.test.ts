@@ -10,6 +10,7 @@ import { addUser, ensureDevelopmentAdmin, findUser, hashPassword, verifyPassword
 import { openDb } from '../../src/store/db';
 import { migrateAll } from '../../src/schema';
 import { testDb, unique } from '../helpers/server';
+import { embeddedPassOnly } from '../helpers/pass';
 
 export const lab = Lab.script();
 const { describe, it } = lab;
@@ -38,7 +39,7 @@ describe('local users', () => {
     expect((await findUser(db, name))!.fhirUser).to.equal('Patient/p1');
   });
 
-  it('creates a development admin on the first start of an empty embedded database only', async () => {
+  it('creates a development admin on the first start of an empty embedded database only', embeddedPassOnly, async () => {
     const db = await openDb('pglite://memory', '');
     try {
       await migrateAll(db);
@@ -53,7 +54,7 @@ describe('local users', () => {
     }
   });
 
-  it('npm run user -- add / list / remove works on the embedded database', { timeout: 120_000 }, async () => {
+  it('npm run user -- add / list / remove works on the embedded database', { ...embeddedPassOnly, timeout: 120_000 }, async () => {
     const dir = await migratedDataDir(join(mkdtempSync(join(tmpdir(), 'users-cli-')), 'data'));
     const script = join(__dirname, '..', '..', 'scripts', 'user.js');
     const env = { ...process.env, DATA_DIR: dir, DATABASE_URL: '', LOG_LEVEL: 'silent' };

@@ -13,6 +13,7 @@ import { loadConfig } from '../../src/config';
 import { type App, createServer } from '../../src/server';
 import { type Db, openDb } from '../../src/store/db';
 import { migratedDataDir } from '../helpers/data-dir';
+import { embeddedPassOnly } from '../helpers/pass';
 import { examplePlanFor } from '../helpers/monitoring-plan';
 
 export const lab = Lab.script();
@@ -144,14 +145,14 @@ describe('backups: encrypted, checksummed, restorable', () => {
   });
   after(() => rmSync(work, { recursive: true, force: true }));
 
-  it('restore drill on the embedded database: every table, row, version, index row and the audit chain come back', DRILL, async () => {
+  it('restore drill on the embedded database: every table, row, version, index row and the audit chain come back', { ...DRILL, ...embeddedPassOnly }, async () => {
     const source = { DATABASE_URL: '', DATA_DIR: await migratedDataDir(join(work, 'embedded')) };
     const fresh = { DATABASE_URL: '', DATA_DIR: join(work, 'embedded-restored') };
     drilledSet = await drill(source, async () => rmSync(source.DATA_DIR, { recursive: true, force: true }), fresh, join(work, 'sets-embedded'));
   });
 
-  it('refuses a tampered file, an edited manifest, another key and a bad key; archives WAL segments encrypted, never overwriting one', async () => {
-    // A copy of the drill's set: tampering needs no database.
+  it('refuses a tampered file, an edited manifest, another key and a bad key (of the embedded drill\'s set); archives WAL segments encrypted, never overwriting one', embeddedPassOnly, async () => {
+    // A copy of the embedded drill's set: tampering needs no database.
     expect(drilledSet, 'the drill made a set').to.be.a.string();
     const set = join(work, 'tampered');
     cpSync(drilledSet!, set, { recursive: true });

@@ -3,6 +3,7 @@ import { expect } from '@hapi/code';
 import { execFile } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { migratedDataDir } from '../helpers/data-dir';
+import { embeddedPassOnly } from '../helpers/pass';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { projectRoot } from '../../src/kernel/paths';
@@ -44,7 +45,7 @@ describe('the CLIs', () => {
     expect(res.stderr).to.contain('npm run -s client');
   });
 
-  it('refuse the embedded database while another process holds it, and work once it is released', async () => {
+  it('refuse the embedded database while another process holds it, and work once it is released', embeddedPassOnly, async () => {
     const dataDir = await migratedDataDir(join(root, 'held'));
     const server = await openDb('', dataDir); // this process plays the running server
     try {
@@ -67,7 +68,7 @@ describe('the CLIs', () => {
     expect(existsSync(`${dataDir}.lock`)).to.be.false();
   });
 
-  it('take over a lock left by a process that no longer runs', async () => {
+  it('take over an embedded database\'s lock left by a process that no longer runs', embeddedPassOnly, async () => {
     const dataDir = await migratedDataDir(join(root, 'stale'));
     writeFileSync(`${dataDir}.lock`, JSON.stringify({ pid: 2 ** 22 + 12345, startedAt: '2026-01-01T00:00:00Z', command: 'crashed' }));
     const db = await openDb('', dataDir);

@@ -3,6 +3,7 @@ import { expect } from '@hapi/code';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { migratedDataDir } from '../helpers/data-dir';
 import { exited, killStarted, startProcess } from '../helpers/process';
+import { embeddedPassOnly } from '../helpers/pass';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -10,7 +11,7 @@ export const lab = Lab.script();
 const { describe, it } = lab;
 
 describe('the server process', () => {
-  it('keeps data in the embedded on-disk database across a graceful SIGTERM restart', { timeout: 240_000 }, async () => {
+  it('keeps data in the embedded on-disk database across a graceful SIGTERM restart', { ...embeddedPassOnly, timeout: 240_000 }, async () => {
     const dataDir = await migratedDataDir(join(mkdtempSync(join(tmpdir(), 'rpm-fhir-')), 'data'));
     try {
       const env = { DATA_DIR: dataDir, DATABASE_URL: '' };
