@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { projectRoot } from '../../src/kernel/paths';
 import { freePort } from '../helpers/port';
+import { embeddedPassOnly } from '../helpers/pass';
 
 export const lab = Lab.script();
 const { describe, it } = lab;
@@ -71,7 +72,9 @@ const PRINTS: Record<string, RegExp[]> = {
   gateway: [/^(201 Created ?)+$/, /^(200 OK ?)+$/, /^\d+$/, /^[1-9]\d*$/],
 };
 
-describe('the README walk-throughs, executed as written', () => {
+// Each walk-through is a reader's first start: `npm start` on the embedded database, as the README
+// says. The PostgreSQL pass would repeat them unchanged (helpers/pass.ts).
+describe('the README walk-throughs, executed as written on the embedded database', () => {
   const all = walkthroughs();
 
   it('has one for each reader', () => {
@@ -79,7 +82,7 @@ describe('the README walk-throughs, executed as written', () => {
   });
 
   for (const [name, walkthrough] of all) {
-    it(`${name}`, { timeout: 240_000 }, async () => {
+    it(`${name}`, { ...embeddedPassOnly, timeout: 240_000 }, async () => {
       const port = await freePort();
       const work = mkdtempSync(join(tmpdir(), `readme-${name}-`));
       // The reader runs from a clone: the same files, but generated ones (keys, cookie jars) land here.
