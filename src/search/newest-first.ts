@@ -1,11 +1,11 @@
 import { tableOf } from '../store/tables';
 import type { SqlParams } from '../kernel/sql-params';
 import { indexTableOf } from './index-tables';
-import type { Filter, SortKey } from './parse';
-import { type DateTerm, dateIndexBound } from './types/date';
+import type { Filter, ParamFilter, SortKey } from './parse';
+import { dateCondition, type DateTerm, dateIndexBound } from './types/date';
 import type { Prefix } from './types/prefix';
 import { storedSourcesOf } from './registry';
-import type { Driver } from './sql';
+import { type Driver, paramFilterCondition } from './sql';
 
 /**
  * A search sorted newest first by a date parameter that no patient index drives
@@ -44,12 +44,21 @@ export function planNewestFirst(resourceType: string, filters: readonly Filter[]
   const param = q.bind(sources[0].code);
   const later = q.alias('x');
   const any = q.alias('x');
+  const onSorted = filters.filter((f): f is ParamFilter => f.kind === 'param' && f.param.code === sort[0].param.code && f.terms.length > 0 && !f.negate && f.modifier === undefined && f.missing === undefined);
   // A filter on the sorted parameter from a point on bounds the driving row too, whose end is
   // the resource's latest: the scan stops there, and PostgreSQL knows how far it reads.
-  const bounds = filters.flatMap((f) => {
-    if (f.kind !== 'param' || f.param.code !== sort[0].param.code || f.terms.length !== 1 || f.negate || f.modifier !== undefined || f.missing !== undefined) return [];
+  const bounds = onSorted.flatMap((f) => {
     const term = f.terms[0] as DateTerm;
-    return FROM_A_POINT.has(term.prefix) ? [dateIndexBound(term, `${d}.low`, `${d}.high`, q)!] : [];
+    return f.terms.length === 1 && FROM_A_POINT.has(term.prefix) ? [dateIndexBound(term, `${d}.low`, `${d}.high`, q)!] : [];
+  });
+  // A resource meets a filter on the sorted parameter when one of its ranges does: most often
+  // the driving row itself, which is tried first; its other ranges are probed only when that
+  // fails. Inside a CASE the probe stays a probe: as a plain EXISTS PostgreSQL made it a join
+  // over every range meeting the filter, and sorted what that found (`code=…&date=ge<a week
+  // back>&_sort=-date` at 100k: 43-47 ms, against 3.9-5.5 ms read as a walk that stops at a page).
+  const onRow = onSorted.map((f) => {
+    const terms = (f.terms as DateTerm[]).map((t) => dateCondition(t, `${d}.low`, `${d}.high`, q));
+    return `(CASE WHEN ${terms.length === 1 ? terms[0] : `(${terms.join(' OR ')})`} THEN true ELSE ${paramFilterCondition(resourceType, f, r, q)} END)`;
   });
   return {
     from: `${dates} ${d} JOIN ${tableOf(resourceType)} ${r} ON ${r}.id = ${d}.id`,
@@ -59,13 +68,15 @@ export function planNewestFirst(resourceType: string, filters: readonly Filter[]
       ...bounds,
       // One row per resource: its latest (of equal ends, the last stored), the one whose end is the sort value.
       `NOT EXISTS (SELECT 1 FROM ${dates} ${later} WHERE ${later}.id = ${d}.id AND ${later}.param = ${d}.param AND (${later}.high > ${d}.high OR (${later}.high = ${d}.high AND ${later}.ctid > ${d}.ctid)))`,
+      ...onRow,
     ],
-    consumed: new Set(),
+    consumed: new Set(onSorted),
     // NOT NULL (by the condition above): ordered DESC NULLS FIRST, as the ascending index reads backwards.
     sort: [{ expression: `${d}.high`, descending: true, pgType: 'timestamptz', notNull: true }],
     tiebreak: { expression: `${d}.id`, descending: true, pgType: 'text' },
     planOnce: false,
-    tail: {
+    // A resource without a date meets no filter on the sorted parameter: no second set then.
+    tail: onSorted.length ? undefined : {
       from: `${tableOf(resourceType)} ${r}`,
       conditions: [`NOT EXISTS (SELECT 1 FROM ${dates} ${any} WHERE ${any}.id = ${r}.id AND ${any}.param = ${param} AND ${any}.high IS NOT NULL)`],
       // The generic sort's value for them (the largest of no dates), so that cursors read the same either way.

@@ -49,7 +49,7 @@ function columnFilter(filter: ParamFilter, r: string, q: SqlParams): string {
   return terms.length === 1 ? terms[0] : `(${terms.join(' OR ')})`;
 }
 
-function paramFilterCondition(resourceType: string, filter: ParamFilter, r: string, q: SqlParams): string {
+export function paramFilterCondition(resourceType: string, filter: ParamFilter, r: string, q: SqlParams): string {
   const { param } = filter;
   if (param.storage.kind === 'column') return columnFilter(filter, r, q);
   const i = q.alias('i');

@@ -103,6 +103,18 @@ describe('newest first across patients', () => {
     expect((await walk('date=sa2026-05-02&_sort=-date')).forwards).to.equal(['events may 2 and 4', 'may 3']);
   });
 
+  it('finds a resource by a range other than its latest, when the latest misses the filter', async () => {
+    // The month of May ends last, so its row drives; it starts before May 2, and only the event of
+    // May 4 starts after (`sa`): the resource matches through that other row.
+    const code = (c: string) => ({ resourceType: 'Observation', status: 'final', code: { coding: [{ system, code: c }] } });
+    labels[await createResource(app, { ...code('y'), effectiveTiming: { event: ['2026-05', '2026-05-04T10:00:00Z'] } })] = 'may, and an event may 4';
+    labels[await createResource(app, { ...code('y'), effectiveTiming: { event: ['2026-05'] } })] = 'may only';
+    const found = await page(`/fhir/Observation?code=${encodeURIComponent(`${system}|y`)}&date=sa2026-05-02&_sort=-date`);
+    expect(found.ids).to.equal(['may, and an event may 4']);
+    const both = await page(`/fhir/Observation?code=${encodeURIComponent(`${system}|y`)}&date=ge2026-05-02&_sort=-date`);
+    expect(both.ids).to.have.length(2);
+  });
+
   it('counts every match, dated or not, whatever the sort', async () => {
     const count = await app.request({ method: 'GET', url: `/fhir/Observation?code=${encodeURIComponent(`${system}|x`)}&_sort=-date&_summary=count` });
     expect(count.json.total).to.equal(7);
