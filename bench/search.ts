@@ -153,14 +153,17 @@ const PATIENT_CODES: Shape = {
   query: (i, p) => `patient=${p[i % p.length]}&code=http://loinc.org|85354-9,http://loinc.org|8867-4,http://loinc.org|29463-7`,
 };
 
+const lastWeek = () => new Date(Date.now() - 7 * 86_400_000).toISOString().slice(0, 10);
+
 /**
  * Across patients: a care team's worklist of one reading in the last week (found by the code's
- * estimate and the date's index), a list view's or sync client's newest changes first, and a
- * population view's newest vital signs (driven by the date index read backwards,
- * src/search/newest-first.ts).
+ * estimate and the date's index), the same newest first, a list view's or sync client's newest
+ * changes first, and a population view's newest vital signs (the sorted ones driven by the date
+ * index read backwards, src/search/newest-first.ts).
  */
 const ACROSS_PATIENTS: Shape[] = [
-  { group: 'a code, last week', type: 'Observation', query: () => `code=http://loinc.org|8867-4&date=ge${new Date(Date.now() - 7 * 86_400_000).toISOString().slice(0, 10)}` },
+  { group: 'a code, last week', type: 'Observation', query: () => `code=http://loinc.org|8867-4&date=ge${lastWeek()}` },
+  { group: 'a code, last week, newest first', type: 'Observation', query: () => `code=http://loinc.org|8867-4&date=ge${lastWeek()}&_sort=-date` },
   { group: 'last updated first', type: 'Observation', query: () => '_sort=-_lastUpdated' },
   { group: 'vital signs, newest first', type: 'Observation', query: () => 'category=vital-signs&_sort=-date' },
 ];
