@@ -10,7 +10,8 @@ const onPostgres = url.startsWith('postgres://') || url.startsWith('postgresql:/
 
 /**
  * The settings every pooled PostgreSQL session starts with (src/store/postgres.ts,
- * withSessionSettings). PostgreSQL only: the embedded database has neither JIT nor timeouts.
+ * withSessionSettings). PostgreSQL only: the embedded database has neither JIT, parallel workers
+ * nor timeouts.
  */
 describe('PostgreSQL session settings', { skip: !onPostgres }, () => {
   async function shown(connectionString: string, setting: string, options: { statementTimeoutMs?: number } = {}): Promise<string> {
@@ -38,8 +39,14 @@ describe('PostgreSQL session settings', { skip: !onPostgres }, () => {
     expect(await shown(url, 'jit')).to.equal('off');
   });
 
-  it("keeps the URL's own jit and other options, beside the statement timeout", async () => {
+  it('runs without parallel workers, which cost concurrent searches more than they gave one', async () => {
+    expect(await shown(url, 'max_parallel_workers_per_gather')).to.equal('0');
+  });
+
+  it("keeps the URL's own jit, parallel workers and other options, beside the statement timeout", async () => {
     expect(await shown(withOptions('-c jit=on'), 'jit')).to.equal('on');
+    expect(await shown(withOptions('-c max_parallel_workers_per_gather=3'), 'max_parallel_workers_per_gather')).to.equal('3');
+    expect(await shown(withOptions('-c max_parallel_workers_per_gather=3'), 'jit')).to.equal('off');
     expect(await shown(withOptions('-c work_mem=7MB'), 'work_mem', { statementTimeoutMs: 1234 })).to.equal('7MB');
     expect(await shown(withOptions('-c work_mem=7MB'), 'statement_timeout', { statementTimeoutMs: 1234 })).to.equal('1234ms');
     expect(await shown(withOptions('-c work_mem=7MB'), 'jit', { statementTimeoutMs: 1234 })).to.equal('off');
@@ -48,6 +55,7 @@ describe('PostgreSQL session settings', { skip: !onPostgres }, () => {
   it('sends no startup options with a timeout of 0, as behind PgBouncer (which refuses them)', async () => {
     expect((await settingOf(url, 'jit', { statementTimeoutMs: 0 })).source).to.not.equal('client');
     expect((await settingOf(url, 'statement_timeout', { statementTimeoutMs: 0 })).source).to.not.equal('client');
+    expect((await settingOf(url, 'max_parallel_workers_per_gather', { statementTimeoutMs: 0 })).source).to.not.equal('client');
     expect(await settingOf(url, 'jit')).to.equal({ value: 'off', source: 'client' });
   });
 });
