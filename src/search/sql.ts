@@ -56,10 +56,15 @@ export function paramFilterCondition(resourceType: string, filter: ParamFilter, 
   const table = indexTable(resourceType, param);
   const rows = `SELECT 1 FROM ${table} ${i} WHERE ${i}.id = ${r}.id AND ${paramCondition(param, i, q)}`;
   if (filter.missing !== undefined) return `${filter.missing ? 'NOT ' : ''}EXISTS (${rows})`;
-  const module = typeModules[param.type];
-  const terms = filter.terms.map((t) => module.condition(t, i, q));
-  const matching = `EXISTS (${rows} AND ${terms.length === 1 ? terms[0] : `(${terms.join(' OR ')})`})`;
+  const matching = `EXISTS (${rows} AND ${termsOnRow(filter, i, q)})`;
   return filter.negate ? `NOT ${matching}` : matching;
+}
+
+/** A filter's terms (any of them) on row `i` of its parameter's index table. */
+export function termsOnRow(filter: ParamFilter, i: string, q: SqlParams): string {
+  const module = typeModules[filter.param.type];
+  const terms = filter.terms.map((t) => module.condition(t, i, q));
+  return terms.length === 1 ? terms[0] : `(${terms.join(' OR ')})`;
 }
 
 /**

@@ -5,12 +5,12 @@ import { firstPageSql } from '../../src/search/search';
 import { type Db, openDb } from '../../src/store/db';
 import { migrateAll } from '../../src/schema';
 import { unique } from '../helpers/server';
+import { onPostgres } from '../helpers/pass';
 
 export const lab = Lab.script();
 const { describe, it, before, after } = lab;
 
 const url = process.env.DATABASE_URL ?? '';
-const onPostgres = url.startsWith('postgres://') || url.startsWith('postgresql://');
 const ROWS = 100_000;
 const CATEGORY = 'http://terminology.hl7.org/CodeSystem/observation-category';
 const PATIENTS = 1_000;

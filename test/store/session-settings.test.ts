@@ -1,12 +1,12 @@
 import * as Lab from '@hapi/lab';
 import { expect } from '@hapi/code';
 import { openDb } from '../../src/store/db';
+import { onPostgres } from '../helpers/pass';
 
 export const lab = Lab.script();
 const { describe, it } = lab;
 
 const url = process.env.DATABASE_URL ?? '';
-const onPostgres = url.startsWith('postgres://') || url.startsWith('postgresql://');
 
 /**
  * The settings every pooled PostgreSQL session starts with (src/store/postgres.ts,
