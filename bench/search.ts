@@ -126,6 +126,8 @@ interface Shape {
   group: string;
   type: string;
   query(i: number, patients: string[]): string;
+  /** For a compartment search (`Patient/X/type?…`): the i-th search's patient. */
+  compartment?(i: number, patients: string[]): string;
 }
 
 const since = () => new Date(Date.now() - 90 * 86_400_000).toISOString().slice(0, 10);
@@ -153,6 +155,13 @@ const PATIENT_CODES: Shape = {
   query: (i, p) => `patient=${p[i % p.length]}&code=http://loinc.org|85354-9,http://loinc.org|8867-4,http://loinc.org|29463-7`,
 };
 
+/**
+ * The same patient's readings of one code through the compartment (`Patient/X/Observation?code=…`),
+ * as EHR integrations ask: driven by the patient's key rows, the members the key misses after
+ * them (src/search/sql.ts, compartmentTail).
+ */
+const COMPARTMENT_CODE: Shape = { group: "a patient's compartment, a code", type: 'Observation', compartment: (i, p) => p[i % p.length]!, query: () => 'code=http://loinc.org|8867-4' };
+
 const lastWeek = () => new Date(Date.now() - 7 * 86_400_000).toISOString().slice(0, 10);
 
 /**
@@ -171,6 +180,7 @@ const ACROSS_PATIENTS: Shape[] = [
 const OTHERS: Shape[] = [
   PATIENT_NEWEST,
   PATIENT_CODES,
+  COMPARTMENT_CODE,
   ...ACROSS_PATIENTS,
   { group: 'Patient?name=', type: 'Patient', query: (i) => `name=bench${i % 1000}` },
   { group: 'code-value-quantity', type: 'Observation', query: (i, p) => `subject=Patient/${p[i % p.length]}&code-value-quantity=http://loinc.org|29463-7$gt${60 + (i % 30)}|http://unitsofmeasure.org|kg` },
@@ -193,11 +203,14 @@ async function settle(ctx: BenchContext, shapes: Shape[], patients: string[]): P
 }
 
 /** The i-th search of a shape over HTTP. */
-const serverSearch = (shape: Shape, patients: string[]) => (client: HttpClient, i: number) => client.request('GET', `${shape.type}?${shape.query(i, patients)}`);
+const serverSearch = (shape: Shape, patients: string[]) => (client: HttpClient, i: number) => client.request('GET', pathOf(shape, i, patients));
+
+/** The i-th search's path under the base: `type?query`, within a Patient's compartment for a compartment shape. */
+const pathOf = (shape: Shape, i: number, patients: string[]) => `${shape.compartment ? `Patient/${shape.compartment(i, patients)}/` : ''}${shape.type}?${shape.query(i, patients)}`;
 
 /** The i-th search of a shape as the server's own SQL, run raw. */
 const rawSearch = (ctx: BenchContext, shape: Shape, patients: string[]) => async (i: number): Promise<OpResult> => {
-  const { sql, values } = firstPageSql(shape.type, new URLSearchParams(shape.query(i, patients)));
+  const { sql, values } = firstPageSql(shape.type, new URLSearchParams(shape.query(i, patients)), 50, shape.compartment?.(i, patients));
   await ctx.raw.query(sql, values);
   return { ok: true };
 };
@@ -210,7 +223,7 @@ async function measureShapes(ctx: BenchContext, shapes: Shape[], patients: strin
     const server = await measured(ctx, 'server', () => runHttpLoad(ctx, n, CONCURRENCY, serverSearch(shape, patients)));
     const raw = await measured(ctx, 'raw SQL', () => runLoad({ n, concurrency: CONCURRENCY, warmup: ctx.warmup, maxSeconds: ctx.maxSeconds, op: rawSearch(ctx, shape, patients) }));
     const group = `${shape.group}${suffix}`;
-    const note = `${count.toLocaleString('en-US')} Observations, ${PATIENTS} patients: ${shape.type}?${shape.query(0, ['X'])}`;
+    const note = `${count.toLocaleString('en-US')} Observations, ${PATIENTS} patients: ${pathOf(shape, 0, ['X'])}`;
     rows.push({ workload: 'search', group, target: 'server', concurrency: CONCURRENCY, ...server, note });
     rows.push({ workload: 'search', group, target: 'raw SQL', concurrency: CONCURRENCY, ...raw, note: `the server's SQL, run raw on the same pool size` });
   }
@@ -232,7 +245,7 @@ function hotSummary(ctx: BenchContext, rows: ResultRow[], suffix: string): void 
 export const workloads: BenchWorkload[] = [
   {
     name: 'search',
-    description: 'hot searches (no _sort and -date) and six others at concurrency 8 beside their SQL run raw; storage per Observation',
+    description: 'hot searches (no _sort and -date) and the other shapes clients send, at concurrency 8 beside their SQL run raw; storage per Observation',
     async run(ctx) {
       const count = size();
       const patients = await loadPatients(ctx);
@@ -247,7 +260,7 @@ export const workloads: BenchWorkload[] = [
   },
   {
     name: 'search-1m',
-    description: "the hot searches, a patient's newest readings, a chart's codes and the searches across patients again once the data has grown to SEARCH_BENCH_1M (default 1,000,000) Observations",
+    description: "the hot searches, a patient's newest readings, a chart's codes, a compartment's code and the searches across patients again once the data has grown to SEARCH_BENCH_1M (default 1,000,000) Observations",
     async run(ctx) {
       const target = millionSize();
       let loaded = ctx.shared.get(LOADED) as Loaded | undefined;
@@ -260,9 +273,10 @@ export const workloads: BenchWorkload[] = [
       ctx.figure(`search-1m load: ${(target - loaded.count).toLocaleString('en-US')} more Observations in ${seconds.toFixed(0)} s (${((target - loaded.count) / seconds).toFixed(0)}/s)`);
       ctx.figure(await storagePerObservation(ctx));
       const suffix = ` @${(target / 1e6).toFixed(1)}M`;
-      const rows = await measureShapes(ctx, [...HOT, PATIENT_NEWEST, PATIENT_CODES, ...ACROSS_PATIENTS], loaded.patients, target, suffix);
+      const shapes = [...HOT, PATIENT_NEWEST, PATIENT_CODES, COMPARTMENT_CODE, ...ACROSS_PATIENTS];
+      const rows = await measureShapes(ctx, shapes, loaded.patients, target, suffix);
       hotSummary(ctx, rows, suffix);
-      for (const shape of [...HOT, PATIENT_NEWEST, PATIENT_CODES, ...ACROSS_PATIENTS]) {
+      for (const shape of shapes) {
         const before = loaded.p95.get(shape.group);
         const now = rows.find((r) => r.group === `${shape.group}${suffix}` && r.target === 'server')?.stats.p95;
         if (before !== undefined && now !== undefined) ctx.figure(`${shape.group}: p95 at ${(target / 1e6).toFixed(1)}M ÷ at ${loaded.count.toLocaleString('en-US')} = ${(now / before).toFixed(2)} (target ≤ 1.5)`);

@@ -60,12 +60,15 @@ export interface Query extends Rows {
  * FROM, WHERE conditions and sort columns of a parsed search (no paging yet). `q` is given when
  * the query becomes part of a larger statement (the bulk export's scan, ./scan.ts).
  */
-export function buildQuery(parsed: ParsedSearch, compartmentId: string | undefined, reach: Reach, q = new SqlParams()): Query {
+export function buildQuery(parsed: ParsedSearch, compartmentId: string | undefined, reach: Reach, q = new SqlParams(), purpose: 'page' | 'set' = 'set'): Query {
   const r = 'r';
-  const driver = planDriver(parsed.resourceType, parsed.filters, parsed.sort, r, q) ?? planNewestFirst(parsed.resourceType, parsed.filters, parsed.sort, compartmentId, r, q);
+  // Only a page, read in order, may drive a compartment from its key rows: its members the key
+  // misses are a second set of rows, which a count, a set of ids or the export's EXISTS do not read.
+  const drivingCompartment = purpose === 'page' ? compartmentId : undefined;
+  const driver = planDriver(parsed.resourceType, parsed.filters, parsed.sort, drivingCompartment, r, q) ?? planNewestFirst(parsed.resourceType, parsed.filters, parsed.sort, compartmentId, r, q);
   const rest = parsed.filters.filter((f) => !driver?.consumed.has(f));
   const checks = filterConditions(parsed.resourceType, rest, r, q, reach);
-  if (compartmentId !== undefined) checks.push(compartmentCondition(parsed.resourceType, compartmentId, r, q));
+  if (compartmentId !== undefined && !driver?.answersCompartment) checks.push(compartmentCondition(parsed.resourceType, compartmentId, r, q));
   // The searched type's compartment and constraint come in as arguments; what a Consent denies
   // the caller of this type comes from its reach, like every other type's limits.
   const own = limitsIfAllowed(reach, parsed.resourceType, 's') ?? limitsIfAllowed(reach, parsed.resourceType, 'r');
@@ -136,9 +139,9 @@ async function readPage(db: Queryable, parsed: ParsedSearch, query: Query, curso
  * The SQL and bound values of a search's first page, as `searchResources` runs it: for EXPLAIN
  * tests and the benchmark's side-by-side with hand-written SQL.
  */
-export function firstPageSql(resourceType: string, params: URLSearchParams, count = 50): { sql: string; values: unknown[] } {
+export function firstPageSql(resourceType: string, params: URLSearchParams, count = 50, compartmentId?: string): { sql: string; values: unknown[] } {
   const parsed = parseSearch(resourceType, params, { defaultCount: count, maxCount: Math.max(count, 1000) });
-  const query = buildQuery(parsed, undefined, unlimited);
+  const query = buildQuery(parsed, compartmentId, unlimited, undefined, 'page');
   return { sql: pageSql(parsed, query, undefined), values: query.q.values };
 }
 
@@ -198,7 +201,7 @@ export async function searchResources(ctx: SearchContext, request: SearchRequest
     return { status: 200, body: { json: searchsetJson({ baseUrl: ctx.baseUrl, total, links, matches: [], included: [], warnings }) } };
   }
 
-  const query = buildQuery(parsed, compartmentId, reach);
+  const query = buildQuery(parsed, compartmentId, reach, undefined, 'page');
   const cursor = parsed.cursor !== undefined ? decodeCursor(parsed.cursor, query.columns.length) : undefined;
   const page = await readPage(ctx.db, parsed, query, cursor);
 

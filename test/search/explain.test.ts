@@ -104,11 +104,11 @@ describe('EXPLAIN of the hot searches on PostgreSQL at 100k rows', { skip: !onPo
     await admin?.close();
   });
 
-  async function explain(type: string, query: string, analyze = false): Promise<PlanNode[]> {
-    const { sql, values } = firstPageSql(type, new URLSearchParams(query));
+  async function explain(type: string, query: string, analyze = false, compartment?: string): Promise<PlanNode[]> {
+    const { sql, values } = firstPageSql(type, new URLSearchParams(query), 50, compartment);
     if (process.env.SEARCH_EXPLAIN_PRINT) {
       const { rows } = await db.query<{ 'QUERY PLAN': string }>(`EXPLAIN (ANALYZE, BUFFERS) ${sql}`, values);
-      console.log(`\n${type}?${query}\n${rows.map((r) => r['QUERY PLAN']).join('\n')}`);
+      console.log(`\n${compartment ? `Patient/${compartment}/` : ''}${type}?${query}\n${rows.map((r) => r['QUERY PLAN']).join('\n')}`);
     }
     const { rows } = await db.query<{ 'QUERY PLAN': Array<{ Plan: PlanNode }> }>(`EXPLAIN (${analyze ? 'ANALYZE, ' : ''}FORMAT JSON) ${sql}`, values);
     return nodes(rows[0]['QUERY PLAN'][0].Plan);
@@ -179,6 +179,27 @@ describe('EXPLAIN of the hot searches on PostgreSQL at 100k rows', { skip: !onPo
       const ran = plan.filter((n) => n['Relation Name'] && (n['Actual Loops'] ?? 0) > 0).map((n) => n['Index Name'] ?? n['Relation Name']);
       expect(ran.sort(), query).to.equal(['observation_pkey', 'observation_reference_patient_idx']);
     }
+  });
+
+  it("a patient's compartment with no _sort (`Patient/X/Observation?…`) is driven by the patient's key rows, not read whole", async () => {
+    // 4,000 readings of one patient: before, every member was found through the reference
+    // table, fetched and sorted by id (each row's JSON, for a page of 50).
+    for (const query of ['', 'code=http://loinc.org|8480-6', 'category=vital-signs&date=ge2025-09-01']) {
+      const plan = await explain('Observation', query, true, 'heavy');
+      const ran = plan.filter((n) => (n['Actual Loops'] ?? 0) > 0);
+      expect(ran.filter((n) => n['Node Type'] === 'Seq Scan'), query).to.equal([]);
+      const driver = ran.filter((n) => n['Index Name'] === (query ? 'observation_token_patient_idx' : 'observation_reference_patient_idx'));
+      expect(driver, query).to.have.length(1);
+      expect(driver[0]!['Actual Rows']!, query).to.be.below(60);
+      // A page of resources fetched; the members the key misses are not looked for when the page is full.
+      expect(ran.filter((n) => n['Index Name'] === 'observation_pkey').every((n) => n['Actual Loops']! < 60), query).to.be.true();
+      expect(ran.map((n) => n['Index Name']), query).to.not.include('observation_reference_target_idx');
+    }
+    // A page the keyed rows do not fill: the other members are two small index ranges, not the patient's 100 readings.
+    const plan = await explain('Observation', 'code=http://loinc.org|8480-6&date=ge2026-05-01', true, 'p7');
+    const ran = plan.filter((n) => (n['Actual Loops'] ?? 0) > 0);
+    expect(ran.filter((n) => n['Node Type'] === 'Seq Scan')).to.equal([]);
+    expect(ran.filter((n) => n['Relation Name'] === 'observation_reference' || n['Index Name']?.startsWith('observation_reference')).reduce((sum, n) => sum + n['Actual Rows']! * n['Actual Loops']!, 0)).to.be.below(5);
   });
 
   it("a patient's list of codes (`code=a,b,c`), newest first or unsorted, is one range scan per code merged in date order", async () => {
