@@ -64,8 +64,7 @@ export function buildQuery(parsed: ParsedSearch, compartmentId: string | undefin
   const r = 'r';
   // Only a page, read in order, may drive a compartment from its key rows: its members the key
   // misses are a second set of rows, which a count, a set of ids or the export's EXISTS do not read.
-  const drivingCompartment = purpose === 'page' ? compartmentId : undefined;
-  const driver = planDriver(parsed.resourceType, parsed.filters, parsed.sort, drivingCompartment, r, q) ?? planNewestFirst(parsed.resourceType, parsed.filters, parsed.sort, compartmentId, r, q);
+  const driver = planDriver(parsed.resourceType, parsed.filters, parsed.sort, { id: compartmentId, withTail: purpose === 'page' }, r, q) ?? planNewestFirst(parsed.resourceType, parsed.filters, parsed.sort, compartmentId, r, q);
   const rest = parsed.filters.filter((f) => !driver?.consumed.has(f));
   const checks = filterConditions(parsed.resourceType, rest, r, q, reach);
   if (compartmentId !== undefined && !driver?.answersCompartment) checks.push(compartmentCondition(parsed.resourceType, compartmentId, r, q));

@@ -376,9 +376,17 @@ function compositeCodeParam(resourceType: string, composite: SearchParameterDef)
  * (`patientDriven`). A date filter and a `_sort` on the type's `date` parameter use the date
  * copied onto the driving row as the index's next column.
  */
-export function planDriver(resourceType: string, filters: readonly Filter[], sort: readonly SortKey[], compartmentId: string | undefined, r: string, q: SqlParams): Driver | undefined {
+export function planDriver(
+  resourceType: string,
+  filters: readonly Filter[],
+  sort: readonly SortKey[],
+  /** The search's Patient compartment; `withTail` when the driver may add the members its key misses as a second set (a page). */
+  compartment: { id: string | undefined; withTail: boolean },
+  r: string,
+  q: SqlParams,
+): Driver | undefined {
   const keyFilter = filters.find((f) => patientKeyOf(resourceType, f) !== undefined);
-  const key = keyFilter ? patientKeyOf(resourceType, keyFilter) : compartmentKeyOf(resourceType, compartmentId, sort);
+  const key = keyFilter ? patientKeyOf(resourceType, keyFilter) : compartment.withTail ? compartmentKeyOf(resourceType, compartment.id, sort) : undefined;
   if (key === undefined) return undefined;
   // A token filter drives in preference to a composite's code: it answers its whole filter.
   const drivers = filters.map((f) => ({ filter: f, driver: drivingToken(resourceType, f) })).filter((x) => x.driver !== undefined);
@@ -438,7 +446,9 @@ export function planDriver(resourceType: string, filters: readonly Filter[], sor
     sort: order,
     tiebreak,
     planOnce: true,
-    ...(keyFilter ? {} : { answersCompartment: true, tail: compartmentTail(resourceType, key, consumed, r, boundKey, q) }),
+    // Rows keyed to the compartment's own Patient are in it: no probe per row re-checks that
+    // (a patient-scoped token's `Observation?patient=X&…` is searched within X's compartment).
+    ...(keyFilter ? { answersCompartment: key === compartment.id } : { answersCompartment: true, tail: compartmentTail(resourceType, key, consumed, r, boundKey, q) }),
   };
 }
 
