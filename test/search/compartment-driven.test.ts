@@ -1,15 +1,10 @@
 import * as Lab from '@hapi/lab';
 import { expect } from '@hapi/code';
 import { createResource, startTestServer, type TestServer, unique } from '../helpers/server';
+import { walkPages } from '../helpers/paging';
 
 export const lab = Lab.script();
 const { describe, it, before, after } = lab;
-
-interface Page {
-  ids: string[];
-  next?: string;
-  previous?: string;
-}
 
 /**
  * A compartment search with no `_sort` (`Patient/X/Observation?…`) is driven by the patient's key
@@ -23,33 +18,7 @@ describe('compartment searches driven by the patient key', () => {
   const system = `urn:test:${unique('compartment')}`;
   const labels: Record<string, string> = {};
 
-  async function page(url: string): Promise<Page> {
-    const res = await app.request({ method: 'GET', url });
-    expect(res.statusCode, `${url}: ${res.payload}`).to.equal(200);
-    const link = (relation: string) => {
-      const found = (res.json.link as Array<{ relation: string; url: string }>).find((l) => l.relation === relation)?.url;
-      return found ? found.slice(found.indexOf('/fhir/')) : undefined;
-    };
-    return { ids: (res.json.entry ?? []).map((e: { resource: { id: string } }) => labels[e.resource.id] ?? `unknown ${e.resource.id}`), next: link('next'), previous: link('previous') };
-  }
-
-  /** Every page along the next links, then back along the previous links from the last one. */
-  async function walk(query: string): Promise<{ forwards: string[]; pages: number; backwards: string[] }> {
-    const limit = 10;
-    const pages: Page[] = [];
-    for (let url: string | undefined = `/fhir/Patient/${patient}/Observation?${query}`; url; url = pages.at(-1)!.next) {
-      if (pages.length === limit) throw new Error(`${query}: more than ${limit} pages forwards`);
-      pages.push(await page(url));
-    }
-    const backwards: string[] = [...pages.at(-1)!.ids];
-    for (let url = pages.at(-1)!.previous, n = 0; url; n++) {
-      if (n === limit) throw new Error(`${query}: more than ${limit} pages back`);
-      const before = await page(url);
-      backwards.unshift(...before.ids);
-      url = before.previous;
-    }
-    return { forwards: pages.flatMap((p) => p.ids), pages: pages.length, backwards };
-  }
+  const walk = (query: string) => walkPages(app, `/fhir/Patient/${patient}/Observation?${query}`, labels, 10);
 
   async function observation(label: string, fields: Record<string, unknown>, code = 'x'): Promise<string> {
     const id = await createResource(app, { resourceType: 'Observation', status: 'final', code: { coding: [{ system, code }] }, ...fields });
