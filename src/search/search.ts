@@ -47,8 +47,12 @@ export interface Rows {
 
 export interface Query extends Rows {
   q: SqlParams;
-  /** The matches the driver's rows miss, which sort after every one of them (./newest-first.ts). */
-  tail?: Rows;
+  /**
+   * The matches the driver's rows miss: sorting after every one of them (the undated of
+   * ./newest-first.ts), or `merged` among them by the same sort values (a compartment's members
+   * the patient key misses, ./sql.ts compartmentTail).
+   */
+  tail?: Rows & { merged?: boolean };
   /**
    * How its statements start: nothing when a patient index drives (its generic plan is the range
    * scan, kept for the planning it saves), else CUSTOM_PLAN, planned for its values every time.
@@ -79,7 +83,7 @@ export function buildQuery(parsed: ParsedSearch, compartmentId: string | undefin
   // `(last_updated, id)` backwards).
   const tiebreak: SortColumn = driver?.sort ? driver.tiebreak : { expression: `${r}.id`, descending: sort.at(-1)?.descending ?? false, pgType: 'text', notNull: true };
   // Every set of rows is checked against the same filters and limits (the same bound values).
-  const tail = driver?.tail && { from: driver.tail.from, conditions: [`NOT ${r}.deleted`, ...driver.tail.conditions, ...checks], columns: [...driver.tail.sort, driver.tail.tiebreak] };
+  const tail = driver?.tail && { from: driver.tail.from, conditions: [`NOT ${r}.deleted`, ...driver.tail.conditions, ...checks], columns: [...driver.tail.sort, driver.tail.tiebreak], merged: driver.tail.merged };
   return {
     from: driver?.from ?? `${tableOf(parsed.resourceType)} ${r}`,
     conditions: [`NOT ${r}.deleted`, ...(driver?.conditions ?? []), ...checks],
@@ -107,13 +111,19 @@ function pageSql(parsed: ParsedSearch, query: Query, cursor: Cursor | undefined)
     return `SELECT r.id, r.content::text AS json, ${keys} FROM ${rows.from} WHERE ${conditions.join(' AND ')} ORDER BY ${orderBy(rows.columns, reverse)} LIMIT ${limitSql}`;
   };
   if (!query.tail) return `${query.lead}${select(query, limit)}`;
+  const inPart = query.columns.map((c, k) => ({ ...c, expression: `s${k}` }));
+  // Two sets of rows in one order (a compartment's members the key misses, among the driven
+  // ones): the page is the first of each set's own first page, merged by the typed sort values.
+  if (query.tail.merged) {
+    return `${query.lead}SELECT * FROM ((${select(query, limit, true)}) UNION ALL (${select(query.tail, limit, true)})) page
+    ORDER BY ${orderBy(inPart, reverse)} LIMIT ${limit}`;
+  }
   // Two sets of rows, one sorting after the other (read backwards, the other way round). The
   // second fills what the first leaves of the page: its LIMIT, the rows still wanted, is worked
   // out once, and at 0 its plan is never started (as a WHERE, PostgreSQL still started the
   // parallel workers beneath the test, ~40 ms). The result is ordered by part, then by the typed
   // sort values (s0, s1, …; the k columns are their text).
   const [first, second] = reverse ? [query.tail, query] : [query, query.tail];
-  const inPart = query.columns.map((c, k) => ({ ...c, expression: `s${k}` }));
   return `${query.lead}WITH first AS MATERIALIZED (${select(first, limit, true)})
     SELECT * FROM (SELECT 1 AS part, * FROM first UNION ALL SELECT 2, * FROM (${select(second, `(SELECT greatest(${limit} - count(*), 0) FROM first)`, true)}) second) page
     ORDER BY part, ${orderBy(inPart, reverse)}`;
