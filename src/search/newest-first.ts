@@ -29,8 +29,9 @@ import { type Driver, paramFilterCondition, termsOnRow } from './sql';
  *   newest rows fail it, and PostgreSQL, taking the filter for independent of the order, would
  *   read back to the bound (92,713 index rows, 1.0 s at 100k, for `date=le` eleven months back).
  *   That filter's own index finds its matches, which are sorted, as before;
- * - a compartment search (`compartmentId`): one patient's resources, found by its reference rows;
- *   reading every patient's newest first for them only added planning (+1.5 ms measured).
+ * - a compartment search (`compartmentId`): one patient's resources, which the patient's key rows
+ *   drive when they can (planDriver); reading every patient's newest first for them only added
+ *   planning (+1.5 ms measured).
  */
 export function planNewestFirst(resourceType: string, filters: readonly Filter[], sort: readonly SortKey[], compartmentId: string | undefined, r: string, q: SqlParams): Driver | undefined {
   if (compartmentId !== undefined) return undefined;
