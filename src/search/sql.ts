@@ -286,7 +286,7 @@ export interface Driver {
    * for its values on every call (CUSTOM_PLAN).
    */
   planOnce: boolean;
-  /** The resources the driving rows miss, which sort after all of them (the undated: ./newest-first.ts; a compartment's other members). */
+  /** The resources the driving rows miss: after all of them (the undated, ./newest-first.ts), or merged among them (a compartment's other members, compartmentTail). */
   tail?: DriverTail;
   /** The search's compartment is decided by the driving rows, and by the tail's own conditions. */
   answersCompartment?: boolean;
@@ -376,7 +376,8 @@ function compositeCodeParam(resourceType: string, composite: SearchParameterDef)
  * code component) it is the token table's, `(patient, param, code_hash, date_high DESC, id)`;
  * without one, the reference table's `(patient, date_high DESC, id)` over the resource's key row
  * (`patientDriven`). A date filter and a `_sort` on the type's `date` parameter use the date
- * copied onto the driving row as the index's next column.
+ * copied onto the driving row as the index's next column. A compartment search with no patient
+ * filter is driven by its Patient's key the same way (compartmentKeyOf, compartmentTail).
  */
 export function planDriver(
   resourceType: string,
