@@ -166,8 +166,13 @@ export function patientsCompartmentCondition(resourceType: string, patients: rea
   if (resourceType === 'Patient') return patients === 'any' ? 'true' : one(`${r}.id`);
   if (!patientCompartmentOf(resourceType).params.length) throw badRequest(`${resourceType} is not in the Patient compartment`);
   const i = q.alias('i');
-  const target = patients === 'any' ? '' : ` AND ${one(`${i}.target_id`)}`;
-  return `EXISTS (SELECT 1 FROM ${indexTableOf(tableOf(resourceType), 'reference')} ${i} WHERE ${i}.id = ${r}.id AND ${i}.param = ANY(${q.bind(compartmentSourceCodes(resourceType), 'text[]')}) AND ${i}.target_type = 'Patient'${target})`;
+  const target = patients === 'any' ? undefined : one(`${i}.target_id`);
+  return `EXISTS (SELECT 1 FROM ${indexTableOf(tableOf(resourceType), 'reference')} ${i} WHERE ${i}.id = ${r}.id AND ${namingPatient(i, compartmentSourceCodes(resourceType), target, q)})`;
+}
+
+/** Reference rows `i` that name a Patient through one of `codes`, and `target` (a condition on `${i}.target_id`) when given. */
+function namingPatient(i: string, codes: readonly string[], target: string | undefined, q: SqlParams): string {
+  return `${i}.param = ANY(${q.bind(codes, 'text[]')}) AND ${i}.target_type = 'Patient'${target ? ` AND ${target}` : ''}`;
 }
 
 /**
@@ -482,7 +487,7 @@ function compartmentTail(resourceType: string, patientId: string, consumed: Read
   if (others.length === 0) return undefined;
   const t = q.alias('t');
   // DISTINCT: a resource may name the patient in two of its other parameters.
-  const members = `SELECT DISTINCT ${t}.id FROM ${indexTableOf(tableOf(resourceType), 'reference')} ${t} WHERE ${t}.target_id = ${q.bind(patientId)} AND ${t}.target_type = 'Patient' AND ${t}.param = ANY(${q.bind(others, 'text[]')}) AND ${t}.patient IS DISTINCT FROM ${boundKey}`;
+  const members = `SELECT DISTINCT ${t}.id FROM ${indexTableOf(tableOf(resourceType), 'reference')} ${t} WHERE ${namingPatient(t, others, `${t}.target_id = ${q.bind(patientId)}`, q)} AND ${t}.patient IS DISTINCT FROM ${boundKey}`;
   const order = sort[0] ?? { param: parameterOf(resourceType, DENORMALISED_DATE)!, descending: true };
   return {
     from: `(${members}) ${t} JOIN ${tableOf(resourceType)} ${r} ON ${r}.id = ${t}.id`,
