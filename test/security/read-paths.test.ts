@@ -38,6 +38,8 @@ describe('every read path stays inside the grant', () => {
     id.bobLab = await app.create(observation(id.bob, 'laboratory', '2339-0', { valueQuantity: { value: 6, unit: 'mmol/L', system: 'http://unitsofmeasure.org', code: 'mmol/L' } }));
     id.bobFlag = await app.create({ resourceType: 'Flag', status: 'active', code: { text: 'bob only' }, subject: { reference: `Patient/${id.bob}` } });
     id.aliceFlag = await app.create({ resourceType: 'Flag', status: 'active', code: { text: 'alice flag' }, subject: { reference: `Patient/${id.alice}` } });
+    // In Alice's compartment through `performer` alone (no subject): the compartment driver's second set.
+    id.alicePerformedLab = await app.create({ ...observation(id.alice, 'laboratory', '2339-0'), subject: undefined, performer: [{ reference: `Patient/${id.alice}` }] });
     // Versions that must stay with their first owner: an Observation filed under Bob, then moved
     // to Alice; one that was laboratory, then vital signs.
     id.moved = await app.create(observation(id.bob, 'vital-signs', '9279-1', { note: [{ text: 'bob-era-secret' }] }));
@@ -62,26 +64,26 @@ describe('every read path stays inside the grant', () => {
     {
       name: 'a patient token (standalone launch by Alice)',
       headers: () => app.as('patient/*.rs', { patient: id.alice!, fhirUser: `Patient/${id.alice}` }),
-      sees: () => [id.alice!, id.aliceVital!, id.aliceLab!, id.aliceFlag!, 'alice-era'],
+      sees: () => [id.alice!, id.aliceVital!, id.aliceLab!, id.aliceFlag!, id.alicePerformedLab!, 'alice-era'],
       never: () => [id.bob!, id.bobVital!, id.bobLab!, id.bobFlag!, 'bob-era-secret', 'Bobsurname'],
     },
     {
       name: 'a granular patient token (Alice, vital signs only)',
       headers: () => app.as(`patient/Observation.rs?category=${VITALS} patient/Patient.rs`, { patient: id.alice!, fhirUser: `Patient/${id.alice}` }),
       sees: () => [id.alice!, id.aliceVital!, 'vital-era'],
-      never: () => [id.bob!, id.bobVital!, id.bobLab!, id.aliceLab!, id.bobFlag!, id.aliceFlag!, 'lab-era-secret', 'bob-era-secret'],
+      never: () => [id.bob!, id.bobVital!, id.bobLab!, id.aliceLab!, id.alicePerformedLab!, id.bobFlag!, id.aliceFlag!, 'lab-era-secret', 'bob-era-secret'],
     },
     {
       name: 'a granular system token (vital signs of everyone, and Patients)',
       headers: () => app.as(`system/Observation.rs?category=${VITALS} system/Patient.rs`),
       sees: () => [id.alice!, id.bob!, id.aliceVital!, id.bobVital!, 'vital-era'],
-      never: () => [id.aliceLab!, id.bobLab!, id.bobFlag!, id.aliceFlag!, 'lab-era-secret'],
+      never: () => [id.aliceLab!, id.bobLab!, id.alicePerformedLab!, id.bobFlag!, id.aliceFlag!, 'lab-era-secret'],
     },
     {
       name: 'a narrow system token (Patients only)',
       headers: () => app.as('system/Patient.rs'),
       sees: () => [id.alice!, id.bob!],
-      never: () => [id.aliceVital!, id.aliceLab!, id.bobVital!, id.bobLab!, id.bobFlag!, id.aliceFlag!, 'bob-era-secret', 'lab-era-secret', 'vital-era', 'alice-era'],
+      never: () => [id.aliceVital!, id.aliceLab!, id.alicePerformedLab!, id.bobVital!, id.bobLab!, id.bobFlag!, id.aliceFlag!, 'bob-era-secret', 'lab-era-secret', 'vital-era', 'alice-era'],
     },
   ];
 
@@ -95,6 +97,9 @@ describe('every read path stays inside the grant', () => {
       'Observation/_history', 'Patient/_history', '_history',
       'Observation', 'Observation?_count=1', 'Flag', 'Patient', `Observation?_id=${id.bobLab},${id.aliceLab},${id.bobVital}`,
       `Patient/${id.alice}/Observation`, `Patient/${id.bob}/Observation`, `Patient/${id.bob}/Flag`,
+      // Compartment searches the patient's key rows drive, the members named by performer merged in.
+      `Patient/${id.alice}/Observation?_sort=-date`, `Patient/${id.alice}/Observation?_sort=date&_count=1`, `Patient/${id.alice}/Observation?code=2339-0`,
+      `Patient/${id.alice}/Observation?category=laboratory&date=ge2000-01-01`, `Patient/${id.bob}/Observation?_sort=-date`,
       `Observation?subject=Patient/${id.bob}`, 'Observation?subject.name=Bobsurname',
       // Searches the patient index drives: by a bare code, by a composite's code, by the patient key alone…
       `Observation?patient=${id.bob}&_sort=-date`, `Observation?patient=${id.alice}&_sort=-date`, `Observation?patient=${id.alice}&date=ge2000-01-01`, `Observation?patient=${id.alice}`,
