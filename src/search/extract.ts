@@ -78,11 +78,15 @@ function dateEnvelope(rows: RowSink['date']): { low: string; high: string; multi
  * and the hot path pins a code. `identifier` never drives: an identifier names one resource,
  * which the code index `(param, code_hash, hash)` finds without the patient; on a vital sign it
  * was one of the patient index's five entries (issue 16: storage per Observation).
+ * An Observation's `status` never drives either: a patient's readings are all but always
+ * `final`, so its rows drove nothing the key row (every resource's row in the reference table's
+ * patient index) does not, and were a quarter of that index (100,000 of 380,000 entries on the
+ * bench's vital signs). Elsewhere a status is what selects (`Flag?patient=&status=active` among
+ * a patient's resolved breaches) and keeps driving.
  */
-export function drivesByPatient(param: string): boolean {
-  return param !== NOT_DRIVING;
+export function drivesByPatient(resourceType: string, param: string): boolean {
+  return param !== 'identifier' && !(param === 'status' && resourceType === 'Observation');
 }
-const NOT_DRIVING = 'identifier';
 
 /** Drops repeated token rows (the same coding twice), so a match yields one row per resource. */
 function dedupeTokens(rows: RowSink['token']): RowSink['token'] {
@@ -136,7 +140,7 @@ export function extractIndex(resourceType: string, resource: fhir4.FhirResource)
       row[at + 3] = true;
     };
     for (const t of rows.token) {
-      if (t.row[3] === null || !drivesByPatient(t.param)) continue; // row[3]: code_hash
+      if (t.row[3] === null || !drivesByPatient(resourceType, t.param)) continue; // row[3]: code_hash
       drive(t.row, TOKEN_DRIVING);
     }
     // The resource's one row in the reference table's patient index, for a patient's searches

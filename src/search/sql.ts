@@ -344,7 +344,7 @@ function drivingToken(resourceType: string, filter: Filter): DrivingToken | unde
 
 function driverOf(param: SearchParameterDef, terms: TokenTerm[], answers: boolean): DrivingToken | undefined {
   // Only driving rows are in the patient index (an identifier's are found by the code index).
-  if (!drivesByPatient(param.code)) return undefined;
+  if (!drivesByPatient(param.resourceType, param.code)) return undefined;
   // Each a system|code or a bare code; a resource's repeats are dropped by planDriver.
   return terms.every((t) => t.kind === 'systemCode' || t.kind === 'code') ? { param, terms, answers } : undefined;
 }

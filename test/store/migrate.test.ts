@@ -80,6 +80,29 @@ describe('migrations', () => {
       await db.close();
     }
   });
+  it("takes an Observation's status rows out of the patient index, and no other type's", async () => {
+    const db = await openDb('pglite://memory', '');
+    try {
+      await migrate(db, SCHEMA, { types: [...types, 'Flag'] });
+      // As the earlier writer left them: every coded row of a keyed resource drives, with the date.
+      for (const table of ['observation_token', 'flag_token']) {
+        await db.query(`INSERT INTO ${table} (id, param, patient, code, hash, code_hash, date_low, date_high, drives) VALUES
+          ('r1', 'status', 'p1', 'final', 1, 2, '2026-05-02T12:00:00Z', '2026-05-02T12:00:00Z', true),
+          ('r1', 'code', 'p1', '8867-4', 3, 4, '2026-05-02T12:00:00Z', '2026-05-02T12:00:00Z', true)`);
+      }
+      await db.query(`DELETE FROM schema_migrations WHERE name LIKE 'store/per-type/009_observation_status_not_driving.sql:%'`);
+      expect(await migrate(db, SCHEMA, { types: [...types, 'Flag'] })).to.include('store/per-type/009_observation_status_not_driving.sql:Observation');
+      const driving = async (table: string) =>
+        (await db.query<{ param: string; dated: boolean }>(`SELECT param, date_high IS NOT NULL AS dated FROM ${table} WHERE drives ORDER BY param`)).rows.map((r) => `${r.param}:${r.dated}`);
+      expect(await driving('observation_token')).to.equal(['code:true']);
+      expect(await driving('flag_token')).to.equal(['code:true', 'status:true']);
+      const { rows } = await db.query<{ dated: boolean }>(`SELECT date_low IS NOT NULL OR date_high IS NOT NULL AS dated FROM observation_token WHERE param = 'status'`);
+      expect(rows).to.equal([{ dated: false }]);
+    } finally {
+      await db.close();
+    }
+  });
+
   it("marks one driving reference row per resource with a patient key, with its date range, for the rows written before", async () => {
     const db = await openDb('pglite://memory', '');
     try {
