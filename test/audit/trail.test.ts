@@ -3,6 +3,9 @@ import { expect } from '@hapi/code';
 import { randomUUID } from 'node:crypto';
 import { verifyChain } from '../../src/audit';
 import { link } from '../../src/audit/chain';
+import { VERSION_AUTHOR_URL, authorOf } from '../../src/audit/authorship';
+import { unrestricted } from '../../src/access/policy';
+import { validationIssues } from '../../src/validation/resource';
 import { type SecuredServer, startSecuredServer } from '../security/helpers';
 
 export const lab = Lab.script();
@@ -239,6 +242,18 @@ describe('audit trail (BALP)', () => {
     // Each version keeps its own author.
     const v1 = await app.request({ method: 'GET', url: `/fhir/Observation/${created.json.id}/_history/1`, headers: app.system });
     expect(authorOf(v1.json)).to.equal([{ reference: 'Practitioner/audit-nurse' }]);
+  });
+
+  it('stamps authors the R4 schema accepts, so that a stamped version needs no second validation', () => {
+    // The stamp does not mark a write changed (src/audit/authorship.ts); each kind of author: a
+    // user, a client, this server.
+    const kinds = [{ ...unrestricted, fhirUser: 'Practitioner/audit-nurse' }, { ...unrestricted, clientId: 'nurse-app', origin: { requestId: 'r1', address: '10.0.0.1' } }, unrestricted];
+    for (const policy of kinds) {
+      const stamped = { resourceType: 'Observation', status: 'final', code: { text: 'x' }, meta: { extension: [{ url: VERSION_AUTHOR_URL, valueReference: authorOf(policy, 'http://rpm.example.org') }] } };
+      expect(validationIssues(stamped), JSON.stringify(stamped.meta)).to.equal([]);
+    }
+    // And the schema would have refused a malformed one: the check can fail.
+    expect(validationIssues({ resourceType: 'Observation', status: 'final', code: { text: 'x' }, meta: { extension: [{ url: VERSION_AUTHOR_URL, valueReference: { reference: '' } }] } })).to.not.equal([]);
   });
 
   it('records a refused token request with the client it claimed and the OAuth error', async () => {
