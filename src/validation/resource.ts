@@ -27,7 +27,13 @@ function elementIssues(node: unknown, path: string, issues: Issue[], inBundle: b
   }
   if (node === null || typeof node !== 'object') return;
   const record = node as Record<string, unknown>;
-  for (const [key, value] of Object.entries(record)) {
+  // Keys by `for…in` and each path built only where it is used (an issue, or a walk below): an
+  // entries array per object and a path per element made this walk allocate 5.7 kB per vital
+  // sign, 2.5 kB without them (allocation profile of 100-entry transactions, 2026-12-06).
+  for (const key in record) {
+    if (!Object.hasOwn(record, key)) continue;
+    const value = record[key];
+    if (value !== null && typeof value !== 'object' && !(key === 'reference' && typeof value === 'string') && !(typeof value === 'number' && !Number.isFinite(value))) continue;
     const childPath = `${path}.${key}`;
     if (key === 'reference' && typeof value === 'string') {
       if (!REFERENCE.test(value) && !(inBundle && IN_BUNDLE_REFERENCE.test(value))) {
