@@ -29,6 +29,31 @@ describe('$validate', () => {
     expect(res.json.issue.every((i: any) => i.severity === 'error')).to.be.true();
   });
 
+  it('names every way a resource breaks a profile it claims, and a create of it is refused with the same issues', async () => {
+    // A heart rate without its vital-signs category slice or effective[x], in kilograms. A create's
+    // issues also name the resource (`Observation/<id>: `) before the path.
+    const body = {
+      resourceType: 'Observation', meta: { profile: ['http://hl7.org/fhir/StructureDefinition/heartrate'] }, status: 'final',
+      code: { coding: [{ system: 'http://loinc.org', code: '8867-4' }] }, subject: { reference: 'Patient/p' },
+      valueQuantity: { value: 60, unit: 'beats/minute', system: 'http://unitsofmeasure.org', code: 'kg' },
+      category: [{ coding: [{ system: 'http://example.org', code: 'x' }] }],
+    };
+    const expected = [
+      ['required', 'Observation.category:VSCat', 'minimum cardinality is 1, found 0'],
+      ['required', 'Observation.effective[x]', 'minimum cardinality is 1, found 0'],
+      ['value', 'Observation.valueQuantity.code', 'must be exactly "/min", found "kg"'],
+    ];
+    const issues = (res: { json: { issue: Array<{ code: string; expression: string[]; diagnostics: string }> } }) =>
+      res.json.issue.filter((i) => i.diagnostics.includes('(profile ')).map((i) => [i.code, i.expression[0], i.diagnostics.slice(i.diagnostics.indexOf(`${i.expression[0]}: `) + i.expression[0].length + 2).replace(/ \(profile .*$/, '')]);
+    const validated = await app.request({ method: 'POST', url: '/fhir/Observation/$validate', payload: body });
+    expect(issues(validated)).to.equal(expected);
+    const before = await countRows(app, 'Observation');
+    const created = await app.request({ method: 'POST', url: '/fhir/Observation', payload: body });
+    expect(created.statusCode).to.equal(422);
+    expect(issues(created)).to.equal(expected);
+    expect(await countRows(app, 'Observation')).to.equal(before);
+  });
+
   it('takes a Parameters body and validates at instance level', async () => {
     const id = (await app.request({ method: 'POST', url: '/fhir/Patient', payload: { resourceType: 'Patient' } })).json.id;
     const res = await app.request({
