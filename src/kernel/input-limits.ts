@@ -32,8 +32,10 @@ const tooCostly = (status: number, diagnostics: string, expression?: string[]) =
 
 const QUOTE = 0x22;
 const BACKSLASH = 0x5c;
-const OPEN = new Set([0x7b, 0x5b]); // { [
-const CLOSE = new Set([0x7d, 0x5d]); // } ]
+const OPEN_BRACE = 0x7b;
+const OPEN_BRACKET = 0x5b;
+const CLOSE_BRACE = 0x7d;
+const CLOSE_BRACKET = 0x5d;
 const COMMA = 0x2c;
 
 const LETTER_U = 0x75;
@@ -62,44 +64,54 @@ function escapedUnit(text: string, at: number): number | undefined {
 export function parseJsonWithin(text: string, limits: InputLimits): unknown {
   let depth = 0;
   let elements = 1;
-  let inString = false;
-  let stringStart = 0;
+  // The next backslash at or after the scan, found once and reused: inside a string the scan
+  // jumps to its closing quote or to that backslash (indexOf), not a character at a time.
+  // Measured reason: the character loop cost as much as JSON.parse itself (~210 µs for a
+  // 100-entry transaction of 69 kB).
+  let backslash = -1;
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
-    if (inString) {
-      if (c === BACKSLASH) {
-        const unit = text.charCodeAt(i + 1) === LETTER_U ? escapedUnit(text, i + 2) : undefined;
-        if (unit === undefined) {
-          i++;
+    if (c === QUOTE) {
+      const start = i + 1;
+      let at = start;
+      for (;;) {
+        const quote = text.indexOf('"', at);
+        const end = quote === -1 ? text.length : quote;
+        if (backslash < at) {
+          backslash = text.indexOf('\\', at);
+          if (backslash === -1) backslash = text.length;
+        }
+        if (backslash < end) {
+          at = afterEscape(text, backslash);
           continue;
         }
-        if (unit === 0) throw new OperationOutcomeError(400, { code: 'invalid', diagnostics: 'the body contains a NUL character (\\u0000), which no FHIR value may hold' });
-        if (unit >= 0xd800 && unit <= 0xdfff) {
-          const low = unit <= 0xdbff && text.charCodeAt(i + 6) === BACKSLASH && text.charCodeAt(i + 7) === LETTER_U ? escapedUnit(text, i + 8) : undefined;
-          if (low === undefined || low < 0xdc00 || low > 0xdfff) throw new OperationOutcomeError(400, { code: 'invalid', diagnostics: `the body contains a lone surrogate (\\u${unit.toString(16)}), which is no character: no FHIR string may hold one` });
-          i += 11; // past the pair
-        } else {
-          i += 5; // past \uXXXX
-        }
-      } else if (c === QUOTE) {
-        inString = false;
-        if (i - stringStart > limits.maxStringLength) throw tooCostly(413, `a string in the body is longer than ${limits.maxStringLength} characters`);
+        if (end - start > limits.maxStringLength) throw tooCostly(413, `a string in the body is longer than ${limits.maxStringLength} characters`);
+        i = end; // the closing quote, or the end of an unterminated string (JSON.parse names it)
+        break;
       }
-      continue;
-    }
-    if (c === QUOTE) {
-      inString = true;
-      stringStart = i + 1;
-    } else if (OPEN.has(c)) {
+    } else if (c === OPEN_BRACE || c === OPEN_BRACKET) {
       if (++depth > limits.maxJsonDepth) throw tooCostly(400, `the body nests deeper than ${limits.maxJsonDepth} levels`);
-    } else if (CLOSE.has(c)) {
+    } else if (c === CLOSE_BRACE || c === CLOSE_BRACKET) {
       depth--;
     } else if (c === COMMA) {
       if (++elements > limits.maxJsonElements) throw tooCostly(413, `the body holds more than ${limits.maxJsonElements} values`);
     }
   }
-  if (inString && text.length - stringStart > limits.maxStringLength) throw tooCostly(413, `a string in the body is longer than ${limits.maxStringLength} characters`);
   return JSON.parse(text);
+}
+
+/**
+ * The index after the escape at `at` (a backslash in a string), refusing `\u0000` and an escaped
+ * lone surrogate.
+ */
+function afterEscape(text: string, at: number): number {
+  const unit = text.charCodeAt(at + 1) === LETTER_U ? escapedUnit(text, at + 2) : undefined;
+  if (unit === undefined) return at + 2;
+  if (unit === 0) throw new OperationOutcomeError(400, { code: 'invalid', diagnostics: 'the body contains a NUL character (\\u0000), which no FHIR value may hold' });
+  if (unit < 0xd800 || unit > 0xdfff) return at + 6;
+  const low = unit <= 0xdbff && text.charCodeAt(at + 6) === BACKSLASH && text.charCodeAt(at + 7) === LETTER_U ? escapedUnit(text, at + 8) : undefined;
+  if (low === undefined || low < 0xdc00 || low > 0xdfff) throw new OperationOutcomeError(400, { code: 'invalid', diagnostics: `the body contains a lone surrogate (\\u${unit.toString(16)}), which is no character: no FHIR string may hold one` });
+  return at + 12; // past the pair
 }
 
 /**

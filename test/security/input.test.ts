@@ -120,6 +120,13 @@ describe('hostile input is a 4xx OperationOutcome and writes nothing', () => {
     await refused({ method: 'POST', url: '/fhir/Patient', payload: { resourceType: 'Patient', name: [{ family: 'x'.repeat(7_000_000) }] } }, 413);
     await refused({ method: 'POST', url: '/fhir/Patient', payload: { resourceType: 'Patient', name: Array.from({ length: 60_000 }, (_, i) => ({ family: `f${i}`, given: ['g', 'h'] })) } }, 400);
     await refused(json('POST', '/fhir/Patient', '{"resourceType":"Patient","name":[{"family":"a\\u0000b"}]}'), 400);
+    // An escaped backslash and then \u0000 is a NUL; brackets, commas, quotes and an escaped
+    // backslash before `u0000` inside a string are text, neither structure nor escapes.
+    await refused(json('POST', '/fhir/Patient', '{"resourceType":"Patient","name":[{"family":"a\\\\\\u0000"}]}'), 400);
+    const family = `${'['.repeat(3000)}{,}" \\ \\u0000 \\"]`;
+    const text = await app.request(json('POST', '/fhir/Patient', JSON.stringify({ resourceType: 'Patient', name: [{ family }] })));
+    expect(text.statusCode, text.payload).to.equal(201);
+    expect((await app.request({ method: 'GET', url: `/fhir/Patient/${text.json.id}` })).json.name).to.equal([{ family }]);
     await refused({ method: 'POST', url: '/fhir/Observation', payload: { resourceType: 'Observation', status: 'final', code: { coding: [null] } } }, 400);
     await refused({ method: 'PUT', url: '/fhir/Patient/x1', payload: { resourceType: '%ff%fe' } }, 400);
     await refused({ method: 'POST', url: '/fhir/Observation', payload: { resourceType: 'Observation', status: 'final', code: { text: 'x' }, subject: null } }, 400);
