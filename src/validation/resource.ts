@@ -33,28 +33,31 @@ function elementIssues(node: unknown, path: string, issues: Issue[], inBundle: b
   for (const key in record) {
     if (!Object.hasOwn(record, key)) continue;
     const value = record[key];
-    if (value !== null && typeof value !== 'object' && !(key === 'reference' && typeof value === 'string') && !(typeof value === 'number' && !Number.isFinite(value))) continue;
-    const childPath = `${path}.${key}`;
-    if (key === 'reference' && typeof value === 'string') {
-      if (!REFERENCE.test(value) && !(inBundle && IN_BUNDLE_REFERENCE.test(value))) {
+    if (typeof value === 'string') {
+      if (key === 'reference' && !REFERENCE.test(value) && !(inBundle && IN_BUNDLE_REFERENCE.test(value))) {
+        const childPath = `${path}.${key}`;
         issues.push({
           code: 'value',
           diagnostics: `${childPath}: '${value}' is not a valid reference (expected Type/id, an absolute URL or #id)`,
           expression: [childPath],
         });
       }
+    } else if (typeof value === 'number') {
+      if (!Number.isFinite(value)) issues.push(beyondRange(`${path}.${key}`));
     } else if (value === null) {
+      const childPath = `${path}.${key}`;
       issues.push({ code: 'structure', diagnostics: `${childPath}: null is not a value (leave the element out)`, expression: [childPath] });
-    } else if (typeof value === 'number' && !Number.isFinite(value)) {
-      issues.push(beyondRange(childPath));
-    } else if (Array.isArray(value) && value.some((v) => typeof v === 'number' && !Number.isFinite(v))) {
-      issues.push(beyondRange(childPath));
-    } else if (Array.isArray(value) && value.includes(null)) {
-      const at = value.indexOf(null);
-      issues.push({ code: 'structure', diagnostics: `${childPath}[${at}]: null is not a value`, expression: [`${childPath}[${at}]`] });
-      elementIssues(value.filter((v) => v !== null), childPath, issues, inBundle);
     } else if (typeof value === 'object') {
-      elementIssues(value, childPath, issues, inBundle);
+      const childPath = `${path}.${key}`;
+      if (Array.isArray(value) && value.some((v) => typeof v === 'number' && !Number.isFinite(v))) {
+        issues.push(beyondRange(childPath));
+      } else if (Array.isArray(value) && value.includes(null)) {
+        const at = value.indexOf(null);
+        issues.push({ code: 'structure', diagnostics: `${childPath}[${at}]: null is not a value`, expression: [`${childPath}[${at}]`] });
+        elementIssues(value.filter((v) => v !== null), childPath, issues, inBundle);
+      } else {
+        elementIssues(value, childPath, issues, inBundle);
+      }
     }
   }
 }
