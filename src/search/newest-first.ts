@@ -3,7 +3,7 @@ import type { SqlParams } from '../kernel/sql-params';
 import { indexTableOf } from './index-tables';
 import type { Filter, ParamFilter, SortKey } from './parse';
 import { type DateTerm, dateIndexBound } from './types/date';
-import type { Prefix } from './types/prefix';
+import { FROM_A_POINT } from './default-order';
 import { storedSourcesOf } from './registry';
 import { type Driver, paramFilterCondition, termsOnRow } from './sql';
 
@@ -83,9 +83,6 @@ export function planNewestFirst(resourceType: string, filters: readonly Filter[]
     },
   };
 }
-
-/** The prefixes whose matches are every value from some point on (gt, ge, sa: starts after); their bound is on a range's end. */
-const FROM_A_POINT: ReadonlySet<Prefix> = new Set<Prefix>(['gt', 'ge', 'sa']);
 
 /** A date filter that leaves out every value after some point: a term neither from a point on nor `ne`. */
 function boundsDatesAbove(f: Filter): boolean {

@@ -11,6 +11,7 @@ import { type ParsedSearch, parseSearch } from './parse';
 import { compartmentCondition, filterConditions, keysetCondition, limitConditions, orderBy, planDriver, type SortColumn, sortColumn } from './sql';
 import { checkReach } from './reach-check';
 import { planNewestFirst } from './newest-first';
+import { impliedSort } from './default-order';
 import { limitsIfAllowed, type Reach, unlimited } from './reach';
 import { SqlParams } from '../kernel/sql-params';
 import { subsetResource, type SubsetMode } from './summary';
@@ -68,7 +69,11 @@ export function buildQuery(parsed: ParsedSearch, compartmentId: string | undefin
   const r = 'r';
   // Only a page, read in order, may drive a compartment from its key rows: its members the key
   // misses are a second set of rows, which a count, a set of ids or the export's EXISTS do not read.
-  const driver = planDriver(parsed.resourceType, parsed.filters, parsed.sort, { id: compartmentId, withTail: purpose === 'page' }, r, q) ?? planNewestFirst(parsed.resourceType, parsed.filters, parsed.sort, compartmentId, r, q);
+  // A page the client did not sort is read in the order of the index its date filter reads, when no patient index drives it (./default-order.ts).
+  const implied = purpose === 'page' && parsed.sort.length === 0 ? impliedSort(parsed.filters, compartmentId) : [];
+  const driver = planDriver(parsed.resourceType, parsed.filters, parsed.sort, { id: compartmentId, withTail: purpose === 'page' }, r, q) ?? planNewestFirst(parsed.resourceType, parsed.filters, parsed.sort.length ? parsed.sort : implied, compartmentId, r, q);
+  // Implied, only an order an index gives: a date parameter's sort the date index does not drive would compute every match's date.
+  const sortKeys = parsed.sort.length || driver ? parsed.sort : implied.filter((k) => k.param.storage.kind === 'column');
   const rest = parsed.filters.filter((f) => !driver?.consumed.has(f));
   const checks = filterConditions(parsed.resourceType, rest, r, q, reach);
   if (compartmentId !== undefined && !driver?.answersCompartment) checks.push(compartmentCondition(parsed.resourceType, compartmentId, r, q));
@@ -76,7 +81,7 @@ export function buildQuery(parsed: ParsedSearch, compartmentId: string | undefin
   // the caller of this type comes from its reach, like every other type's limits.
   const own = limitsIfAllowed(reach, parsed.resourceType, 's') ?? limitsIfAllowed(reach, parsed.resourceType, 'r');
   if (own?.exclude?.length) checks.push(...limitConditions(parsed.resourceType, { exclude: own.exclude }, r, q));
-  const sort = driver?.sort ?? parsed.sort.map((k) => sortColumn(parsed.resourceType, k, r, q));
+  const sort = driver?.sort ?? sortKeys.map((k) => sortColumn(parsed.resourceType, k, r, q));
   // The id makes the order total, so a keyset cursor never skips or repeats a row: the driver's,
   // when it serves the order. Otherwise it runs the way of the last key, so that a resource
   // column's index `(column, id)` serves the order read either way (`_sort=-_lastUpdated` reads

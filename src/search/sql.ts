@@ -8,7 +8,7 @@ import { limitsIfAllowed, type Reach, type TypeLimits } from './reach';
 import { parameterOf, parametersOf, patientCompartmentOf, storedSourcesOf, type SearchParameterDef } from './registry';
 import type { SqlParams } from '../kernel/sql-params';
 import { typeModules } from './types';
-import { dateCondition, dateIndexBound, type DateTerm } from './types/date';
+import { dateCondition, dateIndexBound, type DateTerm, instantCondition } from './types/date';
 import type { ReferenceTerm } from './types/reference';
 import type { TokenTerm } from './types/token';
 import type { CompositeTerm } from './types/composite';
@@ -45,7 +45,7 @@ function columnFilter(filter: ParamFilter, r: string, q: SqlParams): string {
     const cond = `${r}.id = ANY(${q.bind(ids, 'text[]')})`;
     return filter.negate ? `NOT (${cond})` : cond;
   }
-  const terms = (filter.terms as DateTerm[]).map((t) => dateCondition(t, `${r}.last_updated`, `${r}.last_updated`, q));
+  const terms = (filter.terms as DateTerm[]).map((t) => instantCondition(t, `${r}.last_updated`, q));
   return terms.length === 1 ? terms[0] : `(${terms.join(' OR ')})`;
 }
 
