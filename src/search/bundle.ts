@@ -16,26 +16,35 @@ export interface BundleParts {
   warnings: string[];
 }
 
-function entry(baseUrl: string, r: FoundResource, mode: 'match' | 'include'): string {
-  return `{"fullUrl":${JSON.stringify(`${baseUrl}/${r.type}/${r.id}`)},"resource":${r.json},"search":{"mode":"${mode}"}}`;
+/** The text before and after an entry's resource, `mode` being match or include. */
+function entryParts(parts: string[], baseUrl: string, r: FoundResource, mode: 'match' | 'include'): void {
+  parts.push(`{"fullUrl":${JSON.stringify(`${baseUrl}/${r.type}/${r.id}`)},"resource":`, r.json, `,"search":{"mode":"${mode}"}}`, ',');
 }
 
+/**
+ * The Bundle's text, joined once from its pieces. Measured reason: entries joined, then the
+ * head, then the braces made three copies of a page's resources (65 kB for 50 vital signs) where
+ * the socket needs one.
+ */
 export function searchsetJson(parts: BundleParts): string {
-  const entries = [
-    ...parts.matches.map((r) => entry(parts.baseUrl, r, 'match')),
-    ...parts.included.map((r) => entry(parts.baseUrl, r, 'include')),
+  const out: string[] = [
+    '{"resourceType":"Bundle",',
+    `"meta":{"lastUpdated":"${new Date().toISOString()}"},`,
+    '"type":"searchset",',
   ];
+  if (parts.total !== undefined) out.push(`"total":${parts.total},`);
+  out.push(`"link":${JSON.stringify(parts.links)}`);
+  const entriesAt = out.length;
+  for (const r of parts.matches) entryParts(out, parts.baseUrl, r, 'match');
+  for (const r of parts.included) entryParts(out, parts.baseUrl, r, 'include');
   if (parts.warnings.length) {
     const outcome = operationOutcome(parts.warnings.map((diagnostics) => ({ severity: 'warning', code: 'not-supported', diagnostics })));
-    entries.push(`{"resource":${JSON.stringify(outcome)},"search":{"mode":"outcome"}}`);
+    out.push(`{"resource":${JSON.stringify(outcome)},"search":{"mode":"outcome"}}`, ',');
   }
-  const head: string[] = [
-    '"resourceType":"Bundle"',
-    `"meta":{"lastUpdated":"${new Date().toISOString()}"}`,
-    '"type":"searchset"',
-  ];
-  if (parts.total !== undefined) head.push(`"total":${parts.total}`);
-  head.push(`"link":${JSON.stringify(parts.links)}`);
-  if (entries.length) head.push(`"entry":[${entries.join(',')}]`);
-  return `{${head.join(',')}}`;
+  if (out.length > entriesAt) {
+    out[entriesAt] = `,"entry":[${out[entriesAt]}`;
+    out[out.length - 1] = ']';
+  }
+  out.push('}');
+  return out.join('');
 }
