@@ -1,4 +1,5 @@
 import { CLIENT_ID_SYSTEM } from '../access/consent-rules';
+import { isoNow } from '../kernel/clock';
 import type { AccessPolicy, RequestOrigin } from '../access/policy';
 
 /**
@@ -106,7 +107,7 @@ export function auditRecords(fact: AuditFact, observer: Observer): AuditRecord[]
   const fhirUser = policy?.fhirUser;
   // The server's own work (Flags a rule raised, deliveries) has no client: the server is the requestor.
   const ownWork = policy !== undefined && origin === undefined && policy.clientId === 'internal';
-  const recorded = new Date().toISOString();
+  const recorded = isoNow();
   return patients.map((patient) => ({
     recorded,
     kind: fact.kind,

@@ -1,4 +1,5 @@
 import { operationOutcome } from '../kernel/outcome';
+import { isoNow } from '../kernel/clock';
 import type { FoundResource } from './include';
 
 /**
@@ -29,7 +30,7 @@ function entryParts(parts: string[], baseUrl: string, r: FoundResource, mode: 'm
 export function searchsetJson(parts: BundleParts): string {
   const out: string[] = [
     '{"resourceType":"Bundle",',
-    `"meta":{"lastUpdated":"${new Date().toISOString()}"},`,
+    `"meta":{"lastUpdated":"${isoNow()}"},`,
     '"type":"searchset",',
   ];
   if (parts.total !== undefined) out.push(`"total":${parts.total},`);
