@@ -162,15 +162,31 @@ const PATIENT_CODES: Shape = {
  */
 const COMPARTMENT_CODE: Shape = { group: "a patient's compartment, a code", type: 'Observation', compartment: (i, p) => p[i % p.length]!, query: () => 'code=http://loinc.org|8867-4' };
 
+/**
+ * A sync client's poll, what changed since its last one (`_lastUpdated=gt…`, unsorted, the default
+ * page), from where the newest 5,000 changes begin: set after each load (markLastPoll), so that
+ * a poll finds as many changes at 1M as at 100k.
+ */
+let lastPoll = '';
+
+async function markLastPoll(ctx: BenchContext): Promise<void> {
+  const { rows } = await ctx.raw.query<{ at: string }>(
+    `SELECT to_char(last_updated AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS at FROM observation ORDER BY last_updated DESC OFFSET 5000 LIMIT 1`,
+  );
+  lastPoll = rows[0]!.at;
+}
+
 const lastWeek = () => new Date(Date.now() - 7 * 86_400_000).toISOString().slice(0, 10);
 
 /**
- * Across patients: a care team's worklist of one reading in the last week (found by the code's
+ * Across patients: a sync client's poll for changes (read from its bound in the
+ * `(last_updated, id)` index, src/search/default-order.ts), a care team's worklist of one reading in the last week (found by the code's
  * estimate and the date's index), the same newest first, a list view's or sync client's newest
  * changes first, and a population view's newest vital signs (the sorted ones driven by the date
  * index read backwards, src/search/newest-first.ts).
  */
 const ACROSS_PATIENTS: Shape[] = [
+  { group: 'changes since a poll', type: 'Observation', query: () => `_lastUpdated=gt${lastPoll}` },
   { group: 'a code, last week', type: 'Observation', query: () => `code=http://loinc.org|8867-4&date=ge${lastWeek()}` },
   { group: 'a code, last week, newest first', type: 'Observation', query: () => `code=http://loinc.org|8867-4&date=ge${lastWeek()}&_sort=-date` },
   { group: 'last updated first', type: 'Observation', query: () => '_sort=-_lastUpdated' },
@@ -252,6 +268,7 @@ export const workloads: BenchWorkload[] = [
       const { seconds } = await loadObservations(ctx, patients, 0, count);
       ctx.figure(`search load: ${count.toLocaleString('en-US')} Observations in ${seconds.toFixed(0)} s (${(count / seconds).toFixed(0)}/s, ${LOADERS} connections, the server's extraction and set-based index writer, 1,000 per transaction)`);
       ctx.figure(await storagePerObservation(ctx));
+      await markLastPoll(ctx);
       const rows = await measureShapes(ctx, [...HOT, ...OTHERS], patients, count, '');
       hotSummary(ctx, rows, '');
       ctx.shared.set(LOADED, { patients, count, p95: new Map(rows.filter((r) => r.target === 'server').map((r) => [r.group, r.stats.p95])) } satisfies Loaded);
@@ -272,6 +289,7 @@ export const workloads: BenchWorkload[] = [
       const { seconds } = await loadObservations(ctx, loaded.patients, loaded.count, target);
       ctx.figure(`search-1m load: ${(target - loaded.count).toLocaleString('en-US')} more Observations in ${seconds.toFixed(0)} s (${((target - loaded.count) / seconds).toFixed(0)}/s)`);
       ctx.figure(await storagePerObservation(ctx));
+      await markLastPoll(ctx);
       const suffix = ` @${(target / 1e6).toFixed(1)}M`;
       const shapes = [...HOT, PATIENT_NEWEST, PATIENT_CODES, COMPARTMENT_CODE, ...ACROSS_PATIENTS];
       const rows = await measureShapes(ctx, shapes, loaded.patients, target, suffix);
