@@ -69,10 +69,12 @@ export function buildQuery(parsed: ParsedSearch, compartmentId: string | undefin
   const r = 'r';
   // Only a page, read in order, may drive a compartment from its key rows: its members the key
   // misses are a second set of rows, which a count, a set of ids or the export's EXISTS do not read.
-  // A page the client did not sort is read in the order of the index its date filter reads, when no patient index drives it (./default-order.ts).
+  // A page the client did not sort is read in the order of the index its date filter reads,
+  // when no patient index drives it (./default-order.ts).
   const implied = purpose === 'page' && parsed.sort.length === 0 ? impliedSort(parsed.filters, compartmentId) : [];
   const driver = planDriver(parsed.resourceType, parsed.filters, parsed.sort, { id: compartmentId, withTail: purpose === 'page' }, r, q) ?? planNewestFirst(parsed.resourceType, parsed.filters, parsed.sort.length ? parsed.sort : implied, compartmentId, r, q);
-  // Implied, only an order an index gives: a date parameter's sort the date index does not drive would compute every match's date.
+  // Of an implied order, only one an index gives: a date parameter's sort that the date index
+  // does not drive would compute every match's date and sort them all.
   const sortKeys = parsed.sort.length || driver ? parsed.sort : implied.filter((k) => k.param.storage.kind === 'column');
   const rest = parsed.filters.filter((f) => !driver?.consumed.has(f));
   const checks = filterConditions(parsed.resourceType, rest, r, q, reach);
