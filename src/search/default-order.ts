@@ -15,9 +15,10 @@ export const FROM_A_POINT: ReadonlySet<Prefix> = new Set<Prefix>(['gt', 'ge', 's
  *
  * - `_lastUpdated` from a point: oldest change first, its `(last_updated, id)` index read forwards
  *   from the bound: the order a client polling for changes pages them in.
- * - the type's date parameter from a point: newest first, driven by the date index read
- *   backwards down to the bound (./newest-first.ts); oldest first by a date has no index that
- *   gives it (each resource's earliest start, where the index is ordered by ends).
+ * - another date parameter from a point (`date`, `birthdate`, `authoredon`, …): newest first,
+ *   driven by the date index read backwards down to the bound (./newest-first.ts), when that
+ *   driver takes the parameter; oldest first by a date has no index that gives it (each
+ *   resource's earliest start, where the index is ordered by ends).
  *
  * Nothing for a compartment search (its patient's key rows drive it, sorted by date already), a
  * negated or modified filter, or a filter with a term bounded above.

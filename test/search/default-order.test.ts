@@ -100,6 +100,19 @@ describe('the order of unsorted searches for recent data', () => {
     expect((await walk('date=sa2026-05-03&_count=1')).forwards).to.equal(['may 5', 'may 4']);
   });
 
+  it('orders by any date parameter filtered from a point, not only `date` (a Patient\'s birthdate, newest first)', async () => {
+    const family = unique('Born');
+    const born: Record<string, string> = {};
+    for (const birthDate of ['1950-03-01', '1971-07-15', '1944-12-24', '1962-01-05']) {
+      born[await createResource(app, { resourceType: 'Patient', name: [{ family }], birthDate })] = birthDate;
+    }
+    for (const count of [50, 1]) {
+      const { forwards, backwards } = await walkPages(app, `/fhir/Patient?family=${family}&birthdate=ge1950-01-01&_count=${count}`, born, 8);
+      expect(forwards, `_count=${count}`).to.equal(['1971-07-15', '1962-01-05', '1950-03-01']);
+      expect(backwards, `back, _count=${count}`).to.equal(forwards);
+    }
+  });
+
   it('keeps the other unsorted searches in id order (an upper bound, no date filter, a patient compartment)', async () => {
     const byId = (labelsFound: string[]) => {
       const ids = Object.fromEntries(Object.entries(labels).map(([id, l]) => [l, id]));
