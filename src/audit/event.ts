@@ -100,9 +100,9 @@ export interface AuditRecord {
 
 const PROFILE: Record<Action, string> = { C: 'Create', R: 'Read', U: 'Update', D: 'Delete', E: 'Query' };
 
-/** The AuditRecords of one fact: one per patient (BALP Patient* profiles), or one without. */
-export function auditRecords(fact: AuditFact, observer: Observer): AuditRecord[] {
-  const patients = fact.patients?.length ? [...new Set(fact.patients)] : [undefined];
+/** The AuditRecords of one fact: one per patient (BALP Patient* profiles; `disclosed`, else the fact's own), or one without. */
+export function auditRecords(fact: AuditFact, observer: Observer, disclosed: readonly string[] | undefined = fact.patients): AuditRecord[] {
+  const patients = disclosed?.length ? [...new Set(disclosed)] : [undefined];
   const { policy, origin, claimedClient, claimedUser } = fact.actor;
   const fhirUser = policy?.fhirUser;
   // The server's own work (Flags a rule raised, deliveries) has no client: the server is the requestor.

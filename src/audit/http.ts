@@ -108,16 +108,20 @@ export function auditOfRequest(request: Request, policyOf: (r: Request) => Acces
   const path = request.route.path;
   const origin = { requestId: request.info.id, address: request.info.remoteAddress };
   const policy = policyOf(request);
-  const actor: Actor = { ...(policy ? { policy } : {}), origin, ...request.app.auditActor };
+  // Facts and actors have one shape, every property present (undefined when absent): built by
+  // conditional spreads, each object got a shape of its own, and reading and copying them took
+  // auditRecords 3.8 µs per request instead of 0.3 µs (measured on captured facts).
+  const claimed = request.app.auditActor;
+  const actor: Actor = { policy, origin, claimedClient: claimed?.claimedClient, claimedUser: claimed?.claimedUser };
   const body = typeof response?.source === 'string' ? response.source : undefined;
 
   if (path === '/auth/token' && request.method === 'post') {
-    return { fact: { kind: 'token', subtype: 'token', action: 'E', outcome, ...failure(status, response?.source, 'oauth'), actor } };
+    return { fact: fact('token', 'token', 'E', outcome, failure(status, response?.source, 'oauth'), actor) };
   }
   if (path === '/auth/interaction/{id}/login' && request.method === 'post') {
     // Success redirects to the next step; a refusal shows the login page again with its status.
     const ok = status === 302;
-    return { fact: { kind: 'login', subtype: 'login', action: 'E', outcome: ok ? '0' : '4', ...(ok ? {} : { outcomeDesc: `login refused (${status})` }), actor } };
+    return { fact: fact('login', 'login', 'E', ok ? '0' : '4', ok ? undefined : `login refused (${status})`, actor) };
   }
   const interaction = path.startsWith('/auth/') ? (status === 401 || status === 403 ? { action: 'E' as const, reads: true } : undefined) : interactionOf(request);
   if (!interaction) return undefined;
@@ -125,24 +129,19 @@ export function auditOfRequest(request: Request, policyOf: (r: Request) => Acces
 
   const params = request.params as Record<string, string | undefined>;
   const subtype = request.route.path === '/fhir' && request.method === 'post' ? bundleKind(body) : interaction.subtype;
-  const fact: RequestAudit['fact'] = {
-    kind: 'rest',
-    ...(subtype ? { subtype } : {}),
-    action: interaction.action,
-    outcome,
-    ...failure(status, body, 'fhir'),
-    actor,
-    query: rawRequest(request),
-    ...(outcome === '0' && (interaction.subtype === 'read' || interaction.subtype === 'vread') && params.type && params.id
-      ? { what: `${params.type}/${params.id}${versionOf(request, params)}` }
-      : {}),
-  };
-  if (outcome !== '0' || body === undefined) return { fact };
+  const what = outcome === '0' && (interaction.subtype === 'read' || interaction.subtype === 'vread') && params.type && params.id ? `${params.type}/${params.id}${versionOf(request, params)}` : undefined;
+  const rest = fact('rest', subtype || undefined, interaction.action, outcome, failure(status, body, 'fhir'), actor, rawRequest(request), what);
+  if (outcome !== '0' || body === undefined) return { fact: rest };
   // The pseudonymised copy is nobody's identifiable data: what it disclosed is the record of the
   // patient it was made from, under that patient's own id (not the pseudonym it carries, which
   // the event would otherwise link to the id).
-  if (operationOf(request) === '$anonymize') return { fact, disclosed: { json: '{}', type: 'Patient', id: params.id } };
-  return { fact, disclosed: { json: body, type: params.type, id: params.id, onlyReads: subtype === 'batch' || subtype === 'transaction' } };
+  if (operationOf(request) === '$anonymize') return { fact: rest, disclosed: { json: '{}', type: 'Patient', id: params.id } };
+  return { fact: rest, disclosed: { json: body, type: params.type, id: params.id, onlyReads: subtype === 'batch' || subtype === 'transaction' } };
+}
+
+/** A request's fact, in the one shape every fact of this module has (see the actor's comment). */
+function fact(kind: AuditFact['kind'], subtype: string | undefined, action: Action, outcome: Outcome, outcomeDesc: string | undefined, actor: Actor, query?: string, what?: string): RequestAudit['fact'] {
+  return { kind, subtype, action, outcome, outcomeDesc, actor, what, query, erasedPatient: undefined };
 }
 
 function versionOf(request: Request, params: Record<string, string | undefined>): string {
@@ -167,8 +166,8 @@ function bundleKind(body: string | undefined): string | undefined {
 }
 
 /** The reason the client was given: the OperationOutcome's diagnostics, or OAuth's error_description. */
-function failure(status: number, body: unknown, kind: 'fhir' | 'oauth'): { outcomeDesc?: string } {
-  if (status < 400) return {};
+function failure(status: number, body: unknown, kind: 'fhir' | 'oauth'): string | undefined {
+  if (status < 400) return undefined;
   let reason = `HTTP ${status}`;
   try {
     // Our FHIR answers are JSON text; the OAuth endpoints answer objects hapi serialises.
@@ -178,7 +177,7 @@ function failure(status: number, body: unknown, kind: 'fhir' | 'oauth'): { outco
   } catch {
     // not JSON (an HTML page): the status says it
   }
-  return { outcomeDesc: reason };
+  return reason;
 }
 
 /**
