@@ -119,8 +119,10 @@ export function auditOfRequest(request: Request, policyOf: (r: Request) => Acces
     return { fact: fact('token', 'token', 'E', outcome, failure(status, response?.source, 'oauth'), actor) };
   }
   if (path === '/auth/interaction/{id}/login' && request.method === 'post') {
-    // Success redirects to the next step; a refusal shows the login page again with its status.
-    const ok = status === 302;
+    // Success redirects to the next step (303, src/auth/authorize.ts); a refusal shows the login
+    // page again with its status (400, 401, 429). Only 302 counted as success before: every
+    // accepted login was recorded as refused.
+    const ok = status >= 300 && status < 400;
     return { fact: fact('login', 'login', 'E', ok ? '0' : '4', ok ? undefined : `login refused (${status})`, actor) };
   }
   const interaction = path.startsWith('/auth/') ? (status === 401 || status === 403 ? { action: 'E' as const, reads: true } : undefined) : interactionOf(request);

@@ -4,7 +4,7 @@ import type { AuthState } from '../../src/auth/state';
 import { addUser } from '../../src/auth/users';
 import { jose } from '../../src/auth/jose';
 import { unique } from '../helpers/server';
-import { Browser, consentFlow } from './browser';
+import { Browser, consentFlow, readForm } from './browser';
 import { backendToken, register, startAuthServer, systemCreator } from './helpers';
 
 // SMART's own JavaScript client, through its Node entry point (server-side apps).
@@ -186,6 +186,42 @@ describe('launches with the fhirclient library (SMART App Launch 2.2)', () => {
     const refused = await consentFlow(b2, await b2.visit(again), clinician).catch((e: Error) => e);
     expect(refused).to.be.an.instanceof(URL);
     expect((refused as URL).searchParams.get('error')).to.equal('invalid_request');
+  });
+
+  it('audits a refused login and the accepted one (BALP Login, DCM 110122) with the user each claimed', async () => {
+    const smartApp = new App();
+    const authorizeUrl = await smartApp.launch(`/launch?iss=${encodeURIComponent(app.base)}`, { clientId, scope: 'launch/patient openid fhirUser patient/*.rs', pkceMode: 'required' });
+    const browser = new Browser(app.origin);
+    const login = readForm((await browser.visit(authorizeUrl)).text);
+    expect(login.fields).to.include('password');
+    const wrong = await browser.visit(login.action, { form: { ...login.hidden, username: clinician.username, password: 'not the password' } });
+    expect(wrong.status).to.be.within(400, 499);
+    const right = await browser.visit(login.action, { form: { ...login.hidden, username: clinician.username, password: clinician.password } });
+    expect(right.status).to.be.below(400);
+
+    const { token } = await backendToken(app, 'system/AuditEvent.rs');
+    const logins = async () => {
+      const res = await app.request({ method: 'GET', url: '/fhir/AuditEvent?type=110114&subtype=110122&_count=100', headers: { authorization: `Bearer ${token}` } });
+      expect(res.statusCode, res.payload).to.equal(200);
+      const who = (e: fhir4.AuditEvent) => e.agent.find((a) => a.requestor)?.who?.identifier?.value;
+      return ((res.json as fhir4.Bundle).entry ?? []).map((e) => e.resource as fhir4.AuditEvent).filter((e) => who(e) === clinician.username);
+    };
+    let found = await logins();
+    // Written by the read recorder, at most its flush interval after the response.
+    for (let i = 0; i < 40 && found.length < 2; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      found = await logins();
+    }
+    const refused = found.find((e) => e.outcome === '4');
+    expect(refused, JSON.stringify(found)).to.exist();
+    expect(refused!.outcomeDesc).to.equal(`login refused (${wrong.status})`);
+    expect(refused!.subtype).to.equal([{ system: 'http://dicom.nema.org/resources/ontology/DCM', code: '110122', display: 'Login' }]);
+    expect(refused!.action).to.equal('E');
+    const accepted = found.find((e) => e.outcome === '0');
+    expect(accepted, JSON.stringify(found)).to.exist();
+    expect(accepted!.outcomeDesc).to.not.exist();
+    // The user is the requestor; the client it came through carries the network address.
+    expect(accepted!.agent.find((a) => a.who?.identifier?.value === clientId)!.network?.address).to.equal('127.0.0.1');
   });
 
   it('a patient user gets their own Patient as context, without a picker', async () => {
