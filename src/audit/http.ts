@@ -116,14 +116,13 @@ export function auditOfRequest(request: Request, policyOf: (r: Request) => Acces
   const body = typeof response?.source === 'string' ? response.source : undefined;
 
   if (path === '/auth/token' && request.method === 'post') {
-    return { fact: fact('token', 'token', 'E', outcome, failure(status, response?.source, 'oauth'), actor) };
+    return { fact: fact({ kind: 'token', subtype: 'token', action: 'E', outcome, outcomeDesc: failure(status, response?.source, 'oauth'), actor }) };
   }
   if (path === '/auth/interaction/{id}/login' && request.method === 'post') {
     // Success redirects to the next step (303, src/auth/authorize.ts); a refusal shows the login
-    // page again with its status (400, 401, 429). Only 302 counted as success before: every
-    // accepted login was recorded as refused.
+    // page again with its status (400, 401, 429).
     const ok = status >= 300 && status < 400;
-    return { fact: fact('login', 'login', 'E', ok ? '0' : '4', ok ? undefined : `login refused (${status})`, actor) };
+    return { fact: fact({ kind: 'login', subtype: 'login', action: 'E', outcome: ok ? '0' : '4', outcomeDesc: ok ? undefined : `login refused (${status})`, actor }) };
   }
   const interaction = path.startsWith('/auth/') ? (status === 401 || status === 403 ? { action: 'E' as const, reads: true } : undefined) : interactionOf(request);
   if (!interaction) return undefined;
@@ -132,7 +131,7 @@ export function auditOfRequest(request: Request, policyOf: (r: Request) => Acces
   const params = request.params as Record<string, string | undefined>;
   const subtype = request.route.path === '/fhir' && request.method === 'post' ? bundleKind(body) : interaction.subtype;
   const what = outcome === '0' && (interaction.subtype === 'read' || interaction.subtype === 'vread') && params.type && params.id ? `${params.type}/${params.id}${versionOf(request, params)}` : undefined;
-  const rest = fact('rest', subtype || undefined, interaction.action, outcome, failure(status, body, 'fhir'), actor, rawRequest(request), what);
+  const rest = fact({ kind: 'rest', subtype: subtype || undefined, action: interaction.action, outcome, outcomeDesc: failure(status, body, 'fhir'), actor, query: rawRequest(request), what });
   if (outcome !== '0' || body === undefined) return { fact: rest };
   // The pseudonymised copy is nobody's identifiable data: what it disclosed is the record of the
   // patient it was made from, under that patient's own id (not the pseudonym it carries, which
@@ -141,9 +140,9 @@ export function auditOfRequest(request: Request, policyOf: (r: Request) => Acces
   return { fact: rest, disclosed: { json: body, type: params.type, id: params.id, onlyReads: subtype === 'batch' || subtype === 'transaction' } };
 }
 
-/** A request's fact, in the one shape every fact of this module has (see the actor's comment). */
-function fact(kind: AuditFact['kind'], subtype: string | undefined, action: Action, outcome: Outcome, outcomeDesc: string | undefined, actor: Actor, query?: string, what?: string): RequestAudit['fact'] {
-  return { kind, subtype, action, outcome, outcomeDesc, actor, what, query, erasedPatient: undefined };
+/** A request's fact, every property set in one order: the one shape every fact of this module has (see the actor's comment). */
+function fact(f: Omit<RequestAudit['fact'], 'erasedPatient'>): RequestAudit['fact'] {
+  return { kind: f.kind, subtype: f.subtype, action: f.action, outcome: f.outcome, outcomeDesc: f.outcomeDesc, actor: f.actor, what: f.what, query: f.query, erasedPatient: undefined };
 }
 
 function versionOf(request: Request, params: Record<string, string | undefined>): string {

@@ -17,9 +17,9 @@ export interface BundleParts {
   warnings: string[];
 }
 
-/** The text before and after an entry's resource, `mode` being match or include. */
-function entryParts(parts: string[], baseUrl: string, r: FoundResource, mode: 'match' | 'include'): void {
-  parts.push(`{"fullUrl":${JSON.stringify(`${baseUrl}/${r.type}/${r.id}`)},"resource":`, r.json, `,"search":{"mode":"${mode}"}}`, ',');
+/** An entry's pieces, its stored resource text between them, then the comma that follows it. */
+function pushEntry(pieces: string[], baseUrl: string, r: FoundResource, mode: 'match' | 'include'): void {
+  pieces.push(`{"fullUrl":${JSON.stringify(`${baseUrl}/${r.type}/${r.id}`)},"resource":`, r.json, `,"search":{"mode":"${mode}"}}`, ',');
 }
 
 /**
@@ -28,24 +28,18 @@ function entryParts(parts: string[], baseUrl: string, r: FoundResource, mode: 'm
  * the socket needs one.
  */
 export function searchsetJson(parts: BundleParts): string {
-  const out: string[] = [
-    '{"resourceType":"Bundle",',
-    `"meta":{"lastUpdated":"${isoNow()}"},`,
-    '"type":"searchset",',
-  ];
-  if (parts.total !== undefined) out.push(`"total":${parts.total},`);
-  out.push(`"link":${JSON.stringify(parts.links)}`);
-  const entriesAt = out.length;
-  for (const r of parts.matches) entryParts(out, parts.baseUrl, r, 'match');
-  for (const r of parts.included) entryParts(out, parts.baseUrl, r, 'include');
+  const entries: string[] = [];
+  for (const r of parts.matches) pushEntry(entries, parts.baseUrl, r, 'match');
+  for (const r of parts.included) pushEntry(entries, parts.baseUrl, r, 'include');
   if (parts.warnings.length) {
     const outcome = operationOutcome(parts.warnings.map((diagnostics) => ({ severity: 'warning', code: 'not-supported', diagnostics })));
-    out.push(`{"resource":${JSON.stringify(outcome)},"search":{"mode":"outcome"}}`, ',');
+    entries.push(`{"resource":${JSON.stringify(outcome)},"search":{"mode":"outcome"}}`, ',');
   }
-  if (out.length > entriesAt) {
-    out[entriesAt] = `,"entry":[${out[entriesAt]}`;
-    out[out.length - 1] = ']';
-  }
-  out.push('}');
-  return out.join('');
+  const head = [`{"resourceType":"Bundle","meta":{"lastUpdated":"${isoNow()}"},"type":"searchset",`];
+  if (parts.total !== undefined) head.push(`"total":${parts.total},`);
+  head.push(`"link":${JSON.stringify(parts.links)}`);
+  if (entries.length === 0) return `${head.join('')}}`;
+  // The last entry's comma closes the array instead.
+  entries[entries.length - 1] = ']}';
+  return [...head, ',"entry":[', ...entries].join('');
 }

@@ -109,6 +109,8 @@ describe('every read path stays inside the grant', () => {
       `Observation?patient=${id.alice}&_sort=date`, `Observation?patient=${id.alice}&category=laboratory&_sort=date`, `Observation?patient=${id.bob}&code=2339-0,8867-4&_sort=date`,
       // Newest first across patients, driven by the date index read backwards (the undated a second set).
       'Observation?_sort=-date', 'Observation?category=laboratory&_sort=-date', 'Observation?code=2339-0&_sort=-date&_count=1', 'Observation?date=ge2000-01-01&_sort=-date',
+      // Unsorted searches for recent data, read in their date index's order (src/search/default-order.ts).
+      'Observation?date=ge2000-01-01&_count=1', 'Observation?code=2339-0&date=gt2000-01-01', 'Observation?_lastUpdated=gt2000-01-01&_count=1', 'Flag?_lastUpdated=ge2000-01-01',
       `Observation?subject=Patient/${id.bob}&code-value-quantity=http://loinc.org|2339-0$gt0`, `Observation?patient=${id.alice}&code-value-quantity=2339-0$gt0`, 'Observation?patient.name=Bobsurname', 'Observation?subject:Patient.name=Bobsurname',
       'Patient?_has:Observation:patient:code=2339-0', 'Patient?_has:Observation:subject:category=laboratory', 'Patient?_has:Flag:patient:status=active',
       'Observation?_include=Observation:subject', 'Observation?_include=Observation:patient&_include:iterate=Patient:general-practitioner',
