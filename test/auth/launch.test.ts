@@ -194,6 +194,8 @@ describe('launches with the fhirclient library (SMART App Launch 2.2)', () => {
     const browser = new Browser(app.origin);
     const login = readForm((await browser.visit(authorizeUrl)).text);
     expect(login.fields).to.include('password');
+    // Earlier tests signed this user in too: only this test's logins count.
+    const since = new Date().toISOString();
     const wrong = await browser.visit(login.action, { form: { ...login.hidden, username: clinician.username, password: 'not the password' } });
     expect(wrong.status).to.be.within(400, 499);
     const right = await browser.visit(login.action, { form: { ...login.hidden, username: clinician.username, password: clinician.password } });
@@ -201,7 +203,7 @@ describe('launches with the fhirclient library (SMART App Launch 2.2)', () => {
 
     const { token } = await backendToken(app, 'system/AuditEvent.rs');
     const logins = async () => {
-      const res = await app.request({ method: 'GET', url: '/fhir/AuditEvent?type=110114&subtype=110122&_count=100', headers: { authorization: `Bearer ${token}` } });
+      const res = await app.request({ method: 'GET', url: `/fhir/AuditEvent?type=110114&subtype=110122&date=ge${since}&_count=100`, headers: { authorization: `Bearer ${token}` } });
       expect(res.statusCode, res.payload).to.equal(200);
       const who = (e: fhir4.AuditEvent) => e.agent.find((a) => a.requestor)?.who?.identifier?.value;
       return ((res.json as fhir4.Bundle).entry ?? []).map((e) => e.resource as fhir4.AuditEvent).filter((e) => who(e) === clinician.username);
