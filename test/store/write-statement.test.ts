@@ -44,6 +44,18 @@ describe('write statement columns', () => {
     expect(await roundTrip(['2026-01-02T03:04:05.678Z'], 'timestamptz')).to.part.include({ asLines: true });
   });
 
+  it('gets a long column (180,000 characters as lines, one value of 70,000) back whole and in order', async () => {
+    // 150 JSON documents of ~1.2 kB (about 180,000 characters as lines) with NULLs among them.
+    const doc = (i: number) => JSON.stringify({ resourceType: 'Basic', id: `b${i}`, text: 'ü'.repeat(i % 7) + 'x'.repeat(1_200) });
+    const values = Array.from({ length: 150 }, (_, i) => (i % 40 === 39 ? null : doc(i)));
+    const back = await roundTrip(values, 'jsonb');
+    expect(back.asLines).to.be.true();
+    expect(back.back.map((v) => (v === null ? null : (JSON.parse(v) as { id: string }).id))).to.equal(values.map((v) => (v === null ? null : (JSON.parse(v) as { id: string }).id)));
+    const huge = 'y'.repeat(70_000);
+    expect(await roundTrip(['a', huge, null, 'b'], 'text')).to.equal({ back: ['a', huge, null, 'b'], asLines: true });
+    expect(await roundTrip([huge], 'text')).to.equal({ back: [huge], asLines: true });
+  });
+
   it('falls back to an array literal for a line feed, U+0001, an empty string or a non-scalar, and still gets them back', async () => {
     expect(await roundTrip(['a\nb', 'c'], 'text')).to.equal({ back: ['a\nb', 'c'], asLines: false });
     expect(await roundTrip(['a\u0001b', null], 'text')).to.equal({ back: ['a\u0001b', null], asLines: false });
