@@ -89,9 +89,15 @@ export async function createServer(config: Config, options: { db?: Db; logger?: 
       // Every log line of a request carries its id; clients see the same id in X-Request-Id.
       getChildBindings: (request) => ({ requestId: request.info.id }),
       ignorePaths: ['/fhir/metadata'],
-      // No PHI in plain logs (ASVS 16.2.5): a search's query string names patients and values;
-      // the audit trail, in its protected store, is where requests are recorded in full.
-      serializers: { req: (req: { url?: string }) => ({ ...req, url: req.url?.split('?')[0] }) },
+      serializers: {
+        // No PHI in plain logs (ASVS 16.2.5): a search's query string names patients and values;
+        // the audit trail, in its protected store, is where requests are recorded in full.
+        req: (req: { url?: string }) => ({ ...req, url: req.url?.split('?')[0] }),
+        // The status and the size, not the headers: they are the same on every response (CORS,
+        // security, cache) apart from ids the line already has. Measured reason: they made each
+        // request's line 1.1 kB, and its JSON 5–6 µs of a read's server CPU.
+        res: (res: { statusCode?: number; headers?: Record<string, unknown> }) => ({ statusCode: res.statusCode, length: res.headers?.['content-length'] }),
+      },
     },
   });
   server.ext('onPreResponse', (request, h) => {
