@@ -49,12 +49,12 @@ export interface TestServer extends App {
   request(options: ServerInjectOptions): Promise<ServerInjectResponse & { json: any }>;
 }
 
-/** A server on the shared test database, not listening unless `listen` is set. */
-export async function startTestServer(env: Record<string, string> = {}, { listen = false, db }: { listen?: boolean; db?: (shared: Db) => Db } = {}): Promise<TestServer> {
+/** A server on the shared test database, not listening unless `listen` is set; `logger` to read what it logs. */
+export async function startTestServer(env: Record<string, string> = {}, { listen = false, db, logger }: { listen?: boolean; db?: (shared: Db) => Db; logger?: pino.Logger } = {}): Promise<TestServer> {
   // Suites not about auth run without tokens; auth tests pass AUTH_DISABLED: 'false'.
   const config = loadConfig({ PORT: listen ? '0' : '8080', HOST: '127.0.0.1', LOG_LEVEL: 'silent', AUTH_DISABLED: 'true', ...env });
   const shared = await testDb();
-  const app = await createServer(config, { db: db ? db(shared) : shared, logger: pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }) });
+  const app = await createServer(config, { db: db ? db(shared) : shared, logger: logger ?? pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }) });
   if (listen) {
     await app.server.start();
     // The real port is known only now; links must use it.

@@ -2,9 +2,7 @@ import { Writable } from 'node:stream';
 import * as Lab from '@hapi/lab';
 import { expect } from '@hapi/code';
 import pino from 'pino';
-import { loadConfig } from '../../src/config';
-import { type App, createServer } from '../../src/server';
-import { testDb, unique } from '../helpers/server';
+import { startTestServer, type TestServer, unique } from '../helpers/server';
 
 export const lab = Lab.script();
 const { describe, it, before, after } = lab;
@@ -15,7 +13,7 @@ const { describe, it, before, after } = lab;
  * values are PHI (ASVS 16.2.5); the audit trail is where requests are recorded in full.
  */
 describe('the request log', () => {
-  let app: App;
+  let app: TestServer;
   const lines: Array<Record<string, any>> = [];
   before(async () => {
     const sink = new Writable({
@@ -24,10 +22,9 @@ describe('the request log', () => {
         done();
       },
     });
-    const config = loadConfig({ PORT: '8080', HOST: '127.0.0.1', LOG_LEVEL: 'info', AUTH_DISABLED: 'true' });
-    app = await createServer(config, { db: await testDb(), logger: pino({ level: 'info' }, sink) });
+    app = await startTestServer({}, { logger: pino({ level: 'info' }, sink) });
   });
-  after(() => app.server.stop());
+  after(() => app.stop());
 
   const lineOf = async (requestId: string) => {
     for (let i = 0; i < 50 && !lines.some((l) => l.requestId === requestId && l.res); i++) await new Promise((resolve) => setTimeout(resolve, 10));
@@ -38,7 +35,7 @@ describe('the request log', () => {
 
   it('logs a search with its status, size and time, without its query string or the response headers', async () => {
     const family = unique('Family');
-    const res = await app.server.inject({ method: 'GET', url: `/fhir/Patient?family=${family}&birthdate=1931-02-03` });
+    const res = await app.request({ method: 'GET', url: `/fhir/Patient?family=${family}&birthdate=1931-02-03` });
     expect(res.statusCode).to.equal(200);
     const line = await lineOf(res.headers['x-request-id'] as string);
     expect(line.res).to.equal({ statusCode: 200, length: Number(res.headers['content-length']) });
@@ -49,7 +46,7 @@ describe('the request log', () => {
   });
 
   it('logs a refusal the same way', async () => {
-    const res = await app.server.inject({ method: 'GET', url: `/fhir/Patient?${unique('nosuchparam')}=x` , headers: { prefer: 'handling=strict' } });
+    const res = await app.request({ method: 'GET', url: `/fhir/Patient?${unique('nosuchparam')}=x`, headers: { prefer: 'handling=strict' } });
     expect(res.statusCode).to.equal(400);
     const line = await lineOf(res.headers['x-request-id'] as string);
     expect(line.res.statusCode).to.equal(400);
