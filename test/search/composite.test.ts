@@ -71,6 +71,35 @@ describe('composite search over HTTP', () => {
     expect(await matched(`combo-code-value-quantity=29463-7$82,8480-6$gt140`)).to.equal(['bp', 'weight']);
   });
 
+  it('code-value-* keep no rows of their own: a pair is the code with the value, through their own rows, with :missing', async () => {
+    // Paired composites (src/search/registry.ts, PAIRED_BY_RESOURCE): the weight's pairs are not stored...
+    const { rows } = await app.ctx.db.query<{ param: string }>('SELECT param FROM observation_composite WHERE id = ANY($1) ORDER BY param', [[ids.weight, ids.smoker, ids.onset, ids.bp]]);
+    expect(rows.map((r) => r.param)).to.equal(['component-code-value-quantity', 'component-code-value-quantity']);
+    // ...and :missing asks whether the resource has a coded code and a value (a panel's components do not count).
+    expect(await matched('code-value-quantity:missing=true')).to.equal(['bp', 'onset', 'smoker']);
+    expect(await matched('code-value-quantity:missing=false')).to.equal(['weight']);
+    expect(await matched('code-value-concept:missing=false')).to.equal(['smoker']);
+    // combo-: the pairs of the resource's own value, or of a component's (rows).
+    expect(await matched('combo-code-value-quantity:missing=false')).to.equal(['bp', 'weight']);
+    expect(await matched('combo-code-value-quantity:missing=true')).to.equal(['onset', 'smoker']);
+  });
+
+  it('code-value-quantity finds its pairs across patients, and a code without its value finds nothing', async () => {
+    const system = `urn:paired:${unique('c')}`;
+    const other = await createResource(app, { resourceType: 'Patient', name: [{ family: unique('Paired') }] });
+    const id = await createResource(app, {
+      resourceType: 'Observation', status: 'final', subject: { reference: `Patient/${other}` },
+      code: { coding: [{ system, code: 'a' }, { system, code: 'b' }] }, valueQuantity: { value: 5, unit: 'kg', system: UCUM, code: 'kg' },
+    });
+    // Not a pair: the code with no value at all.
+    await createResource(app, { resourceType: 'Observation', status: 'final', subject: { reference: `Patient/${other}` }, code: { coding: [{ system, code: 'a' }] }, dataAbsentReason: { text: 'cuff error' } });
+    const found = async (query: string) => (await searchAll(app, `/fhir/Observation?${query}`)).map((r) => r.id);
+    expect(await found(`code-value-quantity=${system}|a$5`)).to.equal([id]);
+    expect(await found(`code-value-quantity=${system}|b$5000|${UCUM}|g`)).to.equal([id]);
+    expect(await found(`code-value-quantity=${system}|a$6,${system}|c$5`)).to.equal([]);
+    expect(await found(`combo-code-value-quantity=${system}|b$le5`)).to.equal([id]);
+  });
+
   it("a patient's code-value-quantity search pages newest first through every match, once each", async () => {
     for (const [day, kg] of [[3, 70], [1, 71], [5, 95], [2, 72], [4, 60]] as const) {
       await createResource(app, {
