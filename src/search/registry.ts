@@ -21,8 +21,6 @@ export interface CompositeComponent {
   accessor: Accessor;
   /** The component's expression, relative to the composite's element (`code`, `value.as(Quantity)`). */
   expression: string;
-  /** The code of the simple parameter that defines it (`code`, `value-quantity`). */
-  code: string;
 }
 
 /** Where a parameter's values live. */
@@ -32,12 +30,7 @@ export type Storage =
   /** The rows of other parameters of the same type, optionally only those referencing `targetType`. */
   | { kind: 'derived'; sources: Array<{ code: string; targetType?: string }> }
   /** A column of the resource table itself (`_id`, `_lastUpdated`). */
-  | { kind: 'column'; column: 'id' | 'last_updated' }
-  /**
-   * A composite over the resource itself (`PAIRED_BY_RESOURCE`): each of its codes pairs with its
-   * one value, so it matches where its component parameters (`parts`) both match, on their rows.
-   */
-  | { kind: 'paired'; components: CompositeComponent[]; parts: [code: string, value: string] };
+  | { kind: 'column'; column: 'id' | 'last_updated' };
 
 export interface SearchParameterDef {
   code: string;
@@ -84,19 +77,6 @@ interface SearchParameterResource {
 
 const SEARCHABLE_TYPES = new Set(['number', 'date', 'string', 'token', 'reference', 'composite', 'quantity', 'uri']);
 const COLUMNS: Record<string, 'id' | 'last_updated'> = { _id: 'id', _lastUpdated: 'last_updated' };
-
-/**
- * Composites whose element is the resource itself, so that every pair is (one of its codes, its
- * one value): `code-value-quantity=C$V` matches exactly the Observations that match both
- * `code=C` and `value-quantity=V`. They keep no rows of their own (issue 16: the pair was one of
- * a heart rate's nine index rows) and are searched on their components' rows.
- * Listed, not inferred from the expressions: each value parameter here yields exactly the
- * component's values (`value-quantity`'s other arm, SampledData, yields no quantity row), while
- * `value-string` adds `CodeableConcept.text`, which `code-value-string`'s component does not have.
- */
-const PAIRED_BY_RESOURCE: Record<string, ReadonlySet<string>> = {
-  Observation: new Set(['code-value-quantity', 'code-value-concept', 'code-value-date']),
-};
 /** The Resource-level parameters applied to every type (R4 `Resource.*`). */
 const RESOURCE_BASES = new Set(['Resource', 'DomainResource']);
 
@@ -236,13 +216,6 @@ function build(): Registry {
         storage: storageOf(c, type, derived.get(c.code), byUrl),
       });
     }
-    for (const p of params.values()) {
-      if (p.storage.kind !== 'paired') continue;
-      // Searched on these parameters' rows: each must have rows of its own.
-      for (const part of p.storage.parts) {
-        if (params.get(part)?.storage.kind !== 'indexed') throw new Error(`${type} ${p.code}: its component parameter ${part} has no rows of its own`);
-      }
-    }
     byType.set(type, params);
   }
   return { byType, compartments: buildCompartments(byType) };
@@ -265,12 +238,8 @@ function storageOf(
       throw new Error(`SearchParameter ${c.sp.url}: component ${comp.definition} is not a known simple parameter`);
     }
     const part = compileExpression(comp.expression, '', compiled.outTypes);
-    return { type: def.type as CompositeComponent['type'], accessor: part.accessor, expression: comp.expression, code: def.code };
+    return { type: def.type as CompositeComponent['type'], accessor: part.accessor, expression: comp.expression };
   });
-  if (PAIRED_BY_RESOURCE[type]?.has(c.code)) {
-    if (c.expression !== type || components.length !== 2) throw new Error(`SearchParameter ${c.sp.url}: a paired composite must be over ${type} itself, with two components`);
-    return { kind: 'paired', components, parts: [components[0].code, components[1].code] };
-  }
   return { kind: 'indexed', accessor: compiled.accessor, fast: compiled.fast, components };
 }
 
@@ -341,8 +310,8 @@ export function storedSourcesOf(param: SearchParameterDef): Array<{ code: string
 
 /** A composite's components; a derived composite (combo-*) has those of its sources. */
 export function componentsOf(param: SearchParameterDef): CompositeComponent[] | undefined {
-  if (param.storage.kind === 'indexed' || param.storage.kind === 'paired') return param.storage.components;
+  if (param.storage.kind === 'indexed') return param.storage.components;
   if (param.storage.kind !== 'derived') return undefined;
   const source = parameterOf(param.resourceType, param.storage.sources[0].code);
-  return source ? componentsOf(source) : undefined;
+  return source?.storage.kind === 'indexed' ? source.storage.components : undefined;
 }

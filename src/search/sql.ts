@@ -52,58 +52,12 @@ function columnFilter(filter: ParamFilter, r: string, q: SqlParams): string {
 export function paramFilterCondition(resourceType: string, filter: ParamFilter, r: string, q: SqlParams): string {
   const { param } = filter;
   if (param.storage.kind === 'column') return columnFilter(filter, r, q);
-  const paired = pairedOf(param);
-  if (paired.length) return pairedFilterCondition(resourceType, filter, paired, r, q);
   const i = q.alias('i');
   const table = indexTable(resourceType, param);
   const rows = `SELECT 1 FROM ${table} ${i} WHERE ${i}.id = ${r}.id AND ${paramCondition(param, i, q)}`;
   if (filter.missing !== undefined) return `${filter.missing ? 'NOT ' : ''}EXISTS (${rows})`;
   const matching = `EXISTS (${rows} AND ${termsOnRow(filter, i, q)})`;
   return filter.negate ? `NOT ${matching}` : matching;
-}
-
-/** The paired composites (registry `PAIRED_BY_RESOURCE`) a composite is, or is derived from in part (`combo-code-value-quantity`). */
-function pairedOf(param: SearchParameterDef): SearchParameterDef[] {
-  if (param.storage.kind === 'paired') return [param];
-  if (param.storage.kind !== 'derived' || param.type !== 'composite') return [];
-  return param.storage.sources.map((s) => parameterOf(param.resourceType, s.code)).filter((p): p is SearchParameterDef => p?.storage.kind === 'paired');
-}
-
-/**
- * A composite filter that a paired composite answers, alone or beside the rows of its other
- * sources: per term, the resource has a row of the code parameter matching the code and a row
- * of the value parameter matching the value (its one value pairs with every code).
- */
-function pairedFilterCondition(resourceType: string, filter: ParamFilter, paired: readonly SearchParameterDef[], r: string, q: SqlParams): string {
-  const onRows = storedSourcesOf(filter.param).filter((s) => !paired.some((p) => p.code === s.code));
-  const rowsOf = (param: SearchParameterDef, condition: (i: string) => string) => {
-    const i = q.alias('i');
-    return `EXISTS (SELECT 1 FROM ${indexTable(resourceType, param)} ${i} WHERE ${i}.id = ${r}.id AND ${paramCondition(param, i, q)} AND ${condition(i)})`;
-  };
-  const alternatives: string[] = [];
-  for (const p of paired) {
-    if (p.storage.kind !== 'paired') continue;
-    const [code, value] = p.storage.parts.map((c) => parameterOf(resourceType, c)!);
-    if (filter.missing !== undefined) {
-      // A pair exists where a coded code (not only a text) and a value do.
-      alternatives.push(`(${rowsOf(code!, (i) => `${i}.hash IS NOT NULL`)} AND ${rowsOf(value!, () => 'true')})`);
-      continue;
-    }
-    const valueModule = typeModules[value!.type];
-    const terms = (filter.terms as CompositeTerm[]).map((t) => {
-      if (t.value.type === 'string') throw new Error(`${p.code}: a paired composite has no string component`);
-      const second = t.value.term;
-      return `(${rowsOf(code!, (i) => typeModules.token.condition(t.code, i, q))} AND ${rowsOf(value!, (i) => valueModule.condition(second as never, i, q))})`;
-    });
-    alternatives.push(...terms);
-  }
-  if (onRows.length) {
-    // With :missing, whether the other sources have rows (negated below with the pairs).
-    const own: ParamFilter = { ...filter, missing: filter.missing === undefined ? undefined : false, param: { ...filter.param, storage: { kind: 'derived', sources: onRows } } };
-    alternatives.push(paramFilterCondition(resourceType, own, r, q));
-  }
-  const any = alternatives.length === 1 ? alternatives[0] : `(${alternatives.join(' OR ')})`;
-  return filter.missing ? `NOT ${any}` : any;
 }
 
 /** A filter's terms (any of them) on row `i` of its parameter's index table. */
@@ -413,11 +367,6 @@ const compositeCodeParams = new Map<SearchParameterDef, SearchParameterDef | nul
 function compositeCodeParam(resourceType: string, composite: SearchParameterDef): SearchParameterDef | undefined {
   let found = compositeCodeParams.get(composite);
   if (found === undefined) {
-    if (composite.storage.kind === 'paired') {
-      const code = parameterOf(resourceType, composite.storage.parts[0]);
-      compositeCodeParams.set(composite, code ?? null);
-      return code;
-    }
     const code = composite.storage.kind === 'indexed' ? composite.storage.components?.[0] : undefined;
     const path = code?.type === 'token' && splitUnion(composite.expression).length === 1 ? `${composite.expression}.${code.expression}` : undefined;
     found = (path && [...parametersOf(resourceType).values()].find((p) => p.type === 'token' && p.storage.kind === 'indexed' && p.expression === path)) || null;

@@ -67,10 +67,9 @@ describe('EXPLAIN of the hot searches on PostgreSQL at 100k rows', { skip: !onPo
         SELECT id, 'identifier', patient, 'urn:x', id, ${systemCodeHash('urn:x', 'x')} + g, g FROM gen;
       INSERT INTO observation_reference (id, param, patient, target_type, target_id, date_low, date_high, drives) SELECT id, 'subject', patient, 'Patient', patient, at, at, true FROM gen;
       INSERT INTO observation_date (id, param, patient, low, high) SELECT id, 'date', patient, at, at FROM gen;
-      -- Every reading a pressure of 60-179 mm[Hg]: 1 in 3 over 140. code-value-quantity pairs it
-      -- with the code's rows (a paired composite, src/search/registry.ts).
-      INSERT INTO observation_quantity (id, param, patient, value, system, code, unit, cvalue, cunit)
-        SELECT id, 'value-quantity', patient, 60 + g % 120, 'http://unitsofmeasure.org', 'mm[Hg]', 'mm[Hg]', (60 + g % 120) * 133322, 'g.m-1.s-2' FROM gen;
+      -- Every reading a pressure of 60-179 mm[Hg] (as a code-value-quantity pair): 1 in 3 over 140.
+      INSERT INTO observation_composite (id, param, patient, hash, code_hash, v_value, v_system, v_code, v_unit, v_cvalue, v_cunit)
+        SELECT id, 'code-value-quantity', patient, hash, code_hash, 60 + g % 120, 'http://unitsofmeasure.org', 'mm[Hg]', 'mm[Hg]', (60 + g % 120) * 133322, 'g.m-1.s-2' FROM gen;
       INSERT INTO flag (id, version_id, last_updated, deleted, content)
         SELECT 'f' || g, 1, at, false, jsonb_build_object('resourceType', 'Flag', 'id', 'f' || g) FROM gen;
       INSERT INTO flag_token (id, param, patient, code, hash, code_hash, drives)
@@ -94,7 +93,7 @@ describe('EXPLAIN of the hot searches on PostgreSQL at 100k rows', { skip: !onPo
         SELECT id, 'category', patient, '${CATEGORY}', 'vital-signs', ${systemCodeHash(CATEGORY, 'vital-signs')}, ${codeHash('vital-signs')}, at, at, true FROM heavy;
     `);
     // As autovacuum leaves a table: statistics and the visibility map (index-only scans).
-    for (const table of ['observation', 'observation_token', 'observation_reference', 'observation_date', 'observation_quantity', 'flag', 'flag_token', 'flag_reference']) {
+    for (const table of ['observation', 'observation_token', 'observation_reference', 'observation_date', 'observation_composite', 'flag', 'flag_token', 'flag_reference']) {
       await db.query(`VACUUM ANALYZE ${table}`);
     }
   });
@@ -151,10 +150,10 @@ describe('EXPLAIN of the hot searches on PostgreSQL at 100k rows', { skip: !onPo
     const driver = plan.filter((n) => n['Index Name'] === 'observation_token_patient_idx');
     expect(driver).to.have.length(1);
     expect(driver[0]!['Actual Loops']).to.equal(1);
-    // The value is checked on the driven rows' own values, found by id: the value index of the
-    // quantity table (every patient's values of the unit) is not read.
-    expect(plan.map((n) => n['Index Name'])).to.not.include('observation_quantity_value_idx');
-    expect(plan.map((n) => n['Index Name'])).to.include('observation_quantity_id_idx');
+    // The value is checked on the driven rows' own pairs, found by id: the code index of the
+    // composite table (every patient's pairs of the code) is not read.
+    expect(plan.map((n) => n['Index Name'])).to.not.include('observation_composite_code_idx');
+    expect(plan.map((n) => n['Index Name'])).to.include('observation_composite_id_idx');
   });
 
   it("US Core's patient + category (a bare code of a repeating element) newest first is one range scan of the patient index", async () => {
@@ -314,7 +313,7 @@ describe('EXPLAIN of the hot searches on PostgreSQL at 100k rows', { skip: !onPo
       ['Observation', 'identifier=urn:x|abc'],
     ]) {
       const plan = await explain(type, query);
-      expect(plan.filter((n) => n['Node Type'] === 'Seq Scan' && ['observation', 'observation_token', 'observation_reference', 'observation_quantity'].includes(n['Relation Name'] ?? '')), query).to.equal([]);
+      expect(plan.filter((n) => n['Node Type'] === 'Seq Scan' && ['observation', 'observation_token', 'observation_reference', 'observation_composite'].includes(n['Relation Name'] ?? '')), query).to.equal([]);
     }
   });
 });

@@ -30,18 +30,6 @@ describe('search registry', () => {
     expect(patientCompartmentOf('Device').params).to.equal(['patient']);
   });
 
-  it("pairs an Observation's own code and value on their parameters' rows, and keeps the pairs of components as rows", () => {
-    const paired = parameterOf('Observation', 'code-value-quantity')!.storage;
-    expect(paired.kind === 'paired' && paired.parts).to.equal(['code', 'value-quantity']);
-    for (const code of ['code-value-concept', 'code-value-date']) expect(parameterOf('Observation', code)!.storage.kind, code).to.equal('paired');
-    // value-string also matches a CodeableConcept's text, which code-value-string's component does not.
-    expect(parameterOf('Observation', 'code-value-string')!.storage.kind).to.equal('indexed');
-    expect(parameterOf('Observation', 'component-code-value-quantity')!.storage.kind).to.equal('indexed');
-    const { rows } = extractIndex('Observation', example('Observation-body-temperature'));
-    expect(rows.composite).to.equal([]);
-    expect(rows.quantity.map((r) => r.param)).to.equal(['value-quantity']);
-  });
-
   it('evaluates Patient deceased natively, as fhirpath does, so that a Patient loads no FHIRPath engine', () => {
     const { expression } = parameterOf('Patient', 'deceased')!;
     const native = compileExpression(expression, 'Patient');
