@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { newResourceId } from '../src/kernel/id';
 import type { Queryable } from '../src/store/db';
 import { extractIndex } from '../src/search/extract';
-import { INDEX_COLUMNS, INDEX_KINDS, type IndexKind, indexTableOf, rowPatient } from '../src/search/index-tables';
+import { INDEX_COLUMNS, INDEX_KINDS, type IndexKind, indexTableOf } from '../src/search/index-tables';
 import { type BenchContext, type BenchWorkload, checkpoint, HttpClient, type LoadStats, measured, type ResultRow, runHttpLoad, runLoad } from './harness';
 import { indexInsert } from './index-rows';
 import { benchPatient, vitalSignObservation } from './vitals';
@@ -160,7 +160,7 @@ function bundleRows(ctx: BenchContext, refs: string[], first: number, size: numb
     let mine = 0;
     for (const kind of INDEX_KINDS) {
       for (const { param, row } of rows[kind]) {
-        out.index.get(kind)!.push([id, param, rowPatient(kind, row, patient), ...INDEX_COLUMNS[kind].map((_, c) => row[c] ?? null)]);
+        out.index.get(kind)!.push([id, param, patient, ...INDEX_COLUMNS[kind].map((_, c) => row[c] ?? null)]);
         mine++;
       }
     }

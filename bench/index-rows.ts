@@ -16,8 +16,6 @@ interface ExtractApi {
 interface TablesApi {
   INDEX_COLUMNS: Record<string, ReadonlyArray<readonly [string, string]>>;
   indexTableOf(resourceTable: string, kind: string): string;
-  /** The patient column of a row, as the server's writer sets it (every row's, where absent). */
-  rowPatient?(kind: string, row: unknown[], patient: string | null): string | null;
 }
 
 function load(): (ExtractApi & TablesApi) | undefined {
@@ -31,7 +29,7 @@ function load(): (ExtractApi & TablesApi) | undefined {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const tables = require(tablesFile) as Partial<TablesApi>;
     if (typeof extract.extractIndex !== 'function' || typeof tables.indexTableOf !== 'function' || typeof tables.INDEX_COLUMNS !== 'object') return undefined;
-    return { extractIndex: extract.extractIndex, INDEX_COLUMNS: tables.INDEX_COLUMNS!, indexTableOf: tables.indexTableOf, rowPatient: tables.rowPatient };
+    return { extractIndex: extract.extractIndex, INDEX_COLUMNS: tables.INDEX_COLUMNS!, indexTableOf: tables.indexTableOf };
   } catch {
     return undefined;
   }
@@ -67,8 +65,7 @@ export function indexInsert(resourceType: string, table: string, id: string, res
     if (!columns) return undefined;
     const values = kindRows.map(({ param, row }) => {
       params.push(param);
-      const keyed = !api.rowPatient || api.rowPatient(kind, row, patient) !== null;
-      const cells = [`$1::text`, `$${params.length}::text`, keyed ? `$2::text` : 'NULL::text'];
+      const cells = [`$1::text`, `$${params.length}::text`, `$2::text`];
       columns.forEach(([, pgType], c) => {
         params.push(row[c] ?? null);
         cells.push(`$${params.length}::${pgType}`);

@@ -1,9 +1,8 @@
 /**
  * The index tables of a resource type (created by `src/store/migrations/per-type/002_search_index.sql`,
  * see docs/decisions/002-search-index-layout.md). Every row starts with `id` (the resource),
- * `param` (the stored parameter code) and `patient` (the resource's patient compartment key, on
- * the rows that need it: `rowPatient`); the columns below follow. The writer and the predicates
- * both read this one description.
+ * `param` (the stored parameter code) and `patient` (the resource's patient compartment key);
+ * the columns below follow. The writer and the predicates both read this one description.
  */
 export type IndexKind = 'token' | 'string' | 'date' | 'quantity' | 'number' | 'uri' | 'reference' | 'composite';
 
@@ -41,19 +40,6 @@ export function indexTableOf(resourceTable: string, kind: IndexKind): string {
 
 /** One value's columns after (id, param, patient), in INDEX_COLUMNS order; null for absent. */
 export type IndexRow = Array<string | number | boolean | null>;
-
-const TOKEN_DRIVES = INDEX_COLUMNS.token.findIndex(([name]) => name === 'drives');
-
-/**
- * The `patient` column of one index row: the resource's patient key on the rows that are read by
- * it, NULL on the others. Read by it: a token's driving rows (the patient index the hot path
- * scans, src/search/sql.ts `planDriver`) and every reference row (a compartment's members named
- * by another reference than the key, `compartmentTail`). No other row's key is read, and on a vital
- * sign's six other rows it was 37 bytes each (issue 16, storage per Observation).
- */
-export function rowPatient(kind: IndexKind, row: IndexRow, patient: string | null): string | null {
-  return kind === 'reference' || (kind === 'token' && row[TOKEN_DRIVES] === true) ? patient : null;
-}
 
 /** The rows one resource yields, per table, each tagged with its parameter code. */
 export type RowSink = Record<IndexKind, Array<{ param: string; row: IndexRow }>>;

@@ -2,7 +2,7 @@ import type { Queryable } from '../store/db';
 import { WriteStatement } from '../store/write-statement';
 import { tableOf } from '../store/tables';
 import { extractIndex } from './extract';
-import { INDEX_COLUMNS, INDEX_KINDS, indexTableOf, type IndexKind, rowPatient } from './index-tables';
+import { INDEX_COLUMNS, INDEX_KINDS, indexTableOf, type IndexKind } from './index-tables';
 
 /**
  * Replaces the search index rows of the resources of one type written in a transaction.
@@ -46,7 +46,7 @@ export function addSearchIndexWrites(statement: WriteStatement, resourceType: st
       for (const { param, row } of rows[kind]) {
         cols[0].push(id);
         cols[1].push(param);
-        cols[2].push(rowPatient(kind, row, patient));
+        cols[2].push(patient);
         for (let c = 0; c < row.length; c++) cols[c + 3].push(row[c]);
       }
     }
