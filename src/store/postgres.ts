@@ -1,5 +1,5 @@
 import { connect } from 'node:net';
-import { Client, Pool, type PoolClient, types } from 'pg';
+import { Client, Pool, type PoolClient, type QueryConfig, type QueryResult as PgResult, types } from 'pg';
 import { OperationOutcomeError } from '../kernel/outcome';
 import { QUERY_CANCELED } from './cancellation';
 import { isStalePreparedStatement, PreparedNames } from './prepared';
@@ -75,7 +75,7 @@ export function openPostgres(connectionString: string, options: PostgresOptions 
   };
 
   const queryOn = async <R>(client: PoolClient, sql: string, params: readonly unknown[] | undefined, named = true): Promise<QueryResult<R>> => {
-    const result = await client.query(statement(sql, params, named));
+    const result = await sendOn(client, statement(sql, params, named));
     return { rows: result.rows as R[], rowCount: result.rowCount ?? 0 };
   };
 
@@ -127,7 +127,7 @@ export function openPostgres(connectionString: string, options: PostgresOptions 
         try {
           // A BEGIN cannot fail on a working connection; if the connection breaks, every statement
           // sent with it fails too, and the first failure is reported below.
-          if (!begun) sent.push(client.query('BEGIN'));
+          if (!begun) sent.push(sendOn(client, 'BEGIN'));
           begun = true;
           for (const write of queued.splice(0)) sent.push(sendQueued(write, (sql, params) => queryOn(client, sql, params)));
           sent.push(statement());
@@ -145,19 +145,19 @@ export function openPostgres(connectionString: string, options: PostgresOptions 
         const tx: Transaction = {
           query: (sql, params) => send(() => queryOn(client, sql, params)),
           exec: async (sql) => {
-            await send(() => client.query(sql));
+            await send(() => sendOn(client, sql));
           },
           later: (sql, params, onError) => void queued.push({ sql, params, onError }),
         };
         const result = await fn(tx);
         // A transaction that ran nothing has nothing to commit: no BEGIN was sent.
         if (begun || queued.length) {
-          const commit = await send(() => client.query('COMMIT'), false);
+          const commit = await send(() => sendOn(client, 'COMMIT'), false);
           if (commit.command !== 'COMMIT') throw new Error(`COMMIT answered ${commit.command}: the transaction was rolled back`);
         }
         return result;
       } catch (err) {
-        if (begun) await client.query('ROLLBACK').catch(() => undefined);
+        if (begun) await sendOn(client, 'ROLLBACK').catch(() => undefined);
         if (isStalePreparedStatement(err)) stale = err as Error;
         throw err;
       } finally {
@@ -169,6 +169,20 @@ export function openPostgres(connectionString: string, options: PostgresOptions 
     close: () => pool.end(),
   });
   return db(undefined);
+}
+
+/**
+ * One statement on `client`, through node-postgres's callback rather than the promise its
+ * `query` returns. Measured reason: with the returned promise, the rows of every result outlived
+ * V8's young-generation collections and were promoted (about 2.3 MB a scavenge under 50-entry
+ * searches, 53 kB per request, though nothing held them), so the server paid for scavenges that
+ * copied them and for full collections that freed them: about 0.08 ms of a 0.45 ms search. With
+ * the callback, about 2 kB a scavenge (decision 023). Same result, same errors.
+ */
+function sendOn(client: PoolClient, statement: string | QueryConfig): Promise<PgResult> {
+  return new Promise((resolve, reject) => {
+    client.query(statement as QueryConfig, (err: Error | undefined, result: PgResult) => (err ? reject(err) : resolve(result)));
+  });
 }
 
 const RELISTEN_MS = 1000;
