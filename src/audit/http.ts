@@ -19,8 +19,8 @@ export function noteClaimedActor(request: Request, actor: Pick<Actor, 'claimedCl
 /** What the response of a request disclosed, worked out later (off the response path) by the recorder. */
 export interface RequestAudit {
   fact: Omit<AuditFact, 'patients'>;
-  /** The response body, when the patients it discloses are still to be found in it. */
-  disclosed?: { json: string; type?: string; id?: string; onlyReads?: boolean };
+  /** The response body, when the patients it discloses are still to be found in it, and those it holds without showing. */
+  disclosed?: { json: string; type?: string; id?: string; onlyReads?: boolean; hidden?: readonly string[] };
 }
 
 interface Interaction {
@@ -137,7 +137,7 @@ export function auditOfRequest(request: Request, policyOf: (r: Request) => Acces
   // patient it was made from, under that patient's own id (not the pseudonym it carries, which
   // the event would otherwise link to the id).
   if (operationOf(request) === '$anonymize') return { fact: rest, disclosed: { json: '{}', type: 'Patient', id: params.id } };
-  return { fact: rest, disclosed: { json: body, type: params.type, id: params.id, onlyReads: subtype === 'batch' || subtype === 'transaction' } };
+  return { fact: rest, disclosed: { json: body, type: params.type, id: params.id, onlyReads: subtype === 'batch' || subtype === 'transaction', hidden: request.app.hiddenPatients } };
 }
 
 /** A request's fact, every property set in one order: the one shape every fact of this module has (see the actor's comment). */
@@ -187,6 +187,11 @@ function failure(status: number, body: unknown, kind: 'fhir' | 'oauth'): string 
  * Runs in the recorder's batch, not on the response path.
  */
 export function disclosedPatients(disclosed: NonNullable<RequestAudit['disclosed']>): string[] {
+  const shown = patientsInBody(disclosed);
+  return disclosed.hidden?.length ? [...new Set([...shown, ...disclosed.hidden])] : shown;
+}
+
+function patientsInBody(disclosed: NonNullable<RequestAudit['disclosed']>): string[] {
   if (!disclosed.onlyReads && !(holdsPatientString(disclosed.json) && HAS_PATIENT.test(disclosed.json))) return referencedPatients(disclosed);
   let body: fhir4.FhirResource;
   try {

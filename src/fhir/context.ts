@@ -24,4 +24,10 @@ export interface InteractionResult {
   status: number;
   body?: fhir4.FhirResource | { json: string };
   headers?: Record<string, string>;
+  /**
+   * Patients whose data the body holds without showing it: a subset (`_summary`, `_elements`)
+   * may drop the references that put a resource in a patient's compartment. The audit, which
+   * otherwise finds the patients in the body, names these too (src/audit/http.ts).
+   */
+  disclosedPatients?: readonly string[];
 }

@@ -2,6 +2,13 @@ import type { ResponseToolkit, ResponseObject, Request } from '@hapi/hapi';
 import type { InteractionResult } from './context';
 import { responseType } from './negotiation';
 
+declare module '@hapi/hapi' {
+  interface RequestApplicationState {
+    /** The answer's InteractionResult.disclosedPatients, for the audit trail (src/audit/http.ts). */
+    hiddenPatients?: readonly string[];
+  }
+}
+
 /**
  * Writes an InteractionResult as the HTTP response: the negotiated JSON media type, `_pretty`,
  * headers. Stored JSON text is sent as is unless pretty printing asks for a re-parse.
@@ -18,6 +25,7 @@ export function respond(request: Request, h: ResponseToolkit, result: Interactio
       payload = JSON.stringify(result.body, null, pretty ? 2 : undefined);
     }
   }
+  if (result.disclosedPatients?.length) request.app.hiddenPatients = result.disclosedPatients;
   const response = h.response(payload).code(result.status);
   if (payload !== undefined) response.type(`${type}; charset=utf-8`);
   for (const [name, value] of Object.entries(result.headers ?? {})) response.header(name, value);

@@ -13,6 +13,7 @@ export { canBeInPatientCompartment } from './sql';
 export { readingsOf, readingTimes } from './readings';
 export { isUnlimited, type PatientExclusion, type Reach, type TypeLimits, unlimited } from './reach';
 export { withinLimits } from './limits-match';
+export { readSubsetMode, type SubsetMode, subsetJson } from './summary';
 export { type CriteriaMatcher, criteriaMatcher } from './criteria-match';
 export { checkScanFilter, scanAsOf, type ScannedRow, type ScanRequest } from './scan';
 

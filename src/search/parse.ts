@@ -5,6 +5,7 @@ import { isSupportedType, supportedTypes } from '../kernel/resource-types';
 import { parametersOf, parameterOf, type SearchParameterDef } from './registry';
 import { typeModules } from './types';
 import { reference } from './types/reference';
+import { parseElements } from './summary';
 
 /**
  * Parsing and validation of a search URL's parameters into a typed query. Every unknown or
@@ -248,7 +249,7 @@ export function parseSearch(resourceType: string, params: URLSearchParams, opts:
           out.summary = oneOf(name, value, ['true', 'false', 'text', 'data', 'count'] as const);
           break;
         case '_elements':
-          out.elements = value.split(',').map((e) => e.trim()).filter(Boolean);
+          out.elements = parseElements(value);
           break;
         case '_include':
         case '_revinclude':

@@ -14,7 +14,7 @@ import { planNewestFirst } from './newest-first';
 import { impliedSort } from './default-order';
 import { limitsIfAllowed, type Reach, unlimited } from './reach';
 import { SqlParams } from '../kernel/sql-params';
-import { subsetResource, type SubsetMode } from './summary';
+import { subsetJson, subsetModeFor, type SubsetMode } from './summary';
 
 /** What a search needs of the server: its database, page-size settings and public base URL. */
 export interface SearchContext {
@@ -27,6 +27,8 @@ export interface SearchContext {
 export interface SearchResult {
   status: 200;
   body: { json: string };
+  /** The patients of subsetted entries (InteractionResult.disclosedPatients); absent when nothing was subsetted. */
+  disclosedPatients?: string[];
 }
 
 export interface SearchRequest {
@@ -177,14 +179,12 @@ async function countMatches(db: Queryable, parsed: ParsedSearch, compartmentId: 
 }
 
 function subsetModeOf(parsed: ParsedSearch): SubsetMode | undefined {
-  if (parsed.elements?.length) return { elements: parsed.elements };
-  if (parsed.summary === 'true' || parsed.summary === 'text' || parsed.summary === 'data') return { summary: parsed.summary };
-  return undefined;
+  return subsetModeFor(parsed.summary, parsed.elements);
 }
 
-function applySubset(resources: FoundResource[], mode: SubsetMode | undefined): FoundResource[] {
+function applySubset(resources: FoundResource[], mode: SubsetMode | undefined, disclosed: Set<string>): FoundResource[] {
   if (!mode) return resources;
-  return resources.map((r) => ({ ...r, json: JSON.stringify(subsetResource(JSON.parse(r.json) as Record<string, unknown>, mode)) }));
+  return resources.map((r) => ({ ...r, json: subsetJson(r.type, r.json, mode, disclosed) }));
 }
 
 function linkUrl(base: string, params: ReadonlyArray<[string, string]>): string {
@@ -238,15 +238,16 @@ export async function searchResources(ctx: SearchContext, request: SearchRequest
   const matches: FoundResource[] = page.rows.map(({ type, id, json }) => ({ type, id, json }));
   const included = parsed.include.length || parsed.revinclude.length ? await findIncluded(ctx.db, parsed.include, parsed.revinclude, matches, reach, compartmentId) : [];
   const mode = subsetModeOf(parsed);
+  const disclosed = new Set<string>();
   const json = searchsetJson({
     baseUrl: ctx.baseUrl,
     total,
     links,
-    matches: applySubset(matches, mode),
-    included: applySubset(included, mode),
+    matches: applySubset(matches, mode, disclosed),
+    included: applySubset(included, mode, disclosed),
     warnings,
   });
-  return { status: 200, body: { json } };
+  return mode ? { status: 200, body: { json }, disclosedPatients: [...disclosed] } : { status: 200, body: { json } };
 }
 
 /**

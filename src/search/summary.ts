@@ -1,4 +1,6 @@
+import { badRequest } from '../kernel/outcome';
 import { structureElements } from '../kernel/structure-definitions';
+import { patientsOf } from './compartment';
 
 /**
  * `_summary` and `_elements`: subsets of a resource, marked SUBSETTED as the R4 page requires.
@@ -53,6 +55,46 @@ function matches(names: Set<string>, key: string): boolean {
 }
 
 export type SubsetMode = { summary: 'true' | 'text' | 'data' } | { elements: string[] };
+
+/** `_elements`' value as element names. */
+export function parseElements(value: string): string[] {
+  return value.split(',').map((e) => e.trim()).filter(Boolean);
+}
+
+/** The subset asked for by `_summary` and `_elements` (named elements win); undefined for the whole resource. */
+export function subsetModeFor(summary: string | undefined, elements: readonly string[] | undefined): SubsetMode | undefined {
+  if (elements?.length) return { elements: [...elements] };
+  if (summary === 'true' || summary === 'text' || summary === 'data') return { summary };
+  return undefined;
+}
+
+const READ_SUMMARIES = ['true', 'false', 'text', 'data'];
+
+/**
+ * The subset a read or vread asks for (search.html#summary, #elements: both apply to what a
+ * read returns too, as HAPI FHIR and Medplum serve them). `_summary=count` counts a search's
+ * matches and means nothing for one resource, so it is refused like any value not in the list.
+ */
+export function readSubsetMode(query: URLSearchParams): SubsetMode | undefined {
+  if (!query.has('_summary') && !query.has('_elements')) return undefined;
+  const summary = query.getAll('_summary').at(-1);
+  if (summary !== undefined && !READ_SUMMARIES.includes(summary)) {
+    throw badRequest(`_summary on a read must be one of ${READ_SUMMARIES.join(', ')}, got '${summary.slice(0, 20)}'`, ['_summary']);
+  }
+  const elements = query.getAll('_elements').at(-1);
+  return subsetModeFor(summary, elements === undefined ? undefined : parseElements(elements));
+}
+
+/**
+ * A stored resource's JSON text as `mode` subsets it, adding to `disclosed` the patients whose
+ * compartment the whole resource is in: the subset may no longer show them, and the audit must
+ * still name them (InteractionResult.disclosedPatients).
+ */
+export function subsetJson(type: string, json: string, mode: SubsetMode, disclosed: Set<string>): string {
+  const resource = JSON.parse(json) as Record<string, unknown>;
+  for (const patient of patientsOf(type, resource as unknown as fhir4.FhirResource)) disclosed.add(patient);
+  return JSON.stringify(subsetResource(resource, mode));
+}
 
 export function subsetResource(resource: Record<string, unknown>, mode: SubsetMode): Record<string, unknown> {
   const type = resource.resourceType as string;

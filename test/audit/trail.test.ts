@@ -113,6 +113,41 @@ describe('audit trail (BALP)', () => {
     expect((await events(`patient=Patient/${id.alice}&subtype=search-type`)).some((e) => transactionId(e) === res.headers['x-request-id'])).to.equal(true);
   });
 
+  it('records the patients of a subsetted answer (_elements, _summary) though the subset omits the subject', async () => {
+    // `_elements=code` and `_summary=text` drop Observation.subject from what is sent, but what
+    // was disclosed is still Alice's and Bob's data: the audit must name both, as for the whole.
+    const requests = [
+      `/fhir/Observation?_id=${id.aliceObs},${id.bobObs}&_elements=code`,
+      `/fhir/Observation?_id=${id.aliceObs},${id.bobObs}&_summary=text`,
+      `/fhir/Observation/${id.aliceObs}?_elements=code`,
+      `/fhir/Observation/${id.aliceObs}/_history/1?_summary=text`,
+    ];
+    const expected = [[id.alice, id.bob], [id.alice, id.bob], [id.alice], [id.alice]];
+    const sent: string[] = [];
+    for (const url of requests) {
+      const res = await app.request({ method: 'GET', url, headers: app.system });
+      expect(res.statusCode, res.payload).to.equal(200);
+      expect(res.payload).to.not.include('"subject"');
+      sent.push(String(res.headers['x-request-id']));
+    }
+    // The same reads as entries of a batch.
+    const batch = await app.request({
+      method: 'POST', url: '/fhir', headers: app.system,
+      payload: { resourceType: 'Bundle', type: 'batch', entry: [{ request: { method: 'GET', url: `Observation/${id.bobObs}?_elements=code` } }, { request: { method: 'GET', url: `Observation?_id=${id.aliceObs}&_summary=text` } }] },
+    });
+    expect(batch.statusCode, batch.payload).to.equal(200);
+    expect(batch.json.entry.map((e: fhir4.BundleEntry) => e.response?.status)).to.equal(['200 OK', '200 OK']);
+    expect(batch.payload).to.not.include('"subject"');
+    requests.push('a batch of both');
+    expected.push([id.alice, id.bob]);
+    sent.push(String(batch.headers['x-request-id']));
+    const all = await events('date=ge2020-01-01');
+    for (const [i, requestId] of sent.entries()) {
+      const named = all.filter((e) => transactionId(e) === requestId).map((e) => entityOfRole(e, '1')[0]?.what?.reference);
+      expect(named.sort(), requests[i]).to.equal(expected[i]!.map((p) => `Patient/${p}`).sort());
+    }
+  });
+
   it('records a denied request with its reason, and an unauthenticated one with its address', async () => {
     const narrow = await app.as('system/Patient.rs', { clientId: 'narrow-client' });
     const denied = await app.request({ method: 'GET', url: `/fhir/Observation/${id.aliceObs}`, headers: narrow });

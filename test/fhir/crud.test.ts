@@ -199,6 +199,56 @@ describe('FHIR REST interactions', () => {
     });
   });
 
+  describe('_summary and _elements on read and vread', () => {
+    const SUBSETTED = { system: 'http://terminology.hl7.org/CodeSystem/v3-ObservationValue', code: 'SUBSETTED', display: 'subsetted' };
+    let id: string;
+    before(async () => {
+      const payload = { resourceType: 'Patient', active: true, gender: 'female', birthDate: '1941-03-04', name: [{ family: 'Subset' }], text: { status: 'generated', div: '<div xmlns="http://www.w3.org/1999/xhtml">Subset</div>' }, maritalStatus: { text: 'widowed' } };
+      id = (await app.request({ method: 'POST', url: '/fhir/Patient', payload })).json.id;
+      expect((await app.request({ method: 'PUT', url: `/fhir/Patient/${id}`, payload: { ...payload, id, birthDate: '1941-03-05' } })).statusCode).to.equal(200);
+    });
+
+    it('answers the named elements, marked SUBSETTED, with the version headers', async () => {
+      const res = await app.request({ method: 'GET', url: `/fhir/Patient/${id}?_elements=birthDate,gender` });
+      expect(res.statusCode).to.equal(200);
+      expect(res.headers.etag).to.equal('W/"2"');
+      expect(Object.keys(res.json).sort()).to.equal(['birthDate', 'gender', 'id', 'meta', 'resourceType']);
+      expect(res.json.birthDate).to.equal('1941-03-05');
+      expect(res.json.meta.tag).to.equal([SUBSETTED]);
+      expect(res.json.meta.versionId).to.equal('2');
+      const old = await app.request({ method: 'GET', url: `/fhir/Patient/${id}/_history/1?_elements=birthDate` });
+      expect(old.statusCode).to.equal(200);
+      expect(old.json.birthDate).to.equal('1941-03-04');
+      expect(old.json.gender).to.not.exist();
+      expect(old.json.meta.tag).to.equal([SUBSETTED]);
+    });
+
+    it('answers the summary elements of the official definitions for _summary=true, the text for _summary=text, all but the text for _summary=data', async () => {
+      const summary = (await app.request({ method: 'GET', url: `/fhir/Patient/${id}?_summary=true` })).json;
+      expect(summary.birthDate).to.equal('1941-03-05');
+      expect(summary.name).to.exist();
+      expect(summary.maritalStatus).to.not.exist();
+      expect(summary.text).to.not.exist();
+      const text = (await app.request({ method: 'GET', url: `/fhir/Patient/${id}?_summary=text` })).json;
+      expect(Object.keys(text).sort()).to.equal(['id', 'meta', 'resourceType', 'text']);
+      const data = (await app.request({ method: 'GET', url: `/fhir/Patient/${id}?_summary=data` })).json;
+      expect(data.text).to.not.exist();
+      expect(data.maritalStatus).to.equal({ text: 'widowed' });
+      const whole = await app.request({ method: 'GET', url: `/fhir/Patient/${id}?_summary=false` });
+      expect(whole.json.text).to.exist();
+      expect(whole.json.meta.tag).to.not.exist();
+    });
+
+    it('refuses _summary=count and an unknown _summary with a 400 OperationOutcome', async () => {
+      for (const url of [`/fhir/Patient/${id}?_summary=count`, `/fhir/Patient/${id}?_summary=bogus`, `/fhir/Patient/${id}/_history/1?_summary=count`]) {
+        const res = await app.request({ method: 'GET', url });
+        expect(res.statusCode, url).to.equal(400);
+        expect(res.json.resourceType).to.equal('OperationOutcome');
+        expect(res.json.issue[0].expression).to.equal(['_summary']);
+      }
+    });
+  });
+
   describe('content negotiation', () => {
     let id: string;
     before(async () => {

@@ -5,7 +5,7 @@ import type { FhirContext } from '../context';
 import type { ReturnPreference } from '../negotiation';
 import { type ParsedEntry, parseEntry } from './entries';
 import { readEntry } from './read-entry';
-import { errorEntry, readEntryResponse, writeEntry } from './response';
+import { type BundleAnswer, errorEntry, readEntryResponse, writeEntry } from './response';
 import { inEntry } from './transaction';
 
 /**
@@ -14,10 +14,11 @@ import { inEntry } from './transaction';
  * replayed alone); references between entries are not resolved, so an entry that points at
  * another's `urn:uuid:` fails alone. Reads are answered after the writes.
  */
-export async function processBatch(ctx: FhirContext, rawEntries: readonly unknown[], prefer: ReturnPreference, policy: AccessPolicy): Promise<fhir4.Bundle> {
+export async function processBatch(ctx: FhirContext, rawEntries: readonly unknown[], prefer: ReturnPreference, policy: AccessPolicy): Promise<BundleAnswer> {
   const response: fhir4.BundleEntry[] = new Array(rawEntries.length);
   const writes: Array<{ entry: ParsedEntry; op: WriteOp }> = [];
   const reads: ParsedEntry[] = [];
+  const disclosed: string[] = [];
   for (const [index, raw] of rawEntries.entries()) {
     try {
       const entry = parseEntry(raw, index, ctx.baseUrl, ctx.config.inputLimits);
@@ -36,12 +37,12 @@ export async function processBatch(ctx: FhirContext, rawEntries: readonly unknow
   }
   for (const entry of reads) {
     try {
-      response[entry.index] = readEntryResponse(await readEntry(ctx, entry.url, {}, policy));
+      response[entry.index] = readEntryResponse(await readEntry(ctx, entry.url, {}, policy), disclosed);
     } catch (err) {
       response[entry.index] = failure(ctx, entry.index, err);
     }
   }
-  return { resourceType: 'Bundle', type: 'batch-response', entry: response };
+  return { bundle: { resourceType: 'Bundle', type: 'batch-response', entry: response }, disclosedPatients: disclosed };
 }
 
 function failure(ctx: FhirContext, index: number, err: unknown): fhir4.BundleEntry {

@@ -24,8 +24,15 @@ export function writeEntry(baseUrl: string, outcome: WriteOutcome, prefer: Retur
   return entry;
 }
 
-/** The response entry of a GET entry. */
-export function readEntryResponse(result: InteractionResult): fhir4.BundleEntry {
+/** A batch's or transaction's response Bundle, with the patients its GET entries' subsets may no longer show. */
+export interface BundleAnswer {
+  bundle: fhir4.Bundle;
+  disclosedPatients: string[];
+}
+
+/** The response entry of a GET entry; the patients its subset may no longer show are added to `disclosed`. */
+export function readEntryResponse(result: InteractionResult, disclosed: string[]): fhir4.BundleEntry {
+  if (result.disclosedPatients) disclosed.push(...result.disclosedPatients);
   const response: fhir4.BundleEntryResponse = { status: statusLine(result.status) };
   if (result.headers?.etag) response.etag = result.headers.etag;
   if (result.headers?.['last-modified']) response.lastModified = new Date(result.headers['last-modified']).toISOString();

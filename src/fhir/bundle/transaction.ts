@@ -9,7 +9,7 @@ import type { ReturnPreference } from '../negotiation';
 import { entryError, type ParsedEntry, parseEntry } from './entries';
 import { readEntry } from './read-entry';
 import { collectReferences, isConditionalReference, isPlaceholder, rewriteReferences } from './references';
-import { readEntryResponse, writeEntry } from './response';
+import { type BundleAnswer, readEntryResponse, writeEntry } from './response';
 
 /** R4 http.html#trules: deletes, then creates, then updates and patches, then reads. */
 const ORDER: Record<ParsedEntry['method'], number> = { DELETE: 0, POST: 1, PUT: 2, PATCH: 2, GET: 3, HEAD: 3 };
@@ -19,7 +19,7 @@ const ORDER: Record<ParsedEntry['method'], number> = { DELETE: 0, POST: 1, PUT: 
  * target and assigns every id first, then (the reference seam) rewrites `urn:uuid:` placeholders
  * and conditional references everywhere, then writes the whole bundle set-based.
  */
-export async function processTransaction(ctx: FhirContext, rawEntries: readonly unknown[], prefer: ReturnPreference, policy: AccessPolicy): Promise<fhir4.Bundle> {
+export async function processTransaction(ctx: FhirContext, rawEntries: readonly unknown[], prefer: ReturnPreference, policy: AccessPolicy): Promise<BundleAnswer> {
   const entries = rawEntries.map((raw, i) => parseEntry(raw, i, ctx.baseUrl, ctx.config.inputLimits));
   checkDuplicateFullUrls(entries);
   const writes = entries.filter((e) => e.write).sort((a, b) => ORDER[a.method] - ORDER[b.method] || a.index - b.index);
@@ -40,10 +40,11 @@ export async function processTransaction(ctx: FhirContext, rawEntries: readonly 
 
   const response: fhir4.BundleEntry[] = new Array(entries.length);
   writes.forEach((entry, i) => (response[entry.index] = writeEntry(ctx.baseUrl, outcomes[i]!, prefer)));
+  const disclosed: string[] = [];
   for (const entry of entries.filter((e) => !e.write)) {
-    response[entry.index] = readEntryResponse(await forEntry(entry, () => readEntry(ctx, entry.url, {}, policy)));
+    response[entry.index] = readEntryResponse(await forEntry(entry, () => readEntry(ctx, entry.url, {}, policy)), disclosed);
   }
-  return { resourceType: 'Bundle', type: 'transaction-response', entry: response };
+  return { bundle: { resourceType: 'Bundle', type: 'transaction-response', entry: response }, disclosedPatients: disclosed };
 }
 
 /** The seam: every target is resolved; now point each entry's references at the ids chosen. */

@@ -10,6 +10,6 @@ export async function bundle(ctx: FhirContext, req: RestRequest): Promise<Intera
   // Bundles answer minimal unless representation is asked for: a 1,000-entry upload should not
   // echo 1,000 resources back.
   const prefer = req.preferExplicit ? req.prefer : 'minimal';
-  const result = type === 'transaction' ? await processTransaction(ctx, entries, prefer, req.policy) : await processBatch(ctx, entries, prefer, req.policy);
-  return { status: 200, body: result };
+  const { bundle: answer, disclosedPatients } = type === 'transaction' ? await processTransaction(ctx, entries, prefer, req.policy) : await processBatch(ctx, entries, prefer, req.policy);
+  return { status: 200, body: answer, disclosedPatients };
 }

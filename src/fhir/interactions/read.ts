@@ -1,15 +1,16 @@
 import { readCurrent, readVersion, type StoredVersion } from '../../store/repository';
 import { isValidId } from '../../kernel/id';
 import { readLimits, requireReadable } from '../../access/enforce';
-import { isUnlimited, withinLimits } from '../../search';
+import { isUnlimited, readSubsetMode, type SubsetMode, subsetJson, withinLimits } from '../../search';
 import type { FhirContext, InteractionResult } from '../context';
 import { gone, notFound } from '../../kernel/outcome';
 import { etag, httpDate, parseVersionId } from '../../kernel/etag';
 import type { RestRequest } from '../rest-request';
 
-/** read: the current version, passed through as stored JSON text. */
+/** read: the current version, passed through as stored JSON text (or the subset `_summary`/`_elements` ask for). */
 export async function read(ctx: FhirContext, req: RestRequest): Promise<InteractionResult> {
   const id = checkedId(req);
+  const subset = readSubsetMode(req.query);
   await requireReadable(ctx.db, req.policy, req.type, id);
   const stored = await readCurrent(ctx.db, req.type, id);
   if (!stored) throw notFound(`${req.type}/${id} is not known`);
@@ -17,7 +18,7 @@ export async function read(ctx: FhirContext, req: RestRequest): Promise<Interact
   if (req.ifNoneMatch && req.ifNoneMatch.replace(/^W\//, '') === `"${stored.versionId}"`) {
     return { status: 304, headers: versionHeaders(stored) };
   }
-  return { status: 200, headers: versionHeaders(stored), body: { json: stored.json! } };
+  return answer(req.type, stored, subset);
 }
 
 /**
@@ -28,6 +29,7 @@ export async function read(ctx: FhirContext, req: RestRequest): Promise<Interact
  */
 export async function vread(ctx: FhirContext, req: RestRequest): Promise<InteractionResult> {
   const id = checkedId(req);
+  const subset = readSubsetMode(req.query);
   await requireReadable(ctx.db, req.policy, req.type, id);
   const vid = parseVersionId(req.versionId);
   if (vid === undefined) throw notFound(`${req.type}/${id} has no version '${String(req.versionId).slice(0, 20)}'`);
@@ -39,13 +41,21 @@ export async function vread(ctx: FhirContext, req: RestRequest): Promise<Interac
     if (!judged?.json || !withinLimits(req.type, JSON.parse(judged.json) as fhir4.FhirResource, limits)) throw notFound(`${req.type}/${id} has no version ${vid}`);
   }
   if (stored.deleted) throw gone(`version ${vid} of ${req.type}/${id} is its deletion`, stored);
-  return { status: 200, headers: versionHeaders(stored), body: { json: stored.json! } };
+  return answer(req.type, stored, subset);
 }
 
 function checkedId(req: RestRequest): string {
   // An id that cannot exist is not a different error from one that does not: 404 either way.
   if (!req.id || !isValidId(req.id)) throw notFound(`${req.type}/${req.id ?? ''} is not known`);
   return req.id;
+}
+
+/** A version as it is answered: the stored text as is, or the subset asked for with the patients it may no longer show. */
+function answer(type: string, stored: StoredVersion, subset: SubsetMode | undefined): InteractionResult {
+  if (!subset) return { status: 200, headers: versionHeaders(stored), body: { json: stored.json! } };
+  const disclosed = new Set<string>();
+  const json = subsetJson(type, stored.json!, subset, disclosed);
+  return { status: 200, headers: versionHeaders(stored), body: { json }, disclosedPatients: [...disclosed] };
 }
 
 function versionHeaders(stored: StoredVersion): Record<string, string> {
