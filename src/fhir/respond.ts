@@ -1,5 +1,7 @@
 import type { ResponseToolkit, ResponseObject, Request } from '@hapi/hapi';
 import type { InteractionResult } from './context';
+import { parseStoredJson } from '../kernel/input-limits';
+import { stringifyKeepingDecimals } from '../kernel/json-decimals';
 import { responseType } from './negotiation';
 
 declare module '@hapi/hapi' {
@@ -20,9 +22,9 @@ export function respond(request: Request, h: ResponseToolkit, result: Interactio
   if (result.body !== undefined) {
     const pretty = query._pretty === 'true';
     if ('json' in result.body && typeof result.body.json === 'string') {
-      payload = pretty ? JSON.stringify(JSON.parse(result.body.json), null, 2) : result.body.json;
+      payload = pretty ? stringifyKeepingDecimals(parseStoredJson(result.body.json), 2) : result.body.json;
     } else {
-      payload = JSON.stringify(result.body, null, pretty ? 2 : undefined);
+      payload = stringifyKeepingDecimals(result.body, pretty ? 2 : undefined);
     }
   }
   if (result.disclosedPatients?.length) request.app.hiddenPatients = result.disclosedPatients;

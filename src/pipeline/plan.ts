@@ -2,6 +2,8 @@ import { applyPatch, JsonPatchError, type Operation } from 'fast-json-patch';
 import { requireAction, requireWritable } from '../access/enforce';
 import type { AccessPolicy } from '../access/policy';
 import { badRequest, gone, notFound, OperationOutcomeError, preconditionFailed, unprocessable } from '../kernel/outcome';
+import { parseStoredJson } from '../kernel/input-limits';
+import { containsKeptDecimals, keepNumberText, keptNumberText, stringifyKeepingDecimals } from '../kernel/json-decimals';
 import type { CurrentVersion, NewVersion } from '../store/repository';
 import { assertValidResource } from '../validation/resource';
 import type { WriteOp, WriteOutcome } from './ops';
@@ -106,6 +108,31 @@ function prepare(type: string, id: string, body: unknown, { ignoreBodyId }: { ig
   return resource;
 }
 
+/**
+ * The decimals an `add` or `replace` put into the document keep the text the patch body wrote
+ * them with: a number's kept text is known by the operation that held it (`value`), not by the
+ * element it lands in. A value that is an object or array is placed as it is, with its own.
+ */
+function keepPatchedDecimals(document: object, ops: readonly Operation[]): void {
+  for (const op of ops) {
+    if (op.op !== 'add' && op.op !== 'replace') continue;
+    if (typeof op.value === 'object' && op.value !== null) {
+      containsKeptDecimals(document, [op.value]);
+      continue;
+    }
+    const text = typeof op.value === 'number' ? keptNumberText(op, 'value') : undefined;
+    if (text === undefined) continue;
+    const keys = op.path.split('/').slice(1).map((k) => k.replace(/~1/g, '/').replace(/~0/g, '~'));
+    const last = keys.pop()!;
+    let parent: unknown = document;
+    for (const key of keys) parent = (parent as Record<string, unknown> | undefined)?.[key];
+    if (parent === null || typeof parent !== 'object') continue;
+    // `-` appends to an array: the value is its last element now.
+    const key = Array.isArray(parent) && last === '-' ? String(parent.length - 1) : last;
+    keepNumberText(document, parent, key, text);
+  }
+}
+
 /** RFC 6902 JSON Patch on a copy of the stored resource; a failed `test` op is 422, a malformed patch 400. */
 function applyJsonPatch(resource: fhir4.FhirResource, patch: unknown): unknown {
   if (!Array.isArray(patch)) {
@@ -123,7 +150,10 @@ function applyJsonPatch(resource: fhir4.FhirResource, patch: unknown): unknown {
     }
   });
   try {
-    return applyPatch(structuredClone(resource), patch as Operation[], true, true, true).newDocument;
+    // A copy through JSON text that keeps the stored decimals as written (src/kernel/json-decimals.ts).
+    const patched = applyPatch(parseStoredJson(stringifyKeepingDecimals(resource)), patch as Operation[], true, true, true).newDocument;
+    if (patched !== null && typeof patched === 'object') keepPatchedDecimals(patched, patch as Operation[]);
+    return patched;
   } catch (err) {
     if (err instanceof JsonPatchError) {
       const where = `operation ${(err.index ?? 0) + 1}`;

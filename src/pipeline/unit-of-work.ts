@@ -1,5 +1,7 @@
 import { type AccessPolicy, unrestricted } from '../access/policy';
 import { conflict, OperationOutcomeError } from '../kernel/outcome';
+import { parseStoredJson } from '../kernel/input-limits';
+import { stringifyKeepingDecimals } from '../kernel/json-decimals';
 import { addSearchIndexWrites } from '../search';
 import type { Transaction } from '../store/db';
 import { addVersionWrites, type CurrentVersion, lockCurrent, type NewVersion, ReplayUnitError, runVersionWrites } from '../store/repository';
@@ -244,10 +246,10 @@ export class UnitOfWork {
  * (ReplayUnitError), even one of creates with server-assigned ids.
  */
 function replayable(ops: readonly WriteOp[]): (i: number) => WriteOp {
-  const pristine = ops.map((op) => ('resource' in op ? JSON.stringify(op.resource) : undefined));
+  const pristine = ops.map((op) => ('resource' in op ? stringifyKeepingDecimals(op.resource) : undefined));
   return (i) => {
     const op = ops[i]!;
-    return 'resource' in op && pristine[i] !== undefined ? { ...op, resource: JSON.parse(pristine[i]!) as unknown } : op;
+    return 'resource' in op && pristine[i] !== undefined ? { ...op, resource: parseStoredJson(pristine[i]!) } : op;
   };
 }
 

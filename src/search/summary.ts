@@ -1,3 +1,5 @@
+import { parseStoredJson } from '../kernel/input-limits';
+import { carryKeptDecimals, stringifyKeepingDecimals } from '../kernel/json-decimals';
 import { badRequest } from '../kernel/outcome';
 import { structureElements } from '../kernel/structure-definitions';
 import { patientsOf } from './compartment';
@@ -91,9 +93,11 @@ export function readSubsetMode(query: URLSearchParams): SubsetMode | undefined {
  * still name them (InteractionResult.disclosedPatients).
  */
 export function subsetJson(type: string, json: string, mode: SubsetMode, disclosed: Set<string>): string {
-  const resource = JSON.parse(json) as Record<string, unknown>;
+  const resource = parseStoredJson(json) as Record<string, unknown>;
   for (const patient of patientsOf(type, resource as unknown as fhir4.FhirResource)) disclosed.add(patient);
-  return JSON.stringify(subsetResource(resource, mode));
+  const subset = subsetResource(resource, mode);
+  carryKeptDecimals(resource, subset);
+  return stringifyKeepingDecimals(subset);
 }
 
 export function subsetResource(resource: Record<string, unknown>, mode: SubsetMode): Record<string, unknown> {

@@ -1,3 +1,5 @@
+import { parseStoredJson } from '../kernel/input-limits';
+import { stringifyKeepingDecimals } from '../kernel/json-decimals';
 import { oneOf } from '../kernel/sql-any';
 import type { Queryable, Transaction } from './db';
 import { WriteStatement } from './write-statement';
@@ -73,12 +75,14 @@ export async function readVersion(db: Queryable, type: string, id: string, versi
  */
 export async function lockCurrent(tx: Queryable, type: string, ids: readonly string[]): Promise<Map<string, CurrentVersion>> {
   const id = oneOf('id', 1, ids);
-  const { rows } = await tx.query<{ id: string; version_id: number; deleted: boolean; content: fhir4.FhirResource | null }>(
-    `SELECT id, version_id, deleted, content FROM ${tableOf(type)} WHERE ${id.sql} ORDER BY id FOR UPDATE`,
+  // As text, parsed here: the version a write replaces keeps its decimals as written (a PATCH
+  // stores the elements it does not touch again; src/kernel/json-decimals.ts).
+  const { rows } = await tx.query<{ id: string; version_id: number; deleted: boolean; content: string | null }>(
+    `SELECT id, version_id, deleted, content::text AS content FROM ${tableOf(type)} WHERE ${id.sql} ORDER BY id FOR UPDATE`,
     [id.value],
   );
   return new Map(
-    rows.map((r) => [r.id, { id: r.id, versionId: r.version_id, deleted: r.deleted, resource: r.content ?? undefined }]),
+    rows.map((r) => [r.id, { id: r.id, versionId: r.version_id, deleted: r.deleted, resource: r.content === null ? undefined : (parseStoredJson(r.content) as fhir4.FhirResource) }]),
   );
 }
 
@@ -115,7 +119,7 @@ export function addVersionWrites(statement: WriteStatement, type: string, versio
   const rows = (name: string, of: readonly NewVersion[]) =>
     `${name} AS (SELECT * FROM unnest(${statement.column(of.map((v) => v.id), 'text')}, ${statement.column(of.map((v) => v.versionId), 'int')}, ` +
     `${statement.column(of.map((v) => v.lastUpdated), 'timestamptz')}, ${statement.column(of.map((v) => v.resource === undefined), 'bool')}, ` +
-    `${statement.column(of.map((v) => v.method), 'text')}, ${statement.column(of.map((v) => (v.resource === undefined ? null : JSON.stringify(v.resource))), 'text')}) ` +
+    `${statement.column(of.map((v) => v.method), 'text')}, ${statement.column(of.map((v) => (v.resource === undefined ? null : stringifyKeepingDecimals(v.resource))), 'text')}) ` +
     'AS v(id, version_id, last_updated, deleted, method, content))';
   if (fresh.length > 0) {
     statement.with(rows('v_new', fresh));

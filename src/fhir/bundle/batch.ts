@@ -5,7 +5,7 @@ import type { FhirContext } from '../context';
 import type { ReturnPreference } from '../negotiation';
 import { type ParsedEntry, parseEntry } from './entries';
 import { readEntry } from './read-entry';
-import { type BundleAnswer, errorEntry, readEntryResponse, writeEntry } from './response';
+import { type BundleAnswer, bundleAnswer, errorEntry, readEntryResponse, writeEntry } from './response';
 import { inEntry } from './transaction';
 
 /**
@@ -42,7 +42,7 @@ export async function processBatch(ctx: FhirContext, rawEntries: readonly unknow
       response[entry.index] = failure(ctx, entry.index, err);
     }
   }
-  return { bundle: { resourceType: 'Bundle', type: 'batch-response', entry: response }, disclosedPatients: disclosed };
+  return bundleAnswer('batch-response', response, disclosed);
 }
 
 function failure(ctx: FhirContext, index: number, err: unknown): fhir4.BundleEntry {

@@ -1,5 +1,7 @@
 import type { InteractionResult } from '../context';
 import { operationOutcome, type OperationOutcomeError } from '../../kernel/outcome';
+import { parseStoredJson } from '../../kernel/input-limits';
+import { containsKeptDecimals } from '../../kernel/json-decimals';
 import type { ReturnPreference } from '../negotiation';
 import type { WriteOutcome } from '../../pipeline';
 
@@ -30,6 +32,13 @@ export interface BundleAnswer {
   disclosedPatients: string[];
 }
 
+/** The response Bundle of a batch or transaction; its resources' decimals are written as they were sent or stored. */
+export function bundleAnswer(type: 'batch-response' | 'transaction-response', entry: fhir4.BundleEntry[], disclosedPatients: string[]): BundleAnswer {
+  const bundle: fhir4.Bundle = { resourceType: 'Bundle', type, entry };
+  containsKeptDecimals(bundle, entry.map((e) => e.resource));
+  return { bundle, disclosedPatients };
+}
+
 /** The response entry of a GET entry; the patients its subset may no longer show are added to `disclosed`. */
 export function readEntryResponse(result: InteractionResult, disclosed: string[]): fhir4.BundleEntry {
   if (result.disclosedPatients) disclosed.push(...result.disclosedPatients);
@@ -37,7 +46,7 @@ export function readEntryResponse(result: InteractionResult, disclosed: string[]
   if (result.headers?.etag) response.etag = result.headers.etag;
   if (result.headers?.['last-modified']) response.lastModified = new Date(result.headers['last-modified']).toISOString();
   const entry: fhir4.BundleEntry = { response };
-  if (result.body) entry.resource = 'json' in result.body && typeof result.body.json === 'string' ? JSON.parse(result.body.json) : (result.body as fhir4.FhirResource);
+  if (result.body) entry.resource = 'json' in result.body && typeof result.body.json === 'string' ? (parseStoredJson(result.body.json) as fhir4.FhirResource) : (result.body as fhir4.FhirResource);
   return entry;
 }
 

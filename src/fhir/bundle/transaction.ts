@@ -9,7 +9,7 @@ import type { ReturnPreference } from '../negotiation';
 import { entryError, type ParsedEntry, parseEntry } from './entries';
 import { readEntry } from './read-entry';
 import { collectReferences, isConditionalReference, isPlaceholder, rewriteReferences } from './references';
-import { type BundleAnswer, readEntryResponse, writeEntry } from './response';
+import { type BundleAnswer, bundleAnswer, readEntryResponse, writeEntry } from './response';
 
 /** R4 http.html#trules: deletes, then creates, then updates and patches, then reads. */
 const ORDER: Record<ParsedEntry['method'], number> = { DELETE: 0, POST: 1, PUT: 2, PATCH: 2, GET: 3, HEAD: 3 };
@@ -44,7 +44,7 @@ export async function processTransaction(ctx: FhirContext, rawEntries: readonly 
   for (const entry of entries.filter((e) => !e.write)) {
     response[entry.index] = readEntryResponse(await forEntry(entry, () => readEntry(ctx, entry.url, {}, policy)), disclosed);
   }
-  return { bundle: { resourceType: 'Bundle', type: 'transaction-response', entry: response }, disclosedPatients: disclosed };
+  return bundleAnswer('transaction-response', response, disclosed);
 }
 
 /** The seam: every target is resolved; now point each entry's references at the ids chosen. */

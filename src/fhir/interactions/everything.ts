@@ -1,4 +1,6 @@
 import { badRequest } from '../../kernel/outcome';
+import { parseStoredJson } from '../../kernel/input-limits';
+import { containsKeptDecimals } from '../../kernel/json-decimals';
 import { isSupportedType, supportedTypes } from '../../kernel/resource-types';
 import { parseDateRange } from '../../search/date-range';
 import { parameterOf, patientCompartmentOf } from '../../search/registry';
@@ -47,7 +49,7 @@ export async function everything(ctx: FhirContext, req: RestRequest): Promise<In
       ...(type === 'Patient' ? {} : { compartmentOf: patientId }),
     });
     const body = result.body as { json: string } | fhir4.Bundle;
-    const bundle = ('json' in body ? JSON.parse(body.json) : body) as fhir4.Bundle;
+    const bundle = ('json' in body ? parseStoredJson(body.json) : body) as fhir4.Bundle;
     entries.push(...(bundle.entry ?? []).filter((e) => e.search?.mode !== 'outcome'));
     const next = bundle.link?.find((l) => l.relation === 'next');
     if (next) {
@@ -74,7 +76,9 @@ export async function everything(ctx: FhirContext, req: RestRequest): Promise<In
     if (inner) next.set('_page-cursor', inner);
     link.push({ relation: 'next', url: `${ctx.baseUrl}/Patient/${patientId}/$everything?${next.toString()}` });
   }
-  return { status: 200, body: { resourceType: 'Bundle', type: 'searchset', link, entry: entries } };
+  const everything: fhir4.Bundle = { resourceType: 'Bundle', type: 'searchset', link, entry: entries };
+  containsKeptDecimals(everything, entries.map((e) => e.resource));
+  return { status: 200, body: everything };
 }
 
 /** The Patient first, then every type with a Patient compartment, or those `_type` names. */
