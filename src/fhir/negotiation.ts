@@ -8,6 +8,15 @@ const XML_TYPES = new Set(['application/fhir+xml', 'application/xml', 'text/xml'
 
 const mediaType = (value: string) => value.split(';')[0]!.trim().toLowerCase();
 
+/** The FHIR version this server speaks, as the media type's `fhirVersion` parameter names it (R4 http.html#version-parameter). */
+const FHIR_VERSION = '4.0';
+
+/** The `fhirVersion` parameter of a media type or range, if it names one this server does not speak (4.0, or 4.0.x). */
+function otherFhirVersion(value: string): string | undefined {
+  const version = /;\s*fhirVersion\s*=\s*"?([^;",\s]*)/i.exec(value)?.[1];
+  return version === undefined || version === FHIR_VERSION || version.startsWith(`${FHIR_VERSION}.`) ? undefined : version;
+}
+
 /**
  * The response media type from `_format` (which wins, R4 http.html#mime) or Accept. JSON is the
  * only format served: an explicit request for XML or anything else is 406.
@@ -21,12 +30,13 @@ export function responseType(format: string | string[] | undefined, accept: stri
     throw notAcceptable(`_format=${format} is not supported; use json or ${FHIR_JSON}`);
   }
   if (!accept) return FHIR_JSON;
-  const ranges = accept.split(',').map((r) => ({ type: mediaType(r), q: Number(/;\s*q=([0-9.]+)/.exec(r)?.[1] ?? '1') }));
+  // A range asking for another FHIR version is one this server cannot serve (406 when none is left).
+  const ranges = accept.split(',').map((r) => ({ type: mediaType(r), q: otherFhirVersion(r) === undefined ? Number(/;\s*q=([0-9.]+)/.exec(r)?.[1] ?? '1') : 0 }));
   const acceptable = ranges.filter((r) => r.q > 0);
   if (acceptable.some((r) => r.type === FHIR_JSON || r.type === 'application/json+fhir')) return FHIR_JSON;
   if (acceptable.some((r) => r.type === 'application/json')) return 'application/json';
   if (acceptable.some((r) => r.type === '*/*' || r.type === 'application/*')) return FHIR_JSON;
-  throw notAcceptable(`none of the accepted types (${accept}) can be served; this server speaks ${FHIR_JSON}`);
+  throw notAcceptable(`none of the accepted types (${accept}) can be served; this server speaks ${FHIR_JSON}; fhirVersion=${FHIR_VERSION}`);
 }
 
 function notAcceptable(diagnostics: string): OperationOutcomeError {
@@ -37,6 +47,10 @@ function notAcceptable(diagnostics: string): OperationOutcomeError {
 export function checkBodyType(contentType: string | undefined, { allowPatch }: { allowPatch: boolean }): 'resource' | 'json-patch' {
   if (!contentType) return 'resource';
   const type = mediaType(contentType);
+  const version = otherFhirVersion(contentType);
+  if (version !== undefined) {
+    throw new OperationOutcomeError(415, { code: 'not-supported', diagnostics: `the body is FHIR ${version.slice(0, 20)}; this server takes FHIR ${FHIR_VERSION} (R4)` });
+  }
   if (JSON_TYPES.has(type)) return 'resource';
   if (allowPatch && type === 'application/json-patch+json') return 'json-patch';
   const accepted = allowPatch ? `${FHIR_JSON} or application/json-patch+json` : FHIR_JSON;

@@ -60,10 +60,45 @@ function compiler(): Ajv {
   delete schema.discriminator;
   schema.$id = SCHEMA_ID;
   delete schema.id;
+  markCalendarDates(schema.definitions);
   ajv = new Ajv({ strict: false, allErrors: true, validateSchema: false });
+  ajv.addFormat(CALENDAR, isCalendarDate);
   ajv.addMetaSchema(draft06);
   ajv.addSchema(schema);
   return ajv;
+}
+
+const CALENDAR = 'fhir-calendar-date';
+const DATE = /^(\d{4})-(\d{2})-(\d{2})/;
+
+/**
+ * R4 date, dateTime and instant name days of the calendar (datatypes.html#date: "Dates SHALL be
+ * valid dates"); their schema patterns take any day up to 31 in any month: 2023-02-29, 2026-04-31.
+ * A year or a year and month alone is left to the pattern.
+ */
+export function isCalendarDate(text: string): boolean {
+  const m = DATE.exec(text);
+  if (!m) return true;
+  const year = Number(m[1]);
+  const month = Number(m[2]);
+  const leap = year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0);
+  const days = month === 2 ? (leap ? 29 : 28) : [4, 6, 9, 11].includes(month) ? 30 : 31;
+  return Number(m[3]) <= days;
+}
+
+/**
+ * Adds the calendar check to the date, dateTime and instant definitions and to the elements
+ * that carry one of their patterns inline (choice elements such as `deceasedDateTime`).
+ */
+function markCalendarDates(defs: Record<string, unknown>): void {
+  const calendar = ['date', 'dateTime', 'instant'].map((name) => defs[name] as { pattern?: string; format?: string });
+  const patterns = new Set(calendar.map((d) => d.pattern));
+  for (const d of calendar) d.format = CALENDAR;
+  for (const definition of Object.values(defs)) {
+    for (const property of Object.values((definition as { properties?: Record<string, SchemaProperty & { format?: string }> }).properties ?? {})) {
+      if (property.pattern && patterns.has(property.pattern)) property.format = CALENDAR;
+    }
+  }
 }
 
 /** The schema's definitions by name, as the validators use them (./required.ts walks them). */
@@ -181,6 +216,8 @@ function describe(e: ErrorObject): { message: string; property?: string } {
     }
     case 'pattern':
       return { message: `value does not match the required format ${(e.params as { pattern: string }).pattern}` };
+    case 'format':
+      return { message: 'not a day of the calendar (the month has fewer days)' };
     case 'const':
       return { message: `must be ${JSON.stringify((e.params as { allowedValue: unknown }).allowedValue)}` };
     case 'enum':

@@ -295,6 +295,23 @@ describe('FHIR REST interactions', () => {
       expect(await countRows(app, 'Patient')).to.equal(before);
     });
 
+    it('serves R4 to fhirVersion=4.0, answers 406 to another fhirVersion and 415 to a body of one', async () => {
+      const r4 = await app.request({ method: 'GET', url: `/fhir/Patient/${id}`, headers: { accept: 'application/fhir+json; fhirVersion=4.0' } });
+      expect(r4.statusCode).to.equal(200);
+      const stu3 = await app.request({ method: 'GET', url: `/fhir/Patient/${id}`, headers: { accept: 'application/fhir+json; fhirVersion=3.0' } });
+      expect(stu3.statusCode).to.equal(406);
+      expect(stu3.json.resourceType).to.equal('OperationOutcome');
+      const either = await app.request({ method: 'GET', url: `/fhir/Patient/${id}`, headers: { accept: 'application/fhir+json; fhirVersion=3.0, application/fhir+json; fhirVersion=4.0; q=0.5' } });
+      expect(either.statusCode).to.equal(200);
+      const before = await countRows(app, 'Patient');
+      const body = await app.request({ method: 'POST', url: '/fhir/Patient', headers: { 'content-type': 'application/fhir+json; fhirVersion=5.0' }, payload: JSON.stringify({ resourceType: 'Patient' }) });
+      expect(body.statusCode).to.equal(415);
+      expect(body.json.issue[0].diagnostics).to.include('FHIR 5.0');
+      expect(await countRows(app, 'Patient')).to.equal(before);
+      const accepted = await app.request({ method: 'POST', url: '/fhir/Patient', headers: { 'content-type': 'application/fhir+json; fhirVersion=4.0' }, payload: JSON.stringify({ resourceType: 'Patient' }) });
+      expect(accepted.statusCode).to.equal(201);
+    });
+
     it('answers 304 to If-None-Match with the current version', async () => {
       const res = await app.request({ method: 'GET', url: `/fhir/Patient/${id}`, headers: { 'if-none-match': 'W/"1"' } });
       expect(res.statusCode).to.equal(304);

@@ -133,6 +133,34 @@ describe('bad requests get a 4xx OperationOutcome and change nothing', () => {
     expect((await app.request({ method: 'POST', url: '/fhir/Bundle', payload: valid })).statusCode).to.equal(201);
   });
 
+  it('an empty array or element is 400 where it is (R4 json.html: arrays are never empty; ele-1)', () =>
+    unchanged(async () => {
+      const res = await app.request({
+        method: 'POST', url: '/fhir/Patient',
+        payload: { resourceType: 'Patient', name: [], telecom: [{}], address: [{ line: ['1 Main St'], period: {} }], _birthDate: {}, birthDate: '1940-01-01' },
+      });
+      expectOutcome(res, 400);
+      const expressions = res.json.issue.flatMap((i: any) => i.expression ?? []);
+      expect(expressions.sort()).to.equal(['Patient._birthDate', 'Patient.address[0].period', 'Patient.name', 'Patient.telecom[0]']);
+      expect(res.json.issue.map((i: any) => i.code)).to.equal(['structure', 'structure', 'structure', 'structure']);
+    }));
+
+  it('a date, dateTime or instant that is no day of the calendar is 400, a leap day is not', async () => {
+    await unchanged(async () => {
+      for (const [element, value] of [['birthDate', '2023-02-29'], ['birthDate', '1940-02-30'], ['deceasedDateTime', '2026-04-31T10:00:00Z'], ['birthDate', '2026-06-31']] as const) {
+        const res = await app.request({ method: 'POST', url: '/fhir/Patient', payload: { resourceType: 'Patient', [element]: value } });
+        expectOutcome(res, 400, /not a day of the calendar/);
+        expect(res.json.issue[0].expression, value).to.equal([`Patient.${element}`]);
+      }
+      const meta = await app.request({ method: 'POST', url: '/fhir/Observation', payload: { resourceType: 'Observation', status: 'final', code: { text: 'x' }, issued: '2025-11-31T00:00:00Z' } });
+      expectOutcome(meta, 400, /not a day of the calendar/);
+    });
+    for (const value of ['2024-02-29', '2000-02-29', '1940-02', '1940', '2026-12-31T23:59:59Z']) {
+      const res = await app.request({ method: 'POST', url: '/fhir/Patient', payload: { resourceType: 'Patient', birthDate: value.slice(0, 10).length === 10 ? value.slice(0, 10) : value } });
+      expect(res.statusCode, value).to.equal(201);
+    }
+  });
+
   it('a contained resource is validated against its own type', () =>
     unchanged(async () => {
       const res = await app.request({ method: 'POST', url: '/fhir/Patient', payload: { resourceType: 'Patient', contained: [{ resourceType: 'Organization', id: 'o', active: 'yes' }] } });
