@@ -116,4 +116,35 @@ describe('conditional create, update and delete', () => {
     expect(none.json.issue[0].diagnostics).to.match(/Bundle\.entry\[0\].*matches no resource/);
     expect(await countRows(app, 'Flag')).to.equal(before);
   });
+
+  it('a conditional reference also matches what the same transaction creates: new, already stored, or twice (412)', async () => {
+    const mrn = unique('own');
+    const upload = (patients: number) => ({
+      resourceType: 'Bundle', type: 'transaction',
+      entry: [
+        ...Array.from({ length: patients }, () => ({ resource: patient(mrn), request: { method: 'POST', url: 'Patient', ifNoneExist: `identifier=${SYSTEM}|${mrn}` } })),
+        { resource: { resourceType: 'Flag', status: 'active', code: { text: 'fall risk' }, subject: { reference: `Patient?identifier=${SYSTEM}|${mrn}` } }, request: { method: 'POST', url: 'Flag' } },
+      ],
+    });
+    const first = await app.request({ method: 'POST', url: '/fhir', payload: upload(1), headers: { prefer: 'return=representation' } });
+    expect(first.statusCode, first.payload).to.equal(200);
+    const created = `Patient/${first.json.entry[0].resource.id}`;
+    expect(first.json.entry[0].response.status).to.equal('201 Created');
+    expect(first.json.entry[1].resource.subject.reference).to.equal(created);
+    // Posted again: the Patient exists, the conditional create writes nothing, the reference finds it stored.
+    const again = await app.request({ method: 'POST', url: '/fhir', payload: upload(1), headers: { prefer: 'return=representation' } });
+    expect(again.statusCode, again.payload).to.equal(200);
+    expect(again.json.entry[0].response.status).to.equal('200 OK');
+    expect(again.json.entry[1].resource.subject.reference).to.equal(created);
+    // Two new Patients of one identifier in one transaction: the reference is ambiguous.
+    const other = unique('two');
+    const flags = await countRows(app, 'Flag');
+    const two = await app.request({
+      method: 'POST', url: '/fhir',
+      payload: { ...upload(0), entry: [{ resource: patient(other), request: { method: 'POST', url: 'Patient' } }, { resource: patient(other), request: { method: 'POST', url: 'Patient' } }, { ...upload(1).entry[1], resource: { ...upload(1).entry[1]!.resource, subject: { reference: `Patient?identifier=${SYSTEM}|${other}` } } }] },
+    });
+    expect(two.statusCode).to.equal(412);
+    expect(two.json.issue[0].diagnostics).to.match(/matches more than one resource/);
+    expect(await countRows(app, 'Flag')).to.equal(flags);
+  });
 });

@@ -2,7 +2,7 @@ import type { AccessPolicy } from '../../access/policy';
 import { policyReach, requireAction } from '../../access/enforce';
 import { type Issue, OperationOutcomeError } from '../../kernel/outcome';
 import { executeWrites, type ResolvedOp, type UnitOfWork, type WriteOp, WriteOpError } from '../../pipeline';
-import { findMatchingIds } from '../../search';
+import { criteriaMatcher, findMatchingIds } from '../../search';
 import type { Queryable } from '../../store/db';
 import type { FhirContext } from '../context';
 import type { ReturnPreference } from '../negotiation';
@@ -50,7 +50,7 @@ export async function processTransaction(ctx: FhirContext, rawEntries: readonly 
 /** The seam: every target is resolved; now point each entry's references at the ids chosen. */
 async function rewriteBetweenEntries(uow: UnitOfWork, writes: readonly ParsedEntry[], resolved: readonly ResolvedOp[], policy: AccessPolicy): Promise<void> {
   const placeholders = placeholderTargets(writes, resolved);
-  const conditional = await resolveConditionalReferences(uow.tx, writes, policy);
+  const conditional = await resolveConditionalReferences(uow.tx, writes, resolved, policy);
   for (const [i, entry] of writes.entries()) {
     const op = resolved[i]!.op;
     const resource = op.kind === 'create' || op.kind === 'update' ? op.resource : undefined;
@@ -84,9 +84,20 @@ function placeholderTargets(writes: readonly ParsedEntry[], resolved: readonly R
   return map;
 }
 
-/** Each distinct conditional reference must match exactly one resource, or the transaction fails. */
-async function resolveConditionalReferences(tx: Queryable, writes: readonly ParsedEntry[], policy: AccessPolicy): Promise<Map<string, string>> {
+/**
+ * Each distinct conditional reference must match exactly one resource, or the transaction fails.
+ * The resources this transaction creates or updates count as matches too, judged in memory
+ * (`criteriaMatcher`): a Patient created with `ifNoneExist=identifier=…` and Observations that
+ * refer to it as `Patient?identifier=…` is how integrators upload a patient's readings, and the
+ * search alone, on the database as it was before the transaction, found no such Patient
+ * (HAPI FHIR resolves them the same way). Where the matcher cannot judge every filter of the
+ * search (modifiers, chains), only the database is searched, as before.
+ */
+async function resolveConditionalReferences(tx: Queryable, writes: readonly ParsedEntry[], resolved: readonly ResolvedOp[], policy: AccessPolicy): Promise<Map<string, string>> {
   const resolvedRefs = new Map<string, string>();
+  // What this transaction writes, as it will be: each create or update with its id (a conditional
+  // create that matched an existing resource writes nothing, and the search finds that one).
+  const written = resolved.filter((r) => !r.existingMatch && r.id && (r.op.kind === 'create' || r.op.kind === 'update'));
   for (const entry of writes) {
     const resource = entry.resource;
     if (!resource || entry.method === 'PATCH') continue;
@@ -97,7 +108,12 @@ async function resolveConditionalReferences(tx: Queryable, writes: readonly Pars
       const ids = await forEntry(entry, async () => {
         requireAction(policy, type, 's');
         const compartment = policy.confinedToPatient(type, 's') ? policy.patient : undefined;
-        return findMatchingIds(tx, type, new URLSearchParams(ref.slice(ref.indexOf('?') + 1)), 2, compartment, policyReach(policy));
+        const params = new URLSearchParams(ref.slice(ref.indexOf('?') + 1));
+        const stored = await findMatchingIds(tx, type, params, 2, compartment, policyReach(policy));
+        const matcher = criteriaMatcher(type, params);
+        if (!matcher.exact) return stored;
+        const own = written.filter((r) => r.op.type === type && 'resource' in r.op && matcher.mayMatch(r.op.resource as fhir4.FhirResource)).map((r) => r.id!);
+        return [...new Set([...stored, ...own])];
       });
       if (ids.length !== 1) {
         throw entryError(entry.index, 412, `the conditional reference ${ref} matches ${ids.length === 0 ? 'no resource' : 'more than one resource'}`);
