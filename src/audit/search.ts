@@ -5,7 +5,7 @@ import { policyOf } from '../access/request';
 import type { FhirContext } from '../fhir/context';
 import { respond } from '../fhir/respond';
 import { badRequest, notFound, notSupported } from '../kernel/outcome';
-import { parseDateRange } from '../search/date-range';
+import { dateFromQuery, parseDateRange } from '../search/date-range';
 import { renderRecordText } from './event';
 import { queryParamsOf, rawQueryOf } from '../kernel/request-target';
 
@@ -199,8 +199,8 @@ function entityCondition(references: string[], params: unknown[]): string {
 const PREFIX = /^(eq|ne|gt|lt|ge|le|sa|eb)?(.*)$/;
 
 function dateCondition(value: string, params: unknown[]): string {
-  const [, prefix = 'eq', text = ''] = PREFIX.exec(value)!;
-  const range = parseDateRange(text);
+  const [, prefix = 'eq', sent = ''] = PREFIX.exec(value)!;
+  const range = parseDateRange(dateFromQuery(sent));
   if (!range) throw badRequest(`date: '${value}' is not a FHIR date with an optional prefix (ge, le, gt, lt, eq)`, ['date']);
   // Only the bounds a condition uses become parameters (an unused one has no type to infer).
   const bound = (ms: number) => {

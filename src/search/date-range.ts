@@ -44,6 +44,16 @@ export function parseDateRange(text: string): DateRange | undefined {
   return { low: base + ms, high: base + ms };
 }
 
+/**
+ * A date as a query string carries it. A `+` sent unencoded (`date=ge2026-12-01T08:00:00+01:00`,
+ * as curl and many clients send it) arrives as a space after form decoding, and a space can
+ * appear nowhere else in a date: read it as the `+` it was (HAPI FHIR does the same) rather
+ * than refuse a time zone the client did write.
+ */
+export function dateFromQuery(text: string): string {
+  return text.replace(/(T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?) (\d{2}:\d{2})$/, '$1+$2');
+}
+
 /** PostgreSQL text of a range bound; open ends are the infinities timestamptz knows. */
 export function timestampText(ms: number): string {
   if (ms === Number.NEGATIVE_INFINITY) return '-infinity';

@@ -165,6 +165,14 @@ describe('FHIR search over HTTP', () => {
 
     it('time zones shift the instant', async () => {
       expect(await matched(`Observation?patient=${pid}&date=${encodeURIComponent('2026-01-15T11:00:00+01:00')}`)).to.equal(['w180lb']);
+      // A `+` sent unencoded arrives as a space: read as the `+` it was, not refused.
+      expect(await matched(`Observation?patient=${pid}&date=2026-01-15T11:00:00+01:00`)).to.equal(['w180lb']);
+      expect(await matched(`Observation?patient=${pid}&date=ge2026-01-15T11:00:00+01:00&date=le2026-01-15T11:00:00+01:00`)).to.equal(['hrJanuary', 'w180lb']);
+      const history = await app.request({ method: 'GET', url: `/fhir/Observation/${obs.w180lb}/_history?_since=2000-01-01T00:00:00+01:00` });
+      expect(history.statusCode, history.payload).to.equal(200);
+      expect(history.json.entry).to.have.length(1);
+      const spaced = await search(`Observation?patient=${pid}&date=2026-01-15T11:00:00 01:00x`);
+      expect(spaced.status).to.equal(400);
     });
 
     it('ap finds values near the date; _lastUpdated searches the write time', async () => {

@@ -7,6 +7,7 @@ import type { FhirContext, InteractionResult } from '../context';
 import { supportedTypes } from '../../kernel/resource-types';
 import { badRequest, notFound } from '../../kernel/outcome';
 import type { RestRequest } from '../rest-request';
+import { dateFromQuery } from '../../search/date-range';
 
 const HISTORY_PARAMS = new Set(['_count', '_since', '_cursor', '_format', '_pretty']);
 
@@ -20,7 +21,8 @@ export async function history(ctx: FhirContext, req: Omit<RestRequest, 'type'> &
     if (!HISTORY_PARAMS.has(key)) throw badRequest(`history does not support the parameter '${key}' (supported: _count, _since)`);
   }
   const count = pageSize(ctx, req.query.get('_count'));
-  const since = req.query.get('_since') ?? undefined;
+  const sent = req.query.get('_since');
+  const since = sent === null ? undefined : dateFromQuery(sent);
   if (since !== undefined && (!/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$/.test(since) || Number.isNaN(Date.parse(since)))) {
     throw badRequest(`_since must be an instant such as 2026-01-01T00:00:00Z, got '${since}'`);
   }

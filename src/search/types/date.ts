@@ -1,6 +1,6 @@
 import { badRequest } from '../../kernel/outcome';
 import type { TypedValue } from '../accessor';
-import { type DateRange, parseDateRange, timestampText } from '../date-range';
+import { dateFromQuery, type DateRange, parseDateRange, timestampText } from '../date-range';
 import type { RowSink } from '../index-tables';
 import type { SqlParams } from '../../kernel/sql-params';
 import type { ParameterTypeModule } from './module';
@@ -58,7 +58,8 @@ export function dateRangesOf(v: TypedValue): DateRange[] {
 }
 
 export function parseDateTerm(raw: string, param: string): DateTerm {
-  const { prefix, value } = splitPrefix(raw, param);
+  const { prefix, value: sent } = splitPrefix(raw, param);
+  const value = dateFromQuery(sent);
   const range = parseDateRange(value);
   if (!range) throw badRequest(`Invalid date '${value}' in ${param}: expected YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDThh:mm[:ss[.sss]][Z|±hh:mm]`, [param]);
   return { prefix, range };
