@@ -20,6 +20,17 @@ describe('history at type and system level', () => {
   });
   after(() => app.stop());
 
+  it('lists each version with the method and status it was written with, a PUT that created included', async () => {
+    const id = `hist-put-${Date.now()}`;
+    // A Practitioner: the paging tests here read every Device version since they began.
+    const put = (active: boolean) => app.request({ method: 'PUT', url: `/fhir/Practitioner/${id}`, payload: { resourceType: 'Practitioner', id, active } });
+    expect((await put(true)).statusCode).to.equal(201);
+    expect((await put(false)).statusCode).to.equal(200);
+    expect((await app.request({ method: 'DELETE', url: `/fhir/Practitioner/${id}` })).statusCode).to.equal(204);
+    const res = await app.request({ method: 'GET', url: `/fhir/Practitioner/${id}/_history` });
+    expect(res.json.entry.map((e: fhir4.BundleEntry) => `${e.request!.method} ${e.response!.status} ${e.response!.etag}`)).to.equal(['DELETE 204 W/"3"', 'PUT 200 W/"2"', 'PUT 201 W/"1"']);
+  });
+
   it('pages newest first through next links, and every listed version can be read', async () => {
     const seen: string[] = [];
     let url: string | undefined = `/fhir/Device/_history?_count=3&_since=${encodeURIComponent(firstWrite)}`;

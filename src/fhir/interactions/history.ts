@@ -62,7 +62,8 @@ export async function history(ctx: FhirContext, req: Omit<RestRequest, 'type'> &
     const fullUrl = `${ctx.baseUrl}/${r.type}/${r.id}`;
     const request = { method: r.method === 'POST' ? 'POST' : r.method, url: r.method === 'POST' ? r.type : `${r.type}/${r.id}` };
     const response = {
-      status: r.deleted ? '204' : r.method === 'POST' ? '201' : '200',
+      // A first version was created, by POST or by a PUT at a client's id, and was answered 201.
+      status: r.deleted ? '204' : r.method === 'POST' || r.version_id === 1 ? '201' : '200',
       etag: `W/"${r.version_id}"`,
       lastModified: new Date(r.last_updated).toISOString(),
     };
