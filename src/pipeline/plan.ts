@@ -1,4 +1,4 @@
-import { applyPatch, JsonPatchError, type Operation } from 'fast-json-patch';
+import { applyPatch, getValueByPointer, JsonPatchError, type Operation, unescapePathComponent } from 'fast-json-patch';
 import { requireAction, requireWritable } from '../access/enforce';
 import type { AccessPolicy } from '../access/policy';
 import { badRequest, gone, notFound, OperationOutcomeError, preconditionFailed, unprocessable } from '../kernel/outcome';
@@ -122,10 +122,9 @@ function keepPatchedDecimals(document: object, ops: readonly Operation[]): void 
     }
     const text = typeof op.value === 'number' ? keptNumberText(op, 'value') : undefined;
     if (text === undefined) continue;
-    const keys = op.path.split('/').slice(1).map((k) => k.replace(/~1/g, '/').replace(/~0/g, '~'));
-    const last = keys.pop()!;
-    let parent: unknown = document;
-    for (const key of keys) parent = (parent as Record<string, unknown> | undefined)?.[key];
+    const cut = op.path.lastIndexOf('/');
+    const parent: unknown = getValueByPointer(document, op.path.slice(0, cut));
+    const last = unescapePathComponent(op.path.slice(cut + 1));
     if (parent === null || typeof parent !== 'object') continue;
     // `-` appends to an array: the value is its last element now.
     const key = Array.isArray(parent) && last === '-' ? String(parent.length - 1) : last;

@@ -178,10 +178,6 @@ async function countMatches(db: Queryable, parsed: ParsedSearch, compartmentId: 
   return Number(rows[0].n);
 }
 
-function subsetModeOf(parsed: ParsedSearch): SubsetMode | undefined {
-  return subsetModeFor(parsed.summary, parsed.elements);
-}
-
 function applySubset(resources: FoundResource[], mode: SubsetMode | undefined, disclosed: Set<string>): FoundResource[] {
   if (!mode) return resources;
   return resources.map((r) => ({ ...r, json: subsetJson(r.type, r.json, mode, disclosed) }));
@@ -237,7 +233,7 @@ export async function searchResources(ctx: SearchContext, request: SearchRequest
 
   const matches: FoundResource[] = page.rows.map(({ type, id, json }) => ({ type, id, json }));
   const included = parsed.include.length || parsed.revinclude.length ? await findIncluded(ctx.db, parsed.include, parsed.revinclude, matches, reach, compartmentId) : [];
-  const mode = subsetModeOf(parsed);
+  const mode = subsetModeFor(parsed.summary, parsed.elements);
   const disclosed = new Set<string>();
   const json = searchsetJson({
     baseUrl: ctx.baseUrl,

@@ -148,6 +148,21 @@ describe('audit trail (BALP)', () => {
     }
   });
 
+  it('gives a subset of another patient\'s reading to no token that may not read it, and audits one it may', async () => {
+    const alice = await app.as('patient/Observation.rs', { patient: id.alice, clientId: 'alice-app' });
+    for (const url of [`/fhir/Observation/${id.bobObs}?_elements=code`, `/fhir/Observation/${id.bobObs}/_history/1?_summary=text`]) {
+      const res = await app.request({ method: 'GET', url, headers: alice });
+      expect(res.statusCode, url).to.be.within(403, 404);
+      expect(res.json.resourceType).to.equal('OperationOutcome');
+      expect(res.payload).to.not.include('8867-4');
+    }
+    const searched = await app.request({ method: 'GET', url: `/fhir/Observation?_id=${id.aliceObs},${id.bobObs}&_elements=code`, headers: alice });
+    expect(searched.statusCode).to.equal(200);
+    expect(searched.json.entry.map((e: fhir4.BundleEntry) => e.resource!.id)).to.equal([id.aliceObs]);
+    const found = (await events('date=ge2020-01-01')).filter((e) => transactionId(e) === searched.headers['x-request-id']);
+    expect(found.map((e) => entityOfRole(e, '1')[0]?.what?.reference)).to.equal([`Patient/${id.alice}`]);
+  });
+
   it('records a denied request with its reason, and an unauthenticated one with its address', async () => {
     const narrow = await app.as('system/Patient.rs', { clientId: 'narrow-client' });
     const denied = await app.request({ method: 'GET', url: `/fhir/Observation/${id.aliceObs}`, headers: narrow });
