@@ -18,6 +18,24 @@ export function stringParameter(req: RestRequest, name: string): string | undefi
   return p?.valueDateTime ?? p?.valueInstant ?? p?.valueDate ?? p?.valueString ?? p?.valueCode ?? p?.valueReference?.reference;
 }
 
+/**
+ * Every parameter of an operation as one query: the URL's (less `_format` and `_pretty`), then a
+ * Parameters body's primitive values, for operations that take search parameters ($everything,
+ * $lastn) and read them as a search would.
+ */
+export function operationQuery(req: RestRequest): URLSearchParams {
+  const params = new URLSearchParams([...req.query].filter(([k]) => k !== '_format' && k !== '_pretty'));
+  const body = req.body as fhir4.Parameters | undefined;
+  if (body?.resourceType === 'Parameters') {
+    for (const p of body.parameter ?? []) {
+      const number = p.valueInteger ?? p.valuePositiveInt ?? p.valueUnsignedInt;
+      const value = p.valueDate ?? p.valueDateTime ?? p.valueInstant ?? p.valueString ?? p.valueCode ?? p.valueUri ?? (number !== undefined ? String(number) : undefined);
+      if (value !== undefined) params.append(p.name, value);
+    }
+  }
+  return params;
+}
+
 /** A dateTime parameter, as the start of the instant range it names. */
 export function dateParameter(req: RestRequest, name: string): Date | undefined {
   const text = stringParameter(req, name);

@@ -5,6 +5,7 @@ import { badRequest, notFound, notSupported } from '../kernel/outcome';
 import type { RestRequest } from './rest-request';
 import { validateOperation } from './interactions/validate';
 import { everything } from './interactions/everything';
+import { lastn } from './interactions/lastn';
 
 export type OperationHandler = (ctx: FhirContext, req: RestRequest) => Promise<InteractionResult>;
 
@@ -45,6 +46,10 @@ export class OperationRegistry {
     this.register({
       name: 'everything', types: ['Patient'], type: false, instance: true, affectsState: false, handler: everything,
       definition: 'http://hl7.org/fhir/OperationDefinition/Patient-everything',
+    });
+    this.register({
+      name: 'lastn', types: ['Observation'], type: true, instance: false, affectsState: false, handler: lastn,
+      definition: 'http://hl7.org/fhir/OperationDefinition/Observation-lastn',
     });
   }
 

@@ -67,7 +67,7 @@ async function startServer(env: NodeJS.ProcessEnv, base: string): Promise<ChildP
  */
 const PRINTS: Record<string, RegExp[]> = {
   operator: [/^4\.0\.1$/, /^http:\/\/localhost:\d+\/auth\/token$/, /^refused while the server runs$/],
-  ehr: [/^Moreau$/, /^2$/, /^3$/, /^201 Created$/, /^1$/, /^1$/, /^2$/, /^1$/, /^3$/, /^error$/],
+  ehr: [/^Moreau$/, /^2$/, /^3$/, /^201 Created$/, /^1$/, /^1$/, /^2$/, /^1$/, /^1$/, /^3$/, /^error$/],
   smart: [/^launch-ehr .*permission-v2$/, /^http:\/\/localhost:\d+\/auth\/authorize\?/, /^[A-Za-z0-9.-]+$/, /^Moreau$/, /^300$/],
   gateway: [/^(201 Created ?)+$/, /^(200 OK ?)+$/, /^\d+$/, /^[1-9]\d*$/],
 };

@@ -7,6 +7,7 @@ import { parameterOf, patientCompartmentOf } from '../../search/registry';
 import type { FhirContext, InteractionResult } from '../context';
 import type { RestRequest } from '../rest-request';
 import { search } from './search';
+import { operationQuery } from '../operation-params';
 
 /**
  * `Patient/{id}/$everything` (R4 OperationDefinition Patient-everything; GDPR Art. 15 and 20):
@@ -21,7 +22,7 @@ import { search } from './search';
  */
 export async function everything(ctx: FhirContext, req: RestRequest): Promise<InteractionResult> {
   const patientId = req.id!;
-  const given = operationParameters(req);
+  const given = operationQuery(req);
   const count = Math.min(Math.max(intOf(given, '_count') ?? ctx.config.defaultPageSize, 1), ctx.config.maxPageSize);
   for (const name of ['start', 'end', '_since'] as const) {
     const value = given.get(name);
@@ -91,18 +92,6 @@ function typesOf(requested: string | null): string[] {
 }
 
 /** The query (GET) or a Parameters body (POST), as one list of parameters. */
-function operationParameters(req: RestRequest): URLSearchParams {
-  const params = new URLSearchParams([...req.query].filter(([k]) => k !== '_format' && k !== '_pretty'));
-  const body = req.body as fhir4.Parameters | undefined;
-  if (body?.resourceType === 'Parameters') {
-    for (const p of body.parameter ?? []) {
-      const value = p.valueDate ?? p.valueDateTime ?? p.valueInstant ?? p.valueString ?? p.valueCode ?? (p.valueInteger !== undefined ? String(p.valueInteger) : undefined);
-      if (value !== undefined) params.append(p.name, value);
-    }
-  }
-  return params;
-}
-
 function intOf(params: URLSearchParams, name: string): number | undefined {
   const text = params.get(name);
   if (text === null) return undefined;

@@ -1,0 +1,171 @@
+import * as Lab from '@hapi/lab';
+import { expect } from '@hapi/code';
+import { type SecuredServer, startSecuredServer } from '../security/helpers';
+
+export const lab = Lab.script();
+const { describe, it, before, after } = lab;
+
+/**
+ * Observation/$lastn (R4 OperationDefinition Observation-lastn): a patient's newest readings of
+ * each code, grouped as R4 says (codings transitively, text-only codes by their exact text),
+ * held to what the caller may search.
+ */
+describe('Observation/$lastn', () => {
+  let app: SecuredServer;
+  let alice: string;
+  let bob: string;
+  /** Observation ids by label. */
+  const id: Record<string, string> = {};
+
+  const VITALS = { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/observation-category', code: 'vital-signs' }] };
+  const DIARY = { coding: [{ system: 'urn:test:category', code: 'diary' }] };
+  const HEART_RATE = { coding: [{ system: 'http://loinc.org', code: '8867-4' }] };
+  const WEIGHT = { coding: [{ system: 'http://loinc.org', code: '29463-7' }] };
+  const coded = (...codes: string[]) => ({ coding: codes.map((code) => ({ system: 'urn:test:code', code })) });
+
+  const vital = (patient: string, code: fhir4.CodeableConcept, when: string, value: number, unit: string) => ({
+    resourceType: 'Observation', status: 'final', category: [VITALS], code, subject: { reference: `Patient/${patient}` }, effectiveDateTime: when,
+    valueQuantity: { value, unit, system: 'http://unitsofmeasure.org', code: unit },
+  });
+  const diary = (patient: string, code: fhir4.CodeableConcept, when: string) => ({
+    resourceType: 'Observation', status: 'final', category: [DIARY], code, subject: { reference: `Patient/${patient}` }, effectiveDateTime: when, valueString: 'noted',
+  });
+
+  const lastn = async (query: string, headers = app.system) => {
+    const res = await app.request({ method: 'GET', url: `/fhir/Observation/$lastn?${query}`, headers });
+    return res;
+  };
+  /** The labels of a Bundle's entries, in order. */
+  const labels = (bundle: fhir4.Bundle) => (bundle.entry ?? []).map((e) => Object.keys(id).find((k) => id[k] === e.resource!.id) ?? `unknown ${e.resource!.id}`);
+
+  before(async () => {
+    app = await startSecuredServer();
+    alice = await app.create({ resourceType: 'Patient', name: [{ family: 'Lastnalice' }] });
+    bob = await app.create({ resourceType: 'Patient', name: [{ family: 'Lastnbob' }] });
+    for (const [label, day, bpm] of [['hr1', '01', 61], ['hr2', '02', 62], ['hr3', '03', 63], ['hr4', '04', 64]] as const) {
+      id[label] = await app.create(vital(alice, HEART_RATE, `2026-11-${day}T10:00:00Z`, bpm, '/min'));
+    }
+    // Two weights taken at the same instant: a tie for the newest.
+    id.wt1 = await app.create(vital(alice, WEIGHT, '2026-11-01T09:00:00Z', 71, 'kg'));
+    id.wt2a = await app.create(vital(alice, WEIGHT, '2026-11-02T09:00:00Z', 72, 'kg'));
+    id.wt2b = await app.create(vital(alice, WEIGHT, '2026-11-02T09:00:00Z', 72.5, 'kg'));
+    id.bobHr = await app.create(vital(bob, HEART_RATE, '2026-11-05T10:00:00Z', 70, '/min'));
+    // R4's example of transitive grouping: a, b, and one coded both a and c: groups [a, c] and [b].
+    id.a = await app.create(diary(alice, coded('a'), '2026-10-01T08:00:00Z'));
+    id.b = await app.create(diary(alice, coded('b'), '2026-10-02T08:00:00Z'));
+    id.ac = await app.create(diary(alice, coded('a', 'c'), '2026-09-01T08:00:00Z'));
+    id.c = await app.create(diary(alice, coded('c'), '2026-10-03T08:00:00Z'));
+    // Text-only codes group by their exact text.
+    id.text1 = await app.create(diary(alice, { text: 'Text' }, '2026-10-04T08:00:00Z'));
+    id.text2 = await app.create(diary(alice, { text: 'text' }, '2026-10-05T08:00:00Z'));
+    // Undated: found though the patient's date-ordered rows do not hold it, its group last.
+    const { effectiveDateTime: _, ...undated } = diary(alice, coded('u'), '');
+    id.undated = await app.create(undated);
+  });
+
+  after(async () => {
+    await app.stop();
+  });
+
+  it('answers the newest reading of each code, newest group first', async () => {
+    const res = await lastn(`patient=${alice}&category=vital-signs`);
+    expect(res.statusCode, res.payload).to.equal(200);
+    expect(res.json.type).to.equal('searchset');
+    // The weights of 2 November tie: both are the newest.
+    expect(labels(res.json)).to.equal(['hr4', 'wt2a', 'wt2b']);
+    expect(res.json.total).to.equal(3);
+    expect(res.json.entry.every((e: fhir4.BundleEntry) => e.search?.mode === 'match')).to.be.true();
+  });
+
+  it('answers up to max of each code, newest first, ties included', async () => {
+    const res = await lastn(`subject=Patient/${alice}&category=vital-signs&max=3`);
+    expect(res.statusCode, res.payload).to.equal(200);
+    expect(labels(res.json)).to.equal(['hr4', 'hr3', 'hr2', 'wt2a', 'wt2b', 'wt1']);
+    const one = await lastn(`patient=${alice}&code=http://loinc.org|29463-7&max=1`);
+    expect(labels(one.json)).to.equal(['wt2a', 'wt2b']);
+  });
+
+  it('groups codings transitively and text-only codes by their exact text', async () => {
+    const res = await lastn(`patient=${alice}&category=urn:test:category|diary&max=5`);
+    expect(res.statusCode, res.payload).to.equal(200);
+    // Groups by their newest: 'text' (5 Oct), 'Text' (4 Oct), [a, c] (3 Oct), [b] (2 Oct), then the undated.
+    expect(labels(res.json)).to.equal(['text2', 'text1', 'c', 'a', 'ac', 'b', 'undated']);
+    const newest = await lastn(`patient=${alice}&category=urn:test:category|diary`);
+    expect(labels(newest.json)).to.equal(['text2', 'text1', 'c', 'b', 'undated']);
+  });
+
+  it('applies the other search parameters before grouping', async () => {
+    const res = await lastn(`patient=${alice}&category=vital-signs&date=le2026-11-02&max=2`);
+    expect(labels(res.json)).to.equal(['hr2', 'hr1', 'wt2a', 'wt2b']);
+    const none = await lastn(`patient=${alice}&category=vital-signs&status=amended`);
+    expect(none.statusCode).to.equal(200);
+    expect(none.json.total).to.equal(0);
+    expect(none.json.entry).to.not.exist();
+  });
+
+  it('takes its parameters from a Parameters body too, and subsets with _elements', async () => {
+    const post = await app.request({
+      method: 'POST', url: '/fhir/Observation/$lastn', headers: app.system,
+      payload: { resourceType: 'Parameters', parameter: [{ name: 'patient', valueString: alice }, { name: 'code', valueString: 'http://loinc.org|8867-4' }, { name: 'max', valuePositiveInt: 2 }] },
+    });
+    expect(post.statusCode, post.payload).to.equal(200);
+    expect(labels(post.json)).to.equal(['hr4', 'hr3']);
+    const subset = await lastn(`patient=${alice}&code=http://loinc.org|8867-4&_elements=code`);
+    const resource = subset.json.entry[0].resource;
+    expect(resource.code).to.exist();
+    expect(resource.valueQuantity).to.not.exist();
+    expect(resource.meta.tag.some((t: fhir4.Coding) => t.code === 'SUBSETTED')).to.be.true();
+  });
+
+  it('refuses a call without a subject, without a code or category, or with a bad max or a paging parameter (400 OperationOutcome)', async () => {
+    for (const q of [
+      'category=vital-signs',
+      `patient=${alice}`,
+      `patient=${alice}&status=final`,
+      `patient=${alice}&category=vital-signs&max=0`,
+      `patient=${alice}&category=vital-signs&max=two`,
+      `patient=${alice}&category=vital-signs&max=1&max=2`,
+      `patient=${alice}&category=vital-signs&max=100000`,
+      `patient=${alice}&category=vital-signs&_sort=-date`,
+      `patient=${alice}&category=vital-signs&_count=5`,
+      `patient=${alice}&category=vital-signs&_include=Observation:subject`,
+      `patient=${alice}&category=vital-signs&nonsense=1`,
+      `patient=${alice}&category=vital-signs&_summary=count`,
+    ]) {
+      const res = await lastn(q);
+      expect(res.statusCode, q).to.equal(400);
+      expect(res.json.resourceType, q).to.equal('OperationOutcome');
+    }
+  });
+
+  it("is audited as an operation naming the patients whose readings it disclosed", async () => {
+    const res = await lastn(`patient=${alice}&category=vital-signs`);
+    expect(res.statusCode, res.payload).to.equal(200);
+    await app.audit.flush();
+    const auditor = await app.as('system/AuditEvent.rs');
+    const trail = await app.request({ method: 'GET', url: `/fhir/AuditEvent?date=ge2020-01-01&_count=100`, headers: auditor });
+    const mine = (trail.json as fhir4.Bundle).entry!.map((e) => e.resource as fhir4.AuditEvent)
+      .filter((e) => e.entity?.some((x) => x.type?.code === 'XrequestId' && x.what?.identifier?.value === res.headers['x-request-id']));
+    expect(mine.length).to.be.above(0);
+    const patients = mine.flatMap((e) => (e.entity ?? []).filter((x) => x.role?.code === '1').map((x) => x.what?.reference));
+    expect(patients).to.equal([`Patient/${alice}`]);
+    expect(mine.every((e) => e.action === 'E' && e.outcome === '0')).to.be.true();
+  });
+
+  it("stays within the grant: a patient token sees its own patient's readings only, a narrower scope its own category", async () => {
+    const bobToken = await app.as('patient/Observation.rs', { patient: bob });
+    const own = await lastn('category=vital-signs', bobToken);
+    expect(own.statusCode, own.payload).to.equal(200);
+    expect(labels(own.json)).to.equal(['bobHr']);
+    const other = await lastn(`patient=${alice}&category=vital-signs`, bobToken);
+    expect(other.statusCode, other.payload).to.equal(200);
+    expect(other.json.total).to.equal(0);
+    const diaryOnly = await app.as('system/Observation.rs?category=urn:test:category|diary');
+    const narrowed = await lastn(`patient=${alice}&category=vital-signs`, diaryOnly);
+    expect(narrowed.statusCode, narrowed.payload).to.equal(200);
+    expect(narrowed.json.total).to.equal(0);
+    const noSearch = await app.as('system/Observation.r');
+    expect((await lastn(`patient=${alice}&category=vital-signs`, noSearch)).statusCode).to.equal(403);
+    expect((await lastn(`patient=${alice}&category=vital-signs`, {})).statusCode).to.equal(401);
+  });
+});
