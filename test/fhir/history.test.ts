@@ -29,6 +29,10 @@ describe('history at type and system level', () => {
     expect((await app.request({ method: 'DELETE', url: `/fhir/Practitioner/${id}` })).statusCode).to.equal(204);
     const res = await app.request({ method: 'GET', url: `/fhir/Practitioner/${id}/_history` });
     expect(res.json.entry.map((e: fhir4.BundleEntry) => `${e.request!.method} ${e.response!.status} ${e.response!.etag}`)).to.equal(['DELETE 204 W/"3"', 'PUT 200 W/"2"', 'PUT 201 W/"1"']);
+    // A PUT after the deletion brings the resource back: answered 201, and listed so.
+    expect((await put(true)).statusCode).to.equal(201);
+    const again = await app.request({ method: 'GET', url: `/fhir/Practitioner/${id}/_history` });
+    expect(again.json.entry.map((e: fhir4.BundleEntry) => `${e.request!.method} ${e.response!.status}`)).to.equal(['PUT 201', 'DELETE 204', 'PUT 200', 'PUT 201']);
   });
 
   it('pages newest first through next links, and every listed version can be read', async () => {
@@ -79,6 +83,51 @@ describe('history at type and system level', () => {
       expect(res.statusCode, res.payload).to.equal(200);
       expect(res.json.entry).to.equal([]);
       expect(res.json.link.map((l: { relation: string }) => l.relation)).to.equal(['self']);
+    }
+  });
+
+  it('_at lists the versions current at some point of a period, at instance, type and system level', async () => {
+    const id = `hist-at-${Date.now()}`;
+    const put = async (active: boolean) => {
+      const res = await app.request({ method: 'PUT', url: `/fhir/Practitioner/${id}`, payload: { resourceType: 'Practitioner', id, active } });
+      expect(res.statusCode, res.payload).to.be.within(200, 201);
+      return res.json.meta.lastUpdated as string;
+    };
+    const pause = () => new Promise((resolve) => setTimeout(resolve, 15));
+    const t1 = await put(true);
+    await pause();
+    const t2 = await put(false);
+    await pause();
+    const t3 = await put(true);
+    const ms = (iso: string, delta: number) => new Date(Date.parse(iso) + delta).toISOString();
+    const versions = async (query: string, path = `Practitioner/${id}/_history`) => {
+      const res = await app.request({ method: 'GET', url: `/fhir/${path}?${query}` });
+      expect(res.statusCode, res.payload).to.equal(200);
+      return (res.json.entry ?? []).filter((e: fhir4.BundleEntry) => e.fullUrl!.endsWith(`/Practitioner/${id}`)).map((e: fhir4.BundleEntry) => e.response!.etag);
+    };
+    // An instant between v1 and v2: v1 was current then.
+    expect(await versions(`_at=${encodeURIComponent(ms(t1, 1))}`)).to.equal(['W/"1"']);
+    // The instant v2 was written: v2 (v1 was replaced at that instant).
+    expect(await versions(`_at=${encodeURIComponent(t2)}`)).to.equal(['W/"2"']);
+    // From just before v3: v2 then v3.
+    expect(await versions(`_at=ge${encodeURIComponent(ms(t3, -1))}`)).to.equal(['W/"3"', 'W/"2"']);
+    // Up to just before v2: v1 only; before v1: nothing.
+    expect(await versions(`_at=lt${encodeURIComponent(t2)}`)).to.equal(['W/"1"']);
+    expect(await versions(`_at=le${encodeURIComponent(ms(t1, -1))}`)).to.equal([]);
+    // A whole year (the date's extent): every version.
+    expect(await versions(`_at=${t1.slice(0, 4)}`)).to.equal(['W/"3"', 'W/"2"', 'W/"1"']);
+    // Type and system level, and an unencoded '+' of a time zone.
+    expect(await versions(`_at=${encodeURIComponent(ms(t1, 1))}`, 'Practitioner/_history')).to.equal(['W/"1"']);
+    expect(await versions(`_at=${encodeURIComponent(ms(t1, 1))}&_count=1000`, '_history')).to.equal(['W/"1"']);
+    const plus = ms(t1, 1).replace('Z', '+00:00');
+    expect(await versions(`_at=${plus}`)).to.equal(['W/"1"']);
+    // The next link keeps _at.
+    const paged = await app.request({ method: 'GET', url: `/fhir/Practitioner/${id}/_history?_at=${t1.slice(0, 10)}&_count=1` });
+    expect(paged.json.link.find((l: fhir4.BundleLink) => l.relation === 'next').url).to.contain(`_at=${t1.slice(0, 10)}`);
+    for (const bad of ['_at=soon', '_at=ne2026-01-01', '_at=2026-02-30', `_at=${t1.slice(0, 10)}&_at=${t1.slice(0, 10)}`]) {
+      const res = await app.request({ method: 'GET', url: `/fhir/Practitioner/${id}/_history?${bad}` });
+      expect(res.statusCode, bad).to.equal(400);
+      expect(res.json.resourceType).to.equal('OperationOutcome');
     }
   });
 

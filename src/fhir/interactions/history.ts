@@ -7,9 +7,9 @@ import type { FhirContext, InteractionResult } from '../context';
 import { supportedTypes } from '../../kernel/resource-types';
 import { badRequest, notFound } from '../../kernel/outcome';
 import type { RestRequest } from '../rest-request';
-import { dateFromQuery } from '../../search/date-range';
+import { dateFromQuery, parseDateRange, timestampText } from '../../search/date-range';
 
-const HISTORY_PARAMS = new Set(['_count', '_since', '_cursor', '_format', '_pretty']);
+const HISTORY_PARAMS = new Set(['_count', '_since', '_at', '_cursor', '_format', '_pretty']);
 
 /**
  * history at instance (`type` and `id`), type (`type`) or system level (neither): a history
@@ -18,7 +18,7 @@ const HISTORY_PARAMS = new Set(['_count', '_since', '_cursor', '_format', '_pret
  */
 export async function history(ctx: FhirContext, req: Omit<RestRequest, 'type'> & { type?: string }): Promise<InteractionResult> {
   for (const key of req.query.keys()) {
-    if (!HISTORY_PARAMS.has(key)) throw badRequest(`history does not support the parameter '${key}' (supported: _count, _since)`);
+    if (!HISTORY_PARAMS.has(key)) throw badRequest(`history does not support the parameter '${key}' (supported: _count, _since, _at)`);
   }
   const count = pageSize(ctx, req.query.get('_count'));
   const sent = req.query.get('_since');
@@ -26,6 +26,9 @@ export async function history(ctx: FhirContext, req: Omit<RestRequest, 'type'> &
   if (since !== undefined && (!/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$/.test(since) || Number.isNaN(Date.parse(since)))) {
     throw badRequest(`_since must be an instant such as 2026-01-01T00:00:00Z, got '${since}'`);
   }
+  const atSent = req.query.getAll('_at');
+  if (atSent.length > 1) throw badRequest('_at may be given once', ['_at']);
+  const at = atSent.length ? atPeriod(atSent[0]!) : undefined;
   const cursor = req.query.get('_cursor') ?? undefined;
   if (cursor !== undefined && !/^\d{1,18}$/.test(cursor)) throw badRequest(`_cursor '${cursor}' is not a cursor this server issued`);
   let versionLimits: ReadLimits | undefined;
@@ -46,12 +49,12 @@ export async function history(ctx: FhirContext, req: Omit<RestRequest, 'type'> &
     }
   }
 
-  const rows = await readHistory(ctx.db, { type: req.type, id: req.id, since, beforeSeq: cursor, count: count + 1 });
+  const rows = await readHistory(ctx.db, { type: req.type, id: req.id, since, ...(at ? { at: at.period } : {}), beforeSeq: cursor, count: count + 1 });
   const visible = versionLimits ? visibleVersions(req.type!, rows, versionLimits) : rows.map(() => true);
   const page = rows.slice(0, count).filter((_, i) => visible[i]);
   const path = [ctx.baseUrl, req.type, req.id, '_history'].filter(Boolean).join('/');
   const link = (extra: Record<string, string>) => {
-    const q = new URLSearchParams({ _count: String(count), ...(since ? { _since: since } : {}), ...extra });
+    const q = new URLSearchParams({ _count: String(count), ...(since ? { _since: since } : {}), ...(at ? { _at: at.sent } : {}), ...extra });
     return `${path}?${q.toString()}`;
   };
   const links = [{ relation: 'self', url: link(cursor ? { _cursor: cursor } : {}) }];
@@ -63,7 +66,8 @@ export async function history(ctx: FhirContext, req: Omit<RestRequest, 'type'> &
     const request = { method: r.method === 'POST' ? 'POST' : r.method, url: r.method === 'POST' ? r.type : `${r.type}/${r.id}` };
     const response = {
       // A first version was created, by POST or by a PUT at a client's id, and was answered 201.
-      status: r.deleted ? '204' : r.method === 'POST' || r.version_id === 1 ? '201' : '200',
+      // A PUT after a deletion brought the resource back, and was answered 201 too.
+      status: r.deleted ? '204' : r.method === 'POST' || r.version_id === 1 || r.after_deletion ? '201' : '200',
       etag: `W/"${r.version_id}"`,
       lastModified: new Date(r.last_updated).toISOString(),
     };
@@ -74,6 +78,21 @@ export async function history(ctx: FhirContext, req: Omit<RestRequest, 'type'> &
   const total = rows.length <= count && !cursor ? `,"total":${page.length}` : '';
   const json = `{"resourceType":"Bundle","type":"history"${total},"link":${JSON.stringify(links)},"entry":[${entries.join(',')}]}`;
   return { status: 200, body: { json } };
+}
+
+/**
+ * `_at` (R4 http.html#history): the versions current at some point of the period it names. A
+ * date is its whole extent (`_at=2026-03` is March); `ge`/`gt` and `le`/`lt` open the period to
+ * one side (a version is current from when it was written until the next one is).
+ */
+function atPeriod(sent: string): { sent: string; period: { from: string; to: string } } {
+  const value = dateFromQuery(sent);
+  const [, prefix = 'eq', date = ''] = /^([a-z]{2})?(.*)$/.exec(value)!;
+  const range = ['eq', 'ge', 'gt', 'le', 'lt'].includes(prefix) ? parseDateRange(date) : undefined;
+  if (!range) throw badRequest(`_at must be a date, optionally with a prefix eq, ge, gt, le or lt, such as 2026-03 or ge2026-03-01T08:00:00Z; got '${sent.slice(0, 40)}'`, ['_at']);
+  const from = prefix === 'ge' ? range.low : prefix === 'gt' ? range.high + 1 : prefix === 'eq' ? range.low : Number.NEGATIVE_INFINITY;
+  const to = prefix === 'le' ? range.high : prefix === 'lt' ? range.low - 1 : prefix === 'eq' ? range.high : Number.POSITIVE_INFINITY;
+  return { sent: value, period: { from: timestampText(from), to: timestampText(to) } };
 }
 
 /**
