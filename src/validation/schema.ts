@@ -44,9 +44,13 @@ function compiler(): Ajv {
   // type's validator reached every other type's (see ownContentDefinitions).
   delete (schema.definitions.Reference as { properties: Record<string, unknown> }).properties.resource;
   for (const [name, definition] of Object.entries(schema.definitions)) {
-    const d = definition as { pattern?: string; properties?: Record<string, SchemaProperty> };
+    const d = definition as { pattern?: string; properties?: Record<string, SchemaProperty>; type?: string };
     if (d.pattern) d.pattern = toJsWhitespace(d.pattern);
     if (d.properties) {
+      // The shipped definitions of complex types and resources list properties but say no type,
+      // and JSON Schema applies `properties` to objects only: `"subject": "Patient/1"` and
+      // `"name": ["x"]` passed as a Reference and a HumanName.
+      d.type ??= 'object';
       addPrimitiveCompanions(name, d.properties);
       // Some elements carry their pattern inline (Extension.valueString): same Java meaning.
       for (const property of Object.values(d.properties)) if (property.pattern) property.pattern = toJsWhitespace(property.pattern);

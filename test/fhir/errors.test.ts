@@ -84,6 +84,22 @@ describe('bad requests get a 4xx OperationOutcome and change nothing', () => {
       expect(expressions).to.include(['Patient.gender', 'Patient.birthDate', 'Patient.favouriteColour', 'Patient.name[0].given', 'Patient.managingOrganization.reference']);
     }));
 
+  it('a complex element given a primitive, or a list of primitives, is 400 where it is', () =>
+    unchanged(async () => {
+      // The shipped schema gives complex types no `type: object`, so these passed as a HumanName, a Reference, a CodeableConcept and a Period.
+      const cases: Array<[string, Record<string, unknown>, string]> = [
+        ['Patient', { resourceType: 'Patient', name: ['Ann Smith'] }, 'Patient.name[0]'],
+        ['Observation', { resourceType: 'Observation', status: 'final', code: { text: 'x' }, subject: 'Patient/1' }, 'Observation.subject'],
+        ['Observation', { resourceType: 'Observation', status: 'final', code: 5 }, 'Observation.code'],
+        ['Patient', { resourceType: 'Patient', identifier: [{ system: 'urn:x', value: '1', period: '2020' }] }, 'Patient.identifier[0].period'],
+      ];
+      for (const [type, resource, where] of cases) {
+        const res = await app.request({ method: 'POST', url: `/fhir/${type}`, payload: resource });
+        expectOutcome(res, 400);
+        expect(res.json.issue.flatMap((i: any) => i.expression ?? []), where).to.include(where);
+      }
+    }));
+
   it('a required element the schema cannot require (a primitive, a choice) is 400 where it is missing, at any depth', async () => {
     const observations = async () => (await app.request({ method: 'GET', url: '/fhir/Observation?_summary=count' })).json.total as number;
     const before = await observations();
