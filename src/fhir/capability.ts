@@ -30,7 +30,7 @@ export function capabilityStatement(ctx: FhirContext, startedAt: string): fhir4.
     implementation: { description: 'FHIR R4 server for remote patient monitoring', url: ctx.baseUrl },
     fhirVersion: '4.0.1',
     format: ['application/fhir+json', 'json'],
-    patchFormat: ['application/json-patch+json'],
+    patchFormat: ['application/json-patch+json', 'application/fhir+json'],
     rest: [
       {
         mode: 'server',

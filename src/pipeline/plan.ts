@@ -1,3 +1,4 @@
+import { applyFhirPathPatch, isFhirPathPatch } from './fhirpath-patch';
 import { applyPatch, getValueByPointer, JsonPatchError, type Operation, unescapePathComponent } from 'fast-json-patch';
 import { requireAction, requireWritable } from '../access/enforce';
 import type { AccessPolicy } from '../access/policy';
@@ -57,7 +58,7 @@ export function plan(op: WriteOp, id: string | undefined, existingMatch: boolean
       requireWritable(policy, op.type, 'u', undefined, live?.resource);
       checkIfMatch(op, id, current);
       if (!live) throw gone(`${op.type}/${id} was deleted`);
-      const resource = prepare(op.type, id, applyJsonPatch(live.resource!, op.patch), { ignoreBodyId: false });
+      const resource = prepare(op.type, id, applyPatchBody(live.resource!, op.patch), { ignoreBodyId: false });
       requireWritable(policy, op.type, 'u', resource, live.resource);
       return staged(op.type, 'PATCH', resource, live.resource, current.versionId, lastUpdated, 200);
     }
@@ -130,6 +131,15 @@ function keepPatchedDecimals(document: object, ops: readonly Operation[]): void 
     const key = Array.isArray(parent) && last === '-' ? String(parent.length - 1) : last;
     keepNumberText(document, parent, key, text);
   }
+}
+
+/** A PATCH body on a copy of the stored resource: a FHIRPath Patch (a Parameters resource) or a JSON Patch (an array). */
+function applyPatchBody(resource: fhir4.FhirResource, patch: unknown): unknown {
+  if (!isFhirPathPatch(patch)) return applyJsonPatch(resource, patch);
+  // A copy through JSON text that keeps the stored decimals as written (src/kernel/json-decimals.ts).
+  const document = parseStoredJson(stringifyKeepingDecimals(resource)) as Record<string, unknown>;
+  applyFhirPathPatch(document, patch);
+  return document;
 }
 
 /** RFC 6902 JSON Patch on a copy of the stored resource; a failed `test` op is 422, a malformed patch 400. */

@@ -99,12 +99,14 @@ export function parseEntry(raw: unknown, index: number, baseUrl: string, limits:
 }
 
 /**
- * In a bundle, a JSON Patch travels as a Binary resource whose base64 `data` is the patch
- * (R4 http.html#patch, "Patch using JSON Patch" in a transaction).
+ * In a bundle, a FHIRPath Patch is the entry's Parameters resource, and a JSON Patch travels as a
+ * Binary resource whose base64 `data` is the patch (R4 http.html#patch, "Patch using JSON Patch"
+ * in a transaction).
  */
 function patchOperations(resource: Record<string, unknown>, index: number, limits: InputLimits): unknown {
+  if (resource.resourceType === 'Parameters') return resource;
   if (resource.resourceType !== 'Binary' || typeof resource.data !== 'string') {
-    throw entryError(index, 400, 'a PATCH entry carries its JSON Patch as a Binary resource with contentType application/json-patch+json and base64 data');
+    throw entryError(index, 400, 'a PATCH entry carries a FHIRPath Patch (a Parameters resource) or its JSON Patch as a Binary resource with contentType application/json-patch+json and base64 data');
   }
   try {
     return parseJsonWithin(Buffer.from(resource.data, 'base64').toString('utf8'), limits);

@@ -19,8 +19,12 @@ export async function update(ctx: FhirContext, req: RestRequest): Promise<Intera
 }
 
 export async function patch(ctx: FhirContext, req: RestRequest): Promise<InteractionResult> {
-  if (req.bodyKind !== 'json-patch') {
-    throw new OperationOutcomeError(415, { code: 'not-supported', diagnostics: 'PATCH takes a JSON Patch body (Content-Type: application/json-patch+json)' });
+  // A JSON Patch (application/json-patch+json) or a FHIRPath Patch: a Parameters resource sent as FHIR JSON.
+  if (req.bodyKind !== 'json-patch' && (req.body as { resourceType?: unknown } | undefined)?.resourceType !== 'Parameters') {
+    throw new OperationOutcomeError(415, {
+      code: 'not-supported',
+      diagnostics: 'PATCH takes a JSON Patch (Content-Type: application/json-patch+json) or a FHIRPath Patch (a Parameters resource, Content-Type: application/fhir+json)',
+    });
   }
   const match = req.id ? undefined : requireCondition(req.query, 'patch');
   return run(ctx, req, { kind: 'patch', type: req.type, id: req.id, match, patch: req.body, ifMatch: req.ifMatch });

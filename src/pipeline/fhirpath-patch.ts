@@ -1,0 +1,238 @@
+import r4Model from 'fhirpath/fhir-context/r4';
+import { containsKeptDecimals, keepNumberText, keptNumberText } from '../kernel/json-decimals';
+import { badRequest } from '../kernel/outcome';
+import { fhirpathEngine } from '../validation/fhirpath-engine';
+
+/**
+ * FHIRPath Patch (R4 fhirpatch.html): a Parameters resource of `operation`s (add, insert,
+ * delete, replace, move), each naming its target by a FHIRPath expression. It is the patch
+ * format FHIR itself defines, and the one a transaction carries without wrapping it in a Binary.
+ * The targets are found by the fhirpath engine, whose nodes know their parent, property and
+ * index; the operations change a copy, which then goes through the same checks as any write.
+ */
+interface PatchOperation {
+  type: 'add' | 'insert' | 'delete' | 'replace' | 'move';
+  path: string;
+  name?: string;
+  value?: PatchValue;
+  index?: number;
+  source?: number;
+  destination?: number;
+}
+
+/** A value to place: its JSON, the FHIR type a `value[x]` named (for choice elements), and where its number text is kept. */
+interface PatchValue {
+  json: unknown;
+  type?: string;
+  holder?: { part: object; key: string };
+}
+
+interface FhirNode {
+  data: unknown;
+  path: string | null;
+  propName: string | null;
+  index: number | null;
+  parentResNode: FhirNode | null;
+}
+
+const model = r4Model as unknown as { path2Repeating: Record<string, boolean>; choiceTypePaths: Record<string, string[]> };
+
+const TYPES = new Set(['add', 'insert', 'delete', 'replace', 'move']);
+
+/** Whether a PATCH body is a FHIRPath Patch (a JSON Patch is an array). */
+export function isFhirPathPatch(body: unknown): body is fhir4.Parameters {
+  return typeof body === 'object' && body !== null && (body as { resourceType?: unknown }).resourceType === 'Parameters';
+}
+
+/** Applies `patch` to `document` in place (a copy the caller made); a malformed or inapplicable operation is a 400 naming it. */
+export function applyFhirPathPatch(document: Record<string, unknown>, patch: fhir4.Parameters): void {
+  const operations = operationsOf(patch);
+  operations.forEach((op, i) => {
+    const where = `FHIRPath Patch operation ${i + 1} (${op.type} ${op.path.slice(0, 80)})`;
+    try {
+      applyOne(document, op);
+    } catch (err) {
+      if (err instanceof PatchError) throw badRequest(`${where}: ${err.message}`, [`Parameters.parameter[${i}]`]);
+      throw err;
+    }
+  });
+}
+
+class PatchError extends Error {}
+
+function operationsOf(patch: fhir4.Parameters): PatchOperation[] {
+  const parameters = patch.parameter ?? [];
+  if (parameters.length === 0) throw badRequest('a FHIRPath Patch holds at least one operation parameter');
+  return parameters.map((p, i) => {
+    const where = `Parameters.parameter[${i}]`;
+    if (p.name !== 'operation') throw badRequest(`${where}: a FHIRPath Patch holds only parameters named 'operation', not '${String(p.name).slice(0, 40)}'`, [where]);
+    const parts = new Map<string, fhir4.ParametersParameter>();
+    for (const part of p.part ?? []) {
+      if (parts.has(part.name)) throw badRequest(`${where}: '${part.name.slice(0, 40)}' is given twice`, [where]);
+      parts.set(part.name, part);
+    }
+    const type = parts.get('type')?.valueCode;
+    if (type === undefined || !TYPES.has(type)) throw badRequest(`${where}: type must be add, insert, delete, replace or move`, [where]);
+    const path = parts.get('path')?.valueString;
+    if (!path) throw badRequest(`${where}: path (valueString) is required`, [where]);
+    const integer = (name: string) => {
+      const part = parts.get(name);
+      const n = part?.valueInteger;
+      if (part && (n === undefined || !Number.isInteger(n) || n < 0)) throw badRequest(`${where}: ${name} must be a valueInteger of 0 or more`, [where]);
+      return n;
+    };
+    const op: PatchOperation = { type: type as PatchOperation['type'], path, name: parts.get('name')?.valueString, index: integer('index'), source: integer('source'), destination: integer('destination') };
+    const value = parts.get('value');
+    if (value) op.value = valueOf(value, where);
+    const needs: Record<PatchOperation['type'], Array<keyof PatchOperation>> = {
+      add: ['name', 'value'], insert: ['index', 'value'], delete: [], replace: ['value'], move: ['source', 'destination'],
+    };
+    for (const key of needs[op.type]) if (op[key] === undefined) throw badRequest(`${where}: ${op.type} needs ${key}`, [where]);
+    return op;
+  });
+}
+
+/** A `value` part: one `value[x]`, or parts that are the elements of a value with no type of its own (a backbone element). */
+function valueOf(part: fhir4.ParametersParameter, where: string): PatchValue {
+  const typed = Object.keys(part).filter((k) => /^value[A-Z]/.test(k));
+  if (typed.length === 1) {
+    const key = typed[0]!;
+    return { json: (part as unknown as Record<string, unknown>)[key], type: key.slice('value'.length), holder: { part, key } };
+  }
+  if (typed.length > 1) throw badRequest(`${where}: value has more than one value[x]`, [where]);
+  if (!part.part?.length) throw badRequest(`${where}: value needs a value[x] or parts`, [where]);
+  const element: Record<string, unknown> = {};
+  for (const child of part.part) {
+    const json = valueOf(child, where).json;
+    // A name given more than once is a repeating element's items, in order.
+    if (child.name in element) element[child.name] = [...([] as unknown[]).concat(element[child.name]), json];
+    else element[child.name] = json;
+  }
+  return { json: element };
+}
+
+function evaluate(document: object, path: string): FhirNode[] {
+  try {
+    return fhirpathEngine().evaluate(document, path, undefined, r4Model, { resolveInternalTypes: false }) as FhirNode[];
+  } catch (err) {
+    throw new PatchError(`the path is not a FHIRPath expression this server can evaluate (${(err as Error).message.split('\n')[0]!.slice(0, 120)})`);
+  }
+}
+
+/** Where a node sits: the object or array that holds it and its key there; for a choice element, the key with its type. */
+interface Place {
+  holder: Record<string, unknown> | unknown[];
+  key: string | number;
+  parent: Record<string, unknown>;
+  property: string;
+}
+
+function placeOf(node: FhirNode): Place {
+  const parent = node.parentResNode?.data;
+  if (!node.propName || parent === null || typeof parent !== 'object' || Array.isArray(parent)) throw new PatchError('the path names the resource itself or a value that is not an element');
+  const record = parent as Record<string, unknown>;
+  const property = record[node.propName] !== undefined ? node.propName : Object.keys(record).find((k) => k.startsWith(node.propName!) && /^[A-Z]/.test(k.slice(node.propName!.length)));
+  if (property === undefined) throw new PatchError('the path names no element of the resource');
+  if (node.index === null) return { holder: record, key: property, parent: record, property };
+  const list = record[property];
+  if (!Array.isArray(list)) throw new PatchError('the path names no element of the resource');
+  return { holder: list, key: node.index, parent: record, property };
+}
+
+function single(nodes: FhirNode[]): FhirNode {
+  if (nodes.length !== 1) throw new PatchError(`the path must name exactly one element; it names ${nodes.length}`);
+  return nodes[0]!;
+}
+
+/** The list a path names (insert, move): its items' array, or an empty one made for `insert` when the path ends in an element name. */
+function listOf(document: Record<string, unknown>, path: string, create: boolean): unknown[] {
+  const nodes = evaluate(document, path);
+  if (nodes.length) {
+    const places = nodes.map(placeOf);
+    const list = places[0]!.holder;
+    if (!Array.isArray(list) || places.some((p) => p.holder !== list)) throw new PatchError('the path must name the items of one repeating element');
+    return list;
+  }
+  const m = /^(.*)\.([a-z][A-Za-z0-9]*)$/.exec(path);
+  if (!create || !m) throw new PatchError('the path names no list');
+  const container = single(evaluate(document, m[1]!));
+  if (container.data === null || typeof container.data !== 'object' || !model.path2Repeating[`${container.path}.${m[2]}`]) throw new PatchError('the path names no repeating element');
+  const list: unknown[] = [];
+  (container.data as Record<string, unknown>)[m[2]!] = list;
+  return list;
+}
+
+function applyOne(document: Record<string, unknown>, op: PatchOperation): void {
+  switch (op.type) {
+    case 'add': {
+      const container = single(evaluate(document, op.path));
+      if (container.data === null || typeof container.data !== 'object' || Array.isArray(container.data)) throw new PatchError('the path must name an element that can hold others');
+      const record = container.data as Record<string, unknown>;
+      const element = `${container.path}.${op.name}`;
+      const key = model.choiceTypePaths[element] ? `${op.name}${op.value!.type ?? ''}` : op.name!;
+      if (model.choiceTypePaths[element] && !model.choiceTypePaths[element]!.includes(op.value!.type ?? '')) throw new PatchError(`${op.name} takes one of the types ${model.choiceTypePaths[element]!.join(', ')}`);
+      if (model.path2Repeating[element]) {
+        const list = Array.isArray(record[key]) ? (record[key] as unknown[]) : (record[key] = []) as unknown[];
+        list.push(op.value!.json);
+        place(document, list, list.length - 1, op.value!);
+      } else {
+        if (record[key] !== undefined) throw new PatchError(`${op.name} already has a value; use replace`);
+        record[key] = op.value!.json;
+        place(document, record, key, op.value!);
+      }
+      return;
+    }
+    case 'insert': {
+      const list = listOf(document, op.path, true);
+      if (op.index! > list.length) throw new PatchError(`index ${op.index} is past the end of the list (${list.length} items)`);
+      list.splice(op.index!, 0, op.value!.json);
+      place(document, list, op.index!, op.value!);
+      return;
+    }
+    case 'delete': {
+      const nodes = evaluate(document, op.path);
+      // Deleting what is not there changes nothing (R4 fhirpatch.html).
+      if (nodes.length === 0) return;
+      const at = placeOf(single(nodes));
+      if (Array.isArray(at.holder)) {
+        at.holder.splice(at.key as number, 1);
+        if (at.holder.length === 0) delete at.parent[at.property];
+      } else delete at.holder[at.key as string];
+      return;
+    }
+    case 'replace': {
+      const node = single(evaluate(document, op.path));
+      const at = placeOf(node);
+      if (Array.isArray(at.holder)) {
+        at.holder[at.key as number] = op.value!.json;
+        place(document, at.holder, at.key, op.value!);
+        return;
+      }
+      // A choice element (found as `value` under `valueQuantity`) takes the key of the new
+      // value's type; a type the element does not allow is then refused by validation.
+      const choice = at.property !== node.propName && op.value!.type !== undefined;
+      const key = choice ? `${node.propName}${op.value!.type}` : at.property;
+      if (key !== at.property) delete at.parent[at.property];
+      at.parent[key] = op.value!.json;
+      place(document, at.parent, key, op.value!);
+      return;
+    }
+    case 'move': {
+      const list = listOf(document, op.path, false);
+      if (op.source! >= list.length || op.destination! >= list.length) throw new PatchError(`source and destination must be within the list (${list.length} items)`);
+      const [item] = list.splice(op.source!, 1);
+      list.splice(op.destination!, 0, item);
+      return;
+    }
+  }
+}
+
+/** Keeps the decimal text the patch body wrote for a placed number, or for the numbers inside a placed element. */
+function place(document: object, holder: object, key: string | number, value: PatchValue): void {
+  if (typeof value.json === 'object' && value.json !== null) {
+    containsKeptDecimals(document, [value.json]);
+    return;
+  }
+  const text = typeof value.json === 'number' && value.holder ? keptNumberText(value.holder.part, value.holder.key) : undefined;
+  if (text !== undefined) keepNumberText(document, holder, String(key), text);
+}
