@@ -140,6 +140,13 @@ function parseParamFilter(resourceType: string, fullName: string, name: string, 
   return { kind: 'param', param, modifier, terms, negate: modifier === 'not' };
 }
 
+/**
+ * How many references a chain may follow (`subject:Patient.organization.partof.name` follows
+ * three). Each is a nested subquery on the target's reference rows, held to what the caller may
+ * search of that type; deeper chains are a 400 rather than a query without bound.
+ */
+const MAX_CHAIN_DEPTH = 3;
+
 /** One filter parameter (`name[:modifier][.chained]`, or `_has:…`). */
 function parseFilter(resourceType: string, fullName: string, value: string, opts: ParseOptions, depth: number): Filter {
   if (fullName.startsWith('_has:')) {
@@ -166,10 +173,14 @@ function parseFilter(resourceType: string, fullName: string, value: string, opts
   const param = parameterOf(resourceType, name);
   if (!param) throw unknownParameter(resourceType, fullName, `Unknown search parameter '${name}' for ${resourceType}`);
   if (param.type !== 'reference') throw badRequest(`'${fullName}': only reference parameters can be chained; ${name} is ${param.type}`, [fullName]);
-  if (depth > 0 || chained.includes('.')) throw badRequest(`'${fullName}': chaining is supported one level deep`, [fullName]);
+  // Counted on the whole name where it starts, so that the refusal names the parameter sent.
+  if (depth >= MAX_CHAIN_DEPTH || fullName.split('.').length - 1 > MAX_CHAIN_DEPTH) {
+    throw badRequest(`'${fullName}': a chain follows at most ${MAX_CHAIN_DEPTH} references`, [fullName]);
+  }
   const candidates = modifier ? [modifier] : param.targets.length ? param.targets : supportedTypes;
   if (modifier && !isSupportedType(modifier)) throw badRequest(`'${fullName}': '${modifier}' is not a supported resource type`, [fullName]);
-  const chainedName = chained.split(':')[0];
+  // The next parameter's name: before its own modifier or the next link of a longer chain.
+  const chainedName = chained.split(/[.:]/)[0]!;
   const targets = candidates
     .filter((t) => isSupportedType(t) && (chainedName.startsWith('_has') || parameterOf(t, chainedName)))
     .map((type) => ({ type, filter: parseFilter(type, chained, value, opts, depth + 1) }));

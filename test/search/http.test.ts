@@ -228,10 +228,25 @@ describe('FHIR search over HTTP', () => {
       expect(hasFlag.bundle.entry.map((e: any) => e.resource.id).sort()).to.equal([pid, other].sort());
     });
 
-    it('refuses chains deeper than one level', async () => {
-      const { status, bundle } = await search('Observation?subject.organization.name=x');
+    it('chains through up to three references, and refuses a fourth', async () => {
+      const create = async (resource: Record<string, unknown>) => (await app.request({ method: 'POST', url: `/fhir/${String(resource.resourceType)}`, payload: resource })).json.id as string;
+      const parent = await create({ resourceType: 'Organization', name: 'Chainparent Health' });
+      const child = await create({ resourceType: 'Organization', name: 'Chainchild Clinic', partOf: { reference: `Organization/${parent}` } });
+      const patient = await create({ resourceType: 'Patient', name: [{ family: 'Chainpatient' }], managingOrganization: { reference: `Organization/${child}` } });
+      const reading = await create({ resourceType: 'Observation', status: 'final', code: { text: 'chained' }, subject: { reference: `Patient/${patient}` } });
+      const ids = async (query: string) => {
+        const { status, bundle } = await search(query);
+        expect(status, JSON.stringify(bundle)).to.equal(200);
+        return (bundle.entry ?? []).map((e: any) => e.resource.id);
+      };
+      expect(await ids('Observation?subject:Patient.organization.name=Chainchild')).to.equal([reading]);
+      expect(await ids('Observation?patient.organization.name=Chainparent')).to.equal([]);
+      expect(await ids('Observation?patient.organization.partof.name=Chainparent')).to.equal([reading]);
+      expect(await ids('Observation?subject:Patient.organization:Organization.partof.name:exact=Chainparent Health')).to.equal([reading]);
+      expect(await ids('Patient?organization.partof.name=Chainparent')).to.equal([patient]);
+      const { status, bundle } = await search('Observation?patient.organization.partof.partof.name=x');
       expect(status).to.equal(400);
-      expect(bundle.issue[0].expression).to.equal(['subject.organization.name']);
+      expect(bundle.issue[0].expression).to.equal(['patient.organization.partof.partof.name']);
     });
   });
 

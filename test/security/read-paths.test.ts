@@ -178,5 +178,9 @@ describe('every read path stays inside the grant', () => {
       const res = await app.request({ method: 'GET', url: `/fhir/${url}`, headers: vitalsOnly });
       expect(res.statusCode, url).to.be.within(400, 404);
     }
+    // Each link of a longer chain too: Observation and Patient are granted, Organization is not.
+    const noOrganizations = await app.as('patient/Observation.rs patient/Patient.rs', { patient: id.alice!, fhirUser: `Patient/${id.alice}` });
+    const chained = await app.request({ method: 'GET', url: '/fhir/Observation?subject:Patient.organization.name=x', headers: noOrganizations });
+    expect(chained.statusCode, chained.payload).to.equal(403);
   });
 });
