@@ -5,7 +5,7 @@ import { type Filter, type ParsedSearch, parseSearch } from './parse';
 import { checkReach } from './reach-check';
 import { type Reach, unlimited } from './reach';
 import { parameterOf } from './registry';
-import { buildQuery, type SearchContext, type SearchResult } from './search';
+import { buildQuery, type Query, type Rows, type SearchContext, type SearchResult } from './search';
 import { sortColumn } from './sql';
 import { subsetJson, subsetModeFor } from './summary';
 import { tableOf } from '../store/tables';
@@ -90,19 +90,32 @@ interface Match {
 }
 
 /**
- * The statement that reads the matches' ids, versions, codes and dates: the search's set of
- * matches (no order, so the planner drives it from whatever index suits; a page's newest-first
- * driver, tried, reads the whole date index when no patient index drives), each match's date as
+ * The statement that reads the matches' ids, versions, codes and dates. When a patient index
+ * drives the search (a patient and a category or code, the usual call), it is read as a page
+ * newest first by `date`, so that each match's date comes from its own index row; the rows
+ * that index misses (a compartment's members the key does not name) are the page's tail. Any
+ * other search is read as the set of matches, which the planner drives from whatever index
+ * suits (a page's newest-first driver would read the whole date index), each match's date as
  * `_sort=-date` computes it.
  */
 function matchesSql(parsed: ParsedSearch, compartmentId: string | undefined, reach: Reach): { sql: string; values: unknown[] } {
-  const query = buildQuery({ ...parsed, sort: [] }, compartmentId, reach);
-  const date = sortColumn('Observation', { param: parameterOf('Observation', 'date')!, descending: true }, 'r', query.q);
+  const newestFirst = [{ param: parameterOf('Observation', 'date')!, descending: true }];
+  const select = (rows: Rows, date: string) =>
+    `SELECT r.id, r.version_id AS version, (r.content->'code')::text AS code, (extract(epoch FROM ${date}) * 1000)::float8 AS at FROM ${rows.from} WHERE ${rows.conditions.join(' AND ')}`;
+  const driven = buildQuery({ ...parsed, sort: newestFirst }, compartmentId, reach, undefined, 'page');
+  let query: Query;
+  let parts: string[];
+  if (driven.lead === '') {
+    query = driven;
+    parts = [driven, ...(driven.tail ? [driven.tail] : [])].map((rows) => select(rows, rows.columns[0]!.expression));
+  } else {
+    query = buildQuery({ ...parsed, sort: [] }, compartmentId, reach);
+    parts = [select(query, sortColumn('Observation', newestFirst[0]!, 'r', query.q).expression)];
+  }
   const limit = query.q.bind(LASTN_MAX_MATCHES + 1, 'int');
   // Planned for its values every time: the generic plan of a patient-driven statement was
-  // measured at 53 ms against 30 ms for a patient's 1,000 readings.
-  const sql = `${CUSTOM_PLAN}SELECT r.id, r.version_id AS version, (r.content->'code')::text AS code, (extract(epoch FROM ${date.expression}) * 1000)::float8 AS at
-    FROM ${query.from} WHERE ${query.conditions.join(' AND ')} LIMIT ${limit}`;
+  // measured at 53 ms against 22–30 ms for a patient's 1,000 readings.
+  const sql = `${CUSTOM_PLAN}${parts.length > 1 ? `SELECT * FROM (${parts.join(' UNION ALL ')}) matches` : parts[0]} LIMIT ${limit}`;
   return { sql, values: query.q.values };
 }
 

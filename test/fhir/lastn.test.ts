@@ -97,6 +97,10 @@ describe('Observation/$lastn', () => {
   it('applies the other search parameters before grouping', async () => {
     const res = await lastn(`patient=${alice}&category=vital-signs&date=le2026-11-02&max=2`);
     expect(labels(res.json)).to.equal(['hr2', 'hr1', 'wt2a', 'wt2b']);
+    // A subject named through a chain: no patient index drives it, the same answer.
+    const chained = await lastn('subject:Patient.family=Lastnalice&category=vital-signs&max=2');
+    expect(chained.statusCode, chained.payload).to.equal(200);
+    expect(labels(chained.json)).to.equal(['hr4', 'hr3', 'wt2a', 'wt2b']);
     const none = await lastn(`patient=${alice}&category=vital-signs&status=amended`);
     expect(none.statusCode).to.equal(200);
     expect(none.json.total).to.equal(0);
