@@ -7,7 +7,7 @@
 import { parametersOf } from './registry';
 
 export { findMatchingIds, type SearchContext, searchResources, type SearchRequest, type SearchResult } from './search';
-export { LASTN_MAX_MATCHES, lastObservations } from './lastn';
+export { lastObservations } from './lastn';
 export { addSearchIndexWrites, eraseSearchIndex, indexTablesOf, writeSearchIndex } from './index-writer';
 export { isInPatientCompartment, patientsOf } from './compartment';
 export { canBeInPatientCompartment } from './sql';

@@ -33,7 +33,7 @@ export interface LastNRequest {
 }
 
 /** The matches a group is chosen from; beyond it the caller is asked to narrow the search (a date range). */
-export const LASTN_MAX_MATCHES = 100_000;
+const LASTN_MAX_MATCHES = 100_000;
 
 /** Result parameters that have no meaning for a grouped answer that is never paged. */
 const REFUSED = ['_sort', '_count', '_cursor', '_total', '_include', '_revinclude'];
