@@ -8,3 +8,4 @@ export { type ResolvedOp, type WriteOp, WriteOpError, type WriteOutcome } from '
 export { type CommitHook, type CommittedWrite, type ContentHook, eachWrite, type EraseHook, type ErasedCompartment, type PendingWrite, PIPELINE, type RuleHook, Stages } from './stages';
 export type { PipelineContext } from './context';
 export { eraseCompartment, type Erasure } from './erase';
+export { isFhirPathPatch } from './fhirpath-patch';

@@ -136,10 +136,14 @@ function keepPatchedDecimals(document: object, ops: readonly Operation[]): void 
 /** A PATCH body on a copy of the stored resource: a FHIRPath Patch (a Parameters resource) or a JSON Patch (an array). */
 function applyPatchBody(resource: fhir4.FhirResource, patch: unknown): unknown {
   if (!isFhirPathPatch(patch)) return applyJsonPatch(resource, patch);
-  // A copy through JSON text that keeps the stored decimals as written (src/kernel/json-decimals.ts).
-  const document = parseStoredJson(stringifyKeepingDecimals(resource)) as Record<string, unknown>;
+  const document = copyKeepingDecimals(resource);
   applyFhirPathPatch(document, patch);
   return document;
+}
+
+/** A copy through JSON text that keeps the stored decimals as written (src/kernel/json-decimals.ts), for a patch to change. */
+function copyKeepingDecimals(resource: fhir4.FhirResource): Record<string, unknown> {
+  return parseStoredJson(stringifyKeepingDecimals(resource)) as Record<string, unknown>;
 }
 
 /** RFC 6902 JSON Patch on a copy of the stored resource; a failed `test` op is 422, a malformed patch 400. */
@@ -159,8 +163,7 @@ function applyJsonPatch(resource: fhir4.FhirResource, patch: unknown): unknown {
     }
   });
   try {
-    // A copy through JSON text that keeps the stored decimals as written (src/kernel/json-decimals.ts).
-    const patched = applyPatch(parseStoredJson(stringifyKeepingDecimals(resource)), patch as Operation[], true, true, true).newDocument;
+    const patched = applyPatch(copyKeepingDecimals(resource), patch as Operation[], true, true, true).newDocument;
     if (patched !== null && typeof patched === 'object') keepPatchedDecimals(patched, patch as Operation[]);
     return patched;
   } catch (err) {

@@ -1,13 +1,11 @@
 import { badRequest } from '../kernel/outcome';
-import { searchsetJson } from './bundle';
 import type { FoundResource } from './include';
 import { type Filter, type ParsedSearch, parseSearch } from './parse';
 import { checkReach } from './reach-check';
 import { type Reach, unlimited } from './reach';
 import { parameterOf } from './registry';
-import { buildQuery, type Query, type Rows, type SearchContext, type SearchResult } from './search';
+import { buildQuery, type Query, type Rows, type SearchContext, searchsetAnswer, type SearchResult } from './search';
 import { sortColumn } from './sql';
-import { subsetJson, subsetModeFor } from './summary';
 import { tableOf } from '../store/tables';
 import { CUSTOM_PLAN } from '../store/prepared';
 
@@ -73,12 +71,7 @@ export async function lastObservations(ctx: SearchContext, request: LastNRequest
   const chosen = matches.flatMap((group) => newestOf(group, request.max));
   const found = await contentsOf(ctx, chosen);
 
-  const mode = subsetModeFor(parsed.summary, parsed.elements);
-  const disclosed = new Set<string>();
-  const entries: FoundResource[] = found.map((r) => (mode ? { ...r, json: subsetJson(r.type, r.json, mode, disclosed) } : r));
-  const warnings = parsed.ignored.map((i) => `Parameter '${i.name}' was ignored: ${i.reason}`);
-  const json = searchsetJson({ baseUrl: ctx.baseUrl, total: entries.length, links: [{ relation: 'self', url: request.selfUrl }], matches: entries, included: [], warnings });
-  return mode ? { status: 200, body: { json }, disclosedPatients: [...disclosed] } : { status: 200, body: { json } };
+  return searchsetAnswer(ctx.baseUrl, parsed, { total: found.length, links: [{ relation: 'self', url: request.selfUrl }], matches: found, included: [] });
 }
 
 interface Match {

@@ -183,6 +183,30 @@ function applySubset(resources: FoundResource[], mode: SubsetMode | undefined, d
   return resources.map((r) => ({ ...r, json: subsetJson(r.type, r.json, mode, disclosed) }));
 }
 
+/**
+ * A search's answer: its matches and includes, subsetted as `_summary`/`_elements` ask (with the
+ * patients of the subsetted entries for the audit), and a warning for each parameter a lenient
+ * search ignored. Also Observation/$lastn's (./lastn.ts).
+ */
+export function searchsetAnswer(
+  baseUrl: string,
+  parsed: ParsedSearch,
+  parts: { total?: number; links: Array<{ relation: string; url: string }>; matches: FoundResource[]; included: FoundResource[] },
+): SearchResult {
+  const mode = subsetModeFor(parsed.summary, parsed.elements);
+  const disclosed = new Set<string>();
+  const warnings = parsed.ignored.map((i) => `Parameter '${i.name}' was ignored: ${i.reason}`);
+  const json = searchsetJson({
+    baseUrl,
+    total: parts.total,
+    links: parts.links,
+    matches: applySubset(parts.matches, mode, disclosed),
+    included: applySubset(parts.included, mode, disclosed),
+    warnings,
+  });
+  return mode ? { status: 200, body: { json }, disclosedPatients: [...disclosed] } : { status: 200, body: { json } };
+}
+
 function linkUrl(base: string, params: ReadonlyArray<[string, string]>): string {
   const query = new URLSearchParams(params as Array<[string, string]>).toString();
   return query ? `${base}?${query}` : base;
@@ -205,12 +229,11 @@ export async function searchResources(ctx: SearchContext, request: SearchRequest
   const base = compartmentId !== undefined ? `${ctx.baseUrl}/Patient/${encodeURIComponent(compartmentId)}/${resourceType}` : `${ctx.baseUrl}/${resourceType}`;
   const selfParams = parsed.accepted;
   const links = [{ relation: 'self', url: linkUrl(base, selfParams) }];
-  const warnings = parsed.ignored.map((i) => `Parameter '${i.name}' was ignored: ${i.reason}`);
 
   const countOnly = parsed.summary === 'count' || parsed.count === 0;
   if (countOnly) {
     const total = await countMatches(ctx.db, parsed, compartmentId, reach, false);
-    return { status: 200, body: { json: searchsetJson({ baseUrl: ctx.baseUrl, total, links, matches: [], included: [], warnings }) } };
+    return searchsetAnswer(ctx.baseUrl, parsed, { total, links, matches: [], included: [] });
   }
 
   const query = buildQuery(parsed, compartmentId, reach, undefined, 'page');
@@ -233,17 +256,7 @@ export async function searchResources(ctx: SearchContext, request: SearchRequest
 
   const matches: FoundResource[] = page.rows.map(({ type, id, json }) => ({ type, id, json }));
   const included = parsed.include.length || parsed.revinclude.length ? await findIncluded(ctx.db, parsed.include, parsed.revinclude, matches, reach, compartmentId) : [];
-  const mode = subsetModeFor(parsed.summary, parsed.elements);
-  const disclosed = new Set<string>();
-  const json = searchsetJson({
-    baseUrl: ctx.baseUrl,
-    total,
-    links,
-    matches: applySubset(matches, mode, disclosed),
-    included: applySubset(included, mode, disclosed),
-    warnings,
-  });
-  return mode ? { status: 200, body: { json }, disclosedPatients: [...disclosed] } : { status: 200, body: { json } };
+  return searchsetAnswer(ctx.baseUrl, parsed, { total, links, matches, included });
 }
 
 /**

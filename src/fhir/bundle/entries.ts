@@ -2,7 +2,7 @@ import { badRequest, OperationOutcomeError } from '../../kernel/outcome';
 import { isSupportedType } from '../../kernel/resource-types';
 import { parseVersionTag } from '../../kernel/etag';
 import { type InputLimits, parseJsonWithin } from '../../kernel/input-limits';
-import type { WriteOp } from '../../pipeline';
+import { isFhirPathPatch, type WriteOp } from '../../pipeline';
 
 /** One entry of a transaction or batch, parsed from `entry.request`. */
 export interface ParsedEntry {
@@ -104,7 +104,7 @@ export function parseEntry(raw: unknown, index: number, baseUrl: string, limits:
  * in a transaction).
  */
 function patchOperations(resource: Record<string, unknown>, index: number, limits: InputLimits): unknown {
-  if (resource.resourceType === 'Parameters') return resource;
+  if (isFhirPathPatch(resource)) return resource;
   if (resource.resourceType !== 'Binary' || typeof resource.data !== 'string') {
     throw entryError(index, 400, 'a PATCH entry carries a FHIRPath Patch (a Parameters resource) or its JSON Patch as a Binary resource with contentType application/json-patch+json and base64 data');
   }

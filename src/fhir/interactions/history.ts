@@ -7,7 +7,8 @@ import type { FhirContext, InteractionResult } from '../context';
 import { supportedTypes } from '../../kernel/resource-types';
 import { badRequest, notFound } from '../../kernel/outcome';
 import type { RestRequest } from '../rest-request';
-import { dateFromQuery, parseDateRange, timestampText } from '../../search/date-range';
+import { dateFromQuery, timestampText } from '../../search/date-range';
+import { parseDateTerm } from '../../search/types/date';
 
 const HISTORY_PARAMS = new Set(['_count', '_since', '_at', '_cursor', '_format', '_pretty']);
 
@@ -86,13 +87,12 @@ export async function history(ctx: FhirContext, req: Omit<RestRequest, 'type'> &
  * one side (a version is current from when it was written until the next one is).
  */
 function atPeriod(sent: string): { sent: string; period: { from: string; to: string } } {
-  const value = dateFromQuery(sent);
-  const [, prefix = 'eq', date = ''] = /^([a-z]{2})?(.*)$/.exec(value)!;
-  const range = ['eq', 'ge', 'gt', 'le', 'lt'].includes(prefix) ? parseDateRange(date) : undefined;
-  if (!range) throw badRequest(`_at must be a date, optionally with a prefix eq, ge, gt, le or lt, such as 2026-03 or ge2026-03-01T08:00:00Z; got '${sent.slice(0, 40)}'`, ['_at']);
-  const from = prefix === 'ge' ? range.low : prefix === 'gt' ? range.high + 1 : prefix === 'eq' ? range.low : Number.NEGATIVE_INFINITY;
-  const to = prefix === 'le' ? range.high : prefix === 'lt' ? range.low - 1 : prefix === 'eq' ? range.high : Number.POSITIVE_INFINITY;
-  return { sent: value, period: { from: timestampText(from), to: timestampText(to) } };
+  // Read as a search's date term (prefix, time zone '+' sent unencoded, calendar checks).
+  const { prefix, range } = parseDateTerm(sent, '_at');
+  if (!['eq', 'ge', 'gt', 'le', 'lt'].includes(prefix)) throw badRequest(`_at takes the prefixes eq, ge, gt, le or lt, not '${prefix}'`, ['_at']);
+  const from = prefix === 'ge' || prefix === 'eq' ? range.low : prefix === 'gt' ? range.high + 1 : Number.NEGATIVE_INFINITY;
+  const to = prefix === 'le' || prefix === 'eq' ? range.high : prefix === 'lt' ? range.low - 1 : Number.POSITIVE_INFINITY;
+  return { sent: dateFromQuery(sent), period: { from: timestampText(from), to: timestampText(to) } };
 }
 
 /**

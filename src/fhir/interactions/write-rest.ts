@@ -1,7 +1,7 @@
 import type { FhirContext, InteractionResult } from '../context';
 import { badRequest, OperationOutcomeError } from '../../kernel/outcome';
 import { type RestRequest, writeResult } from '../rest-request';
-import { executeWrites, type WriteOp } from '../../pipeline';
+import { executeWrites, isFhirPathPatch, type WriteOp } from '../../pipeline';
 import { read } from './read';
 
 /**
@@ -20,7 +20,7 @@ export async function update(ctx: FhirContext, req: RestRequest): Promise<Intera
 
 export async function patch(ctx: FhirContext, req: RestRequest): Promise<InteractionResult> {
   // A JSON Patch (application/json-patch+json) or a FHIRPath Patch: a Parameters resource sent as FHIR JSON.
-  if (req.bodyKind !== 'json-patch' && (req.body as { resourceType?: unknown } | undefined)?.resourceType !== 'Parameters') {
+  if (req.bodyKind !== 'json-patch' && !isFhirPathPatch(req.body)) {
     throw new OperationOutcomeError(415, {
       code: 'not-supported',
       diagnostics: 'PATCH takes a JSON Patch (Content-Type: application/json-patch+json) or a FHIRPath Patch (a Parameters resource, Content-Type: application/fhir+json)',
