@@ -1,6 +1,7 @@
 import * as Lab from '@hapi/lab';
 import { expect } from '@hapi/code';
 import { startTestServer, type TestServer } from '../helpers/server';
+import { type SecuredServer, startSecuredServer } from '../security/helpers';
 
 export const lab = Lab.script();
 const { describe, it, before, after } = lab;
@@ -156,5 +157,36 @@ describe('FHIRPath Patch', () => {
     expect(fresh.statusCode, fresh.payload).to.equal(200);
     const metadata = (await app.request({ method: 'GET', url: '/fhir/metadata' })).json;
     expect(metadata.patchFormat).to.include(['application/json-patch+json', 'application/fhir+json']);
+  });
+});
+
+/**
+ * Rights before content: a token that may not write the resource learns nothing from a
+ * FHIRPath Patch, whether its operations would apply or not.
+ */
+describe('FHIRPath Patch and the access policy', () => {
+  let app: SecuredServer;
+  before(async () => {
+    app = await startSecuredServer();
+  });
+  after(() => app.stop());
+
+  it("answers another patient's resource, or a read-only token, with 403/404 before judging the patch, and writes nothing", async () => {
+    const alice = await app.create({ resourceType: 'Patient', name: [{ family: 'Patchalice' }], gender: 'female' });
+    const bob = await app.create({ resourceType: 'Patient', name: [{ family: 'Patchbob' }] });
+    const valid = patchOf(operation('replace', 'Patient.gender', [{ name: 'value', valueCode: 'male' }]));
+    const inapplicable = patchOf(operation('replace', 'Patient.birthDate', [{ name: 'value', valueDate: '2000-01-01' }]));
+    const bobsToken = await app.as('patient/Patient.rsu', { patient: bob });
+    const readOnly = await app.as('system/Patient.rs');
+    for (const [headers, label] of [[bobsToken, "Bob's token"], [readOnly, 'a read-only token']] as const) {
+      for (const body of [valid, inapplicable]) {
+        const res = await app.request({ method: 'PATCH', url: `/fhir/Patient/${alice}`, payload: body, headers: { ...headers, 'content-type': 'application/fhir+json' } });
+        expect(res.statusCode, `${label}: ${res.payload}`).to.be.within(403, 404);
+        expect(res.json.resourceType).to.equal('OperationOutcome');
+      }
+    }
+    const read = (await app.request({ method: 'GET', url: `/fhir/Patient/${alice}`, headers: app.system })).json;
+    expect(read.meta.versionId).to.equal('1');
+    expect(read.gender).to.equal('female');
   });
 });
