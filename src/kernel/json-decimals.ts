@@ -186,3 +186,35 @@ export function stringifyKeepingDecimals(value: unknown, space?: number): string
   );
   return json.replace(STAND_IN, '$1');
 }
+
+/**
+ * Whether two JSON values are the same document: objects equal whatever the order of their keys
+ * (a key whose value is undefined counts as absent, as JSON.stringify writes it), arrays in
+ * order, and numbers by the text they would be written with (36.60 is not 36.6: R4
+ * datatypes.html#decimal gives the precision meaning).
+ */
+export function sameJson(a: unknown, b: unknown): boolean {
+  return sameValue(a, b, undefined, undefined, '');
+}
+
+function sameValue(a: unknown, b: unknown, aHolder: object | undefined, bHolder: object | undefined, key: string): boolean {
+  if (typeof a === 'number' || typeof b === 'number') {
+    return typeof a === 'number' && typeof b === 'number' && numberText(aHolder, key, a) === numberText(bHolder, key, b);
+  }
+  if (a === null || b === null || typeof a !== 'object' || typeof b !== 'object') return a === b;
+  if (Array.isArray(a) || Array.isArray(b)) {
+    if (!Array.isArray(a) || !Array.isArray(b) || a.length !== b.length) return false;
+    return a.every((v, i) => sameValue(v, b[i], a, b, String(i)));
+  }
+  const aRecord = a as Record<string, unknown>;
+  const bRecord = b as Record<string, unknown>;
+  const aKeys = Object.keys(aRecord).filter((k) => aRecord[k] !== undefined);
+  const bCount = Object.keys(bRecord).filter((k) => bRecord[k] !== undefined).length;
+  return aKeys.length === bCount && aKeys.every((k) => sameValue(aRecord[k], bRecord[k], a, b, k));
+}
+
+/** The text stringifyKeepingDecimals writes for `holder[key]`. */
+function numberText(holder: object | undefined, key: string, value: number): string {
+  const kept = holder && written.get(holder)?.get(key);
+  return kept !== undefined && Number(kept) === value ? kept : JSON.stringify(value);
+}

@@ -46,13 +46,28 @@ export interface CommittedWrite {
   readonly policy: AccessPolicy;
 }
 
+/**
+ * An op that succeeded without writing a version (UnitOfWork.unwritten): `versionId` is the
+ * stored version it was answered with, if any (none for a delete of nothing); `resource` that
+ * version's content, if live.
+ */
+export interface UnwrittenOp {
+  type: string;
+  id?: string;
+  versionId?: number;
+  method: CommittedWrite['method'];
+  resource?: fhir4.FhirResource;
+  readonly policy: AccessPolicy;
+}
+
 /** validate, enrich, judge: see (and may change or reject) the writes of one apply, all at once. */
 export type ContentHook = (uow: UnitOfWork, writes: readonly PendingWrite[]) => Promise<void>;
 /** rules: in the transaction, after the versions are written; a throw rolls the whole unit back. */
 export type RuleHook = (uow: UnitOfWork, committed: readonly CommittedWrite[]) => Promise<void>;
 /**
  * commit: the unit's last statements, in its transaction, once everything it writes is written
- * (`uow.committed`, nested writes too, without those a savepoint undid). For what must commit
+ * (`uow.committed`, nested writes too, without those a savepoint undid, and `uow.unwritten`, the
+ * ops that succeeded without a write). For what must commit
  * with every write and hold a shared lock as briefly as possible: the audit trail's chain.
  * A throw rolls the whole unit back. A write nobody reads the answer of goes through
  * `uow.tx.later`: it travels with the COMMIT and costs no round trip of its own.

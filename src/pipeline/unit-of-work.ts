@@ -1,7 +1,7 @@
 import { type AccessPolicy, unrestricted } from '../access/policy';
 import { conflict, OperationOutcomeError } from '../kernel/outcome';
 import { parseStoredJson } from '../kernel/input-limits';
-import { stringifyKeepingDecimals } from '../kernel/json-decimals';
+import { carryKeptDecimals, sameJson, stringifyKeepingDecimals } from '../kernel/json-decimals';
 import { addSearchIndexWrites } from '../search';
 import type { Transaction } from '../store/db';
 import { addVersionWrites, type CurrentVersion, lockCurrent, type NewVersion, ReplayUnitError, runVersionWrites } from '../store/repository';
@@ -11,7 +11,7 @@ import type { PipelineContext } from './context';
 import { forOp, type ResolvedOp, type WriteOp, WriteOpError, type WriteOutcome } from './ops';
 import { plan, type Planned } from './plan';
 import { resolveTarget, targetKey } from './resolve';
-import type { CommittedWrite, PendingWrite } from './stages';
+import type { CommittedWrite, PendingWrite, UnwrittenOp } from './stages';
 
 /**
  * The one unit of work of the write pipeline (docs/DESIGN.md "Data flow"). Every door writes
@@ -41,6 +41,12 @@ const REPLAYS = 3;
 export class UnitOfWork {
   /** Every version this unit has written so far, nested writes included, in write order. */
   readonly committed: CommittedWrite[] = [];
+  /**
+   * Ops that succeeded without writing a version: an update or patch that changed nothing
+   * (unchangedVersion), a create matched to what exists, a delete of nothing. Audited like
+   * writes, seen by no rule.
+   */
+  readonly unwritten: UnwrittenOp[] = [];
   private savepoints = 0;
 
   constructor(
@@ -91,10 +97,10 @@ export class UnitOfWork {
     return results;
   }
 
-  private async savepoint(): Promise<{ name: string; committed: number }> {
+  private async savepoint(): Promise<{ name: string; committed: number; unwritten: number }> {
     const name = `uow_${++this.savepoints}`;
     await this.tx.query(`SAVEPOINT ${name}`);
-    return { name, committed: this.committed.length };
+    return { name, committed: this.committed.length, unwritten: this.unwritten.length };
   }
 
   private async release(mark: { name: string }): Promise<void> {
@@ -102,9 +108,10 @@ export class UnitOfWork {
   }
 
   /** Undoes everything since the savepoint, including what it had recorded as committed. */
-  private async rollbackTo(mark: { name: string; committed: number }): Promise<void> {
+  private async rollbackTo(mark: { name: string; committed: number; unwritten: number }): Promise<void> {
     await this.tx.query(`ROLLBACK TO SAVEPOINT ${mark.name}`);
     this.committed.length = mark.committed;
+    this.unwritten.length = mark.unwritten;
   }
 
   /**
@@ -163,9 +170,16 @@ export class UnitOfWork {
       }
     }
 
-    // conform, then stamp the server's meta (R4 resource.html#Meta: versionId and lastUpdated are the server's).
+    // An update that changes nothing is answered by the version it would replace; then conform,
+    // and stamp the server's meta (R4 resource.html#Meta: versionId and lastUpdated are the server's).
     for (const [i, w] of pending) {
       if (refused.has(i) || !w.resource) continue;
+      const unchanged = unchangedVersion(w, planned[i]!);
+      if (unchanged) {
+        planned[i] = unchanged;
+        pending.delete(i);
+        continue;
+      }
       const error = conformanceError(w.type, w.id, w.resource, w.changed === true);
       if (error) {
         refuse(i, error);
@@ -174,6 +188,14 @@ export class UnitOfWork {
       const p = planned[i]!;
       w.resource.meta = { ...w.resource.meta, versionId: String(p.write!.previousVersion + 1), lastUpdated };
       p.outcome.resource = w.resource;
+    }
+
+    for (const [i, r] of resolved.entries()) {
+      const p = planned[i];
+      if (!r || !p || p.write || refused.has(i)) continue;
+      const row = current.get(`${r.op.type}/${r.id}`);
+      const resource = p.outcome.resource ?? (row?.deleted ? undefined : row?.resource);
+      this.unwritten.push({ type: r.op.type, id: p.outcome.id, versionId: p.outcome.versionId, method: METHOD[r.op.kind], resource, policy });
     }
 
     // write: every version, history row and index row of a type in set-based statements.
@@ -238,6 +260,33 @@ export class UnitOfWork {
 }
 
 /**
+ * The stored version a PUT or PATCH leaves as it is, once the stages have had their say: the
+ * same JSON but for meta.versionId and meta.lastUpdated, which are the server's. R4 leaves it to
+ * the server whether such an update makes a version; making one would put a copy in history,
+ * judge the reading again and notify subscribers of a change that is not there (a gateway or
+ * an EHR re-sending what it sent), so none is made, as HAPI FHIR and Medplum do too. The
+ * version's author is part of its content (enrich stamps it): the same body from another
+ * author is a new version saying who wrote it.
+ */
+function unchangedVersion(w: PendingWrite, p: Planned): Planned | undefined {
+  const write = p.write!;
+  if (!w.previous || (write.method !== 'PUT' && write.method !== 'PATCH')) return undefined;
+  if (!sameJson(withoutServerMeta(w.resource!), withoutServerMeta(w.previous))) return undefined;
+  const lastUpdated = w.previous.meta?.lastUpdated;
+  if (lastUpdated === undefined) return undefined;
+  return { outcome: { status: 200, type: w.type, id: w.id, versionId: write.previousVersion, lastUpdated, resource: w.previous } };
+}
+
+const METHOD: Record<WriteOp['kind'], CommittedWrite['method']> = { create: 'POST', update: 'PUT', patch: 'PATCH', delete: 'DELETE' };
+
+function withoutServerMeta(resource: fhir4.FhirResource): object {
+  const { versionId: _v, lastUpdated: _l, ...meta } = resource.meta ?? {};
+  const copy = { ...resource, meta: Object.keys(meta).length > 0 ? meta : undefined };
+  carryKeptDecimals(resource, copy);
+  return copy;
+}
+
+/**
  * The stages change resources in place (ids, meta, mapped codes, interpretations, references a
  * transaction rewrote to the ids of its first attempt); a replay must start from the ops as sent.
  * Copies are taken as JSON text before the first attempt, which is cheaper than cloning objects
@@ -292,7 +341,7 @@ export async function withUnitOfWork<T>(ctx: PipelineContext, fn: (uow: UnitOfWo
       const value = await ctx.db.transaction(async (tx) => {
         uow = new UnitOfWork(ctx, tx);
         const result = await fn(uow, attempt);
-        if (uow.committed.length) for (const { hook } of ctx.stages.of('commit')) await hook(uow);
+        if (uow.committed.length || uow.unwritten.length) for (const { hook } of ctx.stages.of('commit')) await hook(uow);
         return result;
       });
       await runAfterCommit(ctx, uow!.committed);

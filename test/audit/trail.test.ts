@@ -237,6 +237,41 @@ describe('audit trail (BALP)', () => {
     expect(ofFailed[0]!.action).to.equal('E');
   });
 
+  it('records a write that wrote nothing: a matched conditional create, an unchanged update, a delete of nothing', async () => {
+    const writer = await app.as('user/Observation.cruds user/Patient.cruds', { fhirUser: 'Practitioner/audit-nurse', clientId: 'nurse-app' });
+    const obs = { ...observation(id.alice!), identifier: [{ system: 'urn:audit-test', value: 'matched-1' }] };
+    const created = await app.request({ method: 'POST', url: '/fhir/Observation', payload: obs, headers: writer });
+    expect(created.statusCode, created.payload).to.equal(201);
+    const obsId = created.json.id as string;
+    const ofRequest = async (res: { headers: Record<string, unknown> }) =>
+      (await events('date=ge2020-01-01')).filter((e) => transactionId(e) === res.headers['x-request-id']);
+
+    const matched = await app.request({ method: 'POST', url: '/fhir/Observation', payload: obs, headers: { ...writer, 'if-none-exist': 'identifier=urn:audit-test|matched-1' } });
+    expect(matched.statusCode, matched.payload).to.equal(200);
+    const unchanged = await app.request({ method: 'PUT', url: `/fhir/Observation/${obsId}`, payload: { ...obs, id: obsId }, headers: writer });
+    expect(unchanged.statusCode, unchanged.payload).to.equal(200);
+    expect(unchanged.headers.etag).to.equal('W/"1"');
+    const nothing = await app.request({ method: 'DELETE', url: '/fhir/Observation/never-stored-audit', headers: writer });
+    expect(nothing.statusCode).to.equal(204);
+
+    for (const [res, subtype, action, what] of [
+      [matched, 'create', 'C', `Observation/${obsId}/_history/1`],
+      [unchanged, 'update', 'U', `Observation/${obsId}/_history/1`],
+      [nothing, 'delete', 'D', 'Observation/never-stored-audit'],
+    ] as const) {
+      const [e, ...more] = await ofRequest(res);
+      expect(more, subtype).to.have.length(0);
+      expect(e!.subtype?.[0]?.code).to.equal(subtype);
+      expect(e!.action).to.equal(action);
+      expect(e!.outcome).to.equal('0');
+      // BALP: the client is the source of a create or update, the application of a delete.
+      expect(agentOfType(e!, action === 'D' ? '110150' : '110153')!.who?.identifier?.value).to.equal('nurse-app');
+      expect(entityOfRole(e!, '4')[0]!.what!.reference).to.equal(what);
+      // The patient of what was disclosed or named; a delete of nothing names none.
+      expect(entityOfRole(e!, '1').map((x) => x.what?.reference)).to.equal(subtype === 'delete' ? [] : [`Patient/${id.alice}`]);
+    }
+  });
+
   it('serves AuditEvents only to tokens that hold AuditEvent scopes, and never takes one', async () => {
     const clinician = await app.as('user/*.cruds', { fhirUser: 'Practitioner/audit-doc' });
     expect((await app.request({ method: 'GET', url: '/fhir/AuditEvent', headers: clinician })).statusCode).to.equal(403);

@@ -53,10 +53,22 @@ describe('concurrent writes of one resource', () => {
   it('parallel creates at one new id via PUT: one creates version 1, the others update after it', async () => {
     const id = `race-${Date.now().toString(36)}`;
     const results = await Promise.all(
-      Array.from({ length: 10 }, () => app.request({ method: 'PUT', url: `/fhir/Patient/${id}`, payload: { resourceType: 'Patient', id } })),
+      Array.from({ length: 10 }, (_, i) => app.request({ method: 'PUT', url: `/fhir/Patient/${id}`, payload: { resourceType: 'Patient', id, telecom: [{ system: 'phone', value: String(i) }] } })),
     );
     expect(results.filter((r) => r.statusCode === 201)).to.have.length(1);
     expect(results.filter((r) => r.statusCode === 200)).to.have.length(9);
     expect(results.map((r) => Number(r.json.meta.versionId)).sort((a, b) => a - b)).to.equal([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+  });
+
+  it('parallel PUTs of one body at one new id: one creates version 1, the others are answered with it', async () => {
+    const id = `race-same-${Date.now().toString(36)}`;
+    const results = await Promise.all(
+      Array.from({ length: 10 }, () => app.request({ method: 'PUT', url: `/fhir/Patient/${id}`, payload: { resourceType: 'Patient', id, gender: 'female' } })),
+    );
+    expect(results.filter((r) => r.statusCode === 201)).to.have.length(1);
+    expect(results.filter((r) => r.statusCode === 200)).to.have.length(9);
+    expect(results.map((r) => r.json.meta.versionId)).to.equal(Array(10).fill('1'));
+    const history = await app.request({ method: 'GET', url: `/fhir/Patient/${id}/_history` });
+    expect(history.json.total).to.equal(1);
   });
 });
