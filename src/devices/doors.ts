@@ -1,3 +1,4 @@
+import { keptNumberText } from '../kernel/json-decimals';
 import { badRequest } from '../kernel/outcome';
 import { translate } from '../terminology/conceptmap';
 import { decodeBle } from './ble';
@@ -66,7 +67,8 @@ function normalisedMeasurement(raw: Json, where: string): Measurement {
     if (typeof reason === 'string' && ABSENT.has(reason)) return { source, absent: reason as Measurement['absent'], unit };
     return { source, unit };
   }
-  const value = parseDecimal(raw.value);
+  // A number keeps the text the gateway wrote it with (36.60 is not 36.6: R4 datatypes.html#decimal).
+  const value = parseDecimal(typeof raw.value === 'number' ? (keptNumberText(raw, 'value') ?? raw.value) : raw.value);
   if (!value) throw new ReadingError(400, `${where}: value ${JSON.stringify(raw.value)} is not a decimal number`, 'value');
   return { source, value, unit };
 }

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { keepNumberText } from '../kernel/json-decimals';
 import { DOOR_SOURCE_PREFIX, MDC_SYSTEM, type Measurement, READING_ID_SYSTEM, type ReadingDraft, ReadingError, UCUM_SYSTEM } from './reading';
 
 /**
@@ -37,12 +38,20 @@ export function readingId(device: fhir4.Identifier, code: string, time: string, 
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
 }
 
-/** The value as the device sent it: an MDC unit code stays MDC (the mapping stage makes it UCUM). */
-function sourceQuantity(m: Measurement, where: string): fhir4.Quantity | undefined {
+/**
+ * The value as the device sent it: an MDC unit code stays MDC (the mapping stage makes it UCUM).
+ * The number keeps its decimal text in `obs`, so that it is stored with the precision the device
+ * gave it (an SFLOAT of 3660 × 10^-2 is 36.60 °C; R4 datatypes.html#decimal: the precision of a
+ * decimal has significance). A unit conversion later writes a new number, with its own.
+ */
+function sourceQuantity(obs: fhir4.Observation, m: Measurement, where: string): fhir4.Quantity | undefined {
   if (!m.value) return undefined;
   if (!m.unit) throw new ReadingError(422, `${where}: a value needs a unit`, 'required');
-  if (/^\d+$/.test(m.unit)) return { value: m.value.value, system: MDC_SYSTEM, code: m.unit };
-  return { value: m.value.value, unit: m.unit, system: UCUM_SYSTEM, code: m.unit };
+  const q: fhir4.Quantity = /^\d+$/.test(m.unit)
+    ? { value: m.value.value, system: MDC_SYSTEM, code: m.unit }
+    : { value: m.value.value, unit: m.unit, system: UCUM_SYSTEM, code: m.unit };
+  keepNumberText(obs, q, 'value', m.value.text);
+  return q;
 }
 
 function absentReason(m: Measurement): fhir4.CodeableConcept | undefined {
@@ -77,11 +86,11 @@ export function draftToObservation(draft: ReadingDraft, ctx: DraftContext): fhir
   if (draft.manual) obs.performer = [{ reference: ctx.patientRef }];
   if (draft.components) {
     obs.component = draft.components.map((c, i) => {
-      const q = sourceQuantity(c, `component ${i + 1}`);
+      const q = sourceQuantity(obs, c, `component ${i + 1}`);
       return { code: { coding: [c.source] }, ...(q ? { valueQuantity: q } : {}), ...(c.absent ? { dataAbsentReason: absentReason(c) } : {}) };
     });
   } else {
-    const q = sourceQuantity(draft, draft.source.code ?? 'reading');
+    const q = sourceQuantity(obs, draft, draft.source.code ?? 'reading');
     if (q) obs.valueQuantity = q;
     else if (draft.absent) obs.dataAbsentReason = absentReason(draft);
     else throw new ReadingError(422, `${draft.source.system ?? ''}|${draft.source.code ?? ''}: the reading has no value`, 'required');

@@ -147,6 +147,41 @@ describe('device ingest', () => {
     expect(obs[2].meta.source).to.equal('urn:rpm:ingest:withings');
   });
 
+  it('stores each value with the precision its device gave it, whichever door it came through', async () => {
+    const pid = await newPatient();
+    /** The stored JSON text of each reading of a door's answer, as a client reads it. */
+    const storedTexts = async (res: { statusCode: number; payload: string; json: any }) => {
+      expect(res.statusCode, res.payload).to.equal(200);
+      const texts: string[] = [];
+      for (const e of res.json.entry) texts.push((await app.request({ method: 'GET', url: `/fhir/${e.response.location.split('/_history')[0]}` })).payload);
+      return texts;
+    };
+
+    // Withings: value × 10^unit, as many decimals as the unit says (65750, -3 is 65.750 kg).
+    const withings = await storedTexts(await app.request({ method: 'POST', url: `/ingest/withings?patient=Patient/${pid}`, payload: fixture('withings-getmeas.json') }));
+    const valueOf = (text: string) => /"valueQuantity":\s*\{[^}]*"value":\s*([-0-9.eE+]+)/.exec(text)?.[1];
+    expect(withings.map(valueOf)).to.equal(['128', '67', '65.750', '22.10', '14.53', '175', '36.90']);
+
+    // Bluetooth 2A1C: an IEEE 11073 FLOAT of mantissa 3670 and exponent -2 is 36.70 °C.
+    const ble = await storedTexts(await app.request({
+      method: 'POST', url: '/ingest/ble',
+      payload: { device: { identifier: { system: 'urn:ietf:rfc:7042', value: unique('mac') }, create: true }, patient: { reference: `Patient/${pid}` },
+        readings: [{ characteristic: '2A1C', data: '00560e00fe', encoding: 'hex', receivedAt: '2026-11-03T08:00:00Z' }] },
+    }));
+    expect(ble.map(valueOf)).to.equal(['36.70']);
+
+    // The normalised door: a number as the gateway wrote it, and a decimal string.
+    const readings = await storedTexts(await app.request({
+      method: 'POST', url: '/ingest/readings', headers: { 'content-type': 'application/json' },
+      payload: JSON.stringify({ device: { identifier: { system: 'urn:test:serial', value: unique('sn') }, create: true }, patient: { reference: `Patient/${pid}` },
+        readings: [
+          { code: { system: LOINC, code: '8310-5' }, value: 36.6, unit: 'Cel', time: '2026-11-03T08:00:00Z' },
+          { code: { system: LOINC, code: '29463-7' }, value: '70.500', unit: 'kg', time: '2026-11-03T08:00:00Z' },
+        ] }).replace('"value":36.6', '"value":36.60'),
+    }));
+    expect(readings.map(valueOf)).to.equal(['36.60', '70.500']);
+  });
+
   it('creates nothing when a payload is sent again: every reading answers 200 with the same resource', async () => {
     const pid = await newPatient();
     const body = fixture('readings.json');
