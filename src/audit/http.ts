@@ -32,6 +32,7 @@ interface Interaction {
 
 const READ: Interaction = { subtype: 'read', action: 'R', reads: true };
 const SEARCH: Interaction = { subtype: 'search-type', action: 'E', reads: true };
+const SEARCH_SYSTEM: Interaction = { subtype: 'search-system', action: 'E', reads: true };
 const OPERATION: Interaction = { subtype: 'operation', action: 'E', reads: true };
 /**
  * `$erase` succeeds as a write: its unit records the erasure by a keyed pseudonym
@@ -56,8 +57,11 @@ function interactionOf(request: Request): Interaction | undefined {
     case '/fhir/.well-known/smart-configuration':
       return undefined;
     case '/fhir':
+      if (method === 'GET') return SEARCH_SYSTEM;
       // batch or transaction (the subtype comes from the response); its writes are audited one by one in its unit.
       return { action: 'E', reads: true };
+    case '/fhir/_search':
+      return SEARCH_SYSTEM;
     case '/fhir/{type}':
       return method === 'GET' ? SEARCH : write(method);
     case '/fhir/{type}/_search':

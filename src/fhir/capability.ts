@@ -57,8 +57,8 @@ export function capabilityStatement(ctx: FhirContext, startedAt: string): fhir4.
             ...(routedOperations[type] ?? []),
           ],
         }))],
-        // POST /fhir takes batch and transaction Bundles (bundle/); GET /fhir/_history.
-        interaction: [{ code: 'transaction' }, { code: 'batch' }, { code: 'history-system' }],
+        // POST /fhir takes batch and transaction Bundles (bundle/); GET /fhir/_history; GET /fhir?_type=… (search-system.ts).
+        interaction: [{ code: 'transaction' }, { code: 'batch' }, { code: 'history-system' }, { code: 'search-system' }],
       },
     ],
   };

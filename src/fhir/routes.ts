@@ -1,6 +1,7 @@
 import type { Plugin, Request, ResponseToolkit, RouteOptions } from '@hapi/hapi';
 import { policyOf } from '../access/request';
 import { search } from './interactions/search';
+import { searchSystem } from './interactions/search-system';
 import type { FhirContext, InteractionResult } from './context';
 import { capabilityStatement } from './capability';
 import { bundle } from './interactions/bundle';
@@ -56,6 +57,8 @@ export const fhirRoutes: Plugin<{ ctx: FhirContext }> = {
     route('GET', '/Patient/{id}/_history', (c, r) => history(c, r));
     route('GET', '/{type}/{id}/_history/{vid}', vread);
 
+    route('GET', '', onReplica(searchSystem));
+    route('POST', '/_search', onReplica(searchSystem), { body: 'form' });
     route('GET', '/{type}', onReplica(search));
     route('POST', '/{type}/_search', onReplica(search), { body: 'form' });
     route('GET', '/Patient/{id}/{compartmentType}', (c, r) =>
@@ -96,7 +99,7 @@ export const fhirRoutes: Plugin<{ ctx: FhirContext }> = {
 function toRestRequest(ctx: FhirContext, request: Request, body: 'resource' | 'resource-or-patch' | 'form' | undefined): RestRequest {
   const params = request.params as Record<string, string | undefined>;
   // The type is a path parameter, or the literal segment of the /Patient/{id}/… routes; the
-  // system-level routes (POST /fhir, /_history) have none and read no type.
+  // system-level routes (GET and POST /fhir, /_search, /_history) have none and read no type.
   const type = params.type ?? (request.route.path.startsWith('/fhir/Patient/') ? 'Patient' : '');
   if (type === 'metadata' || type === '_history') {
     throw notSupported(`${request.method.toUpperCase()} ${request.path} is not an interaction this server supports`);

@@ -46,7 +46,7 @@ describe('FHIR REST interactions', () => {
     expect(types).to.equal([...supportedTypes, 'AuditEvent']);
     const observation = res.json.rest[0].resource.find((r: any) => r.type === 'Observation');
     expect(observation.interaction.map((i: any) => i.code)).to.include(['read', 'vread', 'update', 'patch', 'delete', 'create', 'history-instance']);
-    expect(res.json.rest[0].interaction.map((i: any) => i.code)).to.equal(['transaction', 'batch', 'history-system']);
+    expect(res.json.rest[0].interaction.map((i: any) => i.code)).to.equal(['transaction', 'batch', 'history-system', 'search-system']);
   });
 
   it('lists every operation it serves, and each one listed answers (not 404)', async () => {

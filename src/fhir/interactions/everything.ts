@@ -1,12 +1,10 @@
 import { badRequest } from '../../kernel/outcome';
-import { parseStoredJson } from '../../kernel/input-limits';
-import { containsKeptDecimals } from '../../kernel/json-decimals';
 import { isSupportedType, supportedTypes } from '../../kernel/resource-types';
 import { parseDateRange } from '../../search/date-range';
 import { parameterOf, patientCompartmentOf } from '../../search/registry';
 import type { FhirContext, InteractionResult } from '../context';
 import type { RestRequest } from '../rest-request';
-import { search } from './search';
+import { walkBundle, walkPositionOf, walkTypes } from './type-walk';
 import { operationQuery } from '../operation-params';
 
 /**
@@ -29,13 +27,7 @@ export async function everything(ctx: FhirContext, req: RestRequest): Promise<In
     if (value !== null && !parseDateRange(value)) throw badRequest(`${name}: '${value.slice(0, 40)}' is not a FHIR date`, [name]);
   }
   const types = typesOf(given.get('_type')).filter((t) => req.policy.allows(t, 's'));
-
-  let at = intOf(given, '_page-type') ?? 0;
-  let inner = given.get('_page-cursor') ?? undefined;
-  const entries: fhir4.BundleEntry[] = [];
-  let more = false;
-  while (at < types.length) {
-    const type = types[at]!;
+  const page = await walkTypes(ctx, req, types, count, walkPositionOf(given), (type) => {
     const query = new URLSearchParams();
     if (type === 'Patient') query.set('_id', patientId);
     if (given.get('_since')) query.set('_lastUpdated', `ge${given.get('_since')}`);
@@ -43,43 +35,9 @@ export async function everything(ctx: FhirContext, req: RestRequest): Promise<In
       if (given.get('start')) query.append('date', `ge${given.get('start')}`);
       if (given.get('end')) query.append('date', `le${given.get('end')}`);
     }
-    if (inner) query.set('_cursor', inner);
-    query.set('_count', String(count - entries.length));
-    const result = await search(ctx, {
-      ...req, type, id: undefined, operation: undefined, query, url: `${ctx.baseUrl}/${type}?${query.toString()}`,
-      ...(type === 'Patient' ? {} : { compartmentOf: patientId }),
-    });
-    const body = result.body as { json: string } | fhir4.Bundle;
-    const bundle = ('json' in body ? parseStoredJson(body.json) : body) as fhir4.Bundle;
-    entries.push(...(bundle.entry ?? []).filter((e) => e.search?.mode !== 'outcome'));
-    const next = bundle.link?.find((l) => l.relation === 'next');
-    if (next) {
-      inner = new URL(next.url).searchParams.get('_cursor') ?? undefined;
-      if (entries.length >= count) {
-        more = true;
-        break;
-      }
-    } else {
-      at++;
-      inner = undefined;
-      if (entries.length >= count) {
-        more = at < types.length;
-        break;
-      }
-    }
-  }
-
-  const self = `${ctx.baseUrl}/Patient/${patientId}/$everything?${given.toString()}`;
-  const link: fhir4.BundleLink[] = [{ relation: 'self', url: self }];
-  if (more) {
-    const next = new URLSearchParams([...given].filter(([k]) => k !== '_page-type' && k !== '_page-cursor'));
-    next.set('_page-type', String(at));
-    if (inner) next.set('_page-cursor', inner);
-    link.push({ relation: 'next', url: `${ctx.baseUrl}/Patient/${patientId}/$everything?${next.toString()}` });
-  }
-  const everything: fhir4.Bundle = { resourceType: 'Bundle', type: 'searchset', link, entry: entries };
-  containsKeptDecimals(everything, entries.map((e) => e.resource));
-  return { status: 200, body: everything };
+    return type === 'Patient' ? { query } : { query, compartmentOf: patientId };
+  });
+  return { status: 200, body: walkBundle(`${ctx.baseUrl}/Patient/${patientId}/$everything`, given, page) };
 }
 
 /** The Patient first, then every type with a Patient compartment, or those `_type` names. */
@@ -91,7 +49,7 @@ function typesOf(requested: string | null): string[] {
   return all.filter((t) => asked.includes(t));
 }
 
-/** The query (GET) or a Parameters body (POST), as one list of parameters. */
+/** A non-negative integer parameter, if given. */
 function intOf(params: URLSearchParams, name: string): number | undefined {
   const text = params.get(name);
   if (text === null) return undefined;

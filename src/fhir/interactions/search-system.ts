@@ -1,0 +1,82 @@
+import { readLimits } from '../../access/enforce';
+import { badRequest } from '../../kernel/outcome';
+import { isSupportedType, supportedTypes } from '../../kernel/resource-types';
+import type { FhirContext, InteractionResult } from '../context';
+import type { RestRequest } from '../rest-request';
+import { search } from './search';
+import { searchsetOf, walkBundle, walkPositionOf, walkTypes } from './type-walk';
+
+/** Parameters that order or extend one type's matches: no meaning across several types. */
+const ONE_TYPE_ONLY = new Set(['_sort', '_include', '_revinclude']);
+/** The walk's own paging and totals; the other parameters go to each type's search as given. */
+const WALK_PARAMS = new Set(['_type', '_count', '_total', '_page-type', '_page-cursor', '_cursor']);
+
+/**
+ * Search at the base (R4 http.html#search, search.html#all): `GET /fhir?_type=Observation,Condition&patient=…`
+ * or `POST /fhir/_search`. One type is exactly that type's search, every parameter included.
+ * Several are walked in the order given, one page of `_count` entries over them all, each an
+ * ordinary search of its type through the one access policy: the other parameters must be ones
+ * every type named has (R4: "all other search parameters SHALL be common to all nominated
+ * resources"; an unknown one is the type's 400). Without `_type`, every type the token may
+ * search. A type named that the token may not search is a 403, as its own search would be.
+ * Across types there is no one order or include source: `_sort`, `_include` and `_revinclude`
+ * need a single type.
+ */
+export async function searchSystem(ctx: FhirContext, req: RestRequest): Promise<InteractionResult> {
+  const given = req.query;
+  const types = typesOf(given.getAll('_type'), req);
+  for (const type of types) readLimits(req.policy, type, 's');
+  const typeQuery = () => new URLSearchParams([...given].filter(([k]) => !WALK_PARAMS.has(k)));
+
+  if (types.length === 1) {
+    const type = types[0]!;
+    const query = new URLSearchParams([...given].filter(([k]) => k !== '_type'));
+    return search(ctx, { ...req, type, query, url: `${ctx.baseUrl}/${type}${query.toString() ? `?${query.toString()}` : ''}` });
+  }
+  for (const [name] of given) {
+    if (ONE_TYPE_ONLY.has(name.split(':')[0]!)) throw badRequest(`${name} needs a single type: a search of several types (_type) has no one order or source for it`, [name]);
+  }
+  if (given.has('_cursor')) throw badRequest('_cursor belongs to the search of one type; a search of several pages with _page-type and _page-cursor', ['_cursor']);
+  const count = countOf(given, ctx.config.defaultPageSize, ctx.config.maxPageSize);
+  const summary = given.get('_summary');
+  const wantsTotal = given.get('_total') === 'accurate' || given.get('_total') === 'estimate' || summary === 'count' || count === 0;
+  const total = wantsTotal ? await totalOf(ctx, req, types, typeQuery) : undefined;
+  if (summary === 'count' || count === 0) return { status: 200, body: walkBundle(ctx.baseUrl, given, { entries: [] }, total) };
+
+  const from = walkPositionOf(given);
+  if (from.at > types.length) throw badRequest('_page-type is past the types searched', ['_page-type']);
+  const page = await walkTypes(ctx, req, types, count, from, () => ({ query: typeQuery() }));
+  const firstAndLast = !given.has('_page-type') && !page.next && given.get('_total') !== 'none';
+  return { status: 200, body: walkBundle(ctx.baseUrl, given, page, total ?? (firstAndLast ? page.entries.length : undefined)) };
+}
+
+/** The types `_type` names (comma-separated, possibly repeated), in order; or every type the token may search. */
+function typesOf(values: string[], req: RestRequest): string[] {
+  if (values.length === 0) return supportedTypes.filter((t) => req.policy.allows(t, 's'));
+  const types: string[] = [];
+  for (const t of values.flatMap((v) => v.split(',')).map((v) => v.trim())) {
+    if (!isSupportedType(t)) throw badRequest(`_type: '${t.slice(0, 40)}' is not a resource type this server supports`, ['_type']);
+    if (!types.includes(t)) types.push(t);
+  }
+  return types;
+}
+
+function countOf(given: URLSearchParams, defaultCount: number, max: number): number {
+  const text = given.get('_count');
+  if (text === null) return defaultCount;
+  if (!/^\d{1,6}$/.test(text)) throw badRequest('_count must be a non-negative integer', ['_count']);
+  return Math.min(Number(text), max);
+}
+
+/** Bundle.total of a search of several types: the sum of each type's count, within the caller's rights. */
+async function totalOf(ctx: FhirContext, req: RestRequest, types: readonly string[], typeQuery: () => URLSearchParams): Promise<number> {
+  let total = 0;
+  for (const type of types) {
+    const query = typeQuery();
+    query.set('_summary', 'count');
+    if (req.query.get('_total') === 'estimate') query.set('_total', 'estimate');
+    const result = await search(ctx, { ...req, type, query, url: `${ctx.baseUrl}/${type}?${query.toString()}` });
+    total += searchsetOf(result).total ?? 0;
+  }
+  return total;
+}
