@@ -49,7 +49,8 @@ export function writeResult(baseUrl: string, outcome: WriteOutcome, prefer: Retu
   if (outcome.status === 204) return { status: 204, headers };
   if (prefer === 'minimal') return { status: outcome.status, headers };
   if (prefer === 'OperationOutcome') {
-    return { status: outcome.status, headers, body: informationOutcome(`${outcome.type}/${outcome.id} written, version ${outcome.versionId}`) };
+    const said = outcome.unwritten ? `version ${outcome.versionId} is current; nothing was written` : `written, version ${outcome.versionId}`;
+    return { status: outcome.status, headers, body: informationOutcome(`${outcome.type}/${outcome.id} ${said}`) };
   }
   return { status: outcome.status, headers, body: outcome.resource };
 }

@@ -31,6 +31,8 @@ export interface WriteOutcome {
   versionId?: number;
   lastUpdated?: string;
   resource?: fhir4.FhirResource;
+  /** Succeeded without writing (an unchanged update, a matched create, a delete of nothing): `versionId` is the stored one. */
+  unwritten?: true;
 }
 
 /** An op whose target is known: the id it writes, or the existing resource a conditional create matched. */

@@ -195,6 +195,7 @@ export class UnitOfWork {
       if (!r || !p || p.write || refused.has(i)) continue;
       const row = current.get(`${r.op.type}/${r.id}`);
       const resource = p.outcome.resource ?? (row?.deleted ? undefined : row?.resource);
+      p.outcome.unwritten = true;
       this.unwritten.push({ type: r.op.type, id: p.outcome.id, versionId: p.outcome.versionId, method: METHOD[r.op.kind], resource, policy });
     }
 

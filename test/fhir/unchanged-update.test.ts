@@ -59,6 +59,9 @@ describe('updates that change nothing', () => {
     expect(again.json.meta.lastUpdated).to.equal(first.json.meta.lastUpdated);
     expect(again.payload).to.contain('"value":70.80');
     expect(await history(url)).to.equal(['1']);
+    const told = await put(url, weight('unchanged-1', patient, '70.80'), { ...writer, prefer: 'return=OperationOutcome' });
+    expect(told.statusCode).to.equal(200);
+    expect(told.json.issue[0].diagnostics).to.equal('Observation/unchanged-1 version 1 is current; nothing was written');
 
     // The same number written with another precision is another value (R4 datatypes.html#decimal).
     const shorter = await put(url, weight('unchanged-1', patient, '70.8'));
