@@ -190,6 +190,8 @@ export class UnitOfWork {
       p.outcome.resource = w.resource;
     }
 
+    // What succeeded without a write (unchanged, a matched create, a delete of nothing) is kept
+    // for the commit stage, which audits it like a write.
     for (const [i, r] of resolved.entries()) {
       const p = planned[i];
       if (!r || !p || p.write || refused.has(i)) continue;

@@ -1,10 +1,10 @@
 import { badRequest } from '../../kernel/outcome';
-import { isSupportedType, supportedTypes } from '../../kernel/resource-types';
+import { supportedTypes } from '../../kernel/resource-types';
 import { parseDateRange } from '../../search/date-range';
 import { parameterOf, patientCompartmentOf } from '../../search/registry';
 import type { FhirContext, InteractionResult } from '../context';
 import type { RestRequest } from '../rest-request';
-import { walkBundle, walkPositionOf, walkTypes } from './type-walk';
+import { namedTypes, walkBundle, walkCountOf, walkPositionOf, walkTypes } from './type-walk';
 import { operationQuery } from '../operation-params';
 
 /**
@@ -21,7 +21,7 @@ import { operationQuery } from '../operation-params';
 export async function everything(ctx: FhirContext, req: RestRequest): Promise<InteractionResult> {
   const patientId = req.id!;
   const given = operationQuery(req);
-  const count = Math.min(Math.max(intOf(given, '_count') ?? ctx.config.defaultPageSize, 1), ctx.config.maxPageSize);
+  const count = Math.max(walkCountOf(given, ctx.config.defaultPageSize, ctx.config.maxPageSize), 1);
   for (const name of ['start', 'end', '_since'] as const) {
     const value = given.get(name);
     if (value !== null && !parseDateRange(value)) throw badRequest(`${name}: '${value.slice(0, 40)}' is not a FHIR date`, [name]);
@@ -44,15 +44,6 @@ export async function everything(ctx: FhirContext, req: RestRequest): Promise<In
 function typesOf(requested: string | null): string[] {
   const all = ['Patient', ...supportedTypes.filter((t) => t !== 'Patient' && patientCompartmentOf(t).params.length > 0)];
   if (requested === null) return all;
-  const asked = requested.split(',').map((t) => t.trim()).filter(Boolean);
-  for (const t of asked) if (!isSupportedType(t)) throw badRequest(`_type: '${t.slice(0, 40)}' is not a resource type this server supports`, ['_type']);
+  const asked = namedTypes([requested]);
   return all.filter((t) => asked.includes(t));
-}
-
-/** A non-negative integer parameter, if given. */
-function intOf(params: URLSearchParams, name: string): number | undefined {
-  const text = params.get(name);
-  if (text === null) return undefined;
-  if (!/^\d{1,6}$/.test(text)) throw badRequest(`${name} must be a non-negative integer`, [name]);
-  return Number(text);
 }

@@ -1,10 +1,9 @@
 import { readLimits } from '../../access/enforce';
 import { badRequest } from '../../kernel/outcome';
-import { isSupportedType, supportedTypes } from '../../kernel/resource-types';
+import { supportedTypes } from '../../kernel/resource-types';
 import type { FhirContext, InteractionResult } from '../context';
 import type { RestRequest } from '../rest-request';
-import { search } from './search';
-import { searchsetOf, walkBundle, walkPositionOf, walkTypes } from './type-walk';
+import { namedTypes, searchOfType, searchsetOf, walkBundle, walkCountOf, walkPositionOf, walkTypes } from './type-walk';
 
 /** Parameters that order or extend one type's matches: no meaning across several types. */
 const ONE_TYPE_ONLY = new Set(['_sort', '_include', '_revinclude']);
@@ -31,13 +30,13 @@ export async function searchSystem(ctx: FhirContext, req: RestRequest): Promise<
   if (types.length === 1) {
     const type = types[0]!;
     const query = new URLSearchParams([...given].filter(([k]) => k !== '_type'));
-    return search(ctx, { ...req, type, query, url: `${ctx.baseUrl}/${type}${query.toString() ? `?${query.toString()}` : ''}` });
+    return searchOfType(ctx, req, type, query);
   }
   for (const [name] of given) {
     if (ONE_TYPE_ONLY.has(name.split(':')[0]!)) throw badRequest(`${name} needs a single type: a search of several types (_type) has no one order or source for it`, [name]);
   }
   if (given.has('_cursor')) throw badRequest('_cursor belongs to the search of one type; a search of several pages with _page-type and _page-cursor', ['_cursor']);
-  const count = countOf(given, ctx.config.defaultPageSize, ctx.config.maxPageSize);
+  const count = walkCountOf(given, ctx.config.defaultPageSize, ctx.config.maxPageSize);
   const summary = given.get('_summary');
   const wantsTotal = given.get('_total') === 'accurate' || given.get('_total') === 'estimate' || summary === 'count' || count === 0;
   const total = wantsTotal ? await totalOf(ctx, req, types, typeQuery) : undefined;
@@ -50,22 +49,9 @@ export async function searchSystem(ctx: FhirContext, req: RestRequest): Promise<
   return { status: 200, body: walkBundle(ctx.baseUrl, given, page, total ?? (firstAndLast ? page.entries.length : undefined)) };
 }
 
-/** The types `_type` names (comma-separated, possibly repeated), in order; or every type the token may search. */
+/** The types `_type` names, or every type the token may search. */
 function typesOf(values: string[], req: RestRequest): string[] {
-  if (values.length === 0) return supportedTypes.filter((t) => req.policy.allows(t, 's'));
-  const types: string[] = [];
-  for (const t of values.flatMap((v) => v.split(',')).map((v) => v.trim())) {
-    if (!isSupportedType(t)) throw badRequest(`_type: '${t.slice(0, 40)}' is not a resource type this server supports`, ['_type']);
-    if (!types.includes(t)) types.push(t);
-  }
-  return types;
-}
-
-function countOf(given: URLSearchParams, defaultCount: number, max: number): number {
-  const text = given.get('_count');
-  if (text === null) return defaultCount;
-  if (!/^\d{1,6}$/.test(text)) throw badRequest('_count must be a non-negative integer', ['_count']);
-  return Math.min(Number(text), max);
+  return values.length === 0 ? supportedTypes.filter((t) => req.policy.allows(t, 's')) : namedTypes(values);
 }
 
 /** Bundle.total of a search of several types: the sum of each type's count, within the caller's rights. */
@@ -75,8 +61,7 @@ async function totalOf(ctx: FhirContext, req: RestRequest, types: readonly strin
     const query = typeQuery();
     query.set('_summary', 'count');
     if (req.query.get('_total') === 'estimate') query.set('_total', 'estimate');
-    const result = await search(ctx, { ...req, type, query, url: `${ctx.baseUrl}/${type}?${query.toString()}` });
-    total += searchsetOf(result).total ?? 0;
+    total += searchsetOf(await searchOfType(ctx, req, type, query)).total ?? 0;
   }
   return total;
 }

@@ -1,4 +1,5 @@
 import { badRequest } from '../../kernel/outcome';
+import { isSupportedType } from '../../kernel/resource-types';
 import { parseStoredJson } from '../../kernel/input-limits';
 import { containsKeptDecimals } from '../../kernel/json-decimals';
 import type { FhirContext, InteractionResult } from '../context';
@@ -49,11 +50,7 @@ export async function walkTypes(
     const { query, compartmentOf } = searchOf(type);
     if (inner) query.set('_cursor', inner);
     query.set('_count', String(count - entries.length));
-    const result = await search(ctx, {
-      ...req, type, id: undefined, operation: undefined, query, url: `${ctx.baseUrl}/${type}?${query.toString()}`,
-      ...(compartmentOf !== undefined ? { compartmentOf } : {}),
-    });
-    const bundle = searchsetOf(result);
+    const bundle = searchsetOf(await searchOfType(ctx, req, type, query, compartmentOf));
     entries.push(...(bundle.entry ?? []).filter((e) => e.search?.mode !== 'outcome'));
     const next = bundle.link?.find((l) => l.relation === 'next');
     if (next) {
@@ -66,6 +63,32 @@ export async function walkTypes(
     }
   }
   return { entries };
+}
+
+/** `req` as the ordinary search of `type` with `query` (and, if given, within a patient's compartment). */
+export function searchOfType(ctx: FhirContext, req: RestRequest, type: string, query: URLSearchParams, compartmentOf?: string): Promise<InteractionResult> {
+  return search(ctx, {
+    ...req, type, id: undefined, operation: undefined, query, url: withQuery(`${ctx.baseUrl}/${type}`, query),
+    ...(compartmentOf !== undefined ? { compartmentOf } : {}),
+  });
+}
+
+/** The types `_type` values name (comma-separated, possibly repeated), in order, each once; a type this server does not have is a 400. */
+export function namedTypes(values: readonly string[]): string[] {
+  const types: string[] = [];
+  for (const t of values.flatMap((v) => v.split(',')).map((v) => v.trim()).filter(Boolean)) {
+    if (!isSupportedType(t)) throw badRequest(`_type: '${t.slice(0, 40)}' is not a resource type this server supports`, ['_type']);
+    if (!types.includes(t)) types.push(t);
+  }
+  return types;
+}
+
+/** A walk's page size: `_count` (0 allowed, for a count only), at most `max`. */
+export function walkCountOf(given: URLSearchParams, defaultCount: number, max: number): number {
+  const text = given.get('_count');
+  if (text === null) return defaultCount;
+  if (!/^\d{1,6}$/.test(text)) throw badRequest('_count must be a non-negative integer', ['_count']);
+  return Math.min(Number(text), max);
 }
 
 /** The searchset a search answered, parsed (decimals as written). */
