@@ -160,7 +160,8 @@ function versionOf(request: Request, params: Record<string, string | undefined>)
 function rawRequest(request: Request): string {
   const line = `${request.method.toUpperCase()} ${urlAsSent(request)}`;
   const payload = request.payload;
-  if (request.route.path === '/fhir/{type}/_search' && payload !== undefined && payload !== null) return `${line}\n\n${String(payload)}`;
+  const formSearch = request.route.path === '/fhir/{type}/_search' || request.route.path === '/fhir/_search';
+  if (formSearch && payload !== undefined && payload !== null) return `${line}\n\n${String(payload)}`;
   return line;
 }
 

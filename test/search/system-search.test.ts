@@ -135,6 +135,19 @@ describe('system-level search', () => {
     const query = Buffer.from(mine[0]!.entity!.find((x) => x.role?.code === '24')!.query!, 'base64').toString();
     expect(query).to.match(/^GET \S*\/fhir\?_type=Observation,Condition&patient=/);
 
+    // A form search's parameters are in its body: the query entity holds them too.
+    const form = await app.request({
+      method: 'POST', url: '/fhir/_search', headers: { ...system, 'content-type': 'application/x-www-form-urlencoded' },
+      payload: `_type=Observation,Condition&patient=${id.ann}`,
+    });
+    expect(form.statusCode, form.payload).to.equal(200);
+    await app.audit.flush();
+    const formEvents = await app.request({ method: 'GET', url: '/fhir/AuditEvent?subtype=search-system&_count=50', headers: auditor });
+    const formEvent = ((formEvents.json as Bundle).entry ?? []).map((e) => e.resource as fhir4.AuditEvent)
+      .find((e) => e.entity?.some((x) => x.type?.code === 'XrequestId' && x.what?.identifier?.value === form.headers['x-request-id']));
+    const formQuery = Buffer.from(formEvent!.entity!.find((x) => x.role?.code === '24')!.query!, 'base64').toString();
+    expect(formQuery).to.match(/^POST \S*\/fhir\/_search\n\n_type=Observation,Condition&patient=/);
+
     const statement = (await app.request({ method: 'GET', url: '/fhir/metadata' })).json as fhir4.CapabilityStatement;
     expect(statement.rest![0]!.interaction!.map((i) => i.code)).to.include('search-system');
   });
