@@ -145,6 +145,23 @@ describe('updates that change nothing', () => {
     expect(res.headers.etag).to.equal('W/"2"');
   });
 
+  it('refuses the stored content to a token that may not write it, before comparing it', async () => {
+    const url = '/fhir/Observation/unchanged-7';
+    const body = weight('unchanged-7', patient, '76');
+    expect((await put(url, body)).statusCode).to.equal(201);
+    const other = await app.create({ resourceType: 'Patient', name: [{ family: 'Elsewhere' }] });
+    const refusals = [
+      await put(url, body, await app.as('patient/Observation.cruds', { patient: other })),
+      await put(url, body, await app.as('system/Observation.rs', { clientId: 'reader' })),
+    ];
+    for (const res of refusals) {
+      expect([403, 404]).to.include(res.statusCode);
+      expect(res.json.resourceType).to.equal('OperationOutcome');
+      expect(res.payload).to.not.contain('"value":76');
+      expect(res.headers.etag).to.not.exist();
+    }
+  });
+
   it('audits an update that wrote nothing, naming the version it was answered with', async () => {
     const url = '/fhir/Observation/unchanged-6';
     expect((await put(url, weight('unchanged-6', patient, '75'))).statusCode).to.equal(201);
