@@ -1,6 +1,6 @@
 import type { AccessPolicy, Action } from './policy';
 import { parseResourceScope, type ScopeContext } from './scopes';
-import { findMatchingIds, isInPatientCompartment, isUnlimited, type PatientExclusion, type Reach } from '../search';
+import { findMatchingIds, isUnlimited, patientsOf, type PatientExclusion, type Reach, withinLimits } from '../search';
 import type { Queryable } from '../store/db';
 import { readResource } from '../store/repository';
 import { notFound, OperationOutcomeError } from '../kernel/outcome';
@@ -120,8 +120,11 @@ export function isClinicalActor(policy: AccessPolicy, type: string, action: Acti
 
 /**
  * A write of `type` under `policy`: the action must be granted, and a patient-confined token
- * may only write resources inside its patient's compartment, before and after the change.
- * Granular (parameter-restricted) write scopes are refused rather than half-enforced.
+ * may only write resources of its own patient, before and after the change. Its own means
+ * every patient the resource names through the Patient compartment's parameters: an
+ * Observation of Patient/B with Patient/A as performer is in A's compartment too, but writing
+ * it would put A's words into B's record (and raise B's Flags). Granular (parameter-restricted)
+ * write scopes are refused rather than half-enforced.
  */
 export function requireWritable(policy: AccessPolicy, type: string, action: 'c' | 'u' | 'd', resource: fhir4.FhirResource | undefined, previous: fhir4.FhirResource | undefined): void {
   requireAction(policy, type, action);
@@ -130,8 +133,29 @@ export function requireWritable(policy: AccessPolicy, type: string, action: 'c' 
   }
   if (!policy.confinedToPatient(type, action)) return;
   for (const r of [previous, resource]) {
-    if (r && !isInPatientCompartment(type, r, policy.patient!)) {
-      throw forbidden(`a patient-scoped token may only ${ACTION_NAMES[action]} ${type} resources of Patient/${policy.patient}`);
+    if (r && !isOwnPatients(type, r, policy.patient!)) {
+      throw forbidden(`a patient-scoped token may only ${ACTION_NAMES[action]} ${type} resources of Patient/${policy.patient} and of no other patient`);
     }
   }
+}
+
+function isOwnPatients(type: string, resource: fhir4.FhirResource, patientId: string): boolean {
+  const patients = patientsOf(type, resource);
+  return patients.length > 0 && patients.every((p) => p === patientId);
+}
+
+/**
+ * An update, patch or delete acts on what is stored, and its answer (the patched resource, the
+ * unchanged version, a failed JSON Patch `test`, If-Match) depends on it: the caller must be
+ * able to read it, under the same limits as a read (compartment, granular scopes, Consent).
+ * A resource it may not read is one it cannot patch (404, as for an unknown id); replacing or
+ * deleting it is refused (403), never done blind over content hidden from the caller.
+ * `existing` is the current version, or for a deleted resource the version its deletion
+ * removed: recreating an id is acting on whose it was.
+ */
+export function requireActingOnReadable(policy: AccessPolicy, type: string, id: string, action: 'u' | 'd' | 'patch', existing: fhir4.FhirResource): void {
+  const limits = readLimits(policy, type, 'r');
+  if (isUnlimited(limits) || withinLimits(type, existing, limits)) return;
+  if (action === 'patch') throw notFound(`${type}/${id} is not known`);
+  throw forbidden(`the access token may not read ${type}/${id}, so it may not ${ACTION_NAMES[action]} it`);
 }

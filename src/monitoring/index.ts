@@ -1,11 +1,11 @@
 import type { Server } from '@hapi/hapi';
 import type { FhirContext, InteractionResult } from '../fhir/context';
 import type { RestRequest } from '../fhir/rest-request';
-import { findVisibleIds } from '../access/enforce';
+import { findVisibleIds, readLimits } from '../access/enforce';
 import { dateParameter, judgementClock, parametersResult } from '../fhir/operation-params';
 import { badRequest, notFound, unprocessable } from '../kernel/outcome';
 import { type CommittedWrite, eachWrite, type PendingWrite, type UnitOfWork, withUnitOfWork } from '../pipeline';
-import { readingsOf } from '../search';
+import { isUnlimited, readingsOf, withinLimits } from '../search';
 import { readResource, ReplayUnitError } from '../store/repository';
 import { checkAdherence } from './adherence';
 import { PeriodicJob } from './periodic';
@@ -227,7 +227,12 @@ async function evaluateOperation(ctx: FhirContext, req: RestRequest): Promise<In
   if (start > end) throw badRequest('start is after end', ['start']);
   const result = await withUnitOfWork(ctx, async (uow) => {
     // Both the own code and the component codes: a panel's systolic limit reads the panel.
-    const readings = await readingsOf(uow.tx, { patient: plan.patient, codes: plan.limits.map((l) => l.measure), from: start.toISOString(), to: end.toISOString() });
+    // Only the readings the caller may read are judged: the answer's counts and Flags say what
+    // they were (a plan readable through its activity's performer is not a right to the
+    // subject's readings).
+    const limits = readLimits(req.policy, 'Observation', 's');
+    const readings = (await readingsOf(uow.tx, { patient: plan.patient, codes: plan.limits.map((l) => l.measure), from: start.toISOString(), to: end.toISOString() }))
+      .filter((r) => isUnlimited(limits) || withinLimits('Observation', r.resource, limits));
     const events: Breach[] = [];
     for (const r of readings) events.push(...judgeObservation(r.resource, r.id, [plan], false).breaches);
     const flags = await raiseFlags(uow, events);

@@ -1,6 +1,6 @@
 import { applyFhirPathPatch, isFhirPathPatch } from './fhirpath-patch';
 import { applyPatch, getValueByPointer, JsonPatchError, type Operation, unescapePathComponent } from 'fast-json-patch';
-import { requireAction, requireWritable } from '../access/enforce';
+import { requireActingOnReadable, requireAction, requireWritable } from '../access/enforce';
 import type { AccessPolicy } from '../access/policy';
 import { badRequest, gone, notFound, OperationOutcomeError, preconditionFailed, unprocessable } from '../kernel/outcome';
 import { parseStoredJson } from '../kernel/input-limits';
@@ -45,17 +45,22 @@ export function plan(op: WriteOp, id: string | undefined, existingMatch: boolean
       return staged(op.type, 'POST', resource, undefined, 0, lastUpdated, 201);
     }
     case 'update': {
-      requireWritable(policy, op.type, live ? 'u' : 'c', undefined, live?.resource);
+      // Recreating a deleted id is judged by whose it was, as an update of it would be.
+      const existing = live?.resource ?? current?.lastLive;
+      requireWritable(policy, op.type, live ? 'u' : 'c', undefined, existing);
+      if (existing) requireActingOnReadable(policy, op.type, id!, 'u', existing);
       checkIfMatch(op, id, current);
       // A conditional update's body id, if any, must be the matched resource's (R4 http.html#cond-update).
       const resource = prepare(op.type, id!, op.resource, { ignoreBodyId: false });
-      requireWritable(policy, op.type, live ? 'u' : 'c', resource, live?.resource);
+      requireWritable(policy, op.type, live ? 'u' : 'c', resource, existing);
       return staged(op.type, 'PUT', resource, live?.resource, current?.versionId ?? 0, lastUpdated, live ? 200 : 201);
     }
     case 'patch': {
       requireAction(policy, op.type, 'u');
       if (!id || !current) throw notFound(`${op.type}/${id ?? '?'} is not known`);
-      requireWritable(policy, op.type, 'u', undefined, live?.resource);
+      const existing = live?.resource ?? current.lastLive;
+      requireWritable(policy, op.type, 'u', undefined, existing);
+      if (existing) requireActingOnReadable(policy, op.type, id, 'patch', existing);
       checkIfMatch(op, id, current);
       if (!live) throw gone(`${op.type}/${id} was deleted`);
       const resource = prepare(op.type, id, applyPatchBody(live.resource!, op.patch), { ignoreBodyId: false });
@@ -64,6 +69,7 @@ export function plan(op: WriteOp, id: string | undefined, existingMatch: boolean
     }
     case 'delete': {
       requireWritable(policy, op.type, 'd', undefined, live?.resource);
+      if (live?.resource) requireActingOnReadable(policy, op.type, id!, 'd', live.resource);
       checkIfMatch(op, id, current);
       // Deleting what does not exist, or is already deleted, succeeds and writes nothing (R4 http.html#delete).
       if (!id || !live) return { outcome: { status: 204, type: op.type, id } };

@@ -221,7 +221,8 @@ export class UnitOfWork {
     }
     const current = new Map<string, CurrentVersion>();
     for (const [type, ids] of idsByType) {
-      for (const [id, row] of await lockCurrent(this.tx, type, ids)) current.set(`${type}/${id}`, row);
+      // A deleted resource's last content decides who may recreate or patch it (plan.ts).
+      for (const [id, row] of await lockCurrent(this.tx, type, ids, { lastLive: true })) current.set(`${type}/${id}`, row);
     }
     return current;
   }

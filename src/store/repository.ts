@@ -12,6 +12,8 @@ export interface CurrentVersion {
   deleted: boolean;
   /** The stored JSON; undefined when deleted. */
   resource?: fhir4.FhirResource;
+  /** When deleted and asked for (lockCurrent's `lastLive`): the version the deletion removed. */
+  lastLive?: fhir4.FhirResource;
 }
 
 /** One new version to write. `resource` is undefined for a delete. */
@@ -73,7 +75,7 @@ export async function readVersion(db: Queryable, type: string, id: string, versi
  * concurrent writers of one resource queue here and each sees the version the previous one
  * committed: versions stay strictly sequential, and If-Match compares against the truth.
  */
-export async function lockCurrent(tx: Queryable, type: string, ids: readonly string[]): Promise<Map<string, CurrentVersion>> {
+export async function lockCurrent(tx: Queryable, type: string, ids: readonly string[], { lastLive = false } = {}): Promise<Map<string, CurrentVersion>> {
   const id = oneOf('id', 1, ids);
   // As text, parsed here: the version a write replaces keeps its decimals as written (a PATCH
   // stores the elements it does not touch again; src/kernel/json-decimals.ts).
@@ -81,9 +83,20 @@ export async function lockCurrent(tx: Queryable, type: string, ids: readonly str
     `SELECT id, version_id, deleted, content::text AS content FROM ${tableOf(type)} WHERE ${id.sql} ORDER BY id FOR UPDATE`,
     [id.value],
   );
-  return new Map(
+  const current = new Map<string, CurrentVersion>(
     rows.map((r) => [r.id, { id: r.id, versionId: r.version_id, deleted: r.deleted, resource: r.content === null ? undefined : (parseStoredJson(r.content) as fhir4.FhirResource) }]),
   );
+  const deleted = [...current.values()].filter((c) => c.deleted);
+  if (lastLive && deleted.length > 0) {
+    // The deletion's version is current; the one it removed is the newest in history.
+    const removed = await tx.query<{ id: string; content: string | null }>(
+      `SELECT h.id, h.content::text AS content FROM ${historyTableOf(type)} h
+         JOIN unnest($1::text[], $2::int[]) AS d(id, version_id) ON h.id = d.id AND h.version_id = d.version_id`,
+      [deleted.map((c) => c.id), deleted.map((c) => c.versionId - 1)],
+    );
+    for (const r of removed.rows) if (r.content !== null) current.get(r.id)!.lastLive = parseStoredJson(r.content) as fhir4.FhirResource;
+  }
+  return current;
 }
 
 /**

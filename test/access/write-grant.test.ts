@@ -1,0 +1,141 @@
+import * as Lab from '@hapi/lab';
+import { expect } from '@hapi/code';
+import type { AuthState } from '../../src/auth/state';
+import { issueAccessToken } from '../../src/auth/tokens';
+import { observation } from '../helpers/consent';
+import { planWithHighSystolic, systolic } from '../helpers/monitoring-plan';
+import { startTestServer, type TestServer, unique } from '../helpers/server';
+
+export const lab = Lab.script();
+const { describe, it, before, after } = lab;
+
+const VITALS = 'http://terminology.hl7.org/CodeSystem/observation-category|vital-signs';
+
+/**
+ * Writes act only on what the caller may read and only for whom it may write: a patient token
+ * never writes into another patient's record through a second compartment link (performer,
+ * asserter), an update, patch or delete never acts on (or answers with) a resource outside the
+ * caller's read limits, a deleted id is recreated only by who could have written it, and an
+ * operation that judges readings judges only those the caller may read.
+ */
+describe('writes stay inside what the token may read and write', () => {
+  let app: TestServer;
+  let state: AuthState;
+  const ids: Record<string, string> = {};
+  const as = async (scopes: string, patient?: string) =>
+    ({ authorization: `Bearer ${(await issueAccessToken(state, { clientId: 'write-grant', scopes: scopes.split(' '), ...(patient ? { patient } : {}) })).accessToken}` });
+  let system: Record<string, string>;
+  const create = async (body: object) => {
+    const res = await app.request({ method: 'POST', url: `/fhir/${(body as { resourceType: string }).resourceType}`, payload: body, headers: system });
+    if (res.statusCode !== 201) throw new Error(res.payload);
+    return res.json.id as string;
+  };
+  const versionOf = async (type: string, id: string) => (await app.request({ method: 'GET', url: `/fhir/${type}/${id}`, headers: system })).json.meta?.versionId;
+  /** No part of the hidden resource, its version or its existence beyond the status. */
+  const expectNothingOf = (res: { payload: string; headers: Record<string, unknown> }, secret: string) => {
+    expect(res.payload).to.not.include(secret);
+    expect(res.headers.etag).to.not.exist();
+    expect(res.headers['last-modified']).to.not.exist();
+  };
+
+  before(async () => {
+    app = await startTestServer({ AUTH_DISABLED: 'false' });
+    state = (app.server.plugins as any)['smart-auth'].state;
+    system = await as('system/*.cruds');
+    ids.alice = await create({ resourceType: 'Patient', name: [{ family: `Alice${unique()}` }] });
+    ids.bob = await create({ resourceType: 'Patient', name: [{ family: `Bob${unique()}` }] });
+    ids.aliceLab = await create({ ...observation(ids.alice, '2339-0', 'laboratory'), note: [{ text: 'secret-alice-lab' }] });
+    ids.aliceHr = await create(observation(ids.alice, '8867-4', 'vital-signs'));
+    // Bob's reading that Alice performed (a clinician may record that): in both compartments.
+    ids.bobByAlice = await create({ ...observation(ids.bob, '8867-4', 'vital-signs'), performer: [{ reference: `Patient/${ids.alice}` }], note: [{ text: 'secret-bob' }] });
+  });
+  after(() => app.stop());
+
+  describe('a patient token', () => {
+    let alice: Record<string, string>;
+    before(async () => {
+      alice = await as('patient/*.cruds', ids.alice);
+    });
+
+    it("writes nothing that names another patient through the compartment (performer, asserter), on create, update and in a transaction", async () => {
+      const before = await versionOf('Observation', ids.bobByAlice);
+      const cases: Array<[string, string, object]> = [
+        ['POST', '/fhir/Observation', { ...observation(ids.bob, '8867-4', 'vital-signs'), performer: [{ reference: `Patient/${ids.alice}` }] }],
+        ['POST', '/fhir/Condition', { resourceType: 'Condition', subject: { reference: `Patient/${ids.bob}` }, asserter: { reference: `Patient/${ids.alice}` }, code: { text: 'x' } }],
+        ['PUT', `/fhir/Observation/${ids.bobByAlice}`, { ...observation(ids.bob, '8867-4', 'vital-signs'), id: ids.bobByAlice, status: 'entered-in-error', performer: [{ reference: `Patient/${ids.alice}` }] }],
+        ['POST', '/fhir', { resourceType: 'Bundle', type: 'transaction', entry: [{ request: { method: 'POST', url: 'Observation' }, resource: { ...observation(ids.bob, '8867-4', 'vital-signs'), performer: [{ reference: `Patient/${ids.alice}` }] } }] }],
+      ];
+      for (const [method, url, payload] of cases) {
+        const res = await app.request({ method, url, payload, headers: alice });
+        expect(res.statusCode, `${method} ${url}`).to.equal(403);
+        expect(res.json.resourceType).to.equal('OperationOutcome');
+        expectNothingOf(res, 'secret-bob');
+      }
+      expect(await versionOf('Observation', ids.bobByAlice)).to.equal(before);
+      const written = await app.request({ method: 'GET', url: `/fhir/Observation?subject=Patient/${ids.bob}&performer=Patient/${ids.alice}`, headers: system });
+      expect(written.json.total ?? written.json.entry?.length ?? 0).to.equal(1);
+      // Its own patient's resources it still writes.
+      const own = await app.request({ method: 'POST', url: '/fhir/Observation', payload: { ...observation(ids.alice, '8867-4', 'vital-signs'), performer: [{ reference: `Patient/${ids.alice}` }] }, headers: alice });
+      expect(own.statusCode).to.equal(201);
+    });
+
+    it("recreates a deleted id only if it was its own patient's: another patient's is 403 and its history keeps no trace", async () => {
+      const bobs = await create({ resourceType: 'Condition', subject: { reference: `Patient/${ids.bob}` }, code: { text: 'secret-bob-condition' } });
+      const alices = await create({ resourceType: 'Condition', subject: { reference: `Patient/${ids.alice}` }, code: { text: 'mine' } });
+      for (const id of [bobs, alices]) expect((await app.request({ method: 'DELETE', url: `/fhir/Condition/${id}`, headers: system })).statusCode).to.equal(204);
+      const taken = await app.request({ method: 'PUT', url: `/fhir/Condition/${bobs}`, payload: { resourceType: 'Condition', id: bobs, subject: { reference: `Patient/${ids.alice}` }, code: { text: 'hijacked' } }, headers: alice });
+      expect(taken.statusCode).to.equal(403);
+      expectNothingOf(taken, 'secret-bob-condition');
+      const history = await app.request({ method: 'GET', url: `/fhir/Condition/${bobs}/_history`, headers: system });
+      expect(history.json.total).to.equal(2);
+      const patched = await app.request({ method: 'PATCH', url: `/fhir/Condition/${bobs}`, payload: [{ op: 'add', path: '/note', value: [{ text: 'x' }] }], headers: { ...alice, 'content-type': 'application/json-patch+json' } });
+      expect(patched.statusCode).to.equal(403);
+      expectNothingOf(patched, 'secret-bob-condition');
+      const mine = await app.request({ method: 'PUT', url: `/fhir/Condition/${alices}`, payload: { resourceType: 'Condition', id: alices, subject: { reference: `Patient/${ids.alice}` }, code: { text: 'mine again' } }, headers: alice });
+      expect(mine.statusCode).to.equal(201);
+      expect(mine.headers.etag).to.equal('W/"3"');
+    });
+
+    it("judges with CarePlan/$evaluate only the readings it may read, though it reads the plan through its activity's performer", async () => {
+      const plan = planWithHighSystolic(ids.bob) as fhir4.CarePlan;
+      plan.activity = [{ detail: { status: 'scheduled', code: { coding: [{ system: 'http://loinc.org', code: '8480-6' }] }, performer: [{ reference: `Patient/${ids.alice}` }], goal: [{ reference: '#g' }] } }];
+      const planId = await create(plan);
+      await create(systolic(ids.bob, 190));
+      const start = new Date(Date.now() - 3_600_000).toISOString();
+      const end = new Date(Date.now() + 60_000).toISOString();
+      const url = `/fhir/CarePlan/${planId}/$evaluate?start=${encodeURIComponent(start)}&end=${encodeURIComponent(end)}`;
+      expect((await app.request({ method: 'GET', url: `/fhir/CarePlan/${planId}`, headers: alice })).statusCode).to.equal(200);
+      const asAlice = await app.request({ method: 'POST', url, payload: { resourceType: 'Parameters' }, headers: alice });
+      expect(asAlice.statusCode, asAlice.payload).to.equal(200);
+      const value = (res: typeof asAlice, name: string) => res.json.parameter.find((p: { name: string }) => p.name === name).valueInteger;
+      expect(value(asAlice, 'judged')).to.equal(0);
+      expect(value(asAlice, 'breaches')).to.equal(0);
+      const asSystem = await app.request({ method: 'POST', url, payload: { resourceType: 'Parameters' }, headers: system });
+      expect(value(asSystem, 'judged')).to.equal(1);
+      expect(value(asSystem, 'breaches')).to.equal(1);
+    });
+  });
+
+  describe('a token that may write Observations but read only vital signs', () => {
+    let granular: Record<string, string>;
+    before(async () => {
+      granular = await as(`system/Observation.rs?category=${VITALS} system/Observation.cud`);
+    });
+
+    it('cannot patch a laboratory result (404, nothing answered, nothing written), replace or delete it (403)', async () => {
+      const before = await versionOf('Observation', ids.aliceLab);
+      const patch = await app.request({ method: 'PATCH', url: `/fhir/Observation/${ids.aliceLab}`, payload: [{ op: 'test', path: '/resourceType', value: 'Observation' }], headers: { ...granular, 'content-type': 'application/json-patch+json' } });
+      expect(patch.statusCode).to.equal(404);
+      expectNothingOf(patch, 'secret-alice-lab');
+      const put = await app.request({ method: 'PUT', url: `/fhir/Observation/${ids.aliceLab}`, payload: { ...observation(ids.alice, '2339-0', 'laboratory'), id: ids.aliceLab }, headers: granular });
+      expect(put.statusCode).to.equal(403);
+      expectNothingOf(put, 'secret-alice-lab');
+      const del = await app.request({ method: 'DELETE', url: `/fhir/Observation/${ids.aliceLab}`, headers: granular });
+      expect(del.statusCode).to.equal(403);
+      expect(await versionOf('Observation', ids.aliceLab)).to.equal(before);
+      // What it may read, it patches.
+      const ok = await app.request({ method: 'PATCH', url: `/fhir/Observation/${ids.aliceHr}`, payload: [{ op: 'replace', path: '/status', value: 'amended' }], headers: { ...granular, 'content-type': 'application/json-patch+json' } });
+      expect(ok.statusCode).to.equal(200);
+    });
+  });
+});
