@@ -266,6 +266,24 @@ describe('Consent enforcement', () => {
       expect((await get(`/fhir/Observation/${ids.aliceHr}`, drX)).statusCode).to.equal(200);
     });
 
+    it('cannot patch (404), replace or delete (403) what a deny hides, nor learn its content or version', async () => {
+      const deny = await create(consent(ids.alice, { type: 'deny', actor: [actor(`Practitioner/${ids.drX}`)], class: [VITAL_SIGNS] }));
+      try {
+        const version = (await get(`/fhir/Observation/${ids.aliceHr}`, system)).json.meta.versionId;
+        const patch = await app.request({ method: 'PATCH', url: `/fhir/Observation/${ids.aliceHr}`, payload: [{ op: 'test', path: '/status', value: 'final' }], headers: { ...drX, 'content-type': 'application/json-patch+json' } });
+        expect(patch.statusCode).to.equal(404);
+        expect(patch.headers.etag).to.not.exist();
+        expect(patch.payload).to.not.include('8867-4');
+        const replace = await app.request({ method: 'PUT', url: `/fhir/Observation/${ids.aliceHr}`, payload: { ...observation(ids.alice, '8867-4', 'vital-signs'), id: ids.aliceHr }, headers: drX });
+        expect(replace.statusCode).to.equal(403);
+        expect(replace.headers.etag).to.not.exist();
+        expect((await app.request({ method: 'DELETE', url: `/fhir/Observation/${ids.aliceHr}`, headers: drX })).statusCode).to.equal(403);
+        expect((await get(`/fhir/Observation/${ids.aliceHr}`, system)).json.meta.versionId).to.equal(version);
+      } finally {
+        await app.request({ method: 'DELETE', url: `/fhir/Consent/${deny}`, headers: system });
+      }
+    });
+
     it('a deny of all the patient\'s data hides the Patient too; a nested permit keeps one class open', async () => {
       const deny = await create(consent(ids.alice, { type: 'deny', actor: [actor(`Practitioner/${ids.drX}`)] }));
       try {
