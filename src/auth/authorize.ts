@@ -6,6 +6,7 @@ import { consentPage, errorPage, loginPage, type Page, type PatientLabel, picker
 import { grantScopes, parseResourceScope, type ScopeContext, splitScope } from '../access/scopes';
 import { type Session, csrfMatches, currentSession, loginSession, newSession, randomToken } from './session';
 import type { AuthState } from './state';
+import type { PickingUser } from './directory';
 import { accountBucket, findUser, isCaregiverUser, isPatientUser, loginBudgets, verifyPassword } from './users';
 import { clearBucket, forgive, take } from './throttle';
 import { queryParamsOf } from '../kernel/request-target';
@@ -204,9 +205,14 @@ function describeScope(scope: string): string {
   );
 }
 
-async function patientChoices(state: AuthState, request: Request): Promise<Array<{ id: string; label: PatientLabel }>> {
+async function patientChoices(state: AuthState, request: Request, who: PickingUser): Promise<Array<{ id: string; label: PatientLabel }>> {
   const name = queryParamsOf(request).get('name') ?? undefined;
-  return state.directory.listPatients(name);
+  return state.directory.listPatients(who, name);
+}
+
+/** The signed-in user of `session` choosing for the app of `pending`. */
+function pickingUser(session: Session, pending: PendingRequest): PickingUser {
+  return { clientId: pending.req.clientId, username: session.username!, ...(session.fhirUser ? { fhirUser: session.fhirUser } : {}) };
 }
 
 export function registerAuthorizeRoutes(server: Server, state: AuthState): void {
@@ -257,7 +263,7 @@ export function registerAuthorizeRoutes(server: Server, state: AuthState): void 
       const ctx = await patientContext(state, session, pending);
       if (ctx.noLink) return finishWithError(h, pending, 'access_denied', NO_LINK);
       if (ctx.mismatch) return finishWithError(h, pending, 'access_denied', 'the launch is for another patient than the signed-in patient');
-      if (ctx.needsPicker) return page(h, pickerPage(interactionUrl(pending.id, '/patient'), session.csrf, await patientChoices(state, request)));
+      if (ctx.needsPicker) return page(h, pickerPage(interactionUrl(pending.id, '/patient'), session.csrf, await patientChoices(state, request, pickingUser(session, pending))));
       const offered = offeredScopes(client, pending.req, session, ctx.patient);
       if (offered.length === 0) return finishWithError(h, pending, 'invalid_scope', 'none of the requested scopes can be granted to this client for this user');
       return page(
@@ -334,8 +340,9 @@ export function registerAuthorizeRoutes(server: Server, state: AuthState): void 
   interactionStep('patient', { afterLogin: true }, async (request, h, { session, pending, form: body }) => {
     if (isPatientUser(session.fhirUser) || isCaregiverUser(session.fhirUser) || pending.req.launch) return redirectTo(h, interactionUrl(pending.id));
     const patient = body.get('patient') ?? '';
-    if (!/^[A-Za-z0-9\-.]{1,64}$/.test(patient) || !(await state.directory.exists('Patient', patient))) {
-      return page(h, pickerPage(interactionUrl(pending.id, '/patient'), session.csrf, await patientChoices(state, request), 'Choose one of the patients listed.'));
+    const who = pickingUser(session, pending);
+    if (!/^[A-Za-z0-9\-.]{1,64}$/.test(patient) || !(await state.directory.mayPick(who, patient))) {
+      return page(h, pickerPage(interactionUrl(pending.id, '/patient'), session.csrf, await patientChoices(state, request, who), 'Choose one of the patients listed.'));
     }
     await state.db.query('UPDATE auth_request SET patient = $1 WHERE id = $2', [patient, pending.id]);
     return redirectTo(h, interactionUrl(pending.id));

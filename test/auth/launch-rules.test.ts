@@ -5,6 +5,7 @@ import { issueAccessToken } from '../../src/auth/tokens';
 import { addUser } from '../../src/auth/users';
 import { jose } from '../../src/auth/jose';
 import { unique } from '../helpers/server';
+import { actor, consent } from '../helpers/consent';
 import { Browser, consentFlow, pkce, readForm } from './browser';
 import { assertion, backendClient, backendToken, clientCredentials, keyPair, postForm, register, startAuthServer, systemCreator } from './helpers';
 
@@ -186,6 +187,27 @@ describe('authorization code flow: every rule, black-box over HTTP', () => {
       const c = readForm(consent.text);
       expect(c.checkboxes.scope!.sort()).to.equal(['fhirUser', 'launch/patient', 'offline_access', 'openid', 'patient/*.rs']);
       expect(c.buttons).to.equal([{ name: 'decision', value: 'allow' }, { name: 'decision', value: 'deny' }]);
+    });
+
+    it("offers and accepts only the patients the clinician may read: one whose Consent denies this clinician is neither listed nor taken", async () => {
+      const create = await systemCreator(app);
+      const family = `Hidden${unique()}`.replace(/[^A-Za-z0-9]/g, '');
+      const hidden = await create({ resourceType: 'Patient', name: [{ given: ['Hal'], family }] });
+      await create(consent(hidden, { type: 'deny', actor: [actor(`Practitioner/${ids.practitioner}`)] }));
+      const { challenge } = pkce();
+      const browser = new Browser(app.origin);
+      const form = readForm((await browser.visit(authorizeUrl(goodParams(publicClient, challenge)))).text);
+      const picker = await browser.visit(form.action, { form: { ...form.hidden, username: clinician.username, password: clinician.password } });
+      const pick = readForm(picker.text);
+      expect(pick.radios.patient).to.include(ids.patient);
+      expect(pick.radios.patient).to.not.include(hidden);
+      expect(picker.text).to.not.include(family);
+      const searched = await browser.visit(`${pick.action.replace(/\/patient$/, '')}?name=${family}`);
+      expect(searched.text).to.not.include(family);
+      const taken = await browser.visit(pick.action, { form: { ...pick.hidden, patient: hidden } });
+      expect(taken.status).to.equal(400);
+      expect(taken.text).to.include('Choose one of the patients listed.');
+      expect(taken.text).to.not.include(family);
     });
 
     it('sets Secure (and the __Host- prefix) on the session cookie behind TLS', async () => {
