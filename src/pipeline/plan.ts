@@ -35,7 +35,7 @@ export function plan(op: WriteOp, id: string | undefined, existingMatch: boolean
     case 'create': {
       requireAction(policy, op.type, 'c');
       if (existingMatch) {
-        // Matched by If-None-Exist (searched inside the caller's compartment) or by a device
+        // Matched by If-None-Exist (as the caller's own search finds it, resolve.ts) or by a device
         // reading's deterministic id: the caller must be able to see what it is told exists.
         if (live?.resource) requireWritable(policy, op.type, 'c', live.resource, undefined);
         return { outcome: { status: 200, type: op.type, id, versionId: current?.versionId } };

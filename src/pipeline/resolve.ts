@@ -1,8 +1,7 @@
-import { policyReach, requireAction } from '../access/enforce';
+import { findVisibleIds } from '../access/enforce';
 import type { AccessPolicy } from '../access/policy';
 import { isValidId, newResourceId } from '../kernel/id';
 import { badRequest, preconditionFailed } from '../kernel/outcome';
-import { findMatchingIds } from '../search';
 import type { Queryable } from '../store/db';
 import type { ResolvedOp, WriteOp } from './ops';
 
@@ -18,12 +17,8 @@ export async function resolveTarget(tx: Queryable, op: WriteOp, policy: AccessPo
     if (id !== undefined && !isValidId(id)) throw badRequest(`'${id.slice(0, 80)}' is not a FHIR id ([A-Za-z0-9-.], 1 to 64 characters)`, ['id']);
     return { op, id };
   }
-  // A condition is a search: it needs the right to search, and a patient-scoped token searches
-  // its own compartment only (else 200-versus-201 would reveal other patients' identifiers).
-  requireAction(policy, op.type, 's');
-  const compartment = policy.confinedToPatient(op.type, 's') ? policy.patient : undefined;
   await tx.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`${op.type}?${search.toString()}`]);
-  const matches = await findMatchingIds(tx, op.type, search, 2, compartment, policyReach(policy));
+  const matches = await findConditionMatches(tx, policy, op.type, search);
   if (matches.length > 1) {
     throw preconditionFailed(`the condition ${op.type}?${search.toString()} matches more than one resource`);
   }
@@ -40,6 +35,18 @@ export async function resolveTarget(tx: Queryable, op: WriteOp, policy: AccessPo
     throw badRequest(`the resource id ${op.id} does not match the resource found by ${op.type}?${search.toString()}`);
   }
   return { op, id: matches[0] };
+}
+
+/**
+ * What a condition (If-None-Exist, a conditional update, patch or delete, a transaction's
+ * conditional reference) matches: exactly what the caller's own search of `type` would find —
+ * its compartment, its granular scopes' parameters, what Consents deny it — at most two ids,
+ * enough to tell none, one and several apart. Anything else does not exist for the condition:
+ * a 200-versus-201, a 412 or a deletion that depended on it would answer about data the caller
+ * may not read. A 403 without the right to search the type.
+ */
+export function findConditionMatches(tx: Queryable, policy: AccessPolicy, type: string, search: URLSearchParams): Promise<string[]> {
+  return findVisibleIds(tx, policy, type, search, 2);
 }
 
 /** `Type/id` of each op that writes a resource (for the once-per-unit rule and shared-target checks). */

@@ -1,8 +1,9 @@
 /**
  * The search capability's public surface: the REST layer searches (`searchResources`), the
- * write pipeline resolves conditional operations (`findMatchingIds`) and indexes writes
- * (`writeSearchIndex`, in ./index-writer), the CapabilityStatement lists the parameters, and
- * Subscription matching judges plain criteria in memory (`criteriaMatcher`).
+ * access policy finds ids within a caller's limits (`findMatchingIds`; conditional writes match
+ * through it), the write pipeline indexes writes (`writeSearchIndex`, in ./index-writer), the
+ * CapabilityStatement lists the parameters, and Subscription matching judges plain criteria in
+ * memory (`criteriaMatcher`).
  */
 import { parametersOf } from './registry';
 

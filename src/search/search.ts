@@ -261,8 +261,9 @@ export async function searchResources(ctx: SearchContext, request: SearchRequest
 
 /**
  * The ids matching a search, for conditional create/update/delete (If-None-Exist,
- * `PUT Observation?identifier=…`); runs on the caller's transaction. Result parameters are
- * ignored; an unknown parameter is a 400, never a match-everything.
+ * `PUT Observation?identifier=…`, through the access policy's `findVisibleIds`, which hands in
+ * the caller's limits) and the server's own look-ups; runs on the caller's transaction. Result
+ * parameters are ignored; an unknown parameter is a 400, never a match-everything.
  */
 export async function findMatchingIds(
   db: Queryable,

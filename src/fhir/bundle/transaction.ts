@@ -1,8 +1,7 @@
 import type { AccessPolicy } from '../../access/policy';
-import { policyReach, requireAction } from '../../access/enforce';
 import { type Issue, OperationOutcomeError } from '../../kernel/outcome';
-import { executeWrites, type ResolvedOp, type UnitOfWork, type WriteOp, WriteOpError } from '../../pipeline';
-import { criteriaMatcher, findMatchingIds } from '../../search';
+import { executeWrites, findConditionMatches, type ResolvedOp, type UnitOfWork, type WriteOp, WriteOpError } from '../../pipeline';
+import { criteriaMatcher } from '../../search';
 import type { Queryable } from '../../store/db';
 import type { FhirContext } from '../context';
 import type { ReturnPreference } from '../negotiation';
@@ -104,12 +103,10 @@ async function resolveConditionalReferences(tx: Queryable, writes: readonly Pars
     for (const ref of collectReferences(resource)) {
       if (!isConditionalReference(ref) || resolvedRefs.has(ref)) continue;
       const type = ref.slice(0, ref.indexOf('?'));
-      // A search like any other: the right to search the type, within the token's compartment.
+      // Matched like every condition: what the caller's own search of the type would find.
       const ids = await forEntry(entry, async () => {
-        requireAction(policy, type, 's');
-        const compartment = policy.confinedToPatient(type, 's') ? policy.patient : undefined;
         const params = new URLSearchParams(ref.slice(ref.indexOf('?') + 1));
-        const stored = await findMatchingIds(tx, type, params, 2, compartment, policyReach(policy));
+        const stored = await findConditionMatches(tx, policy, type, params);
         const matcher = criteriaMatcher(type, params);
         if (!matcher.exact) return stored;
         const own = written.filter((r) => r.op.type === type && 'resource' in r.op && matcher.mayMatch(r.op.resource as fhir4.FhirResource)).map((r) => r.id!);
