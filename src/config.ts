@@ -279,8 +279,9 @@ export interface AuthConfig {
   refreshTokenLifetime: number;
   /** Login session of the authorization server (seconds); also the life of online_access refresh tokens. */
   sessionLifetime: number;
-  /** Failed logins tolerated per account and per client address within `loginFailureWindowMs` before logins are refused (429). */
+  /** Failed logins tolerated within `loginFailureWindowMs` before logins are refused (429): per account from one address, per account in all, per address. */
   loginMaxFailuresPerAccount: number;
+  loginMaxFailuresPerAccountTotal: number;
   loginMaxFailuresPerAddress: number;
   loginFailureWindowMs: number;
   /** Token requests accepted per client address per minute (all of them); past it, 429. */
@@ -328,6 +329,7 @@ function loadAuthConfig(env: NodeJS.ProcessEnv): AuthConfig {
     refreshTokenLifetime: duration(env.REFRESH_TOKEN_LIFETIME, 30 * 86_400_000, 'REFRESH_TOKEN_LIFETIME') / 1000,
     sessionLifetime: duration(env.AUTH_SESSION_LIFETIME, 8 * 3_600_000, 'AUTH_SESSION_LIFETIME') / 1000,
     loginMaxFailuresPerAccount: int(env.LOGIN_MAX_FAILURES_PER_ACCOUNT, 5, 'LOGIN_MAX_FAILURES_PER_ACCOUNT'),
+    loginMaxFailuresPerAccountTotal: int(env.LOGIN_MAX_FAILURES_PER_ACCOUNT_TOTAL, 100, 'LOGIN_MAX_FAILURES_PER_ACCOUNT_TOTAL'),
     loginMaxFailuresPerAddress: int(env.LOGIN_MAX_FAILURES_PER_ADDRESS, 20, 'LOGIN_MAX_FAILURES_PER_ADDRESS'),
     loginFailureWindowMs: duration(env.LOGIN_FAILURE_WINDOW, 15 * 60_000, 'LOGIN_FAILURE_WINDOW'),
     tokenRequestsPerAddress: int(env.TOKEN_REQUESTS_PER_ADDRESS, 300, 'TOKEN_REQUESTS_PER_ADDRESS'),

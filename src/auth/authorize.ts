@@ -7,7 +7,7 @@ import { grantScopes, parseResourceScope, type ScopeContext, splitScope } from '
 import { type Session, csrfMatches, currentSession, loginSession, newSession, randomToken } from './session';
 import type { AuthState } from './state';
 import type { PickingUser } from './directory';
-import { accountBucket, findUser, isCaregiverUser, isPatientUser, loginBudgets, verifyPassword } from './users';
+import { accountBuckets, findUser, isCaregiverUser, isPatientUser, loginBudgets, verifyPassword } from './users';
 import { clearBucket, forgive, take } from './throttle';
 import { queryParamsOf } from '../kernel/request-target';
 
@@ -331,7 +331,7 @@ export function registerAuthorizeRoutes(server: Server, state: AuthState): void 
       return again('Wrong username or password.', 401);
     }
     await forgive(state.db, attempt.attempt);
-    await clearBucket(state.db, accountBucket(user.username));
+    for (const bucket of accountBuckets(user.username, address)) await clearBucket(state.db, bucket);
     await loginSession(state, h, session, { username: user.username, ...(user.fhirUser ? { fhirUser: user.fhirUser } : {}) });
     state.log.info({ username }, 'user logged in');
     return redirectTo(h, interactionUrl(pending.id));

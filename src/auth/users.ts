@@ -70,19 +70,30 @@ export async function removeUser(db: Queryable, username: string): Promise<boole
 }
 
 /**
- * Login throttling budgets: attempts per account and per client address over a window, counted
- * before the password is checked (src/auth/throttle.ts), so that guessing gains nothing past
- * the limit however many guesses run at once. A successful login is forgiven and clears its
- * account's count (not its address's: one good password must not reopen a guessing address).
+ * Login throttling budgets, counted before the password is checked (src/auth/throttle.ts), so
+ * that guessing gains nothing past a limit however many guesses run at once:
+ * - per account from one address (LOGIN_MAX_FAILURES_PER_ACCOUNT): the guesser is stopped, the
+ *   account's owner elsewhere is not (a lock per account alone let anyone who knows a username
+ *   lock that clinician out with five wrong passwords);
+ * - per account from everywhere (…_PER_ACCOUNT_TOTAL, 100 as NIST SP 800-63B 5.2.2 allows):
+ *   the ceiling for guessing spread over many addresses;
+ * - per address (…_PER_ADDRESS): one address guessing many accounts.
+ * A successful login is forgiven and clears its account's counts (not its address's: one good
+ * password must not reopen a guessing address).
  */
 export function loginBudgets(config: AuthConfig, username: string, address: string): Budget[] {
   return [
-    { bucket: accountBucket(username), limit: config.loginMaxFailuresPerAccount, windowMs: config.loginFailureWindowMs },
+    { bucket: accountBuckets(username, address)[0], limit: config.loginMaxFailuresPerAccount, windowMs: config.loginFailureWindowMs },
+    { bucket: accountBuckets(username, address)[1], limit: config.loginMaxFailuresPerAccountTotal, windowMs: config.loginFailureWindowMs },
     { bucket: `login-addr:${address}`, limit: config.loginMaxFailuresPerAddress, windowMs: config.loginFailureWindowMs },
   ];
 }
 
-export const accountBucket = (username: string) => `login-user:${username.toLowerCase()}`;
+/** The account's buckets: from this address, and from everywhere. */
+export const accountBuckets = (username: string, address: string): [string, string] => [
+  `login-user-addr:${username.toLowerCase()}|${address}`,
+  `login-user:${username.toLowerCase()}`,
+];
 
 /**
  * Development convenience: on the first start of an empty embedded database, an `admin` login

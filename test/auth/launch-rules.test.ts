@@ -248,6 +248,35 @@ describe('authorization code flow: every rule, black-box over HTTP', () => {
       }
     });
 
+    it("locks a guessing address out of the account, not the account's owner elsewhere; guesses spread over addresses meet the account's ceiling", async () => {
+      const strict = await startAuthServer({ LOGIN_MAX_FAILURES_PER_ACCOUNT: '3', LOGIN_MAX_FAILURES_PER_ACCOUNT_TOTAL: '6', LOGIN_MAX_FAILURES_PER_ADDRESS: '100' });
+      try {
+        const { challenge } = pkce();
+        const user = { username: unique('owner'), password: 'the right password' };
+        await addUser(state.db, user);
+        // The login form of a fresh browser, posted from `address` (the socket's address is what is counted).
+        const attemptFrom = async (address: string, password: string) => {
+          const browser = new Browser(strict.origin);
+          const login = readForm((await browser.visit(`${strict.origin}/auth/authorize?${new URLSearchParams({ ...goodParams(publicClient, challenge), aud: strict.base })}`)).text);
+          const target = new URL(login.action, strict.origin);
+          const res = await strict.server.inject({
+            method: 'POST', url: `${target.pathname}${target.search}`, remoteAddress: address,
+            headers: { cookie: [...browser.cookies].map(([k, v]) => `${k}=${v}`).join('; '), 'content-type': 'application/x-www-form-urlencoded' },
+            payload: new URLSearchParams({ ...login.hidden, username: user.username, password }).toString(),
+          });
+          return res.statusCode;
+        };
+        for (let i = 0; i < 3; i++) expect(await attemptFrom('10.9.0.1', 'wrong guess')).to.equal(401);
+        expect(await attemptFrom('10.9.0.1', user.password)).to.equal(429);
+        expect(await attemptFrom('10.9.0.2', user.password)).to.equal(303);
+        // Six failures from two addresses: the seventh attempt, from a third, meets the ceiling.
+        for (const address of ['10.9.0.3', '10.9.0.4']) for (let i = 0; i < 3; i++) expect(await attemptFrom(address, 'wrong guess')).to.equal(401);
+        expect(await attemptFrom('10.9.0.5', user.password)).to.equal(429);
+      } finally {
+        await strict.stop();
+      }
+    });
+
     it('counts a login attempt before checking the password: 30 guesses at once, 5 checked, 25 refused with Retry-After', async () => {
       const strict = await startAuthServer({ LOGIN_MAX_FAILURES_PER_ACCOUNT: '5', LOGIN_MAX_FAILURES_PER_ADDRESS: '100' });
       try {
