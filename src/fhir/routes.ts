@@ -157,6 +157,10 @@ function toRestRequest(ctx: FhirContext, request: Request, body: 'resource' | 'r
 
 function operation(ctx: FhirContext, req: RestRequest, method: 'GET' | 'POST'): Promise<InteractionResult> {
   if (!req.operation?.startsWith('$')) {
+    // POST /{type}/{id}: the instance's URL, which takes GET, PUT, PATCH and DELETE (R4 http.html).
+    if (method === 'POST' && req.id === undefined && req.operation !== undefined && isValidId(req.operation)) {
+      throw notSupported(`POST ${req.type}/${req.operation} is not an interaction: create is POST ${req.type}, update is PUT ${req.type}/${req.operation}`);
+    }
     throw notFound(`${[req.type, req.id, req.operation].filter(Boolean).join('/')} is not an operation ($name) or other endpoint of this server`);
   }
   return ctx.operations.invoke(ctx, req, method);

@@ -267,7 +267,9 @@ describe('bad requests get a 4xx OperationOutcome and change nothing', () => {
 
   it('an unsupported interaction on a known path is 405, an unknown path 404', async () => {
     expectOutcome(await app.request({ method: 'DELETE', url: '/fhir/metadata' }), 405);
-    expectOutcome(await app.request({ method: 'POST', url: `/fhir/Patient/${patientId}` , payload: { resourceType: 'Patient' } }), 404, /operation/);
+    // An instance's URL takes GET, PUT, PATCH and DELETE: POST there is the wrong method, not a missing endpoint.
+    expectOutcome(await app.request({ method: 'POST', url: `/fhir/Patient/${patientId}`, payload: { resourceType: 'Patient' } }), 405, /create is POST Patient/);
+    expectOutcome(await app.request({ method: 'POST', url: `/fhir/Patient/${patientId}/nothing`, payload: { resourceType: 'Patient' } }), 404, /operation/);
     expectOutcome(await app.request({ method: 'GET', url: '/fhir/Patient/x/y/z/w' }), 405);
     expectOutcome(await app.request({ method: 'GET', url: '/nowhere' }), 404);
   });
