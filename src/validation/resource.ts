@@ -1,5 +1,6 @@
 import { type Issue, OperationOutcomeError } from '../kernel/outcome';
 import { exceedsElements } from '../kernel/input-limits';
+import { carryKeptDecimals } from '../kernel/json-decimals';
 import { schemaIssues, validatorFor } from './schema';
 import { missingRequiredIssues } from './required';
 
@@ -107,7 +108,11 @@ export function validationIssues(resource: unknown): Issue[] {
     return [{ code: 'too-costly', diagnostics: `${resourceType} holds more than ${MAX_RESOURCE_ELEMENTS} values; split it` }];
   }
   const issues: Issue[] = [];
-  if (!validate({ resourceType, ...rest })) {
+  const own = { resourceType, ...rest };
+  // The integer check reads the text a number was written with (./schema.ts, validInteger): the
+  // copy must say the texts of the resource's own elements too.
+  carryKeptDecimals(resource, own);
+  if (!validate(own)) {
     issues.push(...schemaIssues(resourceType, validate.errors ?? []));
   }
   if (contained !== undefined) {

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
-import Ajv, { type ErrorObject, type ValidateFunction } from 'ajv';
+import Ajv, { type ErrorObject, type SchemaValidateFunction, type ValidateFunction } from 'ajv';
 import draft06 from 'ajv/dist/refs/json-schema-draft-06.json';
+import { keptNumberText } from '../kernel/json-decimals';
 import type { Issue } from '../kernel/outcome';
 
 const SCHEMA_ID = 'http://hl7.org/fhir/json-schema/4.0';
@@ -65,8 +66,10 @@ function compiler(): Ajv {
   schema.$id = SCHEMA_ID;
   delete schema.id;
   markCalendarDates(schema.definitions);
+  markIntegers(schema.definitions);
   ajv = new Ajv({ strict: false, allErrors: true, validateSchema: false });
   ajv.addFormat(CALENDAR, isCalendarDate);
+  ajv.addKeyword({ keyword: INTEGER, type: 'number', schemaType: 'string', errors: true, validate: validInteger });
   ajv.addMetaSchema(draft06);
   ajv.addSchema(schema);
   return ajv;
@@ -104,6 +107,52 @@ function markCalendarDates(defs: Record<string, unknown>): void {
     }
   }
 }
+
+const INTEGER = 'fhirInteger';
+type IntegerKind = 'integer' | 'positiveInt' | 'unsignedInt';
+/** R4 datatypes.html#integer: a 32-bit signed integer; positiveInt is ≥ 1, unsignedInt ≥ 0, both within integer. */
+const LEAST: Record<IntegerKind, number> = { integer: -2_147_483_648, positiveInt: 1, unsignedInt: 0 };
+const MOST = 2_147_483_647;
+/** The R4 lexical form, `[0]|[-+]?[1-9][0-9]*`, as JSON can write it (no `+`): no fraction, exponent or -0. */
+const INTEGER_TEXT = /^(0|-?[1-9][0-9]*)$/;
+
+/**
+ * The schema types integer, positiveInt and unsignedInt as `number` with a pattern, and JSON
+ * Schema applies `pattern` to strings only: `"valueInteger": 1.5`, `2147483648` and a Timing's
+ * `frequency: 1.5` (which then drove a dose schedule) were stored. A keyword of ours rather than
+ * `multipleOf`/`minimum`/`maximum` because the value alone cannot tell `1.0` or `1e2` (not
+ * integers in R4's grammar) from `1` and `100`: the text the body wrote them with can, and it is
+ * kept for exactly such numbers (kernel/json-decimals.ts, decision 028). Added to the three
+ * definitions and to the elements that carry their patterns inline (choices such as
+ * `valueInteger`, `Extension.valuePositiveInt`).
+ */
+function markIntegers(defs: Record<string, unknown>): void {
+  const kinds = new Map<string, IntegerKind>();
+  for (const kind of Object.keys(LEAST) as IntegerKind[]) {
+    const d = defs[kind] as { pattern: string; [INTEGER]?: IntegerKind };
+    d[INTEGER] = kind;
+    kinds.set(d.pattern, kind);
+  }
+  for (const definition of Object.values(defs)) {
+    for (const property of Object.values((definition as { properties?: Record<string, SchemaProperty & { [INTEGER]?: IntegerKind }> }).properties ?? {})) {
+      const kind = property.type === 'number' && property.pattern !== undefined ? kinds.get(property.pattern) : undefined;
+      if (kind) property[INTEGER] = kind;
+    }
+  }
+}
+
+/** The `fhirInteger` keyword: the number, and the text it was written with when that was kept. */
+const validInteger: SchemaValidateFunction = (kind: IntegerKind, value: number, _parent, at) => {
+  const holder = at?.parentData as object | undefined;
+  const text = holder && typeof holder === 'object' ? keptNumberText(holder, String(at!.parentDataProperty)) : undefined;
+  let message: string | undefined;
+  if (text !== undefined && !INTEGER_TEXT.test(text)) message = `${text} is not a valid ${kind}: an integer is written as digits, without fraction, exponent or -0`;
+  else if (!Number.isInteger(value)) message = `${value} is not a valid ${kind}: it must be a whole number`;
+  else if (value < LEAST[kind] || value > MOST) message = `${value} is not a valid ${kind}: it must be within ${LEAST[kind]}..${MOST}`;
+  if (message === undefined) return true;
+  validInteger.errors = [{ keyword: INTEGER, message, params: { kind } }];
+  return false;
+};
 
 /** The schema's definitions by name, as the validators use them (./required.ts walks them). */
 export function schemaDefinitions(): Record<string, SchemaDefinition> {
