@@ -40,7 +40,7 @@ export function plan(op: WriteOp, id: string | undefined, existingMatch: boolean
         if (live?.resource) requireWritable(policy, op.type, 'c', live.resource, undefined);
         return { outcome: { status: 200, type: op.type, id, versionId: current?.versionId } };
       }
-      const resource = prepare(op.type, id!, op.resource, { ignoreBodyId: true });
+      const resource = prepare(op.type, id!, op.resource, { bodyId: 'ignored' });
       requireWritable(policy, op.type, 'c', resource, undefined);
       return staged(op.type, 'POST', resource, undefined, 0, lastUpdated, 201);
     }
@@ -50,8 +50,10 @@ export function plan(op: WriteOp, id: string | undefined, existingMatch: boolean
       requireWritable(policy, op.type, live ? 'u' : 'c', undefined, existing);
       if (existing) requireActingOnReadable(policy, op.type, id!, 'u', existing);
       checkIfMatch(op, id, current);
-      // A conditional update's body id, if any, must be the matched resource's (R4 http.html#cond-update).
-      const resource = prepare(op.type, id!, op.resource, { ignoreBodyId: false });
+      // An update's body says the id of the URL (R4 http.html#update: "SHALL contain an id element
+      // with the same value"); a conditional update's may leave it out, and if it has one it must
+      // be the matched resource's (R4 http.html#cond-update).
+      const resource = prepare(op.type, id!, op.resource, { bodyId: op.match ? 'matching' : 'required' });
       requireWritable(policy, op.type, live ? 'u' : 'c', resource, existing);
       return staged(op.type, 'PUT', resource, live?.resource, current?.versionId ?? 0, lastUpdated, live ? 200 : 201);
     }
@@ -63,7 +65,7 @@ export function plan(op: WriteOp, id: string | undefined, existingMatch: boolean
       if (existing) requireActingOnReadable(policy, op.type, id, 'patch', existing);
       checkIfMatch(op, id, current);
       if (!live) throw gone(`${op.type}/${id} was deleted`);
-      const resource = prepare(op.type, id, applyPatchBody(live.resource!, op.patch), { ignoreBodyId: false });
+      const resource = prepare(op.type, id, applyPatchBody(live.resource!, op.patch), { bodyId: 'matching' });
       requireWritable(policy, op.type, 'u', resource, live.resource);
       return staged(op.type, 'PATCH', resource, live.resource, current.versionId, lastUpdated, 200);
     }
@@ -104,11 +106,17 @@ function staged(
   };
 }
 
-/** Validation of a body about to become a version of `type/id`. */
-function prepare(type: string, id: string, body: unknown, { ignoreBodyId }: { ignoreBodyId: boolean }): fhir4.FhirResource {
+/**
+ * Validation of a body about to become a version of `type/id`. Its own id is `ignored` (a
+ * create: the server chooses), `matching` (if present, `id`) or `required` and `id`.
+ */
+function prepare(type: string, id: string, body: unknown, { bodyId }: { bodyId: 'ignored' | 'matching' | 'required' }): fhir4.FhirResource {
   assertValidResource(body, type);
   const resource = body;
-  if (!ignoreBodyId && resource.id !== undefined && resource.id !== id) {
+  if (bodyId === 'required' && resource.id === undefined) {
+    throw badRequest(`the resource has no id; an update's body must carry the id of the URL, '${id}'`, ['id']);
+  }
+  if (bodyId !== 'ignored' && resource.id !== undefined && resource.id !== id) {
     throw badRequest(`the resource id '${resource.id}' does not match the id in the URL, '${id}'`, ['id']);
   }
   resource.id = id;

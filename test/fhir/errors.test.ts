@@ -67,6 +67,25 @@ describe('bad requests get a 4xx OperationOutcome and change nothing', () => {
       expectOutcome(await app.request({ method: 'PUT', url: `/fhir/Patient/${patientId}`, payload: { resourceType: 'Patient', id: 'other' } }), 400, /does not match the id in the URL/);
     }));
 
+  it('an update body without an id is 400, alone and as a transaction or batch entry (R4 http.html#update)', () =>
+    unchanged(async () => {
+      const noId = /has no id; an update's body must carry the id of the URL/;
+      expectOutcome(await app.request({ method: 'PUT', url: `/fhir/Patient/${patientId}`, payload: { resourceType: 'Patient', active: false } }), 400, noId);
+      expectOutcome(await app.request({ method: 'PUT', url: '/fhir/Patient/never-written', payload: { resourceType: 'Patient' } }), 400, noId);
+      const entries = [
+        { resource: { resourceType: 'Patient', id: 'put-with-id' }, request: { method: 'PUT', url: 'Patient/put-with-id' } },
+        { resource: { resourceType: 'Patient', active: false }, request: { method: 'PUT', url: `Patient/${patientId}` } },
+      ];
+      const tx = await app.request({ method: 'POST', url: '/fhir', payload: { resourceType: 'Bundle', type: 'transaction', entry: entries } });
+      expectOutcome(tx, 400, noId);
+      expect(tx.json.issue[0].diagnostics).to.contain('Bundle.entry[1]');
+      const batch = await app.request({ method: 'POST', url: '/fhir', payload: { resourceType: 'Bundle', type: 'batch', entry: [entries[1]] } });
+      expect(batch.statusCode).to.equal(200);
+      expect(String(batch.json.entry[0].response.status)).to.startWith('400');
+      const stored = await app.request({ method: 'GET', url: `/fhir/Patient/${patientId}` });
+      expect([stored.json.meta.versionId, stored.json.active]).to.equal(['1', true]);
+    }));
+
   it('an id of invalid syntax is 400 on update and 404 on read', async () => {
     expectOutcome(await app.request({ method: 'PUT', url: '/fhir/Patient/bad_id!', payload: { resourceType: 'Patient', id: 'bad_id!' } }), 400);
     expectOutcome(await app.request({ method: 'GET', url: '/fhir/Patient/bad_id!' }), 404);
