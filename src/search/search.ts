@@ -178,6 +178,15 @@ async function countMatches(db: Queryable, parsed: ParsedSearch, compartmentId: 
   return Number(rows[0].n);
 }
 
+/**
+ * The planner's estimate, but never fewer than the matches the answer itself shows: this page's,
+ * one more for a next page and one for a previous (the planner's guess on a small or unanalysed
+ * table said 1 of a page of 2, and 280 where the 28 on the page were all).
+ */
+function atLeastSeen(estimate: number, page: { rows: readonly unknown[]; hasNext: boolean; hasPrev: boolean }): number {
+  return Math.max(estimate, page.rows.length + (page.hasNext ? 1 : 0) + (page.hasPrev ? 1 : 0));
+}
+
 function applySubset(resources: FoundResource[], mode: SubsetMode | undefined, disclosed: Set<string>): FoundResource[] {
   if (!mode) return resources;
   return resources.map((r) => ({ ...r, json: subsetJson(r.type, r.json, mode, disclosed) }));
@@ -250,9 +259,11 @@ export async function searchResources(ctx: SearchContext, request: SearchRequest
   }
 
   // Bundle.total only when it costs nothing (the whole result is on this first page) unless asked.
+  const wholeResult = !cursor && !page.hasNext;
   let total: number | undefined;
-  if (parsed.total === 'accurate' || parsed.total === 'estimate') total = await countMatches(ctx.db, parsed, compartmentId, reach, parsed.total === 'estimate');
-  else if (parsed.total !== 'none' && !cursor && !page.hasNext) total = page.rows.length;
+  if (parsed.total === 'estimate') total = wholeResult ? page.rows.length : atLeastSeen(await countMatches(ctx.db, parsed, compartmentId, reach, true), page);
+  else if (parsed.total === 'accurate') total = await countMatches(ctx.db, parsed, compartmentId, reach, false);
+  else if (parsed.total !== 'none' && wholeResult) total = page.rows.length;
 
   const matches: FoundResource[] = page.rows.map(({ type, id, json }) => ({ type, id, json }));
   const included = parsed.include.length || parsed.revinclude.length ? await findIncluded(ctx.db, parsed.include, parsed.revinclude, matches, reach, compartmentId) : [];
