@@ -21,7 +21,8 @@ export function parseVersionTag(tag: string | undefined, header: string): number
 
 /** A version id from a URL (`_history/{vid}`): a positive integer in range, else undefined. */
 export function parseVersionId(text: string | undefined): number | undefined {
-  if (!text || !/^\d{1,10}$/.test(text)) return undefined;
+  // Version ids are strings (R4 resource.html#Meta): only the form this server issues names one, so `01` and `+1` name none.
+  if (!text || !/^[1-9]\d{0,9}$/.test(text)) return undefined;
   const n = Number(text);
   return n >= 1 && n <= MAX_VERSION ? n : undefined;
 }

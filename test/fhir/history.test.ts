@@ -35,6 +35,18 @@ describe('history at type and system level', () => {
     expect(again.json.entry.map((e: fhir4.BundleEntry) => `${e.request!.method} ${e.response!.status}`)).to.equal(['PUT 201', 'DELETE 204', 'PUT 200', 'PUT 201']);
   });
 
+  it('reads a version only by the id the server gave it: `01` names no version (ids are strings)', async () => {
+    const id = ids[0]!;
+    expect((await app.request({ method: 'GET', url: `/fhir/Device/${id}/_history/1` })).statusCode).to.equal(200);
+    for (const vid of ['01', '001', '1.0', '%2B1', '1e0']) {
+      const res = await app.request({ method: 'GET', url: `/fhir/Device/${id}/_history/${vid}` });
+      expect(res.statusCode, vid).to.equal(404);
+      expect(res.json.resourceType).to.equal('OperationOutcome');
+    }
+    const batch = await app.request({ method: 'POST', url: '/fhir', payload: { resourceType: 'Bundle', type: 'batch', entry: [{ request: { method: 'GET', url: `Device/${id}/_history/01` } }, { request: { method: 'GET', url: `Device/${id}/_history/1` } }] } });
+    expect(batch.json.entry.map((e: fhir4.BundleEntry) => e.response!.status.slice(0, 3))).to.equal(['404', '200']);
+  });
+
   it('pages newest first through next links, and every listed version can be read', async () => {
     const seen: string[] = [];
     let url: string | undefined = `/fhir/Device/_history?_count=3&_since=${encodeURIComponent(firstWrite)}`;
