@@ -4,6 +4,8 @@ import { isUtf8 } from 'node:buffer';
 
 export const FHIR_JSON = 'application/fhir+json';
 const JSON_TYPES = new Set([FHIR_JSON, 'application/json', 'json', 'application/json+fhir']);
+/** The media ranges of an Accept header that FHIR JSON satisfies. */
+const ACCEPTED_AS_JSON = new Set([FHIR_JSON, 'application/json+fhir', 'application/json', 'application/*', '*/*']);
 const XML_TYPES = new Set(['application/fhir+xml', 'application/xml', 'text/xml', 'xml', 'application/xml+fhir']);
 
 const mediaType = (value: string) => value.split(';')[0]!.trim().toLowerCase();
@@ -19,23 +21,25 @@ function otherFhirVersion(value: string): string | undefined {
 
 /**
  * The response media type from `_format` (which wins, R4 http.html#mime) or Accept. JSON is the
- * only format served: an explicit request for XML or anything else is 406.
+ * only format served: an explicit request for XML or anything else is 406. A request for plain
+ * JSON (`_format=json`, `Accept: application/json`) is answered as application/fhir+json: R4
+ * http.html#mime reads those as "the JSON format" and says "the correct mime type SHALL be used
+ * by clients and servers", which for FHIR JSON is application/fhir+json (a +json type, RFC 6839,
+ * so a client that asked for JSON reads it as JSON).
  */
 export function responseType(format: string | string[] | undefined, accept: string | undefined): string {
   // Hapi hands a repeated query parameter over as an array; two formats are no answer.
   if (Array.isArray(format)) throw new OperationOutcomeError(400, { code: 'invalid', diagnostics: '_format is given more than once', expression: ['_format'] });
   if (format) {
     const f = mediaType(format);
-    if (JSON_TYPES.has(f)) return f === 'application/json' || f === 'json' ? 'application/json' : FHIR_JSON;
+    if (JSON_TYPES.has(f)) return FHIR_JSON;
     throw notAcceptable(`_format=${format} is not supported; use json or ${FHIR_JSON}`);
   }
   if (!accept) return FHIR_JSON;
   // A range asking for another FHIR version is one this server cannot serve (406 when none is left).
   const ranges = accept.split(',').map((r) => ({ type: mediaType(r), q: otherFhirVersion(r) === undefined ? Number(/;\s*q=([0-9.]+)/.exec(r)?.[1] ?? '1') : 0 }));
   const acceptable = ranges.filter((r) => r.q > 0);
-  if (acceptable.some((r) => r.type === FHIR_JSON || r.type === 'application/json+fhir')) return FHIR_JSON;
-  if (acceptable.some((r) => r.type === 'application/json')) return 'application/json';
-  if (acceptable.some((r) => r.type === '*/*' || r.type === 'application/*')) return FHIR_JSON;
+  if (acceptable.some((r) => ACCEPTED_AS_JSON.has(r.type))) return FHIR_JSON;
   throw notAcceptable(`none of the accepted types (${accept}) can be served; this server speaks ${FHIR_JSON}; fhirVersion=${FHIR_VERSION}`);
 }
 

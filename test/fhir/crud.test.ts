@@ -255,13 +255,19 @@ describe('FHIR REST interactions', () => {
       id = (await app.request({ method: 'POST', url: '/fhir/Patient', payload: { resourceType: 'Patient', active: true } })).json.id;
     });
 
-    it('serves application/json when that is what the client accepts, or _format=json asks', async () => {
+    it('answers a request for plain JSON (Accept, _format=json) as application/fhir+json, the type R4 http.html#mime says servers SHALL use', async () => {
       const byAccept = await app.request({ method: 'GET', url: `/fhir/Patient/${id}`, headers: { accept: 'application/json' } });
       expect(byAccept.statusCode).to.equal(200);
-      expect(String(byAccept.headers['content-type'])).to.startWith('application/json');
-      const byFormat = await app.request({ method: 'GET', url: `/fhir/Patient/${id}?_format=json`, headers: { accept: 'application/fhir+xml' } });
-      expect(byFormat.statusCode).to.equal(200);
-      expect(String(byFormat.headers['content-type'])).to.startWith('application/json');
+      expect(String(byAccept.headers['content-type'])).to.startWith('application/fhir+json');
+      for (const format of ['json', 'application/json', 'application/fhir+json']) {
+        const byFormat = await app.request({ method: 'GET', url: `/fhir/Patient/${id}?_format=${encodeURIComponent(format)}`, headers: { accept: 'application/fhir+xml' } });
+        expect(byFormat.statusCode, format).to.equal(200);
+        expect(String(byFormat.headers['content-type']), format).to.startWith('application/fhir+json');
+      }
+      const search = await app.request({ method: 'GET', url: `/fhir/Patient?_id=${id}&_format=json` });
+      expect(String(search.headers['content-type'])).to.startWith('application/fhir+json');
+      const missing = await app.request({ method: 'GET', url: '/fhir/Patient/not-there', headers: { accept: 'application/json' } });
+      expect([missing.statusCode, String(missing.headers['content-type']).split(';')[0]]).to.equal([404, 'application/fhir+json']);
     });
 
     it('accepts a plain application/json body', async () => {
