@@ -1,4 +1,4 @@
-import { searchParametersFor } from '../search';
+import { includeValuesFor, searchParametersFor } from '../search';
 import { supportedTypes } from '../kernel/resource-types';
 import type { FhirContext } from './context';
 import { routedOperations } from './terminology-routes';
@@ -13,7 +13,8 @@ export function contributeToCapabilities(name: string, c: CapabilityContributor)
 
 /**
  * The CapabilityStatement, generated from what is implemented: the supported types, the
- * interactions the routes serve, the search parameters the registry knows and the operations
+ * interactions the routes serve, the search parameters the registry knows (with the _include and
+ * _revinclude values their reference parameters make) and the operations
  * registered (`$validate` everywhere, monitoring's CarePlan operations, ConceptMap `$translate`).
  */
 export function capabilityStatement(ctx: FhirContext, startedAt: string): fhir4.CapabilityStatement {
@@ -34,29 +35,35 @@ export function capabilityStatement(ctx: FhirContext, startedAt: string): fhir4.
     rest: [
       {
         mode: 'server',
-        resource: [...supportedTypes.map((type): fhir4.CapabilityStatementRestResource => ({
-          type: type as fhir4.CapabilityStatementRestResource['type'],
-          profile: `http://hl7.org/fhir/StructureDefinition/${type}`,
-          interaction: interactions.map((code) => ({ code })),
-          versioning: 'versioned-update',
-          readHistory: true,
-          updateCreate: true,
-          conditionalCreate: true,
-          conditionalUpdate: true,
-          conditionalDelete: 'single',
-          conditionalRead: 'not-supported',
-          referencePolicy: ['literal', 'logical'],
-          searchParam: searchParametersFor(type).map((p) => ({
-            name: p.name,
-            type: p.type as fhir4.CapabilityStatementRestResourceSearchParam['type'],
-            ...(p.definition ? { definition: p.definition } : {}),
-            ...(p.documentation ? { documentation: p.documentation } : {}),
-          })),
-          operation: [
-            ...ctx.operations.forType(type).map((o) => ({ name: o.name, definition: o.definition ?? `${ctx.baseUrl}/OperationDefinition/${o.name}` })),
-            ...(routedOperations[type] ?? []),
-          ],
-        }))],
+        resource: [...supportedTypes.map((type): fhir4.CapabilityStatementRestResource => {
+          const includes = includeValuesFor(type);
+          return {
+            type: type as fhir4.CapabilityStatementRestResource['type'],
+            profile: `http://hl7.org/fhir/StructureDefinition/${type}`,
+            interaction: interactions.map((code) => ({ code })),
+            versioning: 'versioned-update',
+            readHistory: true,
+            updateCreate: true,
+            conditionalCreate: true,
+            conditionalUpdate: true,
+            conditionalDelete: 'single',
+            // If-None-Match (./interactions/read.ts) and If-Modified-Since (Hapi, from Last-Modified) both answer 304.
+            conditionalRead: 'full-support',
+            referencePolicy: ['literal', 'logical'],
+            searchParam: searchParametersFor(type).map((p) => ({
+              name: p.name,
+              type: p.type as fhir4.CapabilityStatementRestResourceSearchParam['type'],
+              ...(p.definition ? { definition: p.definition } : {}),
+              ...(p.documentation ? { documentation: p.documentation } : {}),
+            })),
+            ...(includes.include.length ? { searchInclude: includes.include } : {}),
+            ...(includes.revinclude.length ? { searchRevInclude: includes.revinclude } : {}),
+            operation: [
+              ...ctx.operations.forType(type).map((o) => ({ name: o.name, definition: o.definition ?? `${ctx.baseUrl}/OperationDefinition/${o.name}` })),
+              ...(routedOperations[type] ?? []),
+            ],
+          };
+        })],
         // POST /fhir takes batch and transaction Bundles (bundle/); GET /fhir/_history; GET /fhir?_type=… (search-system.ts).
         interaction: [{ code: 'transaction' }, { code: 'batch' }, { code: 'history-system' }, { code: 'search-system' }],
       },

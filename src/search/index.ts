@@ -5,6 +5,8 @@
  * CapabilityStatement lists the parameters, and Subscription matching judges plain criteria in
  * memory (`criteriaMatcher`).
  */
+import { supportedTypes } from '../kernel/resource-types';
+import { referenceParams } from './parse';
 import { parametersOf } from './registry';
 
 export { findMatchingIds, type SearchContext, searchResources, type SearchRequest, type SearchResult } from './search';
@@ -37,4 +39,33 @@ export function searchParametersFor(resourceType: string): Array<{ name: string;
     .map((p) => ({ name: p.code, type: p.type, definition: p.url, documentation: p.description }))
     .sort((a, b) => a.name.localeCompare(b.name));
   return filters.length ? [...filters, ...RESULT_PARAMETERS] : [];
+}
+
+/**
+ * The `_include` and `_revinclude` values a search of `resourceType` takes (./parse.ts,
+ * parseInclude), for the CapabilityStatement: `Type:parameter` for each reference parameter of
+ * the type itself, and for each reference parameter of any type that may refer to it; `*` for
+ * all of them (`:iterate` and a `:target` type are taken on any of these).
+ */
+export function includeValuesFor(resourceType: string): { include: string[]; revinclude: string[] } {
+  const include = referenceParams(resourceType).map((p) => `${resourceType}:${p.code}`).sort();
+  const revinclude = referrersTo().get(resourceType) ?? [];
+  return { include: include.length ? [...include, '*'] : [], revinclude: revinclude.length ? [...revinclude, '*'] : [] };
+}
+
+/** Target type → the `Type:parameter` values that may refer to it; the registry is the process's, so built once. */
+let referrers: Map<string, string[]> | undefined;
+function referrersTo(): Map<string, string[]> {
+  if (referrers) return referrers;
+  const built = new Map<string, string[]>();
+  for (const source of supportedTypes) {
+    for (const p of referenceParams(source)) {
+      for (const target of p.targets.length ? p.targets : supportedTypes) {
+        if (supportedTypes.includes(target)) built.set(target, [...(built.get(target) ?? []), `${source}:${p.code}`]);
+      }
+    }
+  }
+  for (const values of built.values()) values.sort();
+  referrers = built;
+  return built;
 }

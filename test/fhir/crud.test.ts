@@ -49,6 +49,30 @@ describe('FHIR REST interactions', () => {
     expect(res.json.rest[0].interaction.map((i: any) => i.code)).to.equal(['transaction', 'batch', 'history-system', 'search-system']);
   });
 
+  it('lists the _include and _revinclude values it takes, each of which a search takes, and conditional reads', async () => {
+    const res = await app.request({ method: 'GET', url: '/fhir/metadata' });
+    const resource = (type: string) => res.json.rest[0].resource.find((r: any) => r.type === type);
+    expect(resource('Observation').searchInclude).to.include(['Observation:subject', 'Observation:patient', 'Observation:performer', '*']);
+    expect(resource('Patient').searchRevInclude).to.include(['Observation:subject', 'Observation:patient', 'Flag:patient', 'CarePlan:subject', '*']);
+    expect(resource('Patient').searchRevInclude).to.not.include('Observation:device');
+    for (const type of ['Observation', 'Patient', 'CarePlan']) {
+      for (const [param, values] of [['_include', resource(type).searchInclude], ['_revinclude', resource(type).searchRevInclude]] as const) {
+        for (const value of values) {
+          const search = await app.request({ method: 'GET', url: `/fhir/${type}?_count=1&${param}=${encodeURIComponent(value)}` });
+          expect(search.statusCode, `${type}?${param}=${value}`).to.equal(200);
+        }
+      }
+    }
+    // conditionalRead full-support: both If-None-Match and If-Modified-Since answer 304.
+    expect(resource('Patient').conditionalRead).to.equal('full-support');
+    const created = await app.request({ method: 'POST', url: '/fhir/Patient', payload: { resourceType: 'Patient', active: true } });
+    const url = `/fhir/Patient/${created.json.id}`;
+    const read = await app.request({ method: 'GET', url });
+    expect((await app.request({ method: 'GET', url, headers: { 'if-none-match': String(read.headers.etag) } })).statusCode).to.equal(304);
+    expect((await app.request({ method: 'GET', url, headers: { 'if-modified-since': String(read.headers['last-modified']) } })).statusCode).to.equal(304);
+    expect((await app.request({ method: 'GET', url, headers: { 'if-modified-since': new Date(Date.parse(read.json.meta.lastUpdated) - 5000).toUTCString() } })).statusCode).to.equal(200);
+  });
+
   it('lists every operation it serves, and each one listed answers (not 404)', async () => {
     const res = await app.request({ method: 'GET', url: '/fhir/metadata' });
     const operations = (type: string) => res.json.rest[0].resource.find((r: any) => r.type === type).operation.map((o: any) => o.name);
