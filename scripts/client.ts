@@ -10,14 +10,14 @@ const USAGE = `npm run -s client -- <command>
         registers a client as RFC 7591 registration does; prints the registration response
         (client_id, and client_secret for client_secret_basic: shown once)
   list                    lists registered clients
-  remove CLIENT_ID        removes a client (its live tokens expire within 300 s)
+  remove CLIENT_ID        removes a client and revokes its tokens (its Subscriptions stop notifying)
   rotate-key              new signing key; old ones keep verifying live tokens`;
 
 async function main(): Promise<void> {
   const [command, ...rest] = process.argv.slice(2);
   const opts = options(rest);
   usageExit(USAGE, process.argv.slice(2), !command || !['add', 'list', 'remove', 'rotate-key'].includes(command));
-  const { db } = await openAuthState();
+  const { state, db } = await openAuthState();
   try {
     if (command === 'add') {
       const auth = opts.get('auth')?.[0] ?? (opts.has('jwks-uri') || opts.has('jwks-file') ? 'private_key_jwt' : 'client_secret_basic');
@@ -46,7 +46,7 @@ async function main(): Promise<void> {
       }
     } else if (command === 'remove') {
       const id = rest.find((a) => !a.startsWith('--'));
-      if (!id || !(await removeClient(db, id))) throw new Error(`no client ${id ?? '(missing id)'}`);
+      if (!id || !(await removeClient(state, id))) throw new Error(`no client ${id ?? '(missing id)'}`);
       console.log(`removed ${id}`);
     } else {
       console.log(`new signing key ${await rotateSigningKey(db)}; running servers sign with it within a minute`);

@@ -6,13 +6,14 @@ const USAGE = `npm run -s user -- <command>
         a local login of the authorization server; a Patient/ID user sees only their own records,
         anyone else signs in as a clinician (and picks patients for launch/patient)
   list                    lists users and their FHIR identities
-  remove USERNAME         removes a user and ends their sessions`;
+  remove USERNAME         removes a user, ends their sessions and revokes their tokens (their
+                          Subscriptions stop notifying)`;
 
 async function main(): Promise<void> {
   const [command, ...rest] = process.argv.slice(2);
   const opts = options(rest);
   usageExit(USAGE, process.argv.slice(2), !command || !['add', 'list', 'remove'].includes(command));
-  const { db } = await openAuthState();
+  const { state, db } = await openAuthState();
   try {
     if (command === 'add') {
       const username = opts.get('username')?.[0];
@@ -25,7 +26,7 @@ async function main(): Promise<void> {
       for (const u of await listUsers(db)) console.log([u.username, u.fhir_user ?? ''].join('\t'));
     } else {
       const name = rest.find((a) => !a.startsWith('--'));
-      if (!name || !(await removeUser(db, name))) throw new Error(`no user ${name ?? '(missing username)'}`);
+      if (!name || !(await removeUser(state, name))) throw new Error(`no user ${name ?? '(missing username)'}`);
       console.log(`removed ${name}`);
     }
   } finally {

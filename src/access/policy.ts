@@ -25,6 +25,11 @@ export interface AccessPolicy {
    * not (the server's own). What outlives the request, a websocket binding, ends then.
    */
   readonly expiresAt?: number;
+  /**
+   * The grant the token belongs to (its jti, and its authorization grant when it has one), for
+   * what acts on after the request under it (./grant.ts); absent for the server's own access.
+   */
+  readonly grant?: { readonly tokenId: string; readonly grantId?: string };
   /** Whether any granted scope allows `action` on `resourceType`. */
   allows(resourceType: string, action: Action): boolean;
   /**
@@ -66,7 +71,10 @@ export const unrestricted: AccessPolicy = Object.freeze({
  * cannot say "in the compartment OR matching these parameters", so it keeps the narrower answer
  * (never wider than granted).
  */
-export function policyFromScopes(scopes: string[], context: { clientId: string; subject?: string; patient?: string; fhirUser?: string; expiresAt?: number }): AccessPolicy {
+export function policyFromScopes(
+  scopes: string[],
+  context: { clientId: string; subject?: string; patient?: string; fhirUser?: string; expiresAt?: number; grant?: AccessPolicy['grant'] },
+): AccessPolicy {
   const parsed = scopes
     .map(parseResourceScope)
     .filter((s): s is ResourceScope => s !== undefined && (s.context !== 'patient' || context.patient !== undefined));
@@ -81,6 +89,7 @@ export function policyFromScopes(scopes: string[], context: { clientId: string; 
     ...(context.patient !== undefined ? { patient: context.patient } : {}),
     ...(context.fhirUser !== undefined ? { fhirUser: context.fhirUser } : {}),
     ...(context.expiresAt !== undefined ? { expiresAt: context.expiresAt } : {}),
+    ...(context.grant !== undefined ? { grant: context.grant } : {}),
     scopes: Object.freeze([...scopes]),
     allows: (type: string, action: Action) => granting(type, action).length > 0,
     confinedToPatient: confined,

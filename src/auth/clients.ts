@@ -2,6 +2,8 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { CLIENT_SECRET_COST, hashSecret, verifySecret } from './secrets';
 import type { JWK } from 'jose';
 import type { Db } from '../store/db';
+import type { AuthState } from './state';
+import { revokeTokens } from './tokens';
 import { isKnownScope, splitScope } from '../access/scopes';
 
 
@@ -227,8 +229,19 @@ export async function listClients(db: Db): Promise<ClientRow[]> {
   return (await db.query<ClientRow>('SELECT * FROM auth_client ORDER BY created_at')).rows;
 }
 
-export async function removeClient(db: Db, clientId: string): Promise<boolean> {
-  return (await db.query('DELETE FROM auth_client WHERE client_id = $1', [clientId])).rowCount > 0;
+/**
+ * Removes a client and ends what it was granted, in one transaction: its unspent authorization
+ * codes and every token issued to it (revoked: refused at once here, within TOKEN_CACHE_MS by a
+ * running server). Its Subscriptions are silent from the commit on (decision 032).
+ */
+export async function removeClient(state: AuthState, clientId: string): Promise<boolean> {
+  return state.db.transaction(async (tx) => {
+    const removed = (await tx.query('DELETE FROM auth_client WHERE client_id = $1', [clientId])).rowCount > 0;
+    if (!removed) return false;
+    await tx.query('DELETE FROM auth_code WHERE client_id = $1 AND used_at IS NULL', [clientId]);
+    await revokeTokens(state, { clientId }, tx);
+    return true;
+  });
 }
 
 function hashClientSecret(secret: string): Promise<string> {

@@ -5,7 +5,8 @@ import { OAuthError } from './client-auth';
 import { jose } from './jose';
 import { ID_TOKEN_ALG } from './keys';
 import { splitScope } from '../access/scopes';
-import { randomToken, sessionAlive, sha256 } from './session';
+import { grantStandings } from './grant-standing';
+import { randomToken, sha256 } from './session';
 import type { AuthState } from './state';
 import { issueAccessToken, revokeTokens } from './tokens';
 
@@ -276,9 +277,10 @@ export async function refresh(state: AuthState, client: Client, params: URLSearc
     await revokeGrant();
     throw invalidGrant('the refresh token has been revoked or already used');
   }
-  if (row.context.online && (!row.context.session || !(await sessionAlive(state, row.context.session)))) {
-    throw invalidGrant('the login session of this online_access grant has ended');
-  }
+  // The grant as a whole: its user still exists, its login session (online_access) has not ended
+  // (the same judgement that keeps its Subscriptions alive, ./grant-standing.ts).
+  const standing = (await grantStandings(state.db, state.config, [{ clientId: row.client_id, subject: row.subject, grantId: row.grant_id, scopes: splitScope(row.scope) }]))[0]!;
+  if (!standing.alive) throw invalidGrant(standing.reason);
   const original = splitScope(row.scope);
   let scopes = original;
   if (params.has('scope')) {
@@ -287,11 +289,6 @@ export async function refresh(state: AuthState, client: Client, params: URLSearc
     if (wider.length > 0) throw new OAuthError(400, 'invalid_scope', `a refresh may not widen the grant: ${wider.join(' ')} was not granted`);
     if (asked.length === 0) throw new OAuthError(400, 'invalid_scope', 'scope is empty');
     scopes = asked;
-  }
-  // Rotation: only one caller can kill the presented token; a concurrent second use is a reuse.
-  if ((await revokeTokens(state, { jti })) === 0) {
-    await revokeGrant();
-    throw invalidGrant('the refresh token has been revoked or already used');
   }
   const grant: Grant = {
     clientId: row.client_id,
@@ -305,8 +302,17 @@ export async function refresh(state: AuthState, client: Client, params: URLSearc
     needPatientBanner: row.context.needPatientBanner,
     ...(row.context.session ? { session: row.context.session } : {}),
   };
+  // The successor is stored before the presented token dies, so the grant is never without a
+  // live refresh token: that is how its Subscriptions know it lives (./grant-standing.ts).
+  const successor = await issueRefreshToken(state, grant, row.grant_id, Number(row.expires));
+  // Rotation: only one caller can kill the presented token; a concurrent second use is a reuse
+  // (and the grant, this successor with it, is revoked).
+  if ((await revokeTokens(state, { jti })) === 0) {
+    await revokeGrant();
+    throw invalidGrant('the refresh token has been revoked or already used');
+  }
   const body = await tokenResponse(state, grant, row.grant_id, scopes, { newRefresh: false });
-  body.refresh_token = await issueRefreshToken(state, grant, row.grant_id, Number(row.expires));
+  body.refresh_token = successor;
   return body;
 }
 

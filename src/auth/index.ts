@@ -20,6 +20,7 @@ import { ensureDevelopmentAdmin } from './users';
 
 export type { SmartCredentials } from './strategy';
 export { ensureClient } from './clients';
+export { grantStandings } from './grant-standing';
 
 const PURGE_INTERVAL_MS = 10 * 60_000;
 

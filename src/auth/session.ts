@@ -94,8 +94,3 @@ export function csrfMatches(session: Session, sent: string | null): boolean {
   if (!sent) return false;
   return constantTimeEqual(session.csrf, sent);
 }
-
-export async function sessionAlive(state: AuthState, idHash: string): Promise<boolean> {
-  const { rows } = await state.db.query('SELECT 1 FROM auth_session WHERE id_hash = $1 AND expires_at > now()', [idHash]);
-  return rows.length > 0;
-}

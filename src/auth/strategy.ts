@@ -50,7 +50,7 @@ export async function registerStrategy(server: Server, state: AuthState): Promis
       if (!record) throw new Error('the token is unknown to this server');
       if (record.revoked) throw new Error('the token has been revoked');
       if (record.expired) throw new Error('the token has expired');
-      return { isValid: true, credentials: await credentialsOf(state, payload as VerifiedToken['payload'], record.fhir_user ?? undefined) };
+      return { isValid: true, credentials: await credentialsOf(state, payload as VerifiedToken['payload'], record.fhir_user ?? undefined, record.grant_id ?? undefined) };
     },
   } as never);
 
@@ -63,14 +63,14 @@ export async function registerStrategy(server: Server, state: AuthState): Promis
       const known = text === undefined ? undefined : state.verifiedTokens.get(text);
       if (known) {
         // Consents are still applied per request (they have their own cache and invalidation).
-        return h.authenticated({ credentials: (await credentialsOf(state, known.payload, known.fhirUser)) as never, artifacts: { decoded: { header: known.header, payload: known.payload } } });
+        return h.authenticated({ credentials: (await credentialsOf(state, known.payload, known.fhirUser, known.grantId)) as never, artifacts: { decoded: { header: known.header, payload: known.payload } } });
       }
       const started = state.verifiedTokens.started;
       try {
         const { credentials, artifacts } = await server.auth.test('smart-jwt', request);
         const decoded = (artifacts as { decoded: Omit<VerifiedToken, 'fhirUser'> }).decoded;
-        const fhirUser = (credentials as unknown as SmartCredentials).policy.fhirUser;
-        if (text !== undefined) state.verifiedTokens.keep(text, { ...decoded, ...(fhirUser ? { fhirUser } : {}) }, started);
+        const { fhirUser, grant } = (credentials as unknown as SmartCredentials).policy;
+        if (text !== undefined) state.verifiedTokens.keep(text, { ...decoded, ...(fhirUser ? { fhirUser } : {}), ...(grant?.grantId ? { grantId: grant.grantId } : {}) }, started);
         return h.authenticated({ credentials, artifacts });
       } catch (err) {
         return h.unauthenticated(bearerChallenge(err, request.headers.authorization !== undefined));
@@ -83,17 +83,19 @@ export async function registerStrategy(server: Server, state: AuthState): Promis
 /**
  * The request's credentials from a verified token. The user's FHIR identity comes from the
  * server's record of the token, whether or not the app was granted the fhirUser claim: the policy
- * needs to know a patient from a clinician, and Consents and caregiver links are read as they
- * stand now, not as they stood at issue: a withdrawal holds for tokens already out (decision
- * record 015).
+ * needs to know a patient from a clinician. So does the token's grant. Consents and caregiver
+ * links are read as they stand now, not as they stood at issue: a withdrawal holds for tokens
+ * already out (decision record 015).
  */
-async function credentialsOf(state: AuthState, payload: VerifiedToken['payload'], fhirUser: string | undefined): Promise<SmartCredentials> {
+async function credentialsOf(state: AuthState, payload: VerifiedToken['payload'], fhirUser: string | undefined, grantId: string | undefined): Promise<SmartCredentials> {
   const scopes = splitScope(payload.scope as string);
   const clientId = payload.client_id as string;
   const subject = payload.sub !== clientId && typeof payload.sub === 'string' ? payload.sub : undefined;
   const patient = typeof payload.patient === 'string' ? payload.patient : undefined;
+  // The grant, for what acts on after this request under it (a Subscription, decision 032).
+  const grant = { tokenId: payload.jti as string, ...(grantId ? { grantId } : {}) };
   return {
-    policy: await withConsents(state.db, policyFromScopes(scopes, { clientId, ...(subject ? { subject } : {}), ...(patient ? { patient } : {}), ...(fhirUser ? { fhirUser } : {}), expiresAt: payload.exp })),
+    policy: await withConsents(state.db, policyFromScopes(scopes, { clientId, ...(subject ? { subject } : {}), ...(patient ? { patient } : {}), ...(fhirUser ? { fhirUser } : {}), expiresAt: payload.exp, grant })),
     clientId,
     scope: scopes,
     ...(subject ? { subject } : {}),

@@ -22,6 +22,8 @@ export interface VerifiedToken {
   payload: Record<string, unknown> & { exp: number };
   /** The FHIR identity of the token's record (auth_token.fhir_user), not of its claims. */
   fhirUser?: string;
+  /** The authorization grant of the token's record (auth_token.grant_id), when it has one. */
+  grantId?: string;
 }
 
 export class VerifiedTokens {

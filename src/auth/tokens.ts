@@ -91,13 +91,14 @@ export function claimsProblem(state: AuthState, header: { typ?: unknown }, paylo
 export interface TokenRecord {
   client_id: string;
   fhir_user: string | null;
+  grant_id: string | null;
   revoked: boolean;
   expired: boolean;
 }
 
 export async function tokenRecord(state: AuthState, jti: string): Promise<TokenRecord | undefined> {
   const { rows } = await state.db.query<TokenRecord>(
-    'SELECT client_id, fhir_user, revoked_at IS NOT NULL AS revoked, expires_at <= now() AS expired FROM auth_token WHERE jti = $1',
+    'SELECT client_id, fhir_user, grant_id, revoked_at IS NOT NULL AS revoked, expires_at <= now() AS expired FROM auth_token WHERE jti = $1',
     [jti],
   );
   return rows[0];
@@ -144,13 +145,19 @@ export async function revokeToken(state: AuthState, jti: string, clientId: strin
 }
 
 /**
- * Every revocation of recorded tokens goes through here: the token `jti`, or every token of
- * grant `grantId`. Answers how many were alive. When an access token was among them, this
- * process forgets every token it verified recently before the caller answers (src/auth/token-cache.ts).
+ * Every revocation of recorded tokens goes through here: the token `jti`, every token of grant
+ * `grantId`, of user `subject` (a removed user) or of client `clientId` (a removed client), on
+ * `db` (a caller's transaction) or the state's. Answers how many were alive. When an access token
+ * was among them, this process forgets every token it verified recently before the caller
+ * answers (src/auth/token-cache.ts); other processes refuse them within TOKEN_CACHE_MS.
  */
-export async function revokeTokens(state: AuthState, which: { jti: string } | { grantId: string }): Promise<number> {
-  const [column, value] = 'jti' in which ? ['jti', which.jti] : ['grant_id', which.grantId];
-  const { rows } = await state.db.query<{ kind: string }>(`UPDATE auth_token SET revoked_at = now() WHERE ${column} = $1 AND revoked_at IS NULL RETURNING kind`, [value]);
+export async function revokeTokens(
+  state: AuthState,
+  which: { jti: string } | { grantId: string } | { subject: string } | { clientId: string },
+  db: Queryable = state.db,
+): Promise<number> {
+  const [column, value] = 'jti' in which ? ['jti', which.jti] : 'grantId' in which ? ['grant_id', which.grantId] : 'subject' in which ? ['subject', which.subject] : ['client_id', which.clientId];
+  const { rows } = await db.query<{ kind: string }>(`UPDATE auth_token SET revoked_at = now() WHERE ${column} = $1 AND revoked_at IS NULL RETURNING kind`, [value]);
   if (rows.some((r) => r.kind === 'access')) state.verifiedTokens.forget();
   return rows.length;
 }

@@ -3,6 +3,8 @@ import { hashSecret, PASSWORD_COST, verifySecret } from './secrets';
 import type { Budget } from './throttle';
 import type { AuthConfig } from '../config';
 import type { Queryable } from '../store/db';
+import type { AuthState } from './state';
+import { revokeTokens } from './tokens';
 
 /**
  * Local users of the authorization server. Passwords are kept as scrypt hashes whose string
@@ -64,9 +66,22 @@ export async function listUsers(db: Queryable): Promise<Array<{ username: string
   return (await db.query<{ username: string; fhir_user: string | null }>('SELECT username, fhir_user FROM auth_user ORDER BY username')).rows;
 }
 
-export async function removeUser(db: Queryable, username: string): Promise<boolean> {
-  await db.query('DELETE FROM auth_session WHERE username = $1', [username]);
-  return (await db.query('DELETE FROM auth_user WHERE username = $1', [username])).rowCount > 0;
+/**
+ * Removes a local user and everything they were granted, in one transaction: their sessions, their
+ * unspent authorization codes, and every token of theirs, refresh and access (revoked: refused at
+ * once here, within TOKEN_CACHE_MS by a running server). The Subscriptions they set are silent from
+ * the commit on and then turned off (decision 032). The token endpoint also refuses a refresh for a
+ * user who no longer exists, should a grant slip past this (./grant-standing.ts).
+ */
+export async function removeUser(state: AuthState, username: string): Promise<boolean> {
+  return state.db.transaction(async (tx) => {
+    const removed = (await tx.query('DELETE FROM auth_user WHERE username = $1', [username])).rowCount > 0;
+    if (!removed) return false;
+    await tx.query('DELETE FROM auth_session WHERE username = $1', [username]);
+    await tx.query('DELETE FROM auth_code WHERE username = $1 AND used_at IS NULL', [username]);
+    await revokeTokens(state, { subject: username }, tx);
+    return true;
+  });
 }
 
 /**
