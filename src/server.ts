@@ -2,7 +2,7 @@ import Hapi from '@hapi/hapi';
 import hapiPino from 'hapi-pino';
 import pino, { type Logger } from 'pino';
 import { type AuditTrail, auditRoutes, registerAudit } from './audit';
-import { authPlugin } from './auth';
+import { authPlugin, grantStandings } from './auth';
 import { type ExportWorker, registerBulk } from './bulk';
 import type { Config } from './config';
 import type { FhirContext } from './fhir/context';
@@ -120,7 +120,8 @@ export async function createServer(config: Config, options: { db?: Db; logger?: 
   // Capabilities plug into named pipeline stages; the stage order, not this order, decides
   // that readings are mapped (enrich) before they are judged.
   registerDevices(ctx);
-  const monitoring = registerMonitoring(ctx, server);
+  // Subscriptions act under their subscriber's grant while the authorization server says it stands (decision 032).
+  const monitoring = registerMonitoring(ctx, server, (db, grants) => grantStandings(db, config.auth, grants));
   const medication = registerMedication(ctx);
   registerGdpr(ctx);
   await server.register({ plugin: devicesPlugin, options: { ctx } });

@@ -1,10 +1,11 @@
+import type { GrantStanding, GrantStandings } from '../access/grant';
 import type { FhirContext } from '../fhir/context';
 import { KickedLoop } from '../kernel/kicked-loop';
 import { executeWrites } from '../pipeline';
 import { readResource, readVersion } from '../store/repository';
 import { type EndpointPolicy, postNotification } from './endpoint';
 import { composeAlertEmail, Mailer } from './email';
-import { DELIVERED_STATUSES } from './notify';
+import { DELIVERED_STATUSES, subscriptionStandings } from './notify';
 import { mailtoAddress } from './subscription-accept';
 
 /**
@@ -39,6 +40,7 @@ export class DeliveryWorker {
   constructor(
     private readonly ctx: FhirContext,
     private readonly endpoints: EndpointPolicy,
+    private readonly grants: GrantStandings,
   ) {
     this.mailer = new Mailer(ctx.config.alerts);
     this.loop = new KickedLoop(() => this.drain(), (err) => this.ctx.log.error({ err }, 'subscription delivery failed'), POLL_MS);
@@ -69,14 +71,17 @@ export class DeliveryWorker {
       );
       if (rows.length === 0) return;
       rows.sort((a, b) => Number(a.id) - Number(b.id));
-      await Promise.all(rows.map((d) => this.deliver(d)));
+      // A notification queued while its Subscription's grant stood is not sent once it has ended
+      // (decision 032): asked for the whole batch in one statement, just before sending.
+      const standings = await subscriptionStandings(this.ctx.db, this.grants, [...new Set(rows.map((d) => d.subscription_id))]);
+      await Promise.all(rows.map((d) => this.deliver(d, standings.get(d.subscription_id)!)));
     }
   }
 
-  private async deliver(d: Delivery): Promise<void> {
+  private async deliver(d: Delivery, standing: GrantStanding): Promise<void> {
     const stored = await readResource<fhir4.Subscription>(this.ctx.db, 'Subscription', d.subscription_id);
     const sub = stored?.resource;
-    if (!sub || !DELIVERED_STATUSES.includes(sub.status)) {
+    if (!sub || !DELIVERED_STATUSES.includes(sub.status) || !standing.alive) {
       await this.ctx.db.query('DELETE FROM monitoring_delivery WHERE id = $1', [d.id]);
       return;
     }

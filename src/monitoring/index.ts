@@ -1,4 +1,5 @@
 import type { Server } from '@hapi/hapi';
+import type { GrantStandings } from '../access/grant';
 import type { FhirContext, InteractionResult } from '../fhir/context';
 import type { RestRequest } from '../fhir/rest-request';
 import { findVisibleIds, readLimits } from '../access/enforce';
@@ -38,8 +39,9 @@ export interface Monitoring {
 const compiledPlans = new WeakMap<object, CompiledPlan>();
 const breachesOf = new WeakMap<object, Breach[]>();
 
-export function registerMonitoring(ctx: FhirContext, server: Server): Monitoring {
-  const worker = new DeliveryWorker(ctx, endpointPolicy(ctx));
+/** `grants` says whether the grant a Subscription was set under still stands (the authorization server's, decision 032). */
+export function registerMonitoring(ctx: FhirContext, server: Server, grants: GrantStandings): Monitoring {
+  const worker = new DeliveryWorker(ctx, endpointPolicy(ctx), grants);
   const listeningPort = () => (server.info.started ? Number(server.info.port) : undefined);
 
   ctx.stages.use('validate', 'monitoring.plans', (uow, writes) => validatePlans(uow, writes));
@@ -58,7 +60,7 @@ export function registerMonitoring(ctx: FhirContext, server: Server): Monitoring
     // A plan written here: this node's copies are dropped at once rather than found stale by the
     // next write's check (which other nodes rely on).
     if (committed.some((w) => w.type === 'CarePlan' || w.type === 'Goal')) planCache.clear();
-    if (await applyRules(uow, committed)) queued = true;
+    if (await applyRules(uow, committed, grants)) queued = true;
   });
   ctx.stages.use('after-commit', 'monitoring.delivery', async () => {
     if (!queued) return;
@@ -94,7 +96,7 @@ export function registerMonitoring(ctx: FhirContext, server: Server): Monitoring
 
   const scheduler = new PeriodicJob(ctx.log, 'adherence check', ctx.config.adherenceCheckIntervalMs, () => checkAdherence(ctx, new Date()));
   scheduler.start();
-  const subscriptionEnds = new PeriodicJob(ctx.log, 'turning off ended subscriptions', ctx.config.subscriptionEndCheckIntervalMs, () => turnOffEndedSubscriptions(ctx));
+  const subscriptionEnds = new PeriodicJob(ctx.log, 'turning off ended subscriptions', ctx.config.subscriptionEndCheckIntervalMs, () => turnOffEndedSubscriptions(ctx, grants));
   subscriptionEnds.start();
   worker.start();
   const websocket = new WebsocketChannel(ctx, server);
@@ -191,7 +193,7 @@ function mayBeAnnotated(obs: fhir4.Observation): boolean {
 class PlansChangedError extends ReplayUnitError {}
 
 /** Returns whether notifications were queued. */
-async function applyRules(uow: UnitOfWork, committed: readonly CommittedWrite[]): Promise<boolean> {
+async function applyRules(uow: UnitOfWork, committed: readonly CommittedWrite[], grants: GrantStandings): Promise<boolean> {
   const { tx } = uow;
   const plans = committed.filter((w) => w.type === 'CarePlan');
   if (plans.length) {
@@ -210,7 +212,7 @@ async function applyRules(uow: UnitOfWork, committed: readonly CommittedWrite[])
   }
   if (events.length) await raiseFlags(uow, events);
   await recordSubscribers(tx, committed);
-  return (await enqueueNotifications(uow, committed)) > 0;
+  return (await enqueueNotifications(uow, committed, grants)) > 0;
 }
 
 /**

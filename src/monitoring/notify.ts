@@ -1,5 +1,6 @@
 import { policyReach, type ReadLimits, readLimits } from '../access/enforce';
 import { GOVERNING_TYPES, withConsents } from '../access/consent';
+import type { GrantRef, GrantStanding, GrantStandings } from '../access/grant';
 import { type AccessPolicy, policyFromScopes, unrestricted } from '../access/policy';
 import { OperationOutcomeError } from '../kernel/outcome';
 import type { CommittedWrite, PendingWrite, UnitOfWork } from '../pipeline';
@@ -13,6 +14,8 @@ import { parseCriteria } from './subscription-accept';
  * grant: the criteria run as a search by that client would (its scopes, its patient's
  * compartment, its granular limits), and a notification carries the resource only when the
  * subscriber may read it. Queued in monitoring_delivery in the transaction of the change.
+ * Only while that grant stands (decision 032): a revoked grant, an ended login session, a
+ * removed user or client silence the Subscription at once, on every node.
  */
 
 export const DELIVERED_STATUSES = ['active', 'error'];
@@ -24,6 +27,9 @@ interface LiveSubscription {
   /** The criteria judged in memory (src/search/criteria-match.ts): before any query, and instead of one when exact. */
   matcher: CriteriaMatcher;
   wantsPayload: boolean;
+  /** The subscriber as recorded; its grant is asked after at every match (decision 032). */
+  owner: OwnerRow;
+  /** The subscriber's policy with the scopes recorded (narrowed when its grant now holds fewer). */
   policy: AccessPolicy;
 }
 
@@ -34,6 +40,8 @@ interface OwnerRow {
   patient: string | null;
   fhir_user: string | null;
   subject: string | null;
+  grant_id: string | null;
+  token_id: string | null;
 }
 
 /** The grant a write of a Subscription records as its subscriber's (the server's own status updates record none). */
@@ -61,25 +69,61 @@ export async function recordSubscribers(tx: Queryable, committed: readonly Commi
   });
   if (set.length === 0) return;
   await tx.query(
-    `INSERT INTO subscription_owner (subscription_id, client_id, scopes, patient, fhir_user, subject)
-     SELECT id, c, string_to_array(s, ' '), p, f, u FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) AS v(id, c, s, p, f, u)
+    `INSERT INTO subscription_owner (subscription_id, client_id, scopes, patient, fhir_user, subject, grant_id, token_id)
+     SELECT id, c, string_to_array(s, ' '), p, f, u, g, t
+       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[]) AS v(id, c, s, p, f, u, g, t)
      ON CONFLICT (subscription_id) DO UPDATE SET client_id = EXCLUDED.client_id, scopes = EXCLUDED.scopes, patient = EXCLUDED.patient,
-       fhir_user = EXCLUDED.fhir_user, subject = EXCLUDED.subject`,
+       fhir_user = EXCLUDED.fhir_user, subject = EXCLUDED.subject, grant_id = EXCLUDED.grant_id, token_id = EXCLUDED.token_id`,
     [
       set.map((x) => x.id), set.map((x) => x.policy.clientId), set.map((x) => x.policy.scopes.join(' ')),
       set.map((x) => x.policy.patient ?? null), set.map((x) => x.policy.fhirUser ?? null), set.map((x) => x.policy.subject ?? null),
+      set.map((x) => x.policy.grant?.grantId ?? null), set.map((x) => x.policy.grant?.tokenId ?? null),
     ],
   );
 }
 
-function ownerPolicy(row: OwnerRow | undefined): AccessPolicy | undefined {
-  if (!row) return undefined;
-  return policyFromScopes(row.scopes, {
+function ownerPolicy(row: OwnerRow, scopes: string[] = row.scopes): AccessPolicy {
+  return policyFromScopes(scopes, {
     clientId: row.client_id,
     ...(row.subject ? { subject: row.subject } : {}),
     ...(row.patient ? { patient: row.patient } : {}),
     ...(row.fhir_user ? { fhirUser: row.fhir_user } : {}),
   });
+}
+
+/** The grant an owner row records; undefined for the server's own access (AUTH_DISABLED, internal writes), which no grant bounds. */
+function grantOf(row: OwnerRow): GrantRef | undefined {
+  if (!row.grant_id && !row.token_id && row.client_id === unrestricted.clientId) return undefined;
+  return {
+    clientId: row.client_id,
+    scopes: row.scopes,
+    ...(row.subject ? { subject: row.subject } : {}),
+    ...(row.grant_id ? { grantId: row.grant_id } : {}),
+    ...(row.token_id ? { tokenId: row.token_id } : {}),
+  };
+}
+
+/**
+ * How each owner's grant stands now, in one statement for them all (the server's own stands as
+ * recorded). Not cached: a grant's end must silence its Subscriptions from the next write on,
+ * on every node, and this is one statement per unit that matched something, not per notification.
+ */
+async function standingsOf(db: Queryable, grants: GrantStandings, owners: readonly OwnerRow[]): Promise<GrantStanding[]> {
+  const refs = owners.map(grantOf);
+  const answers = await grants(db, refs.filter((r): r is GrantRef => r !== undefined));
+  let next = 0;
+  return refs.map((ref, i) => (ref ? answers[next++]! : { alive: true, scopes: owners[i]!.scopes }));
+}
+
+/** The standing of the grant of each Subscription of `ids` (delivery, turning off); one without a recorded subscriber has none. */
+export async function subscriptionStandings(db: Queryable, grants: GrantStandings, ids: readonly string[]): Promise<Map<string, GrantStanding>> {
+  const { rows } = ids.length
+    ? await db.query<OwnerRow>('SELECT * FROM subscription_owner WHERE subscription_id = ANY($1::text[])', [ids])
+    : { rows: [] as OwnerRow[] };
+  const standings = await standingsOf(db, grants, rows);
+  const byId = new Map(rows.map((r, i) => [r.subscription_id, standings[i]!]));
+  for (const id of ids) if (!byId.has(id)) byId.set(id, { alive: false, reason: 'no subscriber was recorded for it' });
+  return byId;
 }
 
 /** Channels whose notifications wait in monitoring_delivery; websocket ones are announced at commit (./websocket.ts). */
@@ -125,10 +169,10 @@ async function liveSubscriptions(tx: Queryable): Promise<LiveSubscription[]> {
   const subscriptions = [...subs].flatMap(([id, { resource: sub }]) => {
     const criteria = parseCriteria(sub.criteria);
     // No recorded subscriber, no notifications: nobody's grant to match them under.
-    const policy = ownerPolicy(ownerOf.get(id));
+    const owner = ownerOf.get(id);
     // Past its `end`, a Subscription is silent (a dashboard's per-session one, for instance).
-    return criteria && policy && !hasEnded(sub, now)
-      ? [{ id, channel: sub.channel.type, criteria, matcher: criteriaMatcher(criteria.type, criteria.params), wantsPayload: Boolean(sub.channel.payload), policy }]
+    return criteria && owner && !hasEnded(sub, now)
+      ? [{ id, channel: sub.channel.type, criteria, matcher: criteriaMatcher(criteria.type, criteria.params), wantsPayload: Boolean(sub.channel.payload), owner, policy: ownerPolicy(owner) }]
       : [];
   });
   cache = { at: Date.now(), subscriptions };
@@ -168,12 +212,13 @@ function visibleInMemory(type: string, writes: readonly CommittedWrite[], limits
 
 /**
  * Queues a notification for every live Subscription whose criteria match a committed write
- * under its subscriber's grant, and one INSERT (websocket ones: one NOTIFY). Criteria of plain
+ * under its subscriber's grant while that grant stands (one statement asks after the grants of
+ * the Subscriptions whose criteria may match), and one INSERT (websocket ones: one NOTIFY). Criteria of plain
  * token and reference filters, and grants the access policy can judge on the version itself,
  * are judged in memory; anything else is one search per Subscription whose criteria may match,
  * restricted to the written ids. Returns how many were queued.
  */
-export async function enqueueNotifications(uow: UnitOfWork, committed: readonly CommittedWrite[]): Promise<number> {
+export async function enqueueNotifications(uow: UnitOfWork, committed: readonly CommittedWrite[], grants: GrantStandings): Promise<number> {
   const { tx } = uow;
   const written = committed.filter((w) => w.resource && w.type !== 'Subscription');
   if (written.length === 0) return 0;
@@ -181,13 +226,21 @@ export async function enqueueNotifications(uow: UnitOfWork, committed: readonly 
   const pings = new Set<string>();
   // Consents read inside this transaction are cached like any request's, unless it wrote one.
   const fresh = committed.some((w) => GOVERNING_TYPES.has(w.type));
-  for (let sub of await liveSubscriptions(tx)) {
-    // Before the subscriber's Consents are read and its search is run: most Subscriptions name
-    // another patient or code than a given write's.
+  // Before any grant, Consent or search is read: most Subscriptions name another patient or code
+  // than a given write's.
+  const considered = (await liveSubscriptions(tx)).flatMap((sub) => {
     const candidates = written.filter((w) => w.type === sub.criteria.type && sub.matcher.mayMatch(w.resource!));
-    if (candidates.length === 0) continue;
+    return candidates.length ? [{ sub, candidates }] : [];
+  });
+  if (considered.length === 0) return 0;
+  // The subscribers' grants as they stand in this transaction: one statement for all of them.
+  const standings = await standingsOf(tx, grants, considered.map((c) => c.sub.owner));
+  for (const [i, { sub: cached, candidates }] of considered.entries()) {
+    const standing = standings[i]!;
+    if (!standing.alive) continue;
+    const narrowed = standing.scopes.join(' ') === cached.owner.scopes.join(' ') ? cached.policy : ownerPolicy(cached.owner, standing.scopes);
     // The subscriber's grant as the Consents stand in this transaction (decision record 015).
-    sub = { ...sub, policy: await withConsents(tx, sub.policy, { fresh }) };
+    const sub = { ...cached, policy: await withConsents(tx, narrowed, { fresh }) };
     const searchable = limitsOrNone(sub.policy, sub.criteria.type, 's');
     if (!searchable) continue;
     const matched = (sub.matcher.exact ? visibleInMemory(sub.criteria.type, candidates, searchable) : undefined)
