@@ -9,7 +9,11 @@ export class Browser {
   readonly cookies = new Map<string, string>();
   readonly setCookieHeaders: string[] = [];
 
-  constructor(readonly origin: string) {}
+  /** `appPath`: a path of the server's origin where an app lives (the dashboard's /app): a redirect there leaves the server, too. */
+  constructor(
+    readonly origin: string,
+    readonly appPath?: string,
+  ) {}
 
   async request(url: string, init: { method?: string; form?: URLSearchParams | Record<string, string | string[]> } = {}): Promise<{ status: number; headers: Headers; text: string; url: string }> {
     const headers: Record<string, string> = {};
@@ -42,7 +46,7 @@ export class Browser {
       const location = res.headers.get('location');
       if (!location || res.status < 300 || res.status > 399) break;
       const next = new URL(location, res.url);
-      if (next.origin !== this.origin) return { ...res, redirect: next };
+      if (next.origin !== this.origin || (this.appPath !== undefined && next.pathname.startsWith(this.appPath))) return { ...res, redirect: next };
       res = await this.request(next.toString());
     }
     return res;

@@ -6,6 +6,7 @@ import { jose } from '../../src/auth/jose';
 import type { AuthState } from '../../src/auth/state';
 import { issueAccessToken } from '../../src/auth/tokens';
 import { type TestServer, startTestServer } from '../helpers/server';
+import { Browser, consentFlow, pkce } from './browser';
 
 export const REGISTRATION_TOKEN = 'test-registration-token';
 
@@ -132,4 +133,29 @@ export async function systemCreator(app: { base: string; server: TestServer['ser
     if (res.status !== 201) throw new Error(await res.text());
     return ((await res.json()) as { id: string }).id;
   };
+}
+
+/**
+ * A user's token response from the authorization code flow with PKCE, through the login and
+ * consent pages as a browser would go, for the public client `clientId` at `redirectUri`.
+ * `appPath`: where the app lives when it is on the server's own origin (the dashboard's /app).
+ */
+export async function codeFlowTokens(
+  app: { origin: string; base: string; tokenUrl: string },
+  client: { clientId: string; redirectUri: string; appPath?: string },
+  scope: string,
+  user: { username: string; password: string },
+): Promise<{ access_token: string; refresh_token?: string; scope: string }> {
+  const { verifier, challenge } = pkce();
+  const authorize = new URL(`${app.origin}/auth/authorize`);
+  for (const [k, v] of Object.entries({
+    response_type: 'code', client_id: client.clientId, redirect_uri: client.redirectUri, scope, state: 's', aud: app.base, code_challenge: challenge, code_challenge_method: 'S256',
+  })) authorize.searchParams.set(k, v);
+  const browser = new Browser(app.origin, client.appPath);
+  const back = await consentFlow(browser, await browser.visit(authorize.toString()), user);
+  const code = back.searchParams.get('code');
+  if (!code) throw new Error(`no code: ${back.toString()}`);
+  const res = await postForm(app.tokenUrl, { grant_type: 'authorization_code', code, redirect_uri: client.redirectUri, client_id: client.clientId, code_verifier: verifier });
+  if (res.status !== 200) throw new Error(`token failed: ${JSON.stringify(res.body)}`);
+  return res.body;
 }
