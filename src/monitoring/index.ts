@@ -70,7 +70,7 @@ export function registerMonitoring(ctx: FhirContext, server: Server, grants: Gra
 
   ctx.operations.register({
     name: 'get-ws-binding-token', types: ['Subscription'], type: false, instance: true, affectsState: false,
-    handler: (c, req) => bindingTokenOperation(c, req.id!, req.policy),
+    handler: (c, req) => bindingTokenOperation(c, req.id!, req.policy, grants),
     definition: 'http://hl7.org/fhir/OperationDefinition/Subscription-get-ws-binding-token',
   });
   ctx.operations.register({

@@ -3,6 +3,7 @@ import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Server } from '@hapi/hapi';
 import { type WebSocket, WebSocketServer } from 'ws';
+import type { GrantStandings } from '../access/grant';
 import type { AccessPolicy } from '../access/policy';
 import { unrestricted } from '../access/policy';
 import { contributeToCapabilities } from '../fhir/capability';
@@ -10,7 +11,7 @@ import type { FhirContext, InteractionResult } from '../fhir/context';
 import { parametersResult } from '../fhir/operation-params';
 import { OperationOutcomeError, unprocessable } from '../kernel/outcome';
 import { readResource } from '../store/repository';
-import { WEBSOCKET_NOTIFY_CHANNEL } from './notify';
+import { DELIVERED_STATUSES, subscriptionStandings, WEBSOCKET_NOTIFY_CHANNEL } from './notify';
 
 /**
  * The R4 `websocket` channel (subscription.html#2.46.7.2), for a clinician's open dashboard: the
@@ -55,11 +56,22 @@ async function assertOwner(ctx: FhirContext, id: string, policy: AccessPolicy): 
   }
 }
 
-/** Subscription/{id}/$get-ws-binding-token: a one-time token for `bind-with-token` (R5 Subscription-get-ws-binding-token). */
-export async function bindingTokenOperation(ctx: FhirContext, id: string, policy: AccessPolicy): Promise<InteractionResult> {
+/**
+ * Subscription/{id}/$get-ws-binding-token: a one-time token for `bind-with-token` (R5
+ * Subscription-get-ws-binding-token). Refused for a Subscription that will ping nobody: off, or
+ * set under a grant that has ended (decision 032), so that a client signed in again (the
+ * dashboard, whose Subscription outlives a login session) sets a new one rather than listen to
+ * a silent one.
+ */
+export async function bindingTokenOperation(ctx: FhirContext, id: string, policy: AccessPolicy, grants: GrantStandings): Promise<InteractionResult> {
   const stored = await readResource<fhir4.Subscription>(ctx.db, 'Subscription', id);
   if (stored?.resource.channel.type !== 'websocket') throw unprocessable(`Subscription/${id} is not a websocket Subscription`, ['Subscription.channel.type']);
   await assertOwner(ctx, id, policy);
+  if (!DELIVERED_STATUSES.includes(stored.resource.status)) {
+    throw unprocessable(`Subscription/${id} is ${stored.resource.status} and notifies nobody; set a new one`, ['Subscription.status']);
+  }
+  const standing = (await subscriptionStandings(ctx.db, grants, [id])).get(id)!;
+  if (!standing.alive) throw unprocessable(`Subscription/${id} was set under a grant that has ended (${standing.reason}); set a new one`, ['Subscription.status']);
   const token = randomBytes(32).toString('base64url');
   const { rows } = await ctx.db.query<{ expires_at: string }>(
     `WITH gone AS (DELETE FROM monitoring_ws_binding WHERE expires_at < now())
