@@ -131,6 +131,27 @@ describe('Subscriptions live with their grant', () => {
     }, /login session of this online_access grant has ended/);
   });
 
+  it('a websocket Subscription whose grant ended gives no binding token, so a client signed in again sets a new one', async () => {
+    const grant = await signIn();
+    const bindingToken = async (access: string, id: string) =>
+      fetch(`${app.base}/Subscription/${id}/$get-ws-binding-token`, { headers: { authorization: `Bearer ${access}` } });
+    const created = await fetch(`${app.base}/Subscription`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${grant.access}`, 'content-type': 'application/fhir+json' },
+      body: JSON.stringify({ resourceType: 'Subscription', status: 'requested', reason: 'live alerts', criteria: 'Flag?status=active', channel: { type: 'websocket' } }),
+    });
+    expect(created.status).to.equal(201);
+    const id = ((await created.json()) as fhir4.Subscription).id!;
+    expect((await bindingToken(grant.access, id)).status).to.equal(200);
+    // The login session ends; the same user signs in again (the dashboard keeps the id for the tab).
+    await state.db.query('UPDATE auth_session SET expires_at = now() WHERE username = $1', [grant.username]);
+    const again = await codeFlowTokens(app, { clientId: DASHBOARD, redirectUri: (await findClient(state.db, DASHBOARD))!.redirectUris[0]!, appPath: '/app' }, SCOPE,
+      { username: grant.username, password: 'a long enough password' });
+    const refused = await bindingToken(again.access_token, id);
+    expect(refused.status).to.equal(422);
+    expect(((await refused.json()) as fhir4.OperationOutcome).issue[0]!.diagnostics).to.match(/grant that has ended|is off/);
+  });
+
   it("removing the client ends its users' grants", async () => {
     const registered = await register(app.origin, {
       client_name: 'another clinician app', token_endpoint_auth_method: 'none', grant_types: ['authorization_code', 'refresh_token'],
