@@ -15,7 +15,7 @@ export function stringParameter(req: RestRequest, name: string): string | undefi
   const body = req.body as fhir4.Parameters | undefined;
   if (body?.resourceType !== 'Parameters') return undefined;
   const p = body.parameter?.find((x) => x.name === name);
-  return p?.valueDateTime ?? p?.valueInstant ?? p?.valueDate ?? p?.valueString ?? p?.valueCode ?? p?.valueReference?.reference;
+  return p?.valueDateTime ?? p?.valueInstant ?? p?.valueDate ?? p?.valueString ?? p?.valueCode ?? p?.valueUri ?? p?.valueCanonical ?? p?.valueReference?.reference;
 }
 
 /**

@@ -170,13 +170,17 @@ export function isKnownProfile(url: string): boolean {
   return loadProfiles().has(url.split('|')[0]!);
 }
 
-/** Every issue of `resource` against each profile it declares that the server holds. */
-export function profileIssues(resource: fhir4.FhirResource): Issue[] {
+/**
+ * Every issue of `resource` against each profile it declares that the server holds, and against
+ * `named` ones too (`$validate`'s `profile` parameter holds it to a profile it need not declare),
+ * each profile once.
+ */
+export function profileIssues(resource: fhir4.FhirResource, named: readonly string[] = []): Issue[] {
   const declared = resource.meta?.profile ?? [];
-  if (declared.length === 0) return [];
+  if (declared.length === 0 && named.length === 0) return [];
   const issues: Issue[] = [];
-  for (const url of declared) {
-    const profile = loadProfiles().get(url.split('|')[0]!);
+  for (const url of new Set([...declared, ...named].map((u) => u.split('|')[0]!))) {
+    const profile = loadProfiles().get(url);
     if (!profile) continue;
     issues.push(...profileIssuesOf(profile, resource));
   }

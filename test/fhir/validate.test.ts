@@ -54,6 +54,44 @@ describe('$validate', () => {
     expect(await countRows(app, 'Observation')).to.equal(before);
   });
 
+  it('holds the resource to the profile the profile parameter names, in the query or the Parameters body, as if it declared it', async () => {
+    const vitalsigns = 'http://hl7.org/fhir/StructureDefinition/vitalsigns';
+    const observation = { resourceType: 'Observation', status: 'final', code: { text: 'x' } };
+    const errors = (res: { json: { issue: Array<{ severity: string; expression?: string[]; diagnostics: string }> } }) =>
+      res.json.issue.filter((i) => i.severity === 'error').map((i) => `${i.expression?.[0]}: ${i.diagnostics.replace(/^[^ ]+: /, '')}`).sort();
+    const declared = await app.request({ method: 'POST', url: '/fhir/Observation/$validate', payload: { ...observation, meta: { profile: [vitalsigns] } } });
+    const expected = errors(declared);
+    expect(expected.length).to.be.above(2);
+    expect(expected.join('\n')).to.contain(`(profile ${vitalsigns})`);
+
+    const byQuery = await app.request({ method: 'POST', url: `/fhir/Observation/$validate?profile=${encodeURIComponent(vitalsigns)}`, payload: observation });
+    expect(byQuery.statusCode).to.equal(200);
+    expect(errors(byQuery)).to.equal(expected);
+    const byParameter = await app.request({
+      method: 'POST', url: '/fhir/Observation/$validate',
+      payload: { resourceType: 'Parameters', parameter: [{ name: 'resource', resource: observation }, { name: 'profile', valueUri: vitalsigns }] },
+    });
+    expect(byParameter.statusCode).to.equal(200);
+    expect(errors(byParameter)).to.equal(expected);
+    // Without the parameter the same Observation is valid.
+    const plain = await app.request({ method: 'POST', url: '/fhir/Observation/$validate', payload: observation });
+    expect(plain.json.issue.map((i: any) => i.severity)).to.equal(['information']);
+  });
+
+  it('reports a profile it does not know as an error, never as conformance', async () => {
+    const unknown = 'http://example.org/StructureDefinition/no-such-profile';
+    const observation = { resourceType: 'Observation', status: 'final', code: { text: 'x' } };
+    for (const res of [
+      await app.request({ method: 'POST', url: `/fhir/Observation/$validate?profile=${encodeURIComponent(unknown)}`, payload: observation }),
+      await app.request({ method: 'POST', url: '/fhir/Observation/$validate', payload: { resourceType: 'Parameters', parameter: [{ name: 'resource', resource: observation }, { name: 'profile', valueUri: unknown }] } }),
+    ]) {
+      expect(res.statusCode).to.equal(200);
+      expect(res.json.issue).to.have.length(1);
+      expect(res.json.issue[0]).to.include({ severity: 'error', code: 'not-supported' });
+      expect(res.json.issue[0].diagnostics).to.contain(unknown);
+    }
+  });
+
   it('takes a Parameters body and validates at instance level', async () => {
     const id = (await app.request({ method: 'POST', url: '/fhir/Patient', payload: { resourceType: 'Patient' } })).json.id;
     const res = await app.request({
