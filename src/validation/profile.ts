@@ -18,6 +18,7 @@ import { valueSetContains } from '../terminology/valueset';
 
 import { fhirpathEngine } from './fhirpath-engine';
 import { nativeInvariant } from './invariants';
+import { CORE } from './core-invariants';
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const r4Model = require('fhirpath/fhir-context/r4') as unknown;
 
@@ -66,8 +67,11 @@ function pathOf(inst: Instance): string {
   return inst.parent ? `${pathOf(inst.parent)}.${own}` : own;
 }
 
-/** Checked elsewhere (JSON schema, reference checks) or too costly for every write. */
-const SKIPPED_INVARIANTS = new Set(['ele-1', 'ext-1', 'dom-3']);
+/**
+ * Checked on every resource before any profile: ele-1 by ./resource.ts, the core invariants the
+ * snapshots repeat (dom-2..5, ext-1) by ./core-invariants.ts.
+ */
+const SKIPPED_INVARIANTS = new Set(['ele-1', ...Object.keys(CORE)]);
 
 function compile(sd: fhir4.StructureDefinition): CompiledProfile {
   const elements = (sd.snapshot?.element ?? []) as ElementDefinition[];

@@ -3,6 +3,7 @@ import { exceedsElements } from '../kernel/input-limits';
 import { carryKeptDecimals } from '../kernel/json-decimals';
 import { schemaIssues, validatorFor } from './schema';
 import { missingRequiredIssues } from './required';
+import { coreInvariantIssues } from './core-invariants';
 
 /**
  * The reference forms a stored resource may hold: relative `Type/id` (optionally versioned),
@@ -90,9 +91,16 @@ export const MAX_RESOURCE_ELEMENTS = 20_000;
 /**
  * Structural validation of one resource: the R4 JSON schema of its type, each contained
  * resource against its own type's schema (the root schema's oneOf over every type would bury
- * one real error under a hundred), and reference syntax. Returns every issue, not the first.
+ * one real error under a hundred), and reference syntax; then, on what is well formed, the
+ * core invariants (./core-invariants.ts). Returns every issue, not the first.
  */
 export function validationIssues(resource: unknown): Issue[] {
+  const issues = structuralIssues(resource);
+  // Once for the whole resource: a contained resource's invariants read its container.
+  return issues.length > 0 ? issues : coreInvariantIssues(resource as Record<string, unknown>);
+}
+
+function structuralIssues(resource: unknown): Issue[] {
   if (resource === null || typeof resource !== 'object' || Array.isArray(resource)) {
     return [{ code: 'structure', diagnostics: 'the body is not a JSON object' }];
   }
@@ -120,7 +128,7 @@ export function validationIssues(resource: unknown): Issue[] {
       issues.push({ code: 'structure', diagnostics: `${resourceType}.contained must be an array`, expression: [`${resourceType}.contained`] });
     } else {
       contained.forEach((inner, i) => {
-        for (const issue of validationIssues(inner)) {
+        for (const issue of structuralIssues(inner)) {
           issues.push(prefixIssue(issue, `${resourceType}.contained[${i}]`));
         }
       });
