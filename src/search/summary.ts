@@ -103,11 +103,13 @@ export function subsetJson(type: string, json: string, mode: SubsetMode, disclos
 export function subsetResource(resource: Record<string, unknown>, mode: SubsetMode): Record<string, unknown> {
   const type = resource.resourceType as string;
   const always = (key: string) => key === 'resourceType' || key === 'id' || key === 'meta';
-  if ('elements' in mode) {
-    const names = new Set(mode.elements);
-    return keep(resource, (k) => always(k) || matches(names, k));
-  }
   const f = flagsOf(type);
+  if ('elements' in mode) {
+    // search.html#elements: servers SHOULD return the mandatory elements too, so that what
+    // comes back is still a valid resource (an Observation keeps its status and code).
+    const names = new Set(mode.elements);
+    return keep(resource, (k) => always(k) || matches(names, k) || matches(f.mandatory, k));
+  }
   switch (mode.summary) {
     case 'true':
       return keep(resource, (k) => always(k) || matches(f.summary, k));

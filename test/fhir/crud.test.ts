@@ -247,6 +247,26 @@ describe('FHIR REST interactions', () => {
       expect(old.json.meta.tag).to.equal([SUBSETTED]);
     });
 
+    it('keeps the mandatory elements of the official definitions with the named ones, on a read and in a search Bundle', async () => {
+      const observation = await app.request({
+        method: 'POST', url: '/fhir/Observation',
+        payload: { resourceType: 'Observation', status: 'final', code: { text: 'pulse' }, subject: { reference: `Patient/${id}` }, valueQuantity: { value: 64, unit: '/min' }, note: [{ text: 'resting' }] },
+      });
+      const oid = observation.json.id;
+      // R4 Observation: status and code have min 1; subject, value[x] and note do not.
+      const read = await app.request({ method: 'GET', url: `/fhir/Observation/${oid}?_elements=subject` });
+      expect(read.statusCode).to.equal(200);
+      expect(Object.keys(read.json).sort()).to.equal(['code', 'id', 'meta', 'resourceType', 'status', 'subject']);
+      expect(read.json.status).to.equal('final');
+      expect(read.json.code).to.equal({ text: 'pulse' });
+      expect(read.json.meta.tag).to.equal([SUBSETTED]);
+      const searched = await app.request({ method: 'GET', url: `/fhir/Observation?_id=${oid}&_elements=subject` });
+      expect(searched.statusCode).to.equal(200);
+      const resource = searched.json.entry[0].resource;
+      expect(Object.keys(resource).sort()).to.equal(['code', 'id', 'meta', 'resourceType', 'status', 'subject']);
+      expect(resource.meta.tag).to.equal([SUBSETTED]);
+    });
+
     it('answers the summary elements of the official definitions for _summary=true, the text for _summary=text, all but the text for _summary=data', async () => {
       const summary = (await app.request({ method: 'GET', url: `/fhir/Patient/${id}?_summary=true` })).json;
       expect(summary.birthDate).to.equal('1941-03-05');

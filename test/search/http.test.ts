@@ -383,7 +383,8 @@ describe('FHIR search over HTTP', () => {
       expect(patient.name).to.exist();
       expect(patient.meta.tag.map((t: any) => t.code)).to.include('SUBSETTED');
       const elements = await search(`Observation?identifier=${idSystem}|w70kg&_elements=code,valueQuantity`);
-      expect(Object.keys(elements.bundle.entry[0].resource).sort()).to.equal(['code', 'id', 'meta', 'resourceType', 'valueQuantity']);
+      // Observation.status is mandatory (min 1 in the R4 definition), so it comes too.
+      expect(Object.keys(elements.bundle.entry[0].resource).sort()).to.equal(['code', 'id', 'meta', 'resourceType', 'status', 'valueQuantity']);
     });
 
     it('_total=estimate is never fewer than the answer shows, and exact when the whole result is on the page', async () => {
