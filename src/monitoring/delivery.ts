@@ -5,6 +5,7 @@ import { executeWrites } from '../pipeline';
 import { readResource, readVersion } from '../store/repository';
 import { type EndpointPolicy, postNotification } from './endpoint';
 import { composeAlertEmail, Mailer } from './email';
+import { deliveredHeaders } from './header-secrets';
 import { DELIVERED_STATUSES, subscriptionStandings } from './notify';
 import { mailtoAddress } from './subscription-accept';
 
@@ -119,10 +120,8 @@ export class DeliveryWorker {
     // dies after the subscriber's 2xx and before the DELETE leaves the row to be sent again
     // after its lease), so a subscriber discards a repeat by this key (IETF Idempotency-Key).
     const headers: Record<string, string> = { 'idempotency-key': `${d.subscription_id}:${d.id}` };
-    for (const h of sub.channel.header ?? []) {
-      const at = h.indexOf(':');
-      headers[h.slice(0, at).trim()] = h.slice(at + 1).trim();
-    }
+    // The stored values: the resource holds only their masks (decision 033).
+    for (const h of await deliveredHeaders(this.ctx.db, { ...sub, id: d.subscription_id })) headers[h.name] = h.value;
     let body: string | undefined;
     // The resource only when the subscriber may read it (decided when queued, ./notify.ts).
     if (sub.channel.payload && d.with_payload) {

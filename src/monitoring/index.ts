@@ -21,12 +21,15 @@ import { enqueueNotifications, noteSubscriber, recordSubscribers } from './notif
 import { acceptSubscription, endpointPolicy } from './subscription-accept';
 import { bindingTokenOperation, WebsocketChannel } from './websocket';
 import { forgetMonitoring } from './erasure';
+import { HeaderSecrets, storeHeaderSecrets } from './header-secrets';
 
 /**
  * Monitoring rules as stages of the one write pipeline (DESIGN "Data flow"):
- * - validate: Goal limits and CarePlans are checked and compiled; Subscriptions accepted;
+ * - validate: Goal limits and CarePlans are checked and compiled; Subscriptions accepted, their
+ *   headers' values replaced by masks (write-only secrets, decision 033);
  * - judge: every Observation is judged against its patient's active plans (one query per apply);
- * - rules: compiled plans stored, Flags raised in the same unit of work, notifications queued;
+ * - rules: compiled plans and Subscription header secrets stored, Flags raised in the same unit
+ *   of work, notifications queued;
  * - after-commit: the delivery worker is woken.
  * Decision record: docs/decisions/005-monitoring-rules.md.
  */
@@ -45,7 +48,8 @@ export function registerMonitoring(ctx: FhirContext, server: Server, grants: Gra
   const listeningPort = () => (server.info.started ? Number(server.info.port) : undefined);
 
   ctx.stages.use('validate', 'monitoring.plans', (uow, writes) => validatePlans(uow, writes));
-  ctx.stages.use('validate', 'monitoring.subscriptions', (uow, writes) => acceptSubscriptions(ctx, uow, writes, listeningPort()));
+  const headerSecrets = new HeaderSecrets();
+  ctx.stages.use('validate', 'monitoring.subscriptions', (uow, writes) => acceptSubscriptions(ctx, uow, writes, listeningPort(), headerSecrets));
   const planCache = new PlanCache();
   ctx.stages.use('judge', 'monitoring.limits', (uow, writes) => judgeObservations(uow, writes, planCache));
   ctx.stages.use('erase', 'monitoring', async (uow, erased) => {
@@ -135,10 +139,14 @@ async function validatePlans(uow: UnitOfWork, writes: readonly PendingWrite[]): 
   }
 }
 
-async function acceptSubscriptions(ctx: FhirContext, uow: UnitOfWork, writes: readonly PendingWrite[], port: number | undefined): Promise<void> {
+async function acceptSubscriptions(ctx: FhirContext, uow: UnitOfWork, writes: readonly PendingWrite[], port: number | undefined, headerSecrets: HeaderSecrets): Promise<void> {
   const subscriptions = live(writes, 'Subscription');
   await eachWrite(subscriptions, async (w) => {
-    if (await acceptSubscription(ctx, uow.tx, w.resource as fhir4.Subscription, w.previous as fhir4.Subscription | undefined, port, w.policy)) w.changed = true;
+    const sub = w.resource as fhir4.Subscription;
+    if (await acceptSubscription(ctx, uow.tx, sub, w.previous as fhir4.Subscription | undefined, port, w.policy)) w.changed = true;
+    // Before the unchanged check (decision 029), so that it compares masks: a secret sent back
+    // masked is no change, a new secret is.
+    if (await headerSecrets.hide(uow.tx, w.id, sub)) w.changed = true;
   });
   noteSubscriber(subscriptions);
 }
@@ -212,6 +220,7 @@ async function applyRules(uow: UnitOfWork, committed: readonly CommittedWrite[],
   }
   if (events.length) await raiseFlags(uow, events);
   await recordSubscribers(tx, committed);
+  storeHeaderSecrets(tx, committed);
   return (await enqueueNotifications(uow, committed, grants)) > 0;
 }
 
