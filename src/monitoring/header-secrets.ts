@@ -73,11 +73,14 @@ export class HeaderSecrets {
 
   private keyOf(tx: Queryable): Promise<string> {
     // Read through the unit's transaction (PGlite runs one at a time); it never changes once made.
-    this.key ??= tx.query<{ key: string }>('SELECT key FROM monitoring_header_key WHERE id = 1').then(({ rows }) => {
-      if (!rows[0]) throw new Error('monitoring_header_key is empty; the 016 migration makes it');
-      return rows[0].key;
-    });
-    this.key.catch(() => (this.key = undefined));
+    if (!this.key) {
+      this.key = tx.query<{ key: string }>('SELECT key FROM monitoring_header_key WHERE id = 1').then(({ rows }) => {
+        if (!rows[0]) throw new Error('monitoring_header_key is empty; the 016 migration makes it');
+        return rows[0].key;
+      });
+      // A failed read (a statement cancelled with its unit) is tried again by the next write.
+      this.key.catch(() => (this.key = undefined));
+    }
     return this.key;
   }
 }
