@@ -2,6 +2,7 @@ import * as Lab from '@hapi/lab';
 import { expect } from '@hapi/code';
 import { subscriber, until } from '../helpers/hook';
 import { type SecuredServer, startSecuredServer } from '../security/helpers';
+import { tableOf } from '../../src/store/tables';
 
 export const lab = Lab.script();
 const { describe, it, before, after } = lab;
@@ -99,6 +100,37 @@ describe('subscription headers are write-only secrets', () => {
     // The secrets go with the Subscription.
     const left = await app.ctx.db.query('SELECT 1 FROM monitoring_subscription_header WHERE subscription_id = $1', [id]);
     expect(left.rows).to.have.length(0);
+  });
+
+  it('a Subscription stored before headers were secrets still delivers its plain values, and its next write masks them', async () => {
+    const hook = await subscriber();
+    const ehr = await app.as('system/Subscription.cruds system/Observation.rs', { clientId: 'ehr-backend' });
+    const patient = await app.create({ resourceType: 'Patient', name: [{ family: 'Legacy' }] });
+    const created = await app.request({
+      method: 'POST', url: '/fhir/Subscription', headers: ehr,
+      payload: { resourceType: 'Subscription', status: 'requested', reason: 'legacy', criteria: `Observation?patient=Patient/${patient}`, channel: { type: 'rest-hook', endpoint: hook.url } },
+    });
+    expect(created.statusCode, created.payload).to.equal(201);
+    const id = created.json.id as string;
+    try {
+      // As it was stored before migration 016: the value in the content, nothing beside it.
+      await app.ctx.db.query(`UPDATE ${tableOf('Subscription')} SET content = jsonb_set(content, '{channel,header}', $2::jsonb) WHERE id = $1`, [id, JSON.stringify(['Authorization: Bearer OLD-789'])]);
+      await app.create(reading(patient, 80));
+      await until('the notification', () => hook.received.length >= 1);
+      expect(hook.received[0]!.headers.authorization).to.equal('Bearer OLD-789');
+
+      const read = (await app.request({ method: 'GET', url: `/fhir/Subscription/${id}`, headers: ehr })).json;
+      const rewritten = await app.request({ method: 'PUT', url: `/fhir/Subscription/${id}`, headers: ehr, payload: read });
+      expect(rewritten.statusCode, rewritten.payload).to.equal(200);
+      expect(rewritten.json.meta.versionId).to.equal('2');
+      expect(rewritten.json.channel.header[0]).to.match(MASKED);
+      await app.create(reading(patient, 81));
+      await until('the second notification', () => hook.received.length >= 2);
+      expect(hook.received[1]!.headers.authorization).to.equal('Bearer OLD-789');
+    } finally {
+      await app.request({ method: 'DELETE', url: `/fhir/Subscription/${id}`, headers: ehr });
+      await hook.close();
+    }
   });
 
   it('a mask copied from another Subscription matches nothing', async () => {
