@@ -229,7 +229,11 @@ export async function closeFlags(uow: UnitOfWork, keys: readonly FlagKey[], end:
   for (const [id, { resource, versionId }] of stored) {
     if (resource.status !== 'active') continue;
     resource.status = 'inactive';
-    resource.period = { ...resource.period, end };
+    // A Flag is closed at `end` (the caught-up dose's time, say), never before it was raised:
+    // a late dose recorded with its earlier time would otherwise end the period before its
+    // start (R4 per-1) and fail the write that recorded it.
+    const start = resource.period?.start;
+    resource.period = { ...resource.period, end: start !== undefined && Date.parse(start) > Date.parse(end) ? start : end };
     ops.push({ kind: 'update', type: 'Flag', id, resource, ifMatch: versionId });
   }
   if (ops.length) await uow.apply(ops);

@@ -93,7 +93,7 @@ describe('medication adherence: on time, late, missed', () => {
     await check(rx.id, at(1, '12:00'));
     expect((await flagsOf(p)).map((f: any) => f.status)).to.equal(['active']);
     const stopped = await app.request({ method: 'PUT', url: `/fhir/MedicationRequest/${rx.id}`, payload: { ...rx, status: 'stopped' } });
-    expect(stopped.statusCode).to.equal(200);
+    expect(stopped.statusCode, stopped.payload).to.equal(200);
     expect((await flagsOf(p)).map((f: any) => f.status)).to.equal(['inactive']);
 
     const bundle = await app.request({
