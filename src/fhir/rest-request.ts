@@ -1,3 +1,4 @@
+import type { VersionCondition } from '../kernel/etag';
 import type { AccessPolicy } from '../access/policy';
 import type { InteractionResult } from './context';
 import type { ReturnPreference } from './negotiation';
@@ -12,7 +13,7 @@ export interface RestRequest {
   id?: string;
   versionId?: string;
   query: URLSearchParams;
-  ifMatch?: number;
+  ifMatch?: VersionCondition;
   ifNoneExist?: string;
   ifNoneMatch?: string;
   prefer: ReturnPreference;

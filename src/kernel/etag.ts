@@ -9,9 +9,16 @@ export const httpDate = (instant: string) => new Date(instant).toUTCString();
 /** Largest version id accepted in a tag: PostgreSQL integer, so a huge number is a 400 or 404, never a 500. */
 const MAX_VERSION = 2_147_483_647;
 
-/** `W/"3"`, `"3"` or `3` → 3; anything else is a 400. */
-export function parseVersionTag(tag: string | undefined, header: string): number | undefined {
+/**
+ * An If-Match condition: a version, or `*`, any current version (RFC 9110 13.1.1: true when
+ * the resource exists).
+ */
+export type VersionCondition = number | '*';
+
+/** `W/"3"`, `"3"` or `3` → 3; `*` → '*'; anything else is a 400. */
+export function parseVersionTag(tag: string | undefined, header: string): VersionCondition | undefined {
   if (tag === undefined || tag === '') return undefined;
+  if (tag.trim() === '*') return '*';
   const m = /^(?:W\/)?"?(\d{1,10})"?$/.exec(tag.trim());
   if (!m || Number(m[1]) > MAX_VERSION) {
     throw new OperationOutcomeError(400, { code: 'invalid', diagnostics: `${header} must be a version tag like W/"3", got ${tag.slice(0, 40)}` });

@@ -1,3 +1,4 @@
+import type { VersionCondition } from '../kernel/etag';
 import { OperationOutcomeError } from '../kernel/outcome';
 
 /**
@@ -19,9 +20,13 @@ export type WriteOp =
        */
       onExistingId?: 'match';
     }
-  | { kind: 'update'; type: string; id?: string; match?: URLSearchParams; resource: unknown; ifMatch?: number }
-  | { kind: 'patch'; type: string; id?: string; match?: URLSearchParams; patch: unknown; ifMatch?: number }
-  | { kind: 'delete'; type: string; id?: string; match?: URLSearchParams; ifMatch?: number };
+  | {
+      kind: 'update'; type: string; id?: string; match?: URLSearchParams; resource: unknown; ifMatch?: VersionCondition;
+      /** `If-None-Match: *` (RFC 9110 13.1.2): only if the resource does not exist, so a create that never overwrites. */
+      ifNoneMatchAny?: boolean;
+    }
+  | { kind: 'patch'; type: string; id?: string; match?: URLSearchParams; patch: unknown; ifMatch?: VersionCondition }
+  | { kind: 'delete'; type: string; id?: string; match?: URLSearchParams; ifMatch?: VersionCondition };
 
 export interface WriteOutcome {
   /** 201 created, 200 updated or matched an existing resource, 204 deleted (or nothing to delete). */

@@ -8,6 +8,7 @@ import { containsKeptDecimals, keepNumberText, keptNumberText, stringifyKeepingD
 import type { CurrentVersion, NewVersion } from '../store/repository';
 import { assertValidResource } from '../validation/resource';
 import type { WriteOp, WriteOutcome } from './ops';
+import type { VersionCondition } from '../kernel/etag';
 
 /** What one op will write (nothing for a matched create or a delete of nothing) and will answer. */
 export interface Planned {
@@ -50,6 +51,7 @@ export function plan(op: WriteOp, id: string | undefined, existingMatch: boolean
       requireWritable(policy, op.type, live ? 'u' : 'c', undefined, existing);
       if (existing) requireActingOnReadable(policy, op.type, id!, 'u', existing);
       checkIfMatch(op, id, current);
+      if (op.ifNoneMatchAny && live) throw preconditionFailed(`If-None-Match *: ${op.type}/${id} exists (version ${current!.versionId})`);
       // An update's body says the id of the URL (R4 http.html#update: "SHALL contain an id element
       // with the same value"); a conditional update's may leave it out, and if it has one it must
       // be the matched resource's (R4 http.html#cond-update).
@@ -83,8 +85,12 @@ export function plan(op: WriteOp, id: string | undefined, existingMatch: boolean
   }
 }
 
-function checkIfMatch(op: WriteOp & { ifMatch?: number }, id: string | undefined, current: CurrentVersion | undefined): void {
+function checkIfMatch(op: WriteOp & { ifMatch?: VersionCondition }, id: string | undefined, current: CurrentVersion | undefined): void {
   if (op.ifMatch === undefined) return;
+  if (op.ifMatch === '*') {
+    if (!current || current.deleted) throw preconditionFailed(`If-Match *: ${op.type}/${id ?? ''} does not exist`);
+    return;
+  }
   if (!current) throw preconditionFailed(`If-Match W/"${op.ifMatch}": ${op.type}/${id ?? ''} does not exist`);
   if (current.versionId !== op.ifMatch) {
     throw preconditionFailed(`If-Match W/"${op.ifMatch}" does not match the current version ${current.versionId} of ${op.type}/${id}`);

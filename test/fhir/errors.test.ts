@@ -238,6 +238,23 @@ describe('bad requests get a 4xx OperationOutcome and change nothing', () => {
       expectOutcome(await app.request({ method: 'PUT', url: '/fhir/Patient/never-was', payload: { resourceType: 'Patient', id: 'never-was' }, headers: { 'if-match': 'W/"1"' } }), 412, /does not exist/);
     }));
 
+  it('If-Match: * needs the resource to exist; If-None-Match: * on an update creates only what does not exist (RFC 9110 13.1)', async () => {
+    const id = `star-${Date.now()}`;
+    const put = (headers: Record<string, string>, active: boolean) =>
+      app.request({ method: 'PUT', url: `/fhir/Patient/${id}`, payload: { resourceType: 'Patient', id, active }, headers });
+    expectOutcome(await put({ 'if-match': '*' }, true), 412, /does not exist/);
+    expect((await put({ 'if-none-match': '*' }, true)).statusCode).to.equal(201);
+    expectOutcome(await put({ 'if-none-match': '*' }, false), 412, /exists \(version 1\)/);
+    expectOutcome(await put({ 'if-none-match': 'W/"1"' }, false), 400, /If-None-Match/);
+    const matched = await put({ 'if-match': '*' }, false);
+    expect(matched.statusCode).to.equal(200);
+    expect(matched.headers.etag).to.equal('W/"2"');
+    expect((await app.request({ method: 'DELETE', url: `/fhir/Patient/${id}`, headers: { 'if-match': '*' } })).statusCode).to.equal(204);
+    expectOutcome(await app.request({ method: 'DELETE', url: `/fhir/Patient/${id}`, headers: { 'if-match': '*' } }), 412, /does not exist/);
+    // A deleted resource is gone for If-None-Match too: recreating it is allowed.
+    expect((await put({ 'if-none-match': '*' }, true)).statusCode).to.equal(201);
+  });
+
   describe('JSON Patch', () => {
     const patchReq = (payload: unknown, headers: Record<string, string> = {}) =>
       app.request({ method: 'PATCH', url: `/fhir/Patient/${patientId}`, headers: { 'content-type': 'application/json-patch+json', ...headers }, payload: JSON.stringify(payload) });

@@ -15,7 +15,11 @@ export async function create(ctx: FhirContext, req: RestRequest): Promise<Intera
 
 export async function update(ctx: FhirContext, req: RestRequest): Promise<InteractionResult> {
   const match = req.id ? undefined : requireCondition(req.query, 'update');
-  return run(ctx, req, { kind: 'update', type: req.type, id: req.id, match, resource: req.body, ifMatch: req.ifMatch });
+  const ifNoneMatchAny = req.ifNoneMatch?.trim() === '*';
+  if (req.ifNoneMatch !== undefined && !ifNoneMatchAny) {
+    throw badRequest('If-None-Match on an update takes only * (create it only if it does not exist); versions are compared with If-Match');
+  }
+  return run(ctx, req, { kind: 'update', type: req.type, id: req.id, match, resource: req.body, ifMatch: req.ifMatch, ...(ifNoneMatchAny ? { ifNoneMatchAny } : {}) });
 }
 
 export async function patch(ctx: FhirContext, req: RestRequest): Promise<InteractionResult> {
