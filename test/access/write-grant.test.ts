@@ -1,10 +1,9 @@
 import * as Lab from '@hapi/lab';
 import { expect } from '@hapi/code';
-import type { AuthState } from '../../src/auth/state';
-import { issueAccessToken } from '../../src/auth/tokens';
 import { observation } from '../helpers/consent';
 import { planWithHighSystolic, systolic } from '../helpers/monitoring-plan';
-import { startTestServer, type TestServer, unique } from '../helpers/server';
+import { unique } from '../helpers/server';
+import { type SecuredServer, startSecuredServer } from '../security/helpers';
 
 export const lab = Lab.script();
 const { describe, it, before, after } = lab;
@@ -19,17 +18,11 @@ const VITALS = 'http://terminology.hl7.org/CodeSystem/observation-category|vital
  * operation that judges readings judges only those the caller may read.
  */
 describe('writes stay inside what the token may read and write', () => {
-  let app: TestServer;
-  let state: AuthState;
-  const ids: Record<string, string> = {};
-  const as = async (scopes: string, patient?: string) =>
-    ({ authorization: `Bearer ${(await issueAccessToken(state, { clientId: 'write-grant', scopes: scopes.split(' '), ...(patient ? { patient } : {}) })).accessToken}` });
+  let app: SecuredServer;
   let system: Record<string, string>;
-  const create = async (body: object) => {
-    const res = await app.request({ method: 'POST', url: `/fhir/${(body as { resourceType: string }).resourceType}`, payload: body, headers: system });
-    if (res.statusCode !== 201) throw new Error(res.payload);
-    return res.json.id as string;
-  };
+  const ids: Record<string, string> = {};
+  const as = (scopes: string, patient?: string) => app.as(scopes, patient ? { patient } : {});
+  const create = (body: object) => app.create(body as Record<string, unknown>);
   const versionOf = async (type: string, id: string) => (await app.request({ method: 'GET', url: `/fhir/${type}/${id}`, headers: system })).json.meta?.versionId;
   /** No part of the hidden resource, its version or its existence beyond the status. */
   const expectNothingOf = (res: { payload: string; headers: Record<string, unknown> }, secret: string) => {
@@ -39,9 +32,8 @@ describe('writes stay inside what the token may read and write', () => {
   };
 
   before(async () => {
-    app = await startTestServer({ AUTH_DISABLED: 'false' });
-    state = (app.server.plugins as any)['smart-auth'].state;
-    system = await as('system/*.cruds');
+    app = await startSecuredServer();
+    system = app.system;
     ids.alice = await create({ resourceType: 'Patient', name: [{ family: `Alice${unique()}` }] });
     ids.bob = await create({ resourceType: 'Patient', name: [{ family: `Bob${unique()}` }] });
     ids.aliceLab = await create({ ...observation(ids.alice, '2339-0', 'laboratory'), note: [{ text: 'secret-alice-lab' }] });
