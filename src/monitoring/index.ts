@@ -6,7 +6,7 @@ import { findVisibleIds, readLimits } from '../access/enforce';
 import { dateParameter, judgementClock, parametersResult } from '../fhir/operation-params';
 import { badRequest, notFound, unprocessable } from '../kernel/outcome';
 import { type CommittedWrite, eachWrite, type PendingWrite, type UnitOfWork, withUnitOfWork } from '../pipeline';
-import { isUnlimited, readingsOf, withinLimits } from '../search';
+import { readingsOf, withinLimits } from '../search';
 import { readResource, ReplayUnitError } from '../store/repository';
 import { checkAdherence } from './adherence';
 import { PeriodicJob } from './periodic';
@@ -243,7 +243,7 @@ async function evaluateOperation(ctx: FhirContext, req: RestRequest): Promise<In
     // subject's readings).
     const limits = readLimits(req.policy, 'Observation', 's');
     const readings = (await readingsOf(uow.tx, { patient: plan.patient, codes: plan.limits.map((l) => l.measure), from: start.toISOString(), to: end.toISOString() }))
-      .filter((r) => isUnlimited(limits) || withinLimits('Observation', r.resource, limits));
+      .filter((r) => withinLimits('Observation', r.resource, limits));
     const events: Breach[] = [];
     for (const r of readings) events.push(...judgeObservation(r.resource, r.id, [plan], false).breaches);
     const flags = await raiseFlags(uow, events);
