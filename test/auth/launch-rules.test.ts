@@ -54,6 +54,14 @@ describe('authorization code flow: every rule, black-box over HTTP', () => {
     state: 'st-123', aud: app.base, code_challenge: challenge, code_challenge_method: 'S256', ...extra,
   });
 
+  /** A new browser at `server`'s login page for the public client: the browser and the page's form. */
+  async function loginPageAt(server: { origin: string; base: string }) {
+    const { challenge } = pkce();
+    const browser = new Browser(server.origin);
+    const login = readForm((await browser.visit(`${server.origin}/auth/authorize?${new URLSearchParams({ ...goodParams(publicClient, challenge), aud: server.base })}`)).text);
+    return { browser, login };
+  }
+
   /** A code for `clientId` after login, picker and consent. */
   async function code(clientId = publicClient, options: { scope?: string; deselect?: string[]; browser?: Browser } = {}) {
     const { verifier, challenge } = pkce();
@@ -228,12 +236,10 @@ describe('authorization code flow: every rule, black-box over HTTP', () => {
     it('throttles failed logins per account (also with the right password afterwards) and per address', async () => {
       const strict = await startAuthServer({ LOGIN_MAX_FAILURES_PER_ACCOUNT: '3', LOGIN_MAX_FAILURES_PER_ADDRESS: '6' });
       try {
-        const { challenge } = pkce();
         const user = { username: unique('victim'), password: 'the right password' };
         await addUser(state.db, user);
         const attempt = async (username: string, password: string) => {
-          const browser = new Browser(strict.origin);
-          const login = readForm((await browser.visit(`${strict.origin}/auth/authorize?${new URLSearchParams({ ...goodParams(publicClient, challenge), aud: strict.base })}`)).text);
+          const { browser, login } = await loginPageAt(strict);
           return browser.request(login.action, { form: { ...login.hidden, username, password } });
         };
         for (let i = 0; i < 3; i++) expect((await attempt(user.username, 'wrong guess')).status).to.equal(401);
@@ -251,13 +257,11 @@ describe('authorization code flow: every rule, black-box over HTTP', () => {
     it("locks a guessing address out of the account, not the account's owner elsewhere; guesses spread over addresses meet the account's ceiling", async () => {
       const strict = await startAuthServer({ LOGIN_MAX_FAILURES_PER_ACCOUNT: '3', LOGIN_MAX_FAILURES_PER_ACCOUNT_TOTAL: '6', LOGIN_MAX_FAILURES_PER_ADDRESS: '100' });
       try {
-        const { challenge } = pkce();
         const user = { username: unique('owner'), password: 'the right password' };
         await addUser(state.db, user);
         // The login form of a fresh browser, posted from `address` (the socket's address is what is counted).
         const attemptFrom = async (address: string, password: string) => {
-          const browser = new Browser(strict.origin);
-          const login = readForm((await browser.visit(`${strict.origin}/auth/authorize?${new URLSearchParams({ ...goodParams(publicClient, challenge), aud: strict.base })}`)).text);
+          const { browser, login } = await loginPageAt(strict);
           const target = new URL(login.action, strict.origin);
           const res = await strict.server.inject({
             method: 'POST', url: `${target.pathname}${target.search}`, remoteAddress: address,
@@ -280,14 +284,9 @@ describe('authorization code flow: every rule, black-box over HTTP', () => {
     it('counts a login attempt before checking the password: 30 guesses at once, 5 checked, 25 refused with Retry-After', async () => {
       const strict = await startAuthServer({ LOGIN_MAX_FAILURES_PER_ACCOUNT: '5', LOGIN_MAX_FAILURES_PER_ADDRESS: '100' });
       try {
-        const { challenge } = pkce();
         const user = { username: unique('target'), password: 'the right password' };
         await addUser(state.db, user);
-        const forms = await Promise.all(Array.from({ length: 30 }, async () => {
-          const browser = new Browser(strict.origin);
-          const login = readForm((await browser.visit(`${strict.origin}/auth/authorize?${new URLSearchParams({ ...goodParams(publicClient, challenge), aud: strict.base })}`)).text);
-          return { browser, login };
-        }));
+        const forms = await Promise.all(Array.from({ length: 30 }, () => loginPageAt(strict)));
         const answers = await Promise.all(forms.map(({ browser, login }) => browser.request(login.action, { form: { ...login.hidden, username: user.username, password: 'wrong guess' } })));
         const statuses = answers.map((a) => a.status).sort();
         expect(statuses.filter((x) => x === 401)).to.have.length(5);
