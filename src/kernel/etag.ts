@@ -11,19 +11,27 @@ const MAX_VERSION = 2_147_483_647;
 
 /**
  * An If-Match condition: a version, or `*`, any current version (RFC 9110 13.1.1: true when
- * the resource exists).
+ * the resource exists). `NO_VERSION` is a well-formed tag that names no version this server
+ * issues (`W/"01"`, `W/"0"`, a number past the largest version): it matches nothing.
  */
 export type VersionCondition = number | '*';
 
-/** `W/"3"`, `"3"` or `3` → 3; `*` → '*'; anything else is a 400. */
+/** The condition of a tag that no version matches: version ids start at 1. */
+export const NO_VERSION = 0;
+
+/**
+ * `W/"3"`, `"3"` or `3` → 3; `*` → '*'; anything else is a 400. Entity tags are opaque strings
+ * compared character by character (RFC 9110 8.8.3.2), so `W/"01"` is not `W/"1"`: it is a
+ * well-formed tag that names no version (NO_VERSION, a 412), not version 1.
+ */
 export function parseVersionTag(tag: string | undefined, header: string): VersionCondition | undefined {
   if (tag === undefined || tag === '') return undefined;
   if (tag.trim() === '*') return '*';
-  const m = /^(?:W\/)?"?(\d{1,10})"?$/.exec(tag.trim());
-  if (!m || Number(m[1]) > MAX_VERSION) {
+  const m = /^(?:W\/)?"?(\d{1,20})"?$/.exec(tag.trim());
+  if (!m) {
     throw new OperationOutcomeError(400, { code: 'invalid', diagnostics: `${header} must be a version tag like W/"3", got ${tag.slice(0, 40)}` });
   }
-  return Number(m[1]);
+  return parseVersionId(m[1]) ?? NO_VERSION;
 }
 
 /** A version id from a URL (`_history/{vid}`): a positive integer in range, else undefined. */

@@ -8,7 +8,7 @@ import { containsKeptDecimals, keepNumberText, keptNumberText, stringifyKeepingD
 import type { CurrentVersion, NewVersion } from '../store/repository';
 import { assertValidResource } from '../validation/resource';
 import type { WriteOp, WriteOutcome } from './ops';
-import type { VersionCondition } from '../kernel/etag';
+import { NO_VERSION, type VersionCondition } from '../kernel/etag';
 
 /** What one op will write (nothing for a matched create or a delete of nothing) and will answer. */
 export interface Planned {
@@ -91,9 +91,10 @@ function checkIfMatch(op: WriteOp & { ifMatch?: VersionCondition }, id: string |
     if (!current || current.deleted) throw preconditionFailed(`If-Match *: ${op.type}/${id ?? ''} does not exist`);
     return;
   }
-  if (!current) throw preconditionFailed(`If-Match W/"${op.ifMatch}": ${op.type}/${id ?? ''} does not exist`);
+  const condition = op.ifMatch === NO_VERSION ? 'If-Match (a tag that names no version this server issues)' : `If-Match W/"${op.ifMatch}"`;
+  if (!current) throw preconditionFailed(`${condition}: ${op.type}/${id ?? ''} does not exist`);
   if (current.versionId !== op.ifMatch) {
-    throw preconditionFailed(`If-Match W/"${op.ifMatch}" does not match the current version ${current.versionId} of ${op.type}/${id}`);
+    throw preconditionFailed(`${condition} does not match the current version ${current.versionId} of ${op.type}/${id}`);
   }
 }
 

@@ -238,6 +238,14 @@ describe('bad requests get a 4xx OperationOutcome and change nothing', () => {
       expectOutcome(await app.request({ method: 'PUT', url: '/fhir/Patient/never-was', payload: { resourceType: 'Patient', id: 'never-was' }, headers: { 'if-match': 'W/"1"' } }), 412, /does not exist/);
     }));
 
+  it('an entity tag is compared as written: W/"01", W/"0" and one past the largest version name no version (412, not version 1)', () =>
+    unchanged(async () => {
+      for (const tag of ['W/"01"', 'W/"0"', '"001"', 'W/"99999999999"']) {
+        expectOutcome(await app.request({ method: 'PUT', url: `/fhir/Patient/${patientId}`, payload: { resourceType: 'Patient', id: patientId }, headers: { 'if-match': tag } }), 412, /names no version/);
+        expectOutcome(await app.request({ method: 'DELETE', url: `/fhir/Patient/${patientId}`, headers: { 'if-match': tag } }), 412, /names no version/);
+      }
+    }));
+
   it('If-Match: * needs the resource to exist; If-None-Match: * on an update creates only what does not exist (RFC 9110 13.1)', async () => {
     const id = `star-${Date.now()}`;
     const put = (headers: Record<string, string>, active: boolean) =>
