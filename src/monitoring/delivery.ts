@@ -1,12 +1,12 @@
-import type { GrantStanding, GrantStandings } from '../access/grant';
+import type { GrantStandings } from '../access/grant';
 import type { FhirContext } from '../fhir/context';
 import { KickedLoop } from '../kernel/kicked-loop';
 import { executeWrites } from '../pipeline';
-import { readResource, readVersion } from '../store/repository';
+import { readResource } from '../store/repository';
 import { type EndpointPolicy, postNotification } from './endpoint';
 import { composeAlertEmail, Mailer } from './email';
 import { deliveredHeaders } from './header-secrets';
-import { DELIVERED_STATUSES, subscriptionStandings } from './notify';
+import { DELIVERED_STATUSES, type DeliveryVerdict, judgeQueued, type QueuedNotification } from './notify';
 import { mailtoAddress } from './subscription-accept';
 
 /**
@@ -20,14 +20,8 @@ import { mailtoAddress } from './subscription-accept';
  * grow a new Subscription version per attempt. Attempts and the last error are in the queue.
  */
 
-interface Delivery {
-  id: string;
-  subscription_id: string;
-  resource_type: string;
-  resource_id: string;
-  version_id: number;
+interface Delivery extends QueuedNotification {
   attempts: number;
-  with_payload: boolean;
 }
 
 const BATCH = 20;
@@ -72,23 +66,24 @@ export class DeliveryWorker {
       );
       if (rows.length === 0) return;
       rows.sort((a, b) => Number(a.id) - Number(b.id));
-      // A notification queued while its Subscription's grant stood is not sent once it has ended
-      // (decision 032): asked for the whole batch in one statement, just before sending.
-      const standings = await subscriptionStandings(this.ctx.db, this.grants, [...new Set(rows.map((d) => d.subscription_id))]);
-      await Promise.all(rows.map((d) => this.deliver(d, standings.get(d.subscription_id)!)));
+      // Judged again just before sending, as when queued: not sent once the grant has ended
+      // (decision 032) or its subscriber may no longer see the version; no resource once it may
+      // no longer read it.
+      const verdicts = await judgeQueued(this.ctx.db, this.grants, rows);
+      await Promise.all(rows.map((d) => this.deliver(d, verdicts.get(d.id)!)));
     }
   }
 
-  private async deliver(d: Delivery, standing: GrantStanding): Promise<void> {
+  private async deliver(d: Delivery, verdict: DeliveryVerdict): Promise<void> {
     const stored = await readResource<fhir4.Subscription>(this.ctx.db, 'Subscription', d.subscription_id);
     const sub = stored?.resource;
-    if (!sub || !DELIVERED_STATUSES.includes(sub.status) || !standing.alive) {
+    if (!sub || !DELIVERED_STATUSES.includes(sub.status) || !verdict.send) {
       await this.ctx.db.query('DELETE FROM monitoring_delivery WHERE id = $1', [d.id]);
       return;
     }
     let failure: string | undefined;
     try {
-      failure = sub.channel.type === 'email' ? await this.sendEmail(sub, d) : await this.postRestHook(sub, d);
+      failure = sub.channel.type === 'email' ? await this.sendEmail(sub, d, verdict.payload) : await this.postRestHook(sub, d, verdict.payload);
     } catch (err) {
       failure = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
     }
@@ -115,7 +110,7 @@ export class DeliveryWorker {
   }
 
   /** POSTs the notification; returns the failure, if any. */
-  private async postRestHook(sub: fhir4.Subscription, d: Delivery): Promise<string | undefined> {
+  private async postRestHook(sub: fhir4.Subscription, d: Delivery, payload: string | undefined): Promise<string | undefined> {
     // The same key on every attempt of this notification: delivery is at least once (a node that
     // dies after the subscriber's 2xx and before the DELETE leaves the row to be sent again
     // after its lease), so a subscriber discards a repeat by this key (IETF Idempotency-Key).
@@ -123,9 +118,9 @@ export class DeliveryWorker {
     // The stored values: the resource holds only their masks (decision 033).
     for (const h of await deliveredHeaders(this.ctx.db, { ...sub, id: d.subscription_id })) headers[h.name] = h.value;
     let body: string | undefined;
-    // The resource only when the subscriber may read it (decided when queued, ./notify.ts).
-    if (sub.channel.payload && d.with_payload) {
-      body = (await readVersion(this.ctx.db, d.resource_type, d.resource_id, d.version_id))?.json ?? undefined;
+    // The resource only when the subscriber may read it (judged when queued and again now, ./notify.ts).
+    if (sub.channel.payload && payload !== undefined) {
+      body = payload;
       headers['content-type'] = sub.channel.payload;
     }
     const res = await postNotification(new URL(sub.channel.endpoint!), headers, body, this.endpoints, TIMEOUT_MS);
@@ -133,14 +128,13 @@ export class DeliveryWorker {
   }
 
   /** Mails a summary within ALERT_EMAIL_PHI (./email.ts); the resource is read only when the summary may use it. */
-  private async sendEmail(sub: fhir4.Subscription, d: Delivery): Promise<string | undefined> {
+  private async sendEmail(sub: fhir4.Subscription, d: Delivery, payload: string | undefined): Promise<string | undefined> {
     const to = mailtoAddress(sub.channel.endpoint);
     if (!to) return `endpoint ${String(sub.channel.endpoint).slice(0, 80)} is not a mailto: address`;
-    const mayUse = sub.channel.payload && d.with_payload && this.ctx.config.alerts.emailPhi !== 'none';
-    const stored = mayUse ? await readVersion(this.ctx.db, d.resource_type, d.resource_id, d.version_id) : undefined;
+    const mayUse = sub.channel.payload && payload !== undefined && this.ctx.config.alerts.emailPhi !== 'none';
     const mail = composeAlertEmail({
       subscriptionId: d.subscription_id, resourceType: d.resource_type, resourceId: d.resource_id,
-      ...(stored?.json ? { resource: JSON.parse(stored.json) as fhir4.Resource } : {}),
+      ...(mayUse ? { resource: JSON.parse(payload) as fhir4.Resource } : {}),
       origin: this.ctx.baseUrl.replace(/\/fhir$/, ''), fhirBase: this.ctx.baseUrl,
     }, this.ctx.config.alerts.emailPhi);
     await this.mailer.send(to.address, mail, TIMEOUT_MS);

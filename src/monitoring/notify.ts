@@ -6,7 +6,7 @@ import { OperationOutcomeError } from '../kernel/outcome';
 import type { CommittedWrite, PendingWrite, UnitOfWork } from '../pipeline';
 import { type CriteriaMatcher, criteriaMatcher, findMatchingIds, withinLimits } from '../search';
 import type { Queryable } from '../store/db';
-import { readVersioned } from '../store/repository';
+import { readVersion, readVersioned } from '../store/repository';
 import { parseCriteria } from './subscription-accept';
 
 /**
@@ -115,15 +115,77 @@ async function standingsOf(db: Queryable, grants: GrantStandings, owners: readon
   return refs.map((ref, i) => (ref ? answers[next++]! : { alive: true, scopes: owners[i]!.scopes }));
 }
 
+/** The recorded subscribers of the Subscriptions `ids` (none for one without). */
+async function ownersOf(db: Queryable, ids: readonly string[]): Promise<OwnerRow[]> {
+  if (ids.length === 0) return [];
+  return (await db.query<OwnerRow>('SELECT * FROM subscription_owner WHERE subscription_id = ANY($1::text[])', [ids])).rows;
+}
+
 /** The standing of the grant of each Subscription of `ids` (delivery, turning off); one without a recorded subscriber has none. */
 export async function subscriptionStandings(db: Queryable, grants: GrantStandings, ids: readonly string[]): Promise<Map<string, GrantStanding>> {
-  const { rows } = ids.length
-    ? await db.query<OwnerRow>('SELECT * FROM subscription_owner WHERE subscription_id = ANY($1::text[])', [ids])
-    : { rows: [] as OwnerRow[] };
+  const rows = await ownersOf(db, ids);
   const standings = await standingsOf(db, grants, rows);
   const byId = new Map(rows.map((r, i) => [r.subscription_id, standings[i]!]));
   for (const id of ids) if (!byId.has(id)) byId.set(id, { alive: false, reason: 'no subscriber was recorded for it' });
   return byId;
+}
+
+/** A notification waiting in monitoring_delivery, as the delivery worker claims it. */
+export interface QueuedNotification {
+  id: string;
+  subscription_id: string;
+  resource_type: string;
+  resource_id: string;
+  version_id: number;
+  with_payload: boolean;
+}
+
+/** Whether a queued notification goes out now, and with which resource text (only when its subscriber may still read it). */
+export type DeliveryVerdict = { readonly send: false; readonly reason: string } | { readonly send: true; readonly payload?: string };
+
+/**
+ * Judges queued notifications again just before they are sent, as their queueing judged them
+ * (enqueueNotifications): the grant that set the Subscription must stand, the subscriber must
+ * still find the version under that grant's scopes as they stand now and the patient's Consents
+ * as they are now, and the resource goes along only if it may still read it. A retry can come an
+ * hour after the queueing, time enough for a registration to be narrowed or a Consent withdrawn.
+ * One statement for the owners, one for the grants, then one read per notification.
+ */
+export async function judgeQueued(db: Queryable, grants: GrantStandings, queued: readonly QueuedNotification[]): Promise<Map<string, DeliveryVerdict>> {
+  const ids = [...new Set(queued.map((q) => q.subscription_id))];
+  const rows = await ownersOf(db, ids);
+  const standings = await standingsOf(db, grants, rows);
+  const policies = new Map<string, Promise<AccessPolicy | DeliveryVerdict>>();
+  const policyOf = (id: string): Promise<AccessPolicy | DeliveryVerdict> => {
+    const i = rows.findIndex((r) => r.subscription_id === id);
+    if (i === -1) return Promise.resolve({ send: false, reason: 'no subscriber was recorded for it' });
+    const standing = standings[i]!;
+    if (!standing.alive) return Promise.resolve({ send: false, reason: standing.reason });
+    return withConsents(db, ownerPolicy(rows[i]!, standing.scopes), { fresh: true });
+  };
+  const verdicts = new Map<string, DeliveryVerdict>();
+  for (const q of queued) {
+    if (!policies.has(q.subscription_id)) policies.set(q.subscription_id, policyOf(q.subscription_id));
+    const policy = await policies.get(q.subscription_id)!;
+    verdicts.set(q.id, 'send' in policy ? policy : await judgeOne(db, policy, q));
+  }
+  return verdicts;
+}
+
+async function judgeOne(db: Queryable, policy: AccessPolicy, q: QueuedNotification): Promise<DeliveryVerdict> {
+  const json = (await readVersion(db, q.resource_type, q.resource_id, q.version_id))?.json;
+  // Erased since it was queued (a delete is never queued: enqueueNotifications skips them).
+  if (!json) return { send: false, reason: 'the version is no longer stored' };
+  const version = { id: q.resource_id, resource: JSON.parse(json) as fhir4.FhirResource };
+  const may = async (action: 'r' | 's'): Promise<boolean> => {
+    const limits = limitsOrNone(policy, q.resource_type, action);
+    if (!limits) return false;
+    // A limit only the database can judge is judged on the current version (the one indexed).
+    const seen = visibleInMemory(q.resource_type, [version], limits) ?? (await visible(db, q.resource_type, policy, new URLSearchParams(), [q.resource_id], limits));
+    return seen.has(q.resource_id);
+  };
+  if (!(await may('s'))) return { send: false, reason: 'its subscriber may no longer see it' };
+  return q.with_payload && (await may('r')) ? { send: true, payload: json } : { send: true };
 }
 
 /** Channels whose notifications wait in monitoring_delivery; websocket ones are announced at commit (./websocket.ts). */
@@ -161,10 +223,7 @@ async function liveSubscriptions(tx: Queryable): Promise<LiveSubscription[]> {
   if (cache && Date.now() - cache.at < SUBSCRIPTION_CACHE_MS) return cache.subscriptions;
   const subs = await readLiveSubscriptions(tx);
   const ids = [...subs.keys()];
-  const { rows } = ids.length
-    ? await tx.query<OwnerRow>('SELECT * FROM subscription_owner WHERE subscription_id = ANY($1::text[])', [ids])
-    : { rows: [] as OwnerRow[] };
-  const ownerOf = new Map(rows.map((r) => [r.subscription_id, r]));
+  const ownerOf = new Map((await ownersOf(tx, ids)).map((r) => [r.subscription_id, r]));
   const now = Date.now();
   const subscriptions = [...subs].flatMap(([id, { resource: sub }]) => {
     const criteria = parseCriteria(sub.criteria);
@@ -188,12 +247,12 @@ function limitsOrNone(policy: AccessPolicy, type: string, action: 'r' | 's'): Re
   }
 }
 
-/** The ids of `ids` that `limits` let the subscriber see and that match `params`. */
-async function visible(tx: Queryable, sub: LiveSubscription, params: URLSearchParams, ids: readonly string[], limits: ReadLimits): Promise<Set<string>> {
+/** The ids of `ids` of `type` that `limits` let the subscriber (`policy`) see and that match `params`. */
+async function visible(tx: Queryable, type: string, policy: AccessPolicy, params: URLSearchParams, ids: readonly string[], limits: ReadLimits): Promise<Set<string>> {
   const query = new URLSearchParams(params);
   for (const [k, v] of limits.constraint ?? []) query.append(k, v);
   query.set('_id', ids.join(','));
-  return new Set(await findMatchingIds(tx, sub.criteria.type, query, undefined, limits.compartmentPatientId, policyReach(sub.policy)));
+  return new Set(await findMatchingIds(tx, type, query, undefined, limits.compartmentPatientId, policyReach(policy)));
 }
 
 /**
@@ -201,7 +260,7 @@ async function visible(tx: Queryable, sub: LiveSubscription, params: URLSearchPa
  * judgement of one version (`withinLimits`, as a vread is judged); undefined when a limit needs
  * the database (a granular constraint it cannot judge), and the search decides.
  */
-function visibleInMemory(type: string, writes: readonly CommittedWrite[], limits: ReadLimits): Set<string> | undefined {
+function visibleInMemory(type: string, writes: ReadonlyArray<Pick<CommittedWrite, 'id' | 'resource'>>, limits: ReadLimits): Set<string> | undefined {
   try {
     return new Set(writes.filter((w) => withinLimits(type, w.resource!, limits)).map((w) => w.id));
   } catch (err) {
@@ -244,7 +303,7 @@ export async function enqueueNotifications(uow: UnitOfWork, committed: readonly 
     const searchable = limitsOrNone(sub.policy, sub.criteria.type, 's');
     if (!searchable) continue;
     const matched = (sub.matcher.exact ? visibleInMemory(sub.criteria.type, candidates, searchable) : undefined)
-      ?? (await visible(tx, sub, sub.criteria.params, candidates.map((w) => w.id), searchable));
+      ?? (await visible(tx, sub.criteria.type, sub.policy, sub.criteria.params, candidates.map((w) => w.id), searchable));
     if (matched.size === 0) continue;
     if (sub.channel === 'websocket') {
       // R4's websocket channel says only `ping <id>`: no payload to decide on.
@@ -254,7 +313,7 @@ export async function enqueueNotifications(uow: UnitOfWork, committed: readonly 
     const readable = sub.wantsPayload ? limitsOrNone(sub.policy, sub.criteria.type, 'r') : undefined;
     const shown = candidates.filter((w) => matched.has(w.id));
     const withPayload = readable
-      ? (visibleInMemory(sub.criteria.type, shown, readable) ?? (await visible(tx, sub, new URLSearchParams(), [...matched], readable)))
+      ? (visibleInMemory(sub.criteria.type, shown, readable) ?? (await visible(tx, sub.criteria.type, sub.policy, new URLSearchParams(), [...matched], readable)))
       : new Set<string>();
     for (const w of shown) deliveries.push({ sub: sub.id, w, payload: withPayload.has(w.id) });
   }

@@ -337,6 +337,34 @@ describe('Consent enforcement', () => {
         await hook.close();
       }
     });
+
+    it('a notification waiting for its retry is judged again when sent: after a deny it is not sent, nor its resource', async () => {
+      // The hook fails until the Consent is in place, so both notifications wait in the queue for a retry.
+      let failing = true;
+      const hook = await subscriber(() => (failing ? 503 : 200));
+      let deny: string | undefined;
+      const sub = await app.request({
+        method: 'POST', url: '/fhir/Subscription', headers: drX,
+        payload: { resourceType: 'Subscription', status: 'requested', reason: 'test', criteria: `Observation?subject=Patient/${ids.alice}`, channel: { type: 'rest-hook', endpoint: hook.url, payload: 'application/fhir+json' } },
+      });
+      expect(sub.statusCode, sub.payload).to.equal(201);
+      try {
+        const vital = await create(observation(ids.alice, '8867-4', 'vital-signs'));
+        const lab = await create(observation(ids.alice, '2339-0', 'laboratory'));
+        await until('both first attempts, refused by the hook', () => hook.attempts >= 2);
+        // Alice withdraws Dr X's access to her vital signs while the notifications wait.
+        deny = await create(consent(ids.alice, { type: 'deny', actor: [actor(`Practitioner/${ids.drX}`)], class: [VITAL_SIGNS] }));
+        failing = false;
+        await until('the laboratory result, still Dr X\'s to read', () => hook.received.some((r) => r.body.includes(lab)));
+        await new Promise((r) => setTimeout(r, 1500));
+        expect(hook.received.some((r) => r.body.includes(vital)), 'the denied reading was sent').to.be.false();
+        expect(hook.received).to.have.length(1);
+      } finally {
+        await app.request({ method: 'DELETE', url: `/fhir/Subscription/${sub.json.id}`, headers: system });
+        if (deny) await app.request({ method: 'DELETE', url: `/fhir/Consent/${deny}`, headers: system });
+        await hook.close();
+      }
+    });
   });
 });
 
