@@ -29,7 +29,7 @@ function matchesConstraint(type: string, resource: fhir4.FhirResource, constrain
   const tokens = extractIndex(type, resource).rows.token;
   return filters.every((filter) => {
     if (filter.kind !== 'param' || filter.param.type !== 'token' || filter.missing !== undefined || (filter.modifier !== undefined && filter.modifier !== 'not')) {
-      throw new OperationOutcomeError(403, { code: 'forbidden', diagnostics: `the access token's limits on ${type} cannot be applied to past versions; read the current version instead` });
+      throw unjudgeable(type);
     }
     if (filter.param.storage.kind === 'column') {
       // `_id`, a column rather than index rows: compared as the search compares it (r.id = ANY(…)).
@@ -41,11 +41,22 @@ function matchesConstraint(type: string, resource: fhir4.FhirResource, constrain
       rows.some((row) => {
         const matched = tokenRowMatches(term, row);
         if (matched === undefined) {
-          throw new OperationOutcomeError(403, { code: 'forbidden', diagnostics: `the access token's limits on ${type} cannot be applied to past versions` });
+          throw unjudgeable(type);
         }
         return matched;
       }),
     );
     return filter.negate ? !matches : matches;
+  });
+}
+
+/**
+ * A limit this module cannot judge on one version. Said without naming the interaction: the
+ * same judgement serves history and vread, writes (decision 031) and notifications.
+ */
+function unjudgeable(type: string): OperationOutcomeError {
+  return new OperationOutcomeError(403, {
+    code: 'forbidden',
+    diagnostics: `the access token's limits on ${type} hold a condition that can be judged only by a search of current versions, not on one stored version (history, vread, or the version a write acts on)`,
   });
 }
