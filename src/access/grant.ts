@@ -1,4 +1,5 @@
 import type { Queryable } from '../store/db';
+import { unrestricted } from './policy';
 
 /**
  * The grant behind access that outlives its request. A Subscription acts under the grant of the
@@ -23,3 +24,26 @@ export type GrantStanding = { readonly alive: true; readonly scopes: string[] } 
 
 /** The standing of each grant of `grants`, in the same order, read in one statement on `db`. */
 export type GrantStandings = (db: Queryable, grants: readonly GrantRef[]) => Promise<GrantStanding[]>;
+
+/**
+ * The grant recorded work acts under, as `grantStandings` asks after it; undefined for the
+ * server's own access (AUTH_DISABLED, internal work: the unrestricted policy's client and no
+ * token), which no grant bounds and which always stands. A record with neither `grantId` nor
+ * `tokenId` (made before they were recorded) is judged by its client's registration.
+ */
+export function recordedGrant(record: {
+  clientId: string;
+  scopes: readonly string[];
+  subject?: string | null;
+  grantId?: string | null;
+  tokenId?: string | null;
+}): GrantRef | undefined {
+  if (!record.grantId && !record.tokenId && record.clientId === unrestricted.clientId) return undefined;
+  return {
+    clientId: record.clientId,
+    scopes: record.scopes,
+    ...(record.subject ? { subject: record.subject } : {}),
+    ...(record.grantId ? { grantId: record.grantId } : {}),
+    ...(record.tokenId ? { tokenId: record.tokenId } : {}),
+  };
+}

@@ -1,6 +1,6 @@
 import { policyReach, type ReadLimits, readLimits } from '../access/enforce';
 import { GOVERNING_TYPES, withConsents } from '../access/consent';
-import type { GrantRef, GrantStanding, GrantStandings } from '../access/grant';
+import { type GrantRef, type GrantStanding, type GrantStandings, recordedGrant } from '../access/grant';
 import { type AccessPolicy, policyFromScopes, unrestricted } from '../access/policy';
 import { OperationOutcomeError } from '../kernel/outcome';
 import type { CommittedWrite, PendingWrite, UnitOfWork } from '../pipeline';
@@ -93,14 +93,7 @@ function ownerPolicy(row: OwnerRow, scopes: string[] = row.scopes): AccessPolicy
 
 /** The grant an owner row records; undefined for the server's own access (AUTH_DISABLED, internal writes), which no grant bounds. */
 function grantOf(row: OwnerRow): GrantRef | undefined {
-  if (!row.grant_id && !row.token_id && row.client_id === unrestricted.clientId) return undefined;
-  return {
-    clientId: row.client_id,
-    scopes: row.scopes,
-    ...(row.subject ? { subject: row.subject } : {}),
-    ...(row.grant_id ? { grantId: row.grant_id } : {}),
-    ...(row.token_id ? { tokenId: row.token_id } : {}),
-  };
+  return recordedGrant({ clientId: row.client_id, scopes: row.scopes, subject: row.subject, grantId: row.grant_id, tokenId: row.token_id });
 }
 
 /**
