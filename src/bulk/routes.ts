@@ -1,5 +1,6 @@
 import { Readable } from 'node:stream';
 import type { Plugin, Request, ResponseToolkit } from '@hapi/hapi';
+import type { AccessPolicy } from '../access/policy';
 import { policyOf } from '../access/request';
 import type { FhirContext } from '../fhir/context';
 import { checkBodyType, parseJsonBody, preferences, responseType } from '../fhir/negotiation';
@@ -15,8 +16,9 @@ import { rawQueryOf } from '../kernel/request-target';
 /**
  * The Bulk Data Access v2.0.0 endpoints (export.md): kick-off at system, Patient and Group
  * level (GET, or POST with a Parameters body), the status URL a client polls and may DELETE to
- * cancel, and the output files. Status and files answer only the client that started the job;
- * to any other the job does not exist (404), so job ids cannot be probed.
+ * cancel, and the output files. Status, cancel and files answer only a token of the client, user
+ * and patient context that started the job, with its scopes (`ownedBy`); to any other the job
+ * does not exist (404), so job ids cannot be probed.
  */
 export const STATUS_PATH = '/fhir/bulk-status';
 export const FILES_PATH = '/fhir/bulk-files';
@@ -73,12 +75,11 @@ export const bulkRoutes: Plugin<{ ctx: FhirContext; worker: ExportWorker }> = {
       server.route({ method, path: '/fhir/Group/{id}/$export', options, handler: kickOff('group') });
     }
 
-    /** The job, when it exists and belongs to the asking client. */
+    /** The job, when it exists and is the asker's (`ownedBy`); to anyone else, the same 404 as an unknown job. */
     const ownJob = async (request: Request): Promise<Job> => {
-      const policy = policyOf(request);
       const id = (request.params as { job: string }).job;
       const job = /^[0-9a-f-]{36}$/.test(id) ? await findJob(ctx.db, id) : undefined;
-      if (!job || job.clientId !== policy.clientId) throw notFound(`no export ${id.slice(0, 64)} is known to this client (cancelled, expired, or never started)`);
+      if (!job || !ownedBy(job, policyOf(request))) throw notFound(`no export ${id.slice(0, 64)} is known to this requester (cancelled, expired, or never started)`);
       return job;
     };
 
@@ -123,6 +124,20 @@ export const bulkRoutes: Plugin<{ ctx: FhirContext; worker: ExportWorker }> = {
     });
   },
 };
+
+/**
+ * Whether `policy` may see and cancel `job`: the token of the same client, for the same user and
+ * patient context, holding every scope the job runs under. A SMART app's client id is shared by
+ * all its users, so the client alone would let one user's (or patient's) token read another's
+ * export; and a token with narrower scopes must not get files produced under wider ones.
+ */
+function ownedBy(job: Job, policy: AccessPolicy): boolean {
+  return job.clientId === policy.clientId
+    && job.grant.subject === policy.subject
+    && job.grant.fhirUser === policy.fhirUser
+    && job.grant.patient === policy.patient
+    && job.scopes.every((s) => policy.scopes.includes(s));
+}
 
 /** The file as a stream of its chunks, read a few at a time: memory holds a few chunks, whatever the file's size. */
 function chunkStream(ctx: FhirContext, jobId: string, file: string): Readable {

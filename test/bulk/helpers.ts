@@ -1,6 +1,9 @@
 import { expect } from '@hapi/code';
 import type { SecuredServer } from '../security/helpers';
-import { unique } from '../helpers/server';
+import { type TestServer, unique } from '../helpers/server';
+
+/** What the export helpers drive: requests (inject) and the worker; any test server, tokens or not. */
+export type BulkApp = Pick<TestServer, 'request' | 'bulk'>;
 
 /** A ward: a Group of Patients, each with Observations, all tagged with an identifier system of their own. */
 export interface Ward {
@@ -18,7 +21,7 @@ export const observation = (system: string, patient: string, code: string, value
 });
 
 /** `patients` Patients with `perPatient` heart-rate Observations each, and a Group of them. */
-export async function seedWard(app: SecuredServer, patients: number, perPatient: number): Promise<Ward> {
+export async function seedWard(app: Pick<SecuredServer, 'create'>, patients: number, perPatient: number): Promise<Ward> {
   const system = `urn:test:bulk:${unique('ward')}`;
   const ward: Ward = { system, groupId: '', patients: [], observations: [] };
   for (let p = 0; p < patients; p++) {
@@ -38,14 +41,14 @@ export async function seedWard(app: SecuredServer, patients: number, perPatient:
 export const ASYNC = { prefer: 'respond-async', accept: 'application/fhir+json' };
 
 /** Kicks an export off over inject; the status path. */
-export async function kickOff(app: SecuredServer, url: string, headers: Record<string, string>): Promise<string> {
+export async function kickOff(app: BulkApp, url: string, headers: Record<string, string>): Promise<string> {
   const res = await app.request({ method: 'GET', url, headers: { ...ASYNC, ...headers } });
   expect(res.statusCode, res.payload).to.equal(202);
   return new URL(String(res.headers['content-location'])).pathname;
 }
 
 /** The complete manifest of a job (the worker is driven by the test), and each file's resources. */
-export async function finish(app: SecuredServer, status: string, headers: Record<string, string>): Promise<{ manifest: any; files: Record<string, any[]> }> {
+export async function finish(app: BulkApp, status: string, headers: Record<string, string>): Promise<{ manifest: any; files: Record<string, any[]> }> {
   await app.bulk.drain();
   const res = await app.request({ method: 'GET', url: status, headers });
   expect(res.statusCode, res.payload).to.equal(200);
