@@ -1,4 +1,5 @@
 import Hapi from '@hapi/hapi';
+import type { GrantStandings } from './access/grant';
 import hapiPino from 'hapi-pino';
 import pino, { type Logger } from 'pino';
 import { type AuditTrail, auditRoutes, registerAudit } from './audit';
@@ -115,13 +116,15 @@ export async function createServer(config: Config, options: { db?: Db; logger?: 
   await server.register({ plugin: fhirRoutes, options: { ctx } });
   await server.register({ plugin: commitLsnHeader, options: { ctx } });
   await server.register({ plugin: auditRoutes, options: { ctx } });
+  // What acts on after its request (a bulk export, a Subscription) does so only while the
+  // authorization server says its grant stands (decision 032).
+  const grants: GrantStandings = (db, refs) => grantStandings(db, config.auth, refs);
   // Bulk Data export: $export at system, Patient and Group level, its status and files.
-  const bulk = await registerBulk(ctx, server);
+  const bulk = await registerBulk(ctx, server, grants);
   // Capabilities plug into named pipeline stages; the stage order, not this order, decides
   // that readings are mapped (enrich) before they are judged.
   registerDevices(ctx);
-  // Subscriptions act under their subscriber's grant while the authorization server says it stands (decision 032).
-  const monitoring = registerMonitoring(ctx, server, (db, grants) => grantStandings(db, config.auth, grants));
+  const monitoring = registerMonitoring(ctx, server, grants);
   const medication = registerMedication(ctx);
   registerGdpr(ctx);
   await server.register({ plugin: devicesPlugin, options: { ctx } });

@@ -1,9 +1,11 @@
 import { readLimits } from '../access/enforce';
+import type { GrantStandings } from '../access/grant';
 import { type AccessPolicy, policyFromScopes } from '../access/policy';
 import { OperationOutcomeError } from '../kernel/outcome';
 import { patientsOf, scanAsOf, withinLimits } from '../search';
 import type { Db } from '../store/db';
 import { versionsAsOf } from '../store/history';
+import { grantEnded } from './grant';
 import { appendChunk, checkpoint, type ExportSpec, type Job, type Progress } from './jobs';
 
 /** The error file's name in the chunks table and the manifest's `error` entry type. */
@@ -18,18 +20,27 @@ export interface RunOptions {
   stopping(): boolean;
   /** Stop after this many batches (tests of resumption). */
   maxBatches?: number;
+  /** Whether the grant behind a job still stands (the authorization server's, decision 032). */
+  grants: GrantStandings;
 }
 
-/** How a run ended: done (every type written), or let go (stopped, cancelled, lease lost). */
-export type RunResult = 'done' | 'released';
+/**
+ * How a run ended: done (every type written), let go (stopped, cancelled, lease lost), or failed
+ * because the grant it ran under ended (`failed` says how; nothing more was written).
+ */
+export type RunResult = 'done' | 'released' | { failed: string };
 
 /**
  * Runs a claimed job from its checkpoint: for each type, keyset batches of the resources as they
  * stood at transactionTime, each batch written as one chunk of NDJSON with the progress that
  * follows it, in one short transaction. A crash between batches loses nothing and repeats
- * nothing; memory holds two batches (the one written, the next being read).
+ * nothing; memory holds two batches (the one written, the next being read). The job's grant is
+ * asked after before the first read and in each batch's transaction, before its chunks: a grant
+ * that has ended stops the export with nothing more written.
  */
 export async function runJob(db: Db, job: Job, options: RunOptions): Promise<RunResult> {
+  const ended = await grantEnded(db, options.grants, job);
+  if (ended !== undefined) return { failed: ended };
   const policy = policyFromScopes(job.scopes, job.grant);
   const progress: Progress = structuredClone(job.progress);
   const { types } = job.spec;
@@ -59,7 +70,8 @@ export async function runJob(db: Db, job: Job, options: RunOptions): Promise<Run
         Object.assign(progress, next);
         continue;
       }
-      if (!(await writeBatch(db, job, options, type, batch, next))) return 'released';
+      const written = await writeBatch(db, job, options, type, batch, next);
+      if (written !== true) return written;
       checkpointedAt = Date.now();
       Object.assign(progress, next);
       batches++;
@@ -71,11 +83,16 @@ export async function runJob(db: Db, job: Job, options: RunOptions): Promise<Run
   }
 }
 
-/** The batch's chunks and the progress after it, in one transaction; false when the job is no longer this worker's. */
-async function writeBatch(db: Db, job: Job, options: RunOptions, type: string, batch: Batch, next: Progress): Promise<boolean> {
+/**
+ * The batch's chunks and the progress after it, in one transaction, while the job's grant stands;
+ * 'released' when the job is no longer this worker's, `failed` when its grant has ended.
+ */
+async function writeBatch(db: Db, job: Job, options: RunOptions, type: string, batch: Batch, next: Progress): Promise<true | Exclude<RunResult, 'done'>> {
   const chunks: Array<[string, string[]]> = [[type, batch.lines], [ERROR_FILE, batch.errors]];
   return db
-    .transaction(async (tx) => {
+    .transaction(async (tx): Promise<true | Exclude<RunResult, 'done'>> => {
+      const ended = await grantEnded(tx, options.grants, job);
+      if (ended !== undefined) return { failed: ended };
       for (const [file, lines] of chunks) {
         if (lines.length === 0) continue;
         await appendChunk(tx, job.id, file, next.seq++, lines.length, `${lines.join('\n')}\n`);
@@ -86,7 +103,7 @@ async function writeBatch(db: Db, job: Job, options: RunOptions, type: string, b
       return true;
     })
     .catch((err: unknown) => {
-      if (err instanceof LostJob) return false;
+      if (err instanceof LostJob) return 'released' as const;
       throw err;
     });
 }

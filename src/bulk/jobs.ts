@@ -1,9 +1,10 @@
 import { randomUUID } from 'node:crypto';
+import type { AccessPolicy } from '../access/policy';
 import type { Queryable } from '../store/db';
 
 /**
- * The bulk export jobs table (migrations/001_bulk_export.sql): what a job asks for, whose grant
- * it runs under, where it stands. Every statement about jobs is here; the routes, the worker
+ * The bulk export jobs table (migrations/): what a job asks for, whose grant it runs under,
+ * where it stands. Every statement about jobs is here; the routes, the worker
  * and the expiry sweep call these.
  */
 
@@ -20,7 +21,7 @@ export interface ExportSpec {
   patients?: string[] | 'any';
 }
 
-/** The grant a job runs under: the kick-off token's, rebuilt as a policy by the worker. */
+/** Whose job it is: the kick-off token's client, user and patient, rebuilt as a policy by the worker. */
 export interface GrantContext {
   clientId: string;
   subject?: string;
@@ -38,6 +39,8 @@ export interface Progress {
   seq: number;
 }
 
+export type KickOffToken = NonNullable<AccessPolicy['grant']>;
+
 export type JobStatus = 'queued' | 'running' | 'completed' | 'failed';
 
 export interface Job {
@@ -48,6 +51,11 @@ export interface Job {
   spec: ExportSpec;
   scopes: string[];
   grant: GrantContext;
+  /**
+   * The kick-off token's jti and authorization grant, whose standing bounds the job's (./grant.ts);
+   * absent for the server's own access (AUTH_DISABLED) and for jobs recorded before they were.
+   */
+  token?: KickOffToken;
   transactionTime: string;
   progress: Progress;
   error?: string;
@@ -62,13 +70,15 @@ interface JobRow {
   spec: ExportSpec;
   grant_scopes: string[];
   grant_context: GrantContext;
+  grant_id: string | null;
+  token_id: string | null;
   transaction_time: Date | string;
   progress: Partial<Progress>;
   error: string | null;
   expires_at: Date | string | null;
 }
 
-const COLUMNS = 'id, client_id, status, request, spec, grant_scopes, grant_context, transaction_time, progress, error, expires_at';
+const COLUMNS = 'id, client_id, status, request, spec, grant_scopes, grant_context, grant_id, token_id, transaction_time, progress, error, expires_at';
 
 function toJob(r: JobRow): Job {
   return {
@@ -79,6 +89,7 @@ function toJob(r: JobRow): Job {
     spec: r.spec,
     scopes: r.grant_scopes,
     grant: r.grant_context,
+    ...(r.token_id !== null ? { token: { tokenId: r.token_id, ...(r.grant_id !== null ? { grantId: r.grant_id } : {}) } } : {}),
     transactionTime: new Date(r.transaction_time).toISOString(),
     progress: { typeIndex: 0, counts: {}, seq: 0, ...r.progress },
     ...(r.error !== null ? { error: r.error } : {}),
@@ -86,12 +97,15 @@ function toJob(r: JobRow): Job {
   };
 }
 
-export async function createJob(db: Queryable, job: { clientId: string; request: string; spec: ExportSpec; scopes: readonly string[]; grant: GrantContext; transactionTime: string }): Promise<string> {
+export async function createJob(
+  db: Queryable,
+  job: { clientId: string; request: string; spec: ExportSpec; scopes: readonly string[]; grant: GrantContext; token?: KickOffToken; transactionTime: string },
+): Promise<string> {
   const id = randomUUID();
   await db.query(
-    `INSERT INTO bulk_export_job (id, client_id, status, request, spec, grant_scopes, grant_context, transaction_time)
-     VALUES ($1, $2, 'queued', $3, $4, $5, $6, $7)`,
-    [id, job.clientId, job.request, JSON.stringify(job.spec), job.scopes, JSON.stringify(job.grant), job.transactionTime],
+    `INSERT INTO bulk_export_job (id, client_id, status, request, spec, grant_scopes, grant_context, grant_id, token_id, transaction_time)
+     VALUES ($1, $2, 'queued', $3, $4, $5, $6, $7, $8, $9)`,
+    [id, job.clientId, job.request, JSON.stringify(job.spec), job.scopes, JSON.stringify(job.grant), job.token?.grantId ?? null, job.token?.tokenId ?? null, job.transactionTime],
   );
   return id;
 }

@@ -1,5 +1,6 @@
 import { Readable } from 'node:stream';
 import type { Plugin, Request, ResponseToolkit } from '@hapi/hapi';
+import type { GrantStandings } from '../access/grant';
 import type { AccessPolicy } from '../access/policy';
 import { policyOf } from '../access/request';
 import type { FhirContext } from '../fhir/context';
@@ -8,6 +9,7 @@ import { httpDate } from '../kernel/etag';
 import { isValidId } from '../kernel/id';
 import { informationOutcome, notFound, OperationOutcomeError } from '../kernel/outcome';
 import { ERROR_FILE } from './export';
+import { grantEnded } from './grant';
 import { createJob, deleteJob, findJob, type Job, readChunks } from './jobs';
 import { type KickOff, parametersOfBody, planExport } from './kickoff';
 import type { ExportWorker } from './worker';
@@ -27,9 +29,9 @@ const RETRY_AFTER = '1';
 /** Chunks read per database round trip while a file streams out. */
 const CHUNKS_PER_READ = 4;
 
-export const bulkRoutes: Plugin<{ ctx: FhirContext; worker: ExportWorker }> = {
+export const bulkRoutes: Plugin<{ ctx: FhirContext; worker: ExportWorker; grants: GrantStandings }> = {
   name: 'bulk-export',
-  register(server, { ctx, worker }) {
+  register(server, { ctx, worker, grants }) {
     const payload = { parse: false, output: 'data' as const, maxBytes: ctx.config.maxBodyBytes };
     const kickOff = (level: KickOff['level']) => async (request: Request, h: ResponseToolkit) => {
       const policy = policyOf(request);
@@ -59,6 +61,8 @@ export const bulkRoutes: Plugin<{ ctx: FhirContext; worker: ExportWorker }> = {
           ...(policy.patient !== undefined ? { patient: policy.patient } : {}),
           ...(policy.fhirUser !== undefined ? { fhirUser: policy.fhirUser } : {}),
         },
+        // Its standing bounds the job's (./grant.ts); the server's own access has none.
+        ...(policy.grant !== undefined ? { token: policy.grant } : {}),
         transactionTime: new Date().toISOString(),
       });
       worker.kick();
@@ -88,9 +92,10 @@ export const bulkRoutes: Plugin<{ ctx: FhirContext; worker: ExportWorker }> = {
       path: `${STATUS_PATH}/{job}`,
       handler: async (request, h) => {
         const job = await ownJob(request);
-        if (job.status === 'failed') {
-          throw new OperationOutcomeError(500, { code: 'exception', diagnostics: job.error ?? 'the export failed' });
-        }
+        // A job whose grant has ended polls as the failed job the worker makes of it (or has made),
+        // whatever it had got to: no manifest of files produced under a grant that no longer stands.
+        const error = job.status === 'failed' ? (job.error ?? 'the export failed') : await grantEnded(ctx.db, grants, job);
+        if (error !== undefined) throw new OperationOutcomeError(500, { code: 'exception', diagnostics: error });
         if (job.status !== 'completed') {
           return h.response().code(202).header('x-progress', progressText(job)).header('retry-after', RETRY_AFTER);
         }
@@ -104,6 +109,7 @@ export const bulkRoutes: Plugin<{ ctx: FhirContext; worker: ExportWorker }> = {
       method: 'DELETE',
       path: `${STATUS_PATH}/{job}`,
       handler: async (request, h) => {
+        // Its owner may cancel a job whose grant has ended: deleting a copy is never wider than a grant.
         const job = await ownJob(request);
         await deleteJob(ctx.db, job.id);
         return h.response(JSON.stringify(informationOutcome(`export ${job.id} cancelled; its files are deleted`))).type('application/fhir+json; charset=utf-8').code(202);
@@ -119,6 +125,9 @@ export const bulkRoutes: Plugin<{ ctx: FhirContext; worker: ExportWorker }> = {
         if (job.status !== 'completed' || file === undefined || !job.progress.counts[file]) {
           throw notFound(`export ${job.id} has no file ${(request.params as { file: string }).file.slice(0, 80)}`);
         }
+        // Files produced before the grant ended are not served after it.
+        const ended = await grantEnded(ctx.db, grants, job);
+        if (ended !== undefined) throw notFound(`the files of export ${job.id} are withdrawn: ${ended}`);
         return h.response(chunkStream(ctx, job.id, file)).type('application/fhir+ndjson');
       },
     });
