@@ -3,9 +3,10 @@ import { unrestricted } from './policy';
 
 /**
  * The grant behind access that outlives its request. A Subscription acts under the grant of the
- * token that set it, and only while that grant lives (decision 032): the authorization server
- * says which grants still stand (src/auth/grant-standing.ts), the monitoring capability asks
- * before it matches or delivers. This is the contract between the two; neither imports the other.
+ * token that set it, and a bulk export under its kick-off token's, only while that grant lives
+ * (decision 032): the authorization server says which grants still stand
+ * (src/auth/grant-standing.ts), the monitoring capability asks before it matches or delivers, the
+ * bulk export before each batch and download. This is the contract between them; none imports another.
  */
 export interface GrantRef {
   readonly clientId: string;
