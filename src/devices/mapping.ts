@@ -46,6 +46,12 @@ interface Context {
   mapCodes: boolean;
   path: string;
   tags: fhir4.Coding[];
+  /**
+   * Whether the value must lie in the physiological range: not for a reading its sender marks
+   * wrong or never made (`entered-in-error`, `cancelled`). Refusing those would stop an EHR from
+   * recording that a value is wrong, and no rule judges them (monitoring skips both statuses).
+   */
+  rangeChecked: boolean;
 }
 
 export async function mapObservations(writes: readonly PendingWrite[]): Promise<void> {
@@ -59,13 +65,14 @@ export async function mapObservations(writes: readonly PendingWrite[]): Promise<
 export function mapObservation(obs: fhir4.Observation): boolean {
   const fromDoor = obs.meta?.source?.startsWith(DOOR_SOURCE_PREFIX) === true;
   const tags: fhir4.Coding[] = [];
-  const main = mapElement(obs, { fromDoor, mapCodes: true, path: 'Observation', tags });
+  const rangeChecked = obs.status !== 'entered-in-error' && obs.status !== 'cancelled';
+  const main = mapElement(obs, { fromDoor, mapCodes: true, path: 'Observation', tags, rangeChecked });
   let changed = main.changed;
   // A LOINC-coded REST write is its sender's business: its components' device codes stay as sent
   // (the PHD IG's compound Observations carry MDC-only components under a LOINC panel).
   const mapCodes = fromDoor || main.mapped;
   for (const [i, component] of (obs.component ?? []).entries()) {
-    if (mapElement(component, { fromDoor, mapCodes, path: `Observation.component[${i}]`, tags }).changed) changed = true;
+    if (mapElement(component, { fromDoor, mapCodes, path: `Observation.component[${i}]`, tags, rangeChecked }).changed) changed = true;
   }
   const newTags = tags.filter((t, i) => !obs.meta?.tag?.some((x) => x.system === t.system && x.code === t.code) && tags.findIndex((x) => x.system === t.system && x.code === t.code) === i);
   if (newTags.length) obs.meta = { ...obs.meta, tag: [...(obs.meta?.tag ?? []), ...newTags] };
@@ -173,7 +180,7 @@ function mapQuantity(q: fhir4.Quantity | undefined, rule: ObservationRule | unde
     q.unit = q.code === rule.unit ? (rule.unitDisplay ?? rule.unit) : q.code;
     changed = true;
   }
-  if (rule.range) {
+  if (rule.range && ctx.rangeChecked) {
     const value = q.code === rule.unit ? q.value : convertUnit(q.value, q.code, rule.unit);
     const [low, high] = rule.range;
     if (value === undefined || value < low || value > high) {

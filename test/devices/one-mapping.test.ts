@@ -143,4 +143,19 @@ describe('one mapping for every door', () => {
     expect(rest.json.issue[0].expression).to.equal(['Observation.component[0].valueQuantity']);
     expect(rest.json.issue[0].diagnostics).to.contain('physiological range');
   });
+
+  it('stores an implausible value its sender marks wrong (entered-in-error, cancelled): recording that a value is wrong is never refused', async () => {
+    const { patient } = await setup();
+    for (const status of ['entered-in-error', 'cancelled'] as const) {
+      const rest = await app.request({
+        method: 'POST', url: '/fhir/Observation',
+        payload: {
+          resourceType: 'Observation', status, code: { coding: [{ system: LOINC, code: '8867-4' }] }, subject: { reference: `Patient/${patient}` }, effectiveDateTime: time,
+          valueQuantity: { value: 400, unit: '/min', system: 'http://unitsofmeasure.org', code: '/min' },
+        },
+      });
+      expect(rest.statusCode, rest.payload).to.equal(201);
+      expect(rest.json.valueQuantity.value).to.equal(400);
+    }
+  });
 });
