@@ -1,4 +1,5 @@
 import { findVisibleIds } from '../access/enforce';
+import { flagsShownTo } from '../monitoring/flag-answer';
 import type { FhirContext, InteractionResult } from '../fhir/context';
 import { dateParameter, judgementClock, parametersResult, stringParameter } from '../fhir/operation-params';
 import type { RestRequest } from '../fhir/rest-request';
@@ -59,11 +60,12 @@ export function registerMedication(ctx: FhirContext): Medication {
       // At type level, the requests the caller may search, not the server's.
       const visible = req.id ? [req.id] : await findVisibleIds(c.db, req.policy, 'MedicationRequest', new URLSearchParams());
       const result = await checkDoses(c, now, visible);
+      const shown = await flagsShownTo(c.db, req.policy, result.flags);
       return parametersResult([
         { name: 'now', valueDateTime: now.toISOString() },
         { name: 'requests', valueInteger: result.requests },
-        { name: 'missed', valueInteger: result.missed },
-        ...result.flags.map((f) => ({ name: 'flag', valueReference: { reference: `Flag/${f.id}` } })),
+        { name: 'missed', valueInteger: shown.missed },
+        ...shown.flags.map((f) => ({ name: 'flag', valueReference: { reference: `Flag/${f.id}` } })),
       ]);
     },
   });

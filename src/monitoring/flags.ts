@@ -60,6 +60,8 @@ export interface FlagEvent {
 export interface RaisedFlag {
   id: string;
   created: boolean;
+  /** How many of the events raised were added to it. */
+  events: number;
 }
 
 const keyOf = (e: { careplanId: string; measure: string; direction: string }) => `${e.careplanId}|${e.measure}|${e.direction}`;
@@ -188,7 +190,7 @@ export async function raiseFlags(uow: UnitOfWork, events: readonly FlagEvent[]):
       ],
     );
   }
-  return touched.map((t) => ({ id: t.id, created: t.created }));
+  return touched.map((t) => ({ id: t.id, created: t.created, events: pending.filter((e) => byKey.get(keyOf(e)) === t).length }));
 }
 
 /** What a Flag is kept under (FlagEvent): basis id, measure, direction. */

@@ -3,6 +3,7 @@ import type { GrantStandings } from '../access/grant';
 import type { FhirContext, InteractionResult } from '../fhir/context';
 import type { RestRequest } from '../fhir/rest-request';
 import { findVisibleIds, readLimits } from '../access/enforce';
+import { flagsShownTo } from './flag-answer';
 import { dateParameter, judgementClock, parametersResult } from '../fhir/operation-params';
 import { badRequest, notFound, unprocessable } from '../kernel/outcome';
 import { type CommittedWrite, eachWrite, type PendingWrite, type UnitOfWork, withUnitOfWork } from '../pipeline';
@@ -89,11 +90,12 @@ export function registerMonitoring(ctx: FhirContext, server: Server, grants: Gra
       // At type level, the plans the caller may search, not the server's.
       const visible = req.id ? [req.id] : await findVisibleIds(c.db, req.policy, 'CarePlan', new URLSearchParams());
       const result = await checkAdherence(c, now, visible);
+      const shown = await flagsShownTo(c.db, req.policy, result.flags);
       return parametersResult([
         { name: 'now', valueDateTime: now.toISOString() },
         { name: 'plans', valueInteger: result.plans },
-        { name: 'missed', valueInteger: result.missed },
-        ...result.flags.map((f) => ({ name: 'flag', valueReference: { reference: `Flag/${f.id}` } })),
+        { name: 'missed', valueInteger: shown.missed },
+        ...shown.flags.map((f) => ({ name: 'flag', valueReference: { reference: `Flag/${f.id}` } })),
       ]);
     },
   });

@@ -106,6 +106,33 @@ describe('writes stay inside what the token may read and write', () => {
       expect(value(asSystem, 'judged')).to.equal(1);
       expect(value(asSystem, 'breaches')).to.equal(1);
     });
+
+    it("is told by CarePlan/$check-adherence only of the Flags it may read: no count of another patient's missed windows", async () => {
+      // Bob's heart rate every second; Alice reads the plan through its activity's performer.
+      const planId = await create({
+        resourceType: 'CarePlan', status: 'active', intent: 'plan', subject: { reference: `Patient/${ids.bob}` }, period: { start: new Date().toISOString() },
+        activity: [{ detail: { status: 'in-progress', code: { coding: [{ system: 'http://loinc.org', code: '8867-4' }] }, performer: [{ reference: `Patient/${ids.alice}` }], scheduledTiming: { repeat: { frequency: 1, period: 1, periodUnit: 's' } } } }],
+      });
+      expect((await app.request({ method: 'GET', url: `/fhir/CarePlan/${planId}`, headers: alice })).statusCode).to.equal(200);
+      const check = (headers: Record<string, string>) =>
+        app.request({ method: 'POST', url: `/fhir/CarePlan/${planId}/$check-adherence`, payload: { resourceType: 'Parameters' }, headers });
+      const parameters = (res: Awaited<ReturnType<typeof check>>) => res.json.parameter as Array<{ name: string; valueInteger?: number; valueReference?: { reference: string } }>;
+      // R4 Flag has no code search parameter: Bob's Flags, then their code.
+      const missedFlagsOfBob = async () =>
+        ((await app.request({ method: 'GET', url: `/fhir/Flag?patient=Patient/${ids.bob}`, headers: system })).json.entry ?? [])
+          .filter((e: { resource: fhir4.Flag }) => e.resource.code.coding?.some((c) => c.code === 'missed-measurement')).length;
+      await new Promise((r) => setTimeout(r, 2500));
+      const asAlice = await check(alice);
+      expect(asAlice.statusCode, asAlice.payload).to.equal(200);
+      expect(parameters(asAlice).find((p) => p.name === 'missed')!.valueInteger).to.equal(0);
+      expect(parameters(asAlice).filter((p) => p.name === 'flag')).to.equal([]);
+      // The check did judge Bob's windows (they are judged once, for everyone): its Flag exists.
+      expect(await missedFlagsOfBob()).to.equal(1);
+      await new Promise((r) => setTimeout(r, 1500));
+      const asSystem = await check(system);
+      expect(parameters(asSystem).find((p) => p.name === 'missed')!.valueInteger).to.be.above(0);
+      expect(parameters(asSystem).filter((p) => p.name === 'flag')).to.have.length(1);
+    });
   });
 
   describe('a token that may write Observations but read only vital signs', () => {
