@@ -89,6 +89,12 @@ export async function ingestPayload(ctx: FhirContext, payload: Payload, policy: 
             'not-found',
           );
         }
+        // A patient token may file only its own patient's readings (the pipeline's compartment
+        // check says so too); said before the existence check, which would otherwise tell it
+        // whether another patient id exists or was deleted (422 against 403).
+        if (policy.patient !== undefined && parseRelativeReference(patientRef)?.id !== policy.patient) {
+          throw new ReadingError(403, `a patient token files readings only for its own patient, not ${patientRef}`, 'forbidden');
+        }
         if (!(await patientExists(patientRef))) {
           // Named explicitly or by an assignment, the patient must exist now: a reading is never
           // filed under a patient that is unknown or was deleted.

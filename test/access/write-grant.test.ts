@@ -130,7 +130,7 @@ describe('writes stay inside what the token may read and write', () => {
       expect(await missedFlagsOfBob()).to.equal(1);
       await new Promise((r) => setTimeout(r, 1500));
       const asSystem = await check(system);
-      expect(parameters(asSystem).find((p) => p.name === 'missed')!.valueInteger).to.be.above(0);
+      expect(parameters(asSystem).find((p) => p.name === 'missed')!.valueInteger!).to.be.above(0);
       expect(parameters(asSystem).filter((p) => p.name === 'flag')).to.have.length(1);
     });
   });

@@ -77,4 +77,28 @@ describe('device assignment is a clinical act, and an identifier names one devic
     expect(['200', '201']).to.not.include(status.slice(0, 3));
     expect(JSON.stringify(replay.json)).to.not.contain(sent.json.entry[0].response.location.split('/')[1]);
   });
+
+  it("does not tell a patient's app whether another patient id exists: the same 403 for a known, a deleted and an unknown one", async () => {
+    const gone = await app.create({ resourceType: 'Patient', name: [{ family: 'Gone' }] });
+    expect((await app.request({ method: 'DELETE', url: `/fhir/Patient/${gone}`, headers: app.system })).statusCode).to.equal(204);
+    // Bob's own phone, not a Device the server knows: the door files under the patient named.
+    const phone = unique('phone');
+    const answers = [];
+    for (const other of [alice, gone, `${alice.slice(0, -4)}0000`]) {
+      const res = await app.request({
+        method: 'POST', url: '/ingest/readings', headers: bobApp,
+        payload: { device: { identifier: { system: MAC, value: phone } }, patient: { reference: `Patient/${other}` }, readings: [{ code: { system: 'http://loinc.org', code: '8867-4' }, value: 70, unit: '/min', time: '2025-02-01T11:00:00Z' }] },
+      });
+      answers.push([res.statusCode, res.json.entry?.[0]?.response.status, res.json.entry?.[0]?.response.outcome?.issue?.[0]?.code]);
+    }
+    expect(answers[0]![1]).to.match(/^403/);
+    expect(answers[1]).to.equal(answers[0]);
+    expect(answers[2]).to.equal(answers[0]);
+    // His own he files.
+    const own = await app.request({
+      method: 'POST', url: '/ingest/readings', headers: bobApp,
+      payload: { device: { identifier: { system: MAC, value: phone } }, patient: { reference: `Patient/${bob}` }, readings: [{ code: { system: 'http://loinc.org', code: '8867-4' }, value: 70, unit: '/min', time: '2025-02-01T11:00:00Z' }] },
+    });
+    expect(own.json.entry[0].response.status).to.equal('201 Created');
+  });
 });
