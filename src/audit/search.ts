@@ -58,7 +58,7 @@ export const auditRoutes: Plugin<{ ctx: FhirContext }> = {
           next.set('_cursor', page[page.length - 1]!.seq);
           links.push({ relation: 'next', url: `${ctx.baseUrl}/AuditEvent?${next.toString()}` });
         }
-        const entries = page.map((r) => `{"fullUrl":${JSON.stringify(`${ctx.baseUrl}/AuditEvent/${r.id ?? r.seq}`)},"resource":${served(r)},"search":{"mode":"match"}}`);
+        const entries = page.map((r) => `{"fullUrl":${JSON.stringify(`${ctx.baseUrl}/AuditEvent/${r.id ?? r.seq}`)},"resource":${served(r, limits)},"search":{"mode":"match"}}`);
         const json = `{"resourceType":"Bundle","type":"searchset","link":${JSON.stringify(links)},"entry":[${entries.join(',')}]}`;
         return respond(request, h, { status: 200, body: { json } });
       },
@@ -78,7 +78,7 @@ export const auditRoutes: Plugin<{ ctx: FhirContext }> = {
         addExclusions(limits, where, params);
         const row = (await ctx.db.query<StoredText>(`SELECT seq::text AS seq, record, json FROM audit_event WHERE ${where.join(' AND ')}`, params)).rows[0];
         if (!row) throw notFound(`AuditEvent/${String(request.params.id).slice(0, 64)} is not known`);
-        return respond(request, h, { status: 200, body: { json: served(row) } });
+        return respond(request, h, { status: 200, body: { json: served(row, limits) } });
       },
     });
 
@@ -114,8 +114,23 @@ interface StoredText {
   json: string | null;
 }
 
-function served(row: StoredText): string {
-  return row.json ?? renderRecordText(row.record!, row.seq);
+function served(row: StoredText, limits: ReadLimits): string {
+  const text = row.json ?? renderRecordText(row.record!, row.seq);
+  return limits.compartmentPatientId === undefined ? text : withoutQuery(text);
+}
+
+/**
+ * A patient's view of its trail (who saw my record, GDPR Art. 15(1)(c)) leaves out the raw
+ * request. A search that disclosed several patients is recorded once per patient, each event
+ * carrying the whole query, and that may name the others (`Patient?identifier=…|A,…|B`): an
+ * authorization probe read another patient's MRN that way. Who, when, what and the outcome stay.
+ */
+function withoutQuery(text: string): string {
+  const event = JSON.parse(text) as fhir4.AuditEvent;
+  const entity = event.entity?.filter((e) => e.query === undefined);
+  if (entity?.length) event.entity = entity;
+  else delete event.entity;
+  return JSON.stringify(event);
 }
 
 /** A patient/ token's compartment: the events about its patient. */

@@ -298,6 +298,19 @@ describe('audit trail (BALP)', () => {
     expect([...mentioned]).to.equal([`Patient/${id.alice}`]);
     const bobs = await app.request({ method: 'GET', url: `/fhir/AuditEvent?patient=${id.bob}`, headers: alice });
     expect(bobs.json.entry).to.equal([]);
+    // One search that disclosed both is an event in each trail; Alice's shows not the query, which names Bob.
+    const both = await app.request({ method: 'GET', url: `/fhir/Patient?_id=${id.alice},${id.bob}`, headers: app.system });
+    expect(both.json.entry).to.have.length(2);
+    await app.audit.flush();
+    const isQuery = (e: fhir4.AuditEventEntity) => e.query !== undefined;
+    const searchedAs = (headers: Record<string, string>) => app.request({ method: 'GET', url: `/fhir/AuditEvent?patient=${id.alice}&subtype=search-type&_count=1`, headers });
+    const seenByAlice = (await searchedAs(alice)).json.entry[0].resource as fhir4.AuditEvent;
+    expect(JSON.stringify(seenByAlice)).to.not.include(id.bob);
+    expect((seenByAlice.entity ?? []).some(isQuery)).to.be.false();
+    const seenByAuditor = (await searchedAs(auditor)).json.entry[0].resource as fhir4.AuditEvent;
+    expect(seenByAuditor.id).to.equal(seenByAlice.id);
+    expect(Buffer.from(seenByAuditor.entity!.find(isQuery)!.query!, 'base64').toString()).to.include(id.bob);
+    expect(JSON.stringify((await app.request({ method: 'GET', url: `/fhir/AuditEvent/${seenByAlice.id}`, headers: alice })).json)).to.not.include(id.bob);
     // Bad input is a 400 OperationOutcome.
     for (const q of ['date=yesterday', 'nonsense=1', '_count=many', '_cursor=abc']) {
       const bad = await app.request({ method: 'GET', url: `/fhir/AuditEvent?${q}`, headers: auditor });
