@@ -1,6 +1,7 @@
 import { createHmac } from 'node:crypto';
 import { unprocessable } from '../kernel/outcome';
-import type { CommittedWrite } from '../pipeline';
+import type { CommittedWrite, PendingWrite } from '../pipeline';
+import { isRecordedSubscriber, readdressed } from './notify';
 import type { Queryable, Transaction } from '../store/db';
 
 /**
@@ -43,10 +44,13 @@ export class HeaderSecrets {
   /**
    * validate stage, after the Subscription is accepted: each line's value is replaced by its mask;
    * a masked value stands for the secret of that name stored for this Subscription, which it
-   * keeps. Returns whether the resource changed. Throws a 422 naming the line that is not
-   * `Name: value` or whose mask is of no stored secret.
+   * keeps (only for its subscriber at its endpoint: `assertMayKeep`). Returns whether the
+   * resource changed. Throws a 422 naming the line that is not `Name: value` or whose mask is of
+   * no stored secret.
    */
-  async hide(tx: Queryable, id: string, sub: fhir4.Subscription): Promise<boolean> {
+  async hide(tx: Queryable, w: PendingWrite): Promise<boolean> {
+    const { id } = w;
+    const sub = w.resource as fhir4.Subscription;
     const header = sub.channel.header ?? [];
     const lines = header.map((text, i) => {
       const m = HEADER.exec(text);
@@ -67,6 +71,7 @@ export class HeaderSecrets {
       }
       line.value = kept.value;
     }
+    if (masked) await assertMayKeep(tx, w);
     sub.channel.header = lines.map((l) => `${l.name}: <hidden; fingerprint ${fingerprintOf(key, id, l)}>`);
     return sub.channel.header.some((text, i) => text !== header[i]);
   }
@@ -83,6 +88,22 @@ export class HeaderSecrets {
     }
     return this.key;
   }
+}
+
+/**
+ * A hidden value was given by the Subscription's subscriber for its endpoint: only that subscriber
+ * (same client, same user; or the server's own status updates) may keep it, and only at that
+ * endpoint. Anyone else who may update Subscriptions could otherwise send the mask back with
+ * their own endpoint, or make themselves the subscriber, and have delivery send them the owner's
+ * credential. They must send a value of their own, or none.
+ */
+async function assertMayKeep(tx: Queryable, w: PendingWrite): Promise<void> {
+  const previous = w.previous as fhir4.Subscription | undefined;
+  if (previous && !readdressed(previous, w.resource as fhir4.Subscription) && (await isRecordedSubscriber(tx, w.id, w.policy))) return;
+  throw unprocessable(
+    'a hidden header value can be kept only by the Subscription\'s subscriber at the same endpoint; send the header value again or drop the header',
+    ['Subscription.channel.header'],
+  );
 }
 
 function fingerprintOf(key: string, subscriptionId: string, line: HeaderLine): string {

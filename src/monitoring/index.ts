@@ -148,7 +148,7 @@ async function acceptSubscriptions(ctx: FhirContext, uow: UnitOfWork, writes: re
     if (await acceptSubscription(ctx, uow.tx, sub, w.previous as fhir4.Subscription | undefined, port, w.policy)) w.changed = true;
     // Before the unchanged check (decision 029), so that it compares masks: a secret sent back
     // masked is no change, a new secret is.
-    if (await headerSecrets.hide(uow.tx, w.id, sub)) w.changed = true;
+    if (await headerSecrets.hide(uow.tx, w)) w.changed = true;
   });
   noteSubscriber(subscriptions);
 }

@@ -56,6 +56,26 @@ export function noteSubscriber(writes: readonly PendingWrite[]): void {
   }
 }
 
+/**
+ * Whether `policy` writes as the recorded subscriber `row`: the same client for the same user
+ * (subject), as who may bind to a websocket Subscription. The server's own access (status
+ * updates, AUTH_DISABLED) acts for every subscriber and, on an update, records none.
+ */
+export function writesAsSubscriber(row: Pick<OwnerRow, 'client_id' | 'subject'> | undefined, policy: AccessPolicy): boolean {
+  if (policy === unrestricted) return true;
+  return row !== undefined && row.client_id === policy.clientId && (row.subject ?? undefined) === policy.subject;
+}
+
+/** Whether `policy` writes Subscription `id` as its recorded subscriber (./header-secrets.ts: who keeps a hidden value). */
+export async function isRecordedSubscriber(db: Queryable, id: string, policy: AccessPolicy): Promise<boolean> {
+  return policy === unrestricted || writesAsSubscriber((await ownersOf(db, [id]))[0], policy);
+}
+
+/** Whether an update sends a Subscription's notifications elsewhere: another channel type or endpoint. */
+export function readdressed(previous: fhir4.Subscription, next: fhir4.Subscription): boolean {
+  return previous.channel.type !== next.channel.type || previous.channel.endpoint !== next.channel.endpoint;
+}
+
 /** rules stage: subscription_owner follows the Subscriptions written. */
 export async function recordSubscribers(tx: Queryable, committed: readonly CommittedWrite[]): Promise<void> {
   const subs = committed.filter((w) => w.type === 'Subscription');

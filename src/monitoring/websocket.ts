@@ -5,13 +5,12 @@ import type { Server } from '@hapi/hapi';
 import { type WebSocket, WebSocketServer } from 'ws';
 import type { GrantStandings } from '../access/grant';
 import type { AccessPolicy } from '../access/policy';
-import { unrestricted } from '../access/policy';
 import { contributeToCapabilities } from '../fhir/capability';
 import type { FhirContext, InteractionResult } from '../fhir/context';
 import { parametersResult } from '../fhir/operation-params';
 import { OperationOutcomeError, unprocessable } from '../kernel/outcome';
 import { readResource } from '../store/repository';
-import { DELIVERED_STATUSES, subscriptionStandings, WEBSOCKET_NOTIFY_CHANNEL } from './notify';
+import { DELIVERED_STATUSES, isRecordedSubscriber, subscriptionStandings, WEBSOCKET_NOTIFY_CHANNEL } from './notify';
 
 /**
  * The R4 `websocket` channel (subscription.html#2.46.7.2), for a clinician's open dashboard: the
@@ -48,10 +47,7 @@ contributeToCapabilities('monitoring.websocket', (statement, ctx) => {
 
 /** Only the one who set the Subscription may listen on it (the server's unrestricted callers aside). */
 async function assertOwner(ctx: FhirContext, id: string, policy: AccessPolicy): Promise<void> {
-  if (policy === unrestricted) return;
-  const { rows } = await ctx.db.query<{ client_id: string; subject: string | null }>('SELECT client_id, subject FROM subscription_owner WHERE subscription_id = $1', [id]);
-  const owner = rows[0];
-  if (!owner || owner.client_id !== policy.clientId || (owner.subject ?? undefined) !== policy.subject) {
+  if (!(await isRecordedSubscriber(ctx.db, id, policy))) {
     throw new OperationOutcomeError(403, { code: 'forbidden', diagnostics: `Subscription/${id} was set by another client or user; bind to your own` });
   }
 }
