@@ -76,7 +76,12 @@ export function readdressed(previous: fhir4.Subscription, next: fhir4.Subscripti
   return previous.channel.type !== next.channel.type || previous.channel.endpoint !== next.channel.endpoint;
 }
 
-/** rules stage: subscription_owner follows the Subscriptions written. */
+/**
+ * rules stage: subscription_owner follows the Subscriptions written. An update that gives a
+ * Subscription another subscriber or another address drops its queued notifications in the same
+ * transaction: they were matched under the previous subscriber's grant, for the previous
+ * endpoint (and a retry would carry them to the new one).
+ */
 export async function recordSubscribers(tx: Queryable, committed: readonly CommittedWrite[]): Promise<void> {
   const subs = committed.filter((w) => w.type === 'Subscription');
   if (subs.length === 0) return;
@@ -87,6 +92,7 @@ export async function recordSubscribers(tx: Queryable, committed: readonly Commi
     const policy = w.resource ? owners.get(w.resource) : undefined;
     return policy ? [{ id: w.id, policy }] : [];
   });
+  await dropStaleQueue(tx, subs, set);
   if (set.length === 0) return;
   await tx.query(
     `INSERT INTO subscription_owner (subscription_id, client_id, scopes, patient, fhir_user, subject, grant_id, token_id)
@@ -100,6 +106,17 @@ export async function recordSubscribers(tx: Queryable, committed: readonly Commi
       set.map((x) => x.policy.grant?.grantId ?? null), set.map((x) => x.policy.grant?.tokenId ?? null),
     ],
   );
+}
+
+/** Deletes the queued notifications of the Subscriptions updated (in `subs`) to another subscriber (`set`, as noted) or another address. */
+async function dropStaleQueue(tx: Queryable, subs: readonly CommittedWrite[], set: ReadonlyArray<{ id: string; policy: AccessPolicy }>): Promise<void> {
+  const updated = new Map(subs.filter((w) => w.resource && w.previous).map((w) => [w.id, w]));
+  if (updated.size === 0) return;
+  const resubscribed = set.filter((x) => updated.has(x.id));
+  const recorded = new Map((await ownersOf(tx, resubscribed.map((x) => x.id))).map((r) => [r.subscription_id, r]));
+  const stale = new Set(resubscribed.filter((x) => !writesAsSubscriber(recorded.get(x.id), x.policy)).map((x) => x.id));
+  for (const w of updated.values()) if (readdressed(w.previous as fhir4.Subscription, w.resource as fhir4.Subscription)) stale.add(w.id);
+  if (stale.size) await tx.query('DELETE FROM monitoring_delivery WHERE subscription_id = ANY($1::text[])', [[...stale]]);
 }
 
 function ownerPolicy(row: OwnerRow, scopes: string[] = row.scopes): AccessPolicy {
