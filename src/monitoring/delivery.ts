@@ -5,7 +5,7 @@ import { executeWrites } from '../pipeline';
 import { readResource } from '../store/repository';
 import { type EndpointPolicy, postNotification } from './endpoint';
 import { composeAlertEmail, Mailer } from './email';
-import { deliveredHeaders } from './header-secrets';
+import { deliveredHeaders, type HeaderLine } from './header-secrets';
 import { DELIVERED_STATUSES, type DeliveryVerdict, judgeQueued, type QueuedNotification } from './notify';
 import { mailtoAddress } from './subscription-accept';
 
@@ -81,9 +81,16 @@ export class DeliveryWorker {
       await this.ctx.db.query('DELETE FROM monitoring_delivery WHERE id = $1', [d.id]);
       return;
     }
+    // The stored values (the resource holds only their masks, decision 033), read with the version.
+    const headers = sub.channel.type === 'rest-hook' ? await deliveredHeaders(this.ctx.db, { ...sub, id: d.subscription_id }) : [];
+    // Still queued? Read after the Subscription and its headers: an update that gave it another
+    // subscriber or address since this row was claimed deleted the row in the transaction that
+    // wrote what was just read (recordSubscribers), so such a version is never sent this row.
+    const { rows } = await this.ctx.db.query('SELECT 1 FROM monitoring_delivery WHERE id = $1', [d.id]);
+    if (rows.length === 0) return;
     let failure: string | undefined;
     try {
-      failure = sub.channel.type === 'email' ? await this.sendEmail(sub, d, verdict.payload) : await this.postRestHook(sub, d, verdict.payload);
+      failure = sub.channel.type === 'email' ? await this.sendEmail(sub, d, verdict.payload) : await this.postRestHook(sub, d, verdict.payload, headers);
     } catch (err) {
       failure = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
     }
@@ -110,13 +117,12 @@ export class DeliveryWorker {
   }
 
   /** POSTs the notification; returns the failure, if any. */
-  private async postRestHook(sub: fhir4.Subscription, d: Delivery, payload: string | undefined): Promise<string | undefined> {
+  private async postRestHook(sub: fhir4.Subscription, d: Delivery, payload: string | undefined, lines: readonly HeaderLine[]): Promise<string | undefined> {
     // The same key on every attempt of this notification: delivery is at least once (a node that
     // dies after the subscriber's 2xx and before the DELETE leaves the row to be sent again
     // after its lease), so a subscriber discards a repeat by this key (IETF Idempotency-Key).
     const headers: Record<string, string> = { 'idempotency-key': `${d.subscription_id}:${d.id}` };
-    // The stored values: the resource holds only their masks (decision 033).
-    for (const h of await deliveredHeaders(this.ctx.db, { ...sub, id: d.subscription_id })) headers[h.name] = h.value;
+    for (const h of lines) headers[h.name] = h.value;
     let body: string | undefined;
     // The resource only when the subscriber may read it (judged when queued and again now, ./notify.ts).
     if (sub.channel.payload && payload !== undefined) {
