@@ -17,6 +17,7 @@ import { fhirRoutes } from './fhir/routes';
 import { commitLsnHeader } from './fhir/read-routing';
 import { openReadRouting } from './store/replica';
 import { Stages } from './pipeline';
+import { serveBase } from './search';
 import { type Db, openDb } from './store/db';
 import { registerMedication } from './medication';
 import { registerMonitoring } from './monitoring';
@@ -67,6 +68,8 @@ export async function createServer(config: Config, options: { db?: Db; logger?: 
   // Searches may run on a streaming replica (docs/decisions/019-scale-out.md).
   const reads = config.databaseReplicaUrl ? openReadRouting(db, config.databaseReplicaUrl, { statementTimeoutMs: config.statementTimeoutMs, preparedStatements: config.preparedStatements }) : undefined;
   const ctx: FhirContext = { db, config, baseUrl: `${config.baseUrl}/fhir`, log, stages: new Stages(), operations: new OperationRegistry(), ...(reads ? { reads } : {}) };
+  // Absolute references on this base are local ones; on any other base they are not (decision 034).
+  serveBase(ctx.baseUrl);
   const server = Hapi.server({
     port: config.port,
     host: config.host,

@@ -53,7 +53,6 @@ export async function lastObservations(ctx: SearchContext, request: LastNRequest
     defaultCount: 0,
     maxCount: Number.MAX_SAFE_INTEGER,
     lenient: request.preferLenient,
-    baseUrl: ctx.baseUrl,
     limits: ctx.config.inputLimits,
   });
   // The operation's preconditions (a subject, and a category or a code), checked on what was

@@ -80,7 +80,6 @@ export interface ParseOptions {
   defaultCount: number;
   maxCount: number;
   lenient?: boolean;
-  baseUrl?: string;
   /** Caps on parameters and OR values (the server's configured ones; else the defaults). */
   limits?: InputLimits;
 }
@@ -135,7 +134,7 @@ function parseParamFilter(resourceType: string, fullName: string, name: string, 
   }
   if (value === '') throw badRequest(`Empty value for search parameter '${fullName}'`, [fullName]);
   const terms = splitOr(value).map((raw) =>
-    param.type === 'reference' ? reference.parseWithBase(raw, typeModifier, param.targets, param.code, opts.baseUrl) : module.parse(raw, modifier === 'not' ? undefined : modifier, param),
+    param.type === 'reference' ? reference.parse(raw, typeModifier, param) : module.parse(raw, modifier === 'not' ? undefined : modifier, param),
   );
   return { kind: 'param', param, modifier, terms, negate: modifier === 'not' };
 }

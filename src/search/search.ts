@@ -229,7 +229,6 @@ export async function searchResources(ctx: SearchContext, request: SearchRequest
     defaultCount: ctx.config.defaultPageSize,
     maxCount: ctx.config.maxPageSize,
     lenient: request.preferLenient,
-    baseUrl: ctx.baseUrl,
     limits: ctx.config.inputLimits,
   });
   const reach = request.reach ?? unlimited;

@@ -1,6 +1,7 @@
 import type { ServerInjectOptions, ServerInjectResponse } from '@hapi/hapi';
 import pino from 'pino';
 import { loadConfig } from '../../src/config';
+import { serveBase } from '../../src/search';
 import { type App, createServer } from '../../src/server';
 import { type Db, openDb } from '../../src/store/db';
 import { tableOf } from '../../src/store/tables';
@@ -59,6 +60,7 @@ export async function startTestServer(env: Record<string, string> = {}, { listen
     await app.server.start();
     // The real port is known only now; links must use it.
     (app.ctx as { baseUrl: string }).baseUrl = `http://127.0.0.1:${app.server.info.port}/fhir`;
+    serveBase(app.ctx.baseUrl);
   }
   return {
     ...app,

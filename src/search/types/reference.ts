@@ -1,38 +1,46 @@
 import { badRequest } from '../../kernel/outcome';
 import type { TypedValue } from '../accessor';
 import type { IndexRow, RowSink } from '../index-tables';
+import { isServedBase } from '../served-bases';
 import type { ParameterTypeModule } from './module';
 
 /**
- * Reference: `Type/id` targets (relative, or absolute with the base kept in `url`), and other
- * absolute URLs or canonicals in `url`. The (param, target_type, target_id) index serves plain
- * reference search, chaining, `_has`, `_revinclude` and patient compartment membership.
+ * Reference: `Type/id` targets of this server (relative, or absolute on its own base with that
+ * base kept in `url`), and every other absolute URL, canonical or URN in `url` alone: a
+ * reference to another server's `Patient/1` is not this server's Patient/1. The (param,
+ * target_type, target_id) index serves plain reference search, chaining, `_has`, `_revinclude`
+ * and patient compartment membership; `url` serves search by the full URL.
  */
 export type ReferenceTerm =
   /** `Type/id`, or a bare id with the types it may have (the parameter's targets, or `:Type`). */
   | { kind: 'local'; types: string[]; id: string }
   | { kind: 'url'; url: string };
 
-const LOCAL = /^(?:(https?:\/\/.+)\/)?([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[^/]+)?$/;
+const LITERAL = /^(?:(https?:\/\/.+)\/)?([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[^/]+)?$/;
 
-/** Type and id of a literal reference, `Type/id` or `http://base/Type/id[/_history/n]`. */
-export function parseLiteralReference(reference: string): { type: string; id: string; absolute: boolean } | undefined {
-  const m = LOCAL.exec(reference);
-  return m ? { type: m[2], id: m[3], absolute: m[1] !== undefined } : undefined;
+/**
+ * Type and id of a literal reference to a resource of this server: `Type/id[/_history/n]`, or
+ * the same absolute on a base this process serves (./served-bases.ts). Undefined for an absolute
+ * reference on any other base (R4 references.html: it names the resource at that base), as for
+ * canonicals and URNs.
+ */
+export function localReference(reference: string): { type: string; id: string; absolute: boolean } | undefined {
+  const m = LITERAL.exec(reference);
+  if (!m || (m[1] !== undefined && !isServedBase(m[1]))) return undefined;
+  return { type: m[2], id: m[3], absolute: m[1] !== undefined };
 }
 
 function rowOf(v: TypedValue): IndexRow | undefined {
   const text = v.type === 'Reference' ? (v.value as fhir4.Reference).reference : typeof v.value === 'string' ? v.value : undefined;
   if (!text || text.startsWith('#')) return undefined; // contained resources are not searchable targets
-  const local = parseLiteralReference(text);
+  const local = localReference(text);
   // The date copy and `drives` are set on the key row alone (src/search/extract.ts).
   if (local) return [local.type, local.id, local.absolute ? text : null, null, null, false, false];
   return [null, null, text, null, null, false, false];
 }
 
-export const reference: ParameterTypeModule<ReferenceTerm> & {
-  parseWithBase(raw: string, typeModifier: string | undefined, targets: string[], param: string, baseUrl: string | undefined): ReferenceTerm;
-} = {
+/** `modifier` of `parse` is a type modifier (`subject:Patient=1`), the only one references take. */
+export const reference: ParameterTypeModule<ReferenceTerm> = {
   kind: 'reference',
   modifiers: [],
   sortColumn: { asc: 'target_id', desc: 'target_id', pgType: 'text' },
@@ -44,23 +52,18 @@ export const reference: ParameterTypeModule<ReferenceTerm> & {
     }
   },
 
-  parse(raw, modifier, param) {
-    return this.parseWithBase(raw, modifier, param.targets, param.code, undefined);
-  },
-
-  parseWithBase(raw, typeModifier, targets, param, baseUrl) {
-    if (raw === '') throw badRequest(`Empty value for ${param}`, [param]);
-    let text = raw;
-    // An absolute URL of this server is the local reference it names.
-    if (baseUrl && text.startsWith(`${baseUrl}/`)) text = text.slice(baseUrl.length + 1);
+  parse(raw, typeModifier, param) {
+    if (raw === '') throw badRequest(`Empty value for ${param.code}`, [param.code]);
     if (typeModifier) {
-      if (text.includes('/')) throw badRequest(`${param}:${typeModifier} takes a plain id, got '${raw}'`, [param]);
-      return { kind: 'local', types: [typeModifier], id: text };
+      if (raw.includes('/')) throw badRequest(`${param.code}:${typeModifier} takes a plain id, got '${raw}'`, [param.code]);
+      return { kind: 'local', types: [typeModifier], id: raw };
     }
-    const local = parseLiteralReference(text);
-    if (local && !local.absolute) return { kind: 'local', types: [local.type], id: local.id };
-    if (/^[A-Za-z0-9\-.]{1,64}$/.test(text)) return { kind: 'local', types: targets, id: text };
-    return { kind: 'url', url: text };
+    // The rule the index was written by (rowOf): an absolute URL of this server is the local
+    // reference it names, any other absolute URL only itself.
+    const local = localReference(raw);
+    if (local) return { kind: 'local', types: [local.type], id: local.id };
+    if (/^[A-Za-z0-9\-.]{1,64}$/.test(raw)) return { kind: 'local', types: param.targets, id: raw };
+    return { kind: 'url', url: raw };
   },
 
   condition(term, i, q) {
