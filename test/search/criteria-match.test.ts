@@ -8,6 +8,7 @@ const { describe, it, before, after } = lab;
 
 const LOINC = 'http://loinc.org';
 const CATEGORY = 'http://terminology.hl7.org/CodeSystem/observation-category';
+const OTHER = 'http://other.org/fhir';
 
 /**
  * Subscription matching judges plain criteria and the subscriber's limits in memory
@@ -47,6 +48,9 @@ describe('criteria judged in memory agree with the search', () => {
       panel(bob),
       { resourceType: 'Observation', status: 'final', code: { coding: [{ system: 'http://snomed.info/sct', code: '8867-4' }] }, subject: { reference: `Group/${alice}` } },
       { resourceType: 'Observation', status: 'final', code: { text: 'no coding' }, subject: { reference: `Patient/${bob}` } },
+      // Absolute: another server's patient with alice's id is not alice (decision 034); this server's own base is.
+      reading(alice, '8867-4', 'vital-signs', 'final', { subject: { reference: `${OTHER}/Patient/${alice}` } }),
+      reading(bob, '2339-0', 'laboratory', 'final', { subject: { reference: `${app.ctx.baseUrl}/Patient/${bob}/_history/1` } }),
     ]) stored.push(await create(r));
   });
   after(() => app?.stop());
@@ -57,6 +61,8 @@ describe('criteria judged in memory agree with the search', () => {
     `category=laboratory`, `category=${CATEGORY}|vital-signs`, `status=final,amended`, `status=preliminary`,
     `combo-code=8480-6`, `component-code=${LOINC}|8480-6`, `code=85354-9&patient=Patient/${bob}`, `code=8867-4&code=${LOINC}|8867-4&subject=${alice}`,
     `performer=Patient/${alice}`, `code=8867-4&date=ge2026-01-01`, `code:text=reading`, `status:not=final`,
+    `subject=${OTHER}/Patient/${alice}`, `patient=${OTHER}/Patient/${alice}`, `subject=${app.ctx.baseUrl}/Patient/${bob}`,
+    `patient=${app.ctx.baseUrl}/Patient/${bob}/_history/1`, `category=laboratory&subject=${bob}`,
   ].map((c) => new URLSearchParams(c));
 
   it('matches exactly where every filter is judged, and never rules out what the search finds', async () => {
@@ -73,7 +79,7 @@ describe('criteria judged in memory agree with the search', () => {
         else if (found) expect(judged, `${params} on ${resource.id}`).to.be.true();
       }
     }
-    expect(exact).to.be.at.least(18);
+    expect(exact).to.be.at.least(23);
   });
 
   it('judges a subscriber\'s limits on the version as the search applies them', async () => {
