@@ -135,38 +135,59 @@ function structuralIssues(resource: unknown): Issue[] {
     }
   }
   elementIssues(rest, resourceType, issues, resourceType === 'Bundle', true);
-  issues.push(...missingRequiredIssues(rest, resourceType), ...heldRequiredIssues(rest, resourceType));
+  issues.push(...missingRequiredIssues(rest, resourceType), ...heldIssues(rest, resourceType));
   return issues;
 }
 
 /**
- * The required elements of the resources a stored Bundle's entries and a Parameters' parameters
- * hold. The schema checks them as resources (their structure), but cannot require their
- * primitives and choices any more than a top-level resource's (./required.ts): a Bundle stored
- * with an Observation without status in it held what a POST of that Observation refuses.
+ * The issues of the resources a stored Bundle's entries and a Parameters' parameters hold, each
+ * checked against its own type as a top-level resource is: its schema and contained resources,
+ * its required elements (./required.ts: a Bundle stored with an Observation without status in it
+ * held what a POST of that Observation refuses). The schema leaves them as plain objects
+ * (./schema.ts). Their references and empty elements were checked by the holder's walk
+ * (elementIssues), where a document's `urn:uuid:` references are allowed.
  */
-function heldRequiredIssues(fields: Record<string, unknown>, resourceType: string): Issue[] {
+function heldIssues(fields: Record<string, unknown>, resourceType: string): Issue[] {
   const issues: Issue[] = [];
-  const check = (held: unknown, path: string) => {
-    if (held === null || typeof held !== 'object' || Array.isArray(held)) return;
+  for (const { held, path } of heldResources(fields, resourceType)) {
+    // Not an object: the holder's schema said so (`resource` must be an object).
+    if (held === null || typeof held !== 'object' || Array.isArray(held)) continue;
     const { resourceType: type, contained, ...rest } = held as { resourceType?: unknown; contained?: unknown };
-    if (typeof type !== 'string' || !validatorFor(type)) return; // the schema reports it
-    for (const issue of [...missingRequiredIssues(rest, type), ...heldRequiredIssues(rest, type)]) issues.push(prefixIssue(issue, path));
-    if (Array.isArray(contained)) contained.forEach((inner, i) => check(inner, `${path}.contained[${i}]`));
-  };
+    const validate = typeof type === 'string' ? validatorFor(type) : undefined;
+    if (!validate) {
+      issues.push({ code: 'invalid', diagnostics: `${path}.resourceType: '${String(type).slice(0, 64)}' is not an R4 resource type`, expression: [`${path}.resourceType`] });
+      continue;
+    }
+    const own = { resourceType: type, ...rest };
+    carryKeptDecimals(held, own);
+    const inner = validate(own) ? [] : schemaIssues(type as string, validate.errors ?? []);
+    if (Array.isArray(contained)) {
+      contained.forEach((c, i) => inner.push(...structuralIssues(c).map((issue) => prefixIssue(issue, `${type as string}.contained[${i}]`))));
+    }
+    inner.push(...missingRequiredIssues(rest, type as string), ...heldIssues(rest, type as string));
+    for (const issue of inner) issues.push(prefixIssue(issue, path));
+  }
+  return issues;
+}
+
+/** The resources a Bundle's entries or a Parameters' parameters (and their parts) hold, with their paths. */
+function heldResources(fields: Record<string, unknown>, resourceType: string): Array<{ held: unknown; path: string }> {
+  const found: Array<{ held: unknown; path: string }> = [];
   const each = (list: unknown, visit: (item: Record<string, unknown>, i: number) => void) => {
     if (Array.isArray(list)) list.forEach((item, i) => item !== null && typeof item === 'object' && visit(item as Record<string, unknown>, i));
   };
-  if (resourceType === 'Bundle') each(fields.entry, (entry, i) => check(entry.resource, `Bundle.entry[${i}].resource`));
+  if (resourceType === 'Bundle') {
+    each(fields.entry, (entry, i) => entry.resource !== undefined && found.push({ held: entry.resource, path: `Bundle.entry[${i}].resource` }));
+  }
   if (resourceType === 'Parameters') {
     const parameters = (list: unknown, path: string): void =>
       each(list, (parameter, i) => {
-        check(parameter.resource, `${path}[${i}].resource`);
+        if (parameter.resource !== undefined) found.push({ held: parameter.resource, path: `${path}[${i}].resource` });
         parameters(parameter.part, `${path}[${i}].part`);
       });
     parameters(fields.parameter, 'Parameters.parameter');
   }
-  return issues;
+  return found;
 }
 
 function prefixIssue(issue: Issue, prefix: string): Issue {

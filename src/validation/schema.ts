@@ -44,6 +44,13 @@ function compiler(): Ajv {
   // client's extension); R4 has no such element (datatypes.html#Reference), and through it every
   // type's validator reached every other type's (see ownContentDefinitions).
   delete (schema.definitions.Reference as { properties: Record<string, unknown> }).properties.resource;
+  // The resources a Bundle's entries and a Parameters' parameters hold are checked each against
+  // its own type (src/validation/resource.ts, heldResources), as contained ones are: the oneOf
+  // over every type answered one bad entry with a failure per R4 type (247 issues for a Patient
+  // with a wrong gender), and made the Bundle's validator compile every type (decision 023).
+  for (const [definition, property] of [['Bundle_Entry', 'resource'], ['Parameters_Parameter', 'resource']] as const) {
+    (schema.definitions[definition] as { properties: Record<string, unknown> }).properties[property] = { type: 'object' };
+  }
   for (const [name, definition] of Object.entries(schema.definitions)) {
     const d = definition as { pattern?: string; properties?: Record<string, SchemaProperty>; type?: string };
     if (d.pattern) d.pattern = toJsWhitespace(d.pattern);

@@ -168,6 +168,19 @@ describe('bad requests get a 4xx OperationOutcome and change nothing', () => {
     expect((await app.request({ method: 'POST', url: '/fhir/Bundle', payload: valid })).statusCode).to.equal(201);
   });
 
+  it("checks a stored Bundle's entries each against its own type: one issue for one bad element, and a bare resource is one", async () => {
+    const wrongGender = await app.request({ method: 'POST', url: '/fhir/Bundle', payload: { resourceType: 'Bundle', type: 'collection', entry: [{ resource: { resourceType: 'Patient', gender: 'bogus' } }] } });
+    expectOutcome(wrongGender, 400);
+    expect(wrongGender.json.issue).to.have.length(1);
+    expect(wrongGender.json.issue[0].expression).to.equal(['Bundle.entry[0].resource.gender']);
+    const unknownType = await app.request({ method: 'POST', url: '/fhir/Bundle', payload: { resourceType: 'Bundle', type: 'collection', entry: [{ resource: { resourceType: 'Nope' } }] } });
+    expectOutcome(unknownType, 400, /'Nope' is not an R4 resource type/);
+    expect(unknownType.json.issue).to.have.length(1);
+    // What POST /Patient accepts, a Bundle may hold.
+    const bare = await app.request({ method: 'POST', url: '/fhir/Bundle', payload: { resourceType: 'Bundle', type: 'collection', entry: [{ resource: { resourceType: 'Patient' } }] } });
+    expect(bare.statusCode, bare.payload).to.equal(201);
+  });
+
   it('an empty array or element is 400 where it is (R4 json.html: arrays are never empty; ele-1)', () =>
     unchanged(async () => {
       const res = await app.request({
