@@ -47,7 +47,7 @@ export function capabilityStatement(ctx: FhirContext, startedAt: string): fhir4.
             conditionalCreate: true,
             conditionalUpdate: true,
             conditionalDelete: 'single',
-            // If-None-Match (./interactions/read.ts) and If-Modified-Since (Hapi, from Last-Modified) both answer 304.
+            // If-None-Match and If-Modified-Since (./interactions/read.ts; Hapi too, from Last-Modified) both answer 304, in bundles too.
             conditionalRead: 'full-support',
             referencePolicy: ['literal', 'logical'],
             searchParam: searchParametersFor(type).map((p) => ({

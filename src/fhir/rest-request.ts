@@ -16,6 +16,7 @@ export interface RestRequest {
   ifMatch?: VersionCondition;
   ifNoneExist?: string;
   ifNoneMatch?: string;
+  ifModifiedSince?: string;
   prefer: ReturnPreference;
   /** Whether the client sent `Prefer: return=…` at all (bundles default to minimal). */
   preferExplicit?: boolean;

@@ -139,6 +139,7 @@ function toRestRequest(ctx: FhirContext, request: Request, body: 'resource' | 'r
     policy: policyOf(request),
     ifNoneExist: headers['if-none-exist'],
     ifNoneMatch: headers['if-none-match'],
+    ifModifiedSince: headers['if-modified-since'],
     ...(headers['x-commit-lsn'] !== undefined ? { commitLsn: headers['x-commit-lsn'] } : {}),
   };
   if (body === 'form') {

@@ -34,6 +34,16 @@ export function parseVersionTag(tag: string | undefined, header: string): Versio
   return parseVersionId(m[1]) ?? NO_VERSION;
 }
 
+/**
+ * `If-None-Match` on an update (the header, or a bundle entry's `request.ifNoneMatch`): only `*`
+ * (RFC 9110 13.1.2), create it only if it does not exist; true when it says so.
+ */
+export function parseIfNoneMatchOnUpdate(tag: string | undefined, header: string): boolean {
+  if (tag === undefined) return false;
+  if (tag.trim() === '*') return true;
+  throw new OperationOutcomeError(400, { code: 'invalid', diagnostics: `${header} on an update takes only * (create it only if it does not exist); versions are compared with If-Match` });
+}
+
 /** A version id from a URL (`_history/{vid}`): a positive integer in range, else undefined. */
 export function parseVersionId(text: string | undefined): number | undefined {
   // Version ids are strings (R4 resource.html#Meta): only the form this server issues names one, so `01` and `+1` name none.

@@ -37,7 +37,7 @@ export async function processBatch(ctx: FhirContext, rawEntries: readonly unknow
   }
   for (const entry of reads) {
     try {
-      response[entry.index] = readEntryResponse(await readEntry(ctx, entry.url, {}, policy), disclosed);
+      response[entry.index] = readEntryResponse(await readEntry(ctx, entry.url, entry.conditions, policy), disclosed);
     } catch (err) {
       response[entry.index] = failure(ctx, entry.index, err);
     }

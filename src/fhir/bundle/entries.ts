@@ -1,6 +1,6 @@
 import { badRequest, OperationOutcomeError } from '../../kernel/outcome';
 import { isSupportedType } from '../../kernel/resource-types';
-import { parseVersionTag } from '../../kernel/etag';
+import { parseIfNoneMatchOnUpdate, parseVersionTag } from '../../kernel/etag';
 import { type InputLimits, parseJsonWithin } from '../../kernel/input-limits';
 import { isFhirPathPatch, type WriteOp } from '../../pipeline';
 
@@ -12,6 +12,8 @@ export interface ParsedEntry {
   /** The entry's `request.url`, relative to the FHIR base. */
   url: string;
   resource?: Record<string, unknown>;
+  /** A GET's conditional read (`request.ifNoneMatch`, `request.ifModifiedSince`), as the REST headers. */
+  conditions?: { ifNoneMatch?: string; ifModifiedSince?: string };
   /** Set for POST/PUT/PATCH/DELETE: the write this entry asks for. */
   write?: WriteOp;
 }
@@ -64,7 +66,11 @@ export function parseEntry(raw: unknown, index: number, baseUrl: string, limits:
   const fullUrl = typeof entry.fullUrl === 'string' ? entry.fullUrl : undefined;
   const resource = entry.resource && typeof entry.resource === 'object' ? (entry.resource as Record<string, unknown>) : undefined;
   const parsed: ParsedEntry = { index, fullUrl, method: method as ParsedEntry['method'], url: request.url, resource };
-  if (method === 'GET' || method === 'HEAD') return parsed;
+  const text = (key: string) => (typeof request[key] === 'string' ? (request[key] as string) : undefined);
+  if (method === 'GET' || method === 'HEAD') {
+    parsed.conditions = { ifNoneMatch: text('ifNoneMatch'), ifModifiedSince: text('ifModifiedSince') };
+    return parsed;
+  }
 
   const { path, query } = splitRequestUrl(request.url, baseUrl);
   const [type, id, ...rest] = path;
@@ -72,7 +78,7 @@ export function parseEntry(raw: unknown, index: number, baseUrl: string, limits:
   if (rest.length > 0 || (id !== undefined && id.startsWith('$'))) {
     throw entryError(index, 400, `request.url ${request.url} is not a ${method} this server supports in a bundle`);
   }
-  const ifMatch = parseVersionTag(typeof request.ifMatch === 'string' ? request.ifMatch : undefined, `Bundle.entry[${index}].request.ifMatch`);
+  const ifMatch = parseVersionTag(text('ifMatch'), `Bundle.entry[${index}].request.ifMatch`);
   const match = id === undefined && [...query.keys()].length > 0 ? query : undefined;
   const needsBody = method === 'POST' || method === 'PUT' || method === 'PATCH';
   if (needsBody && !resource) throw entryError(index, 400, `a ${method} entry needs a resource`);
@@ -86,6 +92,7 @@ export function parseEntry(raw: unknown, index: number, baseUrl: string, limits:
     case 'PUT':
       if (id === undefined && !match) throw entryError(index, 400, 'PUT needs an id or search parameters in request.url');
       parsed.write = { kind: 'update', type, id, match, resource, ifMatch };
+      if (parseIfNoneMatchOnUpdate(text('ifNoneMatch'), `Bundle.entry[${index}].request.ifNoneMatch`)) parsed.write.ifNoneMatchAny = true;
       break;
     case 'PATCH':
       parsed.write = { kind: 'patch', type, id, match, patch: patchOperations(resource!, index, limits), ifMatch };

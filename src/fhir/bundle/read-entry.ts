@@ -14,11 +14,11 @@ import { splitRequestUrl } from './entries';
  * A GET entry of a batch or transaction, answered by the same interactions as the REST routes:
  * read, vread, search (also in a Patient compartment), history, metadata.
  */
-export async function readEntry(ctx: FhirContext, url: string, headers: { ifNoneMatch?: string }, policy: AccessPolicy): Promise<InteractionResult> {
+export async function readEntry(ctx: FhirContext, url: string, conditions: { ifNoneMatch?: string; ifModifiedSince?: string } | undefined, policy: AccessPolicy): Promise<InteractionResult> {
   const { path, query } = splitRequestUrl(url, ctx.baseUrl);
   const [type, id, third, fourth] = path;
   const req = (t: string, extra: Partial<RestRequest> = {}): RestRequest => ({
-    type: t, query, prefer: 'representation', lenient: false, url: `${ctx.baseUrl}/${url}`, ifNoneMatch: headers.ifNoneMatch, policy, ...extra,
+    type: t, query, prefer: 'representation', lenient: false, url: `${ctx.baseUrl}/${url}`, ...conditions, policy, ...extra,
   });
   if (type === 'metadata' && path.length === 1) return { status: 200, body: capabilityStatement(ctx, new Date().toISOString()) };
   if (type === '_history' && path.length === 1) return history(ctx, { ...req(''), type: undefined });

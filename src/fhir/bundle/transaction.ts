@@ -41,7 +41,7 @@ export async function processTransaction(ctx: FhirContext, rawEntries: readonly 
   writes.forEach((entry, i) => (response[entry.index] = writeEntry(ctx.baseUrl, outcomes[i]!, prefer)));
   const disclosed: string[] = [];
   for (const entry of entries.filter((e) => !e.write)) {
-    response[entry.index] = readEntryResponse(await forEntry(entry, () => readEntry(ctx, entry.url, {}, policy)), disclosed);
+    response[entry.index] = readEntryResponse(await forEntry(entry, () => readEntry(ctx, entry.url, entry.conditions, policy)), disclosed);
   }
   return bundleAnswer('transaction-response', response, disclosed);
 }

@@ -15,10 +15,21 @@ export async function read(ctx: FhirContext, req: RestRequest): Promise<Interact
   const stored = await readCurrent(ctx.db, req.type, id);
   if (!stored) throw notFound(`${req.type}/${id} is not known`);
   if (stored.deleted) throw gone(`${req.type}/${id} was deleted (version ${stored.versionId})`, stored);
-  if (req.ifNoneMatch && req.ifNoneMatch.replace(/^W\//, '') === `"${stored.versionId}"`) {
-    return { status: 304, headers: versionHeaders(stored) };
-  }
+  if (notModified(req, stored)) return { status: 304, headers: versionHeaders(stored) };
   return answer(req.type, stored, subset);
+}
+
+/**
+ * A conditional read (R4 http.html#cread) of the REST headers or a bundle entry's
+ * `request.ifNoneMatch` and `request.ifModifiedSince`: the client's copy is current. An entity
+ * tag, when given, decides alone (RFC 9110 13.1.3); a date is compared to the instant of the
+ * version, so a date inside its second says modified (Hapi still answers a REST If-Modified-Since
+ * at the second of Last-Modified).
+ */
+function notModified(req: RestRequest, stored: StoredVersion): boolean {
+  if (req.ifNoneMatch) return req.ifNoneMatch.replace(/^W\//, '') === `"${stored.versionId}"`;
+  const since = req.ifModifiedSince ? Date.parse(req.ifModifiedSince) : NaN;
+  return !Number.isNaN(since) && Date.parse(stored.lastUpdated) <= since;
 }
 
 /**

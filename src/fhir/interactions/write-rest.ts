@@ -1,6 +1,7 @@
 import type { FhirContext, InteractionResult } from '../context';
 import { badRequest, OperationOutcomeError } from '../../kernel/outcome';
 import { type RestRequest, writeResult } from '../rest-request';
+import { parseIfNoneMatchOnUpdate } from '../../kernel/etag';
 import { executeWrites, isFhirPathPatch, type WriteOp } from '../../pipeline';
 import { read } from './read';
 
@@ -15,10 +16,7 @@ export async function create(ctx: FhirContext, req: RestRequest): Promise<Intera
 
 export async function update(ctx: FhirContext, req: RestRequest): Promise<InteractionResult> {
   const match = req.id ? undefined : requireCondition(req.query, 'update');
-  const ifNoneMatchAny = req.ifNoneMatch?.trim() === '*';
-  if (req.ifNoneMatch !== undefined && !ifNoneMatchAny) {
-    throw badRequest('If-None-Match on an update takes only * (create it only if it does not exist); versions are compared with If-Match');
-  }
+  const ifNoneMatchAny = parseIfNoneMatchOnUpdate(req.ifNoneMatch, 'If-None-Match');
   return run(ctx, req, { kind: 'update', type: req.type, id: req.id, match, resource: req.body, ifMatch: req.ifMatch, ...(ifNoneMatchAny ? { ifNoneMatchAny } : {}) });
 }
 
