@@ -1,16 +1,27 @@
-import { findVisibleIds } from '../access/enforce';
+import { findVisibleIds, readLimits } from '../access/enforce';
 import type { AccessPolicy } from '../access/policy';
 import { isValidId, newResourceId } from '../kernel/id';
-import { badRequest, preconditionFailed } from '../kernel/outcome';
+import { badRequest, OperationOutcomeError, preconditionFailed } from '../kernel/outcome';
+import { compartmentUrlsOf, criteriaMatcher, withinLimits } from '../search';
 import type { Queryable } from '../store/db';
 import type { ResolvedOp, WriteOp } from './ops';
 
 /**
+ * What a condition sees of the unit it is part of: the ops resolved before it, in processing
+ * order, and the references of a resource the door still rewrites after resolution (a
+ * transaction's `urn:uuid:` and conditional references).
+ */
+export interface UnitSoFar {
+  before: readonly ResolvedOp[];
+  pendingReferences?: (resource: unknown) => string[];
+}
+
+/**
  * Finds the id an op acts on. Conditional forms search inside the transaction, under an
  * advisory lock on the search itself so that two identical conditional creates cannot both
- * find nothing and both create.
+ * find nothing and both create, and see the ops of the unit before them (`findConditionMatches`).
  */
-export async function resolveTarget(tx: Queryable, op: WriteOp, policy: AccessPolicy): Promise<ResolvedOp> {
+export async function resolveTarget(tx: Queryable, op: WriteOp, policy: AccessPolicy, unit?: UnitSoFar): Promise<ResolvedOp> {
   const search = op.kind === 'create' ? op.ifNoneExist : op.match;
   if (!search) {
     const id = op.kind === 'create' ? (op.id ?? newResourceId()) : op.id;
@@ -18,7 +29,7 @@ export async function resolveTarget(tx: Queryable, op: WriteOp, policy: AccessPo
     return { op, id };
   }
   await tx.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`${op.type}?${search.toString()}`]);
-  const matches = await findConditionMatches(tx, policy, op.type, search);
+  const matches = await findConditionMatches(tx, policy, op.type, search, unit);
   if (matches.length > 1) {
     throw preconditionFailed(`the condition ${op.type}?${search.toString()} matches more than one resource`);
   }
@@ -40,13 +51,52 @@ export async function resolveTarget(tx: Queryable, op: WriteOp, policy: AccessPo
 /**
  * What a condition (If-None-Exist, a conditional update, patch or delete, a transaction's
  * conditional reference) matches: exactly what the caller's own search of `type` would find —
- * its compartment, its granular scopes' parameters, what Consents deny it — at most two ids,
- * enough to tell none, one and several apart. Anything else does not exist for the condition:
- * a 200-versus-201, a 412 or a deletion that depended on it would answer about data the caller
- * may not read. A 403 without the right to search the type.
+ * its compartment, its granular scopes' parameters, what Consents deny it — at most two ids
+ * from the database, enough to tell none, one and several apart. Anything else does not exist
+ * for the condition: a 200-versus-201, a 412 or a deletion that depended on it would answer
+ * about data the caller may not read. A 403 without the right to search the type.
+ *
+ * In a unit of several ops (a transaction), the condition is judged as the unit stands when its
+ * op comes: R4 http.html#trules processes deletes, then creates, then updates and patches, so
+ * it sees the ops before it (`unit.before`). What an earlier op deletes is gone; what an earlier
+ * op creates or updates is judged as it will be written — in memory (`criteriaMatcher`), within
+ * the same search limits (`withinLimits`) — so it counts exactly when the caller's search after
+ * the transaction would find it. A conditional create whose match an earlier DELETE removes
+ * therefore creates (201), as the specified order makes it, instead of answering with a resource
+ * the transaction deletes; the overlap rule of trules is about the identities of conditional
+ * updates and deletes, and a create evaluated after the deletes shares none. Where memory cannot
+ * judge (a criterion the matcher judges only in the database, references the door has yet to
+ * rewrite, a patch's result), the condition is refused rather than guessed: a guessed 200, 201
+ * or 412 would write the wrong thing.
  */
-export function findConditionMatches(tx: Queryable, policy: AccessPolicy, type: string, search: URLSearchParams): Promise<string[]> {
-  return findVisibleIds(tx, policy, type, search, 2);
+export async function findConditionMatches(tx: Queryable, policy: AccessPolicy, type: string, search: URLSearchParams, unit?: UnitSoFar): Promise<string[]> {
+  const earlier = (unit?.before ?? []).filter((r) => r.op.type === type && r.id !== undefined && !r.existingMatch);
+  // The stored state of what an earlier op deletes, replaces or patches is not what the condition meets.
+  const changed = new Set(earlier.filter((r) => r.op.kind !== 'create').map((r) => r.id!));
+  const stored = (await findVisibleIds(tx, policy, type, search, 2 + changed.size)).filter((id) => !changed.has(id));
+  if (!earlier.length) return stored;
+  const condition = `${type}?${search.toString()}`;
+  const matcher = criteriaMatcher(type, search);
+  const limits = readLimits(policy, type, 's');
+  // Compartment limits and Consent exclusions read the references of the compartment's parameters.
+  const limitsReadReferences = limits.compartmentPatientId !== undefined || (limits.exclude?.length ?? 0) > 0;
+  const own: string[] = [];
+  for (const r of earlier) {
+    if (r.op.kind === 'delete') continue;
+    if (r.op.kind === 'patch') throw cannotJudge(condition, `${type}/${r.id} is patched earlier in the transaction`);
+    const resource = { ...(r.op.resource as fhir4.FhirResource), id: r.id };
+    const unresolved = new Set(unit?.pendingReferences?.(resource));
+    const judged = [...matcher.urlsJudged(resource), ...(limitsReadReferences ? compartmentUrlsOf(type, resource) : [])];
+    if (judged.some((url) => unresolved.has(url))) throw cannotJudge(condition, `${type}/${r.id}, written earlier in the transaction, has references still to be resolved`);
+    if (!withinLimits(type, resource, limits) || !matcher.mayMatch(resource)) continue;
+    if (!matcher.exact) throw cannotJudge(condition, `it may match ${type}/${r.id}, written earlier in the transaction, by criteria this server judges only in the database`);
+    own.push(r.id!);
+  }
+  return [...new Set([...stored, ...own])];
+}
+
+function cannotJudge(condition: string, why: string): OperationOutcomeError {
+  return new OperationOutcomeError(400, { code: 'not-supported', diagnostics: `the condition ${condition} cannot be judged: ${why}; send these entries in separate transactions` });
 }
 
 /** `Type/id` of each op that writes a resource (for the once-per-unit rule and shared-target checks). */

@@ -30,6 +30,8 @@ export interface ApplyOptions {
    * entries here. Throw an OperationOutcomeError naming the entry to refuse.
    */
   beforePlan?: (uow: UnitOfWork, resolved: readonly ResolvedOp[]) => Promise<void>;
+  /** The references of a resource `beforePlan` will still rewrite: conditions cannot judge them before. */
+  pendingReferences?: (resource: unknown) => string[];
 }
 
 /** Per-entry units answer each op with its outcome or its refusal. */
@@ -137,7 +139,12 @@ export class UnitOfWork {
 
     // resolve
     const resolved: Array<ResolvedOp | undefined> = [];
-    for (const [i, op] of ops.entries()) resolved.push(await attempt(i, () => resolveTarget(this.tx, op, policy)));
+    // In an atomic unit each condition sees the ops before it; a per-entry unit's ops stand alone
+    // (those sharing a condition are replayed one by one, each after the other's write).
+    for (const [i, op] of ops.entries()) {
+      const unit = perEntry ? undefined : { before: resolved.slice() as ResolvedOp[], pendingReferences: options.pendingReferences };
+      resolved.push(await attempt(i, () => resolveTarget(this.tx, op, policy, unit)));
+    }
     if (!perEntry) checkOnceEach(resolved as ResolvedOp[]);
     if (options.beforePlan) await options.beforePlan(this, resolved as ResolvedOp[]);
 
@@ -153,7 +160,11 @@ export class UnitOfWork {
       }
       const row = current.get(`${r.op.type}/${r.id}`);
       const existingMatch = r.existingMatch === true || (r.op.kind === 'create' && r.op.onExistingId === 'match' && row !== undefined);
-      planned.push(await attempt(i, () => plan(r.op, r.id, existingMatch, row, lastUpdated, policy)));
+      const p = await attempt(i, () => plan(r.op, r.id, existingMatch, row, lastUpdated, policy));
+      // A condition that matched what an earlier create of this unit writes answers with that version.
+      const writer = existingMatch && !row ? planned.find((q) => q?.write && q.write.type === r.op.type && q.write.id === r.id) : undefined;
+      if (p && writer) Object.assign(p.outcome, { versionId: writer.outcome.versionId, lastUpdated });
+      planned.push(p);
     }
 
     // validate, enrich, judge: the capabilities' stages see every write of this apply at once.
@@ -306,7 +317,13 @@ function replayable(ops: readonly WriteOp[]): (i: number) => WriteOp {
   };
 }
 
-/** A transaction writes each resource once (R4 http.html#trules); the later entry is refused. */
+/**
+ * A transaction writes each resource once (R4 http.html#trules); the later entry is refused.
+ * A conditional create that matched answers with the resource as it stands before the updates
+ * and patches that follow it; one of them changing that resource too is the overlap of
+ * resolved identities the same rule fails, never a silent success. (Matching what an earlier
+ * create of the unit writes is the point of processing in order, and no overlap: both name it.)
+ */
 function checkOnceEach(resolved: readonly ResolvedOp[]): void {
   const seen = new Map<string, number>();
   resolved.forEach((r, i) => {
@@ -317,6 +334,13 @@ function checkOnceEach(resolved: readonly ResolvedOp[]): void {
       throw new WriteOpError(i, new OperationOutcomeError(400, { code: 'invalid', diagnostics: `${key} is also written by an earlier entry; a transaction writes each resource once` }));
     }
     seen.set(key, i);
+  });
+  resolved.forEach((r, i) => {
+    const writer = r.existingMatch && r.id ? seen.get(`${r.op.type}/${r.id}`) : undefined;
+    if (writer === undefined || resolved[writer]!.op.kind === 'create') return;
+    throw new WriteOpError(i, new OperationOutcomeError(400, {
+      code: 'invalid', diagnostics: `the condition matched ${r.op.type}/${r.id}, which another entry changes; a transaction acts on each resource once`,
+    }));
   });
 }
 

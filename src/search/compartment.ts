@@ -1,5 +1,5 @@
 import { extractIndex } from './extract';
-import { emptySink } from './index-tables';
+import { emptySink, type IndexRow } from './index-tables';
 import { parameterOf, patientCompartmentOf, type SearchParameterDef, storedSourcesOf } from './registry';
 import { typeModules } from './types';
 
@@ -47,6 +47,21 @@ function compartmentSourcesOf(resourceType: string): SearchParameterDef[] {
  */
 export function patientsOf(resourceType: string, resource: fhir4.FhirResource): string[] {
   if (resourceType === 'Patient') return resource.id ? [resource.id] : [];
+  const ids = new Set<string>();
+  for (const row of compartmentRows(resourceType, resource)) if (row[0] === 'Patient' && typeof row[1] === 'string') ids.add(row[1]);
+  return [...ids];
+}
+
+/**
+ * The URLs (`urn:uuid:…`, absolute, conditional) the compartment's parameters hold in `resource`:
+ * a writer that will still rewrite one of them cannot judge compartment membership yet.
+ */
+export function compartmentUrlsOf(resourceType: string, resource: fhir4.FhirResource): string[] {
+  if (resourceType === 'Patient') return [];
+  return compartmentRows(resourceType, resource).flatMap((row) => (typeof row[2] === 'string' ? [row[2]] : []));
+}
+
+function compartmentRows(resourceType: string, resource: fhir4.FhirResource): IndexRow[] {
   const sink = emptySink();
   const root = { value: resource, type: resourceType };
   for (const def of compartmentSourcesOf(resourceType)) {
@@ -54,7 +69,5 @@ export function patientsOf(resourceType: string, resource: fhir4.FhirResource): 
     const values = def.storage.accessor(root);
     if (values.length) typeModules.reference.extract(values, def.code, sink);
   }
-  const ids = new Set<string>();
-  for (const { row } of sink.reference) if (row[0] === 'Patient' && typeof row[1] === 'string') ids.add(row[1]);
-  return [...ids];
+  return sink.reference.map((r) => r.row);
 }

@@ -22,6 +22,11 @@ export interface CriteriaMatcher {
   mayMatch(resource: fhir4.FhirResource): boolean;
   /** Every filter of the criteria is judged, so `mayMatch` is the match itself. */
   exact: boolean;
+  /**
+   * The URLs (`urn:uuid:…`, absolute, conditional) in the elements the judged reference filters
+   * read: a writer that will still rewrite one of them knows `mayMatch` judged it as it stands.
+   */
+  urlsJudged(resource: fhir4.FhirResource): string[];
 }
 
 export function criteriaMatcher(type: string, params: URLSearchParams): CriteriaMatcher {
@@ -29,7 +34,7 @@ export function criteriaMatcher(type: string, params: URLSearchParams): Criteria
   try {
     filters = parseSearch(type, params, { defaultCount: 0, maxCount: 0 }).filters;
   } catch {
-    return { mayMatch: () => true, exact: false }; // not parseable here: the search decides (and reports) as it did
+    return { mayMatch: () => true, exact: false, urlsJudged: () => [] }; // not parseable here: the search decides (and reports) as it did
   }
   const judged = filters.filter(judgeable);
   return {
@@ -38,6 +43,10 @@ export function criteriaMatcher(type: string, params: URLSearchParams): Criteria
       return judged.every((f) => filterMatches(f, rows));
     },
     exact: judged.length === filters.length,
+    urlsJudged: (resource) => {
+      const rows = indexRowsOf(type, resource).reference;
+      return judged.filter((f) => f.param.type === 'reference').flatMap((f) => rowsOfParam(f.param, rows).flatMap((row) => (typeof row[2] === 'string' ? [row[2]] : [])));
+    },
   };
 }
 

@@ -12,7 +12,7 @@ import { parametersOf } from './registry';
 export { findMatchingIds, type SearchContext, searchResources, type SearchRequest, type SearchResult } from './search';
 export { lastObservations } from './lastn';
 export { addSearchIndexWrites, eraseSearchIndex, indexTablesOf, writeSearchIndex } from './index-writer';
-export { isInPatientCompartment, patientsOf } from './compartment';
+export { compartmentUrlsOf, isInPatientCompartment, patientsOf } from './compartment';
 export { serveBase } from './served-bases';
 export { canBeInPatientCompartment } from './sql';
 export { readingsOf, readingTimes } from './readings';

@@ -169,6 +169,25 @@ describe('conditional writes match only what the caller may search', () => {
       expect(created.json.derivedFrom[0].reference).to.equal(`Observation/${id.aliceHr}`);
     });
 
+    it('an ifNoneExist entry sees earlier entries only as the caller\'s search would: hidden ones, stored or new, are not matched nor counted', async () => {
+      const code = '2339-0';
+      const hidden = await app.create(observation(id.alice, 'laboratory', code, 101));
+      const res = await transaction(granularSystem, [
+        // New, but a laboratory value: the token's search would not find it either.
+        { resource: observation(id.alice, 'laboratory', code, 102), request: { method: 'POST', url: 'Observation' } },
+        { resource: observation(id.alice, 'vital-signs', code, 103), request: { method: 'POST', url: 'Observation', ifNoneExist: `code=${LOINC}|${code}` } },
+        // Matches the visible one just created, and only it: not 412 for the two hidden ones.
+        { resource: observation(id.alice, 'vital-signs', code, 104), request: { method: 'POST', url: 'Observation', ifNoneExist: `code=${LOINC}|${code}` } },
+      ]);
+      expect(res.statusCode, res.payload).to.equal(200);
+      expect(res.json.entry.map((e: any) => e.response.status)).to.equal(['201 Created', '201 Created', '200 OK']);
+      const visible = res.json.entry[1].response.location.split('/')[1];
+      expect(res.json.entry[2].response.location.split('/')[1]).to.equal(visible);
+      expectSilentAbout(res.payload, hidden);
+      const all = await app.request({ method: 'GET', url: `/fhir/Observation?code=${LOINC}|${code}`, headers: app.system });
+      expect(all.json.entry.length).to.equal(3);
+    });
+
     it('a conditional DELETE entry of a hidden resource deletes nothing', async () => {
       const hidden = await app.create(observation(id.bob, 'laboratory', '2951-2', 140));
       const res = await transaction(granularSystem, [{ request: { method: 'DELETE', url: `Observation?code=${LOINC}|2951-2` } }]);

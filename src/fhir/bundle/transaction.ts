@@ -1,7 +1,6 @@
 import type { AccessPolicy } from '../../access/policy';
 import { type Issue, OperationOutcomeError } from '../../kernel/outcome';
-import { executeWrites, findConditionMatches, type ResolvedOp, type UnitOfWork, type WriteOp, WriteOpError } from '../../pipeline';
-import { criteriaMatcher } from '../../search';
+import { executeWrites, findConditionMatches, type ResolvedOp, type UnitOfWork, type UnitSoFar, type WriteOp, WriteOpError } from '../../pipeline';
 import type { Queryable } from '../../store/db';
 import type { FhirContext } from '../context';
 import type { ReturnPreference } from '../negotiation';
@@ -25,9 +24,11 @@ export async function processTransaction(ctx: FhirContext, rawEntries: readonly 
 
   let outcomes;
   try {
+    const pendingReferences = rewrittenLater(entries);
     outcomes = await executeWrites(ctx, writes.map((e) => e.write!), {
       policy,
-      beforePlan: (uow, resolved) => rewriteBetweenEntries(uow, writes, resolved, policy),
+      pendingReferences,
+      beforePlan: (uow, resolved) => rewriteBetweenEntries(uow, writes, resolved, policy, pendingReferences),
     });
   } catch (err) {
     if (err instanceof WriteOpError) throw inEntry(writes[err.opIndex]!.index, err.cause);
@@ -47,9 +48,9 @@ export async function processTransaction(ctx: FhirContext, rawEntries: readonly 
 }
 
 /** The seam: every target is resolved; now point each entry's references at the ids chosen. */
-async function rewriteBetweenEntries(uow: UnitOfWork, writes: readonly ParsedEntry[], resolved: readonly ResolvedOp[], policy: AccessPolicy): Promise<void> {
+async function rewriteBetweenEntries(uow: UnitOfWork, writes: readonly ParsedEntry[], resolved: readonly ResolvedOp[], policy: AccessPolicy, pendingReferences: (resource: unknown) => string[]): Promise<void> {
   const placeholders = placeholderTargets(writes, resolved);
-  const conditional = await resolveConditionalReferences(uow.tx, writes, resolved, policy);
+  const conditional = await resolveConditionalReferences(uow.tx, writes, { before: resolved, pendingReferences }, policy);
   for (const [i, entry] of writes.entries()) {
     const op = resolved[i]!.op;
     const resource = op.kind === 'create' || op.kind === 'update' ? op.resource : undefined;
@@ -83,20 +84,23 @@ function placeholderTargets(writes: readonly ParsedEntry[], resolved: readonly R
   return map;
 }
 
+/** The references of a resource this transaction rewrites once every target is resolved. */
+function rewrittenLater(entries: readonly ParsedEntry[]): (resource: unknown) => string[] {
+  const fullUrls = new Set(entries.flatMap((e) => (e.fullUrl ? [e.fullUrl] : [])));
+  return (resource) => collectReferences(resource as Record<string, unknown>).filter((ref) => isPlaceholder(ref) || isConditionalReference(ref) || fullUrls.has(ref));
+}
+
 /**
  * Each distinct conditional reference must match exactly one resource, or the transaction fails.
- * The resources this transaction creates or updates count as matches too, judged in memory
- * (`criteriaMatcher`): a Patient created with `ifNoneExist=identifier=…` and Observations that
+ * It is resolved after every entry, as the transaction leaves things (`findConditionMatches`
+ * with the whole unit before it): what the transaction creates or updates counts too, what it
+ * deletes does not. A Patient created with `ifNoneExist=identifier=…` and Observations that
  * refer to it as `Patient?identifier=…` is how integrators upload a patient's readings, and the
  * search alone, on the database as it was before the transaction, found no such Patient
- * (HAPI FHIR resolves them the same way). Where the matcher cannot judge every filter of the
- * search (modifiers, chains), only the database is searched, as before.
+ * (HAPI FHIR resolves them the same way).
  */
-async function resolveConditionalReferences(tx: Queryable, writes: readonly ParsedEntry[], resolved: readonly ResolvedOp[], policy: AccessPolicy): Promise<Map<string, string>> {
+async function resolveConditionalReferences(tx: Queryable, writes: readonly ParsedEntry[], unit: UnitSoFar, policy: AccessPolicy): Promise<Map<string, string>> {
   const resolvedRefs = new Map<string, string>();
-  // What this transaction writes, as it will be: each create or update with its id (a conditional
-  // create that matched an existing resource writes nothing, and the search finds that one).
-  const written = resolved.filter((r) => !r.existingMatch && r.id && (r.op.kind === 'create' || r.op.kind === 'update'));
   for (const entry of writes) {
     const resource = entry.resource;
     if (!resource || entry.method === 'PATCH') continue;
@@ -104,14 +108,7 @@ async function resolveConditionalReferences(tx: Queryable, writes: readonly Pars
       if (!isConditionalReference(ref) || resolvedRefs.has(ref)) continue;
       const type = ref.slice(0, ref.indexOf('?'));
       // Matched like every condition: what the caller's own search of the type would find.
-      const ids = await forEntry(entry, async () => {
-        const params = new URLSearchParams(ref.slice(ref.indexOf('?') + 1));
-        const stored = await findConditionMatches(tx, policy, type, params);
-        const matcher = criteriaMatcher(type, params);
-        if (!matcher.exact) return stored;
-        const own = written.filter((r) => r.op.type === type && 'resource' in r.op && matcher.mayMatch(r.op.resource as fhir4.FhirResource)).map((r) => r.id!);
-        return [...new Set([...stored, ...own])];
-      });
+      const ids = await forEntry(entry, () => findConditionMatches(tx, policy, type, new URLSearchParams(ref.slice(ref.indexOf('?') + 1)), unit));
       if (ids.length !== 1) {
         throw entryError(entry.index, 412, `the conditional reference ${ref} matches ${ids.length === 0 ? 'no resource' : 'more than one resource'}`);
       }
