@@ -84,7 +84,7 @@ export async function findConditionMatches(tx: Queryable, policy: AccessPolicy, 
   for (const r of earlier) {
     if (r.op.kind === 'delete') continue;
     if (r.op.kind === 'patch') throw cannotJudge(condition, `${type}/${r.id} is patched earlier in the transaction`);
-    const resource = { ...(r.op.resource as fhir4.FhirResource), id: r.id };
+    const resource = asWritten(r);
     const unresolved = new Set(unit?.pendingReferences?.(resource));
     const judged = [...matcher.urlsJudged(resource), ...(limitsReadReferences ? compartmentUrlsOf(type, resource) : [])];
     if (judged.some((url) => unresolved.has(url))) throw cannotJudge(condition, `${type}/${r.id}, written earlier in the transaction, has references still to be resolved`);
@@ -93,6 +93,17 @@ export async function findConditionMatches(tx: Queryable, policy: AccessPolicy, 
     own.push(r.id!);
   }
   return [...new Set([...stored, ...own])];
+}
+
+/**
+ * An earlier op's resource with the id it gets, one object per op: the matcher extracts a
+ * resource's index rows once per object, and every later condition of the unit judges it again.
+ */
+const written = new WeakMap<ResolvedOp, fhir4.FhirResource>();
+function asWritten(r: ResolvedOp): fhir4.FhirResource {
+  let resource = written.get(r);
+  if (!resource) written.set(r, (resource = { ...((r.op as { resource: fhir4.FhirResource }).resource), id: r.id }));
+  return resource;
 }
 
 function cannotJudge(condition: string, why: string): OperationOutcomeError {
