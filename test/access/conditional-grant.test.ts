@@ -119,8 +119,10 @@ describe('conditional writes match only what the caller may search', () => {
     const drNo = await app.create({ resourceType: 'Practitioner' });
     await app.create(consent(id.bob!, { type: 'deny', actor: [actor(`Practitioner/${drNo}`)] }));
     const clinician = await app.as('user/Observation.cruds', { fhirUser: `Practitioner/${drNo}` });
-    const hidden = await app.create(observation(id.bob, 'laboratory', '2093-3', 190));
-    const res = await app.request({ method: 'DELETE', url: `/fhir/Observation?code=${LOINC}|2093-3`, headers: clinician });
+    // A code of this test's own: the suites share one database, and Synthea's fixtures hold cholesterol (2093-3).
+    const code = `denied-${Date.now()}`;
+    const hidden = await app.create(observation(id.bob, 'laboratory', code, 190));
+    const res = await app.request({ method: 'DELETE', url: `/fhir/Observation?code=${LOINC}|${code}`, headers: clinician });
     expect(res.statusCode, res.payload).to.equal(204);
     expect((await read('Observation', hidden)).json.meta.versionId).to.equal('1');
   });
