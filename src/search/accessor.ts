@@ -73,7 +73,11 @@ export function elementType(path: string): string | undefined {
   return model.path2Type[path];
 }
 
-function referenceType(value: unknown): string | undefined {
+/**
+ * The type a Reference names, as `where(resolve() is T)` judges it: the literal reference's type
+ * segment, else `Reference.type` (an identifier-only reference without it has none).
+ */
+export function referenceType(value: unknown): string | undefined {
   if (typeof value !== 'object' || value === null) return undefined;
   const ref = value as fhir4.Reference;
   if (typeof ref.reference === 'string') {

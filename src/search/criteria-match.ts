@@ -1,5 +1,6 @@
 import { extractIndex } from './extract';
-import type { IndexRow, RowSink } from './index-tables';
+import { type IndexRow, type RowSink, targetTypeColumn } from './index-tables';
+import { typeModules } from './types';
 import { type Filter, parseSearch } from './parse';
 import { type SearchParameterDef, storedSourcesOf } from './registry';
 import type { ReferenceTerm } from './types/reference';
@@ -8,8 +9,9 @@ import { type TokenTerm, tokenRowMatches } from './types/token';
 /**
  * A Subscription's criteria judged in memory on freshly written resources, on their own index
  * rows (the rows the writer stores, from the same extraction). Plain token and reference
- * filters are judged (`code=…`, `status=…`, `patient=Patient/X`, `subject=…`) with the
- * comparisons the SQL conditions make; every other filter (chains, `_has`, modifiers,
+ * filters are judged (`code=…`, `status=…`, `patient=Patient/X`, `subject=…`, and
+ * `subject:identifier=…`, a token filter of its own parameter: ./registry.ts identifierParamOf)
+ * with the comparisons the SQL conditions make; every other filter (chains, `_has`, modifiers,
  * `:missing`, dates, quantities, strings, `_id`) counts as a possible match for the database to
  * decide.
  *
@@ -72,11 +74,12 @@ function indexRowsOf(type: string, resource: fhir4.FhirResource): RowSink {
   return rows;
 }
 
-/** The parameter's rows of `rows`: its own, or its derived sources' (of their target type), as `paramCondition` (./sql.ts) selects them. */
+/** The parameter's rows of `rows` (its kind's): its own, or its derived sources' (of their target type), as `paramCondition` (./sql.ts) selects them. */
 export function rowsOfParam(param: SearchParameterDef, rows: ReadonlyArray<{ param: string; row: IndexRow }>): IndexRow[] {
   const sources = storedSourcesOf(param);
+  const typeAt = sources.some((s) => s.targetType) ? targetTypeColumn(typeModules[param.type].kind).at : -1;
   return rows
-    .filter((r) => sources.some((s) => s.code === r.param && (!s.targetType || r.row[0] === s.targetType)))
+    .filter((r) => sources.some((s) => s.code === r.param && (!s.targetType || r.row[typeAt] === s.targetType)))
     .map((r) => r.row);
 }
 

@@ -1,4 +1,4 @@
-import { emptySink, INDEX_COLUMNS, type IndexKind, type IndexRow, type RowSink } from './index-tables';
+import { emptySink, INDEX_COLUMNS, type IndexKind, type IndexRow, isIdentifierRowsCode, type RowSink } from './index-tables';
 import { indexedParametersOf, patientCompartmentOf, type SearchParameterDef } from './registry';
 import { extractComposite } from './types/composite';
 import { typeModules } from './types';
@@ -77,7 +77,9 @@ function dateEnvelope(rows: RowSink['date']): { low: string; high: string; multi
  * CodeableConcept's text, an identifier's type) never drive: they serve `:text` and `:of-type`,
  * and the hot path pins a code. `identifier` never drives: an identifier names one resource,
  * which the code index `(param, code_hash, hash)` finds without the patient; on a vital sign it
- * was one of the patient index's five entries (issue 16: storage per Observation).
+ * was one of the patient index's five entries (issue 16: storage per Observation). Nor does a
+ * reference's identifier (`subject:identifier`, decision 035), for the same reason: it is
+ * searched through a derived parameter, which never drives.
  * An Observation's `status` never drives either: a patient's readings are all but always
  * `final`, so its rows drove nothing the key row (every resource's row in the reference table's
  * patient index) does not, and were a quarter of that index (100,000 of 380,000 entries on the
@@ -85,7 +87,7 @@ function dateEnvelope(rows: RowSink['date']): { low: string; high: string; multi
  * a patient's resolved breaches) and keeps driving.
  */
 export function drivesByPatient(resourceType: string, param: string): boolean {
-  return param !== 'identifier' && !(param === 'status' && resourceType === 'Observation');
+  return param !== 'identifier' && !isIdentifierRowsCode(param) && !(param === 'status' && resourceType === 'Observation');
 }
 
 /** Drops repeated token rows (the same coding twice), so a match yields one row per resource. */

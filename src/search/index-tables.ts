@@ -33,6 +33,32 @@ export const INDEX_COLUMNS: Record<IndexKind, ReadonlyArray<readonly [name: stri
 
 export const INDEX_KINDS = Object.keys(INDEX_COLUMNS) as IndexKind[];
 
+/**
+ * The stored parameter code of a reference parameter's identifier rows (`subject:identifier`):
+ * token rows of `Reference.identifier`, for the `:identifier` modifier (decision 035). No search
+ * parameter's code has a colon, so it cannot be a real parameter's.
+ */
+export function identifierRowsCode(referenceParam: string): string {
+  return `${referenceParam}:identifier`;
+}
+
+export function isIdentifierRowsCode(param: string): boolean {
+  return param.endsWith(':identifier');
+}
+
+/**
+ * The column naming a row's reference target type, which a derived parameter's `targetType`
+ * (Observation `patient` = `subject` of a Patient) selects: target_type of a reference row; on a
+ * reference's identifier rows (token kind) `text`, free there because `:text` is a token
+ * modifier `:identifier` never combines with (decision 035). Its position in an IndexRow too.
+ */
+export function targetTypeColumn(kind: IndexKind): { name: string; at: number } {
+  const name = kind === 'reference' ? 'target_type' : kind === 'token' ? 'text' : undefined;
+  const at = INDEX_COLUMNS[kind].findIndex(([n]) => n === name);
+  if (at < 0) throw new Error(`${kind} rows name no target type`);
+  return { name: name!, at };
+}
+
 /** `observation_token`; `resourceTable` comes from `tableOf`, so it is safe SQL text. */
 export function indexTableOf(resourceTable: string, kind: IndexKind): string {
   return `${resourceTable}_${kind}`;

@@ -2,9 +2,10 @@ import { checkSearchSize, DEFAULT_INPUT_LIMITS, type InputLimits } from '../kern
 import { badRequest, OperationOutcomeError } from '../kernel/outcome';
 import { splitUnescaped } from './escape';
 import { isSupportedType, supportedTypes } from '../kernel/resource-types';
-import { parametersOf, parameterOf, type SearchParameterDef } from './registry';
+import { identifierParamOf, parametersOf, parameterOf, type SearchParameterDef } from './registry';
 import { typeModules } from './types';
 import { reference } from './types/reference';
+import { parseTokenValue } from './types/token';
 import { parseElements } from './summary';
 
 /**
@@ -133,6 +134,11 @@ function parseParamFilter(resourceType: string, fullName: string, name: string, 
     }
   }
   if (value === '') throw badRequest(`Empty value for search parameter '${fullName}'`, [fullName]);
+  if (modifier === 'identifier') {
+    // `subject:identifier=system|value`: a token search of the Reference.identifier rows
+    // (decision 035). The modifier becomes the parameter searched, so the filter is a plain one.
+    return { kind: 'param', param: identifierParamOf(param), terms: splitOr(value).map((raw) => parseTokenValue(raw, fullName)) };
+  }
   const terms = splitOr(value).map((raw) =>
     param.type === 'reference' ? reference.parse(raw, typeModifier, param) : module.parse(raw, modifier === 'not' ? undefined : modifier, param),
   );

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { supportedTypes } from '../kernel/resource-types';
 import { officialDefinitionsDir, profilesDir } from '../kernel/paths';
 import { type Accessor, compileExpression, isRepeatingPath, splitUnion } from './accessor';
+import { identifierRowsCode } from './index-tables';
 
 /**
  * The search parameter registry: the official R4 SearchParameter resources (from the
@@ -314,4 +315,22 @@ export function componentsOf(param: SearchParameterDef): CompositeComponent[] | 
   if (param.storage.kind !== 'derived') return undefined;
   const source = parameterOf(param.resourceType, param.storage.sources[0].code);
   return source?.storage.kind === 'indexed' ? source.storage.components : undefined;
+}
+
+const identifierParams = new Map<SearchParameterDef, SearchParameterDef>();
+
+/**
+ * `P:identifier` of reference parameter P as a token parameter derived from the identifier rows
+ * of P's stored sources, with their target types (`patient:identifier` is `subject:identifier`
+ * where the Reference names a Patient; decision 035). As a parameter of its own, not a modifier,
+ * it is searched, judged in memory and held to limits as any token filter.
+ */
+export function identifierParamOf(param: SearchParameterDef): SearchParameterDef {
+  let def = identifierParams.get(param);
+  if (!def) {
+    const sources = storedSourcesOf(param).map((s) => ({ ...s, code: identifierRowsCode(s.code) }));
+    def = { ...param, code: identifierRowsCode(param.code), type: 'token', targets: [], storage: { kind: 'derived', sources } };
+    identifierParams.set(param, def);
+  }
+  return def;
 }

@@ -1,7 +1,7 @@
 import { badRequest } from '../kernel/outcome';
 import { tableOf } from '../store/tables';
 import { splitUnion } from './accessor';
-import { indexTableOf } from './index-tables';
+import { indexTableOf, targetTypeColumn } from './index-tables';
 import { DENORMALISED_DATE, drivesByPatient } from './extract';
 import { type Filter, type ParamFilter, parseSearch, type SortKey } from './parse';
 import { limitsIfAllowed, type Reach, type TypeLimits } from './reach';
@@ -22,13 +22,14 @@ import type { CompositeTerm } from './types/composite';
  * the reference table's (patient, date_high) index of key rows — see `planDriver`.
  */
 
-/** Which rows of an index table belong to `param`: its own, or its derived sources'. */
+/** Which rows of an index table belong to `param`: its own, or its derived sources' (of their target type). */
 function paramCondition(param: SearchParameterDef, i: string, q: SqlParams): string {
   const sources = storedSourcesOf(param);
   if (sources.every((s) => !s.targetType)) {
     return sources.length === 1 ? `${i}.param = ${q.bind(sources[0].code)}` : `${i}.param = ANY(${q.bind(sources.map((s) => s.code), 'text[]')})`;
   }
-  const parts = sources.map((s) => (s.targetType ? `(${i}.param = ${q.bind(s.code)} AND ${i}.target_type = ${q.bind(s.targetType)})` : `${i}.param = ${q.bind(s.code)}`));
+  const type = `${i}.${targetTypeColumn(typeModules[param.type].kind).name}`;
+  const parts = sources.map((s) => (s.targetType ? `(${i}.param = ${q.bind(s.code)} AND ${type} = ${q.bind(s.targetType)})` : `${i}.param = ${q.bind(s.code)}`));
   return parts.length === 1 ? parts[0] : `(${parts.join(' OR ')})`;
 }
 

@@ -1,8 +1,9 @@
 import { badRequest } from '../../kernel/outcome';
-import type { TypedValue } from '../accessor';
-import type { IndexRow, RowSink } from '../index-tables';
+import { referenceType, type TypedValue } from '../accessor';
+import { identifierRowsCode, type IndexRow, type RowSink } from '../index-tables';
 import { isServedBase } from '../served-bases';
 import type { ParameterTypeModule } from './module';
+import { tokenRow } from './token';
 
 /**
  * Reference: `Type/id` targets of this server (relative, or absolute on its own base with that
@@ -10,6 +11,10 @@ import type { ParameterTypeModule } from './module';
  * reference to another server's `Patient/1` is not this server's Patient/1. The (param,
  * target_type, target_id) index serves plain reference search, chaining, `_has`, `_revinclude`
  * and patient compartment membership; `url` serves search by the full URL.
+ *
+ * A Reference's `identifier` is a token row under `{param}:identifier` (decision 035), with the
+ * type the Reference names (or null) in `text` for derived parameters: `subject:identifier` and
+ * Observation `patient:identifier` are token searches of those rows (./parse.ts).
  */
 export type ReferenceTerm =
   /** `Type/id`, or a bare id with the types it may have (the parameter's targets, or `:Type`). */
@@ -39,16 +44,28 @@ function rowOf(v: TypedValue): IndexRow | undefined {
   return [null, null, text, null, null, false, false];
 }
 
-/** `modifier` of `parse` is a type modifier (`subject:Patient=1`), the only one references take. */
+/** `Reference.identifier` (0..1) as a token row; none for a reference without one, the common case (a vital sign's subject). */
+function identifierRowOf(v: TypedValue): IndexRow | undefined {
+  const identifier = v.type === 'Reference' ? (v.value as fhir4.Reference).identifier : undefined;
+  if (identifier?.value === undefined) return undefined;
+  return tokenRow(identifier.system, identifier.value, referenceType(v.value) ?? null);
+}
+
+/**
+ * `modifier` of `parse` is a type modifier (`subject:Patient=1`); `:identifier` is parsed as a
+ * token search of the identifier rows instead (./parse.ts), so never reaches it.
+ */
 export const reference: ParameterTypeModule<ReferenceTerm> = {
   kind: 'reference',
-  modifiers: [],
+  modifiers: ['identifier'],
   sortColumn: { asc: 'target_id', desc: 'target_id', pgType: 'text' },
 
   extract(values, param, sink) {
     for (const v of values) {
       const row = rowOf(v);
       if (row) sink.reference.push({ param, row });
+      const identifier = identifierRowOf(v);
+      if (identifier) sink.token.push({ param: identifierRowsCode(param), row: identifier });
     }
   },
 

@@ -28,19 +28,23 @@ function ofTypeHash(typeSystem: string, typeCode: string, value: string): number
   return hash53(`${OF_TYPE_MARK}${typeSystem}|${typeCode}|${value}`);
 }
 
-function push(sink: RowSink, param: string, system: string | undefined, code: string | undefined, display: string | undefined): void {
-  const row: IndexRow = [
+/** A token row of `system|code` whose `text` column holds `text` as given. */
+export function tokenRow(system: string | undefined, code: string | undefined, text: string | null): IndexRow {
+  return [
     system ?? null,
     code ?? null,
     code === undefined ? null : systemCodeHash(system, code),
     code === undefined ? null : codeHash(code),
-    display ? normalizeText(display) : null,
+    text,
     null,
     null,
     false,
     false, // the hot path's columns (date range, drives) are set by extractIndex on driving rows
   ];
-  sink.token.push({ param, row });
+}
+
+function push(sink: RowSink, param: string, system: string | undefined, code: string | undefined, display: string | undefined): void {
+  sink.token.push({ param, row: tokenRow(system, code, display ? normalizeText(display) : null) });
 }
 
 function extractOne(v: TypedValue, param: string, sink: RowSink): void {
