@@ -9,6 +9,7 @@ const { describe, it, before, after } = lab;
 const LOINC = 'http://loinc.org';
 const CATEGORY = 'http://terminology.hl7.org/CodeSystem/observation-category';
 const OTHER = 'http://other.org/fhir';
+const MRN = 'urn:test:criteria:mrn';
 
 /**
  * Subscription matching judges plain criteria and the subscriber's limits in memory
@@ -51,6 +52,10 @@ describe('criteria judged in memory agree with the search', () => {
       // Absolute: another server's patient with alice's id is not alice (decision 034); this server's own base is.
       reading(alice, '8867-4', 'vital-signs', 'final', { subject: { reference: `${OTHER}/Patient/${alice}` } }),
       reading(bob, '2339-0', 'laboratory', 'final', { subject: { reference: `${app.ctx.baseUrl}/Patient/${bob}/_history/1` } }),
+      // By identifier (decision 035): alone, typed, and beside a literal reference.
+      reading(alice, '8867-4', 'vital-signs', 'final', { subject: { identifier: { system: MRN, value: alice } } }),
+      reading(alice, '8867-4', 'vital-signs', 'final', { subject: { type: 'Patient', identifier: { system: MRN, value: alice } } }),
+      reading(bob, '2339-0', 'laboratory', 'final', { subject: { reference: `Patient/${bob}`, identifier: { system: MRN, value: bob } } }),
     ]) stored.push(await create(r));
   });
   after(() => app?.stop());
@@ -63,6 +68,8 @@ describe('criteria judged in memory agree with the search', () => {
     `performer=Patient/${alice}`, `code=8867-4&date=ge2026-01-01`, `code:text=reading`, `status:not=final`,
     `subject=${OTHER}/Patient/${alice}`, `patient=${OTHER}/Patient/${alice}`, `subject=${app.ctx.baseUrl}/Patient/${bob}`,
     `patient=${app.ctx.baseUrl}/Patient/${bob}/_history/1`, `category=laboratory&subject=${bob}`,
+    `subject:identifier=${MRN}|${alice}`, `subject:identifier=${alice},${bob}`, `subject:identifier=${MRN}|`, `subject:identifier=|${alice}`,
+    `patient:identifier=${MRN}|${alice}`, `patient:identifier=${bob}&category=laboratory`, `subject:identifier=${MRN}|${alice}&code=${LOINC}|8867-4`,
   ].map((c) => new URLSearchParams(c));
 
   it('matches exactly where every filter is judged, and never rules out what the search finds', async () => {
@@ -79,7 +86,7 @@ describe('criteria judged in memory agree with the search', () => {
         else if (found) expect(judged, `${params} on ${resource.id}`).to.be.true();
       }
     }
-    expect(exact).to.be.at.least(23);
+    expect(exact).to.be.at.least(30);
   });
 
   it('judges a subscriber\'s limits on the version as the search applies them', async () => {
@@ -90,6 +97,7 @@ describe('criteria judged in memory agree with the search', () => {
       { exclude: [{ patientId: alice }] },
       { exclude: [{ patientId: bob, constraint: new URLSearchParams(`category=${CATEGORY}|vital-signs`) }] },
       { constraint: new URLSearchParams(`_id=${stored[0]!.id},${stored[3]!.id}`) },
+      { constraint: new URLSearchParams(`subject:identifier=${MRN}|${alice},${MRN}|${bob}`) },
     ];
     for (const l of limits) {
       for (const resource of stored) {
