@@ -55,7 +55,8 @@ describe('extraction', () => {
     expect(driving.map((t) => t.param).sort()).to.equal(['category', 'code', 'component-code', 'component-code', 'component-code', 'component-code']);
     expect(driving.every((t) => t.row[5] === '2012-09-17T00:00:00.000Z' && t.row[8] === true)).to.be.true();
     const others = rows.token.filter((t) => !driving.includes(t));
-    expect(others.map((t) => t.param).sort()).to.equal(['code', 'identifier', 'status']);
+    // basedOn is a reference by identifier: its row serves `based-on:identifier` and never drives (decision 035).
+    expect(others.map((t) => t.param).sort()).to.equal(['based-on:identifier', 'code', 'identifier', 'status']);
     expect(others.every((t) => t.row[5] === null && t.row[6] === null && t.row[8] === false)).to.be.true();
     expect(rows.composite.filter((r) => r.param === 'code-value-quantity')).to.equal([]); // a panel has no value[x]
   });
