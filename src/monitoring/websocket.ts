@@ -104,6 +104,7 @@ export class WebsocketChannel {
   ) {}
 
   async start(): Promise<void> {
+    this.sockets.on('error', (err) => this.ctx.log.warn({ err: { message: err.message } }, 'websocket server error'));
     this.server.listener.on('upgrade', this.onUpgrade);
     this.heartbeat = setInterval(() => {
       for (const ws of this.sockets.clients) {
@@ -134,6 +135,10 @@ export class WebsocketChannel {
   private accept(ws: WebSocket): void {
     const mine = new Set<string>();
     this.alive.add(ws);
+    // A frame that breaks the protocol (too long, unmasked, bad UTF-8) is an 'error' on the
+    // socket, which ws then closes (1002, 1009): unheard, it was an uncaught exception that ended
+    // the process, and the upgrade needs no token (robustness probe).
+    ws.on('error', (err) => this.ctx.log.debug({ err: { message: err.message } }, 'websocket closed on a protocol error'));
     // A socket that binds nothing is only a cost: it has a few seconds to present its token.
     const deadline = setTimeout(() => mine.size === 0 && ws.close(1008, 'bind-with-token expected'), BIND_DEADLINE_MS).unref();
     ws.on('close', () => clearTimeout(deadline));

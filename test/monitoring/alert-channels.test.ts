@@ -1,5 +1,6 @@
 import * as Lab from '@hapi/lab';
 import { expect } from '@hapi/code';
+import { connect } from 'node:net';
 import WebSocket from 'ws';
 import { until } from '../helpers/hook';
 import { examplePlanFor } from '../helpers/monitoring-plan';
@@ -220,6 +221,25 @@ describe('alert channels: email and websocket', () => {
       ws.once('error', () => resolve(-1));
     });
     expect(status).to.equal(404);
+  });
+
+  it('closes a socket that breaks the protocol (an oversized message, an unmasked frame) and goes on serving', async () => {
+    const origin = app.ctx.baseUrl.replace(/\/fhir$/, '');
+    // An oversized message, before any token: the upgrade needs none.
+    const big = new WebSocket(`${origin.replace('http', 'ws')}/websocket`);
+    await new Promise((resolve) => big.once('open', resolve));
+    const closed = new Promise<number>((resolve) => big.once('close', (code) => resolve(code)));
+    big.send('x'.repeat(64 * 1024));
+    expect(await closed).to.equal(1009);
+    // An unmasked frame from a client, by hand: ws (the library) always masks.
+    const { port, hostname } = new URL(origin);
+    const raw = connect(Number(port), hostname);
+    await new Promise((resolve) => raw.once('connect', resolve));
+    raw.write(`GET /websocket HTTP/1.1\r\nHost: ${hostname}:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`);
+    await new Promise((resolve) => raw.once('data', resolve));
+    raw.write(Buffer.from([0x81, 0x02, 0x68, 0x69]));
+    await new Promise((resolve) => raw.once('close', resolve));
+    expect((await fetch(`${origin}/fhir/metadata`)).status).to.equal(200);
   });
 
   it('the binding-token operation is for websocket Subscriptions only', async () => {
