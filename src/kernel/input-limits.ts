@@ -141,8 +141,13 @@ export function exceedsElements(resource: unknown, max: number): boolean {
   while (stack.length) {
     const node = stack.pop();
     if (++count > max) return true;
-    if (node !== null && typeof node === 'object') {
-      for (const value of Object.values(node as object)) stack.push(value);
+    if (node === null || typeof node !== 'object') continue;
+    // Each value stacked is counted when popped: stop as soon as they would pass `max`, without
+    // listing a node's values first (Object.values of a 1.3M-key object took 3.3 s to refuse).
+    if (Array.isArray(node)) {
+      for (const value of node) if (stack.push(value) + count > max) return true;
+    } else {
+      for (const key in node) if (stack.push((node as Record<string, unknown>)[key]) + count > max) return true;
     }
   }
   return false;
