@@ -108,6 +108,22 @@ describe('rest-hook subscriptions', () => {
     }
   });
 
+  it('a transaction of more than 100 resources a Subscription may match is written, and every match notified', async () => {
+    const hook = await subscriber();
+    const patient = (await create(app, { resourceType: 'Patient', name: [{ family: unique('many') }] })).id;
+    // A value criterion: judged by a search of the written ids, not in memory.
+    const sub = await create(app, subscription(hook.url, `Observation?subject=Patient/${patient}&combo-value-quantity=gt0`, { payload: undefined }));
+    try {
+      const entry = Array.from({ length: 101 }, (_, i) => ({ request: { method: 'POST', url: 'Observation' }, resource: systolic(patient, 100 + (i % 50)) }));
+      const res = await app.request({ method: 'POST', url: '/fhir', payload: { resourceType: 'Bundle', type: 'transaction', entry } });
+      expect(res.statusCode, res.payload.slice(0, 300)).to.equal(200);
+      await until('101 notifications', () => hook.received.length >= 101 || undefined, 30_000);
+    } finally {
+      await app.request({ method: 'DELETE', url: `/fhir/Subscription/${sub.id}` });
+      await hook.close();
+    }
+  });
+
   it('records failures in the Subscription, retries with backoff, and delivers after the server was restarted mid-retry', async () => {
     let failing = true;
     const hook = await subscriber(() => (failing ? 503 : 200));
