@@ -10,6 +10,14 @@ export interface ExactDecimal {
   value: number;
 }
 
+/**
+ * The largest decimal exponent a device value may carry, either way. Scaling writes out the
+ * zeros, so an unbounded exponent (`1e600000000`, a Withings unit of 6e8) costs memory and time
+ * in proportion to it before anything can refuse the value; no vital sign needs more than a few
+ * places (Withings units are −3..0, an IEEE 11073 SFLOAT's exponent −8..7).
+ */
+export const MAX_DECIMAL_EXPONENT = 30;
+
 export function scaleDecimal(mantissa: bigint | number, exponent: number): ExactDecimal {
   const m = BigInt(mantissa);
   const negative = m < 0n;
@@ -34,11 +42,16 @@ export function shiftDecimal(d: ExactDecimal, shift: number): ExactDecimal {
   return scaleDecimal(mantissa, shift - frac.length);
 }
 
-/** Parses a JSON number or decimal string into an exact decimal; undefined when it is not one. */
+/**
+ * Parses a JSON number or decimal string into an exact decimal; undefined when it is not one, or
+ * when its exponent is beyond ±MAX_DECIMAL_EXPONENT (checked before any digit is written out).
+ */
 export function parseDecimal(raw: unknown): ExactDecimal | undefined {
   const text = typeof raw === 'number' ? (Number.isFinite(raw) ? String(raw) : '') : typeof raw === 'string' ? raw.trim() : '';
   if (!/^-?\d+(\.\d+)?([eE][-+]?\d+)?$/.test(text)) return undefined;
   const m = /^(-?)(\d+)(?:\.(\d+))?(?:[eE]([-+]?\d+))?$/.exec(text)!;
   const frac = m[3] ?? '';
-  return scaleDecimal(BigInt(`${m[1]}${m[2]}${frac}`), Number(m[4] ?? 0) - frac.length);
+  const exponent = Number(m[4] ?? 0);
+  if (Math.abs(exponent) > MAX_DECIMAL_EXPONENT) return undefined;
+  return scaleDecimal(BigInt(`${m[1]}${m[2]}${frac}`), exponent - frac.length);
 }

@@ -2,7 +2,7 @@ import { keptNumberText } from '../kernel/json-decimals';
 import { badRequest } from '../kernel/outcome';
 import { translate } from '../terminology/conceptmap';
 import { decodeBle } from './ble';
-import { parseDecimal, scaleDecimal } from './decimal';
+import { MAX_DECIMAL_EXPONENT, parseDecimal, scaleDecimal } from './decimal';
 import type { Payload, PayloadEntry } from './ingest';
 import {
   type DoseDraft, type Draft, type Measurement, type ReadingDraft, ReadingError, WITHINGS_ATTRIB_SYSTEM, WITHINGS_DEVICE_SYSTEM, WITHINGS_MEASTYPE_SYSTEM,
@@ -69,7 +69,7 @@ function normalisedMeasurement(raw: Json, where: string): Measurement {
   }
   // A number keeps the text the gateway wrote it with (36.60 is not 36.6: R4 datatypes.html#decimal).
   const value = parseDecimal(typeof raw.value === 'number' ? (keptNumberText(raw, 'value') ?? raw.value) : raw.value);
-  if (!value) throw new ReadingError(400, `${where}: value ${JSON.stringify(raw.value)} is not a decimal number`, 'value');
+  if (!value) throw new ReadingError(400, `${where}: value ${JSON.stringify(raw.value)} is not a decimal number with an exponent of at most ±${MAX_DECIMAL_EXPONENT}`, 'value');
   return { source, value, unit };
 }
 
@@ -194,6 +194,8 @@ function withingsMeasurement(type: number, raw: Json, where: string): Measuremen
   if (typeof raw.value !== 'number' || !Number.isInteger(raw.value) || typeof raw.unit !== 'number' || !Number.isInteger(raw.unit)) {
     throw new ReadingError(400, `${where}: value and unit must be integers (value × 10^unit)`, 'value');
   }
+  // Real units are −3..0; a huge one would be written out digit by digit (decimal.ts).
+  if (Math.abs(raw.unit) > MAX_DECIMAL_EXPONENT) throw new ReadingError(400, `${where}: unit ${raw.unit} is out of range (value × 10^unit, |unit| ≤ ${MAX_DECIMAL_EXPONENT})`, 'value');
   const source = { system: WITHINGS_MEASTYPE_SYSTEM, code: String(type) };
   const unit = sourceUnit(source);
   return { source, value: scaleDecimal(raw.value, raw.unit), unit };
