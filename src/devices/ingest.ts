@@ -24,7 +24,18 @@ export interface Payload {
 }
 
 /** Where each reading of a payload ended: a write, or why it was refused before one. */
-type Slot = { error: OperationOutcomeError } | { op: WriteOp & { kind: 'create' }; duplicateOf?: number };
+type Slot = { error: OperationOutcomeError } | { op: WriteOp & { kind: 'create' } };
+
+/** What a 409 says when another reading is stored under the same deterministic id (draft.ts readingId). */
+function conflictNote(draft: Draft, device: fhir4.Identifier, resource: { resourceType: string; id?: string }): string {
+  const what = isDose(draft) ? 'dose report' : 'reading';
+  const code = isDose(draft) ? 'its medication' : `code ${draft.source.system ?? ''}|${draft.source.code ?? ''}`;
+  return (
+    `a different ${what} is stored for device ${device.system ?? ''}|${device.value ?? ''}, ${code} and time ${draft.time} ` +
+    `(${resource.resourceType}/${resource.id ?? ''}); this one is not stored. A re-sent ${what} must be the same; ` +
+    `two ${what}s at one time are told apart by a reading id of their own (\`id\`, a BLE or Withings sourceKey)`
+  );
+}
 
 function refusal(err: unknown): OperationOutcomeError {
   if (err instanceof OperationOutcomeError) return err;
@@ -67,7 +78,6 @@ export async function ingestPayload(ctx: FhirContext, payload: Payload, policy: 
   };
 
   const slots: Slot[] = [];
-  const seen = new Map<string, number>();
   const orders: OrderCache = new Map();
   const now = Date.now();
   for (const entry of payload.entries) {
@@ -105,18 +115,17 @@ export async function ingestPayload(ctx: FhirContext, payload: Payload, policy: 
         const resource = isDose(draft)
           ? await doseToAdministration(draft, { db: ctx.db, policy, device, deviceRef, patientRef, now }, orders)
           : draftToObservation(draft, { door: payload.door, device, deviceRef, patientRef, now });
-        const op = { kind: 'create' as const, type: resource.resourceType, id: resource.id, resource, onExistingId: 'match' as const };
-        const key = `${resource.resourceType}/${resource.id!}`;
-        const first = seen.get(key);
-        if (first === undefined) seen.set(key, slots.length);
-        slots.push({ op, ...(first !== undefined ? { duplicateOf: first } : {}) });
+        // A reading already stored, or repeated within the payload, is matched by the pipeline:
+        // 200 if it is the same reading, 409 if it is another one under the same identity.
+        const onConflict = conflictNote(draft, device, resource);
+        slots.push({ op: { kind: 'create' as const, type: resource.resourceType, id: resource.id, resource, onExistingId: 'match' as const, onConflict } });
       } catch (err) {
         slots.push({ error: refusal(err) });
       }
     }
   }
 
-  const toWrite = slots.flatMap((s, i) => ('op' in s && s.duplicateOf === undefined ? [{ op: s.op, i }] : []));
+  const toWrite = slots.flatMap((s, i) => ('op' in s ? [{ op: s.op, i }] : []));
   const results = new Map<number, WriteOutcome | OperationOutcomeError>();
   if (toWrite.length > 0) {
     const written = await executeWrites(ctx, toWrite.map((w) => w.op), { policy, mode: 'per-entry' });
@@ -125,10 +134,9 @@ export async function ingestPayload(ctx: FhirContext, payload: Payload, policy: 
 
   const entry: fhir4.BundleEntry[] = slots.map((s, i) => {
     if ('error' in s) return errorEntry(s.error);
-    const result = results.get(s.duplicateOf ?? i)!;
+    const result = results.get(i)!;
     if (result instanceof OperationOutcomeError) return errorEntry(result);
-    // A reading repeated within the payload is the same resource: 200, as a retry would be.
-    return writeEntry(ctx.baseUrl, s.duplicateOf !== undefined ? { ...result, status: 200 } : result, 'minimal');
+    return writeEntry(ctx.baseUrl, result, 'minimal');
   });
   return { resourceType: 'Bundle', type: 'batch-response', entry };
 }

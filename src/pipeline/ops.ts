@@ -14,11 +14,16 @@ export type WriteOp =
       id?: string;
       ifNoneExist?: URLSearchParams;
       /**
-       * With a deterministic `id` (device readings): when a resource already has that id, write
-       * nothing and answer 200 with it, so a gateway's retry creates nothing new. Set-based: the
-       * ids of a unit are looked up together with the rows it replaces.
+       * With a deterministic `id` (device readings): when a resource already has that id and is,
+       * once the stages have mapped and judged the new one, the same but for its meta, write
+       * nothing and answer 200 with it, so a gateway's retry creates nothing new. When it differs,
+       * the id names another resource: 409, never a 200 that loses the new content. When it was
+       * deleted: 410 (a retry must not undo a deletion). Set-based: the ids of a unit are looked
+       * up together with the rows it replaces.
        */
       onExistingId?: 'match';
+      /** The 409's diagnostics when the stored resource of that id differs (how to tell the two apart). */
+      onConflict?: string;
     }
   | {
       kind: 'update'; type: string; id?: string; match?: URLSearchParams; resource: unknown; ifMatch?: VersionCondition;

@@ -20,6 +20,8 @@ export interface Planned {
     previous?: fhir4.FhirResource;
     method: NewVersion['method'];
     previousVersion: number;
+    /** A create of an id that exists (`onExistingId`): compared with `previous` after the stages, never written. */
+    resend?: true;
   };
 }
 
@@ -39,6 +41,7 @@ export function plan(op: WriteOp, id: string | undefined, existingMatch: boolean
         // Matched by If-None-Exist (as the caller's own search finds it, resolve.ts) or by a device
         // reading's deterministic id: the caller must be able to see what it is told exists.
         if (live?.resource) requireWritable(policy, op.type, 'c', live.resource, undefined);
+        if (op.onExistingId === 'match' && current && op.ifNoneExist === undefined) return resend(op, id!, current, policy);
         return { outcome: { status: 200, type: op.type, id, versionId: current?.versionId } };
       }
       const resource = prepare(op.type, id!, op.resource, { bodyId: 'ignored' });
@@ -83,6 +86,26 @@ export function plan(op: WriteOp, id: string | undefined, existingMatch: boolean
       };
     }
   }
+}
+
+/**
+ * A create naming an id that exists (a device reading's deterministic id): the new content goes
+ * through the stages as a write would, so that unit-of-work.ts can compare the resource as it
+ * would be written with the stored one; it is never written. An id whose resource was deleted is
+ * 410: recreating it would let a gateway's retry undo a clinician's deletion (or an erasure),
+ * and a 200 would point at a location that answers 410.
+ */
+function resend(op: WriteOp & { kind: 'create' }, id: string, current: CurrentVersion, policy: AccessPolicy): Planned {
+  if (current.deleted || !current.resource) {
+    if (current.lastLive) requireWritable(policy, op.type, 'c', current.lastLive, undefined);
+    throw gone(`${op.type}/${id} was stored and then deleted; it is not created again`);
+  }
+  const resource = prepare(op.type, id, op.resource, { bodyId: 'ignored' });
+  requireWritable(policy, op.type, 'c', resource, undefined);
+  return {
+    outcome: { status: 200, type: op.type, id, versionId: current.versionId, lastUpdated: current.resource.meta?.lastUpdated, resource: current.resource },
+    write: { type: op.type, id, resource, previous: current.resource, method: 'POST', previousVersion: current.versionId, resend: true },
+  };
 }
 
 function checkIfMatch(op: WriteOp & { ifMatch?: VersionCondition }, id: string | undefined, current: CurrentVersion | undefined): void {

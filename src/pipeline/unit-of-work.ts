@@ -185,6 +185,16 @@ export class UnitOfWork {
     // and stamp the server's meta (R4 resource.html#Meta: versionId and lastUpdated are the server's).
     for (const [i, w] of pending) {
       if (refused.has(i) || !w.resource) continue;
+      if (planned[i]!.write!.resend) {
+        // A create of an id that exists writes nothing either way: the same reading is answered
+        // by the stored version, a different one is refused (ops.ts, onExistingId).
+        const same = sameJson(withoutMeta(w.resource), withoutMeta(w.previous!));
+        const op = resolved[i]!.op;
+        if (same) planned[i] = { outcome: planned[i]!.outcome };
+        else refuse(i, conflict(op.kind === 'create' && op.onConflict ? op.onConflict : `${w.type}/${w.id} exists with other content; a create of that id is not a retry of it`));
+        pending.delete(i);
+        continue;
+      }
       const unchanged = unchangedVersion(w, planned[i]!);
       if (unchanged) {
         planned[i] = unchanged;
@@ -290,6 +300,13 @@ function unchangedVersion(w: PendingWrite, p: Planned): Planned | undefined {
   const lastUpdated = w.previous.meta?.lastUpdated;
   if (lastUpdated === undefined) return undefined;
   return { outcome: { status: 200, type: w.type, id: w.id, versionId: write.previousVersion, lastUpdated, resource: w.previous } };
+}
+
+/** The content without meta: who sent it through which door, and when it was stored, are not the reading. */
+function withoutMeta(resource: fhir4.FhirResource): object {
+  const { meta: _meta, ...content } = resource;
+  carryKeptDecimals(resource, content);
+  return content;
 }
 
 const METHOD: Record<WriteOp['kind'], CommittedWrite['method']> = { create: 'POST', update: 'PUT', patch: 'PATCH', delete: 'DELETE' };

@@ -48,4 +48,43 @@ describe('device ingest refusals', () => {
     expect(diagnostics(readings.json, 0)).to.contain('exponent');
     expect(Date.now() - started).to.be.below(5000);
   });
+
+  it('answers a re-sent reading 200 only when it is the same reading, and 409 when another is stored under its identity', async () => {
+    const a = await newPatient();
+    const b = await newPatient();
+    const serial = unique('sn');
+    const send = (patient: string, readings: object[]) =>
+      app.request({ method: 'POST', url: '/ingest/readings', payload: { device: { identifier: { system: 'urn:test:serial', value: serial }, create: true }, patient: { reference: `Patient/${patient}` }, readings } });
+    const hr = (value: number, time = '2026-01-02T08:00:00Z') => ({ code: { system: LOINC, code: '8867-4' }, value, unit: '/min', time });
+    // Two values for one device, code and time in one payload: the second is not lost silently.
+    const first = await send(a, [hr(72), hr(140), hr(72)]);
+    expect(status(first.json)).to.equal([201, 409, 200]);
+    expect(diagnostics(first.json, 1)).to.contain('a different reading is stored for device');
+    expect(diagnostics(first.json, 1)).to.contain('8867-4');
+    expect(first.json.entry[2].response.location).to.equal(first.json.entry[0].response.location);
+    // The same reading again: 200 with the stored one; another value, or another patient: 409.
+    const again = await send(a, [hr(72), hr(72.0 + 1)]);
+    expect(status(again.json)).to.equal([200, 409]);
+    const otherPatient = await send(b, [hr(72)]);
+    expect(status(otherPatient.json)).to.equal([409]);
+    const stored = (await app.request({ method: 'GET', url: `/fhir/${first.json.entry[0].response.location.split('/_history')[0]}` })).json;
+    expect(stored.subject.reference).to.equal(`Patient/${a}`);
+    expect(stored.valueQuantity.value).to.equal(72);
+    // A reading whose Observation was deleted is not created again behind the deletion.
+    await app.request({ method: 'DELETE', url: `/fhir/Observation/${stored.id}` });
+    const afterDelete = await send(a, [hr(72)]);
+    expect(status(afterDelete.json)).to.equal([410]);
+    expect(diagnostics(afterDelete.json, 0)).to.contain('deleted');
+  });
+
+  it('refuses a Withings group corrected under the same grpid with 409, keeping the stored value', async () => {
+    const pid = await newPatient();
+    const group = (value: number) => ({ status: 0, body: { measuregrps: [{ grpid: 4242, date: 1735800000, category: 1, measures: [{ value, type: 1, unit: -3 }] }] } });
+    const url = `/ingest/withings?patient=Patient/${pid}`;
+    expect(status((await app.request({ method: 'POST', url, payload: group(70500) })).json)).to.equal([201]);
+    expect(status((await app.request({ method: 'POST', url, payload: group(70500) })).json)).to.equal([200]);
+    const corrected = await app.request({ method: 'POST', url, payload: group(71500) });
+    expect(status(corrected.json)).to.equal([409]);
+    expect(corrected.json.entry[0].response.outcome.issue[0].code).to.equal('conflict');
+  });
 });
