@@ -158,7 +158,11 @@ describe('device ingest', () => {
     };
 
     // Withings: value × 10^unit, as many decimals as the unit says (65750, -3 is 65.750 kg).
-    const withings = await storedTexts(await app.request({ method: 'POST', url: `/ingest/withings?patient=Patient/${pid}`, payload: fixture('withings-getmeas.json') }));
+    // Groups of their own: the same groups for another patient are other readings under the
+    // same identity as the mapping test's, refused with 409.
+    const getmeas = fixture('withings-getmeas.json');
+    for (const g of getmeas.body.measuregrps) g.grpid = unique(String(g.grpid));
+    const withings = await storedTexts(await app.request({ method: 'POST', url: `/ingest/withings?patient=Patient/${pid}`, payload: getmeas }));
     const valueOf = (text: string) => /"valueQuantity":\s*\{[^}]*"value":\s*([-0-9.eE+]+)/.exec(text)?.[1];
     expect(withings.map(valueOf)).to.equal(['128', '67', '65.750', '22.10', '14.53', '175', '36.90']);
 
