@@ -19,7 +19,7 @@ class Bytes {
   private at = 0;
   constructor(
     private readonly data: Buffer,
-    private readonly characteristic: string,
+    readonly characteristic: string,
   ) {}
   need(n: number, field: string): void {
     if (this.at + n > this.data.length) {
@@ -270,20 +270,48 @@ function addMinutes(time: string, minutes: number, utcOffset: string): string {
   return new Date(t).toISOString().replace(/\.\d{3}Z$/, utcOffset);
 }
 
+/**
+ * PLX Measurement Status (2A5E, 2A5F; device-facts.md §4.3). What the device says is no patient
+ * measurement is refused, as a control-solution glucose result is: bit 15 invalid, bit 11 data
+ * for testing, bit 10 data for demonstration (filed as final they raised critical Flags). What it
+ * says is not yet, or not surely, the result is stored as `preliminary`: bit 14 questionable,
+ * bit 5 measurement ongoing, bit 6 early estimated data. Those are still judged against the
+ * patient's limits (monitoring/judge.ts judges preliminary readings): a low SpO2 estimate may be
+ * real, and the Flag's reading says it is preliminary.
+ */
+const PLX_REFUSED_STATUS = [15, 11, 10];
+const PLX_PRELIMINARY_STATUS = [14, 5, 6];
+
+function plxMeasurementStatus(r: Bytes): { codes: string[]; status?: 'preliminary' } {
+  const status = r.u16('Measurement Status');
+  const refused = PLX_REFUSED_STATUS.filter((bit) => (status >> bit) & 1);
+  if (refused.length > 0) {
+    const names = refused.map((bit) => PLX_MEASUREMENT_STATUS[bit]).join(', ');
+    throw new ReadingError(422, `characteristic ${r.characteristic}: the device marks this measurement ${names} (Measurement Status), not patient data`, 'business-rule');
+  }
+  const preliminary = PLX_PRELIMINARY_STATUS.some((bit) => (status >> bit) & 1);
+  return { codes: bits(status, PLX_MEASUREMENT_STATUS), ...(preliminary ? { status: 'preliminary' as const } : {}) };
+}
+
 function plxSpotCheck(r: Bytes, p: BlePayload): ReadingDraft[] {
   const flags = r.u8('Flags');
   const spo2 = r.sfloat('SpO2');
   const pr = r.sfloat('PR');
-  const time = (flags & 0x01 ? r.dateTime('Timestamp', p.utcOffset) : undefined) ?? p.receivedAt;
+  const stamped = flags & 0x01 ? r.dateTime('Timestamp', p.utcOffset) : undefined;
+  // Flags bit 4, Device Clock Is Not Set: the timestamp counts from the device's reset (2000-01-01
+  // or so), not the time of the reading; the gateway's receive time is the better one.
+  const time = (flags & 0x10 ? undefined : stamped) ?? p.receivedAt;
   const codes: string[] = [];
-  if (flags & 0x02) codes.push(...bits(r.u16('Measurement Status'), PLX_MEASUREMENT_STATUS));
+  const measured = flags & 0x02 ? plxMeasurementStatus(r) : { codes: [] };
+  codes.push(...measured.codes);
   if (flags & 0x04) codes.push(...bits(r.u24('Device and Sensor Status'), PLX_SENSOR_STATUS));
   if (flags & 0x08) r.sfloat('Pulse Amplitude Index');
   if (flags & 0x10) codes.push('device-clock-not-set');
   const extension = statusExtension(codes);
+  const status = measured.status ? { status: measured.status } : {};
   return [
-    { ...measurement('2A5E.spo2', spo2, '%'), time, sourceKey: '2A5E.spo2', extension },
-    { ...measurement('2A5E.pulse-rate', pr, '/min'), time, sourceKey: '2A5E.pulse-rate', extension },
+    { ...measurement('2A5E.spo2', spo2, '%'), time, sourceKey: '2A5E.spo2', extension, ...status },
+    { ...measurement('2A5E.pulse-rate', pr, '/min'), time, sourceKey: '2A5E.pulse-rate', extension, ...status },
   ];
 }
 
@@ -294,15 +322,16 @@ function plxContinuous(r: Bytes, p: BlePayload): ReadingDraft[] {
   // Fast and slow averages are kept out: the normal pair is the reading.
   if (flags & 0x01) (r.sfloat('SpO2PR-Fast SpO2'), r.sfloat('SpO2PR-Fast PR'));
   if (flags & 0x02) (r.sfloat('SpO2PR-Slow SpO2'), r.sfloat('SpO2PR-Slow PR'));
-  const codes: string[] = [];
-  if (flags & 0x04) codes.push(...bits(r.u16('Measurement Status'), PLX_MEASUREMENT_STATUS));
+  const measured = flags & 0x04 ? plxMeasurementStatus(r) : { codes: [] };
+  const codes = [...measured.codes];
   if (flags & 0x08) codes.push(...bits(r.u24('Device and Sensor Status'), PLX_SENSOR_STATUS));
   if (flags & 0x10) r.sfloat('Pulse Amplitude Index');
   const extension = statusExtension(codes);
+  const status = measured.status ? { status: measured.status } : {};
   // No timestamp in 2A5F: the gateway's receive time is the effective time.
   return [
-    { ...measurement('2A5F.spo2', spo2, '%'), time: p.receivedAt, sourceKey: '2A5F.spo2', extension },
-    { ...measurement('2A5F.pulse-rate', pr, '/min'), time: p.receivedAt, sourceKey: '2A5F.pulse-rate', extension },
+    { ...measurement('2A5F.spo2', spo2, '%'), time: p.receivedAt, sourceKey: '2A5F.spo2', extension, ...status },
+    { ...measurement('2A5F.pulse-rate', pr, '/min'), time: p.receivedAt, sourceKey: '2A5F.pulse-rate', extension, ...status },
   ];
 }
 

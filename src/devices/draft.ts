@@ -78,7 +78,7 @@ export function draftToObservation(draft: ReadingDraft, ctx: DraftContext): fhir
     meta: { source: `${DOOR_SOURCE_PREFIX}${ctx.door}`, ...(draft.tags?.length ? { tag: draft.tags } : {}) },
     ...(draft.extension?.length ? { extension: draft.extension } : {}),
     identifier: [{ system: READING_ID_SYSTEM, value: id }],
-    status: 'final',
+    status: draft.status ?? 'final',
     code: { coding: [draft.source] },
     subject: { reference: ctx.patientRef },
     effectiveDateTime: draft.time,

@@ -30,6 +30,8 @@ export interface ReadingDraft extends Measurement {
   patient?: string;
   /** Provenance that is not clinical content (Withings attrib), kept as meta.tag. */
   tags?: fhir4.Coding[];
+  /** `preliminary` when the device says the value is not yet (or not surely) the result; else final. */
+  status?: 'preliminary';
 }
 
 export const BASE = 'http://rpm.example.org/fhir';

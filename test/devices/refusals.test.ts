@@ -25,7 +25,7 @@ describe('device ingest refusals', () => {
     const withings = await app.request({
       method: 'POST',
       url: `/ingest/withings?patient=Patient/${pid}`,
-      payload: { status: 0, body: { measuregrps: [{ grpid: 1, date: 1735800000, category: 1, measures: [{ value: 1, type: 1, unit: 600000000 }, { value: 1, type: 1, unit: -100000000 }, { value: 72, type: 11, unit: 0 }] }] } },
+      payload: { status: 0, body: { measuregrps: [{ grpid: unique('g'), date: 1735800000, category: 1, measures: [{ value: 1, type: 1, unit: 600000000 }, { value: 1, type: 1, unit: -100000000 }, { value: 72, type: 11, unit: 0 }] }] } },
     });
     expect(withings.statusCode).to.equal(200);
     expect(status(withings.json)).to.equal([400, 400, 201]);
@@ -79,12 +79,61 @@ describe('device ingest refusals', () => {
 
   it('refuses a Withings group corrected under the same grpid with 409, keeping the stored value', async () => {
     const pid = await newPatient();
-    const group = (value: number) => ({ status: 0, body: { measuregrps: [{ grpid: 4242, date: 1735800000, category: 1, measures: [{ value, type: 1, unit: -3 }] }] } });
+    const grpid = unique('g');
+    const group = (value: number) => ({ status: 0, body: { measuregrps: [{ grpid, date: 1735800000, category: 1, measures: [{ value, type: 1, unit: -3 }] }] } });
     const url = `/ingest/withings?patient=Patient/${pid}`;
     expect(status((await app.request({ method: 'POST', url, payload: group(70500) })).json)).to.equal([201]);
     expect(status((await app.request({ method: 'POST', url, payload: group(70500) })).json)).to.equal([200]);
     const corrected = await app.request({ method: 'POST', url, payload: group(71500) });
     expect(status(corrected.json)).to.equal([409]);
     expect(corrected.json.entry[0].response.outcome.issue[0].code).to.equal('conflict');
+  });
+
+  it('refuses pulse-oximetry readings the device marks invalid, for testing or for demonstration, and files questionable ones as preliminary', async () => {
+    const pid = await newPatient();
+    const at = '2026-01-02T08:00:00Z';
+    const plx = (data: string, characteristic = '2A5E') => ({ characteristic, data, receivedAt: at });
+    const res = await app.request({
+      method: 'POST',
+      url: '/ingest/ble',
+      payload: {
+        device: { identifier: { system: 'urn:ietf:rfc:7042', value: unique('mac') }, create: true },
+        patient: { reference: `Patient/${pid}` },
+        readings: [
+          plx('02610044000080'), // Measurement Status bit 15: invalid
+          plx('02610044000008'), // bit 11: data for testing
+          plx('02610044000004'), // bit 10: data for demonstration
+          plx('04620046000080', '2A5F'), // continuous, invalid
+          plx('02600045000040'), // bit 14: questionable
+        ],
+      },
+    });
+    // One entry per characteristic refused; the questionable one is two readings (SpO2, PR).
+    expect(status(res.json)).to.equal([422, 422, 422, 422, 201, 201]);
+    expect(diagnostics(res.json, 0)).to.contain('invalid-measurement');
+    expect(diagnostics(res.json, 1)).to.contain('data-for-testing');
+    expect(diagnostics(res.json, 2)).to.contain('data-for-demonstration');
+    expect(diagnostics(res.json, 3)).to.contain('2A5F');
+    const questionable = (await app.request({ method: 'GET', url: `/fhir/${res.json.entry[4].response.location.split('/_history')[0]}` })).json;
+    expect(questionable.status).to.equal('preliminary');
+    expect(questionable.valueQuantity.value).to.equal(96);
+  });
+
+  it('files a PLX spot-check at the gateway\'s receive time when the device says its clock is not set', async () => {
+    const pid = await newPatient();
+    const receivedAt = '2026-01-02T09:15:00Z';
+    // Flags 0x11: timestamp present, Device Clock Is Not Set; the timestamp is 2000-01-01 00:00:00.
+    const res = await app.request({
+      method: 'POST',
+      url: '/ingest/ble',
+      payload: {
+        device: { identifier: { system: 'urn:ietf:rfc:7042', value: unique('mac') }, create: true },
+        patient: { reference: `Patient/${pid}` },
+        readings: [{ characteristic: '2A5E', data: '11' + '6100' + '4400' + 'd0070101000000', receivedAt }],
+      },
+    });
+    expect(status(res.json)).to.equal([201, 201]);
+    const obs = (await app.request({ method: 'GET', url: `/fhir/${res.json.entry[0].response.location.split('/_history')[0]}` })).json;
+    expect(obs.effectiveDateTime).to.equal(receivedAt);
   });
 });
