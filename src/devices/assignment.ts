@@ -3,6 +3,7 @@ import type { AccessPolicy } from '../access/policy';
 import { parseRelativeReference } from '../kernel/id';
 import { conflict } from '../kernel/outcome';
 import { executeWrites, type PipelineContext } from '../pipeline';
+import { parseDateRange } from '../search/date-range';
 import { readResources } from '../store/repository';
 
 /**
@@ -39,9 +40,12 @@ export async function findDevice(ctx: PipelineContext, identifier: fhir4.Identif
     if (dus.status === 'entered-in-error' || parseRelativeReference(dus.subject?.reference)?.type !== 'Patient') continue;
     const period = dus.timingPeriod;
     if (!period) continue;
+    // A date or dateTime stands for its whole precision (R4 datatypes.html#Period: the end
+    // includes any matching date/time): an end of 2026-10-31 covers all of that day, a start of
+    // 2026-10 begins on its first. The search's ranges (low, high) say what each text covers.
     assignments.push({
-      start: period.start ? Date.parse(period.start) : undefined,
-      end: period.end ? Date.parse(period.end) : undefined,
+      start: period.start ? parseDateRange(period.start)?.low : undefined,
+      end: period.end ? parseDateRange(period.end)?.high : undefined,
       patient: dus.subject!.reference!,
     });
   }
