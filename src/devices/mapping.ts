@@ -135,13 +135,16 @@ function mapCode(code: fhir4.CodeableConcept, ctx: Context): { loinc?: string; c
 function canonicalCode(code: fhir4.CodeableConcept, loinc: string, fallbackDisplay: string | undefined, ctx: Context): void {
   const codings = code.coding ?? [];
   const rule = terminology().rules.get(loinc);
-  const display = rule?.display ?? fallbackDisplay ?? loinc;
-  const first: fhir4.Coding[] = [{ system: LOINC_SYSTEM, code: loinc, display }];
+  // A code we hold no display for keeps the sender's, or has none: a display is the code's
+  // meaning for a reader, and the code itself in its place says nothing (and is no display).
+  const sent = codings.find((c) => c.system === LOINC_SYSTEM && c.code === loinc)?.display;
+  const display = rule?.display ?? fallbackDisplay ?? sent;
+  const first: fhir4.Coding[] = [{ system: LOINC_SYSTEM, code: loinc, ...(display !== undefined ? { display } : {}) }];
   if (rule?.alsoCode) first.push(rule.alsoCode);
   const isFirst = (c: fhir4.Coding) => first.some((f) => f.system === c.system && f.code === c.code);
   for (const c of codings) if (PROVENANCE_SYSTEMS.has(c.system ?? '')) ctx.tags.push({ system: c.system, code: c.code, ...(c.display ? { display: c.display } : {}) });
   code.coding = [...first, ...codings.filter((c) => !PROVENANCE_SYSTEMS.has(c.system ?? '') && !isFirst(c))];
-  code.text = display;
+  if (display !== undefined) code.text = display;
 }
 
 /** MDC units to UCUM, then to the unit the LOINC's rule wants; then the physiological range. */
