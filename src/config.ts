@@ -32,6 +32,11 @@ export interface Config {
   hsts: boolean;
   /** Most entries accepted in one transaction or batch Bundle. */
   maxBundleEntries: number;
+  /**
+   * Most readings (or doses) in one device-door request: a payload is one database transaction,
+   * and 50,000 readings held the embedded database for a minute. More is 413 before any write.
+   */
+  maxIngestReadings: number;
   /** Monitoring (README "Monitoring"): missed-measurement check period, 0 = off. */
   adherenceCheckIntervalMs: number;
   /** How often Subscriptions past their `end` are turned off (SUBSCRIPTION_END_CHECK_INTERVAL), 0 = never. */
@@ -174,6 +179,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     defaultPageSize: int(env.DEFAULT_PAGE_SIZE, 50, 'DEFAULT_PAGE_SIZE'),
     maxPageSize: int(env.MAX_PAGE_SIZE, 1000, 'MAX_PAGE_SIZE'),
     maxBundleEntries: int(env.MAX_BUNDLE_ENTRIES, 10_000, 'MAX_BUNDLE_ENTRIES'),
+    maxIngestReadings: int(env.MAX_INGEST_READINGS, 1000, 'MAX_INGEST_READINGS'),
     inputLimits: {
       maxJsonDepth: int(env.MAX_JSON_DEPTH, DEFAULT_INPUT_LIMITS.maxJsonDepth, 'MAX_JSON_DEPTH'),
       maxJsonElements: int(env.MAX_JSON_ELEMENTS, DEFAULT_INPUT_LIMITS.maxJsonElements, 'MAX_JSON_ELEMENTS'),
