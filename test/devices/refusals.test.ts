@@ -1,6 +1,6 @@
 import * as Lab from '@hapi/lab';
 import { expect } from '@hapi/code';
-import { startTestServer, type TestServer, unique } from '../helpers/server';
+import { countRows, startTestServer, type TestServer, unique } from '../helpers/server';
 
 export const lab = Lab.script();
 const { describe, it, before, after } = lab;
@@ -135,5 +135,63 @@ describe('device ingest refusals', () => {
     expect(status(res.json)).to.equal([201, 201]);
     const obs = (await app.request({ method: 'GET', url: `/fhir/${res.json.entry[0].response.location.split('/_history')[0]}` })).json;
     expect(obs.effectiveDateTime).to.equal(receivedAt);
+  });
+
+  it('files a reading on the last day of an assignment whose end is a date, and from the first of one whose start is a month', async () => {
+    const [alice, bob] = [await newPatient(), await newPatient()];
+    const identifier = { system: 'urn:test:serial', value: unique('cuff') };
+    const deviceId = (await app.request({ method: 'POST', url: '/fhir/Device', payload: { resourceType: 'Device', identifier: [identifier] } })).json.id;
+    const use = (patient: string, timingPeriod: object) =>
+      app.request({ method: 'POST', url: '/fhir/DeviceUseStatement', payload: { resourceType: 'DeviceUseStatement', status: 'active', subject: { reference: `Patient/${patient}` }, device: { reference: `Device/${deviceId}` }, timingPeriod } });
+    expect((await use(alice, { start: '2026-01-01', end: '2026-10-31' })).statusCode).to.equal(201);
+    expect((await use(bob, { start: '2026-11' })).statusCode).to.equal(201);
+    const reading = (time: string) => ({ code: { system: LOINC, code: '8867-4' }, value: 70, unit: '/min', time });
+    const res = await app.request({ method: 'POST', url: '/ingest/readings', payload: { device: { identifier }, readings: [reading('2026-10-31T18:00:00Z'), reading('2026-11-01T00:00:00Z'), reading('2026-01-01T00:00:00Z')] } });
+    expect(status(res.json)).to.equal([201, 201, 201]);
+    const subjects = [];
+    for (const e of res.json.entry) subjects.push((await app.request({ method: 'GET', url: `/fhir/${e.response.location.split('/_history')[0]}` })).json.subject.reference);
+    expect(subjects).to.equal([`Patient/${alice}`, `Patient/${bob}`, `Patient/${alice}`]);
+  });
+
+  it('writes no LOINC code as its own display: keeps the sender\'s, or none', async () => {
+    const pid = await newPatient();
+    const res = await app.request({
+      method: 'POST',
+      url: '/ingest/readings',
+      payload: {
+        device: { identifier: { system: 'urn:test:serial', value: unique('sn') }, create: true },
+        patient: { reference: `Patient/${pid}` },
+        readings: [
+          { code: { system: LOINC, code: '40443-4' }, value: 58, unit: '/min', time: '2026-01-02T08:00:00Z' },
+          { code: { system: LOINC, code: '40443-4', display: 'Heart rate --resting' }, value: 59, unit: '/min', time: '2026-01-02T09:00:00Z' },
+        ],
+      },
+    });
+    expect(status(res.json)).to.equal([201, 201]);
+    const read = async (i: number) => (await app.request({ method: 'GET', url: `/fhir/${res.json.entry[i].response.location.split('/_history')[0]}` })).json;
+    const bare = await read(0);
+    const named = await read(1);
+    const loinc = (o: any) => o.code.coding.find((c: any) => c.system === LOINC);
+    expect(loinc(bare).display).to.not.exist();
+    expect(bare.code.text).to.not.exist();
+    expect(loinc(named).display).to.equal('Heart rate --resting');
+  });
+
+  it('refuses more readings in one request than MAX_INGEST_READINGS with 413, before writing any', async () => {
+    const pid = await newPatient();
+    const before = await countRows(app, 'Observation');
+    const readings = Array.from({ length: 1001 }, (_, i) => ({ code: { system: LOINC, code: '8867-4' }, value: 60, unit: '/min', time: new Date(Date.UTC(2026, 0, 1) + i * 60_000).toISOString() }));
+    const res = await app.request({ method: 'POST', url: '/ingest/readings', payload: { device: { identifier: { system: 'urn:test:serial', value: unique('sn') }, create: true }, patient: { reference: `Patient/${pid}` }, readings } });
+    expect(res.statusCode).to.equal(413);
+    expect(res.json.resourceType).to.equal('OperationOutcome');
+    expect(res.json.issue[0].diagnostics).to.contain('MAX_INGEST_READINGS');
+    expect(await countRows(app, 'Observation')).to.equal(before);
+    const small = await startTestServer({ MAX_INGEST_READINGS: '2' });
+    try {
+      const capped = await small.request({ method: 'POST', url: '/ingest/readings', payload: { device: { identifier: { system: 'urn:test:serial', value: unique('sn') }, create: true }, patient: { reference: `Patient/${pid}` }, readings: readings.slice(0, 3) } });
+      expect(capped.statusCode).to.equal(413);
+    } finally {
+      await small.stop();
+    }
   });
 });
