@@ -36,7 +36,11 @@ export async function eraseCompartment(uow: UnitOfWork, patientId: string, polic
 
   const types = supportedTypes.filter(canBeInPatientCompartment);
   // Past versions that were in the compartment: the only trace of resources deleted or moved since.
-  const past = (await pastVersionsContaining(tx, types, `Patient/${patientId}"`)).filter((v) => patientsOf(v.type, v.resource).includes(patientId));
+  // The text match only narrows: it catches every spelling of a reference to Patient/<id> —
+  // relative, versioned (`/_history/n`), absolute on any base — and patientsOf, the index's own
+  // rule, then keeps those that name this server's Patient (decision 034: another base's is not).
+  const spellings = [`Patient/${patientId}"`, `Patient/${patientId}/_history/`];
+  const past = (await pastVersionsContaining(tx, types, spellings)).filter((v) => patientsOf(v.type, v.resource).includes(patientId));
   const erasure: Erasure = { resources: new Map(), pastVersions: 0, shared: [] };
   const partial = new Map<string, Array<{ id: string; versionId: number }>>();
   for (const type of types) {

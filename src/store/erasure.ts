@@ -11,17 +11,17 @@ export interface PastVersion {
 }
 
 /**
- * The replaced versions (history rows) of `types` whose stored JSON contains `text`, in one
- * statement. For erasure only (GDPR Art. 17): a resource deleted, or moved to another patient,
+ * The replaced versions (history rows) of `types` whose stored JSON contains any of `texts`, in
+ * one statement. For erasure only (GDPR Art. 17): a resource deleted, or moved to another patient,
  * since it was in a compartment has no index rows left that name it, so its past versions are
  * found by their content. It scans the history tables (rare and by an administrator; history
  * holds the replaced versions only, so it is the small part of the data).
  */
-export async function pastVersionsContaining(db: Queryable, types: readonly string[], text: string): Promise<PastVersion[]> {
-  if (types.length === 0) return [];
-  const like = `%${escapeLike(text)}%`;
-  const branches = types.map((type) => `SELECT '${type}' AS type, id, version_id, content FROM ${historyTableOf(type)} WHERE content IS NOT NULL AND content::text LIKE $1`);
-  const { rows } = await db.query<{ type: string; id: string; version_id: number; content: fhir4.FhirResource }>(branches.join(' UNION ALL '), [like]);
+export async function pastVersionsContaining(db: Queryable, types: readonly string[], texts: readonly string[]): Promise<PastVersion[]> {
+  if (types.length === 0 || texts.length === 0) return [];
+  const likes = texts.map((text) => `%${escapeLike(text)}%`);
+  const branches = types.map((type) => `SELECT '${type}' AS type, id, version_id, content FROM ${historyTableOf(type)} WHERE content IS NOT NULL AND content::text LIKE ANY($1::text[])`);
+  const { rows } = await db.query<{ type: string; id: string; version_id: number; content: fhir4.FhirResource }>(branches.join(' UNION ALL '), [likes]);
   return rows.map((r) => ({ type: r.type, id: r.id, versionId: r.version_id, resource: r.content }));
 }
 
