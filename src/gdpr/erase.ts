@@ -20,12 +20,14 @@ export function requireErasureRight(policy: AccessPolicy): void {
  * `POST Patient/{id}/$erase` (GDPR Art. 17): the Patient and its whole compartment, every
  * version and index row, and what each capability keeps about them, in one transaction
  * (src/pipeline/erase.ts). Answers an OperationOutcome with counts by type — no ids, no content —
- * and a warning for each resource kept because it is shared with another patient.
+ * and a warning for each resource kept because it is shared with another patient. A Patient
+ * already erased or deleted whose compartment still holds data (written since: references may
+ * dangle) is erased again the same way; 404 only when nothing is stored at all.
  */
 export async function eraseOperation(ctx: FhirContext, req: RestRequest): Promise<InteractionResult> {
   const patientId = req.id!;
   const erasure = await withUnitOfWork(ctx, (uow) => eraseCompartment(uow, patientId, req.policy));
-  if (!erasure) throw notFound(`Patient/${patientId} is not known`);
+  if (!erasure) throw notFound(`nothing of Patient/${patientId} is stored: neither the Patient nor its compartment`);
   const counts = [...erasure.resources].map(([type, ids]) => `${type} ${ids.length}`).join(', ');
   const issues: Issue[] = [{
     severity: 'information', code: 'informational',

@@ -25,15 +25,17 @@ export interface Erasure {
  * (current and history) and every index row of every resource that is, or was when it was
  * deleted, in the compartment by the R4 CompartmentDefinition (the search module's own rule),
  * and the Patient itself; then each capability forgets its own rows about them (the `erase`
- * hooks), all or nothing. Undefined, having changed nothing, when the Patient was never stored.
+ * hooks), all or nothing. Undefined, having changed nothing, when there is nothing to erase.
+ *
+ * The Patient need not be stored: the server does not refuse writes whose reference dangles, so
+ * data can reach the compartment of a Patient erased (or never created) before; it is found by
+ * the same rule and erased the same way (decision 014, "Erasure gaps closed").
  *
  * The rows are locked first (FOR UPDATE), so a concurrent write of one of them waits, then finds
  * the resource gone.
  */
 export async function eraseCompartment(uow: UnitOfWork, patientId: string, policy: AccessPolicy): Promise<Erasure | undefined> {
   const tx = uow.tx;
-  if (!(await lockCurrent(tx, 'Patient', [patientId])).has(patientId)) return undefined;
-
   const types = supportedTypes.filter(canBeInPatientCompartment);
   // Past versions that were in the compartment: the only trace of resources deleted or moved since.
   // The text match only narrows: it catches every spelling of a reference to Patient/<id> —
@@ -62,6 +64,7 @@ export async function eraseCompartment(uow: UnitOfWork, patientId: string, polic
     }
     if (whole.length) erasure.resources.set(type, whole.sort());
   }
+  if (erasure.resources.size === 0 && erasure.pastVersions === 0 && erasure.shared.length === 0) return undefined;
 
   const erased: ErasedCompartment = { patientId, resources: erasure.resources, policy };
   for (const { hook } of uow.ctx.stages.of('erase')) await hook(uow, erased);
