@@ -21,7 +21,7 @@ import { DeliveryWorker } from './delivery';
 import { enqueueNotifications, noteSubscriber, recordSubscribers } from './notify';
 import { acceptSubscription, endpointPolicy } from './subscription-accept';
 import { bindingTokenOperation, WebsocketChannel } from './websocket';
-import { forgetMonitoring } from './erasure';
+import { forgetMonitoring, turnOffSubscriptionsOf } from './erasure';
 import { HeaderSecrets, storeHeaderSecrets } from './header-secrets';
 
 /**
@@ -57,6 +57,7 @@ export function registerMonitoring(ctx: FhirContext, server: Server, grants: Gra
     // No copy of an erased patient's plans stays in memory.
     planCache.clear();
     await forgetMonitoring(uow, erased);
+    await turnOffSubscriptionsOf(uow, erased);
   });
   // The worker is woken only when a rule queued a notification: most commits queue none, and a
   // drain costs a query. A wake-up lost to a concurrent unit is picked up by the worker's poll.

@@ -13,7 +13,7 @@ export { findMatchingIds, type SearchContext, searchResources, type SearchReques
 export { lastObservations } from './lastn';
 export { addSearchIndexWrites, eraseSearchIndex, indexTablesOf, writeSearchIndex } from './index-writer';
 export { compartmentUrlsOf, isInPatientCompartment, patientsOf } from './compartment';
-export { serveBase } from './served-bases';
+export { isServedBase, serveBase } from './served-bases';
 export { canBeInPatientCompartment } from './sql';
 export { readingsOf, readingTimes } from './readings';
 export { isUnlimited, type PatientExclusion, type Reach, type TypeLimits, unlimited } from './reach';

@@ -1,11 +1,14 @@
 import * as Lab from '@hapi/lab';
 import { expect } from '@hapi/code';
+import { subscriber, until } from '../helpers/hook';
 import { type SecuredServer, startSecuredServer } from '../security/helpers';
 
 export const lab = Lab.script();
 const { describe, it, before, after } = lab;
 
 const KEY = 'erase-gaps-suite-pseudonym-key-0123456789abcdef';
+/** Long enough for a notification that was going to come to have come (retries every 100 ms and up, polls every second). */
+const QUIET_MS = 1500;
 
 /**
  * What a privacy probe found `$erase` left behind (decision 014, "Erasure gaps closed"): deleted
@@ -26,7 +29,7 @@ describe('Patient/$erase gaps', () => {
   const remove = async (url: string) => expect([200, 204]).to.include((await app.request({ method: 'DELETE', url, headers: app.system })).statusCode);
 
   before(async () => {
-    app = await startSecuredServer({ PSEUDONYM_KEY: KEY });
+    app = await startSecuredServer({ PSEUDONYM_KEY: KEY, SUBSCRIPTION_RETRY_BASE: '100ms', SUBSCRIPTION_ALLOW_PRIVATE_NETWORKS: 'true' });
     eraser = await app.as('system/Patient.d', { clientId: 'dpo-console' });
   });
 
@@ -47,5 +50,49 @@ describe('Patient/$erase gaps', () => {
     for (const obs of [versioned, absolute]) expect((await get(`/fhir/Observation/${obs}/_history/1`)).statusCode, obs).to.equal(404);
     // Another server's Patient with the same id is someone else.
     expect((await get(`/fhir/Observation/${elsewhere}/_history/1`)).statusCode).to.equal(200);
+  });
+
+  it('turns off Subscriptions naming the erased patient, and erases what was written for the patient after erasure', async () => {
+    const hook = await subscriber();
+    try {
+      const ehr = await app.as('system/Subscription.cruds system/Observation.rs', { clientId: 'ehr-backend' });
+      const patient = await app.create({ resourceType: 'Patient', name: [{ family: 'Afterwards' }] });
+      const other = await app.create({ resourceType: 'Patient', name: [{ family: 'Bystander' }] });
+      const subscribe = async (criteria: string) => {
+        const res = await app.request({
+          method: 'POST', url: '/fhir/Subscription', headers: ehr,
+          payload: { resourceType: 'Subscription', status: 'requested', reason: 'EHR inbound', criteria, channel: { type: 'rest-hook', endpoint: hook.url, payload: 'application/fhir+json' } },
+        });
+        expect(res.statusCode, res.payload).to.equal(201);
+        return res.json.id as string;
+      };
+      const watching = [await subscribe(`Observation?subject=Patient/${patient}`), await subscribe(`Observation?patient=${patient}`)];
+      const bystander = await subscribe(`Observation?subject=Patient/${other}`);
+      await app.create(observation(`Patient/${patient}`));
+      await until('the notification before erasure', () => hook.received.length >= 2);
+
+      expect((await erase(patient)).statusCode).to.equal(200);
+      for (const sub of watching) {
+        const res = await get(`/fhir/Subscription/${sub}`);
+        expect(res.json.status, sub).to.equal('off');
+        expect(res.json.error).to.not.include(patient);
+      }
+      expect((await get(`/fhir/Subscription/${bystander}`)).json.status).to.equal('active');
+
+      // Written after erasure (the server does not refuse a dangling reference): delivered to no one…
+      const received = hook.received.length;
+      const late = await app.create(observation(`Patient/${patient}`));
+      await new Promise((r) => setTimeout(r, QUIET_MS));
+      expect(hook.received.length).to.equal(received);
+      // …and a second erasure removes it, though the Patient is gone.
+      const again = await erase(patient);
+      expect(again.statusCode, again.payload).to.equal(200);
+      expect(again.json.issue[0].diagnostics).to.include('Observation 1');
+      expect((await get(`/fhir/Observation/${late}`)).statusCode).to.equal(404);
+      expect((await erase(patient)).statusCode).to.equal(404);
+      expect((await erase('never-stored-patient')).statusCode).to.equal(404);
+    } finally {
+      await hook.close();
+    }
   });
 });
