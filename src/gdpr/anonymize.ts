@@ -1,5 +1,5 @@
 import { VERSION_AUTHOR_URL } from '../audit';
-import { pseudonym } from '../kernel/pseudonym';
+import { pseudonym, purposeKey } from '../kernel/pseudonym';
 
 /**
  * Pseudonymisation of one patient's compartment (decision 014), the alternative to erasure that
@@ -43,7 +43,16 @@ export interface Pseudonymiser {
   readonly shiftDays: number;
 }
 
-export function pseudonymiser(key: string, patientId: string): Pseudonymiser {
+/**
+ * The purpose anonymisation derives its own key for (kernel/pseudonym.ts): with the configured key
+ * itself, a copy's Patient id was the prefix of the erasure record's pseudonym of that patient
+ * (src/audit/erasure.ts), which linked every extract to the erasure. The erasure record keeps
+ * the configured key: the audit chain is immutable (decision 014).
+ */
+export const ANONYMISATION_PURPOSE = 'anonymize';
+
+export function pseudonymiser(configuredKey: string, patientId: string): Pseudonymiser {
+  const key = purposeKey(configuredKey, ANONYMISATION_PURPOSE);
   const seed = Number.parseInt(pseudonym(key, `date-shift|Patient/${patientId}`).slice(0, 8), 16);
   const shiftDays = ((seed % 365) + 1) * (seed & 0x100 ? 1 : -1);
   const idOf = (type: string, id: string) => pseudonym(key, `${type}/${id}`).slice(0, 40);

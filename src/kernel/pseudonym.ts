@@ -8,3 +8,12 @@ import { createHmac } from 'node:crypto';
 export function pseudonym(key: string, text: string): string {
   return createHmac('sha256', key).update(text).digest('hex');
 }
+
+/**
+ * The key of one purpose, derived from the configured one (HMAC(key, purpose)): pseudonyms made
+ * for different purposes from one PSEUDONYM_KEY cannot be matched to each other — an
+ * anonymised extract's ids against the erasure records of the audit trail, for instance.
+ */
+export function purposeKey(key: string, purpose: string): string {
+  return pseudonym(key, purpose);
+}

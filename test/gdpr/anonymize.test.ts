@@ -1,6 +1,6 @@
 import * as Lab from '@hapi/lab';
 import { expect } from '@hapi/code';
-import { pseudonym } from '../../src/kernel/pseudonym';
+import { pseudonym, purposeKey } from '../../src/kernel/pseudonym';
 import { type SecuredServer, startSecuredServer } from '../security/helpers';
 
 export const lab = Lab.script();
@@ -8,6 +8,8 @@ const { describe, it, before, after } = lab;
 
 const KEY = 'anonymize-suite-pseudonym-key-0123456789abcdef';
 const DAY_MS = 86_400_000;
+/** Anonymisation pseudonymises with a key of its own, derived from the configured one. */
+const ANON_KEY = purposeKey(KEY, 'anonymize');
 
 /**
  * `Patient/{id}/$anonymize`: the record as a pseudonymised copy — keyed pseudonyms for ids,
@@ -55,8 +57,8 @@ describe('Patient/$anonymize', () => {
     const patient = bundle.entry!.map((e) => e.resource!).find((r) => r.resourceType === 'Patient') as fhir4.Patient;
     const observations = bundle.entry!.map((e) => e.resource!).filter((r) => r.resourceType === 'Observation') as fhir4.Observation[];
     expect(observations).to.have.length(2);
-    expect(patient.id).to.equal(pseudonym(KEY, `Patient/${id.anna}`).slice(0, 40));
-    expect(patient.identifier).to.equal([{ system: 'urn:mrn', value: pseudonym(KEY, 'urn:mrn|MRN-4711') }]);
+    expect(patient.id).to.equal(pseudonym(ANON_KEY, `Patient/${id.anna}`).slice(0, 40));
+    expect(patient.identifier).to.equal([{ system: 'urn:mrn', value: pseudonym(ANON_KEY, 'urn:mrn|MRN-4711') }]);
     expect(patient.gender).to.equal('female');
     expect(patient.meta!.security!.map((s) => s.code)).to.include('PSEUDED');
     for (const o of observations) {
@@ -112,7 +114,7 @@ describe('Patient/$anonymize', () => {
     };
     const real = await search(id.anna!);
     expect(real.length).to.be.at.least(2);
-    expect(await search(pseudonym(KEY, `Patient/${id.anna}`).slice(0, 40))).to.equal([]);
+    expect(await search(pseudonym(ANON_KEY, `Patient/${id.anna}`).slice(0, 40))).to.equal([]);
   });
 
   it('is 501 without a pseudonym key', async () => {

@@ -1,5 +1,6 @@
 import * as Lab from '@hapi/lab';
 import { expect } from '@hapi/code';
+import { pseudonym } from '../../src/kernel/pseudonym';
 import { subscriber, until } from '../helpers/hook';
 import { type SecuredServer, startSecuredServer } from '../security/helpers';
 
@@ -94,5 +95,21 @@ describe('Patient/$erase gaps', () => {
     } finally {
       await hook.close();
     }
+  });
+
+  it('gives $anonymize ids that cannot be linked to the erasure record of the same patient', async () => {
+    const patient = await app.create({ resourceType: 'Patient', name: [{ family: 'Unlinkable' }], identifier: [{ system: 'urn:mrn', value: 'MRN-unlinkable' }] });
+    const copy = await app.request({ method: 'GET', url: `/fhir/Patient/${patient}/$anonymize`, headers: app.system });
+    expect(copy.statusCode, copy.payload).to.equal(200);
+    const anonymised = (copy.json as fhir4.Bundle).entry!.map((e) => e.resource!).find((r) => r.resourceType === 'Patient') as fhir4.Patient;
+
+    expect((await erase(patient)).statusCode).to.equal(200);
+    await app.audit.flush();
+    const auditor = await app.as('system/AuditEvent.rs');
+    const res = await app.request({ method: 'GET', url: `/fhir/AuditEvent?entity=urn:rpm-fhir-server:erased-patient|${pseudonym(KEY, `Patient/${patient}`)}`, headers: auditor });
+    const records = ((res.json as fhir4.Bundle).entry ?? []).map((e) => JSON.stringify(e.resource));
+    expect(records).to.have.length(1);
+    expect(records[0]).to.not.include(anonymised.id!);
+    expect(records[0]).to.not.include(anonymised.identifier![0]!.value!.slice(0, 16));
   });
 });
