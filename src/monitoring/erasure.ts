@@ -1,5 +1,5 @@
 import type { ErasedCompartment, UnitOfWork } from '../pipeline';
-import { isServedBase } from '../search';
+import { localReference } from '../search';
 import { readLiveSubscriptions } from './notify';
 import { parseCriteria } from './subscription-accept';
 
@@ -55,8 +55,8 @@ function criteriaName(criteria: string | undefined, patientId: string): boolean 
     const [code, modifier] = name.split(':', 2) as [string, string | undefined];
     for (const v of value.split(',')) {
       if (v === patientId && (code === 'patient' || modifier === 'Patient')) return true;
-      const m = /^(.*?)\/?Patient\/([^/]+)(?:\/_history\/[^/]+)?$/.exec(v);
-      if (m && m[2] === patientId && (m[1] === '' || isServedBase(m[1]!))) return true;
+      const local = localReference(v);
+      if (local?.type === 'Patient' && local.id === patientId) return true;
     }
   }
   return false;

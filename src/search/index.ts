@@ -14,6 +14,7 @@ export { lastObservations } from './lastn';
 export { addSearchIndexWrites, eraseSearchIndex, indexTablesOf, writeSearchIndex } from './index-writer';
 export { compartmentUrlsOf, isInPatientCompartment, patientsOf } from './compartment';
 export { isServedBase, serveBase } from './served-bases';
+export { localReference } from './types/reference';
 export { canBeInPatientCompartment } from './sql';
 export { readingsOf, readingTimes } from './readings';
 export { isUnlimited, type PatientExclusion, type Reach, type TypeLimits, unlimited } from './reach';
