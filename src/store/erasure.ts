@@ -2,8 +2,8 @@ import { escapeLike } from '../kernel/sql-like';
 import type { Queryable } from './db';
 import { historyTableOf, tableOf } from './tables';
 
-/** A replaced version found by its content. */
-export interface PastVersion {
+/** A stored version found by its content. */
+export interface FoundVersion {
   type: string;
   id: string;
   versionId: number;
@@ -11,16 +11,18 @@ export interface PastVersion {
 }
 
 /**
- * The replaced versions (history rows) of `types` whose stored JSON contains any of `texts`, in
- * one statement. For erasure only (GDPR Art. 17): a resource deleted, or moved to another patient,
- * since it was in a compartment has no index rows left that name it, so its past versions are
- * found by their content. It scans the history tables (rare and by an administrator; history
- * holds the replaced versions only, so it is the small part of the data).
+ * The versions of `types` whose stored JSON contains any of `texts`, in one statement: the
+ * replaced versions (history rows), or with `current` the current ones. For erasure only (GDPR
+ * Art. 17): a resource deleted, or moved to another patient, since it was in a compartment has no
+ * index rows left that name it, and a Binary has no index of its securityContext, so they are
+ * found by their content. It scans the tables (rare and by an administrator; history holds the
+ * replaced versions only, so it is the small part of the data).
  */
-export async function pastVersionsContaining(db: Queryable, types: readonly string[], texts: readonly string[]): Promise<PastVersion[]> {
+export async function versionsContaining(db: Queryable, types: readonly string[], texts: readonly string[], { current = false } = {}): Promise<FoundVersion[]> {
   if (types.length === 0 || texts.length === 0) return [];
   const likes = texts.map((text) => `%${escapeLike(text)}%`);
-  const branches = types.map((type) => `SELECT '${type}' AS type, id, version_id, content FROM ${historyTableOf(type)} WHERE content IS NOT NULL AND content::text LIKE ANY($1::text[])`);
+  const table = current ? tableOf : historyTableOf;
+  const branches = types.map((type) => `SELECT '${type}' AS type, id, version_id, content FROM ${table(type)} WHERE content IS NOT NULL AND content::text LIKE ANY($1::text[])`);
   const { rows } = await db.query<{ type: string; id: string; version_id: number; content: fhir4.FhirResource }>(branches.join(' UNION ALL '), [likes]);
   return rows.map((r) => ({ type: r.type, id: r.id, versionId: r.version_id, resource: r.content }));
 }

@@ -112,4 +112,23 @@ describe('Patient/$erase gaps', () => {
     expect(records[0]).to.not.include(anonymised.id!);
     expect(records[0]).to.not.include(anonymised.identifier![0]!.value!.slice(0, 16));
   });
+
+  it('erases the Binaries whose securityContext is the patient, every version, and keeps those of another patient or server', async () => {
+    const patient = await app.create({ resourceType: 'Patient', name: [{ family: 'Scanned' }] });
+    const other = await app.create({ resourceType: 'Patient', name: [{ family: 'Untouched' }] });
+    const binary = (reference: string) => ({ resourceType: 'Binary', contentType: 'text/plain', securityContext: { reference }, data: Buffer.from('discharge letter').toString('base64') });
+    const live = await app.create(binary(`Patient/${patient}`));
+    const updated = await app.request({ method: 'PUT', url: `/fhir/Binary/${live}`, headers: app.system, payload: { ...binary(`Patient/${patient}/_history/1`), id: live } });
+    expect(updated.statusCode, updated.payload).to.equal(200);
+    const deleted = await app.create(binary(`${app.ctx.baseUrl}/Patient/${patient}`));
+    await remove(`/fhir/Binary/${deleted}`);
+    const theirs = await app.create(binary(`Patient/${other}`));
+    const elsewhere = await app.create(binary(`http://elsewhere.example/fhir/Patient/${patient}`));
+
+    const res = await erase(patient);
+    expect(res.statusCode, res.payload).to.equal(200);
+    expect(res.json.issue[0].diagnostics).to.include('Binary 2');
+    for (const url of [`/fhir/Binary/${live}`, `/fhir/Binary/${live}/_history/1`, `/fhir/Binary/${deleted}/_history/1`]) expect((await get(url)).statusCode, url).to.equal(404);
+    for (const kept of [theirs, elsewhere]) expect((await get(`/fhir/Binary/${kept}`)).statusCode, kept).to.equal(200);
+  });
 });
