@@ -186,6 +186,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       maxStringLength: int(env.MAX_STRING_LENGTH, DEFAULT_INPUT_LIMITS.maxStringLength, 'MAX_STRING_LENGTH'),
       maxSearchParameters: int(env.MAX_SEARCH_PARAMETERS, DEFAULT_INPUT_LIMITS.maxSearchParameters, 'MAX_SEARCH_PARAMETERS'),
       maxOrValues: int(env.MAX_OR_VALUES, DEFAULT_INPUT_LIMITS.maxOrValues, 'MAX_OR_VALUES'),
+      maxSearchTerms: int(env.MAX_SEARCH_TERMS, DEFAULT_INPUT_LIMITS.maxSearchTerms, 'MAX_SEARCH_TERMS'),
     },
     hsts: baseUrl.startsWith('https:') || bool(env.TLS_PROXY, 'TLS_PROXY'),
     statementTimeoutMs: duration(env.STATEMENT_TIMEOUT, 15_000, 'STATEMENT_TIMEOUT'),

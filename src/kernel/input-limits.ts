@@ -18,6 +18,11 @@ export interface InputLimits {
   maxSearchParameters: number;
   /** Most comma-separated (OR) values in one search parameter. */
   maxOrValues: number;
+  /**
+   * Most terms in one search, all parameters together: each value of each parameter counts 1,
+   * each value of a `_has` or chained parameter counts SEARCH_JOIN_WEIGHT (see checkSearchSize).
+   */
+  maxSearchTerms: number;
 }
 
 export const DEFAULT_INPUT_LIMITS: Readonly<InputLimits> = {
@@ -26,7 +31,23 @@ export const DEFAULT_INPUT_LIMITS: Readonly<InputLimits> = {
   maxStringLength: 1_048_576,
   maxSearchParameters: 50,
   maxOrValues: 100,
+  maxSearchTerms: 200,
 };
+
+/**
+ * What one value of a `_has` or chained parameter counts against `maxSearchTerms`. Each is a
+ * subquery over another type's index (a join), not a condition on one index row: measured on
+ * 2k Patients / 19k Observations, 49 `_has:Observation:subject:value-quantity` × 100 values took
+ * 10.8 s against 2.85 s for as many `name` values, and `name:contains` 3.65 s. One weight for
+ * every join keeps the rule simple to state and to predict; 10 lets 20 `_has`/chain values
+ * through (tens of milliseconds), while a plain parameter keeps its 100 OR values.
+ */
+export const SEARCH_JOIN_WEIGHT = 10;
+
+/** Whether a search parameter's name is `_has:…` or a chain (`subject.name`, `subject:Patient.name`). */
+function joinsAnotherType(name: string): boolean {
+  return name.startsWith('_has:') || name.includes('.');
+}
 
 const tooCostly = (status: number, diagnostics: string, expression?: string[]) =>
   new OperationOutcomeError(status, { code: 'too-costly', diagnostics, ...(expression ? { expression } : {}) });
@@ -153,15 +174,28 @@ export function exceedsElements(resource: unknown, max: number): boolean {
   return false;
 }
 
-/** Refuses a search that asks for more work than the limits allow. */
+/**
+ * Refuses a search that asks for more work than the limits allow: too many parameters, too many
+ * OR values in one, or too many terms in all. The per-parameter caps alone let 50 × 100 = 5,000
+ * terms through (seconds of CPU per request); the total caps what the one SQL query must test.
+ */
 export function checkSearchSize(params: Iterable<[string, string]>, limits: InputLimits, splitOr: (value: string) => string[]): void {
   let n = 0;
+  let terms = 0;
   for (const [name, value] of params) {
     if (++n > limits.maxSearchParameters) throw tooCostly(400, `a search may carry at most ${limits.maxSearchParameters} parameters`);
     if (name.includes('\u0000') || value.includes('\u0000')) throw new OperationOutcomeError(400, { code: 'invalid', diagnostics: `search parameter '${name.replace(/\u0000/g, '\\0')}' contains a NUL character`, expression: [name.replace(/\u0000/g, '')] });
     // Counting commas first keeps the split itself from being the cost.
     if (value.length > limits.maxOrValues && count(value, ',') >= limits.maxOrValues && splitOr(value).length > limits.maxOrValues) {
       throw tooCostly(400, `search parameter '${name}' has more than ${limits.maxOrValues} values`, [name]);
+    }
+    terms += (value.includes(',') ? splitOr(value).length : 1) * (joinsAnotherType(name) ? SEARCH_JOIN_WEIGHT : 1);
+    if (terms > limits.maxSearchTerms) {
+      throw tooCostly(
+        400,
+        `a search may carry at most ${limits.maxSearchTerms} terms in all (maxSearchTerms: each value of each parameter counts 1, of a _has or chained parameter ${SEARCH_JOIN_WEIGHT}); '${name}' passes it`,
+        [name],
+      );
     }
   }
 }

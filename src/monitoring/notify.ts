@@ -287,13 +287,20 @@ async function visible(tx: Queryable, type: string, policy: AccessPolicy, params
   // the type (a 101-entry transaction) is asked about in slices, not refused (robustness probe).
   for (let at = 0; at < ids.length; at += ID_SLICE) {
     query.set('_id', ids.slice(at, at + ID_SLICE).join(','));
-    for (const id of await findMatchingIds(tx, type, query, undefined, limits.compartmentPatientId, policyReach(policy))) found.add(id);
+    for (const id of await findMatchingIds(tx, type, query, undefined, limits.compartmentPatientId, policyReach(policy), NOTIFY_SEARCH_LIMITS)) found.add(id);
   }
   return found;
 }
 
 /** The written ids asked about per search: the search size limit's default OR values. */
 const ID_SLICE = DEFAULT_INPUT_LIMITS.maxOrValues;
+
+/**
+ * The server's own search, not a client's: the criteria met the total-terms cap when the
+ * Subscription was accepted, but they plus the grant's constraint plus a slice of ids may pass
+ * it, and a notification must not be lost to a cap meant for what clients ask.
+ */
+const NOTIFY_SEARCH_LIMITS = { ...DEFAULT_INPUT_LIMITS, maxSearchTerms: Infinity };
 
 /**
  * The writes `limits` let the subscriber see, judged in memory by the access policy's own

@@ -284,8 +284,10 @@ export async function findMatchingIds(
   compartmentPatientId?: string,
   /** What the caller may see of types its chains and _has reach. */
   reach: Reach = unlimited,
+  /** The search size caps (src/kernel/input-limits.ts); the defaults unless the caller knows better. */
+  limits?: InputLimits,
 ): Promise<string[]> {
-  const parsed = parseSearch(resourceType, params, { defaultCount: 0, maxCount: Number.MAX_SAFE_INTEGER });
+  const parsed = parseSearch(resourceType, params, { defaultCount: 0, maxCount: Number.MAX_SAFE_INTEGER, ...(limits ? { limits } : {}) });
   const query = buildQuery({ ...parsed, sort: [] }, compartmentPatientId, reach);
   checkReach(parsed, reach);
   const limitClause = limit !== undefined ? ` LIMIT ${query.q.bind(limit, 'int')}` : '';

@@ -162,6 +162,55 @@ describe('hostile input is a 4xx OperationOutcome and writes nothing', () => {
     expect(atCap.statusCode).to.equal(200);
   });
 
+  it('caps the terms of one search in all, _has and chained values weighing 10, at every search door', async () => {
+    const values = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `${prefix}${i}`).join(',');
+    // 200 terms (the default MAX_SEARCH_TERMS): two parameters at the per-parameter cap of 100.
+    const atCap = `name=${values('n', 100)}&family=${values('f', 100)}`;
+    const overCap = `${atCap}&gender=male`;
+    const form = { 'content-type': 'application/x-www-form-urlencoded' };
+    const namesLimit = (res: { json: { issue: Array<{ code: string; diagnostics: string }> } }) => {
+      expect(res.json.issue[0]!.code).to.equal('too-costly');
+      expect(res.json.issue[0]!.diagnostics).to.contain('at most 200 terms');
+      expect(res.json.issue[0]!.diagnostics).to.contain('maxSearchTerms');
+    };
+    expect((await app.request({ method: 'GET', url: `/fhir/Patient?${atCap}` })).statusCode).to.equal(200);
+    namesLimit(await refused({ method: 'GET', url: `/fhir/Patient?${overCap}` }, 400));
+    expect((await app.request({ method: 'POST', url: '/fhir/Patient/_search', payload: atCap, headers: form })).statusCode).to.equal(200);
+    namesLimit(await refused({ method: 'POST', url: '/fhir/Patient/_search', payload: overCap, headers: form }, 400));
+    // Compartment search.
+    const obs = `code=${values('c', 100)}&category=${values('k', 100)}`;
+    expect((await app.request({ method: 'GET', url: `/fhir/Patient/${patient}/Observation?${obs}` })).statusCode).to.equal(200);
+    namesLimit(await refused({ method: 'GET', url: `/fhir/Patient/${patient}/Observation?${obs}&status=final` }, 400));
+    // _has and chains: each value counts 10, so 20 pass and 21 do not, nor 20 and one more term.
+    const has = (n: number) => `_has:Observation:subject:code=${values('c', n)}`;
+    expect((await app.request({ method: 'GET', url: `/fhir/Patient?${has(20)}` })).statusCode).to.equal(200);
+    namesLimit(await refused({ method: 'GET', url: `/fhir/Patient?${has(21)}` }, 400));
+    namesLimit(await refused({ method: 'GET', url: `/fhir/Patient?${has(20)}&name=x` }, 400));
+    expect((await app.request({ method: 'GET', url: `/fhir/Observation?subject.name=${values('n', 20)}` })).statusCode).to.equal(200);
+    namesLimit(await refused({ method: 'GET', url: `/fhir/Observation?subject.name=${values('n', 21)}` }, 400));
+    // A search in a batch.
+    const batch = await app.request({
+      method: 'POST', url: '/fhir',
+      payload: { resourceType: 'Bundle', type: 'batch', entry: [{ request: { method: 'GET', url: `Patient?${overCap}` } }, { request: { method: 'GET', url: `Patient?${atCap}` } }] },
+    });
+    expect(batch.statusCode, batch.payload.slice(0, 300)).to.equal(200);
+    expect(String(batch.json.entry[0].response.status)).to.startWith('400');
+    expect(JSON.stringify(batch.json.entry[0].response.outcome)).to.contain('at most 200 terms');
+    expect(String(batch.json.entry[1].response.status)).to.startWith('200');
+    // A conditional URL, Subscription criteria and an export's _typeFilter.
+    namesLimit(await refused({ method: 'POST', url: '/fhir/Patient', payload: { resourceType: 'Patient' }, headers: { 'if-none-exist': overCap } }, 400));
+    const sub = await refused({
+      method: 'POST', url: '/fhir/Subscription',
+      payload: { resourceType: 'Subscription', status: 'requested', reason: 'cap', criteria: `Patient?${overCap}`, channel: { type: 'rest-hook', endpoint: 'https://hooks.example.org/x' } },
+    }, 400);
+    expect(sub.json.issue[0].diagnostics).to.contain('at most 200 terms');
+    const exportRes = await refused({
+      method: 'GET', url: `/fhir/$export?_type=Patient&_typeFilter=${encodeURIComponent(`Patient?${overCap}`)}`,
+      headers: { prefer: 'respond-async', accept: 'application/fhir+json' },
+    }, 400);
+    expect(exportRes.json.issue[0].diagnostics).to.contain('at most 200 terms');
+  });
+
   it('files no reading at a Withings time no clock can hold', async () => {
     const res = await app.request({
       method: 'POST', url: `/ingest/withings?patient=Patient/${patient}`,
