@@ -85,6 +85,8 @@ export interface BulkConfig {
   batchSize: number;
   /** A running job whose worker has not checkpointed for this long is resumed by another (BULK_LEASE). */
   leaseMs: number;
+  /** Most exports one owner (client, user and patient context) may have queued or running (BULK_MAX_ACTIVE_JOBS); more is 429. */
+  maxActiveJobs: number;
 }
 
 /** The Withings cloud connector (src/withings, docs/decisions/016-withings-connector.md). */
@@ -211,6 +213,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       pollIntervalMs: duration(env.BULK_POLL_INTERVAL, 1_000, 'BULK_POLL_INTERVAL'),
       batchSize: Math.max(1, int(env.BULK_BATCH_SIZE, 2_000, 'BULK_BATCH_SIZE')),
       leaseMs: Math.max(1_000, duration(env.BULK_LEASE, 60_000, 'BULK_LEASE')),
+      maxActiveJobs: Math.max(1, int(env.BULK_MAX_ACTIVE_JOBS, 3, 'BULK_MAX_ACTIVE_JOBS')),
     },
     ...(env.WITHINGS_CLIENT_ID ? { withings: loadWithingsConfig(env, baseUrl) } : {}),
     alerts: loadAlertConfig(env),

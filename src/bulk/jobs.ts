@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { AccessPolicy } from '../access/policy';
-import type { Queryable } from '../store/db';
+import type { Db, Queryable } from '../store/db';
 
 /**
  * The bulk export jobs table (migrations/): what a job asks for, whose grant it runs under,
@@ -97,17 +97,40 @@ function toJob(r: JobRow): Job {
   };
 }
 
+/**
+ * Records a queued job, unless its owner (the client, and the user and patient context of the
+ * token: the grant context, as `ownedBy` in ./routes.ts judges) already has `maxActive` jobs
+ * queued or running: then undefined, and nothing is written. Every kick-off costs the worker a
+ * pass over the data (20 unfinished ones cost 18 s of CPU), so one client cannot queue without end.
+ * The count and the insert run under a transaction lock on the owner, so two concurrent
+ * kick-offs cannot both see room for one more (a lone INSERT … SELECT … WHERE count < n can:
+ * each statement's snapshot misses the other's uncommitted row; the test of 8 concurrent
+ * kick-offs let more than the cap through on PostgreSQL without the lock).
+ */
 export async function createJob(
-  db: Queryable,
+  db: Db,
   job: { clientId: string; request: string; spec: ExportSpec; scopes: readonly string[]; grant: GrantContext; token?: KickOffToken; transactionTime: string },
-): Promise<string> {
+  maxActive: number,
+): Promise<string | undefined> {
   const id = randomUUID();
-  await db.query(
-    `INSERT INTO bulk_export_job (id, client_id, status, request, spec, grant_scopes, grant_context, grant_id, token_id, transaction_time)
-     VALUES ($1, $2, 'queued', $3, $4, $5, $6, $7, $8, $9)`,
-    [id, job.clientId, job.request, JSON.stringify(job.spec), job.scopes, JSON.stringify(job.grant), job.token?.grantId ?? null, job.token?.tokenId ?? null, job.transactionTime],
-  );
-  return id;
+  const owner = JSON.stringify([job.clientId, job.grant.subject ?? null, job.grant.patient ?? null, job.grant.fhirUser ?? null]);
+  return db.transaction(async (tx) => {
+    await tx.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`bulk-export-owner|${owner}`]);
+    const { rowCount } = await tx.query(
+      `INSERT INTO bulk_export_job (id, client_id, status, request, spec, grant_scopes, grant_context, grant_id, token_id, transaction_time)
+       SELECT $1, $2, 'queued', $3, $4, $5, $6, $7, $8, $9
+       WHERE (SELECT count(*) FROM bulk_export_job
+               WHERE client_id = $2 AND status IN ('queued', 'running')
+                 AND grant_context->>'subject' IS NOT DISTINCT FROM $11
+                 AND grant_context->>'patient' IS NOT DISTINCT FROM $12
+                 AND grant_context->>'fhirUser' IS NOT DISTINCT FROM $13) < $10`,
+      [
+        id, job.clientId, job.request, JSON.stringify(job.spec), job.scopes, JSON.stringify(job.grant), job.token?.grantId ?? null, job.token?.tokenId ?? null, job.transactionTime,
+        maxActive, job.grant.subject ?? null, job.grant.patient ?? null, job.grant.fhirUser ?? null,
+      ],
+    );
+    return rowCount > 0 ? id : undefined;
+  });
 }
 
 /** A job that has not expired; undefined when unknown, cancelled or expired. */

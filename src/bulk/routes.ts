@@ -26,6 +26,8 @@ export const STATUS_PATH = '/fhir/bulk-status';
 export const FILES_PATH = '/fhir/bulk-files';
 /** Seconds a client should wait between polls while a job runs. */
 const RETRY_AFTER = '1';
+/** Seconds a client refused a kick-off (too many exports of its own under way) should wait. */
+const BUSY_RETRY_AFTER = '30';
 /** Chunks read per database round trip while a file streams out. */
 const CHUNKS_PER_READ = 4;
 
@@ -64,7 +66,12 @@ export const bulkRoutes: Plugin<{ ctx: FhirContext; worker: ExportWorker; grants
         // Its standing bounds the job's (./grant.ts); the server's own access has none.
         ...(policy.grant !== undefined ? { token: policy.grant } : {}),
         transactionTime: new Date().toISOString(),
-      });
+      }, ctx.config.bulk.maxActiveJobs);
+      if (id === undefined) {
+        // Bulk Data v2.0.0 export.md allows 429 on kick-off; the client may poll or cancel its own.
+        const outcome = { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'throttled', diagnostics: `this client already has ${ctx.config.bulk.maxActiveJobs} exports queued or running (BULK_MAX_ACTIVE_JOBS); wait for one to finish, or cancel one (DELETE its status URL)` }] };
+        return h.response(JSON.stringify(outcome)).type('application/fhir+json; charset=utf-8').code(429).header('retry-after', BUSY_RETRY_AFTER);
+      }
       worker.kick();
       return h
         .response(JSON.stringify(informationOutcome(`export ${id} accepted; poll the Content-Location`)))

@@ -172,6 +172,37 @@ describe('Bulk Data export', () => {
     const chunks = await app.ctx.db.query('SELECT 1 FROM bulk_export_chunk WHERE job_id = $1', [status.split('/').pop()]);
     expect(chunks.rowCount).to.equal(0);
   });
+
+  it('caps the exports one client has queued or running (BULK_MAX_ACTIVE_JOBS, 3): more is 429 with Retry-After until one ends or is cancelled', async () => {
+    const capped = await app.as('system/*.rs', { clientId: 'bulk-capped' });
+    const url = '/fhir/Patient/$export?_type=Patient';
+    const started = [await kickOff(app, url, capped), await kickOff(app, url, capped), await kickOff(app, url, capped)];
+    const busy = await app.request({ method: 'GET', url, headers: { ...ASYNC, ...capped } });
+    expect(busy.statusCode, busy.payload).to.equal(429);
+    expect(busy.headers['retry-after']).to.exist();
+    expect(busy.json.resourceType).to.equal('OperationOutcome');
+    expect(busy.json.issue[0].diagnostics).to.contain('BULK_MAX_ACTIVE_JOBS');
+    expect((await app.request({ method: 'POST', url: '/fhir/$export', headers: { ...ASYNC, ...capped } })).statusCode).to.equal(429);
+    // Another client is not affected, nor another user of the same client.
+    await kickOff(app, url, await app.as('system/*.rs', { clientId: 'bulk-capped-other' }));
+    await kickOff(app, url, await app.as('system/*.rs', { clientId: 'bulk-capped', fhirUser: 'Practitioner/capped-other-user' }));
+    // Cancelling one makes room for one.
+    expect((await app.request({ method: 'DELETE', url: started[0]!, headers: capped })).statusCode).to.equal(202);
+    started[0] = await kickOff(app, url, capped);
+    expect((await app.request({ method: 'GET', url, headers: { ...ASYNC, ...capped } })).statusCode).to.equal(429);
+    // Finished jobs do not count.
+    await app.bulk.drain();
+    for (const status of started) expect((await app.request({ method: 'GET', url: status, headers: capped })).statusCode).to.equal(200);
+    await kickOff(app, url, capped);
+    await app.bulk.drain();
+  });
+
+  it('lets no concurrent kick-offs pass the cap together', async () => {
+    const racer = await app.as('system/*.rs', { clientId: 'bulk-racer' });
+    const answers = await Promise.all(Array.from({ length: 8 }, () => app.request({ method: 'GET', url: '/fhir/Patient/$export?_type=Patient', headers: { ...ASYNC, ...racer } })));
+    expect(answers.map((a) => a.statusCode).sort()).to.equal([202, 202, 202, 429, 429, 429, 429, 429]);
+    await app.bulk.drain();
+  });
 });
 
 describe('Bulk Data export jobs', () => {
