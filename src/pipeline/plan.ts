@@ -1,5 +1,6 @@
 import { applyFhirPathPatch, isFhirPathPatch } from './fhirpath-patch';
-import { applyPatch, getValueByPointer, JsonPatchError, type Operation, unescapePathComponent } from 'fast-json-patch';
+import { applyOperation, getValueByPointer, JsonPatchError, type Operation, unescapePathComponent } from 'fast-json-patch';
+import { checkOperationCount, ElementBudget } from './patch-limits';
 import { requireActingOnReadable, requireAction, requireWritable } from '../access/enforce';
 import type { AccessPolicy } from '../access/policy';
 import { badRequest, gone, notFound, OperationOutcomeError, preconditionFailed, unprocessable } from '../kernel/outcome';
@@ -195,6 +196,7 @@ function applyJsonPatch(resource: fhir4.FhirResource, patch: unknown): unknown {
   if (!Array.isArray(patch)) {
     throw badRequest('a JSON Patch body must be an array of operations (RFC 6902)');
   }
+  checkOperationCount(patch.length, 'JSON Patch');
   patch.forEach((op: unknown, i) => {
     // fast-json-patch refuses prototype paths with a TypeError (not its JsonPatchError): name
     // them here, with every other non-object operation, as the client's mistake.
@@ -206,13 +208,25 @@ function applyJsonPatch(resource: fhir4.FhirResource, patch: unknown): unknown {
       }
     }
   });
+  // One operation at a time, the document's size checked after each that places a value: a
+  // `copy` doubles what it copies, and the result's size is otherwise checked only at the end.
+  let patched: unknown = copyKeepingDecimals(resource);
+  const budget = new ElementBudget(() => patched);
+  let i = 0;
   try {
-    const patched = applyPatch(copyKeepingDecimals(resource), patch as Operation[], true, true, true).newDocument;
+    for (; i < patch.length; i++) {
+      const op = patch[i] as Operation;
+      const copied = op.op === 'copy' ? valueAt(patched, op.from) : undefined;
+      patched = applyOperation(patched, op, true, true, true, i).newDocument;
+      if (op.op === 'add' || op.op === 'replace') budget.placed(op.value, `JSON Patch operation ${i + 1}`);
+      else if (op.op === 'copy') budget.placed(copied, `JSON Patch operation ${i + 1}`);
+    }
     if (patched !== null && typeof patched === 'object') keepPatchedDecimals(patched, patch as Operation[]);
     return patched;
   } catch (err) {
     if (err instanceof JsonPatchError) {
-      const where = `operation ${(err.index ?? 0) + 1}`;
+      // The library's own checks of an operation's form name operation 0 whichever it is.
+      const where = `operation ${i + 1}`;
       if (err.name === 'TEST_OPERATION_FAILED') {
         throw unprocessable(`JSON Patch ${where}: test failed`);
       }
@@ -222,5 +236,15 @@ function applyJsonPatch(resource: fhir4.FhirResource, patch: unknown): unknown {
       });
     }
     throw err;
+  }
+}
+
+/** The value a `copy` will copy (its size is what the copy adds), or undefined if `from` names none (the operation then fails). */
+function valueAt(document: unknown, pointer: unknown): unknown {
+  if (typeof pointer !== 'string') return undefined;
+  try {
+    return getValueByPointer(document, pointer);
+  } catch {
+    return undefined;
   }
 }

@@ -309,6 +309,40 @@ describe('bad requests get a 4xx OperationOutcome and change nothing', () => {
         expectOutcome(await patchReq([{ op: 'replace', path: '/active', value: false }], { 'if-match': 'W/"9"' }), 412);
       }));
 
+    it('refuses a patch that doubles the resource per copy (a copy bomb) once it passes the element bound, and writes nothing', () =>
+      unchanged(async () => {
+        const before = (await app.request({ method: 'GET', url: `/fhir/Patient/${patientId}` })).json;
+        // 30 copies of a list into itself would hold 2^30 names: the old code ran every copy
+        // before looking at the size, and ran out of memory from 26 on (22 took 5 s and 1.2 GB).
+        const bomb = [{ op: 'add', path: '/name', value: [{ family: 'Bomb' }] }, ...Array.from({ length: 30 }, () => ({ op: 'copy', from: '/name', path: '/name/-' }))];
+        const res = await patchReq(bomb);
+        expectOutcome(res, 400, /^JSON Patch operation \d+: Patient holds more than 20000 values; split it$/);
+        expect(res.json.issue[0].code).to.equal('too-costly');
+        const after = (await app.request({ method: 'GET', url: `/fhir/Patient/${patientId}` })).json;
+        expect(after).to.equal(before);
+      }));
+
+    it('refuses a patch of more than 1,000 operations with 400 before applying any', async () => {
+      // 1,001 operations are more than this suite's 20,000-byte body limit: a server with the default one.
+      const roomy = await startTestServer();
+      try {
+        const id = (await roomy.request({ method: 'POST', url: '/fhir/Patient', payload: { resourceType: 'Patient', active: true } })).json.id as string;
+        const patchIt = (payload: unknown) =>
+          roomy.request({ method: 'PATCH', url: `/fhir/Patient/${id}`, headers: { 'content-type': 'application/json-patch+json' }, payload: JSON.stringify(payload) });
+        const tests = Array.from({ length: 1000 }, () => ({ op: 'test', path: '/resourceType', value: 'Patient' }));
+        expectOutcome(await patchIt([...tests, { op: 'replace', path: '/active', value: false }]), 400, /at most 1000 operations; this one holds 1001/);
+        expect((await roomy.request({ method: 'GET', url: `/fhir/Patient/${id}` })).json.meta.versionId).to.equal('1');
+        // 1,000 is allowed.
+        const ok = await patchIt([...tests.slice(1), { op: 'replace', path: '/active', value: false }]);
+        expect(ok.statusCode, ok.payload).to.equal(200);
+        const read = (await roomy.request({ method: 'GET', url: `/fhir/Patient/${id}` })).json;
+        expect(read.active).to.equal(false);
+        expect(read.meta.versionId).to.equal('2');
+      } finally {
+        await roomy.stop();
+      }
+    });
+
     it('is 404 on a missing resource', async () => {
       const res = await app.request({ method: 'PATCH', url: '/fhir/Patient/nobody-here', headers: { 'content-type': 'application/json-patch+json' }, payload: '[]' });
       expectOutcome(res, 404);
