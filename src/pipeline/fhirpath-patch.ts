@@ -2,6 +2,7 @@ import r4Model from 'fhirpath/fhir-context/r4';
 import { containsKeptDecimals, keepNumberText, keptNumberText } from '../kernel/json-decimals';
 import { badRequest } from '../kernel/outcome';
 import { fhirpathEngine } from '../validation/fhirpath-engine';
+import { checkOperationCount, ElementBudget } from './patch-limits';
 
 /**
  * FHIRPath Patch (R4 fhirpatch.html): a Parameters resource of `operation`s (add, insert,
@@ -47,6 +48,9 @@ export function isFhirPathPatch(body: unknown): body is fhir4.Parameters {
 /** Applies `patch` to `document` in place (a copy the caller made); a malformed or inapplicable operation is a 400 naming it. */
 export function applyFhirPathPatch(document: Record<string, unknown>, patch: fhir4.Parameters): void {
   const operations = operationsOf(patch);
+  // Every value an operation places comes from the body, but the size of the result is known
+  // after each operation all the same (./patch-limits.ts), as for a JSON Patch.
+  const budget = new ElementBudget(() => document);
   operations.forEach((op, i) => {
     const where = `FHIRPath Patch operation ${i + 1} (${op.type} ${op.path.slice(0, 80)})`;
     try {
@@ -55,6 +59,7 @@ export function applyFhirPathPatch(document: Record<string, unknown>, patch: fhi
       if (err instanceof PatchError) throw badRequest(`${where}: ${err.message}`, [`Parameters.parameter[${i}]`]);
       throw err;
     }
+    if (op.value) budget.placed(op.value.json, `FHIRPath Patch operation ${i + 1}`);
   });
 }
 
@@ -63,6 +68,8 @@ class PatchError extends Error {}
 function operationsOf(patch: fhir4.Parameters): PatchOperation[] {
   const parameters = patch.parameter ?? [];
   if (parameters.length === 0) throw badRequest('a FHIRPath Patch holds at least one operation parameter');
+  checkOperationCount(parameters.length, 'FHIRPath Patch');
+  const tally: PathTally = { characters: 0, operators: 0 };
   return parameters.map((p, i) => {
     const where = `Parameters.parameter[${i}]`;
     if (p.name !== 'operation') throw badRequest(`${where}: a FHIRPath Patch holds only parameters named 'operation', not '${String(p.name).slice(0, 40)}'`, [where]);
@@ -75,6 +82,8 @@ function operationsOf(patch: fhir4.Parameters): PatchOperation[] {
     if (type === undefined || !TYPES.has(type)) throw badRequest(`${where}: type must be add, insert, delete, replace or move`, [where]);
     const path = parts.get('path')?.valueString;
     if (!path) throw badRequest(`${where}: path (valueString) is required`, [where]);
+    const refused = pathRefusal(path, tally);
+    if (refused) throw badRequest(`FHIRPath Patch operation ${i + 1} (${type}): ${refused}`, [where]);
     const integer = (name: string) => {
       const part = parts.get(name);
       const n = part?.valueInteger;
@@ -111,6 +120,130 @@ function valueOf(part: fhir4.ParametersParameter, where: string): PatchValue {
   return { json: element };
 }
 
+/** Longest path a patch operation may give: the R4 examples' are under 60 characters. */
+export const MAX_PATCH_PATH_LENGTH = 500;
+/** Deepest nesting of function arguments in a path (`where(a.where(b.exists()))` is 3). */
+const MAX_PATH_NESTING = 3;
+/**
+ * Deepest nesting of brackets, and most operators (`=`, `and`, `<=`…), in a path, counted on its
+ * text before it is parsed: the parser's time grows faster than the text with either (499
+ * characters of `(` took 140 ms to refuse, a chain of 250 `+` 120 ms; a patch may hold 1,000 paths).
+ */
+const MAX_PATH_BRACKETS = 8;
+const MAX_PATH_OPERATORS = 16;
+/**
+ * Most path characters and operators in one patch, over all its operations: each path is parsed
+ * twice (judged, evaluated), at up to 0.25 ms per operator, so 1,000 paths of the most allowed
+ * each would take seconds. A patch of 1,000 operations with one comparison each fits.
+ */
+const MAX_PATCH_PATH_TEXT = 50_000;
+const MAX_PATCH_PATH_OPERATORS = 1_000;
+/** The path text and operators a patch's paths hold so far. */
+export interface PathTally {
+  characters: number;
+  operators: number;
+}
+const OPERATOR_CHARS = new Set('=<>!~+-*/&|');
+const OPERATOR_WORDS = new Set(['and', 'or', 'xor', 'implies', 'in', 'contains', 'div', 'mod', 'is', 'as']);
+
+/**
+ * The functions a patch path may call: those that pick elements out of what navigation found
+ * (R4 fhirpatch.html's paths are navigation, indexers and `where`), and the tests their criteria
+ * need. None makes more items than it is given, so a path's work is bounded by the resource's
+ * size; `select`, `repeat`, `descendants`, `aggregate`, `iif`, unions and arithmetic are not
+ * here: `(1|…|10).select((1|…|10))…` grows tenfold per step (six steps, 300 characters, took
+ * 2.2 s and 120 MB before any patch rule was reached).
+ */
+const PATH_FUNCTIONS = new Set(['where', 'exists', 'empty', 'not', 'ofType', 'first', 'last', 'tail', 'single', 'hasValue', 'count', 'extension', 'is', 'as']);
+
+/** The expression kinds of the parser's tree (fhirpath's FHIRPath.g4) a patch path may hold, beyond function calls. */
+const PATH_NODES = new Set([
+  'EntireExpression', 'TermExpression', 'InvocationExpression', 'IndexerExpression', 'TypeExpression', 'InequalityExpression', 'AndExpression',
+  'PolarityExpression', 'InvocationTerm', 'LiteralTerm', 'ParenthesizedTerm', 'MemberInvocation', 'ThisInvocation', 'Identifier', 'ParamList',
+  'TypeSpecifier', 'QualifiedIdentifier', 'BooleanLiteral', 'StringLiteral', 'NumberLiteral', 'DateLiteral', 'DateTimeLiteral', 'TimeLiteral',
+  'QuantityLiteral', 'Quantity', 'Unit', 'DateTimePrecision', 'PluralDateTimePrecision',
+]);
+
+/** What the parser's nodes name a construct a path may not use by, for the refusal. */
+const CONSTRUCTS: Record<string, string> = {
+  UnionExpression: "'|' (union)", MultiplicativeExpression: 'arithmetic', AdditiveExpression: "arithmetic or '&'", MembershipExpression: "'in' or 'contains'",
+  ImpliesExpression: "'implies'", ExternalConstantTerm: 'an external constant (%…)', InstanceSelectorTerm: 'an instance selector', IndexInvocation: '$index',
+  TotalInvocation: '$total', LongNumberLiteral: 'a long number', NullLiteral: "'{}'",
+};
+
+interface PathNode {
+  type: string;
+  text?: string;
+  children?: PathNode[];
+}
+
+/**
+ * Why a patch path is refused, or undefined if it is within the subset a patch may use:
+ * navigation, indexers, type tests and the functions above, with simple comparisons in their
+ * arguments, at most MAX_PATCH_PATH_LENGTH characters. Judged on the parser's tree, before any
+ * evaluation, so that no client expression's work grows beyond the resource it reads.
+ */
+export function pathRefusal(path: string, tally: PathTally = { characters: 0, operators: 0 }): string | undefined {
+  if (path.length > MAX_PATCH_PATH_LENGTH) return `the path is longer than ${MAX_PATCH_PATH_LENGTH} characters`;
+  if ((tally.characters += path.length) > MAX_PATCH_PATH_TEXT) return `the patch's paths hold more than ${MAX_PATCH_PATH_TEXT} characters in all`;
+  const lexical = textRefusal(path, tally);
+  if (lexical) return lexical;
+  let tree: PathNode;
+  try {
+    tree = fhirpathEngine().parse(path) as PathNode;
+  } catch (err) {
+    return `the path is not a FHIRPath expression this server can evaluate (${(err as Error).message.split('\n')[0]!.slice(0, 120)})`;
+  }
+  const stack: Array<[PathNode, number]> = [[tree, 0]];
+  while (stack.length) {
+    const [node, nesting] = stack.pop()!;
+    let inner = nesting;
+    if (node.type === 'FunctionInvocation') {
+      const name = node.children?.[0]?.text ?? '';
+      if (!PATH_FUNCTIONS.has(name)) return refusal(`${name.slice(0, 40)}()`);
+      if (++inner > MAX_PATH_NESTING) return `the path nests function arguments deeper than ${MAX_PATH_NESTING} levels`;
+    } else if (node.type === 'Functn' || (node.type === 'EqualityExpression' && (node.text === '=' || node.text === '!=')) || (node.type === 'OrExpression' && node.text === 'or')) {
+      // the function's name and arguments, judged below; an (in)equality; 'or' (not 'xor')
+    } else if (!PATH_NODES.has(node.type)) {
+      return refusal(CONSTRUCTS[node.type] ?? (node.text ? `'${node.text.slice(0, 20)}'` : node.type));
+    }
+    for (const child of node.children ?? []) stack.push([child, inner]);
+  }
+  return undefined;
+}
+
+const refusal = (construct: string) => `the path may not use ${construct}: a patch path names elements by navigation, [n], where(), ofType(), first(), last() and the like (R4 fhirpatch.html)`;
+
+/** What a path's text alone refuses, scanned once outside its string literals and delimited identifiers. */
+function textRefusal(path: string, tally: PathTally): string | undefined {
+  let brackets = 0;
+  let operators = 0;
+  for (let i = 0; i < path.length; i++) {
+    const c = path[i]!;
+    if (c === "'" || c === '`') {
+      for (i++; i < path.length && path[i] !== c; i++) if (path[i] === '\\') i++;
+    } else if (c === '(' || c === '[' || c === '{') {
+      if (++brackets > MAX_PATH_BRACKETS) return `the path nests brackets deeper than ${MAX_PATH_BRACKETS} levels`;
+    } else if (c === ')' || c === ']' || c === '}') {
+      brackets--;
+    } else if (c === '|') {
+      return refusal("'|' (union)");
+    } else if (OPERATOR_CHARS.has(c)) {
+      if (++operators > MAX_PATH_OPERATORS) return `the path holds more than ${MAX_PATH_OPERATORS} operators`;
+      if (++tally.operators > MAX_PATCH_PATH_OPERATORS) return `the patch's paths hold more than ${MAX_PATCH_PATH_OPERATORS} operators in all`;
+    } else if (/[A-Za-z_]/.test(c)) {
+      const start = i;
+      while (/[A-Za-z0-9_]/.test(path[i + 1] ?? '')) i++;
+      if (path[start - 1] !== '.' && OPERATOR_WORDS.has(path.slice(start, i + 1))) {
+        if (++operators > MAX_PATH_OPERATORS) return `the path holds more than ${MAX_PATH_OPERATORS} operators`;
+        if (++tally.operators > MAX_PATCH_PATH_OPERATORS) return `the patch's paths hold more than ${MAX_PATCH_PATH_OPERATORS} operators in all`;
+      }
+    }
+  }
+  return undefined;
+}
+
+/** Evaluates a path pathRefusal accepted (operationsOf judges every path a patch gives). */
 function evaluate(document: object, path: string): FhirNode[] {
   try {
     return fhirpathEngine().evaluate(document, path, undefined, r4Model, { resolveInternalTypes: false }) as FhirNode[];
@@ -155,6 +288,9 @@ function listOf(document: Record<string, unknown>, path: string, create: boolean
   }
   const m = /^(.*)\.([a-z][A-Za-z0-9]*)$/.exec(path);
   if (!create || !m) throw new PatchError('the path names no list');
+  // The container is a prefix of a judged path, not always an expression of the subset itself.
+  const refused = pathRefusal(m[1]!);
+  if (refused) throw new PatchError(refused);
   const container = single(evaluate(document, m[1]!));
   if (container.data === null || typeof container.data !== 'object' || !model.path2Repeating[`${container.path}.${m[2]}`]) throw new PatchError('the path names no repeating element');
   const list: unknown[] = [];

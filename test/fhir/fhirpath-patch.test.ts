@@ -149,6 +149,65 @@ describe('FHIRPath Patch', () => {
     expect((await patch(`/fhir/Patient/${id}`, { resourceType: 'Patient', gender: 'male' })).statusCode).to.equal(415);
   });
 
+  it('refuses a path outside the navigation subset (select, union, repeat, descendants…) with 400 before evaluating it, and writes nothing', async () => {
+    const id = await patient();
+    const ten = `(${Array.from({ length: 10 }, (_, i) => i + 1).join('|')})`;
+    // Each .select multiplies by ten: the old code evaluated six (2.2 s, 120 MB) before its 400; eight exhaust the heap.
+    const explosion = `${ten}${`.select(${ten})`.repeat(8)}`;
+    const cases: Array<[string, string, RegExp]> = [
+      ['the .select explosion', explosion, /operation 1 \(delete\): the path may not use/],
+      ['a union', 'Patient.name | Patient.identifier', /operation 1 \(delete\): the path may not use '\|' \(union\)/],
+      ['select', 'Patient.name.select(given)', /may not use select\(\)/],
+      ['repeat', 'Patient.name.repeat(given)', /may not use repeat\(\)/],
+      ['descendants', 'Patient.descendants()', /may not use descendants\(\)/],
+      ['iif', "Patient.iif(true, name, name)", /may not use iif\(\)/],
+      ['aggregate', 'Patient.name.aggregate($this)', /may not use aggregate\(\)/],
+      ['an external constant', '%resource.name', /external constant/],
+      ['deep nesting', 'Patient.name.where(a.where(b.where(c.where(d.exists()).exists()).exists()).exists())', /deeper than 3/],
+      ['a long path', `Patient${'.name'.repeat(150)}`, /longer than 500 characters/],
+    ];
+    for (const [label, path, pattern] of cases) {
+      const res = await patch(`/fhir/Patient/${id}`, patchOf(operation('delete', path)));
+      expect(res.statusCode, `${label}: ${res.payload}`).to.equal(400);
+      expect(res.json.resourceType, label).to.equal('OperationOutcome');
+      expect(res.json.issue[0].diagnostics, label).to.match(pattern);
+    }
+    // Judged before any operation runs: a valid delete first, then a refused path, deletes nothing.
+    const mixed = await patch(`/fhir/Patient/${id}`, patchOf(operation('delete', 'Patient.gender'), operation('delete', explosion)));
+    expect(mixed.statusCode, mixed.payload).to.equal(400);
+    expect(mixed.json.issue[0].diagnostics).to.match(/^FHIRPath Patch operation 2 \(delete\)/);
+    const read = (await app.request({ method: 'GET', url: `/fhir/Patient/${id}` })).json;
+    expect(read.meta.versionId).to.equal('1');
+    expect(read.gender).to.equal('female');
+    // The subset still takes what R4 fhirpatch.html's paths use: navigation, [n], where(), ofType(), first().
+    const fine = await patch(`/fhir/Patient/${id}`, patchOf(
+      operation('replace', "Patient.identifier.where(system = 'urn:b' and value.exists()).value", [{ name: 'value', valueString: '3' }]),
+      operation('replace', 'Patient.name[0].given.first()', [{ name: 'value', valueString: 'Anne' }]),
+      operation('delete', 'Patient.name.given[1]'),
+    ));
+    expect(fine.statusCode, fine.payload).to.equal(200);
+    const after = (await app.request({ method: 'GET', url: `/fhir/Patient/${id}` })).json;
+    expect(after.identifier[1].value).to.equal('3');
+    expect(after.name[0].given).to.equal(['Anne']);
+  });
+
+  it('refuses more than 1,000 operations, and a result past the element bound, with 400, and writes nothing', async () => {
+    const id = await patient();
+    const gender = operation('replace', 'Patient.gender', [{ name: 'value', valueCode: 'male' }]);
+    const many = await patch(`/fhir/Patient/${id}`, patchOf(...Array.from({ length: 1001 }, () => gender)));
+    expect(many.statusCode, many.payload).to.equal(400);
+    expect(many.json.issue[0].diagnostics).to.match(/at most 1000 operations; this one holds 1001/);
+    // 20 names of 1,100 given names each: the 19th operation passes 20,000 values.
+    const given = Array.from({ length: 1100 }, (_, i) => `g${i}`);
+    const big = await patch(`/fhir/Patient/${id}`, patchOf(...Array.from({ length: 20 }, () => operation('add', 'Patient', [{ name: 'name', valueString: 'name' }, { name: 'value', valueHumanName: { given } }]))));
+    expect(big.statusCode, big.payload).to.equal(400);
+    expect(big.json.issue[0].code).to.equal('too-costly');
+    expect(big.json.issue[0].diagnostics).to.match(/^FHIRPath Patch operation \d+: Patient holds more than 20000 values; split it$/);
+    const read = (await app.request({ method: 'GET', url: `/fhir/Patient/${id}` })).json;
+    expect(read.meta.versionId).to.equal('1');
+    expect(read.gender).to.equal('female');
+  });
+
   it('honours If-Match as a JSON Patch does, and the CapabilityStatement lists both formats', async () => {
     const id = await patient();
     const stale = await patch(`/fhir/Patient/${id}`, patchOf(operation('replace', 'Patient.gender', [{ name: 'value', valueCode: 'male' }])), { 'if-match': 'W/"7"' });
