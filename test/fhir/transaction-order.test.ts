@@ -173,6 +173,8 @@ describe('transaction processing order', () => {
         }
         expect(res.json.entry[2].resource.id).to.equal(id);
         expect(res.json.entry[3].resource.id).to.equal(id);
+        // The version's instant to the millisecond, as a write entry gives it, not the header's whole second.
+        expect(res.json.entry[2].response.lastModified).to.equal(lastUpdated);
       });
     }
   });

@@ -44,9 +44,13 @@ export function readEntryResponse(result: InteractionResult, disclosed: string[]
   if (result.disclosedPatients) disclosed.push(...result.disclosedPatients);
   const response: fhir4.BundleEntryResponse = { status: statusLine(result.status) };
   if (result.headers?.etag) response.etag = result.headers.etag;
-  if (result.headers?.['last-modified']) response.lastModified = new Date(result.headers['last-modified']).toISOString();
   const entry: fhir4.BundleEntry = { response };
   if (result.body) entry.resource = 'json' in result.body && typeof result.body.json === 'string' ? (parseStoredJson(result.body.json) as fhir4.FhirResource) : (result.body as fhir4.FhirResource);
+  // The version's own instant, to the millisecond, as a write entry gives it; the HTTP date of the
+  // Last-Modified header holds whole seconds only (conformance probe C2).
+  const lastUpdated = entry.resource?.resourceType !== 'Bundle' ? entry.resource?.meta?.lastUpdated : undefined;
+  if (lastUpdated) response.lastModified = lastUpdated;
+  else if (result.headers?.['last-modified']) response.lastModified = new Date(result.headers['last-modified']).toISOString();
   return entry;
 }
 
