@@ -1,6 +1,6 @@
 import { OperationOutcomeError } from '../kernel/outcome';
 import { eachWrite, type PendingWrite } from '../pipeline';
-import { translate } from '../terminology/conceptmap';
+import { type Translation, translate } from '../terminology/conceptmap';
 import { convertUnit, roundTo } from '../terminology/convert';
 import { type ObservationRule, terminology } from '../terminology/load';
 import { isUcumCode } from '../terminology/ucum';
@@ -94,7 +94,7 @@ export function mapObservation(obs: fhir4.Observation): boolean {
 
 /** The code and quantity of one element (the Observation or a component). */
 function mapElement(element: Element, ctx: Context): { changed: boolean; mapped: boolean; rule?: ObservationRule } {
-  const coded = mapCode(element.code, ctx);
+  const coded = mapCode(element.code, element.valueQuantity, ctx);
   const rule = coded.loinc ? terminology().rules.get(coded.loinc) : undefined;
   const unitChanged = mapQuantity(element.valueQuantity, rule, coded.loinc, ctx);
   return { changed: coded.changed || unitChanged, mapped: coded.mapped, rule };
@@ -103,9 +103,11 @@ function mapElement(element: Element, ctx: Context): { changed: boolean; mapped:
 /**
  * LOINC first: the element's own, or from the ConceptMaps when it has none (`mapped`). A door's
  * reading gets the canonical form either way (display and text from the rule), so the same
- * reading reads the same whichever door it came through.
+ * reading reads the same whichever door it came through. A device code whose LOINC depends on
+ * the value's unit (MDC 160184 capillary glucose: 41653-7 in mass, 14743-9 in moles per volume)
+ * gets the target whose unit the value's is commensurable with (see `byUnit`).
  */
-function mapCode(code: fhir4.CodeableConcept, ctx: Context): { loinc?: string; changed: boolean; mapped: boolean } {
+function mapCode(code: fhir4.CodeableConcept, q: fhir4.Quantity | undefined, ctx: Context): { loinc?: string; changed: boolean; mapped: boolean } {
   const codings = code.coding ?? [];
   const own = codings.find((c) => c.system === LOINC_SYSTEM && c.code)?.code;
   if (own) {
@@ -121,14 +123,40 @@ function mapCode(code: fhir4.CodeableConcept, ctx: Context): { loinc?: string; c
       if (ctx.fromDoor) throw refusal(`${ctx.path}.code: ${source.system}|${source.code} is not known to the ${mapId} mapping`, `${ctx.path}.code`, 'code-invalid');
       continue;
     }
-    const target = targets.find((t) => t.code);
-    // Known, but with no verified LOINC: the source coding stays alone, never a guessed LOINC.
+    const coded = targets.filter((t) => t.code);
+    const target = coded.some((t) => t.valueUnit) ? byUnit(coded, q, `${source.system}|${source.code}`, ctx) : coded[0];
+    // Known, but with no verified LOINC (or none for this unit): the source coding stays alone, never a guessed LOINC.
     if (!target?.code) return { changed: false, mapped: false };
     canonicalCode(code, target.code, target.display, ctx);
     return { loinc: target.code, changed: true, mapped: true };
   }
   if (ctx.fromDoor && !codings.some((c) => c.system && c.code)) throw refusal(`${ctx.path}.code: a reading needs a code`, `${ctx.path}.code`, 'required');
   return { changed: false, mapped: false };
+}
+
+/**
+ * The target of a unit-dependent mapping: the one whose value-unit the value's unit converts to
+ * (mg/dL ← g/L, mmol/L ← mol/L; mass and moles never convert without a molar mass). A value in
+ * neither dimension, or with no unit, has no LOINC: refused at a door, left unmapped over REST
+ * (stored as sent, as a REST value in an unconvertible unit is).
+ */
+function byUnit(targets: Translation[], q: fhir4.Quantity | undefined, source: string, ctx: Context): Translation | undefined {
+  const unit = ucumUnitOf(q);
+  const target = unit === undefined ? undefined : targets.find((t) => t.valueUnit && convertUnit(1, unit, t.valueUnit) !== undefined);
+  if (!target && ctx.fromDoor) {
+    const where = q ? `${ctx.path}.valueQuantity` : `${ctx.path}.code`;
+    const wanted = targets.map((t) => `${t.code} for ${t.valueUnit}`).join(', ');
+    const sent = q ? `'${q.code ?? q.unit ?? ''}'` : 'a reading without a value';
+    throw refusal(`${where}: the LOINC of ${source} depends on the unit of its value (${wanted}); ${sent} is of neither dimension`, where, 'code-invalid');
+  }
+  return target;
+}
+
+/** The UCUM code of a quantity's unit (an MDC unit through its ConceptMap), if it has one. */
+function ucumUnitOf(q: fhir4.Quantity | undefined): string | undefined {
+  if (!q?.code) return undefined;
+  if (q.system === MDC_SYSTEM) return translate('mdc-unit-to-ucum', MDC_SYSTEM, q.code)?.find((t) => t.code)?.code;
+  return q.system === UCUM_SYSTEM && isUcumCode(q.code) ? q.code : undefined;
 }
 
 /** [LOINC, its also-code, MDC and other clinical codings as sent]; vendor field codes become tags. */

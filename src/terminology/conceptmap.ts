@@ -12,6 +12,11 @@ export interface Translation {
   comment?: string;
   /** The UCUM unit the source sends the value in, when the map says (product source-unit). */
   sourceUnit?: string;
+  /**
+   * The target holds only for a value whose unit is commensurable with this UCUM unit (dependsOn
+   * value-unit): one source code, one target per unit dimension (mass or moles of glucose).
+   */
+  valueUnit?: string;
 }
 
 interface Index {
@@ -36,6 +41,7 @@ function index(mapId: string): Index | undefined {
         verification: t.extension?.find((e) => e.url === MAPPING_VERIFICATION)?.valueCode,
         comment: t.comment,
         sourceUnit: t.product?.find((p) => p.property.endsWith('/source-unit'))?.value,
+        valueUnit: t.dependsOn?.find((d) => d.property.endsWith('/value-unit'))?.value,
       }));
       idx.bySource.set(`${group.source ?? ''}|${element.code}`, translations);
     }

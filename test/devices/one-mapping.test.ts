@@ -158,4 +158,76 @@ describe('one mapping for every door', () => {
       expect(rest.json.valueQuantity.value).to.equal(400);
     }
   });
+
+  describe('MDC 160184 capillary glucose: the LOINC follows the unit of the value (device-facts §3.1, §5)', () => {
+    const UCUM = 'http://unitsofmeasure.org';
+    const glucose = { system: MDC, code: '160184', display: 'MDC_CONC_GLU_CAPILLARY_WHOLEBLOOD' };
+
+    /** The same reading through the normalised door and over REST; `unit` is an MDC unit code (digits) or UCUM. */
+    async function both(value: number, unit: string) {
+      const { patient, mac, device } = await setup();
+      const door = await app.request({
+        method: 'POST', url: '/ingest/readings',
+        payload: { device: { identifier: { system: 'urn:ietf:rfc:7042', value: mac } }, readings: [{ time, code: glucose, value, unit }] },
+      });
+      const rest = await app.request({
+        method: 'POST', url: '/fhir/Observation',
+        payload: {
+          resourceType: 'Observation', status: 'final', code: { coding: [glucose] },
+          subject: { reference: `Patient/${patient}` }, effectiveDateTime: time, device: { reference: `Device/${device}` },
+          valueQuantity: /^\d+$/.test(unit) ? { value, system: MDC, code: unit } : { value, unit, system: UCUM, code: unit },
+        },
+      });
+      return { door, rest };
+    }
+
+    const codes = (o: any) => o.code.coding.map((c: any) => `${c.system}|${c.code}`);
+
+    for (const [label, unit] of [['MDC_DIM_MILLI_MOLE_PER_L 266866', '266866'], ['UCUM mmol/L', 'mmol/L']]) {
+      it(`maps a value in ${label} to 14743-9 Glucose [Moles/volume], in mmol/L, through the door and over REST`, async () => {
+        const { door, rest } = await both(5.3, unit);
+        expect(door.json.entry[0].response.status, JSON.stringify(door.json.entry[0])).to.equal('201 Created');
+        expect(rest.statusCode, rest.payload).to.equal(201);
+        const a = await stored(door);
+        const { id: _id, meta: _meta, ...b } = rest.json;
+        for (const o of [a.value, b]) {
+          expect(codes(o)).to.equal([`${LOINC}|14743-9`, `${MDC}|160184`]);
+          expect(o.code.coding[0].display).to.equal('Glucose [Moles/volume] in Capillary blood by Glucometer');
+          expect(o.valueQuantity).to.equal({ value: 5.3, unit: 'mmol/L', system: UCUM, code: 'mmol/L' });
+        }
+        expect(a.value).to.equal(b);
+      });
+    }
+
+    it('maps a value in MDC_DIM_MILLI_G_PER_DL 264274 to 41653-7 Glucose [Mass/volume], in mg/dL, through the door and over REST', async () => {
+      const { door, rest } = await both(95, '264274');
+      expect(door.json.entry[0].response.status, JSON.stringify(door.json.entry[0])).to.equal('201 Created');
+      expect(rest.statusCode, rest.payload).to.equal(201);
+      const a = await stored(door);
+      const { id: _id, meta: _meta, ...b } = rest.json;
+      for (const o of [a.value, b]) {
+        expect(codes(o)).to.equal([`${LOINC}|41653-7`, `${MDC}|160184`]);
+        expect(o.valueQuantity).to.equal({ value: 95, unit: 'mg/dL', system: UCUM, code: 'mg/dL' });
+      }
+      expect(a.value).to.equal(b);
+    });
+
+    it('converts within a dimension (mol/L → mmol/L under 14743-9), never across it', async () => {
+      const { door, rest } = await both(0.0053, 'mol/L');
+      expect(door.json.entry[0].response.status, JSON.stringify(door.json.entry[0])).to.equal('201 Created');
+      const a = await stored(door);
+      expect(codes(a.value)).to.equal([`${LOINC}|14743-9`, `${MDC}|160184`]);
+      expect(a.value.valueQuantity.value).to.equal(5.3);
+      expect(codes(rest.json)[0]).to.equal(`${LOINC}|14743-9`);
+    });
+
+    it('refuses a value of neither dimension at the door, and stores it unmapped (no LOINC) over REST', async () => {
+      const { door, rest } = await both(120, '266016');
+      expect(door.json.entry[0].response.status).to.equal('422 Unprocessable Entity');
+      expect(JSON.stringify(door.json.entry[0])).to.contain('depends on the unit');
+      expect(rest.statusCode, rest.payload).to.equal(201);
+      expect(codes(rest.json)).to.equal([`${MDC}|160184`]);
+      expect(rest.json.valueQuantity.code).to.equal('mm[Hg]');
+    });
+  });
 });
