@@ -66,7 +66,8 @@ export async function ingestPayload(ctx: FhirContext, payload: Payload, policy: 
     return known;
   };
   // One lookup per distinct patient of the payload. Whether the caller may file readings for
-  // that patient is the write pipeline's decision (its compartment check on each Observation).
+  // that patient is the write pipeline's decision (its compartment check on each Observation);
+  // a patient/ token's other patient is refused before the lookup (below).
   const patients = new Map<string, Promise<boolean>>();
   const patientExists = (ref: string) => {
     let exists = patients.get(ref);
@@ -99,10 +100,12 @@ export async function ingestPayload(ctx: FhirContext, payload: Payload, policy: 
             'not-found',
           );
         }
-        // A patient token may file only its own patient's readings (the pipeline's compartment
-        // check says so too); said before the existence check, which would otherwise tell it
-        // whether another patient id exists or was deleted (422 against 403).
-        if (policy.patient !== undefined && parseRelativeReference(patientRef)?.id !== policy.patient) {
+        // A token confined to its patient's compartment (patient/ scopes) may file only that
+        // patient's readings (the pipeline's compartment check says so too); said before the
+        // existence check, which would otherwise tell it whether another patient id exists or was
+        // deleted (422 against 403). A user/ token launched with a patient is not confined.
+        const type = isDose(draft) ? 'MedicationAdministration' : 'Observation';
+        if (policy.confinedToPatient(type, 'c') && parseRelativeReference(patientRef)?.id !== policy.patient) {
           throw new ReadingError(403, `a patient token files readings only for its own patient, not ${patientRef}`, 'forbidden');
         }
         if (!(await patientExists(patientRef))) {

@@ -64,16 +64,23 @@ export async function resolveTarget(tx: Queryable, op: WriteOp, policy: AccessPo
  * the transaction would find it. A conditional create whose match an earlier DELETE removes
  * therefore creates (201), as the specified order makes it, instead of answering with a resource
  * the transaction deletes; the overlap rule of trules is about the identities of conditional
- * updates and deletes, and a create evaluated after the deletes shares none. Where memory cannot
- * judge (a criterion the matcher judges only in the database, references the door has yet to
- * rewrite, a patch's result), the condition is refused rather than guessed: a guessed 200, 201
- * or 412 would write the wrong thing.
+ * updates and deletes, and a create evaluated after the deletes shares none.
+ *
+ * Where memory cannot judge an earlier entry (a criterion the matcher judges only in the
+ * database, references the door has yet to rewrite), that entry is left to the database, as
+ * every entry was before: it is not counted, so two such conditions can still both create.
+ * Refusing instead was measured to refuse nearly every transaction with two conditional creates
+ * of a type on a name or a date (review of 2026-12-07). Only a stored match that an earlier entry
+ * patches is refused: its patched form is not known until the patch runs, and counting either
+ * form would be a guess that writes the wrong thing.
  */
 export async function findConditionMatches(tx: Queryable, policy: AccessPolicy, type: string, search: URLSearchParams, unit?: UnitSoFar): Promise<string[]> {
   const earlier = (unit?.before ?? []).filter((r) => r.op.type === type && r.id !== undefined && !r.existingMatch);
   // The stored state of what an earlier op deletes, replaces or patches is not what the condition meets.
   const changed = new Set(earlier.filter((r) => r.op.kind !== 'create').map((r) => r.id!));
-  const stored = (await findVisibleIds(tx, policy, type, search, 2 + changed.size)).filter((id) => !changed.has(id));
+  // At most two ids besides the changed ones: enough to tell none, one and several apart.
+  const found = await findVisibleIds(tx, policy, type, search, 2 + changed.size);
+  const stored = found.filter((id) => !changed.has(id));
   if (!earlier.length) return stored;
   const condition = `${type}?${search.toString()}`;
   const matcher = criteriaMatcher(type, search);
@@ -83,14 +90,16 @@ export async function findConditionMatches(tx: Queryable, policy: AccessPolicy, 
   const own: string[] = [];
   for (const r of earlier) {
     if (r.op.kind === 'delete') continue;
-    if (r.op.kind === 'patch') throw cannotJudge(condition, `${type}/${r.id} is patched earlier in the transaction`);
+    if (r.op.kind === 'patch') {
+      if (found.includes(r.id!)) throw cannotJudge(condition, `it matches ${type}/${r.id}, which an earlier entry patches`);
+      continue;
+    }
+    if (!matcher.exact) continue;
     const resource = asWritten(r);
     const unresolved = new Set(unit?.pendingReferences?.(resource));
     const judged = [...matcher.urlsJudged(resource), ...(limitsReadReferences ? compartmentUrlsOf(type, resource) : [])];
-    if (judged.some((url) => unresolved.has(url))) throw cannotJudge(condition, `${type}/${r.id}, written earlier in the transaction, has references still to be resolved`);
-    if (!withinLimits(type, resource, limits) || !matcher.mayMatch(resource)) continue;
-    if (!matcher.exact) throw cannotJudge(condition, `it may match ${type}/${r.id}, written earlier in the transaction, by criteria this server judges only in the database`);
-    own.push(r.id!);
+    if (judged.some((url) => unresolved.has(url))) continue;
+    if (withinLimits(type, resource, limits) && matcher.mayMatch(resource)) own.push(r.id!);
   }
   return [...new Set([...stored, ...own])];
 }

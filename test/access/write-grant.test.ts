@@ -132,6 +132,11 @@ describe('writes stay inside what the token may read and write', () => {
       const asSystem = await check(system);
       expect(parameters(asSystem).find((p) => p.name === 'missed')!.valueInteger!).to.be.above(0);
       expect(parameters(asSystem).filter((p) => p.name === 'flag')).to.have.length(1);
+      // A caller that may not search Flags is shown none, not refused after the check ran.
+      await new Promise((r) => setTimeout(r, 1500));
+      const noFlags = await check(await app.as('system/CarePlan.rus'));
+      expect(noFlags.statusCode, noFlags.payload).to.equal(200);
+      expect(parameters(noFlags).find((p) => p.name === 'missed')!.valueInteger).to.equal(0);
     });
   });
 

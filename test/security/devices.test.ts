@@ -100,5 +100,12 @@ describe('device assignment is a clinical act, and an identifier names one devic
       payload: { device: { identifier: { system: MAC, value: phone } }, patient: { reference: `Patient/${bob}` }, readings: [{ code: { system: 'http://loinc.org', code: '8867-4' }, value: 70, unit: '/min', time: '2025-02-01T11:00:00Z' }] },
     });
     expect(own.json.entry[0].response.status).to.equal('201 Created');
+    // A clinician's user/ token launched with Bob in context is not confined to him.
+    const clinician = await app.as('user/Observation.c user/Patient.r user/Device.rs user/DeviceUseStatement.rs', { patient: bob, fhirUser: 'Practitioner/dr-launch' });
+    const forAlice = await app.request({
+      method: 'POST', url: '/ingest/readings', headers: clinician,
+      payload: { device: { identifier: { system: MAC, value: phone } }, patient: { reference: `Patient/${alice}` }, readings: [{ code: { system: 'http://loinc.org', code: '8867-4' }, value: 71, unit: '/min', time: '2025-02-01T11:05:00Z' }] },
+    });
+    expect(forAlice.json.entry[0].response.status, JSON.stringify(forAlice.json.entry[0].response.outcome)).to.equal('201 Created');
   });
 });

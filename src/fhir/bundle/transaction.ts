@@ -1,6 +1,6 @@
 import type { AccessPolicy } from '../../access/policy';
 import { type Issue, OperationOutcomeError } from '../../kernel/outcome';
-import { executeWrites, findConditionMatches, type ResolvedOp, type UnitOfWork, type UnitSoFar, type WriteOp, WriteOpError } from '../../pipeline';
+import { executeWrites, findConditionMatches, type ResolvedOp, type UnitOfWork, type UnitSoFar, WriteOpError } from '../../pipeline';
 import type { Queryable } from '../../store/db';
 import type { FhirContext } from '../context';
 import type { ReturnPreference } from '../negotiation';
