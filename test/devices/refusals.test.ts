@@ -18,6 +18,12 @@ describe('device ingest refusals', () => {
   const newPatient = async () => (await app.request({ method: 'POST', url: '/fhir/Patient', payload: { resourceType: 'Patient', name: [{ family: unique('p') }] } })).json.id as string;
   const status = (bundle: any) => bundle.entry.map((e: any) => Number(e.response.status.split(' ')[0]));
   const diagnostics = (bundle: any, i: number) => bundle.entry[i].response.outcome?.issue[0].diagnostics ?? '';
+  /** The Bluetooth door, for `patient`, from a new device. */
+  const postBle = (patient: string, readings: object[]) =>
+    app.request({
+      method: 'POST', url: '/ingest/ble',
+      payload: { device: { identifier: { system: 'urn:ietf:rfc:7042', value: unique('mac') }, create: true }, patient: { reference: `Patient/${patient}` }, readings },
+    });
   /** The generic readings door, for `patient`, from a new device unless `serial` names one. */
   const postReadings = (patient: string, readings: object[], options: { serial?: string; server?: TestServer } = {}) =>
     (options.server ?? app).request({
@@ -88,21 +94,13 @@ describe('device ingest refusals', () => {
     const pid = await newPatient();
     const at = '2026-01-02T08:00:00Z';
     const plx = (data: string, characteristic = '2A5E') => ({ characteristic, data, receivedAt: at });
-    const res = await app.request({
-      method: 'POST',
-      url: '/ingest/ble',
-      payload: {
-        device: { identifier: { system: 'urn:ietf:rfc:7042', value: unique('mac') }, create: true },
-        patient: { reference: `Patient/${pid}` },
-        readings: [
+    const res = await postBle(pid, [
           plx('02610044000080'), // Measurement Status bit 15: invalid
           plx('02610044000008'), // bit 11: data for testing
           plx('02610044000004'), // bit 10: data for demonstration
           plx('04620046000080', '2A5F'), // continuous, invalid
           plx('02600045000040'), // bit 14: questionable
-        ],
-      },
-    });
+        ]);
     // One entry per characteristic refused; the questionable one is two readings (SpO2, PR).
     expect(status(res.json)).to.equal([422, 422, 422, 422, 201, 201]);
     expect(diagnostics(res.json, 0)).to.contain('invalid-measurement');
@@ -118,15 +116,7 @@ describe('device ingest refusals', () => {
     const pid = await newPatient();
     const receivedAt = '2026-01-02T09:15:00Z';
     // Flags 0x11: timestamp present, Device Clock Is Not Set; the timestamp is 2000-01-01 00:00:00.
-    const res = await app.request({
-      method: 'POST',
-      url: '/ingest/ble',
-      payload: {
-        device: { identifier: { system: 'urn:ietf:rfc:7042', value: unique('mac') }, create: true },
-        patient: { reference: `Patient/${pid}` },
-        readings: [{ characteristic: '2A5E', data: '11' + '6100' + '4400' + 'd0070101000000', receivedAt }],
-      },
-    });
+    const res = await postBle(pid, [{ characteristic: '2A5E', data: '11' + '6100' + '4400' + 'd0070101000000', receivedAt }]);
     expect(status(res.json)).to.equal([201, 201]);
     const obs = (await app.request({ method: 'GET', url: `/fhir/${res.json.entry[0].response.location.split('/_history')[0]}` })).json;
     expect(obs.effectiveDateTime).to.equal(receivedAt);
