@@ -95,12 +95,12 @@ describe('device ingest refusals', () => {
     const at = '2026-01-02T08:00:00Z';
     const plx = (data: string, characteristic = '2A5E') => ({ characteristic, data, receivedAt: at });
     const res = await postBle(pid, [
-          plx('02610044000080'), // Measurement Status bit 15: invalid
-          plx('02610044000008'), // bit 11: data for testing
-          plx('02610044000004'), // bit 10: data for demonstration
-          plx('04620046000080', '2A5F'), // continuous, invalid
-          plx('02600045000040'), // bit 14: questionable
-        ]);
+      plx('02610044000080'), // Measurement Status bit 15: invalid
+      plx('02610044000008'), // bit 11: data for testing
+      plx('02610044000004'), // bit 10: data for demonstration
+      plx('04620046000080', '2A5F'), // continuous, invalid
+      plx('02600045000040'), // bit 14: questionable
+    ]);
     // One entry per characteristic refused; the questionable one is two readings (SpO2, PR).
     expect(status(res.json)).to.equal([422, 422, 422, 422, 201, 201]);
     expect(diagnostics(res.json, 0)).to.contain('invalid-measurement');
