@@ -3,6 +3,7 @@ import { parseResourceScope, type ScopeContext } from './scopes';
 import { findMatchingIds, isUnlimited, patientsOf, type PatientExclusion, type Reach, withinLimits } from '../search';
 import type { Queryable } from '../store/db';
 import { readResource } from '../store/repository';
+import { idSlices } from '../kernel/input-limits';
 import { notFound, OperationOutcomeError } from '../kernel/outcome';
 
 /**
@@ -92,6 +93,13 @@ export async function findVisibleIds(db: Queryable, policy: AccessPolicy, type: 
   const merged = new URLSearchParams(params);
   for (const [k, v] of limits.constraint ?? []) merged.append(k, v);
   return findMatchingIds(db, type, merged, limit, limits.compartmentPatientId, policyReach(policy));
+}
+
+/** Which of `ids` of `type` `policy` may search: findVisibleIds over `_id`, asked in slices a search takes. */
+export async function findVisibleAmong(db: Queryable, policy: AccessPolicy, type: string, ids: readonly string[]): Promise<Set<string>> {
+  const visible = new Set<string>();
+  for (const slice of idSlices(ids)) for (const id of await findVisibleIds(db, policy, type, new URLSearchParams({ _id: slice.join(',') }))) visible.add(id);
+  return visible;
 }
 
 /** The stored resource `type/id` when `policy` may read it; undefined when unknown, deleted or not visible. */

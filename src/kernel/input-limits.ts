@@ -185,6 +185,15 @@ export function countElements(value: unknown, max: number): number {
 }
 
 /**
+ * `ids` in slices a search's `_id` takes (MAX_OR_VALUES by default): for the server's own
+ * searches over a list of ids it holds (written resources, raised Flags), which the limits of
+ * a search bound like any other.
+ */
+export function* idSlices<T>(ids: readonly T[], size = DEFAULT_INPUT_LIMITS.maxOrValues): Generator<T[]> {
+  for (let at = 0; at < ids.length; at += size) yield ids.slice(at, at + size);
+}
+
+/**
  * Refuses a search that asks for more work than the limits allow: too many parameters, too many
  * OR values in one, or too many terms in all. The per-parameter caps alone let 50 × 100 = 5,000
  * terms through (seconds of CPU per request); the total caps what the one SQL query must test.

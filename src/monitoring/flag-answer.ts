@@ -1,6 +1,5 @@
-import { findVisibleIds } from '../access/enforce';
+import { findVisibleAmong } from '../access/enforce';
 import type { AccessPolicy } from '../access/policy';
-import { DEFAULT_INPUT_LIMITS } from '../kernel/input-limits';
 import type { Queryable } from '../store/db';
 import type { RaisedFlag } from './flags';
 
@@ -16,12 +15,8 @@ export async function flagsShownTo(db: Queryable, policy: AccessPolicy, raised: 
   // A caller that may not search Flags is shown none (the check it ran has committed its Flags
   // by now: the answer must not turn into a 403 after the work).
   if (raised.length === 0 || !policy.allows('Flag', 's')) return { missed: 0, flags: [] };
-  const visible = new Set<string>();
-  // At most MAX_OR_VALUES ids per search, as a client's: a type-level check can raise hundreds.
-  for (let at = 0; at < raised.length; at += DEFAULT_INPUT_LIMITS.maxOrValues) {
-    const ids = raised.slice(at, at + DEFAULT_INPUT_LIMITS.maxOrValues).map((f) => f.id);
-    for (const id of await findVisibleIds(db, policy, 'Flag', new URLSearchParams({ _id: ids.join(',') }))) visible.add(id);
-  }
+  // A type-level check can raise hundreds: asked in slices a search takes.
+  const visible = await findVisibleAmong(db, policy, 'Flag', raised.map((f) => f.id));
   const flags = raised.filter((f) => visible.has(f.id));
   return { missed: flags.reduce((n, f) => n + f.events, 0), flags };
 }

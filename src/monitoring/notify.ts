@@ -2,7 +2,7 @@ import { policyReach, type ReadLimits, readLimits } from '../access/enforce';
 import { GOVERNING_TYPES, withConsents } from '../access/consent';
 import { type GrantRef, type GrantStanding, type GrantStandings, recordedGrant } from '../access/grant';
 import { type AccessPolicy, policyFromScopes, unrestricted } from '../access/policy';
-import { DEFAULT_INPUT_LIMITS } from '../kernel/input-limits';
+import { DEFAULT_INPUT_LIMITS, idSlices } from '../kernel/input-limits';
 import { OperationOutcomeError } from '../kernel/outcome';
 import type { CommittedWrite, PendingWrite, UnitOfWork } from '../pipeline';
 import { type CriteriaMatcher, criteriaMatcher, findMatchingIds, withinLimits } from '../search';
@@ -285,15 +285,12 @@ async function visible(tx: Queryable, type: string, policy: AccessPolicy, params
   const found = new Set<string>();
   // `_id` takes at most MAX_OR_VALUES ids, as a client's search does: a unit that wrote more of
   // the type (a 101-entry transaction) is asked about in slices, not refused (robustness probe).
-  for (let at = 0; at < ids.length; at += ID_SLICE) {
-    query.set('_id', ids.slice(at, at + ID_SLICE).join(','));
+  for (const slice of idSlices(ids)) {
+    query.set('_id', slice.join(','));
     for (const id of await findMatchingIds(tx, type, query, undefined, limits.compartmentPatientId, policyReach(policy), NOTIFY_SEARCH_LIMITS)) found.add(id);
   }
   return found;
 }
-
-/** The written ids asked about per search: the search size limit's default OR values. */
-const ID_SLICE = DEFAULT_INPUT_LIMITS.maxOrValues;
 
 /**
  * The server's own search, not a client's: the criteria met the total-terms cap when the

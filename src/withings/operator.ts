@@ -1,5 +1,5 @@
 import type { Server } from '@hapi/hapi';
-import { findVisibleIds, readVisible, requireAction } from '../access/enforce';
+import { findVisibleAmong, readVisible, requireAction } from '../access/enforce';
 import { policyOf } from '../access/request';
 import type { FhirContext } from '../fhir/context';
 import { DEFAULT_INPUT_LIMITS } from '../kernel/input-limits';
@@ -52,7 +52,7 @@ export function registerOperatorRoutes(server: Server, ctx: FhirContext, hooks: 
         const page = await listAccounts(ctx.db, { patientId, after, limit: pageSize });
         if (page.length === 0) break;
         const ids = [...new Set(page.map((r) => r.patient_id))];
-        const visible = new Set(await findVisibleIds(ctx.db, policy, 'Patient', new URLSearchParams({ _id: ids.join(',') })));
+        const visible = await findVisibleAmong(ctx.db, policy, 'Patient', ids);
         shown.push(...page.filter((r) => visible.has(r.patient_id)));
         if (page.length < pageSize) break;
         after = page[page.length - 1];
