@@ -93,10 +93,22 @@ export interface AuditRecord {
   patient?: string;
   erasedPatient?: string;
   what?: string;
+  /** The raw request as written: a read by id, or any request of an event that names no patient. */
   query?: string;
+  /**
+   * The raw request of an event that names a patient and carries search terms, sealed under the
+   * patient's key (src/audit/sealed-query.ts): base64 of IV, ciphertext and tag; '' when the
+   * patient was erased before the event was stored, and the request was not kept.
+   */
+  sealedQuery?: string;
   /** This server's base URL when the event was recorded. */
   server: string;
 }
+
+const QUERY_TYPE = { system: ENTITY_TYPE, code: '2', display: 'System Object' };
+export const QUERY_ROLE = { system: OBJECT_ROLE, code: '24', display: 'Query' };
+/** entity[query] of a request that cannot be opened here (src/audit/sealed-query.ts). */
+const SEALED = "The request is stored sealed under the patient's key: not opened in this copy, or the patient's data was erased";
 
 const PROFILE: Record<Action, string> = { C: 'Create', R: 'Read', U: 'Update', D: 'Delete', E: 'Query' };
 
@@ -124,6 +136,7 @@ export function auditRecords(fact: AuditFact, observer: Observer, disclosed: rea
     erasedPatient: fact.erasedPatient,
     what: fact.what,
     query: fact.query,
+    sealedQuery: undefined,
     server: observer.baseUrl,
   }));
 }
@@ -152,8 +165,11 @@ export function searchKeysOf(r: AuditRecord): AuditKeys {
   };
 }
 
-/** The BALP AuditEvent of a stored record at chain position `seq`. */
-export function renderAuditEvent(r: AuditRecord, seq: string): fhir4.AuditEvent & { id: string } {
+/**
+ * The BALP AuditEvent of a stored record at chain position `seq`; `openedQuery` is its sealed
+ * request opened with the patient's key, when the caller holds it (the FHIR API; not an export).
+ */
+export function renderAuditEvent(r: AuditRecord, seq: string, openedQuery?: string): fhir4.AuditEvent & { id: string } {
   const entity: fhir4.AuditEventEntity[] = [];
   if (r.erasedPatient !== undefined) {
     entity.push({ what: { identifier: { system: ERASED_PATIENT_SYSTEM, value: r.erasedPatient } }, type: { system: ENTITY_TYPE, code: '1', display: 'Person' }, role: { system: OBJECT_ROLE, code: '1', display: 'Patient' } });
@@ -164,8 +180,11 @@ export function renderAuditEvent(r: AuditRecord, seq: string): fhir4.AuditEvent 
   if (r.what !== undefined) {
     entity.push({ what: { reference: r.what }, type: { system: ENTITY_TYPE, code: '2', display: 'System Object' }, role: { system: OBJECT_ROLE, code: '4', display: 'Domain Resource' } });
   }
-  if (r.query !== undefined) {
-    entity.push({ type: { system: ENTITY_TYPE, code: '2', display: 'System Object' }, role: { system: OBJECT_ROLE, code: '24', display: 'Query' }, query: Buffer.from(r.query).toString('base64') });
+  const query = r.query ?? openedQuery;
+  if (query !== undefined) {
+    entity.push({ type: QUERY_TYPE, role: QUERY_ROLE, query: Buffer.from(query).toString('base64') });
+  } else if (r.sealedQuery !== undefined) {
+    entity.push({ type: QUERY_TYPE, role: QUERY_ROLE, description: SEALED });
   }
   if (r.requestId !== undefined) {
     entity.push({ what: { identifier: { value: r.requestId } }, type: { system: `${BALP}/CodeSystem/BasicAuditEntityType`, code: 'XrequestId', display: 'X-Request-Id' } });

@@ -8,6 +8,7 @@ import { auditRecords, type Observer } from './event';
 import { AuditChainer } from './chainer';
 import { auditOfRequest, disclosedPatients } from './http';
 import { AuditRecorder } from './recorder';
+import { eraseQueryKey, QuerySealer } from './sealed-query';
 import { auditWrites } from './writes';
 
 export { noteClaimedActor } from './http';
@@ -33,9 +34,14 @@ export function registerAudit(ctx: FhirContext, server: Server): AuditTrail {
   // Authorship is part of the data, not of the trail: it stays when AUDIT=false.
   ctx.stages.use('enrich', 'audit.authorship', async (_uow, writes) => stampAuthors(writes, ctx.baseUrl));
   contributeAuditEvent();
+  const sealer = new QuerySealer(ctx.db);
+  ctx.stages.use('erase', 'audit.query-key', async (uow, erased) => {
+    await eraseQueryKey(uow.tx, erased.patientId);
+    sealer.forget(erased.patientId);
+  });
   if (!ctx.config.audit.enabled) return { flush: async () => {}, stop: async () => {} };
   const observer: Observer = { get baseUrl() { return ctx.baseUrl; } };
-  const recorder = new AuditRecorder(ctx.db, ctx.log, ctx.config.audit);
+  const recorder = new AuditRecorder(ctx.db, ctx.log, ctx.config.audit, sealer);
   const chainer = new AuditChainer(ctx.db, ctx.log);
   chainer.start();
 

@@ -3,6 +3,7 @@ import type { AuditConfig } from '../config';
 import type { Db } from '../store/db';
 import { appendToChain } from './chain';
 import type { AuditRecord } from './event';
+import type { QuerySealer } from './sealed-query';
 
 /** Beyond this many waiting (the database unreachable for long), the oldest are dropped and counted in the log. */
 const MAX_WAITING = 100_000;
@@ -24,6 +25,7 @@ export class AuditRecorder {
     private readonly db: Db,
     private readonly log: Logger,
     private readonly config: AuditConfig,
+    private readonly sealer: QuerySealer,
   ) {}
 
   /**
@@ -55,7 +57,9 @@ export class AuditRecorder {
     this.waiting = [];
     if (batch.length === 0) return;
     try {
-      await this.db.transaction((tx) => appendToChain(tx, batch.flat()));
+      const records = batch.flat();
+      await this.sealer.seal(records);
+      await this.db.transaction((tx) => appendToChain(tx, records));
     } catch (err) {
       // Put back (they are retried with the next batch); the log names no patient or resource.
       this.waiting = [...batch, ...this.waiting].slice(-MAX_WAITING);

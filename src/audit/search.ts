@@ -6,7 +6,9 @@ import type { FhirContext } from '../fhir/context';
 import { respond } from '../fhir/respond';
 import { badRequest, notFound, notSupported } from '../kernel/outcome';
 import { dateFromQuery, parseDateRange } from '../search/date-range';
-import { renderRecordText } from './event';
+import { type AuditRecord, QUERY_ROLE, renderAuditEvent } from './event';
+import { openQueries } from './sealed-query';
+import type { Queryable } from '../store/db';
 import { queryParamsOf, rawQueryOf } from '../kernel/request-target';
 
 /**
@@ -58,7 +60,8 @@ export const auditRoutes: Plugin<{ ctx: FhirContext }> = {
           next.set('_cursor', page[page.length - 1]!.seq);
           links.push({ relation: 'next', url: `${ctx.baseUrl}/AuditEvent?${next.toString()}` });
         }
-        const entries = page.map((r) => `{"fullUrl":${JSON.stringify(`${ctx.baseUrl}/AuditEvent/${r.id ?? r.seq}`)},"resource":${served(r, limits)},"search":{"mode":"match"}}`);
+        const texts = await served(ctx.db, page, limits);
+        const entries = page.map((r, i) => `{"fullUrl":${JSON.stringify(`${ctx.baseUrl}/AuditEvent/${r.id ?? r.seq}`)},"resource":${texts[i]!},"search":{"mode":"match"}}`);
         const json = `{"resourceType":"Bundle","type":"searchset","link":${JSON.stringify(links)},"entry":[${entries.join(',')}]}`;
         return respond(request, h, { status: 200, body: { json } });
       },
@@ -78,7 +81,7 @@ export const auditRoutes: Plugin<{ ctx: FhirContext }> = {
         addExclusions(limits, where, params);
         const row = (await ctx.db.query<StoredText>(`SELECT seq::text AS seq, record, json FROM audit_event WHERE ${where.join(' AND ')}`, params)).rows[0];
         if (!row) throw notFound(`AuditEvent/${String(request.params.id).slice(0, 64)} is not known`);
-        return respond(request, h, { status: 200, body: { json: served(row, limits) } });
+        return respond(request, h, { status: 200, body: { json: (await served(ctx.db, [row], limits))[0]! } });
       },
     });
 
@@ -114,9 +117,20 @@ interface StoredText {
   json: string | null;
 }
 
-function served(row: StoredText, limits: ReadLimits): string {
-  const text = row.json ?? renderRecordText(row.record!, row.seq);
-  return limits.compartmentPatientId === undefined ? text : withoutQuery(text);
+/**
+ * The AuditEvents of stored rows, as this caller sees them. Sealed requests are opened with their
+ * patients' keys (one query a page), except in a patient's own view, which leaves the request out
+ * whatever it says.
+ */
+async function served(db: Queryable, rows: readonly StoredText[], limits: ReadLimits): Promise<string[]> {
+  const records = rows.map((row) => (row.record === null ? undefined : (JSON.parse(row.record) as AuditRecord)));
+  const ownView = limits.compartmentPatientId !== undefined;
+  const opened = ownView ? new Map<AuditRecord, string>() : await openQueries(db, records.filter((r) => r !== undefined));
+  return rows.map((row, i) => {
+    const r = records[i];
+    const text = r === undefined ? row.json! : JSON.stringify(renderAuditEvent(r, row.seq, opened.get(r)));
+    return ownView ? withoutQuery(text) : text;
+  });
 }
 
 /**
@@ -127,7 +141,7 @@ function served(row: StoredText, limits: ReadLimits): string {
  */
 function withoutQuery(text: string): string {
   const event = JSON.parse(text) as fhir4.AuditEvent;
-  const entity = event.entity?.filter((e) => e.query === undefined);
+  const entity = event.entity?.filter((e) => e.role?.code !== QUERY_ROLE.code || e.role.system !== QUERY_ROLE.system);
   if (entity?.length) event.entity = entity;
   else delete event.entity;
   return JSON.stringify(event);

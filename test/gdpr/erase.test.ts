@@ -115,6 +115,14 @@ describe('Patient/$erase', () => {
     await linkAndExport('bob');
     aliceToken = await app.as('patient/*.rs', { patient: id.alice });
     expect((await app.request({ method: 'GET', url: `/fhir/Patient/${id.alice}`, headers: aliceToken })).statusCode).to.equal(200);
+    // Searches that find each patient by what identifies them: their requests go into the trail.
+    for (const family of ['Erasealice', 'Erasebob']) {
+      for (const url of [`/fhir/Patient?name=${family}`, `/fhir/Patient?identifier=urn:mrn|${family}-mrn`]) {
+        const res = await app.request({ method: 'GET', url, headers: app.system });
+        expect(res.json.entry, url).to.have.length(1);
+      }
+    }
+    await app.audit.flush();
   });
 
   after(async () => {
@@ -240,6 +248,35 @@ describe('Patient/$erase', () => {
     expect(named.statusCode).to.equal(200);
     const queries = ((named.json as fhir4.Bundle).entry ?? []).flatMap((e) => (e.resource as fhir4.AuditEvent).entity ?? []).flatMap((x) => (x.query ? [Buffer.from(x.query, 'base64').toString('utf8')] : []));
     expect(queries.filter((q) => q.includes('$erase'))).to.equal([]);
+    expect((await verifyChain(app.ctx.db)).problems).to.equal([]);
+  });
+
+  it('leaves no readable request in the trail that found the erased patient: sealed under a key the erasure erased', async () => {
+    await app.audit.flush();
+    const auditor = await app.as('system/AuditEvent.rs');
+    const searchEvents = async (patient: string) => {
+      const res = await app.request({ method: 'GET', url: `/fhir/AuditEvent?patient=${patient}&subtype=search-type&_count=1000`, headers: auditor });
+      expect(res.statusCode, res.payload).to.equal(200);
+      return ((res.json as fhir4.Bundle).entry ?? []).map((e) => e.resource as fhir4.AuditEvent);
+    };
+    const queryEntities = (events: fhir4.AuditEvent[]) => events.flatMap((e) => (e.entity ?? []).filter((x) => x.role?.code === '24'));
+    // Stored: no event about either patient holds the words of its request in the clear.
+    for (const [who, family] of [['alice', 'Erasealice'], ['bob', 'Erasebob']] as const) {
+      expect(await count(`audit_event WHERE patient = $1 AND coalesce(record, json) LIKE $2`, [id[who], `%${family}%`]), who).to.equal(0);
+    }
+    // Bob's requests open for an auditor, as written.
+    const bobs = queryEntities(await searchEvents(id.bob!)).map((x) => Buffer.from(x.query ?? '', 'base64').toString('utf8'));
+    expect(bobs.filter((q) => q.includes('name=Erasebob'))).to.have.length(1);
+    expect(bobs.filter((q) => q.includes('identifier=urn:mrn|Erasebob-mrn'))).to.have.length(1);
+    // Alice's events stay (who searched, when), their requests unreadable.
+    const alices = queryEntities(await searchEvents(id.alice!));
+    expect(alices.length).to.be.at.least(2);
+    for (const x of alices) {
+      expect(x.query).to.not.exist();
+      expect(x.description).to.include('sealed');
+    }
+    expect(await count('audit_patient_key WHERE patient = $1 AND key IS NULL', [id.alice])).to.equal(1);
+    expect(await count('audit_patient_key WHERE patient = $1 AND key IS NOT NULL', [id.bob])).to.equal(1);
     expect((await verifyChain(app.ctx.db)).problems).to.equal([]);
   });
 
