@@ -13,7 +13,7 @@ import { checkAdherence } from './adherence';
 import { PeriodicJob } from './periodic';
 import { turnOffEndedSubscriptions } from './subscription-end';
 import { type FlagEvent, raiseFlags, trackFlagStatus } from './flags';
-import { type Breach, judgedPatient, judgeObservation, type PlanLimits } from './judge';
+import { type Breach, carryJudgement, judgedPatient, judgeObservation, type PlanLimits } from './judge';
 import { assertValidGoal, type CompiledPlan, compilePlan, storedGoalIds } from './plan';
 import { activePlansOf, goalsInActivePlans, loadGoals, planById, plansChanged, plansUnchanged, recompilePlansOfGoals, storePlans } from './plans';
 import { PlanCache } from './plan-cache';
@@ -161,7 +161,11 @@ async function acceptSubscriptions(ctx: FhirContext, uow: UnitOfWork, writes: re
  * roll the unit back and it is replayed, the cache refilled by a fresh read.
  */
 async function judgeObservations(uow: UnitOfWork, writes: readonly PendingWrite[], cache: PlanCache): Promise<void> {
-  const observations = live(writes, 'Observation');
+  const observations: PendingWrite[] = [];
+  for (const w of live(writes, 'Observation')) {
+    if (w.resend && w.previous) carryJudgement(w.previous as fhir4.Observation, w.resource as fhir4.Observation);
+    else observations.push(w);
+  }
   if (observations.length === 0) return;
   const found = new Set<string>();
   for (const w of observations) {

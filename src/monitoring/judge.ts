@@ -66,6 +66,25 @@ function elementsOf(obs: fhir4.Observation): Element[] {
 }
 
 const isOurs = (x: { extension?: fhir4.Extension[] }) => x.extension?.some((e) => e.url === LIMIT_SOURCE_URL) ?? false;
+/**
+ * A re-sent reading (a create of an id that exists, never written) is compared with the stored
+ * version to tell a retry from another reading. The judgement is the server's, made against the
+ * plans of its day: the stored version's is carried onto the re-sent copy, element by element,
+ * in place of any of ours it holds, so that a retry after the physician changed the limits is
+ * still the same reading.
+ */
+export function carryJudgement(from: fhir4.Observation, to: fhir4.Observation): void {
+  const stored = elementsOf(from);
+  for (const [i, { node }] of elementsOf(to).entries()) {
+    const interpretation = [...(node.interpretation ?? []).filter((x) => !isOurs(x)), ...(stored[i]?.node.interpretation ?? []).filter(isOurs)];
+    const referenceRange = [...(node.referenceRange ?? []).filter((x) => !isOurs(x)), ...(stored[i]?.node.referenceRange ?? []).filter(isOurs)];
+    if (interpretation.length) node.interpretation = interpretation;
+    else delete node.interpretation;
+    if (referenceRange.length) node.referenceRange = referenceRange;
+    else delete node.referenceRange;
+  }
+}
+
 const fmt = (n: number) => String(Number(n.toPrecision(6)));
 
 function quantity(value: number, unit: string): fhir4.Quantity {

@@ -25,6 +25,12 @@ export interface PendingWrite {
   previous?: fhir4.FhirResource;
   /** Set by a hook that changed `resource`: it is checked against the schema again before it is stored. */
   changed?: boolean;
+  /**
+   * A create of an id that exists (a re-sent device reading): never written, only compared with
+   * `previous` after the stages. What a stage derives from the server's state rather than from
+   * the request belongs to `previous` as it was stored.
+   */
+  readonly resend?: boolean;
   /** Who asks for this write (the server's own writes run unrestricted). */
   readonly policy: AccessPolicy;
   /**

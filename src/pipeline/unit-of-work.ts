@@ -171,8 +171,8 @@ export class UnitOfWork {
     const pending = new Map<number, PendingWrite>();
     for (const [i, p] of planned.entries()) {
       if (!p?.write) continue;
-      const { type, id, resource, previous } = p.write;
-      pending.set(i, { type, id, resource, previous, policy, reject: (err) => refuse(i, err) });
+      const { type, id, resource, previous, resend } = p.write;
+      pending.set(i, { type, id, resource, previous, policy, reject: (err) => refuse(i, err), resend });
     }
     for (const stage of ['validate', 'enrich', 'judge'] as const) {
       for (const { hook } of this.ctx.stages.of(stage)) {

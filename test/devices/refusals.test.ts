@@ -78,6 +78,43 @@ describe('device ingest refusals', () => {
     expect(diagnostics(afterDelete.json, 0)).to.contain('deleted');
   });
 
+  it('answers a re-sent reading 200 after the physician changed the limits it was judged by', async () => {
+    const patient = await newPatient();
+    const serial = unique('sn');
+    const planWithHighPulse = (high: number) => ({
+      resourceType: 'CarePlan', status: 'active', intent: 'plan', subject: { reference: `Patient/${patient}` },
+      contained: [{
+        resourceType: 'Goal', id: 'g', lifecycleStatus: 'active', description: { text: 'pulse' }, subject: { reference: `Patient/${patient}` },
+        target: [{ measure: { coding: [{ system: LOINC, code: '8867-4' }] }, detailRange: { high: { value: high, unit: '/min', system: 'http://unitsofmeasure.org', code: '/min' } } }],
+      }],
+      goal: [{ reference: '#g' }],
+    });
+    const plan = await app.request({ method: 'POST', url: '/fhir/CarePlan', payload: planWithHighPulse(100) });
+    expect(plan.statusCode, plan.payload).to.equal(201);
+    const reading = [{ code: { system: LOINC, code: '8867-4' }, value: 120, unit: '/min', time: '2026-01-03T08:00:00Z' }];
+    const first = await postReadings(patient, reading, { serial });
+    expect(status(first.json)).to.equal([201]);
+    const location = first.json.entry[0].response.location as string;
+    const stored = (await app.request({ method: 'GET', url: `/fhir/${location.split('/_history')[0]}` })).json;
+    expect(stored.interpretation[0].coding[0].code).to.equal('H');
+    expect(stored.referenceRange[0].high.value).to.equal(100);
+    // The limit moves (still broken), then goes above the reading: each retry is the same reading.
+    for (const high of [110, 150]) {
+      const put = await app.request({ method: 'PUT', url: `/fhir/CarePlan/${plan.json.id}`, payload: { ...planWithHighPulse(high), id: plan.json.id } });
+      expect(put.statusCode, put.payload).to.equal(200);
+      const again = await postReadings(patient, reading, { serial });
+      expect(status(again.json), `limit ${high}: ${diagnostics(again.json, 0)}`).to.equal([200]);
+      expect(again.json.entry[0].response.location).to.equal(location);
+    }
+    // Answered by the version stored, judged as it was; nothing was written again.
+    const after = (await app.request({ method: 'GET', url: `/fhir/${location.split('/_history')[0]}` })).json;
+    expect(after.meta.versionId).to.equal('1');
+    expect(after.referenceRange).to.equal(stored.referenceRange);
+    // Another value under the same identity is still another reading.
+    const other = await postReadings(patient, [{ ...reading[0], value: 121 }], { serial });
+    expect(status(other.json)).to.equal([409]);
+  });
+
   it('refuses a Withings group corrected under the same grpid with 409, keeping the stored value', async () => {
     const pid = await newPatient();
     const grpid = unique('g');
