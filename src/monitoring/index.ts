@@ -146,7 +146,10 @@ async function acceptSubscriptions(ctx: FhirContext, uow: UnitOfWork, writes: re
   const subscriptions = live(writes, 'Subscription');
   await eachWrite(subscriptions, async (w) => {
     const sub = w.resource as fhir4.Subscription;
-    if (await acceptSubscription(ctx, uow.tx, sub, w.previous as fhir4.Subscription | undefined, port, w.policy)) w.changed = true;
+    // One written as `off` delivers nothing and is judged when it is turned on again: an erasure
+    // or an end turns watching Subscriptions off whatever the channel settings are now (an
+    // e-mail domain no longer allowed must not keep a patient from being erased).
+    if (sub.status !== 'off' && (await acceptSubscription(ctx, uow.tx, sub, w.previous as fhir4.Subscription | undefined, port, w.policy))) w.changed = true;
     // Before the unchanged check (decision 029), so that it compares masks: a secret sent back
     // masked is no change, a new secret is.
     if (await headerSecrets.hide(uow.tx, w)) w.changed = true;

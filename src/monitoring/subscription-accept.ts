@@ -46,8 +46,9 @@ async function acceptRestHook(ctx: FhirContext, sub: fhir4.Subscription, previou
   if (isOwnBase(ctx, endpoint, listeningPort)) {
     throw unprocessable('the endpoint is this server\'s own FHIR base; notifications would loop', ['Subscription.channel.endpoint']);
   }
-  // A new or changed endpoint is checked against the network policy (status updates keep theirs).
-  if (!previous || previous.channel.endpoint !== sub.channel.endpoint) {
+  // A new or changed endpoint is checked against the network policy (status updates keep theirs);
+  // so is one turned on again, as an `off` Subscription's endpoint was never judged (../index.ts).
+  if (!previous || previous.status === 'off' || previous.channel.endpoint !== sub.channel.endpoint) {
     const problem = await endpointProblem(endpoint, endpointPolicy(ctx));
     if (problem) throw unprocessable(problem, ['Subscription.channel.endpoint']);
   }

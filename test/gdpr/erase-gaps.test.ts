@@ -97,6 +97,42 @@ describe('Patient/$erase gaps', () => {
     }
   });
 
+  it('erases a patient watched by a Subscription the server would no longer accept, and turns it off', async () => {
+    // Set up where e-mail alerts were allowed; the erasing node no longer allows the domain.
+    const mailing = await startSecuredServer({ SMTP_URL: 'smtp://127.0.0.1:9', ALERT_EMAIL_DOMAINS: 'clinic.example' });
+    try {
+      const patient = await mailing.create({ resourceType: 'Patient', name: [{ family: 'Mailed' }] });
+      const sub = await mailing.create({
+        resourceType: 'Subscription', status: 'requested', reason: 'alerts by mail', criteria: `Flag?subject=Patient/${patient}`,
+        channel: { type: 'email', endpoint: 'mailto:ward@clinic.example', payload: 'text/plain' },
+      });
+      const res = await erase(patient);
+      expect(res.statusCode, res.payload).to.equal(200);
+      expect((await get(`/fhir/Patient/${patient}`)).statusCode).to.equal(404);
+      const turnedOff = await get(`/fhir/Subscription/${sub}`);
+      expect(turnedOff.json.status).to.equal('off');
+      // Turned on again, it is judged as any other: refused here.
+      const on = await app.request({ method: 'PUT', url: `/fhir/Subscription/${sub}`, headers: app.system, payload: { ...turnedOff.json, status: 'requested' } });
+      expect(on.statusCode, on.payload).to.equal(422);
+      expect(on.json.resourceType).to.equal('OperationOutcome');
+    } finally {
+      await mailing.stop();
+    }
+  });
+
+  it('checks the endpoint of a rest-hook Subscription turned on again, though it was stored off', async () => {
+    const strict = await startSecuredServer();
+    try {
+      const sub = await strict.create({ resourceType: 'Subscription', status: 'off', reason: 'later', criteria: 'Flag?status=active', channel: { type: 'rest-hook', endpoint: 'http://10.0.0.1/hook', payload: 'application/fhir+json' } });
+      const stored = (await strict.request({ method: 'GET', url: `/fhir/Subscription/${sub}`, headers: strict.system })).json;
+      const on = await strict.request({ method: 'PUT', url: `/fhir/Subscription/${sub}`, headers: strict.system, payload: { ...stored, status: 'requested' } });
+      expect(on.statusCode, on.payload).to.equal(422);
+      expect(on.json.issue[0].expression).to.equal(['Subscription.channel.endpoint']);
+    } finally {
+      await strict.stop();
+    }
+  });
+
   it('gives $anonymize ids that cannot be linked to the erasure record of the same patient', async () => {
     const patient = await app.create({ resourceType: 'Patient', name: [{ family: 'Unlinkable' }], identifier: [{ system: 'urn:mrn', value: 'MRN-unlinkable' }] });
     const copy = await app.request({ method: 'GET', url: `/fhir/Patient/${patient}/$anonymize`, headers: app.system });
