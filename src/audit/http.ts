@@ -212,6 +212,7 @@ function patientsInBody(disclosed: NonNullable<RequestAudit['disclosed']>): stri
       return;
     }
     for (const p of patientsOf(resource.resourceType, resource)) patients.add(p);
+    addReferencedPatients(resource, patients);
   };
   if (disclosed.onlyReads && body.resourceType === 'Bundle') {
     // A read entry has a resource and no Location; a write's answer has a Location.
@@ -224,6 +225,28 @@ function patientsInBody(disclosed: NonNullable<RequestAudit['disclosed']>): stri
 }
 
 const HAS_PATIENT = /"resourceType"\s*:\s*"Patient"/;
+
+const PATIENT_REFERENCE_VALUE = /^(?:[^"]*\/)?Patient\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/.*)?$/;
+
+/**
+ * Every Patient `node` references, in any element, as the fast path below finds them in the
+ * text: both paths name the people the disclosed content is about (an Observation's `focus` as
+ * well as its `subject`), not only its compartments (docs/decisions/013-audit-trail.md).
+ */
+function addReferencedPatients(node: unknown, into: Set<string>): void {
+  if (Array.isArray(node)) {
+    for (const item of node) addReferencedPatients(item, into);
+  } else if (node !== null && typeof node === 'object') {
+    for (const [key, value] of Object.entries(node)) {
+      if (key === 'reference' && typeof value === 'string') {
+        const m = PATIENT_REFERENCE_VALUE.exec(value);
+        if (m) into.add(m[1]!);
+      } else if (typeof value === 'object') {
+        addReferencedPatients(value, into);
+      }
+    }
+  }
+}
 
 /**
  * Whether the text holds the JSON string "Patient", as every match of HAS_PATIENT does: a
@@ -241,9 +264,8 @@ const PATIENT_REFERENCE = /"reference"\s*:\s*"(?:[^"]*\/)?Patient\/([A-Za-z0-9\-
 
 /**
  * The fast path for answers without Patient resources (the hot Observation searches): every
- * Patient the disclosed JSON references, found in the text without parsing it. A superset of
- * the compartments (a reference in any element counts), which errs towards recording a
- * disclosure. Measured reason: parsing a 50-entry searchset and evaluating the compartment
+ * Patient the disclosed JSON references, found in the text without parsing it. A reference in
+ * any element counts, as on the parsing path (addReferencedPatients). Measured reason: parsing a 50-entry searchset and evaluating the compartment
  * parameters cost about a quarter of the search's own server CPU in the bench.
  */
 function referencedPatients(disclosed: NonNullable<RequestAudit['disclosed']>): string[] {

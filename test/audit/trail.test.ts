@@ -163,6 +163,21 @@ describe('audit trail (BALP)', () => {
     expect(found.map((e) => entityOfRole(e, '1')[0]?.what?.reference)).to.equal([`Patient/${id.alice}`]);
   });
 
+  it('names every patient the disclosed content is about, whether or not a Patient is included beside it', async () => {
+    const reader = await app.as('system/Observation.rs system/Patient.rs', { clientId: 'focus-reader' });
+    const mother = await app.create({ resourceType: 'Patient', name: [{ family: 'Auditmother' }] });
+    const child = await app.create({ resourceType: 'Patient', name: [{ family: 'Auditchild' }] });
+    await app.create({ ...observation(mother), focus: [{ reference: `Patient/${child}` }] });
+    for (const include of ['', '&_include=Observation:subject']) {
+      const res = await app.request({ method: 'GET', url: `/fhir/Observation?subject=Patient/${mother}${include}`, headers: reader });
+      expect(res.statusCode).to.equal(200);
+      const disclosedTo = (await events(`subtype=search-type&agent:identifier=${CLIENT_ID}|focus-reader`))
+        .filter((e) => transactionId(e) === res.headers['x-request-id'])
+        .flatMap((e) => entityOfRole(e, '1').map((x) => x.what!.reference));
+      expect(disclosedTo.sort(), include || 'no include').to.equal([`Patient/${child}`, `Patient/${mother}`].sort());
+    }
+  });
+
   it('records a denied request with its reason, and an unauthenticated one with its address', async () => {
     const narrow = await app.as('system/Patient.rs', { clientId: 'narrow-client' });
     const denied = await app.request({ method: 'GET', url: `/fhir/Observation/${id.aliceObs}`, headers: narrow });
