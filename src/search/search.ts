@@ -11,6 +11,7 @@ import { type ParsedSearch, parseSearch } from './parse';
 import { compartmentCondition, filterConditions, keysetCondition, limitConditions, orderBy, planDriver, type SortColumn, sortColumn } from './sql';
 import { checkReach } from './reach-check';
 import { planNewestFirst } from './newest-first';
+import { planSortedByRow } from './sorted-by-row';
 import { impliedSort } from './default-order';
 import { limitsIfAllowed, type Reach, unlimited } from './reach';
 import { SqlParams } from '../kernel/sql-params';
@@ -46,6 +47,12 @@ export interface Rows {
   from: string;
   conditions: string[];
   columns: SortColumn[];
+  /**
+   * The rows are the page's ids and sort values only (`id`, an expression of FROM): the page is
+   * cut first and its resources fetched from `table` after, so that no match beyond the page has
+   * its JSON read and converted (./sorted-by-row.ts).
+   */
+  fetch?: { id: string; table: string };
 }
 
 export interface Query extends Rows {
@@ -85,6 +92,13 @@ export function buildQuery(parsed: ParsedSearch, compartmentId: string | undefin
   // the caller of this type comes from its reach, like every other type's limits.
   const own = limitsIfAllowed(reach, parsed.resourceType, 's') ?? limitsIfAllowed(reach, parsed.resourceType, 'r');
   if (own?.exclude?.length) checks.push(...limitConditions(parsed.resourceType, { exclude: own.exclude }, r, q));
+  // A page sorted by one parameter's values that nothing above drives: one set of the matches'
+  // values, cut to the page, then the valueless (./sorted-by-row.ts). Counts and sets read no order.
+  const byRow = !driver && purpose === 'page' ? planSortedByRow(parsed.resourceType, parsed.sort, r, q) : undefined;
+  if (byRow) {
+    const matching = [`NOT ${r}.deleted`, ...checks];
+    return { ...byRow.valued(matching), q, tail: byRow.valueless(matching), lead: CUSTOM_PLAN };
+  }
   const sort = driver?.sort ?? sortKeys.map((k) => sortColumn(parsed.resourceType, k, r, q));
   // The id makes the order total, so a keyset cursor never skips or repeats a row: the driver's,
   // when it serves the order. Otherwise it runs the way of the last key, so that a resource
@@ -116,6 +130,13 @@ function pageSql(parsed: ParsedSearch, query: Query, cursor: Cursor | undefined)
   const limit = q.bind(parsed.count + 1, 'int');
   const select = (rows: Rows, limitSql: string, sortValues = false) => {
     const conditions = cursor ? [...rows.conditions, keysetCondition(rows.columns, cursor.values, reverse, q)] : rows.conditions;
+    if (rows.fetch) {
+      const where = conditions.length ? ` WHERE ${conditions.join(' AND ')}` : '';
+      const cut = `SELECT ${rows.fetch.id} AS id, ${rows.columns.map((c, k) => `${c.expression} AS s${k}`).join(', ')} FROM ${rows.from}${where} ORDER BY ${orderBy(rows.columns, reverse)} LIMIT ${limitSql}`;
+      const inPage = rows.columns.map((c, k) => ({ ...c, expression: `p.s${k}` }));
+      const keys = inPage.map((c, k) => `(${c.expression})::text AS k${k}${sortValues ? `, ${c.expression} AS s${k}` : ''}`).join(', ');
+      return `SELECT r.id, r.content::text AS json, ${keys} FROM (${cut}) p JOIN ${rows.fetch.table} r ON r.id = p.id ORDER BY ${orderBy(inPage, reverse)}`;
+    }
     const keys = rows.columns.map((c, k) => `(${c.expression})::text AS k${k}${sortValues ? `, ${c.expression} AS s${k}` : ''}`).join(', ');
     return `SELECT r.id, r.content::text AS json, ${keys} FROM ${rows.from} WHERE ${conditions.join(' AND ')} ORDER BY ${orderBy(rows.columns, reverse)} LIMIT ${limitSql}`;
   };
@@ -154,13 +175,14 @@ async function readPage(db: Queryable, parsed: ParsedSearch, query: Query, curso
 }
 
 /**
- * The SQL and bound values of a search's first page, as `searchResources` runs it: for EXPLAIN
- * tests and the benchmark's side-by-side with hand-written SQL.
+ * The SQL and bound values of a search's first page (or of the page its `_cursor` names), as
+ * `searchResources` runs it: for EXPLAIN tests and the benchmark's side-by-side with hand-written SQL.
  */
 export function firstPageSql(resourceType: string, params: URLSearchParams, count = 50, compartmentId?: string): { sql: string; values: unknown[] } {
   const parsed = parseSearch(resourceType, params, { defaultCount: count, maxCount: Math.max(count, 1000) });
   const query = buildQuery(parsed, compartmentId, unlimited, undefined, 'page');
-  return { sql: pageSql(parsed, query, undefined), values: query.q.values };
+  const cursor = parsed.cursor !== undefined ? decodeCursor(parsed.cursor, query.columns.length) : undefined;
+  return { sql: pageSql(parsed, query, cursor), values: query.q.values };
 }
 
 async function countMatches(db: Queryable, parsed: ParsedSearch, compartmentId: string | undefined, reach: Reach, estimate: boolean): Promise<number> {

@@ -300,6 +300,21 @@ describe('EXPLAIN of the hot searches on PostgreSQL at 100k rows', { skip: !onPo
     }
   });
 
+  it('_sort by a token or a date oldest first across patients reads the index rows in one pass, not a subquery per match', async () => {
+    // Before, each match's value was a correlated subquery (a SubPlan run for each of the 100,000
+    // here) and every match's JSON was converted before the sort: 15 s for `_sort=code` at 20k on a loaded machine.
+    for (const [query, rows] of [['_sort=code', 'observation_token'], ['_sort=-code', 'observation_token'], ['_sort=date', 'observation_date']] as const) {
+      const plan = await explain('Observation', query, true);
+      const ran = plan.filter((n) => (n['Actual Loops'] ?? 0) > 0);
+      expect(ran.filter((n) => n['Relation Name'] === rows && n['Actual Loops']! > 1), query).to.equal([]);
+      expect(ran.find((n) => n['Node Type'] === 'Limit')!['Actual Rows']!, query).to.be.below(52);
+    }
+    // A narrow filter: its match's rows are probed, not every resource's grouped.
+    const plan = await explain('Observation', 'identifier=urn:x|o7&_sort=code', true);
+    const tokenRows = plan.filter((n) => n['Relation Name'] === 'observation_token' || n['Index Name']?.startsWith('observation_token')).reduce((sum, n) => sum + (n['Actual Rows'] ?? 0) * (n['Actual Loops'] ?? 1), 0);
+    expect(tokenRows).to.be.below(100);
+  });
+
   it('Flag?patient=&status=active uses indexes, no sequential scan', async () => {
     const plan = await explain('Flag', 'patient=p7&status=active');
     expect(plan.filter((n) => n['Node Type'] === 'Seq Scan')).to.equal([]);
