@@ -8,7 +8,7 @@
 import { startTestServer, testDb } from '../test/helpers/server';
 
 const CODES = ['8867-4', '9279-1', '8310-5', '29463-7', '8302-2', '59408-5', '85354-9', '2708-6', '39156-5', '8480-6'];
-const SHAPES = ['_sort=code', '_sort=date', '_sort=-date', '_sort=value-quantity', '_sort=-value-quantity', '_sort=-code'];
+const SHAPES = process.env.SORT_COST_SHAPES?.split(' ') ?? ['_sort=code', '_sort=date', '_sort=-date', '_sort=value-quantity', '_sort=-value-quantity', '_sort=-code'];
 
 async function main(): Promise<void> {
   const total = Number(process.argv[2] ?? 20_000);

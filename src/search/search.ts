@@ -97,7 +97,7 @@ export function buildQuery(parsed: ParsedSearch, compartmentId: string | undefin
   const byRow = !driver && purpose === 'page' ? planSortedByRow(parsed.resourceType, parsed.sort, r, q) : undefined;
   if (byRow) {
     const matching = [`NOT ${r}.deleted`, ...checks];
-    return { ...byRow.valued(matching), q, tail: byRow.valueless(matching), lead: CUSTOM_PLAN };
+    return { ...byRow.valued(matching), q, ...(byRow.valueless ? { tail: byRow.valueless(matching) } : {}), lead: CUSTOM_PLAN };
   }
   const sort = driver?.sort ?? sortKeys.map((k) => sortColumn(parsed.resourceType, k, r, q));
   // The id makes the order total, so a keyset cursor never skips or repeats a row: the driver's,

@@ -1,6 +1,6 @@
 import { tableOf } from '../store/tables';
 import type { SqlParams } from '../kernel/sql-params';
-import { indexTableOf } from './index-tables';
+import { type IndexKind, indexTableOf } from './index-tables';
 import type { SortKey } from './parse';
 import { storedSourcesOf } from './registry';
 import type { SortColumn } from './sql';
@@ -10,8 +10,8 @@ import { typeModules } from './types';
 export interface SortedByRow {
   /** The matches with a value: FROM, its conditions (none: the matches are chosen inside), columns, and the page's resources fetched after the cut. */
   valued(conditions: readonly string[]): { from: string; conditions: string[]; columns: SortColumn[]; fetch: { id: string; table: string } };
-  /** The matches without a value: after all the others, by id the way of the key. */
-  valueless(conditions: readonly string[]): { from: string; conditions: string[]; columns: SortColumn[] };
+  /** The matches without a value: after all the others, by id the way of the key. None for several keys: the valued set holds every match. */
+  valueless?(conditions: readonly string[]): { from: string; conditions: string[]; columns: SortColumn[] };
 }
 
 /**
@@ -38,6 +38,7 @@ export interface SortedByRow {
  * the generic sort for a reason of its own).
  */
 export function planSortedByRow(resourceType: string, sort: readonly SortKey[], r: string, q: SqlParams): SortedByRow | undefined {
+  if (sort.length > 1) return planSortedByRows(resourceType, sort, r, q);
   if (sort.length !== 1) return undefined;
   const { param, descending } = sort[0];
   if (param.storage.kind === 'column') return undefined;
@@ -81,6 +82,63 @@ export function planSortedByRow(resourceType: string, sort: readonly SortKey[], 
           { expression: `NULL::${pgType}`, descending, pgType },
           { expression: `${r}.id`, descending, pgType: 'text', notNull: true },
         ],
+      };
+    },
+  };
+}
+
+/** A key of an index table that one grouping of its rows can compute: one stored source, no target type. */
+function groupedKey(key: SortKey): { code: string; column: string; pgType: string; kind: IndexKind } | undefined {
+  const { param, descending } = key;
+  if (param.storage.kind === 'column') return undefined;
+  const module = typeModules[param.type];
+  if (!module.sortColumn) return undefined;
+  const sources = storedSourcesOf(param);
+  if (sources.length !== 1 || sources[0].targetType) return undefined;
+  return { code: sources[0].code, column: descending ? module.sortColumn.desc : module.sortColumn.asc, pgType: module.sortColumn.pgType, kind: module.kind };
+}
+
+/**
+ * Several keys (`_sort=code,-date`, `_sort=value-quantity,_id`), at least one of an index table:
+ * the matches, each index key's value joined to them from one grouping of its rows (as for one
+ * key, over the matches only), the page cut by the keys and the id, its resources fetched after.
+ * A match without a value of a key has NULL there, which sorts last. Before, every key was a
+ * correlated subquery per match, as for one key (decision 036). Only when the first key is of an
+ * index table: a resource column first is read in its own index's order.
+ */
+function planSortedByRows(resourceType: string, sort: readonly SortKey[], r: string, q: SqlParams): SortedByRow | undefined {
+  const grouped = sort.map((k) => (k.param.storage.kind === 'column' ? undefined : groupedKey(k)));
+  // Every key is either a resource column or one grouping; a key that is neither leaves the sort to the generic plan.
+  if (sort.some((k, n) => k.param.storage.kind !== 'column' && !grouped[n])) return undefined;
+  // A resource column first (`_sort=-_lastUpdated,code`) is read in its index's order, the later keys computed for about a page.
+  if (!grouped[0]) return undefined;
+  const table = tableOf(resourceType);
+  const codes = grouped.map((g) => g && q.bind(g.code));
+  return {
+    valued(conditions) {
+      const matches = `SELECT ${r}.id, ${r}.last_updated FROM ${table} ${r} WHERE ${conditions.join(' AND ')}`;
+      const m = q.alias('m');
+      const joins: string[] = [];
+      const columns: SortColumn[] = sort.map((key, n) => {
+        const g = grouped[n];
+        if (!g) {
+          const column = (key.param.storage as { column: string }).column;
+          return { expression: `${m}.${column}`, descending: key.descending, pgType: column === 'id' ? 'text' : 'timestamptz', notNull: true };
+        }
+        const k = q.alias('k');
+        const v = q.alias('v');
+        const rows = indexTableOf(table, g.kind);
+        joins.push(
+          `LEFT JOIN (SELECT ${v}.id, ${key.descending ? 'max' : 'min'}(${v}.${g.column}) AS value FROM ${rows} ${v} WHERE ${v}.param = ${codes[n]} AND ${v}.${g.column} IS NOT NULL AND ${v}.id IN (SELECT ${r}.id FROM ${table} ${r} WHERE ${conditions.join(' AND ')}) GROUP BY ${v}.id) ${k} ON ${k}.id = ${m}.id`,
+        );
+        return { expression: `${k}.value`, descending: key.descending, pgType: g.pgType };
+      });
+      return {
+        from: `(${matches}) ${m} ${joins.join(' ')}`,
+        conditions: [],
+        // The generic sort's tiebreak: the id, the way of the last key.
+        columns: [...columns, { expression: `${m}.id`, descending: sort.at(-1)!.descending, pgType: 'text', notNull: true }],
+        fetch: { id: `${m}.id`, table },
       };
     },
   };

@@ -82,6 +82,20 @@ describe('_sort by an index row across patients', () => {
     }
   });
 
+  it('sorts on several keys the same way: each at its smallest or largest value, the valueless of a key last', async () => {
+    // Ties of value-quantity (b and c at 5) broken by their latest date, newest first; the valueless by id, the way of the last key.
+    const order = ['e', 'c', 'b', 'a..d', 'f twice', ...byId(true, 'none 1', 'none 2')];
+    for (const count of [50, 2]) {
+      const { forwards, backwards } = await walk(`_sort=value-quantity,-date&_count=${count}`);
+      expect(forwards, `_count=${count}`).to.equal(order);
+      expect(backwards, `back, _count=${count}`).to.equal(order);
+    }
+    // A resource column first keeps its own index's order.
+    const byUpdate = await walk('_sort=-_lastUpdated,code&_count=3');
+    expect(byUpdate.forwards).to.have.length(7);
+    expect(byUpdate.backwards).to.equal(byUpdate.forwards);
+  });
+
   it('keeps the other filters exact, on the sorted parameter and on others', async () => {
     expect((await walk(`code=${encodeURIComponent(`${system}:0|b`)},${encodeURIComponent(`${system}:1|a`)}&_sort=code&_count=1`)).forwards).to.equal(['a..d', 'b']);
     expect((await walk('value-quantity=ge5&_sort=-value-quantity&_count=2')).forwards).to.equal(['f twice', 'a..d', ...byId(true, 'b', 'c')]);
