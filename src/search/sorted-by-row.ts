@@ -30,7 +30,7 @@ export interface SortedByRow {
  * its second page 40 s and 93 s, on a loaded two-core machine. The set's cost is one pass over
  * the parameter's rows of the matches (a hash join or, for a narrow filter, a probe of each
  * match's rows by id: PostgreSQL chooses, the statement being planned for its values), whatever
- * the page; see docs/decisions/036-sort-by-index-values.md.
+ * the page; see docs/decisions/037-sort-by-index-values.md.
  *
  * Not driven (the generic sort answers): several sort keys, a resource column (`_id`,
  * `_lastUpdated`, which have their own indexes), a parameter stored from several sources or of a
@@ -103,7 +103,7 @@ function groupedKey(key: SortKey): { code: string; column: string; pgType: strin
  * the matches, each index key's value joined to them from one grouping of its rows (as for one
  * key, over the matches only), the page cut by the keys and the id, its resources fetched after.
  * A match without a value of a key has NULL there, which sorts last. Before, every key was a
- * correlated subquery per match, as for one key (decision 036). Only when the first key is of an
+ * correlated subquery per match, as for one key (decision 037). Only when the first key is of an
  * index table: a resource column first is read in its own index's order.
  */
 function planSortedByRows(resourceType: string, sort: readonly SortKey[], r: string, q: SqlParams): SortedByRow | undefined {
