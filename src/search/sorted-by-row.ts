@@ -41,17 +41,13 @@ export function planSortedByRow(resourceType: string, sort: readonly SortKey[], 
   if (sort.length > 1) return planSortedByRows(resourceType, sort, r, q);
   if (sort.length !== 1) return undefined;
   const { param, descending } = sort[0];
-  if (param.storage.kind === 'column') return undefined;
-  const module = typeModules[param.type];
-  if (!module.sortColumn) return undefined;
   if (descending && param.type === 'date') return undefined;
-  const sources = storedSourcesOf(param);
-  if (sources.length !== 1 || sources[0].targetType) return undefined;
-  const column = descending ? module.sortColumn.desc : module.sortColumn.asc;
-  const { pgType } = module.sortColumn;
-  const rows = indexTableOf(tableOf(resourceType), module.kind);
+  const key = groupedKey(sort[0]);
+  if (!key) return undefined;
+  const { column, pgType } = key;
   const table = tableOf(resourceType);
-  const code = q.bind(sources[0].code);
+  const rows = indexTableOf(table, key.kind);
+  const code = q.bind(key.code);
   return {
     valued(conditions) {
       const d = 'd';
