@@ -50,6 +50,12 @@ export interface Config {
   subscriptionRequireHttps: boolean;
   /** Notification endpoints may be loopback, private or link-local addresses (default false: SSRF). */
   subscriptionAllowPrivateNetworks: boolean;
+  /**
+   * Most Subscriptions one subscriber (a client, for one user) may hold that are not `off`
+   * (MAX_SUBSCRIPTIONS_PER_CLIENT, default 100; 0 = no cap): every write is matched against each
+   * of them, and 500 that match everything made an Observation write cost ~600 ms. More is 422.
+   */
+  maxSubscriptionsPerClient: number;
   /** Medication schedules (README "Medication"): reminder job period (0 = off), how long before a dose it reminds, default grace, default zone. */
   medicationReminderIntervalMs: number;
   medicationReminderLeadMs: number;
@@ -200,6 +206,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     subscriptionLeaseMs: Math.max(1000, duration(env.SUBSCRIPTION_DELIVERY_LEASE, 120_000, 'SUBSCRIPTION_DELIVERY_LEASE')),
     subscriptionRequireHttps: env.SUBSCRIPTION_REQUIRE_HTTPS === undefined || env.SUBSCRIPTION_REQUIRE_HTTPS === '' ? env.NODE_ENV === 'production' : bool(env.SUBSCRIPTION_REQUIRE_HTTPS, 'SUBSCRIPTION_REQUIRE_HTTPS'),
     subscriptionAllowPrivateNetworks: bool(env.SUBSCRIPTION_ALLOW_PRIVATE_NETWORKS, 'SUBSCRIPTION_ALLOW_PRIVATE_NETWORKS'),
+    maxSubscriptionsPerClient: int(env.MAX_SUBSCRIPTIONS_PER_CLIENT, 100, 'MAX_SUBSCRIPTIONS_PER_CLIENT'),
     medicationReminderIntervalMs: duration(env.MEDICATION_REMINDER_INTERVAL, 60_000, 'MEDICATION_REMINDER_INTERVAL'),
     medicationReminderLeadMs: duration(env.MEDICATION_REMINDER_LEAD, 15 * 60_000, 'MEDICATION_REMINDER_LEAD'),
     medicationGraceMs: duration(env.MEDICATION_GRACE, 60 * 60_000, 'MEDICATION_GRACE'),

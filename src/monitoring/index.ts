@@ -20,6 +20,7 @@ import { PlanCache } from './plan-cache';
 import { DeliveryWorker } from './delivery';
 import { enqueueNotifications, noteSubscriber, recordSubscribers } from './notify';
 import { acceptSubscription, endpointPolicy } from './subscription-accept';
+import { enforceSubscriptionCap } from './subscription-cap';
 import { bindingTokenOperation, WebsocketChannel } from './websocket';
 import { forgetMonitoring, turnOffSubscriptionsOf } from './erasure';
 import { HeaderSecrets, storeHeaderSecrets } from './header-secrets';
@@ -144,6 +145,7 @@ async function validatePlans(uow: UnitOfWork, writes: readonly PendingWrite[]): 
 
 async function acceptSubscriptions(ctx: FhirContext, uow: UnitOfWork, writes: readonly PendingWrite[], port: number | undefined, headerSecrets: HeaderSecrets): Promise<void> {
   const subscriptions = live(writes, 'Subscription');
+  const accepted: PendingWrite[] = [];
   await eachWrite(subscriptions, async (w) => {
     const sub = w.resource as fhir4.Subscription;
     // One written as `off` delivers nothing and is judged when it is turned on again: an erasure
@@ -153,7 +155,12 @@ async function acceptSubscriptions(ctx: FhirContext, uow: UnitOfWork, writes: re
     // Before the unchanged check (decision 029), so that it compares masks: a secret sent back
     // masked is no change, a new secret is.
     if (await headerSecrets.hide(uow.tx, w)) w.changed = true;
+    accepted.push(w);
   });
+  // After acceptance (a `requested` one is `active` by now; a refused one holds no slot), with
+  // the deletes of this apply, which free theirs.
+  const deleted = writes.filter((w) => w.type === 'Subscription' && !w.resource);
+  await enforceSubscriptionCap(uow.tx, [...deleted, ...accepted], ctx.config.maxSubscriptionsPerClient);
   noteSubscriber(subscriptions);
 }
 

@@ -94,19 +94,37 @@ export async function recordSubscribers(tx: Queryable, committed: readonly Commi
     return policy ? [{ id: w.id, policy }] : [];
   });
   await dropStaleQueue(tx, subs, set);
+  // Whether each counts against its subscriber's cap (./subscription-cap.ts): not off. Versions
+  // that keep their recorded subscriber (the server's own status updates) set only that.
+  const recorded = new Set(set.map((x) => x.id));
+  const kept = subs.filter((w) => w.resource && !recorded.has(w.id));
+  if (kept.length) {
+    await tx.query(
+      `UPDATE subscription_owner o SET active = v.a FROM unnest($1::text[], $2::bool[]) AS v(id, a)
+        WHERE o.subscription_id = v.id AND o.active IS DISTINCT FROM v.a`,
+      [kept.map((w) => w.id), kept.map((w) => countsAgainstCap(w.resource as fhir4.Subscription))],
+    );
+  }
   if (set.length === 0) return;
+  const byId = new Map(subs.map((w) => [w.id, w]));
   await tx.query(
-    `INSERT INTO subscription_owner (subscription_id, client_id, scopes, patient, fhir_user, subject, grant_id, token_id)
-     SELECT id, c, string_to_array(s, ' '), p, f, u, g, t
-       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[]) AS v(id, c, s, p, f, u, g, t)
+    `INSERT INTO subscription_owner (subscription_id, client_id, scopes, patient, fhir_user, subject, grant_id, token_id, active)
+     SELECT id, c, string_to_array(s, ' '), p, f, u, g, t, a
+       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bool[]) AS v(id, c, s, p, f, u, g, t, a)
      ON CONFLICT (subscription_id) DO UPDATE SET client_id = EXCLUDED.client_id, scopes = EXCLUDED.scopes, patient = EXCLUDED.patient,
-       fhir_user = EXCLUDED.fhir_user, subject = EXCLUDED.subject, grant_id = EXCLUDED.grant_id, token_id = EXCLUDED.token_id`,
+       fhir_user = EXCLUDED.fhir_user, subject = EXCLUDED.subject, grant_id = EXCLUDED.grant_id, token_id = EXCLUDED.token_id, active = EXCLUDED.active`,
     [
       set.map((x) => x.id), set.map((x) => x.policy.clientId), set.map((x) => x.policy.scopes.join(' ')),
       set.map((x) => x.policy.patient ?? null), set.map((x) => x.policy.fhirUser ?? null), set.map((x) => x.policy.subject ?? null),
       set.map((x) => x.policy.grant?.grantId ?? null), set.map((x) => x.policy.grant?.tokenId ?? null),
+      set.map((x) => countsAgainstCap(byId.get(x.id)!.resource as fhir4.Subscription)),
     ],
   );
+}
+
+/** Whether a Subscription counts against its subscriber's cap (MAX_SUBSCRIPTIONS_PER_CLIENT): every status but `off`. */
+export function countsAgainstCap(sub: fhir4.Subscription): boolean {
+  return sub.status !== 'off';
 }
 
 /** Deletes the queued notifications of the Subscriptions updated (in `subs`) to another subscriber (`set`, as noted) or another address. */
