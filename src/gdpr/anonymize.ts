@@ -10,7 +10,8 @@ import { pseudonym, purposeKey } from '../kernel/pseudonym';
  *   within the copy, and the same resource gets the same pseudonym in every copy made with a key;
  * - identifiers: the value becomes the HMAC of `system|value` (the system stays, so a type of
  *   identifier is still recognisable);
- * - removed: names of persons, telecom, address, photo, contacts, narrative text, reference
+ * - removed: names of persons, telecom, address, photo, contacts, narrative text, notes (every
+ *   Annotation: free text written about the patient, by someone named in it), reference
  *   displays, meta.source and the version-author extension (they name people);
  * - dates and times (full dates, date-times, instants): shifted by one offset per patient, a whole
  *   number of days in ±1..365 derived from the key, so intervals inside the record are kept;
@@ -18,10 +19,12 @@ import { pseudonym, purposeKey } from '../kernel/pseudonym';
  * - kept: codes, values, units, statuses, interpretations, reference ranges.
  *
  * The result is pseudonymised, not anonymous, for whoever holds the key (GDPR Recital 26), and
- * free text in other elements (a note, a valueString) is the sender's to keep clean.
+ * free text in other elements (a valueString, a CodeableConcept's text) is the sender's to keep
+ * clean: those carry the clinical content itself.
  */
 const PERSON_TYPES = new Set(['Patient', 'Practitioner', 'RelatedPerson', 'Person']);
-const REMOVED_EVERYWHERE = new Set(['telecom', 'address', 'photo']);
+/** `note` is an Annotation wherever R4 has it (Observation, CarePlan, MedicationRequest, Device, …). */
+const REMOVED_EVERYWHERE = new Set(['telecom', 'address', 'photo', 'note']);
 const REMOVED_FROM_PERSONS = new Set(['name', 'contact']);
 /** The security label of a pseudonymised copy (its resources and its Bundle). */
 export const PSEUDONYMISED: fhir4.Coding = { system: 'http://terminology.hl7.org/CodeSystem/v3-ObservationValue', code: 'PSEUDED', display: 'pseudonymized' };

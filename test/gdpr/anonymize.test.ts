@@ -37,7 +37,7 @@ describe('Patient/$anonymize', () => {
       address: [{ line: ['Hauptstr. 1'], city: 'Berlin' }], text: { status: 'generated', div: '<div xmlns="http://www.w3.org/1999/xhtml">Anna Anonymous</div>' },
     });
     id.first = await app.create(observation(id.anna, '2026-10-01T08:00:00Z', 61));
-    id.second = await app.create(observation(id.anna, '2026-10-03T20:30:00Z', 64));
+    id.second = await app.create({ ...observation(id.anna, '2026-10-03T20:30:00Z', 64), note: [{ authorString: 'Nurse Brigitte Kowalski', text: 'Anna says her daughter Clara Anonymous measures it' }] });
     id.other = await app.create({ resourceType: 'Patient', name: [{ family: 'Someoneelse' }] });
     await app.create(observation(id.other, '2026-10-01T08:00:00Z', 99));
   });
@@ -46,12 +46,12 @@ describe('Patient/$anonymize', () => {
     await app.stop();
   });
 
-  it('pseudonymises ids, references and identifiers, drops names, telecom, address and narrative, keeps values', async () => {
+  it('pseudonymises ids, references and identifiers, drops names, telecom, address, narrative and notes, keeps values', async () => {
     const res = await anonymize(id.anna!, app.system);
     expect(res.statusCode, res.payload).to.equal(200);
     const bundle = res.json as fhir4.Bundle;
     expect(bundle.type).to.equal('collection');
-    for (const secret of ['Anonymous', 'Anna', 'MRN-4711', '1234567', 'Hauptstr', 'Berlin', id.anna, id.first, id.second, 'Someoneelse']) {
+    for (const secret of ['Anonymous', 'Anna', 'MRN-4711', '1234567', 'Hauptstr', 'Berlin', id.anna, id.first, id.second, 'Someoneelse', 'Kowalski', 'Clara']) {
       expect(res.payload, secret).to.not.include(secret!);
     }
     const patient = bundle.entry!.map((e) => e.resource!).find((r) => r.resourceType === 'Patient') as fhir4.Patient;
