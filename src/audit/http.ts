@@ -1,6 +1,6 @@
 import type { Request } from '@hapi/hapi';
 import type { AccessPolicy } from '../access/policy';
-import { patientsOf } from '../search';
+import { localReference, patientsOf } from '../search';
 import type { Action, Actor, AuditFact, Outcome } from './event';
 import { urlAsSent } from '../kernel/request-target';
 
@@ -226,8 +226,6 @@ function patientsInBody(disclosed: NonNullable<RequestAudit['disclosed']>): stri
 
 const HAS_PATIENT = /"resourceType"\s*:\s*"Patient"/;
 
-const PATIENT_REFERENCE_VALUE = /^(?:[^"]*\/)?Patient\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/.*)?$/;
-
 /**
  * Every Patient `node` references, in any element, as the fast path below finds them in the
  * text: both paths name the people the disclosed content is about (an Observation's `focus` as
@@ -239,8 +237,8 @@ function addReferencedPatients(node: unknown, into: Set<string>): void {
   } else if (node !== null && typeof node === 'object') {
     for (const [key, value] of Object.entries(node)) {
       if (key === 'reference' && typeof value === 'string') {
-        const m = PATIENT_REFERENCE_VALUE.exec(value);
-        if (m) into.add(m[1]!);
+        const local = localReference(value);
+        if (local?.type === 'Patient') into.add(local.id);
       } else if (typeof value === 'object') {
         addReferencedPatients(value, into);
       }
@@ -260,7 +258,8 @@ function holdsPatientString(json: string): boolean {
   }
   return false;
 }
-const PATIENT_REFERENCE = /"reference"\s*:\s*"(?:[^"]*\/)?Patient\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[^"]*)?"/g;
+/** A `reference` whose value names a Patient: judged by localReference, as on the parsing path. */
+const PATIENT_REFERENCE = /"reference"\s*:\s*"([^"]*Patient\/[^"]*)"/g;
 
 /**
  * The fast path for answers without Patient resources (the hot Observation searches): every
@@ -270,7 +269,10 @@ const PATIENT_REFERENCE = /"reference"\s*:\s*"(?:[^"]*\/)?Patient\/([A-Za-z0-9\-
  */
 function referencedPatients(disclosed: NonNullable<RequestAudit['disclosed']>): string[] {
   const patients = new Set<string>();
-  for (const m of disclosed.json.matchAll(PATIENT_REFERENCE)) patients.add(m[1]!);
+  for (const m of disclosed.json.matchAll(PATIENT_REFERENCE)) {
+    const local = localReference(m[1]!);
+    if (local?.type === 'Patient') patients.add(local.id);
+  }
   if (disclosed.type === 'Patient' && disclosed.id && !disclosed.id.startsWith('$')) patients.add(disclosed.id);
   return [...patients].map(detached);
 }
