@@ -63,23 +63,36 @@ export class UnitOfWork {
 
   /**
    * Per entry (batch entries, device readings): each op succeeds or fails alone. The ops are
-   * first written together, set-based, with refusals of single ops (validation, rights, a
-   * stage's verdict) set aside; if that fails as a whole, each op is replayed under a SAVEPOINT
-   * of its own. Ops that share a target are replayed one by one from the start, so each sees
-   * the one before it, as separate requests would.
+   * written together, set-based, with refusals of single ops (validation, rights, a stage's
+   * verdict) set aside; if that fails as a whole, each op is replayed under a SAVEPOINT of its
+   * own. Ops that share a target run in waves (the first op of each target, then the second, …),
+   * so that each sees the one before it, as separate requests would: one reading a gateway sent
+   * twice no longer makes the whole payload run entry by entry.
    */
   async applyEach(ops: readonly WriteOp[], options: ApplyOptions = {}, fresh: (i: number) => WriteOp = replayable(ops)): Promise<EntryResult[]> {
-    if (!sharesTargets(ops)) {
-      const mark = await this.savepoint();
-      try {
-        const results = await this.run(ops, options, true);
-        await this.release(mark);
-        return results;
-      } catch (err) {
-        if (err instanceof ReplayUnitError) throw err;
-        await this.rollbackTo(mark);
-        this.ctx.log.debug({ err }, 'per-entry unit failed as a whole; replaying entry by entry');
-      }
+    const results: EntryResult[] = new Array(ops.length);
+    for (const wave of wavesByTarget(ops)) {
+      const answered = await this.applyWave(
+        wave.map((i) => ops[i]!),
+        options,
+        (k) => fresh(wave[k]!),
+      );
+      wave.forEach((i, k) => (results[i] = answered[k]!));
+    }
+    return results;
+  }
+
+  /** Ops with distinct targets: set-based first, then one by one if that failed as a whole. */
+  private async applyWave(ops: readonly WriteOp[], options: ApplyOptions, fresh: (i: number) => WriteOp): Promise<EntryResult[]> {
+    const whole = await this.savepoint();
+    try {
+      const results = await this.run(ops, options, true);
+      await this.release(whole);
+      return results;
+    } catch (err) {
+      if (err instanceof ReplayUnitError) throw err;
+      await this.rollbackTo(whole);
+      this.ctx.log.debug({ err }, 'per-entry unit failed as a whole; replaying entry by entry');
     }
     const results: EntryResult[] = [];
     for (const i of ops.keys()) {
@@ -362,16 +375,21 @@ function checkOnceEach(resolved: readonly ResolvedOp[]): void {
 }
 
 /** Whether two ops name the same resource or the same condition (then they must run one after the other). */
-function sharesTargets(ops: readonly WriteOp[]): boolean {
-  const keys = new Set<string>();
-  for (const op of ops) {
+/**
+ * The ops' positions in waves: the n-th op naming a target (a condition, or a type and id) is in
+ * wave n; ops naming none are in the first. Within a wave no two ops share a target.
+ */
+function wavesByTarget(ops: readonly WriteOp[]): number[][] {
+  const seen = new Map<string, number>();
+  const waves: number[][] = [[]];
+  for (const [i, op] of ops.entries()) {
     const condition = op.kind === 'create' ? op.ifNoneExist : op.match;
     const key = condition ? `${op.type}?${condition.toString()}` : op.id !== undefined ? `${op.type}/${op.id}` : undefined;
-    if (key === undefined) continue;
-    if (keys.has(key)) return true;
-    keys.add(key);
+    const wave = key === undefined ? 0 : (seen.get(key) ?? 0);
+    if (key !== undefined) seen.set(key, wave + 1);
+    (waves[wave] ??= []).push(i);
   }
-  return false;
+  return waves.filter((w) => w.length > 0);
 }
 
 /**

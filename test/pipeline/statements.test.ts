@@ -112,6 +112,31 @@ describe('statements per interaction', () => {
     expect(statements.filter((s) => s.includes('pg_notify'))).to.have.length(1);
   });
 
+  it('a batch of 30 conditional creates, one of them sent twice: set-based in two waves, not entry by entry', async () => {
+    const system = `urn:example:${unique('gw')}`;
+    const reading = (i: number) => ({ ...heartRate(patient, 60 + i, i), identifier: [{ system, value: String(i) }] });
+    const entries = Array.from({ length: 30 }, (_, i) => i);
+    entries.push(7); // the gateway sent reading 7 again in the same payload
+    const entry = entries.map((i) => ({ resource: reading(i), request: { method: 'POST', url: 'Observation', ifNoneExist: `identifier=${system}|${i}` } }));
+    let answer: any;
+    const { status, statements } = await counted(async () => {
+      const res = await app.request({ method: 'POST', url: '/fhir', payload: { resourceType: 'Bundle', type: 'batch', entry } });
+      answer = res.json;
+      return res;
+    });
+    expect(status).to.equal(200);
+    const statuses = answer.entry.map((e: any) => e.response.status);
+    expect(statuses.slice(0, 30).every((s: string) => s === '201 Created'), statuses.join()).to.be.true();
+    expect(statuses[30]).to.equal('200 OK');
+    expect(answer.entry[30].response.location).to.equal(answer.entry[7].response.location);
+    // Entry by entry, every op took a SAVEPOINT and wrote its version in a statement of its own
+    // (each conditional create still searches for its match: a statement per entry either way).
+    expect(statements.filter((s) => s.startsWith('SAVEPOINT')), statements.join('\n---\n')).to.have.length(2);
+    expect(statements.filter((s) => s.includes('INSERT INTO observation ('))).to.have.length(1);
+    const stored = await app.request({ method: 'GET', url: `/fhir/Observation?identifier=${system}|7` });
+    expect(stored.json.total ?? stored.json.entry.length).to.equal(1);
+  });
+
   it('the hot search: one statement', async () => {
     const { status, statements } = await counted(() =>
       app.request({ method: 'GET', url: `/fhir/Observation?subject=Patient/${patient}&code=http://loinc.org|8867-4&date=ge2026-01-01` }),
