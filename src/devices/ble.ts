@@ -154,7 +154,8 @@ function bloodPressure(r: Bytes, p: BlePayload): ReadingDraft[] {
   const range = (status >> 3) & 0x03;
   if (range === 1) codes.push('pulse-rate-exceeds-upper-limit');
   if (range === 2) codes.push('pulse-rate-below-lower-limit');
-  const extension = [...statusExtension(codes), ...userExtension(userId)];
+  const extension = statusExtension(codes);
+  const user = userId === undefined ? {} : { user: userId };
   const drafts: ReadingDraft[] = [
     {
       source: { system: BLE_FIELD_SYSTEM, code: '2A35.panel' },
@@ -162,16 +163,13 @@ function bloodPressure(r: Bytes, p: BlePayload): ReadingDraft[] {
       sourceKey: '2A35.panel',
       components: [systolic, diastolic, mean],
       extension,
+      ...user,
     },
   ];
-  if (pulse) drafts.push({ ...measurement('2A35.pulse-rate', pulse, '/min'), time, sourceKey: '2A35.pulse-rate', extension });
+  if (pulse) drafts.push({ ...measurement('2A35.pulse-rate', pulse, '/min'), time, sourceKey: '2A35.pulse-rate', extension, ...user });
   return drafts;
 }
 
-function userExtension(userId: number | undefined): fhir4.Extension[] {
-  // 255 = unknown user: the reading may belong to anyone using the cuff.
-  return userId === undefined ? [] : [{ url: `${BASE}/StructureDefinition/device-user-index`, valueInteger: userId }];
-}
 
 function heartRate(r: Bytes, p: BlePayload): ReadingDraft[] {
   const flags = r.u8('Flags');
@@ -215,7 +213,7 @@ function weight(r: Bytes, p: BlePayload): ReadingDraft[] {
   const raw = r.u16('Weight');
   const time = (flags & 0x02 ? r.dateTime('Time Stamp', p.utcOffset) : undefined) ?? p.receivedAt;
   const userId = flags & 0x04 ? r.u8('User ID') : undefined;
-  const extension = userExtension(userId);
+  const user = userId === undefined ? {} : { user: userId };
   const drafts: ReadingDraft[] = [];
   const source = (code: string) => ({ system: BLE_FIELD_SYSTEM, code });
   // 0xFFFF = measurement unsuccessful (GATT XML).
@@ -223,12 +221,12 @@ function weight(r: Bytes, p: BlePayload): ReadingDraft[] {
     raw === 0xffff
       ? { source: source('2A9D.weight'), absent: 'error', unit: imperial ? '[lb_av]' : 'kg' }
       : { source: source('2A9D.weight'), value: imperial ? scaleDecimal(raw, -2) : scaleDecimal(BigInt(raw) * 5n, -3), unit: imperial ? '[lb_av]' : 'kg' };
-  drafts.push({ ...w, time, sourceKey: '2A9D.weight', extension });
+  drafts.push({ ...w, time, sourceKey: '2A9D.weight', ...user });
   if (flags & 0x08) {
     const bmi = r.u16('BMI');
     const height = r.u16('Height');
-    drafts.push({ source: source('2A9D.bmi'), value: scaleDecimal(bmi, -1), unit: 'kg/m2', time, sourceKey: '2A9D.bmi', extension });
-    drafts.push({ source: source('2A9D.height'), value: imperial ? scaleDecimal(height, -1) : scaleDecimal(height, -3), unit: imperial ? '[in_i]' : 'm', time, sourceKey: '2A9D.height', extension });
+    drafts.push({ source: source('2A9D.bmi'), value: scaleDecimal(bmi, -1), unit: 'kg/m2', time, sourceKey: '2A9D.bmi', ...user });
+    drafts.push({ source: source('2A9D.height'), value: imperial ? scaleDecimal(height, -1) : scaleDecimal(height, -3), unit: imperial ? '[in_i]' : 'm', time, sourceKey: '2A9D.height', ...user });
   }
   return drafts;
 }

@@ -73,6 +73,13 @@ function normalisedMeasurement(raw: Json, where: string): Measurement {
   return { source, value, unit };
 }
 
+/** A reading's `user`: the shared device's user index that took it, an integer 0–255 (255: unknown), as BLE devices number them. */
+function deviceUser(raw: unknown, where: string): number | undefined {
+  if (raw === undefined) return undefined;
+  if (typeof raw !== 'number' || !Number.isInteger(raw) || raw < 0 || raw > 255) throw new ReadingError(400, `${where}.user must be an integer from 0 to 255 (the device's user index)`, 'value');
+  return raw;
+}
+
 export function parseReadingsBody(body: unknown): Payload {
   if (!isObject(body)) throw badRequest('the body must be a JSON object {device, readings}');
   const { identifier, create } = deviceSpec(body);
@@ -91,7 +98,8 @@ export function parseReadingsBody(body: unknown): Payload {
         });
       }
       const sourceId = typeof raw.id === 'string' ? raw.id : typeof raw.sourceId === 'string' ? raw.sourceId : '';
-      return [{ ...main, time: raw.time, sourceKey: sourceId, ...(components ? { components } : {}) }];
+      const user = deviceUser(raw.user, where);
+      return [{ ...main, time: raw.time, sourceKey: sourceId, ...(components ? { components } : {}), ...(user === undefined ? {} : { user }) }];
     }),
   );
   return { door: 'readings', device: identifier, createDevice: create, patient: explicitPatient(body), entries };

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { keepNumberText } from '../kernel/json-decimals';
-import { DOOR_SOURCE_PREFIX, MDC_SYSTEM, type Measurement, READING_ID_SYSTEM, type ReadingDraft, ReadingError, UCUM_SYSTEM } from './reading';
+import { DEVICE_USER_EXTENSION, DOOR_SOURCE_PREFIX, MDC_SYSTEM, type Measurement, READING_ID_SYSTEM, type ReadingDraft, ReadingError, UCUM_SYSTEM } from './reading';
 
 /**
  * A decoded reading as the Observation it asserts, still in the device's own terms (its code
@@ -76,7 +76,7 @@ export function draftToObservation(draft: ReadingDraft, ctx: DraftContext): fhir
     resourceType: 'Observation',
     id,
     meta: { source: `${DOOR_SOURCE_PREFIX}${ctx.door}`, ...(draft.tags?.length ? { tag: draft.tags } : {}) },
-    ...(draft.extension?.length ? { extension: draft.extension } : {}),
+    ...(extensionOf(draft).length ? { extension: extensionOf(draft) } : {}),
     identifier: [{ system: READING_ID_SYSTEM, value: id }],
     status: draft.status ?? 'final',
     code: { coding: [draft.source] },
@@ -99,4 +99,9 @@ export function draftToObservation(draft: ReadingDraft, ctx: DraftContext): fhir
   if (draft.note) obs.note = [{ text: draft.note }];
   if (ctx.deviceRef) obs.device = { reference: ctx.deviceRef };
   return obs;
+}
+
+/** The door's extensions, then the user index that took the reading (decoded from the device, or named by the gateway). */
+function extensionOf(draft: ReadingDraft): fhir4.Extension[] {
+  return draft.user === undefined ? (draft.extension ?? []) : [...(draft.extension ?? []), { url: DEVICE_USER_EXTENSION, valueInteger: draft.user }];
 }

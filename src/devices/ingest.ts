@@ -90,15 +90,11 @@ export async function ingestPayload(ctx: FhirContext, payload: Payload, policy: 
       try {
         const identifier = draft.device ?? payload.device;
         const known = identifier ? await deviceOf(identifier) : undefined;
-        const patientRef = draft.patient ?? payload.patient ?? (known ? patientAt(known, draft.time) : undefined);
+        const assigned = !draft.patient && !payload.patient && known ? patientAt(known, draft.time, isDose(draft) ? undefined : draft.user) : undefined;
+        if (assigned && 'refused' in assigned) throw new ReadingError(422, `no patient: ${assigned.refused}, and the payload names no patient`, 'not-found');
+        const patientRef = draft.patient ?? payload.patient ?? assigned?.patient;
         if (!patientRef) {
-          throw new ReadingError(
-            422,
-            known
-              ? `no patient: Device/${known.id} was assigned to nobody at ${draft.time} (no DeviceUseStatement covers it, no Device.patient) and the payload names no patient`
-              : `no patient: device ${identifier?.system ?? ''}|${identifier?.value ?? '(none)'} is not known and the payload names no patient`,
-            'not-found',
-          );
+          throw new ReadingError(422, `no patient: device ${identifier?.system ?? ''}|${identifier?.value ?? '(none)'} is not known and the payload names no patient`, 'not-found');
         }
         // A token confined to its patient's compartment (patient/ scopes) may file only that
         // patient's readings (the pipeline's compartment check says so too); said before the

@@ -32,11 +32,21 @@ export interface ReadingDraft extends Measurement {
   tags?: fhir4.Coding[];
   /** `preliminary` when the device says the value is not yet (or not surely) the result; else final. */
   status?: 'preliminary';
+  /**
+   * Which of a shared device's users took it, as the device numbers them (a BLE cuff's or
+   * scale's User ID; 255 = unknown user). Kept as the DEVICE_USER_EXTENSION; it picks the patient
+   * among assignments that name users (src/devices/assignment.ts).
+   */
+  user?: number;
 }
 
 export const BASE = 'http://rpm.example.org/fhir';
 export const DEVICE_STATUS_EXTENSION = `${BASE}/StructureDefinition/device-measurement-status`;
 export const DEVICE_STATUS_SYSTEM = `${BASE}/CodeSystem/device-measurement-status`;
+/** A device's user index: on an Observation, who took the reading; on a DeviceUseStatement, which user the patient is. */
+export const DEVICE_USER_EXTENSION = `${BASE}/StructureDefinition/device-user-index`;
+/** The user index devices send when they do not know who is measuring (GATT 2A35/2A9D User ID). */
+export const UNKNOWN_DEVICE_USER = 255;
 export const SOURCE_EXTENSION = `${BASE}/StructureDefinition/device-reading-source`;
 export const READING_ID_SYSTEM = `${BASE}/NamingSystem/device-reading`;
 export const MDC_SYSTEM = 'urn:iso:std:iso:11073:10101';

@@ -317,6 +317,48 @@ describe('device ingest', () => {
     expect(status(unknown.json)).to.equal([422]);
   });
 
+  it('files a shared cuff\'s readings by the user index the cuff sends, and refuses a user no assignment names', async () => {
+    const [alice, bob, carol] = [await newPatient(), await newPatient(), await newPatient()];
+    const identifier = { system: 'urn:test:serial', value: unique('shared-cuff') };
+    const deviceId = await newDevice(identifier);
+    const use = (patient: string, user?: number) =>
+      app.request({
+        method: 'POST', url: '/fhir/DeviceUseStatement',
+        payload: {
+          resourceType: 'DeviceUseStatement', status: 'active', subject: { reference: `Patient/${patient}` }, device: { reference: `Device/${deviceId}` }, timingPeriod: { start: '2025-01-01' },
+          ...(user === undefined ? {} : { extension: [{ url: 'http://rpm.example.org/fhir/StructureDefinition/device-user-index', valueInteger: user }] }),
+        },
+      });
+    expect((await use(alice, 1)).statusCode).to.equal(201);
+    expect((await use(bob, 2)).statusCode).to.equal(201);
+    // GATT 2A35: flags 0x0A (time stamp, user ID), 120/80 mmHg, MAP 93, 2025-03-01 08:00:ss, then the user.
+    const byte = (n: number) => n.toString(16).padStart(2, '0');
+    const cuff = (second: number, user: number) => ({ characteristic: '2A35', data: `0a 7800 5000 5d00 e907 03 01 08 00 ${byte(second)} ${byte(user)}`, receivedAt: '2025-03-01T08:05:00Z' });
+    const ble = await app.request({ method: 'POST', url: '/ingest/ble', payload: { device: { identifier }, readings: [cuff(1, 1), cuff(2, 2), cuff(3, 255), cuff(4, 3)] } });
+    expect(ble.statusCode, ble.payload).to.equal(200);
+    expect(status(ble.json)).to.equal([201, 201, 422, 422]);
+    expect(ble.json.entry[2].response.outcome.issue[0].diagnostics).to.contain('unknown user (255)');
+    expect(ble.json.entry[3].response.outcome.issue[0].diagnostics).to.contain('assign users 1, 2, and the reading is of user 3');
+    const [a, b] = await observations(ble.json);
+    expect(a.subject.reference).to.equal(`Patient/${alice}`);
+    expect(b.subject.reference).to.equal(`Patient/${bob}`);
+    expect(b.extension).to.include({ url: 'http://rpm.example.org/fhir/StructureDefinition/device-user-index', valueInteger: 2 });
+    // The normalised door names the user the same way; a reading without one is not guessed.
+    const reading = (minute: number, user?: unknown) => ({ code: { system: LOINC, code: '8867-4' }, value: 60 + minute, unit: '/min', time: `2025-03-02T08:${String(minute).padStart(2, '0')}:00Z`, ...(user === undefined ? {} : { user }) });
+    const gateway = await app.request({ method: 'POST', url: '/ingest/readings', payload: { device: { identifier }, readings: [reading(1, 2), reading(2), reading(3, 'two'), reading(4, 256)] } });
+    expect(status(gateway.json)).to.equal([201, 422, 400, 400]);
+    expect(gateway.json.entry[1].response.outcome.issue[0].diagnostics).to.contain('names no user');
+    const [hr] = await observations(gateway.json);
+    expect(hr.subject.reference).to.equal(`Patient/${bob}`);
+    // An assignment that names no user takes the readings of every user the others do not name.
+    expect((await use(carol)).statusCode).to.equal(201);
+    const later = await app.request({ method: 'POST', url: '/ingest/ble', payload: { device: { identifier }, readings: [cuff(4, 3), cuff(5, 1)] } });
+    expect(status(later.json)).to.equal([201, 201]);
+    const [c, a2] = await observations(later.json);
+    expect(c.subject.reference).to.equal(`Patient/${carol}`);
+    expect(a2.subject.reference).to.equal(`Patient/${alice}`);
+  });
+
   it('looks up a Withings group\'s deviceid as a Device identifier when no patient is given', async () => {
     const pid = await newPatient();
     const deviceid = unique('wdev');
