@@ -205,14 +205,74 @@ export type FlagKey = Pick<FlagEvent, 'careplanId' | 'measure' | 'direction'>;
  * test/monitoring/concurrent-breaches.test.ts on PostgreSQL; issue 20).
  */
 async function lockedOpenFlags(tx: Queryable, keys: readonly FlagKey[]) {
-  await tx.query('SELECT count(pg_advisory_xact_lock(h)) FROM (SELECT hashtext(k) AS h FROM unnest($1::text[]) AS k ORDER BY 1) s', [
-    [...new Set(keys.map(keyOf))].sort(),
-  ]);
+  await lockKeys(tx, keys);
   const careplan = oneOf('careplan_id', 1, [...new Set(keys.map((k) => k.careplanId))]);
   return tx.query<{ flag_id: string; careplan_id: string; measure: string; direction: string }>(
     `SELECT flag_id, careplan_id, measure, direction FROM monitoring_flag WHERE active AND ${careplan.sql}`,
     [careplan.value],
   );
+}
+
+/** The advisory locks raiseFlags, closeFlags and retractBreaches take on their keys, in sorted order. */
+async function lockKeys(tx: Queryable, keys: readonly FlagKey[]): Promise<void> {
+  await tx.query('SELECT count(pg_advisory_xact_lock(h)) FROM (SELECT hashtext(k) AS h FROM unnest($1::text[]) AS k ORDER BY 1) s', [
+    [...new Set(keys.map(keyOf))].sort(),
+  ]);
+}
+
+/** A reading written again (updated or deleted): which of the breaches it raised it still supports. */
+export interface RewrittenReading {
+  observationId: string;
+  supports(key: FlagKey): boolean;
+}
+
+/**
+ * Takes back what readings no longer support from the Flags they raised: a reading marked
+ * entered-in-error or cancelled, deleted, moved to another patient, or corrected into the limits
+ * of a plan it was judged by again. Its breach is forgotten (a later breach counts anew), and an
+ * active Flag drops it from its details and its count; a Flag left with no breach at all was
+ * raised in error, so it becomes `entered-in-error` (R4 flag-status), which its subscribers are
+ * told as of any Flag write. A Flag the clinician already closed keeps its record as it is.
+ * Under the locks raiseFlags takes, so a retraction and a raise of one key queue.
+ */
+export async function retractBreaches(uow: UnitOfWork, readings: readonly RewrittenReading[], now: string): Promise<void> {
+  if (readings.length === 0) return;
+  const byId = new Map(readings.map((r) => [r.observationId, r]));
+  const observation = oneOf('observation_id', 1, [...byId.keys()]);
+  const { rows } = await uow.tx.query<{ observation_id: string; careplan_id: string; measure: string; direction: FlagDirection; flag_id: string }>(
+    `SELECT observation_id, careplan_id, measure, direction, flag_id FROM monitoring_breach WHERE ${observation.sql}`,
+    [observation.value],
+  );
+  const taken = rows.filter((r) => !byId.get(r.observation_id)!.supports({ careplanId: r.careplan_id, measure: r.measure, direction: r.direction }));
+  if (taken.length === 0) return;
+  await lockKeys(uow.tx, taken.map((r) => ({ careplanId: r.careplan_id, measure: r.measure, direction: r.direction })));
+  await uow.tx.query(
+    `DELETE FROM monitoring_breach b USING unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS x(o, c, m, d)
+      WHERE b.observation_id = x.o AND b.careplan_id = x.c AND b.measure = x.m AND b.direction = x.d`,
+    [taken.map((r) => r.observation_id), taken.map((r) => r.careplan_id), taken.map((r) => r.measure), taken.map((r) => r.direction)],
+  );
+  const stored = await readVersioned<fhir4.Flag>(uow.tx, 'Flag', taken.map((r) => r.flag_id));
+  const ops: WriteOp[] = [];
+  for (const [id, { resource, versionId }] of stored) {
+    if (resource.status !== 'active') continue;
+    removeEvents(resource, taken.filter((r) => r.flag_id === id).map((r) => `Observation/${r.observation_id}`), now);
+    ops.push({ kind: 'update', type: 'Flag', id, resource, ifMatch: versionId });
+  }
+  if (ops.length) await uow.apply(ops);
+}
+
+/** Drops the readings' details and counts from a Flag; with none left, the Flag was raised in error. */
+function removeEvents(flag: fhir4.Flag, readings: readonly string[], now: string): void {
+  const gone = new Set(readings);
+  const extension = (flag.extension ?? []).filter((x) => x.url !== FLAG_DETAIL_URL || !gone.has(x.valueReference?.reference ?? ''));
+  const count = extension.find((x) => x.url === FLAG_COUNT_URL);
+  if (count) count.valueInteger = Math.max(0, (count.valueInteger ?? 0) - gone.size);
+  flag.extension = extension;
+  if (!count || count.valueInteger === 0) {
+    flag.status = 'entered-in-error';
+    const start = flag.period?.start;
+    flag.period = { ...flag.period, end: start !== undefined && Date.parse(start) > Date.parse(now) ? start : now };
+  }
 }
 
 /**

@@ -12,7 +12,7 @@ import { readResource, ReplayUnitError } from '../store/repository';
 import { checkAdherence } from './adherence';
 import { PeriodicJob } from './periodic';
 import { turnOffEndedSubscriptions } from './subscription-end';
-import { type FlagEvent, raiseFlags, trackFlagStatus } from './flags';
+import { type FlagEvent, raiseFlags, retractBreaches, type RewrittenReading, trackFlagStatus } from './flags';
 import { type Breach, carryJudgement, judgedPatient, judgeObservation, type PlanLimits } from './judge';
 import { assertValidGoal, type CompiledPlan, compilePlan, storedGoalIds } from './plan';
 import { activePlansOf, goalsInActivePlans, loadGoals, planById, plansChanged, plansUnchanged, recompilePlansOfGoals, storePlans } from './plans';
@@ -43,6 +43,8 @@ export interface Monitoring {
 /** What an earlier stage learnt about a resource, for the rules stage of the same write. */
 const compiledPlans = new WeakMap<object, CompiledPlan>();
 const breachesOf = new WeakMap<object, Breach[]>();
+/** The plans (ids) an Observation version was judged by: a breach of another plan says nothing of it. */
+const judgedBy = new WeakMap<object, ReadonlySet<string>>();
 
 /** `grants` says whether the grant a Subscription was set under still stands (the authorization server's, decision 032). */
 export function registerMonitoring(ctx: FhirContext, server: Server, grants: GrantStandings): Monitoring {
@@ -201,6 +203,8 @@ async function judgeObservations(uow: UnitOfWork, writes: readonly PendingWrite[
   }
   for (const w of observations) {
     const obs = w.resource as fhir4.Observation;
+    const patient = judgedPatient(obs);
+    judgedBy.set(obs, new Set(active.filter((p) => p.patient === patient).map((p) => p.careplanId)));
     // Without plans only an annotation of ours (an earlier judgement's, sent back in an update)
     // has anything to undo.
     if (active.length === 0 && !mayBeAnnotated(obs)) continue;
@@ -212,6 +216,31 @@ async function judgeObservations(uow: UnitOfWork, writes: readonly PendingWrite[
 
 function mayBeAnnotated(obs: fhir4.Observation): boolean {
   return obs.interpretation !== undefined || obs.referenceRange !== undefined || (obs.component ?? []).some((c) => c.interpretation !== undefined || c.referenceRange !== undefined);
+}
+
+/**
+ * The Observations a unit updated or deleted, and which of their breaches each still supports:
+ * none once deleted, retracted (entered-in-error, cancelled) or moved to another patient; of a
+ * plan it was judged by again, only those it breaches now; of a plan not judged (no longer
+ * active), all, as nothing says otherwise.
+ */
+function rewrittenReadings(committed: readonly CommittedWrite[]): RewrittenReading[] {
+  const readings: RewrittenReading[] = [];
+  for (const w of committed) {
+    if (w.type !== 'Observation' || !w.previous) continue;
+    const obs = w.resource as fhir4.Observation | undefined;
+    const patient = obs && judgedPatient(obs);
+    const samePatient = patient !== undefined && patient === judgedPatient(w.previous as fhir4.Observation);
+    const plans = samePatient ? judgedBy.get(obs!) : undefined;
+    const breaches = (obs && breachesOf.get(obs)) ?? [];
+    readings.push({
+      observationId: w.id,
+      supports: (key) =>
+        samePatient &&
+        (!plans?.has(key.careplanId) || breaches.some((b) => b.careplanId === key.careplanId && b.measure === key.measure && b.direction === key.direction)),
+    });
+  }
+  return readings;
 }
 
 /** The plans a unit judged by changed before it committed: it is replayed with the plans read anew. */
@@ -236,6 +265,8 @@ async function applyRules(uow: UnitOfWork, committed: readonly CommittedWrite[],
     }
   }
   if (events.length) await raiseFlags(uow, events);
+  const rewritten = rewrittenReadings(committed);
+  if (rewritten.length) await retractBreaches(uow, rewritten, new Date().toISOString());
   await recordSubscribers(tx, committed);
   storeHeaderSecrets(tx, committed);
   return (await enqueueNotifications(uow, committed, grants)) > 0;

@@ -167,6 +167,57 @@ describe('monitoring rules', () => {
     expect(await flagsOf(patient, '&status=inactive')).to.have.length(1);
   });
 
+  it('a reading taken back (corrected into the limits, deleted, entered-in-error) leaves its Flag; a Flag left with none was raised in error', async () => {
+    const patient = await newPatient();
+    await create(plan(patient));
+    const first = await create(bp(patient, 150, 80));
+    const second = await create(bp(patient, 160, 80));
+    const details = (flag: any) => ext(flag, FLAG_DETAIL).map((e: any) => e.valueReference.reference);
+    const [raised] = await flagsOf(patient);
+    expect(details(raised)).to.equal([`Observation/${first.id}`, `Observation/${second.id}`]);
+
+    // The nurse corrects the first reading: 120 was the systolic. The Flag keeps the second only.
+    const corrected = await app.request({ method: 'PUT', url: `/fhir/Observation/${first.id}`, payload: { ...first, status: 'amended', component: [{ ...first.component[0], valueQuantity: q(120, 'mm[Hg]') }, first.component[1]] } });
+    expect(corrected.statusCode).to.equal(200);
+    let [flag] = await flagsOf(patient);
+    expect(flag.status).to.equal('active');
+    expect(details(flag)).to.equal([`Observation/${second.id}`]);
+    expect(ext(flag, FLAG_COUNT)[0].valueInteger).to.equal(1);
+    const version = flag.meta.versionId;
+
+    // A correction that still breaches the same limit changes nothing.
+    const still = await app.request({ method: 'PUT', url: `/fhir/Observation/${second.id}`, payload: { ...second, component: [{ ...second.component[0], valueQuantity: q(170, 'mm[Hg]') }, second.component[1]] } });
+    expect(still.statusCode).to.equal(200);
+    [flag] = await flagsOf(patient);
+    expect(flag.meta.versionId).to.equal(version);
+
+    // The last breach deleted: nothing supports the Flag, which was raised in error.
+    expect((await app.request({ method: 'DELETE', url: `/fhir/Observation/${second.id}` })).statusCode).to.equal(204);
+    [flag] = await flagsOf(patient);
+    expect(flag.status).to.equal('entered-in-error');
+    expect(details(flag)).to.equal([]);
+    expect(ext(flag, FLAG_COUNT)[0].valueInteger).to.equal(0);
+    expect(flag.period.end).to.exist();
+    expect(await flagsOf(patient, '&status=active')).to.have.length(0);
+
+    // A new breach opens a new Flag; marked entered-in-error, it takes that one back too.
+    const third = await create(bp(patient, 155, 80));
+    const [reopened] = await flagsOf(patient, '&status=active');
+    expect(reopened.id).to.not.equal(flag.id);
+    await app.request({ method: 'PUT', url: `/fhir/Observation/${third.id}`, payload: { ...third, status: 'entered-in-error' } });
+    expect(await flagsOf(patient, '&status=active')).to.have.length(0);
+
+    // A Flag the clinician already closed keeps its record as it was.
+    const fourth = await create(bp(patient, 158, 80));
+    const [open] = await flagsOf(patient, '&status=active');
+    const closed = await app.request({ method: 'PATCH', url: `/fhir/Flag/${open.id}`, headers: { 'content-type': 'application/json-patch+json' }, payload: JSON.stringify([{ op: 'replace', path: '/status', value: 'inactive' }]) });
+    expect(closed.statusCode).to.equal(200);
+    await app.request({ method: 'PUT', url: `/fhir/Observation/${fourth.id}`, payload: { ...fourth, status: 'entered-in-error' } });
+    const kept = await app.request({ method: 'GET', url: `/fhir/Flag/${open.id}` });
+    expect(kept.json.status).to.equal('inactive');
+    expect(kept.json.meta.versionId).to.equal(closed.json.meta.versionId);
+  });
+
   it('a Flag left active names only the latest 20 breaching Observations, counts them all, and stays small', async () => {
     const patient = await newPatient();
     await create(plan(patient));
