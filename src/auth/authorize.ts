@@ -12,6 +12,8 @@ import { clearBucket, forgive, take } from './throttle';
 import { queryParamsOf } from '../kernel/request-target';
 
 const MAX_FORM_BYTES = 16 * 1024;
+/** One answer for a launch whose patient the signed-in user may not have: whose it is, or whether it exists, is not said. */
+const LAUNCH_REFUSED = 'the launch is for a patient the signed-in user may not access';
 const NO_LINK = 'the signed-in caregiver is not linked to a patient right now (RelatedPerson inactive, out of its period or unknown)';
 
 /** How long a user has to log in, pick a patient and consent. */
@@ -158,7 +160,13 @@ async function patientContext(state: AuthState, session: Session, pending: Pendi
     if (pending.req.launch && pending.req.launch.patient !== fixed) return { mismatch: true, needsPicker: false };
     return { patient: fixed, needsPicker: false };
   }
-  if (pending.req.launch) return { patient: pending.req.launch.patient, needsPicker: false };
+  // An EHR launch hands over a patient chosen by someone else (the EHR, another clinician): the
+  // signed-in user must be one who could have picked it, or a Consent that denies them would be
+  // bypassed by the launch (the consent page names the patient, the token carries it).
+  if (pending.req.launch) {
+    if (!(await state.directory.mayPick(pickingUser(session, pending), pending.req.launch.patient))) return { mismatch: true, needsPicker: false };
+    return { patient: pending.req.launch.patient, needsPicker: false };
+  }
   if (pending.patient) return { patient: pending.patient, needsPicker: false };
   return { needsPicker: pending.req.scopes.includes('launch/patient') };
 }
@@ -262,7 +270,7 @@ export function registerAuthorizeRoutes(server: Server, state: AuthState): void 
       }
       const ctx = await patientContext(state, session, pending);
       if (ctx.noLink) return finishWithError(h, pending, 'access_denied', NO_LINK);
-      if (ctx.mismatch) return finishWithError(h, pending, 'access_denied', 'the launch is for another patient than the signed-in patient');
+      if (ctx.mismatch) return finishWithError(h, pending, 'access_denied', LAUNCH_REFUSED);
       if (ctx.needsPicker) return page(h, pickerPage(interactionUrl(pending.id, '/patient'), session.csrf, await patientChoices(state, request, pickingUser(session, pending))));
       const offered = offeredScopes(client, pending.req, session, ctx.patient);
       if (offered.length === 0) return finishWithError(h, pending, 'invalid_scope', 'none of the requested scopes can be granted to this client for this user');
@@ -356,7 +364,7 @@ export function registerAuthorizeRoutes(server: Server, state: AuthState): void 
     if (decision !== 'allow') return page(h, errorPage(400, 'decision must be allow or deny'));
     const ctx = await patientContext(state, session, pending);
     if (ctx.noLink) return finishWithError(h, pending, 'access_denied', NO_LINK);
-    if (ctx.mismatch) return finishWithError(h, pending, 'access_denied', 'the launch is for another patient than the signed-in patient');
+    if (ctx.mismatch) return finishWithError(h, pending, 'access_denied', LAUNCH_REFUSED);
     if (ctx.needsPicker) return redirectTo(h, interactionUrl(pending.id));
     // Only what was offered can be kept: a posted scope that was not on the screen is ignored.
     const offered = offeredScopes(client, pending.req, session, ctx.patient);

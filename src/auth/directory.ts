@@ -15,8 +15,10 @@ export interface Directory {
   exists(type: 'Patient' | 'Practitioner', id: string): Promise<boolean>;
   /** The patients `who` may read (Consents that deny them a patient hide it), newest first. */
   listPatients(who: PickingUser, name?: string): Promise<Array<{ id: string; label: PatientLabel }>>;
-  /** Whether `who` may read Patient `id`, so choose it as a launch's patient. */
+  /** Whether `who` may read Patient `id`, so choose it as a launch's patient (picked, or handed over by an EHR launch). */
   mayPick(who: PickingUser, id: string): Promise<boolean>;
+  /** Whether Patient `id` exists and `policy` may read it (an EHR asking for a launch: what it may not read it cannot hand on). */
+  isReadable(policy: AccessPolicy, id: string): Promise<boolean>;
   /** How the consent page names the patient (a person reads a name, not an id); undefined when unknown. */
   describePatient(id: string): Promise<PatientLabel | undefined>;
   /** The patient a caregiver's RelatedPerson links while the link holds; undefined otherwise. */
@@ -62,6 +64,9 @@ export function fhirDirectory(ctx: FhirContext): Directory {
     async mayPick(who, id) {
       return (await readVisible(ctx.db, await pickerPolicy(ctx, who), 'Patient', id)) !== undefined;
     },
+    async isReadable(policy, id) {
+      return (await readVisible(ctx.db, policy, 'Patient', id)) !== undefined;
+    },
     async describePatient(id) {
       const found = await readCurrent(ctx.db, 'Patient', id);
       return found && !found.deleted && found.json ? patientLabel(JSON.parse(found.json) as fhir4.Patient) : undefined;
@@ -84,6 +89,7 @@ export const noDirectory: Directory = {
   exists: () => Promise.reject(new Error('no FHIR directory in this process')),
   listPatients: () => Promise.resolve([]),
   mayPick: () => Promise.resolve(false),
+  isReadable: () => Promise.resolve(false),
   describePatient: () => Promise.resolve(undefined),
   linkedPatient: () => Promise.resolve(undefined),
 };

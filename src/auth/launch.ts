@@ -44,7 +44,9 @@ export function registerLaunchRoute(server: Server, state: AuthState): void {
       if (!client.grantTypes.includes('authorization_code')) return error(400, 'invalid_request', 'the client is not registered for authorization_code');
       const patient = typeof body.patient === 'string' ? /^(?:Patient\/)?([A-Za-z0-9\-.]{1,64})$/.exec(body.patient)?.[1] : undefined;
       if (!patient) return error(400, 'invalid_request', 'patient must be "Patient/ID"');
-      if (!(await state.directory.exists('Patient', patient))) return error(400, 'invalid_request', `Patient/${patient} does not exist`);
+      // Read with the caller's policy, Consents included: a patient whose Consent denies this
+      // clinician or EHR is, to it, one that does not exist (the same answer, so no oracle).
+      if (!(await state.directory.isReadable(credentials.policy, patient))) return error(400, 'invalid_request', `Patient/${patient} does not exist`);
       let encounter: string | undefined;
       if (body.encounter !== undefined) {
         encounter = typeof body.encounter === 'string' ? /^(?:Encounter\/)?([A-Za-z0-9\-.]{1,64})$/.exec(body.encounter)?.[1] : undefined;

@@ -541,6 +541,35 @@ describe('authorization code flow: every rule, black-box over HTTP', () => {
       expect(res.status).to.equal(400);
     });
 
+    it("gives no context of a patient whose Consent denies the signed-in clinician: access_denied, the patient never named", async () => {
+      const create = await systemCreator(app);
+      const family = `Launched${unique()}`.replace(/[^A-Za-z0-9]/g, '');
+      const hidden = await create({ resourceType: 'Patient', name: [{ given: ['Lia'], family }], birthDate: '1938-07-01' });
+      await create(consent(hidden, { type: 'deny', actor: [actor(`Practitioner/${ids.practitioner}`)] }));
+      const key = await keyPair();
+      const ehrClient = await backendClient(app.origin, 'system/Patient.rs', [key]);
+      const ehr = (await clientCredentials(app.tokenUrl, await assertion(key, ehrClient, app.tokenUrl), 'system/Patient.rs')).body.access_token as string;
+      const appClient = (await register(app.origin, {
+        token_endpoint_auth_method: 'none', grant_types: ['authorization_code'], redirect_uris: [REDIRECT], initiate_login_uri: 'https://app.example/launch', scope: 'launch openid fhirUser patient/*.rs user/*.rs',
+      })).body.client_id as string;
+      // The EHR (a system token) may launch for any patient; the denied clinician then signs in.
+      const launched = (await (await launch(ehr, { client_id: appClient, patient: `Patient/${hidden}` })).json()) as { launch: string };
+      const { challenge } = pkce();
+      const browser = new Browser(app.origin);
+      const form = readForm((await browser.visit(authorizeUrl(goodParams(appClient, challenge, { launch: launched.launch, scope: 'launch patient/*.rs user/*.rs' })))).text);
+      const next = await browser.visit(form.action, { form: { ...form.hidden, username: clinician.username, password: clinician.password } });
+      expect(next.text).to.not.include(family);
+      expect(next.text).to.not.include('1938-07-01');
+      expect(next.redirect?.searchParams.get('error'), next.text).to.equal('access_denied');
+      expect(next.redirect!.searchParams.get('state')).to.equal('st-123');
+      expect(next.redirect!.searchParams.has('code')).to.be.false();
+      // The clinician's own launch request for that patient is refused as if it did not exist.
+      const clinicianToken = (await issueAccessToken(state, { clientId: publicClient, scopes: ['user/*.rs'], subject: clinician.username, fhirUser: `Practitioner/${ids.practitioner}` })).accessToken;
+      const own = await launch(clinicianToken, { client_id: appClient, patient: `Patient/${hidden}` });
+      expect(own.status).to.equal(400);
+      expect(await own.text()).to.equal(JSON.stringify({ error: 'invalid_request', error_description: `Patient/${hidden} does not exist` }));
+    });
+
     it('refuses unknown patients and clients; a launch id is bound to its client and short-lived', async () => {
       const key = await keyPair();
       const ehrClient = await backendClient(app.origin, 'system/Patient.rs', [key]);
