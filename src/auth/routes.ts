@@ -2,7 +2,7 @@ import { DEFAULT_INPUT_LIMITS, parseJsonWithin } from '../kernel/input-limits';
 import { noteClaimedActor } from '../audit';
 import { constantTimeEqual } from './secrets';
 import type { Request, ResponseObject, ResponseToolkit, Server } from '@hapi/hapi';
-import { OAuthError, authenticateClient, claimedClientId } from './client-auth';
+import { type AuthenticatedClient, OAuthError, authenticateClient, claimedClientId } from './client-auth';
 import { type ClientMetadata, RegistrationError, findClient, registerClient } from './clients';
 import { exchangeCode, refresh, revokeRefreshToken, withRefreshTokenClient } from './grants';
 import { ACCEPTED_ALGS, ID_TOKEN_ALG } from './keys';
@@ -30,6 +30,29 @@ function tooMany(retryAfterSeconds: number): OAuthError {
 function oauthError(h: ResponseToolkit, err: unknown): ResponseObject {
   if (err instanceof OAuthError) return oauthJson(h, err.status, err.body(), err.headers);
   throw err;
+}
+
+/**
+ * One attempt at client authentication, counted per claimed client and address before any
+ * signature or secret is checked (RFC 6749 §2.3.1: an endpoint that takes a client password MUST
+ * be protected against guessing). The token, introspection and revocation endpoints share the
+ * budget, so a guesser gains nothing by moving between them; the caller forgives the attempt when
+ * it succeeds. 429 when the budget is spent.
+ */
+async function failureAttempt(state: AuthState, request: Request, params: URLSearchParams): Promise<string> {
+  const claimed = claimedClientId(params, authorizationOf(request));
+  noteClaimedActor(request, { claimedClient: claimed });
+  const attempt = await take(state.db, [{ bucket: `token-fail:${claimed}|${request.info.remoteAddress}`, limit: state.config.tokenFailuresPerClient, windowMs: state.config.tokenFailureWindowMs }]);
+  if (!attempt.allowed) throw tooMany(attempt.retryAfterSeconds);
+  return attempt.attempt;
+}
+
+/** authenticateClient at introspection and revocation, within the guessing budget of failureAttempt. */
+async function countedClientAuthentication(state: AuthState, request: Request, params: URLSearchParams, options: { allowPublic?: boolean } = {}): Promise<AuthenticatedClient> {
+  const attempt = await failureAttempt(state, request, params);
+  const authenticated = await authenticateClient(state, params, authorizationOf(request), options);
+  await forgive(state.db, attempt);
+  return authenticated;
 }
 
 /** Form bodies are parsed here rather than by Hapi so that a wrong body is an OAuth error, not a FHIR one. */
@@ -95,13 +118,10 @@ export function registerAuthRoutes(server: Server, state: AuthState): void {
         const address = request.info.remoteAddress;
         const perAddress = await take(state.db, [{ bucket: `token-addr:${address}`, limit: state.config.tokenRequestsPerAddress, windowMs: 60_000 }]);
         if (!perAddress.allowed) throw tooMany(perAddress.retryAfterSeconds);
-        // Counted before any signature or secret is checked, forgiven when the request succeeds.
-        const claimed = claimedClientId(params, authorizationOf(request));
-        noteClaimedActor(request, { claimedClient: claimed });
-        const attempt = await take(state.db, [{ bucket: `token-fail:${claimed}|${address}`, limit: state.config.tokenFailuresPerClient, windowMs: state.config.tokenFailureWindowMs }]);
-        if (!attempt.allowed) throw tooMany(attempt.retryAfterSeconds);
+        // Forgiven only when the whole request succeeds: a guessed code or refresh token counts too.
+        const attempt = await failureAttempt(state, request, params);
         const response = await tokenRequest(params, authorizationOf(request));
-        await forgive(state.db, attempt.attempt);
+        await forgive(state.db, attempt);
         return oauthJson(h, 200, response);
       } catch (err) {
         return oauthError(h, err);
@@ -148,7 +168,7 @@ export function registerAuthRoutes(server: Server, state: AuthState): void {
     handler: async (request, h) => {
       try {
         const params = form(request);
-        const caller = await introspectionCaller(state, params, authorizationOf(request));
+        const caller = await introspectionCaller(state, request, params);
         const token = params.get('token');
         if (!token) throw new OAuthError(400, 'invalid_request', 'token is required');
         const claims = await activeAccessToken(state, token);
@@ -181,7 +201,7 @@ export function registerAuthRoutes(server: Server, state: AuthState): void {
     handler: async (request, h) => {
       try {
         const params = form(request);
-        const { client } = await authenticateClient(state, params, authorizationOf(request), { allowPublic: true });
+        const { client } = await countedClientAuthentication(state, request, params, { allowPublic: true });
         const token = params.get('token');
         if (!token) throw new OAuthError(400, 'invalid_request', 'token is required');
         // RFC 7009 §2.2: an invalid or unknown token is not an error.
@@ -254,8 +274,8 @@ export function registerAuthRoutes(server: Server, state: AuthState): void {
  * Introspection callers: a client authenticated as at the token endpoint (it sees its own
  * tokens, or all with can_introspect), or the Bearer access token of a can_introspect client.
  */
-async function introspectionCaller(state: AuthState, params: URLSearchParams, authorization: string | undefined): Promise<{ clientId: string; canIntrospect: boolean }> {
-  const bearer = /^Bearer\s+(.+)$/i.exec(authorization ?? '')?.[1];
+async function introspectionCaller(state: AuthState, request: Request, params: URLSearchParams): Promise<{ clientId: string; canIntrospect: boolean }> {
+  const bearer = /^Bearer\s+(.+)$/i.exec(authorizationOf(request) ?? '')?.[1];
   if (bearer) {
     const claims = await activeAccessToken(state, bearer);
     const client = claims ? await findClient(state.db, claims.client_id) : undefined;
@@ -264,7 +284,7 @@ async function introspectionCaller(state: AuthState, params: URLSearchParams, au
     }
     return { clientId: client.clientId, canIntrospect: true };
   }
-  const { client } = await authenticateClient(state, params, authorization);
+  const { client } = await countedClientAuthentication(state, request, params);
   return { clientId: client.clientId, canIntrospect: client.canIntrospect };
 }
 

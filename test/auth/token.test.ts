@@ -249,4 +249,28 @@ describe('token endpoint: SMART Backend Services', () => {
       await strict.stop();
     }
   });
+
+  it('counts failed client authentications at introspection and revocation in the same budget (RFC 6749 §2.3.1)', async () => {
+    const strict = await startAuthServer({ TOKEN_FAILURES_PER_CLIENT: '3' });
+    try {
+      const { body } = await register(strict.origin, { token_endpoint_auth_method: 'client_secret_basic', grant_types: ['client_credentials'], scope: 'system/Patient.rs' });
+      const basic = (secret: string) => ({ authorization: `Basic ${Buffer.from(`${encodeURIComponent(body.client_id)}:${encodeURIComponent(secret)}`).toString('base64')}` });
+      const introspect = (secret: string) => postForm(`${strict.origin}/auth/introspect`, { token: 'not-a-token' }, basic(secret));
+      const revoke = (secret: string) => postForm(`${strict.origin}/auth/revoke`, { token: 'not-a-token' }, basic(secret));
+      // Authentications that pass are forgiven: more of them than the budget are all answered.
+      for (let i = 0; i < 4; i++) expect((await introspect(body.client_secret)).status).to.equal(200);
+      for (let i = 0; i < 4; i++) expect((await revoke(body.client_secret)).status).to.equal(200);
+      // Guesses count wherever they are made, and then no endpoint checks the secret any more.
+      expect([(await introspect('guess-1')).status, (await revoke('guess-2')).status, (await introspect('guess-3')).status]).to.equal([401, 401, 401]);
+      const blocked = [await revoke('guess-4'), await introspect(body.client_secret), await revoke(body.client_secret)];
+      expect(blocked.map((r) => r.status)).to.equal([429, 429, 429]);
+      expect(blocked[0]!.headers.get('retry-after')).to.match(/^\d+$/);
+      expect(blocked[0]!.headers.get('cache-control')).to.equal('no-store');
+      expect(blocked[0]!.body.error).to.equal('invalid_request');
+      const token = await postForm(strict.tokenUrl, { grant_type: 'client_credentials', scope: 'system/Patient.rs' }, basic(body.client_secret));
+      expect(token.status).to.equal(429);
+    } finally {
+      await strict.stop();
+    }
+  });
 });
