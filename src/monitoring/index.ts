@@ -2,7 +2,8 @@ import type { Server } from '@hapi/hapi';
 import type { GrantStandings } from '../access/grant';
 import type { FhirContext, InteractionResult } from '../fhir/context';
 import type { RestRequest } from '../fhir/rest-request';
-import { findVisibleIds, readLimits } from '../access/enforce';
+import { findVisibleIds, mayRead, readLimits } from '../access/enforce';
+import type { AccessPolicy } from '../access/policy';
 import { flagsShownTo } from './flag-answer';
 import { dateParameter, judgementClock, parametersResult } from '../fhir/operation-params';
 import { badRequest, notFound, unprocessable } from '../kernel/outcome';
@@ -124,6 +125,15 @@ export function registerMonitoring(ctx: FhirContext, server: Server, grants: Gra
 
 const live = (writes: readonly PendingWrite[], type: string) => writes.filter((w) => w.type === type && w.resource);
 
+/** Which of these stored Goals `policy` may read, under the limits of a read (compartment, granular scopes, Consent). */
+async function readableGoals(uow: UnitOfWork, policy: AccessPolicy, ids: readonly string[]): Promise<Set<string>> {
+  if (ids.length === 0 || !policy.allows('Goal', 'r')) return new Set();
+  const limits = readLimits(policy, 'Goal', 'r');
+  const readable = new Set<string>();
+  for (const id of new Set(ids)) if (await mayRead(uow.tx, 'Goal', id, limits)) readable.add(id);
+  return readable;
+}
+
 /** Goals read by plans the server acts on must hold valid limits; CarePlans are compiled (and checked) here. */
 async function validatePlans(uow: UnitOfWork, writes: readonly PendingWrite[]): Promise<void> {
   const goalWrites = live(writes, 'Goal');
@@ -138,9 +148,13 @@ async function validatePlans(uow: UnitOfWork, writes: readonly PendingWrite[]): 
     // Goals written in the same apply are read as written; others from the store.
     const pendingGoals = new Map(goalWrites.map((w) => [w.id, w.resource as fhir4.Goal]));
     const stored = await loadGoals(uow.tx, plans.flatMap((w) => storedGoalIds(w.resource as fhir4.CarePlan)).filter((id) => !pendingGoals.has(id)));
-    const goals = new Map([...stored, ...pendingGoals]);
-    await eachWrite(plans, (w) => {
-      compiledPlans.set(w.resource!, compilePlan(w.resource as fhir4.CarePlan, goals));
+    await eachWrite(plans, async (w) => {
+      const plan = w.resource as fhir4.CarePlan;
+      // A stored Goal its writer may not read is, to this plan, one that does not exist: its
+      // limits would otherwise come back in the 422s, the readings' referenceRange and the Flags.
+      const readable = await readableGoals(uow, w.policy, storedGoalIds(plan).filter((id) => stored.has(id)));
+      const goals = new Map([...[...stored].filter(([id]) => readable.has(id)), ...pendingGoals]);
+      compiledPlans.set(w.resource!, compilePlan(plan, goals));
     });
   }
 }

@@ -181,6 +181,7 @@ export function compilePlan(plan: fhir4.CarePlan, goals: ReadonlyMap<string, fhi
   const issues: Issue[] = [];
   const limits: Limit[] = [];
   const goalIds: string[] = [];
+  const patient = /^Patient\/([A-Za-z0-9\-.]{1,64})$/.exec(plan.subject?.reference ?? '')?.[1];
   for (const { reference, path } of goalReferences(plan)) {
     if (reference.startsWith('#')) {
       const index = plan.contained?.findIndex((r) => r.resourceType === 'Goal' && r.id === reference.slice(1)) ?? -1;
@@ -197,6 +198,12 @@ export function compilePlan(plan: fhir4.CarePlan, goals: ReadonlyMap<string, fhi
     const goal = goals.get(id);
     if (!goal) {
       issues.push({ code: 'not-found', diagnostics: `${path}: ${reference} does not exist; the plan's limits cannot be read`, expression: [path] });
+      continue;
+    }
+    // A plan acts on its own patient's readings by its own patient's limits: another patient's
+    // Goal would tie one record's alerts to another's (and a Goal write would recompile both).
+    if (patient !== undefined && goal.subject?.reference !== `Patient/${patient}`) {
+      issues.push({ code: 'business-rule', diagnostics: `${path}: ${reference} is not a Goal of Patient/${patient}, the plan's subject; a plan reads only its own patient's Goals`, expression: [path] });
       continue;
     }
     limits.push(...goalLimits(goal, reference, `${path}.resolve()`, issues));
@@ -217,7 +224,6 @@ export function compilePlan(plan: fhir4.CarePlan, goals: ReadonlyMap<string, fhi
   });
 
   if (issues.length && strict) throw new OperationOutcomeError(422, issues);
-  const patient = /^Patient\/([A-Za-z0-9\-.]{1,64})$/.exec(plan.subject?.reference ?? '')?.[1];
   return {
     patient,
     active: plan.status === 'active' && (plan.intent === 'plan' || plan.intent === 'order'),

@@ -59,3 +59,63 @@ describe('authorization comes before any answer that depends on content', () => 
     expect(res.statusCode).to.equal(403);
   });
 });
+
+/**
+ * A CarePlan's limits are the Goals it references, compiled on write and echoed back in 422s, in
+ * the readings' referenceRange and in the Flags' text: referencing a stored Goal is reading it.
+ */
+describe('a CarePlan reads only Goals its writer may read, of its own patient', () => {
+  const LOINC = 'http://loinc.org';
+  const UCUM = 'http://unitsofmeasure.org';
+  let app: SecuredServer;
+  let alice: string;
+  let bob: string;
+  const goals: Record<string, string> = {};
+  const goal = (patient: string, code: string) => ({
+    resourceType: 'Goal', lifecycleStatus: 'active', description: { text: 'systolic' }, subject: { reference: `Patient/${patient}` },
+    target: [{ measure: { coding: [{ system: LOINC, code }] }, detailRange: { high: { value: 137, unit: 'mm[Hg]', system: UCUM, code: 'mm[Hg]' } } }],
+  });
+  const plan = (patient: string, goalId: string) => ({ resourceType: 'CarePlan', status: 'active', intent: 'plan', subject: { reference: `Patient/${patient}` }, goal: [{ reference: `Goal/${goalId}` }] });
+  before(async () => {
+    app = await startSecuredServer();
+    alice = await app.create({ resourceType: 'Patient' });
+    bob = await app.create({ resourceType: 'Patient' });
+    goals.bob = await app.create(goal(bob, '8480-6'));
+    // Stored before it was acted on, so its unknown measure was not refused then.
+    goals.bobOdd = await app.create(goal(bob, '99999-9'));
+    goals.alice = await app.create(goal(alice, '8480-6'));
+  });
+  after(() => app.stop());
+
+  const post = (headers: Record<string, string>, body: object) => app.request({ method: 'POST', url: '/fhir/CarePlan', headers, payload: body });
+  const plansOf = async (patient: string) => (await app.request({ method: 'GET', url: `/fhir/CarePlan?subject=Patient/${patient}&_summary=count`, headers: app.system })).json.total as number;
+
+  it("a patient token cannot tell another patient's Goal from none, nor read its limits through a plan", async () => {
+    const aliceApp = await app.as('patient/*.cruds', { patient: alice, fhirUser: `Patient/${alice}` });
+    const unknown = await post(aliceApp, plan(alice, 'no-such-goal'));
+    expect(unknown.statusCode).to.equal(422);
+    for (const hidden of [goals.bob!, goals.bobOdd!]) {
+      const res = await post(aliceApp, plan(alice, hidden));
+      expect(res.statusCode, res.payload).to.equal(422);
+      expect(res.payload).to.not.include('99999-9');
+      expect(res.json.issue[0].diagnostics.replace(hidden, 'X')).to.equal(unknown.json.issue[0].diagnostics.replace('no-such-goal', 'X'));
+    }
+    expect(await plansOf(alice)).to.equal(0);
+    // So no reading of Alice's is judged by Bob's limit of 137.
+    const reading = await app.request({
+      method: 'POST', url: '/fhir/Observation', headers: aliceApp,
+      payload: { resourceType: 'Observation', status: 'final', code: { coding: [{ system: LOINC, code: '8480-6' }] }, subject: { reference: `Patient/${alice}` }, effectiveDateTime: new Date().toISOString(), valueQuantity: { value: 139, unit: 'mm[Hg]', system: UCUM, code: 'mm[Hg]' } },
+    });
+    expect(reading.statusCode).to.equal(201);
+    expect(reading.payload).to.not.include('137');
+    // Her own Goal is hers to plan with.
+    expect((await post(aliceApp, plan(alice, goals.alice!))).statusCode).to.equal(201);
+  });
+
+  it("whoever may read both, a plan is not made of another patient's Goal", async () => {
+    const res = await post(app.system, plan(alice, goals.bob!));
+    expect(res.statusCode).to.equal(422);
+    expect(res.json.issue[0].diagnostics).to.equal(`CarePlan.goal[0]: Goal/${goals.bob} is not a Goal of Patient/${alice}, the plan's subject; a plan reads only its own patient's Goals`);
+    expect((await post(app.system, plan(bob, goals.bob!))).statusCode).to.equal(201);
+  });
+});
