@@ -303,7 +303,7 @@ export interface AuthConfig {
   loginFailureWindowMs: number;
   /** Token requests accepted per client address per minute (all of them); past it, 429. */
   tokenRequestsPerAddress: number;
-  /** Token requests per client and address that may fail to authenticate within `tokenFailureWindowMs`. */
+  /** Requests per client and address that may fail to authenticate within `tokenFailureWindowMs`, at the token, introspection and revocation endpoints together. */
   tokenFailuresPerClient: number;
   tokenFailureWindowMs: number;
   /** Session cookie with Secure: BASE_URL is https (TLS at the server or a proxy), or COOKIE_SECURE=true. */
