@@ -2,7 +2,8 @@ import { findVisibleIds, readVisible } from '../access/enforce';
 import type { AccessPolicy } from '../access/policy';
 import { idOfReference } from '../kernel/id';
 import type { Queryable } from '../store/db';
-import { checkTime, readingId } from './draft';
+import { checkTime } from './draft';
+import type { ReadingIdentity } from './reading-identity';
 import { DOOR_SOURCE_PREFIX, type DoseDraft, READING_ID_SYSTEM, ReadingError } from './reading';
 
 /**
@@ -24,6 +25,9 @@ export interface DoseContext {
   deviceRef?: string;
   patientRef: string;
   now?: number;
+  identity: ReadingIdentity;
+  /** As DraftContext.confinedTo. */
+  confinedTo?: string;
 }
 
 /** Orders looked up once per payload: a box reports many doses of few orders. */
@@ -75,7 +79,7 @@ export async function doseToAdministration(draft: DoseDraft, ctx: DoseContext, c
   // The order or the medicine is part of the id, as the code is for a reading: two pills taken
   // at the same minute, reported without ids of their own, are two administrations.
   const what = order ? `MedicationRequest/${order.id}` : `${draft.medication!.system ?? ''}|${draft.medication!.code ?? ''}`;
-  const id = readingId(ctx.device, what, draft.time, draft.sourceKey);
+  const id = ctx.identity.id(ctx.device, what, draft.time, draft.sourceKey, ctx.confinedTo);
   return {
     resourceType: 'MedicationAdministration',
     id,

@@ -1,5 +1,5 @@
-import { createHash } from 'node:crypto';
 import { keepNumberText } from '../kernel/json-decimals';
+import type { ReadingIdentity } from './reading-identity';
 import { DEVICE_USER_EXTENSION, DOOR_SOURCE_PREFIX, MDC_SYSTEM, type Measurement, READING_ID_SYSTEM, type ReadingDraft, ReadingError, UCUM_SYSTEM } from './reading';
 
 /**
@@ -18,7 +18,8 @@ const DATA_ABSENT_DISPLAY: Record<string, string> = {
 };
 /** 1900 is the earliest plausible reading; a small clock skew of gateways is tolerated. */
 const EARLIEST = Date.parse('1900-01-01T00:00:00Z');
-const CLOCK_SKEW_MS = 5 * 60_000;
+/** How far ahead of the server's clock a reading's time may be (a device's clock runs fast). */
+export const CLOCK_SKEW_MS = 5 * 60_000;
 const DATE_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$/;
 
 export function checkTime(time: string, now = Date.now()): void {
@@ -27,15 +28,6 @@ export function checkTime(time: string, now = Date.now()): void {
   if (Number.isNaN(t)) throw new ReadingError(400, `time '${time}' is not a date`, 'value');
   if (t > now + CLOCK_SKEW_MS) throw new ReadingError(422, `time ${time} is in the future`, 'value');
   if (t < EARLIEST) throw new ReadingError(422, `time ${time} is before 1900`, 'value');
-}
-
-/**
- * The deterministic id of a reading: UUID-shaped hex of SHA-256 over device, code, time and
- * source key, so that a gateway's retry names the same resource (FHIR id syntax, 36 chars).
- */
-export function readingId(device: fhir4.Identifier, code: string, time: string, sourceKey: string): string {
-  const h = createHash('sha256').update(`${device.system ?? ''}|${device.value ?? ''}\n${code}\n${new Date(time).toISOString()}\n${sourceKey}`).digest('hex');
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
 }
 
 /**
@@ -66,12 +58,16 @@ export interface DraftContext {
   deviceRef?: string;
   patientRef: string;
   now?: number;
+  /** The database's reading ids (./reading-identity.ts). */
+  identity: ReadingIdentity;
+  /** The one patient the writer may file readings for (a patient's app): its readings' ids are its own. */
+  confinedTo?: string;
 }
 
 /** One draft as its unmapped Observation, with the deterministic id of the reading. */
 export function draftToObservation(draft: ReadingDraft, ctx: DraftContext): fhir4.Observation {
   checkTime(draft.time, ctx.now);
-  const id = readingId(ctx.device, `${draft.source.system}|${draft.source.code}`, draft.time, draft.sourceKey);
+  const id = ctx.identity.id(ctx.device, `${draft.source.system}|${draft.source.code}`, draft.time, draft.sourceKey, ctx.confinedTo);
   const obs: fhir4.Observation = {
     resourceType: 'Observation',
     id,

@@ -4,11 +4,12 @@ import { OperationOutcomeError } from '../kernel/outcome';
 import { errorEntry, writeEntry } from '../fhir/bundle/response';
 import type { FhirContext } from '../fhir/context';
 import { executeWrites, type WriteOp, type WriteOutcome } from '../pipeline';
-import { readResource } from '../store/repository';
+import { idsWrittenBefore, readResource } from '../store/repository';
+import { type ReadingIdentity, readingIdentity } from './reading-identity';
 import { findDevice, type KnownDevice, patientAt } from './assignment';
 import { doseToAdministration, type OrderCache } from './dose';
 import { draftToObservation } from './draft';
-import { type Draft, isDose, ReadingError } from './reading';
+import { type Draft, isDose, READING_ID_SYSTEM, ReadingError } from './reading';
 
 /** One entry of a payload: the readings (or doses) it decoded to, or why it could not be decoded. */
 export type PayloadEntry = { drafts: Draft[] } | { error: ReadingError };
@@ -26,7 +27,7 @@ export interface Payload {
 /** Where each reading of a payload ended: a write, or why it was refused before one. */
 type Slot = { error: OperationOutcomeError } | { op: WriteOp & { kind: 'create' } };
 
-/** What a 409 says when another reading is stored under the same deterministic id (draft.ts readingId). */
+/** What a 409 says when another reading is stored under the same deterministic id (./reading-identity.ts). */
 function conflictNote(draft: Draft, device: fhir4.Identifier, resource: { resourceType: string; id?: string }): string {
   const what = isDose(draft) ? 'dose report' : 'reading';
   const code = isDose(draft) ? 'its medication' : `code ${draft.source.system ?? ''}|${draft.source.code ?? ''}`;
@@ -35,6 +36,35 @@ function conflictNote(draft: Draft, device: fhir4.Identifier, resource: { resour
     `(${resource.resourceType}/${resource.id ?? ''}); this one is not stored. A re-sent ${what} must be the same; ` +
     `two ${what}s at one time are told apart by a reading id of their own (\`id\`, a BLE or Withings sourceKey)`
   );
+}
+
+/**
+ * Readings taken before the database's reading key may be stored under their unkeyed id
+ * (./reading-identity.ts): where one was stored before the key was made, the reading takes that
+ * id, so a retry or a re-sync after the upgrade matches it (200, or 409 for another reading)
+ * instead of storing it twice. One written since is not matched: anyone could have computed
+ * that id and written it over REST.
+ */
+async function matchLegacyIds(ctx: FhirContext, slots: Slot[], identity: ReadingIdentity): Promise<void> {
+  const candidates = new Map<string, Array<{ op: WriteOp & { kind: 'create' }; legacy: string }>>();
+  for (const s of slots) {
+    if (!('op' in s) || !s.op.id) continue;
+    const legacy = identity.legacyOf(s.op.id);
+    if (!legacy) continue;
+    const list = candidates.get(s.op.type) ?? [];
+    list.push({ op: s.op, legacy });
+    candidates.set(s.op.type, list);
+  }
+  for (const [type, list] of candidates) {
+    const stored = await idsWrittenBefore(ctx.db, type, list.map((c) => c.legacy), identity.keyMade);
+    for (const { op, legacy } of list) {
+      if (!stored.has(legacy)) continue;
+      const resource = op.resource as fhir4.Observation | fhir4.MedicationAdministration;
+      op.id = legacy;
+      resource.id = legacy;
+      resource.identifier = resource.identifier?.map((i) => (i.system === READING_ID_SYSTEM ? { ...i, value: legacy } : i));
+    }
+  }
 }
 
 function refusal(err: unknown): OperationOutcomeError {
@@ -81,6 +111,8 @@ export async function ingestPayload(ctx: FhirContext, payload: Payload, policy: 
   const slots: Slot[] = [];
   const orders: OrderCache = new Map();
   const now = Date.now();
+  const identity = await readingIdentity(ctx.db);
+  const drafted: Array<{ op: WriteOp & { kind: 'create' }; draft: Draft; device: fhir4.Identifier }> = [];
   for (const entry of payload.entries) {
     if ('error' in entry) {
       slots.push({ error: refusal(entry.error) });
@@ -101,7 +133,8 @@ export async function ingestPayload(ctx: FhirContext, payload: Payload, policy: 
         // existence check, which would otherwise tell it whether another patient id exists or was
         // deleted (422 against 403). A user/ token launched with a patient is not confined.
         const type = isDose(draft) ? 'MedicationAdministration' : 'Observation';
-        if (policy.confinedToPatient(type, 'c') && parseRelativeReference(patientRef)?.id !== policy.patient) {
+        const confinedTo = policy.confinedToPatient(type, 'c') ? `Patient/${policy.patient}` : undefined;
+        if (confinedTo !== undefined && parseRelativeReference(patientRef)?.id !== policy.patient) {
           throw new ReadingError(403, `a patient token files readings only for its own patient, not ${patientRef}`, 'forbidden');
         }
         if (!(await patientExists(patientRef))) {
@@ -112,18 +145,21 @@ export async function ingestPayload(ctx: FhirContext, payload: Payload, policy: 
         const device = identifier ?? { system: 'urn:ietf:rfc:3986', value: 'urn:unknown-device' };
         const deviceRef = known ? `Device/${known.id}` : undefined;
         const resource = isDose(draft)
-          ? await doseToAdministration(draft, { db: ctx.db, policy, device, deviceRef, patientRef, now }, orders)
-          : draftToObservation(draft, { door: payload.door, device, deviceRef, patientRef, now });
-        // A reading already stored, or repeated within the payload, is matched by the pipeline:
-        // 200 if it is the same reading, 409 if it is another one under the same identity.
-        const onConflict = conflictNote(draft, device, resource);
-        slots.push({ op: { kind: 'create' as const, type: resource.resourceType, id: resource.id, resource, onExistingId: 'match' as const, onConflict } });
+          ? await doseToAdministration(draft, { db: ctx.db, policy, device, deviceRef, patientRef, now, identity, confinedTo }, orders)
+          : draftToObservation(draft, { door: payload.door, device, deviceRef, patientRef, now, identity, confinedTo });
+        const op = { kind: 'create' as const, type: resource.resourceType, id: resource.id, resource, onExistingId: 'match' as const };
+        slots.push({ op });
+        drafted.push({ op, draft, device });
       } catch (err) {
         slots.push({ error: refusal(err) });
       }
     }
   }
 
+  await matchLegacyIds(ctx, slots, identity);
+  // A reading already stored, or repeated within the payload, is matched by the pipeline: 200 if
+  // it is the same reading, 409 (this note) if it is another one under the same identity.
+  for (const { op, draft, device } of drafted) op.onConflict = conflictNote(draft, device, op.resource as fhir4.FhirResource);
   const toWrite = slots.flatMap((s, i) => ('op' in s ? [{ op: s.op, i }] : []));
   const results = new Map<number, WriteOutcome | OperationOutcomeError>();
   if (toWrite.length > 0) {

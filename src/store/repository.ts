@@ -58,6 +58,14 @@ export async function readCurrent(db: Queryable, type: string, id: string): Prom
   return rows[0] && toStored(rows[0]);
 }
 
+/** Which of `ids` have a current row (live or deleted) last written before `instant`. */
+export async function idsWrittenBefore(db: Queryable, type: string, ids: readonly string[], instant: Date): Promise<Set<string>> {
+  if (ids.length === 0) return new Set();
+  const id = oneOf('id', 1, [...new Set(ids)]);
+  const { rows } = await db.query<{ id: string }>(`SELECT id FROM ${tableOf(type)} WHERE ${id.sql} AND last_updated < $2`, [id.value, instant.toISOString()]);
+  return new Set(rows.map((r) => r.id));
+}
+
 /** One version: the current row when it is that version, else the history table's. */
 export async function readVersion(db: Queryable, type: string, id: string, versionId: number): Promise<StoredVersion | undefined> {
   const { rows } = await db.query<StoredRow>(

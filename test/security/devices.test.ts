@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import * as Lab from '@hapi/lab';
 import { expect } from '@hapi/code';
 import { unique } from '../helpers/server';
@@ -68,14 +69,43 @@ describe('device assignment is a clinical act, and an identifier names one devic
     expect(obs.json.subject.reference).to.equal(`Patient/${alice}`);
   });
 
-  it("does not let a patient's app use another patient's device at the door, nor learn its readings exist", async () => {
+  it("does not let a patient's app take another patient's readings, nor learn they exist: its readings have ids of their own", async () => {
+    const idOf = (res: any) => res.json.entry[0].response.location.split('/')[1];
     const sent = await app.request({ method: 'POST', url: '/ingest/readings', headers: gateway, payload: reading(72, 2) });
     expect(sent.json.entry[0].response.status).to.equal('201 Created');
-    // The same reading again, from Bob's app naming himself: the device is not his to see.
+    // Bob's app claims the cuff's serial and that time for himself: stored as his own claim, with
+    // the same answer whether or not the cuff reported then (minute 3: it did not).
     const replay = await app.request({ method: 'POST', url: '/ingest/readings', headers: bobApp, payload: { ...reading(72, 2), patient: { reference: `Patient/${bob}` } } });
-    const status: string = replay.json.entry?.[0]?.response.status ?? String(replay.statusCode);
-    expect(['200', '201']).to.not.include(status.slice(0, 3));
-    expect(JSON.stringify(replay.json)).to.not.contain(sent.json.entry[0].response.location.split('/')[1]);
+    const unsent = await app.request({ method: 'POST', url: '/ingest/readings', headers: bobApp, payload: { ...reading(72, 3), patient: { reference: `Patient/${bob}` } } });
+    expect([replay.json.entry[0].response.status, unsent.json.entry[0].response.status]).to.equal(['201 Created', '201 Created']);
+    expect(idOf(replay)).to.not.equal(idOf(sent));
+    expect(JSON.stringify(replay.json)).to.not.contain(idOf(sent));
+    // Nor can it take the id of the cuff's next reading: the gateway's reading is still stored,
+    // under Alice (the old ids were the same for both, and the gateway got 409: no reading, no Flag).
+    const first = await app.request({ method: 'POST', url: '/ingest/readings', headers: bobApp, payload: { ...reading(150, 4), patient: { reference: `Patient/${bob}` } } });
+    expect(first.json.entry[0].response.status).to.equal('201 Created');
+    const real = await app.request({ method: 'POST', url: '/ingest/readings', headers: gateway, payload: reading(150, 4) });
+    expect(real.json.entry[0].response.status).to.equal('201 Created');
+    const stored = await app.request({ method: 'GET', url: `/fhir/Observation/${idOf(real)}`, headers: app.system });
+    expect(stored.json.subject.reference).to.equal(`Patient/${alice}`);
+    const claimed = await app.request({ method: 'GET', url: `/fhir/Observation/${idOf(first)}`, headers: bobApp });
+    expect(claimed.json.subject.reference).to.equal(`Patient/${bob}`);
+    expect(claimed.json.device).to.not.exist();
+  });
+
+  it('gives readings ids no client can compute, so none can be taken over REST before the device sends it', async () => {
+    const time = '2025-02-01T10:05:00Z';
+    // The unkeyed id the doors used to give: SHA-256 of device, code, time and reading id.
+    const h = createHash('sha256').update(`${MAC}|${mac}\nhttp://loinc.org|8867-4\n${new Date(time).toISOString()}\n`).digest('hex');
+    const guessed = `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
+    const squat = await app.request({
+      method: 'PUT', url: `/fhir/Observation/${guessed}`, headers: bobApp,
+      payload: { resourceType: 'Observation', id: guessed, status: 'final', code: { coding: [{ system: 'http://loinc.org', code: '8867-4' }] }, subject: { reference: `Patient/${bob}` }, effectiveDateTime: time, valueQuantity: { value: 60, unit: '/min', system: 'http://unitsofmeasure.org', code: '/min' } },
+    });
+    expect(squat.statusCode).to.equal(201);
+    const real = await app.request({ method: 'POST', url: '/ingest/readings', headers: gateway, payload: reading(140, 5) });
+    expect(real.json.entry[0].response.status).to.equal('201 Created');
+    expect(real.json.entry[0].response.location).to.not.contain(guessed);
   });
 
   it("does not tell a patient's app whether another patient id exists: the same 403 for a known, a deleted and an unknown one", async () => {
