@@ -43,6 +43,30 @@ export function collectReferences(resource: Record<string, unknown>): string[] {
   return found;
 }
 
+/** `Type/id`: a relative literal reference (no version, search or fragment). */
+const RELATIVE = /^[A-Z][A-Za-z]+\/[A-Za-z0-9\-.]{1,64}$/;
+/** A RESTful fullUrl `{base}/Type/id`: its base. */
+const RESTFUL_FULL_URL = /^(https?:\/\/.+)\/[A-Z][A-Za-z]+\/[A-Za-z0-9\-.]{1,64}$/;
+
+/**
+ * R4 bundle.html#references: a relative reference in an entry whose fullUrl is a RESTful URL
+ * means that URL's base plus the reference. `Patient/123` in a bundle exported from
+ * http://ehr.example/fhir names the entry with fullUrl http://ehr.example/fhir/Patient/123, which
+ * this server stores under an id of its own; left as sent it would name this server's
+ * Patient/123, another patient or none. Such references are made absolute here, so the
+ * transaction's fullUrl rewrite points them at the entry's new id. A relative reference that names
+ * no entry is left as sent: clients put made-up bases in fullUrls and mean this server's resources.
+ */
+export function absoluteWhereAnEntryIsNamed(entries: ReadonlyArray<{ fullUrl?: string; resource?: Record<string, unknown>; method: string }>): void {
+  const fullUrls = new Set(entries.flatMap((e) => (e.fullUrl ? [e.fullUrl] : [])));
+  for (const entry of entries) {
+    const base = entry.fullUrl ? RESTFUL_FULL_URL.exec(entry.fullUrl)?.[1] : undefined;
+    // A PATCH entry's resource is its patch document, not the resource it writes.
+    if (!base || !entry.resource || entry.method === 'PATCH') continue;
+    walk(entry.resource, (ref) => (RELATIVE.test(ref) && fullUrls.has(`${base}/${ref}`) ? `${base}/${ref}` : undefined));
+  }
+}
+
 export const isPlaceholder = (reference: string) => reference.startsWith('urn:uuid:') || reference.startsWith('urn:oid:');
 
 /** `Patient?identifier=x|1`: a search in place of an id, allowed in transactions (R4 http.html#trules). */

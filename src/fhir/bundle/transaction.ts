@@ -6,7 +6,7 @@ import type { FhirContext } from '../context';
 import type { ReturnPreference } from '../negotiation';
 import { entryError, type ParsedEntry, parseEntry } from './entries';
 import { readEntry } from './read-entry';
-import { collectReferences, isConditionalReference, isPlaceholder, rewriteReferences } from './references';
+import { absoluteWhereAnEntryIsNamed, collectReferences, isConditionalReference, isPlaceholder, rewriteReferences } from './references';
 import { type BundleAnswer, bundleAnswer, readEntryResponse, writeEntry } from './response';
 
 /** R4 http.html#trules: deletes, then creates, then updates and patches, then reads. */
@@ -20,6 +20,7 @@ const ORDER: Record<ParsedEntry['method'], number> = { DELETE: 0, POST: 1, PUT: 
 export async function processTransaction(ctx: FhirContext, rawEntries: readonly unknown[], prefer: ReturnPreference, policy: AccessPolicy): Promise<BundleAnswer> {
   const entries = rawEntries.map((raw, i) => parseEntry(raw, i, ctx.baseUrl, ctx.config.inputLimits));
   checkDuplicateFullUrls(entries);
+  absoluteWhereAnEntryIsNamed(entries);
   const writes = entries.filter((e) => e.write).sort((a, b) => ORDER[a.method] - ORDER[b.method] || a.index - b.index);
 
   let outcomes;
