@@ -62,7 +62,9 @@ export const auditRoutes: Plugin<{ ctx: FhirContext }> = {
         }
         const texts = await served(ctx.db, page, limits);
         const entries = page.map((r, i) => `{"fullUrl":${JSON.stringify(`${ctx.baseUrl}/AuditEvent/${r.id ?? r.seq}`)},"resource":${texts[i]!},"search":{"mode":"match"}}`);
-        const json = `{"resourceType":"Bundle","type":"searchset","link":${JSON.stringify(links)},"entry":[${entries.join(',')}]}`;
+        // R4 json.html: arrays are never empty, so a page with nothing on it has no entry element.
+        const entry = entries.length ? `,"entry":[${entries.join(',')}]` : '';
+        const json = `{"resourceType":"Bundle","type":"searchset","link":${JSON.stringify(links)}${entry}}`;
         return respond(request, h, { status: 200, body: { json } });
       },
     });

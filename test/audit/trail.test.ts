@@ -312,7 +312,8 @@ describe('audit trail (BALP)', () => {
     const mentioned = new Set((own.json.entry as fhir4.BundleEntry[]).flatMap((e) => entityOfRole(e.resource as fhir4.AuditEvent, '1').map((x) => x.what!.reference)));
     expect([...mentioned]).to.equal([`Patient/${id.alice}`]);
     const bobs = await app.request({ method: 'GET', url: `/fhir/AuditEvent?patient=${id.bob}`, headers: alice });
-    expect(bobs.json.entry).to.equal([]);
+    expect(bobs.statusCode).to.equal(200);
+    expect(bobs.payload).to.not.contain('"entry"'); // R4 json.html: arrays are never empty
     // One search that disclosed both is an event in each trail; Alice's shows not the query, which names Bob.
     const both = await app.request({ method: 'GET', url: `/fhir/Patient?_id=${id.alice},${id.bob}`, headers: app.system });
     expect(both.json.entry).to.have.length(2);

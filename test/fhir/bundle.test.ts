@@ -238,6 +238,14 @@ describe('batch bundles', () => {
     expect(after.current - before.current).to.equal(17);
   });
 
+  it('answers a transaction or batch of no entries with a response Bundle without an empty entry array (R4 json.html)', async () => {
+    for (const type of ['transaction', 'batch']) {
+      const res = await app.request({ method: 'POST', url: '/fhir', payload: { resourceType: 'Bundle', type } });
+      expect(res.statusCode, res.payload).to.equal(200);
+      expect(res.json).to.equal({ resourceType: 'Bundle', type: `${type}-response` });
+    }
+  });
+
   it('answers GET entries with their resources', async () => {
     const id = (await app.request({ method: 'POST', url: '/fhir/Device', payload: { resourceType: 'Device', serialNumber: 'B-1' } })).json.id;
     const res = await app.request({

@@ -98,6 +98,13 @@ describe('Patient/$everything', () => {
     expect((await app.request({ method: 'GET', url: `/fhir/Patient/${id.alice}/$everything`, headers: none })).statusCode).to.equal(403);
   });
 
+  it('answers a page with nothing on it without an empty entry array (R4 json.html: arrays are never empty)', async () => {
+    const res = await app.request({ method: 'GET', url: `/fhir/Patient/${id.alice}/$everything?_type=Group`, headers: app.system });
+    expect(res.statusCode, res.payload).to.equal(200);
+    expect(res.json.type).to.equal('searchset');
+    expect(res.payload).to.not.contain('"entry"');
+  });
+
   it('refuses bad parameters with a 400 OperationOutcome', async () => {
     for (const q of ['start=soon', '_since=x', '_type=Nonsense', '_count=-1']) {
       const res = await app.request({ method: 'GET', url: `/fhir/Patient/${id.alice}/$everything?${q}`, headers: app.system });

@@ -34,7 +34,8 @@ export interface BundleAnswer {
 
 /** The response Bundle of a batch or transaction; its resources' decimals are written as they were sent or stored. */
 export function bundleAnswer(type: 'batch-response' | 'transaction-response', entry: fhir4.BundleEntry[], disclosedPatients: string[]): BundleAnswer {
-  const bundle: fhir4.Bundle = { resourceType: 'Bundle', type, entry };
+  // R4 json.html: arrays are never empty; a bundle of no entries is answered with none.
+  const bundle: fhir4.Bundle = { resourceType: 'Bundle', type, ...(entry.length ? { entry } : {}) };
   containsKeptDecimals(bundle, entry.map((e) => e.resource));
   return { bundle, disclosedPatients };
 }

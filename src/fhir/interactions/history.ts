@@ -77,7 +77,9 @@ export async function history(ctx: FhirContext, req: Omit<RestRequest, 'type'> &
   });
   // Bundle.total costs nothing only when the whole history fits in this first page.
   const total = rows.length <= count && !cursor ? `,"total":${page.length}` : '';
-  const json = `{"resourceType":"Bundle","type":"history"${total},"link":${JSON.stringify(links)},"entry":[${entries.join(',')}]}`;
+  // R4 json.html: arrays are never empty, so a page with nothing on it has no entry element.
+  const entry = entries.length ? `,"entry":[${entries.join(',')}]` : '';
+  const json = `{"resourceType":"Bundle","type":"history"${total},"link":${JSON.stringify(links)}${entry}}`;
   return { status: 200, body: { json } };
 }
 

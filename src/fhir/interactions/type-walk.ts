@@ -106,7 +106,8 @@ export function walkBundle(selfUrl: string, given: URLSearchParams, page: { entr
     if (page.next.inner) next.set(PAGE_CURSOR, page.next.inner);
     link.push({ relation: 'next', url: withQuery(selfUrl, next) });
   }
-  const bundle: fhir4.Bundle = { resourceType: 'Bundle', type: 'searchset', ...(total !== undefined ? { total } : {}), link, entry: page.entries };
+  // R4 json.html: arrays are never empty, so a page with nothing on it has no entry element.
+  const bundle: fhir4.Bundle = { resourceType: 'Bundle', type: 'searchset', ...(total !== undefined ? { total } : {}), link, ...(page.entries.length ? { entry: page.entries } : {}) };
   containsKeptDecimals(bundle, page.entries.map((e) => e.resource));
   return bundle;
 }
