@@ -82,4 +82,40 @@ describe('references between the entries of a transaction', () => {
     expect(res.json.entry[1].response.status).to.equal('201 Created');
     expect(res.json.entry[1].resource.subject.reference).to.equal(`Patient/${id}`);
   });
+
+  it('rewrites a placeholder in elements of type uri, url, oid and uuid, and leaves it in other strings (R4 http.html#trules)', async () => {
+    const binary = 'urn:uuid:0b1e5c2a-3f4d-4e6a-8b7c-9d0e1f2a3b4c';
+    const patient = 'urn:uuid:1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f';
+    const res = await app.request({
+      method: 'POST', url: '/fhir', headers: { prefer: 'return=representation' },
+      payload: {
+        resourceType: 'Bundle', type: 'transaction', entry: [
+          { fullUrl: binary, resource: { resourceType: 'Binary', contentType: 'text/plain', data: 'aGVsbG8=' }, request: { method: 'POST', url: 'Binary' } },
+          // An identifier naming the resource by its placeholder is a string: it keeps what was sent.
+          { fullUrl: patient, resource: { resourceType: 'Patient', identifier: [{ system: 'urn:ietf:rfc:3986', value: patient }] }, request: { method: 'POST', url: 'Patient' } },
+          {
+            fullUrl: 'urn:uuid:2d3e4f5a-6b7c-4d8e-9f0a-1b2c3d4e5f6a',
+            resource: {
+              resourceType: 'DocumentReference', status: 'current', subject: { reference: patient },
+              extension: [{ url: 'http://example.org/fhir/StructureDefinition/source', valueUri: binary }],
+              content: [{ attachment: { contentType: 'text/plain', url: binary } }],
+              contained: [{ resourceType: 'Media', id: 'm1', status: 'completed', content: { url: binary } }],
+              context: { related: [{ reference: '#m1' }] },
+            },
+            request: { method: 'POST', url: 'DocumentReference' },
+          },
+        ],
+      },
+    });
+    expect(res.statusCode, res.payload).to.equal(200);
+    const [storedBinary, storedPatient, document] = res.json.entry.map((e: any) => e.resource);
+    const binaryRef = `Binary/${storedBinary.id}`;
+    expect(document.content[0].attachment.url).to.equal(binaryRef);
+    expect(document.extension[0].valueUri).to.equal(binaryRef);
+    expect(document.contained[0].content.url).to.equal(binaryRef);
+    expect(document.subject.reference).to.equal(`Patient/${storedPatient.id}`);
+    expect(storedPatient.identifier[0].value).to.equal(patient);
+    const stored = (await app.request({ method: 'GET', url: `/fhir/DocumentReference/${document.id}` })).json;
+    expect(stored.content[0].attachment.url).to.equal(binaryRef);
+  });
 });

@@ -1,10 +1,14 @@
+import { elementTypeAt } from '../../kernel/structure-definitions';
+
 /**
  * Walks every `reference` string of a resource (nested elements, extensions' valueReference,
  * contained resources) and replaces it by what `replace` returns; also rewrites the same
- * placeholders where the narrative links to them (R4 bundle.html#references).
+ * placeholders where the narrative links to them (R4 bundle.html#references) and where elements
+ * of type uri, url, oid or uuid hold them (R4 http.html#trules).
  */
 export function rewriteReferences(resource: Record<string, unknown>, replace: (reference: string) => string | undefined, placeholders: ReadonlyMap<string, string>): void {
   walk(resource, replace);
+  if (placeholders.size > 0) rewriteUris(resource, String(resource.resourceType), [], placeholders);
   const text = resource.text as { div?: unknown } | undefined;
   if (text && typeof text.div === 'string' && text.div.includes('urn:')) {
     let div = text.div;
@@ -12,6 +16,39 @@ export function rewriteReferences(resource: Record<string, unknown>, replace: (r
       if (div.includes(from)) div = div.replaceAll(from, to);
     }
     text.div = div;
+  }
+}
+
+/** R4 http.html#trules: links in these elements are rewritten as references are. */
+const URI_TYPES = new Set(['uri', 'url', 'oid', 'uuid']);
+
+/**
+ * Rewrites the values that are an entry's fullUrl in elements of type uri, url, oid and uuid
+ * (an Attachment.url naming the Binary posted beside it, an extension's valueUri). Only a value
+ * equal to a fullUrl has its element's type looked up; the same text in a string (an
+ * Identifier.value naming a resource by its placeholder) is left as sent. `reference` is
+ * `walk`'s, the narrative `rewriteReferences`'s.
+ */
+function rewriteUris(node: unknown, resourceType: string, keys: string[], placeholders: ReadonlyMap<string, string>): void {
+  if (Array.isArray(node)) {
+    for (const item of node) rewriteUris(item, resourceType, keys, placeholders);
+    return;
+  }
+  if (node === null || typeof node !== 'object') return;
+  const obj = node as Record<string, unknown>;
+  // A contained resource's elements are named from its own type.
+  if (keys.length > 0 && typeof obj.resourceType === 'string') return rewriteUris(obj, obj.resourceType, [], placeholders);
+  for (const key of Object.keys(obj)) {
+    const value = obj[key];
+    if (key === 'reference' || key === 'div' || key.startsWith('_')) continue;
+    keys.push(key);
+    if (typeof value === 'string') {
+      const target = placeholders.get(value);
+      if (target !== undefined && URI_TYPES.has(elementTypeAt(resourceType, keys) ?? '')) obj[key] = target;
+    } else if (typeof value === 'object') {
+      rewriteUris(value, resourceType, keys, placeholders);
+    }
+    keys.pop();
   }
 }
 
