@@ -187,6 +187,42 @@ describe('transaction bundles', () => {
     expect((await app.request({ method: 'GET', url: `/fhir/Patient/${drop}` })).statusCode).to.equal(410);
   });
 
+  it('answers a read that fails after the writes committed in its own entry, and refuses a GET that is no read before writing', async () => {
+    const drop = unique('drop');
+    const system = `http://example.org/${unique('sys')}`;
+    await app.request({ method: 'PUT', url: `/fhir/Patient/${drop}`, payload: { resourceType: 'Patient', id: drop } });
+    const created = () => ({ resource: { resourceType: 'Patient', identifier: [{ system, value: '1' }] }, request: { method: 'POST', url: 'Patient' } });
+    const stored = async () => (await app.request({ method: 'GET', url: `/fhir/Patient?identifier=${encodeURIComponent(`${system}|1`)}&_summary=count` })).json.total;
+    const res = await app.request({
+      method: 'POST', url: '/fhir',
+      payload: {
+        resourceType: 'Bundle', type: 'transaction',
+        entry: [
+          created(),
+          { request: { method: 'DELETE', url: `Patient/${drop}` } },
+          { request: { method: 'GET', url: `Patient/${drop}` } },
+          { request: { method: 'GET', url: 'Patient?nonsense=1' } },
+        ],
+      },
+    });
+    // The writes are committed: the answer says so, entry by entry, and is no error.
+    expect(res.statusCode, res.payload).to.equal(200);
+    expect(res.json.entry.map((e: any) => e.response.status)).to.equal(['201 Created', '204 No Content', '410 Gone', '400 Bad Request']);
+    expect(res.json.entry[2].response.outcome.issue[0].diagnostics).to.contain('Bundle.entry[2]');
+    expect(await stored()).to.equal(1);
+
+    // A GET of something that is no read is known before anything is written: the transaction fails whole.
+    for (const url of ['Nonsense/1', 'Patient/a/b/c/d', 'Patient/bad$id']) {
+      const refused = await app.request({
+        method: 'POST', url: '/fhir',
+        payload: { resourceType: 'Bundle', type: 'transaction', entry: [created(), { request: { method: 'GET', url } }] },
+      });
+      expect(refused.statusCode, url).to.equal(404);
+      expect(refused.json.issue[0].diagnostics).to.contain('Bundle.entry[1]');
+    }
+    expect(await stored()).to.equal(1);
+  });
+
   it('refuses bundles that are not transaction or batch, entries over the limit, and entries without a request', async () => {
     const notTx = await app.request({ method: 'POST', url: '/fhir', payload: { resourceType: 'Bundle', type: 'collection', entry: [] } });
     expect(notTx.statusCode).to.equal(400);

@@ -5,8 +5,7 @@ import type { FhirContext } from '../context';
 import type { ReturnPreference } from '../negotiation';
 import { type ParsedEntry, parseEntry } from './entries';
 import { readEntry } from './read-entry';
-import { type BundleAnswer, bundleAnswer, errorEntry, readEntryResponse, writeEntry } from './response';
-import { inEntry } from './transaction';
+import { type BundleAnswer, bundleAnswer, failedEntry, readEntryResponse, writeEntry } from './response';
 
 /**
  * A batch: each entry succeeds or fails on its own (R4 http.html#brules). Its writes are one
@@ -25,30 +24,22 @@ export async function processBatch(ctx: FhirContext, rawEntries: readonly unknow
       if (entry.write) writes.push({ entry, op: entry.write });
       else reads.push(entry);
     } catch (err) {
-      response[index] = failure(ctx, index, err);
+      response[index] = failedEntry(ctx, index, err);
     }
   }
   if (writes.length) {
     const results = await executeWrites(ctx, writes.map((w) => w.op), { policy, mode: 'per-entry' });
     results.forEach((result, k) => {
       const { index } = writes[k]!.entry;
-      response[index] = result instanceof OperationOutcomeError ? failure(ctx, index, result) : writeEntry(ctx.baseUrl, result, prefer);
+      response[index] = result instanceof OperationOutcomeError ? failedEntry(ctx, index, result) : writeEntry(ctx.baseUrl, result, prefer);
     });
   }
   for (const entry of reads) {
     try {
       response[entry.index] = readEntryResponse(await readEntry(ctx, entry.url, entry.conditions, policy), disclosed);
     } catch (err) {
-      response[entry.index] = failure(ctx, entry.index, err);
+      response[entry.index] = failedEntry(ctx, entry.index, err);
     }
   }
   return bundleAnswer('batch-response', response, disclosed);
-}
-
-function failure(ctx: FhirContext, index: number, err: unknown): fhir4.BundleEntry {
-  if (!(err instanceof OperationOutcomeError)) {
-    ctx.log.error({ err, entry: index }, 'batch entry failed');
-    return errorEntry(new OperationOutcomeError(500, { severity: 'fatal', code: 'exception', diagnostics: `Bundle.entry[${index}]: internal error` }));
-  }
-  return errorEntry(err.issues.some((i) => i.diagnostics.startsWith('Bundle.entry[')) ? err : inEntry(index, err));
 }

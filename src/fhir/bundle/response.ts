@@ -1,5 +1,5 @@
-import type { InteractionResult } from '../context';
-import { operationOutcome, type OperationOutcomeError } from '../../kernel/outcome';
+import type { FhirContext, InteractionResult } from '../context';
+import { type Issue, operationOutcome, OperationOutcomeError } from '../../kernel/outcome';
 import { parseStoredJson } from '../../kernel/input-limits';
 import { containsKeptDecimals } from '../../kernel/json-decimals';
 import type { ReturnPreference } from '../negotiation';
@@ -58,4 +58,24 @@ export function readEntryResponse(result: InteractionResult, disclosed: string[]
 /** The response entry of a failed batch entry: its status and OperationOutcome. */
 export function errorEntry(err: OperationOutcomeError): fhir4.BundleEntry {
   return { response: { status: statusLine(err.status), outcome: operationOutcome(err.issues) } };
+}
+
+/** A failed entry's response: its OperationOutcome restated for the bundle, or a 500 logged here when it is no OperationOutcome. */
+export function failedEntry(ctx: FhirContext, index: number, err: unknown): fhir4.BundleEntry {
+  if (!(err instanceof OperationOutcomeError)) {
+    ctx.log.error({ err, entry: index }, 'bundle entry failed');
+    return errorEntry(new OperationOutcomeError(500, { severity: 'fatal', code: 'exception', diagnostics: `Bundle.entry[${index}]: internal error` }));
+  }
+  return errorEntry(err.issues.some((i) => i.diagnostics.startsWith('Bundle.entry[')) ? err : inEntry(index, err));
+}
+
+/** An entry's error, restated for the bundle: `Observation.status` becomes `Bundle.entry[36].resource.status`. */
+export function inEntry(index: number, err: OperationOutcomeError): OperationOutcomeError {
+  const prefix = `Bundle.entry[${index}]`;
+  const issues: Issue[] = err.issues.map((issue) => ({
+    ...issue,
+    diagnostics: `${prefix}: ${issue.diagnostics}`,
+    expression: issue.expression?.map((e) => (/^[A-Z]/.test(e) ? `${prefix}.resource${e.replace(/^[A-Za-z]+/, '')}` : `${prefix}.resource.${e}`)) ?? [prefix],
+  }));
+  return new OperationOutcomeError(err.status, issues, err.headers);
 }

@@ -1,13 +1,13 @@
 import type { AccessPolicy } from '../../access/policy';
-import { type Issue, OperationOutcomeError } from '../../kernel/outcome';
+import { OperationOutcomeError } from '../../kernel/outcome';
 import { executeWrites, findConditionMatches, type ResolvedOp, type UnitOfWork, type UnitSoFar, WriteOpError } from '../../pipeline';
 import type { Queryable } from '../../store/db';
 import type { FhirContext } from '../context';
 import type { ReturnPreference } from '../negotiation';
 import { entryError, type ParsedEntry, parseEntry } from './entries';
-import { readEntry } from './read-entry';
+import { routeReadEntry } from './read-entry';
 import { absoluteWhereAnEntryIsNamed, collectReferences, isConditionalReference, isPlaceholder, rewriteReferences } from './references';
-import { type BundleAnswer, bundleAnswer, readEntryResponse, writeEntry } from './response';
+import { type BundleAnswer, bundleAnswer, failedEntry, inEntry, readEntryResponse, writeEntry } from './response';
 
 /** R4 http.html#trules: deletes, then creates, then updates and patches, then reads. */
 const ORDER: Record<ParsedEntry['method'], number> = { DELETE: 0, POST: 1, PUT: 2, PATCH: 2, GET: 3, HEAD: 3 };
@@ -22,6 +22,8 @@ export async function processTransaction(ctx: FhirContext, rawEntries: readonly 
   checkDuplicateFullUrls(entries);
   absoluteWhereAnEntryIsNamed(entries);
   const writes = entries.filter((e) => e.write).sort((a, b) => ORDER[a.method] - ORDER[b.method] || a.index - b.index);
+  // Reads are routed before anything is written: an entry whose URL is no read fails the transaction whole.
+  const reads = entries.filter((e) => !e.write).map((entry) => ({ entry, run: routed(entry, () => routeReadEntry(ctx, entry.url, entry.conditions, policy)) }));
 
   let outcomes;
   try {
@@ -41,9 +43,16 @@ export async function processTransaction(ctx: FhirContext, rawEntries: readonly 
 
   const response: fhir4.BundleEntry[] = new Array(entries.length);
   writes.forEach((entry, i) => (response[entry.index] = writeEntry(ctx.baseUrl, outcomes[i]!, prefer)));
+  // The writes are committed: a read that fails now (a resource not there, a search refused) is
+  // that entry's answer, as in a batch. Failing the transaction would tell the client nothing was
+  // written, and a client that sends it again writes it twice.
   const disclosed: string[] = [];
-  for (const entry of entries.filter((e) => !e.write)) {
-    response[entry.index] = readEntryResponse(await forEntry(entry, () => readEntry(ctx, entry.url, entry.conditions, policy)), disclosed);
+  for (const { entry, run } of reads) {
+    try {
+      response[entry.index] = readEntryResponse(await run(), disclosed);
+    } catch (err) {
+      response[entry.index] = failedEntry(ctx, entry.index, err);
+    }
   }
   return bundleAnswer('transaction-response', response, disclosed);
 }
@@ -119,6 +128,15 @@ async function resolveConditionalReferences(tx: Queryable, writes: readonly Pars
   return resolvedRefs;
 }
 
+function routed<T>(entry: ParsedEntry, fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    if (err instanceof OperationOutcomeError) throw inEntry(entry.index, err);
+    throw err;
+  }
+}
+
 async function forEntry<T>(entry: ParsedEntry, fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
@@ -127,15 +145,4 @@ async function forEntry<T>(entry: ParsedEntry, fn: () => Promise<T>): Promise<T>
     if (err instanceof OperationOutcomeError && !err.issues.some((i) => i.diagnostics.startsWith('Bundle.entry['))) throw inEntry(entry.index, err);
     throw err;
   }
-}
-
-/** An entry's error, restated for the bundle: `Observation.status` becomes `Bundle.entry[36].resource.status`. */
-export function inEntry(index: number, err: OperationOutcomeError): OperationOutcomeError {
-  const prefix = `Bundle.entry[${index}]`;
-  const issues: Issue[] = err.issues.map((issue) => ({
-    ...issue,
-    diagnostics: `${prefix}: ${issue.diagnostics}`,
-    expression: issue.expression?.map((e) => (/^[A-Z]/.test(e) ? `${prefix}.resource${e.replace(/^[A-Za-z]+/, '')}` : `${prefix}.resource.${e}`)) ?? [prefix],
-  }));
-  return new OperationOutcomeError(err.status, issues, err.headers);
 }
