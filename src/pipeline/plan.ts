@@ -65,6 +65,7 @@ export function plan(op: WriteOp, id: string | undefined, existingMatch: boolean
     }
     case 'patch': {
       requireAction(policy, op.type, 'u');
+      if (!id && op.match) throw notFound(`the condition ${op.type}?${op.match.toString()} matches no resource`);
       if (!id || !current) throw notFound(`${op.type}/${id ?? '?'} is not known`);
       const existing = live?.resource ?? current.lastLive;
       requireWritable(policy, op.type, 'u', undefined, existing);

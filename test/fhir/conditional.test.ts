@@ -82,6 +82,22 @@ describe('conditional create, update and delete', () => {
     expect((await app.request({ method: 'DELETE', url })).statusCode).to.equal(412);
   });
 
+  it('conditional patch: patches the one match, 404 naming the condition with none, 412 on several', async () => {
+    const mrn = unique('cp');
+    const url = `/fhir/Patient?identifier=${encodeURIComponent(`${SYSTEM}|${mrn}`)}`;
+    const patch = (to: string) => app.request({ method: 'PATCH', url, payload: JSON.stringify([{ op: 'add', path: '/gender', value: to }]), headers: { 'content-type': 'application/json-patch+json' } });
+    const none = await patch('female');
+    expect(none.statusCode).to.equal(404);
+    expect(none.json.issue[0].diagnostics).to.equal(`the condition Patient?identifier=${encodeURIComponent(`${SYSTEM}|${mrn}`)} matches no resource`);
+    const id = (await app.request({ method: 'POST', url: '/fhir/Patient', payload: patient(mrn) })).json.id;
+    const one = await patch('female');
+    expect(one.statusCode).to.equal(200);
+    expect(one.json.id).to.equal(id);
+    expect(one.json.gender).to.equal('female');
+    await app.request({ method: 'POST', url: '/fhir/Patient', payload: patient(mrn) });
+    expect((await patch('male')).statusCode).to.equal(412);
+  });
+
   it('a conditional create inside a transaction is idempotent when the bundle is posted twice', async () => {
     const mrn = unique('tx');
     const bundle = () => ({
