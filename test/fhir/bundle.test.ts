@@ -299,4 +299,19 @@ describe('batch bundles', () => {
     expect(res.json.entry[0].response.etag).to.equal('W/"1"');
     expect(res.json.entry[3].resource.resourceType).to.equal('CapabilityStatement');
   });
+
+  it('answers a HEAD entry as its GET without the body (R4 http.html: HEAD returns the headers only)', async () => {
+    const id = (await app.request({ method: 'POST', url: '/fhir/Device', payload: { resourceType: 'Device', serialNumber: 'H-1' } })).json.id;
+    for (const type of ['batch', 'transaction']) {
+      const res = await app.request({
+        method: 'POST', url: '/fhir',
+        payload: { resourceType: 'Bundle', type, entry: [{ request: { method: 'HEAD', url: `Device/${id}` } }, { request: { method: 'HEAD', url: `Device?_id=${id}` } }] },
+      });
+      expect(res.statusCode, res.payload).to.equal(200);
+      expect(res.json.entry.map((e: any) => e.response.status)).to.equal(['200 OK', '200 OK']);
+      expect(res.json.entry[0].response.etag).to.equal('W/"1"');
+      expect(res.json.entry[0].response.lastModified).to.exist();
+      expect(res.json.entry.map((e: any) => e.resource)).to.equal([undefined, undefined]);
+    }
+  });
 });

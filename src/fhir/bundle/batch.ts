@@ -36,7 +36,7 @@ export async function processBatch(ctx: FhirContext, rawEntries: readonly unknow
   }
   for (const entry of reads) {
     try {
-      response[entry.index] = readEntryResponse(await readEntry(ctx, entry.url, entry.conditions, policy), disclosed);
+      response[entry.index] = readEntryResponse(await readEntry(ctx, entry.url, entry.conditions, policy), disclosed, entry.method === 'HEAD' ? 'HEAD' : 'GET');
     } catch (err) {
       response[entry.index] = failedEntry(ctx, entry.index, err);
     }

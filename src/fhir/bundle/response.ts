@@ -40,8 +40,11 @@ export function bundleAnswer(type: 'batch-response' | 'transaction-response', en
   return { bundle, disclosedPatients };
 }
 
-/** The response entry of a GET entry; the patients its subset may no longer show are added to `disclosed`. */
-export function readEntryResponse(result: InteractionResult, disclosed: string[]): fhir4.BundleEntry {
+/**
+ * The response entry of a GET entry, or of a HEAD entry (R4 http.html: the headers of the GET,
+ * without its body); the patients its subset may no longer show are added to `disclosed`.
+ */
+export function readEntryResponse(result: InteractionResult, disclosed: string[], method: 'GET' | 'HEAD'): fhir4.BundleEntry {
   if (result.disclosedPatients) disclosed.push(...result.disclosedPatients);
   const response: fhir4.BundleEntryResponse = { status: statusLine(result.status) };
   if (result.headers?.etag) response.etag = result.headers.etag;
@@ -52,6 +55,7 @@ export function readEntryResponse(result: InteractionResult, disclosed: string[]
   const lastUpdated = entry.resource?.resourceType !== 'Bundle' ? entry.resource?.meta?.lastUpdated : undefined;
   if (lastUpdated) response.lastModified = lastUpdated;
   else if (result.headers?.['last-modified']) response.lastModified = new Date(result.headers['last-modified']).toISOString();
+  if (method === 'HEAD') delete entry.resource;
   return entry;
 }
 

@@ -49,7 +49,7 @@ export async function processTransaction(ctx: FhirContext, rawEntries: readonly 
   const disclosed: string[] = [];
   for (const { entry, run } of reads) {
     try {
-      response[entry.index] = readEntryResponse(await run(), disclosed);
+      response[entry.index] = readEntryResponse(await run(), disclosed, entry.method === 'HEAD' ? 'HEAD' : 'GET');
     } catch (err) {
       response[entry.index] = failedEntry(ctx, entry.index, err);
     }
