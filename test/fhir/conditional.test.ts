@@ -35,6 +35,17 @@ describe('conditional create, update and delete', () => {
     expect(await countRows(app, 'Patient')).to.equal(before);
   });
 
+  it('If-None-Exist: the match is named by Location, so a client asking return=minimal learns its id', async () => {
+    const mrn = unique('mrn');
+    const first = await post(patient(mrn), `identifier=${SYSTEM}|${mrn}`);
+    const again = await app.request({ method: 'POST', url: '/fhir/Patient', payload: patient(mrn), headers: { 'if-none-exist': `identifier=${SYSTEM}|${mrn}`, prefer: 'return=minimal' } });
+    expect(again.statusCode).to.equal(200);
+    expect(again.payload).to.equal('');
+    expect(again.headers.location).to.equal(first.headers.location);
+    expect(again.headers.location).to.match(new RegExp(`/fhir/Patient/${first.json.id}/_history/1$`));
+    expect(again.headers.etag).to.equal('W/"1"');
+  });
+
   it('If-None-Exist accepts a full search URL form and refuses unknown parameters', async () => {
     const mrn = unique('mrn');
     expect((await post(patient(mrn), `Patient?identifier=${SYSTEM}|${mrn}`)).statusCode).to.equal(201);

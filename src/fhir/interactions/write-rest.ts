@@ -40,9 +40,11 @@ export async function remove(ctx: FhirContext, req: RestRequest): Promise<Intera
 async function run(ctx: FhirContext, req: RestRequest, op: WriteOp): Promise<InteractionResult> {
   const [outcome] = await executeWrites(ctx, [op], { policy: req.policy });
   if (op.kind === 'create' && outcome!.status === 200 && !outcome!.resource) {
-    // If-None-Exist matched: answer with the existing resource, as R4 http.html#ccreate says.
+    // If-None-Exist matched: answer with the existing resource, as R4 http.html#ccreate says, and
+    // name it in Location as a create would: with return=minimal that is how the client learns its id.
     const existing = await read(ctx, { ...req, id: outcome!.id, prefer: 'representation' });
-    return req.prefer === 'minimal' ? { status: 200, headers: existing.headers } : existing;
+    const headers = { ...existing.headers, location: `${ctx.baseUrl}/${req.type}/${outcome!.id}/_history/${outcome!.versionId}` };
+    return req.prefer === 'minimal' ? { status: 200, headers } : { ...existing, headers };
   }
   return writeResult(ctx.baseUrl, outcome!, req.prefer);
 }
