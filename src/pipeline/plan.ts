@@ -43,7 +43,7 @@ export function plan(op: WriteOp, id: string | undefined, existingMatch: boolean
         // reading's deterministic id: the caller must be able to see what it is told exists.
         if (live?.resource) requireWritable(policy, op.type, 'c', live.resource, undefined);
         if (op.onExistingId === 'match' && current && op.ifNoneExist === undefined) return resend(op, id!, current, policy);
-        return { outcome: { status: 200, type: op.type, id, versionId: current?.versionId } };
+        return { outcome: { status: 200, type: op.type, id, versionId: current?.versionId, lastUpdated: live?.resource?.meta?.lastUpdated } };
       }
       const resource = prepare(op.type, id!, op.resource, { bodyId: 'ignored' });
       requireWritable(policy, op.type, 'c', resource, undefined);

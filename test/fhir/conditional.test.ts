@@ -125,6 +125,8 @@ describe('conditional create, update and delete', () => {
     expect(second.statusCode).to.equal(200);
     expect(second.json.entry[0].response.status).to.equal('200 OK');
     expect(second.json.entry[0].response.location).to.equal(first.json.entry[0].response.location);
+    // The match is answered with its version's instant, as the create was.
+    expect(second.json.entry[0].response.lastModified).to.equal(first.json.entry[0].response.lastModified);
     expect(await countRows(app, 'Patient')).to.equal(patients);
     const flag = (await app.request({ method: 'GET', url: `/fhir/${second.json.entry[1].response.location.split('/_history')[0]}` })).json;
     expect(flag.subject.reference).to.equal(first.json.entry[0].response.location.split('/_history')[0]);
