@@ -301,7 +301,10 @@ describe('batch bundles', () => {
   });
 
   it('answers a HEAD entry as its GET without the body (R4 http.html: HEAD returns the headers only)', async () => {
-    const id = (await app.request({ method: 'POST', url: '/fhir/Device', payload: { resourceType: 'Device', serialNumber: 'H-1' } })).json.id;
+    // Serial numbers name one device (src/devices): a unique one, so no other suite's Device is matched.
+    const created = await app.request({ method: 'POST', url: '/fhir/Device', payload: { resourceType: 'Device', serialNumber: unique('HEAD') } });
+    expect(created.statusCode, created.payload).to.equal(201);
+    const id = created.json.id;
     for (const type of ['batch', 'transaction']) {
       const res = await app.request({
         method: 'POST', url: '/fhir',
