@@ -19,15 +19,46 @@ export function splitPrefix(raw: string, param: string): { prefix: Prefix; value
 /**
  * The implicit range of a decimal written with n significant decimals (`5.4` is [5.35, 5.45)),
  * which `eq`/`ne` compare against, as the R4 search page says for number and quantity.
+ *
+ * Computed on the digits as written (BigInt), never in binary floating point: 0.1 + 0.05 is
+ * 0.15000000000000002 there, and 36.6 − 0.05 is 36.550000000000004, which moved the ends of the
+ * range off the values a client expects at them. An exponent moves the decimal point first and
+ * the precision is that of the expansion (`1e-1` is 0.1, [0.05, 0.15); `1.5e-1` is 0.15), as
+ * HAPI FHIR reads it. search.html's own example gives 1e2 the range [95, 105) while calling it
+ * "1 significant figure" (which would be [50, 150)); a positive exponent keeps the precision of
+ * a whole number here, [99.5, 100.5), the reading that agrees with the plain form `100`.
  */
 export function decimalRange(text: string): { low: string; high: string; value: string } {
-  const n = Number(text);
-  const decimals = text.includes('.') ? text.split('.')[1].replace(/e.*$/i, '').length : 0;
-  const half = 0.5 * 10 ** -decimals;
-  return { low: String(n - half), high: String(n + half), value: String(n) };
+  const { digits, scale } = decimalDigits(text);
+  // value = digits × 10^-scale; the half unit of its last digit is 5 × 10^-(scale + 1).
+  const tenfold = digits * 10n;
+  return { low: decimalText(tenfold - 5n, scale + 1), high: decimalText(tenfold + 5n, scale + 1), value: decimalText(digits, scale) };
 }
 
-export const NUMBER = /^[+-]?(\d+(\.\d+)?|\.\d+)([eE][+-]?\d+)?$/;
+/** A decimal (NUMBER) as integer digits and a non-negative scale: `-5.40` is -540 × 10^-2, `1e2` is 100 × 10^0. */
+function decimalDigits(text: string): { digits: bigint; scale: number } {
+  const match = /^([+-]?)(\d*)(?:\.(\d+))?(?:[eE]([+-]?\d+))?$/.exec(text);
+  if (!match) throw new Error(`not a decimal: ${text}`);
+  const [, sign, whole, fraction = '', exponent = '0'] = match;
+  let digits = BigInt(`${whole}${fraction}` || '0');
+  let scale = fraction.length - Number(exponent);
+  if (scale < 0) {
+    digits *= 10n ** BigInt(-scale);
+    scale = 0;
+  }
+  return { digits: sign === '-' ? -digits : digits, scale };
+}
+
+/** `digits` × 10^-scale as PostgreSQL numeric text. */
+function decimalText(digits: bigint, scale: number): string {
+  const negative = digits < 0n;
+  const text = (negative ? -digits : digits).toString().padStart(scale + 1, '0');
+  const point = text.length - scale;
+  return `${negative ? '-' : ''}${text.slice(0, point)}${scale ? `.${text.slice(point)}` : ''}`;
+}
+
+/** A search's decimal; the exponent at most 3 digits, so that its expansion (decimalRange) stays small. */
+export const NUMBER = /^[+-]?(\d+(\.\d+)?|\.\d+)([eE][+-]?\d{1,3})?$/;
 
 /**
  * The condition of a prefix on a point value column against a decimal search value

@@ -1,0 +1,96 @@
+import * as Lab from '@hapi/lab';
+import { expect } from '@hapi/code';
+import { startTestServer, type TestServer, unique } from '../helpers/server';
+
+export const lab = Lab.script();
+const { describe, it, before, after } = lab;
+
+const LOINC = 'http://loinc.org';
+const UCUM = 'http://unitsofmeasure.org';
+
+/**
+ * Deviations from R4 search.html found by probing the server as a conformance tester would,
+ * each pinned to what the page says. Every search is confined to this run's identifier system.
+ */
+describe('R4 search conformance', () => {
+  let app: TestServer;
+  const run = unique('c').replace(/-/g, '');
+  const idSystem = `urn:test:${run}`;
+  let pid = '';
+  const ids: Record<string, string> = {};
+
+  async function create(resource: Record<string, unknown>): Promise<string> {
+    const res = await app.request({ method: 'POST', url: `/fhir/${resource.resourceType as string}`, payload: resource });
+    expect(res.statusCode, JSON.stringify(res.json)).to.equal(201);
+    return res.json.id as string;
+  }
+
+  /** The names (keys of `ids`) of what a search matched, sorted. */
+  async function matched(url: string): Promise<string[]> {
+    const res = await app.request({ method: 'GET', url: `/fhir/${url}` });
+    expect(res.statusCode, JSON.stringify(res.json)).to.equal(200);
+    const byId = new Map(Object.entries(ids).map(([name, id]) => [id, name]));
+    return (res.json.entry ?? [])
+      .filter((e: any) => e.search.mode === 'match')
+      .map((e: any) => byId.get(e.resource.id) ?? `?${e.resource.resourceType}/${e.resource.id}`)
+      .sort();
+  }
+
+  before(async () => {
+    app = await startTestServer();
+    pid = await create({ resourceType: 'Patient', identifier: [{ system: idSystem, value: 'patient' }], name: [{ family: `Conf${run}`, given: ['Ada'] }], birthDate: '1944-05-06' });
+    // Probabilities on the edges of the implicit ranges of 0.1 ([0.05, 0.15)) and 1.1 ([1.05, 1.15)).
+    for (const [name, p] of [['p005', 0.05], ['p01', 0.1], ['p0149', 0.149], ['p015', 0.15], ['p02', 0.2], ['p105', 1.05], ['p115', 1.15]] as const) {
+      ids[name] = await create({
+        resourceType: 'RiskAssessment',
+        status: 'final',
+        subject: { reference: `Patient/${pid}` },
+        identifier: [{ system: idSystem, value: name }],
+        prediction: [{ probabilityDecimal: p }],
+      });
+    }
+    // Body temperatures on the edges of 36.6's range [36.55, 36.65), in a unit sent without a system.
+    for (const [name, v] of [['t3655', 36.55], ['t366', 36.6], ['t3665', 36.65]] as const) {
+      ids[name] = await create({
+        resourceType: 'Observation',
+        status: 'final',
+        code: { coding: [{ system: LOINC, code: '8310-5' }] },
+        subject: { reference: `Patient/${pid}` },
+        identifier: [{ system: idSystem, value: name }],
+        effectiveDateTime: '2026-03-01T08:00:00Z',
+        valueQuantity: { value: v, unit: 'Cel' },
+      });
+    }
+  });
+
+  after(async () => {
+    await app?.stop();
+  });
+
+  describe('the implicit range of a number (search.html#number: 100 is [99.5, 100.5))', () => {
+    it('is computed in decimal: 0.1 is [0.05, 0.15), never a binary neighbour of its ends', async () => {
+      // 0.1 + 0.05 is 0.15000000000000002 in binary floating point: 0.15 was matched.
+      expect(await matched(`RiskAssessment?subject=Patient/${pid}&probability=0.1`)).to.equal(['p005', 'p01', 'p0149']);
+      expect(await matched(`RiskAssessment?subject=Patient/${pid}&probability=1.1`)).to.equal(['p105']);
+      expect(await matched(`RiskAssessment?subject=Patient/${pid}&probability=ne0.1`)).to.equal(['p015', 'p02', 'p105', 'p115']);
+    });
+
+    it('in a quantity without a system: 36.6 matches 36.55 (36.6 − 0.05 is 36.550000000000004 in binary)', async () => {
+      expect(await matched(`Observation?subject=Patient/${pid}&value-quantity=36.6`)).to.equal(['t3655', 't366']);
+      expect(await matched(`Observation?subject=Patient/${pid}&value-quantity=36.6||Cel`)).to.equal(['t3655', 't366']);
+      expect(await matched(`Observation?subject=Patient/${pid}&value-quantity=36.60`)).to.equal(['t366']);
+    });
+
+    it('written with an exponent has the precision of its decimal expansion: 1e-1 is 0.1, [0.05, 0.15)', async () => {
+      // It was [-0.45, 0.55): the exponent's digits were not counted, so 1e-1 matched 0.2.
+      expect(await matched(`RiskAssessment?subject=Patient/${pid}&probability=1e-1`)).to.equal(['p005', 'p01', 'p0149']);
+      expect(await matched(`RiskAssessment?subject=Patient/${pid}&probability=1.5E-1`)).to.equal(['p0149', 'p015']);
+      expect(await matched(`RiskAssessment?subject=Patient/${pid}&probability=ne1e-1`)).to.equal(['p015', 'p02', 'p105', 'p115']);
+    });
+
+    it('prefixes other than eq, ne and ap compare the value itself (lt100: "less than exactly 100")', async () => {
+      expect(await matched(`RiskAssessment?subject=Patient/${pid}&probability=gt0.149`)).to.equal(['p015', 'p02', 'p105', 'p115']);
+      expect(await matched(`RiskAssessment?subject=Patient/${pid}&probability=le0.15`)).to.equal(['p005', 'p01', 'p0149', 'p015']);
+    });
+  });
+});
