@@ -232,7 +232,9 @@ export function searchsetAnswer(
     total: parts.total,
     links: parts.links,
     matches: applySubset(parts.matches, mode, disclosed),
-    included: applySubset(parts.included, mode, disclosed),
+    // search.html#elements: "The list of elements does not apply to included resources" (a
+    // Patient included beside `_elements=valueQuantity` readings would be its id alone).
+    included: applySubset(parts.included, mode && 'elements' in mode ? undefined : mode, disclosed),
     warnings,
   });
   return mode ? { status: 200, body: { json }, disclosedPatients: [...disclosed] } : { status: 200, body: { json } };

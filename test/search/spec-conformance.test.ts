@@ -93,4 +93,23 @@ describe('R4 search conformance', () => {
       expect(await matched(`RiskAssessment?subject=Patient/${pid}&probability=le0.15`)).to.equal(['p005', 'p01', 'p0149', 'p015']);
     });
   });
+  describe('result parameters', () => {
+    it('_elements subsets the matches only: "The list of elements does not apply to included resources" (search.html#elements)', async () => {
+      const res = await app.request({ method: 'GET', url: `/fhir/Observation?subject=Patient/${pid}&code=${LOINC}|8310-5&_elements=valueQuantity&_include=Observation:subject` });
+      expect(res.statusCode).to.equal(200);
+      const entries = res.json.entry as any[];
+      const matches = entries.filter((e) => e.search.mode === 'match');
+      expect(matches).to.have.length(3);
+      for (const m of matches) {
+        expect(m.resource.valueQuantity).to.exist();
+        expect(m.resource.effectiveDateTime).to.not.exist();
+        expect(m.resource.meta.tag.map((t: any) => t.code)).to.include('SUBSETTED');
+      }
+      const patient = entries.find((e) => e.search.mode === 'include').resource;
+      expect(patient.id).to.equal(pid);
+      expect(patient.name[0].given).to.equal(['Ada']);
+      expect(patient.birthDate).to.equal('1944-05-06');
+      expect((patient.meta.tag ?? []).map((t: any) => t.code)).to.not.include('SUBSETTED');
+    });
+  });
 });
