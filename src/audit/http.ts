@@ -83,6 +83,9 @@ function interactionOf(request: Request): Interaction | undefined {
       return { subtype: 'history-instance', action: 'R', reads: true };
     case '/fhir/Patient/{id}/{compartmentType}':
       return params.compartmentType?.startsWith('$') ? OPERATION : SEARCH;
+    case '/fhir/Patient/{id}/_search':
+    case '/fhir/Patient/{id}/{compartmentType}/_search':
+      return SEARCH;
     case '/fhir/{type}/{operation}':
     case '/fhir/{type}/{id}/{operation}':
       return operationOf(request) === '$erase' ? ERASE : OPERATION;
@@ -160,7 +163,7 @@ function versionOf(request: Request, params: Record<string, string | undefined>)
 function rawRequest(request: Request): string {
   const line = `${request.method.toUpperCase()} ${urlAsSent(request)}`;
   const payload = request.payload;
-  const formSearch = request.route.path === '/fhir/{type}/_search' || request.route.path === '/fhir/_search';
+  const formSearch = request.route.path.endsWith('/_search'); // type, system and compartment searches
   if (formSearch && payload !== undefined && payload !== null) return `${line}\n\n${String(payload)}`;
   return line;
 }

@@ -22,7 +22,7 @@ export const onReplica =
  */
 function writesData(method: string, path: string): boolean {
   if (method === 'get' || method === 'head' || method === 'options') return false;
-  if (path === '/fhir/{type}/_search') return false;
+  if (path.endsWith('/_search')) return false; // type, system and compartment searches
   return path.startsWith('/fhir') || path.startsWith('/ingest/');
 }
 

@@ -61,8 +61,13 @@ export const fhirRoutes: Plugin<{ ctx: FhirContext }> = {
     route('POST', '/_search', onReplica(searchSystem), { body: 'form' });
     route('GET', '/{type}', onReplica(search));
     route('POST', '/{type}/_search', onReplica(search), { body: 'form' });
-    route('GET', '/Patient/{id}/{compartmentType}', (c, r) =>
-      r.operation?.startsWith('$') ? operation(c, r, 'GET') : onReplica(search)(c, { ...r, type: r.compartmentType!, compartmentOf: r.id }));
+    // Compartment searches (R4 http.html, "Variant Searches"): of one type, or of all (`*`, and
+    // POST `_search`), each type an ordinary search confined to the patient's compartment.
+    const compartmentSearch = onReplica((c: FhirContext, r: RestRequest) =>
+      r.compartmentType === undefined || r.compartmentType === '*' ? searchSystem(c, r, r.id) : search(c, { ...r, type: r.compartmentType, compartmentOf: r.id }));
+    route('GET', '/Patient/{id}/{compartmentType}', (c, r) => (r.operation?.startsWith('$') ? operation(c, r, 'GET') : compartmentSearch(c, r)));
+    route('POST', '/Patient/{id}/_search', compartmentSearch, { body: 'form' });
+    route('POST', '/Patient/{id}/{compartmentType}/_search', compartmentSearch, { body: 'form' });
 
     route('POST', '/{type}', create, { body: 'resource' });
     route('PUT', '/{type}', update, { body: 'resource' });
@@ -107,7 +112,7 @@ function toRestRequest(ctx: FhirContext, request: Request, body: 'resource' | 'r
   if (type !== '' && !isSupportedType(type)) {
     throw notFound(`resource type '${type}' is not supported by this server (see /fhir/metadata)`);
   }
-  if (params.compartmentType !== undefined && !params.compartmentType.startsWith('$') && !isSupportedType(params.compartmentType)) {
+  if (params.compartmentType !== undefined && !params.compartmentType.startsWith('$') && params.compartmentType !== '*' && !isSupportedType(params.compartmentType)) {
     throw notFound(`resource type '${params.compartmentType}' is not supported by this server (see /fhir/metadata)`);
   }
   // Ids in the path are checked once here for every route (reads, writes, history, compartments,

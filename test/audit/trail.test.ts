@@ -113,6 +113,22 @@ describe('audit trail (BALP)', () => {
     expect((await events(`patient=Patient/${id.alice}&subtype=search-type`)).some((e) => transactionId(e) === res.headers['x-request-id'])).to.equal(true);
   });
 
+  it('records a compartment search by POST _search as a search, its form body in the raw query', async () => {
+    const searches: Array<[string, string]> = [
+      [`/fhir/Patient/${id.alice}/_search`, `_type=Observation&_id=${id.aliceObs}`],
+      [`/fhir/Patient/${id.alice}/Observation/_search`, `_id=${id.aliceObs}`],
+    ];
+    for (const [url, payload] of searches) {
+      const res = await app.request({ method: 'POST', url, payload, headers: { ...app.system, 'content-type': 'application/x-www-form-urlencoded' } });
+      expect(res.statusCode, res.payload).to.equal(200);
+      expect(res.json.entry).to.have.length(1);
+      const [found] = (await events('subtype=search-type&date=ge2020-01-01')).filter((e) => transactionId(e) === res.headers['x-request-id']);
+      expect(found, url).to.exist();
+      expect(entityOfRole(found!, '1')[0]?.what?.reference).to.equal(`Patient/${id.alice}`);
+      expect(decodedQuery(found!)).to.startWith(`POST `).and.to.endWith(`_id=${id.aliceObs}`);
+    }
+  });
+
   it('records the patients of a subsetted answer (_elements, _summary) though the subset omits the subject', async () => {
     // `_elements=code` and `_summary=text` drop Observation.subject from what is sent, but what
     // was disclosed is still Alice's and Bob's data: the audit must name both, as for the whole.

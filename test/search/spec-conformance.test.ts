@@ -112,4 +112,49 @@ describe('R4 search conformance', () => {
       expect((patient.meta.tag ?? []).map((t: any) => t.code)).to.not.include('SUBSETTED');
     });
   });
+  describe('compartment searches (http.html "Variant Searches")', () => {
+    const form = (payload: string, url: string) =>
+      app.request({ method: 'POST', url, headers: { 'content-type': 'application/x-www-form-urlencoded' }, payload });
+
+    it('POST /Patient/{id}/{type}/_search takes a form body, as GET /Patient/{id}/{type} takes a query', async () => {
+      const res = await form(`code=${encodeURIComponent(`${LOINC}|8310-5`)}&_count=2`, `/fhir/Patient/${pid}/Observation/_search`);
+      expect(res.statusCode, res.payload).to.equal(200);
+      expect(res.json.entry).to.have.length(2);
+      const links = Object.fromEntries(res.json.link.map((l: any) => [l.relation, l.url]));
+      expect(links.self as string).to.endWith(`/fhir/Patient/${pid}/Observation?code=${encodeURIComponent(`${LOINC}|8310-5`)}&_count=2`);
+      const next = await app.request({ method: 'GET', url: new URL(links.next).pathname + new URL(links.next).search });
+      expect(next.json.entry).to.have.length(1);
+    });
+
+    it('GET /Patient/{id}/* walks every type of the compartment, paging through next links', async () => {
+      const seen: string[] = [];
+      let url: string | undefined = `/fhir/Patient/${pid}/*?_count=4`;
+      let first = true;
+      while (url) {
+        const res = await app.request({ method: 'GET', url });
+        expect(res.statusCode, res.payload).to.equal(200);
+        expect(res.json.type).to.equal('searchset');
+        if (first) expect(res.json.link[0].url as string).to.endWith(`/fhir/Patient/${pid}/*?_count=4`);
+        first = false;
+        seen.push(...res.json.entry.map((e: any) => `${e.resource.resourceType}/${e.resource.id}`));
+        const next = res.json.link.find((l: any) => l.relation === 'next');
+        url = next ? new URL(next.url).pathname + new URL(next.url).search : undefined;
+      }
+      const expected = [`Patient/${pid}`, ...Object.entries(ids).map(([name, id]) => `${name.startsWith('t') ? 'Observation' : 'RiskAssessment'}/${id}`)];
+      expect(seen.sort()).to.equal(expected.sort());
+
+      const counted = await app.request({ method: 'GET', url: `/fhir/Patient/${pid}/*?_summary=count` });
+      expect(counted.json.total).to.equal(expected.length);
+    });
+
+    it('POST /Patient/{id}/_search searches the compartment with a form body; a type outside it is a 400', async () => {
+      const res = await form('_type=Observation,RiskAssessment&_lastUpdated=gt2000-01-01', `/fhir/Patient/${pid}/_search`);
+      expect(res.statusCode, res.payload).to.equal(200);
+      expect(res.json.entry).to.have.length(10);
+      expect(res.json.total).to.equal(10);
+      const outside = await app.request({ method: 'GET', url: `/fhir/Patient/${pid}/*?_type=Organization` });
+      expect(outside.statusCode).to.equal(400);
+      expect(outside.json.resourceType).to.equal('OperationOutcome');
+    });
+  });
 });

@@ -97,6 +97,8 @@ describe('every read path stays inside the grant', () => {
       'Observation/_history', 'Patient/_history', '_history',
       'Observation', 'Observation?_count=1', 'Flag', 'Patient', `Observation?_id=${id.bobLab},${id.aliceLab},${id.bobVital}`,
       `Patient/${id.alice}/Observation`, `Patient/${id.bob}/Observation`, `Patient/${id.bob}/Flag`,
+      // Every type of a compartment (http.html "Variant Searches"), walked a page of 2 at a time.
+      `Patient/${id.alice}/*?_count=2`, `Patient/${id.bob}/*`, `Patient/${id.bob}/*?_type=Observation,Flag&_count=1`,
       // Compartment searches the patient's key rows drive, the members named by performer merged in.
       `Patient/${id.alice}/Observation?_sort=-date`, `Patient/${id.alice}/Observation?_sort=date&_count=1`, `Patient/${id.alice}/Observation?code=2339-0`,
       `Patient/${id.alice}/Observation?category=laboratory&date=ge2000-01-01`, `Patient/${id.bob}/Observation?_sort=-date`,
