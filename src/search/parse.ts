@@ -123,9 +123,11 @@ function parseParamFilter(resourceType: string, fullName: string, name: string, 
   let typeModifier: string | undefined;
   if (modifier !== undefined) {
     const isTypeModifier = param.type === 'reference' && isSupportedType(modifier) && (param.targets.length === 0 || param.targets.includes(modifier));
-    const allowed = param.storage.kind === 'column' && param.type === 'token' ? ['not'] : module.modifiers;
+    // `:of-type` is the Identifier's modifier: of the token parameters, only identifiers have it
+    // (and the refusal's list must not offer it to `code`).
+    const allowed = (param.storage.kind === 'column' && param.type === 'token' ? ['not'] : module.modifiers).filter((m) => m !== 'of-type' || /identifier/.test(param.code));
     if (isTypeModifier) typeModifier = modifier;
-    else if (!allowed.includes(modifier) || (modifier === 'of-type' && !/identifier/.test(param.code))) {
+    else if (!allowed.includes(modifier)) {
       const list = ['missing', ...allowed, ...(param.type === 'reference' ? param.targets.filter(isSupportedType) : [])];
       throw new UnsupportedParameterError(
         `Unsupported modifier ':${modifier}' on ${param.type} parameter '${name}' of ${resourceType}; supported: ${list.map((m) => `:${m}`).join(', ')}`,
@@ -154,7 +156,7 @@ const MAX_CHAIN_DEPTH = 3;
 
 /** One filter parameter (`name[:modifier][.chained]`, or `_has:…`). */
 function parseFilter(resourceType: string, fullName: string, value: string, opts: ParseOptions, depth: number): Filter {
-  if (fullName.startsWith('_has:')) {
+  if (fullName.startsWith('_has:') || fullName === '_has') {
     if (depth > 0) throw badRequest(`'${fullName}': _has is supported one level deep`, [fullName]);
     const [, sourceType, refName, ...rest] = fullName.split(':');
     const inner = rest.join(':');

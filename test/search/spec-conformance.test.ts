@@ -157,4 +157,23 @@ describe('R4 search conformance', () => {
       expect(outside.json.resourceType).to.equal('OperationOutcome');
     });
   });
+  describe('refusals say what is wrong', () => {
+    const refusal = async (url: string) => {
+      const res = await app.request({ method: 'GET', url: `/fhir/${url}` });
+      expect(res.statusCode, res.payload).to.equal(400);
+      return res.json.issue[0].diagnostics as string;
+    };
+
+    it(':of-type on a token that is not an identifier is refused without offering :of-type', async () => {
+      const code = await refusal('Observation?code:of-type=a|b|c');
+      expect(code).to.include("Unsupported modifier ':of-type'");
+      expect(code.split('supported:')[1]).to.not.include('of-type');
+      // On an identifier it is a modifier like any other.
+      expect(await matched(`Patient?identifier:of-type=http://terminology.hl7.org/CodeSystem/v2-0203|MR|${run}`)).to.equal([]);
+    });
+
+    it('a bare _has is the form _has:Type:reference:parameter, not an unknown parameter listed as supported', async () => {
+      expect(await refusal('Patient?_has=x')).to.include('_has:Type:reference:parameter');
+    });
+  });
 });
