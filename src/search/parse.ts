@@ -253,9 +253,13 @@ export function parseSearch(resourceType: string, params: URLSearchParams, opts:
         continue;
       }
       const base = name.split(':')[0];
+      let kept = value;
       switch (base) {
         case '_count':
           out.count = parseCount(value, opts);
+          // The links say the page size served (search.html: self holds the parameters used), so
+          // a `_count` over the cap reads as the cap.
+          kept = String(out.count);
           break;
         case '_sort':
           out.sort = parseSort(resourceType, value);
@@ -280,7 +284,7 @@ export function parseSearch(resourceType: string, params: URLSearchParams, opts:
         default:
           out.filters.push(parseFilter(resourceType, name, value, opts, 0));
       }
-      out.accepted.push([name, value]);
+      out.accepted.push([name, kept]);
     } catch (err) {
       // Lenient handling ignores parameters and modifiers the server does not know; a malformed
       // value of a known parameter is still the client's mistake to see.

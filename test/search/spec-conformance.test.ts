@@ -88,12 +88,27 @@ describe('R4 search conformance', () => {
       expect(await matched(`RiskAssessment?subject=Patient/${pid}&probability=ne1e-1`)).to.equal(['p015', 'p02', 'p105', 'p115']);
     });
 
+    it('sa and eb need the value wholly after or before the range of the search value (search.html#prefix)', async () => {
+      // They were gt and lt: sa0.1 matched 0.149, inside 0.1's range [0.05, 0.15).
+      expect(await matched(`RiskAssessment?subject=Patient/${pid}&probability=sa0.1`)).to.equal(['p015', 'p02', 'p105', 'p115']);
+      expect(await matched(`RiskAssessment?subject=Patient/${pid}&probability=eb0.2`)).to.equal(['p005', 'p01', 'p0149']);
+      expect(await matched(`Observation?subject=Patient/${pid}&value-quantity=sa36.6`)).to.equal(['t3665']);
+      expect(await matched(`Observation?subject=Patient/${pid}&value-quantity=eb36.65`)).to.equal(['t3655', 't366']);
+    });
+
     it('prefixes other than eq, ne and ap compare the value itself (lt100: "less than exactly 100")', async () => {
       expect(await matched(`RiskAssessment?subject=Patient/${pid}&probability=gt0.149`)).to.equal(['p015', 'p02', 'p105', 'p115']);
       expect(await matched(`RiskAssessment?subject=Patient/${pid}&probability=le0.15`)).to.equal(['p005', 'p01', 'p0149', 'p015']);
     });
   });
   describe('result parameters', () => {
+    it('the links carry the page size served: a _count over the cap reads as the cap', async () => {
+      const res = await app.request({ method: 'GET', url: `/fhir/RiskAssessment?subject=Patient/${pid}&_count=100000` });
+      expect(res.statusCode).to.equal(200);
+      expect(res.json.link[0].url as string).to.endWith(`/fhir/RiskAssessment?subject=Patient%2F${pid}&_count=1000`);
+    });
+
+
     it('_elements subsets the matches only: "The list of elements does not apply to included resources" (search.html#elements)', async () => {
       const res = await app.request({ method: 'GET', url: `/fhir/Observation?subject=Patient/${pid}&code=${LOINC}|8310-5&_elements=valueQuantity&_include=Observation:subject` });
       expect(res.statusCode).to.equal(200);

@@ -62,7 +62,8 @@ export const NUMBER = /^[+-]?(\d+(\.\d+)?|\.\d+)([eE][+-]?\d{1,3})?$/;
 
 /**
  * The condition of a prefix on a point value column against a decimal search value
- * (number and quantity share it). `ap` is ±10 % as the R4 page suggests.
+ * (number and quantity share it). gt/lt/ge/le compare the value itself (search.html#number:
+ * "lt100: less than exactly 100"); `ap` is ±10 % as the R4 page suggests.
  */
 export function numericCondition(
   prefix: Prefix,
@@ -77,11 +78,15 @@ export function numericCondition(
     case 'ne':
       return `(${column} < ${bind(low)} OR ${column} >= ${bind(high)})`;
     case 'gt':
-    case 'sa':
       return `${column} > ${bind(value)}`;
     case 'lt':
-    case 'eb':
       return `${column} < ${bind(value)}`;
+    // sa/eb: the value lies wholly above/below the search value's range, which it may not
+    // overlap (search.html#prefix): sa0.1 is 0.15 and more, not 0.149 as gt0.1 is.
+    case 'sa':
+      return `${column} >= ${bind(high)}`;
+    case 'eb':
+      return `${column} < ${bind(low)}`;
     case 'ge':
       return `${column} >= ${bind(value)}`;
     case 'le':
