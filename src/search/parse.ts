@@ -87,6 +87,8 @@ export interface ParseOptions {
 
 /** Parameters that control the result rather than filter it. */
 const RESULT_PARAMS = new Set(['_count', '_sort', '_total', '_summary', '_elements', '_include', '_revinclude', '_cursor']);
+/** Result parameters that take no modifier (`_include` and `_revinclude` take `:iterate`). */
+const MODIFIERLESS_RESULT_PARAMS = new Set(['_count', '_sort', '_total', '_summary', '_elements', '_cursor']);
 /** Handled by the REST layer (content negotiation); accepted and kept in links. */
 const TRANSPORT_PARAMS = new Set(['_format', '_pretty']);
 
@@ -253,6 +255,12 @@ export function parseSearch(resourceType: string, params: URLSearchParams, opts:
         continue;
       }
       const base = name.split(':')[0];
+      if (name !== base && MODIFIERLESS_RESULT_PARAMS.has(base)) {
+        // A modifier ignored here changed the answer without a word: `_sort:desc=date` (DSTU2's
+        // form) was served oldest first. Unknown, so a 400 unless handling is lenient.
+        const hint = base === '_sort' ? ` (R4 sorts descending with a '-': _sort=-${value.slice(0, 40)})` : '';
+        throw new UnsupportedParameterError(`Unsupported modifier on ${name}: ${base} takes none${hint}`, name);
+      }
       let kept = value;
       switch (base) {
         case '_count':

@@ -187,6 +187,19 @@ describe('R4 search conformance', () => {
       expect(await matched(`Patient?identifier:of-type=http://terminology.hl7.org/CodeSystem/v2-0203|MR|${run}`)).to.equal([]);
     });
 
+    it('a modifier on a result parameter is refused, not ignored: _sort:desc=date was served oldest first', async () => {
+      const sorted = await refusal(`RiskAssessment?subject=Patient/${pid}&_sort:desc=probability`);
+      expect(sorted).to.include('_sort:desc').and.to.include('_sort=-probability');
+      for (const url of ['RiskAssessment?_count:x=2', 'RiskAssessment?_summary:x=count', 'RiskAssessment?_total:x=accurate', 'RiskAssessment?_elements:x=id']) {
+        expect(await refusal(url), url).to.include('takes none');
+      }
+      // Prefer: handling=lenient ignores it as any unknown modifier, and says so.
+      const lenient = await app.request({ method: 'GET', url: `/fhir/RiskAssessment?subject=Patient/${pid}&_sort:desc=probability`, headers: { prefer: 'handling=lenient' } });
+      expect(lenient.statusCode).to.equal(200);
+      expect(lenient.json.entry.filter((e: any) => e.search.mode === 'match')).to.have.length(7);
+      expect(lenient.json.entry.find((e: any) => e.search.mode === 'outcome').resource.issue[0].diagnostics).to.include('_sort:desc');
+    });
+
     it('a bare _has is the form _has:Type:reference:parameter, not an unknown parameter listed as supported', async () => {
       expect(await refusal('Patient?_has=x')).to.include('_has:Type:reference:parameter');
     });
