@@ -243,11 +243,18 @@ function oneOf<T extends string>(name: string, value: string, allowed: readonly 
   return value as T;
 }
 
+function repeatedParameter(name: string, first: string, again: string): OperationOutcomeError {
+  const list = name === '_sort' || name === '_elements' ? `; to give several, use one comma list: ${name}=${first.slice(0, 40)},${again.slice(0, 40)}` : '';
+  return new UnsupportedParameterError(`${name} is given more than once; give it once${list}`, name);
+}
+
 export function parseSearch(resourceType: string, params: URLSearchParams, opts: ParseOptions): ParsedSearch {
   // Every search (REST, bundle entries, conditional URLs, _has, Subscription criteria) is parsed
   // here, so the caps that keep one request from building a 70,000-term query live here too.
   checkSearchSize(params, opts.limits ?? DEFAULT_INPUT_LIMITS, splitOr);
   const out: ParsedSearch = { resourceType, filters: [], sort: [], count: opts.defaultCount, include: [], revinclude: [], accepted: [], ignored: [] };
+  /** The first value of each single-valued result parameter seen. */
+  const singles = new Map<string, string>();
   for (const [name, value] of params) {
     try {
       if (TRANSPORT_PARAMS.has(name)) {
@@ -260,6 +267,13 @@ export function parseSearch(resourceType: string, params: URLSearchParams, opts:
         // form) was served oldest first. Unknown, so a 400 unless handling is lenient.
         const hint = base === '_sort' ? ` (R4 sorts descending with a '-': _sort=-${value.slice(0, 40)})` : '';
         throw new UnsupportedParameterError(`Unsupported modifier on ${name}: ${base} takes none${hint}`, name);
+      }
+      if (MODIFIERLESS_RESULT_PARAMS.has(base)) {
+        // R4 gives these one value (a comma list for _sort and _elements) and says nothing of
+        // repetition: the last one won silently (`_sort=date&_sort=code` sorted by code alone).
+        // Refused as unsupported, so lenient handling keeps the first and reports the others.
+        if (singles.has(base)) throw repeatedParameter(base, singles.get(base)!, value);
+        singles.set(base, value);
       }
       let kept = value;
       switch (base) {

@@ -200,6 +200,24 @@ describe('R4 search conformance', () => {
       expect(lenient.json.entry.find((e: any) => e.search.mode === 'outcome').resource.issue[0].diagnostics).to.include('_sort:desc');
     });
 
+    it('a repeated result parameter is refused, not decided by the last: _sort=date&_sort=code sorted by code alone', async () => {
+      // R4 defines comma lists for _sort and _elements, never repetition (search.html#sort).
+      const sorted = await refusal(`RiskAssessment?subject=Patient/${pid}&_sort=probability&_sort=-probability`);
+      expect(sorted).to.include('_sort').and.to.include('_sort=probability,-probability');
+      for (const url of ['RiskAssessment?_count=2&_count=3', 'RiskAssessment?_summary=count&_summary=true', 'RiskAssessment?_total=none&_total=accurate', 'RiskAssessment?_elements=id&_elements=status', 'RiskAssessment?_contained=true&_contained=false']) {
+        const name = url.split('?')[1]!.split('=')[0]!;
+        expect(await refusal(url), url).to.include(name);
+      }
+      // Prefer: handling=lenient keeps the first, and reports the others as ignored.
+      const lenient = await app.request({ method: 'GET', url: `/fhir/RiskAssessment?subject=Patient/${pid}&_sort=probability&_sort=-probability`, headers: { prefer: 'handling=lenient' } });
+      expect(lenient.statusCode, lenient.payload).to.equal(200);
+      const byId = new Map(Object.entries(ids).map(([name, id]) => [id, name]));
+      const order = lenient.json.entry.filter((e: any) => e.search.mode === 'match').map((e: any) => byId.get(e.resource.id));
+      expect(order).to.equal(['p005', 'p01', 'p0149', 'p015', 'p02', 'p105', 'p115']);
+      expect(lenient.json.entry.find((e: any) => e.search.mode === 'outcome').resource.issue[0].diagnostics).to.include('_sort');
+      expect(lenient.json.link[0].url as string).to.endWith('_sort=probability');
+    });
+
     it('a bare _has is the form _has:Type:reference:parameter, not an unknown parameter listed as supported', async () => {
       expect(await refusal('Patient?_has=x')).to.include('_has:Type:reference:parameter');
     });
