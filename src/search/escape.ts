@@ -1,3 +1,5 @@
+import { badRequest } from '../kernel/outcome';
+
 /**
  * FHIR search values escape their separators with a backslash (R4 search.html#escaping): `\,`
  * is a literal comma (not an OR), `\$` a literal dollar (not a composite split), `\|` a
@@ -15,4 +17,21 @@ export function splitUnescaped(value: string, separator: ',' | '$' | '|'): strin
   }
   parts.push(value.slice(start));
   return parts;
+}
+
+/**
+ * Only `\\`, `\,`, `\$` and `\|` are escapes (search.html#escaping). Any other backslash was
+ * read as a literal one, so `name=x\y` matched `x\y` where another server would refuse it or
+ * read something else: a 400 naming the parameter, before the value is split or unescaped.
+ */
+export function checkEscapes(value: string, name: string): void {
+  for (let i = 0; i < value.length; i++) {
+    if (value[i] !== '\\') continue;
+    const next = value[i + 1];
+    if (next === undefined || !'\\,$|'.includes(next)) {
+      const found = next === undefined ? 'a trailing backslash' : `'\\${next}'`;
+      throw badRequest(`'${name}': ${found} is not an escape; R4 escapes only \\\\, \\,, \\$ and \\| (search.html#escaping), in '${value.slice(0, 60)}'`, [name]);
+    }
+    i++;
+  }
 }

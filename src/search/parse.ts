@@ -1,6 +1,6 @@
 import { checkSearchSize, DEFAULT_INPUT_LIMITS, type InputLimits } from '../kernel/input-limits';
 import { badRequest, OperationOutcomeError } from '../kernel/outcome';
-import { splitUnescaped } from './escape';
+import { checkEscapes, splitUnescaped } from './escape';
 import { isSupportedType, supportedTypes } from '../kernel/resource-types';
 import { identifierParamOf, parametersOf, parameterOf, type SearchParameterDef } from './registry';
 import { typeModules } from './types';
@@ -304,6 +304,9 @@ export function parseSearch(resourceType: string, params: URLSearchParams, opts:
           out.cursor = value;
           break;
         default:
+          // Checked here, on the whole value, so that the refusal names the parameter as sent
+          // (`subject:Patient.name`, not the `name` a chain ends in).
+          checkEscapes(value, name);
           out.filters.push(parseFilter(resourceType, name, value, opts, 0));
       }
       out.accepted.push([name, kept]);

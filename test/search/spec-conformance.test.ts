@@ -218,6 +218,30 @@ describe('R4 search conformance', () => {
       expect(lenient.json.link[0].url as string).to.endWith('_sort=probability');
     });
 
+    it('a backslash that escapes none of \\ , $ | is refused (search.html#escaping); the four escapes still match', async () => {
+      const family = `Esc${run}`;
+      ids.escComma = await create({ resourceType: 'Patient', name: [{ family: `${family}x,y` }], identifier: [{ system: idSystem, value: 'a|b' }] });
+      ids.escSlash = await create({ resourceType: 'Patient', name: [{ family: `${family}x\\y` }], identifier: [{ system: idSystem, value: 'a$b' }] });
+      const q = encodeURIComponent;
+      expect(await matched(`Patient?name=${q(`${family}x\\,y`)}`)).to.equal(['escComma']);
+      expect(await matched(`Patient?name=${q(`${family}x\\\\y`)}`)).to.equal(['escSlash']);
+      expect(await matched(`Patient?identifier=${q(`${idSystem}|a\\|b`)}`)).to.equal(['escComma']);
+      expect(await matched(`Patient?identifier=${q(`${idSystem}|a\\$b`)}`)).to.equal(['escSlash']);
+      // `x\y` was read as a literal backslash: a malformed escape names its parameter, chained or not.
+      for (const [url, name] of [
+        [`Patient?name=${q(`${family}x\\y`)}`, 'name'],
+        [`Patient?name=${q(`${family}x\\`)}`, 'name'],
+        [`Patient?identifier=${q(`${idSystem}|a\\b`)}`, 'identifier'],
+        [`Observation?subject:Patient.name=${q('x\\y')}`, 'subject:Patient.name'],
+      ]) {
+        const diagnostics = await refusal(url!);
+        expect(diagnostics, url).to.include(`'${name}'`).and.to.include('escape');
+      }
+      // A malformed value of a known parameter is the client's mistake to see, lenient or not.
+      const lenient = await app.request({ method: 'GET', url: `/fhir/Patient?name=${q('x\\y')}`, headers: { prefer: 'handling=lenient' } });
+      expect(lenient.statusCode).to.equal(400);
+    });
+
     it('a bare _has is the form _has:Type:reference:parameter, not an unknown parameter listed as supported', async () => {
       expect(await refusal('Patient?_has=x')).to.include('_has:Type:reference:parameter');
     });
