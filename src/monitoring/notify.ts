@@ -364,8 +364,18 @@ export async function enqueueNotifications(uow: UnitOfWork, committed: readonly 
     const sub = { ...cached, policy: await withConsents(tx, narrowed, { fresh }) };
     const searchable = limitsOrNone(sub.policy, sub.criteria.type, 's');
     if (!searchable) continue;
-    const matched = (sub.matcher.exact ? visibleInMemory(sub.criteria.type, candidates, searchable) : undefined)
-      ?? (await visible(tx, sub.criteria.type, sub.policy, sub.criteria.params, candidates.map((w) => w.id), searchable));
+    let matched: Set<string>;
+    try {
+      matched = (sub.matcher.exact ? visibleInMemory(sub.criteria.type, candidates, searchable) : undefined)
+        ?? (await visible(tx, sub.criteria.type, sub.policy, sub.criteria.params, candidates.map((w) => w.id), searchable));
+    } catch (err) {
+      // Criteria stored before the search grew stricter (a backslash that escapes nothing, a
+      // repeated _sort) are refused before any SQL runs: that Subscription matches nothing, and
+      // the write that would have notified it is not refused for it.
+      if (!(err instanceof OperationOutcomeError && err.status === 400)) throw err;
+      uow.ctx.log.warn({ subscription: sub.id, reason: err.issues[0]?.diagnostics }, 'Subscription criteria the search no longer accepts: not notified');
+      continue;
+    }
     if (matched.size === 0) continue;
     if (sub.channel === 'websocket') {
       // R4's websocket channel says only `ping <id>`: no payload to decide on.

@@ -108,6 +108,21 @@ describe('rest-hook subscriptions', () => {
     }
   });
 
+  it('a stored Subscription whose criteria the search no longer accepts is not notified, and never fails a write', async () => {
+    const patient = (await create(app, { resourceType: 'Patient', name: [{ family: unique('sub') }] })).id;
+    // Criteria the search judges in the database (a quantity), as stored by an earlier version
+    // whose parser took a backslash that escapes nothing.
+    const sub = await create(app, subscription('https://example.org/hook', `Observation?patient=Patient/${patient}&value-quantity=gt100`));
+    await app.ctx.db.query(`UPDATE subscription SET content = jsonb_set(content, '{criteria}', to_jsonb($1::text)) WHERE id = $2`, [`Observation?patient=Patient/${patient}&value-quantity=gt100&code=8867\\x`, sub.id]);
+    await new Promise((r) => setTimeout(r, 2100)); // the live Subscriptions are cached for 2 s
+    try {
+      const obs = await app.request({ method: 'POST', url: '/fhir/Observation', payload: systolic(patient, 171) });
+      expect(obs.statusCode, JSON.stringify(obs.json)).to.equal(201);
+    } finally {
+      await app.request({ method: 'DELETE', url: `/fhir/Subscription/${sub.id}` });
+    }
+  });
+
   it('a transaction of more than 100 resources a Subscription may match is written, and every match notified', async () => {
     const hook = await subscriber();
     const patient = (await create(app, { resourceType: 'Patient', name: [{ family: unique('many') }] })).id;
