@@ -48,7 +48,12 @@ export function writeResult(baseUrl: string, outcome: WriteOutcome, prefer: Retu
     }
   }
   if (outcome.lastUpdated) headers['last-modified'] = httpDate(outcome.lastUpdated);
-  if (outcome.status === 204) return { status: 204, headers };
+  if (outcome.status === 204) {
+    // R4 http.html#delete: a delete may answer 200 with an OperationOutcome; do so only when asked.
+    if (prefer !== 'OperationOutcome') return { status: 204, headers };
+    const said = outcome.unwritten || outcome.versionId === undefined ? 'nothing to delete; nothing was written' : `deleted, version ${outcome.versionId}`;
+    return { status: 200, headers, body: informationOutcome(`${outcome.id ? `${outcome.type}/${outcome.id}` : outcome.type} ${said}`) };
+  }
   if (prefer === 'minimal') return { status: outcome.status, headers };
   if (prefer === 'OperationOutcome') {
     const said = outcome.unwritten ? `version ${outcome.versionId} is current; nothing was written` : `written, version ${outcome.versionId}`;

@@ -221,6 +221,25 @@ describe('FHIR REST interactions', () => {
       expect(res.json.resourceType).to.equal('OperationOutcome');
       expect(res.json.issue[0].severity).to.equal('information');
     });
+
+    it('answers a delete with 200 and an informational outcome when asked for one, 204 otherwise (R4 http.html#delete)', async () => {
+      const id = (await app.request({ method: 'POST', url: '/fhir/Patient', payload: { resourceType: 'Patient' } })).json.id;
+      const res = await app.request({ method: 'DELETE', url: `/fhir/Patient/${id}`, headers: { prefer: 'return=OperationOutcome' } });
+      expect(res.statusCode).to.equal(200);
+      expect(res.json.resourceType).to.equal('OperationOutcome');
+      expect(res.json.issue[0].severity).to.equal('information');
+      expect(res.json.issue[0].diagnostics).to.contain(`Patient/${id}`);
+      // Deleting it again deletes nothing, and says so.
+      const again = await app.request({ method: 'DELETE', url: `/fhir/Patient/${id}`, headers: { prefer: 'return=OperationOutcome' } });
+      expect(again.statusCode).to.equal(200);
+      expect(again.json.issue[0].diagnostics).to.contain('nothing');
+      const other = (await app.request({ method: 'POST', url: '/fhir/Patient', payload: { resourceType: 'Patient' } })).json.id;
+      for (const prefer of ['return=minimal', 'return=representation']) {
+        const plain = await app.request({ method: 'DELETE', url: `/fhir/Patient/${other}`, headers: { prefer } });
+        expect(plain.statusCode).to.equal(204);
+        expect(plain.payload).to.equal('');
+      }
+    });
   });
 
   describe('_summary and _elements on read and vread', () => {
