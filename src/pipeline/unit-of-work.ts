@@ -32,6 +32,11 @@ export interface ApplyOptions {
   beforePlan?: (uow: UnitOfWork, resolved: readonly ResolvedOp[]) => Promise<void>;
   /** The references of a resource `beforePlan` will still rewrite: conditions cannot judge them before. */
   pendingReferences?: (resource: unknown) => string[];
+  /**
+   * How a refusal names another op it collides with (a transaction: that op's Bundle.entry, since
+   * it reorders its entries and op indices mean nothing to its client).
+   */
+  nameOp?: (opIndex: number) => string;
 }
 
 /** Per-entry units answer each op with its outcome or its refusal. */
@@ -158,7 +163,7 @@ export class UnitOfWork {
       const unit = perEntry ? undefined : { before: resolved.slice() as ResolvedOp[], pendingReferences: options.pendingReferences };
       resolved.push(await attempt(i, () => resolveTarget(this.tx, op, policy, unit)));
     }
-    if (!perEntry) checkOnceEach(resolved as ResolvedOp[]);
+    if (!perEntry) checkOnceEach(resolved as ResolvedOp[], options.nameOp ?? ((i) => `op ${i}`));
     if (options.beforePlan) await options.beforePlan(this, resolved as ResolvedOp[]);
 
     // Lock the rows being replaced (and read the ones matched), then plan each op: authorize,
@@ -354,14 +359,14 @@ function replayable(ops: readonly WriteOp[]): (i: number) => WriteOp {
  * resolved identities the same rule fails, never a silent success. (Matching what an earlier
  * create of the unit writes is the point of processing in order, and no overlap: both name it.)
  */
-function checkOnceEach(resolved: readonly ResolvedOp[]): void {
+function checkOnceEach(resolved: readonly ResolvedOp[], nameOp: (opIndex: number) => string): void {
   const seen = new Map<string, number>();
   resolved.forEach((r, i) => {
     const key = targetKey(r);
     if (!key) return;
     const first = seen.get(key);
     if (first !== undefined) {
-      throw new WriteOpError(i, new OperationOutcomeError(400, { code: 'invalid', diagnostics: `${key} is also written by an earlier entry; a transaction writes each resource once` }));
+      throw new WriteOpError(i, new OperationOutcomeError(400, { code: 'invalid', diagnostics: `${key} is also written by ${nameOp(first)}; a transaction writes each resource once` }));
     }
     seen.set(key, i);
   });
@@ -369,7 +374,7 @@ function checkOnceEach(resolved: readonly ResolvedOp[]): void {
     const writer = r.existingMatch && r.id ? seen.get(`${r.op.type}/${r.id}`) : undefined;
     if (writer === undefined || resolved[writer]!.op.kind === 'create') return;
     throw new WriteOpError(i, new OperationOutcomeError(400, {
-      code: 'invalid', diagnostics: `the condition matched ${r.op.type}/${r.id}, which another entry changes; a transaction acts on each resource once`,
+      code: 'invalid', diagnostics: `the condition matched ${r.op.type}/${r.id}, which ${nameOp(writer)} changes; a transaction acts on each resource once`,
     }));
   });
 }

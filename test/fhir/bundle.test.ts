@@ -138,7 +138,24 @@ describe('transaction bundles', () => {
     const r2 = await app.request({ method: 'POST', url: '/fhir', payload: twice });
     expect(r2.statusCode).to.equal(400);
     expect(r2.json.issue[0].diagnostics).to.contain('Bundle.entry[1]: Patient/');
-    expect(r2.json.issue[0].diagnostics).to.contain('also written by an earlier entry');
+    expect(r2.json.issue[0].diagnostics).to.contain('also written by Bundle.entry[0]');
+    expect((await app.request({ method: 'GET', url: `/fhir/Patient/${id}` })).statusCode).to.equal(404);
+  });
+
+  it('names the other entry when a PUT and a later DELETE of one resource collide (the delete runs first)', async () => {
+    const id = unique('putdel');
+    const res = await app.request({
+      method: 'POST', url: '/fhir',
+      payload: {
+        resourceType: 'Bundle', type: 'transaction',
+        entry: [
+          { resource: { resourceType: 'Patient', id }, request: { method: 'PUT', url: `Patient/${id}` } },
+          { request: { method: 'DELETE', url: `Patient/${id}` } },
+        ],
+      },
+    });
+    expect(res.statusCode).to.equal(400);
+    expect(res.json.issue[0].diagnostics).to.contain(`Bundle.entry[0]: Patient/${id} is also written by Bundle.entry[1]`);
     expect((await app.request({ method: 'GET', url: `/fhir/Patient/${id}` })).statusCode).to.equal(404);
   });
 

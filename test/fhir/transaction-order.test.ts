@@ -80,7 +80,7 @@ describe('transaction processing order', () => {
       { resource: { ...patient(identifier), active: true }, request: { method: 'PUT', url: `Patient?identifier=${identifier}` } },
     ]);
     expect(res.statusCode, res.payload).to.equal(400);
-    expect(res.json.issue[0].diagnostics).to.match(/^Bundle\.entry\[1\].*written by an earlier entry/);
+    expect(res.json.issue[0].diagnostics).to.match(/^Bundle\.entry\[1\].*written by Bundle\.entry\[0\]/);
     expect(await countRows(app, 'Patient')).to.equal(before);
     expect(await patientsWith(identifier)).to.equal([]);
   });
@@ -127,7 +127,7 @@ describe('transaction processing order', () => {
     const matched = await transaction([patchOf(id), { resource: patient(identifier), request: { method: 'POST', url: 'Patient', ifNoneExist: `identifier=${identifier}` } }]);
     expect(matched.statusCode, matched.payload).to.equal(400);
     // A create runs before the patch (R4 order), so the overlap rule refuses it first.
-    expect(matched.json.issue[0].diagnostics).to.match(/another entry changes|cannot be judged/);
+    expect(matched.json.issue[0].diagnostics).to.match(/which Bundle\.entry\[0\] changes|cannot be judged/);
     const unrelated = await transaction([patchOf(other), { resource: patient(identifier), request: { method: 'POST', url: 'Patient', ifNoneExist: `identifier=${identifier}` } }]);
     expect(unrelated.statusCode, unrelated.payload).to.equal(200);
     expect(unrelated.json.entry[1].response.status).to.equal('200 OK');

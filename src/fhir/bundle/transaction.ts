@@ -31,6 +31,7 @@ export async function processTransaction(ctx: FhirContext, rawEntries: readonly 
     outcomes = await executeWrites(ctx, writes.map((e) => e.write!), {
       policy,
       pendingReferences,
+      nameOp: (i) => `Bundle.entry[${writes[i]!.index}]`,
       beforePlan: (uow, resolved) => rewriteBetweenEntries(uow, writes, resolved, policy, pendingReferences),
     });
   } catch (err) {
