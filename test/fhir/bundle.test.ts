@@ -317,6 +317,22 @@ describe('batch bundles', () => {
     expect(res.json.entry[3].resource.resourceType).to.equal('CapabilityStatement');
   });
 
+  it("refuses an entry whose request.url is an absolute URL of another server, saying it is not on this server's base", async () => {
+    const res = await app.request({
+      method: 'POST', url: '/fhir',
+      payload: { resourceType: 'Bundle', type: 'batch', entry: [
+        { request: { method: 'GET', url: 'http://other.example/fhir/Patient/1' } },
+        { request: { method: 'DELETE', url: 'https://other.example/fhir/Patient/1' } },
+      ] },
+    });
+    expect(res.statusCode).to.equal(200);
+    for (const [i, e] of res.json.entry.entries()) {
+      expect(e.response.status).to.equal('400 Bad Request');
+      expect(String(e.response.outcome.issue[0].diagnostics)).to.startWith(`Bundle.entry[${i}]: `);
+      expect(e.response.outcome.issue[0].diagnostics).to.contain("is not on this server's base");
+    }
+  });
+
   it('answers a HEAD entry as its GET without the body (R4 http.html: HEAD returns the headers only)', async () => {
     // Serial numbers name one device (src/devices): a unique one, so no other suite's Device is matched.
     const created = await app.request({ method: 'POST', url: '/fhir/Device', payload: { resourceType: 'Device', serialNumber: unique('HEAD') } });

@@ -21,7 +21,13 @@ export interface ParsedEntry {
 const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE']);
 
 /** `Patient/123` → type and id; `Patient?identifier=x` → type and search; an absolute URL on `baseUrl` is made relative. */
-export function splitRequestUrl(url: string, baseUrl: string): { path: string[]; query: URLSearchParams } {
+export function splitRequestUrl(url: string, baseUrl: string, index?: number): { path: string[]; query: URLSearchParams } {
+  // An absolute URL (it has a scheme) that is not on our base names another server: say so,
+  // rather than take its scheme for a resource type. (A read entry's error is named by its caller.)
+  if (/^[A-Za-z][A-Za-z0-9+.-]*:/.test(url) && !url.startsWith(`${baseUrl}/`)) {
+    const said = `request.url ${url} is not on this server's base ${baseUrl}`;
+    throw index === undefined ? badRequest(said) : entryError(index, 400, said);
+  }
   let relative = url.startsWith(`${baseUrl}/`) ? url.slice(baseUrl.length + 1) : url;
   relative = relative.replace(/^\/+/, '');
   const q = relative.indexOf('?');
@@ -72,7 +78,7 @@ export function parseEntry(raw: unknown, index: number, baseUrl: string, limits:
     return parsed;
   }
 
-  const { path, query } = splitRequestUrl(request.url, baseUrl);
+  const { path, query } = splitRequestUrl(request.url, baseUrl, index);
   const [type, id, ...rest] = path;
   if (!type || !isSupportedType(type)) throw entryError(index, 404, `request.url ${request.url}: '${type ?? ''}' is not a resource type this server supports`);
   if (rest.length > 0 || (id !== undefined && id.startsWith('$'))) {
