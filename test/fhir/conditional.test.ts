@@ -132,6 +132,24 @@ describe('conditional create, update and delete', () => {
     expect(flag.subject.reference).to.equal(first.json.entry[0].response.location.split('/_history')[0]);
   });
 
+  it('with return=representation, a conditional create that matched carries the matched resource, in a transaction and a batch', async () => {
+    const mrn = unique('rep');
+    const stored = (await post(patient(mrn, { active: true }), `identifier=${SYSTEM}|${mrn}`)).json;
+    for (const type of ['transaction', 'batch']) {
+      const res = await app.request({
+        method: 'POST', url: '/fhir', headers: { prefer: 'return=representation' },
+        payload: { resourceType: 'Bundle', type, entry: [{ resource: patient(mrn), request: { method: 'POST', url: 'Patient', ifNoneExist: `identifier=${SYSTEM}|${mrn}` } }] },
+      });
+      expect(res.statusCode, res.payload).to.equal(200);
+      const [entry] = res.json.entry;
+      expect(entry.response.status).to.equal('200 OK');
+      expect(entry.resource, type).to.exist();
+      expect(entry.resource.id).to.equal(stored.id);
+      expect(entry.resource.active).to.equal(true);
+      expect(entry.resource.meta.versionId).to.equal('1');
+    }
+  });
+
   it('a conditional reference in a transaction resolves to its one match, and fails the transaction otherwise', async () => {
     const mrn = unique('ref');
     const id = (await app.request({ method: 'POST', url: '/fhir/Patient', payload: patient(mrn) })).json.id;

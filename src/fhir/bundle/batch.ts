@@ -4,8 +4,8 @@ import { executeWrites, type WriteOp } from '../../pipeline';
 import type { FhirContext } from '../context';
 import type { ReturnPreference } from '../negotiation';
 import { type ParsedEntry, parseEntry } from './entries';
-import { readEntry } from './read-entry';
-import { type BundleAnswer, bundleAnswer, failedEntry, readEntryResponse, writeEntry } from './response';
+import { committedWriteEntry, readEntry } from './read-entry';
+import { type BundleAnswer, bundleAnswer, failedEntry, readEntryResponse } from './response';
 
 /**
  * A batch: each entry succeeds or fails on its own (R4 http.html#brules). Its writes are one
@@ -29,10 +29,10 @@ export async function processBatch(ctx: FhirContext, rawEntries: readonly unknow
   }
   if (writes.length) {
     const results = await executeWrites(ctx, writes.map((w) => w.op), { policy, mode: 'per-entry' });
-    results.forEach((result, k) => {
-      const { index } = writes[k]!.entry;
-      response[index] = result instanceof OperationOutcomeError ? failedEntry(ctx, index, result) : writeEntry(ctx.baseUrl, result, prefer);
-    });
+    for (const [k, result] of results.entries()) {
+      const { entry: { index }, op } = writes[k]!;
+      response[index] = result instanceof OperationOutcomeError ? failedEntry(ctx, index, result) : await committedWriteEntry(ctx, op, result, prefer, policy, disclosed);
+    }
   }
   for (const entry of reads) {
     try {

@@ -9,6 +9,9 @@ import { isSupportedType } from '../../kernel/resource-types';
 import { isValidId } from '../../kernel/id';
 import type { RestRequest } from '../rest-request';
 import { splitRequestUrl } from './entries';
+import type { ReturnPreference } from '../negotiation';
+import type { WriteOp, WriteOutcome } from '../../pipeline';
+import { readEntryResponse, writeEntry } from './response';
 
 /**
  * A GET entry of a batch or transaction, answered by the same interactions as the REST routes:
@@ -46,4 +49,24 @@ export function routeReadEntry(ctx: FhirContext, url: string, conditions: { ifNo
     return () => search(ctx, { ...req(third!), compartmentOf: id });
   }
   throw notFound(`${url} is not a read this server supports`);
+}
+
+/**
+ * A committed write's response entry. A conditional create that matched wrote nothing, so its
+ * outcome holds no resource; with return=representation its entry carries the matched version,
+ * read as the caller may see it (the read a GET entry makes), as a create's entry carries what it
+ * wrote (the REST create answers the same way, write-rest.ts).
+ */
+export async function committedWriteEntry(ctx: FhirContext, op: WriteOp, outcome: WriteOutcome, prefer: ReturnPreference, policy: AccessPolicy, disclosed: string[]): Promise<fhir4.BundleEntry> {
+  const entry = writeEntry(ctx.baseUrl, outcome, prefer);
+  if (prefer !== 'representation' || op.kind !== 'create' || outcome.status !== 200 || outcome.resource || !outcome.id || outcome.versionId === undefined) return entry;
+  try {
+    const matched = readEntryResponse(await readEntry(ctx, `${outcome.type}/${outcome.id}/_history/${outcome.versionId}`, undefined, policy), disclosed, 'GET');
+    if (matched.resource) entry.resource = matched.resource;
+  } catch (err) {
+    // The write is committed: failing now would tell the client nothing was. The entry stays as
+    // return=minimal gives it.
+    ctx.log.error({ err, resource: `${outcome.type}/${outcome.id}` }, 'the resource a conditional create matched could not be read for its bundle entry');
+  }
+  return entry;
 }

@@ -5,9 +5,9 @@ import type { Queryable } from '../../store/db';
 import type { FhirContext } from '../context';
 import type { ReturnPreference } from '../negotiation';
 import { entryError, type ParsedEntry, parseEntry } from './entries';
-import { routeReadEntry } from './read-entry';
+import { committedWriteEntry, routeReadEntry } from './read-entry';
 import { absoluteWhereAnEntryIsNamed, collectReferences, isConditionalReference, isPlaceholder, rewriteReferences } from './references';
-import { type BundleAnswer, bundleAnswer, failedEntry, inEntry, readEntryResponse, writeEntry } from './response';
+import { type BundleAnswer, bundleAnswer, failedEntry, inEntry, readEntryResponse } from './response';
 
 /** R4 http.html#trules: deletes, then creates, then updates and patches, then reads. */
 const ORDER: Record<ParsedEntry['method'], number> = { DELETE: 0, POST: 1, PUT: 2, PATCH: 2, GET: 3, HEAD: 3 };
@@ -43,11 +43,11 @@ export async function processTransaction(ctx: FhirContext, rawEntries: readonly 
   }
 
   const response: fhir4.BundleEntry[] = new Array(entries.length);
-  writes.forEach((entry, i) => (response[entry.index] = writeEntry(ctx.baseUrl, outcomes[i]!, prefer)));
+  const disclosed: string[] = [];
+  for (const [i, entry] of writes.entries()) response[entry.index] = await committedWriteEntry(ctx, entry.write!, outcomes[i]!, prefer, policy, disclosed);
   // The writes are committed: a read that fails now (a resource not there, a search refused) is
   // that entry's answer, as in a batch. Failing the transaction would tell the client nothing was
   // written, and a client that sends it again writes it twice.
-  const disclosed: string[] = [];
   for (const { entry, run } of reads) {
     try {
       response[entry.index] = readEntryResponse(await run(), disclosed, entry.method === 'HEAD' ? 'HEAD' : 'GET');
