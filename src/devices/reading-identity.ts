@@ -1,4 +1,5 @@
 import { createHash, createHmac } from 'node:crypto';
+import { uuidShaped } from '../kernel/id';
 import type { Queryable } from '../store/db';
 import { CLOCK_SKEW_MS } from './draft';
 
@@ -49,10 +50,6 @@ export class ReadingIdentity {
   legacyOf(id: string): string | undefined {
     return this.legacy.get(id);
   }
-}
-
-function uuidShaped(h: string): string {
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
 }
 
 /** A payload's identity, with the database's key (read once per node; it never changes once made). */

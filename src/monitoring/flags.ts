@@ -64,7 +64,8 @@ export interface RaisedFlag {
   events: number;
 }
 
-const keyOf = (e: { careplanId: string; measure: string; direction: string }) => `${e.careplanId}|${e.measure}|${e.direction}`;
+/** What a Flag is kept under, as one string: basis id, measure, direction. */
+export const keyOf = (e: { careplanId: string; measure: string; direction: string }) => `${e.careplanId}|${e.measure}|${e.direction}`;
 
 function newFlag(e: FlagEvent): fhir4.Flag {
   return {

@@ -13,7 +13,7 @@ import { readResource, ReplayUnitError } from '../store/repository';
 import { checkAdherence } from './adherence';
 import { PeriodicJob } from './periodic';
 import { turnOffEndedSubscriptions } from './subscription-end';
-import { type FlagEvent, raiseFlags, retractBreaches, type RewrittenReading, trackFlagStatus } from './flags';
+import { type FlagEvent, keyOf, raiseFlags, retractBreaches, type RewrittenReading, trackFlagStatus } from './flags';
 import { type Breach, carryJudgement, judgedPatient, judgeObservation, type PlanLimits } from './judge';
 import { assertValidGoal, type CompiledPlan, compilePlan, storedGoalIds } from './plan';
 import { activePlansOf, goalsInActivePlans, loadGoals, planById, plansChanged, plansUnchanged, recompilePlansOfGoals, storePlans } from './plans';
@@ -246,13 +246,8 @@ function rewrittenReadings(committed: readonly CommittedWrite[]): RewrittenReadi
     const patient = obs && judgedPatient(obs);
     const samePatient = patient !== undefined && patient === judgedPatient(w.previous as fhir4.Observation);
     const plans = samePatient ? judgedBy.get(obs!) : undefined;
-    const breaches = (obs && breachesOf.get(obs)) ?? [];
-    readings.push({
-      observationId: w.id,
-      supports: (key) =>
-        samePatient &&
-        (!plans?.has(key.careplanId) || breaches.some((b) => b.careplanId === key.careplanId && b.measure === key.measure && b.direction === key.direction)),
-    });
+    const breaches = new Set(((obs && breachesOf.get(obs)) ?? []).map(keyOf));
+    readings.push({ observationId: w.id, supports: (key) => samePatient && (!plans?.has(key.careplanId) || breaches.has(keyOf(key))) });
   }
   return readings;
 }
