@@ -1,3 +1,5 @@
+import { decimalText } from '../kernel/decimal-text';
+
 /**
  * Exact decimal scaling for device values: Withings' `value × 10^unit` and IEEE 11073's
  * `mantissa × 10^exponent` are computed on the digits, never by a floating multiply (65750 with
@@ -19,18 +21,7 @@ export interface ExactDecimal {
 export const MAX_DECIMAL_EXPONENT = 30;
 
 export function scaleDecimal(mantissa: bigint | number, exponent: number): ExactDecimal {
-  const m = BigInt(mantissa);
-  const negative = m < 0n;
-  let digits = (negative ? -m : m).toString();
-  let text: string;
-  if (exponent >= 0) {
-    text = digits === '0' ? '0' : digits + '0'.repeat(exponent);
-  } else {
-    const places = -exponent;
-    if (digits.length <= places) digits = '0'.repeat(places - digits.length + 1) + digits;
-    text = `${digits.slice(0, digits.length - places)}.${digits.slice(digits.length - places)}`;
-  }
-  if (negative && /[1-9]/.test(text)) text = `-${text}`;
+  const text = decimalText(BigInt(mantissa), exponent);
   return { text, value: Number(text) };
 }
 

@@ -1,4 +1,5 @@
 import { badRequest } from '../../kernel/outcome';
+import { decimalText } from '../../kernel/decimal-text';
 
 /** The comparison prefixes of ordered types (number, date, quantity). */
 export type Prefix = 'eq' | 'ne' | 'gt' | 'lt' | 'ge' | 'le' | 'sa' | 'eb' | 'ap';
@@ -32,7 +33,7 @@ export function decimalRange(text: string): { low: string; high: string; value: 
   const { digits, scale } = decimalDigits(text);
   // value = digits × 10^-scale; the half unit of its last digit is 5 × 10^-(scale + 1).
   const tenfold = digits * 10n;
-  return { low: decimalText(tenfold - 5n, scale + 1), high: decimalText(tenfold + 5n, scale + 1), value: decimalText(digits, scale) };
+  return { low: decimalText(tenfold - 5n, -(scale + 1)), high: decimalText(tenfold + 5n, -(scale + 1)), value: decimalText(digits, -scale) };
 }
 
 /** A decimal (NUMBER) as integer digits and a non-negative scale: `-5.40` is -540 × 10^-2, `1e2` is 100 × 10^0. */
@@ -47,14 +48,6 @@ function decimalDigits(text: string): { digits: bigint; scale: number } {
     scale = 0;
   }
   return { digits: sign === '-' ? -digits : digits, scale };
-}
-
-/** `digits` × 10^-scale as PostgreSQL numeric text. */
-function decimalText(digits: bigint, scale: number): string {
-  const negative = digits < 0n;
-  const text = (negative ? -digits : digits).toString().padStart(scale + 1, '0');
-  const point = text.length - scale;
-  return `${negative ? '-' : ''}${text.slice(0, point)}${scale ? `.${text.slice(point)}` : ''}`;
 }
 
 /** A search's decimal; the exponent at most 3 digits, so that its expansion (decimalRange) stays small. */
