@@ -1,6 +1,7 @@
 import { createHash, createHmac } from 'node:crypto';
 import { uuidShaped } from '../kernel/id';
 import type { Queryable } from '../store/db';
+import { DatabaseKey } from '../store/database-key';
 import { CLOCK_SKEW_MS } from './draft';
 
 /**
@@ -53,22 +54,12 @@ export class ReadingIdentity {
 }
 
 /** A payload's identity, with the database's key (read once per node; it never changes once made). */
-export function readingIdentity(db: Queryable): Promise<ReadingIdentity> {
-  return readKey(db).then(({ key, since }) => new ReadingIdentity(key, since));
-}
-
-const keys = new WeakMap<Queryable, Promise<{ key: string; since: number }>>();
-
-function readKey(db: Queryable): Promise<{ key: string; since: number }> {
+export async function readingIdentity(db: Queryable): Promise<ReadingIdentity> {
   let key = keys.get(db);
-  if (!key) {
-    key = db.query<{ key: string; since: Date | string }>('SELECT key, since FROM device_reading_key WHERE id = 1').then(({ rows }) => {
-      if (!rows[0]) throw new Error('device_reading_key is empty; the 041 migration makes it');
-      return { key: rows[0].key, since: new Date(rows[0].since).getTime() };
-    });
-    keys.set(db, key);
-    // A failed read is tried again by the next payload.
-    key.catch(() => keys.delete(db));
-  }
-  return key;
+  if (!key) keys.set(db, (key = new DatabaseKey('device_reading_key', 'devices 041')));
+  const { key: secret, since } = await key.read(db);
+  // `since` is NOT NULL in that table (its migration's default: when the key was made).
+  return new ReadingIdentity(secret, since!.getTime());
 }
+
+const keys = new WeakMap<Queryable, DatabaseKey>();

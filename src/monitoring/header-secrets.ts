@@ -3,6 +3,7 @@ import { unprocessable } from '../kernel/outcome';
 import type { CommittedWrite, PendingWrite } from '../pipeline';
 import { isRecordedSubscriber, readdressed } from './notify';
 import type { Queryable, Transaction } from '../store/db';
+import { DatabaseKey } from '../store/database-key';
 
 /**
  * Subscription.channel.header lines are write-only secrets (docs/decisions/033): they are the
@@ -39,7 +40,7 @@ export interface HeaderLine {
 const realLines = new WeakMap<object, HeaderLine[]>();
 
 export class HeaderSecrets {
-  private key: Promise<string> | undefined;
+  private readonly key = new DatabaseKey('monitoring_header_key', 'monitoring 016');
 
   /**
    * validate stage, after the Subscription is accepted: each line's value is replaced by its mask;
@@ -76,18 +77,11 @@ export class HeaderSecrets {
     return sub.channel.header.some((text, i) => text !== header[i]);
   }
 
-  private keyOf(tx: Queryable): Promise<string> {
-    // Read through the unit's transaction (PGlite runs one at a time); it never changes once made.
-    if (!this.key) {
-      this.key = tx.query<{ key: string }>('SELECT key FROM monitoring_header_key WHERE id = 1').then(({ rows }) => {
-        if (!rows[0]) throw new Error('monitoring_header_key is empty; the 016 migration makes it');
-        return rows[0].key;
-      });
-      // A failed read (a statement cancelled with its unit) is tried again by the next write.
-      this.key.catch(() => (this.key = undefined));
-    }
-    return this.key;
+  private async keyOf(tx: Queryable): Promise<string> {
+    // Read through the unit's transaction (PGlite runs one at a time).
+    return (await this.key.read(tx)).key;
   }
+
 }
 
 /**
