@@ -120,7 +120,32 @@ export function grantScopes(
   return [...new Set(granted)];
 }
 
-/** Whether every access `b` grants is granted by `a` too. */
+/**
+ * Whether every access `b` grants is granted by `a` too: same context, `a`'s type is `b`'s or
+ * `*`, `b`'s permissions are among `a`'s, and `b` keeps every parameter of `a`'s granular query
+ * (it may add more: a scope's parameters are ANDed, so more of them only narrow it).
+ */
 function covers(a: ResourceScope, b: ResourceScope): boolean {
-  return a.context === b.context && (a.type === '*' || a.type === b.type) && [...b.actions].every((x) => a.actions.has(x)) && (!a.query || sameQuery(a.query, b.query));
+  return a.context === b.context && (a.type === '*' || a.type === b.type) && [...b.actions].every((x) => a.actions.has(x)) && keepsQuery(b.query, a.query);
+}
+
+/** Whether `narrower` carries every parameter of `query` (no query restricts nothing). */
+function keepsQuery(narrower: URLSearchParams | undefined, query: URLSearchParams | undefined): boolean {
+  return [...(query ?? [])].every(([k, v]) => narrower !== undefined && narrower.getAll(k).includes(v));
+}
+
+/**
+ * The requested scopes that `granted` does not cover, for a request that may ask for less than
+ * was granted, never more (a refresh, RFC 6749 §6). A resource scope, v1 or v2, is covered when
+ * each of its permissions is covered by a granted resource scope (see `covers`; several granted
+ * scopes may share the work, as the policy grants per type and permission); any other scope only
+ * when it was granted as written.
+ */
+export function scopesNotCovered(requested: readonly string[], granted: readonly string[]): string[] {
+  const grantedResources = granted.map(parseResourceScope).filter((s): s is ResourceScope => s !== undefined);
+  return requested.filter((text) => {
+    const scope = parseResourceScope(text);
+    if (!scope) return !granted.includes(text);
+    return ![...scope.actions].every((action) => grantedResources.some((g) => covers(g, { ...scope, actions: new Set([action]) })));
+  });
 }

@@ -4,7 +4,7 @@ import { type Client } from './clients';
 import { OAuthError } from './client-auth';
 import { jose } from './jose';
 import { ID_TOKEN_ALG } from './keys';
-import { splitScope } from '../access/scopes';
+import { scopesNotCovered, splitScope } from '../access/scopes';
 import { grantStandings } from './grant-standing';
 import { randomToken, sha256 } from './session';
 import type { AuthState } from './state';
@@ -255,8 +255,8 @@ export async function withRefreshTokenClient(state: AuthState, params: URLSearch
 /**
  * grant_type=refresh_token: bound to its client; rotated on use (the presented token dies, and
  * presenting a dead one again revokes the whole grant, RFC 9700 §4.14.2); `scope` may narrow
- * the access token's scope, never widen it (the new refresh token keeps the original scope,
- * RFC 6749 §6).
+ * the access token's scope to any part of the grant, never widen it (the new refresh token keeps
+ * the original scope, RFC 6749 §6).
  */
 export async function refresh(state: AuthState, client: Client, params: URLSearchParams): Promise<Record<string, unknown>> {
   const token = params.get('refresh_token');
@@ -284,8 +284,10 @@ export async function refresh(state: AuthState, client: Client, params: URLSearc
   const original = splitScope(row.scope);
   let scopes = original;
   if (params.has('scope')) {
-    const asked = splitScope(params.get('scope') ?? undefined);
-    const wider = asked.filter((s) => !original.includes(s));
+    // Any subset of the granted access, in the client's own words (`patient/Observation.rs`
+    // out of `patient/*.rs`); the access token carries exactly that.
+    const asked = [...new Set(splitScope(params.get('scope') ?? undefined))];
+    const wider = scopesNotCovered(asked, original);
     if (wider.length > 0) throw new OAuthError(400, 'invalid_scope', `a refresh may not widen the grant: ${wider.join(' ')} was not granted`);
     if (asked.length === 0) throw new OAuthError(400, 'invalid_scope', 'scope is empty');
     scopes = asked;

@@ -454,6 +454,63 @@ describe('authorization code flow: every rule, black-box over HTTP', () => {
       expect(full.body.scope).to.equal(t.scope);
     });
 
+    it('scope may narrow within one granted scope (RFC 6749 §6): the token is that narrow, the refresh token keeps the grant', async () => {
+      const t = await tokens();
+      expect(t.scope).to.equal('launch/patient openid fhirUser offline_access patient/*.rs');
+      const narrower = await refresh({ refresh_token: t.refresh_token!, client_id: publicClient, scope: 'patient/Observation.rs' });
+      expect(narrower.status, JSON.stringify(narrower.body)).to.equal(200);
+      expect(narrower.body.scope).to.equal('patient/Observation.rs');
+      expect(jose().decodeJwt(narrower.body.access_token).scope).to.equal('patient/Observation.rs');
+      expect(narrower.body.patient).to.equal(ids.patient);
+      const auth = { authorization: `Bearer ${narrower.body.access_token}` };
+      expect((await fetch(`${app.base}/Observation/${ids.obs}`, { headers: auth })).status).to.equal(200);
+      expect((await fetch(`${app.base}/Observation?patient=${ids.patient}`, { headers: auth })).status).to.equal(200);
+      expect((await fetch(`${app.base}/Patient/${ids.patient}`, { headers: auth })).status).to.equal(403);
+      // Fewer permissions, and v1 spellings of a subset of them, are narrower too.
+      let rt: string = narrower.body.refresh_token;
+      for (const scope of ['patient/Observation.r', 'patient/Observation.read', 'patient/Patient.s openid', 'patient/Observation.rs?category=vital-signs']) {
+        const res = await refresh({ refresh_token: rt, client_id: publicClient, scope });
+        expect(res.status, `${scope}: ${JSON.stringify(res.body)}`).to.equal(200);
+        expect(res.body.scope).to.equal(scope);
+        rt = res.body.refresh_token;
+      }
+      // The rotated refresh token still holds the whole original grant.
+      const full = await refresh({ refresh_token: rt, client_id: publicClient, scope: t.scope });
+      expect(full.status, JSON.stringify(full.body)).to.equal(200);
+      expect(full.body.scope).to.equal(t.scope);
+      expect((await fetch(`${app.base}/Patient/${ids.patient}`, { headers: { authorization: `Bearer ${full.body.access_token}` } })).status).to.equal(200);
+    });
+
+    it('anything the grant does not cover stays 400 invalid_scope, and the refresh token stays usable', async () => {
+      const t = await tokens('launch/patient offline_access patient/*.read patient/Observation.rs?category=vital-signs');
+      expect(t.scope).to.equal('launch/patient offline_access patient/*.read patient/Observation.rs?category=vital-signs');
+      for (const scope of [
+        'patient/Observation.c', 'patient/Observation.rsu', 'patient/*.cruds', 'patient/Observation.write', 'patient/*.*', // more permissions
+        'user/Observation.rs', 'system/Observation.r', // another context
+        'openid', 'fhirUser', 'online_access', 'launch', 'profile', // identity and launch scopes not granted
+        'patient/Observation.sr', 'Observation.rs', 'nonsense', // not scopes at all
+      ]) {
+        const res = await refresh({ refresh_token: t.refresh_token!, client_id: publicClient, scope: `patient/Patient.rs ${scope}` });
+        expect(res.status, scope).to.equal(400);
+        expect(res.body.error, scope).to.equal('invalid_scope');
+        expect(res.body.error_description, scope).to.include(scope);
+      }
+      // A granted granular restriction is kept: dropping it, or trading it for another, is wider.
+      const granular = await tokens('launch/patient offline_access patient/Observation.rs?category=vital-signs');
+      for (const scope of ['patient/Observation.rs', 'patient/*.rs', 'patient/Observation.r?category=laboratory', 'patient/Observation.r?code=8867-4']) {
+        const res = await refresh({ refresh_token: granular.refresh_token!, client_id: publicClient, scope });
+        expect(res.status, scope).to.equal(400);
+        expect(res.body.error, scope).to.equal('invalid_scope');
+      }
+      const kept = await refresh({ refresh_token: granular.refresh_token!, client_id: publicClient, scope: 'patient/Observation.s?category=vital-signs' });
+      expect(kept.status, JSON.stringify(kept.body)).to.equal(200);
+      expect(kept.body.scope).to.equal('patient/Observation.s?category=vital-signs');
+      // The refused attempts did not spend the first grant's refresh token.
+      const after = await refresh({ refresh_token: t.refresh_token!, client_id: publicClient, scope: 'patient/Observation.rs launch/patient' });
+      expect(after.status, JSON.stringify(after.body)).to.equal(200);
+      expect(after.body.scope).to.equal('patient/Observation.rs launch/patient');
+    });
+
     it('revoked at /auth/revoke: the refresh token and its access tokens stop working', async () => {
       const t = await tokens();
       const notTheirs = await postForm(`${app.origin}/auth/revoke`, { token: t.refresh_token!, client_id: otherClient });
