@@ -4,7 +4,7 @@ import { type Client } from './clients';
 import { OAuthError } from './client-auth';
 import { jose } from './jose';
 import { ID_TOKEN_ALG } from './keys';
-import { scopesNotCovered, splitScope } from '../access/scopes';
+import { grantScopes, parseResourceScope, scopesNotCovered, splitScope } from '../access/scopes';
 import { grantStandings } from './grant-standing';
 import { randomToken, sha256 } from './session';
 import type { AuthState } from './state';
@@ -292,6 +292,15 @@ export async function refresh(state: AuthState, client: Client, params: URLSearc
     if (asked.length === 0) throw new OAuthError(400, 'invalid_scope', 'scope is empty');
     scopes = asked;
   }
+  // No more than the client's registration allows now (standing.scopes: the grant cut to it), as
+  // for its Subscriptions and bulk exports: a registration narrowed since the grant (an operator
+  // re-registering the client) narrows what a refresh issues, though the grant itself is kept.
+  const registered = grantScopes(scopes, standing.scopes, { contexts: ['patient', 'user', 'system'], otherScopes: true });
+  const isResourceScope = (s: string) => parseResourceScope(s) !== undefined;
+  if (scopes.some(isResourceScope) && !registered.some(isResourceScope)) {
+    throw new OAuthError(400, 'invalid_scope', "the client's registration no longer allows any of the access asked for");
+  }
+  scopes = registered;
   const grant: Grant = {
     clientId: row.client_id,
     redirectUri: row.context.redirectUri,

@@ -3,6 +3,7 @@ import { expect } from '@hapi/code';
 import type { AuthState } from '../../src/auth/state';
 import { issueAccessToken } from '../../src/auth/tokens';
 import { addUser } from '../../src/auth/users';
+import { ensureClient } from '../../src/auth/clients';
 import { jose } from '../../src/auth/jose';
 import { unique } from '../helpers/server';
 import { actor, consent } from '../helpers/consent';
@@ -452,6 +453,31 @@ describe('authorization code flow: every rule, black-box over HTTP', () => {
       // The rotated refresh token keeps the original grant.
       const full = await refresh({ refresh_token: narrower.body.refresh_token, client_id: publicClient });
       expect(full.body.scope).to.equal(t.scope);
+    });
+
+    it("a registration narrowed since the grant narrows what a refresh issues; one that allows none of it refuses the refresh", async () => {
+      const scope = 'launch/patient openid fhirUser offline_access patient/*.rs';
+      const pub = { token_endpoint_auth_method: 'none', grant_types: ['authorization_code', 'refresh_token'], redirect_uris: [REDIRECT], scope };
+      const client = (await register(app.origin, pub)).body.client_id as string;
+      const c = await code(client, { scope });
+      const t = (await exchange({ code: c.code, code_verifier: c.verifier, client_id: client })).body as Record<string, string>;
+      expect(t.scope).to.equal(scope);
+      // The operator re-registers the client with Observations only (as a shipped client is on every start).
+      await ensureClient(state.db, client, { ...pub, scope: 'launch/patient openid fhirUser offline_access patient/Observation.rs' });
+      const narrowed = await refresh({ refresh_token: t.refresh_token!, client_id: client });
+      expect(narrowed.status, JSON.stringify(narrowed.body)).to.equal(200);
+      expect(narrowed.body.scope).to.equal('launch/patient openid fhirUser offline_access patient/Observation.rs');
+      const auth = { authorization: `Bearer ${narrowed.body.access_token}` };
+      expect((await fetch(`${app.base}/Observation/${ids.obs}`, { headers: auth })).status).to.equal(200);
+      expect((await fetch(`${app.base}/Patient/${ids.patient}`, { headers: auth })).status).to.equal(403);
+      // Asking for the whole grant again gets no more than the registration either.
+      const asked = await refresh({ refresh_token: narrowed.body.refresh_token, client_id: client, scope });
+      expect(asked.status, JSON.stringify(asked.body)).to.equal(200);
+      expect(asked.body.scope).to.equal('launch/patient openid fhirUser offline_access patient/Observation.rs');
+      await ensureClient(state.db, client, { ...pub, scope: 'launch/patient openid fhirUser offline_access user/Practitioner.rs' });
+      const none = await refresh({ refresh_token: asked.body.refresh_token, client_id: client });
+      expect(none.status).to.equal(400);
+      expect(none.body.error).to.equal('invalid_scope');
     });
 
     it('scope may narrow within one granted scope (RFC 6749 §6): the token is that narrow, the refresh token keeps the grant', async () => {
