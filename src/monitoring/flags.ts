@@ -116,14 +116,36 @@ function addEvent(flag: fhir4.Flag, e: FlagEvent): void {
     if (last) last.valuePeriod = e.window;
     else extension.push({ url: FLAG_WINDOW_URL, valuePeriod: e.window });
   }
-  if (e.critical && !extension.some((x) => x.url === FLAG_PRIORITY_URL)) {
+  flag.extension = extension;
+  summarize(flag, { latest: e.text, critical: e.critical || extension.some((x) => x.url === FLAG_PRIORITY_URL) });
+}
+
+/** What a Flag says of the events it holds in words, whichever of them it names. */
+interface FlagSummary {
+  /** The latest event's text, as the judge wrote it (FlagEvent.text). */
+  latest: string;
+  /** The first event's time (period.start), when it is to change. */
+  since?: string;
+  /** Whether a critical limit is among the breaches it holds (flag-priority PH). */
+  critical: boolean;
+}
+
+/**
+ * Writes a summary onto a Flag: code.text, period.start, the priority. The one place a raise
+ * (the event added) and a retraction (the breaches still held) describe a Flag, so a Flag
+ * reads the same whichever way it came to hold its breaches.
+ */
+function summarize(flag: fhir4.Flag, s: FlagSummary): void {
+  const extension = (flag.extension ?? []).filter((x) => s.critical || x.url !== FLAG_PRIORITY_URL);
+  if (s.critical && !extension.some((x) => x.url === FLAG_PRIORITY_URL)) {
     extension.push({
       url: FLAG_PRIORITY_URL,
       valueCodeableConcept: { coding: [{ system: 'http://hl7.org/fhir/flag-priority-code', code: 'PH', display: 'High priority' }], text: 'Critical limit' },
     });
   }
   flag.extension = extension;
-  if (flag.code) flag.code.text = e.text;
+  if (flag.code) flag.code.text = s.latest;
+  if (s.since !== undefined) flag.period = { ...flag.period, start: s.since };
 }
 
 /**
@@ -183,11 +205,15 @@ export async function raiseFlags(uow: UnitOfWork, events: readonly FlagEvent[]):
       `WITH f AS (
          INSERT INTO monitoring_flag (flag_id, patient, careplan_id, measure, direction, active)
          SELECT *, true FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]))
-       INSERT INTO monitoring_breach (observation_id, careplan_id, measure, direction, flag_id)
-       SELECT * FROM unnest($6::text[], $7::text[], $8::text[], $9::text[], $10::text[]) ON CONFLICT DO NOTHING`,
+       INSERT INTO monitoring_breach (observation_id, careplan_id, measure, direction, flag_id, event_time, text, critical)
+       SELECT o, c, m, d, f, t, x, k
+         FROM unnest($6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::bool[]) WITH ORDINALITY AS u(o, c, m, d, f, t, x, k, n)
+        ORDER BY n ON CONFLICT DO NOTHING`,
       [
         created.map((c) => c.id), created.map((c) => c.event.patient), created.map((c) => c.event.careplanId), created.map((c) => c.event.measure), created.map((c) => c.event.direction),
         judged.map((e) => e.observationId!), judged.map((e) => e.careplanId), judged.map((e) => e.measure), judged.map((e) => e.direction), judged.map((e) => byKey.get(keyOf(e))!.id),
+        // What the breach said, in the order the Flag gained it (seq): a retraction describes the Flag by the rest.
+        judged.map((e) => e.time), judged.map((e) => e.text), judged.map((e) => e.critical),
       ],
     );
   }
@@ -221,23 +247,40 @@ async function lockKeys(tx: Queryable, keys: readonly FlagKey[]): Promise<void> 
   ]);
 }
 
+/** The measures of a plan's active limit Flags (index monitoring_flag_key_idx): $evaluate re-judges them even when no limit names them now. */
+export async function raisedMeasures(db: Queryable, careplanId: string): Promise<string[]> {
+  const { rows } = await db.query<{ measure: string }>(
+    `SELECT DISTINCT measure FROM monitoring_flag WHERE active AND careplan_id = $1 AND direction IN ('high', 'low')`,
+    [careplanId],
+  );
+  return rows.map((r) => r.measure);
+}
+
 /** A reading written again (updated or deleted): which of the breaches it raised it still supports. */
 export interface RewrittenReading {
   observationId: string;
   supports(key: FlagKey): boolean;
 }
 
+/** What a retraction did: breaches taken back, and the Flags written for it. */
+export interface Retraction {
+  breaches: number;
+  flags: string[];
+}
+
 /**
  * Takes back what readings no longer support from the Flags they raised: a reading marked
  * entered-in-error or cancelled, deleted, moved to another patient, or corrected into the limits
  * of a plan it was judged by again. Its breach is forgotten (a later breach counts anew), and an
- * active Flag drops it from its details and its count; a Flag left with no breach at all was
- * raised in error, so it becomes `entered-in-error` (R4 flag-status), which its subscribers are
- * told as of any Flag write. A Flag the clinician already closed keeps its record as it is.
- * Under the locks raiseFlags takes, so a retraction and a raise of one key queue.
+ * active Flag drops it from its details and its count, and is described by the breaches it
+ * still holds (summarize: the latest one's text, the first one's time, the priority while one is
+ * critical); a Flag left with no breach at all was raised in error, so it becomes
+ * `entered-in-error` (R4 flag-status), which its subscribers are told as of any Flag write. A
+ * Flag the clinician already closed keeps its record as it is. Under the locks raiseFlags takes,
+ * so a retraction and a raise of one key queue.
  */
-export async function retractBreaches(uow: UnitOfWork, readings: readonly RewrittenReading[], now: string): Promise<void> {
-  if (readings.length === 0) return;
+export async function retractBreaches(uow: UnitOfWork, readings: readonly RewrittenReading[], now: string): Promise<Retraction> {
+  if (readings.length === 0) return { breaches: 0, flags: [] };
   const byId = new Map(readings.map((r) => [r.observationId, r]));
   const observation = oneOf('observation_id', 1, [...byId.keys()]);
   const { rows } = await uow.tx.query<{ observation_id: string; careplan_id: string; measure: string; direction: FlagDirection; flag_id: string }>(
@@ -245,21 +288,39 @@ export async function retractBreaches(uow: UnitOfWork, readings: readonly Rewrit
     [observation.value],
   );
   const taken = rows.filter((r) => !byId.get(r.observation_id)!.supports({ careplanId: r.careplan_id, measure: r.measure, direction: r.direction }));
-  if (taken.length === 0) return;
+  if (taken.length === 0) return { breaches: 0, flags: [] };
   await lockKeys(uow.tx, taken.map((r) => ({ careplanId: r.careplan_id, measure: r.measure, direction: r.direction })));
-  await uow.tx.query(
-    `DELETE FROM monitoring_breach b USING unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS x(o, c, m, d)
-      WHERE b.observation_id = x.o AND b.careplan_id = x.c AND b.measure = x.m AND b.direction = x.d`,
+  // Forgets the breaches and reads, in the same statement, what their Flags still hold (the
+  // statement's snapshot predates its DELETE, hence the NOT EXISTS).
+  const { rows: held } = await uow.tx.query<{ flag_id: string; undescribed: number; latest: string | null; since: string | null; critical: boolean | null }>(
+    `WITH gone AS (
+       DELETE FROM monitoring_breach b USING unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS x(o, c, m, d)
+        WHERE b.observation_id = x.o AND b.careplan_id = x.c AND b.measure = x.m AND b.direction = x.d
+       RETURNING b.observation_id, b.careplan_id, b.measure, b.direction, b.flag_id)
+     SELECT b.flag_id, (count(*) FILTER (WHERE b.text IS NULL))::int AS undescribed,
+            (array_agg(b.text ORDER BY b.seq DESC))[1] AS latest, (array_agg(b.event_time ORDER BY b.seq))[1] AS since, bool_or(b.critical) AS critical
+       FROM monitoring_breach b
+      WHERE b.flag_id IN (SELECT flag_id FROM gone)
+        AND NOT EXISTS (SELECT 1 FROM gone g WHERE g.observation_id = b.observation_id AND g.careplan_id = b.careplan_id AND g.measure = b.measure AND g.direction = b.direction)
+      GROUP BY b.flag_id`,
     [taken.map((r) => r.observation_id), taken.map((r) => r.careplan_id), taken.map((r) => r.measure), taken.map((r) => r.direction)],
   );
+  const holding = new Map(held.map((h) => [h.flag_id, h]));
   const stored = await readVersioned<fhir4.Flag>(uow.tx, 'Flag', taken.map((r) => r.flag_id));
   const ops: WriteOp[] = [];
   for (const [id, { resource, versionId }] of stored) {
     if (resource.status !== 'active') continue;
     removeEvents(resource, taken.filter((r) => r.flag_id === id).map((r) => `Observation/${r.observation_id}`), now);
+    // A breach recorded before breaches kept their words (migration 018) could be the latest or
+    // the first: then the summary stands as it is rather than naming the wrong one.
+    const rest = holding.get(id);
+    if (resource.status === 'active' && rest?.latest && Number(rest.undescribed) === 0) {
+      summarize(resource, { latest: rest.latest, since: rest.since ?? undefined, critical: rest.critical === true });
+    }
     ops.push({ kind: 'update', type: 'Flag', id, resource, ifMatch: versionId });
   }
   if (ops.length) await uow.apply(ops);
+  return { breaches: taken.length, flags: ops.map((o) => (o as { id: string }).id) };
 }
 
 /** Drops the readings' details and counts from a Flag; with none left, the Flag was raised in error. */

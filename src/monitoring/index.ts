@@ -13,7 +13,7 @@ import { readResource, ReplayUnitError } from '../store/repository';
 import { checkAdherence } from './adherence';
 import { PeriodicJob } from './periodic';
 import { turnOffEndedSubscriptions } from './subscription-end';
-import { type FlagEvent, keyOf, raiseFlags, retractBreaches, type RewrittenReading, trackFlagStatus } from './flags';
+import { type FlagEvent, keyOf, raisedMeasures, raiseFlags, retractBreaches, type RewrittenReading, trackFlagStatus } from './flags';
 import { type Breach, carryJudgement, judgedPatient, judgeObservation, type PlanLimits } from './judge';
 import { assertValidGoal, type CompiledPlan, compilePlan, storedGoalIds } from './plan';
 import { activePlansOf, goalsInActivePlans, loadGoals, planById, plansChanged, plansUnchanged, recompilePlansOfGoals, storePlans } from './plans';
@@ -283,32 +283,47 @@ async function applyRules(uow: UnitOfWork, committed: readonly CommittedWrite[],
 
 /**
  * CarePlan/{id}/$evaluate?start&end: re-judges the stored Observations of the plan's patient in
- * [start, end] against the plan's current limits and raises the Flags they deserve. Idempotent:
- * monitoring_breach remembers what was judged.
+ * [start, end] against the plan's current limits, raises the Flags they deserve, and takes back
+ * (retractBreaches, as a rewritten reading does) the breaches recorded for this plan of readings
+ * that no longer break its limits (limits changed, reading corrected); breaches of readings
+ * outside the period, or of other plans, are left alone. Idempotent: monitoring_breach
+ * remembers what was judged.
  */
 async function evaluateOperation(ctx: FhirContext, req: RestRequest): Promise<InteractionResult> {
   if (!(await readResource(ctx.db, 'CarePlan', req.id!))) throw notFound(`CarePlan/${req.id} is not known`);
   const plan = await planById(ctx.db, req.id!);
-  if (!plan || plan.limits.length === 0) throw unprocessable(`CarePlan/${req.id} has no limits for a Patient to evaluate`);
+  // The measures its limits name, and those of its active limit Flags: a limit the physician
+  // removed leaves breaches to take back.
+  const measures = plan ? [...new Set([...plan.limits.map((l) => l.measure), ...(await raisedMeasures(ctx.db, plan.careplanId))])] : [];
+  if (!plan || measures.length === 0) throw unprocessable(`CarePlan/${req.id} has no limits for a Patient to evaluate`);
   const start = dateParameter(req, 'start') ?? new Date(plan.periodStart ?? 0);
   const end = dateParameter(req, 'end') ?? new Date(Math.min(plan.periodEnd ?? Date.now(), Date.now()));
   if (start > end) throw badRequest('start is after end', ['start']);
   const result = await withUnitOfWork(ctx, async (uow) => {
     // Both the own code and the component codes: a panel's systolic limit reads the panel.
-    // Only the readings the caller may read are judged: the answer's counts and Flags say what
-    // they were (a plan readable through its activity's performer is not a right to the
-    // subject's readings).
+    // Only the readings the caller may read are judged, and only their breaches taken back: the
+    // answer's counts and Flags say what they were (a plan readable through its activity's
+    // performer is not a right to the subject's readings).
     const limits = readLimits(req.policy, 'Observation', 's');
-    const readings = (await readingsOf(uow.tx, { patient: plan.patient, codes: plan.limits.map((l) => l.measure), from: start.toISOString(), to: end.toISOString() }))
+    const readings = (await readingsOf(uow.tx, { patient: plan.patient, codes: measures, from: start.toISOString(), to: end.toISOString() }))
       .filter((r) => withinLimits('Observation', r.resource, limits));
     const events: Breach[] = [];
-    for (const r of readings) events.push(...judgeObservation(r.resource, r.id, [plan], false).breaches);
+    const rejudged: RewrittenReading[] = [];
+    for (const r of readings) {
+      const { breaches } = judgeObservation(r.resource, r.id, [plan], false);
+      events.push(...breaches);
+      const now = new Set(breaches.map(keyOf));
+      rejudged.push({ observationId: r.id, supports: (key) => key.careplanId !== plan.careplanId || now.has(keyOf(key)) });
+    }
     const flags = await raiseFlags(uow, events);
-    return { judged: readings.length, breaches: events.length, flags };
+    const retracted = await retractBreaches(uow, rejudged, new Date().toISOString());
+    return { judged: readings.length, breaches: events.length, flags, retracted };
   });
   return parametersResult([
     { name: 'judged', valueInteger: result.judged },
     { name: 'breaches', valueInteger: result.breaches },
     ...result.flags.map((f) => ({ name: 'flag', valueReference: { reference: `Flag/${f.id}` } })),
+    { name: 'retracted', valueInteger: result.retracted.breaches },
+    ...result.retracted.flags.map((id) => ({ name: 'retracted-flag', valueReference: { reference: `Flag/${id}` } })),
   ]);
 }

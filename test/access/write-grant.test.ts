@@ -105,6 +105,20 @@ describe('writes stay inside what the token may read and write', () => {
       const asSystem = await app.request({ method: 'POST', url, payload: { resourceType: 'Parameters' }, headers: system });
       expect(value(asSystem, 'judged')).to.equal(1);
       expect(value(asSystem, 'breaches')).to.equal(1);
+      // The limit relaxed: what it takes back is bounded by the same reads. Alice's evaluation
+      // leaves Bob's breach on its Flag; the system's takes it back.
+      const stored = (await app.request({ method: 'GET', url: `/fhir/CarePlan/${planId}`, headers: system })).json;
+      stored.contained[0].target[0].detailRange.high.value = 200;
+      expect((await app.request({ method: 'PUT', url: `/fhir/CarePlan/${planId}`, payload: stored, headers: system })).statusCode).to.equal(200);
+      const bobsFlag = async () => ((await app.request({ method: 'GET', url: `/fhir/Flag?patient=Patient/${ids.bob}&status=active`, headers: system })).json.entry ?? []).map((e: { resource: fhir4.Flag }) => e.resource).filter((f: fhir4.Flag) => f.code.coding?.some((c) => c.code === 'limit-high'));
+      expect(await bobsFlag()).to.have.length(1);
+      const relaxedAsAlice = await app.request({ method: 'POST', url, payload: { resourceType: 'Parameters' }, headers: alice });
+      expect(relaxedAsAlice.statusCode, relaxedAsAlice.payload).to.equal(200);
+      expect(value(relaxedAsAlice, 'retracted')).to.equal(0);
+      expect(await bobsFlag()).to.have.length(1);
+      const relaxedAsSystem = await app.request({ method: 'POST', url, payload: { resourceType: 'Parameters' }, headers: system });
+      expect(value(relaxedAsSystem, 'retracted')).to.equal(1);
+      expect(await bobsFlag()).to.have.length(0);
     });
 
     it("is told by CarePlan/$check-adherence only of the Flags it may read: no count of another patient's missed windows", async () => {

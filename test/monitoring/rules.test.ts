@@ -218,6 +218,36 @@ describe('monitoring rules', () => {
     expect(kept.json.meta.versionId).to.equal(closed.json.meta.versionId);
   });
 
+  it('a Flag whose breach is taken back is described by the breaches it still holds: latest text, first time, priority', async () => {
+    const patient = await newPatient();
+    await create(plan(patient));
+    const at = (hoursAgo: number) => new Date(Date.now() - hoursAgo * 3_600_000).toISOString();
+    const first = await create(bp(patient, 150, 80, at(3)));
+    const second = await create(bp(patient, 160, 80, at(2)));
+    const third = await create(bp(patient, 195, 80, at(1)));
+    let [flag] = await flagsOf(patient);
+    expect(flag.code.text).to.equal('Systolic blood pressure 195 mm[Hg] above critical limit 180 mm[Hg]');
+    expect(ext(flag, FLAG_PRIORITY)).to.have.length(1);
+    expect(flag.period.start).to.equal(first.effectiveDateTime);
+
+    // The critical reading, the latest, is deleted: the Flag names the 160 and is no longer critical.
+    expect((await app.request({ method: 'DELETE', url: `/fhir/Observation/${third.id}` })).statusCode).to.equal(204);
+    [flag] = await flagsOf(patient);
+    expect(flag.status).to.equal('active');
+    expect(ext(flag, FLAG_COUNT)[0].valueInteger).to.equal(2);
+    expect(flag.code.text).to.equal('Systolic blood pressure 160 mm[Hg] above limit 140 mm[Hg]');
+    expect(ext(flag, FLAG_PRIORITY)).to.have.length(0);
+    expect(flag.period.start).to.equal(first.effectiveDateTime);
+
+    // The first, which opened the Flag, is corrected into the limits: the Flag starts at the second.
+    const corrected = await app.request({ method: 'PUT', url: `/fhir/Observation/${first.id}`, payload: { ...first, status: 'amended', component: [{ ...first.component[0], valueQuantity: q(120, 'mm[Hg]') }, first.component[1]] } });
+    expect(corrected.statusCode).to.equal(200);
+    [flag] = await flagsOf(patient);
+    expect(ext(flag, FLAG_DETAIL).map((e: any) => e.valueReference.reference)).to.equal([`Observation/${second.id}`]);
+    expect(flag.code.text).to.equal('Systolic blood pressure 160 mm[Hg] above limit 140 mm[Hg]');
+    expect(flag.period.start).to.equal(second.effectiveDateTime);
+  });
+
   it('a Flag left active names only the latest 20 breaching Observations, counts them all, and stays small', async () => {
     const patient = await newPatient();
     await create(plan(patient));
@@ -400,6 +430,52 @@ describe('monitoring rules', () => {
     expect(flags[0].meta.versionId).to.equal('1');
     const get = await app.request({ method: 'GET', url: `/fhir/CarePlan/${carePlan.id}/$evaluate` });
     expect(get.statusCode).to.equal(405);
+  });
+
+  it('$evaluate takes back the breaches of the period whose readings no longer break the limits, and says so', async () => {
+    const patient = await newPatient();
+    const carePlan = await create(plan(patient));
+    await create(bp(patient, 150, 80, '2026-01-10T08:00:00Z'));
+    const later = await create(bp(patient, 155, 80, '2026-01-20T08:00:00Z'));
+    const march = await create(bp(patient, 160, 80, '2026-03-10T08:00:00Z'));
+    let [flag] = await flagsOf(patient);
+    expect(ext(flag, FLAG_COUNT)[0].valueInteger).to.equal(3);
+    const evaluate = (start: string, end: string) => app.request({ method: 'POST', url: `/fhir/CarePlan/${carePlan.id}/$evaluate?start=${start}&end=${end}`, payload: { resourceType: 'Parameters' } });
+    const parameter = (res: any, name: string) => res.json.parameter.filter((p: any) => p.name === name).map((p: any) => p.valueInteger ?? p.valueReference.reference);
+    const withLimits = (goals: any[]) => app.request({ method: 'PUT', url: `/fhir/CarePlan/${carePlan.id}`, payload: { ...carePlan, contained: goals, goal: goals.map((g: any) => ({ reference: `#${g.id}` })) } });
+
+    // The physician relaxes systolic to 152 and re-evaluates January: the 150 is taken back, the 155 stays.
+    const relaxed = carePlan.contained.map((g: any) => (g.id === 'bp' ? { ...g, target: [range('8480-6', 'mm[Hg]', 90, 152), range('8462-4', 'mm[Hg]', 60, 90)] } : g));
+    expect((await withLimits(relaxed)).statusCode).to.equal(200);
+    const res = await evaluate('2026-01-01', '2026-01-31');
+    expect(res.statusCode, JSON.stringify(res.json)).to.equal(200);
+    expect(parameter(res, 'judged')).to.equal([2]);
+    expect(parameter(res, 'breaches')).to.equal([1]);
+    expect(parameter(res, 'flag')).to.equal([]);
+    expect(parameter(res, 'retracted')).to.equal([1]);
+    expect(parameter(res, 'retracted-flag')).to.equal([`Flag/${flag.id}`]);
+    [flag] = await flagsOf(patient);
+    expect(flag.status).to.equal('active');
+    expect(ext(flag, FLAG_DETAIL).map((e: any) => e.valueReference.reference)).to.equal([`Observation/${later.id}`, `Observation/${march.id}`]);
+    expect(ext(flag, FLAG_COUNT)[0].valueInteger).to.equal(2);
+    expect(flag.period.start).to.equal(later.effectiveDateTime);
+    expect(flag.code.text).to.equal('Systolic blood pressure 160 mm[Hg] above limit 140 mm[Hg]');
+
+    // Again: nothing more to take back, the Flag is not written.
+    const again = await evaluate('2026-01-01', '2026-01-31');
+    expect(parameter(again, 'retracted')).to.equal([0]);
+    expect(parameter(again, 'retracted-flag')).to.equal([]);
+    expect((await flagsOf(patient))[0].meta.versionId).to.equal(flag.meta.versionId);
+
+    // No systolic limit at all (only weight is watched): the whole year's breaches go, the
+    // Flag with them, though no limit names the measure any more.
+    expect((await withLimits(carePlan.contained.filter((g: any) => g.id === 'weight'))).statusCode).to.equal(200);
+    const all = await evaluate('2026-01-01', '2026-12-31');
+    expect(all.statusCode, JSON.stringify(all.json)).to.equal(200);
+    expect(parameter(all, 'retracted')).to.equal([2]);
+    [flag] = await flagsOf(patient);
+    expect(flag.status).to.equal('entered-in-error');
+    expect(ext(flag, FLAG_COUNT)[0].valueInteger).to.equal(0);
   });
 
   it('a missed daily measurement raises one Flag per missed window, updated while active, and none when measured', async () => {
