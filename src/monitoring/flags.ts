@@ -157,15 +157,22 @@ export async function raiseFlags(uow: UnitOfWork, events: readonly FlagEvent[]):
   if (events.length === 0) return [];
   const { tx } = uow;
   let pending = [...events];
+  const breachKey = (e: FlagEvent) => `${e.observationId}|${keyOf(e)}`;
+  // Breaches judged before that are critical now and were not (a reading corrected from 150 to
+  // 195 mm[Hg]): raised again, so that the Flag holding them escalates (priority, text), or one
+  // opens if the clinician has closed it since. The Flag they were recorded under, by key.
+  const escalated = new Map<string, string>();
   const observed = pending.filter((e) => e.observationId && !e.firstVersion);
   if (observed.length) {
     const observation = oneOf('observation_id', 1, [...new Set(observed.map((e) => e.observationId!))]);
-    const { rows } = await tx.query<{ k: string }>(
-      `SELECT observation_id || '|' || careplan_id || '|' || measure || '|' || direction AS k FROM monitoring_breach WHERE ${observation.sql}`,
+    const { rows } = await tx.query<{ k: string; critical: boolean | null; flag_id: string }>(
+      `SELECT observation_id || '|' || careplan_id || '|' || measure || '|' || direction AS k, critical, flag_id FROM monitoring_breach WHERE ${observation.sql}`,
       [observation.value],
     );
-    const done = new Set(rows.map((r) => r.k));
-    pending = pending.filter((e) => !e.observationId || !done.has(`${e.observationId}|${keyOf(e)}`));
+    const criticalNow = new Set(observed.filter((e) => e.critical).map(breachKey));
+    for (const r of rows) if (criticalNow.has(r.k) && r.critical !== true) escalated.set(r.k, r.flag_id);
+    const done = new Set(rows.map((r) => r.k).filter((k) => !escalated.has(k)));
+    pending = pending.filter((e) => !e.observationId || !done.has(breachKey(e)));
   }
   if (pending.length === 0) return [];
 
@@ -188,6 +195,8 @@ export async function raiseFlags(uow: UnitOfWork, events: readonly FlagEvent[]):
       byKey.set(key, target);
       created.push({ id: target.id, event: e });
     }
+    // Counted once: an escalated breach leaves the place it had in the Flag it was recorded under.
+    if (e.observationId && escalated.get(breachKey(e)) === target.id) dropEvents(target.flag, [`Observation/${e.observationId}`]);
     addEvent(target.flag, e);
   }
   const touched = [...byKey.values()].filter((t) => t.created || pending.some((e) => byKey.get(keyOf(e)) === t));
@@ -199,7 +208,7 @@ export async function raiseFlags(uow: UnitOfWork, events: readonly FlagEvent[]):
   for (const t of touched) ownFlags.add(t.flag);
   await uow.apply(ops);
   // What the server raised (monitoring_flag) and what it judged (monitoring_breach), in one statement.
-  const judged = pending.filter((e) => e.observationId);
+  const judged = [...new Map(pending.filter((e) => e.observationId).map((e) => [breachKey(e), e])).values()];
   if (created.length || judged.length) {
     await tx.query(
       `WITH f AS (
@@ -208,7 +217,9 @@ export async function raiseFlags(uow: UnitOfWork, events: readonly FlagEvent[]):
        INSERT INTO monitoring_breach (observation_id, careplan_id, measure, direction, flag_id, event_time, text, critical)
        SELECT o, c, m, d, f, t, x, k
          FROM unnest($6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::bool[]) WITH ORDINALITY AS u(o, c, m, d, f, t, x, k, n)
-        ORDER BY n ON CONFLICT DO NOTHING`,
+        ORDER BY n
+       ON CONFLICT (observation_id, careplan_id, measure, direction) DO UPDATE
+          SET flag_id = EXCLUDED.flag_id, event_time = EXCLUDED.event_time, text = EXCLUDED.text, critical = EXCLUDED.critical, seq = EXCLUDED.seq`,
       [
         created.map((c) => c.id), created.map((c) => c.event.patient), created.map((c) => c.event.careplanId), created.map((c) => c.event.measure), created.map((c) => c.event.direction),
         judged.map((e) => e.observationId!), judged.map((e) => e.careplanId), judged.map((e) => e.measure), judged.map((e) => e.direction), judged.map((e) => byKey.get(keyOf(e))!.id),
@@ -323,14 +334,19 @@ export async function retractBreaches(uow: UnitOfWork, readings: readonly Rewrit
   return { breaches: taken.length, flags: ops.map((o) => (o as { id: string }).id) };
 }
 
-/** Drops the readings' details and counts from a Flag; with none left, the Flag was raised in error. */
-function removeEvents(flag: fhir4.Flag, readings: readonly string[], now: string): void {
+/** Drops the readings' details and counts from a Flag (a detail past MAX_FLAG_DETAILS is still counted); returns the count left. */
+function dropEvents(flag: fhir4.Flag, readings: readonly string[]): number {
   const gone = new Set(readings);
   const extension = (flag.extension ?? []).filter((x) => x.url !== FLAG_DETAIL_URL || !gone.has(x.valueReference?.reference ?? ''));
   const count = extension.find((x) => x.url === FLAG_COUNT_URL);
   if (count) count.valueInteger = Math.max(0, (count.valueInteger ?? 0) - gone.size);
   flag.extension = extension;
-  if (!count || count.valueInteger === 0) {
+  return count?.valueInteger ?? 0;
+}
+
+/** Drops the readings' details and counts from a Flag; with none left, the Flag was raised in error. */
+function removeEvents(flag: fhir4.Flag, readings: readonly string[], now: string): void {
+  if (!dropEvents(flag, readings)) {
     flag.status = 'entered-in-error';
     const start = flag.period?.start;
     flag.period = { ...flag.period, end: start !== undefined && Date.parse(start) > Date.parse(now) ? start : now };

@@ -248,6 +248,45 @@ describe('monitoring rules', () => {
     expect(flag.period.start).to.equal(second.effectiveDateTime);
   });
 
+  it('a breaching reading corrected to a critical value escalates its Flag; once the Flag is closed, a correction opens a new one', async () => {
+    const patient = await newPatient();
+    await create(plan(patient));
+    const reading = await create(bp(patient, 150, 80, new Date(Date.now() - 3_600_000).toISOString()));
+    let [flag] = await flagsOf(patient);
+    expect(ext(flag, FLAG_PRIORITY)).to.have.length(0);
+    const correct = async (systolic: number, stored: any) => {
+      const res = await app.request({ method: 'PUT', url: `/fhir/Observation/${reading.id}`, payload: { ...stored, meta: undefined, status: 'corrected', component: [{ ...stored.component[0], valueQuantity: q(systolic, 'mm[Hg]') }, stored.component[1]] } });
+      expect(res.statusCode, res.payload).to.equal(200);
+      return res.json;
+    };
+    const corrected = await correct(195, reading);
+    [flag] = await flagsOf(patient);
+    expect(flag.code.text).to.equal('Systolic blood pressure 195 mm[Hg] above critical limit 180 mm[Hg]');
+    expect(ext(flag, FLAG_PRIORITY)).to.have.length(1);
+    // Still one breach, named once.
+    expect(ext(flag, FLAG_COUNT)[0].valueInteger).to.equal(1);
+    expect(ext(flag, FLAG_DETAIL).map((e: any) => e.valueReference.reference)).to.equal([`Observation/${reading.id}`]);
+    // Corrected again within the critical range: nothing new to say, no new Flag version.
+    const version = flag.meta.versionId;
+    await correct(196, corrected);
+    [flag] = await flagsOf(patient);
+    expect(flag.meta.versionId).to.equal(version);
+
+    // The clinician closes the Flag; a reading it held is then corrected from high to critical:
+    // a value nobody has seen as critical opens a Flag of its own.
+    const other = await create(bp(patient, 150, 80, new Date(Date.now() - 1_800_000).toISOString()));
+    [flag] = await flagsOf(patient);
+    const closed = await app.request({ method: 'PUT', url: `/fhir/Flag/${flag.id}`, payload: { ...flag, meta: undefined, status: 'inactive', period: { ...flag.period, end: new Date().toISOString() } } });
+    expect(closed.statusCode, closed.payload).to.equal(200);
+    const put = await app.request({ method: 'PUT', url: `/fhir/Observation/${other.id}`, payload: { ...other, meta: undefined, status: 'corrected', component: [{ ...other.component[0], valueQuantity: q(190, 'mm[Hg]') }, other.component[1]] } });
+    expect(put.statusCode, put.payload).to.equal(200);
+    const active = await flagsOf(patient, '&status=active');
+    expect(active).to.have.length(1);
+    expect(active[0].id).to.not.equal(flag.id);
+    expect(active[0].code.text).to.equal('Systolic blood pressure 190 mm[Hg] above critical limit 180 mm[Hg]');
+    expect(ext(active[0], FLAG_COUNT)[0].valueInteger).to.equal(1);
+  });
+
   it('a Flag left active names only the latest 20 breaching Observations, counts them all, and stays small', async () => {
     const patient = await newPatient();
     await create(plan(patient));
