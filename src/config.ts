@@ -195,6 +195,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       maxSearchParameters: int(env.MAX_SEARCH_PARAMETERS, DEFAULT_INPUT_LIMITS.maxSearchParameters, 'MAX_SEARCH_PARAMETERS'),
       maxOrValues: int(env.MAX_OR_VALUES, DEFAULT_INPUT_LIMITS.maxOrValues, 'MAX_OR_VALUES'),
       maxSearchTerms: int(env.MAX_SEARCH_TERMS, DEFAULT_INPUT_LIMITS.maxSearchTerms, 'MAX_SEARCH_TERMS'),
+      maxValueSetCodes: int(env.MAX_VALUE_SET_CODES, DEFAULT_INPUT_LIMITS.maxValueSetCodes, 'MAX_VALUE_SET_CODES'),
     },
     hsts: baseUrl.startsWith('https:') || bool(env.TLS_PROXY, 'TLS_PROXY'),
     statementTimeoutMs: duration(env.STATEMENT_TIMEOUT, 15_000, 'STATEMENT_TIMEOUT'),

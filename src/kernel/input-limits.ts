@@ -23,6 +23,11 @@ export interface InputLimits {
    * each value of a `_has` or chained parameter counts SEARCH_JOIN_WEIGHT (see checkSearchSize).
    */
   maxSearchTerms: number;
+  /**
+   * Most codes a value set named by a token's `:in` or `:not-in` may expand to: each code is a
+   * bound hash the query tests (src/search/types/token.ts).
+   */
+  maxValueSetCodes: number;
 }
 
 export const DEFAULT_INPUT_LIMITS: Readonly<InputLimits> = {
@@ -32,6 +37,7 @@ export const DEFAULT_INPUT_LIMITS: Readonly<InputLimits> = {
   maxSearchParameters: 50,
   maxOrValues: 100,
   maxSearchTerms: 200,
+  maxValueSetCodes: 1_000,
 };
 
 /**

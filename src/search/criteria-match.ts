@@ -10,10 +10,10 @@ import { type TokenTerm, tokenRowMatches } from './types/token';
  * A Subscription's criteria judged in memory on freshly written resources, on their own index
  * rows (the rows the writer stores, from the same extraction). Plain token and reference
  * filters are judged (`code=…`, `status=…`, `patient=Patient/X`, `subject=…`, and
- * `subject:identifier=…`, a token filter of its own parameter: ./registry.ts identifierParamOf)
- * with the comparisons the SQL conditions make; every other filter (chains, `_has`, modifiers,
- * `:missing`, dates, quantities, strings, `_id`) counts as a possible match for the database to
- * decide.
+ * `subject:identifier=…`, a token filter of its own parameter: ./registry.ts identifierParamOf),
+ * and tokens' `:not`, `:in` and `:not-in` (decision 039), with the comparisons the SQL
+ * conditions make; every other filter (chains, `_has`, other modifiers, `:missing`, dates,
+ * quantities, strings, `_id`) counts as a possible match for the database to decide.
  *
  * Measured reason: every live Subscription of a written type cost each write one search in its
  * transaction, whether or not its criteria could match. With 200 Subscriptions on other
@@ -54,9 +54,13 @@ export function criteriaMatcher(type: string, params: URLSearchParams): Criteria
 
 type JudgedFilter = Extract<Filter, { kind: 'param' }>;
 
+/** Token modifiers whose terms `tokenRowMatches` always decides (never `:text`, whose word matching only the database does). */
+const JUDGED_TOKEN_MODIFIERS: ReadonlySet<string | undefined> = new Set([undefined, 'not', 'in', 'not-in']);
+
 function judgeable(filter: Filter): filter is JudgedFilter {
-  if (filter.kind !== 'param' || filter.missing !== undefined || filter.modifier !== undefined || filter.negate) return false;
-  return (filter.param.type === 'token' || filter.param.type === 'reference') && filter.param.storage.kind !== 'column';
+  if (filter.kind !== 'param' || filter.missing !== undefined || filter.param.storage.kind === 'column') return false;
+  if (filter.param.type === 'token') return JUDGED_TOKEN_MODIFIERS.has(filter.modifier);
+  return filter.param.type === 'reference' && filter.modifier === undefined && !filter.negate;
 }
 
 /**
@@ -83,11 +87,15 @@ export function rowsOfParam(param: SearchParameterDef, rows: ReadonlyArray<{ par
     .map((r) => r.row);
 }
 
-/** Whether the resource's rows satisfy a judged filter, term by term as its SQL condition would (OR of terms). */
+/**
+ * Whether the resource's rows satisfy a judged filter, term by term as its SQL condition would
+ * (OR of terms; a negated filter, `NOT EXISTS` of a matching row).
+ */
 function filterMatches(filter: JudgedFilter, rows: RowSink): boolean {
   if (filter.param.type === 'token') {
     const own = rowsOfParam(filter.param, rows.token);
-    return (filter.terms as TokenTerm[]).some((term) => own.some((row) => tokenRowMatches(term, row) !== false));
+    const matches = (filter.terms as TokenTerm[]).some((term) => own.some((row) => tokenRowMatches(term, row) === true));
+    return filter.negate ? !matches : matches;
   }
   const own = rowsOfParam(filter.param, rows.reference);
   return (filter.terms as ReferenceTerm[]).some((term) => own.some((row) => referenceRowMatches(term, row)));

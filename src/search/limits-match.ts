@@ -23,12 +23,15 @@ export function withinLimits(type: string, resource: fhir4.FhirResource, limits:
   return true;
 }
 
+/** Token modifiers judged here: `:not`, `:not-in` negate the filter (decision 039). */
+const JUDGED_MODIFIERS: ReadonlySet<string | undefined> = new Set([undefined, 'not', 'in', 'not-in']);
+
 function matchesConstraint(type: string, resource: fhir4.FhirResource, constraint: URLSearchParams): boolean {
   if ([...constraint.keys()].length === 0) return true;
   const { filters } = parseSearch(type, constraint, { defaultCount: 0, maxCount: 0 });
   const tokens = extractIndex(type, resource).rows.token;
   return filters.every((filter) => {
-    if (filter.kind !== 'param' || filter.param.type !== 'token' || filter.missing !== undefined || (filter.modifier !== undefined && filter.modifier !== 'not')) {
+    if (filter.kind !== 'param' || filter.param.type !== 'token' || filter.missing !== undefined || !JUDGED_MODIFIERS.has(filter.modifier)) {
       throw unjudgeable(type);
     }
     if (filter.param.storage.kind === 'column') {

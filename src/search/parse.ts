@@ -22,7 +22,7 @@ export interface ParamFilter {
   missing?: boolean;
   /** Parsed terms of one occurrence, OR'd (comma); repeated occurrences are separate filters, AND'd. */
   terms: unknown[];
-  /** `:not` (token): resources with no matching value, including those with no value at all. */
+  /** `:not` and `:not-in` (token): resources with no matching value, including those with no value at all. */
   negate?: boolean;
 }
 
@@ -143,10 +143,13 @@ function parseParamFilter(resourceType: string, fullName: string, name: string, 
     // (decision 035). The modifier becomes the parameter searched, so the filter is a plain one.
     return { kind: 'param', param: identifierParamOf(param), terms: splitOr(value).map((raw) => parseTokenValue(raw, fullName)) };
   }
+  const limits = opts.limits ?? DEFAULT_INPUT_LIMITS;
   const terms = splitOr(value).map((raw) =>
-    param.type === 'reference' ? reference.parse(raw, typeModifier, param) : module.parse(raw, modifier === 'not' ? undefined : modifier, param),
+    param.type === 'reference' ? reference.parse(raw, typeModifier, param) : module.parse(raw, modifier === 'not' ? undefined : modifier, param, limits),
   );
-  return { kind: 'param', param, modifier, terms, negate: modifier === 'not' };
+  // `:not-in` is `:not` of `:in`: resources with no value in the set, including those with no
+  // value at all (decision 039).
+  return { kind: 'param', param, modifier, terms, negate: modifier === 'not' || modifier === 'not-in' };
 }
 
 /**

@@ -93,12 +93,15 @@ describe('rest-hook subscriptions', () => {
       otherSystem: 'Observation?code=http://snomed.info/sct|85354-9',
       otherStatus: 'Observation?code=85354-9&status=preliminary',
       otherTargetType: `Observation?subject=Group/${patient}`,
+      // Value sets (decision 039): 85354-9 is in the vital-sign results.
+      inValueSet: `Observation?code:in=http://hl7.org/fhir/ValueSet/observation-vitalsignresult&patient=${patient}`,
+      notInValueSet: `Observation?code:not-in=http://hl7.org/fhir/ValueSet/observation-vitalsignresult&patient=${patient}`,
     };
     const ids: string[] = [];
     try {
       for (const [name, c] of Object.entries(criteria)) ids.push((await create(app, subscription(hook.url, c, { payload: undefined, header: [`X-Sub: ${name}`] }))).id);
       await create(app, systolic(patient, 120));
-      const expected = ['patient', 'bareSubject', 'systemCode', 'componentOr', 'combo', 'typed'];
+      const expected = ['patient', 'bareSubject', 'systemCode', 'componentOr', 'combo', 'typed', 'inValueSet'];
       await until('the matching subscribers', () => hook.received.length >= expected.length);
       await new Promise((r) => setTimeout(r, 500));
       expect(hook.received.map((r) => r.headers['x-sub']).sort()).to.equal([...expected].sort());

@@ -10,6 +10,9 @@ const LOINC = 'http://loinc.org';
 const CATEGORY = 'http://terminology.hl7.org/CodeSystem/observation-category';
 const OTHER = 'http://other.org/fhir';
 const MRN = 'urn:test:criteria:mrn';
+const VITALS = 'http://hl7.org/fhir/ValueSet/observation-vitalsignresult';
+const CATEGORIES = 'http://hl7.org/fhir/ValueSet/observation-category';
+const STATUSES = 'http://hl7.org/fhir/ValueSet/observation-status';
 
 /**
  * Subscription matching judges plain criteria and the subscriber's limits in memory
@@ -49,6 +52,8 @@ describe('criteria judged in memory agree with the search', () => {
       panel(bob),
       { resourceType: 'Observation', status: 'final', code: { coding: [{ system: 'http://snomed.info/sct', code: '8867-4' }] }, subject: { reference: `Group/${alice}` } },
       { resourceType: 'Observation', status: 'final', code: { text: 'no coding' }, subject: { reference: `Patient/${bob}` } },
+      // A coding without a system, and a category of another system: a value set's codes judge the first (decision 039), not the second.
+      { resourceType: 'Observation', status: 'cancelled', code: { coding: [{ code: '29463-7' }] }, category: [{ coding: [{ system: OTHER, code: 'vital-signs' }] }], subject: { reference: `Patient/${alice}` } },
       // Absolute: another server's patient with alice's id is not alice (decision 034); this server's own base is.
       reading(alice, '8867-4', 'vital-signs', 'final', { subject: { reference: `${OTHER}/Patient/${alice}` } }),
       reading(bob, '2339-0', 'laboratory', 'final', { subject: { reference: `${app.ctx.baseUrl}/Patient/${bob}/_history/1` } }),
@@ -70,6 +75,9 @@ describe('criteria judged in memory agree with the search', () => {
     `patient=${app.ctx.baseUrl}/Patient/${bob}/_history/1`, `category=laboratory&subject=${bob}`,
     `subject:identifier=${MRN}|${alice}`, `subject:identifier=${alice},${bob}`, `subject:identifier=${MRN}|`, `subject:identifier=|${alice}`,
     `patient:identifier=${MRN}|${alice}`, `patient:identifier=${bob}&category=laboratory`, `subject:identifier=${MRN}|${alice}&code=${LOINC}|8867-4`,
+    // Value sets (decision 039): enumerated, a whole code system, a `code` element without system; negated.
+    `code:in=${VITALS}`, `code:not-in=${VITALS}`, `combo-code:in=${VITALS}&patient=${bob}`, `category:in=${CATEGORIES}`, `category:not-in=${CATEGORIES}`,
+    `status:in=${STATUSES}`, `status:not-in=${STATUSES}`, `code:in=${VITALS}&status:not=final`, `code:not-in=${VITALS},${STATUSES}&subject=${alice}`,
   ].map((c) => new URLSearchParams(c));
 
   it('matches exactly where every filter is judged, and never rules out what the search finds', async () => {
@@ -86,7 +94,7 @@ describe('criteria judged in memory agree with the search', () => {
         else if (found) expect(judged, `${params} on ${resource.id}`).to.be.true();
       }
     }
-    expect(exact).to.be.at.least(30);
+    expect(exact).to.be.at.least(40);
   });
 
   it('judges a subscriber\'s limits on the version as the search applies them', async () => {
@@ -98,6 +106,9 @@ describe('criteria judged in memory agree with the search', () => {
       { exclude: [{ patientId: bob, constraint: new URLSearchParams(`category=${CATEGORY}|vital-signs`) }] },
       { constraint: new URLSearchParams(`_id=${stored[0]!.id},${stored[3]!.id}`) },
       { constraint: new URLSearchParams(`subject:identifier=${MRN}|${alice},${MRN}|${bob}`) },
+      { constraint: new URLSearchParams(`code:in=${VITALS}`) },
+      { compartmentPatientId: alice, constraint: new URLSearchParams(`code:not-in=${VITALS}`) },
+      { exclude: [{ patientId: bob, constraint: new URLSearchParams(`category:in=${CATEGORIES}`) }] },
     ];
     for (const l of limits) {
       for (const resource of stored) {

@@ -1,6 +1,7 @@
 import type { TypedValue } from '../accessor';
 import type { IndexKind, RowSink } from '../index-tables';
 import type { SearchParameterDef } from '../registry';
+import type { InputLimits } from '../../kernel/input-limits';
 import type { SqlParams } from '../../kernel/sql-params';
 
 /**
@@ -13,8 +14,11 @@ export interface ParameterTypeModule<Term> {
   /** Modifiers accepted besides `:missing` (which every type supports). */
   readonly modifiers: readonly string[];
   extract(values: readonly TypedValue[], param: string, sink: RowSink): void;
-  /** Parses one (comma-separated) search value; throws a 400 OperationOutcomeError when malformed. */
-  parse(raw: string, modifier: string | undefined, param: SearchParameterDef): Term;
+  /**
+   * Parses one (comma-separated) search value; throws a 400 OperationOutcomeError when malformed
+   * or beyond `limits` (the search's; the defaults when not given).
+   */
+  parse(raw: string, modifier: string | undefined, param: SearchParameterDef, limits?: InputLimits): Term;
   /** A condition on the index row aliased `i` that holds when the row matches `term`. */
   condition(term: Term, i: string, q: SqlParams): string;
   /** The index column sorted on (min ascending, max descending), when the type is sortable. */

@@ -1,4 +1,6 @@
-import { badRequest } from '../../kernel/outcome';
+import { DEFAULT_INPUT_LIMITS, type InputLimits } from '../../kernel/input-limits';
+import { badRequest, OperationOutcomeError } from '../../kernel/outcome';
+import { type ValueSetExpansion, valueSetExpansion } from '../../terminology/valueset';
 import type { TypedValue } from '../accessor';
 import { codeHash, hash53, systemCodeHash } from '../hash';
 import type { IndexRow, RowSink } from '../index-tables';
@@ -20,7 +22,24 @@ export type TokenTerm =
   | { kind: 'systemCode'; system: string; code: string } // `system|code`, `|code`
   | { kind: 'system'; system: string } // `system|`
   | { kind: 'text'; text: string } // `:text`
-  | { kind: 'ofType'; hash: number }; // `:of-type`
+  | { kind: 'ofType'; hash: number } // `:of-type`
+  | ValueSetTerm; // `:in`, `:not-in` (the filter negates)
+
+/**
+ * `:in=url`: a row whose system|code is in the value set's expansion, or, for a row without a
+ * system (a `code` element such as Observation.status, or a Coding without one), whose code is
+ * one of the expansion's codes, as `valueSetContains` judges a bare code (decision 039).
+ */
+export interface ValueSetTerm {
+  kind: 'valueSet';
+  url: string;
+  /** systemCodeHash of each coding of the expansion, and codeHash of each code (deduplicated). */
+  hashes: number[];
+  codeHashes: number[];
+  /** The same, for judging rows in memory. */
+  hashSet: ReadonlySet<number>;
+  codeHashSet: ReadonlySet<number>;
+}
 
 const OF_TYPE_MARK = '\u0001';
 
@@ -119,16 +138,55 @@ export function parseTokenValue(raw: string, param: string): Exclude<TokenTerm, 
   return { kind: 'systemCode', system, code };
 }
 
+/** The hashes of an expansion, computed once per expansion (valueset.ts keeps the expansions). */
+const expansionHashes = new WeakMap<ValueSetExpansion, Omit<ValueSetTerm, 'kind' | 'url'>>();
+
+function hashesOf(expansion: ValueSetExpansion): Omit<ValueSetTerm, 'kind' | 'url'> {
+  let found = expansionHashes.get(expansion);
+  if (!found) {
+    const hashSet = new Set(expansion.codings.map((c) => systemCodeHash(c.system, c.code)));
+    const codeHashSet = new Set(expansion.codings.map((c) => codeHash(c.code)));
+    found = { hashes: [...hashSet], codeHashes: [...codeHashSet], hashSet, codeHashSet };
+    expansionHashes.set(expansion, found);
+  }
+  return found;
+}
+
+/**
+ * The term of `name=url` (`code:in`, `code:not-in`): the value set must be one this server
+ * expands (src/terminology/valueset.ts: the ValueSets it ships, enumerated or whole code
+ * systems), and small enough to test as a list of bound hashes.
+ */
+function valueSetTerm(raw: string, name: string, limits: InputLimits): ValueSetTerm {
+  const url = unescape(raw);
+  const expansion = valueSetExpansion(url);
+  if (!expansion) {
+    throw badRequest(
+      `${name}: the value set '${url}' cannot be expanded by this server; it expands the ValueSets it ships whose compose enumerates codes or includes whole code systems it holds`,
+      [name],
+    );
+  }
+  if (expansion.codings.length > limits.maxValueSetCodes) {
+    throw new OperationOutcomeError(400, {
+      code: 'too-costly',
+      diagnostics: `${name}: the value set '${url}' expands to ${expansion.codings.length} codes, more than the ${limits.maxValueSetCodes} a search may test (maxValueSetCodes)`,
+      expression: [name],
+    });
+  }
+  return { kind: 'valueSet', url, ...hashesOf(expansion) };
+}
+
 export const token: ParameterTypeModule<TokenTerm> = {
   kind: 'token',
-  modifiers: ['not', 'text', 'of-type'],
+  modifiers: ['not', 'text', 'of-type', 'in', 'not-in'],
   sortColumn: { asc: 'code', desc: 'code', pgType: 'text' },
 
   extract(values, param, sink) {
     for (const v of values) extractOne(v, param, sink);
   },
 
-  parse(raw, modifier, param: SearchParameterDef) {
+  parse(raw, modifier, param: SearchParameterDef, limits = DEFAULT_INPUT_LIMITS) {
+    if (modifier === 'in' || modifier === 'not-in') return valueSetTerm(raw, `${param.code}:${modifier}`, limits);
     if (modifier === 'text') return { kind: 'text', text: normalizeText(unescape(raw)) };
     if (modifier === 'of-type') {
       // type-system|type-code|value (R4: identifier only)
@@ -155,6 +213,11 @@ export const token: ParameterTypeModule<TokenTerm> = {
       }
       case 'ofType':
         return `${i}.hash = ${q.bind(term.hash, 'int8')}`;
+      case 'valueSet':
+        // The codes' hashes as one bound array each: the (param, code_hash, hash) index is probed
+        // once per code (as for an IN list), and the statement's text is the same whatever the
+        // value set. A row with a system must be one of the set's system|code pairs.
+        return `(${i}.code_hash = ANY(${q.bind(term.codeHashes, 'int8[]')}) AND (${i}.hash = ANY(${q.bind(term.hashes, 'int8[]')}) OR ${i}.system IS NULL))`;
     }
   },
 };
@@ -176,6 +239,8 @@ export function tokenRowMatches(term: TokenTerm, row: IndexRow): boolean | undef
       return system === term.system;
     case 'ofType':
       return hash === term.hash;
+    case 'valueSet':
+      return typeof code_hash === 'number' && term.codeHashSet.has(code_hash) && ((typeof hash === 'number' && term.hashSet.has(hash)) || system === null);
     case 'text':
       return undefined;
   }
