@@ -219,6 +219,19 @@ describe('FHIR search over HTTP', () => {
       expect(await matched(`Observation?subject=Patient/${pid}&device:missing=true`)).to.equal(all);
     });
 
+    it(':Type takes a reference of that type too (as HAPI does), and refuses one that contradicts it', async () => {
+      const all = ['bpHigh', 'bpNormal', 'hrJanuary', 'hrUndated', 'w180lb', 'w70kg'];
+      expect(await matched(`Observation?subject:Patient=Patient/${pid}`)).to.equal(all);
+      expect(await matched(`Observation?subject:Patient=${encodeURIComponent(`${app.ctx.baseUrl}/Patient/${pid}`)}`)).to.equal(all);
+      expect(await matched(`Observation?subject:Patient=Patient/${other}`)).to.equal([]);
+      for (const [value, says] of [[`Group/${pid}`, 'to a Group, not a Patient'], [`http://other.org/fhir/Patient/${pid}`, 'takes an id or a Patient/id']]) {
+        const { status, bundle } = await search(`Observation?subject:Patient=${encodeURIComponent(value)}`);
+        expect(status, value).to.equal(400);
+        expect(bundle.issue[0].diagnostics, value).to.contain(says);
+        expect(bundle.issue[0].expression, value).to.equal(['subject:Patient']);
+      }
+    });
+
     it('chains one level and reverse-chains with _has', async () => {
       expect(await matched(`Observation?subject:Patient.family=${encodeURIComponent(family)}&code=8867-4`)).to.equal(['hrJanuary', 'hrUndated']);
       expect(await matched(`Observation?subject.identifier=${idSystem}|patient&code=85354-9`)).to.equal(['bpHigh', 'bpNormal']);

@@ -72,8 +72,14 @@ export const reference: ParameterTypeModule<ReferenceTerm> = {
   parse(raw, typeModifier, param) {
     if (raw === '') throw badRequest(`Empty value for ${param.code}`, [param.code]);
     if (typeModifier) {
-      if (raw.includes('/')) throw badRequest(`${param.code}:${typeModifier} takes a plain id, got '${raw}'`, [param.code]);
-      return { kind: 'local', types: [typeModifier], id: raw };
+      if (!raw.includes('/')) return { kind: 'local', types: [typeModifier], id: raw };
+      // R4 (as HAPI reads it): the type modifier with a reference of that very type is that
+      // reference (`subject:Patient=Patient/123`); one of another type contradicts it.
+      const local = localReference(raw);
+      if (local?.type === typeModifier) return { kind: 'local', types: [typeModifier], id: local.id };
+      const name = `${param.code}:${typeModifier}`;
+      if (local) throw badRequest(`${name}=${raw}: the reference is to a ${local.type}, not a ${typeModifier}`, [name]);
+      throw badRequest(`${name} takes an id or a ${typeModifier}/id reference of this server, got '${raw}'`, [name]);
     }
     // The rule the index was written by (rowOf): an absolute URL of this server is the local
     // reference it names, any other absolute URL only itself.
