@@ -315,6 +315,17 @@ describe('EXPLAIN of the hot searches on PostgreSQL at 100k rows', { skip: !onPo
     expect(tokenRows).to.be.below(100);
   });
 
+  it('code:in probes the code index once per code of the value set (decision 039)', async () => {
+    // None of the weight units is a code here: found through the index, nothing is read.
+    const none = await explain('Observation', 'code:in=http://hl7.org/fhir/ValueSet/ucum-bodyweight', true);
+    expect(none.filter((n) => n['Node Type'] === 'Seq Scan'), 'ucum-bodyweight').to.equal([]);
+    expect(none.map((n) => n['Index Name']), 'ucum-bodyweight').to.include('observation_token_code_idx');
+    for (const query of ['code:in=http://hl7.org/fhir/ValueSet/observation-vitalsignresult', 'patient=p7&code:in=http://hl7.org/fhir/ValueSet/observation-vitalsignresult', 'patient=p7&code:not-in=http://hl7.org/fhir/ValueSet/observation-vitalsignresult']) {
+      const plan = await explain('Observation', query);
+      expect(plan.filter((n) => n['Node Type'] === 'Seq Scan'), query).to.equal([]);
+    }
+  });
+
   it('Flag?patient=&status=active uses indexes, no sequential scan', async () => {
     const plan = await explain('Flag', 'patient=p7&status=active');
     expect(plan.filter((n) => n['Node Type'] === 'Seq Scan')).to.equal([]);
