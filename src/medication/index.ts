@@ -11,7 +11,7 @@ import { administrationQuery, catchUp, checkDoses, closeMissedDoseFlags } from '
 import { administrations, type JudgedDose, judgeDoses } from './doses';
 import { sendReminders } from './reminders';
 import { activeSchedules, clocksOf, gracesOf, routineEntries, storeSchedules, TIMEZONE_URL } from './schedules';
-import { type CompiledRequest, compileRequest, gracePeriodOf, routineEvents } from './timing';
+import { type CompiledRequest, compileRequest, gracePeriodOf, routineEvents, timeSourceOf } from './timing';
 import { isTimeZone, localDateTime } from './zone';
 import { forgetMedication } from './erasure';
 
@@ -170,11 +170,16 @@ async function dueOperation(ctx: FhirContext, req: RestRequest): Promise<Interac
     ? await findVisibleIds(ctx.db, req.policy, 'MedicationAdministration', administrationQuery(schedules.map((s) => s.requestId), start - margin, end + margin))
     : [];
   const taken = await administrations(ctx.db, adminIds);
-  const doses: Array<JudgedDose & { zone: string; patient: string; medication: string }> = [];
+  const doses: Array<JudgedDose & { zone: string; patient: string; medication: string; timeSource?: string }> = [];
   for (const s of schedules) {
     const clock = clocks.get(s.patient)!;
     const { zone } = clock;
-    for (const d of judgeDoses(s, clock, graces.get(s.requestId)!, start, end, now, taken)) doses.push({ ...d, zone, patient: s.patient, medication: s.compiled.medication });
+    // A time of day the order did not give is said to be the routine's or the server's.
+    const sources = new Map(s.compiled.instructions.map((i) => [i.index, timeSourceOf(i.rule, clock)]));
+    for (const d of judgeDoses(s, clock, graces.get(s.requestId)!, start, end, now, taken)) {
+      const timeSource = sources.get(d.instruction);
+      doses.push({ ...d, zone, patient: s.patient, medication: s.compiled.medication, ...(timeSource ? { timeSource } : {}) });
+    }
   }
   doses.sort((a, b) => a.at - b.at || a.requestId.localeCompare(b.requestId));
   const count = (status: string) => doses.filter((d) => d.status === status).length;
@@ -194,6 +199,7 @@ async function dueOperation(ctx: FhirContext, req: RestRequest): Promise<Interac
         { name: 'due', valueDateTime: localDateTime(d.zone, d.at) },
         { name: 'timeZone', valueCode: d.zone },
         { name: 'instruction', valueInteger: d.instruction },
+        ...(d.timeSource ? [{ name: 'timeSource', valueCode: d.timeSource }] : []),
         { name: 'status', valueCode: d.status },
         ...(d.administration
           ? [

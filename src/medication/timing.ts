@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { type Issue, OperationOutcomeError } from '../kernel/outcome';
 import { terminologyDir } from '../kernel/paths';
 import { parseDateRange } from '../search/date-range';
-import { addDays, dayOfWeek, daysBetween, instantOf, type LocalDate, localDateOf } from './zone';
+import { addDays, addMonths, dayOfWeek, daysBetween, instantOf, type LocalDate, localDateOf, offsetAt } from './zone';
 
 /**
  * A MedicationRequest's dosageInstruction timings compiled to dose rules (R4 datatypes.html#Timing),
@@ -40,9 +40,10 @@ export interface WhenEvents {
   offset?: number;
 }
 
+/** `defaultTimes`: the order gave no time of day, the server's daily times placed the doses. */
 export type DoseRule =
-  | { kind: 'wall'; minutes: number[]; when?: WhenEvents; everyDays?: number; everyWeeks?: number; everyMonths?: number; daysOfWeek?: number[] }
-  | { kind: 'interval'; everyMs: number; anchorMinute?: number; when?: WhenEvents }
+  | { kind: 'wall'; minutes: number[]; when?: WhenEvents; defaultTimes?: true; everyDays?: number; everyWeeks?: number; everyMonths?: number; daysOfWeek?: number[] }
+  | { kind: 'interval'; everyMs: number; anchorMinute?: number; when?: WhenEvents; defaultTimes?: true }
   | { kind: 'events'; instants: number[] };
 
 /**
@@ -67,8 +68,10 @@ export interface DoseInstruction {
   /** Timing.repeat.boundsPeriod (end inclusive); start falls back to the request's start. */
   start?: Moment;
   end?: Moment;
-  /** Timing.repeat.boundsDuration: the schedule lasts this long from its start. */
+  /** Timing.repeat.boundsDuration (or boundsRange.high): the schedule lasts this long from its start. */
   lastingMs?: number;
+  /** The same in whole calendar months (`mo`, `a`): "for 1 month" from 1 February ends on 1 March. */
+  lastingMonths?: number;
 }
 
 /**
@@ -114,6 +117,27 @@ export function durationMs(d: fhir4.Duration | undefined): number | undefined {
   return ms === undefined ? undefined : d.value * ms;
 }
 
+/** UCUM's mean month and year, for a fraction of one (whole ones are calendar months). */
+const MEAN_MONTH_MS = 30.4375 * 86_400_000;
+
+/**
+ * How long Timing.repeat.boundsDuration (or the longest of boundsRange) lets the schedule last;
+ * an issue when it cannot be read, since ignoring it would schedule doses for ever.
+ */
+function lastingOf(repeat: fhir4.TimingRepeat, at: string, issues: Issue[]): { lastingMs: number } | { lastingMonths: number } | undefined {
+  const [d, path] = repeat.boundsDuration ? [repeat.boundsDuration, `${at}.boundsDuration`] : [repeat.boundsRange?.high, `${at}.boundsRange.high`];
+  if (!d) return undefined;
+  const unit = d.code ?? d.unit;
+  const months = unit === 'mo' ? 1 : unit === 'a' ? 12 : undefined;
+  if (months !== undefined && d.value !== undefined && d.value >= 0 && (!d.system || d.system === UCUM)) {
+    return Number.isInteger(d.value * months) ? { lastingMonths: d.value * months } : { lastingMs: d.value * months * MEAN_MONTH_MS };
+  }
+  const ms = durationMs(d);
+  if (ms !== undefined) return { lastingMs: ms };
+  issues.push({ code: 'value', diagnostics: `${path}: must be a non-negative duration in s, min, h, d, wk, mo or a (UCUM)`, expression: [path] });
+  return undefined;
+}
+
 /** The grace-period extension of a resource: ms, undefined when absent, an issue when unreadable. */
 export function gracePeriodOf(resource: { extension?: fhir4.Extension[] }, path: string, issues: Issue[]): number | undefined {
   const ext = resource.extension?.find((e) => e.url === GRACE_URL);
@@ -145,12 +169,11 @@ function placed(m: Moment | undefined, zone: string, end: boolean): number | und
  * otherwise): at the patient's own time of an event when the routine has one, else the server's.
  */
 function whenMinutes(when: readonly string[], offset: number | undefined, at: string, issues: Issue[], routine?: ReadonlyMap<string, number>): number[] {
-  const { events, meals } = eventTiming();
+  const { events } = eventTiming();
   const minutes: number[] = [];
   for (const code of when) {
-    const meal = meals[code];
     const sign = code.startsWith('AC') ? -1 : 1;
-    const bases = meal ?? (events[code] ? [code] : []);
+    const bases = eventsOf(code);
     if (bases.length === 0) {
       issues.push({ code: 'not-supported', diagnostics: `${at}: the event '${code}' has no time of day on this server`, expression: [at] });
       continue;
@@ -158,6 +181,23 @@ function whenMinutes(when: readonly string[], offset: number | undefined, at: st
     for (const b of bases) minutes.push(((routine?.get(b) ?? minuteOf(events[b]!)) + sign * (offset ?? 0) + 1440) % 1440);
   }
   return minutes;
+}
+
+/** The daily events a `when` code stands for: a meal code's meals, else itself if the server knows its time. */
+function eventsOf(code: string): string[] {
+  const { events, meals } = eventTiming();
+  return meals[code] ?? (events[code] ? [code] : []);
+}
+
+/**
+ * Where a rule's time of day came from when the order did not state it: the patient's routine
+ * (every event of its `when` recorded on the Patient) or the server's table (event-timing.json).
+ * Undefined when the order gave the times (timeOfDay, event, an interval from its start).
+ */
+export function timeSourceOf(rule: DoseRule, clock: PatientClock): 'patient-routine' | 'server-default' | undefined {
+  if (rule.kind === 'events') return undefined;
+  if (rule.when) return rule.when.codes.flatMap(eventsOf).every((e) => clock.routine?.has(e)) ? 'patient-routine' : 'server-default';
+  return rule.defaultTimes ? 'server-default' : undefined;
 }
 
 /** A rule's minutes of the day for this patient: the routine moves the doses given by `when`. */
@@ -192,8 +232,16 @@ function ruleOf(timing: fhir4.Timing, at: string, issues: Issue[]): DoseRule | u
   // Explicit times win over events (R4: timeOfDay and when are not both given).
   const when: WhenEvents | undefined = !repeat.timeOfDay?.length && repeat.when?.length ? { codes: repeat.when, ...(repeat.offset !== undefined ? { offset: repeat.offset } : {}) } : undefined;
   const withWhen = when ? { when } : {};
-  const daysOfWeek = repeat.dayOfWeek?.map((d) => ['mon', 'tue', 'wed', 'thu', 'fri', 'sat', 'sun'].indexOf(d) + 1);
-  if (!period || !unit) {
+  if (repeat.timeOfDay?.length && repeat.when?.length) {
+    issues.push({ code: 'value', diagnostics: `${path}: timeOfDay and when cannot both be given (R4 tim-10)`, expression: [path] });
+    return undefined;
+  }
+  const daysOfWeek = repeat.dayOfWeek?.map((d) => DAYS.indexOf(d) + 1);
+  if (daysOfWeek?.includes(0)) {
+    issues.push({ code: 'value', diagnostics: `${path}.dayOfWeek: must be one of ${DAYS.join(', ')}`, expression: [`${path}.dayOfWeek`] });
+    return undefined;
+  }
+  if (period === undefined || !unit) {
     if (minutes?.length) return { kind: 'wall', minutes: uniqueSorted(minutes), ...withWhen, everyDays: 1, ...(daysOfWeek ? { daysOfWeek } : {}) };
     issues.push({ code: 'required', diagnostics: `${path}: needs period and periodUnit, timeOfDay or when`, expression: [path] });
     return undefined;
@@ -213,19 +261,20 @@ function ruleOf(timing: fhir4.Timing, at: string, issues: Issue[]): DoseRule | u
   if (unit === 'd' && Number.isInteger(period)) {
     const times = minutes ?? eventTiming().dailyTimes[String(frequency)]?.map(minuteOf);
     // More than the table's times a day and no times given: spread by the clock, like an interval.
-    if (!times) return { kind: 'interval', everyMs: (period * 86_400_000) / frequency, anchorMinute: minuteOf(eventTiming().dailyTimes['1']![0]!) };
-    return { kind: 'wall', minutes: uniqueSorted(times), ...(minutes ? withWhen : {}), everyDays: period, ...(daysOfWeek ? { daysOfWeek } : {}) };
+    if (!times) return { kind: 'interval', everyMs: (period * 86_400_000) / frequency, anchorMinute: minuteOf(eventTiming().dailyTimes['1']![0]!), defaultTimes: true };
+    return { kind: 'wall', minutes: uniqueSorted(times), ...(minutes ? withWhen : { defaultTimes: true }), everyDays: period, ...(daysOfWeek ? { daysOfWeek } : {}) };
   }
   if (unit === 'wk' && Number.isInteger(period) && (frequency === 1 || (daysOfWeek && daysOfWeek.length === frequency))) {
-    return { kind: 'wall', minutes: uniqueSorted(minutes ?? eventTiming().dailyTimes['1']!.map(minuteOf)), ...withWhen, everyWeeks: period, ...(daysOfWeek ? { daysOfWeek } : {}) };
+    return { kind: 'wall', minutes: uniqueSorted(minutes ?? eventTiming().dailyTimes['1']!.map(minuteOf)), ...(minutes ? withWhen : { defaultTimes: true }), everyWeeks: period, ...(daysOfWeek ? { daysOfWeek } : {}) };
   }
   if ((unit === 'mo' || unit === 'a') && Number.isInteger(period) && frequency === 1) {
-    return { kind: 'wall', minutes: uniqueSorted(minutes ?? eventTiming().dailyTimes['1']!.map(minuteOf)), ...withWhen, everyMonths: unit === 'a' ? 12 * period : period };
+    return { kind: 'wall', minutes: uniqueSorted(minutes ?? eventTiming().dailyTimes['1']!.map(minuteOf)), ...(minutes ? withWhen : { defaultTimes: true }), everyMonths: unit === 'a' ? 12 * period : period };
   }
   issues.push({ code: 'not-supported', diagnostics: `${path}: ${frequency} per ${period} ${unit} cannot be placed on a calendar; give dayOfWeek, timeOfDay or a period in h`, expression: [path] });
   return undefined;
 }
 
+const DAYS = ['mon', 'tue', 'wed', 'thu', 'fri', 'sat', 'sun'];
 const uniqueSorted = (xs: number[]) => [...new Set(xs)].sort((a, b) => a - b);
 
 /** Whether the server acts on this request: an active order (not a proposal) for a Patient. */
@@ -257,10 +306,10 @@ export function compileRequest(request: fhir4.MedicationRequest, storedAt: numbe
     }
     const start = momentOf(repeat?.boundsPeriod?.start, false);
     const end = momentOf(repeat?.boundsPeriod?.end, true);
-    const lastingMs = durationMs(repeat?.boundsDuration);
+    const lasting = repeat && lastingOf(repeat, `${at}.timing.repeat`, issues);
     instructions.push({
       index, ...(dosage.text ? { text: dosage.text } : {}), rule, ...(count !== undefined ? { count } : {}),
-      ...(start !== undefined ? { start } : {}), ...(end !== undefined ? { end } : {}), ...(lastingMs !== undefined ? { lastingMs } : {}),
+      ...(start !== undefined ? { start } : {}), ...(end !== undefined ? { end } : {}), ...lasting,
     });
   });
   const graceMs = gracePeriodOf(request, 'MedicationRequest.extension', issues);
@@ -301,7 +350,7 @@ export function dosesBetween(request: CompiledRequest, clock: PatientClock, from
   const doses: DueDose[] = [];
   for (const ins of request.instructions) {
     const start = placed(ins.start, zone, false) ?? placed(request.start, zone, false) ?? from;
-    const last = ins.lastingMs !== undefined ? start + ins.lastingMs - 1 : placed(ins.end, zone, true);
+    const last = ins.lastingMs !== undefined ? start + ins.lastingMs - 1 : ins.lastingMonths !== undefined ? monthsAfter(zone, start, ins.lastingMonths) - 1 : placed(ins.end, zone, true);
     const end = Math.min(to, last === undefined ? Number.POSITIVE_INFINITY : last + 1);
     const walkFrom = ins.count !== undefined ? start : Math.max(start, from);
     if (walkFrom >= end) continue;
@@ -316,6 +365,12 @@ export function dosesBetween(request: CompiledRequest, clock: PatientClock, from
     walk(placedRule(ins.rule, clock), zone, start, walkFrom, end, take);
   }
   return doses.sort((a, b) => a.at - b.at || a.instruction - b.instruction);
+}
+
+/** The instant `months` calendar months after `t` at the same local time in `zone`. */
+function monthsAfter(zone: string, t: number, months: number): number {
+  const minute = Math.floor((((t + offsetAt(zone, t)) % 86_400_000) + 86_400_000) % 86_400_000 / 60_000);
+  return instantOf(zone, addMonths(localDateOf(zone, t), months), minute);
 }
 
 /** Calls `take` with each dose time of `rule` from `walkFrom` (aligned to `start`) until it returns false or `end`. */
@@ -349,8 +404,9 @@ function onScheduledDay(rule: Extract<DoseRule, { kind: 'wall' }>, first: LocalD
   if (days < 0) return false;
   if (rule.daysOfWeek && !rule.daysOfWeek.includes(dayOfWeek(date))) return false;
   if (rule.everyMonths) {
+    // On the start's day of the month, or the month's last day when it has none (31 → 28 February).
     const months = (date.year - first.year) * 12 + date.month - first.month;
-    return date.day === first.day && months % rule.everyMonths === 0;
+    return months % rule.everyMonths === 0 && addMonths(first, months).day === date.day;
   }
   if (rule.everyWeeks) {
     // With days of the week: those days in every n-th week; without: the start's weekday.

@@ -71,6 +71,18 @@ export function addDays(date: LocalDate, n: number): LocalDate {
   return { year: d.getUTCFullYear(), month: d.getUTCMonth() + 1, day: d.getUTCDate() };
 }
 
+/**
+ * `date` plus `n` calendar months, the day kept where the month has it and else the month's last
+ * day (Temporal's default "constrain" overflow): a monthly dose from 31 January is on 28 February.
+ */
+export function addMonths(date: LocalDate, n: number): LocalDate {
+  const months = date.year * 12 + date.month - 1 + n;
+  const year = Math.floor(months / 12);
+  const month = (months % 12) + 1;
+  const lastDay = new Date(Date.UTC(year, month, 0)).getUTCDate();
+  return { year, month, day: Math.min(date.day, lastDay) };
+}
+
 /** ISO day of week, 1 = Monday … 7 = Sunday. */
 export function dayOfWeek(date: LocalDate): number {
   return ((new Date(Date.UTC(date.year, date.month - 1, date.day)).getUTCDay() + 6) % 7) + 1;
