@@ -31,6 +31,8 @@ export interface Dose {
   due: string;
   status: string;
   administration?: string;
+  /** Present when the order gave no time of day: patient-routine or server-default. */
+  timeSource?: string;
 }
 
 /** The doses of a $due answer, flattened. */
@@ -42,6 +44,7 @@ export function dosesOf(parameters: any): Dose[] {
       due: part('due').valueDateTime,
       status: part('status').valueCode,
       ...(part('administration') ? { administration: part('administration').valueReference.reference } : {}),
+      ...(part('timeSource') ? { timeSource: part('timeSource').valueCode } : {}),
     };
   });
 }

@@ -1,0 +1,186 @@
+import * as Lab from '@hapi/lab';
+import { expect } from '@hapi/code';
+import { actor, consent } from '../helpers/consent';
+import { countRows, startTestServer, type TestServer } from '../helpers/server';
+import { startSecuredServer, type SecuredServer } from '../security/helpers';
+import { create, dosesOf, patient, request } from './helpers';
+
+export const lab = Lab.script();
+const { describe, it, before, after } = lab;
+
+/**
+ * The R4 Timing datatype (datatypes.html#Timing) read element by element, each answer checked by
+ * hand: $due over HTTP for a Europe/Berlin patient, whose clocks change on 2026-03-29 and
+ * 2026-10-25. Decision record: docs/decisions/011-medication-schedules.md.
+ */
+describe('medication schedules: R4 Timing element by element', () => {
+  let app: TestServer;
+  let p: string;
+  before(async () => {
+    app = await startTestServer();
+    p = (await create(app, patient('Europe/Berlin'))).id;
+  });
+  after(() => app?.stop());
+
+  const UCUM = 'http://unitsofmeasure.org';
+  const days = (value: number, code: string) => ({ value, unit: code, system: UCUM, code });
+  /** The due times (local, with offset) of one new request in [start, end). */
+  async function dueTimes(timing: fhir4.Timing, start: string, end: string, extra: Record<string, unknown> = {}): Promise<string[]> {
+    const id = (await create(app, request(p, timing, extra))).id;
+    const res = await app.request({ method: 'GET', url: `/fhir/MedicationRequest/${id}/$due?start=${encodeURIComponent(start)}&end=${encodeURIComponent(end)}` });
+    expect(res.statusCode, res.payload).to.equal(200);
+    return dosesOf(res.json).map((d) => d.due);
+  }
+  const week = ['2026-03-27T00:00:00+01:00', '2026-04-01T00:00:00+02:00'] as const;
+  const from27 = { start: '2026-03-27' };
+
+  it('twice a day without times is at the server\'s 08:00 and 20:00; explicit times keep their local clock across 2026-03-29', async () => {
+    const daily = ['2026-03-27T08:00:00+01:00', '2026-03-27T20:00:00+01:00', '2026-03-28T08:00:00+01:00', '2026-03-28T20:00:00+01:00',
+      '2026-03-29T08:00:00+02:00', '2026-03-29T20:00:00+02:00', '2026-03-30T08:00:00+02:00', '2026-03-30T20:00:00+02:00',
+      '2026-03-31T08:00:00+02:00', '2026-03-31T20:00:00+02:00'];
+    expect(await dueTimes({ repeat: { frequency: 2, period: 1, periodUnit: 'd', boundsPeriod: from27 } }, ...week)).to.equal(daily);
+    expect(await dueTimes({ repeat: { timeOfDay: ['08:00:00', '20:00:00'], boundsPeriod: from27 } }, ...week)).to.equal(daily);
+    expect(await dueTimes({ code: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-GTSAbbreviation', code: 'BID' }] } }, ...week, { authoredOn: '2026-03-27' })).to.equal(daily);
+  });
+
+  it('a time of day the order did not give is said to be the server\'s or the patient\'s routine: when [ACM] without offset, twice a day without times', async () => {
+    const window = `start=${encodeURIComponent('2026-03-29T00:00:00+01:00')}&end=${encodeURIComponent('2026-03-30T00:00:00+02:00')}`;
+    const dosesFor = async (patientId: string, timing: fhir4.Timing) => {
+      const rx = (await create(app, request(patientId, timing, { authoredOn: '2026-03-27' }))).id;
+      return dosesOf((await app.request({ method: 'GET', url: `/fhir/MedicationRequest/${rx}/$due?${window}` })).json).map((d) => [d.due, d.timeSource]);
+    };
+    expect(await dosesFor(p, { repeat: { when: ['ACM'] } })).to.equal([['2026-03-29T08:00:00+02:00', 'server-default']]);
+    expect(await dosesFor(p, { repeat: { frequency: 2, period: 1, periodUnit: 'd' } })).to.equal([['2026-03-29T08:00:00+02:00', 'server-default'], ['2026-03-29T20:00:00+02:00', 'server-default']]);
+    expect(await dosesFor(p, { repeat: { timeOfDay: ['08:00:00'] } })).to.equal([['2026-03-29T08:00:00+02:00', undefined]]);
+    // Breakfast at 07:15 on the Patient: before breakfast is then, and is said to be the routine.
+    const ROUTINE = 'http://rpm.example.org/fhir/StructureDefinition/patient-event-time';
+    const early = (await create(app, { ...patient('Europe/Berlin'), extension: [...patient('Europe/Berlin').extension, { url: ROUTINE, extension: [{ url: 'event', valueCode: 'CM' }, { url: 'time', valueTime: '07:15:00' }] }] })).id;
+    expect(await dosesFor(early, { repeat: { when: ['ACM'] } })).to.equal([['2026-03-29T07:15:00+02:00', 'patient-routine']]);
+  });
+
+  it('dayOfWeek, count and the end of boundsPeriod', async () => {
+    // 2026-03-27 is a Friday: Monday 30th and Thursday 2nd.
+    expect(await dueTimes({ repeat: { frequency: 1, period: 1, periodUnit: 'd', dayOfWeek: ['mon', 'thu'], timeOfDay: ['09:00:00'], boundsPeriod: from27 } }, '2026-03-27T00:00:00+01:00', '2026-04-06T00:00:00+02:00'))
+      .to.equal(['2026-03-30T09:00:00+02:00', '2026-04-02T09:00:00+02:00']);
+    expect(await dueTimes({ repeat: { frequency: 1, period: 1, periodUnit: 'd', count: 5, boundsPeriod: from27 } }, '2026-03-27T00:00:00+01:00', '2026-04-10T00:00:00+02:00'))
+      .to.equal(['2026-03-27T08:00:00+01:00', '2026-03-28T08:00:00+01:00', '2026-03-29T08:00:00+02:00', '2026-03-30T08:00:00+02:00', '2026-03-31T08:00:00+02:00']);
+    expect(await dueTimes({ repeat: { frequency: 1, period: 1, periodUnit: 'd', boundsPeriod: { start: '2026-03-27', end: '2026-03-29T07:59:00+02:00' } } }, ...week))
+      .to.equal(['2026-03-27T08:00:00+01:00', '2026-03-28T08:00:00+01:00']);
+  });
+
+  it('a Timing.code alone stands for its repeat: Q8H every 8 h from the start, BED at bedtime', async () => {
+    const code = (c: string) => ({ code: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-GTSAbbreviation', code: c }] } });
+    // 8 h of elapsed time across the spring change (02:00 → 03:00): midnight, then 09:00 summer time.
+    expect(await dueTimes(code('Q8H'), '2026-03-28T00:00:00+01:00', '2026-03-29T12:00:00+02:00', { authoredOn: '2026-03-28' }))
+      .to.equal(['2026-03-28T00:00:00+01:00', '2026-03-28T08:00:00+01:00', '2026-03-28T16:00:00+01:00', '2026-03-29T00:00:00+01:00', '2026-03-29T09:00:00+02:00']);
+    expect(await dueTimes(code('BED'), '2026-03-28T00:00:00+01:00', '2026-03-30T00:00:00+02:00', { authoredOn: '2026-03-28' }))
+      .to.equal(['2026-03-28T22:00:00+01:00', '2026-03-29T22:00:00+02:00']);
+  });
+
+  it('monthly and yearly doses fall on the month\'s last day when it has no such day', async () => {
+    expect(await dueTimes({ repeat: { frequency: 1, period: 1, periodUnit: 'mo', boundsPeriod: { start: '2026-01-31' } } }, '2026-01-01T00:00:00Z', '2026-01-31T23:00:00Z'))
+      .to.equal(['2026-01-31T08:00:00+01:00']);
+    expect(await dueTimes({ repeat: { frequency: 1, period: 1, periodUnit: 'mo', boundsPeriod: { start: '2026-01-31' } } }, '2026-02-01T00:00:00Z', '2026-03-03T00:00:00Z'))
+      .to.equal(['2026-02-28T08:00:00+01:00']);
+    expect(await dueTimes({ repeat: { frequency: 1, period: 1, periodUnit: 'mo', boundsPeriod: { start: '2026-01-31' } } }, '2026-03-03T00:00:00Z', '2026-04-02T00:00:00Z'))
+      .to.equal(['2026-03-31T08:00:00+02:00']);
+    expect(await dueTimes({ repeat: { frequency: 1, period: 1, periodUnit: 'a', boundsPeriod: { start: '2024-02-29' } } }, '2026-02-01T00:00:00Z', '2026-03-03T00:00:00Z'))
+      .to.equal(['2026-02-28T08:00:00+01:00']);
+  });
+
+  it('boundsDuration in months or years ends the schedule on the calendar, boundsRange at its longest', async () => {
+    // "For 1 month" from 1 March: the last dose is on 31 March, none in April.
+    expect(await dueTimes({ repeat: { frequency: 1, period: 1, periodUnit: 'd', boundsDuration: days(1, 'mo') } }, '2026-03-30T00:00:00+02:00', '2026-04-03T00:00:00+02:00', { authoredOn: '2026-03-01' }))
+      .to.equal(['2026-03-30T08:00:00+02:00', '2026-03-31T08:00:00+02:00']);
+    expect(await dueTimes({ repeat: { frequency: 1, period: 1, periodUnit: 'd', boundsDuration: days(1, 'a') } }, '2027-02-27T00:00:00+01:00', '2027-03-03T00:00:00+01:00', { authoredOn: '2026-03-01' }))
+      .to.equal(['2027-02-27T08:00:00+01:00', '2027-02-28T08:00:00+01:00']);
+    expect(await dueTimes({ repeat: { frequency: 1, period: 1, periodUnit: 'd', boundsRange: { low: days(2, 'd'), high: days(3, 'd') } } }, ...week, { authoredOn: '2026-03-27' }))
+      .to.equal(['2026-03-27T08:00:00+01:00', '2026-03-28T08:00:00+01:00', '2026-03-29T08:00:00+02:00']);
+  });
+
+  it('only an active order is due: stopped, cancelled, completed, entered-in-error, on-hold, draft, unknown and proposals are not', async () => {
+    const daily = { repeat: { frequency: 1, period: 1, periodUnit: 'd' as const, boundsPeriod: from27 } };
+    for (const status of ['stopped', 'cancelled', 'completed', 'entered-in-error', 'on-hold', 'draft', 'unknown']) {
+      expect(await dueTimes(daily, ...week, { status }), status).to.equal([]);
+    }
+    expect(await dueTimes(daily, ...week, { intent: 'proposal' })).to.equal([]);
+    // Put on hold after it was active: nothing more is due.
+    const rx = await create(app, request(p, daily));
+    const window = `start=${encodeURIComponent(week[0])}&end=${encodeURIComponent(week[1])}`;
+    expect(dosesOf((await app.request({ method: 'GET', url: `/fhir/MedicationRequest/${rx.id}/$due?${window}` })).json)).to.have.length(5);
+    const held = await app.request({ method: 'PUT', url: `/fhir/MedicationRequest/${rx.id}`, payload: { ...rx, status: 'on-hold' } });
+    expect(held.statusCode, held.payload).to.equal(200);
+    expect(dosesOf((await app.request({ method: 'GET', url: `/fhir/MedicationRequest/${rx.id}/$due?${window}` })).json)).to.equal([]);
+  });
+
+  it('refuses a malformed timing in an active order with a 4xx OperationOutcome naming it, and writes nothing', async () => {
+    const before = await countRows(app, 'MedicationRequest');
+    const at = 'MedicationRequest.dosageInstruction[0].timing.repeat';
+    const cases: Array<[fhir4.TimingRepeat | Record<string, unknown>, string]> = [
+      [{ frequency: 0, period: 1, periodUnit: 'd' }, `${at}.frequency`],
+      [{ frequency: 1, period: -1, periodUnit: 'd' }, at],
+      [{ frequency: 1, period: 0, periodUnit: 'd' }, at],
+      [{ frequency: 1, period: 1, periodUnit: 'fortnight' }, `${at}.periodUnit`],
+      [{ timeOfDay: ['8am'] }, `${at}.timeOfDay[0]`],
+      [{ timeOfDay: ['25:00:00'] }, `${at}.timeOfDay[0]`],
+      [{ frequency: 1, period: 1, periodUnit: 'd', dayOfWeek: ['monday'] }, `${at}.dayOfWeek`],
+      [{ timeOfDay: ['09:00:00'], when: ['ACM'] }, at],
+      [{ when: ['LUNCH'] }, `${at}.when[0]`],
+      [{ frequency: 1, period: 1, periodUnit: 'd', count: 0 }, `${at}.count`],
+      [{ frequency: 1, period: 1, periodUnit: 'd', boundsDuration: { value: 3, unit: 'fortnight' } }, `${at}.boundsDuration`],
+      [{ frequency: 1, period: 1, periodUnit: 'd', boundsDuration: { value: -3, unit: 'd', system: UCUM, code: 'd' } }, `${at}.boundsDuration`],
+    ];
+    for (const [repeat, expression] of cases) {
+      const res = await app.request({ method: 'POST', url: '/fhir/MedicationRequest', payload: request(p, { repeat } as fhir4.Timing) });
+      expect(res.statusCode, `${JSON.stringify(repeat)}: ${res.payload}`).to.be.within(400, 422);
+      expect(res.json.resourceType).to.equal('OperationOutcome');
+      expect(res.json.issue.flatMap((i: any) => i.expression ?? []), JSON.stringify(repeat)).to.include(expression);
+    }
+    expect(await countRows(app, 'MedicationRequest')).to.equal(before);
+  });
+});
+
+describe('medication schedules: $due shows only requests the caller may read', () => {
+  let app: SecuredServer;
+  const id: Record<string, string> = {};
+  before(async () => {
+    app = await startSecuredServer();
+    id.alice = await app.create(patient('Europe/Berlin', 'Alice'));
+    id.bob = await app.create(patient('Europe/Berlin', 'Bob'));
+    id.drX = await app.create({ resourceType: 'Practitioner', name: [{ family: 'X' }] });
+    const daily = { repeat: { frequency: 1, period: 1, periodUnit: 'd' as const, boundsPeriod: { start: '2026-10-20' } } };
+    id.aliceRx = await app.create(request(id.alice, daily));
+    id.bobRx = await app.create(request(id.bob, daily));
+  });
+  after(() => app?.stop());
+
+  // Across the autumn change: 08:00 local each day.
+  const window = `start=${encodeURIComponent('2026-10-24T00:00:00+02:00')}&end=${encodeURIComponent('2026-10-26T00:00:00+01:00')}`;
+  const requestsIn = (res: any) => [...new Set(dosesOf(res.json).map((d) => d.request))].sort();
+
+  it('another patient\'s token sees none of Alice\'s doses', async () => {
+    const bob = await app.as('patient/MedicationRequest.rs patient/MedicationAdministration.rs', { patient: id.bob });
+    const res = await app.request({ method: 'GET', url: `/fhir/MedicationRequest/$due?${window}&patient=${id.alice}`, headers: bob });
+    expect(res.statusCode, res.payload).to.equal(200);
+    expect(dosesOf(res.json)).to.equal([]);
+    const own = await app.request({ method: 'GET', url: `/fhir/MedicationRequest/$due?${window}`, headers: bob });
+    expect(dosesOf(own.json).map((d) => d.due)).to.equal(['2026-10-24T08:00:00+02:00', '2026-10-25T08:00:00+01:00']);
+  });
+
+  it('a clinician named by Alice\'s deny Consent sees Bob\'s doses, not hers', async () => {
+    const drX = await app.as('user/MedicationRequest.rs user/MedicationAdministration.rs', { fhirUser: `Practitioner/${id.drX}` });
+    const sees = await app.request({ method: 'GET', url: `/fhir/MedicationRequest/$due?${window}`, headers: drX });
+    expect(requestsIn(sees)).to.include(`MedicationRequest/${id.aliceRx}`);
+    const deny = await app.create(consent(id.alice, { type: 'deny', actor: [actor(`Practitioner/${id.drX}`)] }));
+    try {
+      const res = await app.request({ method: 'GET', url: `/fhir/MedicationRequest/$due?${window}`, headers: drX });
+      expect(res.statusCode, res.payload).to.equal(200);
+      expect(requestsIn(res)).to.not.include(`MedicationRequest/${id.aliceRx}`);
+      expect(requestsIn(res)).to.include(`MedicationRequest/${id.bobRx}`);
+      const instance = await app.request({ method: 'GET', url: `/fhir/MedicationRequest/${id.aliceRx}/$due?${window}`, headers: drX });
+      expect(instance.statusCode).to.equal(404);
+    } finally {
+      await app.request({ method: 'DELETE', url: `/fhir/Consent/${deny}`, headers: app.system });
+    }
+  });
+});
