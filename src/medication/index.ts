@@ -209,6 +209,16 @@ async function dueOperation(ctx: FhirContext, req: RestRequest): Promise<Interac
           : []),
       ],
     })),
+    // An order the server holds but cannot place is no dose: said, so no one takes silence for "nothing due".
+    ...schedules.flatMap((s) => (s.compiled.unplaced ?? []).map((u) => ({
+      name: 'unscheduled',
+      part: [
+        { name: 'request', valueReference: { reference: `MedicationRequest/${s.requestId}` } },
+        { name: 'patient', valueReference: { reference: `Patient/${s.patient}` } },
+        { name: 'instruction', valueInteger: u.index },
+        { name: 'reason', valueString: u.reason },
+      ],
+    }))),
     {
       name: 'summary',
       part: [

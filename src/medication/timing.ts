@@ -90,6 +90,8 @@ export interface CompiledRequest {
   /** The medication's first coding, for the Flag's code. */
   coding?: fhir4.Coding;
   instructions: DoseInstruction[];
+  /** Scheduled instructions the server cannot place ("3 times a month"): why, so $due can say so. */
+  unplaced?: Array<{ index: number; reason: string }>;
   /** Every instruction is as-needed: nothing is ever due. */
   asNeeded: boolean;
   /** From the request's grace-period extension; else the CarePlan's, else the server default. */
@@ -290,14 +292,19 @@ function isActedOn(request: fhir4.MedicationRequest): boolean {
 export function compileRequest(request: fhir4.MedicationRequest, storedAt: number, strict = isActedOn(request)): CompiledRequest {
   const issues: Issue[] = [];
   const instructions: DoseInstruction[] = [];
+  const unplaced: Array<{ index: number; reason: string }> = [];
   let asNeededOnly = (request.dosageInstruction?.length ?? 0) > 0;
   request.dosageInstruction?.forEach((dosage, index) => {
     const at = `MedicationRequest.dosageInstruction[${index}]`;
     // As needed (PRN): nothing is due, nothing is missed (R4 Dosage.asNeeded[x]).
     if (dosage.asNeededBoolean || dosage.asNeededCodeableConcept || !dosage.timing) return;
     asNeededOnly = false;
+    const known = issues.length;
     const rule = ruleOf(dosage.timing, `${at}.timing`, issues);
-    if (!rule) return;
+    if (!rule) {
+      unplaced.push({ index, reason: issues.slice(known).map((i) => i.diagnostics).join('; ') });
+      return;
+    }
     const repeat = dosage.timing.repeat;
     const count = repeat?.count;
     if (count !== undefined && count > MAX_COUNT) {
@@ -326,6 +333,7 @@ export function compileRequest(request: fhir4.MedicationRequest, storedAt: numbe
     medication,
     ...(request.medicationCodeableConcept?.coding?.[0] ? { coding: request.medicationCodeableConcept.coding[0] } : {}),
     instructions,
+    ...(unplaced.length ? { unplaced } : {}),
     asNeeded: asNeededOnly,
     ...(graceMs !== undefined ? { graceMs } : {}),
     carePlanIds: (request.basedOn ?? []).map((b) => /^CarePlan\/([A-Za-z0-9\-.]{1,64})$/.exec(b.reference ?? '')?.[1]).filter((id): id is string => id !== undefined),
