@@ -98,6 +98,22 @@ describe('medication schedules: R4 Timing element by element', () => {
       .to.equal(['2026-03-27T08:00:00+01:00', '2026-03-28T08:00:00+01:00', '2026-03-29T08:00:00+02:00']);
   });
 
+  it('an active order whose timing the server cannot place is stored, and $due says so instead of answering silence', async () => {
+    const window = `start=${encodeURIComponent(week[0])}&end=${encodeURIComponent(week[1])}`;
+    for (const timing of [{ repeat: { frequency: 3, period: 1, periodUnit: 'mo' } }, { repeat: { frequency: 1, period: 1.5, periodUnit: 'd' } }, { code: { text: 'when I feel like it' } }] as fhir4.Timing[]) {
+      const rx = (await create(app, request(p, timing, { authoredOn: '2026-03-27' }))).id;
+      const res = await app.request({ method: 'GET', url: `/fhir/MedicationRequest/${rx}/$due?${window}` });
+      expect(res.statusCode, res.payload).to.equal(200);
+      expect(dosesOf(res.json)).to.equal([]);
+      const unscheduled = res.json.parameter.filter((x: any) => x.name === 'unscheduled');
+      expect(unscheduled, JSON.stringify(timing)).to.have.length(1);
+      const part = (name: string) => unscheduled[0].part.find((x: any) => x.name === name);
+      expect(part('request').valueReference.reference).to.equal(`MedicationRequest/${rx}`);
+      expect(part('instruction').valueInteger).to.equal(0);
+      expect(String(part('reason').valueString)).to.startWith('MedicationRequest.dosageInstruction[0].timing');
+    }
+  });
+
   it('only an active order is due: stopped, cancelled, completed, entered-in-error, on-hold, draft, unknown and proposals are not', async () => {
     const daily = { repeat: { frequency: 1, period: 1, periodUnit: 'd' as const, boundsPeriod: from27 } };
     for (const status of ['stopped', 'cancelled', 'completed', 'entered-in-error', 'on-hold', 'draft', 'unknown']) {
