@@ -1,5 +1,6 @@
 import * as Lab from '@hapi/lab';
 import { expect } from '@hapi/code';
+import { actor, consent } from '../helpers/consent';
 import { countRows, startTestServer, type TestServer } from '../helpers/server';
 import { startSecuredServer, type SecuredServer } from '../security/helpers';
 import { administration, create, dosesOf, GRACE, patient, request, TIMEZONE } from './helpers';
@@ -198,10 +199,12 @@ describe('$due under the access policy', () => {
     id.bob = await app.create(patient('Europe/Berlin', 'Bob'));
     id.aliceRx = await app.create(request(id.alice, BID('2027-01-01')));
     id.bobRx = await app.create(request(id.bob, BID('2027-01-01')));
+    id.drX = await app.create({ resourceType: 'Practitioner', name: [{ family: 'X' }] });
   });
   after(() => app?.stop());
 
   const window = 'start=2027-01-05T00:00:00Z&end=2027-01-06T00:00:00Z';
+  const requestsIn = (res: any) => [...new Set(dosesOf(res.json).map((d) => d.request))];
 
   it('a patient token sees its own doses only, whatever it asks for', async () => {
     const alice = await app.as('patient/MedicationRequest.rs patient/MedicationAdministration.rs', { patient: id.alice });
@@ -213,6 +216,22 @@ describe('$due under the access policy', () => {
     expect(dosesOf(bobs.json)).to.equal([]);
     const instance = await app.request({ method: 'GET', url: `/fhir/MedicationRequest/${id.bobRx}/$due?${window}`, headers: alice });
     expect(instance.statusCode).to.equal(404);
+  });
+
+  it("a clinician named by Alice's deny Consent sees Bob's doses, not hers", async () => {
+    const drX = await app.as('user/MedicationRequest.rs user/MedicationAdministration.rs', { fhirUser: `Practitioner/${id.drX}` });
+    expect(requestsIn(await app.request({ method: 'GET', url: `/fhir/MedicationRequest/$due?${window}`, headers: drX }))).to.include(`MedicationRequest/${id.aliceRx}`);
+    const deny = await app.create(consent(id.alice, { type: 'deny', actor: [actor(`Practitioner/${id.drX}`)] }));
+    try {
+      const res = await app.request({ method: 'GET', url: `/fhir/MedicationRequest/$due?${window}`, headers: drX });
+      expect(res.statusCode, res.payload).to.equal(200);
+      expect(requestsIn(res)).to.not.include(`MedicationRequest/${id.aliceRx}`);
+      expect(requestsIn(res)).to.include(`MedicationRequest/${id.bobRx}`);
+      const instance = await app.request({ method: 'GET', url: `/fhir/MedicationRequest/${id.aliceRx}/$due?${window}`, headers: drX });
+      expect(instance.statusCode).to.equal(404);
+    } finally {
+      await app.request({ method: 'DELETE', url: `/fhir/Consent/${deny}`, headers: app.system });
+    }
   });
 
   it('a token without MedicationRequest rights is refused before anything is read', async () => {
