@@ -14,7 +14,7 @@ import { checkAdherence } from './adherence';
 import { PeriodicJob } from './periodic';
 import { turnOffEndedSubscriptions } from './subscription-end';
 import { type FlagEvent, keyOf, raisedMeasures, raiseFlags, retractBreaches, type RewrittenReading, trackFlagStatus } from './flags';
-import { type Breach, carryJudgement, judgedPatient, judgeObservation, type PlanLimits } from './judge';
+import { type Breach, carryJudgement, judgedPatient, judgeObservation, type PlanLimits, subjectPatient } from './judge';
 import { assertValidGoal, type CompiledPlan, compilePlan, storedGoalIds } from './plan';
 import { activePlansOf, goalsInActivePlans, loadGoals, planById, plansChanged, plansUnchanged, recompilePlansOfGoals, storePlans } from './plans';
 import { PlanCache } from './plan-cache';
@@ -244,7 +244,10 @@ function rewrittenReadings(committed: readonly CommittedWrite[]): RewrittenReadi
     if (w.type !== 'Observation' || !w.previous) continue;
     const obs = w.resource as fhir4.Observation | undefined;
     const patient = obs && judgedPatient(obs);
-    const samePatient = patient !== undefined && patient === judgedPatient(w.previous as fhir4.Observation);
+    // Whose the earlier version was, judged or not: a reading judged for the first time by this
+    // version (a preliminary one confirmed final, or one marked in error and restored) keeps the
+    // breaches it raised in this unit.
+    const samePatient = patient !== undefined && patient === subjectPatient(w.previous as fhir4.Observation);
     const plans = samePatient ? judgedBy.get(obs!) : undefined;
     const breaches = new Set(((obs && breachesOf.get(obs)) ?? []).map(keyOf));
     readings.push({ observationId: w.id, supports: (key) => samePatient && (!plans?.has(key.careplanId) || breaches.has(keyOf(key))) });

@@ -1,3 +1,4 @@
+import { hasUnconfirmedSubject } from '../kernel/reading-attribution';
 import { parseDateRange } from '../search/date-range';
 import { convertUnit } from '../terminology/convert';
 import { LOINC, type Limit } from './plan';
@@ -39,9 +40,20 @@ const NOT_JUDGED = new Set(['entered-in-error', 'cancelled']);
 
 const INTERPRETATION: Record<string, string> = { H: 'High', L: 'Low', HH: 'Critical high', LL: 'Critical low' };
 
-/** The patient id of a judged Observation, or undefined when it is not judged at all. */
+/**
+ * The patient id of a judged Observation, or undefined when it is not judged at all. A
+ * preliminary reading is judged (a questionable SpO2 may be real), unless nobody has confirmed
+ * whose it is (UNCONFIRMED_SUBJECT_TAG: a shared cuff's reading may be another person's): it is
+ * judged once it is final, as a new version.
+ */
 export function judgedPatient(obs: fhir4.Observation): string | undefined {
   if (NOT_JUDGED.has(obs.status)) return undefined;
+  if (obs.status === 'preliminary' && hasUnconfirmedSubject(obs)) return undefined;
+  return subjectPatient(obs);
+}
+
+/** The id of the Patient the Observation's subject names, whether it is judged or not. */
+export function subjectPatient(obs: fhir4.Observation): string | undefined {
   return /^Patient\/([A-Za-z0-9\-.]{1,64})$/.exec(obs.subject?.reference ?? '')?.[1];
 }
 
