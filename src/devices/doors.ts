@@ -1,5 +1,6 @@
 import { keptNumberText } from '../kernel/json-decimals';
 import { badRequest } from '../kernel/outcome';
+import { UNCONFIRMED_SUBJECT_TAG } from '../kernel/reading-attribution';
 import { translate } from '../terminology/conceptmap';
 import { decodeBle } from './ble';
 import { MAX_DECIMAL_EXPONENT, parseDecimal, scaleDecimal } from './decimal';
@@ -182,6 +183,14 @@ export function parseBleBody(body: unknown): Payload {
 // ---- POST /ingest/withings --------------------------------------------------------------------
 
 const MANUAL_ATTRIB = new Set([2, 4]);
+/**
+ * attrib 1: measured by a device, but Withings could not tell which of its users it was (a shared
+ * cuff or scale); the user says so later in the app, and the group comes again confirmed (0, 5,
+ * 7 or 8), or no longer comes for this account (it was someone else's). Meanwhile it is stored
+ * `preliminary` and tagged as unconfirmed, which the monitoring rules do not judge; the confirmed
+ * group completes it (a new version, `final`, judged then: `completesPreliminary` below).
+ */
+const AMBIGUOUS_USER_ATTRIB = 1;
 
 /** The unit a Withings meastype's value is in (the ConceptMap's source-unit product): Withings sends SI units. */
 function sourceUnit(source: fhir4.Coding): string | undefined {
@@ -233,7 +242,13 @@ export function parseWithingsBody(body: unknown, query: URLSearchParams): Payloa
     const attrib = typeof g.attrib === 'number' ? g.attrib : undefined;
     // attrib says how the value was taken (device, manual entry, …): provenance, kept as a tag.
     const tags: fhir4.Coding[] = attrib === undefined ? [] : [{ system: WITHINGS_ATTRIB_SYSTEM, code: String(attrib) }];
-    const common = { time, tags, manual: attrib !== undefined && MANUAL_ATTRIB.has(attrib), ...(device ? { device } : {}) };
+    const unconfirmed = attrib === AMBIGUOUS_USER_ATTRIB;
+    if (unconfirmed) tags.push({ ...UNCONFIRMED_SUBJECT_TAG });
+    const common = {
+      time, tags, manual: attrib !== undefined && MANUAL_ATTRIB.has(attrib),
+      ...(unconfirmed ? { status: 'preliminary' as const } : {}),
+      ...(device ? { device } : {}),
+    };
     const measures = g.measures as unknown[];
     const bp = measures.flatMap((m, mi) => (isObject(m) && (m.type === 9 || m.type === 10) ? [{ type: m.type, raw: m, mi }] : []));
     if (bp.length > 0) {
@@ -261,5 +276,5 @@ export function parseWithingsBody(body: unknown, query: URLSearchParams): Payloa
       );
     });
   });
-  return { door: 'withings', createDevice: query.get('createDevice') === 'true', patient: query.get('patient') ?? undefined, entries };
+  return { door: 'withings', createDevice: query.get('createDevice') === 'true', patient: query.get('patient') ?? undefined, entries, completesPreliminary: true };
 }

@@ -22,6 +22,13 @@ export interface Payload {
   createDevice: boolean;
   patient?: string;
   entries: PayloadEntry[];
+  /**
+   * A reading stored `preliminary` that one of these repeats as `final` is completed by it (its
+   * next version), instead of being refused as another reading (409); one stored final that is
+   * re-sent preliminary is that same reading (200). The Withings door's: a group of an ambiguous
+   * user (attrib 1) that the user confirmed since (./doors.ts). Nothing else may change.
+   */
+  completesPreliminary?: boolean;
 }
 
 /** Where each reading of a payload ended: a write, or why it was refused before one. */
@@ -147,7 +154,10 @@ export async function ingestPayload(ctx: FhirContext, payload: Payload, policy: 
         const resource = isDose(draft)
           ? await doseToAdministration(draft, { db: ctx.db, policy, device, deviceRef, patientRef, now, identity, confinedTo }, orders)
           : draftToObservation(draft, { door: payload.door, device, deviceRef, patientRef, now, identity, confinedTo });
-        const op = { kind: 'create' as const, type: resource.resourceType, id: resource.id, resource, onExistingId: 'match' as const };
+        const op = {
+          kind: 'create' as const, type: resource.resourceType, id: resource.id, resource, onExistingId: 'match' as const,
+          ...(payload.completesPreliminary ? { completesPreliminary: true as const } : {}),
+        };
         slots.push({ op });
         drafted.push({ op, draft, device });
       } catch (err) {

@@ -24,6 +24,14 @@ export type WriteOp =
       onExistingId?: 'match';
       /** The 409's diagnostics when the stored resource of that id differs (how to tell the two apart). */
       onConflict?: string;
+      /**
+       * With `onExistingId`, the one change a re-sent resource may make to the stored one: a
+       * stored `preliminary` resource that this one repeats with `status: final` is completed,
+       * written as its next version like any update (the caller needs the right to update, and
+       * every stage judges the new version); what else differs is still the 409. A stored final
+       * one that this one repeats as `preliminary` is the same resource (200): nothing goes back.
+       */
+      completesPreliminary?: true;
     }
   | {
       kind: 'update'; type: string; id?: string; match?: URLSearchParams; resource: unknown; ifMatch?: VersionCondition;

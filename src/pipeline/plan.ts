@@ -23,6 +23,12 @@ export interface Planned {
     previousVersion: number;
     /** A create of an id that exists (`onExistingId`): compared with `previous` after the stages, never written. */
     resend?: true;
+    /**
+     * A create of an id that exists whose stored version is `preliminary` and which says `final`
+     * (ops.ts, `completesPreliminary`): written as the next version, if after mapping it is the
+     * stored one but for its status (unit-of-work.ts); else refused as a resend that differs.
+     */
+    completes?: true;
   };
 }
 
@@ -42,7 +48,7 @@ export function plan(op: WriteOp, id: string | undefined, existingMatch: boolean
         // Matched by If-None-Exist (as the caller's own search finds it, resolve.ts) or by a device
         // reading's deterministic id: the caller must be able to see what it is told exists.
         if (live?.resource) requireWritable(policy, op.type, 'c', live.resource, undefined);
-        if (op.onExistingId === 'match' && current && op.ifNoneExist === undefined) return resend(op, id!, current, policy);
+        if (op.onExistingId === 'match' && current && op.ifNoneExist === undefined) return resend(op, id!, current, lastUpdated, policy);
         return { outcome: { status: 200, type: op.type, id, versionId: current?.versionId, lastUpdated: live?.resource?.meta?.lastUpdated } };
       }
       const resource = prepare(op.type, id!, op.resource, { bodyId: 'ignored' });
@@ -97,18 +103,28 @@ export function plan(op: WriteOp, id: string | undefined, existingMatch: boolean
  * 410: recreating it would let a gateway's retry undo a clinician's deletion (or an erasure),
  * and a 200 would point at a location that answers 410.
  */
-function resend(op: WriteOp & { kind: 'create' }, id: string, current: CurrentVersion, policy: AccessPolicy): Planned {
+function resend(op: WriteOp & { kind: 'create' }, id: string, current: CurrentVersion, lastUpdated: string, policy: AccessPolicy): Planned {
   if (current.deleted || !current.resource) {
     if (current.lastLive) requireWritable(policy, op.type, 'c', current.lastLive, undefined);
     throw gone(`${op.type}/${id} was stored and then deleted; it is not created again`);
   }
   const resource = prepare(op.type, id, op.resource, { bodyId: 'ignored' });
   requireWritable(policy, op.type, 'c', resource, undefined);
+  if (op.completesPreliminary && statusOf(current.resource) === 'preliminary' && statusOf(resource) === 'final') {
+    // It replaces the stored version: the rights an update of it needs.
+    requireWritable(policy, op.type, 'u', resource, current.resource);
+    requireActingOnReadable(policy, op.type, id, 'u', current.resource);
+    const completion = staged(op.type, 'PUT', resource, current.resource, current.versionId, lastUpdated, 200);
+    completion.write!.completes = true;
+    return completion;
+  }
   return {
     outcome: { status: 200, type: op.type, id, versionId: current.versionId, lastUpdated: current.resource.meta?.lastUpdated, resource: current.resource },
     write: { type: op.type, id, resource, previous: current.resource, method: 'POST', previousVersion: current.versionId, resend: true },
   };
 }
+
+const statusOf = (resource: fhir4.FhirResource) => (resource as { status?: unknown }).status;
 
 function checkIfMatch(op: WriteOp & { ifMatch?: VersionCondition }, id: string | undefined, current: CurrentVersion | undefined): void {
   if (op.ifMatch === undefined) return;

@@ -193,6 +193,14 @@ export class UnitOfWork {
       pending.set(i, { type, id, resource, previous, policy, reject: (err) => refuse(i, err), resend });
     }
     for (const stage of ['validate', 'enrich', 'judge'] as const) {
+      if (stage === 'judge') {
+        // A completion (plan.ts) changes the status alone: compared as mapped, before the judge
+        // adds its judgement of the new version (which the unjudged preliminary one lacks).
+        for (const [i, w] of pending) {
+          if (refused.has(i) || !planned[i]!.write!.completes || sameButForStatus(w.resource!, w.previous!)) continue;
+          refuse(i, otherContent(resolved[i]!.op, w));
+        }
+      }
       for (const { hook } of this.ctx.stages.of(stage)) {
         const live = [...pending].filter(([i]) => !refused.has(i)).map(([, w]) => w);
         if (live.length) await hook(this, live);
@@ -205,11 +213,13 @@ export class UnitOfWork {
       if (refused.has(i) || !w.resource) continue;
       if (planned[i]!.write!.resend) {
         // A create of an id that exists writes nothing either way: the same reading is answered
-        // by the stored version, a different one is refused (ops.ts, onExistingId).
-        const same = sameJson(withoutMeta(w.resource), withoutMeta(w.previous!));
+        // by the stored version, a different one is refused (ops.ts, onExistingId). A final
+        // version re-sent as preliminary is the same, where completions are allowed (ops.ts).
         const op = resolved[i]!.op;
+        const demoted = op.kind === 'create' && op.completesPreliminary === true && statusOf(w.previous!) === 'final' && statusOf(w.resource) === 'preliminary';
+        const same = demoted ? sameButForStatus(w.resource, w.previous!) : sameJson(withoutMeta(w.resource), withoutMeta(w.previous!));
         if (same) planned[i] = { outcome: planned[i]!.outcome };
-        else refuse(i, conflict(op.kind === 'create' && op.onConflict ? op.onConflict : `${w.type}/${w.id} exists with other content; a create of that id is not a retry of it`));
+        else refuse(i, otherContent(op, w));
         pending.delete(i);
         continue;
       }
@@ -325,6 +335,20 @@ function withoutMeta(resource: fhir4.FhirResource): object {
   const { meta: _meta, ...content } = resource;
   carryKeptDecimals(resource, content);
   return content;
+}
+
+const statusOf = (resource: fhir4.FhirResource) => (resource as { status?: unknown }).status;
+
+/** Whether `resource` is `other` but for meta and its status: all a completion may change (plan.ts). */
+function sameButForStatus(resource: fhir4.FhirResource, other: fhir4.FhirResource): boolean {
+  const content = withoutMeta(resource) as { status?: unknown };
+  content.status = statusOf(other);
+  return sameJson(content, withoutMeta(other));
+}
+
+/** A create of an id that exists, with content the stored resource does not have: not a retry of it. */
+function otherContent(op: WriteOp, w: PendingWrite): OperationOutcomeError {
+  return conflict(op.kind === 'create' && op.onConflict ? op.onConflict : `${w.type}/${w.id} exists with other content; a create of that id is not a retry of it`);
 }
 
 const METHOD: Record<WriteOp['kind'], CommittedWrite['method']> = { create: 'POST', update: 'PUT', patch: 'PATCH', delete: 'DELETE' };
