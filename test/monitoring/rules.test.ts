@@ -287,6 +287,19 @@ describe('monitoring rules', () => {
     expect(ext(active[0], FLAG_COUNT)[0].valueInteger).to.equal(1);
   });
 
+  it('a reading marked entered-in-error and then restored raises its Flag again (it used to be taken back in the same write)', async () => {
+    const patient = await newPatient();
+    await create(plan(patient));
+    const reading = await create(bp(patient, 165, 80));
+    await app.request({ method: 'PUT', url: `/fhir/Observation/${reading.id}`, payload: { ...reading, status: 'entered-in-error' } });
+    expect(await flagsOf(patient, '&status=active')).to.have.length(0);
+    const restored = await app.request({ method: 'PUT', url: `/fhir/Observation/${reading.id}`, payload: { ...reading, status: 'final' } });
+    expect(restored.statusCode).to.equal(200);
+    const active = await flagsOf(patient, '&status=active');
+    expect(active).to.have.length(1);
+    expect(ext(active[0], FLAG_DETAIL).map((e: any) => e.valueReference.reference)).to.equal([`Observation/${reading.id}`]);
+  });
+
   it('a Flag left active names only the latest 20 breaching Observations, counts them all, and stays small', async () => {
     const patient = await newPatient();
     await create(plan(patient));
