@@ -181,14 +181,17 @@ export async function noteError(db: Queryable, id: string, error: string): Promi
 }
 
 /**
- * A run that reached the end: the cursor moves, the error is cleared, the lease released. The
- * next run is the fallback poll (spread by ±10 % so accounts linked together drift apart), or now
- * when a notification came in while this one ran.
+ * A run that reached the end: the cursor moves, the lease is released, and the error of an earlier
+ * run is cleared; what this run noted (a refused reading, a refused notify subscription) stays for
+ * the operator, as the only place that says why `readings_refused` grew. The next run is the
+ * fallback poll (spread by ±10 % so accounts linked together drift apart), or now when a
+ * notification came in while this one ran.
  */
 export async function finishRun(db: Queryable, account: ClaimedAccount, owner: string, cursor: number, pollMs: number): Promise<void> {
   const jitter = pollMs * (0.9 + Math.random() * 0.2);
   await db.query(
-    `UPDATE withings_account SET cursor_lastupdate = $3, last_success_at = now(), last_error = NULL, last_error_at = NULL, attempts = 0,
+    `UPDATE withings_account SET cursor_lastupdate = $3, last_success_at = now(), attempts = 0,
+       last_error = CASE WHEN last_error_at >= $4 THEN last_error END, last_error_at = CASE WHEN last_error_at >= $4 THEN last_error_at END,
        lease_owner = NULL, lease_until = NULL,
        next_attempt_at = CASE WHEN sync_requested_at > $4 THEN now() ELSE now() + $5 * interval '1 millisecond' END
      WHERE id = $1 AND lease_owner = $2`,

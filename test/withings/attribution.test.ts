@@ -177,6 +177,9 @@ describe('Withings connector: readings of an ambiguous user (attrib 1)', () => {
     fake.groups.set(7399, [elsewhere]);
     const state = await syncNow(account);
     expect(state.readingsRefused).to.equal(1); // the changed one (409: a different reading is stored)
+    // The run ended well, and its refusal stays for the operator to read.
+    expect(state.lastError).to.be.a.string();
+    expect(state.lastError.startsWith('a reading was refused (409'), state.lastError).to.be.true();
 
     const panels = await observationsOf(app, patient);
     expect(panels.map((o) => [o.status, o.meta.versionId, o.component[0].valueQuantity.value]).sort()).to.equal([['preliminary', '1', 182], ['preliminary', '1', 190]]);
