@@ -1,5 +1,6 @@
 import { readLimits } from '../access/enforce';
 import type { GrantStandings } from '../access/grant';
+import { withConsents } from '../access/consent';
 import { type AccessPolicy, policyFromScopes } from '../access/policy';
 import { OperationOutcomeError } from '../kernel/outcome';
 import { patientsOf, scanAsOf, withinLimits } from '../search';
@@ -41,7 +42,9 @@ export type RunResult = 'done' | 'released' | { failed: string };
 export async function runJob(db: Db, job: Job, options: RunOptions): Promise<RunResult> {
   const ended = await grantEnded(db, options.grants, job);
   if (ended !== undefined) return { failed: ended };
-  const policy = policyFromScopes(job.scopes, job.grant);
+  // The kick-off token's scopes, under the Consents and caregiver links as they stand now
+  // (decision 015): what a search by that token would show, never more.
+  const policy = await withConsents(db, policyFromScopes(job.scopes, job.grant), { fresh: true });
   const progress: Progress = structuredClone(job.progress);
   const { types } = job.spec;
   const read = (at: Progress) => readBatch(db, job, policy, types[at.typeIndex]!, at.afterId, options.batchSize);
@@ -121,6 +124,8 @@ interface Batch {
 }
 
 async function readBatch(db: Db, job: Job, policy: AccessPolicy, type: string, afterId: string | undefined, limit: number): Promise<Batch> {
+  // A Consent given or withdrawn since the kick-off may hide a whole type (a caregiver's): none of it, then.
+  if (!policy.allows(type, 's')) return { lines: [], errors: [], scanned: 0 };
   const limits = readLimits(policy, type, 's');
   const typeFilters = (job.spec.typeFilters[type] ?? []).map((q) => new URLSearchParams(q));
   // The granular scope's parameters join every filter (AND); alone, they are the filter.

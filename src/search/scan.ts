@@ -3,7 +3,7 @@ import type { Queryable } from '../store/db';
 import { tableOf } from '../store/tables';
 import { parseSearch } from './parse';
 import { checkReach } from './reach-check';
-import type { Reach } from './reach';
+import { isUnlimited, limitsIfAllowed, type Reach } from './reach';
 import { buildQuery } from './search';
 import { patientsCompartmentCondition } from './sql';
 import { SqlParams } from '../kernel/sql-params';
@@ -53,7 +53,11 @@ export async function scanAsOf(db: Queryable, request: ScanRequest): Promise<Sca
   const unchanged = [`${x}.last_updated <= ${q.bind(request.asOf, 'timestamptz')}`, `NOT ${x}.deleted`];
   if (request.since !== undefined) unchanged.push(`${x}.last_updated >= ${q.bind(request.since, 'timestamptz')}`);
   if (request.patients !== undefined) unchanged.push(patientsCompartmentCondition(request.resourceType, request.patients, x, q));
-  const filters = request.filters.length > 0 ? request.filters : request.compartmentPatientId !== undefined ? [new URLSearchParams()] : [];
+  // With no filter, the caller's own limits still apply: its compartment, and what Consents deny
+  // it of this type (buildQuery takes those from the reach). Only an unlimited caller scans bare.
+  const own = limitsIfAllowed(request.reach, request.resourceType, 's');
+  const limited = request.compartmentPatientId !== undefined || (own !== undefined && !isUnlimited(own));
+  const filters = request.filters.length > 0 ? request.filters : limited ? [new URLSearchParams()] : [];
   if (filters.length > 0) {
     const alternatives = filters.map((params) => {
       const parsed = parseSearch(request.resourceType, params, { defaultCount: 0, maxCount: Number.MAX_SAFE_INTEGER });
