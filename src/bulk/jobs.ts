@@ -17,7 +17,7 @@ export interface ExportSpec {
   since?: string;
   /** `_typeFilter` queries per type (alternatives, OR). */
   typeFilters: Record<string, string[]>;
-  /** Patient and Group level: the reference set (Group members as of kick-off, or every Patient). */
+  /** Patient and Group level: the reference set (Group members as of kick-off, or every Patient), narrowed by `patient`. */
   patients?: string[] | 'any';
 }
 

@@ -17,7 +17,7 @@ import type { ExportSpec } from './jobs';
 
 /** `_outputFormat` values the spec requires servers to accept, all meaning FHIR NDJSON. */
 export const OUTPUT_FORMATS = ['application/fhir+ndjson', 'application/ndjson', 'ndjson'];
-const KNOWN = new Set(['_outputFormat', '_since', '_type', '_typeFilter']);
+const KNOWN = new Set(['_outputFormat', '_since', '_type', '_typeFilter', 'patient']);
 /** Transport parameters the REST layer honours anywhere. */
 const TRANSPORT = new Set(['_format', '_pretty']);
 
@@ -29,6 +29,8 @@ export interface KickOff {
   groupId?: string;
   /** The query (GET) merged with a Parameters body (POST). */
   params: URLSearchParams;
+  /** A POST's Parameters body alone (`patient` is taken only there); undefined for GET. */
+  posted?: URLSearchParams;
   prefer: string | undefined;
   /** `Prefer: handling=lenient`: unsupported parameters are ignored instead of refused. */
   lenient: boolean;
@@ -84,6 +86,7 @@ export async function planExport(db: Queryable, policy: AccessPolicy, kickOff: K
   const spec: ExportSpec = { level: kickOff.level, types, typeFilters, ...(since !== undefined ? { since: new Date(since).toISOString() } : {}) };
   if (kickOff.level === 'patient') spec.patients = 'any';
   if (kickOff.level === 'group') spec.patients = await groupMembers(db, policy, kickOff.groupId!);
+  if (params.has('patient')) spec.patients = await namedPatients(db, policy, kickOff, spec.patients);
   return spec;
 }
 
@@ -125,6 +128,29 @@ function filtersOf(values: readonly string[], types: readonly string[]): Record<
 }
 
 const PATIENT_REFERENCE = /(?:^|\/)Patient\/([A-Za-z0-9\-.]{1,64})$/;
+
+/**
+ * The `patient` parameter (export.md: POST only, not at system level): the export's reference
+ * set narrowed to these Patients. Each must be one the token may read, and at Group level a
+ * current member; otherwise 400, before a job exists. Unsupported in a query string, it is
+ * refused there rather than ignored: ignoring it would export every patient of the set.
+ */
+async function namedPatients(db: Queryable, policy: AccessPolicy, kickOff: KickOff, set: ExportSpec['patients']): Promise<string[]> {
+  if (set === undefined) throw badRequest('patient does not apply to a system-level export: use Patient/$export or Group/[id]/$export', ['patient']);
+  const references = kickOff.posted?.getAll('patient') ?? [];
+  if (references.length !== kickOff.params.getAll('patient').length) throw badRequest('patient is taken only in the Parameters body of a POST kick-off (valueReference)', ['patient']);
+  const ids = [...new Set(references.map((reference) => {
+    const id = PATIENT_REFERENCE.exec(reference)?.[1];
+    if (id === undefined) throw badRequest(`patient '${reference.slice(0, 80)}' is not a reference to a Patient`, ['patient']);
+    return id;
+  }))];
+  for (const id of ids) {
+    // Not known and not visible get the same answer: the parameter must not probe for patients.
+    if (policy.allows('Patient', 'r') && !(await readVisible(db, policy, 'Patient', id))) throw badRequest(`Patient/${id} is not known`, ['patient']);
+    if (set !== 'any' && !set.includes(id)) throw badRequest(`Patient/${id} is not a current member of Group/${kickOff.groupId}`, ['patient']);
+  }
+  return ids;
+}
 
 /** The Group's current Patient members, as the token sees the Group now (404 when it cannot). */
 async function groupMembers(db: Queryable, policy: AccessPolicy, groupId: string): Promise<string[]> {

@@ -43,14 +43,16 @@ export const bulkRoutes: Plugin<{ ctx: FhirContext; worker: ExportWorker; grants
       const raw = rawQueryOf(request);
       const params = new URLSearchParams(raw);
       const fromBody = request.method === 'post' && request.payload !== null && (request.payload as Buffer).length > 0;
+      let posted: URLSearchParams | undefined;
       if (fromBody) {
         checkBodyType(headers['content-type'], { allowPatch: false });
-        for (const [k, v] of parametersOfBody(parseJsonBody(request.payload, ctx.config.inputLimits))) params.append(k, v);
+        posted = parametersOfBody(parseJsonBody(request.payload, ctx.config.inputLimits));
+        for (const [k, v] of posted) params.append(k, v);
       }
       const groupId = (request.params as { id?: string }).id;
       if (groupId !== undefined && !isValidId(groupId)) throw notFound(`Group/${groupId.slice(0, 64)} is not known`);
       const prefer = headers.prefer;
-      const spec = await planExport(ctx.db, policy, { level, params, prefer, lenient: preferences(prefer).lenient, ...(groupId !== undefined ? { groupId } : {}) });
+      const spec = await planExport(ctx.db, policy, { level, params, ...(posted ? { posted } : {}), prefer, lenient: preferences(prefer).lenient, ...(groupId !== undefined ? { groupId } : {}) });
       const id = await createJob(ctx.db, {
         clientId: policy.clientId,
         // The kick-off as sent; a POST's parameters, merged from its body, as a query.

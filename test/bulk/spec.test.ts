@@ -173,6 +173,45 @@ describe('Bulk Data export: against the IG, over HTTP', () => {
     for (const id of [old, updated]) await app.request({ method: 'DELETE', url: `/fhir/Observation/${id}`, headers: app.system });
   });
 
+  it('narrows a Patient- or Group-level export to the patients a POST names (patient); refuses it elsewhere, and names it cannot honour', async () => {
+    const [alice, bob] = ward.patients as [string, string];
+    const outsider = await app.create({ resourceType: 'Patient', name: [{ family: 'Bulknotmember' }] });
+    const reader = await app.as('system/*.rs', { clientId: 'bulk-patient-param' });
+    const body = (...patients: string[]) => ({ resourceType: 'Parameters', parameter: [{ name: '_type', valueString: 'Patient,Observation' }, ...patients.map((p) => ({ name: 'patient', valueReference: { reference: p } }))] });
+    const post = (url: string, payload: object, headers: Record<string, string> = reader) => app.request({ method: 'POST', url, headers: { ...ASYNC, ...headers }, payload });
+    const exported = async (url: string, payload: object) => {
+      const res = await post(url, payload);
+      expect(res.statusCode, res.payload).to.equal(202);
+      return (await finish(app, new URL(String(res.headers['content-location'])).pathname, reader)).files;
+    };
+
+    const one = await exported('/fhir/Patient/$export', body(`Patient/${alice}`));
+    expect(idsOf(one.Patient)).to.equal([alice]);
+    expect(idsOf(one.Observation)).to.equal([...ward.observations[0]!].sort());
+    const both = await exported(`/fhir/Group/${ward.groupId}/$export`, body(`Patient/${alice}`, `Patient/${bob}`));
+    expect(idsOf(both.Patient)).to.equal([alice, bob].sort());
+    const member = await exported(`/fhir/Group/${ward.groupId}/$export`, body(`Patient/${bob}`));
+    expect(idsOf(member.Patient)).to.equal([bob]);
+    expect(idsOf(member.Observation)).to.equal([...ward.observations[1]!].sort());
+
+    const refused = async (res: Awaited<ReturnType<typeof post>>, why: string) => {
+      expect(res.statusCode, `${why}: ${res.payload}`).to.equal(400);
+      expect(res.json.resourceType).to.equal('OperationOutcome');
+      expect(res.json.issue[0].expression).to.equal(['patient']);
+    };
+    await refused(await post(`/fhir/Group/${ward.groupId}/$export`, body(`Patient/${outsider}`)), 'not a member');
+    await refused(await post('/fhir/Patient/$export', body('Patient/no-such-patient')), 'unknown');
+    await refused(await post('/fhir/Patient/$export', body('Observation/1')), 'not a Patient');
+    await refused(await post('/fhir/$export', body(`Patient/${alice}`)), 'system level');
+    const ownPatient = await app.as('patient/*.rs', { clientId: 'bulk-patient-param-app', patient: bob });
+    await refused(await post('/fhir/Patient/$export', body(`Patient/${alice}`), ownPatient), 'another patient than the token\'s');
+    // In a query string it is refused, even when lenient: ignored, it would export every patient.
+    for (const prefer of ['respond-async', 'respond-async, handling=lenient']) {
+      const res = await app.request({ method: 'GET', url: `/fhir/Patient/$export?patient=Patient/${alice}`, headers: { ...reader, ...ASYNC, prefer } });
+      await refused(res, prefer);
+    }
+  });
+
   it('audits the kick-off and each file download (AuditEvent with the request id)', async () => {
     const from = new Date(Date.now() - 1000).toISOString();
     const reader = await app.as('system/*.rs', { clientId: 'bulk-audited' });
