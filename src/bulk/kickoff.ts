@@ -1,9 +1,9 @@
-import { forbidden, readLimits, readVisible } from '../access/enforce';
+import { forbidden, policyReach, readLimits, readVisible } from '../access/enforce';
 import type { AccessPolicy } from '../access/policy';
 import { badRequest, notFound, OperationOutcomeError } from '../kernel/outcome';
 import { isSupportedType, supportedTypes } from '../kernel/resource-types';
 import { checkParameters } from '../fhir/operations';
-import { checkScanFilter } from '../search';
+import { checkScanFilter, type Reach } from '../search';
 import { parseDateRange } from '../search/date-range';
 import { patientCompartmentOf } from '../search/registry';
 import type { Queryable } from '../store/db';
@@ -82,7 +82,7 @@ export async function planExport(db: Queryable, policy: AccessPolicy, kickOff: K
   }
   if (types.length === 0) throw forbidden('the access token grants no read and search of any type this export covers');
 
-  const typeFilters = filtersOf(params.getAll('_typeFilter'), types);
+  const typeFilters = filtersOf(params.getAll('_typeFilter'), types, policyReach(policy));
   const spec: ExportSpec = { level: kickOff.level, types, typeFilters, ...(since !== undefined ? { since: new Date(since).toISOString() } : {}) };
   if (kickOff.level === 'patient') spec.patients = 'any';
   if (kickOff.level === 'group') spec.patients = await groupMembers(db, policy, kickOff.groupId!);
@@ -113,7 +113,7 @@ function typesOf(value: string | undefined, inScope: readonly string[], kickOff:
  * `_typeFilter=Type?query`, repeated or comma-joined (a comma inside a query's values stays:
  * only a comma followed by `Type?` starts another). Several for one type are alternatives.
  */
-function filtersOf(values: readonly string[], types: readonly string[]): Record<string, string[]> {
+function filtersOf(values: readonly string[], types: readonly string[], reach: Reach): Record<string, string[]> {
   const filters: Record<string, string[]> = {};
   for (const text of values.flatMap((v) => v.split(/,(?=[A-Z][A-Za-z]*\?)/))) {
     const at = text.indexOf('?');
@@ -121,7 +121,7 @@ function filtersOf(values: readonly string[], types: readonly string[]): Record<
     if (!isSupportedType(type)) throw badRequest(`_typeFilter '${text.slice(0, 80)}' is not Type?query for a supported type`, ['_typeFilter']);
     if (!types.includes(type)) throw badRequest(`_typeFilter names ${type}, which this export does not contain (see _type)`, ['_typeFilter']);
     const query = text.slice(at + 1);
-    checkScanFilter(type, new URLSearchParams(query));
+    checkScanFilter(type, new URLSearchParams(query), reach);
     (filters[type] ??= []).push(query);
   }
   return filters;

@@ -79,13 +79,14 @@ export async function scanAsOf(db: Queryable, request: ScanRequest): Promise<Sca
 const RESULT_PARAMETERS = ['_include', '_revinclude', '_sort', '_count', '_summary', '_elements', '_total', '_cursor'];
 
 /**
- * A `_typeFilter` query checked when the export is asked for, so a bad one is a 400 then and
+ * A `_typeFilter` query checked when the export is asked for, so a bad one is a 4xx then and
  * not a failed job later: parameters the type does not have are refused, and so are result
- * parameters (Bulk Data v2.0.0: no `_include` or `_sort` in a type filter).
+ * parameters (Bulk Data v2.0.0: no `_include` or `_sort` in a type filter); a chain or `_has`
+ * into a type the caller may not search is 403, as scanAsOf would find when the job runs.
  */
-export function checkScanFilter(resourceType: string, params: URLSearchParams): void {
+export function checkScanFilter(resourceType: string, params: URLSearchParams, reach: Reach): void {
   for (const name of params.keys()) {
     if (RESULT_PARAMETERS.includes(name.split(':')[0]!)) throw badRequest(`_typeFilter: ${name} is a result parameter and has no place in an export filter`, ['_typeFilter']);
   }
-  parseSearch(resourceType, params, { defaultCount: 0, maxCount: Number.MAX_SAFE_INTEGER });
+  checkReach(parseSearch(resourceType, params, { defaultCount: 0, maxCount: Number.MAX_SAFE_INTEGER }), reach);
 }

@@ -212,6 +212,18 @@ describe('Bulk Data export: against the IG, over HTTP', () => {
     }
   });
 
+  it('refuses at kick-off (403) a _typeFilter that reaches a type the token may not search, rather than failing the job', async () => {
+    const observations = await app.as('system/Observation.rs', { clientId: 'bulk-typefilter-reach' });
+    const patients = await app.as('system/Patient.rs', { clientId: 'bulk-typefilter-reach' });
+    for (const [filter, token] of [['Observation?subject:Patient.name=Ward0', observations], ['Patient?_has:Observation:subject:code=8867-4', patients]] as const) {
+      const type = filter.split('?')[0];
+      const res = await app.request({ method: 'GET', url: `/fhir/$export?_type=${type}&_typeFilter=${encodeURIComponent(filter)}`, headers: { ...ASYNC, ...token } });
+      expect(res.statusCode, `${filter}: ${res.payload}`).to.equal(403);
+      expect(res.json.resourceType).to.equal('OperationOutcome');
+    }
+    await app.bulk.drain();
+  });
+
   it('audits the kick-off and each file download (AuditEvent with the request id)', async () => {
     const from = new Date(Date.now() - 1000).toISOString();
     const reader = await app.as('system/*.rs', { clientId: 'bulk-audited' });
