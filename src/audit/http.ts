@@ -139,6 +139,10 @@ export function auditOfRequest(request: Request, policyOf: (r: Request) => Acces
   const subtype = request.route.path === '/fhir' && request.method === 'post' ? bundleKind(body) : interaction.subtype;
   const what = outcome === '0' && (interaction.subtype === 'read' || interaction.subtype === 'vread') && params.type && params.id ? `${params.type}/${params.id}${versionOf(request, params)}` : undefined;
   const rest = fact({ kind: 'rest', subtype: subtype || undefined, action: interaction.action, outcome, outcomeDesc: failure(status, body, 'fhir'), actor, query: rawRequest(request), what });
+  // A streamed answer (a bulk export's file) has no text here: what it disclosed is what its
+  // route noted as it went (request.app.hiddenPatients, patientsInNdjson).
+  const streamed = body === undefined ? request.app.hiddenPatients : undefined;
+  if (streamed?.length && outcome === '0') return { fact: rest, disclosed: { json: '', hidden: streamed } };
   if (outcome !== '0' || body === undefined) return { fact: rest };
   // The pseudonymised copy is nobody's identifiable data: what it disclosed is the record of the
   // patient it was made from, under that patient's own id (not the pseudonym it carries, which
@@ -228,6 +232,21 @@ function patientsInBody(disclosed: NonNullable<RequestAudit['disclosed']>): stri
 }
 
 const HAS_PATIENT = /"resourceType"\s*:\s*"Patient"/;
+
+/**
+ * The patients an NDJSON text discloses, by the rule of a response's (patientsInBody) applied to
+ * each line: a bulk export's file, which streams out and is never a body the recorder sees.
+ */
+export function patientsInNdjson(text: string): string[] {
+  const patients = new Set<string>();
+  for (let start = 0; start < text.length; ) {
+    const end = text.indexOf('\n', start);
+    const line = text.slice(start, end === -1 ? text.length : end);
+    start = end === -1 ? text.length : end + 1;
+    if (line !== '') for (const p of patientsInBody({ json: line })) patients.add(p);
+  }
+  return [...patients];
+}
 
 /**
  * Every Patient `node` references, in any element, as the fast path below finds them in the

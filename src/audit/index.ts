@@ -11,7 +11,7 @@ import { AuditRecorder } from './recorder';
 import { eraseQueryKey, QuerySealer } from './sealed-query';
 import { auditWrites } from './writes';
 
-export { noteClaimedActor } from './http';
+export { noteClaimedActor, patientsInNdjson } from './http';
 export { auditRoutes } from './search';
 export { chainHead, linkHashAt, verifyChain, type VerifyResult } from './chain';
 export { VERSION_AUTHOR_URL } from './authorship';

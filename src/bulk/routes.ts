@@ -8,6 +8,7 @@ import { checkBodyType, parseJsonBody, preferences, responseType } from '../fhir
 import { httpDate } from '../kernel/etag';
 import { isValidId } from '../kernel/id';
 import { informationOutcome, notFound, OperationOutcomeError } from '../kernel/outcome';
+import { patientsInNdjson } from '../audit';
 import { ERROR_FILE } from './export';
 import { grantEnded } from './grant';
 import { createJob, deleteJob, findJob, type Job, readChunks } from './jobs';
@@ -137,7 +138,7 @@ export const bulkRoutes: Plugin<{ ctx: FhirContext; worker: ExportWorker; grants
         // Files produced before the grant ended are not served after it.
         const ended = await grantEnded(ctx.db, grants, job);
         if (ended !== undefined) throw notFound(`the files of export ${job.id} are withdrawn: ${ended}`);
-        return h.response(chunkStream(ctx, job.id, file)).type('application/fhir+ndjson');
+        return h.response(chunkStream(ctx, job.id, file, request)).type('application/fhir+ndjson');
       },
     });
   },
@@ -157,14 +158,28 @@ function ownedBy(job: Job, policy: AccessPolicy): boolean {
     && job.scopes.every((s) => policy.scopes.includes(s));
 }
 
-/** The file as a stream of its chunks, read a few at a time: memory holds a few chunks, whatever the file's size. */
-function chunkStream(ctx: FhirContext, jobId: string, file: string): Readable {
+/**
+ * The file as a stream of its chunks, read a few at a time: memory holds a few chunks, whatever the
+ * file's size. The patients of each chunk sent are noted for the download's audit (BALP: who saw
+ * whose data), which is recorded when the response has ended, as for any read.
+ */
+function chunkStream(ctx: FhirContext, jobId: string, file: string, request: Request): Readable {
+  const seen = new Set<string>();
+  const disclosed: string[] = [];
+  request.app.hiddenPatients = disclosed;
   async function* chunks(): AsyncGenerator<Buffer> {
     let after = -1;
     for (;;) {
       const rows = await readChunks(ctx.db, jobId, file, after, CHUNKS_PER_READ);
       if (rows.length === 0) return;
-      for (const row of rows) yield Buffer.from(row.ndjson, 'utf8');
+      for (const row of rows) {
+        for (const p of patientsInNdjson(row.ndjson)) {
+          if (seen.has(p)) continue;
+          seen.add(p);
+          disclosed.push(p);
+        }
+        yield Buffer.from(row.ndjson, 'utf8');
+      }
       after = rows[rows.length - 1]!.seq;
     }
   }

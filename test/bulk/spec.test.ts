@@ -224,11 +224,11 @@ describe('Bulk Data export: against the IG, over HTTP', () => {
     await app.bulk.drain();
   });
 
-  it('audits the kick-off and each file download (AuditEvent with the request id)', async () => {
+  it('audits the kick-off and each file download (AuditEvent with the request id), the download once per patient its file disclosed', async () => {
     const from = new Date(Date.now() - 1000).toISOString();
     const reader = await app.as('system/*.rs', { clientId: 'bulk-audited' });
     const auditor = await app.as('system/AuditEvent.rs', { clientId: 'bulk-auditor' });
-    const started = await app.request({ method: 'GET', url: `/fhir/Group/${ward.groupId}/$export?_type=Patient`, headers: { ...ASYNC, ...reader } });
+    const started = await app.request({ method: 'GET', url: `/fhir/Group/${ward.groupId}/$export?_type=Observation`, headers: { ...ASYNC, ...reader } });
     expect(started.statusCode).to.equal(202);
     const status = new URL(String(started.headers['content-location'])).pathname;
     await app.bulk.drain();
@@ -246,5 +246,9 @@ describe('Bulk Data export: against the IG, over HTTP', () => {
     const downloadEvent = of(download.headers['x-request-id']);
     expect(downloadEvent, 'download audited').to.exist();
     expect(downloadEvent!.outcome).to.equal('0');
+    // BALP: a disclosure names its patients, one event each, as a search's does.
+    const downloaded = events.filter((e) => e.entity?.some((x) => x.type?.code === 'XrequestId' && x.what?.identifier?.value === download.headers['x-request-id']));
+    const named = downloaded.flatMap((e) => (e.entity ?? []).filter((x) => x.role?.code === '1').map((x) => x.what?.reference));
+    expect(named.sort()).to.equal(ward.patients.map((p) => `Patient/${p}`).sort());
   });
 });
