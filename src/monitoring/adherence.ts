@@ -2,6 +2,7 @@ import type { FhirContext } from '../fhir/context';
 import { type UnitOfWork, withUnitOfWork } from '../pipeline';
 import { readingTimes } from '../search';
 import { type FlagEvent, type RaisedFlag, raiseFlags } from './flags';
+import { isJudged } from './judge';
 import { type ScheduledPlan, scheduledPlans } from './plans';
 
 /**
@@ -55,8 +56,11 @@ async function checkPlan(uow: UnitOfWork, plan: ScheduledPlan, now: number): Pro
       from: new Date(windows[0]!.start).toISOString(),
       to: new Date(windows[windows.length - 1]!.end).toISOString(),
     });
+    // A reading the rules do not judge (entered-in-error, cancelled, a shared device's reading
+    // nobody has confirmed as the patient's) is no measurement taken.
+    const taken = times.filter(isJudged).map((r) => r.at);
     for (const w of windows) {
-      if (times.some((t) => t >= w.start && t < w.end)) continue;
+      if (taken.some((t) => t >= w.start && t < w.end)) continue;
       const window = { start: new Date(w.start).toISOString(), end: new Date(w.end).toISOString() };
       events.push({
         patient: plan.patient,

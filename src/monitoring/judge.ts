@@ -47,9 +47,16 @@ const INTERPRETATION: Record<string, string> = { H: 'High', L: 'Low', HH: 'Criti
  * judged once it is final, as a new version.
  */
 export function judgedPatient(obs: fhir4.Observation): string | undefined {
-  if (NOT_JUDGED.has(obs.status)) return undefined;
-  if (obs.status === 'preliminary' && hasUnconfirmedSubject(obs)) return undefined;
-  return subjectPatient(obs);
+  return isJudged(obs) ? subjectPatient(obs) : undefined;
+}
+
+/**
+ * Whether the rules judge a reading of this status and tags, whoever's it is: the one rule for
+ * its limits and for whether it counts as a measurement taken (./adherence.ts).
+ */
+export function isJudged(obs: Pick<fhir4.Observation, 'status' | 'meta'>): boolean {
+  if (NOT_JUDGED.has(obs.status)) return false;
+  return !(obs.status === 'preliminary' && hasUnconfirmedSubject(obs));
 }
 
 /** The id of the Patient the Observation's subject names, whether it is judged or not. */

@@ -7,14 +7,25 @@ import { codeHash } from './hash';
  * observation_token, whose rows are the driving ones: `drives`). Codes are LOINC codes.
  */
 
-/** When each of the patient's Observations coded `code` (its own code) in [from, to) was taken (epoch ms). */
-export async function readingTimes(db: Queryable, q: { patient: string; code: string; from: string; to: string }): Promise<number[]> {
-  const { rows } = await db.query<{ t: string }>(
-    `SELECT coalesce(date_low, date_high) AS t FROM observation_token
-      WHERE patient = $1 AND drives AND param = 'code' AND code_hash = $2 AND date_high >= $3 AND date_low < $4`,
+/** A reading found by readingTimes: when it was taken (epoch ms), its status and meta tags. */
+export interface ReadingTime {
+  at: number;
+  status: fhir4.Observation['status'];
+  meta?: Pick<fhir4.Meta, 'tag'>;
+}
+
+/**
+ * When each of the patient's Observations coded `code` (its own code) in [from, to) was taken,
+ * with what decides whether the rules count it (status, tags): the caller's to judge.
+ */
+export async function readingTimes(db: Queryable, q: { patient: string; code: string; from: string; to: string }): Promise<ReadingTime[]> {
+  const { rows } = await db.query<{ t: string; status: fhir4.Observation['status']; tag: fhir4.Coding[] | null }>(
+    `SELECT coalesce(t.date_low, t.date_high) AS t, o.content->>'status' AS status, o.content->'meta'->'tag' AS tag
+       FROM observation_token t JOIN observation o ON o.id = t.id
+      WHERE t.patient = $1 AND t.drives AND t.param = 'code' AND t.code_hash = $2 AND t.date_high >= $3 AND t.date_low < $4`,
     [q.patient, codeHash(q.code), q.from, q.to],
   );
-  return rows.map((r) => new Date(r.t).getTime());
+  return rows.map((r) => ({ at: new Date(r.t).getTime(), status: r.status, ...(r.tag ? { meta: { tag: r.tag } } : {}) }));
 }
 
 /** The patient's live Observations with one of `codes` as own or component code, taken in [from, to]. */

@@ -570,4 +570,21 @@ describe('monitoring rules', () => {
     expect(ext(weightFlag, FLAG_COUNT)[0].valueInteger).to.equal(2);
     expect(ext(weightFlag, 'http://rpm.example.org/fhir/StructureDefinition/flag-missed-window')[0].valuePeriod.end).to.equal(new Date(start + 48 * 3_600_000).toISOString());
   });
+
+  it('a reading entered in error, or cancelled, is no measurement taken: its window is missed', async () => {
+    const patient = await newPatient();
+    const start = Date.now() - 3_600_000;
+    await create(plan(patient, {
+      period: { start: new Date(start).toISOString() },
+      activity: [{ detail: { status: 'in-progress', code: measure('85354-9'), scheduledTiming: { repeat: { frequency: 1, period: 1, periodUnit: 'd' } } } }],
+    }));
+    const reading = await create(bp(patient, 120, 80, new Date(start + 2 * 3_600_000).toISOString()));
+    const put = await app.request({ method: 'PUT', url: `/fhir/Observation/${reading.id}`, payload: { ...reading, meta: undefined, status: 'entered-in-error' } });
+    expect(put.statusCode, put.payload).to.equal(200);
+    await create({ ...bp(patient, 118, 78, new Date(start + 3 * 3_600_000).toISOString()), status: 'cancelled' });
+    const checked = await app.request({ method: 'POST', url: `/fhir/CarePlan/$check-adherence?now=${new Date(start + 25 * 3_600_000).toISOString()}`, payload: { resourceType: 'Parameters' } });
+    expect(checked.statusCode, checked.payload).to.equal(200);
+    const flags = await flagsOf(patient, '&status=active');
+    expect(flags.map((f: any) => f.code.coding[0].code)).to.equal(['missed-measurement']);
+  });
 });
