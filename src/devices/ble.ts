@@ -117,8 +117,20 @@ const TEMPERATURE_SITES: Record<number, { code: string; display: string }> = {
   9: { code: '42859004', display: 'Tympanic membrane structure' },
 };
 
+/** The Bluetooth Base UUID with a 16-bit assigned number in it (Core spec Vol 3 Part B §2.5.1). */
+const BASE_UUID = /^0000([0-9A-F]{4})-0000-1000-8000-00805F9B34FB$/;
+
+/**
+ * A characteristic's 16-bit assigned number: `2A35`, `0x2A35`, or the 128-bit form in which
+ * gateways' BLE stacks report it (Android's getUuid(): `00002a35-0000-1000-8000-00805f9b34fb`).
+ */
+function assignedNumber(characteristic: string): string {
+  const c = characteristic.trim().toUpperCase().replace(/^0X/, '');
+  return BASE_UUID.exec(c)?.[1] ?? c;
+}
+
 export function decodeBle(p: BlePayload): ReadingDraft[] {
-  const c = p.characteristic.toUpperCase().replace(/^0X/, '');
+  const c = assignedNumber(p.characteristic);
   const r = new Bytes(p.data, c);
   switch (c) {
     case '2A35':

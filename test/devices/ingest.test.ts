@@ -120,6 +120,22 @@ describe('device ingest', () => {
     expect(o.extension.map((e: any) => e.valueCoding.code)).to.equal(['body-movement', 'cuff-too-loose', 'irregular-pulse']);
   });
 
+  it('decodes a characteristic named by its 128-bit Bluetooth Base UUID, and refuses an unsupported one by name', async () => {
+    const pid = await newPatient();
+    const readings = [
+      { characteristic: '00002a35-0000-1000-8000-00805f9b34fb', data: '00780050005d00', receivedAt: '2025-02-01T10:00:00Z' },
+      { characteristic: '0x2A5E', data: '0061004400', receivedAt: '2025-02-01T10:01:00Z' },
+      { characteristic: '00002a2b-0000-1000-8000-00805f9b34fb', data: '0001', receivedAt: '2025-02-01T10:02:00Z' },
+    ];
+    const res = await app.request({ method: 'POST', url: '/ingest/ble', payload: { device: { identifier: { system: 'urn:ietf:rfc:7042', value: unique('mac') }, create: true }, patient: { reference: `Patient/${pid}` }, readings } });
+    expect(res.statusCode, res.payload).to.equal(200);
+    expect(status(res.json)).to.equal([201, 201, 201, 422]);
+    expect(res.json.entry[3].response.outcome.issue[0].diagnostics).to.contain('characteristic 00002a2b-0000-1000-8000-00805f9b34fb is not one this server decodes');
+    const [bp] = await observations(res.json);
+    expect(loincOf(bp)).to.equal('85354-9');
+    expect(bp.component.map((c: any) => c.valueQuantity.value)).to.equal([120, 80, 93]);
+  });
+
   it('maps a Withings Getmeas response: exact decimals, one BP panel plus pulse per group, m to cm, objectives skipped, manual entries marked', async () => {
     const pid = await newPatient();
     const body = fixture('withings-getmeas.json');
