@@ -271,6 +271,10 @@ function glucose(r: Bytes, p: BlePayload): ReadingDraft[] {
     // kg/L × 10^5 = mg/dL, mol/L × 10^3 = mmol/L: exact shifts of the decimal.
     m = { source: { system: BLE_FIELD_SYSTEM, code: field }, value: shiftDecimal(concentration.decimal, moles ? 3 : 5), unit: moles ? 'mmol/L' : 'mg/dL' };
   }
+  // Sensor status bits 5 and 6: the meter shows HI or LO, the concentration is its range's edge,
+  // and the true value lies beyond it (R4 Quantity.comparator), which the limits judge as such.
+  if (m.value && status & 0x0020) m.comparator = '>';
+  else if (m.value && status & 0x0040) m.comparator = '<';
   const extension = [...statusExtension(bits(status, GLUCOSE_SENSOR_STATUS)), { url: `${BASE}/StructureDefinition/glucose-sequence-number`, valueInteger: sequence }];
   return [{ ...m, time: time ?? p.receivedAt, sourceKey: `2A18.${sequence}`, extension }];
 }

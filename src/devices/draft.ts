@@ -39,9 +39,10 @@ export function checkTime(time: string, now = Date.now()): void {
 function sourceQuantity(obs: fhir4.Observation, m: Measurement, where: string): fhir4.Quantity | undefined {
   if (!m.value) return undefined;
   if (!m.unit) throw new ReadingError(422, `${where}: a value needs a unit`, 'required');
+  const comparator = m.comparator ? { comparator: m.comparator } : {};
   const q: fhir4.Quantity = /^\d+$/.test(m.unit)
-    ? { value: m.value.value, system: MDC_SYSTEM, code: m.unit }
-    : { value: m.value.value, unit: m.unit, system: UCUM_SYSTEM, code: m.unit };
+    ? { value: m.value.value, ...comparator, system: MDC_SYSTEM, code: m.unit }
+    : { value: m.value.value, ...comparator, unit: m.unit, system: UCUM_SYSTEM, code: m.unit };
   keepNumberText(obs, q, 'value', m.value.text);
   return q;
 }

@@ -9,6 +9,8 @@ import type { DataAbsentReason } from './ieee-float';
 export interface Measurement {
   source: fhir4.Coding;
   value?: ExactDecimal;
+  /** The true value is beyond `value`, the edge of what the device measures (a meter's HI or LO). */
+  comparator?: '<' | '>';
   absent?: DataAbsentReason;
   unit?: string;
 }

@@ -106,6 +106,21 @@ export function carryJudgement(from: fhir4.Observation, to: fhir4.Observation): 
 
 const fmt = (n: number) => String(Number(n.toPrecision(6)));
 
+/**
+ * Which of a limit's bounds a value breaks, read with its comparator (R4 Quantity.comparator: the
+ * true value is beyond the one stated, as a meter's HI or LO reading is): `> 600 mg/dL` breaks a
+ * high limit of 600, and says nothing of a low one it is not above; `< 20` the converse. `<=` and
+ * `>=` bound the value the same way, without the edge itself.
+ */
+function breachOf(value: number, comparator: fhir4.Quantity['comparator'], limit: Limit): Direction | undefined {
+  const above = comparator === '>' || comparator === '>=';
+  const below = comparator === '<' || comparator === '<=';
+  const strict = comparator === '>' || comparator === '<';
+  if (limit.high !== undefined && !below && (value > limit.high || (strict && above && value === limit.high))) return 'high';
+  if (limit.low !== undefined && !above && (value < limit.low || (strict && below && value === limit.low))) return 'low';
+  return undefined;
+}
+
 function quantity(value: number, unit: string): fhir4.Quantity {
   return { value, unit, system: 'http://unitsofmeasure.org', code: unit };
 }
@@ -150,8 +165,7 @@ export function judgeObservation(
         if (!element.codes.includes(limit.measure)) continue;
         const converted = convertUnit(value, unit, limit.unit);
         if (converted === undefined) continue;
-        const direction: Direction | undefined =
-          limit.high !== undefined && converted > limit.high ? 'high' : limit.low !== undefined && converted < limit.low ? 'low' : undefined;
+        const direction = breachOf(converted, element.quantity!.comparator, limit);
         if (!direction) continue;
         const key = `${limit.measure}|${direction}`;
         const seen = found.get(key);
@@ -159,7 +173,8 @@ export function judgeObservation(
       }
       for (const { limit, converted, direction } of found.values()) {
         const bound = direction === 'high' ? limit.high! : limit.low!;
-        const shown = unit === limit.unit ? `${fmt(value)} ${unit}` : `${fmt(value)} ${unit} (${fmt(converted)} ${limit.unit})`;
+        const beyond = element.quantity!.comparator ? `${element.quantity!.comparator} ` : '';
+        const shown = unit === limit.unit ? `${beyond}${fmt(value)} ${unit}` : `${beyond}${fmt(value)} ${unit} (${beyond}${fmt(converted)} ${limit.unit})`;
         breaches.push({
           patient,
           careplanId: plan.careplanId,

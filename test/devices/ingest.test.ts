@@ -408,6 +408,42 @@ describe('device ingest', () => {
     expect(t.meta.profile).to.equal([`${SD}bp`]);
   });
 
+  it("a glucose meter's HI or LO is stored as beyond its value (comparator) and judged so: > 600 breaks a high limit of 600", async () => {
+    const pid = await newPatient();
+    const UCUM = 'http://unitsofmeasure.org';
+    const plan = await app.request({
+      method: 'POST', url: '/fhir/CarePlan', payload: {
+        resourceType: 'CarePlan', status: 'active', intent: 'plan', subject: { reference: `Patient/${pid}` },
+        contained: [{
+          resourceType: 'Goal', id: 'g', lifecycleStatus: 'active', description: { text: 'glucose' }, subject: { reference: `Patient/${pid}` },
+          target: [{ measure: { coding: [{ system: LOINC, code: '41653-7' }] }, detailRange: { low: { value: 20, unit: 'mg/dL', system: UCUM, code: 'mg/dL' }, high: { value: 600, unit: 'mg/dL', system: UCUM, code: 'mg/dL' } } }],
+        }],
+        goal: [{ reference: '#g' }],
+      },
+    });
+    expect(plan.statusCode, plan.payload).to.equal(201);
+    // flags 0x0A: concentration (kg/L) and sensor status present; capillary blood, finger.
+    // 600 mg/dL = 600e-5 kg/L (SFLOAT 0xB258) with status bit 5 (above the device's range);
+    // 20 mg/dL (0xB014) with bit 6 (below it).
+    const ble = await app.request({
+      method: 'POST', url: '/ingest/ble', payload: {
+        device: { identifier: { system: 'urn:ietf:rfc:7042', value: unique('meter') }, create: true },
+        patient: { reference: `Patient/${pid}` },
+        readings: [
+          { characteristic: '2A18', data: '0a0100e807030f072d0058b2112000', receivedAt: '2024-03-15T07:50:00Z' },
+          { characteristic: '2A18', data: '0a0200e807030f08000014b0114000', receivedAt: '2024-03-15T08:05:00Z' },
+        ],
+      },
+    });
+    expect(ble.json.entry.map((e: any) => e.response.status), ble.payload).to.equal(['201 Created', '201 Created']);
+    const [hi, lo] = await observations(ble.json);
+    expect(hi.valueQuantity).to.include({ value: 600, comparator: '>', code: 'mg/dL' });
+    expect(lo.valueQuantity).to.include({ value: 20, comparator: '<', code: 'mg/dL' });
+    const flags = (await app.request({ method: 'GET', url: `/fhir/Flag?patient=Patient/${pid}` })).json.entry.map((e: any) => e.resource.code.text).sort();
+    const glucose = 'Glucose [Mass/volume] in Capillary blood by Glucometer';
+    expect(flags).to.equal([`${glucose} < 20 mg/dL below limit 20 mg/dL`, `${glucose} > 600 mg/dL above limit 600 mg/dL`]);
+  });
+
   it('refuses on write a resource that does not conform to the profile it declares', async () => {
     const pid = await newPatient();
     const res = await app.request({
