@@ -217,7 +217,12 @@ function ruleOf(timing: fhir4.Timing, at: string, issues: Issue[]): DoseRule | u
     return { kind: 'events', instants: instants.sort((a, b) => a - b) };
   }
   const coded = timing.code?.coding?.find((c) => c.code && eventTiming().timingCodes[c.code])?.code;
-  const repeat = timing.repeat ?? (coded ? eventTiming().timingCodes[coded] : undefined);
+  // R4 Timing.code: the code states the whole schedule, "with the exception that .repeat.bounds
+  // still applies over the code": a repeat that schedules nothing (bounds, a count) joins the code's.
+  const given = timing.repeat;
+  const schedules = given !== undefined && (given.frequency !== undefined || given.period !== undefined || given.periodUnit !== undefined
+    || !!given.timeOfDay?.length || !!given.when?.length || !!given.dayOfWeek?.length);
+  const repeat = coded && !schedules ? { ...eventTiming().timingCodes[coded], ...given } : given;
   if (!repeat) {
     issues.push({ code: 'required', diagnostics: `${at}: a scheduled dose needs Timing.repeat (or event, or a known Timing.code)`, expression: [at] });
     return undefined;

@@ -73,6 +73,9 @@ describe('medication schedules: R4 Timing element by element', () => {
       .to.equal(['2026-03-28T00:00:00+01:00', '2026-03-28T08:00:00+01:00', '2026-03-28T16:00:00+01:00', '2026-03-29T00:00:00+01:00', '2026-03-29T09:00:00+02:00']);
     expect(await dueTimes(code('BED'), '2026-03-28T00:00:00+01:00', '2026-03-30T00:00:00+02:00', { authoredOn: '2026-03-28' }))
       .to.equal(['2026-03-28T22:00:00+01:00', '2026-03-29T22:00:00+02:00']);
+    // Bounds still apply over the code (R4 Timing.code): a repeat of bounds alone keeps the code's schedule.
+    expect(await dueTimes({ ...code('BED'), repeat: { boundsPeriod: { start: '2026-03-29' } } }, '2026-03-28T00:00:00+01:00', '2026-03-30T00:00:00+02:00', { authoredOn: '2026-03-28' }))
+      .to.equal(['2026-03-29T22:00:00+02:00']);
   });
 
   it('monthly and yearly doses fall on the month\'s last day when it has no such day', async () => {
