@@ -248,7 +248,17 @@ export async function linkHashAt(db: Queryable, seq: string): Promise<string | u
 }
 
 /** Verifies the stored chain against itself and its head. */
-export async function verifyChain(db: Queryable): Promise<VerifyResult> {
+export async function verifyChain(db: Db): Promise<VerifyResult> {
+  // The head and every row in one snapshot: a node chaining meanwhile adds rows past a head read
+  // a moment before, which would read as "newest rows removed or the head altered" (found by the
+  // two-node test while both nodes wrote).
+  return db.transaction(async (tx) => {
+    await tx.query('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY');
+    return verifyIn(tx);
+  });
+}
+
+async function verifyIn(db: Queryable): Promise<VerifyResult> {
   const head = await chainHead(db);
   const problems: ChainProblem[] = [];
   let state = { seq: 0n, hash: GENESIS };

@@ -2,6 +2,7 @@ import * as Lab from '@hapi/lab';
 import { expect } from '@hapi/code';
 import { randomUUID } from 'node:crypto';
 import { verifyChain } from '../../src/audit';
+import type { Db, Queryable, Transaction } from '../../src/store/db';
 import { link } from '../../src/audit/chain';
 import { VERSION_AUTHOR_URL, authorOf } from '../../src/audit/authorship';
 import { unrestricted } from '../../src/access/policy';
@@ -423,6 +424,40 @@ describe('audit trail (BALP)', () => {
     expect(chained.map((e) => entityOfRole(e, '4')[0]!.what!.reference)).to.equal(created);
     expect((await verifyChain(app.ctx.db)).problems).to.equal([]);
   });
+
+  const POSTGRES = (process.env.DATABASE_URL ?? '').startsWith('postgres');
+  it(
+    POSTGRES
+      ? 'verifies the chain as of one moment: rows chained while it reads are no broken chain'
+      : 'verifies the chain as of one moment — declared for PostgreSQL only: PGlite runs one transaction at a time, so nothing can be chained during the verification',
+    { skip: !POSTGRES },
+    async () => {
+      // A database whose verification lets another connection write and chain events right after
+      // the head was read, as a second node does while an operator verifies.
+      const db = app.ctx.db;
+      let wrote = false;
+      const raceAfterHead = (q: Queryable) => async (sql: string, params?: unknown[]) => {
+        const result = await q.query(sql, params);
+        if (!wrote && sql.includes('audit_chain_head')) {
+          wrote = true;
+          const res = await app.request({ method: 'POST', url: '/fhir/Patient', headers: app.system, payload: { resourceType: 'Patient', name: [{ family: 'Racing' }] } });
+          expect(res.statusCode).to.equal(201);
+          await app.audit.flush();
+        }
+        return result;
+      };
+      const racing = {
+        ...db,
+        query: raceAfterHead(db),
+        transaction: <T>(fn: (tx: Transaction) => Promise<T>) => db.transaction((tx) => fn({ ...tx, query: raceAfterHead(tx) } as Transaction)),
+      } as Db;
+      await app.audit.flush();
+      const result = await verifyChain(racing);
+      expect(wrote).to.be.true();
+      expect(result.problems).to.equal([]);
+      expect((await verifyChain(db)).rows).to.be.above(result.rows);
+    },
+  );
 
   it('stores what a caller claimed byte for byte, newlines, quotes and backslashes included, and the chain verifies', async () => {
     // Records travel to the database as newline-joined JSON texts (src/audit/chain.ts): a claimed
