@@ -4,7 +4,7 @@ import { typeModules } from './types';
 import { type Filter, parseSearch } from './parse';
 import { type SearchParameterDef, storedSourcesOf } from './registry';
 import type { ReferenceTerm } from './types/reference';
-import { type TokenTerm, tokenRowMatches } from './types/token';
+import { IN_MEMORY_TOKEN_MODIFIERS, type TokenTerm, tokenRowMatches } from './types/token';
 
 /**
  * A Subscription's criteria judged in memory on freshly written resources, on their own index
@@ -54,12 +54,9 @@ export function criteriaMatcher(type: string, params: URLSearchParams): Criteria
 
 type JudgedFilter = Extract<Filter, { kind: 'param' }>;
 
-/** Token modifiers whose terms `tokenRowMatches` always decides (never `:text`, whose word matching only the database does). */
-const JUDGED_TOKEN_MODIFIERS: ReadonlySet<string | undefined> = new Set([undefined, 'not', 'in', 'not-in']);
-
 function judgeable(filter: Filter): filter is JudgedFilter {
   if (filter.kind !== 'param' || filter.missing !== undefined || filter.param.storage.kind === 'column') return false;
-  if (filter.param.type === 'token') return JUDGED_TOKEN_MODIFIERS.has(filter.modifier);
+  if (filter.param.type === 'token') return IN_MEMORY_TOKEN_MODIFIERS.has(filter.modifier);
   return filter.param.type === 'reference' && filter.modifier === undefined && !filter.negate;
 }
 

@@ -4,7 +4,7 @@ import { extractIndex } from './extract';
 import { parseSearch } from './parse';
 import type { TypeLimits } from './reach';
 import { rowsOfParam } from './criteria-match';
-import { type TokenTerm, tokenRowMatches } from './types/token';
+import { IN_MEMORY_TOKEN_MODIFIERS, type TokenTerm, tokenRowMatches } from './types/token';
 
 /**
  * Whether a stored version of `type` lies within a caller's limits, judged on the version
@@ -23,15 +23,12 @@ export function withinLimits(type: string, resource: fhir4.FhirResource, limits:
   return true;
 }
 
-/** Token modifiers judged here: `:not`, `:not-in` negate the filter (decision 039). */
-const JUDGED_MODIFIERS: ReadonlySet<string | undefined> = new Set([undefined, 'not', 'in', 'not-in']);
-
 function matchesConstraint(type: string, resource: fhir4.FhirResource, constraint: URLSearchParams): boolean {
   if ([...constraint.keys()].length === 0) return true;
   const { filters } = parseSearch(type, constraint, { defaultCount: 0, maxCount: 0 });
   const tokens = extractIndex(type, resource).rows.token;
   return filters.every((filter) => {
-    if (filter.kind !== 'param' || filter.param.type !== 'token' || filter.missing !== undefined || !JUDGED_MODIFIERS.has(filter.modifier)) {
+    if (filter.kind !== 'param' || filter.param.type !== 'token' || filter.missing !== undefined || !IN_MEMORY_TOKEN_MODIFIERS.has(filter.modifier)) {
       throw unjudgeable(type);
     }
     if (filter.param.storage.kind === 'column') {

@@ -223,6 +223,14 @@ export const token: ParameterTypeModule<TokenTerm> = {
 };
 
 /**
+ * The token modifiers whose terms `tokenRowMatches` always decides in memory (none, `:not`,
+ * `:in`, `:not-in`; the negating ones negate the whole filter): never `:text`, whose word
+ * matching only the database does. The in-memory matchers (criteria-match.ts, limits-match.ts)
+ * judge exactly these.
+ */
+export const IN_MEMORY_TOKEN_MODIFIERS: ReadonlySet<string | undefined> = new Set([undefined, 'not', 'in', 'not-in']);
+
+/**
  * Whether token index row `row` (the columns of INDEX_COLUMNS.token) satisfies `term`, as
  * `token.condition` asks the database; undefined for `:text`, whose word matching only the
  * database does. For matching a version in memory (src/search/limits-match.ts,
