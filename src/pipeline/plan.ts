@@ -124,7 +124,8 @@ function resend(op: WriteOp & { kind: 'create' }, id: string, current: CurrentVe
   };
 }
 
-const statusOf = (resource: fhir4.FhirResource) => (resource as { status?: unknown }).status;
+/** A resource's `status`, whatever its type (a completion changes it alone: ops.ts `completesPreliminary`). */
+export const statusOf = (resource: fhir4.FhirResource) => (resource as { status?: unknown }).status;
 
 function checkIfMatch(op: WriteOp & { ifMatch?: VersionCondition }, id: string | undefined, current: CurrentVersion | undefined): void {
   if (op.ifMatch === undefined) return;

@@ -9,7 +9,7 @@ import { WriteStatement } from '../store/write-statement';
 import { conformanceError } from './conform';
 import type { PipelineContext } from './context';
 import { forOp, type ResolvedOp, type WriteOp, WriteOpError, type WriteOutcome } from './ops';
-import { plan, type Planned } from './plan';
+import { plan, type Planned, statusOf } from './plan';
 import { resolveTarget, targetKey } from './resolve';
 import type { CommittedWrite, PendingWrite, UnwrittenOp } from './stages';
 
@@ -336,8 +336,6 @@ function withoutMeta(resource: fhir4.FhirResource): object {
   carryKeptDecimals(resource, content);
   return content;
 }
-
-const statusOf = (resource: fhir4.FhirResource) => (resource as { status?: unknown }).status;
 
 /** Whether `resource` is `other` but for meta and its status: all a completion may change (plan.ts). */
 function sameButForStatus(resource: fhir4.FhirResource, other: fhir4.FhirResource): boolean {
