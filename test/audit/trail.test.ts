@@ -2,6 +2,7 @@ import * as Lab from '@hapi/lab';
 import { expect } from '@hapi/code';
 import { randomUUID } from 'node:crypto';
 import { verifyChain } from '../../src/audit';
+import { onPostgres } from '../helpers/pass';
 import type { Db, Queryable, Transaction } from '../../src/store/db';
 import { link } from '../../src/audit/chain';
 import { VERSION_AUTHOR_URL, authorOf } from '../../src/audit/authorship';
@@ -425,12 +426,11 @@ describe('audit trail (BALP)', () => {
     expect((await verifyChain(app.ctx.db)).problems).to.equal([]);
   });
 
-  const POSTGRES = (process.env.DATABASE_URL ?? '').startsWith('postgres');
   it(
-    POSTGRES
+    onPostgres
       ? 'verifies the chain as of one moment: rows chained while it reads are no broken chain'
       : 'verifies the chain as of one moment — declared for PostgreSQL only: PGlite runs one transaction at a time, so nothing can be chained during the verification',
-    { skip: !POSTGRES },
+    { skip: !onPostgres },
     async () => {
       // A database whose verification lets another connection write and chain events right after
       // the head was read, as a second node does while an operator verifies.

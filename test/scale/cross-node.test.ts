@@ -10,6 +10,7 @@ import { actor, consent, observation, VITAL_SIGNS } from '../helpers/consent';
 import { subscriber, until } from '../helpers/hook';
 import { planWithHighSystolic, systolic } from '../helpers/monitoring-plan';
 import { request, TIMEZONE } from '../medication/helpers';
+import { onPostgres } from '../helpers/pass';
 import { freePort } from '../helpers/port';
 import { killStarted, type ServerProcess, startProcess } from '../helpers/process';
 import { testDatabaseUrl, testDb, type TestServer, unique } from '../helpers/server';
@@ -24,13 +25,12 @@ const { describe, it, before, after } = lab;
  * on two machines. The documented bounds (token and Consent caches 1 s, Subscriptions 2 s) are
  * waited out where a test depends on them, and measured where said so.
  */
-const POSTGRES = (process.env.DATABASE_URL ?? '').startsWith('postgres');
 /** The bounds of src/monitoring/notify.ts and src/access/consent.ts (module constants there). */
 const SUBSCRIPTION_CACHE_MS = 2000;
 const CONSENT_CACHE_MS = 1000;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-describe(POSTGRES ? 'two nodes on one database' : 'two nodes on one database — declared for PostgreSQL only: PGlite is an embedded database inside one process, two nodes cannot share it (run with DATABASE_URL=postgres://…)', { skip: !POSTGRES }, () => {
+describe(onPostgres ? 'two nodes on one database' : 'two nodes on one database — declared for PostgreSQL only: PGlite is an embedded database inside one process, two nodes cannot share it (run with DATABASE_URL=postgres://…)', { skip: !onPostgres }, () => {
   let a: TestServer & { base: string; origin: string; tokenUrl: string };
   let b: ServerProcess;
   let system: Record<string, string>;
