@@ -111,12 +111,18 @@ const minuteOf = (time: string) => {
   return h! * 60 + m!;
 };
 
-/** A Duration as ms: a UCUM time unit, or undefined. */
-export function durationMs(d: fhir4.Duration | undefined): number | undefined {
+/** A Duration's non-negative value and its UCUM unit code; undefined when it is not one. */
+function ucumDuration(d: fhir4.Duration | undefined): { value: number; unit: string } | undefined {
   const unit = d?.code ?? d?.unit;
   if (d?.value === undefined || d.value < 0 || !unit || (d.system && d.system !== UCUM)) return undefined;
-  const ms = UNIT_MS[unit];
-  return ms === undefined ? undefined : d.value * ms;
+  return { value: d.value, unit };
+}
+
+/** A Duration as ms: a UCUM time unit, or undefined. */
+export function durationMs(d: fhir4.Duration | undefined): number | undefined {
+  const u = ucumDuration(d);
+  const ms = u && UNIT_MS[u.unit];
+  return ms === undefined || !u ? undefined : u.value * ms;
 }
 
 /** UCUM's mean month and year, for a fraction of one (whole ones are calendar months). */
@@ -129,10 +135,10 @@ const MEAN_MONTH_MS = 30.4375 * 86_400_000;
 function lastingOf(repeat: fhir4.TimingRepeat, at: string, issues: Issue[]): { lastingMs: number } | { lastingMonths: number } | undefined {
   const [d, path] = repeat.boundsDuration ? [repeat.boundsDuration, `${at}.boundsDuration`] : [repeat.boundsRange?.high, `${at}.boundsRange.high`];
   if (!d) return undefined;
-  const unit = d.code ?? d.unit;
-  const months = unit === 'mo' ? 1 : unit === 'a' ? 12 : undefined;
-  if (months !== undefined && d.value !== undefined && d.value >= 0 && (!d.system || d.system === UCUM)) {
-    return Number.isInteger(d.value * months) ? { lastingMonths: d.value * months } : { lastingMs: d.value * months * MEAN_MONTH_MS };
+  const u = ucumDuration(d);
+  const months = u?.unit === 'mo' ? 1 : u?.unit === 'a' ? 12 : undefined;
+  if (u && months !== undefined) {
+    return Number.isInteger(u.value * months) ? { lastingMonths: u.value * months } : { lastingMs: u.value * months * MEAN_MONTH_MS };
   }
   const ms = durationMs(d);
   if (ms !== undefined) return { lastingMs: ms };
