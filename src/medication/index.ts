@@ -10,7 +10,7 @@ import { readResources } from '../store/repository';
 import { administrationQuery, catchUp, checkDoses, closeMissedDoseFlags } from './adherence';
 import { administrations, type JudgedDose, judgeDoses } from './doses';
 import { sendReminders } from './reminders';
-import { activeSchedules, clocksOf, gracesOf, routineEntries, storeSchedules, TIMEZONE_URL } from './schedules';
+import { activeSchedules, activeStarts, clocksOf, gracesOf, routineEntries, storeSchedules, TIMEZONE_URL } from './schedules';
 import { type CompiledRequest, compileRequest, gracePeriodOf, routineEvents, timeSourceOf } from './timing';
 import { isTimeZone, localDateTime } from './zone';
 import { forgetMedication } from './erasure';
@@ -86,8 +86,12 @@ const live = (writes: readonly PendingWrite[], type: string) => writes.filter((w
 
 async function validate(uow: UnitOfWork, writes: readonly PendingWrite[]): Promise<void> {
   const now = Date.now();
-  await eachWrite(live(writes, 'MedicationRequest'), (w) => {
-    compiledOf.set(w.resource!, compileRequest(w.resource as fhir4.MedicationRequest, now));
+  const requests = live(writes, 'MedicationRequest');
+  // An active order edited without authoredOn keeps the start it was compiled with: its count and
+  // its every-8-h anchor are not restarted by an added note.
+  const starts = await activeStarts(uow.tx, requests.filter((w) => w.previous && !(w.resource as fhir4.MedicationRequest).authoredOn).map((w) => w.id));
+  await eachWrite(requests, (w) => {
+    compiledOf.set(w.resource!, compileRequest(w.resource as fhir4.MedicationRequest, starts.get(w.id) ?? now));
   });
   await eachWrite(live(writes, 'CarePlan'), (w) => {
     const issues: Issue[] = [];
@@ -170,15 +174,17 @@ async function dueOperation(ctx: FhirContext, req: RestRequest): Promise<Interac
     ? await findVisibleIds(ctx.db, req.policy, 'MedicationAdministration', administrationQuery(schedules.map((s) => s.requestId), start - margin, end + margin))
     : [];
   const taken = await administrations(ctx.db, adminIds);
-  const doses: Array<JudgedDose & { zone: string; patient: string; medication: string; timeSource?: string }> = [];
+  const doses: Array<JudgedDose & { zone: string; patient: string; medication: string; timeSource?: string; duration?: { value: number; unit: string } }> = [];
   for (const s of schedules) {
     const clock = clocks.get(s.patient)!;
     const { zone } = clock;
     // A time of day the order did not give is said to be the routine's or the server's.
     const sources = new Map(s.compiled.instructions.map((i) => [i.index, timeSourceOf(i.rule, clock)]));
+    const durations = new Map(s.compiled.instructions.map((i) => [i.index, i.duration]));
     for (const d of judgeDoses(s, clock, graces.get(s.requestId)!, start, end, now, taken)) {
       const timeSource = sources.get(d.instruction);
-      doses.push({ ...d, zone, patient: s.patient, medication: s.compiled.medication, ...(timeSource ? { timeSource } : {}) });
+      const duration = durations.get(d.instruction);
+      doses.push({ ...d, zone, patient: s.patient, medication: s.compiled.medication, ...(timeSource ? { timeSource } : {}), ...(duration ? { duration } : {}) });
     }
   }
   doses.sort((a, b) => a.at - b.at || a.requestId.localeCompare(b.requestId));
@@ -200,6 +206,8 @@ async function dueOperation(ctx: FhirContext, req: RestRequest): Promise<Interac
         { name: 'timeZone', valueCode: d.zone },
         { name: 'instruction', valueInteger: d.instruction },
         ...(d.timeSource ? [{ name: 'timeSource', valueCode: d.timeSource }] : []),
+        // Timing.repeat.duration: how long the dose lasts once begun (an infusion, a patch).
+        ...(d.duration ? [{ name: 'duration', valueDuration: { value: d.duration.value, unit: d.duration.unit, system: 'http://unitsofmeasure.org', code: d.duration.unit } }] : []),
         { name: 'status', valueCode: d.status },
         ...(d.administration
           ? [
@@ -217,6 +225,17 @@ async function dueOperation(ctx: FhirContext, req: RestRequest): Promise<Interac
         { name: 'patient', valueReference: { reference: `Patient/${s.patient}` } },
         { name: 'instruction', valueInteger: u.index },
         { name: 'reason', valueString: u.reason },
+      ],
+    }))),
+    // A range read by its required end ("1-2 times"): said, so no one takes the schedule for the order's whole range.
+    ...schedules.flatMap((s) => (s.compiled.assumed ?? []).map((a) => ({
+      name: 'assumption',
+      part: [
+        { name: 'request', valueReference: { reference: `MedicationRequest/${s.requestId}` } },
+        { name: 'patient', valueReference: { reference: `Patient/${s.patient}` } },
+        { name: 'instruction', valueInteger: a.index },
+        { name: 'element', valueString: a.element },
+        { name: 'text', valueString: a.text },
       ],
     }))),
     {

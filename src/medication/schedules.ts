@@ -1,7 +1,7 @@
 import { oneOf } from '../kernel/sql-any';
 import type { Queryable } from '../store/db';
 import { readResources } from '../store/repository';
-import { gracePeriodOf, type CompiledRequest, type PatientClock } from './timing';
+import { gracePeriodOf, type CompiledRequest, type Moment, type PatientClock } from './timing';
 import { isTimeZone } from './zone';
 
 /**
@@ -86,6 +86,16 @@ export async function activeSchedules(db: Queryable, requestIds?: readonly strin
     requests ? [requests.value] : [],
   );
   return rows.map(toSchedule);
+}
+
+/** The start each of these requests' active schedule was compiled with (none for a schedule not active: it starts anew). */
+export async function activeStarts(db: Queryable, requestIds: readonly string[]): Promise<Map<string, Moment>> {
+  if (requestIds.length === 0) return new Map();
+  const { rows } = await db.query<{ request_id: string; start: Moment | null }>(
+    `SELECT request_id, compiled->'start' AS start FROM medication_schedule WHERE active AND request_id = ANY($1::text[])`,
+    [requestIds],
+  );
+  return new Map(rows.filter((r) => r.start !== null).map((r) => [r.request_id, r.start!]));
 }
 
 /** Each patient's clock: IANA zone (Patient timezone extension, else `fallback`) and own routine. */

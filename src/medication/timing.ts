@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { type Issue, OperationOutcomeError } from '../kernel/outcome';
 import { terminologyDir } from '../kernel/paths';
 import { parseDateRange } from '../search/date-range';
+import { repeatIssues } from './timing-checks';
 import { addDays, addMonths, dayOfWeek, daysBetween, instantOf, type LocalDate, localDateOf, offsetAt } from './zone';
 
 /**
@@ -43,8 +44,9 @@ export interface WhenEvents {
 /** `defaultTimes`: the order gave no time of day, the server's daily times placed the doses. */
 export type DoseRule =
   | { kind: 'wall'; minutes: number[]; when?: WhenEvents; defaultTimes?: true; everyDays?: number; everyWeeks?: number; everyMonths?: number; daysOfWeek?: number[] }
-  | { kind: 'interval'; everyMs: number; anchorMinute?: number; when?: WhenEvents; defaultTimes?: true }
-  | { kind: 'events'; instants: number[] };
+  | { kind: 'interval'; everyMs: number; anchorMinute?: number; when?: WhenEvents; defaultTimes?: true; daysOfWeek?: number[] }
+  /** `dates`: date-only events, each the patient's local day at `minutes` (known only with the zone). */
+  | { kind: 'events'; instants: number[]; dates?: string[]; minutes?: number[]; when?: WhenEvents; defaultTimes?: true };
 
 /**
  * Where a patient's doses are placed: the IANA zone, and the patient's own times of the day's
@@ -72,6 +74,8 @@ export interface DoseInstruction {
   lastingMs?: number;
   /** The same in whole calendar months (`mo`, `a`): "for 1 month" from 1 February ends on 1 March. */
   lastingMonths?: number;
+  /** Timing.repeat.duration: how long each dose lasts (an infusion, a patch), its UCUM unit. */
+  duration?: { value: number; unit: string };
 }
 
 /**
@@ -92,6 +96,8 @@ export interface CompiledRequest {
   instructions: DoseInstruction[];
   /** Scheduled instructions the server cannot place ("3 times a month"): why, so $due can say so. */
   unplaced?: Array<{ index: number; reason: string }>;
+  /** Ranges read by their required end ("1-2 times every 4-6 h": once every 6 h): each said in $due. */
+  assumed?: Array<{ index: number; element: string; text: string }>;
   /** Every instruction is as-needed: nothing is ever due. */
   asNeeded: boolean;
   /** From the request's grace-period extension; else the CarePlan's, else the server default. */
@@ -129,12 +135,27 @@ export function durationMs(d: fhir4.Duration | undefined): number | undefined {
 const MEAN_MONTH_MS = 30.4375 * 86_400_000;
 
 /**
- * How long Timing.repeat.boundsDuration (or the longest of boundsRange) lets the schedule last;
- * an issue when it cannot be read, since ignoring it would schedule doses for ever.
+ * How long Timing.repeat.boundsDuration, or boundsRange, lets the schedule last; an issue when it
+ * cannot be read, since ignoring it would schedule doses for ever. A range lasts its low, the
+ * shortest the order asks for (decision 011: the schedule holds the doses the order requires);
+ * a range with only a high lasts that.
  */
-function lastingOf(repeat: fhir4.TimingRepeat, at: string, issues: Issue[]): { lastingMs: number } | { lastingMonths: number } | undefined {
-  const [d, path] = repeat.boundsDuration ? [repeat.boundsDuration, `${at}.boundsDuration`] : [repeat.boundsRange?.high, `${at}.boundsRange.high`];
-  if (!d) return undefined;
+function lastingOf(repeat: fhir4.TimingRepeat, at: string, issues: Issue[]): Lasting | undefined {
+  if (repeat.boundsDuration) return lastingFrom(repeat.boundsDuration, `${at}.boundsDuration`, issues);
+  const range = repeat.boundsRange;
+  const low = range?.low && lastingFrom(range.low, `${at}.boundsRange.low`, issues);
+  const high = range?.high && lastingFrom(range.high, `${at}.boundsRange.high`, issues);
+  if (low && high && approximateMs(high) < approximateMs(low)) {
+    issues.push({ code: 'value', diagnostics: `${at}.boundsRange.high: must not be shorter than low`, expression: [`${at}.boundsRange.high`] });
+    return undefined;
+  }
+  return low ?? high;
+}
+
+type Lasting = { lastingMs: number } | { lastingMonths: number };
+const approximateMs = (l: Lasting) => ('lastingMs' in l ? l.lastingMs : l.lastingMonths * MEAN_MONTH_MS);
+
+function lastingFrom(d: fhir4.Duration, path: string, issues: Issue[]): Lasting | undefined {
   const u = ucumDuration(d);
   const months = u?.unit === 'mo' ? 1 : u?.unit === 'a' ? 12 : undefined;
   if (u && months !== undefined) {
@@ -167,9 +188,14 @@ const momentOf = (text: string | undefined, end: boolean): Moment | undefined =>
 /** A moment as an instant in `zone`: a date's first instant, or (`end`) its last. */
 function placed(m: Moment | undefined, zone: string, end: boolean): number | undefined {
   if (typeof m !== 'string') return m;
-  const [year, month, day] = m.split('-').map(Number) as [number, number, number];
-  const date = { year, month, day };
+  const date = localDateText(m);
   return end ? instantOf(zone, addDays(date, 1), 0) - 1 : instantOf(zone, date, 0);
+}
+
+/** A FHIR date (`2027-03-26`) as a calendar date. */
+function localDateText(text: string): LocalDate {
+  const [year, month, day] = text.split('-').map(Number) as [number, number, number];
+  return { year, month, day };
 }
 
 /**
@@ -203,25 +229,22 @@ function eventsOf(code: string): string[] {
  * Undefined when the order gave the times (timeOfDay, event, an interval from its start).
  */
 export function timeSourceOf(rule: DoseRule, clock: PatientClock): 'patient-routine' | 'server-default' | undefined {
-  if (rule.kind === 'events') return undefined;
+  if (rule.kind === 'events' && !rule.dates?.length) return undefined;
   if (rule.when) return rule.when.codes.flatMap(eventsOf).every((e) => clock.routine?.has(e)) ? 'patient-routine' : 'server-default';
   return rule.defaultTimes ? 'server-default' : undefined;
 }
 
 /** A rule's minutes of the day for this patient: the routine moves the doses given by `when`. */
 function placedRule<R extends DoseRule>(rule: R, clock: PatientClock): R {
-  if (rule.kind === 'events' || !rule.when || !clock.routine?.size) return rule;
+  if (!rule.when || !clock.routine?.size) return rule;
   const minutes = whenMinutes(rule.when.codes, rule.when.offset, '', [], clock.routine);
   if (minutes.length === 0) return rule;
-  return rule.kind === 'wall' ? { ...rule, minutes: uniqueSorted(minutes) } : { ...rule, anchorMinute: minutes[0]! };
+  return rule.kind === 'interval' ? { ...rule, anchorMinute: minutes[0]! } : { ...rule, minutes: uniqueSorted(minutes) };
 }
 
 /** One Timing as a rule; an issue and undefined when the server cannot place its doses. */
 function ruleOf(timing: fhir4.Timing, at: string, issues: Issue[]): DoseRule | undefined {
-  if (timing.event?.length) {
-    const instants = timing.event.map((e) => instantText(e, false)).filter((t): t is number => t !== undefined);
-    return { kind: 'events', instants: instants.sort((a, b) => a - b) };
-  }
+  if (timing.event?.length) return eventsRule(timing.event, timing.repeat, at, issues);
   const coded = timing.code?.coding?.find((c) => c.code && eventTiming().timingCodes[c.code])?.code;
   // R4 Timing.code: the code states the whole schedule, "with the exception that .repeat.bounds
   // still applies over the code": a repeat that schedules nothing (bounds, a count) joins the code's.
@@ -235,20 +258,12 @@ function ruleOf(timing: fhir4.Timing, at: string, issues: Issue[]): DoseRule | u
   }
   const path = `${at}.repeat`;
   const frequency = repeat.frequency ?? 1;
-  const period = repeat.period;
+  // A period range ("every 4-6 h") at its longest: the fewest doses the order asks for (decision 011).
+  const period = repeat.periodMax ?? repeat.period;
   const unit = repeat.periodUnit;
-  const minutes = repeat.timeOfDay?.length
-    ? repeat.timeOfDay.map(minuteOf)
-    : repeat.when?.length
-      ? whenMinutes(repeat.when, repeat.offset, `${path}.when`, issues)
-      : undefined;
-  // Explicit times win over events (R4: timeOfDay and when are not both given).
-  const when: WhenEvents | undefined = !repeat.timeOfDay?.length && repeat.when?.length ? { codes: repeat.when, ...(repeat.offset !== undefined ? { offset: repeat.offset } : {}) } : undefined;
+  const minutes = timesOf(repeat, path, issues);
+  const when = whenOf(repeat);
   const withWhen = when ? { when } : {};
-  if (repeat.timeOfDay?.length && repeat.when?.length) {
-    issues.push({ code: 'value', diagnostics: `${path}: timeOfDay and when cannot both be given (R4 tim-10)`, expression: [path] });
-    return undefined;
-  }
   const daysOfWeek = repeat.dayOfWeek?.map((d) => DAYS.indexOf(d) + 1);
   if (daysOfWeek?.includes(0)) {
     issues.push({ code: 'value', diagnostics: `${path}.dayOfWeek: must be one of ${DAYS.join(', ')}`, expression: [`${path}.dayOfWeek`] });
@@ -269,22 +284,94 @@ function ruleOf(timing: fhir4.Timing, at: string, issues: Issue[]): DoseRule | u
       issues.push({ code: 'value', diagnostics: `${path}: doses less than a minute apart are not a schedule`, expression: [path] });
       return undefined;
     }
-    return { kind: 'interval', everyMs, ...(minutes?.length ? { anchorMinute: minutes[0]!, ...withWhen } : {}) };
+    return { kind: 'interval', everyMs, ...(minutes?.length ? { anchorMinute: minutes[0]!, ...withWhen } : {}), ...(daysOfWeek ? { daysOfWeek } : {}) };
   }
   if (unit === 'd' && Number.isInteger(period)) {
     const times = minutes ?? eventTiming().dailyTimes[String(frequency)]?.map(minuteOf);
     // More than the table's times a day and no times given: spread by the clock, like an interval.
-    if (!times) return { kind: 'interval', everyMs: (period * 86_400_000) / frequency, anchorMinute: minuteOf(eventTiming().dailyTimes['1']![0]!), defaultTimes: true };
+    if (!times) return { kind: 'interval', everyMs: (period * 86_400_000) / frequency, anchorMinute: minuteOf(eventTiming().dailyTimes['1']![0]!), defaultTimes: true, ...(daysOfWeek ? { daysOfWeek } : {}) };
     return { kind: 'wall', minutes: uniqueSorted(times), ...(minutes ? withWhen : { defaultTimes: true }), everyDays: period, ...(daysOfWeek ? { daysOfWeek } : {}) };
   }
-  if (unit === 'wk' && Number.isInteger(period) && (frequency === 1 || (daysOfWeek && daysOfWeek.length === frequency))) {
-    return { kind: 'wall', minutes: uniqueSorted(minutes ?? eventTiming().dailyTimes['1']!.map(minuteOf)), ...(minutes ? withWhen : { defaultTimes: true }), everyWeeks: period, ...(daysOfWeek ? { daysOfWeek } : {}) };
+  const weekly = uniqueSorted(minutes ?? eventTiming().dailyTimes['1']!.map(minuteOf));
+  // Each day listed at each time of day is one dose ("twice a week, Monday and Thursday"): a
+  // frequency that is not that many ("once a week, Monday and Thursday") does not say which to give.
+  if (unit === 'wk' && Number.isInteger(period) && frequency === (daysOfWeek?.length ?? 1) * weekly.length) {
+    return { kind: 'wall', minutes: weekly, ...(minutes ? withWhen : { defaultTimes: true }), everyWeeks: period, ...(daysOfWeek ? { daysOfWeek } : {}) };
   }
-  if ((unit === 'mo' || unit === 'a') && Number.isInteger(period) && frequency === 1) {
+  if ((unit === 'mo' || unit === 'a') && Number.isInteger(period) && frequency === 1 && !daysOfWeek) {
     return { kind: 'wall', minutes: uniqueSorted(minutes ?? eventTiming().dailyTimes['1']!.map(minuteOf)), ...(minutes ? withWhen : { defaultTimes: true }), everyMonths: unit === 'a' ? 12 * period : period };
   }
-  issues.push({ code: 'not-supported', diagnostics: `${path}: ${frequency} per ${period} ${unit} cannot be placed on a calendar; give dayOfWeek, timeOfDay or a period in h`, expression: [path] });
+  const days = daysOfWeek ? ` on ${repeat.dayOfWeek!.join(', ')}` : '';
+  const times = minutes ? ` at ${minutes.length} time(s) of day` : '';
+  issues.push({ code: 'not-supported', diagnostics: `${path}: ${frequency} per ${period} ${unit}${days}${times} cannot be placed on a calendar; give one dayOfWeek per dose, timeOfDay or a period in h`, expression: [path] });
   return undefined;
+}
+
+/** The local minutes of the day a repeat gives: its timeOfDay, else its `when` at the server's times. */
+function timesOf(repeat: fhir4.TimingRepeat | undefined, path: string, issues: Issue[]): number[] | undefined {
+  if (repeat?.timeOfDay?.length) return repeat.timeOfDay.map(minuteOf);
+  return repeat?.when?.length ? whenMinutes(repeat.when, repeat.offset, `${path}.when`, issues) : undefined;
+}
+
+/** `when` kept for the patient's routine; explicit times win (R4 tim-10: not both). */
+function whenOf(repeat: fhir4.TimingRepeat | undefined): WhenEvents | undefined {
+  if (repeat?.timeOfDay?.length || !repeat?.when?.length) return undefined;
+  return { codes: repeat.when, ...(repeat.offset !== undefined ? { offset: repeat.offset } : {}) };
+}
+
+/**
+ * Timing.event: the instants given. A date-only event is a day, not the UTC midnight that starts
+ * it: the patient's local day, at the repeat's times of day, else at the server's once-daily time
+ * (said as `server-default`). An event of a month or a year names no day and is not placed.
+ */
+function eventsRule(events: readonly string[], repeat: fhir4.TimingRepeat | undefined, at: string, issues: Issue[]): DoseRule | undefined {
+  const instants: number[] = [];
+  const dates: string[] = [];
+  const known = issues.length;
+  events.forEach((e, i) => {
+    const t = /T/.test(e) ? instantText(e, false) : undefined;
+    if (/^\d{4}-\d{2}-\d{2}$/.test(e)) dates.push(e);
+    else if (t !== undefined) instants.push(t);
+    else issues.push({ code: 'not-supported', diagnostics: `${at}.event[${i}]: '${e}' names no day to give the dose on`, expression: [`${at}.event[${i}]`] });
+  });
+  if (issues.length > known) return undefined;
+  instants.sort((a, b) => a - b);
+  if (!dates.length) return { kind: 'events', instants };
+  const minutes = timesOf(repeat, `${at}.repeat`, issues);
+  const when = whenOf(repeat);
+  return {
+    kind: 'events', instants, dates: [...new Set(dates)].sort(), minutes: uniqueSorted(minutes ?? eventTiming().dailyTimes['1']!.map(minuteOf)),
+    ...(when ? { when } : minutes ? {} : { defaultTimes: true }),
+  };
+}
+
+/**
+ * The ranges of a repeat read by their required end, each said so: the schedule holds the doses the
+ * order asks for at the least, so the doses it leaves to the patient are neither reminded nor
+ * counted missed (decision 011). Ranges whose ends are equal say nothing.
+ */
+function rangesRead(repeat: fhir4.TimingRepeat | undefined, at: string): Array<{ element: string; text: string }> {
+  if (!repeat) return [];
+  const read: Array<{ element: string; text: string }> = [];
+  const frequency = repeat.frequency ?? 1;
+  if (repeat.frequencyMax !== undefined && repeat.frequencyMax !== frequency) {
+    read.push({ element: `${at}.frequencyMax`, text: `${frequency} to ${repeat.frequencyMax} times: scheduled ${frequency} times, the fewest` });
+  }
+  if (repeat.periodMax !== undefined && repeat.periodMax !== repeat.period) {
+    read.push({ element: `${at}.periodMax`, text: `every ${repeat.period} to ${repeat.periodMax} ${repeat.periodUnit}: scheduled every ${repeat.periodMax} ${repeat.periodUnit}, the longest` });
+  }
+  if (repeat.countMax !== undefined && repeat.countMax !== repeat.count) {
+    read.push({ element: `${at}.countMax`, text: `${repeat.count} to ${repeat.countMax} doses: the schedule ends after ${repeat.count}, the fewest` });
+  }
+  const { low, high } = repeat.boundsDuration ? {} : repeat.boundsRange ?? {};
+  if (low) {
+    const amount = (q: fhir4.Quantity) => `${q.value} ${q.code ?? q.unit}`;
+    read.push({ element: `${at}.boundsRange.low`, text: `lasting ${amount(low)}${high ? ` to ${amount(high)}` : ' or more'}: the schedule ends after ${amount(low)}, the shortest` });
+  }
+  if (repeat.durationMax !== undefined && repeat.durationMax !== repeat.duration) {
+    read.push({ element: `${at}.durationMax`, text: `each dose lasting ${repeat.duration} to ${repeat.durationMax} ${repeat.durationUnit}: the duration given is ${repeat.duration}, the shortest` });
+  }
+  return read;
 }
 
 const DAYS = ['mon', 'tue', 'wed', 'thu', 'fri', 'sat', 'sun'];
@@ -300,10 +387,11 @@ function isActedOn(request: fhir4.MedicationRequest): boolean {
  * invalid value (a grace period that is not a time, doses under a minute apart, a count beyond
  * reason); what cannot be placed on a calendar is left out.
  */
-export function compileRequest(request: fhir4.MedicationRequest, storedAt: number, strict = isActedOn(request)): CompiledRequest {
+export function compileRequest(request: fhir4.MedicationRequest, storedAt: Moment, strict = isActedOn(request)): CompiledRequest {
   const issues: Issue[] = [];
   const instructions: DoseInstruction[] = [];
   const unplaced: Array<{ index: number; reason: string }> = [];
+  const assumed: Array<{ index: number; element: string; text: string }> = [];
   let asNeededOnly = (request.dosageInstruction?.length ?? 0) > 0;
   request.dosageInstruction?.forEach((dosage, index) => {
     const at = `MedicationRequest.dosageInstruction[${index}]`;
@@ -311,12 +399,13 @@ export function compileRequest(request: fhir4.MedicationRequest, storedAt: numbe
     if (dosage.asNeededBoolean || dosage.asNeededCodeableConcept || !dosage.timing) return;
     asNeededOnly = false;
     const known = issues.length;
-    const rule = ruleOf(dosage.timing, `${at}.timing`, issues);
+    const repeat = dosage.timing.repeat;
+    issues.push(...repeatIssues(repeat, `${at}.timing.repeat`));
+    const rule = issues.length === known ? ruleOf(dosage.timing, `${at}.timing`, issues) : undefined;
     if (!rule) {
       unplaced.push({ index, reason: issues.slice(known).map((i) => i.diagnostics).join('; ') });
       return;
     }
-    const repeat = dosage.timing.repeat;
     const count = repeat?.count;
     if (count !== undefined && count > MAX_COUNT) {
       issues.push({ code: 'value', diagnostics: `${at}.timing.repeat.count: at most ${MAX_COUNT} doses`, expression: [`${at}.timing.repeat.count`] });
@@ -325,10 +414,12 @@ export function compileRequest(request: fhir4.MedicationRequest, storedAt: numbe
     const start = momentOf(repeat?.boundsPeriod?.start, false);
     const end = momentOf(repeat?.boundsPeriod?.end, true);
     const lasting = repeat && lastingOf(repeat, `${at}.timing.repeat`, issues);
+    const duration = repeat?.duration !== undefined && repeat.durationUnit ? { duration: { value: repeat.duration, unit: repeat.durationUnit } } : {};
     instructions.push({
       index, ...(dosage.text ? { text: dosage.text } : {}), rule, ...(count !== undefined ? { count } : {}),
-      ...(start !== undefined ? { start } : {}), ...(end !== undefined ? { end } : {}), ...lasting,
+      ...(start !== undefined ? { start } : {}), ...(end !== undefined ? { end } : {}), ...lasting, ...duration,
     });
+    assumed.push(...rangesRead(repeat, `${at}.timing.repeat`).map((r) => ({ index, ...r })));
   });
   const graceMs = gracePeriodOf(request, 'MedicationRequest.extension', issues);
   // Invalid values are refused; a valid timing the server cannot place ("3 times a week" without
@@ -345,6 +436,7 @@ export function compileRequest(request: fhir4.MedicationRequest, storedAt: numbe
     ...(request.medicationCodeableConcept?.coding?.[0] ? { coding: request.medicationCodeableConcept.coding[0] } : {}),
     instructions,
     ...(unplaced.length ? { unplaced } : {}),
+    ...(assumed.length ? { assumed } : {}),
     asNeeded: asNeededOnly,
     ...(graceMs !== undefined ? { graceMs } : {}),
     carePlanIds: (request.basedOn ?? []).map((b) => /^CarePlan\/([A-Za-z0-9\-.]{1,64})$/.exec(b.reference ?? '')?.[1]).filter((id): id is string => id !== undefined),
@@ -395,14 +487,20 @@ function monthsAfter(zone: string, t: number, months: number): number {
 /** Calls `take` with each dose time of `rule` from `walkFrom` (aligned to `start`) until it returns false or `end`. */
 function walk(rule: DoseRule, zone: string, start: number, walkFrom: number, end: number, take: (t: number) => boolean): void {
   if (rule.kind === 'events') {
-    for (const t of rule.instants) if (t >= walkFrom && !take(t)) return;
+    const days = (rule.dates ?? []).flatMap((d) => rule.minutes!.map((m) => instantOf(zone, localDateText(d), m)));
+    const instants = days.length ? [...rule.instants, ...days].sort((a, b) => a - b) : rule.instants;
+    for (const t of instants) if (t >= walkFrom && !take(t)) return;
     return;
   }
   if (rule.kind === 'interval') {
     const anchor = rule.anchorMinute === undefined ? start : instantOf(zone, localDateOf(zone, start), rule.anchorMinute);
     let k = Math.max(0, Math.ceil((walkFrom - anchor) / rule.everyMs));
     // An anchor later than the start on the first day: the first dose is the anchor itself.
-    for (let t = anchor + k * rule.everyMs; t < end; t = anchor + ++k * rule.everyMs) if (!take(t)) return;
+    for (let t = anchor + k * rule.everyMs; t < end; t = anchor + ++k * rule.everyMs) {
+      // "Every 8 h on Mondays": the doses that fall on those local days (R4 dayOfWeek).
+      if (rule.daysOfWeek && !rule.daysOfWeek.includes(dayOfWeek(localDateOf(zone, t)))) continue;
+      if (!take(t)) return;
+    }
     return;
   }
   const first = localDateOf(zone, start);

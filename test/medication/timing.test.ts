@@ -89,14 +89,108 @@ describe('medication schedules: R4 Timing element by element', () => {
       .to.equal(['2026-02-28T08:00:00+01:00']);
   });
 
-  it('boundsDuration in months or years ends the schedule on the calendar, boundsRange at its longest', async () => {
+  it('boundsDuration in months or years ends the schedule on the calendar', async () => {
     // "For 1 month" from 1 March: the last dose is on 31 March, none in April.
     expect(await dueTimes({ repeat: { frequency: 1, period: 1, periodUnit: 'd', boundsDuration: days(1, 'mo') } }, '2026-03-30T00:00:00+02:00', '2026-04-03T00:00:00+02:00', { authoredOn: '2026-03-01' }))
       .to.equal(['2026-03-30T08:00:00+02:00', '2026-03-31T08:00:00+02:00']);
     expect(await dueTimes({ repeat: { frequency: 1, period: 1, periodUnit: 'd', boundsDuration: days(1, 'a') } }, '2027-02-27T00:00:00+01:00', '2027-03-03T00:00:00+01:00', { authoredOn: '2026-03-01' }))
       .to.equal(['2027-02-27T08:00:00+01:00', '2027-02-28T08:00:00+01:00']);
-    expect(await dueTimes({ repeat: { frequency: 1, period: 1, periodUnit: 'd', boundsRange: { low: days(2, 'd'), high: days(3, 'd') } } }, ...week, { authoredOn: '2026-03-27' }))
+    // A boundsRange with only a high lasts that long.
+    expect(await dueTimes({ repeat: { frequency: 1, period: 1, periodUnit: 'd', boundsRange: { high: days(3, 'd') } } }, ...week, { authoredOn: '2026-03-27' }))
       .to.equal(['2026-03-27T08:00:00+01:00', '2026-03-28T08:00:00+01:00', '2026-03-29T08:00:00+02:00']);
+  });
+
+  /** The doses and the assumptions of one new request's $due in [start, end). */
+  async function dueWithAssumptions(timing: fhir4.Timing, start: string, end: string): Promise<{ due: string[]; assumed: string[] }> {
+    const id = (await create(app, request(p, timing, { authoredOn: '2026-03-27' }))).id;
+    const res = await app.request({ method: 'GET', url: `/fhir/MedicationRequest/${id}/$due?start=${encodeURIComponent(start)}&end=${encodeURIComponent(end)}` });
+    expect(res.statusCode, res.payload).to.equal(200);
+    const assumed = res.json.parameter.filter((x: any) => x.name === 'assumption').map((a: any) => {
+      const part = (name: string) => a.part.find((x: any) => x.name === name);
+      expect(part('request').valueReference.reference).to.equal(`MedicationRequest/${id}`);
+      expect(part('instruction').valueInteger).to.equal(0);
+      return `${part('element').valueString}: ${part('text').valueString}`;
+    });
+    return { due: dosesOf(res.json).map((d) => d.due), assumed };
+  }
+
+  it('a range (frequencyMax, periodMax, countMax, boundsRange) is scheduled by the fewest doses it requires, and $due says so', async () => {
+    const at = 'MedicationRequest.dosageInstruction[0].timing.repeat';
+    // "1-2 times every 4-6 hours": once every 6 h (it was every 4 h, as if the range were not there).
+    expect(await dueWithAssumptions({ repeat: { frequency: 1, frequencyMax: 2, period: 4, periodMax: 6, periodUnit: 'h' } }, '2026-03-27T00:00:00+01:00', '2026-03-28T00:00:00+01:00')).to.equal({
+      due: ['2026-03-27T00:00:00+01:00', '2026-03-27T06:00:00+01:00', '2026-03-27T12:00:00+01:00', '2026-03-27T18:00:00+01:00'],
+      assumed: [`${at}.frequencyMax: 1 to 2 times: scheduled 1 times, the fewest`, `${at}.periodMax: every 4 to 6 h: scheduled every 6 h, the longest`],
+    });
+    // "Every 2-3 days": every 3 days.
+    expect((await dueWithAssumptions({ repeat: { frequency: 1, period: 2, periodMax: 3, periodUnit: 'd' } }, ...week)).due)
+      .to.equal(['2026-03-27T08:00:00+01:00', '2026-03-30T08:00:00+02:00']);
+    // "3 to 5 doses": 3.
+    expect(await dueWithAssumptions({ repeat: { frequency: 1, period: 1, periodUnit: 'd', count: 3, countMax: 5 } }, ...week)).to.equal({
+      due: ['2026-03-27T08:00:00+01:00', '2026-03-28T08:00:00+01:00', '2026-03-29T08:00:00+02:00'],
+      assumed: [`${at}.countMax: 3 to 5 doses: the schedule ends after 3, the fewest`],
+    });
+    // "For 2 to 3 days": 2 (the high was taken and the low ignored); "2 days or more": 2, not for ever.
+    expect(await dueWithAssumptions({ repeat: { frequency: 1, period: 1, periodUnit: 'd', boundsRange: { low: days(2, 'd'), high: days(3, 'd') } } }, ...week)).to.equal({
+      due: ['2026-03-27T08:00:00+01:00', '2026-03-28T08:00:00+01:00'],
+      assumed: [`${at}.boundsRange.low: lasting 2 d to 3 d: the schedule ends after 2 d, the shortest`],
+    });
+    expect((await dueWithAssumptions({ repeat: { frequency: 1, period: 1, periodUnit: 'd', boundsRange: { low: days(2, 'd') } } }, ...week)).due)
+      .to.equal(['2026-03-27T08:00:00+01:00', '2026-03-28T08:00:00+01:00']);
+  });
+
+  it('each dose carries Timing.repeat.duration, how long it lasts once begun', async () => {
+    const id = (await create(app, request(p, { repeat: { frequency: 1, period: 1, periodUnit: 'd', duration: 30, durationMax: 45, durationUnit: 'min' } }, { authoredOn: '2026-03-27' }))).id;
+    const res = await app.request({ method: 'GET', url: `/fhir/MedicationRequest/${id}/$due?start=${encodeURIComponent('2026-03-27T00:00:00+01:00')}&end=${encodeURIComponent('2026-03-28T00:00:00+01:00')}` });
+    const doses = res.json.parameter.filter((x: any) => x.name === 'dose');
+    expect(doses).to.have.length(1);
+    expect(doses[0].part.find((x: any) => x.name === 'duration').valueDuration).to.equal({ value: 30, unit: 'min', system: UCUM, code: 'min' });
+    expect(res.json.parameter.filter((x: any) => x.name === 'assumption')).to.have.length(1);
+  });
+
+  it('dayOfWeek: one dose per day listed and time given in a weekly frequency, else unscheduled; an interval keeps to the days listed', async () => {
+    const window = ['2026-03-27T00:00:00+01:00', '2026-04-06T00:00:00+02:00'] as const;
+    expect(await dueTimes({ repeat: { frequency: 2, period: 1, periodUnit: 'wk', dayOfWeek: ['mon', 'thu'], timeOfDay: ['09:00:00'], boundsPeriod: from27 } }, ...window))
+      .to.equal(['2026-03-30T09:00:00+02:00', '2026-04-02T09:00:00+02:00']);
+    // "Twice a week, on Monday at 08:00 and 20:00" (was unscheduled).
+    expect(await dueTimes({ repeat: { frequency: 2, period: 1, periodUnit: 'wk', dayOfWeek: ['mon'], timeOfDay: ['08:00:00', '20:00:00'], boundsPeriod: from27 } }, ...window))
+      .to.equal(['2026-03-30T08:00:00+02:00', '2026-03-30T20:00:00+02:00']);
+    // "Once a week, Monday and Thursday" does not say which: unscheduled (it was given on both, twice a week).
+    const rx = (await create(app, request(p, { repeat: { frequency: 1, period: 1, periodUnit: 'wk', dayOfWeek: ['mon', 'thu'], boundsPeriod: from27 } }))).id;
+    const res = await app.request({ method: 'GET', url: `/fhir/MedicationRequest/${rx}/$due?start=${encodeURIComponent(window[0])}&end=${encodeURIComponent(window[1])}` });
+    expect(dosesOf(res.json)).to.equal([]);
+    expect(res.json.parameter.filter((x: any) => x.name === 'unscheduled')).to.have.length(1);
+    // "Every 12 h on Mondays" (the days were ignored: every day).
+    expect(await dueTimes({ repeat: { frequency: 1, period: 12, periodUnit: 'h', dayOfWeek: ['mon'], timeOfDay: ['08:00:00'], boundsPeriod: { start: '2026-04-01' } } }, '2026-04-01T00:00:00+02:00', '2026-04-09T00:00:00+02:00'))
+      .to.equal(['2026-04-06T08:00:00+02:00', '2026-04-06T20:00:00+02:00']);
+  });
+
+  it('a date-only Timing.event is the patient\'s local day, at the repeat\'s time of day or the server\'s, not UTC midnight', async () => {
+    const window = `start=${encodeURIComponent('2026-03-27T00:00:00+01:00')}&end=${encodeURIComponent('2026-04-01T00:00:00+02:00')}`;
+    const dosesFor = async (timing: fhir4.Timing) => {
+      const rx = (await create(app, request(p, timing, { authoredOn: '2026-03-27' }))).id;
+      const res = await app.request({ method: 'GET', url: `/fhir/MedicationRequest/${rx}/$due?${window}` });
+      return { doses: dosesOf(res.json).map((d) => [d.due, d.timeSource]), unscheduled: res.json.parameter.filter((x: any) => x.name === 'unscheduled').length };
+    };
+    // Was 2026-03-28T01:00+01:00 and 2026-03-30T02:00+02:00 (UTC midnight in Berlin).
+    expect(await dosesFor({ event: ['2026-03-30', '2026-03-28'] })).to.equal({ doses: [['2026-03-28T08:00:00+01:00', 'server-default'], ['2026-03-30T08:00:00+02:00', 'server-default']], unscheduled: 0 });
+    expect(await dosesFor({ event: ['2026-03-28', '2026-03-29T12:00:00+02:00'], repeat: { timeOfDay: ['09:30:00'] } }))
+      .to.equal({ doses: [['2026-03-28T09:30:00+01:00', undefined], ['2026-03-29T12:00:00+02:00', undefined]], unscheduled: 0 });
+    // A month names no day: unscheduled, not 1 March at midnight.
+    expect(await dosesFor({ event: ['2026-03'] })).to.equal({ doses: [], unscheduled: 1 });
+  });
+
+  it('an order edited without authoredOn keeps its start: a count is not restarted, an interval not moved', async () => {
+    const rx = await create(app, request(p, { repeat: { frequency: 1, period: 1, periodUnit: 'h', count: 3 } }));
+    const now = Date.now();
+    const window = `start=${encodeURIComponent(new Date(now - 3_600_000).toISOString())}&end=${encodeURIComponent(new Date(now + 86_400_000).toISOString())}`;
+    const due = async () => dosesOf((await app.request({ method: 'GET', url: `/fhir/MedicationRequest/${rx.id}/$due?${window}` })).json).map((d) => d.due);
+    const first = await due();
+    expect(first).to.have.length(3);
+    // More than a second later (due times are given to the second): three more doses from the edit, before.
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    const edited = await app.request({ method: 'PUT', url: `/fhir/MedicationRequest/${rx.id}`, payload: { ...rx, note: [{ text: 'with food' }] } });
+    expect(edited.statusCode, edited.payload).to.equal(200);
+    expect(await due()).to.equal(first);
   });
 
   it('an active order whose timing the server cannot place is stored, and $due says so instead of answering silence', async () => {
@@ -146,6 +240,19 @@ describe('medication schedules: R4 Timing element by element', () => {
       [{ frequency: 1, period: 1, periodUnit: 'd', count: 0 }, `${at}.count`],
       [{ frequency: 1, period: 1, periodUnit: 'd', boundsDuration: { value: 3, unit: 'fortnight' } }, `${at}.boundsDuration`],
       [{ frequency: 1, period: 1, periodUnit: 'd', boundsDuration: { value: -3, unit: 'd', system: UCUM, code: 'd' } }, `${at}.boundsDuration`],
+      // R4 tim-1, tim-2, tim-4, tim-6..tim-9, and ranges upside down: each was scheduled as if it were not there.
+      [{ frequency: 1, period: 1, periodUnit: 'd', duration: 30 }, `${at}.durationUnit`],
+      [{ period: 1, timeOfDay: ['09:00:00'] }, `${at}.periodUnit`],
+      [{ frequency: 1, period: 1, periodUnit: 'd', duration: -30, durationUnit: 'min' }, `${at}.duration`],
+      [{ frequency: 1, periodMax: 6, periodUnit: 'h' }, `${at}.periodMax`],
+      [{ frequency: 1, period: 1, periodUnit: 'd', durationMax: 30, durationUnit: 'min' }, `${at}.durationMax`],
+      [{ frequency: 1, period: 1, periodUnit: 'd', countMax: 5 }, `${at}.countMax`],
+      [{ frequency: 1, period: 1, periodUnit: 'd', offset: 30 }, `${at}.offset`],
+      [{ when: ['CM'], offset: 30 }, `${at}.offset`],
+      [{ frequency: 3, frequencyMax: 2, period: 1, periodUnit: 'd' }, `${at}.frequencyMax`],
+      [{ frequency: 1, period: 6, periodMax: 4, periodUnit: 'h' }, `${at}.periodMax`],
+      [{ frequency: 1, period: 1, periodUnit: 'd', count: 5, countMax: 3 }, `${at}.countMax`],
+      [{ frequency: 1, period: 1, periodUnit: 'd', boundsRange: { low: days(5, 'd'), high: days(3, 'd') } }, `${at}.boundsRange.high`],
     ];
     for (const [repeat, expression] of cases) {
       const res = await app.request({ method: 'POST', url: '/fhir/MedicationRequest', payload: request(p, { repeat } as fhir4.Timing) });
