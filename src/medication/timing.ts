@@ -355,7 +355,7 @@ function rangesRead(repeat: fhir4.TimingRepeat | undefined, at: string): Array<{
   const read: Array<{ element: string; text: string }> = [];
   const frequency = repeat.frequency ?? 1;
   if (repeat.frequencyMax !== undefined && repeat.frequencyMax !== frequency) {
-    read.push({ element: `${at}.frequencyMax`, text: `${frequency} to ${repeat.frequencyMax} times: scheduled ${frequency} times, the fewest` });
+    read.push({ element: `${at}.frequencyMax`, text: `${frequency} to ${repeat.frequencyMax} doses a period: scheduled ${frequency}, the fewest` });
   }
   if (repeat.periodMax !== undefined && repeat.periodMax !== repeat.period) {
     read.push({ element: `${at}.periodMax`, text: `every ${repeat.period} to ${repeat.periodMax} ${repeat.periodUnit}: scheduled every ${repeat.periodMax} ${repeat.periodUnit}, the longest` });

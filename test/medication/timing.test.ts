@@ -119,7 +119,7 @@ describe('medication schedules: R4 Timing element by element', () => {
     // "1-2 times every 4-6 hours": once every 6 h (it was every 4 h, as if the range were not there).
     expect(await dueWithAssumptions({ repeat: { frequency: 1, frequencyMax: 2, period: 4, periodMax: 6, periodUnit: 'h' } }, '2026-03-27T00:00:00+01:00', '2026-03-28T00:00:00+01:00')).to.equal({
       due: ['2026-03-27T00:00:00+01:00', '2026-03-27T06:00:00+01:00', '2026-03-27T12:00:00+01:00', '2026-03-27T18:00:00+01:00'],
-      assumed: [`${at}.frequencyMax: 1 to 2 times: scheduled 1 times, the fewest`, `${at}.periodMax: every 4 to 6 h: scheduled every 6 h, the longest`],
+      assumed: [`${at}.frequencyMax: 1 to 2 doses a period: scheduled 1, the fewest`, `${at}.periodMax: every 4 to 6 h: scheduled every 6 h, the longest`],
     });
     // "Every 2-3 days": every 3 days.
     expect((await dueWithAssumptions({ repeat: { frequency: 1, period: 2, periodMax: 3, periodUnit: 'd' } }, ...week)).due)
