@@ -17,6 +17,26 @@ interface ElementFlags {
 
 const flags = new Map<string, ElementFlags>();
 
+/** Per type: backbone element path (`CapabilityStatement.rest.resource`) → its summary children's names. */
+const backboneSummaries = new Map<string, Map<string, Set<string>>>();
+
+function backboneSummariesOf(resourceType: string): Map<string, Set<string>> {
+  let m = backboneSummaries.get(resourceType);
+  if (!m) {
+    m = new Map();
+    for (const e of structureElements(resourceType) ?? []) {
+      const parts = e.path.split('.');
+      if (parts.length < 3 || parts[0] !== resourceType) continue;
+      const parent = parts.slice(0, -1).join('.');
+      const names = m.get(parent) ?? new Set<string>();
+      if (e.isSummary) names.add(parts.at(-1)!.replace('[x]', ''));
+      m.set(parent, names);
+    }
+    backboneSummaries.set(resourceType, m);
+  }
+  return m;
+}
+
 function flagsOf(resourceType: string): ElementFlags {
   let f = flags.get(resourceType);
   if (!f) {
@@ -100,6 +120,33 @@ export function subsetJson(type: string, json: string, mode: SubsetMode, disclos
   return stringifyKeepingDecimals(subset);
 }
 
+/**
+ * `_summary=true` within backbone elements too (search.html#summary: "solely … elements marked
+ * as summary"): `CapabilityStatement.rest` is a summary element, its `resource.searchParam` is
+ * not, and a summary statement without them is a few percent of the whole. Datatypes' elements
+ * are kept whole (their children are summary in their own definitions); an element reached
+ * through a content reference (`Questionnaire.item.item`) is kept whole as well.
+ */
+function withSummaryChildren(type: string, resource: Record<string, unknown>): Record<string, unknown> {
+  const backbones = backboneSummariesOf(type);
+  const prune = (value: unknown, path: string): unknown => {
+    const names = backbones.get(path);
+    if (!names) return value;
+    if (Array.isArray(value)) return value.map((v) => prune(v, path));
+    if (value === null || typeof value !== 'object') return value;
+    const out: Record<string, unknown> = {};
+    for (const [key, child] of Object.entries(value)) {
+      if (!matches(names, key)) continue;
+      out[key] = prune(child, `${path}.${key.startsWith('_') ? key.slice(1) : key}`);
+    }
+    carryKeptDecimals(value, out);
+    return out;
+  };
+  const out: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(resource)) out[key] = key === 'meta' ? value : prune(value, `${type}.${key}`);
+  return out;
+}
+
 export function subsetResource(resource: Record<string, unknown>, mode: SubsetMode): Record<string, unknown> {
   const type = resource.resourceType as string;
   const always = (key: string) => key === 'resourceType' || key === 'id' || key === 'meta';
@@ -112,7 +159,7 @@ export function subsetResource(resource: Record<string, unknown>, mode: SubsetMo
   }
   switch (mode.summary) {
     case 'true':
-      return keep(resource, (k) => always(k) || matches(f.summary, k));
+      return withSummaryChildren(type, keep(resource, (k) => always(k) || matches(f.summary, k)));
     case 'text':
       return keep(resource, (k) => always(k) || k === 'text' || matches(f.mandatory, k));
     case 'data':
