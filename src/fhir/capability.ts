@@ -1,5 +1,8 @@
-import { includeValuesFor, searchParametersFor } from '../search';
+import { includeValuesFor, readSubsetMode, searchParametersFor } from '../search';
+import { subsetResource } from '../search/summary';
 import { supportedTypes } from '../kernel/resource-types';
+import { badRequest } from '../kernel/outcome';
+import { heldProfilesByType } from '../validation/profile';
 import type { FhirContext } from './context';
 import { routedOperations } from './terminology-routes';
 
@@ -18,6 +21,7 @@ export function contributeToCapabilities(name: string, c: CapabilityContributor)
  * registered (`$validate` everywhere, monitoring's CarePlan operations, ConceptMap `$translate`).
  */
 export function capabilityStatement(ctx: FhirContext, startedAt: string): fhir4.CapabilityStatement {
+  const profiles = heldProfilesByType();
   const interactions: fhir4.CapabilityStatementRestResourceInteraction['code'][] = [
     'read', 'vread', 'update', 'patch', 'delete', 'history-instance', 'history-type', 'create', 'search-type',
   ];
@@ -40,6 +44,8 @@ export function capabilityStatement(ctx: FhirContext, startedAt: string): fhir4.
           return {
             type: type as fhir4.CapabilityStatementRestResource['type'],
             profile: `http://hl7.org/fhir/StructureDefinition/${type}`,
+            // The profiles in profiles/ that a resource declaring them is checked against (validation/profile.ts).
+            ...(profiles.has(type) ? { supportedProfile: profiles.get(type) } : {}),
             interaction: interactions.map((code) => ({ code })),
             versioning: 'versioned-update',
             readHistory: true,
@@ -59,16 +65,57 @@ export function capabilityStatement(ctx: FhirContext, startedAt: string): fhir4.
             ...(includes.include.length ? { searchInclude: includes.include } : {}),
             ...(includes.revinclude.length ? { searchRevInclude: includes.revinclude } : {}),
             operation: [
-              ...ctx.operations.forType(type).map((o) => ({ name: o.name, definition: o.definition ?? `${ctx.baseUrl}/OperationDefinition/${o.name}` })),
+              ...ctx.operations.forType(type).filter((o) => o.offered !== false).map((o) => ({ name: o.name, definition: o.definition ?? `${ctx.baseUrl}/OperationDefinition/${o.name}` })),
               ...(routedOperations[type] ?? []),
             ],
           };
         })],
         // POST /fhir takes batch and transaction Bundles (bundle/); GET /fhir/_history; GET /fhir?_type=… (search-system.ts).
         interaction: [{ code: 'transaction' }, { code: 'batch' }, { code: 'history-system' }, { code: 'search-system' }],
+        // GET /fhir/Patient/{id}/{type} and /Patient/{id}/* (routes.ts), by the R4 patient compartment (search/compartment.ts).
+        compartment: ['http://hl7.org/fhir/CompartmentDefinition/patient'],
       },
     ],
   };
   for (const contribute of contributors.values()) contribute(statement, ctx);
   return statement;
+}
+
+/** When each context's statement was first asked for: its `date`, the same through REST and in a batch. */
+const published = new WeakMap<FhirContext, string>();
+
+/**
+ * The answer to `GET /fhir/metadata` (R4 http.html#capabilities), over REST and as a batch
+ * entry: `mode` full or normative (the whole statement is normative in R4) gives the
+ * CapabilityStatement, `mode=terminology` the TerminologyCapabilities, any other mode is refused
+ * rather than answered with something else; `_summary` and `_elements` subset it as they do a read.
+ */
+export function metadata(ctx: FhirContext, query: URLSearchParams): fhir4.CapabilityStatement | fhir4.TerminologyCapabilities {
+  let startedAt = published.get(ctx);
+  if (!startedAt) published.set(ctx, (startedAt = new Date().toISOString()));
+  const mode = query.getAll('mode').at(-1) ?? 'full';
+  if (mode === 'terminology') return terminologyCapabilities(ctx, startedAt);
+  if (mode !== 'full' && mode !== 'normative') throw badRequest(`mode must be full, normative or terminology, got '${mode.slice(0, 20)}'`, ['mode']);
+  const statement = capabilityStatement(ctx, startedAt);
+  const subset = readSubsetMode(query);
+  return subset ? (subsetResource(statement as unknown as Record<string, unknown>, subset) as unknown as fhir4.CapabilityStatement) : statement;
+}
+
+/**
+ * R4 TerminologyCapabilities of what the terminology routes serve: `ConceptMap/$translate` over
+ * the server's own maps, with or without a map named (translation.needsMap false). No
+ * `$lookup`, `$validate-code` or `$expand` is served, so no code system or expansion is claimed.
+ */
+function terminologyCapabilities(ctx: FhirContext, startedAt: string): fhir4.TerminologyCapabilities {
+  const statement = capabilityStatement(ctx, startedAt);
+  return {
+    resourceType: 'TerminologyCapabilities',
+    status: 'active',
+    date: startedAt,
+    publisher: statement.publisher,
+    kind: 'instance',
+    software: statement.software,
+    implementation: statement.implementation,
+    translation: { needsMap: false },
+  };
 }

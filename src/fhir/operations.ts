@@ -20,6 +20,11 @@ export interface OperationDefinition {
   /** GET is allowed only for operations that change nothing (R4 operations.html#request). */
   affectsState: boolean;
   handler: OperationHandler;
+  /**
+   * False when this instance is not set up to perform it (it answers why not, 501): left out of
+   * the CapabilityStatement, which lists what a client can use.
+   */
+  offered?: boolean;
   /** Canonical URL of its OperationDefinition, for the CapabilityStatement. */
   definition?: string;
   /**

@@ -3,7 +3,7 @@ import { policyOf } from '../access/request';
 import { search } from './interactions/search';
 import { searchSystem } from './interactions/search-system';
 import type { FhirContext, InteractionResult } from './context';
-import { capabilityStatement } from './capability';
+import { metadata } from './capability';
 import { bundle } from './interactions/bundle';
 import { history } from './interactions/history';
 import { read, vread } from './interactions/read';
@@ -28,7 +28,6 @@ type Handler = (ctx: FhirContext, req: RestRequest) => Promise<InteractionResult
 export const fhirRoutes: Plugin<{ ctx: FhirContext }> = {
   name: 'fhir-rest',
   register(server, { ctx }) {
-    const startedAt = new Date().toISOString();
     const bodyOptions = (): RouteOptions['payload'] => ({ parse: false, output: 'data', maxBytes: ctx.config.maxBodyBytes });
 
     const route = (method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE', path: string, handler: Handler, opts: { body?: 'resource' | 'resource-or-patch' | 'form' } = {}) =>
@@ -45,7 +44,7 @@ export const fhirRoutes: Plugin<{ ctx: FhirContext }> = {
     server.route({
       method: 'GET',
       path: '/fhir/metadata',
-      handler: (request, h) => respond(request, h, { status: 200, body: capabilityStatement(ctx, startedAt) }),
+      handler: (request, h) => respond(request, h, { status: 200, body: metadata(ctx, new URLSearchParams(rawQueryOf(request))) }),
     });
 
     route('POST', '', bundle, { body: 'resource' });

@@ -169,6 +169,13 @@ function loadProfiles(): Map<string, CompiledProfile> {
   return profiles;
 }
 
+/** The profiles the server holds (and so checks), by the resource type each constrains: the CapabilityStatement's supportedProfile. */
+export function heldProfilesByType(): ReadonlyMap<string, string[]> {
+  const byType = new Map<string, string[]>();
+  for (const [url, profile] of loadProfiles()) byType.set(profile.type, [...(byType.get(profile.type) ?? []), url].sort());
+  return byType;
+}
+
 /** Whether the server holds (and so checks) the profile with this canonical URL. */
 export function isKnownProfile(url: string): boolean {
   return loadProfiles().has(url.split('|')[0]!);

@@ -1,6 +1,6 @@
 import type { AccessPolicy } from '../../access/policy';
 import { search } from '../interactions/search';
-import { capabilityStatement } from '../capability';
+import { metadata } from '../capability';
 import type { FhirContext, InteractionResult } from '../context';
 import { history } from '../interactions/history';
 import { read, vread } from '../interactions/read';
@@ -33,7 +33,7 @@ export function routeReadEntry(ctx: FhirContext, url: string, conditions: { ifNo
   const req = (t: string, extra: Partial<RestRequest> = {}): RestRequest => ({
     type: t, query, prefer: 'representation', lenient: false, url: `${ctx.baseUrl}/${url}`, ...conditions, policy, ...extra,
   });
-  if (type === 'metadata' && path.length === 1) return async () => ({ status: 200, body: capabilityStatement(ctx, new Date().toISOString()) });
+  if (type === 'metadata' && path.length === 1) return async () => ({ status: 200, body: metadata(ctx, query) });
   if (type === '_history' && path.length === 1) return () => history(ctx, { ...req(''), type: undefined });
   if (!type || !isSupportedType(type)) throw notFound(`${url}: '${type ?? ''}' is not a resource type this server supports`);
   // The same id grammar as the REST routes (src/fhir/routes.ts): no such resource can exist.

@@ -1,0 +1,184 @@
+import * as Lab from '@hapi/lab';
+import { expect } from '@hapi/code';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import * as fhirpath from 'fhirpath';
+import r4Model from 'fhirpath/fhir-context/r4';
+import { officialDefinitionsDir } from '../../src/kernel/paths';
+import { validatorFor } from '../../src/validation/schema';
+import { missingRequiredIssues } from '../../src/validation/required';
+import { coreInvariantIssues } from '../../src/validation/core-invariants';
+import { validationIssues } from '../../src/validation/resource';
+import { createResource, startTestServer, type TestServer } from '../helpers/server';
+
+export const lab = Lab.script();
+const { describe, it, before, after } = lab;
+
+const PATIENT_COMPARTMENT = 'http://hl7.org/fhir/CompartmentDefinition/patient';
+
+/**
+ * The statement checked as the server checks what clients send: the R4 JSON schema, the required
+ * elements and core invariants, and the CapabilityStatement's own invariants (cpb-*) from its
+ * official StructureDefinition. The whole statement is too large for validationIssues' element
+ * cap (it is 1 MB), so its steps are run here one by one.
+ */
+function statementIssues(statement: fhir4.CapabilityStatement): string[] {
+  const validate = validatorFor('CapabilityStatement')!;
+  const issues: string[] = validate(statement) ? [] : (validate.errors ?? []).map((e) => `${e.instancePath} ${e.message}`);
+  const { resourceType: _type, ...rest } = statement;
+  issues.push(...missingRequiredIssues(rest, 'CapabilityStatement').map((i) => i.diagnostics ?? ''));
+  issues.push(...coreInvariantIssues(statement as unknown as Record<string, unknown>).map((i) => i.diagnostics ?? ''));
+  const definition = JSON.parse(readFileSync(join(officialDefinitionsDir(), 'StructureDefinition-CapabilityStatement.json'), 'utf8')) as fhir4.StructureDefinition;
+  for (const element of definition.snapshot!.element) {
+    for (const constraint of element.constraint ?? []) {
+      if (!constraint.key.startsWith('cpb-') || !constraint.expression) continue;
+      for (const node of fhirpath.evaluate(statement, element.path, undefined, r4Model) as unknown[]) {
+        const [holds] = fhirpath.evaluate(node, constraint.expression, { resource: statement, rootResource: statement }, r4Model) as unknown[];
+        if (holds === false) issues.push(`${constraint.key} on ${element.path}: ${constraint.human}`);
+      }
+    }
+  }
+  return issues;
+}
+
+describe('CapabilityStatement (GET /fhir/metadata)', () => {
+  let app: TestServer;
+  before(async () => {
+    app = await startTestServer();
+  });
+  after(() => app.stop());
+
+  const metadata = async (query = '') => app.request({ method: 'GET', url: `/fhir/metadata${query}` });
+  const resource = (statement: fhir4.CapabilityStatement, type: string) => statement.rest![0]!.resource!.find((r) => r.type === type)!;
+
+  it('is a valid R4 CapabilityStatement: schema, required elements, core and cpb invariants', async () => {
+    const res = await metadata();
+    expect(res.statusCode).to.equal(200);
+    expect(statementIssues(res.json)).to.equal([]);
+  });
+
+  it('answers mode=terminology with a valid TerminologyCapabilities of its $translate, and refuses a mode it does not know', async () => {
+    const terminology = await metadata('?mode=terminology');
+    expect(terminology.statusCode).to.equal(200);
+    expect(terminology.json.resourceType).to.equal('TerminologyCapabilities');
+    expect(terminology.json.kind).to.equal('instance');
+    expect(terminology.json.translation).to.equal({ needsMap: false });
+    expect(validationIssues(terminology.json)).to.equal([]);
+    // needsMap false: a translation without naming a map works.
+    const translated = await app.request({ method: 'GET', url: '/fhir/ConceptMap/$translate?system=https://withings.com/meastype&code=1' });
+    expect(translated.statusCode).to.equal(200);
+
+    for (const mode of ['full', 'normative']) expect((await metadata(`?mode=${mode}`)).json.resourceType).to.equal('CapabilityStatement');
+    const bogus = await metadata('?mode=everything');
+    expect(bogus.statusCode).to.equal(400);
+    expect(bogus.json.resourceType).to.equal('OperationOutcome');
+  });
+
+  it('subsets the statement by _summary and _elements, within backbone elements too, and refuses _summary=count', async () => {
+    const full = await metadata();
+    const summary = await metadata('?_summary=true');
+    expect(summary.statusCode).to.equal(200);
+    expect(summary.json.meta.tag).to.include({ system: 'http://terminology.hl7.org/CodeSystem/v3-ObservationValue', code: 'SUBSETTED', display: 'subsetted' });
+    // rest.resource is a summary element, its searchParam and interaction are not (R4 CapabilityStatement Σ flags).
+    const observation = resource(summary.json, 'Observation');
+    expect(observation.operation!.map((o) => o.name)).to.include('lastn');
+    expect(observation.searchParam).to.not.exist();
+    expect(observation.interaction).to.not.exist();
+    expect(summary.json.rest[0].interaction).to.not.exist();
+    expect(summary.payload.length).to.be.below(full.payload.length / 10);
+    expect(statementIssues(summary.json)).to.equal([]);
+
+    const elements = await metadata('?_elements=fhirVersion');
+    expect(elements.json.fhirVersion).to.equal('4.0.1');
+    expect(elements.json.rest).to.not.exist();
+    expect(elements.json.format).to.exist(); // mandatory, so kept
+
+    const count = await metadata('?_summary=count');
+    expect(count.statusCode).to.equal(400);
+    expect(count.json.resourceType).to.equal('OperationOutcome');
+
+    // A batch's metadata entry is answered the same way.
+    const batch = await app.request({
+      method: 'POST', url: '/fhir',
+      payload: { resourceType: 'Bundle', type: 'batch', entry: [{ request: { method: 'GET', url: 'metadata?_elements=fhirVersion' } }, { request: { method: 'GET', url: 'metadata?mode=terminology' } }] },
+    });
+    expect(batch.statusCode).to.equal(200);
+    expect(batch.json.entry[0].resource.rest).to.not.exist();
+    expect(batch.json.entry[0].resource.fhirVersion).to.equal('4.0.1');
+    expect(batch.json.entry[1].resource.resourceType).to.equal('TerminologyCapabilities');
+  });
+
+  it('lists $anonymize only where a pseudonym key lets it answer', async () => {
+    const keyless = resource((await metadata()).json, 'Patient').operation!.map((o) => o.name);
+    expect(keyless).to.include(['everything', 'erase']);
+    expect(keyless).to.not.include('anonymize');
+    const patient = await createResource(app, { resourceType: 'Patient', active: true });
+    expect((await app.request({ method: 'GET', url: `/fhir/Patient/${patient}/$anonymize` })).statusCode).to.equal(501);
+
+    const keyed = await startTestServer({ PSEUDONYM_KEY: 'capability-suite-pseudonym-key-0123456789' });
+    try {
+      const res = await keyed.request({ method: 'GET', url: '/fhir/metadata' });
+      expect(resource(res.json, 'Patient').operation!.map((o) => o.name)).to.include('anonymize');
+    } finally {
+      await keyed.stop();
+    }
+  });
+
+  it('declares the patient compartment, whose searches it serves', async () => {
+    expect((await metadata()).json.rest[0].compartment).to.equal([PATIENT_COMPARTMENT]);
+    const patient = await createResource(app, { resourceType: 'Patient', active: true });
+    await createResource(app, { resourceType: 'Observation', status: 'final', code: { text: 'compartment' }, subject: { reference: `Patient/${patient}` } });
+    const search = await app.request({ method: 'GET', url: `/fhir/Patient/${patient}/Observation` });
+    expect(search.statusCode).to.equal(200);
+    expect(search.json.entry).to.have.length(1);
+  });
+
+  it('declares the profiles it holds as supportedProfile, and holds a resource claiming one to it', async () => {
+    const observation = resource((await metadata()).json, 'Observation');
+    expect(observation.supportedProfile).to.include(['http://hl7.org/fhir/StructureDefinition/bp', 'http://hl7.org/fhir/StructureDefinition/vitalsigns']);
+    for (const r of (await metadata()).json.rest[0].resource as fhir4.CapabilityStatementRestResource[]) {
+      if (r.type !== 'Observation') expect(r.supportedProfile, r.type).to.not.exist();
+    }
+    // A blood pressure without its systolic and diastolic components breaks the bp profile it claims.
+    const res = await app.request({
+      method: 'POST', url: '/fhir/Observation',
+      payload: {
+        resourceType: 'Observation', meta: { profile: ['http://hl7.org/fhir/StructureDefinition/bp'] }, status: 'final',
+        category: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/observation-category', code: 'vital-signs' }] }],
+        code: { coding: [{ system: 'http://loinc.org', code: '85354-9' }] }, subject: { reference: 'Patient/x' }, effectiveDateTime: '2024-01-01T00:00:00Z',
+      },
+    });
+    expect(res.statusCode).to.be.within(400, 422);
+    expect(res.json.resourceType).to.equal('OperationOutcome');
+  });
+});
+
+describe('_summary=true within backbone elements', () => {
+  let app: TestServer;
+  before(async () => {
+    app = await startTestServer();
+  });
+  after(() => app.stop());
+
+  it('drops the non-summary elements of a backbone element (Observation.component.interpretation), keeps the summary ones whole', async () => {
+    // Sent as text: the decimal 120.50 as written, which JSON.stringify would make 120.5.
+    const created = await app.request({
+      method: 'POST', url: '/fhir/Observation', headers: { 'content-type': 'application/fhir+json' },
+      payload: `{"resourceType":"Observation","status":"final","code":{"coding":[{"system":"http://loinc.org","code":"85354-9"}]},
+        "component":[{"code":{"coding":[{"system":"http://loinc.org","code":"8480-6"}]},
+          "valueQuantity":{"value":120.50,"unit":"mmHg","system":"http://unitsofmeasure.org","code":"mm[Hg]"},
+          "interpretation":[{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation","code":"N"}]}]}]}`,
+    });
+    expect(created.statusCode).to.equal(201);
+    const id = created.json.id as string;
+    for (const url of [`/fhir/Observation/${id}?_summary=true`, `/fhir/Observation?_id=${id}&_summary=true`]) {
+      const res = await app.request({ method: 'GET', url });
+      expect(res.statusCode).to.equal(200);
+      const observation = res.json.resourceType === 'Bundle' ? res.json.entry[0].resource : res.json;
+      expect(observation.component[0].interpretation, url).to.not.exist();
+      expect(observation.component[0].code.coding[0].code).to.equal('8480-6');
+      // The decimal as written: the subset keeps it (decision 028).
+      expect(res.payload).to.contain('"value":120.50');
+    }
+  });
+});
