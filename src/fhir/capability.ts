@@ -5,6 +5,7 @@ import { badRequest } from '../kernel/outcome';
 import { heldProfilesByType } from '../validation/profile';
 import type { FhirContext } from './context';
 import { routedOperations } from './terminology-routes';
+import { systemSearchParameters } from './interactions/search-system';
 
 /** Extra CapabilityStatement parts contributed by other capabilities (auth adds rest.security). */
 export type CapabilityContributor = (statement: fhir4.CapabilityStatement, ctx: FhirContext) => void;
@@ -72,6 +73,7 @@ export function capabilityStatement(ctx: FhirContext, startedAt: string): fhir4.
         })],
         // POST /fhir takes batch and transaction Bundles (bundle/); GET /fhir/_history; GET /fhir?_type=… (search-system.ts).
         interaction: [{ code: 'transaction' }, { code: 'batch' }, { code: 'history-system' }, { code: 'search-system' }],
+        searchParam: systemSearchParameters(),
         // GET /fhir/Patient/{id}/{type} and /Patient/{id}/* (routes.ts), by the R4 patient compartment (search/compartment.ts).
         compartment: ['http://hl7.org/fhir/CompartmentDefinition/patient'],
       },

@@ -133,6 +133,39 @@ describe('CapabilityStatement (GET /fhir/metadata)', () => {
     expect(search.json.entry).to.have.length(1);
   });
 
+  it('declares the parameters of a search at the base, each of which a search of several types takes', async () => {
+    const declared = ((await metadata()).json.rest[0].searchParam as fhir4.CapabilityStatementRestResourceSearchParam[]).map((p) => p.name);
+    expect(declared).to.include(['_type', '_id', '_lastUpdated', '_profile', '_security', '_source', '_tag', '_count', '_total', '_summary', '_elements']);
+    expect(declared).to.not.include(['_sort', '_include', '_revinclude', '_has']);
+    const tag = `cap-${Date.now()}`;
+    const patient = await createResource(app, {
+      resourceType: 'Patient',
+      meta: { tag: [{ system: 'http://t', code: tag }], security: [{ system: 'http://s', code: tag }], source: `http://src/${tag}`, profile: [`http://p/${tag}`] },
+    });
+    await createResource(app, { resourceType: 'Observation', meta: { tag: [{ system: 'http://t', code: tag }] }, status: 'final', code: { text: tag } });
+    const total = async (filter: string) => {
+      const res = await app.request({ method: 'GET', url: `/fhir?_type=Patient,Observation&${filter}&_total=accurate` });
+      expect(res.statusCode, `${filter}: ${res.payload.slice(0, 200)}`).to.equal(200);
+      return res.json.total as number;
+    };
+    const cases: Array<[string, string, number]> = [
+      [`_tag=http://t|${tag}`, '_tag=http://t|none', 2],
+      [`_id=${patient}`, '_id=none', 1],
+      [`_tag=${tag}&_lastUpdated=gt2000-01-01`, `_tag=${tag}&_lastUpdated=lt2000-01-01`, 2],
+      [`_profile=http://p/${tag}`, '_profile=http://p/none', 1],
+      [`_security=http://s|${tag}`, '_security=http://s|none', 1],
+      [`_source=http://src/${tag}`, '_source=http://src/none', 1],
+    ];
+    for (const [match, miss, count] of cases) {
+      expect(await total(match), match).to.equal(count);
+      expect(await total(miss), miss).to.equal(0);
+    }
+    const counted = await app.request({ method: 'GET', url: `/fhir?_type=Patient,Observation&_tag=${tag}&_summary=count` });
+    expect([counted.json.total, counted.json.entry]).to.equal([2, undefined]);
+    const paged = await app.request({ method: 'GET', url: `/fhir?_type=Patient,Observation&_tag=${tag}&_count=1&_elements=status` });
+    expect(paged.json.entry).to.have.length(1);
+  });
+
   it('declares the profiles it holds as supportedProfile, and holds a resource claiming one to it', async () => {
     const observation = resource((await metadata()).json, 'Observation');
     expect(observation.supportedProfile).to.include(['http://hl7.org/fhir/StructureDefinition/bp', 'http://hl7.org/fhir/StructureDefinition/vitalsigns']);

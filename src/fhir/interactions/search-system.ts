@@ -1,6 +1,7 @@
 import { readLimits } from '../../access/enforce';
 import { badRequest } from '../../kernel/outcome';
 import { supportedTypes } from '../../kernel/resource-types';
+import { searchParametersFor } from '../../search';
 import { patientCompartmentOf } from '../../search/registry';
 import type { FhirContext, InteractionResult } from '../context';
 import type { RestRequest } from '../rest-request';
@@ -10,6 +11,27 @@ import { namedTypes, searchOfType, searchsetOf, walkBundle, walkCountOf, walkPos
 const ONE_TYPE_ONLY = new Set(['_sort', '_include', '_revinclude']);
 /** The walk's own paging and totals; the other parameters go to each type's search as given. */
 const WALK_PARAMS = new Set(['_type', '_count', '_total', '_page-type', '_page-cursor', '_cursor']);
+
+/**
+ * The parameters a search at the base takes whatever the types (CapabilityStatement
+ * rest.searchParam): `_type`, and those every supported type has (`_id`, `_lastUpdated`, `_tag`,
+ * …, the result parameters) but the ones that need a single type, and `_has`, whose reference
+ * parameter refers to some of the types only (`_has:Observation:subject:…` is a 400 for an
+ * Observation).
+ */
+export function systemSearchParameters(): fhir4.CapabilityStatementRestResourceSearchParam[] {
+  const [first, ...others] = supportedTypes.map((t) => searchParametersFor(t));
+  const everywhere = first!.filter((p) => !ONE_TYPE_ONLY.has(p.name) && p.name !== '_has' && others.every((ps) => ps.some((q) => q.name === p.name && q.type === p.type)));
+  return [
+    { name: '_type', type: 'special', documentation: 'Comma-separated resource types; without it, every type the token may search' },
+    ...everywhere.map((p) => ({
+      name: p.name,
+      type: p.type as fhir4.CapabilityStatementRestResourceSearchParam['type'],
+      ...(p.definition ? { definition: p.definition } : {}),
+      ...(p.documentation ? { documentation: p.documentation } : {}),
+    })),
+  ];
+}
 
 /**
  * Search at the base (R4 http.html#search, search.html#all): `GET /fhir?_type=Observation,Condition&patient=…`
