@@ -21,6 +21,8 @@ export interface RequestAudit {
   fact: Omit<AuditFact, 'patients'>;
   /** The response body, when the patients it discloses are still to be found in it, and those it holds without showing. */
   disclosed?: { json: string; type?: string; id?: string; onlyReads?: boolean; hidden?: readonly string[] };
+  /** The entries of a batch or transaction that failed inside its 200 answer, one failure event each. */
+  failedEntries?: Array<RequestAudit['fact']>;
 }
 
 interface Interaction {
@@ -148,7 +150,33 @@ export function auditOfRequest(request: Request, policyOf: (r: Request) => Acces
   // patient it was made from, under that patient's own id (not the pseudonym it carries, which
   // the event would otherwise link to the id).
   if (operationOf(request) === '$anonymize') return { fact: rest, disclosed: { json: '{}', type: 'Patient', id: params.id } };
-  return { fact: rest, disclosed: { json: body, type: params.type, id: params.id, onlyReads: subtype === 'batch' || subtype === 'transaction', hidden: request.app.hiddenPatients } };
+  const bundle = subtype === 'batch' || subtype === 'transaction';
+  const failedEntries = bundle && request.app.failedEntries ? entryFailures(request.app.failedEntries, actor) : undefined;
+  return { fact: rest, disclosed: { json: body, type: params.type, id: params.id, onlyReads: bundle, hidden: request.app.hiddenPatients }, failedEntries };
+}
+
+/**
+ * A batch answers 200 whatever its entries' fate, and a transaction 200 with a read that failed
+ * after its commit (decision 038): each such entry is audited as the failure it is, a refusal
+ * (403) as much as a REST request's, with the entry's own request as the query.
+ */
+function entryFailures(failed: NonNullable<Request['app']['failedEntries']>, actor: Actor): Array<RequestAudit['fact']> {
+  return failed.map((e) => {
+    const interaction = entryInteraction(e.method, e.url);
+    return fact({
+      kind: 'rest', subtype: interaction.subtype, action: interaction.action, outcome: e.status < 500 ? '4' : '8',
+      outcomeDesc: `HTTP ${e.status}${e.diagnostics ? `: ${e.diagnostics}` : ''}`, actor, query: `${e.method} ${e.url}`, what: undefined,
+    });
+  });
+}
+
+/** The interaction an entry's request asks for: its method, and for a read its URL's shape (`Type/id` or a search). */
+function entryInteraction(method: string, url: string): Omit<Interaction, 'reads'> {
+  if (method === 'POST' || method === 'PUT' || method === 'PATCH' || method === 'DELETE') return write(method);
+  if (method !== 'GET' && method !== 'HEAD') return { action: 'E' };
+  const path = url.split('?')[0]!.split('/').filter((s) => s !== '' && !s.includes(':'));
+  if (path.length === 2 && !path[1]!.startsWith('_')) return READ;
+  return path.length === 1 ? SEARCH : { action: 'R' };
 }
 
 /** A request's fact, every property set in one order: the one shape every fact of this module has (see the actor's comment). */

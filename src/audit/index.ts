@@ -59,7 +59,7 @@ export function registerAudit(ctx: FhirContext, server: Server): AuditTrail {
       return;
     }
     if (!audit) return;
-    const { fact, disclosed } = audit;
+    const { fact, disclosed, failedEntries } = audit;
     // The records are built now, after the response is sent, so that only their strings wait
     // for the batch: holding the body until then (a searchset is tens of kB) made it outlive the
     // young generation, and its copying and old-space collection cost a search a third of its
@@ -67,6 +67,7 @@ export function registerAudit(ctx: FhirContext, server: Server): AuditTrail {
     // policy and facts, kept by a closure, cost it ~50 µs more ("Third look").
     const patients = disclosed ? disclosedPatients(disclosed) : [];
     recorder.record(auditRecords(fact, observer, patients));
+    for (const failed of failedEntries ?? []) recorder.record(auditRecords(failed, observer, []));
   });
 
   return {

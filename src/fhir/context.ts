@@ -30,4 +30,19 @@ export interface InteractionResult {
    * otherwise finds the patients in the body, names these too (src/audit/http.ts).
    */
   disclosedPatients?: readonly string[];
+  /**
+   * The entries of a batch or transaction answered with an error inside a 200 response Bundle
+   * (a batch entry refused, a transaction's read failing after its commit). The request's own
+   * audit event says 200; each of these is audited as the failure it is (src/audit/http.ts).
+   */
+  failedEntries?: readonly FailedEntry[];
+}
+
+/** One entry of a response Bundle that failed: what it asked, and the answer it got. */
+export interface FailedEntry {
+  index: number;
+  method: string;
+  url: string;
+  status: number;
+  diagnostics?: string;
 }

@@ -8,6 +8,8 @@ declare module '@hapi/hapi' {
   interface RequestApplicationState {
     /** The answer's InteractionResult.disclosedPatients, for the audit trail (src/audit/http.ts). */
     hiddenPatients?: readonly string[];
+    /** The answer's InteractionResult.failedEntries, each audited as a failure (src/audit/http.ts). */
+    failedEntries?: ReadonlyArray<{ index: number; method: string; url: string; status: number; diagnostics?: string }>;
   }
 }
 
@@ -28,6 +30,7 @@ export function respond(request: Request, h: ResponseToolkit, result: Interactio
     }
   }
   if (result.disclosedPatients?.length) request.app.hiddenPatients = result.disclosedPatients;
+  if (result.failedEntries?.length) request.app.failedEntries = result.failedEntries;
   const response = h.response(payload).code(result.status);
   if (payload !== undefined) response.type(`${type}; charset=utf-8`);
   for (const [name, value] of Object.entries(result.headers ?? {})) response.header(name, value);
