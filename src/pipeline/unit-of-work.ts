@@ -457,6 +457,12 @@ async function runAfterCommit(ctx: PipelineContext, committed: readonly Committe
 export interface ExecuteOptions extends ApplyOptions {
   /** `atomic` (default): all or nothing. `per-entry`: each op alone, answered in its slot. */
   mode?: 'atomic' | 'per-entry';
+  /**
+   * Atomic units: runs in the unit's transaction once every op is written, before the commit
+   * stage (a transaction's reads, R4 http.html#trules, which then see its writes and nothing
+   * another writer committed since). A throw rolls the unit back; a replay runs it again.
+   */
+  thenInUnit?: (uow: UnitOfWork) => Promise<void>;
 }
 
 /**
@@ -471,7 +477,11 @@ export async function executeWrites(ctx: PipelineContext, ops: readonly WriteOp[
   const attemptOps = (attempt: number) => (attempt === 1 ? ops : ops.map((_, i) => fresh(i)));
   if (options.mode === 'per-entry') return withUnitOfWork(ctx, (uow, attempt) => (attempt === 1 ? uow.applyEach(ops, options, fresh) : uow.applyEach(attemptOps(attempt), options)));
   try {
-    return await withUnitOfWork(ctx, (uow, attempt) => uow.apply(attemptOps(attempt), options));
+    return await withUnitOfWork(ctx, async (uow, attempt) => {
+      const outcomes = await uow.apply(attemptOps(attempt), options);
+      await options.thenInUnit?.(uow);
+      return outcomes;
+    });
   } catch (err) {
     throw err instanceof WriteOpError && ops.length === 1 ? err.cause : err;
   }

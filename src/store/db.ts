@@ -67,3 +67,22 @@ export async function openDb(url: string, dataDir: string, options: { statementT
   }
   throw new Error(`DATABASE_URL must be postgres://…, pglite://memory, pglite://<dir> or unset; got ${url.split(':')[0]}:…`);
 }
+
+/**
+ * `db` as the transaction `tx` sees it, for code written against a Db (the read interactions) that
+ * must run inside that transaction: it sees the transaction's own uncommitted writes, and on PGlite
+ * it does not wait for the one-transaction mutex `tx` holds. A transaction begun through it joins
+ * `tx`; it cannot listen, and is not closed through it.
+ */
+export function joiningTransaction(db: Db, tx: Transaction): Db {
+  const joined: Db = {
+    kind: db.kind,
+    query: (sql, params) => tx.query(sql, params),
+    exec: (sql) => tx.exec(sql),
+    transaction: (fn) => fn(tx),
+    listen: () => Promise.reject(new Error('a Db joining a transaction cannot listen')),
+    withSignal: () => joined,
+    close: () => Promise.reject(new Error('a Db joining a transaction is closed with its own Db')),
+  };
+  return joined;
+}

@@ -2,6 +2,7 @@ import * as Lab from '@hapi/lab';
 import { expect } from '@hapi/code';
 import { randomUUID } from 'node:crypto';
 import { countRows, searchAll, startTestServer, type TestServer, unique } from '../helpers/server';
+import { executeWrites } from '../../src/pipeline';
 
 export const lab = Lab.script();
 const { describe, it, before, after } = lab;
@@ -26,6 +27,36 @@ describe('transaction processing order', () => {
   const batch = (entry: unknown[]) => app.request({ method: 'POST', url: '/fhir', payload: { resourceType: 'Bundle', type: 'batch', entry } });
   const patientsWith = async (identifier: string) => searchAll(app, `/fhir/Patient?identifier=${encodeURIComponent(identifier)}`);
   const idOf = (location: string) => location.split('/')[1];
+
+  it('answers its reads with the state it leaves, not what another writer commits right after it', async () => {
+    const id = unique('raced');
+    await app.request({ method: 'PUT', url: `/fhir/Patient/${id}`, payload: { resourceType: 'Patient', id } });
+    // Another writer, whose update commits the moment this transaction has: a clinician's PUT
+    // arriving then (its after-commit hook stands in for the race, deterministically).
+    let raced = false;
+    const unplug = app.ctx.stages.use('after-commit', 'test.other-writer', async (committed) => {
+      if (raced || !committed.some((w) => w.id === id && w.resource && (w.resource as fhir4.Patient).gender === 'female')) return;
+      raced = true;
+      await executeWrites(app.ctx, [{ kind: 'update', type: 'Patient', id, resource: { resourceType: 'Patient', id, gender: 'male' } }]);
+    });
+    try {
+      const res = await transaction([
+        { request: { method: 'GET', url: `Patient/${id}` } },
+        { request: { method: 'GET', url: `Patient?_id=${id}` } },
+        { resource: { resourceType: 'Patient', id, gender: 'female' }, request: { method: 'PUT', url: `Patient/${id}` } },
+      ]);
+      expect(res.statusCode, res.payload).to.equal(200);
+      expect(raced).to.be.true();
+      expect(res.json.entry[2].response.etag).to.equal('W/"2"');
+      // Both reads show version 2, the one this transaction wrote; version 3 is the other writer's.
+      expect(res.json.entry[0].resource.gender).to.equal('female');
+      expect(res.json.entry[0].response.etag).to.equal('W/"2"');
+      expect(res.json.entry[1].resource.entry[0].resource.meta.versionId).to.equal('2');
+      expect((await app.request({ method: 'GET', url: `/fhir/Patient/${id}` })).json.meta.versionId).to.equal('3');
+    } finally {
+      unplug();
+    }
+  });
 
   it('F2: a conditional create after a DELETE of its match creates; the new Observation refers to the new Patient', async () => {
     const identifier = `urn:t|${unique('dc1')}`;

@@ -18,8 +18,11 @@ import { readEntryResponse, writeEntry } from './response';
  * read, vread, search (also in a Patient compartment), history, metadata.
  */
 export async function readEntry(ctx: FhirContext, url: string, conditions: { ifNoneMatch?: string; ifModifiedSince?: string } | undefined, policy: AccessPolicy): Promise<InteractionResult> {
-  return routeReadEntry(ctx, url, conditions, policy)();
+  return routeReadEntry(ctx, url, conditions, policy)(ctx);
 }
+
+/** A routed read, run later on the context given: a transaction's, inside its own database transaction. */
+export type RoutedRead = (at: FhirContext) => Promise<InteractionResult>;
 
 /**
  * The interaction a GET entry asks for, to be run later; what its URL alone shows is wrong (a
@@ -27,26 +30,26 @@ export async function readEntry(ctx: FhirContext, url: string, conditions: { ifN
  * now. A transaction routes its reads before it writes, so such an entry fails it with nothing
  * written.
  */
-export function routeReadEntry(ctx: FhirContext, url: string, conditions: { ifNoneMatch?: string; ifModifiedSince?: string } | undefined, policy: AccessPolicy): () => Promise<InteractionResult> {
+export function routeReadEntry(ctx: FhirContext, url: string, conditions: { ifNoneMatch?: string; ifModifiedSince?: string } | undefined, policy: AccessPolicy): RoutedRead {
   const { path, query } = splitRequestUrl(url, ctx.baseUrl);
   const [type, id, third, fourth] = path;
   const req = (t: string, extra: Partial<RestRequest> = {}): RestRequest => ({
     type: t, query, prefer: 'representation', lenient: false, url: `${ctx.baseUrl}/${url}`, ...conditions, policy, ...extra,
   });
-  if (type === 'metadata' && path.length === 1) return async () => ({ status: 200, body: metadata(ctx, query) });
-  if (type === '_history' && path.length === 1) return () => history(ctx, { ...req(''), type: undefined });
+  if (type === 'metadata' && path.length === 1) return async (at) => ({ status: 200, body: metadata(at, query) });
+  if (type === '_history' && path.length === 1) return (at) => history(at, { ...req(''), type: undefined });
   if (!type || !isSupportedType(type)) throw notFound(`${url}: '${type ?? ''}' is not a resource type this server supports`);
   // The same id grammar as the REST routes (src/fhir/routes.ts): no such resource can exist.
   if ((id !== undefined && id !== '_history' && !isValidId(id)) || (third === '_history' && fourth !== undefined && !isValidId(fourth))) {
     throw notFound(`${url.slice(0, 100)} is not known (not a FHIR id)`);
   }
-  if (path.length === 1) return () => search(ctx, req(type));
-  if (id === '_history' && path.length === 2) return () => history(ctx, req(type));
-  if (path.length === 2) return () => read(ctx, req(type, { id }));
-  if (third === '_history' && path.length === 3) return () => history(ctx, req(type, { id }));
-  if (third === '_history' && path.length === 4) return () => vread(ctx, req(type, { id, versionId: fourth }));
+  if (path.length === 1) return (at) => search(at, req(type));
+  if (id === '_history' && path.length === 2) return (at) => history(at, req(type));
+  if (path.length === 2) return (at) => read(at, req(type, { id }));
+  if (third === '_history' && path.length === 3) return (at) => history(at, req(type, { id }));
+  if (third === '_history' && path.length === 4) return (at) => vread(at, req(type, { id, versionId: fourth }));
   if (type === 'Patient' && path.length === 3 && isSupportedType(third!)) {
-    return () => search(ctx, { ...req(third!), compartmentOf: id });
+    return (at) => search(at, { ...req(third!), compartmentOf: id });
   }
   throw notFound(`${url} is not a read this server supports`);
 }

@@ -1,11 +1,11 @@
 import type { AccessPolicy } from '../../access/policy';
 import { OperationOutcomeError } from '../../kernel/outcome';
 import { executeWrites, findConditionMatches, type ResolvedOp, type UnitOfWork, type UnitSoFar, WriteOpError } from '../../pipeline';
-import type { Queryable } from '../../store/db';
+import { joiningTransaction, type Queryable } from '../../store/db';
 import type { FhirContext } from '../context';
 import type { ReturnPreference } from '../negotiation';
 import { entryError, type ParsedEntry, parseEntry } from './entries';
-import { committedWriteEntry, routeReadEntry } from './read-entry';
+import { committedWriteEntry, type RoutedRead, routeReadEntry } from './read-entry';
 import { absoluteWhereAnEntryIsNamed, collectReferences, isConditionalReference, isPlaceholder, rewriteReferences } from './references';
 import { type BundleAnswer, bundleAnswer, failedEntry, inEntry, readEntryResponse } from './response';
 
@@ -25,6 +25,8 @@ export async function processTransaction(ctx: FhirContext, rawEntries: readonly 
   // Reads are routed before anything is written: an entry whose URL is no read fails the transaction whole.
   const reads = entries.filter((e) => !e.write).map((entry) => ({ entry, run: routed(entry, () => routeReadEntry(ctx, entry.url, entry.conditions, policy)) }));
 
+  const response: fhir4.BundleEntry[] = new Array(entries.length);
+  const disclosed: string[] = [];
   let outcomes;
   try {
     const pendingReferences = rewrittenLater(entries);
@@ -33,6 +35,13 @@ export async function processTransaction(ctx: FhirContext, rawEntries: readonly 
       pendingReferences,
       nameOp: (i) => `Bundle.entry[${writes[i]!.index}]`,
       beforePlan: (uow, resolved) => rewriteBetweenEntries(uow, writes, resolved, policy, pendingReferences),
+      // The reads see the state the transaction leaves, not what another writer commits after it
+      // (a GET of what it just updated answering someone else's version).
+      thenInUnit: async (uow) => {
+        disclosed.length = 0;
+        const at = { ...ctx, db: joiningTransaction(ctx.db, uow.tx), reads: undefined };
+        for (const { entry, run } of reads) response[entry.index] = await readInUnit(at, uow, entry, run, disclosed);
+      },
     });
   } catch (err) {
     if (err instanceof WriteOpError) throw inEntry(writes[err.opIndex]!.index, err.cause);
@@ -41,21 +50,27 @@ export async function processTransaction(ctx: FhirContext, rawEntries: readonly 
     }
     throw err;
   }
-
-  const response: fhir4.BundleEntry[] = new Array(entries.length);
-  const disclosed: string[] = [];
   for (const [i, entry] of writes.entries()) response[entry.index] = await committedWriteEntry(ctx, entry.write!, outcomes[i]!, prefer, policy, disclosed);
-  // The writes are committed: a read that fails now (a resource not there, a search refused) is
-  // that entry's answer, as in a batch. Failing the transaction would tell the client nothing was
-  // written, and a client that sends it again writes it twice.
-  for (const { entry, run } of reads) {
-    try {
-      response[entry.index] = readEntryResponse(await run(), disclosed, entry.method === 'HEAD' ? 'HEAD' : 'GET');
-    } catch (err) {
-      response[entry.index] = failedEntry(ctx, entry.index, err);
-    }
-  }
   return bundleAnswer('transaction-response', response, disclosed);
+}
+
+/**
+ * A read of the transaction, in its database transaction. One that fails is that entry's answer,
+ * as in a batch (decision 038): its writes are not undone for it. A savepoint (sent with the
+ * read's first statement, no round trip of its own) keeps a read whose SQL failed from aborting
+ * the transaction it shares with them.
+ */
+async function readInUnit(at: FhirContext, uow: UnitOfWork, entry: ParsedEntry, run: RoutedRead, disclosed: string[]): Promise<fhir4.BundleEntry> {
+  uow.tx.later('SAVEPOINT transaction_read');
+  try {
+    const answer = readEntryResponse(await run(at), disclosed, entry.method === 'HEAD' ? 'HEAD' : 'GET');
+    uow.tx.later('RELEASE SAVEPOINT transaction_read');
+    return answer;
+  } catch (err) {
+    await uow.tx.query('ROLLBACK TO SAVEPOINT transaction_read');
+    uow.tx.later('RELEASE SAVEPOINT transaction_read');
+    return failedEntry(at, entry.index, err);
+  }
 }
 
 /** The seam: every target is resolved; now point each entry's references at the ids chosen. */
