@@ -32,7 +32,7 @@ export interface InteractionResult {
   disclosedPatients?: readonly string[];
   /**
    * The entries of a batch or transaction answered with an error inside a 200 response Bundle
-   * (a batch entry refused, a transaction's read failing after its commit). The request's own
+   * (a batch entry refused, a transaction's read that failed: decision 038). The request's own
    * audit event says 200; each of these is audited as the failure it is (src/audit/http.ts).
    */
   failedEntries?: readonly FailedEntry[];
