@@ -3,6 +3,7 @@ import { expect } from '@hapi/code';
 import { randomUUID } from 'node:crypto';
 import { countRows, searchAll, startTestServer, type TestServer, unique } from '../helpers/server';
 import { executeWrites } from '../../src/pipeline';
+import type { Db, Transaction } from '../../src/store/db';
 
 export const lab = Lab.script();
 const { describe, it, before, after } = lab;
@@ -228,5 +229,44 @@ describe('transaction processing order', () => {
         expect(res.json.entry[2].response.lastModified).to.equal(lastUpdated);
       });
     }
+  });
+});
+
+describe('a transaction read whose SQL fails', () => {
+  const MARK = 'sqlfailsmark';
+  let app: TestServer;
+  before(async () => {
+    // Every statement of a unit carrying MARK runs `SELECT 1/0` instead: a real SQL error, which
+    // aborts the database transaction the read shares with the writes.
+    const failing = (tx: Transaction): Transaction => new Proxy(tx, {
+      get: (target, key) => key === 'query'
+        ? (sql: string, params?: readonly unknown[]) => `${sql} ${JSON.stringify(params ?? [])}`.toLowerCase().includes(MARK) ? target.query('SELECT 1/0') : target.query(sql, params)
+        : (Reflect.get(target, key) as unknown),
+    });
+    // Requests run on `db.withSignal(…)`: the Db it answers fails the same way.
+    const failingDb = (db: Db): Db => new Proxy(db, {
+      get: (target, key) => {
+        if (key === 'transaction') return <T>(fn: (tx: Transaction) => Promise<T>) => target.transaction((tx) => fn(failing(tx)));
+        if (key === 'withSignal') return (signal: AbortSignal) => failingDb(target.withSignal(signal));
+        return Reflect.get(target, key) as unknown;
+      },
+    });
+    app = await startTestServer({}, { db: failingDb });
+  });
+  after(() => app.stop());
+
+  it('is its entry\'s 500; the writes it shares a database transaction with still commit', async () => {
+    const id = unique('sqlfail');
+    const res = await app.request({
+      method: 'POST', url: '/fhir',
+      payload: { resourceType: 'Bundle', type: 'transaction', entry: [
+        { resource: { resourceType: 'Patient', id }, request: { method: 'PUT', url: `Patient/${id}` } },
+        { request: { method: 'GET', url: `Patient?name=${MARK}` } },
+        { request: { method: 'GET', url: `Patient/${id}` } },
+      ] },
+    });
+    expect(res.statusCode, res.payload).to.equal(200);
+    expect(res.json.entry.map((e: any) => e.response.status)).to.equal(['201 Created', '500 Internal Server Error', '200 OK']);
+    expect((await app.request({ method: 'GET', url: `/fhir/Patient/${id}` })).statusCode).to.equal(200);
   });
 });
