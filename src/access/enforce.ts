@@ -153,6 +153,18 @@ function isOwnPatients(type: string, resource: fhir4.FhirResource, patientId: st
 }
 
 /**
+ * Whether `policy` may know of a deleted resource, judged by `lastLive`, the version its deletion
+ * removed (undefined when that content is gone, as after an erasure). Never a 403: a caller
+ * without the right to read `type` may not know of it either, and a refusal would tell it the
+ * id was once used.
+ */
+export function mayReadDeleted(policy: AccessPolicy, type: string, lastLive: fhir4.FhirResource | undefined): boolean {
+  if (!policy.allows(type, 'r')) return false;
+  const limits = readLimits(policy, type, 'r');
+  return isUnlimited(limits) || (lastLive !== undefined && withinLimits(type, lastLive, limits));
+}
+
+/**
  * An update, patch or delete acts on what is stored, and its answer (the patched resource, the
  * unchanged version, a failed JSON Patch `test`, If-Match) depends on it: the caller must be
  * able to read it, under the same limits as a read (compartment, granular scopes, Consent).

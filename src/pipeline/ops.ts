@@ -58,6 +58,12 @@ export interface ResolvedOp {
   op: WriteOp;
   id: string | undefined;
   existingMatch?: boolean;
+  /**
+   * A conditional update whose condition matched nothing, at the id its body names: R4
+   * http.html#cond-update makes that an update as create, so the id may only be created. A
+   * resource living there did not match the condition and is not the caller's to overwrite.
+   */
+  createOnly?: true;
 }
 
 /**

@@ -1,7 +1,7 @@
 import { applyFhirPathPatch, isFhirPathPatch } from './fhirpath-patch';
 import { applyOperation, getValueByPointer, JsonPatchError, type Operation, unescapePathComponent } from 'fast-json-patch';
 import { checkOperationCount, ElementBudget } from './patch-limits';
-import { requireActingOnReadable, requireAction, requireWritable } from '../access/enforce';
+import { mayReadDeleted, requireActingOnReadable, requireAction, requireWritable } from '../access/enforce';
 import type { AccessPolicy } from '../access/policy';
 import { badRequest, gone, notFound, OperationOutcomeError, preconditionFailed, unprocessable } from '../kernel/outcome';
 import { parseStoredJson } from '../kernel/input-limits';
@@ -39,7 +39,14 @@ export interface Planned {
  * resource than the caller may read. Then the new content is validated and checked again
  * against the caller's compartment.
  */
-export function plan(op: WriteOp, id: string | undefined, existingMatch: boolean, current: CurrentVersion | undefined, lastUpdated: string, policy: AccessPolicy): Planned {
+export function plan(
+  op: WriteOp,
+  id: string | undefined,
+  { existingMatch, createOnly }: { existingMatch: boolean; createOnly?: boolean },
+  current: CurrentVersion | undefined,
+  lastUpdated: string,
+  policy: AccessPolicy,
+): Planned {
   const live = current && !current.deleted ? current : undefined;
   switch (op.kind) {
     case 'create': {
@@ -62,6 +69,9 @@ export function plan(op: WriteOp, id: string | undefined, existingMatch: boolean
       if (existing) requireActingOnReadable(policy, op.type, id!, 'u', existing);
       checkIfMatch(op, id, current);
       if (op.ifNoneMatchAny && live) throw preconditionFailed(`If-None-Match *: ${op.type}/${id} exists (version ${current!.versionId})`);
+      if (createOnly && live) {
+        throw badRequest(`the condition ${op.type}?${op.match!.toString()} matches no resource, and the resource's id names ${op.type}/${id}, which it does not match; a conditional update creates at an id only if none lives there`, ['id']);
+      }
       // An update's body says the id of the URL (R4 http.html#update: "SHALL contain an id element
       // with the same value"); a conditional update's may leave it out, and if it has one it must
       // be the matched resource's (R4 http.html#cond-update).
@@ -72,20 +82,22 @@ export function plan(op: WriteOp, id: string | undefined, existingMatch: boolean
     case 'patch': {
       requireAction(policy, op.type, 'u');
       if (!id && op.match) throw notFound(`the condition ${op.type}?${op.match.toString()} matches no resource`);
-      if (!id || !current) throw notFound(`${op.type}/${id ?? '?'} is not known`);
-      const existing = live?.resource ?? current.lastLive;
-      requireWritable(policy, op.type, 'u', undefined, existing);
+      const known = knownTo(policy, op.type, current);
+      if (!id || !known) throw notFound(`${op.type}/${id ?? '?'} is not known`);
+      const existing = live?.resource ?? known.lastLive;
+      // Unreadable is unknown to a PATCH (decision 031): 404 before the write checks' 403.
       if (existing) requireActingOnReadable(policy, op.type, id, 'patch', existing);
-      checkIfMatch(op, id, current);
+      requireWritable(policy, op.type, 'u', undefined, existing);
+      checkIfMatch(op, id, known);
       if (!live) throw gone(`${op.type}/${id} was deleted`);
       const resource = prepare(op.type, id, applyPatchBody(live.resource!, op.patch), { bodyId: 'matching' });
       requireWritable(policy, op.type, 'u', resource, live.resource);
-      return staged(op.type, 'PATCH', resource, live.resource, current.versionId, lastUpdated, 200);
+      return staged(op.type, 'PATCH', resource, live.resource, known.versionId, lastUpdated, 200);
     }
     case 'delete': {
       requireWritable(policy, op.type, 'd', undefined, live?.resource);
       if (live?.resource) requireActingOnReadable(policy, op.type, id!, 'd', live.resource);
-      checkIfMatch(op, id, current);
+      checkIfMatch(op, id, knownTo(policy, op.type, current));
       // Deleting what does not exist, or is already deleted, succeeds and writes nothing (R4 http.html#delete).
       if (!id || !live) return { outcome: { status: 204, type: op.type, id } };
       return {
@@ -122,6 +134,17 @@ function resend(op: WriteOp & { kind: 'create' }, id: string, current: CurrentVe
     outcome: { status: 200, type: op.type, id, versionId: current.versionId, lastUpdated: current.resource.meta?.lastUpdated, resource: current.resource },
     write: { type: op.type, id, resource, previous: current.resource, method: 'POST', previousVersion: current.versionId, resend: true },
   };
+}
+
+/**
+ * The stored row as the caller may know it: a deleted resource is judged by the version its
+ * deletion removed, and one the caller could not read is, to it, one that never was. Its
+ * version is then no answer to If-Match (412 "does not exist", as for an unknown id, never
+ * "version 2 is current"), and a PATCH of it is 404, not 410 or 403.
+ */
+function knownTo(policy: AccessPolicy, type: string, current: CurrentVersion | undefined): CurrentVersion | undefined {
+  if (!current?.deleted) return current;
+  return mayReadDeleted(policy, type, current.lastLive) ? current : undefined;
 }
 
 /** A resource's `status`, whatever its type (a completion changes it alone: ops.ts `completesPreliminary`). */

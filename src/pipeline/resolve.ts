@@ -40,7 +40,7 @@ export async function resolveTarget(tx: Queryable, op: WriteOp, policy: AccessPo
     // FHIR R4 conditional update: no match creates, with the body's id if it has one.
     const bodyId = (op.resource as { id?: unknown } | null)?.id;
     if (typeof bodyId === 'string' && !isValidId(bodyId)) throw badRequest(`'${bodyId.slice(0, 80)}' is not a FHIR id`, ['id']);
-    return { op, id: typeof bodyId === 'string' ? bodyId : newResourceId() };
+    return typeof bodyId === 'string' ? { op, id: bodyId, createOnly: true } : { op, id: newResourceId() };
   }
   if (op.id && matches[0] && op.id !== matches[0]) {
     throw badRequest(`the resource id ${op.id} does not match the resource found by ${op.type}?${search.toString()}`);

@@ -178,7 +178,7 @@ export class UnitOfWork {
       }
       const row = current.get(`${r.op.type}/${r.id}`);
       const existingMatch = r.existingMatch === true || (r.op.kind === 'create' && r.op.onExistingId === 'match' && row !== undefined);
-      const p = await attempt(i, () => plan(r.op, r.id, existingMatch, row, lastUpdated, policy));
+      const p = await attempt(i, () => plan(r.op, r.id, { existingMatch, createOnly: r.createOnly }, row, lastUpdated, policy));
       // A condition that matched what an earlier create of this unit writes answers with that version.
       const writer = existingMatch && !row ? planned.find((q) => q?.write && q.write.type === r.op.type && q.write.id === r.id) : undefined;
       if (p && writer) Object.assign(p.outcome, { versionId: writer.outcome.versionId, lastUpdated });

@@ -80,6 +80,34 @@ describe('conditional create, update and delete', () => {
     expect(several.statusCode).to.equal(412);
   });
 
+  it('conditional update with no match creates at the body id only if no resource lives there: it never overwrites one the condition did not match', async () => {
+    const mrn = unique('cu-id');
+    const other = unique('other');
+    const stored = (await app.request({ method: 'POST', url: '/fhir/Patient', payload: patient(other, { gender: 'female' }) })).json;
+    const url = `/fhir/Patient?identifier=${encodeURIComponent(`${SYSTEM}|${mrn}`)}`;
+    const res = await app.request({ method: 'PUT', url, payload: patient(mrn, { id: stored.id }) });
+    expect(res.statusCode).to.equal(400);
+    expect(res.json.issue[0].diagnostics).to.contain(`Patient/${stored.id}, which it does not match`);
+    const now = await app.request({ method: 'GET', url: `/fhir/Patient/${stored.id}` });
+    expect([now.headers.etag, now.json.identifier[0].value, now.json.gender]).to.equal(['W/"1"', other, 'female']);
+    // A free id is created (update as create), and a deleted one brought back, as a PUT at it would.
+    const free = `cu-${mrn}`;
+    expect((await app.request({ method: 'PUT', url, payload: patient(mrn, { id: free }) })).statusCode).to.equal(201);
+    expect((await app.request({ method: 'DELETE', url: `/fhir/Patient/${free}` })).statusCode).to.equal(204);
+    const back = await app.request({ method: 'PUT', url, payload: patient(mrn, { id: free }) });
+    expect([back.statusCode, back.headers.etag]).to.equal([201, 'W/"3"']);
+  });
+
+  it('a matched conditional create answers Prefer: return=OperationOutcome with an OperationOutcome, and the version headers', async () => {
+    const mrn = unique('oo');
+    const first = await post(patient(mrn), `identifier=${SYSTEM}|${mrn}`);
+    const again = await app.request({ method: 'POST', url: '/fhir/Patient', payload: patient(mrn), headers: { 'if-none-exist': `identifier=${SYSTEM}|${mrn}`, prefer: 'return=OperationOutcome' } });
+    expect(again.statusCode).to.equal(200);
+    expect(again.json.resourceType).to.equal('OperationOutcome');
+    expect(again.json.issue[0].severity).to.equal('information');
+    expect([again.headers.location, again.headers.etag, again.headers['last-modified']]).to.equal([first.headers.location, 'W/"1"', first.headers['last-modified']]);
+  });
+
   it('conditional delete: deletes the one match, 204 with none, 412 on several', async () => {
     const mrn = unique('cd');
     const url = `/fhir/Patient?identifier=${encodeURIComponent(`${SYSTEM}|${mrn}`)}`;

@@ -15,9 +15,10 @@ describe('authorization comes before any answer that depends on content', () => 
   let bobObs: string;
   let aliceApp: Record<string, string>;
   let readOnly: Record<string, string>;
+  let alice: string;
   before(async () => {
     app = await startSecuredServer();
-    const alice = await app.create({ resourceType: 'Patient' });
+    alice = await app.create({ resourceType: 'Patient' });
     const bob = await app.create({ resourceType: 'Patient' });
     bobObs = await app.create({ resourceType: 'Observation', status: 'final', code: { text: 'HIV test' }, subject: { reference: `Patient/${bob}` }, valueString: 'positive' });
     aliceApp = await app.as('patient/*.cruds', { patient: alice, fhirUser: `Patient/${alice}` });
@@ -32,12 +33,45 @@ describe('authorization comes before any answer that depends on content', () => 
     });
 
   it('a JSON Patch test answers the same whether its guess is right or wrong', async () => {
-    for (const headers of [aliceApp, readOnly]) {
+    // A resource the caller may not read is unknown to a PATCH (decision 031); without update rights, 403.
+    for (const [headers, status] of [[aliceApp, 404], [readOnly, 403]] as const) {
       const right = await patch(headers, 'positive');
       const wrong = await patch(headers, 'negative');
-      expect([right.statusCode, wrong.statusCode]).to.equal([403, 403]);
+      expect([right.statusCode, wrong.statusCode]).to.equal([status, status]);
       expect(right.json.issue[0].diagnostics).to.equal(wrong.json.issue[0].diagnostics);
     }
+  });
+
+  it("another patient's deleted resource answers a PATCH and an If-Match as an id never used, never with its version", async () => {
+    const bob = await app.create({ resourceType: 'Patient' });
+    const gone = await app.create({ resourceType: 'Observation', status: 'final', code: { text: 'x' }, subject: { reference: `Patient/${bob}` } });
+    expect((await app.request({ method: 'DELETE', url: `/fhir/Observation/${gone}`, headers: app.system })).statusCode).to.equal(204);
+    const aliceWriter = await app.as('patient/Observation.cruds', { patient: alice });
+    const answers = async (id: string) => {
+      const out: unknown[] = [];
+      for (const version of ['1', '2']) {
+        const del = await app.request({ method: 'DELETE', url: `/fhir/Observation/${id}`, headers: { ...aliceWriter, 'if-match': `W/"${version}"` } });
+        out.push(del.statusCode, del.payload.replace(id, 'ID'));
+      }
+      const patched = await app.request({ method: 'PATCH', url: `/fhir/Observation/${id}`, headers: { ...aliceWriter, 'content-type': 'application/json-patch+json' }, payload: '[]' });
+      out.push(patched.statusCode, patched.payload.replace(id, 'ID'));
+      return out;
+    };
+    const never = await answers(`never-${gone}`);
+    expect(never.filter((x) => typeof x === 'number')).to.equal([412, 412, 404]);
+    expect(await answers(gone)).to.equal(never);
+    // The deletion's own version (2) is not answered 204 either: the same 412 as version 1.
+    expect((await app.request({ method: 'GET', url: `/fhir/Observation/${gone}/_history/2`, headers: app.system })).statusCode).to.equal(410);
+  });
+
+  it("the caller's own deleted resource still answers its version to If-Match and 410 to a PATCH", async () => {
+    const own = await app.create({ resourceType: 'Observation', status: 'final', code: { text: 'x' }, subject: { reference: `Patient/${alice}` } });
+    const writer = await app.as('patient/Observation.cruds', { patient: alice });
+    expect((await app.request({ method: 'DELETE', url: `/fhir/Observation/${own}`, headers: writer })).statusCode).to.equal(204);
+    const stale = await app.request({ method: 'DELETE', url: `/fhir/Observation/${own}`, headers: { ...writer, 'if-match': 'W/"1"' } });
+    expect([stale.statusCode, stale.json.issue[0].diagnostics]).to.equal([412, `If-Match W/"1" does not match the current version 2 of Observation/${own}`]);
+    const patched = await app.request({ method: 'PATCH', url: `/fhir/Observation/${own}`, headers: { ...writer, 'content-type': 'application/json-patch+json' }, payload: '[]' });
+    expect(patched.statusCode).to.equal(410);
   });
 
   it('If-Match answers 403, not 412, to a caller that may not write the resource', async () => {
@@ -52,6 +86,14 @@ describe('authorization comes before any answer that depends on content', () => 
       const del = await app.request({ method: 'DELETE', url: `/fhir/Observation/${bobObs}`, headers: { ...headers, 'if-match': 'W/"9"' } });
       expect(del.statusCode).to.equal(403);
     }
+  });
+
+  it('a conditional create that matches answers return=minimal to a create-and-search token, whose search found the match anyway', async () => {
+    const creator = await app.as('system/Observation.cs');
+    const headers = { ...creator, 'if-none-exist': `_id=${bobObs}`, prefer: 'return=minimal' };
+    const res = await app.request({ method: 'POST', url: '/fhir/Observation', headers, payload: { resourceType: 'Observation', status: 'final', code: { text: 'x' } } });
+    expect([res.statusCode, res.payload, res.headers.etag]).to.equal([200, '', 'W/"1"']);
+    expect(res.headers.location).to.match(new RegExp(`/Observation/${bobObs}/_history/1$`));
   });
 
   it('a body that fails validation is still a 403 for a caller that may not write there', async () => {

@@ -39,12 +39,12 @@ export async function remove(ctx: FhirContext, req: RestRequest): Promise<Intera
 
 async function run(ctx: FhirContext, req: RestRequest, op: WriteOp): Promise<InteractionResult> {
   const [outcome] = await executeWrites(ctx, [op], { policy: req.policy });
-  if (op.kind === 'create' && outcome!.status === 200 && !outcome!.resource) {
+  if (op.kind === 'create' && outcome!.status === 200 && !outcome!.resource && req.prefer === 'representation') {
     // If-None-Exist matched: answer with the existing resource, as R4 http.html#ccreate says, and
-    // name it in Location as a create would: with return=minimal that is how the client learns its id.
+    // name it in Location as a create would. Asked for minimal or an OperationOutcome, the
+    // outcome's version says it all (Location is how the client learns the id), read by no one.
     const existing = await read(ctx, { ...req, id: outcome!.id, prefer: 'representation' });
-    const headers = { ...existing.headers, location: `${ctx.baseUrl}/${req.type}/${outcome!.id}/_history/${outcome!.versionId}` };
-    return req.prefer === 'minimal' ? { status: 200, headers } : { ...existing, headers };
+    return { ...existing, headers: { ...existing.headers, location: `${ctx.baseUrl}/${req.type}/${outcome!.id}/_history/${outcome!.versionId}` } };
   }
   return writeResult(ctx.baseUrl, outcome!, req.prefer);
 }
