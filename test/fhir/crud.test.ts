@@ -385,5 +385,16 @@ describe('FHIR REST interactions', () => {
       const res = await app.request({ method: 'GET', url: `/fhir/Patient/${id}`, headers: { 'if-none-match': 'W/"1"' } });
       expect(res.statusCode).to.equal(304);
     });
+
+    it('answers 304 to If-None-Match: * and to a list naming the current version, over REST and in a batch (RFC 9110 13.1.2)', async () => {
+      for (const tag of ['*', 'W/"7", W/"1"']) {
+        expect((await app.request({ method: 'GET', url: `/fhir/Patient/${id}`, headers: { 'if-none-match': tag } })).statusCode, tag).to.equal(304);
+      }
+      const batch = await app.request({
+        method: 'POST', url: '/fhir',
+        payload: { resourceType: 'Bundle', type: 'batch', entry: ['*', 'W/"7", W/"1"', 'W/"7"'].map((ifNoneMatch) => ({ request: { method: 'GET', url: `Patient/${id}`, ifNoneMatch } })) },
+      });
+      expect(batch.json.entry.map((e: fhir4.BundleEntry) => e.response!.status.slice(0, 3))).to.equal(['304', '304', '200']);
+    });
   });
 });

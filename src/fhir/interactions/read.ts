@@ -27,7 +27,8 @@ export async function read(ctx: FhirContext, req: RestRequest): Promise<Interact
  * at the second of Last-Modified).
  */
 function notModified(req: RestRequest, stored: StoredVersion): boolean {
-  if (req.ifNoneMatch) return req.ifNoneMatch.replace(/^W\//, '') === `"${stored.versionId}"`;
+  // A list of tags, or `*` (any current version: RFC 9110 13.1.2), compared weakly.
+  if (req.ifNoneMatch) return req.ifNoneMatch.split(',').some((tag) => ['*', `"${stored.versionId}"`].includes(tag.trim().replace(/^W\//, '')));
   const since = req.ifModifiedSince ? Date.parse(req.ifModifiedSince) : NaN;
   return !Number.isNaN(since) && Date.parse(stored.lastUpdated) <= since;
 }
