@@ -5,7 +5,7 @@ import { executeWrites } from '../pipeline';
 import { readResource } from '../store/repository';
 import { type EndpointPolicy, postNotification } from './endpoint';
 import { composeAlertEmail, Mailer } from './email';
-import { deliveredHeaders, type HeaderLine } from './header-secrets';
+import { deliveredHeaders, type HeaderLine, isServerHeader } from './header-secrets';
 import { DELIVERED_STATUSES, type DeliveryVerdict, judgeQueued, type QueuedNotification } from './notify';
 import { mailtoAddress } from './subscription-accept';
 
@@ -122,7 +122,8 @@ export class DeliveryWorker {
     // dies after the subscriber's 2xx and before the DELETE leaves the row to be sent again
     // after its lease), so a subscriber discards a repeat by this key (IETF Idempotency-Key).
     const headers: Record<string, string> = { 'idempotency-key': `${d.subscription_id}:${d.id}` };
-    for (const h of lines) headers[h.name] = h.value;
+    // A line naming a header the server sets (stored before such lines were refused) is not sent.
+    for (const h of lines) if (!isServerHeader(h.name)) headers[h.name] = h.value;
     let body: string | undefined;
     // The resource only when the subscriber may read it (judged when queued and again now, ./notify.ts).
     if (sub.channel.payload && payload !== undefined) {

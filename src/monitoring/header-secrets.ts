@@ -31,6 +31,24 @@ const HEADER = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+):\s?([^\r\n]*)$/;
 const MASK = /^<hidden; fingerprint ([0-9a-f]{16})>$/;
 const MASK_START = '<hidden';
 
+/**
+ * Header names the server sets on each notification, or that frame the HTTP message: a line
+ * naming one would send the request to another virtual host than the endpoint whose address was
+ * checked (Host: an SSRF past the endpoint policy), break its framing (Content-Length,
+ * Transfer-Encoding: a request nobody can read, retried to the end), or replace the key a
+ * subscriber discards repeats by (Idempotency-Key: every notification would look like the
+ * first's repeat). RFC 9110 §7.6.1 (connection options), RFC 9112 §6 (framing).
+ */
+const SERVER_HEADERS = new Set([
+  'host', 'content-length', 'transfer-encoding', 'connection', 'keep-alive', 'proxy-connection', 'upgrade', 'te', 'trailer',
+  'expect', 'content-type', 'content-encoding', 'idempotency-key',
+]);
+
+/** Whether delivery sets header `name` itself (a Subscription's line of that name is never sent). */
+export function isServerHeader(name: string): boolean {
+  return SERVER_HEADERS.has(name.toLowerCase());
+}
+
 export interface HeaderLine {
   name: string;
   value: string;
@@ -53,9 +71,15 @@ export class HeaderSecrets {
     const { id } = w;
     const sub = w.resource as fhir4.Subscription;
     const header = sub.channel.header ?? [];
+    const previousLines = (w.previous as fhir4.Subscription | undefined)?.channel.header ?? [];
     const lines = header.map((text, i) => {
       const m = HEADER.exec(text);
       if (!m) throw unprocessable(`header '${text.slice(0, 80)}' is not 'Name: value'`, [`Subscription.channel.header[${i}]`]);
+      // A line the previous version already had stays (the server's own status updates send
+      // back what is stored); delivery leaves it out.
+      if (isServerHeader(m[1]!) && !previousLines.includes(text)) {
+        throw unprocessable(`header '${m[1]}' is set by the server on each notification; a Subscription may not set it`, [`Subscription.channel.header[${i}]`]);
+      }
       return { name: m[1]!, value: m[2]!.trim() };
     });
     realLines.set(sub, lines);

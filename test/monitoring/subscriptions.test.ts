@@ -43,6 +43,34 @@ describe('rest-hook subscriptions', () => {
     expect(badCriteria.json.issue[0].expression).to.equal(['Subscription.criteria']);
   });
 
+  it('refuses channel headers the server sets itself (Host, framing, Idempotency-Key) with 422, and never sends one stored before', async () => {
+    for (const line of ['Host: intranet.example', 'Content-Length: 5', 'transfer-encoding: chunked', 'Idempotency-Key: fixed', 'Content-Type: text/html', 'Connection: upgrade']) {
+      const res = await app.request({ method: 'POST', url: '/fhir/Subscription', payload: subscription('https://example.org/hook', 'Flag?status=active', { header: ['X-Ok: 1', line] }) });
+      expect(res.statusCode, line).to.equal(422);
+      expect(res.json.resourceType).to.equal('OperationOutcome');
+      expect(res.json.issue[0].expression, line).to.equal(['Subscription.channel.header[1]']);
+    }
+    // One stored before these were refused: delivery sends its own Host and key, not the line's.
+    const hook = await subscriber();
+    const patient = (await create(app, { resourceType: 'Patient', name: [{ family: unique('hdr') }] })).id;
+    const sub = await create(app, subscription(hook.url, `Observation?patient=Patient/${patient}`, { payload: undefined, header: ['X-Ok: 1'] }));
+    try {
+      await app.ctx.db.query(
+        `INSERT INTO monitoring_subscription_header (subscription_id, position, name, value) VALUES ($1, 1, 'Host', 'intranet.example'), ($1, 2, 'Idempotency-Key', 'fixed')`,
+        [sub.id],
+      );
+      await create(app, systolic(patient, 120));
+      await until('the notification', () => hook.received.length >= 1);
+      const { headers } = hook.received[0]!;
+      expect(headers['x-ok']).to.equal('1');
+      expect(headers.host).to.equal(new URL(hook.url).host);
+      expect(headers['idempotency-key']).to.match(new RegExp(`^${sub.id}:\\d+$`));
+    } finally {
+      await app.request({ method: 'DELETE', url: `/fhir/Subscription/${sub.id}` });
+      await hook.close();
+    }
+  });
+
   it('a subscriber on a local HTTP server receives the Flag, with the configured headers, for matching criteria only', async () => {
     const hook = await subscriber();
     const other = await subscriber();
