@@ -52,8 +52,17 @@ async function acceptRestHook(ctx: FhirContext, sub: fhir4.Subscription, previou
     const problem = await endpointProblem(endpoint, endpointPolicy(ctx));
     if (problem) throw unprocessable(problem, ['Subscription.channel.endpoint']);
   }
+  // The MIME type the notification is sent as (R4 Subscription.channel.payload): delivery sends
+  // the stored JSON, so any other type would go out as JSON under a label that says otherwise.
+  // Judged when set, as the endpoint is: one stored before keeps its status updates.
+  const payload = sub.channel.payload;
+  if (payload !== undefined && (!previous || previous.status === 'off' || previous.channel.payload !== payload) && !JSON_PAYLOADS.has(payload.split(';')[0]!.trim().toLowerCase())) {
+    throw unprocessable(`payload '${payload.slice(0, 80)}' cannot be sent: this server sends the resource as application/fhir+json (or application/json); leave payload out for notifications without the resource`, ['Subscription.channel.payload']);
+  }
   // Headers are checked, and hidden, by ./header-secrets.ts.
 }
+
+const JSON_PAYLOADS = new Set(['application/fhir+json', 'application/json']);
 
 /** One plain address (no display name, no second recipient, no query: a mailto can carry cc= and body=). */
 const MAILTO = /^mailto:([A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64})@([A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})+)$/;

@@ -71,6 +71,15 @@ describe('rest-hook subscriptions', () => {
     }
   });
 
+  it('refuses a rest-hook payload this server cannot send (R4 channel.payload is the MIME type sent): only JSON, parameters allowed', async () => {
+    for (const [payload, status] of [['application/fhir+xml', 422], ['text/plain', 422], ['x', 422], ['application/fhir+json; fhirVersion=4.0', 201], ['application/json', 201]] as const) {
+      const res = await app.request({ method: 'POST', url: '/fhir/Subscription', payload: subscription('https://example.org/hook', 'Flag?status=active', { payload }) });
+      expect(res.statusCode, payload).to.equal(status);
+      if (status === 422) expect(res.json.issue[0].expression).to.equal(['Subscription.channel.payload']);
+      else await app.request({ method: 'DELETE', url: `/fhir/Subscription/${res.json.id}` });
+    }
+  });
+
   it('a subscriber on a local HTTP server receives the Flag, with the configured headers, for matching criteria only', async () => {
     const hook = await subscriber();
     const other = await subscriber();
