@@ -27,6 +27,8 @@ interface Delivery extends QueuedNotification {
 const BATCH = 20;
 const POLL_MS = 1000;
 const TIMEOUT_MS = 10_000;
+/** How the `error` of a Subscription that lost a notification begins. */
+const ABANDONED = 'notifications abandoned';
 
 export class DeliveryWorker {
   private readonly mailer: Mailer;
@@ -104,13 +106,18 @@ export class DeliveryWorker {
     if (attempts >= this.ctx.config.subscriptionMaxAttempts) {
       await this.ctx.db.query('DELETE FROM monitoring_delivery WHERE id = $1', [d.id]);
       this.ctx.log.warn({ subscription: d.subscription_id, notification: what, attempts, failure }, 'notification abandoned');
-    } else {
-      const delay = Math.min(this.ctx.config.subscriptionRetryBaseMs * 2 ** (attempts - 1), 3_600_000);
-      await this.ctx.db.query(
-        `UPDATE monitoring_delivery SET attempts = $2, last_error = $3, next_attempt = now() + make_interval(secs => $4::double precision / 1000) WHERE id = $1`,
-        [d.id, attempts, failure, delay],
-      );
+      // A lost notification is said where its owner looks, the Subscription's `error` (it stays in
+      // its history after a success clears it); once until then, not one version per notification.
+      if (!sub.error?.startsWith(ABANDONED)) {
+        await this.recordStatus(d.subscription_id, 'error', `${ABANDONED}: ${what} after ${attempts} attempts (${failure}); later ones may be too, until one is delivered`);
+      }
+      return;
     }
+    const delay = Math.min(this.ctx.config.subscriptionRetryBaseMs * 2 ** (attempts - 1), 3_600_000);
+    await this.ctx.db.query(
+      `UPDATE monitoring_delivery SET attempts = $2, last_error = $3, next_attempt = now() + make_interval(secs => $4::double precision / 1000) WHERE id = $1`,
+      [d.id, attempts, failure, delay],
+    );
     if (sub.status !== 'error') {
       await this.recordStatus(d.subscription_id, 'error', `notification of ${what} failed: ${failure}; retrying up to ${this.ctx.config.subscriptionMaxAttempts} times`);
     }
@@ -153,7 +160,7 @@ export class DeliveryWorker {
     const stored = await readResource<fhir4.Subscription>(this.ctx.db, 'Subscription', id);
     if (!stored) return;
     const sub = stored.resource;
-    if (sub.status === status || (sub.status !== 'active' && sub.status !== 'error')) return;
+    if ((sub.status === status && sub.error === error) || (sub.status !== 'active' && sub.status !== 'error')) return;
     sub.status = status;
     if (error) sub.error = error;
     else delete sub.error;

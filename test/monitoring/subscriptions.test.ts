@@ -219,6 +219,53 @@ describe('rest-hook subscriptions', () => {
   });
 });
 
+describe('a notification given up on', () => {
+  let app: TestServer;
+  before(async () => {
+    app = await startTestServer({ SUBSCRIPTION_RETRY_BASE: '100ms', SUBSCRIPTION_MAX_ATTEMPTS: '2', SUBSCRIPTION_ALLOW_PRIVATE_NETWORKS: 'true' });
+  });
+  after(() => app?.stop());
+
+  it('is recorded in the Subscription\'s error (once), which the next delivery clears; the history keeps it', async () => {
+    let failing = true;
+    const hook = await subscriber(() => (failing ? 503 : 200));
+    const post = async (resource: any) => {
+      const res = await app.request({ method: 'POST', url: `/fhir/${resource.resourceType}`, payload: resource });
+      expect(res.statusCode, JSON.stringify(res.json)).to.equal(201);
+      return res.json;
+    };
+    const patient = (await post({ resourceType: 'Patient', name: [{ family: unique('lost') }] })).id;
+    const sub = await post({ resourceType: 'Subscription', status: 'requested', reason: 'lost', criteria: `Observation?patient=${patient}`, channel: { type: 'rest-hook', endpoint: hook.url } });
+    try {
+      const lost = await post(systolic(patient, 120));
+      const abandoned = await until('the abandonment recorded', async () => {
+        const s = (await app.request({ method: 'GET', url: `/fhir/Subscription/${sub.id}` })).json;
+        return s.error?.startsWith('notifications abandoned') ? s : undefined;
+      });
+      expect(abandoned.status).to.equal('error');
+      expect(abandoned.error).to.contain(`Observation/${lost.id}/_history/1 after 2 attempts (HTTP 503)`);
+      expect(hook.attempts).to.equal(2);
+      expect((await app.ctx.db.query('SELECT 1 FROM monitoring_delivery WHERE subscription_id = $1', [sub.id])).rows).to.have.length(0);
+
+      failing = false;
+      await post(systolic(patient, 121));
+      await until('the next one delivered', () => hook.received.length >= 1);
+      const recovered = await until('status back to active', async () => {
+        const s = (await app.request({ method: 'GET', url: `/fhir/Subscription/${sub.id}` })).json;
+        return s.status === 'active' ? s : undefined;
+      });
+      expect(recovered.error).to.not.exist();
+      const history = (await app.request({ method: 'GET', url: `/fhir/Subscription/${sub.id}/_history` })).json;
+      expect(history.entry.map((e: any) => `${e.resource.status}:${String(e.resource.error ?? '').split(':')[0]}`)).to.equal([
+        'active:', 'error:notifications abandoned', 'error:notification of Observation/' + lost.id + '/_history/1 failed', 'active:',
+      ]);
+    } finally {
+      await app.request({ method: 'DELETE', url: `/fhir/Subscription/${sub.id}` });
+      await hook.close();
+    }
+  });
+});
+
 describe('Subscription.end', () => {
   let app: TestServer;
   before(async () => {
