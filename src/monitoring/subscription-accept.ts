@@ -3,7 +3,7 @@ import type { AccessPolicy } from '../access/policy';
 import type { FhirContext } from '../fhir/context';
 import { badRequest, OperationOutcomeError, unprocessable } from '../kernel/outcome';
 import { isSupportedType } from '../kernel/resource-types';
-import { findMatchingIds } from '../search';
+import { findMatchingIds, shapesResult } from '../search';
 import type { Queryable } from '../store/db';
 import { endpointProblem, type EndpointPolicy } from './endpoint';
 
@@ -121,6 +121,14 @@ export async function acceptSubscription(
   // A subscription is a standing search: its writer must be allowed to run it (403 otherwise),
   // and notifications will be matched under the writer's grant (./notify.ts).
   readLimits(policy, criteria.type, 's');
+  // Criteria select the resources notified of, one at a time: a parameter that shapes a search's
+  // page (_include, _summary, _elements, _count, _sort, …) would be accepted and do nothing, so a
+  // subscriber asking for included resources or a summary would silently get neither. Judged when
+  // the criteria are set, so that a stored one keeps its status updates.
+  const shaping = [...criteria.params.keys()].filter(shapesResult);
+  if (shaping.length && (!previous || previous.status === 'off' || previous.criteria !== sub.criteria)) {
+    throw badRequest(`Subscription.criteria: ${[...new Set(shaping)].join(', ')} shape a search's results, not which resources are notified of; leave them out`, ['Subscription.criteria']);
+  }
   try {
     // Parses and plans the search; no row has this id.
     await findMatchingIds(tx, criteria.type, new URLSearchParams([...criteria.params, ['_id', '-']]), 1);

@@ -21,6 +21,7 @@ export { isUnlimited, type PatientExclusion, type Reach, type TypeLimits, unlimi
 export { withinLimits } from './limits-match';
 export { readSubsetMode, type SubsetMode, subsetJson } from './summary';
 export { type CriteriaMatcher, criteriaMatcher } from './criteria-match';
+export { shapesResult } from './parse';
 export { checkScanFilter, scanAsOf, type ScannedRow, type ScanRequest } from './scan';
 
 /** Result parameters this server honours, listed with the filters in the CapabilityStatement. */

@@ -92,6 +92,12 @@ const MODIFIERLESS_RESULT_PARAMS = new Set(['_count', '_sort', '_total', '_summa
 /** Handled by the REST layer (content negotiation); accepted and kept in links. */
 const TRANSPORT_PARAMS = new Set(['_format', '_pretty']);
 
+/** Whether `name` (modifier and all) shapes a search's answer, or its transport, rather than filtering what it finds. */
+export function shapesResult(name: string): boolean {
+  const base = name.split(':', 1)[0]!;
+  return RESULT_PARAMS.has(base) || TRANSPORT_PARAMS.has(base);
+}
+
 export function supportedParameterNames(resourceType: string): string[] {
   return [...parametersOf(resourceType).keys(), '_has', ...RESULT_PARAMS].filter((n) => n !== '_cursor').sort();
 }

@@ -43,6 +43,17 @@ describe('rest-hook subscriptions', () => {
     expect(badCriteria.json.issue[0].expression).to.equal(['Subscription.criteria']);
   });
 
+  it('refuses criteria with parameters that shape a search\'s page (include, summary, count, sort, format), which a notification has none of', async () => {
+    const before = (await app.request({ method: 'GET', url: '/fhir/Subscription?_summary=count' })).json.total;
+    for (const criteria of ['Flag?status=active&_include=Flag:patient', 'Flag?_revinclude=Provenance:target', 'Flag?_summary=true', 'Flag?_elements=status', 'Flag?_count=1', 'Flag?_sort=date', 'Flag?_total=accurate', 'Flag?_format=json', 'Flag?_include:iterate=Flag:patient']) {
+      const res = await app.request({ method: 'POST', url: '/fhir/Subscription', payload: subscription('https://example.org/hook', criteria) });
+      expect(res.statusCode, criteria).to.equal(400);
+      expect(res.json.resourceType).to.equal('OperationOutcome');
+      expect(res.json.issue[0].expression).to.equal(['Subscription.criteria']);
+    }
+    expect((await app.request({ method: 'GET', url: '/fhir/Subscription?_summary=count' })).json.total).to.equal(before);
+  });
+
   it('refuses channel headers the server sets itself (Host, framing, Idempotency-Key) with 422, and never sends one stored before', async () => {
     for (const line of ['Host: intranet.example', 'Content-Length: 5', 'transfer-encoding: chunked', 'Idempotency-Key: fixed', 'Content-Type: text/html', 'Connection: upgrade']) {
       const res = await app.request({ method: 'POST', url: '/fhir/Subscription', payload: subscription('https://example.org/hook', 'Flag?status=active', { header: ['X-Ok: 1', line] }) });
