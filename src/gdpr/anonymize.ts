@@ -105,12 +105,14 @@ export function pseudonymiser(configuredKey: string, patientId: string): Pseudon
       const { meta, id, ...body } = withoutNarrative(resource) as T;
       const copy = walk(body, PERSON_TYPES.has(resource.resourceType)) as T;
       if (id !== undefined) copy.id = idOf(resource.resourceType, id);
-      const profile = meta?.profile;
+      // Not `_profile`: a null in profile (an extension-only entry, json.html#primitive) goes with it.
+      const profile = meta?.profile?.filter((p) => p !== null);
+
       const security = (meta?.security ?? []).filter((s) => !(s.system === PSEUDONYMISED.system && s.code === PSEUDONYMISED.code));
       const tags = meta?.tag;
       const extension = (meta?.extension ?? []).filter((e) => e.url !== VERSION_AUTHOR_URL);
       copy.meta = {
-        ...(profile ? { profile } : {}),
+        ...(profile?.length ? { profile } : {}),
         ...(tags ? { tag: tags } : {}),
         ...(extension.length ? { extension } : {}),
         security: [...security, PSEUDONYMISED],

@@ -190,7 +190,9 @@ export function profileIssues(resource: fhir4.FhirResource, named: readonly stri
   const declared = resource.meta?.profile ?? [];
   if (declared.length === 0 && named.length === 0) return [];
   const issues: Issue[] = [];
-  for (const url of new Set([...declared, ...named].map((u) => u.split('|')[0]!))) {
+  // A null in meta.profile holds the place of an extension-only entry (json.html#primitive): no profile.
+  const urls = [...declared, ...named].filter((u): u is string => typeof u === 'string');
+  for (const url of new Set(urls.map((u) => u.split('|')[0]!))) {
     const profile = loadProfiles().get(url);
     if (!profile) continue;
     issues.push(...profileIssuesOf(profile, resource));

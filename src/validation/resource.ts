@@ -4,6 +4,7 @@ import { carryKeptDecimals } from '../kernel/json-decimals';
 import { schemaIssues, validatorFor } from './schema';
 import { missingRequiredIssues } from './required';
 import { coreInvariantIssues } from './core-invariants';
+import { isPlaceholderNull, withoutPlaceholderErrors } from './placeholders';
 
 /**
  * The reference forms a stored resource may hold: relative `Type/id` (optionally versioned),
@@ -58,9 +59,12 @@ function elementIssues(node: unknown, path: string, issues: Issue[], inBundle: b
       if (Array.isArray(value) && value.some((v) => typeof v === 'number' && !Number.isFinite(v))) {
         issues.push(beyondRange(childPath));
       } else if (Array.isArray(value) && value.includes(null)) {
-        const at = value.indexOf(null);
-        issues.push({ code: 'structure', diagnostics: `${childPath}[${at}]: null is not a value`, expression: [`${childPath}[${at}]`] });
-        elementIssues(value.filter((v) => v !== null), childPath, issues, inBundle);
+        value.forEach((item, i) => {
+          if (item !== null) elementIssues(item, `${childPath}[${i}]`, issues, inBundle);
+          else if (!isPlaceholderNull(record, key, i)) {
+            issues.push({ code: 'structure', diagnostics: `${childPath}[${i}]: null is not a value (a null only holds the place of an item whose id or extensions are in the _ array beside it)`, expression: [`${childPath}[${i}]`] });
+          }
+        });
       } else if (Array.isArray(value) && value.length === 0) {
         issues.push({ code: 'structure', diagnostics: `${childPath}: an array is never empty in FHIR JSON (leave the element out)`, expression: [childPath] });
       } else {
@@ -121,7 +125,7 @@ function structuralIssues(resource: unknown): Issue[] {
   // copy must say the texts of the resource's own elements too.
   carryKeptDecimals(resource, own);
   if (!validate(own)) {
-    issues.push(...schemaIssues(resourceType, validate.errors ?? []));
+    issues.push(...schemaIssues(resourceType, withoutPlaceholderErrors(validate.errors ?? [], own)));
   }
   if (contained !== undefined) {
     if (!Array.isArray(contained)) {
@@ -160,7 +164,7 @@ function heldIssues(fields: Record<string, unknown>, resourceType: string): Issu
     }
     const own = { resourceType: type, ...rest };
     carryKeptDecimals(held, own);
-    const inner = validate(own) ? [] : schemaIssues(type as string, validate.errors ?? []);
+    const inner = validate(own) ? [] : schemaIssues(type as string, withoutPlaceholderErrors(validate.errors ?? [], own));
     if (Array.isArray(contained)) {
       contained.forEach((c, i) => inner.push(...structuralIssues(c).map((issue) => prefixIssue(issue, `${type as string}.contained[${i}]`))));
     }

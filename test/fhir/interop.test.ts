@@ -85,3 +85,84 @@ describe('real R4 data written by others is accepted and stored faithfully', () 
     });
   }
 });
+
+/** JSON forms of R4 (json.html) that real senders write, each stored and served as sent. */
+describe('the R4 JSON forms others write are stored as written', () => {
+  let app: TestServer;
+  before(async () => {
+    app = await startTestServer();
+  });
+  after(() => app.stop());
+
+  const put = (type: string, body: Record<string, unknown>) =>
+    app.request({ method: 'PUT', url: `/fhir/${type}/${body.id as string}`, payload: JSON.stringify(body), headers: { 'content-type': 'application/fhir+json' } });
+  const roundTrip = async (type: string, body: Record<string, unknown>) => {
+    const res = await put(type, body);
+    expect(res.statusCode, res.payload.slice(0, 400)).to.be.within(200, 201);
+    const read = await app.request({ method: 'GET', url: `/fhir/${type}/${body.id as string}` });
+    expect(withoutServerMeta(read.json)).to.equal(body);
+    return read;
+  };
+  const extension = (value: string) => ({ extension: [{ url: 'http://hl7.org/fhir/StructureDefinition/data-absent-reason', valueCode: value }] });
+
+  // json.html#primitive: "when one of the repeating elements has no value, it is represented in
+  // the first array using a null. When an element has a value but no extension/id, the second
+  // array will have a null at the position of that element."
+  it('keeps a null that holds the place of an item beside its _ companion, in resources, contained ones and meta', async () => {
+    const patient = {
+      resourceType: 'Patient', id: 'placeholders',
+      name: [{ family: 'Chalmers', given: ['Peter', null, 'James'], _given: [null, { id: 'g2', ...extension('masked') }, null] }],
+      address: [{ line: [null, '534 Erewhon St'], _line: [extension('masked'), null], city: 'PleasantVille' }],
+    };
+    await roundTrip('Patient', patient);
+    const found = await app.request({ method: 'GET', url: '/fhir/Patient?given=James&_elements=name' });
+    expect(found.json.entry.map((e: { resource: { id: string } }) => e.resource.id)).to.equal(['placeholders']);
+    const subset = await app.request({ method: 'GET', url: '/fhir/Patient/placeholders?_elements=name' });
+    expect(subset.json.name).to.equal(patient.name);
+
+    // A profile known only by its extension: not a profile to judge against (this was a 500).
+    await roundTrip('Observation', {
+      resourceType: 'Observation', id: 'profile-placeholder',
+      meta: { profile: ['http://hl7.org/fhir/StructureDefinition/vitalsigns', null], _profile: [null, extension('unknown')] },
+      contained: [{ resourceType: 'Patient', id: 'p', name: [{ given: [null, 'X'], _given: [extension('masked'), null] }] }],
+      status: 'final', category: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/observation-category', code: 'vital-signs' }] }],
+      code: { coding: [{ system: 'http://loinc.org', code: '8867-4' }] }, subject: { reference: '#p' }, effectiveDateTime: '2026-12-01T10:00:00Z',
+      valueQuantity: { value: 72, unit: '/min', system: 'http://unitsofmeasure.org', code: '/min' },
+    });
+    const timing = { event: ['2026-12-08T08:00:00Z', null], _event: [null, extension('unknown')] };
+    await roundTrip('MedicationRequest', {
+      resourceType: 'MedicationRequest', id: 'event-placeholder', status: 'active', intent: 'order',
+      medicationCodeableConcept: { text: 'x' }, subject: { reference: 'Patient/placeholders' }, dosageInstruction: [{ timing }],
+    });
+  });
+
+  it('refuses a null with nothing beside it: no value, no companion item', async () => {
+    for (const name of [{ given: ['Peter', null] }, { given: ['Peter', null], _given: [null, null] }, { given: ['Peter', null], _given: [extension('masked')] }]) {
+      const res = await put('Patient', { resourceType: 'Patient', id: 'lone-null', name: [name] });
+      expect(res.statusCode, JSON.stringify(name)).to.equal(400);
+      expect(res.json.issue.map((i: { expression: string[] }) => i.expression[0])).to.include('Patient.name[0].given[1]');
+    }
+    expect((await app.request({ method: 'GET', url: '/fhir/Patient/lone-null' })).statusCode).to.equal(404);
+  });
+
+  it('keeps primitive extensions, contained resources, meta, narrative and every kind of character', async () => {
+    await roundTrip('Patient', {
+      resourceType: 'Patient', id: 'forms',
+      meta: { profile: ['http://example.org/StructureDefinition/p'], security: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality', code: 'R' }], tag: [{ system: 'urn:x', code: 't1', display: 'T one' }], source: 'urn:src#1' },
+      text: { status: 'generated', div: '<div xmlns="http://www.w3.org/1999/xhtml"><p>Hello <b>wörld</b> &amp; 𝒜<br/></p></div>' },
+      birthDate: '1970-03-30',
+      _birthDate: { id: 'bd', extension: [{ url: 'http://hl7.org/fhir/StructureDefinition/patient-birthTime', valueDateTime: '1970-03-30T08:30:00+01:00' }] },
+      // Precomposed and combining ë, mathematical script capitals (astral plane), a ZWJ emoji family.
+      name: [{ family: 'Nguyễn', given: ['Zoë', 'Zoe\u0308', '𝒜𝓃𝓃𝒶', '👨‍👩‍👧'] }],
+    });
+    for (const given of ['Zo%C3%AB', 'Zoe%CC%88', '%F0%9D%92%9C']) {
+      const found = await app.request({ method: 'GET', url: `/fhir/Patient?given=${given}&_elements=id` });
+      expect(found.json.total, given).to.equal(1);
+    }
+    await roundTrip('MedicationRequest', {
+      resourceType: 'MedicationRequest', id: 'contained', contained: [{ resourceType: 'Medication', id: 'med1', code: { text: 'Axid' } }],
+      status: 'active', intent: 'order', medicationReference: { reference: '#med1' }, subject: { reference: 'Patient/forms' },
+    });
+  });
+});
+

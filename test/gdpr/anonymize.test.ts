@@ -117,6 +117,19 @@ describe('Patient/$anonymize', () => {
     expect(await search(pseudonym(ANON_KEY, `Patient/${id.anna}`).slice(0, 40))).to.equal([]);
   });
 
+  it('leaves out a profile known only by its extension: the copy holds no null without its _profile', async () => {
+    const masked = { extension: [{ url: 'http://hl7.org/fhir/StructureDefinition/data-absent-reason', valueCode: 'masked' }] };
+    const patient = await app.create({
+      resourceType: 'Patient', meta: { profile: [null, 'http://example.org/StructureDefinition/p'], _profile: [masked, null] },
+      name: [{ family: 'Placeholder', given: [null, 'Pia'], _given: [masked, null] }],
+    });
+    const res = await anonymize(patient, app.system);
+    expect(res.statusCode, res.payload).to.equal(200);
+    const copy = (res.json as fhir4.Bundle).entry!.map((e) => e.resource!).find((r) => r.resourceType === 'Patient')!;
+    expect(copy.meta!.profile).to.equal(['http://example.org/StructureDefinition/p']);
+    expect(res.payload).to.not.include('Pia');
+  });
+
   it('is 501 without a pseudonym key', async () => {
     const keyless = await startSecuredServer();
     try {
