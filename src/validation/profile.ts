@@ -2,7 +2,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Issue } from '../kernel/outcome';
 import { profilesDir } from '../kernel/paths';
-import { valueSetContains } from '../terminology/valueset';
+import { valueSetContains, valueSetExpansion } from '../terminology/valueset';
 
 /**
  * Validation of a resource against the StructureDefinitions it declares in `meta.profile`,
@@ -326,10 +326,30 @@ function checkValue(node: ElementNode, inst: Instance, add: Add): void {
     if (!containsPattern(inst.value, def[key])) add(pathOf(inst), `must match the pattern ${JSON.stringify(def[key])}`, 'value');
   }
   const binding = def.binding;
-  if (binding?.strength === 'required' && binding.valueSet) {
+  if (binding?.strength === 'required' && binding.valueSet && !(inst.type !== undefined && inst.type !== 'Quantity' && bindsUnitsOnly(binding.valueSet))) {
     const verdict = inBinding(binding.valueSet, inst);
     if (verdict === false) add(pathOf(inst), `is not in the required value set ${binding.valueSet}`, 'code-invalid');
   }
+}
+
+const UCUM = 'http://unitsofmeasure.org';
+const unitsOnly = new Map<string, boolean>();
+
+/**
+ * Whether a value set holds units alone (every code UCUM): bound to a choice element, it binds
+ * the unit of a Quantity and says nothing of a CodeableConcept, string or boolean choice. The R4
+ * vital-signs profile binds Observation.component.value[x] to its units ("a UCUM unit code in
+ * valueQuantity.code", its summary says), and the PHD IG's vital signs carry a measurement-status
+ * component coded in MDC (numeric-spo2-alarm): read as binding every type, that refused them.
+ */
+function bindsUnitsOnly(valueSet: string): boolean {
+  let found = unitsOnly.get(valueSet);
+  if (found === undefined) {
+    const codings = valueSetExpansion(valueSet)?.codings ?? [];
+    found = codings.length > 0 && codings.every((c) => c.system === UCUM);
+    unitsOnly.set(valueSet, found);
+  }
+  return found;
 }
 
 function inBinding(valueSet: string, inst: Instance): boolean | undefined {

@@ -166,3 +166,43 @@ describe('the R4 JSON forms others write are stored as written', () => {
   });
 });
 
+describe('HL7 PHD vital signs held to the R4 vital-signs profiles', () => {
+  let app: TestServer;
+  before(async () => {
+    app = await startTestServer();
+  });
+  after(() => app.stop());
+
+  // The PHD IG codes its vital signs in MDC and LOINC and gives them a measurement-status
+  // component coded in MDC (valueCodeableConcept). The vital-signs profile binds
+  // component.value[x] to its UCUM units: a unit of a Quantity, not a code of that status.
+  const byLoinc: Record<string, string> = { '85354-9': 'bp', '2708-6': 'oxygensat', '8867-4': 'heartrate', '8310-5': 'bodytemp' };
+  const declaring = (json: any, profile: string) => ({
+    ...json, id: `${json.id}-${profile}`, meta: { ...json.meta, profile: [...json.meta.profile, `http://hl7.org/fhir/StructureDefinition/${profile}`] },
+  });
+  const putObservation = (resource: any) =>
+    app.request({ method: 'PUT', url: `/fhir/Observation/${resource.id}`, payload: JSON.stringify(resource), headers: { 'content-type': 'application/fhir+json' } });
+
+  it('accepts each PHD vital sign declaring the vital-signs profile and its own, and stores it as sent', async () => {
+    const vitals = interopFiles('device-observations/hl7-phd-stu2').filter(({ json }) => json.resourceType === 'Observation' && json.code.coding.some((c: any) => byLoinc[c.code]));
+    expect(vitals.map((v) => v.file)).to.equal(['compound-numeric-blood-pressure-no-mean.json', 'compound-numeric-blood-pressure.json', 'numeric-spo2-alarm.json', 'numeric-spotnumeric.json', 'temperature-observation.json']);
+    for (const { file, json } of vitals) {
+      const loinc = json.code.coding.find((c: any) => byLoinc[c.code]).code as string;
+      for (const profile of ['vitalsigns', byLoinc[loinc]!]) {
+        const resource = declaring(json, profile);
+        const res = await putObservation(resource);
+        expect(res.statusCode, `${file} ${profile}: ${res.payload.slice(0, 400)}`).to.equal(201);
+        const read = await app.request({ method: 'GET', url: `/fhir/Observation/${resource.id}` });
+        expect(withoutServerMeta(read.json), file).to.equal(resource);
+      }
+    }
+  });
+
+  it('still refuses a component quantity in a unit that is not a vital-signs unit', async () => {
+    const json = structuredClone(interopFiles('device-observations/hl7-phd-stu2').find((f) => f.file === 'compound-numeric-blood-pressure.json')!.json);
+    json.component[0].valueQuantity = { value: 120, unit: 'mmHg', system: 'http://unitsofmeasure.org', code: 'mmHg' };
+    const res = await putObservation(declaring(json, 'vitalsigns'));
+    expect(res.statusCode).to.equal(422);
+    expect(res.json.issue[0].diagnostics).to.contain('Observation.component[0].valueQuantity: is not in the required value set http://hl7.org/fhir/ValueSet/ucum-vitals-common');
+  });
+});
