@@ -13,14 +13,16 @@ import { patientsOf } from './compartment';
 interface ElementFlags {
   summary: Set<string>;
   mandatory: Set<string>;
+  /** The choice elements (`value` of value[x], `multipleBirth` of multipleBirth[x]). */
+  choices: Set<string>;
 }
 
 const flags = new Map<string, ElementFlags>();
 
-/** Per type: backbone element path (`CapabilityStatement.rest.resource`) → its summary children's names. */
-const backboneSummaries = new Map<string, Map<string, Set<string>>>();
+/** Per type: backbone element path (`CapabilityStatement.rest.resource`) → its summary children's names and its choice elements. */
+const backboneSummaries = new Map<string, Map<string, { summary: Set<string>; choices: Set<string> }>>();
 
-function backboneSummariesOf(resourceType: string): Map<string, Set<string>> {
+function backboneSummariesOf(resourceType: string): Map<string, { summary: Set<string>; choices: Set<string> }> {
   let m = backboneSummaries.get(resourceType);
   if (!m) {
     m = new Map();
@@ -28,9 +30,11 @@ function backboneSummariesOf(resourceType: string): Map<string, Set<string>> {
       const parts = e.path.split('.');
       if (parts.length < 3 || parts[0] !== resourceType) continue;
       const parent = parts.slice(0, -1).join('.');
-      const names = m.get(parent) ?? new Set<string>();
-      if (e.isSummary) names.add(parts.at(-1)!.replace('[x]', ''));
-      m.set(parent, names);
+      const children = m.get(parent) ?? { summary: new Set<string>(), choices: new Set<string>() };
+      const name = parts.at(-1)!.replace('[x]', '');
+      if (name !== parts.at(-1)) children.choices.add(name);
+      if (e.isSummary) children.summary.add(name);
+      m.set(parent, children);
     }
     backboneSummaries.set(resourceType, m);
   }
@@ -40,12 +44,13 @@ function backboneSummariesOf(resourceType: string): Map<string, Set<string>> {
 function flagsOf(resourceType: string): ElementFlags {
   let f = flags.get(resourceType);
   if (!f) {
-    f = { summary: new Set(), mandatory: new Set() };
+    f = { summary: new Set(), mandatory: new Set(), choices: new Set() };
     for (const e of structureElements(resourceType) ?? []) {
       const parts = e.path.split('.');
       if (parts.length !== 2 || parts[0] !== resourceType) continue;
       // Choice elements are declared as `value[x]`; the JSON keys are valueQuantity etc.
       const name = parts[1]!.replace('[x]', '');
+      if (name !== parts[1]) f.choices.add(name);
       if (e.isSummary) f.summary.add(name);
       if ((e.min ?? 0) > 0) f.mandatory.add(name);
     }
@@ -68,12 +73,17 @@ function keep(resource: Record<string, unknown>, wanted: (key: string) => boolea
 /**
  * The JSON key `key` is element `name`, one of its choice forms (valueQuantity for value[x]), or
  * a primitive's `_name` companion (its id and extensions: json.html#primitive), which goes with it.
+ * A choice is known by the type's definition, not by the key's first capital: multipleBirthInteger
+ * is multipleBirth[x] (read as `multiple`, `_elements=multipleBirth` and ServiceRequest's summary
+ * asNeeded[x] lost it).
  */
-function matches(names: Set<string>, key: string): boolean {
+function matches(names: Set<string>, key: string, choices: Set<string>): boolean {
   const own = key.startsWith('_') ? key.slice(1) : key;
   if (names.has(own)) return true;
-  const base = own.replace(/[A-Z].*$/, '');
-  return base !== own && names.has(base);
+  for (const choice of choices) {
+    if (own.length > choice.length && own.startsWith(choice) && /[A-Z]/.test(own[choice.length]!) && names.has(choice)) return true;
+  }
+  return false;
 }
 
 export type SubsetMode = { summary: 'true' | 'text' | 'data' } | { elements: string[] };
@@ -130,13 +140,13 @@ export function subsetJson(type: string, json: string, mode: SubsetMode, disclos
 function withSummaryChildren(type: string, resource: Record<string, unknown>): Record<string, unknown> {
   const backbones = backboneSummariesOf(type);
   const prune = (value: unknown, path: string): unknown => {
-    const names = backbones.get(path);
-    if (!names) return value;
+    const children = backbones.get(path);
+    if (!children) return value;
     if (Array.isArray(value)) return value.map((v) => prune(v, path));
     if (value === null || typeof value !== 'object') return value;
     const out: Record<string, unknown> = {};
     for (const [key, child] of Object.entries(value)) {
-      if (!matches(names, key)) continue;
+      if (!matches(children.summary, key, children.choices)) continue;
       out[key] = prune(child, `${path}.${key.startsWith('_') ? key.slice(1) : key}`);
     }
     carryKeptDecimals(value, out);
@@ -155,13 +165,13 @@ export function subsetResource(resource: Record<string, unknown>, mode: SubsetMo
     // search.html#elements: servers SHOULD return the mandatory elements too, so that what
     // comes back is still a valid resource (an Observation keeps its status and code).
     const names = new Set(mode.elements);
-    return keep(resource, (k) => always(k) || matches(names, k) || matches(f.mandatory, k));
+    return keep(resource, (k) => always(k) || matches(names, k, f.choices) || matches(f.mandatory, k, f.choices));
   }
   switch (mode.summary) {
     case 'true':
-      return withSummaryChildren(type, keep(resource, (k) => always(k) || matches(f.summary, k)));
+      return withSummaryChildren(type, keep(resource, (k) => always(k) || matches(f.summary, k, f.choices)));
     case 'text':
-      return keep(resource, (k) => always(k) || k === 'text' || matches(f.mandatory, k));
+      return keep(resource, (k) => always(k) || k === 'text' || matches(f.mandatory, k, f.choices));
     case 'data':
       return keep(resource, (k) => k !== 'text');
   }

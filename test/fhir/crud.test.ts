@@ -302,6 +302,22 @@ describe('FHIR REST interactions', () => {
       expect(whole.json.meta.tag).to.not.exist();
     });
 
+    it('keeps a choice element whose name has a capital of its own (multipleBirth[x], asNeeded[x]) with its typed key', async () => {
+      const twin = (await app.request({ method: 'POST', url: '/fhir/Patient', payload: { resourceType: 'Patient', gender: 'female', multipleBirthInteger: 2, _multipleBirthInteger: { id: 'mb' } } })).json.id;
+      const named = (await app.request({ method: 'GET', url: `/fhir/Patient/${twin}?_elements=multipleBirth` })).json;
+      expect(named.multipleBirthInteger).to.equal(2);
+      expect(named._multipleBirthInteger).to.equal({ id: 'mb' });
+      expect(named.gender).to.not.exist();
+      // R4 ServiceRequest.asNeeded[x] is a summary element.
+      const request = await app.request({
+        method: 'POST', url: '/fhir/ServiceRequest',
+        payload: { resourceType: 'ServiceRequest', status: 'active', intent: 'order', subject: { reference: `Patient/${twin}` }, asNeededBoolean: true, note: [{ text: 'not summary' }] },
+      });
+      const summary = (await app.request({ method: 'GET', url: `/fhir/ServiceRequest/${request.json.id}?_summary=true` })).json;
+      expect(summary.asNeededBoolean).to.equal(true);
+      expect(summary.note).to.not.exist();
+    });
+
     it('refuses _summary=count and an unknown _summary with a 400 OperationOutcome', async () => {
       for (const url of [`/fhir/Patient/${id}?_summary=count`, `/fhir/Patient/${id}?_summary=bogus`, `/fhir/Patient/${id}/_history/1?_summary=count`]) {
         const res = await app.request({ method: 'GET', url });
