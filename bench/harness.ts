@@ -258,25 +258,6 @@ function procCpuMs(pid: number): number | undefined {
   }
 }
 
-/**
- * A process and its children: the server is one process, or with WORKERS a primary and its
- * workers (src/workers.ts), whose CPU and memory are the server's.
- */
-function withChildren(pid: number): number[] {
-  try {
-    const children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').split(' ').filter(Boolean).map(Number);
-    return [pid, ...children];
-  } catch {
-    return [pid];
-  }
-}
-
-/** CPU of a process and its children, undefined when the process cannot be read. */
-function serverCpuMs(pid: number): number | undefined {
-  const each = withChildren(pid).map(procCpuMs);
-  return each[0] === undefined ? undefined : each.reduce<number>((sum, ms) => sum + (ms ?? 0), 0);
-}
-
 /** CPU of the given PostgreSQL processes (read from /proc: the bench runs beside the database). */
 function postgresCpuMs(pids: readonly number[]): Map<number, number> {
   const out = new Map<number, number>();
@@ -296,7 +277,7 @@ export interface CpuSnapshot {
 export function cpuSnapshot(serverPid: number | undefined, postgresPids: readonly number[] | undefined): CpuSnapshot {
   const usage = process.cpuUsage();
   return {
-    server: serverPid === undefined ? undefined : serverCpuMs(serverPid),
+    server: serverPid === undefined ? undefined : procCpuMs(serverPid),
     postgres: postgresPids ? postgresCpuMs(postgresPids) : undefined,
     bench: (usage.user + usage.system) / 1000,
   };
@@ -321,13 +302,8 @@ export function cpuPerRequest(before: CpuSnapshot, after: CpuSnapshot, requests:
   };
 }
 
-/** Resident set size of a process and its children in MB (VmRSS summed), undefined when it cannot be read. */
+/** Resident set size of a process in MB (VmRSS), undefined when it cannot be read. */
 export function rssMb(pid: number): number | undefined {
-  const each = withChildren(pid).map(processRssMb);
-  return each[0] === undefined ? undefined : each.reduce<number>((sum, mb) => sum + (mb ?? 0), 0);
-}
-
-function processRssMb(pid: number): number | undefined {
   try {
     const kb = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
     return kb === undefined ? undefined : Number(kb) / 1024;

@@ -25,9 +25,6 @@ import { freePort } from '../test/helpers/port';
  * On PostgreSQL every run gets its own schema (`bench_<run id>`, dropped at the end unless
  * --keep-schema): each run starts from the same empty tables, so repeated runs compare, and
  * the bench never touches rows of tests or other users of the database.
- *
- * BENCH_SERVER_WORKERS=N (PostgreSQL only) starts the server with WORKERS=N: its CPU and RSS
- * columns are then the sum over the primary and its workers.
  */
 
 // ---- the registered workloads: add yours here ---------------------------------------------
@@ -133,8 +130,6 @@ async function startServer(databaseUrl: string, poolSize: number, extraEnv: Reco
       LOG_LEVEL: 'warn',
       DATABASE_URL: databaseUrl,
       DATABASE_POOL_SIZE: String(poolSize),
-      // BENCH_SERVER_WORKERS=N measures N server processes on the port (src/workers.ts).
-      WORKERS: process.env.BENCH_SERVER_WORKERS || '1',
       // The workloads measure the FHIR work itself; auth-on figures come from a workload that
       // sends tokens. BENCH_AUTH=on leaves the server's default (auth on) in place.
       ...(benchAuthOn() ? { REGISTRATION_TOKEN } : { AUTH_DISABLED: 'true' }),
@@ -264,7 +259,7 @@ async function main(): Promise<number> {
   try {
     const started = Date.now();
     server = await startServer(serverUrl, poolSize);
-    console.log(`server    ${server.fhirBase} (pid ${server.process.pid}, up in ${Date.now() - started} ms, DATABASE_POOL_SIZE=${poolSize} per process, WORKERS=${process.env.BENCH_SERVER_WORKERS || '1'}, LOG_LEVEL=warn)`);
+    console.log(`server    ${server.fhirBase} (pid ${server.process.pid}, up in ${Date.now() - started} ms, DATABASE_POOL_SIZE=${poolSize}, LOG_LEVEL=warn)`);
     if (benchAuthOn()) {
       await startBenchAuth(server.fhirBase);
       console.log('auth      ON: every request carries a SMART backend-services access token (system/*.cruds)');

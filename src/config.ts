@@ -5,8 +5,6 @@ import { parseKey32 } from './kernel/key';
 export interface Config {
   port: number;
   host: string;
-  /** WORKERS: server processes sharing the port (src/workers.ts), 1 by default; more need PostgreSQL. */
-  workers: number;
   baseUrl: string;
   databaseUrl: string;
   /** DATABASE_REPLICA_URL: a streaming replica searches may run on (docs/decisions/019-scale-out.md); '' = none. */
@@ -180,7 +178,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   return {
     port,
     host,
-    workers: workerCount(env),
     baseUrl,
     databaseUrl: env.DATABASE_URL ?? '',
     databaseReplicaUrl: replicaUrl(env),
@@ -404,17 +401,6 @@ function bool(value: string | undefined, name: string): boolean {
   if (value === undefined || value === '' || value === 'false' || value === '0') return false;
   if (value === 'true' || value === '1') return true;
   throw new Error(`${name} must be true or false, got "${value}"`);
-}
-
-/** Several workers only on PostgreSQL: the embedded database belongs to one process (its data directory is locked). */
-function workerCount(env: NodeJS.ProcessEnv): number {
-  const n = int(env.WORKERS, 1, 'WORKERS');
-  if (n < 1 || n > 64) throw new Error(`WORKERS must be between 1 and 64, got ${n}`);
-  const url = env.DATABASE_URL ?? '';
-  if (n > 1 && !(url.startsWith('postgres://') || url.startsWith('postgresql://'))) {
-    throw new Error('WORKERS above 1 needs PostgreSQL (DATABASE_URL): the embedded database serves one process');
-  }
-  return n;
 }
 
 /** A replica only beside a PostgreSQL primary: the embedded database has none. */

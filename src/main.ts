@@ -2,8 +2,6 @@ import { setFlagsFromString } from 'node:v8';
 import { loadConfig } from './config';
 import { createServer } from './server';
 import { DataDirInUseError } from './store/data-dir-lock';
-import { servesRequests, superviseWorkers } from './workers';
-import pino from 'pino';
 
 /**
  * V8 lets the old generation grow to up to 4x what survived the last full collection before it
@@ -18,7 +16,6 @@ const HEAP_GROWING_PERCENT = 100;
 async function main(): Promise<void> {
   if (!process.execArgv.some((a) => a.startsWith('--heap-growing-percent'))) setFlagsFromString(`--heap-growing-percent=${HEAP_GROWING_PERCENT}`);
   const config = loadConfig();
-  if (!servesRequests(config.workers)) return superviseWorkers(config.workers, pino({ level: config.logLevel }));
   const app = await createServer(config);
   await app.server.start();
   app.ctx.log.info({ fhirBase: app.ctx.baseUrl, database: app.ctx.db.kind }, 'FHIR server listening');
