@@ -1,11 +1,12 @@
 import type { Issue } from '../kernel/outcome';
 import { nativeInvariant } from './invariants';
+import { narrativeProblem } from './narrative';
 import { schemaDefinitions } from './schema';
 
 /**
  * The invariants of the R4 core that every resource is held to, whatever profile it declares:
  * DomainResource dom-2..dom-5 on contained resources, Reference ref-1, Extension ext-1 and
- * Period per-1 wherever those datatypes occur. CORE below holds each one's key, its exact
+ * Period per-1 wherever those datatypes occur, and Narrative txt-1 (./narrative.ts). CORE below holds each one's key, its exact
  * expression in the official StructureDefinitions (hl7.fhir.r4.examples; the tests compare them)
  * and its text. ele-1 is checked by ./resource.ts (no empty element).
  *
@@ -169,6 +170,7 @@ function walk(node: unknown, definition: string, at: string[], scope: Scope, iss
   if (definition === 'Reference') reference(node, at, scope, issues);
   else if (definition === 'Extension' && hasExtensions(node) === hasValue(node)) issues.push(invariantIssue(CORE['ext-1'], at.join('')));
   else if (definition === 'Period' && startAfterEnd(node.start, node.end)) issues.push(invariantIssue(CORE['per-1'], at.join('')));
+  else if (definition === 'Narrative' && typeof node.div === 'string') narrative(node.div, at, issues);
   const shape = shapeOf(definition);
   if (!shape) return;
   for (const property in node) {
@@ -229,6 +231,12 @@ function reference(node: Json, at: string[], scope: Scope, issues: Issue[]): voi
     return;
   }
   if (!scope.containedIds.has(ref.slice(1))) issues.push(invariantIssue(CORE['ref-1'], at.join('')));
+}
+
+/** txt-1 (./narrative.ts): its `htmlChecks()` is no FHIRPath a library evaluates. */
+function narrative(div: string, at: string[], issues: Issue[]): void {
+  const problem = narrativeProblem(div);
+  if (problem) issues.push({ code: 'invariant', diagnostics: `${at.join('')}.div: ${problem}`, expression: [`${at.join('')}.div`] });
 }
 
 const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
