@@ -74,6 +74,27 @@ describe('authorization comes before any answer that depends on content', () => 
     expect(patched.statusCode).to.equal(410);
   });
 
+  it("a patient's own deleted resource is 410 to its token, with its history and versions; another patient's deleted one is 404 as an id never used", async () => {
+    const own = await app.create({ resourceType: 'Observation', status: 'final', code: { text: 'x' }, subject: { reference: `Patient/${alice}` } });
+    const bob = await app.create({ resourceType: 'Patient' });
+    const others = await app.create({ resourceType: 'Observation', status: 'final', code: { text: 'x' }, subject: { reference: `Patient/${bob}` } });
+    for (const id of [own, others]) expect((await app.request({ method: 'DELETE', url: `/fhir/Observation/${id}`, headers: app.system })).statusCode).to.equal(204);
+    const reader = await app.as('patient/Observation.rs', { patient: alice });
+    const get = async (url: string) => (await app.request({ method: 'GET', url, headers: reader })).statusCode;
+
+    expect(await get(`/fhir/Observation/${own}`)).to.equal(410);
+    const history = await app.request({ method: 'GET', url: `/fhir/Observation/${own}/_history`, headers: reader });
+    expect(history.statusCode).to.equal(200);
+    expect(history.json.entry.map((e: { request: { method: string } }) => e.request.method)).to.equal(['DELETE', 'POST']);
+    expect([await get(`/fhir/Observation/${own}/_history/1`), await get(`/fhir/Observation/${own}/_history/2`)]).to.equal([200, 410]);
+
+    for (const url of [`/fhir/Observation/${others}`, `/fhir/Observation/${others}/_history`, `/fhir/Observation/${others}/_history/1`, `/fhir/Observation/${others}/_history/2`]) {
+      const res = await app.request({ method: 'GET', url, headers: reader });
+      const never = await app.request({ method: 'GET', url: url.replace(others, `never-${others}`), headers: reader });
+      expect([res.statusCode, res.payload.replace(others, 'ID')], url).to.equal([404, never.payload.replace(`never-${others}`, 'ID')]);
+    }
+  });
+
   it('If-Match answers 403, not 412, to a caller that may not write the resource', async () => {
     for (const headers of [aliceApp, readOnly]) {
       for (const version of ['1', '7']) {

@@ -1,12 +1,13 @@
 import { type HistoryRow, readHistory } from '../../store/history';
 import { readCurrent } from '../../store/repository';
 import { isValidId } from '../../kernel/id';
-import { forbidden, type ReadLimits, readLimits, requireReadable } from '../../access/enforce';
+import { forbidden, type ReadLimits, readLimits } from '../../access/enforce';
 import { isUnlimited, withinLimits } from '../../search';
 import type { FhirContext, InteractionResult } from '../context';
 import { supportedTypes } from '../../kernel/resource-types';
 import { badRequest, notFound } from '../../kernel/outcome';
 import type { RestRequest } from '../rest-request';
+import { requireKnown } from './read';
 import { dateFromQuery, timestampText } from '../../search/date-range';
 import { parseDateTerm } from '../../search/types/date';
 
@@ -37,7 +38,7 @@ export async function history(ctx: FhirContext, req: Omit<RestRequest, 'type'> &
     if (!req.type || !isValidId(req.id) || !(await readCurrent(ctx.db, req.type, req.id))) {
       throw notFound(`${req.type}/${req.id} is not known`);
     }
-    await requireReadable(ctx.db, req.policy, req.type, req.id);
+    await requireKnown(ctx, req.policy, req.type, req.id);
     versionLimits = readLimits(req.policy, req.type, 'r');
   } else {
     // History tables carry no compartment or index: across a type it is for unconfined,

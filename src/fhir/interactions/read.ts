@@ -1,6 +1,7 @@
 import { readCurrent, readVersion, type StoredVersion } from '../../store/repository';
 import { isValidId } from '../../kernel/id';
-import { readLimits, requireReadable } from '../../access/enforce';
+import { mayRead, mayReadDeleted, readLimits } from '../../access/enforce';
+import type { AccessPolicy } from '../../access/policy';
 import { isUnlimited, readSubsetMode, type SubsetMode, subsetJson, withinLimits } from '../../search';
 import type { FhirContext, InteractionResult } from '../context';
 import { gone, notFound } from '../../kernel/outcome';
@@ -11,7 +12,7 @@ import type { RestRequest } from '../rest-request';
 export async function read(ctx: FhirContext, req: RestRequest): Promise<InteractionResult> {
   const id = checkedId(req);
   const subset = readSubsetMode(req.query);
-  await requireReadable(ctx.db, req.policy, req.type, id);
+  await requireKnown(ctx, req.policy, req.type, id);
   const stored = await readCurrent(ctx.db, req.type, id);
   if (!stored) throw notFound(`${req.type}/${id} is not known`);
   if (stored.deleted) throw gone(`${req.type}/${id} was deleted (version ${stored.versionId})`, stored);
@@ -42,7 +43,7 @@ function notModified(req: RestRequest, stored: StoredVersion): boolean {
 export async function vread(ctx: FhirContext, req: RestRequest): Promise<InteractionResult> {
   const id = checkedId(req);
   const subset = readSubsetMode(req.query);
-  await requireReadable(ctx.db, req.policy, req.type, id);
+  await requireKnown(ctx, req.policy, req.type, id);
   const vid = parseVersionId(req.versionId);
   if (vid === undefined) throw notFound(`${req.type}/${id} has no version '${String(req.versionId).slice(0, 20)}'`);
   const stored = await readVersion(ctx.db, req.type, id, vid);
@@ -54,6 +55,23 @@ export async function vread(ctx: FhirContext, req: RestRequest): Promise<Interac
   }
   if (stored.deleted) throw gone(`version ${vid} of ${req.type}/${id} is its deletion`, stored);
   return answer(req.type, stored, subset);
+}
+
+/**
+ * 404 unless the caller may know of `type/id`: it may read the current version, or the resource
+ * is deleted and the caller could read the version its deletion removed. A search finds no
+ * deleted resource, so without the second test a patient's own deleted resource was 404 to its
+ * patient-scoped token, where R4 http.html#read says 410 (and its history and versions were
+ * unreachable); another patient's stays 404, as an id never used is (decision 031).
+ */
+export async function requireKnown(ctx: FhirContext, policy: AccessPolicy, type: string, id: string): Promise<void> {
+  if (await mayRead(ctx.db, type, id, readLimits(policy, type, 'r'))) return;
+  const stored = await readCurrent(ctx.db, type, id);
+  if (stored?.deleted) {
+    const lastLive = await readVersion(ctx.db, type, id, stored.versionId - 1);
+    if (lastLive?.json && mayReadDeleted(policy, type, JSON.parse(lastLive.json) as fhir4.FhirResource)) return;
+  }
+  throw notFound(`${type}/${id} is not known`);
 }
 
 function checkedId(req: RestRequest): string {
