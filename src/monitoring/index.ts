@@ -22,6 +22,7 @@ import { DeliveryWorker } from './delivery';
 import { enqueueNotifications, noteSubscriber, recordSubscribers } from './notify';
 import { acceptSubscription, endpointPolicy } from './subscription-accept';
 import { enforceSubscriptionCap } from './subscription-cap';
+import { enforceSubscriberHolds } from './subscription-holder';
 import { bindingTokenOperation, WebsocketChannel } from './websocket';
 import { forgetMonitoring, turnOffSubscriptionsOf } from './erasure';
 import { HeaderSecrets, storeHeaderSecrets } from './header-secrets';
@@ -54,6 +55,8 @@ export function registerMonitoring(ctx: FhirContext, server: Server, grants: Gra
 
   ctx.stages.use('validate', 'monitoring.plans', (uow, writes) => validatePlans(uow, writes));
   const headerSecrets = new HeaderSecrets();
+  // Who may change a Subscription first: its content is judged only for its subscriber's writes.
+  ctx.stages.use('validate', 'monitoring.subscription-holder', (uow, writes) => enforceSubscriberHolds(uow.tx, writes));
   ctx.stages.use('validate', 'monitoring.subscriptions', (uow, writes) => acceptSubscriptions(ctx, uow, writes, listeningPort(), headerSecrets));
   const planCache = new PlanCache();
   ctx.stages.use('judge', 'monitoring.limits', (uow, writes) => judgeObservations(uow, writes, planCache));

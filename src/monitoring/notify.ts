@@ -165,6 +165,11 @@ async function standingsOf(db: Queryable, grants: GrantStandings, owners: readon
 }
 
 /** The recorded subscribers of the Subscriptions `ids` (none for one without). */
+/** The recorded subscriber of each of `ids` that has one (./subscription-holder.ts). */
+export async function recordedSubscribers(db: Queryable, ids: readonly string[]): Promise<Map<string, OwnerRow>> {
+  return new Map((await ownersOf(db, ids)).map((row) => [row.subscription_id, row]));
+}
+
 async function ownersOf(db: Queryable, ids: readonly string[]): Promise<OwnerRow[]> {
   if (ids.length === 0) return [];
   return (await db.query<OwnerRow>('SELECT * FROM subscription_owner WHERE subscription_id = ANY($1::text[])', [ids])).rows;

@@ -22,6 +22,8 @@ describe('a Subscription taken over keeps neither its secret nor its queue', () 
   let app: SecuredServer;
   let ehr: Record<string, string>;
   let clinician: Record<string, string>;
+  let colleague: Record<string, string>;
+  let operations: Record<string, string>;
   let patient: string;
 
   before(async () => {
@@ -29,6 +31,10 @@ describe('a Subscription taken over keeps neither its secret nor its queue', () 
     ehr = await app.as('system/Subscription.cruds system/Observation.rs', { clientId: 'ehr-backend' });
     // May update any Subscription, and read only vital signs: its rights differ from the EHR's.
     clinician = await app.as(`user/Subscription.cruds user/Observation.rs?category=${CATEGORY}|vital-signs`, { fhirUser: 'Practitioner/drx', clientId: 'dashboard' });
+    // Another user of the same app.
+    colleague = await app.as('user/Subscription.cruds user/Observation.rs', { fhirUser: 'Practitioner/dry', clientId: 'dashboard' });
+    // A backend service of the operator, which administers Subscriptions: vital signs only, as the clinician.
+    operations = await app.as(`system/Subscription.cruds system/Observation.rs?category=${CATEGORY}|vital-signs`, { clientId: 'ops-backend' });
     patient = await app.create({ resourceType: 'Patient', name: [{ family: 'Takeover' }] });
   });
   after(() => app.stop());
@@ -63,15 +69,20 @@ describe('a Subscription taken over keeps neither its secret nor its queue', () 
     expect(res.json.issue[0].diagnostics, what).to.match(HIDDEN_KEPT_ONLY);
   };
 
-  it('another user sending the mask back is refused, with their endpoint or the same one; nothing reaches them and the stored version stays', async () => {
+  it('another user may not change it at all (403), with their endpoint or the same one; nothing reaches them and the stored version stays', async () => {
     const owners = await subscriber();
     const theirs = await subscriber();
     const id = await subscribe(owners.url);
     try {
       const stored = await read(id);
-      refused(await put(id, clinician, withChannel(stored, { endpoint: theirs.url })), 'their endpoint');
-      // At the same endpoint they would become the subscriber of the EHR's secret.
-      refused(await put(id, clinician, { ...stored, reason: 'mine now' }), 'the same endpoint');
+      for (const [what, res] of [
+        ['their endpoint', await put(id, clinician, withChannel(stored, { endpoint: theirs.url }))],
+        // At the same endpoint they would become the subscriber of the EHR's secret.
+        ['the same endpoint', await put(id, clinician, { ...stored, reason: 'mine now' })],
+      ] as const) {
+        expect(res.statusCode, `${what}: ${res.payload}`).to.equal(403);
+        expect(res.json.issue[0].diagnostics).to.contain('held by another subscriber');
+      }
       expect(await read(id)).to.equal(stored);
 
       const obs = await reading('vital-signs', 20);
@@ -143,13 +154,51 @@ describe('a Subscription taken over keeps neither its secret nor its queue', () 
     }
   }
 
-  it('notifications queued for the EHR are not delivered once another user is the subscriber; new readings go under that user\'s rights and header', async () => {
+  it('notifications queued for the EHR are not delivered once the operator\'s backend service takes it over; new readings go under that service\'s rights and header', async () => {
     const { old, moved } = await queueDroppedBy(async (id, stored) => {
-      const res = await put(id, clinician, withChannel(stored, { header: ['Authorization: Bearer CLINICIAN-OWN'] }));
+      const res = await put(id, operations, withChannel(stored, { header: ['Authorization: Bearer OPERATIONS-OWN'] }));
       expect(res.statusCode, res.payload).to.equal(200);
     }, 'the clinician');
     expect(moved.attempts).to.equal(0);
-    expect(old.received.map((r) => r.headers.authorization)).to.equal(['Bearer CLINICIAN-OWN']);
+    expect(old.received.map((r) => r.headers.authorization)).to.equal(['Bearer OPERATIONS-OWN']);
+  });
+
+  it("a colleague may neither delete nor turn off nor take over a clinician's Subscription (403, nothing written); its subscriber and the operator's backend service may", async () => {
+    const hook = await subscriber();
+    try {
+      const created = await app.request({
+        method: 'POST', url: '/fhir/Subscription', headers: clinician,
+        payload: { resourceType: 'Subscription', status: 'requested', reason: 'my alerts', criteria: `Observation?patient=Patient/${patient}`, channel: { type: 'rest-hook', endpoint: hook.url, payload: 'application/fhir+json' } },
+      });
+      expect(created.statusCode, created.payload).to.equal(201);
+      const id = created.json.id as string;
+      const stored = (await app.request({ method: 'GET', url: `/fhir/Subscription/${id}`, headers: clinician })).json;
+      const attempts = [
+        await app.request({ method: 'DELETE', url: `/fhir/Subscription/${id}`, headers: colleague }),
+        await put(id, colleague, { ...stored, status: 'off' }),
+        await put(id, colleague, { ...stored, reason: 'mine now' }),
+        await app.request({ method: 'PATCH', url: `/fhir/Subscription/${id}`, headers: { ...colleague, 'content-type': 'application/json-patch+json' }, payload: [{ op: 'replace', path: '/status', value: 'off' }] }),
+      ];
+      expect(attempts.map((r) => r.statusCode)).to.equal([403, 403, 403, 403]);
+      const after = await app.request({ method: 'GET', url: `/fhir/Subscription/${id}`, headers: colleague });
+      expect([after.json.meta.versionId, after.json.status]).to.equal([stored.meta.versionId, 'active']);
+      // The colleague still reads it (decision 033) and still sees its alerts go out.
+      const obs = await reading('vital-signs', 40);
+      await until('the clinician\'s notification', () => ids(hook).includes(obs));
+
+      expect((await put(id, operations, { ...stored, status: 'off' })).statusCode).to.equal(200);
+      expect((await app.request({ method: 'DELETE', url: `/fhir/Subscription/${id}`, headers: clinician })).statusCode).to.equal(403);
+      // The operator's service took it over by its update: it, not the clinician, is the subscriber now.
+      expect((await app.request({ method: 'DELETE', url: `/fhir/Subscription/${id}`, headers: operations })).statusCode).to.equal(204);
+
+      const own = await app.request({
+        method: 'POST', url: '/fhir/Subscription', headers: clinician,
+        payload: { resourceType: 'Subscription', status: 'requested', reason: 'mine', criteria: `Observation?patient=Patient/${patient}`, channel: { type: 'rest-hook', endpoint: hook.url, payload: 'application/fhir+json' } },
+      });
+      expect((await app.request({ method: 'DELETE', url: `/fhir/Subscription/${own.json.id}`, headers: clinician })).statusCode).to.equal(204);
+    } finally {
+      await hook.close();
+    }
   });
 
   it('notifications queued for the old endpoint are not delivered to the new one', async () => {
