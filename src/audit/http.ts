@@ -156,9 +156,9 @@ export function auditOfRequest(request: Request, policyOf: (r: Request) => Acces
 }
 
 /**
- * A batch answers 200 whatever its entries' fate, and a transaction 200 with a read entry that
- * failed (decision 038): each such entry is audited as the failure it is, a refusal
- * (403) as much as a REST request's, with the entry's own request as the query.
+ * A batch answers 200 whatever its entries' fate (a transaction fails whole, decision 038): each
+ * failed entry is audited as the failure it is, a refusal (403) as much as a REST request's, with
+ * the entry's own request as the query.
  */
 function entryFailures(failed: NonNullable<Request['app']['failedEntries']>, actor: Actor): Array<RequestAudit['fact']> {
   return failed.map((e) => {

@@ -31,8 +31,8 @@ export interface InteractionResult {
    */
   disclosedPatients?: readonly string[];
   /**
-   * The entries of a batch or transaction answered with an error inside a 200 response Bundle
-   * (a batch entry refused, a transaction's read that failed: decision 038). The request's own
+   * The entries of a batch answered with an error inside its 200 response Bundle (a transaction
+   * fails whole instead: decision 038). The request's own
    * audit event says 200; each of these is audited as the failure it is (src/audit/http.ts).
    */
   failedEntries?: readonly FailedEntry[];

@@ -204,28 +204,25 @@ describe('transaction bundles', () => {
     expect((await app.request({ method: 'GET', url: `/fhir/Patient/${drop}` })).statusCode).to.equal(410);
   });
 
-  it('answers a read that fails after the writes committed in its own entry, and refuses a GET that is no read before writing', async () => {
+  it('fails whole when a read fails after its writes (even a read of what it deleted: 410), writing nothing, and refuses a GET that is no read before writing', async () => {
     const drop = unique('drop');
     const system = `http://example.org/${unique('sys')}`;
     await app.request({ method: 'PUT', url: `/fhir/Patient/${drop}`, payload: { resourceType: 'Patient', id: drop } });
     const created = () => ({ resource: { resourceType: 'Patient', identifier: [{ system, value: '1' }] }, request: { method: 'POST', url: 'Patient' } });
     const stored = async () => (await app.request({ method: 'GET', url: `/fhir/Patient?identifier=${encodeURIComponent(`${system}|1`)}&_summary=count` })).json.total;
-    const res = await app.request({
-      method: 'POST', url: '/fhir',
-      payload: {
-        resourceType: 'Bundle', type: 'transaction',
-        entry: [
-          created(),
-          { request: { method: 'DELETE', url: `Patient/${drop}` } },
-          { request: { method: 'GET', url: `Patient/${drop}` } },
-          { request: { method: 'GET', url: 'Patient?nonsense=1' } },
-        ],
-      },
-    });
-    // The writes are committed: the answer says so, entry by entry, and is no error.
-    expect(res.statusCode, res.payload).to.equal(200);
-    expect(res.json.entry.map((e: any) => e.response.status)).to.equal(['201 Created', '204 No Content', '410 Gone', '400 Bad Request']);
-    expect(res.json.entry[2].response.outcome.issue[0].diagnostics).to.contain('Bundle.entry[2]');
+    for (const [read, status] of [[`Patient/${drop}`, 410], ['Patient?nonsense=1', 400]] as const) {
+      const res = await app.request({
+        method: 'POST', url: '/fhir',
+        payload: { resourceType: 'Bundle', type: 'transaction', entry: [created(), { request: { method: 'DELETE', url: `Patient/${drop}` } }, { request: { method: 'GET', url: read } }] },
+      });
+      // R4 http.html#transaction: all or nothing. The read's own status, at its entry.
+      expect(res.statusCode, res.payload).to.equal(status);
+      expect(res.json.issue[0].diagnostics).to.contain('Bundle.entry[2]');
+      expect(await stored()).to.equal(0);
+      expect((await app.request({ method: 'GET', url: `/fhir/Patient/${drop}` })).statusCode).to.equal(200);
+    }
+    const written = await app.request({ method: 'POST', url: '/fhir', payload: { resourceType: 'Bundle', type: 'transaction', entry: [created()] } });
+    expect(written.statusCode).to.equal(200);
     expect(await stored()).to.equal(1);
 
     // A GET of something that is no read is known before anything is written: the transaction fails whole.

@@ -59,6 +59,27 @@ describe('transaction processing order', () => {
     }
   });
 
+  it('fails whole when a read entry fails (R4 http.html#transaction: reject all): a resource not there is the transaction\'s 404, naming the entry\'s URL, nothing written', async () => {
+    const id = unique('readfails');
+    const missing = unique('missing');
+    for (const [read, status] of [[`Patient/${missing}`, 404], ['Patient?unknown-parameter=1', 400]] as const) {
+      const res = await transaction([
+        { resource: { resourceType: 'Patient', id }, request: { method: 'PUT', url: `Patient/${id}` } },
+        { request: { method: 'GET', url: read } },
+      ]);
+      expect(res.statusCode, res.payload).to.equal(status);
+      expect(res.json.issue[0].expression).to.equal(['Bundle.entry[1].request.url']);
+      expect(res.json.issue[0].diagnostics.startsWith('Bundle.entry[1]: '), res.payload).to.be.true();
+      expect((await app.request({ method: 'GET', url: `/fhir/Patient/${id}` })).statusCode).to.equal(404);
+    }
+    // The same read in a batch is its entry's answer, and the write beside it stands.
+    const res = await batch([
+      { resource: { resourceType: 'Patient', id }, request: { method: 'PUT', url: `Patient/${id}` } },
+      { request: { method: 'GET', url: `Patient/${missing}` } },
+    ]);
+    expect(res.json.entry.map((e: { response: { status: string } }) => e.response.status)).to.equal(['201 Created', '404 Not Found']);
+  });
+
   it('F2: a conditional create after a DELETE of its match creates; the new Observation refers to the new Patient', async () => {
     const identifier = `urn:t|${unique('dc1')}`;
     const old = (await app.request({ method: 'POST', url: '/fhir/Patient', payload: patient(identifier) })).json.id;
@@ -255,7 +276,7 @@ describe('a transaction read whose SQL fails', () => {
   });
   after(() => app.stop());
 
-  it('is its entry\'s 500; the writes it shares a database transaction with still commit', async () => {
+  it('fails the transaction whole with 500, its writes rolled back (R4: reject all)', async () => {
     const id = unique('sqlfail');
     const res = await app.request({
       method: 'POST', url: '/fhir',
@@ -265,8 +286,8 @@ describe('a transaction read whose SQL fails', () => {
         { request: { method: 'GET', url: `Patient/${id}` } },
       ] },
     });
-    expect(res.statusCode, res.payload).to.equal(200);
-    expect(res.json.entry.map((e: any) => e.response.status)).to.equal(['201 Created', '500 Internal Server Error', '200 OK']);
-    expect((await app.request({ method: 'GET', url: `/fhir/Patient/${id}` })).statusCode).to.equal(200);
+    expect(res.statusCode, res.payload).to.equal(500);
+    expect(res.json.resourceType).to.equal('OperationOutcome');
+    expect((await app.request({ method: 'GET', url: `/fhir/Patient/${id}` })).statusCode).to.equal(404);
   });
 });

@@ -73,6 +73,13 @@ export function failedEntry(ctx: FhirContext, index: number, err: unknown): fhir
   return errorEntry(err.issues.some((i) => i.diagnostics.startsWith('Bundle.entry[')) ? err : inEntry(index, err));
 }
 
+/** A read entry's error, restated for the bundle: it is about the entry's request URL, not a resource it sent. */
+export function inReadEntry(index: number, err: OperationOutcomeError): OperationOutcomeError {
+  const prefix = `Bundle.entry[${index}]`;
+  const issues: Issue[] = err.issues.map((issue) => ({ ...issue, diagnostics: `${prefix}: ${issue.diagnostics}`, expression: [`${prefix}.request.url`] }));
+  return new OperationOutcomeError(err.status, issues, err.headers);
+}
+
 /** An entry's error, restated for the bundle: `Observation.status` becomes `Bundle.entry[36].resource.status`. */
 export function inEntry(index: number, err: OperationOutcomeError): OperationOutcomeError {
   const prefix = `Bundle.entry[${index}]`;

@@ -7,7 +7,7 @@ import type { ReturnPreference } from '../negotiation';
 import { entryError, type ParsedEntry, parseEntry } from './entries';
 import { committedWriteEntry, type RoutedRead, routeReadEntry } from './read-entry';
 import { absoluteWhereAnEntryIsNamed, collectReferences, isConditionalReference, isPlaceholder, rewriteReferences } from './references';
-import { type BundleAnswer, bundleAnswer, failedEntry, inEntry, readEntryResponse } from './response';
+import { type BundleAnswer, bundleAnswer, inEntry, inReadEntry, readEntryResponse } from './response';
 
 /** R4 http.html#trules: deletes, then creates, then updates and patches, then reads. */
 const ORDER: Record<ParsedEntry['method'], number> = { DELETE: 0, POST: 1, PUT: 2, PATCH: 2, GET: 3, HEAD: 3 };
@@ -40,7 +40,7 @@ export async function processTransaction(ctx: FhirContext, rawEntries: readonly 
       thenInUnit: async (uow) => {
         disclosed.length = 0;
         const at = { ...ctx, db: joiningTransaction(ctx.db, uow.tx), reads: undefined };
-        for (const { entry, run } of reads) response[entry.index] = await readInUnit(at, uow, entry, run, disclosed);
+        for (const { entry, run } of reads) response[entry.index] = await readInUnit(at, entry, run, disclosed);
       },
     });
   } catch (err) {
@@ -55,21 +55,15 @@ export async function processTransaction(ctx: FhirContext, rawEntries: readonly 
 }
 
 /**
- * A read of the transaction, in its database transaction. One that fails is that entry's answer,
- * as in a batch (decision 038): its writes are not undone for it. A savepoint (sent with the
- * read's first statement, no round trip of its own) keeps a read whose SQL failed from aborting
- * the transaction it shares with them.
+ * A read of the transaction, in its database transaction. One that fails fails the transaction
+ * (R4 http.html#transaction: accept all actions or reject all), its writes rolled back with it:
+ * a 404 for a resource not there is the transaction's 404, naming the entry and its URL.
  */
-async function readInUnit(at: FhirContext, uow: UnitOfWork, entry: ParsedEntry, run: RoutedRead, disclosed: string[]): Promise<fhir4.BundleEntry> {
-  uow.tx.later('SAVEPOINT transaction_read');
+async function readInUnit(at: FhirContext, entry: ParsedEntry, run: RoutedRead, disclosed: string[]): Promise<fhir4.BundleEntry> {
   try {
-    const answer = readEntryResponse(await run(at), disclosed, entry.method === 'HEAD' ? 'HEAD' : 'GET');
-    uow.tx.later('RELEASE SAVEPOINT transaction_read');
-    return answer;
+    return readEntryResponse(await run(at), disclosed, entry.method === 'HEAD' ? 'HEAD' : 'GET');
   } catch (err) {
-    await uow.tx.query('ROLLBACK TO SAVEPOINT transaction_read');
-    uow.tx.later('RELEASE SAVEPOINT transaction_read');
-    return failedEntry(at, entry.index, err);
+    throw err instanceof OperationOutcomeError ? inReadEntry(entry.index, err) : err;
   }
 }
 
