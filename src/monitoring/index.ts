@@ -84,7 +84,8 @@ export function registerMonitoring(ctx: FhirContext, server: Server, grants: Gra
   ctx.operations.register({
     name: 'get-ws-binding-token', types: ['Subscription'], type: false, instance: true, affectsState: false,
     handler: (c, req) => bindingTokenOperation(c, req.id!, req.policy, grants),
-    definition: 'http://hl7.org/fhir/OperationDefinition/Subscription-get-ws-binding-token',
+    // R4's home of the operation is the Subscriptions Backport IG (R5's own canonical is no R4 definition).
+    definition: 'http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-get-ws-binding-token',
   });
   ctx.operations.register({
     name: 'evaluate', types: ['CarePlan'], type: false, instance: true, affectsState: true,

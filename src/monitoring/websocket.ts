@@ -53,8 +53,8 @@ async function assertOwner(ctx: FhirContext, id: string, policy: AccessPolicy): 
 }
 
 /**
- * Subscription/{id}/$get-ws-binding-token: a one-time token for `bind-with-token` (R5
- * Subscription-get-ws-binding-token). Refused for a Subscription that will ping nobody: off, or
+ * Subscription/{id}/$get-ws-binding-token: a one-time token for `bind-with-token` (the R4
+ * Subscriptions Backport IG's backport-subscription-get-ws-binding-token, R5's operation). Refused for a Subscription that will ping nobody: off, or
  * set under a grant that has ended (decision 032), so that a client signed in again (the
  * dashboard, whose Subscription outlives a login session) sets a new one rather than listen to
  * a silent one.

@@ -108,6 +108,11 @@ describe('CapabilityStatement (GET /fhir/metadata)', () => {
     expect(batch.json.entry[1].resource.resourceType).to.equal('TerminologyCapabilities');
   });
 
+  it('names an R4 definition for $get-ws-binding-token: the Subscriptions Backport IG\'s, not R5\'s core one', async () => {
+    const operation = resource((await metadata()).json, 'Subscription').operation!.find((o) => o.name === 'get-ws-binding-token');
+    expect(operation!.definition).to.equal('http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-get-ws-binding-token');
+  });
+
   it('lists $anonymize only where a pseudonym key lets it answer', async () => {
     const keyless = resource((await metadata()).json, 'Patient').operation!.map((o) => o.name);
     expect(keyless).to.include(['everything', 'erase']);
