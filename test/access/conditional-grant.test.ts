@@ -186,7 +186,7 @@ describe('conditional writes match only what the caller may search', () => {
       const visible = res.json.entry[1].response.location.split('/')[1];
       expect(res.json.entry[2].response.location.split('/')[1]).to.equal(visible);
       expectSilentAbout(res.payload, hidden);
-      const all = await app.request({ method: 'GET', url: `/fhir/Observation?code=${LOINC}|${code}`, headers: app.system });
+      const all = await app.request({ method: 'GET', url: `/fhir/Observation?code=${LOINC}|${code}&subject=Patient/${id.alice}`, headers: app.system });
       expect(all.json.entry.length).to.equal(3);
     });
 

@@ -155,9 +155,10 @@ describe('the R4 JSON forms others write are stored as written', () => {
       // Precomposed and combining ë, mathematical script capitals (astral plane), a ZWJ emoji family.
       name: [{ family: 'Nguyễn', given: ['Zoë', 'Zoe\u0308', '𝒜𝓃𝓃𝒶', '👨‍👩‍👧'] }],
     });
+    // Each written form finds the Patient (other suites' Patients, a 'Zoe' among them, share the database).
     for (const given of ['Zo%C3%AB', 'Zoe%CC%88', '%F0%9D%92%9C']) {
-      const found = await app.request({ method: 'GET', url: `/fhir/Patient?given=${given}&_elements=id` });
-      expect(found.json.total, given).to.equal(1);
+      const found = await app.request({ method: 'GET', url: `/fhir/Patient?given=${given}&_elements=id&_count=1000` });
+      expect(found.json.entry.map((e: { resource: { id: string } }) => e.resource.id), given).to.include('forms');
     }
     await roundTrip('MedicationRequest', {
       resourceType: 'MedicationRequest', id: 'contained', contained: [{ resourceType: 'Medication', id: 'med1', code: { text: 'Axid' } }],
