@@ -288,6 +288,20 @@ describe('batch bundles', () => {
     expect(after.current - before.current).to.equal(17);
   });
 
+  it('refuses a batch whose entries share a fullUrl (bdl-7) whole, before writing any; different meta.versionIds may share one', async () => {
+    const fullUrl = `http://example.org/fhir/Patient/${unique('dup')}`;
+    const tag = unique('bdl7');
+    const entry = (extra: Record<string, unknown> = {}) => ({ fullUrl, resource: { resourceType: 'Patient', identifier: [{ system: 'urn:bdl7', value: tag }], ...extra }, request: { method: 'POST', url: 'Patient' } });
+    const count = async () => (await app.request({ method: 'GET', url: `/fhir/Patient?identifier=urn:bdl7|${tag}&_summary=count` })).json.total;
+    const refused = await app.request({ method: 'POST', url: '/fhir', payload: { resourceType: 'Bundle', type: 'batch', entry: [entry(), entry()] } });
+    expect(refused.statusCode, refused.payload).to.equal(400);
+    expect(refused.json.issue[0].diagnostics).to.contain('Bundle.entry[1]').and.to.contain('bdl-7');
+    expect(await count()).to.equal(0);
+    const versions = await app.request({ method: 'POST', url: '/fhir', payload: { resourceType: 'Bundle', type: 'batch', entry: [entry({ meta: { versionId: '1' } }), entry({ meta: { versionId: '2' } })] } });
+    expect(versions.statusCode, versions.payload).to.equal(200);
+    expect(await count()).to.equal(2);
+  });
+
   it('answers a transaction or batch of no entries with a response Bundle without an empty entry array (R4 json.html)', async () => {
     for (const type of ['transaction', 'batch']) {
       const res = await app.request({ method: 'POST', url: '/fhir', payload: { resourceType: 'Bundle', type } });

@@ -3,7 +3,7 @@ import { OperationOutcomeError } from '../../kernel/outcome';
 import { executeWrites, type WriteOp } from '../../pipeline';
 import type { FhirContext } from '../context';
 import type { ReturnPreference } from '../negotiation';
-import { type ParsedEntry, parseEntry } from './entries';
+import { checkUniqueFullUrls, type ParsedEntry, parseEntry } from './entries';
 import { committedWriteEntry, readEntry } from './read-entry';
 import { type BundleAnswer, bundleAnswer, failedEntry, readEntryResponse } from './response';
 
@@ -18,6 +18,7 @@ export async function processBatch(ctx: FhirContext, rawEntries: readonly unknow
   const writes: Array<{ entry: ParsedEntry; op: WriteOp }> = [];
   const reads: ParsedEntry[] = [];
   const disclosed: string[] = [];
+  checkUniqueFullUrls(rawEntries.map((raw, index) => ({ index, ...sentIdentity(raw) })));
   for (const [index, raw] of rawEntries.entries()) {
     try {
       const entry = parseEntry(raw, index, ctx.baseUrl, ctx.config.inputLimits);
@@ -42,4 +43,12 @@ export async function processBatch(ctx: FhirContext, rawEntries: readonly unknow
     }
   }
   return bundleAnswer('batch-response', response, disclosed);
+}
+
+/** An entry's fullUrl and its resource's versionId as sent, before the entry is parsed (it may fail alone). */
+function sentIdentity(raw: unknown): { fullUrl?: string; versionId?: string } {
+  const entry = raw as { fullUrl?: unknown; resource?: { meta?: { versionId?: unknown } } } | null;
+  const fullUrl = typeof entry?.fullUrl === 'string' ? entry.fullUrl : undefined;
+  const versionId = entry?.resource?.meta?.versionId;
+  return { ...(fullUrl ? { fullUrl } : {}), ...(typeof versionId === 'string' ? { versionId } : {}) };
 }

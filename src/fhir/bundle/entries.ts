@@ -35,6 +35,23 @@ export function splitRequestUrl(url: string, baseUrl: string, index?: number): {
   return { path, query: new URLSearchParams(q === -1 ? '' : relative.slice(q + 1)) };
 }
 
+/**
+ * Bundle invariant bdl-7: a fullUrl names one entry, unless the entries carry different
+ * `meta.versionId`s (`versionId` given only where that exception may apply). 400 for the whole
+ * bundle, before any entry is processed: the bundle itself is invalid, a batch's included.
+ */
+export function checkUniqueFullUrls(entries: ReadonlyArray<{ index: number; fullUrl?: string; versionId?: string }>): void {
+  // bdl-7 as its FHIRPath has it: `fullUrl & resource.meta.versionId` distinct (an absent versionId is '').
+  const seen = new Map<string, number>();
+  for (const e of entries) {
+    if (!e.fullUrl) continue;
+    const key = `${e.fullUrl}\u0000${e.versionId ?? ''}`;
+    const first = seen.get(key);
+    if (first !== undefined) throw entryError(e.index, 400, `fullUrl ${e.fullUrl} is already the fullUrl of entry ${first} (bdl-7)`);
+    seen.set(key, e.index);
+  }
+}
+
 export function entryError(index: number, status: number, diagnostics: string): OperationOutcomeError {
   return new OperationOutcomeError(status, { code: status === 404 ? 'not-found' : 'invalid', diagnostics: `Bundle.entry[${index}]: ${diagnostics}`, expression: [`Bundle.entry[${index}]`] });
 }

@@ -4,7 +4,7 @@ import { executeWrites, findConditionMatches, type ResolvedOp, type UnitOfWork, 
 import { joiningTransaction, type Queryable } from '../../store/db';
 import type { FhirContext } from '../context';
 import type { ReturnPreference } from '../negotiation';
-import { entryError, type ParsedEntry, parseEntry } from './entries';
+import { checkUniqueFullUrls, entryError, type ParsedEntry, parseEntry } from './entries';
 import { committedWriteEntry, type RoutedRead, routeReadEntry } from './read-entry';
 import { absoluteWhereAnEntryIsNamed, collectReferences, isConditionalReference, isPlaceholder, rewriteReferences } from './references';
 import { type BundleAnswer, bundleAnswer, inEntry, inReadEntry, readEntryResponse } from './response';
@@ -19,7 +19,8 @@ const ORDER: Record<ParsedEntry['method'], number> = { DELETE: 0, POST: 1, PUT: 
  */
 export async function processTransaction(ctx: FhirContext, rawEntries: readonly unknown[], prefer: ReturnPreference, policy: AccessPolicy): Promise<BundleAnswer> {
   const entries = rawEntries.map((raw, i) => parseEntry(raw, i, ctx.baseUrl, ctx.config.inputLimits));
-  checkDuplicateFullUrls(entries);
+  // Stricter than bdl-7 (no two versions of one fullUrl): a transaction writes one version of a resource.
+  checkUniqueFullUrls(entries);
   absoluteWhereAnEntryIsNamed(entries);
   const writes = entries.filter((e) => e.write).sort((a, b) => ORDER[a.method] - ORDER[b.method] || a.index - b.index);
   // Reads are routed before anything is written: an entry whose URL is no read fails the transaction whole.
@@ -81,16 +82,6 @@ async function rewriteBetweenEntries(uow: UnitOfWork, writes: readonly ParsedEnt
         return conditional.get(ref);
       }, placeholders);
     }
-  }
-}
-
-function checkDuplicateFullUrls(entries: readonly ParsedEntry[]): void {
-  const seen = new Map<string, number>();
-  for (const e of entries) {
-    if (!e.fullUrl) continue;
-    const first = seen.get(e.fullUrl);
-    if (first !== undefined) throw entryError(e.index, 400, `fullUrl ${e.fullUrl} is already the fullUrl of entry ${first}`);
-    seen.set(e.fullUrl, e.index);
   }
 }
 
