@@ -10,7 +10,7 @@ import { readResources } from '../store/repository';
 import { administrationQuery, catchUp, checkDoses, closeMissedDoseFlags } from './adherence';
 import { administrations, type JudgedDose, judgeDoses } from './doses';
 import { sendReminders } from './reminders';
-import { activeSchedules, activeStarts, clocksOf, gracesOf, routineEntries, storeSchedules, TIMEZONE_URL } from './schedules';
+import { activeSchedules, activeStarts, clocksOf, gracesOf, routineEntries, type Schedule, storeSchedules, TIMEZONE_URL } from './schedules';
 import { type CompiledRequest, compileRequest, gracePeriodOf, routineEvents, timeSourceOf } from './timing';
 import { isTimeZone, localDateTime } from './zone';
 import { forgetMedication } from './erasure';
@@ -220,23 +220,12 @@ async function dueOperation(ctx: FhirContext, req: RestRequest): Promise<Interac
     // An order the server holds but cannot place is no dose: said, so no one takes silence for "nothing due".
     ...schedules.flatMap((s) => (s.compiled.unplaced ?? []).map((u) => ({
       name: 'unscheduled',
-      part: [
-        { name: 'request', valueReference: { reference: `MedicationRequest/${s.requestId}` } },
-        { name: 'patient', valueReference: { reference: `Patient/${s.patient}` } },
-        { name: 'instruction', valueInteger: u.index },
-        { name: 'reason', valueString: u.reason },
-      ],
+      part: [...instructionParts(s, u.index), { name: 'reason', valueString: u.reason }],
     }))),
     // A range read by its required end ("1-2 times"): said, so no one takes the schedule for the order's whole range.
     ...schedules.flatMap((s) => (s.compiled.assumed ?? []).map((a) => ({
       name: 'assumption',
-      part: [
-        { name: 'request', valueReference: { reference: `MedicationRequest/${s.requestId}` } },
-        { name: 'patient', valueReference: { reference: `Patient/${s.patient}` } },
-        { name: 'instruction', valueInteger: a.index },
-        { name: 'element', valueString: a.element },
-        { name: 'text', valueString: a.text },
-      ],
+      part: [...instructionParts(s, a.index), { name: 'element', valueString: a.element }, { name: 'text', valueString: a.text }],
     }))),
     {
       name: 'summary',
@@ -251,4 +240,13 @@ async function dueOperation(ctx: FhirContext, req: RestRequest): Promise<Interac
       ],
     },
   ]);
+}
+
+/** The parts naming which order, patient and dosage instruction an `unscheduled` or `assumption` parameter is about. */
+function instructionParts(schedule: Schedule, index: number): fhir4.ParametersParameter[] {
+  return [
+    { name: 'request', valueReference: { reference: `MedicationRequest/${schedule.requestId}` } },
+    { name: 'patient', valueReference: { reference: `Patient/${schedule.patient}` } },
+    { name: 'instruction', valueInteger: index },
+  ];
 }
