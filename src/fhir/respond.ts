@@ -1,5 +1,5 @@
 import type { ResponseToolkit, ResponseObject, Request } from '@hapi/hapi';
-import type { InteractionResult } from './context';
+import type { FailedEntry, InteractionResult } from './context';
 import { parseStoredJson } from '../kernel/input-limits';
 import { stringifyKeepingDecimals } from '../kernel/json-decimals';
 import { responseType } from './negotiation';
@@ -9,7 +9,7 @@ declare module '@hapi/hapi' {
     /** The answer's InteractionResult.disclosedPatients, for the audit trail (src/audit/http.ts). */
     hiddenPatients?: readonly string[];
     /** The answer's InteractionResult.failedEntries, each audited as a failure (src/audit/http.ts). */
-    failedEntries?: ReadonlyArray<{ index: number; method: string; url: string; status: number; diagnostics?: string }>;
+    failedEntries?: readonly FailedEntry[];
   }
 }
 
