@@ -9,6 +9,12 @@ export interface Config {
   databaseUrl: string;
   /** DATABASE_REPLICA_URL: a streaming replica searches may run on (docs/decisions/019-scale-out.md); '' = none. */
   databaseReplicaUrl: string;
+  /**
+   * DATABASE_LISTEN_URL: a direct postgres:// connection for LISTEN (Db.listen), when
+   * DATABASE_URL goes through PgBouncer in transaction mode, where a LISTEN hears nothing
+   * (decision 019); '' = DATABASE_URL.
+   */
+  databaseListenUrl: string;
   dataDir: string;
   logLevel: string;
   /** Largest accepted request body in bytes; larger gets 413. */
@@ -181,6 +187,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     baseUrl,
     databaseUrl: env.DATABASE_URL ?? '',
     databaseReplicaUrl: replicaUrl(env),
+    databaseListenUrl: besidePostgres(env, 'DATABASE_LISTEN_URL'),
     dataDir: env.DATA_DIR || './.data',
     logLevel: env.LOG_LEVEL || 'info',
     maxBodyBytes: int(env.MAX_BODY_BYTES, 16 * 1024 * 1024, 'MAX_BODY_BYTES'),
@@ -405,9 +412,14 @@ function bool(value: string | undefined, name: string): boolean {
 
 /** A replica only beside a PostgreSQL primary: the embedded database has none. */
 function replicaUrl(env: NodeJS.ProcessEnv): string {
-  const url = env.DATABASE_REPLICA_URL ?? '';
+  return besidePostgres(env, 'DATABASE_REPLICA_URL');
+}
+
+/** A second PostgreSQL URL (`name`), which only makes sense beside a postgres:// DATABASE_URL; '' when unset. */
+function besidePostgres(env: NodeJS.ProcessEnv, name: string): string {
+  const url = env[name] ?? '';
   if (url === '') return '';
   const postgres = (u: string) => u.startsWith('postgres://') || u.startsWith('postgresql://');
-  if (!postgres(url) || !postgres(env.DATABASE_URL ?? '')) throw new Error('DATABASE_REPLICA_URL must be a postgres:// URL, beside a postgres:// DATABASE_URL');
+  if (!postgres(url) || !postgres(env.DATABASE_URL ?? '')) throw new Error(`${name} must be a postgres:// URL, beside a postgres:// DATABASE_URL`);
   return url;
 }

@@ -58,7 +58,7 @@ const CORS = {
  */
 export async function createServer(config: Config, options: { db?: Db; logger?: Logger } = {}): Promise<App> {
   const log = options.logger ?? pino({ level: config.logLevel });
-  const db = options.db ?? (await openDb(config.databaseUrl, config.dataDir, { statementTimeoutMs: config.statementTimeoutMs, preparedStatements: config.preparedStatements }));
+  const db = options.db ?? (await openDb(config.databaseUrl, config.dataDir, { statementTimeoutMs: config.statementTimeoutMs, preparedStatements: config.preparedStatements, listenUrl: config.databaseListenUrl }));
   await migrateAll(db);
   // The type every device reading writes; the other types' validators compile on their first
   // use (5-30 ms each), so that the ~140 a monitoring server rarely sees cost no memory

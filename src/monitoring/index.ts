@@ -9,6 +9,7 @@ import { dateParameter, judgementClock, parametersResult } from '../fhir/operati
 import { badRequest, notFound, unprocessable } from '../kernel/outcome';
 import { type CommittedWrite, eachWrite, type PendingWrite, type UnitOfWork, withUnitOfWork } from '../pipeline';
 import { readingsOf, withinLimits } from '../search';
+import { notificationsArrive } from '../store/listen-check';
 import { readResource, ReplayUnitError } from '../store/repository';
 import { checkAdherence } from './adherence';
 import { PeriodicJob } from './periodic';
@@ -19,7 +20,7 @@ import { assertValidGoal, type CompiledPlan, compilePlan, storedGoalIds } from '
 import { activePlansOf, goalsInActivePlans, loadGoals, planById, plansChanged, plansUnchanged, recompilePlansOfGoals, storePlans } from './plans';
 import { PlanCache } from './plan-cache';
 import { DeliveryWorker } from './delivery';
-import { enqueueNotifications, noteSubscriber, recordSubscribers } from './notify';
+import { enqueueNotifications, forgetSubscriptions, noteSubscriber, recordSubscribers, SUBSCRIPTIONS_CHANGED_CHANNEL } from './notify';
 import { acceptSubscription, endpointPolicy } from './subscription-accept';
 import { enforceSubscriptionCap } from './subscription-cap';
 import { enforceSubscriberHolds } from './subscription-holder';
@@ -115,16 +116,45 @@ export function registerMonitoring(ctx: FhirContext, server: Server, grants: Gra
   subscriptionEnds.start();
   worker.start();
   const websocket = new WebsocketChannel(ctx, server);
-  const listening = websocket.start().catch((err: unknown) => ctx.log.error({ err }, 'the websocket channel could not listen for notifications'));
+  const stopping = new AbortController();
+  const listening = listenForOtherNodes(ctx, websocket, stopping.signal);
   return {
     async stop() {
+      stopping.abort();
       await scheduler.stop();
       await subscriptionEnds.stop();
       await worker.stop();
-      await listening;
+      const unlisten = await listening;
+      await unlisten?.();
       await websocket.stop();
     },
   };
+}
+
+/** How long the start-up check waits for its own notification before it says LISTEN is deaf. */
+const HEARING_CHECK_MS = 5000;
+
+/**
+ * What other nodes' commits announce through NOTIFY: websocket pings (./websocket.ts) and
+ * Subscriptions written elsewhere (the cache of ./notify.ts). Then checks that a notification
+ * is heard at all: behind PgBouncer in transaction mode without DATABASE_LISTEN_URL none is, and
+ * the dashboard's live alerts would be silently dead. Answers how to stop listening.
+ */
+async function listenForOtherNodes(ctx: FhirContext, websocket: WebsocketChannel, stopping: AbortSignal): Promise<(() => Promise<void>) | undefined> {
+  try {
+    await websocket.start();
+    const unlisten = await ctx.db.listen(SUBSCRIPTIONS_CHANGED_CHANNEL, () => forgetSubscriptions());
+    const heard = await notificationsArrive(ctx.db, HEARING_CHECK_MS, stopping);
+    if (!heard && !stopping.aborted) {
+      ctx.log.error(
+        `no notification sent through the database came back within ${HEARING_CHECK_MS} ms: websocket pings and other nodes' new Subscriptions will not reach this node. Behind PgBouncer in transaction mode, set DATABASE_LISTEN_URL to a direct connection to PostgreSQL`,
+      );
+    }
+    return unlisten;
+  } catch (err) {
+    ctx.log.error({ err }, 'the server could not listen for notifications of other nodes');
+    return undefined;
+  }
 }
 
 const live = (writes: readonly PendingWrite[], type: string) => writes.filter((w) => w.type === type && w.resource);

@@ -6,7 +6,7 @@ import { DEFAULT_INPUT_LIMITS, idSlices } from '../kernel/input-limits';
 import { OperationOutcomeError } from '../kernel/outcome';
 import type { CommittedWrite, PendingWrite, UnitOfWork } from '../pipeline';
 import { type CriteriaMatcher, criteriaMatcher, findMatchingIds, withinLimits } from '../search';
-import type { Queryable } from '../store/db';
+import type { Queryable, Transaction } from '../store/db';
 import { readVersion, readVersioned } from '../store/repository';
 import { parseCriteria } from './subscription-accept';
 
@@ -83,10 +83,13 @@ export function readdressed(previous: fhir4.Subscription, next: fhir4.Subscripti
  * transaction: they were matched under the previous subscriber's grant, for the previous
  * endpoint (and a retry would carry them to the new one).
  */
-export async function recordSubscribers(tx: Queryable, committed: readonly CommittedWrite[]): Promise<void> {
+export async function recordSubscribers(tx: Transaction, committed: readonly CommittedWrite[]): Promise<void> {
   const subs = committed.filter((w) => w.type === 'Subscription');
   if (subs.length === 0) return;
   forgetSubscriptions();
+  // The other nodes forget theirs at this commit (./index.ts listens): a Subscription created on
+  // one node must be matched by a reading another node takes a moment later, not 2 s later.
+  tx.later(`SELECT pg_notify('${SUBSCRIPTIONS_CHANGED_CHANNEL}', '')`);
   const gone = subs.filter((w) => !w.resource).map((w) => w.id);
   if (gone.length) await tx.query('DELETE FROM subscription_owner WHERE subscription_id = ANY($1::text[])', [gone]);
   const set = subs.flatMap((w) => {
@@ -252,10 +255,12 @@ export const WEBSOCKET_NOTIFY_CHANNEL = 'fhir_subscription_ping';
 /**
  * The live Subscriptions, cached: the query cost 3–6 ms per ingest transaction on the
  * bench, for a table that changes a few times a day. A Subscription written through this
- * process drops the cache in its own transaction; one written by another process is seen
- * within SUBSCRIPTION_CACHE_MS.
+ * process drops the cache in its own transaction; one written by another process drops it when
+ * that write's NOTIFY on SUBSCRIPTIONS_CHANGED_CHANNEL arrives (at its commit), and at the latest
+ * after SUBSCRIPTION_CACHE_MS, should the listening connection be down.
  */
 const SUBSCRIPTION_CACHE_MS = 2000;
+export const SUBSCRIPTIONS_CHANGED_CHANNEL = 'fhir_subscriptions_changed';
 let cache: { at: number; subscriptions: LiveSubscription[] } | undefined;
 
 export function forgetSubscriptions(): void {

@@ -55,7 +55,7 @@ export interface Db extends Queryable {
 }
 
 /** Opens the database named by a DATABASE_URL-style string (see src/config.ts). */
-export async function openDb(url: string, dataDir: string, options: { statementTimeoutMs?: number; preparedStatements?: boolean } = {}): Promise<Db> {
+export async function openDb(url: string, dataDir: string, options: { statementTimeoutMs?: number; preparedStatements?: boolean; listenUrl?: string } = {}): Promise<Db> {
   if (url.startsWith('postgres://') || url.startsWith('postgresql://')) {
     return openPostgres(url, options);
   }

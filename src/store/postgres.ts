@@ -18,6 +18,12 @@ export interface PostgresOptions {
   statementTimeoutMs?: number;
   /** Repeated statements as named prepared statements (DATABASE_PREPARED_STATEMENTS, default on; src/store/prepared.ts). */
   preparedStatements?: boolean;
+  /**
+   * Where LISTEN connects (DATABASE_LISTEN_URL), when `connectionString` is PgBouncer in
+   * transaction mode: there a LISTEN is answered but hears nothing, not even a NOTIFY sent
+   * straight to PostgreSQL (checked with Debian's PgBouncer 1.18). Default: `connectionString`.
+   */
+  listenUrl?: string;
 }
 
 export function openPostgres(connectionString: string, options: PostgresOptions = {}): Db {
@@ -164,7 +170,7 @@ export function openPostgres(connectionString: string, options: PostgresOptions 
         client.release(stale);
       }
     },
-    listen: (channel, onPayload) => listenOn(connectionString, channel, onPayload),
+    listen: (channel, onPayload) => listenOn(options.listenUrl || connectionString, channel, onPayload),
     withSignal: db,
     close: () => pool.end(),
   });

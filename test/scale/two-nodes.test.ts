@@ -1,6 +1,9 @@
 import * as Lab from '@hapi/lab';
 import { expect } from '@hapi/code';
+import WebSocket from 'ws';
 import { migrateAll } from '../../src/schema';
+import { notificationsArrive } from '../../src/store/listen-check';
+import { openPostgres } from '../../src/store/postgres';
 import { tableOf } from '../../src/store/tables';
 import { startHaproxy } from '../helpers/haproxy';
 import { startPgbouncer } from '../helpers/pgbouncer';
@@ -91,6 +94,37 @@ async function json(res: Response): Promise<any> {
   return JSON.parse(text);
 }
 
+/**
+ * A dashboard's websocket Subscription created on node A, B's cache of live Subscriptions warm
+ * (a reading just taken there): a breach posted to B pings the socket on A. Both halves cross
+ * nodes through NOTIFY: B forgets its cache at A's commit (else it matches without the new
+ * Subscription for up to 2 s, and that breach is never announced), and B's ping reaches A.
+ */
+async function crossNodePing(nodeA: string, nodeB: string, patient: string): Promise<void> {
+  const send = async (base: string, method: string, path: string, body?: object) =>
+    json(await fetch(`${base}/${path}`, { method, headers: { 'content-type': 'application/fhir+json' }, body: body && JSON.stringify(body) }));
+  await send(nodeB, 'POST', 'Observation', systolic(patient, 118));
+  const sub = await send(nodeA, 'POST', 'Subscription', {
+    resourceType: 'Subscription', status: 'requested', reason: 'dashboard on node A', criteria: 'Flag?status=active',
+    channel: { type: 'websocket' }, end: new Date(Date.now() + 600_000).toISOString(),
+  });
+  const binding = await send(nodeA, 'GET', `Subscription/${sub.id}/$get-ws-binding-token`);
+  const param = (name: string) => binding.parameter.find((p: { name: string }) => p.name === name);
+  const ws = new WebSocket(`${nodeA.replace(/\/fhir$/, '').replace('http', 'ws')}/websocket`);
+  const messages: string[] = [];
+  ws.on('message', (m) => messages.push(String(m)));
+  await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
+  try {
+    ws.send(`bind-with-token ${param('token').valueString}`);
+    await until('bound on node A', () => messages.includes(`bound ${sub.id}`));
+    await send(nodeB, 'POST', 'Observation', systolic(patient, 171));
+    await until('the ping on node A of a breach written on node B', () => messages.includes(`ping ${sub.id}`), 5000);
+  } finally {
+    ws.close();
+    await fetch(`${nodeA}/Subscription/${sub.id}`, { method: 'DELETE' });
+  }
+}
+
 describe('two server nodes behind HAProxy', () => {
   it(
     POSTGRES
@@ -118,6 +152,8 @@ describe('two server nodes behind HAProxy', () => {
         SUBSCRIPTION_ALLOW_PRIVATE_NETWORKS: 'true',
         SUBSCRIPTION_RETRY_BASE: '100ms',
         SUBSCRIPTION_DELIVERY_LEASE: '3s',
+        // LISTEN beside PgBouncer, straight to PostgreSQL: through it, a LISTEN hears nothing.
+        DATABASE_LISTEN_URL: url,
       };
       let proxy: Awaited<ReturnType<typeof startHaproxy>> | undefined;
       let a: ServerProcess | undefined;
@@ -144,6 +180,19 @@ describe('two server nodes behind HAProxy', () => {
           await post(planWithHighSystolic(p.id));
           patients.push(p.id);
         }
+
+        // Through PgBouncer a LISTEN hears nothing; on the direct connection it does.
+        const throughBouncer = openPostgres(bouncer.url, { preparedStatements: false, statementTimeoutMs: 0 });
+        const besideBouncer = openPostgres(bouncer.url, { preparedStatements: false, statementTimeoutMs: 0, listenUrl: url });
+        try {
+          expect(await notificationsArrive(throughBouncer, 1000), 'LISTEN through PgBouncer').to.be.false();
+          expect(await notificationsArrive(besideBouncer, 5000), 'LISTEN on DATABASE_LISTEN_URL').to.be.true();
+        } finally {
+          await throughBouncer.close();
+          await besideBouncer.close();
+        }
+        await crossNodePing(`http://127.0.0.1:${portA}/fhir`, `http://127.0.0.1:${portB}/fhir`, patients[0]!);
+        for (const node of [a, b]) expect(node.output(), 'the start-up check heard its notification').to.not.contain('no notification sent through the database came back');
 
         const single = await ingest(one, patients, PHASE_MS);
         const pair = await ingest(two, patients, PHASE_MS);
