@@ -1,3 +1,4 @@
+import { TOKENS_REVOKED_NOTICE } from './cache-notices';
 import type { ErasedCompartment, UnitOfWork } from '../pipeline';
 import type { VerifiedTokens } from './token-cache';
 
@@ -6,8 +7,9 @@ import type { VerifiedTokens } from './token-cache';
  * row is gone is refused: src/auth/strategy.ts), unused authorization codes, EHR launches,
  * pending authorization requests — and the patient's own login (auth_user whose fhirUser is the
  * Patient) with its sessions: the username may itself identify the person. One statement.
- * This server instance then forgets the tokens it verified recently; as with Consents, a request
- * between that and the commit may verify a doomed token again, for the cache's second at most.
+ * This server instance then forgets the tokens it verified recently, and the other nodes at the
+ * commit (./cache-notices.ts); as with Consents, a request between that and the commit may
+ * verify a doomed token again, for the cache's second at most.
  */
 export async function forgetGrants(uow: UnitOfWork, erased: ErasedCompartment, verifiedTokens: VerifiedTokens): Promise<void> {
   const fhirUser = `Patient/${erased.patientId}`;
@@ -21,4 +23,5 @@ export async function forgetGrants(uow: UnitOfWork, erased: ErasedCompartment, v
     [erased.patientId, fhirUser],
   );
   verifiedTokens.forget();
+  uow.tx.later(TOKENS_REVOKED_NOTICE);
 }

@@ -3,6 +3,7 @@ import { serveWithoutTokens } from '../access/request';
 import type { FhirContext } from '../fhir/context';
 import { registerAuthorizeRoutes } from './authorize';
 import { contributeSecurity } from './capability';
+import { listenForCacheNotices } from './cache-notices';
 import { registerConsentStages } from './consent-stages';
 import { fhirDirectory } from './directory';
 import { forgetGrants } from './erasure';
@@ -80,6 +81,13 @@ export const authPlugin: Plugin<{ ctx: FhirContext }> = {
     }, PURGE_INTERVAL_MS);
     timer.unref();
     server.events.on('stop', () => clearInterval(timer));
+
+    // Another node's revocations and Consents reach this node's caches at their commit.
+    const stopListening = await listenForCacheNotices(ctx.db, state.verifiedTokens).catch((err: unknown) => {
+      ctx.log.error({ err }, 'the server could not listen for other nodes\' revocations and Consents: they hold here within a second');
+      return undefined;
+    });
+    server.ext('onPostStop', async () => stopListening?.());
   },
 };
 

@@ -5,6 +5,7 @@ import { jose } from './jose';
 import { ACCEPTED_ALGS } from './keys';
 import type { AuthState } from './state';
 import { purgeThrottle } from './throttle';
+import { TOKENS_REVOKED_CALL } from './cache-notices';
 
 /** RFC 9068's type: an access token can never be taken for an id_token or a client assertion. */
 export const ACCESS_TOKEN_TYP = 'at+jwt';
@@ -149,7 +150,8 @@ export async function revokeToken(state: AuthState, jti: string, clientId: strin
  * `grantId`, of user `subject` (a removed user) or of client `clientId` (a removed client), on
  * `db` (a caller's transaction) or the state's. Answers how many were alive. When an access token
  * was among them, this process forgets every token it verified recently before the caller
- * answers (src/auth/token-cache.ts); other processes refuse them within TOKEN_CACHE_MS.
+ * answers (src/auth/token-cache.ts); other processes at its commit, and within TOKEN_CACHE_MS
+ * should their listening connection be down.
  */
 export async function revokeTokens(
   state: AuthState,
@@ -157,7 +159,13 @@ export async function revokeTokens(
   db: Queryable = state.db,
 ): Promise<number> {
   const [column, value] = 'jti' in which ? ['jti', which.jti] : 'grantId' in which ? ['grant_id', which.grantId] : 'subject' in which ? ['subject', which.subject] : ['client_id', which.clientId];
-  const { rows } = await db.query<{ kind: string }>(`UPDATE auth_token SET revoked_at = now() WHERE ${column} = $1 AND revoked_at IS NULL RETURNING kind`, [value]);
+  // An access token revoked tells every node to forget what it verified (./cache-notices.ts), in
+  // the same statement: at once where `db` commits by itself, else at the caller's commit.
+  const { rows } = await db.query<{ kind: string }>(
+    `WITH revoked AS (UPDATE auth_token SET revoked_at = now() WHERE ${column} = $1 AND revoked_at IS NULL RETURNING kind)
+     SELECT kind, CASE WHEN kind = 'access' THEN ${TOKENS_REVOKED_CALL} END AS notice FROM revoked`,
+    [value],
+  );
   if (rows.some((r) => r.kind === 'access')) state.verifiedTokens.forget();
   return rows.length;
 }

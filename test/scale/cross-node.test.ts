@@ -22,12 +22,18 @@ const { describe, it, before, after } = lab;
  * Decision 019: what one node writes, another node judges, notifies, authorises and forgets by.
  * Node A is a server in this process, node B a server process (`dist/src/main.js`), both on one
  * PostgreSQL schema: the module-level caches (Consents, Subscriptions) of A and B are apart, as
- * on two machines. The documented bounds (token and Consent caches 1 s) are waited out where a
- * test depends on them, and measured where said so; a Subscription written on one node is
- * matched by the other at once (its commit's NOTIFY empties the other's cache).
+ * on two machines. Revocations, Consents and Subscriptions written on one node reach the other's
+ * caches at the writer's commit (NOTIFY); the caches' own bounds (1 s, 2 s) hold only when a
+ * node's listening connection is down.
  */
 /** The bound of src/access/consent.ts (a module constant there). */
 const CONSENT_CACHE_MS = 1000;
+/**
+ * A revocation, Consent or erasure on A reaches B's caches at A's commit (NOTIFY,
+ * src/auth/cache-notices.ts): refused by B's first requests, not after the caches' second.
+ * Measured against the caches alone: 561â€“655 ms, as B had just verified the token.
+ */
+const AT_ONCE_MS = 300;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe(onPostgres ? 'two nodes on one database' : 'two nodes on one database â€” declared for PostgreSQL only: PGlite is an embedded database inside one process, two nodes cannot share it (run with DATABASE_URL=postgres://â€¦)', { skip: !onPostgres }, () => {
@@ -61,7 +67,7 @@ describe(onPostgres ? 'two nodes on one database' : 'two nodes on one database â
     while (Date.now() - at < bound * 3) {
       if (await refused()) {
         const after = Date.now() - at;
-        console.log(`\n  ${what} reached B after ${after} ms (bound ${bound} ms)`);
+        console.log(`\n  ${what} reached B after ${after} ms (the cache alone: ${bound} ms)`);
         return after;
       }
       await sleep(20);
@@ -154,7 +160,7 @@ describe(onPostgres ? 'two nodes on one database' : 'two nodes on one database â
     expect(mine()).to.have.length(1);
   });
 
-  it(`a token revoked on A (RFC 7009) is refused by B within TOKEN_CACHE_MS (${TOKEN_CACHE_MS} ms)`, { timeout: 30_000 }, async () => {
+  it(`a token revoked on A (RFC 7009) is refused by B at once, not after its cache's ${TOKEN_CACHE_MS} ms`, { timeout: 30_000 }, async () => {
     const { token, clientId, key } = await backendToken(a, 'system/*.rs');
     const bearer = { authorization: `Bearer ${token}` };
     expect((await on('B', 'GET', '/Patient?_count=1', undefined, bearer)).status).to.equal(200);
@@ -163,10 +169,10 @@ describe(onPostgres ? 'two nodes on one database' : 'two nodes on one database â
     });
     expect(revoked.status).to.equal(200);
     const refusedAfter = await refusedWithin('a revocation on A', TOKEN_CACHE_MS, async () => (await on('B', 'GET', '/Patient?_count=1', undefined, bearer)).status === 401);
-    expect(refusedAfter).to.be.within(0, TOKEN_CACHE_MS + 250);
+    expect(refusedAfter).to.be.within(0, AT_ONCE_MS);
   });
 
-  it(`a Consent deny written on A is enforced on B within its cache's ${CONSENT_CACHE_MS} ms`, { timeout: 30_000 }, async () => {
+  it(`a Consent deny written on A is enforced on B at once, not after its cache's ${CONSENT_CACHE_MS} ms`, { timeout: 30_000 }, async () => {
     const patient = (await create('A', { resourceType: 'Patient', name: [{ family: unique('consent') }] })).id;
     const dr = (await create('A', { resourceType: 'Practitioner', name: [{ family: 'X' }] })).id;
     const reading = (await create('A', observation(patient, '8867-4', 'vital-signs'))).id;
@@ -175,7 +181,7 @@ describe(onPostgres ? 'two nodes on one database' : 'two nodes on one database â
     expect((await on('B', 'GET', `/Observation/${reading}`, undefined, doctor)).status).to.equal(200);
     await create('A', consent(patient, { type: 'deny', actor: [actor(`Practitioner/${dr}`)], class: [VITAL_SIGNS] }));
     const refusedAfter = await refusedWithin('a Consent deny on A', CONSENT_CACHE_MS, async () => (await on('B', 'GET', `/Observation/${reading}`, undefined, doctor)).status === 404);
-    expect(refusedAfter).to.be.within(0, CONSENT_CACHE_MS + 250);
+    expect(refusedAfter).to.be.within(0, AT_ONCE_MS);
   });
 
   it('a patient erased on A: B serves none of their data and judges no reading by their erased plan', { timeout: 60_000 }, async () => {
@@ -193,7 +199,7 @@ describe(onPostgres ? 'two nodes on one database' : 'two nodes on one database â
     const erased = await on('A', 'POST', `/Patient/${patient}/$erase`, { resourceType: 'Parameters' }, eraser);
     expect(erased.status, JSON.stringify(erased.json)).to.equal(200);
     const ownRefused = await refusedWithin('the erased patient\'s token revocation', TOKEN_CACHE_MS, async () => (await on('B', 'GET', `/Observation?_count=1`, undefined, own)).status === 401);
-    expect(ownRefused).to.be.within(0, TOKEN_CACHE_MS + 250);
+    expect(ownRefused).to.be.within(0, AT_ONCE_MS);
     for (const path of [`/Observation/${reading.id}`, `/Patient/${patient}`]) expect((await on('B', 'GET', path, undefined, bearer)).status, path).to.be.within(404, 410);
     expect((await on('B', 'GET', `/Observation?subject=Patient/${patient}`, undefined, bearer)).json.entry ?? []).to.equal([]);
     expect((await on('B', 'GET', `/Flag?subject=Patient/${patient}`, undefined, bearer)).json.entry ?? []).to.equal([]);
