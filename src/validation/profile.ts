@@ -19,6 +19,7 @@ import { valueSetContains, valueSetExpansion } from '../terminology/valueset';
 import { fhirpathEngine } from './fhirpath-engine';
 import { nativeInvariant } from './invariants';
 import { CORE } from './core-invariants';
+import { ELEMENT_INVARIANTS } from './element-invariants';
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const r4Model = require('fhirpath/fhir-context/r4') as unknown;
 
@@ -69,9 +70,11 @@ function pathOf(inst: Instance): string {
 
 /**
  * Checked on every resource before any profile: ele-1 by ./resource.ts, the core invariants the
- * snapshots repeat (dom-2..5, ext-1) by ./core-invariants.ts.
+ * snapshots repeat (dom-2..5, ext-1) by ./core-invariants.ts, and the element invariants of the
+ * base definitions (obs-3, qty-3, ...) by its walk, where a profile states them as the base does.
  */
 const SKIPPED_INVARIANTS = new Set(['ele-1', ...Object.keys(CORE)]);
+const CHECKED_ELEMENT_INVARIANTS = new Set(ELEMENT_INVARIANTS.map((i) => `${i.key}@${i.expression}`));
 
 function compile(sd: fhir4.StructureDefinition): CompiledProfile {
   const elements = (sd.snapshot?.element ?? []) as ElementDefinition[];
@@ -102,7 +105,7 @@ function compile(sd: fhir4.StructureDefinition): CompiledProfile {
       byId.get(segments.slice(0, -1).join('.'))?.children.push(node);
     }
     for (const c of def.constraint ?? []) {
-      if (c.severity !== 'error' || !c.expression || SKIPPED_INVARIANTS.has(c.key)) continue;
+      if (c.severity !== 'error' || !c.expression || SKIPPED_INVARIANTS.has(c.key) || CHECKED_ELEMENT_INVARIANTS.has(`${c.key}@${c.expression}`)) continue;
       const relative = def.path.split('.').slice(1).join('.').replace(/\[x\]/g, '');
       const where = `${c.key}@${relative}`;
       if (seenInvariants.has(where)) continue;

@@ -229,7 +229,7 @@ describe('medication schedules: R4 Timing element by element', () => {
     const at = 'MedicationRequest.dosageInstruction[0].timing.repeat';
     const cases: Array<[fhir4.TimingRepeat | Record<string, unknown>, string]> = [
       [{ frequency: 0, period: 1, periodUnit: 'd' }, `${at}.frequency`],
-      [{ frequency: 1, period: -1, periodUnit: 'd' }, at],
+      [{ frequency: 1, period: -1, periodUnit: 'd' }, `${at}.period`],
       [{ frequency: 1, period: 0, periodUnit: 'd' }, at],
       [{ frequency: 1, period: 1, periodUnit: 'fortnight' }, `${at}.periodUnit`],
       [{ timeOfDay: ['8am'] }, `${at}.timeOfDay[0]`],
