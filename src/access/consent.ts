@@ -210,9 +210,7 @@ export async function withConsents(db: Queryable, policy: AccessPolicy, options:
   if (policy.clientId === unrestricted.clientId) return policy;
   const now = options.now ?? Date.now();
   const load = (key: string) => (options.fresh ? loadConsents(db, key, now) : consentsNaming(db, key, now));
-  const app = `${CLIENT_ACTOR}${policy.clientId}`;
-  // A patient's own identity is not an actor of their own data's Consents; their app may be.
-  const user = policy.fhirUser && !policy.fhirUser.startsWith('Patient/') ? policy.fhirUser : undefined;
+  const { user, app } = actorsOf(policy);
   const [ofUser, ofApp] = await Promise.all([user ? load(user) : undefined, load(app)]);
   const seen = new Set<string>();
   const rules = [...(ofUser?.rules ?? []), ...ofApp.rules].filter((r) => !seen.has(r.consentId) && seen.add(r.consentId));
@@ -221,6 +219,32 @@ export async function withConsents(db: Queryable, policy: AccessPolicy, options:
   if (rules.length === 0) return policy;
   const everyone = user ? [user, app] : [app];
   return clinicianPolicy(policy, { permits: everyone, denies: everyone }, consents, now);
+}
+
+/** The caller as the actors a provision may name: its user (a patient's own identity is not an actor of their own data's Consents) and its app. */
+function actorsOf(policy: AccessPolicy): { user?: string; app: string } {
+  const user = policy.fhirUser && !policy.fhirUser.startsWith('Patient/') ? policy.fhirUser : undefined;
+  return { ...(user ? { user } : {}), app: `${CLIENT_ACTOR}${policy.clientId}` };
+}
+
+/**
+ * Whether a deny of the stored `consent` names the caller (its user or its app), whatever its
+ * period or purpose. Such a caller may not change or delete that Consent: a clinician with
+ * `user/*.cruds` whom a patient's Consent denied their vital signs could name a colleague
+ * instead, or withdraw it, and read them at the next request (security probe). A restriction is
+ * lifted by the patient or by someone it does not restrict, never by its subject.
+ */
+export function consentRestrictsCaller(consent: fhir4.Consent, policy: AccessPolicy): boolean {
+  if (policy.clientId === unrestricted.clientId) return false;
+  const rules = consentRules(consent);
+  if (!rules) return false;
+  const { user, app } = actorsOf(policy);
+  const caller = user ? [user, app] : [app];
+  const denies = (p: ConsentProvision, inherited: readonly string[]): boolean => {
+    const actors = p.actors.length ? p.actors : inherited;
+    return (p.decision === 'deny' && names(actors, caller)) || p.exceptions.some((e) => denies(e, actors));
+  };
+  return denies(rules.root, []);
 }
 
 function decisionsOf(consents: ActorConsents, patientId: string, who: Who, purposes: readonly string[], now: number) {

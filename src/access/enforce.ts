@@ -1,5 +1,6 @@
 import type { AccessPolicy, Action } from './policy';
 import { parseResourceScope, type ScopeContext } from './scopes';
+import { consentRestrictsCaller } from './consent';
 import { findMatchingIds, isUnlimited, patientsOf, type PatientExclusion, type Reach, withinLimits } from '../search';
 import type { Queryable } from '../store/db';
 import { readResource } from '../store/repository';
@@ -171,11 +172,17 @@ export function mayReadDeleted(policy: AccessPolicy, type: string, lastLive: fhi
  * A resource it may not read is one it cannot patch (404, as for an unknown id); replacing or
  * deleting it is refused (403), never done blind over content hidden from the caller.
  * `existing` is the current version, or for a deleted resource the version its deletion
- * removed: recreating an id is acting on whose it was.
+ * removed: recreating an id is acting on whose it was. A Consent that denies the caller is
+ * readable but not the caller's to change or delete (decision 015).
  */
 export function requireActingOnReadable(policy: AccessPolicy, type: string, id: string, action: 'u' | 'd' | 'patch', existing: fhir4.FhirResource): void {
   const limits = readLimits(policy, type, 'r');
-  if (withinLimits(type, existing, limits)) return;
-  if (action === 'patch') throw notFound(`${type}/${id} is not known`);
-  throw forbidden(`the access token may not read ${type}/${id}, so it may not ${ACTION_NAMES[action]} it`);
+  if (!withinLimits(type, existing, limits)) {
+    if (action === 'patch') throw notFound(`${type}/${id} is not known`);
+    throw forbidden(`the access token may not read ${type}/${id}, so it may not ${ACTION_NAMES[action]} it`);
+  }
+  // Readable, so the refusal tells the caller nothing it could not read (decision 015).
+  if (type === 'Consent' && consentRestrictsCaller(existing as fhir4.Consent, policy)) {
+    throw forbidden(`Consent/${id} denies this user or app access; only the patient, or someone it does not restrict, may ${action === 'd' ? 'delete' : 'change'} it`);
+  }
 }

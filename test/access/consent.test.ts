@@ -284,6 +284,26 @@ describe('Consent enforcement', () => {
       }
     });
 
+    it('cannot lift a deny that names it: replacing, patching or deleting that Consent is 403, in a transaction too; a colleague it does not name may', async () => {
+      const deny = await create(consent(ids.alice, { type: 'deny', actor: [actor(`Practitioner/${ids.drX}`)], class: [VITAL_SIGNS] }));
+      try {
+        // drX may read the Consent (it denies vital signs only), so a 403 tells it nothing new.
+        expect((await get(`/fhir/Consent/${deny}`, drX)).statusCode).to.equal(200);
+        const elsewhere = { ...consent(ids.alice, { type: 'deny', actor: [actor(`Practitioner/${ids.drY}`)], class: [VITAL_SIGNS] }), id: deny };
+        const attempts = [
+          await app.request({ method: 'PUT', url: `/fhir/Consent/${deny}`, payload: elsewhere, headers: drX }),
+          await app.request({ method: 'PATCH', url: `/fhir/Consent/${deny}`, payload: [{ op: 'replace', path: '/status', value: 'inactive' }], headers: { ...drX, 'content-type': 'application/json-patch+json' } }),
+          await app.request({ method: 'DELETE', url: `/fhir/Consent/${deny}`, headers: drX }),
+          await app.request({ method: 'POST', url: '/fhir', payload: { resourceType: 'Bundle', type: 'transaction', entry: [{ request: { method: 'DELETE', url: `Consent/${deny}` } }] }, headers: drX }),
+        ];
+        expect(attempts.map((r) => r.statusCode)).to.equal([403, 403, 403, 403]);
+        expect((await get(`/fhir/Observation/${ids.aliceHr}`, drX)).statusCode).to.equal(404);
+        expect((await get(`/fhir/Consent/${deny}`, system)).json.meta.versionId).to.equal('1');
+      } finally {
+        expect((await app.request({ method: 'DELETE', url: `/fhir/Consent/${deny}`, headers: drY })).statusCode).to.equal(204);
+      }
+    });
+
     it('a deny of all the patient\'s data hides the Patient too; a nested permit keeps one class open', async () => {
       const deny = await create(consent(ids.alice, { type: 'deny', actor: [actor(`Practitioner/${ids.drX}`)] }));
       try {
