@@ -28,6 +28,8 @@ const TAKEN = new Set(['completed', 'in-progress']);
 export interface Administration {
   id: string;
   requestId: string;
+  /** Its subject's Patient id: it counts only for a request of that patient. */
+  patient?: string;
   at: number;
 }
 
@@ -45,7 +47,8 @@ export async function administrations(db: Queryable, ids: readonly string[]): Pr
   for (const [id, a] of stored) {
     const requestId = /^MedicationRequest\/([A-Za-z0-9\-.]{1,64})$/.exec(a.request?.reference ?? '')?.[1];
     const at = administeredAt(a);
-    if (requestId && at !== undefined && TAKEN.has(a.status)) out.push({ id, requestId, at });
+    const patient = /^Patient\/([A-Za-z0-9\-.]{1,64})$/.exec(a.subject?.reference ?? '')?.[1];
+    if (requestId && at !== undefined && TAKEN.has(a.status)) out.push({ id, requestId, ...(patient ? { patient } : {}), at });
   }
   return out;
 }
@@ -57,7 +60,9 @@ export async function administrations(db: Queryable, ids: readonly string[]): Pr
 export function judgeDoses(schedule: Schedule, clock: PatientClock, grace: number, from: number, to: number, now: number, taken: readonly Administration[]): JudgedDose[] {
   const margin = 86_400_000;
   const doses = dosesBetween(schedule.compiled, clock, from - margin, to + margin);
-  const mine = taken.filter((a) => a.requestId === schedule.requestId).sort((a, b) => a.at - b.at);
+  // Another patient's administration naming this request is no dose of it: a writer that may not
+  // read the request could link it (index.ts, linkAdministrations judges only readable requests).
+  const mine = taken.filter((a) => a.requestId === schedule.requestId && a.patient === schedule.patient).sort((a, b) => a.at - b.at);
   const matched = new Map<number, Administration>();
   for (const a of mine) {
     // The latest dose whose window (due − grace) had opened when it was taken.

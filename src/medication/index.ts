@@ -1,4 +1,4 @@
-import { findVisibleIds } from '../access/enforce';
+import { findVisibleAmong, findVisibleIds } from '../access/enforce';
 import { flagsShownTo } from '../monitoring/flag-answer';
 import type { FhirContext, InteractionResult } from '../fhir/context';
 import { dateParameter, judgementClock, parametersResult, stringParameter } from '../fhir/operation-params';
@@ -127,8 +127,15 @@ async function linkAdministrations(uow: UnitOfWork, writes: readonly PendingWrit
   if (writes.length === 0) return;
   const refOf = (w: PendingWrite) => (w.resource as fhir4.MedicationAdministration).request?.reference;
   const ids = writes.map((w) => /^MedicationRequest\/([A-Za-z0-9\-.]{1,64})$/.exec(refOf(w) ?? '')?.[1]).filter((id): id is string => id !== undefined);
-  // A request written in the same apply (a transaction Bundle creating both) is read as written.
-  const requests = await readResources<fhir4.MedicationRequest>(uow.tx, 'MedicationRequest', ids);
+  // Only the requests the writer may read are judged here: the 422 below names the request's
+  // subject, so a patient token linking another patient's request learnt that it exists and
+  // whose it is (security probe). One it may not read is, to it, one not stored here; the dose
+  // judgement counts an administration only for its request's own patient (doses.ts), so the
+  // link counts nothing. A request written in the same apply (a transaction Bundle creating
+  // both) is read as written.
+  const policy = writes[0]!.policy;
+  const visible = policy.allows('MedicationRequest', 's') ? await findVisibleAmong(uow.tx, policy, 'MedicationRequest', ids) : new Set<string>();
+  const requests = await readResources<fhir4.MedicationRequest>(uow.tx, 'MedicationRequest', [...visible]);
   for (const w of pendingRequests) requests.set(w.id, w.resource as fhir4.MedicationRequest);
   await eachWrite(writes, (w) => {
     const ref = refOf(w);

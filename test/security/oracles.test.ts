@@ -117,6 +117,26 @@ describe('authorization comes before any answer that depends on content', () => 
     expect(res.headers.location).to.match(new RegExp(`/Observation/${bobObs}/_history/1$`));
   });
 
+  it("a MedicationAdministration naming another patient's MedicationRequest answers as for a request never stored, and counts no dose of it", async () => {
+    const bob = await app.create({ resourceType: 'Patient' });
+    const rx = await app.create({
+      resourceType: 'MedicationRequest', status: 'active', intent: 'order', subject: { reference: `Patient/${bob}` }, medicationCodeableConcept: { text: 'x' },
+      dosageInstruction: [{ timing: { repeat: { frequency: 24, period: 1, periodUnit: 'd' } } }],
+    });
+    const given = (request: string) => app.request({
+      method: 'POST', url: '/fhir/MedicationAdministration', headers: aliceApp,
+      payload: { resourceType: 'MedicationAdministration', status: 'completed', subject: { reference: `Patient/${alice}` }, medicationCodeableConcept: { text: 'x' }, effectiveDateTime: new Date().toISOString(), request: { reference: `MedicationRequest/${request}` } },
+    });
+    const linked = await given(rx);
+    const never = await given(`never-${rx}`);
+    // It was a 422 naming Bob's request and Bob: existence and owner of a request Alice may not read.
+    expect([linked.statusCode, never.statusCode]).to.equal([201, 201]);
+    expect(linked.payload).to.not.include(bob);
+    const due = await app.request({ method: 'GET', url: `/fhir/MedicationRequest/${rx}/$due?start=${new Date(Date.now() - 3_600_000).toISOString()}`, headers: app.system });
+    expect(due.statusCode).to.equal(200);
+    expect(due.payload).to.not.include(linked.json.id);
+  });
+
   it('a body that fails validation is still a 403 for a caller that may not write there', async () => {
     const res = await app.request({ method: 'PUT', url: `/fhir/Observation/${bobObs}`, headers: aliceApp, payload: { resourceType: 'Observation', id: bobObs, status: 'not-a-status' } });
     expect(res.statusCode).to.equal(403);
