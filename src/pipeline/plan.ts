@@ -258,6 +258,7 @@ function applyJsonPatch(resource: fhir4.FhirResource, patch: unknown): unknown {
     for (; i < patch.length; i++) {
       const op = patch[i] as Operation;
       const copied = op.op === 'copy' ? valueAt(patched, op.from) : undefined;
+      if ((op.op === 'move' || op.op === 'copy') && typeof op.from === 'string') checkSource(patched, op, i);
       patched = applyOperation(patched, op, true, true, true, i).newDocument;
       if (op.op === 'add' || op.op === 'replace') budget.placed(op.value, `JSON Patch operation ${i + 1}`);
       else if (op.op === 'copy') budget.placed(copied, `JSON Patch operation ${i + 1}`);
@@ -278,6 +279,18 @@ function applyJsonPatch(resource: fhir4.FhirResource, patch: unknown): unknown {
     }
     throw err;
   }
+}
+
+/**
+ * A `move` or `copy` whose source fast-json-patch would trip over with a TypeError (a 500): a
+ * `move` into its own child (RFC 6902 §4.4: `from` MUST NOT be a proper prefix of `path`), and a
+ * source that names no value (the library checks it only for some targets, not the root).
+ */
+function checkSource(document: unknown, op: { op: 'move' | 'copy'; from: string; path: string }, i: number): void {
+  if (op.op === 'move' && op.path.startsWith(`${op.from}/`)) {
+    throw badRequest(`JSON Patch operation ${i + 1}: a move's from ('${op.from.slice(0, 80)}') may not be a prefix of its path (RFC 6902 §4.4)`);
+  }
+  if (valueAt(document, op.from) === undefined) throw unprocessable(`JSON Patch operation ${i + 1}: from '${op.from.slice(0, 80)}' names no value`);
 }
 
 /** The value a `copy` will copy (its size is what the copy adds), or undefined if `from` names none (the operation then fails). */

@@ -291,6 +291,12 @@ describe('bad requests get a 4xx OperationOutcome and change nothing', () => {
         expectOutcome(await patchReq([{ op: 'frobnicate', path: '/active' }]), 400, /operation 1/);
       }));
 
+    it('refuses a move into its own child with 400 and a copy from nothing with 422 (fast-json-patch threw a TypeError: 500)', () =>
+      unchanged(async () => {
+        expectOutcome(await patchReq([{ op: 'add', path: '/name', value: [{ family: 'F' }] }, { op: 'move', from: '/name', path: '/name/0/family' }]), 400, /prefix/);
+        expectOutcome(await patchReq([{ op: 'copy', from: '/telecom/0', path: '' }]), 422, /names no value/);
+      }));
+
     it('answers 422 when a test operation fails', () =>
       unchanged(async () => {
         expectOutcome(await patchReq([{ op: 'test', path: '/active', value: false }]), 422, /test failed/);
