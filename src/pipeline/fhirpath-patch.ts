@@ -66,7 +66,7 @@ export function applyFhirPathPatch(document: Record<string, unknown>, patch: fhi
 class PatchError extends Error {}
 
 function operationsOf(patch: fhir4.Parameters): PatchOperation[] {
-  const parameters = patch.parameter ?? [];
+  const parameters = parametersOf(patch.parameter, 'Parameters.parameter');
   if (parameters.length === 0) throw badRequest('a FHIRPath Patch holds at least one operation parameter');
   checkOperationCount(parameters.length, 'FHIRPath Patch');
   const tally: PathTally = { characters: 0, operators: 0 };
@@ -74,7 +74,7 @@ function operationsOf(patch: fhir4.Parameters): PatchOperation[] {
     const where = `Parameters.parameter[${i}]`;
     if (p.name !== 'operation') throw badRequest(`${where}: a FHIRPath Patch holds only parameters named 'operation', not '${String(p.name).slice(0, 40)}'`, [where]);
     const parts = new Map<string, fhir4.ParametersParameter>();
-    for (const part of p.part ?? []) {
+    for (const part of parametersOf(p.part, `${where}.part`)) {
       if (parts.has(part.name)) throw badRequest(`${where}: '${part.name.slice(0, 40)}' is given twice`, [where]);
       parts.set(part.name, part);
     }
@@ -101,6 +101,22 @@ function operationsOf(patch: fhir4.Parameters): PatchOperation[] {
   });
 }
 
+/**
+ * A `parameter` or `part` list as R4's Parameters has it (an array of objects, each with a string
+ * name), or a 400: the body is not yet validated as a Parameters resource when the operations are
+ * read from it, and a null parameter or a part list that was no array made a 500.
+ */
+function parametersOf(list: unknown, where: string): fhir4.ParametersParameter[] {
+  if (list === undefined) return [];
+  if (!Array.isArray(list)) throw badRequest(`${where} must be an array`, [where]);
+  list.forEach((item: unknown, i) => {
+    if (item === null || typeof item !== 'object' || Array.isArray(item) || typeof (item as { name?: unknown }).name !== 'string') {
+      throw badRequest(`${where}[${i}] must be an object with a name`, [`${where}[${i}]`]);
+    }
+  });
+  return list as fhir4.ParametersParameter[];
+}
+
 /** A `value` part: one `value[x]`, or parts that are the elements of a value with no type of its own (a backbone element). */
 function valueOf(part: fhir4.ParametersParameter, where: string): PatchValue {
   const typed = Object.keys(part).filter((k) => /^value[A-Z]/.test(k));
@@ -109,9 +125,10 @@ function valueOf(part: fhir4.ParametersParameter, where: string): PatchValue {
     return { json: (part as unknown as Record<string, unknown>)[key], type: key.slice('value'.length), holder: { part, key } };
   }
   if (typed.length > 1) throw badRequest(`${where}: value has more than one value[x]`, [where]);
-  if (!part.part?.length) throw badRequest(`${where}: value needs a value[x] or parts`, [where]);
+  const children = parametersOf(part.part, `${where}.part`);
+  if (!children.length) throw badRequest(`${where}: value needs a value[x] or parts`, [where]);
   const element: Record<string, unknown> = {};
-  for (const child of part.part) {
+  for (const child of children) {
     const json = valueOf(child, where).json;
     // A name given more than once is a repeating element's items, in order.
     if (child.name in element) element[child.name] = [...([] as unknown[]).concat(element[child.name]), json];

@@ -137,6 +137,10 @@ describe('FHIRPath Patch', () => {
       ['a result the schema refuses', patchOf(operation('replace', 'Patient.gender', [{ name: 'value', valueCode: 'robot' }]))],
       ['a primitive where an element goes', patchOf(operation('replace', 'Patient.name', [{ name: 'value', valueString: 'Ann Smith' }]))],
       ['the resource itself', patchOf(operation('delete', 'Patient'))],
+      // Not a Parameters resource at all: these were read as one and answered 500.
+      ['a null parameter', { resourceType: 'Parameters', parameter: [null] }],
+      ['a parameter that is no array', { resourceType: 'Parameters', parameter: { name: 'operation' } }],
+      ['a null part', { resourceType: 'Parameters', parameter: [{ name: 'operation', part: [null] }] }],
     ];
     for (const [label, body] of cases) {
       const res = await patch(`/fhir/Patient/${id}`, body);
