@@ -1,3 +1,4 @@
+import { storableText } from '../kernel/storable-text';
 import { hash } from 'node:crypto';
 import type { Db, Queryable, Transaction } from '../store/db';
 import { WriteStatement } from '../store/write-statement';
@@ -48,9 +49,16 @@ function stored(r: AuditRecord): StoredAudit {
   const keys = searchKeysOf(r);
   return {
     id: r.id ?? null, recorded: r.recorded, type: keys.type, subtype: keys.subtype, action: r.action, outcome: r.outcome,
-    patient: keys.patient, agent_user: keys.agentUser, agent_client: keys.agentClient, entity: keys.entity, record: JSON.stringify(r), json: null,
+    patient: keys.patient, agent_user: storable(keys.agentUser), agent_client: storable(keys.agentClient), entity: keys.entity, record: JSON.stringify(r), json: null,
   };
 }
+
+/**
+ * The claimed client (or user) of a refused request is what the caller sent, whatever it holds: a NUL in
+ * it failed the batch's statement, and the batch, put back, failed every batch after it, so the
+ * trail stopped recording. (The record's JSON escapes a NUL; this search key is the raw text.)
+ */
+const storable = (text: string | null): string | null => (text === null ? null : storableText(text));
 
 /**
  * `SELECT … FROM unnest(…)` over the `leading` columns and then COLUMNS, their values bound in

@@ -1,3 +1,4 @@
+import { storableText } from '../kernel/storable-text';
 import type { JWK } from 'jose';
 import { type Client, findClient, verifySecret } from './clients';
 import { jose } from './jose';
@@ -44,15 +45,23 @@ export interface AuthenticatedClient {
  */
 export function claimedClientId(form: URLSearchParams, authorization: string | undefined): string {
   const basic = /^Basic\s+(.+)$/i.exec(authorization ?? '');
+  // Decoded, not parsed as a form: it may hold a NUL, which the throttle's bucket key and the
+  // audit record cannot (a 500, and an audit batch that could not be stored).
   if (basic) {
     const user = Buffer.from(basic[1]!, 'base64').toString('utf8').split(':')[0] ?? '';
-    return decodeURIComponent(user.replace(/%(?![0-9A-Fa-f]{2})/g, '%25')).slice(0, 200);
+    let decoded = user;
+    try {
+      decoded = decodeURIComponent(user.replace(/%(?![0-9A-Fa-f]{2})/g, '%25'));
+    } catch {
+      // Percent-escapes that are no UTF-8 (%E0%A4%A): counted under the user as sent.
+    }
+    return storableText(decoded.slice(0, 200));
   }
   const assertion = form.get('client_assertion');
   if (assertion) {
     try {
       const payload = JSON.parse(Buffer.from(assertion.split('.')[1] ?? '', 'base64url').toString('utf8')) as { iss?: unknown };
-      if (typeof payload.iss === 'string') return payload.iss.slice(0, 200);
+      if (typeof payload.iss === 'string') return storableText(payload.iss.slice(0, 200));
     } catch {
       // Malformed: counted under the anonymous bucket below.
     }

@@ -1,3 +1,4 @@
+import { isStorableText } from '../kernel/storable-text';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { CLIENT_SECRET_COST, hashSecret, verifySecret } from './secrets';
 import type { JWK } from 'jose';
@@ -207,6 +208,9 @@ interface ClientRow {
 }
 
 export async function findClient(db: Db, clientId: string): Promise<Client | undefined> {
+  // A client id decoded from Basic credentials or read from an unverified assertion may hold
+  // what no registered id (nor any PostgreSQL text) can: no client, not a failed statement.
+  if (!isStorableText(clientId)) return undefined;
   const { rows } = await db.query<ClientRow>('SELECT * FROM auth_client WHERE client_id = $1', [clientId]);
   const r = rows[0];
   if (!r) return undefined;

@@ -153,6 +153,24 @@ describe('token endpoint: SMART Backend Services', () => {
     expect(none.body.error).to.equal('invalid_client');
   });
 
+  it('refuses a client id with a NUL or escapes that are no UTF-8 (Basic, assertion iss) as invalid_client, and audits it: not a 500 and a stalled trail', async () => {
+    const form = { grant_type: 'client_credentials', scope: 'system/Patient.rs' };
+    const basic = (user: string) => ({ authorization: `Basic ${Buffer.from(`${user}:secret`).toString('base64')}` });
+    const now = Math.floor(Date.now() / 1000);
+    const nulIss = `${b64({ alg: 'RS384', kid: rsa.kid })}.${b64({ iss: 'ev\u0000il', sub: 'ev\u0000il', aud: app.tokenUrl, exp: now + 60, jti: 'x3' })}.c2ln`;
+    for (const res of [
+      await postForm(app.tokenUrl, form, basic('ev\u0000il')),
+      await postForm(app.tokenUrl, form, basic('%E0%A4%A')),
+      await postForm(app.tokenUrl, { ...form, client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: nulIss }),
+    ]) {
+      expect(res.status, JSON.stringify(res.body)).to.equal(401);
+      expect(res.body.error).to.equal('invalid_client');
+    }
+    await app.audit.flush();
+    const { rows } = await app.ctx.db.query<{ n: number }>("SELECT count(*)::int AS n FROM audit_event WHERE agent_client LIKE '%|ev' || chr(65533) || 'il'");
+    expect(rows[0]!.n).to.equal(2);
+  });
+
   it('answers an unknown grant_type with exactly 400 unsupported_grant_type', async () => {
     const res = await postForm(app.tokenUrl, { grant_type: 'password', username: 'a', password: 'b' });
     expect(res.status).to.equal(400);
