@@ -11,7 +11,8 @@ const { join, relative } = require('node:path');
 const root = join(__dirname, '..');
 const stampFile = join(root, 'dist', '.build-stamp.json');
 const sourceDirs = ['src', 'test', 'bench', 'scripts', 'app'];
-const sourceFile = /\.(ts|tsx|mts|css|html)$/;
+// JSON too: modules import data files (the OperationDefinitions beside the operations), which tsc copies.
+const sourceFile = /\.(ts|tsx|mts|css|html|json)$/;
 const configFiles = ['tsconfig.json', 'package-lock.json'];
 
 function sources() {
