@@ -58,6 +58,10 @@ function interactionOf(request: Request): Interaction | undefined {
     case '/fhir/metadata':
     case '/fhir/.well-known/smart-configuration':
       return undefined;
+    // The server's own OperationDefinitions: public descriptions, like metadata; a write is a refusal to record.
+    case '/fhir/OperationDefinition':
+    case '/fhir/OperationDefinition/{id}':
+      return method === 'GET' ? undefined : write(method);
     case '/fhir':
       if (method === 'GET') return SEARCH_SYSTEM;
       // batch or transaction (the subtype comes from the response); its writes are audited one by one in its unit.

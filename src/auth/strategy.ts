@@ -3,14 +3,18 @@ import type { Server } from '@hapi/hapi';
 import Jwt from '@hapi/jwt';
 import { ACCEPTED_ALGS } from './keys';
 import { withConsents } from '../access/consent';
+import { OPERATION_DEFINITION_PATHS } from '../fhir/operation-definitions';
 import { type AccessPolicy, policyFromScopes } from '../access/policy';
 import { splitScope } from '../access/scopes';
 import type { AuthState } from './state';
 import { type VerifiedToken } from './token-cache';
 import { claimsProblem, tokenRecord } from './tokens';
 
-/** FHIR routes the SMART spec requires to be public (/.well-known routes are ours and say auth: false). */
-const PUBLIC_FHIR_PATHS = new Set(['/fhir/metadata']);
+/**
+ * FHIR routes the SMART spec requires to be public (/.well-known routes are ours and say auth: false),
+ * and the OperationDefinitions the CapabilityStatement names, public like it (decision 040).
+ */
+const PUBLIC_FHIR_PATHS = new Set<string>(['/fhir/metadata', ...OPERATION_DEFINITION_PATHS]);
 
 /** What a verified access token puts in request.auth.credentials. */
 export interface SmartCredentials {

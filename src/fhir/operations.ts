@@ -25,8 +25,17 @@ export interface OperationDefinition {
    * the CapabilityStatement, which lists what a client can use.
    */
   offered?: boolean;
-  /** Canonical URL of its OperationDefinition, for the CapabilityStatement. */
+  /**
+   * Canonical URL of the official OperationDefinition it implements (HL7 core, Bulk Data, the
+   * Subscriptions Backport IG), for the CapabilityStatement. Set this or `resource`, not both.
+   */
   definition?: string;
+  /**
+   * The server's own OperationDefinition of an operation no HL7 specification defines: a JSON
+   * file in the folder of the capability that owns it. Served read-only at
+   * `OperationDefinition/{id}` (./operation-definitions.ts), which is its canonical.
+   */
+  resource?: fhir4.OperationDefinition;
   /**
    * The operation's own rights check, in place of the default (update or read rights on the type
    * and, at instance level, a visible instance): for an operation that needs more than any
@@ -59,6 +68,7 @@ export class OperationRegistry {
   }
 
   register(definition: OperationDefinition): void {
+    checkDefinition(definition);
     const same = this.byName.get(definition.name) ?? [];
     const overlaps = (a: OperationDefinition, b: OperationDefinition) => a.types === '*' || b.types === '*' || a.types.some((t) => b.types.includes(t));
     if (same.some((d) => overlaps(d, definition))) throw new Error(`operation $${definition.name} is already defined on one of its types`);
@@ -68,6 +78,11 @@ export class OperationRegistry {
   /** The operations defined on a type, for the CapabilityStatement. */
   forType(type: string): OperationDefinition[] {
     return [...this.byName.values()].flat().filter((d) => d.types === '*' || d.types.includes(type));
+  }
+
+  /** The server's own OperationDefinitions (one each for the operations no HL7 specification defines). */
+  ownDefinitions(): fhir4.OperationDefinition[] {
+    return [...this.byName.values()].flat().flatMap((d) => (d.resource ? [d.resource] : []));
   }
 
   /** Runs `$name` on `req.type` (and `req.id` when instance level); unknown or misplaced is 404, a GET of a state-changing operation 405. */
@@ -91,6 +106,25 @@ export class OperationRegistry {
     checkParameters(req.body);
     return definition.handler(ctx, req);
   }
+}
+
+/**
+ * Every operation the CapabilityStatement lists names a definition a client can resolve: an
+ * official canonical, or the server's own OperationDefinition, whose code, resource, levels and
+ * affectsState must be what the registration (and so the routes) really does. Checked when a
+ * capability registers, so the two cannot drift apart unseen.
+ */
+function checkDefinition(d: OperationDefinition): void {
+  if ((d.definition === undefined) === (d.resource === undefined)) {
+    throw new Error(`operation $${d.name}: give either the official definition's canonical or the server's own OperationDefinition`);
+  }
+  const r = d.resource;
+  if (!r) return;
+  const types = d.types === '*' ? ['Resource'] : [...d.types];
+  const mismatch = r.resourceType !== 'OperationDefinition' || r.kind !== 'operation' || r.code !== d.name || !r.id
+    || JSON.stringify([...(r.resource ?? [])].sort()) !== JSON.stringify(types.sort())
+    || r.system !== false || r.type !== d.type || r.instance !== d.instance || (r.affectsState ?? false) !== d.affectsState;
+  if (mismatch) throw new Error(`operation $${d.name}: OperationDefinition/${r.id} does not describe how it is registered (code, resource, system/type/instance, affectsState)`);
 }
 
 /**

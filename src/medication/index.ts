@@ -14,6 +14,8 @@ import { activeSchedules, activeStarts, clocksOf, gracesOf, routineEntries, type
 import { type CompiledRequest, compileRequest, gracePeriodOf, routineEvents, timeSourceOf } from './timing';
 import { isTimeZone, localDateTime } from './zone';
 import { forgetMedication } from './erasure';
+import checkAdherenceDefinition from './operations/MedicationRequest-check-adherence.json';
+import dueDefinition from './operations/MedicationRequest-due.json';
 
 /**
  * Medication schedules as stages of the one write pipeline, beside monitoring and built on it
@@ -51,10 +53,11 @@ export function registerMedication(ctx: FhirContext): Medication {
 
   ctx.operations.register({
     name: 'due', types: ['MedicationRequest'], type: true, instance: true, affectsState: false,
-    handler: (c, req) => dueOperation(c, req),
+    handler: (c, req) => dueOperation(c, req), resource: dueDefinition as fhir4.OperationDefinition,
   });
   ctx.operations.register({
     name: 'check-adherence', types: ['MedicationRequest'], type: true, instance: true, affectsState: true,
+    resource: checkAdherenceDefinition as fhir4.OperationDefinition,
     handler: async (c, req) => {
       const now = judgementClock(c, req);
       // At type level, the requests the caller may search, not the server's.

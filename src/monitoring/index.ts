@@ -27,6 +27,8 @@ import { enforceSubscriberHolds } from './subscription-holder';
 import { bindingTokenOperation, WebsocketChannel } from './websocket';
 import { forgetMonitoring, turnOffSubscriptionsOf } from './erasure';
 import { HeaderSecrets, storeHeaderSecrets } from './header-secrets';
+import checkAdherenceDefinition from './operations/CarePlan-check-adherence.json';
+import evaluateDefinition from './operations/CarePlan-evaluate.json';
 
 /**
  * Monitoring rules as stages of the one write pipeline (DESIGN "Data flow"):
@@ -90,10 +92,11 @@ export function registerMonitoring(ctx: FhirContext, server: Server, grants: Gra
   });
   ctx.operations.register({
     name: 'evaluate', types: ['CarePlan'], type: false, instance: true, affectsState: true,
-    handler: (c, req) => evaluateOperation(c, req),
+    handler: (c, req) => evaluateOperation(c, req), resource: evaluateDefinition as fhir4.OperationDefinition,
   });
   ctx.operations.register({
     name: 'check-adherence', types: ['CarePlan'], type: true, instance: true, affectsState: true,
+    resource: checkAdherenceDefinition as fhir4.OperationDefinition,
     handler: async (c, req) => {
       const now = judgementClock(c, req);
       if (req.id && !(await readResource(c.db, 'CarePlan', req.id))) throw notFound(`CarePlan/${req.id} is not known`);

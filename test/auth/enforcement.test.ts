@@ -49,12 +49,15 @@ describe('SMART scopes are enforced on every interaction', () => {
   });
   after(() => app.stop());
 
-  it('refuses requests without a token (401, WWW-Authenticate: Bearer) but serves metadata', async () => {
+  it('refuses requests without a token (401, WWW-Authenticate: Bearer) but serves metadata and the OperationDefinitions it names (decision 040)', async () => {
     const res = await app.request({ method: 'GET', url: `/fhir/Patient/${ids.alice}` });
     expect(res.statusCode).to.equal(401);
     expect(String(res.headers['www-authenticate'])).to.startWith('Bearer');
     expect(res.json.resourceType).to.equal('OperationOutcome');
     expect((await app.request({ method: 'GET', url: '/fhir/metadata' })).statusCode).to.equal(200);
+    expect((await app.request({ method: 'GET', url: '/fhir/OperationDefinition/Patient-erase' })).statusCode).to.equal(200);
+    expect((await app.request({ method: 'GET', url: '/fhir/OperationDefinition?code=due' })).json.total).to.equal(1);
+    expect((await app.request({ method: 'DELETE', url: '/fhir/OperationDefinition/Patient-erase' })).statusCode).to.equal(405);
   });
 
   describe('a read-only system token', () => {

@@ -15,6 +15,13 @@ export const lab = Lab.script();
 const { describe, it, before, after } = lab;
 
 const PATIENT_COMPARTMENT = 'http://hl7.org/fhir/CompartmentDefinition/patient';
+/** The operations of HL7 implementation guides the server implements: Bulk Data Access 2.0, Subscriptions R5 Backport 1.1. */
+const OFFICIAL_IG_OPERATIONS = [
+  'http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export',
+  'http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export',
+  'http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export',
+  'http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-get-ws-binding-token',
+];
 
 /**
  * The statement checked as the server checks what clients send: the R4 JSON schema, the required
@@ -126,6 +133,62 @@ describe('CapabilityStatement (GET /fhir/metadata)', () => {
       expect(resource(res.json, 'Patient').operation!.map((o) => o.name)).to.include('anonymize');
     } finally {
       await keyed.stop();
+    }
+  });
+
+  it('names for every operation a definition that resolves here or is an official HL7 canonical', async () => {
+    const statement = (await metadata()).json as fhir4.CapabilityStatement;
+    const listed: Array<{ type?: string; name: string; definition: string }> = [
+      ...(statement.rest![0]!.operation ?? []).map((o) => ({ name: o.name, definition: o.definition })),
+      ...statement.rest![0]!.resource!.flatMap((r) => (r.operation ?? []).map((o) => ({ type: r.type, name: o.name, definition: o.definition }))),
+    ];
+    const checked = new Set<string>();
+    for (const { type, name, definition } of listed) {
+      if (checked.has(definition)) continue;
+      checked.add(definition);
+      if (definition.startsWith(`${app.ctx.baseUrl}/`)) {
+        // The server's own: read at its canonical and found by url, a valid R4 OperationDefinition for this operation.
+        const read = await app.request({ method: 'GET', url: definition.slice(app.ctx.baseUrl.length - '/fhir'.length) });
+        expect(read.statusCode, definition).to.equal(200);
+        const od = read.json as fhir4.OperationDefinition;
+        expect([od.resourceType, od.url, od.code, od.kind]).to.equal(['OperationDefinition', definition, name, 'operation']);
+        if (type) expect(od.resource).to.include(type);
+        const { resourceType: _type, ...rest } = od;
+        expect([...validationIssues(od), ...missingRequiredIssues(rest, 'OperationDefinition')], definition).to.equal([]);
+        const found = await app.request({ method: 'GET', url: `/fhir/OperationDefinition?url=${encodeURIComponent(definition)}` });
+        expect(found.json.entry.map((e: fhir4.BundleEntry) => e.resource!.id), definition).to.equal([od.id]);
+      } else if (definition.startsWith('http://hl7.org/fhir/OperationDefinition/')) {
+        // R4 core: the official package holds it, for this operation.
+        const official = JSON.parse(readFileSync(join(officialDefinitionsDir(), `OperationDefinition-${definition.split('/').pop()}.json`), 'utf8')) as fhir4.OperationDefinition;
+        expect([official.url, official.code], definition).to.equal([definition, name]);
+      } else {
+        expect(OFFICIAL_IG_OPERATIONS, definition).to.include(definition);
+      }
+    }
+    expect(checked.size).to.be.at.least(12);
+  });
+
+  it('serves its own OperationDefinitions read-only: read, search by url and code, no writes', async () => {
+    const all = await app.request({ method: 'GET', url: '/fhir/OperationDefinition' });
+    expect(all.statusCode).to.equal(200);
+    expect(all.json.entry.map((e: fhir4.BundleEntry) => e.resource!.id).sort()).to.equal([
+      'CarePlan-check-adherence', 'CarePlan-evaluate', 'MedicationRequest-check-adherence', 'MedicationRequest-due', 'Patient-anonymize', 'Patient-erase',
+    ]);
+    const byCode = await app.request({ method: 'GET', url: '/fhir/OperationDefinition?code=check-adherence' });
+    expect(byCode.json.entry.map((e: fhir4.BundleEntry) => e.resource!.id).sort()).to.equal(['CarePlan-check-adherence', 'MedicationRequest-check-adherence']);
+    const none = await app.request({ method: 'GET', url: '/fhir/OperationDefinition?code=erase&url=http://example.org/x' });
+    expect([none.json.total, none.json.entry]).to.equal([0, undefined]);
+    const unknown = await app.request({ method: 'GET', url: '/fhir/OperationDefinition?colour=blue' });
+    expect([unknown.statusCode, unknown.json.resourceType]).to.equal([400, 'OperationOutcome']);
+    expect((await app.request({ method: 'GET', url: '/fhir/OperationDefinition/Patient-everything' })).statusCode).to.equal(404);
+    const writes = [
+      { method: 'POST', url: '/fhir/OperationDefinition', payload: { ...all.json.entry[0].resource, id: undefined } },
+      { method: 'PUT', url: '/fhir/OperationDefinition/Patient-erase', payload: all.json.entry[0].resource },
+      { method: 'DELETE', url: '/fhir/OperationDefinition/Patient-erase' },
+    ];
+    for (const write of writes) {
+      const res = await app.request(write);
+      expect([res.statusCode, res.json.resourceType], `${write.method} ${write.url}`).to.equal([405, 'OperationOutcome']);
     }
   });
 
