@@ -104,6 +104,7 @@ export class OperationRegistry {
       if (req.id !== undefined) await requireReadable(ctx.db, req.policy, req.type, req.id);
     }
     checkParameters(req.body);
+    if (definition.resource) checkAgainstDefinition(definition.resource, req);
     return definition.handler(ctx, req);
   }
 }
@@ -125,6 +126,35 @@ function checkDefinition(d: OperationDefinition): void {
     || JSON.stringify([...(r.resource ?? [])].sort()) !== JSON.stringify(types.sort())
     || r.system !== false || r.type !== d.type || r.instance !== d.instance || (r.affectsState ?? false) !== d.affectsState;
   if (mismatch) throw new Error(`operation $${d.name}: OperationDefinition/${r.id} does not describe how it is registered (code, resource, system/type/instance, affectsState)`);
+}
+
+/** What every GET or POST may carry beside an operation's own parameters: the response's format (R4 http.html#parameters). */
+const RESPONSE_PARAMETERS = new Set(['_format', '_pretty']);
+
+/**
+ * A call of one of the server's own operations holds to its OperationDefinition's input
+ * parameters: a name it does not define (a typo the handler would silently ignore), or a
+ * parameter given more often than its `max` or less than its `min`, is a 400 before anything
+ * runs. Under `Prefer: handling=lenient` unknown names are ignored, as in a search.
+ */
+function checkAgainstDefinition(od: fhir4.OperationDefinition, req: RestRequest): void {
+  const inputs = new Map((od.parameter ?? []).filter((p) => p.use === 'in').map((p) => [p.name, p]));
+  const given = new Map<string, number>();
+  for (const name of req.query.keys()) if (!RESPONSE_PARAMETERS.has(name)) given.set(name, (given.get(name) ?? 0) + 1);
+  const body = req.body as { resourceType?: unknown; parameter?: Array<{ name: string }> } | undefined;
+  if (body?.resourceType === 'Parameters') for (const p of body.parameter ?? []) given.set(p.name, (given.get(p.name) ?? 0) + 1);
+  for (const [name, count] of given) {
+    const p = inputs.get(name);
+    if (!p) {
+      if (req.lenient) continue;
+      const known = [...inputs.keys()];
+      throw badRequest(`$${od.code} has no parameter '${name.slice(0, 64)}' (${known.length ? `it takes ${known.join(', ')}` : 'it takes none'}; see ${od.id ? `OperationDefinition/${od.id}` : 'its OperationDefinition'})`, [name.slice(0, 64)]);
+    }
+    if (p.max !== '*' && count > Number(p.max)) throw badRequest(`$${od.code} takes ${name} at most ${p.max} time(s)`, [name]);
+  }
+  for (const p of inputs.values()) {
+    if ((given.get(p.name) ?? 0) < p.min) throw badRequest(`$${od.code} needs the parameter ${p.name}`, [p.name]);
+  }
 }
 
 /**

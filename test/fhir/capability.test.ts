@@ -192,6 +192,21 @@ describe('CapabilityStatement (GET /fhir/metadata)', () => {
     }
   });
 
+  it('refuses a call of its own operation that its OperationDefinition does not allow, before it runs', async () => {
+    const calls = [
+      { method: 'GET', url: '/fhir/MedicationRequest/$due?colour=blue', expression: 'colour' },
+      { method: 'GET', url: '/fhir/MedicationRequest/$due?start=2027-01-01&start=2027-01-02', expression: 'start' },
+      { method: 'POST', url: '/fhir/CarePlan/$check-adherence', payload: { resourceType: 'Parameters', parameter: [{ name: 'nwo', valueDateTime: '2027-01-01T00:00:00Z' }] }, expression: 'nwo' },
+    ];
+    for (const { expression, ...call } of calls) {
+      const res = await app.request(call);
+      expect([res.statusCode, res.json.resourceType, res.json.issue[0].expression], call.url).to.equal([400, 'OperationOutcome', [expression]]);
+    }
+    // Lenient handling ignores a name it does not know, as a search does.
+    const lenient = await app.request({ method: 'GET', url: '/fhir/MedicationRequest/$due?patient=Patient/opdefs-nobody&colour=blue&_format=json', headers: { prefer: 'handling=lenient' } });
+    expect(lenient.statusCode).to.equal(200);
+  });
+
   it('declares the patient compartment, whose searches it serves', async () => {
     expect((await metadata()).json.rest[0].compartment).to.equal([PATIENT_COMPARTMENT]);
     const patient = await createResource(app, { resourceType: 'Patient', active: true });
