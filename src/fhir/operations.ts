@@ -68,10 +68,10 @@ export class OperationRegistry {
   }
 
   register(definition: OperationDefinition): void {
-    checkDefinition(definition);
     const same = this.byName.get(definition.name) ?? [];
     const overlaps = (a: OperationDefinition, b: OperationDefinition) => a.types === '*' || b.types === '*' || a.types.some((t) => b.types.includes(t));
     if (same.some((d) => overlaps(d, definition))) throw new Error(`operation $${definition.name} is already defined on one of its types`);
+    checkDefinition(definition);
     this.byName.set(definition.name, [...same, definition]);
   }
 

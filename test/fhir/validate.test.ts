@@ -114,10 +114,10 @@ describe('operations', () => {
   before(async () => {
     app = await startTestServer();
     app.ctx.operations.register({
-      name: 'echo-count', types: ['Patient'], type: true, instance: true, affectsState: false,
+      name: 'echo-count', types: ['Patient'], type: true, instance: true, affectsState: false, definition: 'urn:test:OperationDefinition/echo-count',
       handler: async (_ctx, req) => ({ status: 200, body: { resourceType: 'Parameters', parameter: [{ name: 'where', valueString: `${req.type}/${req.id ?? '*'}` }] } }),
     });
-    app.ctx.operations.register({ name: 'mutate', types: ['Patient'], type: true, instance: false, affectsState: true, handler: async () => ({ status: 200 }) });
+    app.ctx.operations.register({ name: 'mutate', types: ['Patient'], type: true, instance: false, affectsState: true, definition: 'urn:test:OperationDefinition/mutate', handler: async () => ({ status: 200 }) });
   });
   after(() => app.stop());
 
