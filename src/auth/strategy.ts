@@ -12,7 +12,7 @@ import { claimsProblem, tokenRecord } from './tokens';
 
 /**
  * FHIR routes the SMART spec requires to be public (/.well-known routes are ours and say auth: false),
- * and the OperationDefinitions the CapabilityStatement names, public like it (decision 040).
+ * and the OperationDefinitions the CapabilityStatement names, public like it (decision 041).
  */
 const PUBLIC_FHIR_PATHS = new Set<string>(['/fhir/metadata', ...OPERATION_DEFINITION_PATHS]);
 

@@ -10,7 +10,7 @@ export function operationDefinitionUrl(ctx: FhirContext, id: string): string {
   return `${ctx.baseUrl}/OperationDefinition/${id}`;
 }
 
-/** The paths served here, public like `metadata` (decision 040): auth's strategy lets them through without a token. */
+/** The paths served here, public like `metadata` (decision 041): auth's strategy lets them through without a token. */
 export const OPERATION_DEFINITION_PATHS = ['/fhir/OperationDefinition', '/fhir/OperationDefinition/{id}'] as const;
 
 /** Search parameters of `GET /fhir/OperationDefinition` (R4 OperationDefinition `url` and `code`); `_format`, `_pretty` are the response's. */
@@ -22,7 +22,7 @@ const SEARCH = new Set(['url', 'code', '_format', '_pretty']);
  * (JSON files beside the code that implements them), so that every `operation.definition` of
  * the CapabilityStatement resolves here or is an HL7 canonical. Read-only, like AuditEvent: the
  * definitions describe what the code does, so no client writes, changes or deletes them
- * (decision 040; OperationDefinition is not a stored type).
+ * (decision 041; OperationDefinition is not a stored type).
  */
 export const operationDefinitionRoutes: Plugin<{ ctx: FhirContext }> = {
   name: 'operation-definitions',

@@ -49,7 +49,7 @@ describe('SMART scopes are enforced on every interaction', () => {
   });
   after(() => app.stop());
 
-  it('refuses requests without a token (401, WWW-Authenticate: Bearer) but serves metadata and the OperationDefinitions it names (decision 040)', async () => {
+  it('refuses requests without a token (401, WWW-Authenticate: Bearer) but serves metadata and the OperationDefinitions it names (decision 041)', async () => {
     const res = await app.request({ method: 'GET', url: `/fhir/Patient/${ids.alice}` });
     expect(res.statusCode).to.equal(401);
     expect(String(res.headers['www-authenticate'])).to.startWith('Bearer');
