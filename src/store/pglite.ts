@@ -17,12 +17,16 @@ function queryable(q: Pick<PGlite, 'query' | 'exec'>): Queryable {
   };
 }
 
+/** The engine under each open embedded Db, for dumpOpenPglite. */
+const engines = new WeakMap<Db, PGlite>();
+
 /**
  * Embedded PostgreSQL (WebAssembly, in-process). One statement runs at a time and PGlite
  * serialises `transaction()` behind a mutex, so embedded transactions must stay short: a long
- * one stalls every other request.
+ * one stalls every other request. `from`, a tarball of dumpOpenPglite or dumpPgliteDataDir,
+ * is the data it starts with (an empty `dataDir`, or memory).
  */
-export async function openPglite(dataDir: string | undefined): Promise<Db> {
+export async function openPglite(dataDir: string | undefined, from?: Blob): Promise<Db> {
   const unlock = dataDir ? lockDataDir(dataDir) : () => {};
   if (dataDir) {
     mkdirSync(dataDir, { recursive: true });
@@ -31,7 +35,7 @@ export async function openPglite(dataDir: string | undefined): Promise<Db> {
   const parsers = { [types.TIMESTAMPTZ]: (v: string) => v, [types.INT8]: (v: string) => v };
   let pg: PGlite;
   try {
-    pg = await PGlite.create(dataDir, { parsers });
+    pg = await PGlite.create(dataDir, { parsers, ...(from ? { loadDataDir: from } : {}) });
   } catch (err) {
     unlock();
     throw err;
@@ -76,7 +80,19 @@ export async function openPglite(dataDir: string | undefined): Promise<Db> {
       }
     },
   };
+  engines.set(db, pg);
   return db;
+}
+
+/**
+ * The data of an open embedded database as an uncompressed tarball that openPglite starts from:
+ * the tests migrate the 144 types' tables once per process (seconds to minutes, decision 010)
+ * and start every other empty database from a copy.
+ */
+export async function dumpOpenPglite(db: Db): Promise<Blob> {
+  const pg = engines.get(db);
+  if (!pg) throw new Error('not an embedded database opened by openPglite');
+  return pg.dumpDataDir('none');
 }
 
 /**

@@ -2,12 +2,11 @@ import * as Lab from '@hapi/lab';
 import { expect } from '@hapi/code';
 import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { migratedDataDir } from '../helpers/data-dir';
+import { migratedDataDir, migratedMemoryDb } from '../helpers/data-dir';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { addUser, ensureDevelopmentAdmin, findUser, hashPassword, verifyPassword } from '../../src/auth/users';
-import { openDb } from '../../src/store/db';
 import { migrateAll } from '../../src/schema';
 import { testDb, unique } from '../helpers/server';
 import { embeddedPassOnly } from '../helpers/pass';
@@ -40,9 +39,8 @@ describe('local users', () => {
   });
 
   it('creates a development admin on the first start of an empty embedded database only', embeddedPassOnly, async () => {
-    const db = await openDb('pglite://memory', '');
+    const db = await migratedMemoryDb();
     try {
-      await migrateAll(db);
       expect(await ensureDevelopmentAdmin(db, false)).to.be.undefined();
       const admin = await ensureDevelopmentAdmin(db, true);
       expect(admin!.username).to.equal('admin');

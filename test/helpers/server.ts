@@ -5,6 +5,7 @@ import { serveBase } from '../../src/search';
 import { type App, createServer } from '../../src/server';
 import { type Db, openDb } from '../../src/store/db';
 import { tableOf } from '../../src/store/tables';
+import { migratedMemoryDb } from './data-dir';
 
 /**
  * The database tests run on: an in-memory PGlite, or, when DATABASE_URL names a PostgreSQL
@@ -13,7 +14,8 @@ import { tableOf } from '../../src/store/tables';
  */
 let shared: Promise<Db> | undefined;
 export function testDb(): Promise<Db> {
-  shared ??= testDatabaseUrl().then((url) => openDb(url, ''));
+  // In memory, it is the process's migrated template itself (helpers/data-dir.ts).
+  shared ??= testDatabaseUrl().then((url) => (url === 'pglite://memory' ? migratedMemoryDb() : openDb(url, '')));
   return shared;
 }
 
