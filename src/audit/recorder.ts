@@ -57,14 +57,15 @@ export class AuditRecorder {
     this.waiting = [];
     if (batch.length === 0) return;
     try {
-      const records = batch.flat();
-      await this.sealer.seal(records);
-      await this.db.transaction((tx) => appendToChain(tx, records));
+      await this.store(batch.flat());
     } catch (err) {
-      // Put back (they are retried with the next batch); the log names no patient or resource.
-      this.waiting = [...batch, ...this.waiting].slice(-MAX_WAITING);
-      this.log.error({ err: { message: (err as Error).message }, waiting: this.waiting.length }, 'audit batch not stored; retrying with the next one');
-      this.timer ??= setTimeout(() => void this.flush(), this.config.flushIntervalMs);
+      const putBack = refusedForItsData(err) ? await this.storeOneByOne(batch) : batch;
+      if (putBack.length) {
+        // Put back (they are retried with the next batch); the log names no patient or resource.
+        this.waiting = [...putBack, ...this.waiting].slice(-MAX_WAITING);
+        this.log.error({ err: { message: (err as Error).message }, waiting: this.waiting.length }, 'audit batch not stored; retrying with the next one');
+        this.timer ??= setTimeout(() => void this.flush(), this.config.flushIntervalMs);
+      }
     }
     if (this.dropped) {
       this.log.error({ dropped: this.dropped }, 'audit records dropped: the audit store was unreachable for too long');
@@ -72,9 +73,45 @@ export class AuditRecorder {
     }
   }
 
+  private async store(records: AuditRecord[]): Promise<void> {
+    await this.sealer.seal(records);
+    await this.db.transaction((tx) => appendToChain(tx, records));
+  }
+
+  /**
+   * A batch the database refused for what it holds (a value no column can store): each request's
+   * records are stored on their own, so that one such request costs the trail its own records
+   * and not everyone's. Put back, the whole batch failed again with every batch after it, and
+   * the trail recorded nothing more (robustness probe: a NUL in a claimed client id). Answers
+   * what failed for another reason (the database went away meanwhile), to be retried.
+   */
+  private async storeOneByOne(batch: AuditRecord[][]): Promise<AuditRecord[][]> {
+    const retry: AuditRecord[][] = [];
+    let unstorable = 0;
+    for (const records of batch) {
+      try {
+        await this.store(records);
+      } catch (err) {
+        if (refusedForItsData(err)) unstorable += records.length;
+        else retry.push(records);
+      }
+    }
+    if (unstorable) this.log.error({ unstorable }, 'audit records not stored: the database refused their content');
+    return retry;
+  }
+
   async stop(): Promise<void> {
     await this.flush();
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
   }
+}
+
+/**
+ * Whether the database refused a statement for the values it was given (SQLSTATE class 22, data
+ * exception: a NUL in text, an invalid byte sequence, a value out of range), which no retry mends.
+ */
+function refusedForItsData(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && code.startsWith('22');
 }

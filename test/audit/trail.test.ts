@@ -5,6 +5,9 @@ import { verifyChain } from '../../src/audit';
 import { onPostgres } from '../helpers/pass';
 import type { Db, Queryable, Transaction } from '../../src/store/db';
 import { link } from '../../src/audit/chain';
+import { AuditRecorder } from '../../src/audit/recorder';
+import { QuerySealer } from '../../src/audit/sealed-query';
+import type { AuditRecord } from '../../src/audit/event';
 import { VERSION_AUTHOR_URL, authorOf } from '../../src/audit/authorship';
 import { unrestricted } from '../../src/access/policy';
 import { validationIssues } from '../../src/validation/resource';
@@ -514,5 +517,26 @@ describe('audit trail (BALP)', () => {
     expect((await events(`entity=Observation/${id.aliceObs}/_history/2`)).map((e) => e.id)).to.not.include(event.id);
     const chain = await verifyChain(app.ctx.db);
     expect(chain.problems).to.equal([]);
+  });
+
+  it('stores the rest of a batch when the database refuses one request\'s records, and goes on recording', async () => {
+    const errors: string[] = [];
+    const log = { error: (_o: unknown, msg: string) => errors.push(msg) } as never;
+    const recorder = new AuditRecorder(app.ctx.db, log, { ...app.ctx.config.audit, flushSize: 1_000, flushIntervalMs: 60_000 }, new QuerySealer(app.ctx.db));
+    const record = (client: string): AuditRecord => ({ recorded: new Date().toISOString(), kind: 'rest', subtype: 'read', action: 'R', outcome: '0', client, what: `Patient/${id.alice}`, server: 'http://recorder.test/fhir' });
+    const marker = randomUUID();
+    // A value no text column can hold, past every input guard: the database refuses the batch.
+    const poison = { ...record(`${marker}-poison`), patient: `${marker}\u0000` };
+    recorder.record([record(`${marker}-before`)]);
+    recorder.record([poison]);
+    recorder.record([record(`${marker}-after`)]);
+    await recorder.flush();
+    recorder.record([record(`${marker}-later`)]);
+    await recorder.stop();
+    const { rows } = await app.ctx.db.query<{ client: string }>("SELECT record::jsonb->>'client' AS client FROM audit_event WHERE record::jsonb->>'client' LIKE $1 ORDER BY seq", [`${marker}%`]);
+    expect(rows.map((r) => r.client.slice(marker.length))).to.equal(['-before', '-after', '-later']);
+    expect(errors).to.include('audit records not stored: the database refused their content');
+    expect(errors).to.not.include('audit batch not stored; retrying with the next one');
+    expect((await verifyChain(app.ctx.db)).problems).to.equal([]);
   });
 });
