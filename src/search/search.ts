@@ -8,7 +8,7 @@ import { type Cursor, decodeCursor, encodeCursor } from './cursor';
 import { findIncluded, type FoundResource } from './include';
 import type { InputLimits } from '../kernel/input-limits';
 import { type ParsedSearch, parseSearch } from './parse';
-import { compartmentCondition, filterConditions, keysetCondition, limitConditions, orderBy, planDriver, type SortColumn, sortColumn } from './sql';
+import { compartmentCondition, type DrivingRows, filterConditions, keysetCondition, limitConditions, orderBy, planDriver, type SortColumn, sortColumn } from './sql';
 import { checkReach } from './reach-check';
 import { planNewestFirst } from './newest-first';
 import { planSortedByRow } from './sorted-by-row';
@@ -68,6 +68,8 @@ export interface Query extends Rows {
    * scan, kept for the planning it saves), else CUSTOM_PLAN, planned for its values every time.
    */
   lead: string;
+  /** The patient index rows that drive it, when one does (./sql.ts planDriver). */
+  driving?: DrivingRows;
 }
 
 /**
@@ -113,6 +115,7 @@ export function buildQuery(parsed: ParsedSearch, compartmentId: string | undefin
     columns: [...sort, tiebreak],
     q,
     ...(tail ? { tail } : {}),
+    ...(driver?.driving ? { driving: driver.driving } : {}),
     lead: driver?.planOnce ? '' : CUSTOM_PLAN,
   };
 }

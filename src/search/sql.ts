@@ -296,6 +296,21 @@ export interface Driver {
   tail?: DriverTail;
   /** The search's compartment is decided by the driving rows, and by the tail's own conditions. */
   answersCompartment?: boolean;
+  /**
+   * The driving rows alone, before their join to the resource: the patient key they are of, and
+   * their FROM and conditions (`conditions`, all on the driving row, but for the probe that keeps
+   * one row per resource). Every match but the tail's is among their ids (Observation/$lastn
+   * reads the matches' codes from the index, ./lastn.ts).
+   */
+  driving?: DrivingRows;
+}
+
+/** A patient's driving rows of a search, as Driver.driving. */
+export interface DrivingRows {
+  key: string;
+  /** Its alias is `d`; `d.id` is the resource's id. */
+  from: string;
+  conditions: string[];
 }
 
 /** A second set of rows of the same search, with its own FROM, conditions and sort expressions (same positions as the driver's). */
@@ -421,13 +436,17 @@ export function planDriver(
   const inOrder = order ? ` ORDER BY ${orderBy([...order, tiebreak], false)}` : '';
   const oldestFirst = isDateSort(sort) && !sort[0].descending;
   let rows = oldestFirst ? `(SELECT * FROM ${table} ${d}${inOrder}) ${d}` : `${table} ${d}`;
+  let repeatCondition: string | undefined;
   if (chosen) {
     const { param, terms, answers } = chosen.driver!;
     conditions.push(`${d}.param = ${q.bind(param.code)}`);
     if (terms.length === 1) conditions.push(typeModules.token.condition(terms[0]!, d, q));
     else rows = `(${termBranches(table, terms, d, inOrder, q)}) ${d}`;
     const repeats = repeatedRowCondition(terms, d, q.alias('x'), q);
-    if (repeats) conditions.push(`NOT EXISTS (SELECT 1 FROM ${table} ${repeats})`);
+    if (repeats) {
+      repeatCondition = `NOT EXISTS (SELECT 1 FROM ${table} ${repeats})`;
+      conditions.push(repeatCondition);
+    }
     if (answers) consumed.add(chosen.filter);
   }
   for (const f of filters) {
@@ -453,6 +472,8 @@ export function planDriver(
     sort: order,
     tiebreak,
     planOnce: true,
+    // As a set of ids, a resource's repeated rows do no harm: the probe that drops them is left out.
+    driving: { key, from: rows, conditions: conditions.filter((c) => c !== repeatCondition) },
     // Rows keyed to the compartment's own Patient are in it: no probe per row re-checks that
     // (a patient-scoped token's `Observation?patient=X&…` is searched within X's compartment).
     ...(keyFilter ? { answersCompartment: key === compartment.id } : { answersCompartment: true, tail: compartmentTail(resourceType, key, consumed, sort, r, boundKey, q) }),

@@ -142,6 +142,50 @@ describe('Observation/$lastn', () => {
     }
   });
 
+  it('holds every condition to each reading it returns, and groups only by the matches, whichever index reads them', async () => {
+    // Each on a patient of its own, so that the readings above stay as they are.
+    const carol = await app.create({ resourceType: 'Patient', name: [{ family: 'Lastncarol' }] });
+    const at = (day: string) => `2026-11-${day}T10:00:00Z`;
+    const hr = (day: string, extra: Record<string, unknown> = {}) => ({ ...vital(carol, HEART_RATE, at(day), 60, '/min'), ...extra });
+    id.c1 = await app.create(hr('01'));
+    id.c2 = await app.create(hr('02'));
+    // The newest heart rate is not final: `status=final` walks past it to the one before.
+    id.c3 = await app.create(hr('03', { status: 'amended' }));
+    // Newer still, then deleted: never served, nor counted as one of max.
+    const gone = await app.create(hr('04'));
+    expect((await app.request({ method: 'DELETE', url: `/fhir/Observation/${gone}`, headers: app.system })).statusCode).to.equal(204);
+    // A weight whose coding is repeated with two displays (two index rows of one reading): one of max.
+    const twice = { coding: [{ ...WEIGHT.coding[0], display: 'Body weight' }, { ...WEIGHT.coding[0], display: 'Weight' }] };
+    id.cw1 = await app.create(vital(carol, twice, at('01'), 70, 'kg'));
+    id.cw2 = await app.create(vital(carol, twice, at('02'), 71, 'kg'));
+    // Once a weight, now a heart rate of 5 November: its old version's code no longer counts.
+    id.moved = await app.create(vital(carol, WEIGHT, at('03'), 72, 'kg'));
+    const updated = await app.request({ method: 'PUT', url: `/fhir/Observation/${id.moved}`, headers: app.system, payload: { ...vital(carol, HEART_RATE, at('05'), 90, '/min'), id: id.moved } });
+    expect(updated.statusCode, updated.payload).to.equal(200);
+
+    const final = await lastn(`patient=${carol}&category=vital-signs&status=final&max=2`);
+    expect(final.statusCode, final.payload).to.equal(200);
+    expect(labels(final.json)).to.equal(['moved', 'c2', 'cw2', 'cw1']);
+    expect(labels((await lastn(`patient=${carol}&code=http://loinc.org|8867-4&max=2`)).json)).to.equal(['moved', 'c3']);
+    // Within a grant of final readings only, the same walk.
+    const finalOnly = await app.as('system/Observation.rs?status=final');
+    expect(labels((await lastn(`patient=${carol}&code=http://loinc.org|8867-4&max=2`, finalOnly)).json)).to.equal(['moved', 'c2']);
+
+    // Codings join groups only through a match: p and q stay apart while their joiner is filtered out.
+    const [p, q, pq] = [coded('p'), coded('q'), coded('p', 'q')];
+    id.p = await app.create(diary(carol, p, at('10')));
+    id.q = await app.create(diary(carol, q, at('11')));
+    id.pq = await app.create({ ...diary(carol, pq, at('01')), status: 'amended' });
+    expect(labels((await lastn(`patient=${carol}&category=urn:test:category|diary&status=final`)).json)).to.equal(['q', 'p']);
+    expect(labels((await lastn(`patient=${carol}&category=urn:test:category|diary`)).json)).to.equal(['q']);
+
+    // A coding without a code names no code: two such readings group by their texts (decision 040).
+    const systemOnly = (text: string) => ({ coding: [{ system: 'urn:test:code' }], text });
+    id.s1 = await app.create(diary(carol, systemOnly('first'), at('20')));
+    id.s2 = await app.create(diary(carol, systemOnly('second'), at('21')));
+    expect(labels((await lastn(`patient=${carol}&category=urn:test:category|diary&date=ge2026-11-20`)).json)).to.equal(['s2', 's1']);
+  });
+
   it("is audited as an operation naming the patients whose readings it disclosed", async () => {
     const res = await lastn(`patient=${alice}&category=vital-signs`);
     expect(res.statusCode, res.payload).to.equal(200);

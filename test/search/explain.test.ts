@@ -2,6 +2,7 @@ import * as Lab from '@hapi/lab';
 import { expect } from '@hapi/code';
 import { codeHash, systemCodeHash } from '../../src/search/hash';
 import { firstPageSql } from '../../src/search/search';
+import { lastnMatchesSql } from '../../src/search/lastn';
 import { type Db, openDb } from '../../src/store/db';
 import { SCHEMA } from '../../src/schema';
 import { migrate } from '../../src/store/migrate';
@@ -110,9 +111,13 @@ describe('EXPLAIN of the hot searches on PostgreSQL at 100k rows', { skip: !onPo
 
   async function explain(type: string, query: string, analyze = false, compartment?: string): Promise<PlanNode[]> {
     const { sql, values } = firstPageSql(type, new URLSearchParams(query), 50, compartment);
+    return explainSql(`${compartment ? `Patient/${compartment}/` : ''}${type}?${query}`, sql, values, analyze);
+  }
+
+  async function explainSql(label: string, sql: string, values: unknown[], analyze: boolean): Promise<PlanNode[]> {
     if (process.env.SEARCH_EXPLAIN_PRINT) {
       const { rows } = await db.query<{ 'QUERY PLAN': string }>(`EXPLAIN (ANALYZE, BUFFERS) ${sql}`, values);
-      console.log(`\n${compartment ? `Patient/${compartment}/` : ''}${type}?${query}\n${rows.map((r) => r['QUERY PLAN']).join('\n')}`);
+      console.log(`\n${label}\n${rows.map((r) => r['QUERY PLAN']).join('\n')}`);
     }
     const { rows } = await db.query<{ 'QUERY PLAN': Array<{ Plan: PlanNode }> }>(`EXPLAIN (${analyze ? 'ANALYZE, ' : ''}FORMAT JSON) ${sql}`, values);
     return nodes(rows[0]['QUERY PLAN'][0].Plan);
@@ -224,6 +229,17 @@ describe('EXPLAIN of the hot searches on PostgreSQL at 100k rows', { skip: !onPo
       expect(driver.every((scan) => scan['Actual Loops'] === 1), query).to.be.true();
       expect(driver.filter((scan) => scan['Actual Rows']! > 0).length, query).to.equal(2);
       expect(driver.reduce((sum, scan) => sum + scan['Actual Rows']!, 0), query).to.be.below(60);
+    }
+  });
+
+  it("a patient's $lastn reads the readings' codes from the patient index and the resources of the chosen few only", async () => {
+    // 4,000 readings of one patient, two codes: before, every match's resource was fetched for its
+    // code and date (4,000 primary-key probes); now the newest of each code are probed until `max` match.
+    for (const query of ['patient=heavy&category=vital-signs', 'subject=Patient/heavy&code=8480-6,8462-4&date=ge2025-09-01']) {
+      const { sql, values } = lastnMatchesSql(new URLSearchParams(query), undefined, 3);
+      const ran = (await explainSql(`Observation/$lastn?${query}&max=3`, sql, values, true)).filter((n) => (n['Actual Loops'] ?? 0) > 0);
+      expect(ran.filter((n) => n['Node Type'] === 'Seq Scan' && n['Relation Name']), query).to.equal([]);
+      expect(ran.filter((n) => n['Index Name'] === 'observation_pkey').reduce((sum, n) => sum + n['Actual Loops']!, 0), query).to.be.within(6, 12);
     }
   });
 
