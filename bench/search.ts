@@ -204,7 +204,7 @@ const ACROSS_PATIENTS: Shape[] = [
  * A chart's or dashboard's latest vital signs of a patient, one per code
  * (`Observation/$lastn`, src/search/lastn.ts): the codes and dates of the patient's readings
  * are read from the patient index (100 at 100k, 1,000 at 1M) and the search's conditions checked
- * on the newest of each code (decision 040). Raw SQL: the statement that reads the chosen
+ * on the newest of each code (decision 042). Raw SQL: the statement that reads the chosen
  * matches; the server also groups them and reads their JSON.
  */
 const PATIENT_LASTN: Shape = {

@@ -18,7 +18,7 @@ import { CUSTOM_PLAN } from '../store/prepared';
  * The matches are those of the one search query (filters, compartment, granular limits and
  * Consent exclusions of the caller, as conditions). When a patient index drives it, their codes
  * and dates come from that index and the conditions are checked on the few that may be chosen
- * (indexedMatchesSql, decision 040); otherwise each match's id, code and `date` are read. The
+ * (indexedMatchesSql, decision 042); otherwise each match's id, code and `date` are read. The
  * groups are formed here, since a code's codings join groups transitively (an Observation coded
  * both a and c puts every a and every c in one group), which SQL cannot express over rows. Only
  * the chosen Observations' JSON is then read.
@@ -211,7 +211,7 @@ const codingKey = (hash: string | number) => `coding ${hash}`;
 /**
  * What makes two codes the same (R4 Observation-lastn: "if the coding.value and coding.system
  * are the same"): a coding's system and code; a code with no coding that has a code, its text,
- * exactly ('Text' and 'text' are two groups). A coding without a code names no code (decision 040).
+ * exactly ('Text' and 'text' are two groups). A coding without a code names no code (decision 042).
  */
 function codeKeys(code: fhir4.CodeableConcept | undefined): string[] {
   const codings = (code?.coding ?? []).filter((c) => c.code !== undefined).map((c) => codingKey(systemCodeHash(c.system, c.code!)));

@@ -179,7 +179,7 @@ describe('Observation/$lastn', () => {
     expect(labels((await lastn(`patient=${carol}&category=urn:test:category|diary&status=final`)).json)).to.equal(['q', 'p']);
     expect(labels((await lastn(`patient=${carol}&category=urn:test:category|diary`)).json)).to.equal(['q']);
 
-    // A coding without a code names no code: two such readings group by their texts (decision 040).
+    // A coding without a code names no code: two such readings group by their texts (decision 042).
     const systemOnly = (text: string) => ({ coding: [{ system: 'urn:test:code' }], text });
     id.s1 = await app.create(diary(carol, systemOnly('first'), at('20')));
     id.s2 = await app.create(diary(carol, systemOnly('second'), at('21')));
