@@ -10,7 +10,8 @@ import { isValidHost } from '../kernel/request-target';
  * - no path parameter, query parameter or form field may hold a NUL character. PostgreSQL text
  *   cannot hold one (the query fails: a 500), and no FHIR id, search value, client id or
  *   password needs one. JSON bodies are checked by their parser (src/kernel/input-limits.ts),
- *   headers by Node's HTTP parser.
+ *   headers by Node's HTTP parser;
+ * - a body must come without a content coding (gzip, deflate, …): none is decoded (415).
  */
 export const inputGuard: Plugin<void> = {
   name: 'input-guard',
@@ -18,12 +19,28 @@ export const inputGuard: Plugin<void> = {
     server.ext('onPreHandler', (request: Request, h: ResponseToolkit) => {
       const host = request.headers.host as string | undefined;
       if (host !== undefined && !isValidHost(host)) throw new OperationOutcomeError(400, { code: 'invalid', diagnostics: 'the Host header is not a valid host (RFC 9112 §3.2)' });
+      const coding = contentCoding(request);
+      if (coding) throw new OperationOutcomeError(415, { code: 'not-supported', diagnostics: `Content-Encoding ${coding.slice(0, 40)} is not supported; send the body without a content coding (identity)` });
       const where = nulIn('path', request.params) ?? nulIn('query', request.query) ?? nulIn('form', formOf(request));
       if (where) throw new OperationOutcomeError(400, { code: 'invalid', diagnostics: `the ${where} holds a NUL character (%00), which no value of this server may contain` });
       return h.continue;
     });
   },
 };
+
+/**
+ * The content coding of a request body other than identity (RFC 9110 §8.4), which no door of this
+ * server decodes: a gzip body was read as text and refused as "not UTF-8", a body labelled gzip
+ * and sent plain was taken. §8.4.1: an unacceptable content coding is a 415.
+ */
+function contentCoding(request: Request): string | undefined {
+  const coding = request.headers['content-encoding'] as string | undefined;
+  if (coding === undefined) return undefined;
+  const codings = coding.split(',').map((c) => c.trim().toLowerCase()).filter((c) => c !== '' && c !== 'identity');
+  const payload = request.payload;
+  const hasBody = payload !== null && payload !== undefined && !(Buffer.isBuffer(payload) && payload.length === 0) && payload !== '';
+  return codings.length && hasBody ? codings.join(', ') : undefined;
+}
 
 /** The fields of a form body, parsed by hapi or (the authorization server's routes) left raw. */
 function formOf(request: Request): Record<string, unknown> | undefined {

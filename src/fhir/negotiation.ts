@@ -55,6 +55,12 @@ export function checkBodyType(contentType: string | undefined, { allowPatch }: {
   if (version !== undefined) {
     throw new OperationOutcomeError(415, { code: 'not-supported', diagnostics: `the body is FHIR ${version.slice(0, 20)}; this server takes FHIR ${FHIR_VERSION} (R4)` });
   }
+  // FHIR's JSON is UTF-8 (R4 http.html#mime, RFC 8259 §8.1): a body declared in another charset
+  // was read as UTF-8 regardless, and a real Latin-1 one refused as "not UTF-8".
+  const charset = /;\s*charset\s*=\s*"?([^;"\s]*)/i.exec(contentType)?.[1]?.toLowerCase();
+  if (charset !== undefined && charset !== 'utf-8' && charset !== 'utf8') {
+    throw new OperationOutcomeError(415, { code: 'not-supported', diagnostics: `the body's charset ${charset.slice(0, 40)} is not supported; FHIR JSON is UTF-8 (charset=utf-8)` });
+  }
   if (JSON_TYPES.has(type)) return 'resource';
   if (allowPatch && type === 'application/json-patch+json') return 'json-patch';
   const accepted = allowPatch ? `${FHIR_JSON} or application/json-patch+json` : FHIR_JSON;

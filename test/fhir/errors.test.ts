@@ -34,6 +34,20 @@ describe('bad requests get a 4xx OperationOutcome and change nothing', () => {
       expectOutcome(res, 400, /not valid JSON/);
     }));
 
+  it('a body in a content coding or a charset other than UTF-8 is 415 (RFC 9110 §8.4.1; R4: FHIR JSON is UTF-8)', () =>
+    unchanged(async () => {
+      const body = JSON.stringify({ resourceType: 'Patient', active: true });
+      for (const coding of ['gzip', 'br, gzip']) {
+        expectOutcome(await app.request({ method: 'POST', url: '/fhir/Patient', headers: { 'content-type': 'application/fhir+json', 'content-encoding': coding }, payload: body }), 415, /Content-Encoding/);
+      }
+      expectOutcome(await app.request({ method: 'POST', url: '/fhir/Patient', headers: { 'content-type': 'application/fhir+json; charset=iso-8859-1' }, payload: body }), 415, /charset/);
+      for (const headers of [{ 'content-encoding': 'identity' }, { 'content-type': 'application/fhir+json; charset=UTF-8' }]) {
+        const res = await app.request({ method: 'POST', url: '/fhir/Patient', headers: { 'content-type': 'application/fhir+json', ...headers }, payload: { resourceType: 'Patient', bogus: true } as object });
+        // Read as JSON, and refused for what it says (an unknown element), not for how it came.
+        expectOutcome(res, 400, /bogus/);
+      }
+    }));
+
   it('an empty body is 400', () =>
     unchanged(async () => {
       expectOutcome(await app.request({ method: 'POST', url: '/fhir/Patient', headers: { 'content-type': 'application/fhir+json' }, payload: '' }), 400, /empty/);
