@@ -3,8 +3,9 @@ import { forbidden, hasNamedScope, type ReadLimits, readLimits } from '../access
 import type { AccessPolicy } from '../access/policy';
 import { policyOf } from '../access/request';
 import type { FhirContext } from '../fhir/context';
+import { refuseWrites } from '../fhir/read-only-routes';
 import { respond } from '../fhir/respond';
-import { badRequest, notFound, notSupported } from '../kernel/outcome';
+import { badRequest, notFound } from '../kernel/outcome';
 import { dateFromQuery, parseDateRange } from '../search/date-range';
 import { type AuditRecord, QUERY_ROLE, renderAuditEvent } from './event';
 import { openQueries } from './sealed-query';
@@ -88,16 +89,7 @@ export const auditRoutes: Plugin<{ ctx: FhirContext }> = {
     });
 
     // The trail is the server's record of what happened: nobody writes, changes or deletes it through FHIR.
-    for (const path of ['/fhir/AuditEvent', '/fhir/AuditEvent/{id}']) {
-      server.route({
-        method: ['POST', 'PUT', 'PATCH', 'DELETE'],
-        path,
-        options: { payload: { parse: false, output: 'data', maxBytes: ctx.config.maxBodyBytes } },
-        handler: () => {
-          throw notSupported('AuditEvents are recorded by the server and cannot be written, changed or deleted through the API');
-        },
-      });
-    }
+    refuseWrites(server, ctx, ['/fhir/AuditEvent', '/fhir/AuditEvent/{id}'], 'AuditEvents are recorded by the server and cannot be written, changed or deleted through the API');
   },
 };
 

@@ -1,8 +1,9 @@
 import type { Plugin, Request } from '@hapi/hapi';
-import { badRequest, notFound, notSupported } from '../kernel/outcome';
+import { badRequest, notFound } from '../kernel/outcome';
 import { queryParamsOf, rawQueryOf } from '../kernel/request-target';
 import type { FhirContext } from './context';
 import { preferences } from './negotiation';
+import { refuseWrites } from './read-only-routes';
 import { respond } from './respond';
 
 /** The canonical of one of the server's own OperationDefinitions: where it is read (R4 resource.html#canonical). */
@@ -58,16 +59,7 @@ export const operationDefinitionRoutes: Plugin<{ ctx: FhirContext }> = {
       },
     });
 
-    for (const path of OPERATION_DEFINITION_PATHS) {
-      server.route({
-        method: ['POST', 'PUT', 'PATCH', 'DELETE'],
-        path,
-        options: { payload: { parse: false, output: 'data', maxBytes: ctx.config.maxBodyBytes } },
-        handler: () => {
-          throw notSupported('OperationDefinitions describe the operations this server implements and cannot be written, changed or deleted through the API');
-        },
-      });
-    }
+    refuseWrites(server, ctx, OPERATION_DEFINITION_PATHS, 'OperationDefinitions describe the operations this server implements and cannot be written, changed or deleted through the API');
   },
 };
 
