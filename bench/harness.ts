@@ -2,6 +2,7 @@ import http from 'node:http';
 import { readdirSync, readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import type { RawDb } from './rawdb';
+import { LeanHttpPool } from './lean-http';
 
 /**
  * The load generator and the contract every workload implements. A workload measures one
@@ -161,16 +162,25 @@ export interface HttpResponse {
   body: string;
 }
 
+/** The Authorization header every bench request carries when auth is on (bench/auth.ts). */
+export const benchAuthorization: { header?: string } = {};
+
+/** `BENCH_HTTP_CLIENT=node` loads the server with node:http's client instead of bench/lean-http.ts. */
+const nodeHttpClient = process.env.BENCH_HTTP_CLIENT === 'node';
+
+/** Which HTTP client loaded the server, for the report. */
+export function httpClientName(): string {
+  return nodeHttpClient ? 'node:http (BENCH_HTTP_CLIENT=node)' : 'bench/lean-http.ts (BENCH_HTTP_CLIENT=node for node:http)';
+}
+
 /**
  * A keep-alive HTTP client to the bench server only. One per load phase, with as many sockets
  * as the phase has workers; closed after the phase so no socket outlives the server's
  * keep-alive timeout between phases.
  */
-/** The Authorization header every bench request carries when auth is on (bench/auth.ts). */
-export const benchAuthorization: { header?: string } = {};
-
 export class HttpClient {
-  private readonly agent: http.Agent;
+  private readonly agent?: http.Agent;
+  private readonly lean?: LeanHttpPool;
   private readonly base: URL;
 
   constructor(base: string, maxSockets: number) {
@@ -178,11 +188,20 @@ export class HttpClient {
     if (this.base.hostname !== '127.0.0.1') {
       throw new Error(`the bench only loads 127.0.0.1, not ${this.base.hostname}`);
     }
-    this.agent = new http.Agent({ keepAlive: true, maxSockets, maxFreeSockets: maxSockets });
+    if (nodeHttpClient) this.agent = new http.Agent({ keepAlive: true, maxSockets, maxFreeSockets: maxSockets });
+    else this.lean = new LeanHttpPool(this.base, maxSockets);
   }
 
   /** `path` is relative to the FHIR base (`Observation/123`). */
-  request(method: string, path: string, body?: string, headers: Record<string, string> = {}): Promise<HttpResponse> {
+  request(method: string, path: string, body?: string, extraHeaders: Record<string, string> = {}): Promise<HttpResponse> {
+    const fullPath = `${this.base.pathname.replace(/\/$/, '')}/${path}`;
+    const headers: Record<string, string> = {
+      accept: 'application/fhir+json',
+      ...(benchAuthorization.header ? { authorization: benchAuthorization.header } : {}),
+      ...(body !== undefined ? { 'content-type': 'application/fhir+json' } : {}),
+      ...extraHeaders,
+    };
+    if (this.lean) return this.lean.request(method, fullPath, headers, body);
     return new Promise((resolve, reject) => {
       const req = http.request(
         {
@@ -190,13 +209,8 @@ export class HttpClient {
           host: this.base.hostname,
           port: this.base.port,
           method,
-          path: `${this.base.pathname.replace(/\/$/, '')}/${path}`,
-          headers: {
-            accept: 'application/fhir+json',
-            ...(benchAuthorization.header ? { authorization: benchAuthorization.header } : {}),
-            ...(body !== undefined ? { 'content-type': 'application/fhir+json', 'content-length': Buffer.byteLength(body) } : {}),
-            ...headers,
-          },
+          path: fullPath,
+          headers: body !== undefined ? { ...headers, 'content-length': Buffer.byteLength(body) } : headers,
         },
         (res) => {
           const chunks: Buffer[] = [];
@@ -211,7 +225,8 @@ export class HttpClient {
   }
 
   close(): void {
-    this.agent.destroy();
+    this.agent?.destroy();
+    this.lean?.close();
   }
 }
 

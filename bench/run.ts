@@ -11,6 +11,7 @@ import { workloads as crudWorkloads } from './crud';
 import { workloads as subscriptionWorkloads } from './subscriptions';
 import { deviceWorkloads } from './devices';
 import type { BenchContext, BenchWorkload, ResultRow } from './harness';
+import { httpClientName } from './harness';
 import { applicationName, openRawPglite, openRawPostgres, type RawDb, type TableSize, tableSizes } from './rawdb';
 import { resultsTable, sizesTable } from './report';
 import { freePort } from '../test/helpers/port';
@@ -185,6 +186,7 @@ function machine(): string {
     `machine   ${cpus.length} cores, ${cpus[0]?.model ?? 'unknown CPU'}, ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB RAM, load avg ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`,
     `runtime   Node ${process.version}, ${os.type()} ${os.release()}`,
     `memory    ${hugePages()}`,
+    `load      ${httpClientName()}`,
   ].join('\n');
 }
 
