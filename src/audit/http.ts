@@ -2,7 +2,8 @@ import type { Request } from '@hapi/hapi';
 import type { AccessPolicy } from '../access/policy';
 import { localReference, patientsOf } from '../search';
 import type { Action, Actor, AuditFact, Outcome } from './event';
-import { urlAsSent } from '../kernel/request-target';
+import { rawQueryOf, urlAsSent } from '../kernel/request-target';
+import { isValidId } from '../kernel/id';
 
 declare module '@hapi/hapi' {
   interface RequestApplicationState {
@@ -21,8 +22,13 @@ export interface RequestAudit {
   fact: Omit<AuditFact, 'patients'>;
   /** The response body, when the patients it discloses are still to be found in it, and those it holds without showing. */
   disclosed?: { json: string; type?: string; id?: string; onlyReads?: boolean; hidden?: readonly string[] };
+  /**
+   * The patients the request itself names (see patientsNamedBy): its events are linked to them
+   * when the answer disclosed nobody, a refusal or an empty search.
+   */
+  named?: string[];
   /** The entries of a batch or transaction that failed inside its 200 answer, one failure event each. */
-  failedEntries?: Array<RequestAudit['fact']>;
+  failedEntries?: Array<Pick<RequestAudit, 'fact' | 'named'>>;
 }
 
 interface Interaction {
@@ -145,18 +151,62 @@ export function auditOfRequest(request: Request, policyOf: (r: Request) => Acces
   const subtype = request.route.path === '/fhir' && request.method === 'post' ? bundleKind(body) : interaction.subtype;
   const what = outcome === '0' && (interaction.subtype === 'read' || interaction.subtype === 'vread') && params.type && params.id ? `${params.type}/${params.id}${versionOf(request, params)}` : undefined;
   const rest = fact({ kind: 'rest', subtype: subtype || undefined, action: interaction.action, outcome, outcomeDesc: failure(status, body, 'fhir'), actor, query: rawRequest(request), what });
+  // Only an answer that may disclose nobody needs them: a refusal, a failure, an empty searchset.
+  const named = policy && (outcome !== '0' || body === undefined || !body.includes('"entry"'))
+    ? patientsNamedBy(params.type ?? (path.startsWith('/fhir/Patient/{id}') ? 'Patient' : undefined), params.id, searchParamsOf(request))
+    : undefined;
   // A streamed answer (a bulk export's file) has no text here: what it disclosed is what its
   // route noted as it went (request.app.hiddenPatients, patientsInNdjson).
   const streamed = body === undefined ? request.app.hiddenPatients : undefined;
-  if (streamed?.length && outcome === '0') return { fact: rest, disclosed: { json: '', hidden: streamed } };
-  if (outcome !== '0' || body === undefined) return { fact: rest };
+  if (streamed?.length && outcome === '0') return { fact: rest, disclosed: { json: '', hidden: streamed }, named };
+  if (outcome !== '0' || body === undefined) return { fact: rest, named };
   // The pseudonymised copy is nobody's identifiable data: what it disclosed is the record of the
   // patient it was made from, under that patient's own id (not the pseudonym it carries, which
   // the event would otherwise link to the id).
   if (operationOf(request) === '$anonymize') return { fact: rest, disclosed: { json: '{}', type: 'Patient', id: params.id } };
   const bundle = subtype === 'batch' || subtype === 'transaction';
   const failedEntries = bundle && request.app.failedEntries ? entryFailures(request.app.failedEntries, actor) : undefined;
-  return { fact: rest, disclosed: { json: body, type: params.type, id: params.id, onlyReads: bundle, hidden: request.app.hiddenPatients }, failedEntries };
+  return { fact: rest, disclosed: { json: body, type: params.type, id: params.id, onlyReads: bundle, hidden: request.app.hiddenPatients }, named, failedEntries };
+}
+
+/** At most this many named patients link one request's events: a refused `patient=1,2,…` must not fan out without bound. */
+export const MAX_NAMED_PATIENTS = 10;
+
+/**
+ * The patients a request names: the Patient of its path (`Patient/7`, `Patient/7/Observation`,
+ * `Patient/7/$everything`), and in its search parameters a `patient` (or `:Patient`) id and any
+ * `Patient/<id>` reference of this server. A refused or empty look at a patient's data belongs to
+ * that patient's record of accesses (issue 14: a breach must be investigable by patient), and its
+ * request, which names the patient, is then sealed under that patient's key like a search that
+ * found them (decision 036), so that an erasure reaches it too. Names, birth dates and
+ * identifiers name nobody the server can link, and chains (`patient.name`) are not ids.
+ */
+export function patientsNamedBy(type: string | undefined, id: string | undefined, search: URLSearchParams | undefined): string[] {
+  const named = new Set<string>();
+  if (type === 'Patient' && id && !id.startsWith('$')) named.add(id);
+  for (const [name, raw] of search ?? []) {
+    const [code, modifier] = name.split(':');
+    if (code!.startsWith('_') && !(code === '_id' && type === 'Patient')) continue;
+    if (code!.includes('.')) continue;
+    for (const value of raw.split(',')) {
+      const local = localReference(value);
+      if (local) {
+        if (local.type === 'Patient') named.add(local.id);
+      } else if ((code === 'patient' || modifier === 'Patient' || code === '_id') && isValidId(value)) {
+        named.add(value);
+      }
+    }
+  }
+  return [...named].slice(0, MAX_NAMED_PATIENTS).map(detached);
+}
+
+/** The search parameters of a request: its query, and for a form search its body. */
+function searchParamsOf(request: Request): URLSearchParams | undefined {
+  const query = rawQueryOf(request);
+  const payload = request.payload;
+  const form = request.route.path.endsWith('/_search') && payload !== undefined && payload !== null ? String(payload) : '';
+  if (!query && !form) return undefined;
+  return new URLSearchParams(form ? `${query}&${form}` : query);
 }
 
 /**
@@ -164,13 +214,18 @@ export function auditOfRequest(request: Request, policyOf: (r: Request) => Acces
  * failed entry is audited as the failure it is, a refusal (403) as much as a REST request's, with
  * the entry's own request as the query.
  */
-function entryFailures(failed: NonNullable<Request['app']['failedEntries']>, actor: Actor): Array<RequestAudit['fact']> {
+function entryFailures(failed: NonNullable<Request['app']['failedEntries']>, actor: Actor): Array<Pick<RequestAudit, 'fact' | 'named'>> {
   return failed.map((e) => {
     const interaction = entryInteraction(e.method, e.url);
-    return fact({
-      kind: 'rest', subtype: interaction.subtype, action: interaction.action, outcome: e.status < 500 ? '4' : '8',
-      outcomeDesc: `HTTP ${e.status}${e.diagnostics ? `: ${e.diagnostics}` : ''}`, actor, query: `${e.method} ${e.url}`, what: undefined,
-    });
+    const [path, query] = e.url.split('?', 2) as [string, string | undefined];
+    const [type, id] = path.split('/').filter((s) => s !== '');
+    return {
+      fact: fact({
+        kind: 'rest', subtype: interaction.subtype, action: interaction.action, outcome: e.status < 500 ? '4' : '8',
+        outcomeDesc: `HTTP ${e.status}${e.diagnostics ? `: ${e.diagnostics}` : ''}`, actor, query: `${e.method} ${e.url}`, what: undefined,
+      }),
+      named: actor.policy ? patientsNamedBy(type, id, query === undefined ? undefined : new URLSearchParams(query)) : undefined,
+    };
   });
 }
 

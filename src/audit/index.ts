@@ -59,15 +59,15 @@ export function registerAudit(ctx: FhirContext, server: Server): AuditTrail {
       return;
     }
     if (!audit) return;
-    const { fact, disclosed, failedEntries } = audit;
+    const { fact, disclosed, named, failedEntries } = audit;
     // The records are built now, after the response is sent, so that only their strings wait
     // for the batch: holding the body until then (a searchset is tens of kB) made it outlive the
     // young generation, and its copying and old-space collection cost a search a third of its
     // server CPU (docs/decisions/021-audit-storage.md, "Bodies not kept"); the request's access
     // policy and facts, kept by a closure, cost it ~50 µs more ("Third look").
     const patients = disclosed ? disclosedPatients(disclosed) : [];
-    recorder.record(auditRecords(fact, observer, patients));
-    for (const failed of failedEntries ?? []) recorder.record(auditRecords(failed, observer, []));
+    recorder.record(auditRecords(fact, observer, patients.length ? patients : named));
+    for (const failed of failedEntries ?? []) recorder.record(auditRecords(failed.fact, observer, failed.named));
   });
 
   return {

@@ -219,6 +219,37 @@ describe('audit trail (BALP)', () => {
     expect(unauthenticated!.agent.find((a) => a.requestor)!.network).to.equal({ address: '127.0.0.1', type: '2' });
   });
 
+  it('links a refused or empty look at a patient\'s data to the patient the request names, its request sealed', async () => {
+    const carol = await app.create({ resourceType: 'Patient', name: [{ family: 'Auditcarol' }] });
+    // Alice's own app: Carol's record is not hers to see.
+    const alicesApp = await app.as('patient/Observation.rs patient/Patient.rs', { patient: id.alice, clientId: 'alices-app' });
+    const search = await app.request({ method: 'GET', url: `/fhir/Observation?patient=${carol}&code=http://loinc.org|8867-4`, headers: alicesApp });
+    const read = await app.request({ method: 'GET', url: `/fhir/Patient/${carol}`, headers: alicesApp });
+    const compartment = await app.request({ method: 'GET', url: `/fhir/Patient/${carol}/Observation`, headers: alicesApp });
+    const batch = await app.request({
+      method: 'POST', url: '/fhir', headers: alicesApp,
+      payload: { resourceType: 'Bundle', type: 'batch', entry: [{ request: { method: 'GET', url: `Patient/${carol}` } }] },
+    });
+    expect(read.statusCode).to.equal(404);
+    expect(String(batch.json.entry[0].response.status)).to.startWith('404');
+    const requests = [search, read, compartment, batch].map((r) => String(r.headers['x-request-id']));
+    const carols = (await events(`patient=Patient/${carol}`)).filter((e) => requests.includes(transactionId(e)!));
+    // One event each, all Carol's (the batch's: its failed entry; the batch's own event names no patient).
+    expect(carols.map((e) => transactionId(e)).sort()).to.equal([...requests].sort());
+    for (const e of carols) expect(entityOfRole(e, '1')[0]!.what?.reference).to.equal(`Patient/${carol}`);
+    // The search named Carol in its query: sealed under her key, opened for the auditor.
+    const searched = carols.find((e) => transactionId(e) === search.headers['x-request-id'])!;
+    expect(decodedQuery(searched)).to.endWith(`/fhir/Observation?patient=${carol}&code=http://loinc.org|8867-4`);
+    expect((await app.ctx.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM audit_patient_key WHERE patient = $1`, [carol])).rows[0]!.n).to.equal(1);
+
+    // A request naming many patients links at most MAX_NAMED_PATIENTS of them.
+    const many = Array.from({ length: 12 }, (_, i) => `${carol}-${i}`);
+    const wide = await app.request({ method: 'GET', url: `/fhir/Observation?patient=${many.join(',')}`, headers: alicesApp });
+    await app.audit.flush();
+    const { rows } = await app.ctx.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM audit_event WHERE record LIKE $1`, [`%${wide.headers['x-request-id']}%`]);
+    expect(rows[0]!.n).to.equal(10);
+  });
+
   it('refuses a Host that is not a host with a 400, audited with the request as received', async () => {
     const doctor = await app.as('user/Observation.rs', { fhirUser: 'Practitioner/audit-doc', clientId: 'odd-host-app' });
     const res = await app.request({ method: 'GET', url: `/fhir/Observation/${id.aliceObs}`, headers: { ...doctor, host: 'bad host' } });
