@@ -39,7 +39,7 @@ async function main(): Promise<void> {
     if (args.includes('--verbose') && (accepted + rejects.length) % 500 === 0) console.error(`${accepted + rejects.length} stored or refused`);
   }
   const tried = accepted + rejects.length;
-  console.log(`${accepted} of ${tried} examples accepted (${((100 * accepted) / tried).toFixed(2)} %), ${notStored} of types not stored (Parameters, OperationOutcome, AuditEvent, OperationDefinition), ${((Date.now() - started) / 1000).toFixed(0)} s`);
+  console.log(`${accepted} of ${tried} examples accepted (${((100 * accepted) / tried).toFixed(2)} %), ${notStored} of types not stored (Parameters, OperationOutcome, AuditEvent, OperationDefinition, SearchParameter), ${((Date.now() - started) / 1000).toFixed(0)} s`);
   for (const r of rejects) console.log(`  refused ${r}`);
   await app.stop();
   process.exitCode = accepted / tried >= 0.99 ? 0 : 1;

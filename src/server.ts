@@ -24,7 +24,7 @@ import { registerMonitoring } from './monitoring';
 import { registerGdpr } from './gdpr';
 import { migrateAll } from './schema';
 import { terminologyRoutes } from './fhir/terminology-routes';
-import { operationDefinitionRoutes } from './fhir/operation-definitions';
+import { servedDefinitionRoutes } from './fhir/served-definitions';
 import { warmUp } from './validation/schema';
 import { landingRoutes } from './landing';
 import { registerWithings } from './withings';
@@ -133,7 +133,7 @@ export async function createServer(config: Config, options: { db?: Db; logger?: 
   registerGdpr(ctx);
   await server.register({ plugin: devicesPlugin, options: { ctx } });
   await server.register({ plugin: terminologyRoutes, options: { ctx } });
-  await server.register({ plugin: operationDefinitionRoutes, options: { ctx } });
+  await server.register({ plugin: servedDefinitionRoutes, options: { ctx } });
   await server.register({ plugin: landingRoutes, options: { config, apps: [{ href: DASHBOARD_PATH, title: 'Clinician dashboard', note: 'a SMART app of this API' }] } });
   // The clinician dashboard, a SMART app of this FHIR API, served beside it.
   await server.register({ plugin: dashboardPlugin, options: { ctx } });

@@ -4,6 +4,7 @@ import { localReference, patientsOf } from '../search';
 import type { Action, Actor, AuditFact, Outcome } from './event';
 import { rawQueryOf, urlAsSent } from '../kernel/request-target';
 import { isValidId } from '../kernel/id';
+import { SERVED_DEFINITION_PATHS } from '../fhir/served-definitions';
 
 declare module '@hapi/hapi' {
   interface RequestApplicationState {
@@ -38,6 +39,7 @@ interface Interaction {
   reads: boolean;
 }
 
+const SERVED_PATHS = new Set(SERVED_DEFINITION_PATHS);
 const READ: Interaction = { subtype: 'read', action: 'R', reads: true };
 const SEARCH: Interaction = { subtype: 'search-type', action: 'E', reads: true };
 const SEARCH_SYSTEM: Interaction = { subtype: 'search-system', action: 'E', reads: true };
@@ -60,14 +62,12 @@ function operationOf(request: Request): string | undefined {
 function interactionOf(request: Request): Interaction | undefined {
   const method = request.method.toUpperCase();
   const params = request.params as Record<string, string | undefined>;
+  // The server's own definitions: public descriptions, like metadata; a write is a refusal to record.
+  if (SERVED_PATHS.has(request.route.path)) return method === 'GET' ? undefined : write(method);
   switch (request.route.path) {
     case '/fhir/metadata':
     case '/fhir/.well-known/smart-configuration':
       return undefined;
-    // The server's own OperationDefinitions: public descriptions, like metadata; a write is a refusal to record.
-    case '/fhir/OperationDefinition':
-    case '/fhir/OperationDefinition/{id}':
-      return method === 'GET' ? undefined : write(method);
     case '/fhir':
       if (method === 'GET') return SEARCH_SYSTEM;
       // batch or transaction (the subtype comes from the response); its writes are audited one by one in its unit.

@@ -3,7 +3,7 @@ import type { Server } from '@hapi/hapi';
 import Jwt from '@hapi/jwt';
 import { ACCEPTED_ALGS } from './keys';
 import { withConsents } from '../access/consent';
-import { OPERATION_DEFINITION_PATHS } from '../fhir/operation-definitions';
+import { SERVED_DEFINITION_PATHS } from '../fhir/served-definitions';
 import { type AccessPolicy, policyFromScopes } from '../access/policy';
 import { splitScope } from '../access/scopes';
 import type { AuthState } from './state';
@@ -12,9 +12,10 @@ import { claimsProblem, tokenRecord } from './tokens';
 
 /**
  * FHIR routes the SMART spec requires to be public (/.well-known routes are ours and say auth: false),
- * and the OperationDefinitions the CapabilityStatement names, public like it (decision 041).
+ * and the server's own OperationDefinitions and SearchParameters the CapabilityStatement names,
+ * public like it (decisions 041, 043).
  */
-const PUBLIC_FHIR_PATHS = new Set<string>(['/fhir/metadata', ...OPERATION_DEFINITION_PATHS]);
+const PUBLIC_FHIR_PATHS = new Set<string>(['/fhir/metadata', ...SERVED_DEFINITION_PATHS]);
 
 /** What a verified access token puts in request.auth.credentials. */
 export interface SmartCredentials {

@@ -7,6 +7,7 @@ import type { FhirContext } from './context';
 import { routedOperations } from './terminology-routes';
 import { systemSearchParameters } from './interactions/search-system';
 import { operationDefinitionUrl } from './operation-definitions';
+import { servedCapabilityEntries } from './served-definitions';
 
 /** Extra CapabilityStatement parts contributed by other capabilities (auth adds rest.security). */
 export type CapabilityContributor = (statement: fhir4.CapabilityStatement, ctx: FhirContext) => void;
@@ -72,7 +73,7 @@ export function capabilityStatement(ctx: FhirContext, startedAt: string): fhir4.
               ...(routedOperations[type] ?? []),
             ],
           };
-        }), OPERATION_DEFINITION],
+        }), ...servedCapabilityEntries()],
         // POST /fhir takes batch and transaction Bundles (bundle/); GET /fhir/_history; GET /fhir?_type=… (search-system.ts).
         interaction: [{ code: 'transaction' }, { code: 'batch' }, { code: 'history-system' }, { code: 'search-system' }],
         searchParam: systemSearchParameters(),
@@ -84,18 +85,6 @@ export function capabilityStatement(ctx: FhirContext, startedAt: string): fhir4.
   for (const contribute of contributors.values()) contribute(statement, ctx);
   return statement;
 }
-
-/** The server's own OperationDefinitions, served read-only from its code (operation-definitions.ts), not stored. */
-const OPERATION_DEFINITION: fhir4.CapabilityStatementRestResource = {
-  type: 'OperationDefinition',
-  profile: 'http://hl7.org/fhir/StructureDefinition/OperationDefinition',
-  documentation: 'The definitions of the operations this server itself defines (those the CapabilityStatement names by a canonical of this server). Read-only, and public like metadata.',
-  interaction: [{ code: 'read' }, { code: 'search-type' }],
-  searchParam: [
-    { name: 'url', type: 'uri', definition: 'http://hl7.org/fhir/SearchParameter/conformance-url', documentation: 'The canonical, exactly' },
-    { name: 'code', type: 'token', definition: 'http://hl7.org/fhir/SearchParameter/OperationDefinition-code', documentation: 'The operation\'s name, without the $' },
-  ],
-};
 
 /** When each context's statement was first asked for: its `date`, the same through REST and in a batch. */
 const published = new WeakMap<FhirContext, string>();

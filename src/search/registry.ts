@@ -81,16 +81,25 @@ const COLUMNS: Record<string, 'id' | 'last_updated'> = { _id: 'id', _lastUpdated
 /** The Resource-level parameters applied to every type (R4 `Resource.*`). */
 const RESOURCE_BASES = new Set(['Resource', 'DomainResource']);
 
+let own: readonly fhir4.SearchParameter[] | undefined;
+
+/**
+ * The server's own SearchParameters, as `profiles/search-parameters/` holds them: the ones the
+ * registry searches by, and the ones src/fhir serves at their canonicals (decision 043).
+ */
+export function ownSearchParameters(): readonly fhir4.SearchParameter[] {
+  const dir = join(profilesDir, 'search-parameters');
+  own ??= Object.freeze(readdirSync(dir).sort().filter((f) => f.endsWith('.json')).map((f) => JSON.parse(readFileSync(join(dir, f), 'utf8')) as fhir4.SearchParameter));
+  return own;
+}
+
 function readDefinitions(): SearchParameterResource[] {
   const out: SearchParameterResource[] = [];
   const official = officialDefinitionsDir();
   for (const f of readdirSync(official)) {
     if (f.startsWith('SearchParameter-') && f.endsWith('.json')) out.push(JSON.parse(readFileSync(join(official, f), 'utf8')));
   }
-  const ours = join(profilesDir, 'search-parameters');
-  for (const f of readdirSync(ours).sort()) {
-    if (f.endsWith('.json')) out.push(JSON.parse(readFileSync(join(ours, f), 'utf8')));
-  }
+  out.push(...(ownSearchParameters() as unknown as SearchParameterResource[]));
   // The examples package also holds example and extension SearchParameters (experimental: true)
   // and ones without an expression (_text, _content, _query, _filter): none are core search.
   return out.filter(

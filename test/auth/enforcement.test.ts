@@ -49,7 +49,7 @@ describe('SMART scopes are enforced on every interaction', () => {
   });
   after(() => app.stop());
 
-  it('refuses requests without a token (401, WWW-Authenticate: Bearer) but serves metadata and the OperationDefinitions it names (decision 041)', async () => {
+  it('refuses requests without a token (401, WWW-Authenticate: Bearer) but serves metadata and the OperationDefinitions and SearchParameters it names (decisions 041, 043)', async () => {
     const res = await app.request({ method: 'GET', url: `/fhir/Patient/${ids.alice}` });
     expect(res.statusCode).to.equal(401);
     expect(String(res.headers['www-authenticate'])).to.startWith('Bearer');
@@ -57,6 +57,7 @@ describe('SMART scopes are enforced on every interaction', () => {
     expect((await app.request({ method: 'GET', url: '/fhir/metadata' })).statusCode).to.equal(200);
     expect((await app.request({ method: 'GET', url: '/fhir/OperationDefinition/Patient-erase' })).statusCode).to.equal(200);
     expect((await app.request({ method: 'GET', url: '/fhir/OperationDefinition?code=due' })).json.total).to.equal(1);
+    expect((await app.request({ method: 'GET', url: '/fhir/SearchParameter?url=http://rpm.example.org/fhir/SearchParameter/Flag-status' })).json.total).to.equal(1);
     expect((await app.request({ method: 'DELETE', url: '/fhir/OperationDefinition/Patient-erase' })).statusCode).to.equal(405);
   });
 

@@ -22,6 +22,17 @@ const OFFICIAL_IG_OPERATIONS = [
   'http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export',
   'http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-get-ws-binding-token',
 ];
+/** The other canonicals of those guides the statement names: Bulk Data's CapabilityStatement, which it instantiates. */
+const OFFICIAL_IG_CANONICALS = [...OFFICIAL_IG_OPERATIONS, 'http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data'];
+/** Every element of an R4 CapabilityStatement whose value is a canonical (R4 capabilitystatement.html). */
+const CANONICAL_ELEMENTS = [
+  'instantiates', 'imports', 'implementationGuide',
+  'rest.resource.profile', 'rest.resource.supportedProfile', 'rest.resource.searchParam.definition', 'rest.resource.operation.definition',
+  'rest.searchParam.definition', 'rest.operation.definition', 'rest.compartment',
+  'messaging.supportedMessage.definition', 'document.profile',
+];
+/** The server's own SearchParameter of Flag.status (profiles/search-parameters/). */
+const FLAG_STATUS = 'http://rpm.example.org/fhir/SearchParameter/Flag-status';
 
 /**
  * The statement checked as the server checks what clients send: the R4 JSON schema, the required
@@ -166,6 +177,50 @@ describe('CapabilityStatement (GET /fhir/metadata)', () => {
       }
     }
     expect(checked.size).to.be.at.least(12);
+  });
+
+  it('names only canonicals that are HL7\'s or resolve here: every SearchParameter, profile and definition of the statement', async () => {
+    const statement = (await metadata()).json as fhir4.CapabilityStatement;
+    const named = new Set(CANONICAL_ELEMENTS.flatMap((path) => fhirpath.evaluate(statement, `CapabilityStatement.${path}`, undefined, r4Model) as string[]));
+    expect(named.size).to.be.at.least(1000);
+    const own: string[] = [];
+    for (const canonical of named) {
+      if (canonical.startsWith('http://hl7.org/fhir/uv/')) {
+        expect(OFFICIAL_IG_CANONICALS, canonical).to.include(canonical);
+      } else if (canonical.startsWith('http://hl7.org/fhir/')) {
+        // R4 core: the official package holds it at that canonical.
+        const [type, id] = canonical.slice('http://hl7.org/fhir/'.length).split('/');
+        const official = JSON.parse(readFileSync(join(officialDefinitionsDir(), `${type}-${id}.json`), 'utf8')) as { url: string };
+        expect(official.url, canonical).to.equal(canonical);
+      } else {
+        own.push(canonical);
+      }
+    }
+    // The server's own: found here by url (R4 references.html#canonical), a valid R4 resource of
+    // the type its canonical names, and read at its canonical when that is on this server's base.
+    for (const canonical of own) {
+      const type = canonical.split('/').at(-2)!;
+      const found = await app.request({ method: 'GET', url: `/fhir/${type}?url=${encodeURIComponent(canonical)}` });
+      expect([found.statusCode, found.json.total], canonical).to.equal([200, 1]);
+      const definition = found.json.entry[0].resource as fhir4.FhirResource & { url: string };
+      expect([definition.resourceType, definition.url]).to.equal([type, canonical]);
+      const { resourceType: _type, ...rest } = definition;
+      expect([...validationIssues(definition), ...missingRequiredIssues(rest, type)], canonical).to.equal([]);
+      const read = await app.request({ method: 'GET', url: `/fhir/${type}/${definition.id}` });
+      expect([read.statusCode, read.json], canonical).to.equal([200, definition]);
+    }
+    expect(own).to.include([FLAG_STATUS, `${app.ctx.baseUrl}/OperationDefinition/Patient-erase`]);
+  });
+
+  it('serves its own SearchParameters read-only: read, search by url, code and base, no writes', async () => {
+    const all = await app.request({ method: 'GET', url: '/fhir/SearchParameter' });
+    expect(all.json.entry.map((e: fhir4.BundleEntry) => e.resource!.id).sort()).to.equal(['Consent-provision-actor', 'Consent-provision-actor-identifier', 'Flag-category', 'Flag-status']);
+    const flag = await app.request({ method: 'GET', url: '/fhir/SearchParameter?base=Flag&code=status' });
+    expect(flag.json.entry.map((e: fhir4.BundleEntry) => (e.resource as fhir4.SearchParameter).url)).to.equal([FLAG_STATUS]);
+    const unknown = await app.request({ method: 'GET', url: '/fhir/SearchParameter?colour=blue' });
+    expect([unknown.statusCode, unknown.json.resourceType]).to.equal([400, 'OperationOutcome']);
+    const put = await app.request({ method: 'PUT', url: '/fhir/SearchParameter/Flag-status', payload: flag.json.entry[0].resource });
+    expect([put.statusCode, put.json.resourceType]).to.equal([405, 'OperationOutcome']);
   });
 
   it('serves its own OperationDefinitions read-only: read, search by url and code, no writes', async () => {

@@ -42,9 +42,9 @@ describe('FHIR REST interactions', () => {
     expect(res.json.fhirVersion).to.equal('4.0.1');
     const types = res.json.rest[0].resource.map((r: any) => r.type);
     // Each type once: ConceptMap is stored like any other, its $translate joins that entry; then
-    // OperationDefinition, the server's own operations' definitions, served read-only from its code;
+    // OperationDefinition and SearchParameter, the server's own definitions, served read-only from its code;
     // AuditEvent, which the audit trail serves (read and search) from its own table.
-    expect(types).to.equal([...supportedTypes, 'OperationDefinition', 'AuditEvent']);
+    expect(types).to.equal([...supportedTypes, 'OperationDefinition', 'SearchParameter', 'AuditEvent']);
     const observation = res.json.rest[0].resource.find((r: any) => r.type === 'Observation');
     expect(observation.interaction.map((i: any) => i.code)).to.include(['read', 'vread', 'update', 'patch', 'delete', 'create', 'history-instance']);
     expect(res.json.rest[0].interaction.map((i: any) => i.code)).to.equal(['transaction', 'batch', 'history-system', 'search-system']);
