@@ -223,6 +223,28 @@ describe('CapabilityStatement (GET /fhir/metadata)', () => {
     expect([put.statusCode, put.json.resourceType]).to.equal([405, 'OperationOutcome']);
   });
 
+  it('answers a GET entry of a batch or transaction for its own definitions as the REST GET answers it (R4 http.html#transaction)', async () => {
+    const urls = [
+      'OperationDefinition/Patient-erase', 'OperationDefinition?code=due', 'SearchParameter/Flag-status', `SearchParameter?url=${encodeURIComponent(FLAG_STATUS)}`,
+      'OperationDefinition/Patient-everything', 'SearchParameter?colour=blue',
+    ];
+    const rest = await Promise.all(urls.map((url) => app.request({ method: 'GET', url: `/fhir/${url}` })));
+    const bundle = (type: string, these: string[]) => ({ resourceType: 'Bundle', type, entry: these.map((url) => ({ request: { method: 'GET', url } })) });
+    const batch = await app.request({ method: 'POST', url: '/fhir', payload: bundle('batch', urls) });
+    expect(batch.statusCode).to.equal(200);
+    for (const [k, entry] of (batch.json.entry as fhir4.BundleEntry[]).entries()) {
+      expect([Number.parseInt(entry.response!.status, 10), rest[k]!.statusCode], urls[k]).to.equal([rest[k]!.statusCode, rest[k]!.statusCode]);
+      if (rest[k]!.statusCode === 200) expect(entry.resource, urls[k]).to.equal(rest[k]!.json);
+      else expect(entry.response!.outcome!.resourceType, urls[k]).to.equal('OperationOutcome');
+    }
+    const transaction = await app.request({ method: 'POST', url: '/fhir', payload: bundle('transaction', urls.slice(0, 4)) });
+    expect(transaction.statusCode, transaction.payload.slice(0, 300)).to.equal(200);
+    expect(transaction.json.entry.map((e: fhir4.BundleEntry) => e.resource), 'transaction').to.equal(rest.slice(0, 4).map((r) => r.json));
+    // A write entry is refused as the REST write is: 405, in a batch alone.
+    const write = await app.request({ method: 'POST', url: '/fhir', payload: { resourceType: 'Bundle', type: 'batch', entry: [{ request: { method: 'DELETE', url: 'SearchParameter/Flag-status' } }] } });
+    expect([write.json.entry[0].response.status, write.json.entry[0].response.outcome.issue[0].code]).to.equal(['405 Method Not Allowed', 'not-supported']);
+  });
+
   it('serves its own OperationDefinitions read-only: read, search by url and code, no writes', async () => {
     const all = await app.request({ method: 'GET', url: '/fhir/OperationDefinition' });
     expect(all.statusCode).to.equal(200);

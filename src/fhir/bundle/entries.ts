@@ -1,5 +1,6 @@
 import { badRequest, OperationOutcomeError } from '../../kernel/outcome';
 import { isSupportedType } from '../../kernel/resource-types';
+import { servedDefinitionsOf } from '../served-definitions';
 import { parseIfNoneMatchOnUpdate, parseVersionTag } from '../../kernel/etag';
 import { type InputLimits, parseJsonWithin } from '../../kernel/input-limits';
 import { isFhirPathPatch, type WriteOp } from '../../pipeline';
@@ -53,7 +54,7 @@ export function checkUniqueFullUrls(entries: ReadonlyArray<{ index: number; full
 }
 
 export function entryError(index: number, status: number, diagnostics: string): OperationOutcomeError {
-  return new OperationOutcomeError(status, { code: status === 404 ? 'not-found' : 'invalid', diagnostics: `Bundle.entry[${index}]: ${diagnostics}`, expression: [`Bundle.entry[${index}]`] });
+  return new OperationOutcomeError(status, { code: status === 404 ? 'not-found' : status === 405 ? 'not-supported' : 'invalid', diagnostics: `Bundle.entry[${index}]: ${diagnostics}`, expression: [`Bundle.entry[${index}]`] });
 }
 
 /**
@@ -97,6 +98,9 @@ export function parseEntry(raw: unknown, index: number, baseUrl: string, limits:
 
   const { path, query } = splitRequestUrl(request.url, baseUrl, index);
   const [type, id, ...rest] = path;
+  const served = type ? servedDefinitionsOf(type) : undefined;
+  // The server's own definitions: refused as their REST writes are (405).
+  if (served) throw entryError(index, 405, `request.url ${request.url}: ${served.readOnly}`);
   if (!type || !isSupportedType(type)) throw entryError(index, 404, `request.url ${request.url}: '${type ?? ''}' is not a resource type this server supports`);
   if (rest.length > 0 || (id !== undefined && id.startsWith('$'))) {
     throw entryError(index, 400, `request.url ${request.url} is not a ${method} this server supports in a bundle`);

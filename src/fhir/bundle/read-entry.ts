@@ -12,10 +12,12 @@ import { splitRequestUrl } from './entries';
 import type { ReturnPreference } from '../negotiation';
 import type { WriteOp, WriteOutcome } from '../../pipeline';
 import { readEntryResponse, writeEntry } from './response';
+import { readDefinition, searchDefinitions, servedDefinitionsOf } from '../served-definitions';
 
 /**
  * A GET entry of a batch or transaction, answered by the same interactions as the REST routes:
- * read, vread, search (also in a Patient compartment), history, metadata.
+ * read, vread, search (also in a Patient compartment), history, metadata, and the server's own
+ * definitions (served-definitions.ts).
  */
 export async function readEntry(ctx: FhirContext, url: string, conditions: { ifNoneMatch?: string; ifModifiedSince?: string } | undefined, policy: AccessPolicy): Promise<InteractionResult> {
   return routeReadEntry(ctx, url, conditions, policy)(ctx);
@@ -38,6 +40,10 @@ export function routeReadEntry(ctx: FhirContext, url: string, conditions: { ifNo
   });
   if (type === 'metadata' && path.length === 1) return async (at) => ({ status: 200, body: metadata(at, query) });
   if (type === '_history' && path.length === 1) return (at) => history(at, { ...req(''), type: undefined });
+  // The server's own definitions (not stored): the answers of their REST routes.
+  const served = type ? servedDefinitionsOf(type) : undefined;
+  if (served && path.length === 1) return async (at) => searchDefinitions(at, served, query, false, req(type!).url);
+  if (served && path.length === 2) return async (at) => readDefinition(at, served, id!);
   if (!type || !isSupportedType(type)) throw notFound(`${url}: '${type ?? ''}' is not a resource type this server supports`);
   // The same id grammar as the REST routes (src/fhir/routes.ts): no such resource can exist.
   if ((id !== undefined && id !== '_history' && !isValidId(id)) || (third === '_history' && fourth !== undefined && !isValidId(fourth))) {
