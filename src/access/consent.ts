@@ -1,5 +1,5 @@
 import { idOfReference } from '../kernel/id';
-import { findMatchingIds, type PatientExclusion } from '../search';
+import { escapeSearchValue, findMatchingIds, type PatientExclusion } from '../search';
 import type { Queryable } from '../store/db';
 import { readResource, readResources } from '../store/repository';
 import { CLIENT_ACTOR, CLIENT_ID_SYSTEM, type ConsentProvision, type ConsentRules, consentRules, CONSENT_SCOPE_SYSTEM, type DataClass } from './consent-rules';
@@ -106,8 +106,7 @@ function covered(classes: readonly DataClass[], type: string, decision: 'permit'
 /** FHIR search escaping of a token value (`\`, `,`, `$`, `|` inside a code). */
 function tokenValue(systemCode: string): string {
   const at = systemCode.indexOf('|');
-  const esc = (s: string) => s.replace(/[\\,$|]/g, (m) => `\\${m}`);
-  return `${esc(systemCode.slice(0, at))}|${esc(systemCode.slice(at + 1))}`;
+  return `${escapeSearchValue(systemCode.slice(0, at))}|${escapeSearchValue(systemCode.slice(at + 1))}`;
 }
 
 function categoriesParam(codes: readonly string[]): string {

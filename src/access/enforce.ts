@@ -1,7 +1,7 @@
 import type { AccessPolicy, Action } from './policy';
 import { parseResourceScope, type ScopeContext } from './scopes';
 import { consentRestrictsCaller } from './consent';
-import { findMatchingIds, isUnlimited, patientsOf, type PatientExclusion, type Reach, withinLimits } from '../search';
+import { findMatchingIds, findReachableIds, isUnlimited, patientsOf, type PatientExclusion, type Reach, withinLimits } from '../search';
 import type { Queryable } from '../store/db';
 import { readResource } from '../store/repository';
 import { idSlices } from '../kernel/input-limits';
@@ -90,10 +90,7 @@ export async function requireReadable(db: Queryable, policy: AccessPolicy, type:
  * capabilities that look resources up on a caller's behalf (a device door finding its Device).
  */
 export async function findVisibleIds(db: Queryable, policy: AccessPolicy, type: string, params: URLSearchParams, limit?: number): Promise<string[]> {
-  const limits = readLimits(policy, type, 's');
-  const merged = new URLSearchParams(params);
-  for (const [k, v] of limits.constraint ?? []) merged.append(k, v);
-  return findMatchingIds(db, type, merged, limit, limits.compartmentPatientId, policyReach(policy));
+  return findReachableIds(db, policyReach(policy), type, params, limit);
 }
 
 /** Which of `ids` of `type` `policy` may search: findVisibleIds over `_id`, asked in slices a search takes. */

@@ -19,6 +19,11 @@ export function splitUnescaped(value: string, separator: ',' | '$' | '|'): strin
   return parts;
 }
 
+/** `value` as one search value: its separators escaped (the inverse of splitting and unescaping). */
+export function escapeSearchValue(value: string): string {
+  return value.replace(/[\\,$|]/g, (m) => `\\${m}`);
+}
+
 /**
  * Only `\\`, `\,`, `\$` and `\|` are escapes (search.html#escaping). Any other backslash was
  * read as a literal one, so `name=x\y` matched `x\y` where another server would refuse it or

@@ -9,7 +9,7 @@ import { supportedTypes } from '../kernel/resource-types';
 import { referenceParams } from './parse';
 import { parametersOf } from './registry';
 
-export { findMatchingIds, type SearchContext, searchResources, type SearchRequest, type SearchResult } from './search';
+export { findMatchingIds, findReachableIds, type SearchContext, searchResources, type SearchRequest, type SearchResult } from './search';
 export { lastObservations } from './lastn';
 export { addSearchIndexWrites, eraseSearchIndex, indexTablesOf, writeSearchIndex } from './index-writer';
 export { compartmentUrlsOf, isInPatientCompartment, patientsOf } from './compartment';
@@ -22,6 +22,7 @@ export { withinLimits } from './limits-match';
 export { readSubsetMode, type SubsetMode, subsetJson } from './summary';
 export { type CriteriaMatcher, criteriaMatcher } from './criteria-match';
 export { shapesResult } from './parse';
+export { escapeSearchValue } from './escape';
 export { checkScanFilter, scanAsOf, type ScannedRow, type ScanRequest } from './scan';
 
 /** Result parameters this server honours, listed with the filters in the CapabilityStatement. */

@@ -7,6 +7,7 @@ import { typeModules } from './types';
 import { reference } from './types/reference';
 import { parseTokenValue } from './types/token';
 import { parseElements } from './summary';
+import type { TerminologySource } from '../terminology/valueset';
 
 /**
  * Parsing and validation of a search URL's parameters into a typed query. Every unknown or
@@ -83,6 +84,11 @@ export interface ParseOptions {
   lenient?: boolean;
   /** Caps on parameters and OR values (the server's configured ones; else the defaults). */
   limits?: InputLimits;
+  /**
+   * The stored ValueSets and CodeSystems `:in`/`:not-in` may expand, looked up under the
+   * caller's access policy (./stored-terminology.ts); without it, only the shipped ones.
+   */
+  terminology?: TerminologySource;
 }
 
 /** Parameters that control the result rather than filter it. */
@@ -151,7 +157,7 @@ function parseParamFilter(resourceType: string, fullName: string, name: string, 
   }
   const limits = opts.limits ?? DEFAULT_INPUT_LIMITS;
   const terms = splitOr(value).map((raw) =>
-    param.type === 'reference' ? reference.parse(raw, typeModifier, param) : module.parse(raw, modifier === 'not' ? undefined : modifier, param, limits),
+    param.type === 'reference' ? reference.parse(raw, typeModifier, param) : module.parse(raw, modifier === 'not' ? undefined : modifier, param, limits, opts.terminology),
   );
   // `:not-in` is `:not` of `:in`: resources with no value in the set, including those with no
   // value at all (decision 039).

@@ -8,7 +8,7 @@ import { type Cursor, decodeCursor, encodeCursor } from './cursor';
 import { findIncluded, type FoundResource } from './include';
 import type { InputLimits } from '../kernel/input-limits';
 import { type ParsedSearch, parseSearch } from './parse';
-import { compartmentCondition, type DrivingRows, filterConditions, keysetCondition, limitConditions, orderBy, planDriver, type SortColumn, sortColumn } from './sql';
+import { canBeInPatientCompartment, compartmentCondition, type DrivingRows, filterConditions, keysetCondition, limitConditions, orderBy, planDriver, type SortColumn, sortColumn } from './sql';
 import { checkReach } from './reach-check';
 import { planNewestFirst } from './newest-first';
 import { planSortedByRow } from './sorted-by-row';
@@ -16,6 +16,7 @@ import { impliedSort } from './default-order';
 import { limitsIfAllowed, type Reach, unlimited } from './reach';
 import { SqlParams } from '../kernel/sql-params';
 import { subsetJson, subsetModeFor, type SubsetMode } from './summary';
+import { parseWithStoredTerminology, StoredTerminology } from './stored-terminology';
 
 /** What a search needs of the server: its database, page-size settings and public base URL. */
 export interface SearchContext {
@@ -252,13 +253,18 @@ function linkUrl(base: string, params: ReadonlyArray<[string, string]>): string 
 export async function searchResources(ctx: SearchContext, request: SearchRequest): Promise<SearchResult> {
   const { resourceType } = request;
   if (!isSupportedType(resourceType)) throw notFound(`Resource type '${resourceType}' is not supported`);
-  const parsed = parseSearch(resourceType, request.params, {
-    defaultCount: ctx.config.defaultPageSize,
-    maxCount: ctx.config.maxPageSize,
-    lenient: request.preferLenient,
-    limits: ctx.config.inputLimits,
-  });
   const reach = request.reach ?? unlimited;
+  // A client's search: its `:in` may name the ValueSets it (or others it may read) stored.
+  const storedTerminology = new StoredTerminology(ctx.db, (type, params, limit) => findReachableIds(ctx.db, reach, type, params, limit, true));
+  const parsed = await parseWithStoredTerminology(storedTerminology, (terminology) =>
+    parseSearch(resourceType, request.params, {
+      defaultCount: ctx.config.defaultPageSize,
+      maxCount: ctx.config.maxPageSize,
+      lenient: request.preferLenient,
+      limits: ctx.config.inputLimits,
+      terminology,
+    }),
+  );
   checkReach(parsed, reach);
   const compartmentId = request.compartment?.id;
   const base = compartmentId !== undefined ? `${ctx.baseUrl}/Patient/${encodeURIComponent(compartmentId)}/${resourceType}` : `${ctx.baseUrl}/${resourceType}`;
@@ -320,4 +326,20 @@ export async function findMatchingIds(
   const limitClause = limit !== undefined ? ` LIMIT ${query.q.bind(limit, 'int')}` : '';
   const { rows } = await db.query<{ id: string }>(`SELECT r.id FROM ${query.from} WHERE ${query.conditions.join(' AND ')}${limitClause}`, query.q.values);
   return rows.map((row) => row.id);
+}
+
+/**
+ * The ids of `type` matching `params` that `reach` lets the caller search: its compartment,
+ * granular constraint and exclusions are conditions of the SQL (the access policy's
+ * `findVisibleIds` is this with the policy's reach). A caller that may not search the type gets
+ * a 403, or no ids when `noneIfForbidden` (a look-up whose refusal must not differ from "none").
+ */
+export async function findReachableIds(db: Queryable, reach: Reach, type: string, params: URLSearchParams, limit?: number, noneIfForbidden = false): Promise<string[]> {
+  const limits = noneIfForbidden ? limitsIfAllowed(reach, type, 's') : reach(type, 's');
+  // A patient-confined grant of a type outside the Patient compartment (ValueSet under
+  // `patient/*.rs`) reaches none of it: as "none", not the compartment's 400.
+  if (!limits || (noneIfForbidden && limits.compartmentPatientId !== undefined && !canBeInPatientCompartment(type))) return [];
+  const merged = new URLSearchParams(params);
+  for (const [k, v] of limits.constraint ?? []) merged.append(k, v);
+  return findMatchingIds(db, type, merged, limit, limits.compartmentPatientId, reach);
 }

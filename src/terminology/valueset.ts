@@ -2,11 +2,16 @@ import { terminology } from './load';
 import { BoundedMemo } from '../kernel/bounded-memo';
 
 /**
- * Membership in the small value sets the vital-signs profiles bind with strength `required`,
- * and the codes a search's `:in`/`:not-in` tests (src/search/types/token.ts): each is expanded
- * once from its compose (enumerated concepts, or a whole CodeSystem we ship). A value set we do
- * not hold, or cannot expand (a filter, another value set), answers `null`/`undefined`, so
- * callers can say "not checked" rather than reject what they cannot judge.
+ * The one value set expander: membership in the small value sets the vital-signs profiles bind
+ * with strength `required`, and the codes a search's `:in`/`:not-in` tests
+ * (src/search/types/token.ts). A compose expands from enumerated concepts, whole CodeSystems
+ * (shipped, or stored with content `complete`), other value sets (`include.valueSet`, nested at
+ * most MAX_VALUE_SET_DEPTH deep, cycles refused) and excludes of the same kinds; a stored
+ * ValueSet whose compose cannot be expanded may bring a complete `expansion.contains`.
+ *
+ * The shipped terminology (terminology/) is always there; stored ValueSets and CodeSystems come
+ * from a `TerminologySource` the caller fills under its own access policy (decision 039): the
+ * expander itself never reads the database, so what it may see is decided before it runs.
  */
 export interface ExpandedCoding {
   readonly system: string | undefined;
@@ -20,7 +25,31 @@ export interface ValueSetExpansion {
   readonly keys: ReadonlySet<string>;
 }
 
-const expansions = new BoundedMemo<string, ValueSetExpansion | null>(1_000);
+/**
+ * The stored ValueSets and CodeSystems visible to one caller, looked up on demand: the resource,
+ * null when there is none the caller may read (unknown and invisible are one answer), undefined
+ * when it has not been looked up yet (the expander then answers `lookUp`).
+ */
+export interface TerminologySource {
+  /** `ref` is a canonical URL (with an optional `|version`) or a relative `ValueSet/{id}`. */
+  valueSet(ref: string): fhir4.ValueSet | null | undefined;
+  /** `ref` is a CodeSystem's canonical URL, with an optional `|version`. */
+  codeSystem(ref: string): fhir4.CodeSystem | null | undefined;
+}
+
+/** What the expander needs looked up before it can answer. */
+export interface TerminologyLookUp {
+  kind: 'ValueSet' | 'CodeSystem';
+  ref: string;
+}
+
+/** The answer of `expandValueSet`: the expansion, why there is none, or what to look up first. */
+export type ExpandResult = { expansion: ValueSetExpansion } | { refused: string } | { lookUp: TerminologyLookUp };
+
+/** How deep `include.valueSet` may nest (a chain longer than this is refused, as a cycle is). */
+export const MAX_VALUE_SET_DEPTH = 8;
+
+const RELATIVE_VALUE_SET = /^ValueSet\/[A-Za-z0-9\-.]{1,64}$/;
 
 function key(system: string | undefined, code: string): string {
   return `${system ?? ''}|${code}`;
@@ -34,31 +63,123 @@ function conceptCodes(concepts: fhir4.CodeSystemConcept[] | undefined, into: str
   return into;
 }
 
-function expand(url: string): ValueSetExpansion | null {
-  const { valueSets, codeSystems } = terminology();
-  const vs = valueSets.get(url.split('|')[0]!);
-  if (!vs?.compose) return null;
-  const codings = new Map<string, ExpandedCoding>();
-  const add = (system: string | undefined, code: string) => codings.set(key(system, code), { system, code });
-  for (const include of vs.compose.include) {
-    if (include.valueSet?.length || include.filter?.length) return null;
-    if (include.concept) {
-      for (const c of include.concept) add(include.system, c.code);
-    } else if (include.system) {
-      const cs = codeSystems.get(include.system);
-      if (!cs) return null;
-      for (const code of conceptCodes(cs.concept, [])) add(include.system, code);
-    }
+function containsCodings(contains: fhir4.ValueSetExpansionContains[] | undefined, into: Map<string, ExpandedCoding>): Map<string, ExpandedCoding> {
+  for (const c of contains ?? []) {
+    if (c.code !== undefined && !c.abstract) into.set(key(c.system, c.code), { system: c.system, code: c.code });
+    containsCodings(c.contains, into);
   }
-  for (const exclude of vs.compose.exclude ?? []) {
-    for (const c of exclude.concept ?? []) codings.delete(key(exclude.system, c.code));
-  }
-  return { codings: [...codings.values()], keys: new Set(codings.keys()) };
+  return into;
 }
 
-/** The expansion of the value set `url` (a `|version` suffix is ignored), or null when this server cannot expand it. */
+/** Thrown inside one expansion to end it with an answer other than an expansion. */
+class Stop {
+  constructor(readonly result: Exclude<ExpandResult, { expansion: ValueSetExpansion }>) {}
+}
+
+type Codings = Map<string, ExpandedCoding>;
+
+class Expander {
+  constructor(private readonly source: TerminologySource | undefined) {}
+
+  /** The ValueSet `ref` names: shipped first (by URL, version ignored), then stored. */
+  private valueSet(ref: string): fhir4.ValueSet {
+    if (!RELATIVE_VALUE_SET.test(ref)) {
+      const shipped = terminology().valueSets.get(ref.split('|')[0]!);
+      if (shipped) return shipped;
+    }
+    const stored = this.source?.valueSet(ref);
+    if (stored === undefined && this.source) throw new Stop({ lookUp: { kind: 'ValueSet', ref } });
+    if (!stored) throw new Stop({ refused: `the value set '${ref}' is not known to this server` });
+    return stored;
+  }
+
+  /** Every code of the CodeSystem `system` (`|version` when the include names one). */
+  private wholeCodeSystem(system: string, version: string | undefined): string[] {
+    const shipped = terminology().codeSystems.get(system);
+    if (shipped) return conceptCodes(shipped.concept, []);
+    const ref = version ? `${system}|${version}` : system;
+    const stored = this.source?.codeSystem(ref);
+    if (stored === undefined && this.source) throw new Stop({ lookUp: { kind: 'CodeSystem', ref } });
+    if (!stored) throw new Stop({ refused: `it includes the whole code system '${ref}', which this server does not hold` });
+    if (stored.content !== 'complete') {
+      throw new Stop({ refused: `it includes the whole code system '${ref}', whose content is '${stored.content}'; only a complete CodeSystem expands` });
+    }
+    return conceptCodes(stored.concept, []);
+  }
+
+  /** The codings one include (or exclude) selects: its system part intersected with each of its value sets. */
+  private selected(part: fhir4.ValueSetComposeInclude, path: readonly string[]): Codings {
+    const filter = part.filter?.[0];
+    if (filter) throw new Stop({ refused: `its compose has a filter (${filter.property} ${filter.op} ${filter.value}), which this server does not expand` });
+    let codings: Codings | undefined;
+    if (part.concept) {
+      codings = new Map(part.concept.map((c) => [key(part.system, c.code), { system: part.system, code: c.code }]));
+    } else if (part.system) {
+      codings = new Map(this.wholeCodeSystem(part.system, part.version).map((code) => [key(part.system, code), { system: part.system, code }]));
+    }
+    // R4 ValueSet.compose.include.valueSet: the codes must be in every value set named (and in
+    // the system part, when there is one).
+    for (const ref of part.valueSet ?? []) {
+      const other = this.codings(ref, path);
+      codings = codings ? new Map([...codings].filter(([k]) => other.has(k))) : other;
+    }
+    return codings ?? new Map();
+  }
+
+  /** The codings of the value set `ref`, reached through `path` (the value sets including it). */
+  codings(ref: string, path: readonly string[]): Codings {
+    const name = ref.split('|')[0]!;
+    if (path.includes(name)) throw new Stop({ refused: `its include.valueSet refers back to itself (${[...path, name].join(' → ')})` });
+    if (path.length > MAX_VALUE_SET_DEPTH) throw new Stop({ refused: `its include.valueSet nests more than ${MAX_VALUE_SET_DEPTH} value sets deep` });
+    const vs = this.valueSet(ref);
+    const here = [...path, name];
+    // A stored set named by `ValueSet/{id}` may be reached again by its url: both names are one set.
+    if (vs.url && vs.url !== name && path.includes(vs.url)) throw new Stop({ refused: `its include.valueSet refers back to itself (${[...here, vs.url].join(' → ')})` });
+    if (vs.url && vs.url !== name) here.push(vs.url);
+    try {
+      if (!vs.compose) throw new Stop({ refused: `the value set '${ref}' has neither a compose nor an expansion` });
+      const codings: Codings = new Map();
+      for (const include of vs.compose.include) for (const [k, c] of this.selected(include, here)) codings.set(k, c);
+      for (const exclude of vs.compose.exclude ?? []) for (const k of this.selected(exclude, here).keys()) codings.delete(k);
+      return codings;
+    } catch (stop) {
+      // R4 ValueSet.expansion: a complete expansion (no total beyond what it lists, no paging)
+      // answers for a compose this server cannot expand. Never for a look-up still to be done,
+      // nor for a cycle, which is the client's mistake whatever the expansion says.
+      if (!(stop instanceof Stop) || 'lookUp' in stop.result || stop.result.refused.includes('refers back')) throw stop;
+      const expansion = vs.expansion;
+      if (!expansion?.contains?.length || expansion.offset || (expansion.total !== undefined && expansion.total > countContains(expansion.contains))) throw stop;
+      return containsCodings(expansion.contains, new Map());
+    }
+  }
+}
+
+function countContains(contains: fhir4.ValueSetExpansionContains[] | undefined): number {
+  return (contains ?? []).reduce((n, c) => n + 1 + countContains(c.contains), 0);
+}
+
+/**
+ * Expands the value set `ref` (a canonical URL, `|version` suffix and all, or `ValueSet/{id}`)
+ * from the shipped terminology and, when `source` is given, the stored resources it holds.
+ */
+export function expandValueSet(ref: string, source?: TerminologySource): ExpandResult {
+  try {
+    const codings = new Expander(source).codings(ref, []);
+    return { expansion: { codings: [...codings.values()], keys: new Set(codings.keys()) } };
+  } catch (stop) {
+    if (stop instanceof Stop) return stop.result;
+    throw stop;
+  }
+}
+
+const shipped = new BoundedMemo<string, ValueSetExpansion | null>(1_000);
+
+/** The expansion of the shipped value set `url` (a `|version` suffix is ignored), or null when this server cannot expand it. */
 export function valueSetExpansion(url: string): ValueSetExpansion | null {
-  return expansions.get(url, expand);
+  return shipped.get(url, (u) => {
+    const result = expandValueSet(u);
+    return 'expansion' in result ? result.expansion : null;
+  });
 }
 
 /** Whether system|code is in the value set; a bare code (a `code` element) matches any system. */

@@ -1,6 +1,7 @@
 import * as Lab from '@hapi/lab';
 import { expect } from '@hapi/code';
 import { startTestServer, type TestServer, unique } from '../helpers/server';
+import { startSecuredServer, type SecuredServer } from '../security/helpers';
 
 export const lab = Lab.script();
 const { describe, it, before, after } = lab;
@@ -127,6 +128,66 @@ describe('token :in and :not-in', () => {
     }
   });
 
+  describe('ValueSets and CodeSystems stored on the server', () => {
+    const base = `http://example.org/fhir/${unique('vs')}`;
+    const url = (name: string) => `${base}/ValueSet/${name}`;
+    /** The system of the temperature's local coding; the fragment's URL is this run's own. */
+    const LOCAL_CS = 'urn:test:local';
+    const coded = (system: string, ...codes: string[]) => ({ system, concept: codes.map((code) => ({ code })) });
+    const valueSet = (name: string, compose: object, fields: object = {}) => ({ resourceType: 'ValueSet', url: url(name), status: 'active', compose, ...fields });
+    let pairId = '';
+
+    before(async () => {
+      // heartRate and glucose, enumerated.
+      pairId = await create(valueSet('pair', { include: [coded(LOINC, '8867-4', '2339-0')] }));
+      // A shipped value set nested in a stored one, minus one of its codes.
+      await create(valueSet('vitals-but-weight', { include: [{ valueSet: [VITALS] }], exclude: [coded(LOINC, '29463-7')] }));
+      // Two value sets in one include: their intersection (8867-4); a second include adds to it.
+      await create(valueSet('both', { include: [{ valueSet: [url('pair'), VITALS] }, coded(LOINC, '29463-7')] }));
+      // A whole stored CodeSystem (a nested concept counts), and one that is only a fragment.
+      await create({ resourceType: 'CodeSystem', url: LOCAL_CS, status: 'active', content: 'complete', concept: [{ code: 'group', concept: [{ code: 'temp' }] }] });
+      await create({ resourceType: 'CodeSystem', url: `${base}/CodeSystem/fragment`, status: 'active', content: 'fragment', concept: [{ code: 'temp' }] });
+      await create(valueSet('local', { include: [{ system: LOCAL_CS }] }));
+      await create(valueSet('fragment', { include: [{ system: `${base}/CodeSystem/fragment` }] }));
+      // A cycle through two stored sets, and a filter.
+      await create(valueSet('ping', { include: [{ valueSet: [url('pong')] }] }));
+      await create(valueSet('pong', { include: [{ valueSet: [url('ping')] }] }));
+      await create(valueSet('filtered', { include: [{ system: LOINC, filter: [{ property: 'COMPONENT', op: '=', value: 'Glucose' }] }] }));
+      // A filter the server cannot expand, with a complete expansion that answers for it.
+      await create(valueSet('expanded', { include: [{ system: LOINC, filter: [{ property: 'COMPONENT', op: '=', value: 'Body weight' }] }] }, { expansion: { timestamp: '2026-11-01T00:00:00Z', total: 1, contains: [{ system: LOINC, code: '29463-7' }] } }));
+      // Two versions of one URL: `|1` names the first; without a version, the one stored last.
+      await create(valueSet('versioned', { include: [coded(LOINC, '8867-4')] }, { version: '1' }));
+      await create(valueSet('versioned', { include: [coded(LOINC, '29463-7')] }, { version: '2' }));
+    });
+
+    it(':in expands a stored ValueSet named by its url or as ValueSet/{id}, and :not-in is its negation', async () => {
+      expect(await matched(`code:in=${encodeURIComponent(url('pair'))}`)).to.equal(['glucose', 'heartRate']);
+      expect(await matched(`code:in=ValueSet/${pairId}`)).to.equal(['glucose', 'heartRate']);
+      expect(await matched(`code:not-in=${encodeURIComponent(url('pair'))}`)).to.equal(['snomed', 'temperature', 'textOnly', 'weight']);
+    });
+
+    it('expands include.valueSet (intersected within one include), a whole stored CodeSystem, exclude and expansion.contains', async () => {
+      expect(await matched(`code:in=${encodeURIComponent(url('vitals-but-weight'))}`)).to.equal(['heartRate', 'temperature']);
+      expect(await matched(`code:in=${encodeURIComponent(url('both'))}`)).to.equal(['heartRate', 'weight']);
+      expect(await matched(`code:in=${encodeURIComponent(url('local'))}`)).to.equal(['temperature']);
+      expect(await matched(`code:in=${encodeURIComponent(url('expanded'))}`)).to.equal(['weight']);
+      expect(await matched(`code:in=${encodeURIComponent(`${url('versioned')}|1`)}`)).to.equal(['heartRate']);
+      expect(await matched(`code:in=${encodeURIComponent(url('versioned'))}`)).to.equal(['weight']);
+    });
+
+    it('a cycle, a filter, a fragment CodeSystem or an unknown ValueSet/{id} is a 400 naming the value set and why', async () => {
+      for (const [name, why] of [['ping', 'refers back'], ['filtered', 'filter (COMPONENT = Glucose)'], ['fragment', "content is 'fragment'"]] as const) {
+        const { status, json } = await search(`code:in=${encodeURIComponent(url(name))}`);
+        expect(status, name).to.equal(400);
+        expect(json.issue[0].diagnostics, name).to.contain(`'${url(name)}'`).and.to.contain(why);
+        expect(json.issue[0].expression).to.equal(['code:in']);
+      }
+      const { status, json } = await search('code:not-in=ValueSet/no-such-set');
+      expect(status).to.equal(400);
+      expect(json.issue[0].diagnostics).to.contain("'ValueSet/no-such-set' is not known");
+    });
+  });
+
   it('a Subscription whose criteria name a value set the server cannot expand is refused', async () => {
     const sub = (criteria: string) => ({ resourceType: 'Subscription', status: 'requested', reason: 'vs', criteria, channel: { type: 'rest-hook', endpoint: 'https://example.org/hook' } });
     const bad = await app.request({ method: 'POST', url: '/fhir/Subscription', payload: sub('Observation?code:in=http://example.org/fhir/ValueSet/unknown') });
@@ -135,5 +196,47 @@ describe('token :in and :not-in', () => {
     const good = await app.request({ method: 'POST', url: '/fhir/Subscription', payload: sub(`Observation?code:in=${VITALS}`) });
     expect(good.statusCode, JSON.stringify(good.json)).to.equal(201);
     await app.request({ method: 'DELETE', url: `/fhir/Subscription/${good.json.id}` });
+  });
+});
+
+/**
+ * A stored ValueSet is looked up under the caller's own access policy (decision 039): one the
+ * caller may not read answers exactly as one that does not exist.
+ */
+describe('token :in with a stored ValueSet the caller may not read', () => {
+  let app: SecuredServer;
+  let pid = '';
+  let vsId = '';
+  let obsId = '';
+  const stored = `http://example.org/fhir/${unique('vs')}/ValueSet/heart`;
+  const unknown = `http://example.org/fhir/${unique('vs')}/ValueSet/heart`;
+
+  before(async () => {
+    app = await startSecuredServer();
+    pid = await app.create({ resourceType: 'Patient', name: [{ family: unique('vs') }] });
+    obsId = await app.create({ resourceType: 'Observation', status: 'final', code: { coding: [{ system: LOINC, code: '8867-4' }] }, subject: { reference: `Patient/${pid}` } });
+    vsId = await app.create({ resourceType: 'ValueSet', url: stored, status: 'active', compose: { include: [{ system: LOINC, concept: [{ code: '8867-4' }] }] } });
+  });
+  after(() => app?.stop());
+
+  async function search(headers: Record<string, string>, valueSet: string): Promise<{ status: number; json: any }> {
+    const res = await app.request({ method: 'GET', url: `/fhir/Observation?code:in=${encodeURIComponent(valueSet)}`, headers });
+    return { status: res.statusCode, json: res.json };
+  }
+
+  it('answers the same 400 as for an unknown one, and expands it for a caller who may read it', async () => {
+    for (const scopes of ['patient/Observation.rs', 'patient/*.rs']) {
+      const headers = await app.as(scopes, { patient: pid });
+      for (const [hidden, missing] of [[stored, unknown], [`ValueSet/${vsId}`, 'ValueSet/not-there']]) {
+        const seen = await search(headers, hidden!);
+        const none = await search(headers, missing!);
+        expect(seen.status, `${scopes} ${hidden}`).to.equal(400);
+        expect(JSON.stringify(seen.json).replaceAll(hidden!, 'X')).to.equal(JSON.stringify(none.json).replaceAll(missing!, 'X'));
+      }
+    }
+    // The same token with the right to search ValueSets expands it.
+    const reader = await search(await app.as('patient/Observation.rs user/ValueSet.rs', { patient: pid }), stored);
+    expect(reader.status, JSON.stringify(reader.json)).to.equal(200);
+    expect(reader.json.entry.map((e: any) => e.resource.id)).to.equal([obsId]);
   });
 });

@@ -1,6 +1,6 @@
 import { DEFAULT_INPUT_LIMITS, type InputLimits } from '../../kernel/input-limits';
 import { badRequest, OperationOutcomeError } from '../../kernel/outcome';
-import { type ValueSetExpansion, valueSetExpansion } from '../../terminology/valueset';
+import { expandValueSet, type TerminologyLookUp, type TerminologySource, type ValueSetExpansion } from '../../terminology/valueset';
 import type { TypedValue } from '../accessor';
 import { codeHash, hash53, systemCodeHash } from '../hash';
 import type { IndexRow, RowSink } from '../index-tables';
@@ -153,19 +153,34 @@ function hashesOf(expansion: ValueSetExpansion): Omit<ValueSetTerm, 'kind' | 'ur
 }
 
 /**
- * The term of `name=url` (`code:in`, `code:not-in`): the value set must be one this server
- * expands (src/terminology/valueset.ts: the ValueSets it ships, enumerated or whole code
- * systems), and small enough to test as a list of bound hashes.
+ * Thrown by `parse` when the value set of `param` needs a stored ValueSet or CodeSystem that the
+ * search's TerminologySource has not looked up yet: the caller (./stored-terminology.ts) looks
+ * it up under the caller's access policy and parses again. Not an OperationOutcome: lenient
+ * handling must not swallow it.
  */
-function valueSetTerm(raw: string, name: string, limits: InputLimits): ValueSetTerm {
-  const url = unescape(raw);
-  const expansion = valueSetExpansion(url);
-  if (!expansion) {
-    throw badRequest(
-      `${name}: the value set '${url}' cannot be expanded by this server; it expands the ValueSets it ships whose compose enumerates codes or includes whole code systems it holds`,
-      [name],
-    );
+export class TerminologyNeeded extends Error {
+  constructor(
+    readonly param: string,
+    readonly lookUp: TerminologyLookUp,
+  ) {
+    super(`${param}: ${lookUp.kind} '${lookUp.ref}' must be looked up`);
   }
+}
+
+/**
+ * The term of `name=url` (`code:in`, `code:not-in`): the value set must be one this server
+ * expands (src/terminology/valueset.ts: the ValueSets it ships and, when the search brings a
+ * `terminology` source, those stored that the caller may read), and small enough to test as a
+ * list of bound hashes.
+ */
+function valueSetTerm(raw: string, name: string, limits: InputLimits, terminology: TerminologySource | undefined): ValueSetTerm {
+  const url = unescape(raw);
+  const result = expandValueSet(url, terminology);
+  if ('lookUp' in result) throw new TerminologyNeeded(name, result.lookUp);
+  if ('refused' in result) {
+    throw badRequest(`${name}: the value set '${url}' cannot be expanded by this server: ${result.refused}`, [name]);
+  }
+  const { expansion } = result;
   if (expansion.codings.length > limits.maxValueSetCodes) {
     throw new OperationOutcomeError(400, {
       code: 'too-costly',
@@ -185,8 +200,8 @@ export const token: ParameterTypeModule<TokenTerm> = {
     for (const v of values) extractOne(v, param, sink);
   },
 
-  parse(raw, modifier, param: SearchParameterDef, limits = DEFAULT_INPUT_LIMITS) {
-    if (modifier === 'in' || modifier === 'not-in') return valueSetTerm(raw, `${param.code}:${modifier}`, limits);
+  parse(raw, modifier, param: SearchParameterDef, limits = DEFAULT_INPUT_LIMITS, terminology?: TerminologySource) {
+    if (modifier === 'in' || modifier === 'not-in') return valueSetTerm(raw, `${param.code}:${modifier}`, limits, terminology);
     if (modifier === 'text') return { kind: 'text', text: normalizeText(unescape(raw)) };
     if (modifier === 'of-type') {
       // type-system|type-code|value (R4: identifier only)
