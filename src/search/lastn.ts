@@ -4,7 +4,7 @@ import { type Filter, type ParsedSearch, parseSearch } from './parse';
 import { checkReach } from './reach-check';
 import { type Reach, unlimited } from './reach';
 import { parameterOf } from './registry';
-import { buildQuery, type Query, type SearchContext, searchsetAnswer, type SearchResult } from './search';
+import { buildQuery, parseClientSearch, type Query, type SearchContext, searchsetAnswer, type SearchResult } from './search';
 import { type DrivingRows, sortColumn } from './sql';
 import { indexTableOf } from './index-tables';
 import { systemCodeHash } from './hash';
@@ -53,7 +53,7 @@ export async function lastObservations(ctx: SearchContext, request: LastNRequest
   for (const name of REFUSED) {
     if ([...request.params.keys()].some((k) => k === name || k.startsWith(`${name}:`))) throw badRequest(`$lastn does not take ${name}: it answers every group whole, newest first`, [name]);
   }
-  const parsed = parseSearch('Observation', request.params, {
+  const parsed = await parseClientSearch(ctx.db, request.reach, 'Observation', request.params, {
     defaultCount: 0,
     maxCount: Number.MAX_SAFE_INTEGER,
     lenient: request.preferLenient,

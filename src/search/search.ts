@@ -7,7 +7,7 @@ import { searchsetJson } from './bundle';
 import { type Cursor, decodeCursor, encodeCursor } from './cursor';
 import { findIncluded, type FoundResource } from './include';
 import type { InputLimits } from '../kernel/input-limits';
-import { type ParsedSearch, parseSearch } from './parse';
+import { type ParsedSearch, type ParseOptions, parseSearch } from './parse';
 import { canBeInPatientCompartment, compartmentCondition, type DrivingRows, filterConditions, keysetCondition, limitConditions, orderBy, planDriver, type SortColumn, sortColumn } from './sql';
 import { checkReach } from './reach-check';
 import { planNewestFirst } from './newest-first';
@@ -249,22 +249,33 @@ function linkUrl(base: string, params: ReadonlyArray<[string, string]>): string 
   return query ? `${base}?${query}` : base;
 }
 
+/**
+ * A search a client sent (GET/POST search, compartment search, $lastn): its `:in`/`:not-in`
+ * may also name the stored ValueSets `reach` lets the client search (./stored-terminology.ts).
+ * The server's own searches (conditional writes, Subscription criteria, access limits) parse
+ * with the shipped value sets only (decision 039).
+ */
+export async function parseClientSearch(db: Queryable, reach: Reach, resourceType: string, params: URLSearchParams, opts: ParseOptions): Promise<ParsedSearch> {
+  // The caller's granular constraint is among `params` (fhir/interactions/search.ts ANDs it in),
+  // but a limit must not depend on a ValueSet the limited caller may edit: it is held to the
+  // shipped value sets, as where it limits other types (./sql.ts limitConditions).
+  const constraint = limitsIfAllowed(reach, resourceType, 's')?.constraint;
+  if (constraint) parseSearch(resourceType, constraint, { defaultCount: 0, maxCount: 0 });
+  const stored = new StoredTerminology(db, (type, query, limit) => findReachableIds(db, reach, type, query, limit, true));
+  return parseWithStoredTerminology(stored, (terminology) => parseSearch(resourceType, params, { ...opts, terminology }));
+}
+
 /** A searchset Bundle for GET /{type}, POST /{type}/_search and GET /Patient/{id}/{type}. */
 export async function searchResources(ctx: SearchContext, request: SearchRequest): Promise<SearchResult> {
   const { resourceType } = request;
   if (!isSupportedType(resourceType)) throw notFound(`Resource type '${resourceType}' is not supported`);
   const reach = request.reach ?? unlimited;
-  // A client's search: its `:in` may name the ValueSets it (or others it may read) stored.
-  const storedTerminology = new StoredTerminology(ctx.db, (type, params, limit) => findReachableIds(ctx.db, reach, type, params, limit, true));
-  const parsed = await parseWithStoredTerminology(storedTerminology, (terminology) =>
-    parseSearch(resourceType, request.params, {
-      defaultCount: ctx.config.defaultPageSize,
-      maxCount: ctx.config.maxPageSize,
-      lenient: request.preferLenient,
-      limits: ctx.config.inputLimits,
-      terminology,
-    }),
-  );
+  const parsed = await parseClientSearch(ctx.db, reach, resourceType, request.params, {
+    defaultCount: ctx.config.defaultPageSize,
+    maxCount: ctx.config.maxPageSize,
+    lenient: request.preferLenient,
+    limits: ctx.config.inputLimits,
+  });
   checkReach(parsed, reach);
   const compartmentId = request.compartment?.id;
   const base = compartmentId !== undefined ? `${ctx.baseUrl}/Patient/${encodeURIComponent(compartmentId)}/${resourceType}` : `${ctx.baseUrl}/${resourceType}`;

@@ -175,6 +175,16 @@ describe('token :in and :not-in', () => {
       expect(await matched(`code:in=${encodeURIComponent(url('versioned'))}`)).to.equal(['weight']);
     });
 
+    it('$lastn takes a stored set; a Subscription, matched in memory with the shipped sets only, refuses one', async () => {
+      const lastn = await app.request({ method: 'GET', url: `/fhir/Observation/$lastn?patient=${pid}&code:in=${encodeURIComponent(url('pair'))}` });
+      expect(lastn.statusCode, JSON.stringify(lastn.json)).to.equal(200);
+      expect(lastn.json.entry.map((e: any) => e.resource.id).sort()).to.equal([obs.glucose, obs.heartRate].sort());
+      const sub = { resourceType: 'Subscription', status: 'requested', reason: 'vs', criteria: `Observation?code:in=${url('pair')}`, channel: { type: 'rest-hook', endpoint: 'https://example.org/hook' } };
+      const refused = await app.request({ method: 'POST', url: '/fhir/Subscription', payload: sub });
+      expect(refused.statusCode).to.equal(400);
+      expect(refused.json.issue[0].diagnostics).to.contain(`'${url('pair')}' cannot be expanded`);
+    });
+
     it('a cycle, a filter, a fragment CodeSystem or an unknown ValueSet/{id} is a 400 naming the value set and why', async () => {
       for (const [name, why] of [['ping', 'refers back'], ['filtered', 'filter (COMPONENT = Glucose)'], ['fragment', "content is 'fragment'"]] as const) {
         const { status, json } = await search(`code:in=${encodeURIComponent(url(name))}`);
@@ -238,5 +248,12 @@ describe('token :in with a stored ValueSet the caller may not read', () => {
     const reader = await search(await app.as('patient/Observation.rs user/ValueSet.rs', { patient: pid }), stored);
     expect(reader.status, JSON.stringify(reader.json)).to.equal(200);
     expect(reader.json.entry.map((e: any) => e.resource.id)).to.equal([obsId]);
+  });
+
+  it('a granular scope naming a stored ValueSet is refused: a limit does not expand what its holder may edit', async () => {
+    const headers = await app.as(`user/Observation.rs?code:in=${stored} user/ValueSet.cruds`);
+    const res = await app.request({ method: 'GET', url: '/fhir/Observation', headers });
+    expect(res.statusCode).to.equal(400);
+    expect(res.json.issue[0].diagnostics).to.contain(`'${stored}' cannot be expanded`);
   });
 });
