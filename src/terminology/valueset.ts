@@ -129,6 +129,12 @@ class Expander {
   /** The codings of the value set `ref`, reached through `path` (the value sets including it). */
   codings(ref: string, path: readonly string[]): Codings {
     const name = ref.split('|')[0]!;
+    if (this.source && isShipped(ref)) {
+      // Nested in a stored one: the shipped set as every caller gets it (./expandValueSet).
+      const result = shippedResult(ref);
+      if ('expansion' in result) return new Map(result.expansion.codings.map((c) => [key(c.system, c.code), c]));
+      throw new Stop(result);
+    }
     if (path.includes(name)) throw new Stop({ refused: `its include.valueSet refers back to itself (${[...path, name].join(' → ')})` });
     if (path.length > MAX_VALUE_SET_DEPTH) throw new Stop({ refused: `its include.valueSet nests more than ${MAX_VALUE_SET_DEPTH} value sets deep` });
     const vs = this.valueSet(ref);
@@ -158,11 +164,7 @@ function countContains(contains: fhir4.ValueSetExpansionContains[] | undefined):
   return (contains ?? []).reduce((n, c) => n + 1 + countContains(c.contains), 0);
 }
 
-/**
- * Expands the value set `ref` (a canonical URL, `|version` suffix and all, or `ValueSet/{id}`)
- * from the shipped terminology and, when `source` is given, the stored resources it holds.
- */
-export function expandValueSet(ref: string, source?: TerminologySource): ExpandResult {
+function run(ref: string, source: TerminologySource | undefined): ExpandResult {
   try {
     const codings = new Expander(source).codings(ref, []);
     return { expansion: { codings: [...codings.values()], keys: new Set(codings.keys()) } };
@@ -172,14 +174,32 @@ export function expandValueSet(ref: string, source?: TerminologySource): ExpandR
   }
 }
 
-const shipped = new BoundedMemo<string, ValueSetExpansion | null>(1_000);
+function isShipped(ref: string): boolean {
+  return !RELATIVE_VALUE_SET.test(ref) && terminology().valueSets.has(ref.split('|')[0]!);
+}
+
+const shipped = new BoundedMemo<string, ExpandResult>(1_000);
+
+/** A shipped value set's answer, from the shipped terminology alone, computed once. */
+function shippedResult(ref: string): ExpandResult {
+  return shipped.get(ref, (r) => run(r, undefined));
+}
+
+/**
+ * Expands the value set `ref` (a canonical URL, `|version` suffix and all, or `ValueSet/{id}`)
+ * from the shipped terminology and, when `source` is given, the stored resources it holds. A
+ * shipped value set (by URL) expands from the shipped terminology alone, nested or not: a
+ * stored CodeSystem with the URL of one it includes (LOINC) does not change it, so it is the
+ * same for every caller, and expanded once.
+ */
+export function expandValueSet(ref: string, source?: TerminologySource): ExpandResult {
+  return source && !isShipped(ref) ? run(ref, source) : shippedResult(ref);
+}
 
 /** The expansion of the shipped value set `url` (a `|version` suffix is ignored), or null when this server cannot expand it. */
 export function valueSetExpansion(url: string): ValueSetExpansion | null {
-  return shipped.get(url, (u) => {
-    const result = expandValueSet(u);
-    return 'expansion' in result ? result.expansion : null;
-  });
+  const result = shippedResult(url);
+  return 'expansion' in result ? result.expansion : null;
 }
 
 /** Whether system|code is in the value set; a bare code (a `code` element) matches any system. */
