@@ -250,6 +250,19 @@ describe('token :in with a stored ValueSet the caller may not read', () => {
     expect(reader.json.entry.map((e: any) => e.resource.id)).to.equal([obsId]);
   });
 
+  it('a value set nested in a readable one is looked up under the same policy', async () => {
+    const outer = `${stored}-outer`;
+    await app.create({ resourceType: 'ValueSet', url: outer, status: 'active', compose: { include: [{ valueSet: [stored] }] } });
+    // Only the outer set is readable (a granular scope on ValueSet.url): the inner one is unknown to this caller.
+    const narrow = await app.as(`patient/Observation.rs user/ValueSet.rs?url=${encodeURIComponent(outer)}`, { patient: pid });
+    const hidden = await search(narrow, outer);
+    expect(hidden.status).to.equal(400);
+    expect(hidden.json.issue[0].diagnostics).to.contain(`the value set '${stored}' is not known to this server`);
+    const wide = await search(await app.as('patient/Observation.rs user/ValueSet.rs', { patient: pid }), outer);
+    expect(wide.status, JSON.stringify(wide.json)).to.equal(200);
+    expect(wide.json.entry.map((e: any) => e.resource.id)).to.equal([obsId]);
+  });
+
   it('a granular scope naming a stored ValueSet is refused: a limit does not expand what its holder may edit', async () => {
     const headers = await app.as(`user/Observation.rs?code:in=${stored} user/ValueSet.cruds`);
     const res = await app.request({ method: 'GET', url: '/fhir/Observation', headers });
