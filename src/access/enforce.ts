@@ -1,6 +1,7 @@
 import type { AccessPolicy, Action } from './policy';
 import { parseResourceScope, type ScopeContext } from './scopes';
 import { consentRestrictsCaller } from './consent';
+import { subscriptionReadCondition } from './subscriber';
 import { findMatchingIds, findReachableIds, isUnlimited, patientsOf, type PatientExclusion, type Reach, withinLimits } from '../search';
 import type { Queryable } from '../store/db';
 import { readResource } from '../store/repository';
@@ -53,6 +54,17 @@ export interface ReadLimits {
  * are refused rather than widened.
  */
 export function readLimits(policy: AccessPolicy, type: string, action: 'r' | 's'): ReadLimits {
+  const limits = scopeLimits(policy, type, action);
+  // Someone else's Subscription is, to the caller, an id never used (decision 032): the same
+  // condition on every read path, as a granular scope's is.
+  const held = type === 'Subscription' ? subscriptionReadCondition(policy) : undefined;
+  if (!held) return limits;
+  const constraint = new URLSearchParams(limits.constraint);
+  for (const [k, v] of held) constraint.append(k, v);
+  return { ...limits, constraint };
+}
+
+function scopeLimits(policy: AccessPolicy, type: string, action: 'r' | 's'): ReadLimits {
   requireAction(policy, type, action);
   const limits: ReadLimits = {};
   if (policy.confinedToPatient(type, action)) limits.compartmentPatientId = policy.patient;

@@ -1,7 +1,7 @@
 import { createHmac } from 'node:crypto';
 import { unprocessable } from '../kernel/outcome';
 import type { CommittedWrite, PendingWrite } from '../pipeline';
-import { isRecordedSubscriber, readdressed } from './notify';
+import { actsForSubscriber, readdressed } from './notify';
 import type { Queryable, Transaction } from '../store/db';
 import { DatabaseKey } from '../store/database-key';
 
@@ -110,14 +110,15 @@ export class HeaderSecrets {
 
 /**
  * A hidden value was given by the Subscription's subscriber for its endpoint: only that subscriber
- * (same client, same user; or the server's own status updates) may keep it, and only at that
- * endpoint. Anyone else who may update Subscriptions could otherwise send the mask back with
+ * (same client, same user) or an administrator, whose update keeps that subscriber (the server's
+ * own status updates, the operator's backend service; decision 032), may keep it, and only at
+ * that endpoint. Anyone else who may update Subscriptions could otherwise send the mask back with
  * their own endpoint, or make themselves the subscriber, and have delivery send them the owner's
  * credential. They must send a value of their own, or none.
  */
 async function assertMayKeep(tx: Queryable, w: PendingWrite): Promise<void> {
   const previous = w.previous as fhir4.Subscription | undefined;
-  if (previous && !readdressed(previous, w.resource as fhir4.Subscription) && (await isRecordedSubscriber(tx, w.id, w.policy))) return;
+  if (previous && !readdressed(previous, w.resource as fhir4.Subscription) && (await actsForSubscriber(tx, w.id, w.policy))) return;
   throw unprocessable(
     'a hidden header value can be kept only by the Subscription\'s subscriber at the same endpoint; send the header value again or drop the header',
     ['Subscription.channel.header'],

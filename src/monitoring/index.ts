@@ -58,7 +58,8 @@ export function registerMonitoring(ctx: FhirContext, server: Server, grants: Gra
 
   ctx.stages.use('validate', 'monitoring.plans', (uow, writes) => validatePlans(uow, writes));
   const headerSecrets = new HeaderSecrets();
-  // Who may change a Subscription first: its content is judged only for its subscriber's writes.
+  // Who may change a Subscription first: its content is judged only for its subscriber's (or an
+  // administrator's) writes; every version is stamped with the subscriber reads go by.
   ctx.stages.use('validate', 'monitoring.subscription-holder', (uow, writes) => enforceSubscriberHolds(uow.tx, writes));
   ctx.stages.use('validate', 'monitoring.subscriptions', (uow, writes) => acceptSubscriptions(ctx, uow, writes, listeningPort(), headerSecrets));
   const planCache = new PlanCache();

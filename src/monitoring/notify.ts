@@ -2,6 +2,7 @@ import { policyReach, type ReadLimits, readLimits } from '../access/enforce';
 import { GOVERNING_TYPES, withConsents } from '../access/consent';
 import { type GrantRef, type GrantStanding, type GrantStandings, recordedGrant } from '../access/grant';
 import { type AccessPolicy, policyFromScopes, unrestricted } from '../access/policy';
+import { administersSubscriptions, isSubscriber } from '../access/subscriber';
 import { DEFAULT_INPUT_LIMITS, idSlices } from '../kernel/input-limits';
 import { OperationOutcomeError } from '../kernel/outcome';
 import type { CommittedWrite, PendingWrite, UnitOfWork } from '../pipeline';
@@ -48,28 +49,47 @@ interface OwnerRow {
 /** The grant a write of a Subscription records as its subscriber's (the server's own status updates record none). */
 const owners = new WeakMap<object, AccessPolicy>();
 
+/**
+ * Whether a write of a Subscription makes its writer the subscriber: a create always does; an
+ * update does unless an administrator makes it (the server's own status updates, the end check,
+ * an operator's backend service: src/access/subscriber.ts). An administrator's update keeps the
+ * recorded subscriber, and so the grant its notifications are matched under: the operator
+ * correcting a clinician's Subscription must neither take the clinician's alerts away nor send
+ * them matched under the operator's wider grant (decision 032).
+ */
+export function recordsItsWriter(w: Pick<PendingWrite, 'previous' | 'policy'>): boolean {
+  return !w.previous || !administersSubscriptions(w.policy);
+}
+
 /** validate stage: remember who set each Subscription, for the rules stage to record. */
 export function noteSubscriber(writes: readonly PendingWrite[]): void {
   for (const w of writes) {
     if (w.type !== 'Subscription' || !w.resource) continue;
-    // A create always names its subscriber; an update does unless it is the server's own (status).
-    if (!w.previous || w.policy !== unrestricted) owners.set(w.resource, w.policy);
+    if (recordsItsWriter(w)) owners.set(w.resource, w.policy);
   }
 }
 
 /**
  * Whether `policy` writes as the recorded subscriber `row`: the same client for the same user
- * (subject), as who may bind to a websocket Subscription. The server's own access (status
- * updates, AUTH_DISABLED) acts for every subscriber and, on an update, records none.
+ * (subject), as who may bind to a websocket Subscription (src/access/subscriber.ts `isSubscriber`).
+ * The server's own access (status updates, AUTH_DISABLED) acts for every subscriber and, on an
+ * update, records none.
  */
 export function writesAsSubscriber(row: Pick<OwnerRow, 'client_id' | 'subject'> | undefined, policy: AccessPolicy): boolean {
-  if (policy === unrestricted) return true;
-  return row !== undefined && row.client_id === policy.clientId && (row.subject ?? undefined) === policy.subject;
+  return policy === unrestricted || isSubscriber(row && { clientId: row.client_id, subject: row.subject }, policy);
 }
 
-/** Whether `policy` writes Subscription `id` as its recorded subscriber (./header-secrets.ts: who keeps a hidden value). */
+/** Whether `policy` writes Subscription `id` as its recorded subscriber (./websocket.ts: who may bind to it). */
 export async function isRecordedSubscriber(db: Queryable, id: string, policy: AccessPolicy): Promise<boolean> {
   return policy === unrestricted || writesAsSubscriber((await ownersOf(db, [id]))[0], policy);
+}
+
+/**
+ * Whether `policy` keeps Subscription `id`'s hidden header values when it sends their masks back
+ * (./header-secrets.ts): its subscriber, or an administrator, whose update keeps the subscriber.
+ */
+export async function actsForSubscriber(db: Queryable, id: string, policy: AccessPolicy): Promise<boolean> {
+  return administersSubscriptions(policy) || isRecordedSubscriber(db, id, policy);
 }
 
 /** Whether an update sends a Subscription's notifications elsewhere: another channel type or endpoint. */

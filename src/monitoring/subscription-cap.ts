@@ -1,8 +1,7 @@
-import { unrestricted } from '../access/policy';
 import { OperationOutcomeError } from '../kernel/outcome';
 import type { PendingWrite } from '../pipeline';
 import type { Queryable } from '../store/db';
-import { countsAgainstCap } from './notify';
+import { countsAgainstCap, recordsItsWriter } from './notify';
 
 /**
  * MAX_SUBSCRIPTIONS_PER_CLIENT: the most Subscriptions one subscriber may hold that are not
@@ -51,12 +50,12 @@ export async function enforceSubscriptionCap(tx: Queryable, writes: readonly Pen
           .map((r) => [r.subscription_id, r] as const),
   );
 
-  // Whom each write leaves the Subscription with (./notify.ts noteSubscriber: a create, or an
-  // update not the server's own, records its writer), and whether that adds to their count.
+  // Whom each write leaves the Subscription with (./notify.ts recordsItsWriter: a create, or an
+  // update not an administrator's, records its writer), and whether that adds to their count.
   const byOwner = new Map<string, { clientId: string; subject: string | null; kept: number; adding: PendingWrite[] }>();
   for (const w of counting) {
     const before = prior.get(w.id);
-    const records = !w.previous || w.policy !== unrestricted;
+    const records = recordsItsWriter(w);
     const owner = records ? { clientId: w.policy.clientId, subject: w.policy.subject ?? null } : before && { clientId: before.client_id, subject: before.subject };
     if (!owner) continue; // no subscriber is recorded for it (a row from before issue 11): it counts for no one
     const key = keyOf(owner.clientId, owner.subject);

@@ -26,9 +26,9 @@ describe('subscription headers are write-only secrets', () => {
   it('no reader sees the secret, the webhook receives it, a masked re-PUT keeps it without a version, a new one is a version, a forged mask is 422', async () => {
     const hook = await subscriber();
     const ehr = await app.as('system/Subscription.cruds system/Observation.rs', { clientId: 'ehr-backend' });
-    // Another client that may read and search Subscriptions (the shipped dashboard gives every
-    // clinician user/Subscription.cr).
-    const clinician = await app.as('user/Subscription.rs', { fhirUser: 'Practitioner/nosy', clientId: 'dashboard' });
+    // Another client that reads every Subscription: the operator's backend service (decision 032;
+    // other users no longer find another subscriber's at all).
+    const clinician = await app.as('system/Subscription.rs', { clientId: 'ops-reader' });
     const patient = await app.create({ resourceType: 'Patient', name: [{ family: 'Secret' }] });
     const created = await app.request({
       method: 'POST', url: '/fhir/Subscription', headers: ehr,

@@ -80,8 +80,9 @@ describe('a Subscription taken over keeps neither its secret nor its queue', () 
         // At the same endpoint they would become the subscriber of the EHR's secret.
         ['the same endpoint', await put(id, clinician, { ...stored, reason: 'mine now' })],
       ] as const) {
+        // Refused before anything else is judged: another subscriber's Subscription is not theirs to read (decisions 031, 032).
         expect(res.statusCode, `${what}: ${res.payload}`).to.equal(403);
-        expect(res.json.issue[0].diagnostics).to.contain('held by another subscriber');
+        expect(res.json.issue[0].diagnostics).to.contain(`may not read Subscription/${id}`);
       }
       expect(await read(id)).to.equal(stored);
 
@@ -154,16 +155,29 @@ describe('a Subscription taken over keeps neither its secret nor its queue', () 
     }
   }
 
-  it('notifications queued for the EHR are not delivered once the operator\'s backend service takes it over; new readings go under that service\'s rights and header', async () => {
-    const { old, moved } = await queueDroppedBy(async (id, stored) => {
-      const res = await put(id, operations, withChannel(stored, { header: ['Authorization: Bearer OPERATIONS-OWN'] }));
+  it("the operator's backend service rotating the header keeps the EHR as subscriber: the queued notification and new readings reach the EHR's endpoint under the EHR's rights, with the new value", async () => {
+    let failing = true;
+    const hook = await subscriber(() => (failing ? 503 : 200));
+    const id = await subscribe(hook.url);
+    try {
+      const waiting = await reading('vital-signs', 35);
+      await until('a failed attempt', () => hook.attempts >= 1);
+      const res = await put(id, operations, withChannel(await read(id), { header: ['Authorization: Bearer OPERATIONS-OWN'] }));
       expect(res.statusCode, res.payload).to.equal(200);
-    }, 'the clinician');
-    expect(moved.attempts).to.equal(0);
-    expect(old.received.map((r) => r.headers.authorization)).to.equal(['Bearer OPERATIONS-OWN']);
+      // Same subscriber, same address: nothing queued is dropped (decision 033).
+      expect(await queued(id)).to.equal(1);
+      failing = false;
+      // The operator reads vital signs only; the EHR, still the subscriber, every category.
+      const labResult = await reading('laboratory', 36);
+      await until('both notifications', () => ids(hook).includes(waiting) && ids(hook).includes(labResult));
+      expect(hook.received.map((r) => r.headers.authorization)).to.equal(['Bearer OPERATIONS-OWN', 'Bearer OPERATIONS-OWN']);
+    } finally {
+      await app.request({ method: 'DELETE', url: `/fhir/Subscription/${id}`, headers: ehr });
+      await hook.close();
+    }
   });
 
-  it("a colleague may neither delete nor turn off nor take over a clinician's Subscription (403, nothing written); its subscriber and the operator's backend service may", async () => {
+  it("a colleague may neither delete nor turn off nor take over a clinician's Subscription (403, or 404 to a PATCH; nothing written); its subscriber and the operator's backend service may", async () => {
     const hook = await subscriber();
     try {
       const created = await app.request({
@@ -179,17 +193,18 @@ describe('a Subscription taken over keeps neither its secret nor its queue', () 
         await put(id, colleague, { ...stored, reason: 'mine now' }),
         await app.request({ method: 'PATCH', url: `/fhir/Subscription/${id}`, headers: { ...colleague, 'content-type': 'application/json-patch+json' }, payload: [{ op: 'replace', path: '/status', value: 'off' }] }),
       ];
-      expect(attempts.map((r) => r.statusCode)).to.equal([403, 403, 403, 403]);
-      const after = await app.request({ method: 'GET', url: `/fhir/Subscription/${id}`, headers: colleague });
+      // Not theirs to read (decision 032): a PATCH is the 404 of an unknown id, a blind PUT or DELETE 403 (decision 031).
+      expect(attempts.map((r) => r.statusCode)).to.equal([403, 403, 403, 404]);
+      expect((await app.request({ method: 'GET', url: `/fhir/Subscription/${id}`, headers: colleague })).statusCode).to.equal(404);
+      const after = await app.request({ method: 'GET', url: `/fhir/Subscription/${id}`, headers: clinician });
       expect([after.json.meta.versionId, after.json.status]).to.equal([stored.meta.versionId, 'active']);
-      // The colleague still reads it (decision 033) and still sees its alerts go out.
+      // Its alerts still go out.
       const obs = await reading('vital-signs', 40);
       await until('the clinician\'s notification', () => ids(hook).includes(obs));
 
       expect((await put(id, operations, { ...stored, status: 'off' })).statusCode).to.equal(200);
-      expect((await app.request({ method: 'DELETE', url: `/fhir/Subscription/${id}`, headers: clinician })).statusCode).to.equal(403);
-      // The operator's service took it over by its update: it, not the clinician, is the subscriber now.
-      expect((await app.request({ method: 'DELETE', url: `/fhir/Subscription/${id}`, headers: operations })).statusCode).to.equal(204);
+      // The operator's update kept the clinician as subscriber (decision 032): still the clinician's to delete.
+      expect((await app.request({ method: 'DELETE', url: `/fhir/Subscription/${id}`, headers: clinician })).statusCode).to.equal(204);
 
       const own = await app.request({
         method: 'POST', url: '/fhir/Subscription', headers: clinician,
