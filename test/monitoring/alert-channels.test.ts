@@ -152,7 +152,8 @@ describe('alert channels: email and websocket', () => {
     expect(sub.statusCode, sub.payload).to.equal(201);
     const id = sub.json.id as string;
     const someoneElse = await app.as('user/Subscription.cruds patient/Flag.rs', { patient: alice, fhirUser: 'Practitioner/dr-other' });
-    expect((await app.request({ method: 'GET', url: `/fhir/Subscription/${id}/$get-ws-binding-token`, headers: someoneElse })).statusCode).to.equal(403);
+    // Another user's Subscription is an unknown id to them (decision 032).
+    expect((await app.request({ method: 'GET', url: `/fhir/Subscription/${id}/$get-ws-binding-token`, headers: someoneElse })).statusCode).to.equal(404);
     const binding = await app.request({ method: 'GET', url: `/fhir/Subscription/${id}/$get-ws-binding-token`, headers });
     expect(binding.statusCode, binding.payload).to.equal(200);
     const param = (name: string) => binding.json.parameter.find((p: any) => p.name === name);
