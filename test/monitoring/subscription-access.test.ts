@@ -133,6 +133,30 @@ describe('a Subscription is its subscriber\'s (and the operator\'s) to read and 
     }
   });
 
+  it("one stored before the subscriber tag is the operator's to read; the operator's update stamps the recorded subscriber's tag, and it is the clinician's again", async () => {
+    const hook = await subscriber();
+    try {
+      const id = await subscribe(clinician, hook.url);
+      // As stored before this release: no tag in any version, no index row for it.
+      await app.ctx.db.query(`UPDATE subscription SET content = content #- '{meta,tag}' WHERE id = $1`, [id]);
+      await app.ctx.db.query(`UPDATE subscription_history SET content = content #- '{meta,tag}' WHERE id = $1`, [id]);
+      await app.ctx.db.query(`DELETE FROM subscription_token WHERE id = $1 AND param = '_tag'`, [id]);
+      expect((await get(`/fhir/Subscription/${id}`, clinician)).statusCode).to.equal(404);
+
+      const stored = (await get(`/fhir/Subscription/${id}`, operations)).json;
+      expect(stored.meta.tag).to.not.exist();
+      const updated = await app.request({ method: 'PUT', url: `/fhir/Subscription/${id}`, headers: operations, payload: { ...stored, reason: 'tagged by the operator' } });
+      expect(updated.statusCode, updated.payload).to.equal(200);
+      expect(updated.json.meta.tag[0].code).to.equal('dashboard practitioner-sa-drx');
+      expect(await owner(id)).to.equal({ client_id: 'dashboard', subject: 'practitioner-sa-drx' });
+      expect((await get(`/fhir/Subscription/${id}`, clinician)).statusCode).to.equal(200);
+      expect((await get(`/fhir/Subscription/${id}`, colleague)).statusCode).to.equal(404);
+      expect((await app.request({ method: 'DELETE', url: `/fhir/Subscription/${id}`, headers: clinician })).statusCode).to.equal(204);
+    } finally {
+      await hook.close();
+    }
+  });
+
   it('criteria wider than a granular grant are accepted as a search would be, and notify only what the grant reads', async () => {
     const labHook = await subscriber();
     const allHook = await subscriber();
