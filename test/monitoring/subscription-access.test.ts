@@ -26,7 +26,7 @@ describe('a Subscription is its subscriber\'s (and the operator\'s) to read and 
     // Reads vital signs only (SMART v2 granular scope).
     clinician = await app.as(`user/Subscription.cruds user/Observation.rs?category=${CATEGORY}|vital-signs`, { fhirUser: 'Practitioner/sa-drx', clientId: 'dashboard' });
     // Another user of the same app, who may read every Observation and every Subscription the policy lets them.
-    colleague = await app.as('user/Subscription.cruds user/Observation.rs', { fhirUser: 'Practitioner/sa-dry', clientId: 'dashboard' });
+    colleague = await app.as('user/Subscription.cruds user/Observation.rs user/Basic.cruds', { fhirUser: 'Practitioner/sa-dry', clientId: 'dashboard' });
     // The operator's backend service: administers Subscriptions, reads every Observation.
     operations = await app.as('system/Subscription.cruds system/Observation.rs', { clientId: 'sa-ops-backend' });
     patient = await app.create({ resourceType: 'Patient', name: [{ family: 'SubscriptionAccess' }] });
@@ -73,6 +73,13 @@ describe('a Subscription is its subscriber\'s (and the operator\'s) to read and 
         expect(res.statusCode, `${url}: ${res.payload}`).to.equal(200);
         expect(entryIds(res.json), url).to.not.include(id);
       }
+      // Reached from another resource: an include, a chain (which would otherwise be an oracle of its content).
+      const note = await app.request({ method: 'POST', url: '/fhir/Basic', headers: colleague, payload: { resourceType: 'Basic', code: { text: 'pointer' }, subject: { reference: `Subscription/${id}` } } });
+      expect(note.statusCode, note.payload).to.equal(201);
+      const included = await get(`/fhir/Basic?_id=${note.json.id}&_include=Basic:subject`, colleague);
+      expect([included.statusCode, entryIds(included.json)]).to.equal([200, [note.json.id]]);
+      const chained = await get(`/fhir/Basic?_id=${note.json.id}&subject:Subscription.status=active`, colleague);
+      expect([chained.statusCode, entryIds(chained.json)]).to.equal([200, []]);
       const batch = await app.request({
         method: 'POST', url: '/fhir', headers: colleague,
         payload: { resourceType: 'Bundle', type: 'batch', entry: [{ request: { method: 'GET', url: `Subscription/${id}` } }, { request: { method: 'GET', url: `Subscription?_id=${id}` } }] },
