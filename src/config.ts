@@ -19,6 +19,17 @@ export interface Config {
   logLevel: string;
   /** Largest accepted request body in bytes; larger gets 413. */
   maxBodyBytes: number;
+  /**
+   * How long a client may take to send one whole request, from its first byte to the end of its
+   * body (REQUEST_TIMEOUT), and its request line and headers (HEADERS_TIMEOUT, at most the first);
+   * past either, the request is answered 408 and its connection closed. A stalled body held its
+   * socket for Node's default 300 s. The bound is the transfer only: processing a request that
+   * has arrived is not limited by it (STATEMENT_TIMEOUT bounds statements).
+   */
+  requestTimeoutMs: number;
+  headersTimeoutMs: number;
+  /** How long an idle keep-alive connection stays open for the client's next request (KEEP_ALIVE_TIMEOUT). */
+  keepAliveTimeoutMs: number;
   /** Search page size when `_count` is absent, and the largest `_count` honoured. */
   defaultPageSize: number;
   maxPageSize: number;
@@ -191,6 +202,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     dataDir: env.DATA_DIR || './.data',
     logLevel: env.LOG_LEVEL || 'info',
     maxBodyBytes: int(env.MAX_BODY_BYTES, 16 * 1024 * 1024, 'MAX_BODY_BYTES'),
+    ...requestTimeouts(env),
     defaultPageSize: int(env.DEFAULT_PAGE_SIZE, 50, 'DEFAULT_PAGE_SIZE'),
     maxPageSize: int(env.MAX_PAGE_SIZE, 1000, 'MAX_PAGE_SIZE'),
     maxBundleEntries: int(env.MAX_BUNDLE_ENTRIES, 10_000, 'MAX_BUNDLE_ENTRIES'),
@@ -233,6 +245,21 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     ...(env.WITHINGS_CLIENT_ID ? { withings: loadWithingsConfig(env, baseUrl) } : {}),
     alerts: loadAlertConfig(env),
   };
+}
+
+/**
+ * REQUEST_TIMEOUT 60 s: the largest body (MAX_BODY_BYTES, 16 MB) still arrives over a 2.5 Mbit/s
+ * uplink. HEADERS_TIMEOUT 20 s: a request line and headers are one packet for any live client.
+ * KEEP_ALIVE_TIMEOUT is Node's 5 s; behind a proxy that reuses upstream connections it must exceed
+ * the proxy's idle timeout, or the proxy sends a request on a connection this server just closed.
+ */
+function requestTimeouts(env: NodeJS.ProcessEnv): Pick<Config, 'requestTimeoutMs' | 'headersTimeoutMs' | 'keepAliveTimeoutMs'> {
+  const requestTimeoutMs = duration(env.REQUEST_TIMEOUT, 60_000, 'REQUEST_TIMEOUT');
+  const headersTimeoutMs = duration(env.HEADERS_TIMEOUT, Math.min(20_000, requestTimeoutMs), 'HEADERS_TIMEOUT');
+  // 0 would be Node's "no limit": a client that stops sending would hold its socket for ever.
+  if (requestTimeoutMs < 1 || headersTimeoutMs < 1) throw new Error('REQUEST_TIMEOUT and HEADERS_TIMEOUT must be positive durations');
+  if (headersTimeoutMs > requestTimeoutMs) throw new Error(`HEADERS_TIMEOUT (${headersTimeoutMs} ms) must not exceed REQUEST_TIMEOUT (${requestTimeoutMs} ms): the headers are part of the request`);
+  return { requestTimeoutMs, headersTimeoutMs, keepAliveTimeoutMs: duration(env.KEEP_ALIVE_TIMEOUT, 5_000, 'KEEP_ALIVE_TIMEOUT') };
 }
 
 function loadWithingsConfig(env: NodeJS.ProcessEnv, baseUrl: string): WithingsConfig {

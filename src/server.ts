@@ -1,3 +1,4 @@
+import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import Hapi from '@hapi/hapi';
 import type { GrantStandings } from './access/grant';
 import hapiPino from 'hapi-pino';
@@ -54,6 +55,25 @@ const CORS = {
 };
 
 /**
+ * The Node HTTP server under hapi, with the bounds of DESIGN's interface rather than Node's
+ * defaults: how long a request may take to arrive (408 and closed past it: src/fhir/errors-plugin.ts),
+ * how long an idle connection is kept. Node checks the bounds every `connectionsCheckingInterval`
+ * (30 s by default, which alone let a stalled request live half a minute past them): a quarter of
+ * the shorter bound. A request without Host reaches hapi, to be answered 400 with an
+ * OperationOutcome (src/fhir/input-guard.ts) instead of Node's bare 400.
+ */
+function httpListener(config: Config): HttpServer {
+  const listener = createHttpServer({
+    requestTimeout: config.requestTimeoutMs,
+    headersTimeout: config.headersTimeoutMs,
+    connectionsCheckingInterval: Math.min(30_000, Math.max(50, Math.floor(config.headersTimeoutMs / 4))),
+    requireHostHeader: false,
+  });
+  listener.keepAliveTimeout = config.keepAliveTimeoutMs;
+  return listener;
+}
+
+/**
  * Composes the server from its capabilities; reads as the table of contents of src/.
  * The database is opened and migrated here, so a fresh machine needs no setup step.
  */
@@ -74,7 +94,12 @@ export async function createServer(config: Config, options: { db?: Db; logger?: 
   const server = Hapi.server({
     port: config.port,
     host: config.host,
+    listener: httpListener(config),
     routes: {
+      // The time a body may take to arrive is the listener's (REQUEST_TIMEOUT), not hapi's: on its
+      // payload timeout hapi waits for the rest of the body before it answers, so a stalled body
+      // held its socket until Node's own 300 s, and a slow legitimate upload was cut at 10 s.
+      payload: { timeout: false },
       cors: CORS,
       // Any answer may carry PHI (a resource, a search, an error naming an id): no cache may keep
       // it. Only the public discovery documents set their own cache-control (src/auth/routes.ts).

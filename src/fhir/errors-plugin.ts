@@ -7,7 +7,7 @@ import { type Issue, type IssueCode, OperationOutcomeError, operationOutcome } f
 
 const CODE_BY_STATUS: Record<number, IssueCode> = {
   400: 'invalid', 401: 'login', 403: 'forbidden', 404: 'not-found', 405: 'not-supported', 406: 'not-supported',
-  409: 'conflict', 410: 'deleted', 412: 'conflict', 413: 'too-costly', 415: 'not-supported', 422: 'business-rule',
+  408: 'timeout', 409: 'conflict', 410: 'deleted', 412: 'conflict', 413: 'too-costly', 415: 'not-supported', 422: 'business-rule',
   429: 'throttled',
 };
 
@@ -36,6 +36,11 @@ export const errorsPlugin: Plugin<void> = {
         (request as Request & { logger?: Logger }).logger?.error({ err: boom }, 'request failed');
         status = 500;
         issues = [{ severity: 'fatal', code: 'exception', diagnostics: 'internal server error; the request id is in X-Request-Id' }];
+      } else if (timedOut.has(request.raw.req.socket)) {
+        // hapi answers the request whose body stopped arriving (REQUEST_TIMEOUT) as a bare 400.
+        status = 408;
+        issues = [{ code: 'timeout', diagnostics: REQUEST_TIMEOUT_TEXT }];
+        headers = { connection: 'close' };
       } else {
         status = boom.output.statusCode;
         const message = status === 413 ? `the request body is larger than the limit of ${request.route.settings.payload?.maxBytes ?? '?'} bytes` : boom.message;
@@ -53,6 +58,10 @@ export const errorsPlugin: Plugin<void> = {
   },
 };
 
+/** Connections whose request did not arrive in time: their one answer is a 408 and they close. */
+const timedOut = new WeakSet<object>();
+const REQUEST_TIMEOUT_TEXT = 'the request did not arrive in time (REQUEST_TIMEOUT, HEADERS_TIMEOUT); the connection is closed';
+
 /**
  * Requests Node's HTTP parser refuses before hapi sees them (a request line or headers past the
  * 16 KB limit, a malformed request line) are answered, like every other error, with an
@@ -64,13 +73,20 @@ function answerParserErrors(listener: HttpServer): void {
   const hapiHandlers = listener.listeners('clientError') as Array<(err: Error, socket: Socket) => void>;
   listener.removeAllListeners('clientError');
   listener.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+    // The request did not arrive within REQUEST_TIMEOUT or HEADERS_TIMEOUT (src/server.ts).
+    const late = err.code === 'ERR_HTTP_REQUEST_TIMEOUT';
     if ((socket as Socket & { _httpMessage?: unknown })._httpMessage || !socket.writable || err.code === 'ECONNRESET') {
+      // hapi answers the request it has begun and closes the connection; onPreResponse says why.
+      if (late) timedOut.add(socket);
       for (const handler of hapiHandlers) handler(err, socket);
       return;
     }
-    const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : 400;
-    const diagnostics = status === 431 ? 'the request line and headers are larger than the server accepts (16 KB); send long searches as POST _search' : 'the request is not valid HTTP';
-    const body = JSON.stringify(operationOutcome([{ code: status === 431 ? 'too-costly' : 'structure', diagnostics }]));
+    const status = late ? 408 : err.code === 'HPE_HEADER_OVERFLOW' ? 431 : 400;
+    const [code, diagnostics] =
+      status === 408 ? ['timeout', REQUEST_TIMEOUT_TEXT]
+      : status === 431 ? ['too-costly', 'the request line and headers are larger than the server accepts (16 KB); send long searches as POST _search']
+      : ['structure', 'the request is not valid HTTP'];
+    const body = JSON.stringify(operationOutcome([{ code: code as IssueCode, diagnostics }]));
     socket.end(
       `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/fhir+json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
         `X-Content-Type-Options: nosniff\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n${body}`,

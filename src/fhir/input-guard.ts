@@ -6,7 +6,9 @@ import { isValidHost } from '../kernel/request-target';
  * One guard before every handler (FHIR, device doors, the authorization server), in one
  * extension (each one hapi runs costs every request):
  * - the Host header must be a host (RFC 9112 §3.2): a Host no URL parser accepts made every
- *   handler that built the request's URL answer 500;
+ *   handler that built the request's URL answer 500; and an HTTP/1.1 request must have one
+ *   (§3.2: 400), which Node answered with a bare 400 before hapi saw it (src/server.ts lets it
+ *   through to be answered here, after authentication like the rest of the guard);
  * - no path parameter, query parameter or form field may hold a NUL character. PostgreSQL text
  *   cannot hold one (the query fails: a 500), and no FHIR id, search value, client id or
  *   password needs one. JSON bodies are checked by their parser (src/kernel/input-limits.ts),
@@ -19,6 +21,7 @@ export const inputGuard: Plugin<void> = {
     server.ext('onPreHandler', (request: Request, h: ResponseToolkit) => {
       const host = request.headers.host as string | undefined;
       if (host !== undefined && !isValidHost(host)) throw new OperationOutcomeError(400, { code: 'invalid', diagnostics: 'the Host header is not a valid host (RFC 9112 §3.2)' });
+      if (host === undefined && request.raw.req.httpVersion === '1.1') throw new OperationOutcomeError(400, { code: 'required', diagnostics: 'an HTTP/1.1 request must carry a Host header (RFC 9112 §3.2)' });
       const coding = contentCoding(request);
       if (coding) throw new OperationOutcomeError(415, { code: 'not-supported', diagnostics: `Content-Encoding ${coding.slice(0, 40)} is not supported; send the body without a content coding (identity)` });
       const where = nulIn('path', request.params) ?? nulIn('query', request.query) ?? nulIn('form', formOf(request));

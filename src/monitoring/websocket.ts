@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, Server as HttpServer, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Server } from '@hapi/hapi';
 import { type WebSocket, WebSocketServer } from 'ws';
@@ -83,6 +84,44 @@ export async function bindingTokenOperation(ctx: FhirContext, id: string, policy
   ]);
 }
 
+/**
+ * A request asking to switch to a protocol this server does not speak there (`Upgrade: h2c`, sent
+ * by HTTP/2 clients over http; websocket anywhere but WEBSOCKET_PATH) is served over HTTP/1.1 as if
+ * it had not asked: RFC 9110 §7.8 lets a server ignore Upgrade, and RFC 9113 §3.1 has deprecated
+ * h2c. Node hands every Upgrade request to the 'upgrade' listener once there is one, with its
+ * parser detached (it had been a bare 404, or an h2c client's GET of /fhir/metadata went
+ * unanswered), so the request head is written back without the upgrade and the connection given
+ * to the HTTP server again ('connection' may be emitted by users for this: Node's http docs): the
+ * request, its body and any that follow on the connection are then parsed, bounded and answered
+ * like every other.
+ */
+function serveWithoutUpgrade(listener: HttpServer, req: IncomingMessage, socket: Duplex, head: Buffer): void {
+  const upgradeOnly = (name: string) => name === 'upgrade' || name === 'http2-settings';
+  const lines = [`${req.method} ${req.url} HTTP/${req.httpVersion}`];
+  for (let i = 0; i < req.rawHeaders.length; i += 2) {
+    const name = req.rawHeaders[i]!;
+    const value = req.rawHeaders[i + 1]!;
+    if (upgradeOnly(name.toLowerCase())) continue;
+    if (name.toLowerCase() !== 'connection') lines.push(`${name}: ${value}`);
+    else {
+      const options = value.split(',').map((o) => o.trim()).filter((o) => o !== '' && !upgradeOnly(o.toLowerCase()));
+      if (options.length) lines.push(`${name}: ${options.join(', ')}`);
+    }
+  }
+  // Node read the head as latin1; written back the same way, each byte is the one sent.
+  socket.unshift(Buffer.concat([Buffer.from(`${lines.join('\r\n')}\r\n\r\n`, 'latin1'), head]));
+  const handOver = () => {
+    // The idle timer Node set after the previous response would end this request mid-work.
+    (socket as Socket).setTimeout(0);
+    listener.emit('connection', socket);
+  };
+  // A request pipelined behind one still being answered: the connection is handed over once that
+  // answer is written, or its answer would wait for ever behind it.
+  const answering = (socket as Socket & { _httpMessage?: ServerResponse })._httpMessage;
+  if (answering && !answering.writableFinished) answering.once('finish', handOver);
+  else handOver();
+}
+
 export class WebsocketChannel {
   private readonly sockets = new WebSocketServer({ noServer: true, maxPayload: MAX_MESSAGE_BYTES });
   private readonly bound = new Map<string, Set<WebSocket>>();
@@ -90,9 +129,9 @@ export class WebsocketChannel {
   private heartbeat: NodeJS.Timeout | undefined;
   private unlisten: (() => Promise<void>) | undefined;
   private readonly onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    if (new URL(req.url ?? '/', 'http://x').pathname !== WEBSOCKET_PATH) {
-      // Nothing else here speaks websocket: answer rather than leave the connection hanging.
-      socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+    const websocket = /^websocket$/i.test(String(req.headers.upgrade ?? '').trim());
+    if (!websocket || new URL(req.url ?? '/', 'http://x').pathname !== WEBSOCKET_PATH) {
+      serveWithoutUpgrade(this.server.listener, req, socket, head);
       return;
     }
     this.sockets.handleUpgrade(req, socket, head, (ws) => this.accept(ws));

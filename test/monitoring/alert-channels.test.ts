@@ -215,13 +215,13 @@ describe('alert channels: email and websocket', () => {
     }
   });
 
-  it('answers a websocket upgrade anywhere else with 404', async () => {
+  it('serves a websocket upgrade anywhere else as the plain request it also is (here: 401, no token)', async () => {
     const ws = new WebSocket(`${app.ctx.baseUrl.replace(/\/fhir$/, '').replace('http', 'ws')}/fhir/Patient`);
     const status = await new Promise<number>((resolve) => {
       ws.once('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0));
       ws.once('error', () => resolve(-1));
     });
-    expect(status).to.equal(404);
+    expect(status).to.equal(401);
   });
 
   it('closes a socket that breaks the protocol (an oversized message, an unmasked frame) and goes on serving', async () => {
