@@ -97,18 +97,21 @@ export async function requireReadable(db: Queryable, policy: AccessPolicy, type:
 }
 
 /**
- * The ids of `type` matching `params` that `policy` may search: its compartment and granular
+ * The ids of `type` matching `params` that `policy` may search (`action` s) or read (r): its compartment and granular
  * limits are conditions of the SQL. 403 without the right to search the type. For doors and
  * capabilities that look resources up on a caller's behalf (a device door finding its Device).
  */
-export async function findVisibleIds(db: Queryable, policy: AccessPolicy, type: string, params: URLSearchParams, limit?: number): Promise<string[]> {
-  return findReachableIds(db, policyReach(policy), type, params, limit);
+export async function findVisibleIds(db: Queryable, policy: AccessPolicy, type: string, params: URLSearchParams, limit?: number, action: 'r' | 's' = 's'): Promise<string[]> {
+  return findReachableIds(db, policyReach(policy), type, params, limit, false, action);
 }
 
-/** Which of `ids` of `type` `policy` may search: findVisibleIds over `_id`, asked in slices a search takes. */
-export async function findVisibleAmong(db: Queryable, policy: AccessPolicy, type: string, ids: readonly string[]): Promise<Set<string>> {
+/**
+ * Which of `ids` of `type` `policy` may search (or, `action` r, read: mayRead for many ids):
+ * findVisibleIds over `_id`, asked in slices a search takes.
+ */
+export async function findVisibleAmong(db: Queryable, policy: AccessPolicy, type: string, ids: readonly string[], action: 'r' | 's' = 's'): Promise<Set<string>> {
   const visible = new Set<string>();
-  for (const slice of idSlices(ids)) for (const id of await findVisibleIds(db, policy, type, new URLSearchParams({ _id: slice.join(',') }))) visible.add(id);
+  for (const slice of idSlices(ids)) for (const id of await findVisibleIds(db, policy, type, new URLSearchParams({ _id: slice.join(',') }), undefined, action)) visible.add(id);
   return visible;
 }
 

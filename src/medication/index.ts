@@ -1,4 +1,5 @@
 import { findVisibleAmong, findVisibleIds } from '../access/enforce';
+import type { AccessPolicy } from '../access/policy';
 import { flagsShownTo } from '../monitoring/flag-answer';
 import type { FhirContext, InteractionResult } from '../fhir/context';
 import { dateParameter, judgementClock, parametersResult, stringParameter } from '../fhir/operation-params';
@@ -156,9 +157,9 @@ async function linkAdministrations(uow: UnitOfWork, writes: readonly PendingWrit
 
 /**
  * MedicationRequest/$due?start&end[&patient][&now] (or MedicationRequest/{id}/$due): the doses due in
- * [start, end), each at its local time in the patient's zone, with what became of it (doses.ts),
- * and a summary. Reads only what the caller may search: the requests and the administrations
- * are found under its policy.
+ * [start, end), each at its local time in the patient's zone (in UTC to a caller that may not read
+ * the Patient), with what became of it (doses.ts), and a summary. Reads only what the caller may
+ * search: the requests and the administrations are found under its policy.
  */
 async function dueOperation(ctx: FhirContext, req: RestRequest): Promise<InteractionResult> {
   // Statuses as of `now`: a later one only where $check-adherence allows it.
@@ -184,12 +185,16 @@ async function dueOperation(ctx: FhirContext, req: RestRequest): Promise<Interac
     ? await findVisibleIds(ctx.db, req.policy, 'MedicationAdministration', administrationQuery(schedules.map((s) => s.requestId), start - margin, end + margin))
     : [];
   const taken = await administrations(ctx.db, adminIds);
-  const doses: Array<JudgedDose & { zone: string; patient: string; medication: string; timeSource?: string; duration?: { value: number; unit: string } }> = [];
+  const clockShown = await patientsReadable(ctx, req.policy, schedules.map((s) => s.patient));
+  const doses: Array<JudgedDose & { zone?: string; patient: string; medication: string; timeSource?: string; duration?: { value: number; unit: string } }> = [];
   for (const s of schedules) {
     const clock = clocks.get(s.patient)!;
-    const { zone } = clock;
+    // The doses are placed with the patient's clock whoever asks (their instants are the order's);
+    // the clock itself, zone and routine, is shown only to whom may read the Patient (decision 011).
+    const shown = clockShown.has(s.patient);
+    const zone = shown ? clock.zone : undefined;
     // A time of day the order did not give is said to be the routine's or the server's.
-    const sources = new Map(s.compiled.instructions.map((i) => [i.index, timeSourceOf(i.rule, clock)]));
+    const sources = new Map(shown ? s.compiled.instructions.map((i) => [i.index, timeSourceOf(i.rule, clock)]) : []);
     const durations = new Map(s.compiled.instructions.map((i) => [i.index, i.duration]));
     for (const d of judgeDoses(s, clock, graces.get(s.requestId)!, start, end, now, taken)) {
       const timeSource = sources.get(d.instruction);
@@ -212,8 +217,8 @@ async function dueOperation(ctx: FhirContext, req: RestRequest): Promise<Interac
         { name: 'request', valueReference: { reference: `MedicationRequest/${d.requestId}` } },
         { name: 'patient', valueReference: { reference: `Patient/${d.patient}` } },
         { name: 'medication', valueString: d.medication },
-        { name: 'due', valueDateTime: localDateTime(d.zone, d.at) },
-        { name: 'timeZone', valueCode: d.zone },
+        { name: 'due', valueDateTime: timeIn(d.zone, d.at) },
+        ...(d.zone ? [{ name: 'timeZone', valueCode: d.zone }] : []),
         { name: 'instruction', valueInteger: d.instruction },
         ...(d.timeSource ? [{ name: 'timeSource', valueCode: d.timeSource }] : []),
         // Timing.repeat.duration: how long the dose lasts once begun (an infusion, a patch).
@@ -222,7 +227,7 @@ async function dueOperation(ctx: FhirContext, req: RestRequest): Promise<Interac
         ...(d.administration
           ? [
               { name: 'administration', valueReference: { reference: `MedicationAdministration/${d.administration.id}` } },
-              { name: 'taken', valueDateTime: localDateTime(d.zone, d.administration.at) },
+              { name: 'taken', valueDateTime: timeIn(d.zone, d.administration.at) },
             ]
           : []),
       ],
@@ -250,6 +255,26 @@ async function dueOperation(ctx: FhirContext, req: RestRequest): Promise<Interac
       ],
     },
   ]);
+}
+
+/** An instant as local time in `zone`, or in UTC when the caller may not learn the zone. */
+const timeIn = (zone: string | undefined, at: number): string => (zone ? localDateTime(zone, at) : new Date(at).toISOString());
+
+/**
+ * The patients among `ids` whose clock a $due caller may see: the time zone and the daily routine
+ * are extensions of the Patient, so it is whom the access policy lets read that Patient. A caller
+ * with MedicationRequest rights only learnt where a patient lives (roughly) and when they eat and
+ * sleep (security probe).
+ */
+async function patientsReadable(ctx: FhirContext, policy: AccessPolicy, ids: readonly string[]): Promise<Set<string>> {
+  if (ids.length === 0 || !policy.allows('Patient', 'r')) return new Set();
+  try {
+    return await findVisibleAmong(ctx.db, policy, 'Patient', [...new Set(ids)], 'r');
+  } catch (err) {
+    // Granular Patient scopes this server cannot combine refuse a read of Patient, not the doses.
+    if (err instanceof OperationOutcomeError && err.status === 403) return new Set();
+    throw err;
+  }
 }
 
 /** The parts naming which order, patient and dosage instruction an `unscheduled` or `assumption` parameter is about. */

@@ -342,11 +342,12 @@ export async function findMatchingIds(
 /**
  * The ids of `type` matching `params` that `reach` lets the caller search: its compartment,
  * granular constraint and exclusions are conditions of the SQL (the access policy's
- * `findVisibleIds` is this with the policy's reach). A caller that may not search the type gets
+ * `findVisibleIds` is this with the policy's reach; `action` r asks what it may read rather than
+ * search, as mayRead does for one id). A caller that may not search the type gets
  * a 403, or no ids when `noneIfForbidden` (a look-up whose refusal must not differ from "none").
  */
-export async function findReachableIds(db: Queryable, reach: Reach, type: string, params: URLSearchParams, limit?: number, noneIfForbidden = false): Promise<string[]> {
-  const limits = noneIfForbidden ? limitsIfAllowed(reach, type, 's') : reach(type, 's');
+export async function findReachableIds(db: Queryable, reach: Reach, type: string, params: URLSearchParams, limit?: number, noneIfForbidden = false, action: 'r' | 's' = 's'): Promise<string[]> {
+  const limits = noneIfForbidden ? limitsIfAllowed(reach, type, action) : reach(type, action);
   // A patient-confined grant of a type outside the Patient compartment (ValueSet under
   // `patient/*.rs`) reaches none of it: as "none", not the compartment's 400.
   if (!limits || (noneIfForbidden && limits.compartmentPatientId !== undefined && !canBeInPatientCompartment(type))) return [];

@@ -234,6 +234,31 @@ describe('$due under the access policy', () => {
     }
   });
 
+  it("shows a patient's time zone and routine only to whom the policy lets read the Patient; the others get the same doses in UTC", async () => {
+    const ROUTINE = 'http://rpm.example.org/fhir/StructureDefinition/patient-event-time';
+    const berlin = patient('Europe/Berlin', 'Carol');
+    const carol = await app.create({ ...berlin, gender: 'male', extension: [...berlin.extension, { url: ROUTINE, extension: [{ url: 'event', valueCode: 'CM' }, { url: 'time', valueTime: '07:15:00' }] }] });
+    // Before breakfast, which Carol has at 07:15 in Berlin (+01:00 in January).
+    const rx = await app.create(request(carol, { repeat: { when: ['ACM'], boundsPeriod: { start: '2027-01-01' } } }));
+    const doseAs = async (headers: Record<string, string>) => {
+      const res = await app.request({ method: 'GET', url: `/fhir/MedicationRequest/${rx}/$due?${window}`, headers });
+      expect(res.statusCode, res.payload).to.equal(200);
+      const parts: any[] = res.json.parameter.find((p: any) => p.name === 'dose').part;
+      const value = (name: string) => { const p = parts.find((x) => x.name === name); return p && (p.valueDateTime ?? p.valueCode); };
+      return { due: value('due'), timeZone: value('timeZone'), timeSource: value('timeSource') };
+    };
+    const meds = (context: string) => `${context}/MedicationRequest.rs ${context}/MedicationAdministration.rs`;
+    const local = { due: '2027-01-05T07:15:00+01:00', timeZone: 'Europe/Berlin', timeSource: 'patient-routine' };
+    const utc = { due: '2027-01-05T06:15:00.000Z', timeZone: undefined, timeSource: undefined };
+    expect(await doseAs(await app.as(`${meds('user')} user/Patient.r`))).to.equal(local);
+    expect(await doseAs(await app.as(`${meds('patient')} patient/Patient.r`, { patient: carol }))).to.equal(local);
+    expect(await doseAs(await app.as(`${meds('user')} user/Patient.rs?gender=male`))).to.equal(local);
+    // MedicationRequest rights alone, or a Patient scope that does not reach Carol: the instant only.
+    expect(await doseAs(await app.as(meds('user')))).to.equal(utc);
+    expect(await doseAs(await app.as(meds('patient'), { patient: carol }))).to.equal(utc);
+    expect(await doseAs(await app.as(`${meds('user')} user/Patient.rs?gender=female`))).to.equal(utc);
+  });
+
   it('a token without MedicationRequest rights is refused before anything is read', async () => {
     const observer = await app.as('patient/Observation.rs', { patient: id.alice });
     const res = await app.request({ method: 'GET', url: `/fhir/MedicationRequest/$due?${window}`, headers: observer });
