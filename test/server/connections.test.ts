@@ -1,6 +1,7 @@
 import { connect } from 'node:net';
 import * as Lab from '@hapi/lab';
 import { expect } from '@hapi/code';
+import { loadConfig } from '../../src/config';
 import { startTestServer, type TestServer } from '../helpers/server';
 
 export const lab = Lab.script();
@@ -57,6 +58,15 @@ function parseResponses(data: Buffer): RawResponse[] {
   }
   return responses;
 }
+
+describe('connection bounds in the configuration', () => {
+  it('defaults to 60 s per request, 20 s for its head, 5 s idle, and refuses bounds that are none or contradict', () => {
+    expect(loadConfig({})).to.include({ requestTimeoutMs: 60_000, headersTimeoutMs: 20_000, keepAliveTimeoutMs: 5_000 });
+    expect(loadConfig({ REQUEST_TIMEOUT: '5s' })).to.include({ requestTimeoutMs: 5_000, headersTimeoutMs: 5_000 });
+    expect(() => loadConfig({ REQUEST_TIMEOUT: '0' })).to.throw(/positive/);
+    expect(() => loadConfig({ REQUEST_TIMEOUT: '10s', HEADERS_TIMEOUT: '30s' })).to.throw(/must not exceed REQUEST_TIMEOUT/);
+  });
+});
 
 /**
  * What Node's HTTP server did on its own, before any code of this server ran: hold a stalled
