@@ -111,6 +111,8 @@ function serveWithoutUpgrade(listener: HttpServer, req: IncomingMessage, socket:
   // Node read the head as latin1; written back the same way, each byte is the one sent.
   socket.unshift(Buffer.concat([Buffer.from(`${lines.join('\r\n')}\r\n\r\n`, 'latin1'), head]));
   const handOver = () => {
+    // That answer closed the connection (Connection: close), or the client left: nothing to serve.
+    if (socket.destroyed || !socket.writable) return;
     // The idle timer Node set after the previous response would end this request mid-work.
     (socket as Socket).setTimeout(0);
     listener.emit('connection', socket);
