@@ -14,6 +14,7 @@ import { readResource, ReplayUnitError } from '../store/repository';
 import { checkAdherence } from './adherence';
 import { PeriodicJob } from './periodic';
 import { turnOffEndedSubscriptions } from './subscription-end';
+import { tagSubscriptionsStoredUntagged } from './subscriber-backfill';
 import { type FlagEvent, keyOf, raisedMeasures, raiseFlags, retractBreaches, type RewrittenReading, trackFlagStatus } from './flags';
 import { type Breach, carryJudgement, judgedPatient, judgeObservation, type PlanLimits, subjectPatient } from './judge';
 import { assertValidGoal, type CompiledPlan, compilePlan, storedGoalIds } from './plan';
@@ -116,7 +117,10 @@ export function registerMonitoring(ctx: FhirContext, server: Server, grants: Gra
 
   const scheduler = new PeriodicJob(ctx.log, 'adherence check', ctx.config.adherenceCheckIntervalMs, () => checkAdherence(ctx, new Date()));
   scheduler.start();
-  const subscriptionEnds = new PeriodicJob(ctx.log, 'turning off ended subscriptions', ctx.config.subscriptionEndCheckIntervalMs, () => turnOffEndedSubscriptions(ctx, grants));
+  const subscriptionEnds = new PeriodicJob(ctx.log, 'Subscription upkeep (subscriber tags, ended Subscriptions)', ctx.config.subscriptionEndCheckIntervalMs, async () => {
+    await tagSubscriptionsStoredUntagged(ctx);
+    return turnOffEndedSubscriptions(ctx, grants);
+  });
   subscriptionEnds.start();
   worker.start();
   const websocket = new WebsocketChannel(ctx, server);

@@ -2,6 +2,7 @@ import * as Lab from '@hapi/lab';
 import { expect } from '@hapi/code';
 import { subscriber, until } from '../helpers/hook';
 import { type SecuredServer, startSecuredServer } from '../security/helpers';
+import { tagSubscriptionsStoredUntagged } from '../../src/monitoring/subscriber-backfill';
 
 export const lab = Lab.script();
 const { describe, it, before, after } = lab;
@@ -159,6 +160,28 @@ describe('a Subscription is its subscriber\'s (and the operator\'s) to read and 
       expect((await get(`/fhir/Subscription/${id}`, clinician)).statusCode).to.equal(200);
       expect((await get(`/fhir/Subscription/${id}`, colleague)).statusCode).to.equal(404);
       expect((await app.request({ method: 'DELETE', url: `/fhir/Subscription/${id}`, headers: clinician })).statusCode).to.equal(204);
+    } finally {
+      await hook.close();
+    }
+  });
+
+  it('the periodic upkeep tags the Subscriptions stored before the tag with their recorded subscriber, once', async () => {
+    const hook = await subscriber();
+    try {
+      const id = await subscribe(clinician, hook.url);
+      await app.ctx.db.query(`UPDATE subscription SET content = content #- '{meta,tag}' WHERE id = $1`, [id]);
+      await app.ctx.db.query(`DELETE FROM subscription_token WHERE id = $1 AND param = '_tag'`, [id]);
+      expect((await get(`/fhir/Subscription/${id}`, clinician)).statusCode).to.equal(404);
+
+      expect(await tagSubscriptionsStoredUntagged(app.ctx)).to.be.at.least(1);
+      const read = await get(`/fhir/Subscription/${id}`, clinician);
+      expect(read.statusCode).to.equal(200);
+      expect(read.json.meta.tag).to.equal([{ system: SUBSCRIBER, code: 'dashboard practitioner-sa-drx', display: 'subscriber (client and user) of this Subscription' }]);
+      expect(read.json.meta.versionId).to.equal('2');
+      expect(await owner(id)).to.equal({ client_id: 'dashboard', subject: 'practitioner-sa-drx' });
+      // Tagged, it is not asked again: no version per run.
+      await tagSubscriptionsStoredUntagged(app.ctx);
+      expect((await get(`/fhir/Subscription/${id}`, clinician)).json.meta.versionId).to.equal('2');
     } finally {
       await hook.close();
     }
