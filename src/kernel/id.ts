@@ -29,6 +29,19 @@ export function parseRelativeReference(reference: string | undefined): { type: s
   return m ? { type: m[1]!, id: m[2]! } : undefined;
 }
 
+/**
+ * The resource type a literal reference names by its type segment, relative or absolute,
+ * versioned or not (`Patient/1`, `http://x/fhir/Patient/1/_history/2` → `Patient`); undefined
+ * for `#local`, `urn:uuid:` and other references without one. It is the type of what the
+ * reference resolves to, if it resolves (references.html#literal).
+ */
+export function literalReferenceType(reference: string): string | undefined {
+  const parts = reference.split('/');
+  const historyAt = parts.indexOf('_history');
+  const end = historyAt > 0 ? historyAt : parts.length;
+  return end >= 2 ? parts[end - 2] : undefined;
+}
+
 /** The id of a relative reference to `type` (`Patient/123` → `123`), else undefined. */
 export function idOfReference(reference: string | undefined, type: string): string | undefined {
   const parsed = parseRelativeReference(reference);

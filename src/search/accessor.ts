@@ -1,4 +1,5 @@
 import r4Model from 'fhirpath/fhir-context/r4';
+import { literalReferenceType } from '../kernel/id';
 import { fhirpathEngine } from '../validation/fhirpath-engine';
 
 /**
@@ -80,13 +81,7 @@ export function elementType(path: string): string | undefined {
 export function referenceType(value: unknown): string | undefined {
   if (typeof value !== 'object' || value === null) return undefined;
   const ref = value as fhir4.Reference;
-  if (typeof ref.reference === 'string') {
-    const parts = ref.reference.split('/');
-    const historyAt = parts.indexOf('_history');
-    const end = historyAt > 0 ? historyAt : parts.length;
-    if (end >= 2) return parts[end - 2];
-  }
-  return ref.type;
+  return (typeof ref.reference === 'string' ? literalReferenceType(ref.reference) : undefined) ?? ref.type;
 }
 
 function pushValues(out: TypedValue[], raw: unknown, type: string): void {

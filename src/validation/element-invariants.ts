@@ -1,11 +1,14 @@
+import { keptNumberText } from '../kernel/json-decimals';
+import { literalReferenceType } from '../kernel/id';
 import { fhirpathEngine } from './fhirpath-engine';
 
 /**
  * The R4 error invariants that sit on an element rather than on a resource's root or on the few
  * datatypes of ./core-invariants.ts, checked by its walk wherever the element occurs: datatype
  * invariants (Quantity qty-3, Range rng-2, Ratio rat-1, ContactPoint cpt-2, Attachment att-1,
- * Timing.repeat tim-1..tim-10) and those of the resource types a monitoring server stores
- * (Observation obs-3, obs-6, obs-7, Patient pat-1, CarePlan cpl-3, ...). They were stored when
+ * Timing.repeat tim-1..tim-10, the profiles of Quantity: sqty-1, age-1, cnt-3, dis-1, drt-1) and
+ * those of the resource types a monitoring server stores (Observation obs-3, obs-6, obs-7,
+ * Patient pat-1, CarePlan cpl-3, CareTeam ctm-1, ...). They were stored when
  * broken (an Observation reference range with no bound, a Timing with an offset but no event)
  * unless a profile the resource declared repeated them.
  *
@@ -96,6 +99,92 @@ function lowAboveHigh(low: Json, high: Json): boolean {
 }
 
 const QUANTITIES = ['Quantity', 'Age', 'Count', 'Distance', 'Duration'];
+
+/**
+ * The elements the R4 StructureDefinitions type as SimpleQuantity (type Quantity, profile
+ * http://hl7.org/fhir/StructureDefinition/SimpleQuantity), by the schema definition that holds
+ * them and their JSON names. The JSON schema types them as Quantity, so the walk cannot tell
+ * them from the others; test/validation/core-invariants.test.ts derives this table from the
+ * StructureDefinitions and compares. Range.low and .high make every Range's bounds one.
+ */
+export const SIMPLE_QUANTITIES: Readonly<Record<string, readonly string[]>> = {
+  ActivityDefinition: ['quantity'],
+  CarePlan_Detail: ['dailyAmount', 'quantity'],
+  ClaimResponse_AddItem: ['quantity'],
+  ClaimResponse_Detail1: ['quantity'],
+  ClaimResponse_SubDetail1: ['quantity'],
+  Claim_Detail: ['quantity'],
+  Claim_Item: ['quantity'],
+  Claim_SubDetail: ['quantity'],
+  Contract_ValuedItem: ['quantity'],
+  CoverageEligibilityRequest_Item: ['quantity'],
+  Coverage_CostToBeneficiary: ['valueQuantity'],
+  Dosage: ['maxDosePerAdministration', 'maxDosePerLifetime'],
+  Dosage_DoseAndRate: ['doseQuantity', 'rateQuantity'],
+  ExplanationOfBenefit_AddItem: ['quantity'],
+  ExplanationOfBenefit_Detail: ['quantity'],
+  ExplanationOfBenefit_Detail1: ['quantity'],
+  ExplanationOfBenefit_Item: ['quantity'],
+  ExplanationOfBenefit_SubDetail: ['quantity'],
+  ExplanationOfBenefit_SubDetail1: ['quantity'],
+  Immunization: ['doseQuantity'],
+  MedicationAdministration_Dosage: ['dose', 'rateQuantity'],
+  MedicationDispense: ['quantity', 'daysSupply'],
+  MedicationKnowledge: ['amount'],
+  MedicationKnowledge_DrugCharacteristic: ['valueQuantity'],
+  MedicationKnowledge_Kinetics: ['areaUnderCurve', 'lethalDose50'],
+  MedicationKnowledge_MaxDispense: ['quantity'],
+  MedicationKnowledge_Packaging: ['quantity'],
+  MedicationKnowledge_PatientCharacteristics: ['characteristicQuantity'],
+  MedicationRequest_DispenseRequest: ['quantity'],
+  MedicationRequest_InitialFill: ['quantity'],
+  NutritionOrder_Administration: ['quantity', 'rateQuantity'],
+  NutritionOrder_EnteralFormula: ['caloricDensity', 'maxVolumeToDeliver'],
+  NutritionOrder_Nutrient: ['amount'],
+  NutritionOrder_Supplement: ['quantity'],
+  Observation_ReferenceRange: ['low', 'high'],
+  Range: ['low', 'high'],
+  SampledData: ['origin'],
+  SpecimenDefinition_Container: ['capacity', 'minimumVolumeQuantity'],
+  Specimen_Collection: ['quantity'],
+  Specimen_Container: ['capacity', 'specimenQuantity'],
+  Substance_Instance: ['quantity'],
+  SupplyDelivery_SuppliedItem: ['quantity'],
+  VisionPrescription_LensSpecification: ['duration'],
+};
+
+/** `system.empty() or system = %ucum` is false: a system other than UCUM (one present only as `_system` leaves `=` empty). */
+const notUcum = (o: Json): boolean => typeof o.system === 'string' && o.system !== UCUM;
+/** `code.exists() or value.empty()` is false: a value without a unit code. */
+const valueWithoutCode = (o: Json): boolean => has(o, 'value') && !has(o, 'code');
+
+/**
+ * cnt-3's `value.toString().contains('.')`, on the decimal as written (decision 028: 2.0 keeps
+ * its fraction, which JSON.parse drops), and any value that is not whole (1e-7 has no '.').
+ */
+function fractional(o: Json): boolean {
+  if (typeof o.value !== 'number') return false;
+  return !Number.isInteger(o.value) || (keptNumberText(o, 'value') ?? String(o.value)).includes('.');
+}
+
+/** The first element `checks` finds failing, in order: each conjunct of an `and` with the element it names. */
+const firstFailing = (checks: Array<[boolean, string]>): string | undefined => checks.find(([fails]) => fails)?.[1];
+
+/**
+ * The type of the resource `member` resolves to, where this server can tell without a read: a
+ * contained resource by its `#id`, else the type a literal reference names (what it resolves
+ * to, if it resolves). An identifier-only reference, or a `urn:` one, resolves to nothing here.
+ */
+function resolvedType(member: unknown, resource: Json): string | undefined {
+  const ref = (member as Json | undefined)?.reference;
+  if (typeof ref !== 'string') return undefined;
+  if (ref.startsWith('#')) {
+    const target = list(resource.contained).find((c) => c.id === ref.slice(1));
+    return typeof target?.resourceType === 'string' ? target.resourceType : undefined;
+  }
+  const type = literalReferenceType(ref);
+  return type !== undefined && /^[A-Z][A-Za-z]+$/.test(type) ? type : undefined;
+}
 
 export const ELEMENT_INVARIANTS: ElementInvariant[] = [
   {
@@ -188,10 +277,66 @@ export const ELEMENT_INVARIANTS: ElementInvariant[] = [
     expression: 'policy.exists() or policyRule.exists()', human: 'Either a Policy or PolicyRule',
     breach: (o) => holdsIf(has(o, 'policy') || has(o, 'policyRule')),
   },
+  ...(['patient-privacy', 'research', 'adr', 'treatment'] as const).map((scope, i): ElementInvariant => ({
+    key: `ppc-${i + 2}`, on: 'Consent', path: 'Consent', definitions: ['Consent'],
+    // As R4 states them: the system is `something`, which no real coding has, so they hold for
+    // every Consent of the consentscope codes (decision 040).
+    expression: `patient.exists() or scope.coding.where(system='something' and code='${scope}').exists().not()`,
+    human: `IF Scope=${scope === 'patient-privacy' ? 'privacy' : scope}, there must be a patient`,
+    breach: (o) => holdsIf(has(o, 'patient') || !codedAs(o.scope, 'something', [scope]), 'patient'),
+  })),
+  // ctm-1 sits on CareTeam.participant; `resolve()` needs the CareTeam's contained resources, so
+  // it is checked from the CareTeam, naming the participant's onBehalfOf.
+  {
+    key: 'ctm-1', on: 'CareTeam', path: 'CareTeam.participant', definitions: ['CareTeam'],
+    expression: 'onBehalfOf.exists() implies (member.resolve().iif(empty(), true, ofType(Practitioner).exists()))',
+    human: 'CareTeam.participant.onBehalfOf can only be populated when CareTeam.participant.member is a Practitioner',
+    breach: (o) => {
+      const at = firstItem(o, 'participant', (p) => has(p, 'onBehalfOf') && (resolvedType(p.member, o) ?? 'Practitioner') !== 'Practitioner');
+      return at === undefined ? undefined : `${at}.onBehalfOf`;
+    },
+  },
   {
     key: 'qty-3', on: 'Quantity', path: 'Quantity', definitions: QUANTITIES,
     expression: 'code.empty() or system.exists()', human: 'If a code for the unit is present, the system SHALL also be present',
     breach: (o) => holdsIf(!has(o, 'code') || has(o, 'system'), 'system'),
+  },
+  ...Object.entries(SIMPLE_QUANTITIES).map(([definition, names]): ElementInvariant => ({
+    key: 'sqty-1', on: 'SimpleQuantity', path: 'Quantity', definitions: [definition],
+    expression: 'comparator.empty()', human: 'The comparator is not used on a SimpleQuantity',
+    breach: (o) => {
+      for (const name of names) {
+        const at = firstItem(o, name, (q) => typeof q === 'object' && q !== null && has(q, 'comparator'));
+        if (at !== undefined) return `${at}.comparator`;
+      }
+      return undefined;
+    },
+  })),
+  {
+    key: 'age-1', on: 'Age', path: 'Age', definitions: ['Age'],
+    expression: '(code.exists() or value.empty()) and (system.empty() or system = %ucum) and (value.empty() or value.hasValue().not() or value > 0)',
+    human: 'There SHALL be a code if there is a value and it SHALL be an expression of time.  If system is present, it SHALL be UCUM.  If value is present, it SHALL be positive.',
+    breach: (o) => firstFailing([[valueWithoutCode(o), 'code'], [notUcum(o), 'system'], [typeof o.value === 'number' && o.value <= 0, 'value']]),
+  },
+  {
+    key: 'cnt-3', on: 'Count', path: 'Count', definitions: ['Count'],
+    expression: "(code.exists() or value.empty()) and (system.empty() or system = %ucum) and (code.empty() or code = '1') and (value.empty() or value.hasValue().not() or value.toString().contains('.').not())",
+    human: 'There SHALL be a code with a value of "1" if there is a value. If system is present, it SHALL be UCUM.  If present, the value SHALL be a whole number.',
+    breach: (o) => firstFailing([[valueWithoutCode(o), 'code'], [notUcum(o), 'system'], [typeof o.code === 'string' && o.code !== '1', 'code'], [fractional(o), 'value']]),
+  },
+  {
+    key: 'dis-1', on: 'Distance', path: 'Distance', definitions: ['Distance'],
+    expression: '(code.exists() or value.empty()) and (system.empty() or system = %ucum)',
+    human: 'There SHALL be a code if there is a value and it SHALL be an expression of length.  If system is present, it SHALL be UCUM.',
+    breach: (o) => firstFailing([[valueWithoutCode(o), 'code'], [notUcum(o), 'system']]),
+  },
+  {
+    // With a code, `system = %ucum` is empty when there is no system: then only a missing value
+    // makes it false (qty-3 refuses the code without a system).
+    key: 'drt-1', on: 'Duration', path: 'Duration', definitions: ['Duration'],
+    expression: 'code.exists() implies ((system = %ucum) and value.exists())',
+    human: 'There SHALL be a code if there is a value and it SHALL be an expression of time.  If system is present, it SHALL be UCUM.',
+    breach: (o) => (has(o, 'code') ? firstFailing([[notUcum(o), 'system'], [!has(o, 'value'), 'value']]) : undefined),
   },
   {
     key: 'rng-2', on: 'Range', path: 'Range', definitions: ['Range'],
