@@ -258,6 +258,7 @@ function applyJsonPatch(resource: fhir4.FhirResource, patch: unknown): unknown {
     for (; i < patch.length; i++) {
       const op = patch[i] as Operation;
       const copied = op.op === 'copy' ? valueAt(patched, op.from) : undefined;
+      checkArrayIndices(patched, op, i);
       if ((op.op === 'move' || op.op === 'copy') && typeof op.from === 'string') checkSource(patched, op, i);
       patched = applyOperation(patched, op, true, true, true, i).newDocument;
       if (op.op === 'add' || op.op === 'replace') budget.placed(op.value, `JSON Patch operation ${i + 1}`);
@@ -278,6 +279,35 @@ function applyJsonPatch(resource: fhir4.FhirResource, patch: unknown): unknown {
       });
     }
     throw err;
+  }
+}
+
+/** RFC 6901 §4: `array-index = %x30 / ( %x31-39 *(%x30-39) )`; `-` (past the end) is the library's to judge. */
+const ARRAY_INDEX = /^(0|[1-9][0-9]*|-)$/;
+
+/**
+ * Every step of an operation's path and from that enters an array must be an array index as RFC
+ * 6901 §4 writes one. fast-json-patch reads any digits: `add` at `/name/01` inserted at 1, and
+ * `1e0` or `+1` were a 422 for some operations and a 400 for others. A malformed index is a 400,
+ * as the library's own illegal index is (its OPERATION_PATH_ILLEGAL_ARRAY_INDEX).
+ */
+function checkArrayIndices(document: unknown, op: Operation, i: number): void {
+  for (const key of ['path', 'from'] as const) {
+    const pointer = (op as unknown as Record<string, unknown>)[key];
+    if (typeof pointer !== 'string') continue;
+    let at: unknown = document;
+    for (const segment of pointer.split('/').slice(1).map(unescapePathComponent)) {
+      if (Array.isArray(at)) {
+        if (!ARRAY_INDEX.test(segment)) {
+          throw badRequest(`JSON Patch operation ${i + 1}: ${key} '${pointer.slice(0, 80)}' has '${segment.slice(0, 20)}' for an array index, which is 0 or digits without a leading zero (RFC 6901 §4)`);
+        }
+        at = at[Number(segment)];
+      } else if (at !== null && typeof at === 'object' && Object.prototype.hasOwnProperty.call(at, segment)) {
+        at = (at as Record<string, unknown>)[segment];
+      } else {
+        break;
+      }
+    }
   }
 }
 

@@ -311,6 +311,22 @@ describe('bad requests get a 4xx OperationOutcome and change nothing', () => {
         expectOutcome(await patchReq([{ op: 'copy', from: '/telecom/0', path: '' }]), 422, /names no value/);
       }));
 
+    it('refuses an array index with a leading zero, or not digits, with 400 (RFC 6901 §4), whatever the operation', () =>
+      unchanged(async () => {
+        const names = { op: 'add', path: '/name', value: [{ family: 'A' }, { family: 'B' }] };
+        for (const op of [
+          { op: 'add', path: '/name/01', value: { family: 'C' } },
+          { op: 'replace', path: '/name/01/family', value: 'C' },
+          { op: 'test', path: '/name/00/family', value: 'A' },
+          { op: 'copy', from: '/name/01', path: '/name/-' },
+          { op: 'remove', path: '/name/1e0' },
+        ]) {
+          expectOutcome(await patchReq([names, op]), 400, /operation 2: (path|from) '\/name\/[^']+' has '[^']+' for an array index.*RFC 6901/);
+        }
+        // `0` and `-` are indices.
+        expectOutcome(await patchReq([names, { op: 'test', path: '/name/0/family', value: 'B' }]), 422, /test failed/);
+      }));
+
     it('answers 422 when a test operation fails', () =>
       unchanged(async () => {
         expectOutcome(await patchReq([{ op: 'test', path: '/active', value: false }]), 422, /test failed/);
