@@ -4,7 +4,7 @@ import { badRequest, notFound, OperationOutcomeError } from '../kernel/outcome';
 import { isSupportedType, supportedTypes } from '../kernel/resource-types';
 import { checkParameters } from '../fhir/operations';
 import { checkScanFilter, type Reach } from '../search';
-import { parseDateRange } from '../search/date-range';
+import { parseDateRange, TIME_ZONE } from '../search/date-range';
 import { patientCompartmentOf } from '../search/registry';
 import type { Queryable } from '../store/db';
 import type { ExportSpec } from './jobs';
@@ -22,7 +22,7 @@ const KNOWN = new Set(['_outputFormat', '_since', '_type', '_typeFilter', 'patie
 const TRANSPORT = new Set(['_format', '_pretty']);
 
 // FHIR instant: a full date-time with seconds and a zone (R4 datatypes.html#instant).
-const INSTANT = /^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T([01]\d|2[0-3]):[0-5]\d:([0-5]\d|60)(\.\d{1,9})?(Z|[+-]((0\d|1[0-3]):[0-5]\d|14:00))$/;
+const INSTANT = new RegExp(`^\\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\\d|3[01])T([01]\\d|2[0-3]):[0-5]\\d:([0-5]\\d|60)(\\.\\d{1,9})?(${TIME_ZONE})$`);
 
 export interface KickOff {
   level: ExportSpec['level'];

@@ -1,6 +1,7 @@
 import { keptNumberText } from '../kernel/json-decimals';
 import { badRequest } from '../kernel/outcome';
 import { UNCONFIRMED_SUBJECT_TAG } from '../kernel/reading-attribution';
+import { TIME_ZONE } from '../search/date-range';
 import { translate } from '../terminology/conceptmap';
 import { decodeBle } from './ble';
 import { MAX_DECIMAL_EXPONENT, parseDecimal, scaleDecimal } from './decimal';
@@ -8,6 +9,9 @@ import type { Payload, PayloadEntry } from './ingest';
 import {
   type DoseDraft, type Draft, type Measurement, type ReadingDraft, ReadingError, WITHINGS_ATTRIB_SYSTEM, WITHINGS_DEVICE_SYSTEM, WITHINGS_MEASTYPE_SYSTEM,
 } from './reading';
+
+/** A BLE reading's zone, as R4 writes a dateTime's (±14:00 at most). */
+const UTC_OFFSET = new RegExp(`^(${TIME_ZONE})$`);
 
 /**
  * The request bodies of the three ingest doors, parsed into payloads of reading drafts. A body
@@ -171,7 +175,7 @@ export function parseBleBody(body: unknown): Payload {
         throw new ReadingError(400, `${where}.encoding must be hex or base64`, 'value');
       }
       const utcOffset = typeof raw.utcOffset === 'string' ? raw.utcOffset : defaultOffset;
-      if (!/^(Z|[+-]\d{2}:\d{2})$/.test(utcOffset)) throw new ReadingError(400, `${where}.utcOffset must be Z or ±hh:mm`, 'value');
+      if (!UTC_OFFSET.test(utcOffset)) throw new ReadingError(400, `${where}.utcOffset must be Z or ±hh:mm within ±14:00`, 'value');
       const drafts = decodeBle({ characteristic: raw.characteristic, data, receivedAt: raw.receivedAt, utcOffset });
       // The bytes themselves disambiguate two readings of one field at the same second.
       return drafts.map((d) => ({ ...d, sourceKey: `${d.sourceKey}:${data.toString('hex')}` }));

@@ -9,7 +9,15 @@ export interface DateRange {
   high: number;
 }
 
-const DATE = /^(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?(Z|[+-]\d{2}:\d{2})?)?)?)?$/;
+/**
+ * A time zone as R4 writes it in dateTime and instant (datatypes.html#dateTime: `Z|(\+|-)((0[0-9]|
+ * 1[0-3]):[0-5][0-9]|14:00)`): -14:00 to +14:00. Every door that reads a date with a zone
+ * (search terms, `_since`, device readings, `$export`) reads it with this; `+25:00` was a
+ * search term.
+ */
+export const TIME_ZONE = 'Z|[+-](?:(?:0\\d|1[0-3]):[0-5]\\d|14:00)';
+
+const DATE = new RegExp(`^(\\d{4})(?:-(\\d{2})(?:-(\\d{2})(?:T(\\d{2}):(\\d{2})(?::(\\d{2})(?:\\.(\\d{1,9}))?)?(${TIME_ZONE})?)?)?)?$`);
 
 export function parseDateRange(text: string): DateRange | undefined {
   const m = DATE.exec(text);

@@ -51,6 +51,16 @@ describe('device ingest refusals', () => {
     expect(diagnostics(readings.json, 0)).to.contain('exponent');
   });
 
+  it('refuses a reading time whose zone is beyond ±14:00 as the reading\'s own error (R4 dateTime)', async () => {
+    const pid = await newPatient();
+    const res = await postReadings(pid, [
+      { code: { system: LOINC, code: '8867-4' }, value: 70, unit: '/min', time: '2026-01-02T08:00:00+14:30' },
+      { code: { system: LOINC, code: '8867-4' }, value: 71, unit: '/min', time: '2026-01-02T08:00:00+14:00' },
+    ]);
+    expect(status(res.json)).to.equal([400, 201]);
+    expect(diagnostics(res.json, 0)).to.contain('is not a FHIR dateTime with a time zone');
+  });
+
   it('answers a re-sent reading 200 only when it is the same reading, and 409 when another is stored under its identity', async () => {
     const a = await newPatient();
     const b = await newPatient();

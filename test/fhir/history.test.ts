@@ -156,4 +156,13 @@ describe('history at type and system level', () => {
     expect(res.json.entry).to.not.exist();
     expect(res.json.total).to.equal(0);
   });
+
+  it('_since with a zone beyond ±14:00 is a 400 (R4 instant: -14:00 to +14:00; +14:30 was read)', async () => {
+    for (const since of ['2026-01-01T10:00:00+14:30', '2026-01-01T10:00:00+25:00']) {
+      const res = await app.request({ method: 'GET', url: `/fhir/Device/_history?_since=${encodeURIComponent(since)}` });
+      expect(res.statusCode, since).to.equal(400);
+      expect(res.json.issue[0].diagnostics).to.contain('_since must be an instant');
+    }
+    expect((await app.request({ method: 'GET', url: `/fhir/Device/_history?_since=${encodeURIComponent('2026-01-01T10:00:00+14:00')}` })).statusCode).to.equal(200);
+  });
 });

@@ -491,6 +491,11 @@ describe('FHIR search over HTTP', () => {
         ['Observation?code:below=x', 'code:below'],
         ['Observation?date=2026-13-01', 'date'],
         ['Observation?date=xx2026', 'date'],
+        // A zone beyond ±14:00 (R4 datatypes.html#dateTime) names no instant: +25:00 was searched.
+        ['Observation?date=2026-01-01T10:00:00%2B25:00', 'date'],
+        ['Observation?date=ge2026-01-01T10:00-25:00', 'date'],
+        ['Observation?date=2026-01-01T10:00:00%2B14:30', 'date'],
+        ['Observation?_lastUpdated=gt2026-01-01T10:00:00%2B13:60', '_lastUpdated'],
         ['Observation?value-quantity=abc', 'value-quantity'],
         [`Observation?value-quantity=5|${UCUM}|notaunit`, 'value-quantity'],
         ['Observation?_sort=nope', '_sort'],
