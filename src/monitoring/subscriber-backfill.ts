@@ -1,10 +1,9 @@
 import { SUBSCRIBER_TAG_SYSTEM } from '../access/subscriber';
 import type { FhirContext } from '../fhir/context';
-import { OperationOutcomeError } from '../kernel/outcome';
-import { executeWrites } from '../pipeline';
 import { findMatchingIds } from '../search';
 import { readVersioned } from '../store/repository';
 import { recordedSubscribers } from './notify';
+import { updateSubscriptionsAsServer } from './server-updates';
 
 /** Most Subscriptions tagged in one run; the next run takes the rest. */
 const PER_RUN = 200;
@@ -26,15 +25,5 @@ export async function tagSubscriptionsStoredUntagged(ctx: FhirContext): Promise<
   if (untagged.length === 0) return 0;
   const owned = await recordedSubscribers(ctx.db, untagged);
   const stored = await readVersioned<fhir4.Subscription>(ctx.db, 'Subscription', untagged.filter((id) => owned.has(id)));
-  let tagged = 0;
-  for (const [id, { resource, versionId }] of stored) {
-    try {
-      await executeWrites(ctx, [{ kind: 'update', type: 'Subscription', id, resource, ifMatch: versionId }]);
-      tagged++;
-    } catch (err) {
-      if (err instanceof OperationOutcomeError && (err.status === 409 || err.status === 412)) continue;
-      ctx.log.warn({ err, subscription: id }, 'could not tag a Subscription with its subscriber; the next run tries again');
-    }
-  }
-  return tagged;
+  return updateSubscriptionsAsServer(ctx, [...stored].map(([id, v]) => ({ id, ...v })), 'could not tag a Subscription with its subscriber');
 }

@@ -1,8 +1,7 @@
 import type { GrantStandings } from '../access/grant';
 import type { FhirContext } from '../fhir/context';
-import { OperationOutcomeError } from '../kernel/outcome';
-import { executeWrites } from '../pipeline';
 import { hasEnded, readLiveSubscriptions, subscriptionStandings } from './notify';
+import { updateSubscriptionsAsServer } from './server-updates';
 
 /** Most Subscriptions turned off in one run; the next run takes the rest. */
 const PER_RUN = 500;
@@ -34,16 +33,5 @@ export async function turnOffEndedSubscriptions(ctx: FhirContext, grants: GrantS
     if (!standing.alive) return [{ id, versionId, resource: { ...resource, status: 'off' as const, error: `the grant it was set under has ended: ${standing.reason}` } }];
     return hasEnded(resource, now) ? [{ id, versionId, resource: { ...resource, status: 'off' as const } }] : [];
   }).slice(0, PER_RUN);
-  let turnedOff = 0;
-  for (const { id, resource, versionId } of ended) {
-    try {
-      await executeWrites(ctx, [{ kind: 'update', type: 'Subscription', id, resource, ifMatch: versionId }]);
-      turnedOff++;
-    } catch (err) {
-      // Changed since it was read (another node turned it off, or its owner edited it): theirs stands.
-      if (err instanceof OperationOutcomeError && (err.status === 409 || err.status === 412)) continue;
-      ctx.log.warn({ err, subscription: id }, 'could not turn off an ended subscription; the next run tries again');
-    }
-  }
-  return turnedOff;
+  return updateSubscriptionsAsServer(ctx, ended, 'could not turn off an ended subscription');
 }
