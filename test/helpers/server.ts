@@ -1,5 +1,6 @@
 import type { ServerInjectOptions, ServerInjectResponse } from '@hapi/hapi';
 import pino from 'pino';
+import { SUBSCRIBER_TAG_SYSTEM } from '../../src/access/subscriber';
 import { loadConfig } from '../../src/config';
 import { serveBase } from '../../src/search';
 import { type App, createServer } from '../../src/server';
@@ -126,16 +127,21 @@ const VERSION_AUTHOR_URL = 'http://rpm.example.org/fhir/StructureDefinition/vers
 
 /**
  * A resource as its client sent it: without what the server sets in meta on every version
- * (versionId, lastUpdated, the version-author extension of src/audit/authorship.ts).
+ * (versionId, lastUpdated, the version-author extension of src/audit/authorship.ts, and on a
+ * Subscription the tag naming its subscriber, src/access/subscriber.ts).
  */
 export function withoutServerMeta<T>(r: T): T {
-  const copy = structuredClone(r) as { meta?: Record<string, unknown> & { extension?: Array<{ url: string }> } };
+  const copy = structuredClone(r) as { meta?: Record<string, unknown> & { extension?: Array<{ url: string }>; tag?: Array<{ system?: string }> } };
   if (copy.meta) {
     delete copy.meta.versionId;
     delete copy.meta.lastUpdated;
     if (copy.meta.extension) {
       copy.meta.extension = copy.meta.extension.filter((e) => e.url !== VERSION_AUTHOR_URL);
       if (copy.meta.extension.length === 0) delete copy.meta.extension;
+    }
+    if (copy.meta.tag) {
+      copy.meta.tag = copy.meta.tag.filter((t) => t.system !== SUBSCRIBER_TAG_SYSTEM);
+      if (copy.meta.tag.length === 0) delete copy.meta.tag;
     }
     if (Object.keys(copy.meta).length === 0) delete copy.meta;
   }
