@@ -1,3 +1,4 @@
+import { subscriberCode, subscriberOf } from '../access/subscriber';
 import { OperationOutcomeError } from '../kernel/outcome';
 import type { PendingWrite } from '../pipeline';
 import type { Queryable } from '../store/db';
@@ -36,8 +37,6 @@ interface OwnerState {
   active: boolean;
 }
 
-const keyOf = (clientId: string, subject: string | null | undefined) => JSON.stringify([clientId, subject ?? null]);
-
 export async function enforceSubscriptionCap(tx: Queryable, writes: readonly PendingWrite[], max: number): Promise<void> {
   if (max <= 0) return;
   const counting = writes.filter((w) => w.type === 'Subscription' && w.resource && countsAgainstCap(w.resource as fhir4.Subscription));
@@ -56,12 +55,13 @@ export async function enforceSubscriptionCap(tx: Queryable, writes: readonly Pen
   for (const w of counting) {
     const before = prior.get(w.id);
     const records = recordsItsWriter(w);
-    const owner = records ? { clientId: w.policy.clientId, subject: w.policy.subject ?? null } : before && { clientId: before.client_id, subject: before.subject };
+    const owner = records ? subscriberOf(w.policy) : before && { clientId: before.client_id, subject: before.subject };
     if (!owner) continue; // no subscriber is recorded for it (a row from before issue 11): it counts for no one
-    const key = keyOf(owner.clientId, owner.subject);
-    const entry = byOwner.get(key) ?? { ...owner, kept: 0, adding: [] };
+    // The one key of a subscriber (src/access/subscriber.ts), as the read limit and the holder check compare.
+    const key = subscriberCode(owner);
+    const entry = byOwner.get(key) ?? { clientId: owner.clientId, subject: owner.subject ?? null, kept: 0, adding: [] };
     byOwner.set(key, entry);
-    if (before?.active && keyOf(before.client_id, before.subject) === key) entry.kept++;
+    if (before?.active && subscriberCode({ clientId: before.client_id, subject: before.subject }) === key) entry.kept++;
     else entry.adding.push(w);
   }
   // What this apply writes is counted here, not from the table (its rows are about to change).
