@@ -1,5 +1,5 @@
 import { keepNumberText } from '../kernel/json-decimals';
-import { TIME_ZONE } from '../search/date-range';
+import { DATE_TIME_WITH_ZONE } from '../search/date-range';
 import type { ReadingIdentity } from './reading-identity';
 import { DEVICE_USER_EXTENSION, DOOR_SOURCE_PREFIX, MDC_SYSTEM, type Measurement, READING_ID_SYSTEM, type ReadingDraft, ReadingError, UCUM_SYSTEM } from './reading';
 
@@ -21,10 +21,9 @@ const DATA_ABSENT_DISPLAY: Record<string, string> = {
 const EARLIEST = Date.parse('1900-01-01T00:00:00Z');
 /** How far ahead of the server's clock a reading's time may be (a device's clock runs fast). */
 export const CLOCK_SKEW_MS = 5 * 60_000;
-const DATE_TIME = new RegExp(`^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}(:\\d{2}(\\.\\d+)?)?(${TIME_ZONE})$`);
 
 export function checkTime(time: string, now = Date.now()): void {
-  if (!DATE_TIME.test(time)) throw new ReadingError(400, `time '${time.slice(0, 40)}' is not a FHIR dateTime with a time zone (e.g. 2026-11-02T08:00:00Z)`, 'value');
+  if (!DATE_TIME_WITH_ZONE.test(time)) throw new ReadingError(400, `time '${time.slice(0, 40)}' is not a FHIR dateTime with a time zone (e.g. 2026-11-02T08:00:00Z)`, 'value');
   const t = Date.parse(time);
   if (Number.isNaN(t)) throw new ReadingError(400, `time '${time}' is not a date`, 'value');
   if (t > now + CLOCK_SKEW_MS) throw new ReadingError(422, `time ${time} is in the future`, 'value');

@@ -17,6 +17,12 @@ export interface DateRange {
  */
 export const TIME_ZONE = 'Z|[+-](?:(?:0\\d|1[0-3]):[0-5]\\d|14:00)';
 
+/**
+ * A date and time to the minute at least, with its zone: what a client sends where an instant is
+ * asked for (`_since`, a device reading's time). Seconds may be left out, as clients do.
+ */
+export const DATE_TIME_WITH_ZONE = new RegExp(`^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}(:\\d{2}(\\.\\d+)?)?(${TIME_ZONE})$`);
+
 const DATE = new RegExp(`^(\\d{4})(?:-(\\d{2})(?:-(\\d{2})(?:T(\\d{2}):(\\d{2})(?::(\\d{2})(?:\\.(\\d{1,9}))?)?(${TIME_ZONE})?)?)?)?$`);
 
 export function parseDateRange(text: string): DateRange | undefined {

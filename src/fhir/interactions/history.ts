@@ -8,12 +8,10 @@ import { supportedTypes } from '../../kernel/resource-types';
 import { badRequest, notFound } from '../../kernel/outcome';
 import type { RestRequest } from '../rest-request';
 import { requireKnown } from './read';
-import { dateFromQuery, TIME_ZONE, timestampText } from '../../search/date-range';
+import { DATE_TIME_WITH_ZONE, dateFromQuery, timestampText } from '../../search/date-range';
 import { parseDateTerm } from '../../search/types/date';
 
 const HISTORY_PARAMS = new Set(['_count', '_since', '_at', '_cursor', '_format', '_pretty']);
-/** `_since` is an instant (R4 http.html#history), its zone within ±14:00; seconds may be left out, as clients do. */
-const SINCE = new RegExp(`^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}(:\\d{2}(\\.\\d+)?)?(${TIME_ZONE})$`);
 
 /**
  * history at instance (`type` and `id`), type (`type`) or system level (neither): a history
@@ -27,7 +25,7 @@ export async function history(ctx: FhirContext, req: Omit<RestRequest, 'type'> &
   const count = pageSize(ctx, req.query.get('_count'));
   const sent = req.query.get('_since');
   const since = sent === null ? undefined : dateFromQuery(sent);
-  if (since !== undefined && (!SINCE.test(since) || Number.isNaN(Date.parse(since)))) {
+  if (since !== undefined && (!DATE_TIME_WITH_ZONE.test(since) || Number.isNaN(Date.parse(since)))) {
     throw badRequest(`_since must be an instant such as 2026-01-01T00:00:00Z, got '${since}'`);
   }
   const atSent = req.query.getAll('_at');
