@@ -5,6 +5,7 @@ import type { Action, Actor, AuditFact, Outcome } from './event';
 import { rawQueryOf, urlAsSent } from '../kernel/request-target';
 import { isValidId } from '../kernel/id';
 import { SERVED_DEFINITION_PATHS } from '../fhir/served-definitions';
+import { splitRequestUrl } from '../fhir/bundle/entries';
 
 declare module '@hapi/hapi' {
   interface RequestApplicationState {
@@ -120,7 +121,7 @@ function write(method: string): Interaction {
  * successful write was audited in its own transaction, and discovery documents disclose nothing.
  * Every refusal (401, 403, …) and failure is recorded with the reason the client was given.
  */
-export function auditOfRequest(request: Request, policyOf: (r: Request) => AccessPolicy | undefined): RequestAudit | undefined {
+export function auditOfRequest(request: Request, policyOf: (r: Request) => AccessPolicy | undefined, baseUrl: string): RequestAudit | undefined {
   const response = request.response as { statusCode?: number; source?: unknown } | null;
   const status = response?.statusCode ?? 500;
   const outcome: Outcome = status < 400 ? '0' : status < 500 ? '4' : '8';
@@ -165,7 +166,7 @@ export function auditOfRequest(request: Request, policyOf: (r: Request) => Acces
   // the event would otherwise link to the id).
   if (operationOf(request) === '$anonymize') return { fact: rest, disclosed: { json: '{}', type: 'Patient', id: params.id } };
   const bundle = subtype === 'batch' || subtype === 'transaction';
-  const failedEntries = bundle && request.app.failedEntries ? entryFailures(request.app.failedEntries, actor) : undefined;
+  const failedEntries = bundle && request.app.failedEntries ? entryFailures(request.app.failedEntries, actor, baseUrl) : undefined;
   return { fact: rest, disclosed: { json: body, type: params.type, id: params.id, onlyReads: bundle, hidden: request.app.hiddenPatients }, named, failedEntries };
 }
 
@@ -214,19 +215,28 @@ function searchParamsOf(request: Request): URLSearchParams | undefined {
  * failed entry is audited as the failure it is, a refusal (403) as much as a REST request's, with
  * the entry's own request as the query.
  */
-function entryFailures(failed: NonNullable<Request['app']['failedEntries']>, actor: Actor): Array<Pick<RequestAudit, 'fact' | 'named'>> {
+function entryFailures(failed: NonNullable<Request['app']['failedEntries']>, actor: Actor, baseUrl: string): Array<Pick<RequestAudit, 'fact' | 'named'>> {
   return failed.map((e) => {
     const interaction = entryInteraction(e.method, e.url);
-    const [path, query] = e.url.split('?', 2) as [string, string | undefined];
-    const [type, id] = path.split('/').filter((s) => s !== '');
     return {
       fact: fact({
         kind: 'rest', subtype: interaction.subtype, action: interaction.action, outcome: e.status < 500 ? '4' : '8',
         outcomeDesc: `HTTP ${e.status}${e.diagnostics ? `: ${e.diagnostics}` : ''}`, actor, query: `${e.method} ${e.url}`, what: undefined,
       }),
-      named: actor.policy ? patientsNamedBy(type, id, query === undefined ? undefined : new URLSearchParams(query)) : undefined,
+      named: actor.policy ? entryNamedPatients(e.url, baseUrl) : undefined,
     };
   });
+}
+
+/** The patients an entry's request URL names, read as the bundle read it (relative, or absolute on this server's base). */
+function entryNamedPatients(url: string, baseUrl: string): string[] {
+  let split;
+  try {
+    split = splitRequestUrl(url, baseUrl);
+  } catch {
+    return []; // on another server's base: it names nobody here
+  }
+  return patientsNamedBy(split.path[0], split.path[1], split.query);
 }
 
 /** The interaction an entry's request asks for: its method, and for a read its URL's shape (`Type/id` or a search). */

@@ -53,7 +53,7 @@ export function registerAudit(ctx: FhirContext, server: Server): AuditTrail {
   server.events.on('response', (request: Request) => {
     let audit;
     try {
-      audit = auditOfRequest(request, requestPolicy);
+      audit = auditOfRequest(request, requestPolicy, observer.baseUrl);
     } catch (err) {
       ctx.log.error({ err: { message: (err as Error).message } }, 'audit of a request failed');
       return;
