@@ -21,7 +21,9 @@ export async function notificationsArrive(db: Db, withinMs: number, stopped?: Ab
   const onStop = () => settle(false);
   stopped?.addEventListener('abort', onStop, { once: true });
   try {
-    await db.query('SELECT pg_notify($1, $2)', [CHECK_CHANNEL, token]);
+    // Named, so that a statement log (and a test counting a request's statements) can tell this
+    // start-up check from the NOTIFYs of writes, which run on their own clock beside it.
+    await db.query('SELECT pg_notify($1, $2) AS listen_check', [CHECK_CHANNEL, token]);
     return await outcome;
   } finally {
     clearTimeout(timer);
